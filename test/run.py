@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""run.py — runs tabby's whole test suite and ends with 'N passed, N failed, N skipped'.
+
+Phases:
+  1. unit    every doctest binary meson registered (in the sanitizer build);
+             each doctest test case counts as one test.
+  2. fuzz    each libFuzzer target for a fixed short budget (one test each).
+  3. integration  every executable script in test/integration/ (one test each),
+             run in parallel; exit 0 = pass, 77 = skipped (the script must print
+             why), anything else = fail. Scripts get TABBY_BIN / TABBY_BUILD in the
+             environment.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCTEST_RE = re.compile(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed\s*\|\s*(\d+) skipped")
+
+
+class Tally:
+    def __init__(self):
+        self.passed, self.failed, self.skipped = 0, 0, 0
+        self.failures = []
+
+    def add(self, name, status, detail=""):
+        if status == "pass":
+            self.passed += 1
+        elif status == "skip":
+            self.skipped += 1
+            print(f"SKIP {name}: {detail}")
+        else:
+            self.failed += 1
+            self.failures.append(name)
+        print(f"{status.upper():4} {name}" + (f" ({detail})" if detail and status != "skip" else ""), flush=True)
+
+
+def run_unit(build, tally, only):
+    out = subprocess.run(["meson", "introspect", "--tests", build], capture_output=True, text=True, check=True)
+    for t in json.loads(out.stdout):
+        if only and not re.search(only, t["name"]):
+            continue
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+        start = time.time()
+        p = subprocess.run(t["cmd"] + ["--no-intro"], capture_output=True, text=True, env=env, timeout=900)
+        m = DOCTEST_RE.search(p.stdout)
+        if not m:
+            print(p.stdout[-4000:], p.stderr[-4000:])
+            tally.add(f"unit/{t['name']}", "fail", f"binary crashed or printed no summary, rc={p.returncode}")
+            continue
+        total, ok, bad, skipped = map(int, m.groups())
+        tally.passed += ok
+        tally.failed += bad
+        tally.skipped += skipped
+        if bad or p.returncode != 0:
+            print(p.stdout[-8000:], p.stderr[-4000:])
+            if not bad:
+                tally.failed += 1  # sanitizer report after the summary
+            tally.failures.append(f"unit/{t['name']}")
+        print(f"UNIT {t['name']}: {ok}/{total} passed, {bad} failed ({time.time() - start:.1f}s)", flush=True)
+
+
+def run_fuzz(build, tally, seconds):
+    fuzz_dir = os.path.join(build, "test", "fuzz")
+    if not os.path.isdir(fuzz_dir):
+        return
+    for name in sorted(os.listdir(fuzz_dir)):
+        path = os.path.join(fuzz_dir, name)
+        if not (name.endswith("_fuzz") and os.access(path, os.X_OK)):
+            continue
+        corpus = os.path.join(ROOT, "test", "fuzz", "corpus", name)
+        work = os.path.join(build, "fuzz-work", name)
+        os.makedirs(work, exist_ok=True)
+        args = [path, f"-max_total_time={seconds}", "-print_final_stats=1", "-rss_limit_mb=2048", work]
+        if os.path.isdir(corpus):
+            args.append(corpus)
+        p = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
+        if p.returncode == 0:
+            m = re.search(r"stat::number_of_executed_units:\s*(\d+)", p.stderr)
+            tally.add(f"fuzz/{name}", "pass", f"{m.group(1) if m else '?'} inputs in {seconds}s")
+        else:
+            print(p.stderr[-6000:])
+            tally.add(f"fuzz/{name}", "fail", f"rc={p.returncode}")
+
+
+def run_one_integration(path, env, timeout):
+    start = time.time()
+    try:
+        p = subprocess.run([path], capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+        rc, out = p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = -1, f"timed out after {timeout}s\n" + ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""))
+    return path, rc, out, time.time() - start
+
+
+def run_integration(tally, only, jobs, env, timeout):
+    d = os.path.join(ROOT, "test", "integration")
+    scripts = sorted(os.path.join(d, f) for f in os.listdir(d)
+                     if os.access(os.path.join(d, f), os.X_OK) and not f.startswith("_") and os.path.isfile(os.path.join(d, f)))
+    if only:
+        scripts = [s for s in scripts if re.search(only, os.path.basename(s))]
+    with ThreadPoolExecutor(max_workers=jobs) as ex:
+        for path, rc, out, secs in ex.map(lambda s: run_one_integration(s, env, timeout), scripts):
+            name = "integration/" + os.path.basename(path)
+            if rc == 0:
+                tally.add(name, "pass", f"{secs:.1f}s")
+            elif rc == 77:
+                reason = out.strip().splitlines()[-1] if out.strip() else "no reason given"
+                tally.add(name, "skip", reason)
+            else:
+                print(f"----- output of {name} -----\n{out[-12000:]}\n----- end {name} -----")
+                tally.add(name, "fail", f"rc={rc}, {secs:.1f}s")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--unit-build", default=os.path.join(ROOT, "build-asan"))
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--fuzz-build", default=os.path.join(ROOT, "build-fuzz"))
+    ap.add_argument("--fuzz-seconds", type=int, default=30)
+    ap.add_argument("--only", default=None, help="regex on test names")
+    ap.add_argument("--phases", default="unit,fuzz,integration")
+    ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--timeout", type=int, default=600)
+    a = ap.parse_args()
+    tally = Tally()
+    phases = a.phases.split(",")
+    if "unit" in phases:
+        run_unit(a.unit_build, tally, a.only)
+    if "fuzz" in phases:
+        run_fuzz(a.fuzz_build, tally, a.fuzz_seconds)
+    if "integration" in phases:
+        env = dict(os.environ, TABBY_BUILD=a.build, TABBY_BIN=os.path.join(a.build, "felix", "tabby"),
+                   TABBY_ROOT=ROOT, PYTHONPATH=os.path.join(ROOT, "test", "integration"))
+        run_integration(tally, a.only, a.jobs, env, a.timeout)
+    if tally.failures:
+        print("failed: " + ", ".join(tally.failures))
+    print(f"{tally.passed} passed, {tally.failed} failed, {tally.skipped} skipped")
+    return 1 if tally.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
