@@ -69,6 +69,9 @@ UpdateMessage make_end_of_rib(Family f) {
 
 std::optional<Family> end_of_rib_family(const UpdateMessage& u) {
   if (!u.withdrawn.empty() || !u.nlri.empty() || u.attrs || u.mp_reach_family) return std::nullopt;
+  // A treat-as-withdraw UPDATE has its attributes dropped (attrs null) but
+  // was not empty on the wire: never an End-of-RIB.
+  if (u.treat_as_withdraw || !u.attrs_discarded.empty()) return std::nullopt;
   if (!u.mp_unreach_family) return kIpv4Unicast;
   if (u.mp_withdrawn.empty()) return *u.mp_unreach_family;
   return std::nullopt;
