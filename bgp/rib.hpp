@@ -52,6 +52,7 @@ enum class NextHopMode : uint8_t {
 struct ExportFilter {
   std::vector<Prefix> allowed_prefixes;    // a route passes if inside one of them; empty = all
   std::vector<uint32_t> denied_communities;  // a route carrying any of these is not sent
+  bool operator==(const ExportFilter&) const = default;
 };
 
 struct PeerConfig {

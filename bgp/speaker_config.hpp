@@ -9,17 +9,12 @@
 #include <vector>
 
 #include "base/base.hpp"
+#include "bgp/rib.hpp"
 #include "bgp/types.hpp"
 
 namespace tabby::bgp {
 
-enum class NextHopMode : uint8_t { Auto, Self, Keep };
-
-struct ExportFilter {
-  std::vector<Prefix> allowed_prefixes;          // a route passes only if inside one of these (empty = all)
-  std::vector<uint32_t> denied_communities;
-  bool operator==(const ExportFilter&) const = default;
-};
+// NextHopMode and ExportFilter are the RIB's (bgp/rib.hpp).
 
 struct NeighborConfig {
   IpAddress address;
