@@ -216,6 +216,11 @@ class PeerSession {
   const char* state_str() const { return state_name(state()); }
   ConnId established_conn() const;  // kNoConn unless Established
   const NegotiatedSession* negotiated() const;  // while Established, else null
+  // The negotiation of connection c once its OPEN was accepted (OpenConfirm or
+  // Established), else null: lets the driver switch c's CodecContext early.
+  const NegotiatedSession* negotiated_for(ConnId c) const;
+  size_t connection_count() const { return conns_.size(); }
+  bool connect_pending() const { return connecting_; }
   const std::string& last_error() const { return last_error_; }
   const SessionCounters& counters() const { return counters_; }
   const SessionConfig& config() const { return cfg_; }
