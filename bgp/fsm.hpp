@@ -29,6 +29,32 @@
 //    cheap by storing a deadline and re-arming lazily.
 //  - After handle(ev::UpdateMsg{c}) / handle(ev::RouteRefreshMsg{c}), hand the
 //    message to the RIB only if established_conn() == c.
+//  - Carry out the actions of one event before decoding the next message of
+//    that connection: the codec context changes at OPEN (negotiated_for(c))
+//    and the session may have been closed.
+//
+// Driver loop sketch:
+//   PeerSession fsm(cfg);  Actions acts;
+//   feed(ev::ManualStart{});
+//   void feed(const Event& e) {
+//     acts.clear(); fsm.handle(e, acts);
+//     for (auto& a : acts) std::visit(overloaded{
+//       [&](act::Connect&)       { start async_connect; on success feed(ev::TcpCrAcked{new_id()}),
+//                                  on error feed(ev::TcpConnectFailed{ec.message()}); },
+//       [&](act::CancelConnect&) { close the connecting socket; report nothing for it; },
+//       [&](act::Send& s)        { encode(s.msg, ctx_of(s.conn)) and queue on s.conn; },
+//       [&](act::Close& c)       { flush, close, cancel c's timers, forget c; },
+//       [&](act::StartTimer& t)  { (re)arm timer (t.timer, t.conn) for t.ms; on expiry feed(...Expires); },
+//       [&](act::StopTimer& t)   { cancel it; },
+//       [&](act::SessionEstablished& u) { speaker.peer_up(u.session); send the table, End-of-RIB; },
+//       [&](act::SessionDown& d) { speaker.peer_down(d.info); /* retain_stale or flush */ }}, a);
+//   }
+//   accept on the listener → feed(ev::TcpConnectionConfirmed{new_id()});
+//   read loop per conn: decode(bytes, ctx) → OPEN: feed(ev::BgpOpen{c, open});
+//     KEEPALIVE: ev::KeepAliveMsg; UPDATE: feed(ev::UpdateMsg{c}) then if
+//     fsm.established_conn() == c → rib.apply(update); NOTIFICATION: ev::NotifMsg;
+//     decode error: ev::BgpHeaderErr / BgpOpenMsgErr / UpdateMsgErr by message type;
+//     EOF or socket error: ev::TcpConnectionFails{c, text}.
 #pragma once
 
 #include <cstdint>
