@@ -171,6 +171,12 @@ const NegotiatedSession* PeerSession::negotiated() const {
   return nullptr;
 }
 
+const NegotiatedSession* PeerSession::negotiated_for(ConnId id) const {
+  for (const Conn& c : conns_)
+    if (c.id == id && c.neg) return &*c.neg;
+  return nullptr;
+}
+
 PeerSession::Conn* PeerSession::find(ConnId id) {
   if (id == kNoConn) return nullptr;
   for (Conn& c : conns_)

@@ -29,6 +29,32 @@
 //    cheap by storing a deadline and re-arming lazily.
 //  - After handle(ev::UpdateMsg{c}) / handle(ev::RouteRefreshMsg{c}), hand the
 //    message to the RIB only if established_conn() == c.
+//  - Carry out the actions of one event before decoding the next message of
+//    that connection: the codec context changes at OPEN (negotiated_for(c))
+//    and the session may have been closed.
+//
+// Driver loop sketch:
+//   PeerSession fsm(cfg);  Actions acts;
+//   feed(ev::ManualStart{});
+//   void feed(const Event& e) {
+//     acts.clear(); fsm.handle(e, acts);
+//     for (auto& a : acts) std::visit(overloaded{
+//       [&](act::Connect&)       { start async_connect; on success feed(ev::TcpCrAcked{new_id()}),
+//                                  on error feed(ev::TcpConnectFailed{ec.message()}); },
+//       [&](act::CancelConnect&) { close the connecting socket; report nothing for it; },
+//       [&](act::Send& s)        { encode(s.msg, ctx_of(s.conn)) and queue on s.conn; },
+//       [&](act::Close& c)       { flush, close, cancel c's timers, forget c; },
+//       [&](act::StartTimer& t)  { (re)arm timer (t.timer, t.conn) for t.ms; on expiry feed(...Expires); },
+//       [&](act::StopTimer& t)   { cancel it; },
+//       [&](act::SessionEstablished& u) { speaker.peer_up(u.session); send the table, End-of-RIB; },
+//       [&](act::SessionDown& d) { speaker.peer_down(d.info); /* retain_stale or flush */ }}, a);
+//   }
+//   accept on the listener → feed(ev::TcpConnectionConfirmed{new_id()});
+//   read loop per conn: decode(bytes, ctx) → OPEN: feed(ev::BgpOpen{c, open});
+//     KEEPALIVE: ev::KeepAliveMsg; UPDATE: feed(ev::UpdateMsg{c}) then if
+//     fsm.established_conn() == c → rib.apply(update); NOTIFICATION: ev::NotifMsg;
+//     decode error: ev::BgpHeaderErr / BgpOpenMsgErr / UpdateMsgErr by message type;
+//     EOF or socket error: ev::TcpConnectionFails{c, text}.
 #pragma once
 
 #include <cstdint>
@@ -216,6 +242,11 @@ class PeerSession {
   const char* state_str() const { return state_name(state()); }
   ConnId established_conn() const;  // kNoConn unless Established
   const NegotiatedSession* negotiated() const;  // while Established, else null
+  // The negotiation of connection c once its OPEN was accepted (OpenConfirm or
+  // Established), else null: lets the driver switch c's CodecContext early.
+  const NegotiatedSession* negotiated_for(ConnId c) const;
+  size_t connection_count() const { return conns_.size(); }
+  bool connect_pending() const { return connecting_; }
   const std::string& last_error() const { return last_error_; }
   const SessionCounters& counters() const { return counters_; }
   const SessionConfig& config() const { return cfg_; }
