@@ -131,6 +131,7 @@ struct Speaker::Impl {
   uint64_t next_conn_id = 1;
   bool flush_posted = false;
   bool stopped = false;
+  bool restarting = false;
   std::function<void(const std::vector<BestRouteChange>&)> on_best;
   std::vector<uint8_t> out_buf;
 
@@ -156,6 +157,10 @@ struct Speaker::Impl {
     s.graceful_restart.enabled = cfg.graceful_restart;
     s.graceful_restart.restart_time = cfg.restart_time;
     s.graceful_restart.max_restart_time = n.max_restart_time;
+    if (cfg.graceful_restart && restarting) {
+      s.graceful_restart.restarting = true;
+      s.graceful_restart.forwarding_preserved = n.families;
+    }
     // RFC 4271 §10: jitter ConnectRetry and Keepalive by 0.75-1.0.
     s.jitter = [](uint32_t ms) { return ms - static_cast<uint32_t>((uint64_t{ms} * (std::rand() % 250)) / 1000); };
     return s;
@@ -745,6 +750,8 @@ Speaker::~Speaker() {
   impl_->peers.clear();
   impl_->rib.reset();
 }
+
+void Speaker::set_restarting(bool restarting) { impl_->restarting = restarting; }
 
 Status Speaker::start() {
   if (impl_->cfg.router_id.is_unspecified()) return fail_msg("router ID is not set");

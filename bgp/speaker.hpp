@@ -63,6 +63,11 @@ class Speaker {
   Speaker(const Speaker&) = delete;
   Speaker& operator=(const Speaker&) = delete;
 
+  // RFC 4724 §4.1: call before start() when this agent is coming back from a
+  // restart (its routes were kept by the peers and, with a dataplane, in the
+  // kernel): OPENs then carry the Restart State (R) bit and the Forwarding State
+  // (F) bit for every family.
+  void set_restarting(bool restarting);
   // Binds the listeners and starts every peer.
   Status start();
   // Applies a new config: added peers start, removed peers stop with

@@ -8,6 +8,10 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <unistd.h>
+
+#include <cstdio>
 #include <ctime>
 #include <iomanip>
 #include <iostream>
@@ -144,6 +148,15 @@ int run_agent(const std::vector<std::string>& args) {
     std::cerr << "tabby agent: " << st.error().message << "\n";
     return 1;
   }
+  // Restart detection (RFC 4724 §4.1): a marker beside the API socket lives
+  // while the agent runs and stays after a graceful stop or a crash; finding it
+  // at start means peers may still hold our routes, so we come up as a
+  // restarting speaker. A non-graceful stop removes it.
+  const std::string marker = config.api_socket + ".running";
+  bool restarting = ::access(marker.c_str(), F_OK) == 0;
+  speaker.set_restarting(restarting);
+  if (restarting) log("previous run did not stop for good: starting as a restarting BGP speaker (RFC 4724 R bit)");
+  if (FILE* f = std::fopen(marker.c_str(), "w")) std::fclose(f);
   if (auto st = speaker.start(); !st) {
     std::cerr << "tabby agent: " << st.error().message << "\n";
     return 1;
@@ -175,8 +188,11 @@ int run_agent(const std::vector<std::string>& args) {
     // Graceful restart (RFC 4724): when enabled, leave without a NOTIFICATION
     // so that peers keep our routes while the agent restarts.
     speaker.stop(config.bgp.graceful_restart, "tabby agent stopping");
+    if (!config.bgp.graceful_restart) ::unlink(marker.c_str());
     api.stop();
-    io.stop();
+    // Let queued NOTIFICATIONs go out, but never hang on a stuck peer.
+    auto deadline = std::make_shared<boost::asio::steady_timer>(io, std::chrono::seconds(2));
+    deadline->async_wait([&io, deadline](const boost::system::error_code&) { io.stop(); });
   };
   signals.async_wait(on_signal);
   io.run();
