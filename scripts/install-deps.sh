@@ -22,6 +22,14 @@ case "${1:-all}" in
   *) echo "usage: $0 [build|peers|all]" >&2; exit 2 ;;
 esac
 
+# tabby's route protocol number, by name: `ip route show proto tabby` (dataplane).
+if [ -d /etc/iproute2 ] || mkdir -p /etc/iproute2/rt_protos.d 2>/dev/null; then
+  mkdir -p /etc/iproute2/rt_protos.d
+  [ "$(cat /etc/iproute2/rt_protos.d/tabby.conf 2>/dev/null)" = "44 tabby" ] ||
+    echo "44 tabby" > /etc/iproute2/rt_protos.d/tabby.conf 2>/dev/null ||
+    echo "note: cannot write /etc/iproute2/rt_protos.d/tabby.conf (not root?)" >&2
+fi
+
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
