@@ -123,6 +123,7 @@ struct LinuxDataplane::Impl {
     tunnels_dirty = false;
     const TunnelConfig& c = tunnel_cfg;
     bool devices_changed = false;
+    size_t errors_before = errors.size();
     if (c.ipip.enabled) {
       if (auto s = tunnels.ensure_ipip(c.ipip, c.node_ip); !s) errors.push_back(s.error().message);
       ipip_was_enabled = true;
@@ -141,6 +142,7 @@ struct LinuxDataplane::Impl {
       vxlan_was_enabled = false;
       devices_changed = true;
     }
+    if (errors.size() != errors_before) tunnels_dirty = true;  // retry on the next apply
     if (devices_changed) {
       if (auto s = load_links(); !s) errors.push_back(s.error().message);
       if (auto s = load_routes(); !s) errors.push_back(s.error().message);

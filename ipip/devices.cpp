@@ -10,7 +10,13 @@
 #include <netlink/route/link.h>
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/neighbour.h>
+#include <linux/rtnetlink.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <functional>
+#include <tuple>
 
 #include <cstring>
 #include <set>
@@ -54,6 +60,106 @@ std::string nlerr(const std::string& what, int err) { return what + ": " + nl_ge
 IpAddress from_nl(nl_addr* a) {
   if (nl_addr_get_family(a) == AF_INET6) return IpAddress::v6_bytes(static_cast<uint8_t*>(nl_addr_get_binary_addr(a)));
   return IpAddress::v4_bytes(static_cast<uint8_t*>(nl_addr_get_binary_addr(a)));
+}
+
+// FDB entries (AF_BRIDGE neighbours with an IP destination) by raw rtnetlink: libnl's
+// neighbour object rejects a destination whose family differs from the entry's.
+struct FdbEntry {
+  std::array<uint8_t, 6> mac;
+  IpAddress dst;
+  bool operator<(const FdbEntry& o) const { return std::tie(mac, dst) < std::tie(o.mac, o.dst); }
+};
+
+class RawNl {
+ public:
+  RawNl() {
+    fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    sockaddr_nl sa{};
+    sa.nl_family = AF_NETLINK;
+    if (fd_ >= 0) ::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  }
+  ~RawNl() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  // Sends one request; for dumps calls each() per reply message. Returns -errno or 0.
+  int request(std::vector<char>& msg, const std::function<void(const nlmsghdr*)>& each = {}) {
+    auto* h = reinterpret_cast<nlmsghdr*>(msg.data());
+    h->nlmsg_len = static_cast<uint32_t>(msg.size());
+    h->nlmsg_seq = ++seq_;
+    if (::send(fd_, msg.data(), msg.size(), 0) < 0) return -errno;
+    std::vector<char> buf(1 << 16);
+    for (;;) {
+      ssize_t len = ::recv(fd_, buf.data(), buf.size(), 0);
+      if (len < 0) {
+        if (errno == EINTR) continue;
+        return -errno;
+      }
+      for (auto* r = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
+        if (r->nlmsg_seq != seq_) continue;
+        if (r->nlmsg_type == NLMSG_DONE) return 0;
+        if (r->nlmsg_type == NLMSG_ERROR) return static_cast<nlmsgerr*>(NLMSG_DATA(r))->error;
+        if (each) each(r);
+      }
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  uint32_t seq_ = 0;
+};
+
+void add_attr(std::vector<char>& b, uint16_t type, const void* data, size_t len) {
+  size_t off = b.size();
+  b.resize(off + RTA_ALIGN(RTA_LENGTH(len)));
+  auto* a = reinterpret_cast<rtattr*>(b.data() + off);
+  a->rta_type = type;
+  a->rta_len = static_cast<unsigned short>(RTA_LENGTH(len));
+  std::memcpy(RTA_DATA(a), data, len);
+}
+
+std::vector<char> fdb_msg(uint16_t type, uint16_t flags, int ifindex, const FdbEntry* e) {
+  std::vector<char> b(NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(ndmsg)));
+  auto* h = reinterpret_cast<nlmsghdr*>(b.data());
+  h->nlmsg_type = type;
+  h->nlmsg_flags = flags;
+  auto* nd = reinterpret_cast<ndmsg*>(b.data() + NLMSG_HDRLEN);
+  nd->ndm_family = AF_BRIDGE;
+  nd->ndm_ifindex = ifindex;
+  nd->ndm_state = NUD_PERMANENT;
+  nd->ndm_flags = NTF_SELF;
+  if (e) {
+    add_attr(b, NDA_LLADDR, e->mac.data(), 6);
+    add_attr(b, NDA_DST, e->dst.bytes().data(), e->dst.byte_width());
+  }
+  return b;
+}
+
+std::vector<FdbEntry> fdb_dump(RawNl& nl, int ifindex, int& err) {
+  std::vector<FdbEntry> out;
+  auto req = fdb_msg(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 0, nullptr);
+  err = nl.request(req, [&](const nlmsghdr* h) {
+    if (h->nlmsg_type != RTM_NEWNEIGH) return;
+    const auto* nd = static_cast<const ndmsg*>(NLMSG_DATA(h));
+    if (nd->ndm_family != AF_BRIDGE || nd->ndm_ifindex != ifindex) return;
+    int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)));
+    FdbEntry e{};
+    bool have_mac = false, have_dst = false;
+    for (auto* a = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(nd) + NLMSG_ALIGN(sizeof(ndmsg)));
+         RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+      if (a->rta_type == NDA_LLADDR && RTA_PAYLOAD(a) == 6) {
+        std::memcpy(e.mac.data(), RTA_DATA(a), 6);
+        have_mac = true;
+      } else if (a->rta_type == NDA_DST && RTA_PAYLOAD(a) == 4) {
+        e.dst = IpAddress::v4_bytes(static_cast<const uint8_t*>(RTA_DATA(a)));
+        have_dst = true;
+      } else if (a->rta_type == NDA_DST && RTA_PAYLOAD(a) == 16) {
+        e.dst = IpAddress::v6_bytes(static_cast<const uint8_t*>(RTA_DATA(a)));
+        have_dst = true;
+      }
+    }
+    if (have_mac && have_dst) out.push_back(e);
+  });
+  return out;
 }
 
 }  // namespace
@@ -234,36 +340,29 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
 
   // Neighbours and FDB entries: what is on the device vs what the VTEPs want.
   std::set<std::pair<IpAddress, std::array<uint8_t, 6>>> want_neigh, have_neigh;
-  std::set<std::pair<std::array<uint8_t, 6>, IpAddress>> want_fdb, have_fdb;
+  std::set<FdbEntry> want_fdb;
   for (const auto& v : vteps) {
     want_neigh.insert({v.tunnel_address, v.mac});
-    want_fdb.insert({v.mac, v.node_ip});
+    want_fdb.insert(FdbEntry{v.mac, v.node_ip});
   }
+  std::string errors;
   CacheRef cache;
   err = rtnl_neigh_alloc_cache(sk, &cache.p);
   if (err < 0) return fail_msg(nlerr("dump neighbours", err));
   std::vector<rtnl_neigh*> stale;
   for (nl_object* o = nl_cache_get_first(cache.p); o; o = nl_cache_get_next(o)) {
     auto* n = reinterpret_cast<rtnl_neigh*>(o);
-    if (rtnl_neigh_get_ifindex(n) != ifindex) continue;
+    if (rtnl_neigh_get_ifindex(n) != ifindex || rtnl_neigh_get_family(n) == AF_BRIDGE) continue;
+    if (!(rtnl_neigh_get_state(n) & NUD_PERMANENT)) continue;
     nl_addr* ll = rtnl_neigh_get_lladdr(n);
     nl_addr* dst = rtnl_neigh_get_dst(n);
     if (!ll || nl_addr_get_len(ll) != 6 || !dst) continue;
     std::array<uint8_t, 6> m;
     std::memcpy(m.data(), nl_addr_get_binary_addr(ll), 6);
-    int fam = rtnl_neigh_get_family(n);
-    if (fam == AF_BRIDGE) {
-      if (nl_addr_get_family(dst) != AF_INET && nl_addr_get_family(dst) != AF_INET6) continue;
-      auto e = std::make_pair(m, from_nl(dst));
-      if (want_fdb.count(e)) have_fdb.insert(e);
-      else stale.push_back(n);
-    } else if (rtnl_neigh_get_state(n) & NUD_PERMANENT) {
-      auto e = std::make_pair(from_nl(dst), m);
-      if (want_neigh.count(e)) have_neigh.insert(e);
-      else stale.push_back(n);
-    }
+    auto e = std::make_pair(from_nl(dst), m);
+    if (want_neigh.count(e)) have_neigh.insert(e);
+    else stale.push_back(n);
   }
-  std::string errors;
   for (rtnl_neigh* n : stale) {
     err = rtnl_neigh_delete(sk, n, 0);
     if (err < 0 && err != -NLE_OBJ_NOTFOUND) errors += nlerr(" delete stale neighbour", err);
@@ -279,18 +378,24 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
     err = rtnl_neigh_add(sk, n.p, NLM_F_CREATE | NLM_F_REPLACE);
     if (err < 0) errors += nlerr(" neighbour " + ip.str(), err);
   }
-  for (const auto& [m, ip] : want_fdb) {
-    if (have_fdb.count({m, ip})) continue;
-    NeighRef n{rtnl_neigh_alloc()};
-    rtnl_neigh_set_family(n.p, AF_BRIDGE);
-    rtnl_neigh_set_ifindex(n.p, ifindex);
-    NlAddr dst(ip), ll(m);
-    rtnl_neigh_set_dst(n.p, dst.a);
-    rtnl_neigh_set_lladdr(n.p, ll.a);
-    rtnl_neigh_set_state(n.p, NUD_PERMANENT);
-    rtnl_neigh_set_flags(n.p, NTF_SELF);
-    err = rtnl_neigh_add(sk, n.p, NLM_F_CREATE | NLM_F_APPEND);
-    if (err < 0 && err != -NLE_EXIST) errors += nlerr(" fdb " + mac_str(m) + " dst " + ip.str(), err);
+  RawNl raw;
+  int derr = 0;
+  auto have_fdb = fdb_dump(raw, ifindex, derr);
+  if (derr < 0) errors += std::string(" dump fdb: ") + std::strerror(-derr);
+  std::set<FdbEntry> have;
+  for (const auto& e : have_fdb) {
+    if (want_fdb.count(e)) {
+      have.insert(e);
+      continue;
+    }
+    auto del = fdb_msg(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, ifindex, &e);
+    if (int r = raw.request(del); r < 0 && r != -ENOENT) errors += " delete stale fdb " + mac_str(e.mac) + ": " + std::strerror(-r);
+  }
+  for (const auto& e : want_fdb) {
+    if (have.count(e)) continue;
+    auto add = fdb_msg(RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, ifindex, &e);
+    if (int r = raw.request(add); r < 0 && r != -EEXIST)
+      errors += " fdb " + mac_str(e.mac) + " dst " + e.dst.str() + ": " + std::strerror(-r);
   }
   if (!errors.empty()) return fail_msg("VXLAN " + cfg.ifname + ":" + errors);
   return {};
