@@ -64,8 +64,7 @@ class Lab:
             sh(f"ip -n {ns} link set lo up && ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up")
             # One L2 segment for all node subnets, and an upstream default route as a real node
             # has one (proxy ARP answers for 169.254.1.1 only when the node has a route to it).
-            if sub != 0:
-                sh(f"ip -n {ns} route add 198.18.0.0/16 dev eth0 scope link")
+            sh(f"ip -n {ns} route add 198.18.0.0/16 dev eth0 scope link")
             sh(f"ip -n {ns} route add default via 198.18.0.254 dev eth0")
             block = f"198.19.0.{(i - 1) * 64}/26"
             base = (i - 1) * 64
