@@ -11,6 +11,7 @@
 #include <linux/if.h>
 #include <linux/rtnetlink.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -181,6 +182,11 @@ struct LinuxDataplane::Impl {
   }
 
   Status write_plan(RoutePlan& plan) {
+    // Address order: the kernel's FIB trie inserts (and removes) neighbouring prefixes
+    // far faster than the hash order the plan comes in.
+    auto by_dst = [](const Route& a, const Route& b) { return a.dst < b.dst; };
+    if (plan.upserts.size() > 64) std::sort(plan.upserts.begin(), plan.upserts.end(), by_dst);
+    if (plan.deletes.size() > 64) std::sort(plan.deletes.begin(), plan.deletes.end(), by_dst);
     size_t nu = plan.upserts.size();
     for (size_t i = 0; i < nu; ++i)
       if (!req.queue_upsert(plan.upserts[i], links, i)) sync.mark_dirty(key_of(plan.upserts[i]));
