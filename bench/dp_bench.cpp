@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (dp.status().routes_programmed != n) {
+    std::fprintf(stderr, "delta: %zu routes programmed, want %u\n", dp.status().routes_programmed, n);
+    return 1;
+  }
   std::sort(deltas.begin(), deltas.end());
   // Full-set replacement with one route changed (the set_routes path: O(N) compare, 1 write).
   routes[n / 2] = make(n + 5000, ecmp, dev);
