@@ -10,7 +10,7 @@ BUILD_PKGS=(build-essential g++ meson ninja-build pkg-config cmake
   libboost-dev libboost-system-dev libnl-3-dev libnl-route-3-dev libnftables-dev
   protobuf-compiler libprotobuf-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev
   libssl-dev libspdlog-dev libfmt-dev clang libclang-rt-14-dev)
-RUN_PKGS=(iproute2 nftables iputils-ping procps psmisc time python3 python3-yaml)
+RUN_PKGS=(iproute2 nftables iputils-ping procps psmisc time python3 python3-yaml bc)
 PEER_PKGS=(bird2 frr gobgpd etcd-server etcd-client tcpdump)
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static cpio kmod)
 
@@ -21,6 +21,14 @@ case "${1:-all}" in
   peers) want+=("${PEER_PKGS[@]}") ;;
   *) echo "usage: $0 [build|peers|all]" >&2; exit 2 ;;
 esac
+
+# tabby's route protocol number, by name: `ip route show proto tabby` (dataplane).
+if [ -d /etc/iproute2 ] || mkdir -p /etc/iproute2/rt_protos.d 2>/dev/null; then
+  mkdir -p /etc/iproute2/rt_protos.d
+  [ "$(cat /etc/iproute2/rt_protos.d/tabby.conf 2>/dev/null)" = "44 tabby" ] ||
+    echo "44 tabby" > /etc/iproute2/rt_protos.d/tabby.conf 2>/dev/null ||
+    echo "note: cannot write /etc/iproute2/rt_protos.d/tabby.conf (not root?)" >&2
+fi
 
 missing=()
 for p in "${want[@]}"; do
