@@ -177,18 +177,30 @@ OutUpdate Rib::Impl::export_keys(PeerId id, Family fam, std::span<const Prefix> 
   };
 
   if (all) {
-    t.map.for_each([&](const auto& slot) {
-      K k = slot.key;
+    // Slots in table order; the best path and the Adj-RIB-Out slot of each are
+    // random accesses, so prefetch them a few entries ahead.
+    constexpr size_t kAhead = 8;
+    const size_t cap = t.map.capacity();
+    for (size_t i = 0; i < cap; ++i) {
+      if (i + kAhead < cap) {
+        if (auto* ahead = t.map.slot_at(i + kAhead); ahead && ahead->val != kNil) {
+          pool.prefetch(ahead->val);
+          om.prefetch(ahead->key);
+        }
+      }
+      const auto* slot = t.map.slot_at(i);
+      if (!slot) continue;
+      K k = slot->key;
       k.flags = 0;
-      process(k, k.prefix(), slot.val);
-    });
+      process(k, k.prefix(), slot->val);
+    }
     // Whatever is advertised but not exportable any more goes.
     std::vector<K> gone;
     om.for_each([&](const auto& s) {
       K k = s.key;
       k.flags = 0;
       auto* ls = t.map.find(k);
-      if (!ls || !ex.want(k.prefix(), pool[ls->val])) gone.push_back(k);
+      if (!ls || ls->val == kNil || !ex.want(k.prefix(), pool[ls->val])) gone.push_back(k);
     });
     for (const K& k : gone) process(k, k.prefix(), kNil);
   } else {

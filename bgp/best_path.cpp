@@ -131,16 +131,17 @@ BestPathResult best_path(std::span<PathCandidate> cand, uint32_t local_as) {
   // RFC 4271 §9.1.2.2(c): among routes from the same neighbour AS, only those
   // with the lowest MED stay. Routes from different neighbour ASes are not compared.
   if (alive.size() > 1) {
-    std::vector<uint8_t> drop(cand.size(), 0);
+    // Lowest MED per neighbour AS: sort (AS, MED) pairs, keep each group's minimum.
+    std::vector<std::pair<uint32_t, uint32_t>> as_med;
+    as_med.reserve(alive.size());
     for (size_t x = 0; x < alive.size(); ++x)
-      for (size_t y = 0; y < alive.size(); ++y) {
-        const auto& cx = cand[alive[x]];
-        const auto& cy = cand[alive[y]];
-        if (x != y && neighbor_as(cx, local_as) == neighbor_as(cy, local_as) &&
-            med_of(cy) < med_of(cx))
-          drop[alive[x]] = 1;
-      }
-    step(BestPathReason::Med, alive.filter([&](uint32_t i) { return !drop[i]; }));
+      as_med.emplace_back(neighbor_as(cand[alive[x]], local_as), med_of(cand[alive[x]]));
+    std::sort(as_med.begin(), as_med.end());  // the first of each AS group has its lowest MED
+    step(BestPathReason::Med, alive.filter([&](uint32_t i) {
+      auto it = std::lower_bound(as_med.begin(), as_med.end(),
+                                 std::make_pair(neighbor_as(cand[i], local_as), uint32_t{0}));
+      return med_of(cand[i]) == it->second;
+    }));
   }
 
   // RFC 4271 §9.1.2.2(d): if any route was learned over eBGP, drop the iBGP ones.

@@ -5,13 +5,12 @@
 //   Implicit withdraw: RFC 4271 §3.1 / §9.1.
 //   Decision process: best_path.cpp (RFC 4271 §9.1.2, RFC 4456 §9).
 //   Graceful restart helper: RFC 4724 §4.2 (stale marking, sweep at End-of-RIB).
-// Invariants (see rib_impl.hpp): an entry exists iff it has paths; its first
-// path is the best; a prefix is in the change list at most once per life of
-// its entry (flag kDirty), and take_changes reports each prefix once.
+// Invariants (see rib_impl.hpp): an entry exists iff it has paths or is in the
+// change list; its first path is the best; a prefix is in the change list at
+// most once (flag kDirty), so take_changes reports each prefix once.
 // Pure: no I/O.
 #include <algorithm>
 #include <cassert>
-#include <unordered_set>
 
 #include "bgp/rib_impl.hpp"
 
@@ -175,7 +174,8 @@ void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
   PeerState& ps = peers[id];
   constexpr int fi = key_fam<K>();
   auto [slot, inserted] = t.map.insert(k, kNil);
-  if (inserted) {
+  if (inserted || slot->val == kNil) {  // new, or a tombstone coming back
+    ++t.routes;
     uint32_t pi = pool.alloc();
     pool[pi] = Path{attrs, kNil, id, static_cast<uint8_t>(kBest | kMultipath), 0};
     detail::retain(attrs);
@@ -220,7 +220,7 @@ bool Rib::Impl::remove(const K& k, PeerId id) {
   auto& t = table<K>();
   constexpr int fi = key_fam<K>();
   auto* slot = t.map.find(k);
-  if (!slot) return false;
+  if (!slot || slot->val == kNil) return false;
   uint32_t prev = kNil, found = kNil;
   for (uint32_t i = slot->val; i != kNil; prev = i, i = pool[i].next)
     if (pool[i].peer == id) {
@@ -238,12 +238,9 @@ bool Rib::Impl::remove(const K& k, PeerId id) {
   --t.paths;
   detail::release(p.attrs);
   pool.free(found);
-  if (slot->val == kNil) {  // last path gone: the prefix leaves the Loc-RIB
-    bool listed = slot->key.flags & kDirty;
-    K key = slot->key;
-    key.flags = 0;
-    t.map.erase(slot);
-    if (!listed) t.dirty.push_back(key);
+  if (slot->val == kNil) {  // last path gone: a tombstone until take_changes
+    --t.routes;
+    mark_dirty<K>(*slot);
     return true;
   }
   recompute<K>(*slot);
@@ -357,8 +354,18 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
   }
   with_family(fam, [&](auto tag) {
     using K = decltype(tag);
-    for (const auto& p : prefixes)
-      if (family_matches(fam, p)) im.upsert(K::of(p), id, attrs.node());
+    // The table is far larger than the cache: look a few prefixes ahead so the
+    // slot misses of a batch overlap instead of queueing one after another.
+    constexpr size_t kAhead = 8;
+    auto& map = im.table<K>().map;
+    const size_t n = prefixes.size();
+    for (size_t i = 0; i < std::min(n, kAhead); ++i)
+      if (family_matches(fam, prefixes[i])) map.prefetch(K::of(prefixes[i]));
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kAhead < n && family_matches(fam, prefixes[i + kAhead]))
+        map.prefetch(K::of(prefixes[i + kAhead]));
+      if (family_matches(fam, prefixes[i])) im.upsert(K::of(prefixes[i]), id, attrs.node());
+    }
   });
   return verdict;
 }
@@ -463,7 +470,7 @@ size_t Rib::sweep_stale(PeerId id, Family fam) {
 // ---------------------------------------------------------------- Loc-RIB queries
 
 size_t Rib::route_count(Family fam) const {
-  return fam.afi == Afi::Ipv4 ? impl_->t4.map.size() : impl_->t6.map.size();
+  return fam.afi == Afi::Ipv4 ? impl_->t4.routes : impl_->t6.routes;
 }
 size_t Rib::path_count(Family fam) const {
   return fam.afi == Afi::Ipv4 ? impl_->t4.paths : impl_->t6.paths;
@@ -476,7 +483,7 @@ std::optional<RouteView> Rib::lookup(Family fam, const Prefix& p, bool with_reas
     using K = decltype(tag);
     K k = K::of(p);
     auto* slot = im.table<K>().map.find(k);
-    if (!slot) return std::nullopt;
+    if (!slot || slot->val == kNil) return std::nullopt;
     return im.view(k, slot->val, with_reason);
   });
 }
@@ -486,7 +493,9 @@ void Rib::for_each_route(Family fam, const std::function<void(const RouteView&)>
   auto& im = *impl_;
   with_family(fam, [&](auto tag) {
     using K = decltype(tag);
-    im.table<K>().map.for_each([&](const auto& slot) { fn(im.view(slot.key, slot.val, with_reason)); });
+    im.table<K>().map.for_each([&](const auto& slot) {
+      if (slot.val != kNil) fn(im.view(slot.key, slot.val, with_reason));
+    });
   });
 }
 
@@ -499,17 +508,12 @@ std::vector<Prefix> Rib::take_changes(Family fam) {
     auto& t = im.table<K>();
     std::vector<Prefix> out;
     out.reserve(t.dirty.size());
-    std::unordered_set<Prefix> gone;  // a prefix removed twice may be listed twice
     for (const K& k : t.dirty) {
       auto* slot = t.map.find(k);
-      if (slot) {
-        if (!(slot->key.flags & kDirty)) continue;  // already reported in this round
-        slot->key.flags = static_cast<uint8_t>(slot->key.flags & ~kDirty);
-        out.push_back(k.prefix());
-      } else {
-        Prefix p = k.prefix();
-        if (gone.insert(p).second) out.push_back(p);
-      }
+      assert(slot && (slot->key.flags & kDirty));  // listed entries are kept until now
+      slot->key.flags = static_cast<uint8_t>(slot->key.flags & ~kDirty);
+      out.push_back(k.prefix());
+      if (slot->val == kNil) t.map.erase(slot);  // the tombstone has been reported
     }
     if (t.dirty.capacity() > 65536) std::vector<K>().swap(t.dirty);
     else t.dirty.clear();

@@ -9,8 +9,10 @@
 //     copy on growth, a free list for reuse) holding the interned attribute set
 //     pointer (a counted reference), the next-path index, the peer id and flags;
 // so one route from one peer costs ~31-39 bytes plus its share of the attribute sets.
-// Invariants: a table entry exists iff it has at least one path; when it has
-// paths, the first one is the best (flag kBest); kMultipath marks the ECMP set.
+// Invariants: a table entry exists iff it has at least one path or it is in the
+// change list (a prefix whose last path went stays as an empty "tombstone",
+// val == kNil, until take_changes reports it, so it is listed once); when it
+// has paths, the first one is the best (flag kBest); kMultipath marks the ECMP set.
 #pragma once
 
 #include <cstdlib>
@@ -37,11 +39,10 @@ struct Key4 {
   uint8_t flags = 0;  // not part of the identity
   uint16_t spare = 0;
   bool same(const Key4& o) const { return addr == o.addr && len == o.len; }
+  // One multiply: PrefixMap::home() mixes again with its seed.
   uint64_t hash() const {
-    uint64_t x = (static_cast<uint64_t>(addr) << 8 | len) + 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
+    uint64_t x = (static_cast<uint64_t>(addr) << 8 | len) * 0x9E3779B97F4A7C15ULL;
+    return x ^ (x >> 29);
   }
   static Key4 of(const Prefix& p) {
     Key4 k;
@@ -79,6 +80,8 @@ struct Key6 {
 static_assert(sizeof(Key6) == 20);
 
 // ---------------------------------------------------------------- prefix table
+inline uint64_t map_seed_counter = 0;  // shared by every PrefixMap type (single-threaded)
+
 // Open addressing, linear probing, backward-shift deletion, any capacity
 // (index = high bits of hash * capacity). Slots come from calloc, so untouched
 // pages cost nothing. V must be trivially copyable.
@@ -115,7 +118,7 @@ class PrefixMap {
 
   // Finds or inserts k (val = init). The returned pointer is valid until the next insert or erase.
   std::pair<Slot*, bool> insert(const K& k, V init) {
-    if ((size_ + 1) * 5 > cap_ * 4) grow();
+    if ((size_ + 1) * 10 > cap_ * 7) grow();  // max load 0.7: linear probing stays short
     for (size_t i = home(k);; i = next(i)) {
       Slot& s = slots_[i];
       if (!(s.key.flags & kUsed)) {
@@ -146,6 +149,12 @@ class PrefixMap {
     --size_;
   }
 
+  // Hints the cache about k's home slot (batched inserts/lookups overlap their misses).
+  void prefetch(const K& k) const {
+    if (cap_) __builtin_prefetch(&slots_[home(k)], 1, 1);
+  }
+  Slot* slot_at(size_t i) const { return (slots_[i].key.flags & kUsed) ? &slots_[i] : nullptr; }
+
   template <class F>
   void for_each(F&& f) const {
     for (size_t i = 0; i < cap_; ++i)
@@ -159,9 +168,15 @@ class PrefixMap {
   }
 
  private:
+  // Each map salts the hash with its own seed: otherwise copying one table into
+  // another in slot order (e.g. Loc-RIB into an Adj-RIB-Out) inserts keys in
+  // increasing home order and piles them into one long probe run.
   size_t home(const K& k) const {
-    return static_cast<size_t>((static_cast<unsigned __int128>(k.hash()) * cap_) >> 64);
+    uint64_t h = (k.hash() ^ seed_) * 0xD6E8FEB86659FD93ULL;
+    h ^= h >> 32;
+    return static_cast<size_t>((static_cast<unsigned __int128>(h) * cap_) >> 64);
   }
+  static uint64_t next_seed() { return (++map_seed_counter) * 0x9E3779B97F4A7C15ULL; }
   size_t next(size_t i) const { return i + 1 == cap_ ? 0 : i + 1; }
   void grow() {
     size_t ncap = cap_ < 64 ? 64 : cap_ + cap_ / 2;
@@ -183,11 +198,13 @@ class PrefixMap {
     std::swap(slots_, o.slots_);
     std::swap(cap_, o.cap_);
     std::swap(size_, o.size_);
+    std::swap(seed_, o.seed_);
   }
 
   Slot* slots_ = nullptr;
   size_t cap_ = 0;
   size_t size_ = 0;
+  uint64_t seed_ = next_seed();
 };
 
 // ---------------------------------------------------------------- paths
@@ -223,6 +240,7 @@ class PathPool {
   }
 
   Path& operator[](uint32_t i) { return chunks_[i >> kChunkBits][i & (kChunkSize - 1)]; }
+  void prefetch(uint32_t i) const { __builtin_prefetch(&chunks_[i >> kChunkBits][i & (kChunkSize - 1)]); }
   const Path& operator[](uint32_t i) const { return chunks_[i >> kChunkBits][i & (kChunkSize - 1)]; }
 
   uint32_t alloc() {
@@ -261,6 +279,7 @@ struct LocTable {
   PrefixMap<K, uint32_t> map;  // prefix -> first path (the best)
   std::vector<K> dirty;        // change list (keys, flags cleared)
   size_t paths = 0;
+  size_t routes = 0;           // entries with at least one path
 };
 
 template <class K>
