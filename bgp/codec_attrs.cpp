@@ -231,8 +231,10 @@ constexpr RuleTable kRules;
 // session's AS_PATH/AGGREGATOR and AS4_PATH/AS4_AGGREGATOR.
 void merge_as4(ParseState& st) {
   PathAttributes& a = st.a;
-  if (a.aggregator && a.aggregator->asn != kAsTrans) {
-    // The aggregating speaker was OLD: AS4_AGGREGATOR and AS4_PATH are stale.
+  if (a.aggregator && st.as4_aggregator && a.aggregator->asn != kAsTrans) {
+    // Both AGGREGATOR and AS4_AGGREGATOR, and the former is not AS_TRANS: an
+    // OLD speaker aggregated after the AS4 attributes were made, so they are
+    // stale: AS4_AGGREGATOR and AS4_PATH are ignored.
     return;
   }
   if (a.aggregator && st.as4_aggregator) a.aggregator = st.as4_aggregator;
