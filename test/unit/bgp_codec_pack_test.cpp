@@ -290,3 +290,36 @@ TEST_CASE("round trip: generated attribute sets survive encode -> decode on both
     }
   }
 }
+
+TEST_CASE("decode_update reuses one UpdateMessage and gives what decode() gives") {
+  AttrStore store;
+  DecodeCache cache;
+  std::vector<std::vector<uint8_t>> msgs = {
+      update("40 01 01 00 40 02 06 02 01 0000fc01 40 03 04 c6120002", "18 cb0071 10 0a01", "08 0a"),
+      update("80 0f 0a 0002 01 30 20010db80001"),
+      update("40 01 01 07 40 02 06 02 01 0000fc01 40 03 04 c6120002", "18 cb0071"),  // treat-as-withdraw
+      update("80 0e 1c 0002 01 10 20010db8000000000000000000000001 00 30 20010db80001 40 01 01 00 40 02 00"),
+      update("40 01 01 00 40 02 06 02 01 0000fc01 40 03 04 c6120002 40 06 01 00", "18 cb0071"),  // discard
+      update(""),
+  };
+  UpdateMessage reused;
+  for (const auto& m : msgs) {
+    auto err = decode_update(m, ctx4(), store, &cache, reused);
+    REQUIRE_FALSE(err.has_value());
+    auto plain = decode_as<UpdateMessage>(m, ctx4(), store);
+    CHECK(reused == plain);  // same store: interned sets compare by identity
+  }
+  // Not an UPDATE, or a bad header: an error, as decode() would say.
+  auto ka = frame(4, "");
+  auto e = decode_update(ka, ctx4(), store, &cache, reused);
+  REQUIRE(e.has_value());
+  CHECK(e->subcode == header_sub::BadMessageType);
+  auto bad = update("", "21 cb00710000");
+  REQUIRE(decode_update(bad, ctx4(), store, &cache, reused).has_value());
+}
+
+TEST_CASE("Prefix::from_v4 (decoder fast path) equals the masking constructor") {
+  for (uint8_t len = 0; len <= 32; ++len)
+    for (uint32_t a : {0xffffffffu, 0xc6130a7fu, 0x00000001u, 0x80000000u})
+      CHECK(Prefix::from_v4(a, len) == Prefix(IpAddress::v4(a), len));
+}
