@@ -75,6 +75,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (!same_message(*plain, *cached, true)) die("cache changes the decoded message");
+  // The session driver's hot path (one reused UpdateMessage) agrees too.
+  if (const auto* u = std::get_if<UpdateMessage>(&*plain)) {
+    static UpdateMessage reused;
+    if (decode_update(msg, ctx, store, &cache, reused)) die("decode_update fails where decode succeeds");
+    if (!same_update(*u, reused, true)) die("decode_update differs from decode");
+  }
 
   // Round trip. Skipped: treat-as-withdraw UPDATEs (their attributes are
   // gone, so the re-encoding is a different UPDATE) and UPDATEs with both
@@ -83,6 +89,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (const auto* u = std::get_if<UpdateMessage>(&*plain)) {
     if (u->treat_as_withdraw) return 0;
     if (!u->nlri.empty() && u->mp_reach_family) return 0;
+    // 2-octet session: a confederation segment after an ordinary one cannot
+    // be carried through AS4_PATH (RFC 6793 §3 keeps confederation segments
+    // out of it), so such a path does not survive re-encoding (documented).
+    if (!ctx.four_octet_as && u->attrs) {
+      bool ordinary = false;
+      for (const auto& seg : u->attrs->as_path) {
+        bool confed = seg.type == AsPathSegment::Type::ConfedSequence || seg.type == AsPathSegment::Type::ConfedSet;
+        if (confed && ordinary) return 0;
+        if (!confed) ordinary = true;
+      }
+    }
   }
   std::vector<uint8_t> again;
   encode(*plain, ctx, again);
