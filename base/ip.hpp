@@ -40,6 +40,7 @@ class IpAddress {
   bool operator==(const IpAddress&) const = default;
 
  private:
+  friend class Prefix;  // Prefix::from_v4 builds addresses in place
   IpFamily family_ = IpFamily::V4;
   std::array<uint8_t, 16> bytes_{};
 };
@@ -49,6 +50,19 @@ class Prefix {
   Prefix() = default;
   Prefix(IpAddress addr, uint8_t len);  // masks host bits; len clamped by caller
   static Result<Prefix> parse(std::string_view text);  // "a.b.c.d/n" or "x::/n"; bare address = host prefix
+  // Fast path for wire decoders: the same value as Prefix(IpAddress::v4(host_order), len)
+  // (host bits cleared), built inline. len must be <= 32.
+  static Prefix from_v4(uint32_t host_order, uint8_t len) noexcept {
+    Prefix p;
+    uint32_t mask = len == 0 ? 0u : len >= 32 ? 0xffffffffu : ~(0xffffffffu >> len);
+    uint32_t a = host_order & mask;
+    p.addr_.bytes_[0] = static_cast<uint8_t>(a >> 24);
+    p.addr_.bytes_[1] = static_cast<uint8_t>(a >> 16);
+    p.addr_.bytes_[2] = static_cast<uint8_t>(a >> 8);
+    p.addr_.bytes_[3] = static_cast<uint8_t>(a);
+    p.len_ = len;
+    return p;
+  }
 
   const IpAddress& addr() const { return addr_; }
   uint8_t len() const { return len_; }

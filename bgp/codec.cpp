@@ -44,6 +44,7 @@ void put_prefix(std::vector<uint8_t>& out, const Prefix& p) {
 bool parse_prefixes(std::span<const uint8_t> bytes, int max_bits, std::vector<Prefix>& out) {
   // Pass 1: validate and count, so that the vector grows once (no per-prefix
   // allocation). RFC 4271 §4.3: length in bits, then ceil(len/8) octets.
+  if (bytes.empty()) return true;
   const uint8_t* p = bytes.data();
   const uint8_t* end = p + bytes.size();
   size_t count = 0;
@@ -61,9 +62,15 @@ bool parse_prefixes(std::span<const uint8_t> bytes, int max_bits, std::vector<Pr
     while (p < end) {
       unsigned bits = *p;
       size_t n = (bits + 7) / 8;
-      uint8_t b[4] = {0, 0, 0, 0};
-      std::memcpy(b, p + 1, n);
-      out.emplace_back(IpAddress::v4_bytes(b), static_cast<uint8_t>(bits));  // ctor masks host bits
+      uint32_t v = 0;
+      switch (n) {  // the significant octets, high first
+        case 4: v |= uint32_t{p[4]}; [[fallthrough]];
+        case 3: v |= uint32_t{p[3]} << 8; [[fallthrough]];
+        case 2: v |= uint32_t{p[2]} << 16; [[fallthrough]];
+        case 1: v |= uint32_t{p[1]} << 24; [[fallthrough]];
+        default: break;
+      }
+      out.push_back(Prefix::from_v4(v, static_cast<uint8_t>(bits)));  // clears host bits
       p += 1 + n;
     }
   } else {
@@ -111,16 +118,18 @@ Result<size_t, NotifyError> check_header(std::span<const uint8_t> h) {
   if (h.size() < kHeaderSize)
     return fail(header_error(header_sub::BadMessageLength, "message shorter than the 19-byte header"));
   // RFC 4271 §6.1: the marker must be all ones.
-  for (size_t i = 0; i < 16; ++i)
-    if (h[i] != 0xff)
-      return fail(header_error(header_sub::ConnectionNotSynchronized, "marker is not all ones"));
+  uint64_t m0, m1;
+  std::memcpy(&m0, h.data(), 8);
+  std::memcpy(&m1, h.data() + 8, 8);
+  if ((m0 & m1) != ~uint64_t{0})
+    return fail(header_error(header_sub::ConnectionNotSynchronized, "marker is not all ones"));
   uint16_t len = rd16(&h[16]);
   uint8_t type = h[18];
-  std::vector<uint8_t> len_field{h[16], h[17]};
+  auto len_field = [&] { return std::vector<uint8_t>{h[16], h[17]}; };
   // RFC 4271 §6.1: Bad Message Length, data = the erroneous Length field.
   if (len < kHeaderSize || len > kMaxMessageSize)
     return fail(header_error(header_sub::BadMessageLength,
-                             "message length " + std::to_string(len) + " outside 19..4096", len_field));
+                             "message length " + std::to_string(len) + " outside 19..4096", len_field()));
   size_t min = min_length(type);
   // RFC 4271 §6.1: Bad Message Type, data = the type octet.
   if (min == 0)
@@ -129,7 +138,7 @@ Result<size_t, NotifyError> check_header(std::span<const uint8_t> h) {
   if (len < min || (type == 4 && len != 19))
     return fail(header_error(header_sub::BadMessageLength,
                              "length " + std::to_string(len) + " wrong for message type " + std::to_string(type),
-                             len_field));
+                             len_field()));
   return size_t{len};
 }
 
@@ -381,12 +390,40 @@ Result<Message, NotifyError> decode(std::span<const uint8_t> m, const CodecConte
                              {m[16], m[17]}));
   switch (static_cast<MessageType>(m[18])) {
     case MessageType::Open: return decode_open(m);
-    case MessageType::Update: return decode_update(m, ctx, store, cache);
+    case MessageType::Update: {
+      Result<Message, NotifyError> r{Message{std::in_place_type<UpdateMessage>}};
+      if (auto err = decode_update_body(m, ctx, store, cache, std::get<UpdateMessage>(*r))) return fail(std::move(*err));
+      return r;
+    }
     case MessageType::Notification: return decode_notification(m);
     case MessageType::Keepalive: return Message{KeepaliveMessage{}};
     case MessageType::RouteRefresh: return decode_route_refresh(m);
   }
   return fail(header_error(header_sub::BadMessageType, "unknown message type", {m[18]}));  // unreachable
+}
+
+std::optional<NotifyError> decode_update(std::span<const uint8_t> m, const CodecContext& ctx, AttrStore& store,
+                                         DecodeCache* cache, UpdateMessage& out) {
+  auto len = check_header(m);
+  if (!len) return std::move(len.error());
+  if (*len != m.size())
+    return header_error(header_sub::BadMessageLength,
+                        "length field " + std::to_string(*len) + " but " + std::to_string(m.size()) + " bytes given",
+                        {m[16], m[17]});
+  if (m[18] != static_cast<uint8_t>(MessageType::Update))
+    return header_error(header_sub::BadMessageType, "not an UPDATE", {m[18]});
+  // Reset, keeping the vectors' capacity (no allocation per UPDATE).
+  out.withdrawn.clear();
+  out.nlri.clear();
+  out.mp_reach_family.reset();
+  out.mp_reach_nlri.clear();
+  out.mp_unreach_family.reset();
+  out.mp_withdrawn.clear();
+  out.attrs = AttrRef();
+  out.treat_as_withdraw = false;
+  out.treat_as_withdraw_reason.clear();
+  out.attrs_discarded.clear();
+  return decode_update_body(m, ctx, store, cache, out);
 }
 
 void encode(const Message& msg, const CodecContext& ctx, std::vector<uint8_t>& out) {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -56,6 +57,14 @@ class DecodeCache {
 // The header is re-checked, so decode() alone is safe on arbitrary bytes.
 Result<Message, NotifyError> decode(std::span<const uint8_t> whole_message, const CodecContext& ctx,
                                     AttrStore& store, DecodeCache* cache = nullptr);
+
+// Hot path for the session driver: decodes one whole UPDATE message into
+// `out`, reusing `out`'s vectors (cleared first, capacity kept) so that a
+// steady stream of UPDATEs costs no allocation. Same checks and results as
+// decode(); returns the NOTIFICATION error for session-reset cases (also when
+// the message is not an UPDATE).
+std::optional<NotifyError> decode_update(std::span<const uint8_t> whole_message, const CodecContext& ctx,
+                                         AttrStore& store, DecodeCache* cache, UpdateMessage& out);
 
 // Appends one encoded message to `out`. The caller keeps UPDATEs within
 // kMaxMessageSize (pack_updates does); OPEN uses the RFC 9072 extended

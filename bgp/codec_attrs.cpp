@@ -231,8 +231,10 @@ constexpr RuleTable kRules;
 // session's AS_PATH/AGGREGATOR and AS4_PATH/AS4_AGGREGATOR.
 void merge_as4(ParseState& st) {
   PathAttributes& a = st.a;
-  if (a.aggregator && a.aggregator->asn != kAsTrans) {
-    // The aggregating speaker was OLD: AS4_AGGREGATOR and AS4_PATH are stale.
+  if (a.aggregator && st.as4_aggregator && a.aggregator->asn != kAsTrans) {
+    // Both AGGREGATOR and AS4_AGGREGATOR, and the former is not AS_TRANS: an
+    // OLD speaker aggregated after the AS4 attributes were made, so they are
+    // stale: AS4_AGGREGATOR and AS4_PATH are ignored.
     return;
   }
   if (a.aggregator && st.as4_aggregator) a.aggregator = st.as4_aggregator;
@@ -454,14 +456,18 @@ void put_attributes(std::vector<uint8_t>& out, const PathAttributes& a, const Co
   const size_t asn = ctx.four_octet_as ? 4 : 2;
   // Unknown (passed-on) attributes go in type order among the known ones.
   size_t u = 0;
-  auto unknown_before = [&](int type) {
-    for (; u < a.unknown.size() && a.unknown[u].type < type; ++u) {
+  const size_t n_unknown = a.unknown.size();
+  auto put_unknown_before = [&](int type) {
+    for (; u < n_unknown && a.unknown[u].type < type; ++u) {
       const auto& x = a.unknown[u];
       uint8_t flags = x.flags & (kOpt | kTrans | attr_flag::Partial);
       if ((flags & kOpt) && (flags & kTrans)) flags |= attr_flag::Partial;  // RFC 4271 §5
       put_attr_header(out, flags, x.type, x.value.size());
       put_bytes(out, x.value.data(), x.value.size());
     }
+  };
+  auto unknown_before = [&](int type) {
+    if (u < n_unknown) put_unknown_before(type);
   };
   unknown_before(attr::Origin);
   put_attr_header(out, kTrans, attr::Origin, 1);

@@ -22,19 +22,26 @@ inline uint32_t rd32(const uint8_t* p) {
 }
 inline void put8(std::vector<uint8_t>& o, uint8_t v) { o.push_back(v); }
 inline void put16(std::vector<uint8_t>& o, uint16_t v) {
-  uint8_t b[2] = {static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
-  o.insert(o.end(), b, b + 2);
+  o.push_back(static_cast<uint8_t>(v >> 8));
+  o.push_back(static_cast<uint8_t>(v));
 }
 inline void put32(std::vector<uint8_t>& o, uint32_t v) {
-  uint8_t b[4] = {static_cast<uint8_t>(v >> 24), static_cast<uint8_t>(v >> 16),
-                  static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
-  o.insert(o.end(), b, b + 4);
+  size_t n = o.size();
+  o.resize(n + 4);
+  o[n] = static_cast<uint8_t>(v >> 24);
+  o[n + 1] = static_cast<uint8_t>(v >> 16);
+  o[n + 2] = static_cast<uint8_t>(v >> 8);
+  o[n + 3] = static_cast<uint8_t>(v);
 }
 inline void set16(std::vector<uint8_t>& o, size_t at, uint16_t v) {
   o[at] = static_cast<uint8_t>(v >> 8);
   o[at + 1] = static_cast<uint8_t>(v);
 }
-inline void put_bytes(std::vector<uint8_t>& o, const uint8_t* p, size_t n) { o.insert(o.end(), p, p + n); }
+inline void put_bytes(std::vector<uint8_t>& o, const uint8_t* p, size_t n) {
+  size_t at = o.size();
+  o.resize(at + n);
+  if (n) std::memcpy(o.data() + at, p, n);
+}
 
 // RFC 4271 §4.1: 16-octet all-ones marker, 2-octet length, 1-octet type.
 // begin_message() writes the header with a zero length and returns its offset;
@@ -96,8 +103,9 @@ void put_mp_next_hop(std::vector<uint8_t>& out, const PathAttributes& a);
 size_t mp_next_hop_size(const PathAttributes& a);
 
 // UPDATE decode/encode, called by codec.cpp's dispatchers.
-Result<Message, NotifyError> decode_update(std::span<const uint8_t> msg, const CodecContext& ctx,
-                                           AttrStore& store, DecodeCache* cache);
+// Fills `u` (a fresh UpdateMessage); returns the session-reset error if any.
+std::optional<NotifyError> decode_update_body(std::span<const uint8_t> msg, const CodecContext& ctx, AttrStore& store,
+                                         DecodeCache* cache, UpdateMessage& u);
 void encode_update(const UpdateMessage& u, const CodecContext& ctx, std::vector<uint8_t>& out);
 
 NotifyError make_error(uint8_t code, uint8_t subcode, std::string reason, std::vector<uint8_t> data = {});

@@ -42,7 +42,14 @@ struct DecodeCache::Impl {
   bool bound = false;  // ctx/store below are valid
   CodecContext ctx;
   AttrStore* store = nullptr;
-  std::vector<uint8_t> key;  // scratch: the key of the UPDATE being decoded
+  // Scratch: the key of the UPDATE being decoded (shape byte, non-MP attribute
+  // bytes, MP next hop). Fixed size: an attribute section is < 4096 bytes.
+  std::vector<uint8_t> key = std::vector<uint8_t>(kMaxMessageSize + 64);
+  size_t key_len = 0;
+  void key_put(const uint8_t* p, size_t n) {
+    std::memcpy(key.data() + key_len, p, n);
+    key_len += n;
+  }
 
   void reset() {
     for (auto& e : slots) e = Entry{};
@@ -62,7 +69,8 @@ struct DecodeCache::Impl {
   Entry* find(uint64_t h) {
     Entry* w = &slots[(h & set_mask) * 2];
     for (int i = 0; i < 2; ++i)
-      if (w[i].used && w[i].hash == h && w[i].key == key) {
+      if (w[i].used && w[i].hash == h && w[i].key.size() == key_len &&
+          std::memcmp(w[i].key.data(), key.data(), key_len) == 0) {
         w[i].stamp = ++tick;
         return &w[i];
       }
@@ -75,7 +83,7 @@ struct DecodeCache::Impl {
     e.used = true;
     e.hash = h;
     e.stamp = ++tick;
-    e.key.assign(key.begin(), key.end());
+    e.key.assign(key.begin(), key.begin() + static_cast<long>(key_len));
     return e;
   }
 };
@@ -173,22 +181,22 @@ std::optional<NotifyError> parse_mp_reach(Span v, Span tlv, const CodecContext& 
 
 }  // namespace
 
-Result<Message, NotifyError> decode_update(Span m, const CodecContext& ctx, AttrStore& store, DecodeCache* cache) {
+std::optional<NotifyError> decode_update_body(Span m, const CodecContext& ctx, AttrStore& store, DecodeCache* cache,
+                                         UpdateMessage& u) {
   const uint8_t* b = m.data() + kHeaderSize;
   size_t n = m.size() - kHeaderSize;  // >= 4 (check_header)
   size_t wlen = rd16(b);
   // RFC 4271 §6.3: Withdrawn Routes Length + Total Attribute Length + 23 must
   // not exceed the message length: Malformed Attribute List.
-  if (wlen + 4 > n) return fail(update_error(update_sub::MalformedAttributeList, "withdrawn routes length overruns the UPDATE"));
+  if (wlen + 4 > n) return (update_error(update_sub::MalformedAttributeList, "withdrawn routes length overruns the UPDATE"));
   size_t alen = rd16(b + 2 + wlen);
-  if (wlen + alen + 4 > n) return fail(update_error(update_sub::MalformedAttributeList, "total attribute length overruns the UPDATE"));
+  if (wlen + alen + 4 > n) return (update_error(update_sub::MalformedAttributeList, "total attribute length overruns the UPDATE"));
   Span withdrawn(b + 2, wlen), section(b + 4 + wlen, alen), nlri(b + 4 + wlen + alen, n - 4 - wlen - alen);
 
-  UpdateMessage u;
   // RFC 7606 §5.3: NLRI syntax errors cannot be treated as withdraw.
   if (!parse_prefixes(withdrawn, 32, u.withdrawn))
-    return fail(update_error(update_sub::InvalidNetworkField, "withdrawn routes field malformed"));
-  if (!parse_prefixes(nlri, 32, u.nlri)) return fail(update_error(update_sub::InvalidNetworkField, "NLRI field malformed"));
+    return (update_error(update_sub::InvalidNetworkField, "withdrawn routes field malformed"));
+  if (!parse_prefixes(nlri, 32, u.nlri)) return (update_error(update_sub::InvalidNetworkField, "NLRI field malformed"));
 
   // Pass 1 over the attribute headers: find MP_REACH/MP_UNREACH, and gather
   // the cache key (the other attributes' raw bytes).
@@ -198,8 +206,7 @@ Result<Message, NotifyError> decode_update(Span m, const CodecContext& ctx, Attr
   if (cache) {
     ci = &cache->impl();
     ci->bind(ctx, &store);
-    ci->key.clear();
-    ci->key.push_back(0);  // shape byte, filled below
+    ci->key_len = 1;  // shape byte, filled below
   }
   bool overrun = false, seen_reach = false, seen_unreach = false;
   size_t other_attrs = 0;
@@ -218,55 +225,58 @@ Result<Message, NotifyError> decode_update(Span m, const CodecContext& ctx, Attr
       bool reach = type == attr::MpReach;
       bool& seen = reach ? seen_reach : seen_unreach;
       // RFC 7606 §3 f: MP_REACH or MP_UNREACH more than once: session reset.
-      if (seen) return fail(update_error(update_sub::MalformedAttributeList,
+      if (seen) return (update_error(update_sub::MalformedAttributeList,
                                          std::string(reach ? "MP_REACH_NLRI" : "MP_UNREACH_NLRI") + " appears twice"));
       seen = true;
       (reach ? reach_flags : unreach_flags) = flags;
       auto err = reach ? parse_mp_reach(v, tlv, ctx, u, shape, nh_bytes) : parse_mp_unreach(v, tlv, u);
-      if (err) return fail(std::move(*err));
+      if (err) return err;
       continue;
     }
     ++other_attrs;
-    if (ci) ci->key.insert(ci->key.end(), tlv.begin(), tlv.end());
+    if (ci) ci->key_put(tlv.data(), tlv.size());
   }
 
-  AttrOutcome out;
-  bool from_cache = false;
+  // Pass 2, skipped on a cache hit: parse, classify, intern.
+  auto parse_and_intern = [&](AttrOutcome& out) -> std::optional<NotifyError> {
+    if (auto err = parse_attributes(section, ctx, shape, out)) return err;
+    if ((other_attrs > 0 || shape.mp_reach) && !out.treat_as_withdraw) u.attrs = store.intern(std::move(out.attrs));
+    if (out.treat_as_withdraw) {
+      u.treat_as_withdraw = true;
+      u.treat_as_withdraw_reason = out.reason;
+    }
+    u.attrs_discarded.insert(u.attrs_discarded.end(), out.discarded.begin(), out.discarded.end());
+    return std::nullopt;
+  };
   if (ci && !overrun) {
     ci->key[0] = static_cast<uint8_t>(shape.nlri_field | shape.mp_reach << 1 | shape.mp_reach_prefixes << 2);
     if (shape.mp_reach) {
-      ci->key.push_back(static_cast<uint8_t>(nh_bytes.size()));
-      ci->key.insert(ci->key.end(), nh_bytes.begin(), nh_bytes.end());
+      uint8_t nhl = static_cast<uint8_t>(nh_bytes.size());
+      ci->key_put(&nhl, 1);
+      ci->key_put(nh_bytes.data(), nh_bytes.size());
     }
-    uint64_t h = hash_bytes(ci->key.data(), ci->key.size());
+    uint64_t h = hash_bytes(ci->key.data(), ci->key_len);
     if (DecodeCache::Entry* e = ci->find(h)) {
       ++cache->hits;
       u.attrs = e->attrs;
-      u.treat_as_withdraw = e->treat_as_withdraw;
-      if (e->treat_as_withdraw) u.treat_as_withdraw_reason = e->reason;
+      if (e->treat_as_withdraw) {
+        u.treat_as_withdraw = true;
+        u.treat_as_withdraw_reason = e->reason;
+      }
       if (!e->discarded.empty()) u.attrs_discarded.insert(u.attrs_discarded.end(), e->discarded.begin(), e->discarded.end());
-      from_cache = true;
     } else {
       ++cache->misses;
-      if (auto err = parse_attributes(section, ctx, shape, out)) return fail(std::move(*err));
-      if ((other_attrs > 0 || shape.mp_reach) && !out.treat_as_withdraw) u.attrs = store.intern(std::move(out.attrs));
+      AttrOutcome out;
+      if (auto err = parse_and_intern(out)) return err;
       DecodeCache::Entry& slot = ci->victim(h);
       slot.attrs = u.attrs;
       slot.treat_as_withdraw = out.treat_as_withdraw;
-      slot.reason = out.reason;
-      slot.discarded = out.discarded;
+      slot.reason = std::move(out.reason);
+      slot.discarded = std::move(out.discarded);
     }
-  }
-  if (!from_cache && !(ci && !overrun)) {
-    if (auto err = parse_attributes(section, ctx, shape, out)) return fail(std::move(*err));
-    if ((other_attrs > 0 || shape.mp_reach) && !out.treat_as_withdraw) u.attrs = store.intern(std::move(out.attrs));
-  }
-  if (!from_cache) {
-    if (out.treat_as_withdraw) {
-      u.treat_as_withdraw = true;
-      u.treat_as_withdraw_reason = std::move(out.reason);
-    }
-    u.attrs_discarded.insert(u.attrs_discarded.end(), out.discarded.begin(), out.discarded.end());
+  } else {
+    AttrOutcome out;
+    if (auto err = parse_and_intern(out)) return err;
   }
   // RFC 7606 §3 c: wrong Optional/Transitive flags on MP_REACH/MP_UNREACH
   // make them malformed; their NLRI could still be located, so treat-as-withdraw.
@@ -276,7 +286,7 @@ Result<Message, NotifyError> decode_update(Span m, const CodecContext& ctx, Attr
     u.treat_as_withdraw = true;
     u.attrs = AttrRef();
   }
-  return Message{std::move(u)};
+  return std::nullopt;
 }
 
 // ---------------------------------------------------------------- encoding
@@ -379,6 +389,7 @@ size_t pack_updates(Family family, const PathAttributes* attrs, std::span<const 
   // Announcements: the attribute section is encoded once and repeated.
   const bool mp = !v4 || !attrs->next_hop.is_v4();  // RFC 8950: IPv4 with an IPv6 next hop
   std::vector<uint8_t> abuf;
+  abuf.reserve(256);
   put_attributes(abuf, *attrs, ctx, !mp);
   const size_t base = kFixed + abuf.size();
   for (size_t i = 0; i < announce.size();) {
