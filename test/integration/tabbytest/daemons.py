@@ -22,9 +22,9 @@ import os
 import re
 import signal
 import subprocess
-import time
 
-from .core import fail, need_binary, sh, step, tabby_bin, wait_until
+
+from .core import fail, need_binary, sh, tabby_bin, wait_until
 
 try:
     import yaml
