@@ -126,7 +126,7 @@ class Harness:
             verify(p)
         s.close()
         self.others_ok(case)
-        step(f"ok: {case} -> attribute discarded, route kept, session kept")
+        step(f"ok: {case} -> route kept, session kept")
 
 
 def header_and_open(lab):
