@@ -128,6 +128,16 @@ def socket_in_netns(ns, family=socket.AF_INET, type_=socket.SOCK_STREAM):
     return in_netns(ns, socket.socket, family, type_)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """preexec_fn: the child gets SIGKILL if the test process dies (even by SIGKILL).
+    (Cleared by the kernel when a daemon changes its user, e.g. FRR; those are stopped
+    by the Lab's cleanup.)"""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def sh(cmd, check_rc=True, timeout=30, input_=None):
     """Run a command (list) and return CompletedProcess; fail with its output on error."""
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input_)
@@ -275,7 +285,15 @@ def run_test(name, body):
     def on_signal(sig, frame):
         raise TestFailure(f"killed by signal {sig}")
 
+    def on_alarm(sig, frame):
+        raise TestFailure(f"test ran longer than its own limit of {limit}s (TABBYTEST_TIMEOUT)")
+
+    # Our own deadline, below test/run.py's (600 s), so a hung test still cleans up its
+    # namespaces and daemons (the runner's timeout kills with SIGKILL).
+    limit = int(os.environ.get("TABBYTEST_TIMEOUT", "540"))
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(limit)
     lab = Lab(name)
     rc = 0
     t0 = time.monotonic()
@@ -293,6 +311,7 @@ def run_test(name, body):
         traceback.print_exc()
         print(f"FAIL {name}: unexpected exception (see traceback)")
         rc = 1
+    signal.alarm(0)
     sys.stdout.flush()
     sys.exit(rc)
 

@@ -24,7 +24,7 @@ import signal
 import subprocess
 
 
-from .core import fail, need_binary, sh, tabby_bin, wait_until
+from .core import die_with_parent, fail, need_binary, sh, tabby_bin, wait_until
 
 try:
     import yaml
@@ -68,7 +68,8 @@ class Daemon:
 
     def _spawn(self, label, args, log):
         f = open(log, "ab")
-        p = subprocess.Popen(self.node.cmd(args), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(self.node.cmd(args), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             preexec_fn=die_with_parent)
         f.close()
         self.procs.append((label, p))
         return p
