@@ -350,3 +350,41 @@ def rr_own_cluster(lab):
           "a looped route was reflected to the BIRD client")
     check(rr.established(B4), "tabby's BIRD session dropped")
     step("own cluster ID and own ORIGINATOR_ID rejected; foreign cluster accepted and prepended")
+
+
+# ============================================================ graceful restart (tabby restarting)
+def tabby_restart(lab, kind):
+    """tabby as RFC 4724 restarting speaker: killed with SIGKILL and started again, its
+    routes stay at a BIRD/FRR helper through the restart (FRR also shows them stale,
+    then fresh after tabby's End-of-RIB)."""
+    t, p = lan(lab, ["tabby", "peer"])
+    P4 = "198.18.0.2"
+    tab = Tabby(t, T_AS, T4, peers=[{"ip": P4, "asn": E_AS, "gr": True}],
+                announce=[{"prefix": "203.0.113.0/24", "communities": ["64512:7"]}])
+    peer = make_peer(kind, p, E_AS, P4, [{"ip": T4, "asn": T_AS, "gr": True}])
+    peer.announce("198.51.100.0/24")
+    tab.start()
+    peer.start()
+    tab.wait_established(P4, 30)
+    q = wait_until(present(peer, "203.0.113.0/24"), 20, f"{kind} has tabby's route")
+    check(not q["stale"], f"{kind}: tabby's route stale before any restart: {q}")
+    time.sleep(1)
+    tab.kill9()
+    step(f"tabby killed with SIGKILL: {kind} (GR helper) must keep tabby's route")
+    wait_until(lambda: not peer.established(T4), 15, f"{kind} notices tabby is gone")
+    if kind == "frr":
+        wait_until(lambda: (route_from(peer, "203.0.113.0/24") or {}).get("stale"), 5,
+                   "FRR marks tabby's route stale")
+    holds_for(present(peer, "203.0.113.0/24"), 2, f"{kind} keeps tabby's route while tabby is down")
+    tab.start()
+
+    def fresh():
+        q = route_from(peer, "203.0.113.0/24")
+        if not q:
+            fail(f"{kind} dropped tabby's route during tabby's graceful restart")
+        return q if peer.established(T4) and not q["stale"] else None
+
+    q = wait_until(fresh, 60, f"{kind}: session back and tabby's route fresh after its End-of-RIB", interval=0.2)
+    expect_attrs(kind, q, as_path=[T_AS], nexthop=T4, communities=["64512:7"])
+    wait_until(present(tab, "198.51.100.0/24", P4), 20, "restarted tabby relearns the peer's route")
+    step("tabby restarted gracefully: route kept at the helper, then refreshed")
