@@ -244,7 +244,11 @@ class Lab:
     def logs(self):
         out = []
         for d in self.daemons:
-            for path in d.log_files():
+            try:
+                files = d.log_files()
+            except AttributeError:  # failed in its constructor: nothing started, no logs
+                continue
+            for path in files:
                 if os.path.exists(path):
                     with open(path, errors="replace") as f:
                         data = f.read()
