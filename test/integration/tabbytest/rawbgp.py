@@ -293,3 +293,47 @@ class RawSpeaker:
             fail(f"{self.peer_ip} closed the session ({e}) where it should have stayed up")
         if n:
             fail(f"{self.peer_ip} sent NOTIFICATION {n[0]}/{n[1]} (data {n[2].hex()}) where the session should stay up")
+
+
+# ---------------------------------------------------------------- decoding (for checks)
+def parse_prefixes(data, afi=1):
+    out, i = [], 0
+    size = 4 if afi == 1 else 16
+    while i < len(data):
+        ln = data[i]
+        nb = (ln + 7) // 8
+        raw = data[i + 1:i + 1 + nb] + b"\x00" * (size - nb)
+        out.append(f"{ipaddress.ip_address(raw)}/{ln}")
+        i += 1 + nb
+    return out
+
+
+def parse_as_path(value, four):
+    """AS_PATH / AS4_PATH value -> list of (segment type, [asns])."""
+    segs, i, w = [], 0, 4 if four else 2
+    while i < len(value):
+        t, n = value[i], value[i + 1]
+        i += 2
+        segs.append((t, [int.from_bytes(value[i + k * w:i + (k + 1) * w], "big") for k in range(n)]))
+        i += n * w
+    return segs
+
+
+def parse_update(body):
+    """UPDATE body -> {"withdrawn": [...], "nlri": [...], "attrs": {code: value bytes}}."""
+    wl = struct.unpack("!H", body[0:2])[0]
+    withdrawn = parse_prefixes(body[2:2 + wl])
+    al = struct.unpack("!H", body[2 + wl:4 + wl])[0]
+    a = body[4 + wl:4 + wl + al]
+    attrs, i = {}, 0
+    while i < len(a):
+        flags, code = a[i], a[i + 1]
+        if flags & F_EXT:
+            ln = struct.unpack("!H", a[i + 2:i + 4])[0]
+            i += 4
+        else:
+            ln = a[i + 2]
+            i += 3
+        attrs[code] = a[i:i + ln]
+        i += ln
+    return {"withdrawn": withdrawn, "nlri": parse_prefixes(body[4 + wl + al:]), "attrs": attrs}

@@ -223,7 +223,7 @@ def graceful_restart(lab, kind):
     """A gracefully restarting BIRD/FRR keeps its routes in tabby through the restart:
     stale while it is away, fresh after its End-of-RIB."""
     t, p = lan(lab, ["tabby", "peer"])
-    P4, P6 = "198.18.0.2", "2001:db8::2"
+    P4 = "198.18.0.2"
     tab = Tabby(t, T_AS, T4, peers=[{"ip": P4, "asn": E_AS, "gr": True}], announce=[{"prefix": "203.0.113.0/24"}])
     peer = make_peer(kind, p, E_AS, P4, [{"ip": T4, "asn": T_AS, "gr": True}])
     peer.announce("198.51.100.0/24", communities=["64513:1"])
@@ -388,3 +388,55 @@ def tabby_restart(lab, kind):
     expect_attrs(kind, q, as_path=[T_AS], nexthop=T4, communities=["64512:7"])
     wait_until(present(tab, "198.51.100.0/24", P4), 20, "restarted tabby relearns the peer's route")
     step("tabby restarted gracefully: route kept at the helper, then refreshed")
+
+
+# ============================================================ 2-octet AS peers (RFC 6793)
+def as4_two_octet_peer(lab):
+    """A peer without the 4-octet AS capability (raw speaker, AS 65010): tabby rebuilds
+    the path from AS_PATH + AS4_PATH it sends, and towards it sends AS_TRANS in AS_PATH
+    plus the real path in AS4_PATH for a route from a 4-octet-AS peer (BIRD, AS
+    4200000002)."""
+    from . import rawbgp as rb
+    t, x, b = lan(lab, ["tabby", "raw", "bird"])
+    X4, B4 = "198.18.0.2", "198.18.0.3"
+    BIG = 4200000002
+    tab = Tabby(t, T_AS, T4, peers=[{"ip": X4, "asn": 65010, "passive": True, "hold": 90, "keepalive": 30},
+                                    {"ip": B4, "asn": BIG}])
+    bird = Bird(b, BIG, B4, peers=[{"ip": T4, "asn": T_AS}])
+    bird.announce("203.0.113.0/24")
+    tab.start()
+    bird.start()
+    tab.wait_established(B4, 30)
+    wait_until(present(tab, "203.0.113.0/24", B4), 20, "tabby has BIRD's route (AS 4200000002)")
+    s = rb.RawSpeaker(x.ns, X4, T4, 65010).connect()
+    s.open_session(families=("ipv4",), four_octet=False)
+    # the peer's OPEN towards a 2-octet speaker: My AS is our AS (fits 16 bits)
+    my_as = struct_unpack_as(s.peer_open)
+    check(my_as == T_AS, f"tabby's OPEN My Autonomous System is {my_as}, want {T_AS}")
+    # inbound: AS_PATH [65010, 23456] + AS4_PATH [65010, 4200000001]
+    attrs = (rb.a_origin(0) + rb.a_as_path([65010, 23456], four=False) + rb.a_next_hop(X4)
+             + rb.attr(rb.F_OPT | rb.F_TRANS, 17, bytes([2, 2]) + (65010).to_bytes(4, "big")
+                       + (4200000001).to_bytes(4, "big")))
+    s.send(rb.update(attrs=attrs, nlri=["198.51.100.0/24"]))
+    p = wait_until(present(tab, "198.51.100.0/24", X4), 10, "tabby accepts the 2-octet peer's route")
+    expect_attrs("tabby from 2-octet peer", p, as_path=[65010, 4200000001])
+    # outbound: BIRD's route reaches the raw peer with AS_TRANS + AS4_PATH
+    deadline = time.monotonic() + 20
+    got = None
+    while time.monotonic() < deadline and got is None:
+        m = s.recv_msg(1.0)
+        if m and m[0] == rb.UPDATE:
+            u = rb.parse_update(m[1])
+            if "203.0.113.0/24" in u["nlri"]:
+                got = u
+    check(got is not None, "the 2-octet peer never received 203.0.113.0/24 from tabby")
+    asp = [a for _, seg in rb.parse_as_path(got["attrs"].get(2, b""), four=False) for a in seg]
+    as4 = [a for _, seg in rb.parse_as_path(got["attrs"].get(17, b""), four=True) for a in seg]
+    check(asp == [T_AS, 23456], f"AS_PATH to a 2-octet peer is {asp}, want [{T_AS}, 23456] (AS_TRANS)")
+    check(as4 == [T_AS, BIG], f"AS4_PATH to a 2-octet peer is {as4}, want [{T_AS}, {BIG}]")
+    s.expect_no_notification(1)
+    step("AS4_PATH handled both ways with a 2-octet AS peer")
+
+
+def struct_unpack_as(open_body):
+    return int.from_bytes(open_body[1:3], "big")
