@@ -2,7 +2,8 @@
 line on stdin, writes one JSON reply per line:
   {"op": "probe", "targets": [[ip, "tcp"|"udp", port], ...], "timeout": 0.4}
       -> {"results": [true|false, ...]}  (all probes run concurrently)
-  {"op": "loop", "target": [ip, proto, port], "timeout": 0.3, "stop": FILE, "concurrency": N}
+  {"op": "loop", "target": [ip, proto, port], "timeout": 0.3, "stop": FILE, "concurrency": N,
+   "pause": seconds between rounds}
       -> {"ok": n, "fail": m}  (probes back to back until FILE exists)
 TCP success = the connection is established; UDP success = the echo came back."""
 import errno
@@ -72,9 +73,12 @@ def main():
             ok = fail = 0
             t = tuple(req["target"])
             n = req.get("concurrency", 1)
+            pause = req.get("pause", 0.0)
             while not os.path.exists(req["stop"]):
                 for res in probe_all([t] * n, req.get("timeout", 0.3)):
                     ok, fail = ok + res, fail + (not res)
+                if pause:
+                    time.sleep(pause)
             out = {"ok": ok, "fail": fail}
         else:
             out = {"error": "unknown op"}

@@ -201,9 +201,11 @@ int main(int argc, char** argv) {
       if (d && !d->empty())
         for (const auto& line : *d) std::cout << "drift: " << line << "\n";
       auto r = nft.repair(compiler);
+      if (!r) std::cerr << "repair: " << r.error().message << std::endl;
       ack(ack_path, ++gen, !r ? "error" : (*r ? "repaired" : "in-sync"));
     } else if (sig == SIGUSR2) {
       auto r = nft.report(compiler);
+      if (!r) std::cerr << "report: " << r.error().message << std::endl;
       if (r && !report_path.empty()) {
         std::ofstream o(report_path + ".tmp");
         o << report_json(*r) << "\n";
