@@ -24,8 +24,11 @@ namespace {
 Result<std::string> run(nft_ctx* nft, std::string_view cmd) {
   std::string buf(cmd);
   int rc = nft_run_cmd_from_buffer(nft, buf.c_str());
-  std::string out = nft_ctx_get_output_buffer(nft) ? nft_ctx_get_output_buffer(nft) : "";
-  std::string err = nft_ctx_get_error_buffer(nft) ? nft_ctx_get_error_buffer(nft) : "";
+  // Each get_*_buffer call hands over and resets the buffer: read once.
+  const char* o = nft_ctx_get_output_buffer(nft);
+  const char* e = nft_ctx_get_error_buffer(nft);
+  std::string out = o ? o : "";
+  std::string err = e ? e : "";
   if (rc != 0) return fail_msg("nft: " + (err.empty() ? std::string("command failed") : err));
   return out;
 }

@@ -181,12 +181,17 @@ class Lab:
             raise RuntimeError(f"tool answered {status}, expected {expect_status}; output:\n{self.tool_output()}")
         return status
 
-    def apply(self, policies=None):
-        """Writes state (+ policies if given) and waits until the tool programmed it."""
+    def apply(self, policies=None, verify=True):
+        """Writes state (+ policies if given) and waits until the tool programmed it.
+        verify: then read the table back (SIGUSR1) and require it to match what the
+        compiler expects, so a delta that left the kernel different is caught."""
         self.write_state()
         if policies is not None:
             self.set_policies(policies)
-        return self.signal_tool(signal.SIGHUP, ("delta", "full"))
+        st = self.signal_tool(signal.SIGHUP, ("delta", "full"))
+        if verify:
+            self.signal_tool(signal.SIGUSR1, ("in-sync",))
+        return st
 
     def wait_gen(self, gen, timeout=20):
         deadline = time.time() + timeout
