@@ -76,6 +76,15 @@ std::string nft_quote(std::string_view s) {
   return o + "\"";
 }
 
+// Kernel limit for comments and log prefixes: 128 bytes with the NUL. Cut on a
+// UTF-8 character boundary.
+std::string nft_text(std::string_view s, size_t max = 120) {
+  if (s.size() <= max) return nft_quote(s);
+  size_t n = max - 3;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return nft_quote(std::string(s.substr(0, n)) + "...");
+}
+
 bool full_range(const std::vector<PortRange>& r) {
   for (const auto& x : r)
     if (x.first == 0 && x.last == 65535) return true;
@@ -363,7 +372,7 @@ struct PolicyCompiler::Impl {
       case Action::Allow: verdict = "counter accept"; break;
       case Action::Pass: verdict = "counter accept comment \"pass\""; break;  // single tier: Pass -> profile, which allows
       case Action::Deny: verdict = "counter drop"; break;
-      case Action::Log: verdict = "counter log prefix " + nft_quote("tabby " + p.id().substr(0, 100) + " "); break;
+      case Action::Log: verdict = "counter log prefix " + nft_text("tabby " + p.id() + " ", 100); break;
     }
     std::vector<std::string> out;
     for (const auto& s : src.alts)
@@ -411,7 +420,7 @@ struct PolicyCompiler::Impl {
       rules.push_back("counter drop");
       std::string comment = d == Direction::Ingress ? "ingress:" : "egress:";
       for (const auto& i : ids) comment += " " + i;
-      set_chain(name, rules, comment.substr(0, 240));
+      set_chain(name, rules, comment);
     }
     c.refs++;
     return name;
@@ -582,7 +591,7 @@ struct PolicyCompiler::Impl {
     d += s.named ? "ipv4_addr . inet_proto . inet_service" : "ipv4_addr";
     std::string c = s.named ? "named port " + s.port_name + " " + scope_key(s.scope) + " " + s.selector.str()
                             : scope_key(s.scope) + " " + s.selector.str();
-    d += "; comment " + nft_quote(c.substr(0, 250)) + ";";
+    d += "; comment " + nft_text(c) + ";";
     return d;
   }
   static std::string elems_text(const std::vector<std::string>& v, size_t from, size_t to) {
@@ -618,7 +627,7 @@ struct PolicyCompiler::Impl {
     }
     // Policy chains before endpoint chains before maps: definitions precede uses.
     auto emit_chain = [&](const std::string& name, const std::vector<std::string>& rules) {
-      s += "  chain " + name + " {\n    comment " + nft_quote(chain_comment[name]) + "\n";
+      s += "  chain " + name + " {\n    comment " + nft_text(chain_comment[name]) + "\n";
       for (const auto& r : rules) s += "    " + r + "\n";
       s += "  }\n";
     };
@@ -676,7 +685,7 @@ struct PolicyCompiler::Impl {
     }
     for (const auto& c : dirty_chains)
       if (chains.count(c) && !applied_chains.count(c))
-        s += "add chain " + tb + " " + c + " { comment " + nft_quote(chain_comment[c]) + "; }\n";
+        s += "add chain " + tb + " " + c + " { comment " + nft_text(chain_comment[c]) + "; }\n";
     // 2. Element changes of existing sets: deletions, then additions.
     for (int pass = 0; pass < 2; ++pass)
       for (const auto& [name, ops] : elem_ops) {

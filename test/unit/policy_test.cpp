@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "policy/policy.hpp"
@@ -576,4 +577,28 @@ TEST_CASE("compiler: namespace relabel moves set members and policy selection") 
   CHECK(d.find("{ 198.19.1.1, 198.19.1.2 }") != std::string::npos);
   CHECK(d.find("\"calixa\" : jump ei-") != std::string::npos);
   CHECK(c.shape().set_elements.at("wl-in") == 2);
+}
+
+TEST_CASE("compiler: comments and log prefixes stay within the kernel's 128 bytes") {
+  PolicyCompiler c;
+  std::string longsel = "app in {";
+  for (int i = 0; i < 40; ++i) longsel += std::string(i ? ", " : "") + "'application-" + std::to_string(i) + "'";
+  longsel += "}";
+  std::string name(200, 'n');
+  c.upsert_endpoint(ep("x", "a", {{"app", "application-3"}}, "198.19.1.1", "calixa"));
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: " + name + "}\n"
+                      "spec:\n  selector: \"" + longsel + "\"\n  ingress:\n  - action: Log\n  - action: Allow\n"
+                      "    source: {selector: \"" + longsel + "\"}\n"));
+  std::string s = c.full_script();
+  size_t checked = 0;
+  for (const auto& l : lines(s))
+    for (const char* key : {"comment \"", "prefix \""}) {
+      size_t at = l.find(key);
+      if (at == std::string::npos) continue;
+      size_t b = at + std::strlen(key), e = l.find('"', b);
+      CHECK(e - b < 128);
+      ++checked;
+    }
+  CHECK(checked >= 5);
+  CHECK(s.find("chain pi-h") != std::string::npos);  // over-long policy chain names are hashed
 }
