@@ -464,6 +464,7 @@ struct PolicyCompiler::Impl {
     std::vector<std::string> out;
     for (const auto& [o, id] : order) {
       const Policy& p = policies.at(id);
+      if (p.scope.kind == NamespaceScope::Exact && p.scope.ns != ep.ns) continue;
       if ((d == Direction::Ingress ? p.ingress : p.egress) && policy_applies(p, ep)) out.push_back(id);
     }
     return out;
@@ -483,7 +484,10 @@ struct PolicyCompiler::Impl {
     ep.labels["projectcalico.org/namespace"] = ep.ns;
     ep.labels["projectcalico.org/orchestrator"] = "k8s";
     std::string key = ep.key();
-    for (auto& [k, s] : sets) sync_ep_set(s, key, &ep);
+    for (auto& [k, s] : sets)
+      // An endpoint never belongs to a set scoped to another namespace (its key
+      // pins its namespace), so those sets need no look.
+      if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == ep.ns) sync_ep_set(s, key, &ep);
     endpoints[key] = ep;
     update_local(key);
   }
@@ -509,8 +513,10 @@ struct PolicyCompiler::Impl {
     refresh_local(key, le, old_iface);
   }
   void remove_endpoint(const std::string& key) {
-    if (!endpoints.count(key)) return;
-    for (auto& [k, s] : sets) sync_ep_set(s, key, nullptr);
+    auto it = endpoints.find(key);
+    if (it == endpoints.end()) return;
+    for (auto& [k, s] : sets)
+      if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == it->second.ns) sync_ep_set(s, key, nullptr);
     endpoints.erase(key);
     update_local(key);
   }
@@ -667,8 +673,13 @@ struct PolicyCompiler::Impl {
     elem_ops.clear();
   }
 
-  std::string take_delta() {
-    if (!applied) return full_script();
+  Delta take_delta() {
+    Delta out;
+    if (!applied) {
+      out.script = full_script();
+      return out;
+    }
+    bool structural = false;
     std::string s;
     const std::string tb = t();
     std::set<std::string> now_sets;
@@ -677,12 +688,15 @@ struct PolicyCompiler::Impl {
     for (const auto& [k, set] : sets) {
       if (applied_sets.count(set.name)) continue;
       s += "add set " + tb + " " + set.name + " { " + set_decl(set) + " }\n";
+      structural = true;
       std::vector<std::string> v;
       for (const auto& [e, owner] : set.members) v.push_back(e);
       for (size_t i = 0; i < v.size(); i += 1000)
         s += "add element " + tb + " " + set.name + " " + elems_text(v, i, std::min(v.size(), i + 1000)) + "\n";
       elem_ops.erase(set.name);
     }
+    for (const auto& c : dirty_chains)
+      if (chains.count(c) != applied_chains.count(c) || chains.count(c)) structural = true;
     for (const auto& c : dirty_chains)
       if (chains.count(c) && !applied_chains.count(c))
         s += "add chain " + tb + " " + c + " { comment " + nft_text(chain_comment[c]) + "; }\n";
@@ -693,9 +707,14 @@ struct PolicyCompiler::Impl {
         std::vector<std::string> v;
         for (const auto& [e, d] : ops)
           if ((pass == 0 && d < 0) || (pass == 1 && d > 0)) v.push_back(e);
-        if (!v.empty())
-          s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + name + " " +
-               elems_text(v, 0, v.size()) + "\n";
+        if (v.empty()) continue;
+        s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + name + " " +
+             elems_text(v, 0, v.size()) + "\n";
+        ElementOp op;
+        op.add = pass == 1;
+        op.set = name;
+        for (auto& e : v) op.elements.emplace_back(std::move(e), "");
+        out.elements.push_back(std::move(op));
       }
     // 3. Chain contents: policy chains first, then endpoint chains.
     for (int pass = 0; pass < 2; ++pass)
@@ -713,8 +732,14 @@ struct PolicyCompiler::Impl {
         auto w = was->find(i);
         auto n = now->find(i);
         if (w != was->end() && n != now->end() && w->second == n->second) continue;
-        if (w != was->end()) s += "delete element " + tb + " " + mname + " { " + nft_quote(i) + " }\n";
-        if (n != now->end()) s += "add element " + tb + " " + mname + " { " + nft_quote(i) + " : " + n->second + " }\n";
+        if (w != was->end()) {
+          s += "delete element " + tb + " " + mname + " { " + nft_quote(i) + " }\n";
+          out.elements.push_back({false, mname, {{i, ""}}});
+        }
+        if (n != now->end()) {
+          s += "add element " + tb + " " + mname + " { " + nft_quote(i) + " : " + n->second + " }\n";
+          out.elements.push_back({true, mname, {{i, n->second}}});
+        }
       }
     }
     // 5. Chains that went away: flush all first (they may jump to each other), then delete.
@@ -728,9 +753,15 @@ struct PolicyCompiler::Impl {
     for (const auto& c : gone) s += "delete chain " + tb + " " + c + "\n";
     // 6. Sets nobody uses any more.
     for (const auto& name : applied_sets)
-      if (!now_sets.count(name)) s += "delete set " + tb + " " + name + "\n";
+      if (!now_sets.count(name)) {
+        s += "delete set " + tb + " " + name + "\n";
+        structural = true;
+      }
     mark_applied();
-    return s;
+    out.script = std::move(s);
+    out.elements_only = !structural && !out.script.empty();
+    if (!out.elements_only) out.elements.clear();
+    return out;
   }
 };
 
@@ -755,7 +786,8 @@ void PolicyCompiler::remove_endpoint(const std::string& key) { impl_->remove_end
 void PolicyCompiler::upsert_policy(const Policy& p) { impl_->upsert_policy(p); }
 void PolicyCompiler::remove_policy(const std::string& id) { impl_->remove_policy(id); }
 std::string PolicyCompiler::full_script() { return impl_->full_script(); }
-std::string PolicyCompiler::take_delta() { return impl_->take_delta(); }
+std::string PolicyCompiler::take_delta() { return impl_->take_delta().script; }
+Delta PolicyCompiler::take_delta_ops() { return impl_->take_delta(); }
 void PolicyCompiler::mark_unapplied() { impl_->applied = false; }
 bool PolicyCompiler::applied_once() const { return impl_->applied; }
 const CompilerOptions& PolicyCompiler::options() const { return impl_->opts; }

@@ -3,7 +3,18 @@
 // atomic transaction: all of it or none), reads the table back as JSON to
 // detect drift (table flushed/deleted, elements lost) and to collect counters.
 // Invariant: touches only `table inet <options.table>`.
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <net/if.h>
 #include <nftables/libnftables.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -13,8 +24,11 @@ namespace tabby::policy {
 
 struct NftExecutor::Ctx {
   nft_ctx* nft = nullptr;
+  int nl = -1;        // NETLINK_NETFILTER socket for element batches
+  uint32_t seq = 1;
   ~Ctx() {
     if (nft) nft_ctx_free(nft);
+    if (nl >= 0) close(nl);
   }
 };
 
@@ -54,6 +68,191 @@ Status NftExecutor::apply(std::string_view script) {
   return {};
 }
 
+namespace {
+
+// A netlink message under construction (attributes appended, nests patched).
+class NlBuf {
+ public:
+  size_t begin(uint16_t type, uint16_t flags, uint32_t seq, uint8_t family, uint16_t res_id) {
+    align();
+    size_t at = b_.size();
+    nlmsghdr h{};
+    h.nlmsg_type = type;
+    h.nlmsg_flags = flags;
+    h.nlmsg_seq = seq;
+    put(&h, sizeof h);
+    nfgenmsg g{};
+    g.nfgen_family = family;
+    g.version = NFNETLINK_V0;
+    g.res_id = htons(res_id);
+    put(&g, sizeof g);
+    return at;
+  }
+  void end(size_t at) {
+    align();
+    reinterpret_cast<nlmsghdr*>(&b_[at])->nlmsg_len = static_cast<uint32_t>(b_.size() - at);
+  }
+  void attr(uint16_t type, const void* data, size_t len) {
+    align();
+    nlattr a{};
+    a.nla_type = type;
+    a.nla_len = static_cast<uint16_t>(sizeof a + len);
+    put(&a, sizeof a);
+    put(data, len);
+  }
+  void str(uint16_t type, const std::string& s) { attr(type, s.c_str(), s.size() + 1); }
+  void u32be(uint16_t type, uint32_t v) {
+    v = htonl(v);
+    attr(type, &v, 4);
+  }
+  size_t nest(uint16_t type) {
+    align();
+    size_t at = b_.size();
+    nlattr a{};
+    a.nla_type = type | NLA_F_NESTED;
+    put(&a, sizeof a);
+    return at;
+  }
+  void close_nest(size_t at) {
+    align();
+    reinterpret_cast<nlattr*>(&b_[at])->nla_len = static_cast<uint16_t>(b_.size() - at);
+  }
+  const std::vector<char>& bytes() const { return b_; }
+  size_t size() const { return b_.size(); }
+
+ private:
+  void put(const void* p, size_t n) {
+    const char* c = static_cast<const char*>(p);
+    b_.insert(b_.end(), c, c + n);
+  }
+  void align() { b_.resize(NLMSG_ALIGN(b_.size()), 0); }
+  std::vector<char> b_;
+};
+
+// Element key bytes as nf_tables stores them: concatenated fields each padded
+// to 4 bytes (NFT_REG32_SIZE); ifname keys are IFNAMSIZ bytes.
+Result<std::vector<uint8_t>> element_key(const std::string& set, const std::string& key) {
+  std::vector<uint8_t> out;
+  if (set == "wl-in" || set == "wl-out") {
+    if (key.size() >= IFNAMSIZ) return fail_msg("interface name too long: " + key);
+    out.assign(IFNAMSIZ, 0);
+    std::memcpy(out.data(), key.data(), key.size());
+    return out;
+  }
+  std::vector<std::string> parts;
+  for (size_t b = 0;;) {
+    size_t e = key.find(" . ", b);
+    parts.push_back(key.substr(b, e == std::string::npos ? std::string::npos : e - b));
+    if (e == std::string::npos) break;
+    b = e + 3;
+  }
+  auto ip = IpAddress::parse(parts[0]);
+  if (!ip || !ip->is_v4()) return fail_msg("bad element " + key);
+  out.insert(out.end(), ip->bytes().begin(), ip->bytes().begin() + 4);
+  if (parts.size() == 3) {
+    auto proto = parse_protocol(parts[1] == "ipv6-icmp" ? "58" : parts[1]);
+    if (!proto) return fail_msg("bad element " + key);
+    out.push_back(*proto);
+    out.insert(out.end(), 3, 0);
+    int port = std::atoi(parts[2].c_str());
+    out.push_back(static_cast<uint8_t>(port >> 8));
+    out.push_back(static_cast<uint8_t>(port & 0xff));
+    out.insert(out.end(), 2, 0);
+  } else if (parts.size() != 1) {
+    return fail_msg("bad element " + key);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status NftExecutor::apply_elements(const std::string& table, const std::vector<ElementOp>& ops) {
+  if (ops.empty()) return {};
+  if (ctx_->nl < 0) {
+    ctx_->nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+    if (ctx_->nl < 0) return fail_msg(std::string("netlink socket: ") + std::strerror(errno));
+    timeval tv{2, 0};
+    setsockopt(ctx_->nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  NlBuf b;
+  uint32_t first = ctx_->seq;
+  size_t m = b.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, ctx_->seq++, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+  b.end(m);
+  uint32_t last = 0;
+  for (const auto& op : ops) {
+    uint16_t type = (NFNL_SUBSYS_NFTABLES << 8) | (op.add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
+    last = ctx_->seq++;
+    m = b.begin(type, NLM_F_REQUEST | NLM_F_ACK | (op.add ? NLM_F_CREATE : 0), last, NFPROTO_INET, 0);
+    b.str(NFTA_SET_ELEM_LIST_TABLE, table);
+    b.str(NFTA_SET_ELEM_LIST_SET, op.set);
+    size_t list = b.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (const auto& [key, value] : op.elements) {
+      auto k = element_key(op.set, key);
+      if (!k) return fail(k.error());
+      size_t el = b.nest(NFTA_LIST_ELEM);
+      size_t kn = b.nest(NFTA_SET_ELEM_KEY);
+      b.attr(NFTA_DATA_VALUE, k->data(), k->size());
+      b.close_nest(kn);
+      if (op.add && !value.empty()) {
+        size_t dn = b.nest(NFTA_SET_ELEM_DATA);
+        size_t vn = b.nest(NFTA_DATA_VERDICT);
+        if (value == "accept") {
+          b.u32be(NFTA_VERDICT_CODE, NF_ACCEPT);
+        } else if (value == "drop") {
+          b.u32be(NFTA_VERDICT_CODE, NF_DROP);
+        } else if (value.starts_with("jump ")) {
+          b.u32be(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_JUMP));
+          b.str(NFTA_VERDICT_CHAIN, value.substr(5));
+        } else {
+          return fail_msg("unsupported verdict " + value);
+        }
+        b.close_nest(vn);
+        b.close_nest(dn);
+      }
+      b.close_nest(el);
+    }
+    b.close_nest(list);
+    b.end(m);
+    if (b.size() > (1u << 20)) return fail_msg("element batch too large");
+  }
+  m = b.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, ctx_->seq++, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+  b.end(m);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(ctx_->nl, b.bytes().data(), b.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+    return fail_msg(std::string("netlink send: ") + std::strerror(errno));
+  // One ack per message; the batch is one transaction, so the first error
+  // means none of it was applied.
+  std::vector<char> rb(64 * 1024);
+  std::string error;
+  for (;;) {
+    ssize_t n = recv(ctx_->nl, rb.data(), rb.size(), 0);
+    if (n < 0) return fail_msg(std::string("netlink recv: ") + std::strerror(errno));
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(rb.data()); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq < first || h->nlmsg_type != NLMSG_ERROR) continue;
+      auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+      if (e->error != 0 && error.empty())
+        error = "netlink element batch: " + std::string(std::strerror(-e->error)) + " (message " +
+                std::to_string(h->nlmsg_seq - first) + ")";
+      if (h->nlmsg_seq == last) {
+        if (!error.empty()) return fail_msg(error);
+        return {};
+      }
+    }
+    if (!error.empty()) {
+      // The kernel aborted the batch: drain what else it sends without blocking.
+      timeval tv{0, 100000};
+      setsockopt(ctx_->nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      while (recv(ctx_->nl, rb.data(), rb.size(), 0) > 0) {
+      }
+      tv = {2, 0};
+      setsockopt(ctx_->nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      return fail_msg(error);
+    }
+  }
+}
+
 Result<SyncResult> NftExecutor::sync(PolicyCompiler& c, bool force_full) {
   SyncResult res;
   if (force_full || !c.applied_once()) {
@@ -66,9 +265,16 @@ Result<SyncResult> NftExecutor::sync(PolicyCompiler& c, bool force_full) {
     }
     return res;
   }
-  std::string d = c.take_delta();
-  res.script_bytes = d.size();
-  if (auto st = apply(d); !st) {
+  Delta delta = c.take_delta_ops();
+  res.script_bytes = delta.script.size();
+  Status st;
+  if (delta.elements_only) {
+    res.netlink = true;
+    st = apply_elements(c.options().table, delta.elements);
+  } else {
+    st = apply(delta.script);
+  }
+  if (!st) {
     // The kernel did not take the delta (e.g. someone removed our table):
     // nothing of it was applied; repair with a full resync.
     std::string s = c.full_script();

@@ -185,6 +185,21 @@ struct EndpointPolicies {
   std::string ingress_chain, egress_chain;   // empty = unrestricted
 };
 
+// One set/map element change, structured (for executors that bypass the nft
+// parser). key: "198.19.1.1", "198.19.1.1 . tcp . 80" or an interface name;
+// value: "" for sets, "accept" / "jump <chain>" for verdict maps.
+struct ElementOp {
+  bool add = true;
+  std::string set;
+  std::vector<std::pair<std::string, std::string>> elements;  // key, value
+};
+
+struct Delta {
+  std::string script;              // the whole change as one nft script ("" = none)
+  bool elements_only = false;      // only element changes (the usual pod churn)
+  std::vector<ElementOp> elements; // the same change, structured, when elements_only
+};
+
 struct RulesetShape {  // for drift detection: what must be present
   std::map<std::string, size_t> chain_rules;  // chain -> rule count
   std::map<std::string, size_t> set_elements; // set/map -> element count
@@ -212,6 +227,7 @@ class PolicyCompiler {
   // empty when nothing changed. Pod churn yields set/map element commands only
   // (plus a new endpoint chain when a pod is the first with its policy list).
   std::string take_delta();
+  Delta take_delta_ops();  // the same, plus the structured form
   // Discard the "applied" view (after a failed apply): the next call should be
   // full_script().
   void mark_unapplied();
@@ -260,6 +276,7 @@ struct EndpointReport {
 
 struct SyncResult {
   bool full = false;        // a full resync was applied
+  bool netlink = false;     // an element-only delta went straight to netlink
   size_t script_bytes = 0;
 };
 
@@ -270,6 +287,9 @@ class NftExecutor {
 
   // Runs `script` as one nft transaction (all or nothing).
   Status apply(std::string_view script);
+  // Applies element changes as one nf_tables netlink batch (one transaction),
+  // skipping libnftables' parser and cache fetch (which costs O(ruleset)).
+  Status apply_elements(const std::string& table, const std::vector<ElementOp>& ops);
   // Programs what changed: the full ruleset on first use or when `force_full`,
   // otherwise the delta; a failed delta falls back to a full resync.
   Result<SyncResult> sync(PolicyCompiler& c, bool force_full = false);

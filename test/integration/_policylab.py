@@ -45,6 +45,8 @@ class Pod:
         self.iface = f"cali{ns}{name}"[:15]
         self.ip = f"198.19.1.{idx}"
         self.labels = dict(labels)
+        # Named ports as the WorkloadEndpoint declares them: name -> (proto, port).
+        self.ports = {f"serve-{port}-{proto}": (proto, port) for proto, port in PORTS}
 
 
 class Lab:
@@ -153,8 +155,8 @@ class Lab:
             docs.append({"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
                          "metadata": {"name": f"{pod.ns}-{pod.name}", "namespace": pod.ns, "labels": pod.labels},
                          "spec": {"pod": pod.name, "interfaceName": pod.iface, "ipNetworks": [pod.ip + "/32"],
-                                  "ports": [{"name": f"serve-{port}-{proto}", "port": port, "protocol": proto.upper()}
-                                            for proto, port in PORTS]}})
+                                  "ports": [{"name": name, "port": port, "protocol": proto.upper()}
+                                            for name, (proto, port) in sorted(pod.ports.items())]}})
         return "---\n".join(json.dumps(d) + "\n" for d in docs)  # JSON is YAML
 
     def write_state(self):
@@ -188,7 +190,7 @@ class Lab:
         self.write_state()
         if policies is not None:
             self.set_policies(policies)
-        st = self.signal_tool(signal.SIGHUP, ("delta", "full"))
+        st = self.signal_tool(signal.SIGHUP, ("delta", "netlink", "full"))
         if verify:
             self.signal_tool(signal.SIGUSR1, ("in-sync",))
         return st

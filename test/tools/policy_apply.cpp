@@ -170,8 +170,9 @@ int main(int argc, char** argv) {
       ack(ack_path, gen, "error");
       return false;
     }
-    std::cout << "gen " << gen << (r->full ? " full " : " delta ") << r->script_bytes << " bytes" << std::endl;
-    ack(ack_path, gen, r->full ? "full" : "delta");
+    std::cout << "gen " << gen << (r->full ? " full " : r->netlink ? " delta(netlink) " : " delta ") << r->script_bytes
+              << " bytes" << std::endl;
+    ack(ack_path, gen, r->full ? "full" : r->netlink ? "netlink" : "delta");
     return true;
   };
   if (!do_sync(true)) return 1;
