@@ -137,6 +137,7 @@ struct PolicyCompiler::Impl {
   CompilerOptions opts;
   std::map<std::string, Namespace> namespaces;
   std::map<std::string, Endpoint> endpoints;
+  std::map<std::string, std::set<std::string>> by_ns;  // namespace -> endpoint keys
   std::map<std::string, Policy> policies;
   std::set<std::pair<double, std::string>> order;  // evaluation order (order, id)
 
@@ -262,8 +263,16 @@ struct PolicyCompiler::Impl {
       s.named = named;
       s.proto = proto;
       s.port_name = port_name;
-      for (const auto& [k, ep] : endpoints)
-        for (auto& e : set_elems(s, ep)) s.members.emplace(e, k);
+      auto fill = [&](const std::string& k) {
+        for (auto& e : set_elems(s, endpoints.at(k))) s.members.emplace(e, k);
+      };
+      if (scope.kind == NamespaceScope::Exact) {
+        auto it = by_ns.find(scope.ns);
+        if (it != by_ns.end())
+          for (const auto& k : it->second) fill(k);
+      } else {
+        for (const auto& [k, ep] : endpoints) fill(k);
+      }
       set_by_name[s.name] = key;
       it = sets.emplace(key, std::move(s)).first;
     }
@@ -489,6 +498,7 @@ struct PolicyCompiler::Impl {
       // pins its namespace), so those sets need no look.
       if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == ep.ns) sync_ep_set(s, key, &ep);
     endpoints[key] = ep;
+    by_ns[ep.ns].insert(key);
     update_local(key);
   }
   void update_local(const std::string& key) {
@@ -517,12 +527,15 @@ struct PolicyCompiler::Impl {
     if (it == endpoints.end()) return;
     for (auto& [k, s] : sets)
       if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == it->second.ns) sync_ep_set(s, key, nullptr);
-    endpoints.erase(key);
+    by_ns[it->second.ns].erase(key);
+    endpoints.erase(it);
     update_local(key);
   }
   void namespace_changed(const std::string& ns) {
-    for (auto& [key, ep] : endpoints) {
-      if (ep.ns != ns) continue;
+    auto keys = by_ns.find(ns);
+    if (keys == by_ns.end()) return;
+    for (const auto& key : keys->second) {
+      Endpoint& ep = endpoints.at(key);
       for (auto& [k, s] : sets)
         if (s.scope.kind == NamespaceScope::BySelector) sync_ep_set(s, key, &ep);
       if (!ep.iface.empty()) update_local(key);
@@ -569,6 +582,17 @@ struct PolicyCompiler::Impl {
     for (const auto& k : compiled[id].set_keys) release_set(k);
     compiled.erase(id);
   }
+  // Endpoints whose policy lists changed; their endpoint chains and map entries
+  // are derived once, before rendering (a batch of policy changes touching the
+  // same endpoint then builds its chain once, not once per policy).
+  std::set<std::string> pending_local;
+  void settle() {
+    for (const auto& key : pending_local) {
+      auto it = local.find(key);
+      if (it != local.end()) refresh_local(key, it->second, it->second.iface);
+    }
+    pending_local.clear();
+  }
   // Re-places policy `id` in every local endpoint's lists.
   void relist(const std::string& id) {
     const Policy& p = policies.at(id);
@@ -578,7 +602,7 @@ struct PolicyCompiler::Impl {
       auto in = le.in, out = le.out;
       place(le.in, id, applies && p.ingress);
       place(le.out, id, applies && p.egress);
-      if (in != le.in || out != le.out) refresh_local(key, le, le.iface);
+      if (in != le.in || out != le.out) pending_local.insert(key);
     }
   }
   void relist_removed(const std::string& id) {
@@ -586,7 +610,7 @@ struct PolicyCompiler::Impl {
       size_t n = le.in.size() + le.out.size();
       le.in.erase(std::remove(le.in.begin(), le.in.end(), id), le.in.end());
       le.out.erase(std::remove(le.out.begin(), le.out.end(), id), le.out.end());
-      if (le.in.size() + le.out.size() != n) refresh_local(key, le, le.iface);
+      if (le.in.size() + le.out.size() != n) pending_local.insert(key);
     }
   }
 
@@ -618,6 +642,7 @@ struct PolicyCompiler::Impl {
   }
 
   std::string full_script() {
+    settle();
     std::string s = "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
     std::vector<const IpSet*> ordered;
     for (const auto& [k, set] : sets) ordered.push_back(&set);
@@ -674,6 +699,7 @@ struct PolicyCompiler::Impl {
   }
 
   Delta take_delta() {
+    settle();
     Delta out;
     if (!applied) {
       out.script = full_script();
@@ -802,6 +828,7 @@ std::vector<std::string> PolicyCompiler::policies_for(const Endpoint& ep, Direct
 }
 
 std::vector<EndpointPolicies> PolicyCompiler::endpoint_policies() const {
+  impl_->settle();  // derived state only; the observable inputs are unchanged
   std::vector<EndpointPolicies> out;
   for (const auto& [key, le] : impl_->local)
     out.push_back({key, le.iface, le.in, le.out, le.in_chain, le.out_chain});
@@ -810,11 +837,13 @@ std::vector<EndpointPolicies> PolicyCompiler::endpoint_policies() const {
 
 std::string PolicyCompiler::chain_for(const std::string& id, Direction d) const { return impl_->policy_chain(id, d); }
 const std::vector<std::string>* PolicyCompiler::chain_rules(const std::string& chain) const {
+  impl_->settle();
   auto it = impl_->chains.find(chain);
   return it == impl_->chains.end() ? nullptr : &it->second;
 }
 
 RulesetShape PolicyCompiler::shape() const {
+  impl_->settle();
   RulesetShape s;
   for (const auto& [n, r] : impl_->chains) s.chain_rules[n] = r.size();
   s.chain_rules["egress"] = 4;
