@@ -667,7 +667,8 @@ struct PolicyCompiler::Impl {
     for (const auto& [name, rules] : chains)
       if (name[0] != 'p') emit_chain(name, rules);
     for (auto [mname, m] : {std::pair{kIngressMap, &vmap_in}, std::pair{kEgressMap, &vmap_out}}) {
-      s += "  map " + std::string(mname) + " { type ifname : verdict;";
+      // counter: each element (endpoint) counts the packets it dispatched.
+      s += "  map " + std::string(mname) + " { type ifname : verdict; counter;";
       if (!m->empty()) {
         s += " elements = { ";
         bool first = true;

@@ -300,6 +300,8 @@ namespace {
 struct Listed {
   std::map<std::string, std::vector<nlohmann::json>> rules;  // chain -> rule exprs in order
   std::map<std::string, size_t> elements;                    // set/map -> count
+  // map -> element key -> (packets, bytes), for elements carrying a counter
+  std::map<std::string, std::map<std::string, std::pair<uint64_t, uint64_t>>> elem_counters;
 };
 
 Result<Listed> parse_listing(const std::string& text) {
@@ -316,7 +318,18 @@ Result<Listed> parse_listing(const std::string& text) {
       for (const char* k : {"set", "map"})
         if (item.contains(k)) {
           const auto& s = item[k];
-          l.elements[s.at("name").get<std::string>()] = s.contains("elem") ? s["elem"].size() : 0;
+          std::string name = s.at("name").get<std::string>();
+          l.elements[name] = s.contains("elem") ? s["elem"].size() : 0;
+          if (!s.contains("elem")) continue;
+          for (const auto& el : s["elem"]) {
+            // Map elements list as [key, value]; a key with a counter as {"elem": {"val", "counter"}}.
+            const auto& key = el.is_array() && !el.empty() ? el[0] : el;
+            if (!key.is_object() || !key.contains("elem")) continue;
+            const auto& e = key["elem"];
+            if (!e.contains("counter") || !e.contains("val") || !e["val"].is_string()) continue;
+            l.elem_counters[name][e["val"].get<std::string>()] = {e["counter"].value("packets", uint64_t{0}),
+                                                                  e["counter"].value("bytes", uint64_t{0})};
+          }
         }
     }
   } catch (const nlohmann::json::exception& e) {
@@ -398,6 +411,15 @@ Result<std::vector<EndpointReport>> NftExecutor::report(const PolicyCompiler& c)
           }
         r.policies.push_back(std::move(pc));
       }
+    }
+    for (auto [map, pk, by] : {std::tuple{"wl-in", &r.ingress_packets, &r.ingress_bytes},
+                               std::tuple{"wl-out", &r.egress_packets, &r.egress_bytes}}) {
+      auto m = l->elem_counters.find(map);
+      if (m == l->elem_counters.end()) continue;
+      auto e = m->second.find(ep.iface);
+      if (e == m->second.end()) continue;
+      *pk = e->second.first;
+      *by = e->second.second;
     }
     for (auto [chain, dst] : {std::pair{&ep.ingress_chain, &r.ingress_dropped_packets},
                               std::pair{&ep.egress_chain, &r.egress_dropped_packets}}) {

@@ -271,7 +271,12 @@ struct EndpointReport {
   EndpointPolicies endpoint;
   std::vector<PolicyCounters> policies;  // counters are per policy rule, shared by
                                          // every endpoint the policy selects
-  uint64_t ingress_dropped_packets = 0, egress_dropped_packets = 0;  // end-of-chain drops of its chain
+  // End-of-chain drops of its endpoint chain (shared by the endpoints with the
+  // same policy list).
+  uint64_t ingress_dropped_packets = 0, egress_dropped_packets = 0;
+  // This endpoint's own counters: packets its verdict-map entry dispatched, i.e.
+  // packets of new flows that met its policies (established flows skip them).
+  uint64_t ingress_packets = 0, ingress_bytes = 0, egress_packets = 0, egress_bytes = 0;
 };
 
 struct SyncResult {

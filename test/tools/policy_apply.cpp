@@ -96,6 +96,10 @@ std::string report_json(const std::vector<EndpointReport>& reps) {
     e["egress_chain"] = r.endpoint.egress_chain;
     e["ingress_dropped_packets"] = r.ingress_dropped_packets;
     e["egress_dropped_packets"] = r.egress_dropped_packets;
+    e["ingress_packets"] = r.ingress_packets;
+    e["ingress_bytes"] = r.ingress_bytes;
+    e["egress_packets"] = r.egress_packets;
+    e["egress_bytes"] = r.egress_bytes;
     e["policies"] = nlohmann::json::array();
     for (const auto& p : r.policies) {
       nlohmann::json pj;

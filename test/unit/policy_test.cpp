@@ -378,8 +378,8 @@ table inet tabby {
     jump pi-knp.x.deny
     counter drop
   }
-  map wl-in { type ifname : verdict; elements = { "calixa" : jump ei-55ed86cfe3ab, "calixb" : jump ei-f83394e1ac9e }; }
-  map wl-out { type ifname : verdict; elements = { "calixa" : accept, "calixb" : accept }; }
+  map wl-in { type ifname : verdict; counter; elements = { "calixa" : jump ei-55ed86cfe3ab, "calixb" : jump ei-f83394e1ac9e }; }
+  map wl-out { type ifname : verdict; counter; elements = { "calixa" : accept, "calixb" : accept }; }
   chain egress {
     type filter hook forward priority filter; policy accept;
     ct state established,related accept
@@ -429,8 +429,8 @@ table inet tabby {
     jump po-gnp.guard
     counter drop
   }
-  map wl-in { type ifname : verdict; elements = { "calixa" : jump ei-23a01cc42b59, "calixb" : accept }; }
-  map wl-out { type ifname : verdict; elements = { "calixa" : jump eo-23a01cc42b59, "calixb" : accept }; }
+  map wl-in { type ifname : verdict; counter; elements = { "calixa" : jump ei-23a01cc42b59, "calixb" : accept }; }
+  map wl-out { type ifname : verdict; counter; elements = { "calixa" : jump eo-23a01cc42b59, "calixb" : accept }; }
   chain egress {
     type filter hook forward priority filter; policy accept;
     ct state established,related accept
