@@ -1,0 +1,858 @@
+// compiler.cpp — policies + endpoints + namespaces -> one nftables table.
+//
+// Ruleset layout (table inet <table>):
+//   set  s-<hash>    ipv4_addr: IPs of endpoints matching one (namespace scope,
+//                    label selector) pair; shared by every rule that uses it.
+//   set  n-<hash>    ipv4_addr . inet_proto . inet_service: named-port sets
+//                    (endpoint IP, protocol, the port that name resolves to there).
+//   chain pi-<policy id> / po-<policy id>: a policy's ingress / egress rules.
+//                    Allow/Pass -> accept, Deny -> drop, Log -> log, no match ->
+//                    return to the caller. One chain per policy, shared by endpoints.
+//   chain ei-<hash> / eo-<hash>: one per distinct ordered list of policies that
+//                    apply to an endpoint in a direction ("endpoint chains";
+//                    endpoints with the same list share one): jump to each policy
+//                    chain in order, then drop (Calico: a policy applied but no
+//                    rule allowed).
+//   map  wl-in  ifname : verdict   oifname -> that endpoint's ingress chain (or accept)
+//   map  wl-out ifname : verdict   iifname -> its egress chain (or accept)
+//   chain egress  (hook forward, priority filter):   ct established/related
+//                    accept; iifname vmap @wl-out; unknown <prefix>* iif drop.
+//   chain ingress (hook forward, priority filter+1): the same for oifname/@wl-in.
+// An accept in the egress base chain only ends that chain; the packet still
+// traverses the ingress base chain, so a flow passes only when the source's
+// egress side and the destination's ingress side both allow it. Host -> own pod
+// traffic leaves through the output hook and is not filtered here.
+//
+// Incremental: the compiler keeps the desired ruleset and what was last emitted
+// (applied); take_delta() emits only the difference as one script. Pod churn
+// touches set elements and vmap entries (and adds an endpoint chain only when a
+// pod is the first with its policy list); a policy change rewrites its own
+// chains (plus endpoint chains whose policy list it changes).
+// Pure: no I/O. IPv4 only for now (IPv6 endpoint addresses are ignored).
+#include <algorithm>
+#include <cstdio>
+
+#include "policy/policy.hpp"
+
+namespace tabby::policy {
+
+namespace {
+
+std::string hex12(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%012llx", static_cast<unsigned long long>(h & 0xffffffffffffull));
+  return buf;
+}
+
+std::string proto_name(uint8_t p) {
+  switch (p) {
+    case 1: return "icmp";
+    case 6: return "tcp";
+    case 17: return "udp";
+    case 58: return "ipv6-icmp";
+    case 132: return "sctp";
+    case 136: return "udplite";
+  }
+  return std::to_string(p);
+}
+
+std::string scope_key(const NamespaceScope& s) {
+  switch (s.kind) {
+    case NamespaceScope::Any: return "*";
+    case NamespaceScope::Exact: return "ns:" + s.ns;
+    case NamespaceScope::BySelector: return "nss:" + s.ns_selector.str();
+  }
+  return "";
+}
+
+std::string nft_quote(std::string_view s) {
+  std::string o = "\"";
+  for (char c : s) o += (c == '"' || c == '\\') ? '\'' : c;
+  return o + "\"";
+}
+
+// Kernel limit for comments and log prefixes: 128 bytes with the NUL. Cut on a
+// UTF-8 character boundary.
+std::string nft_text(std::string_view s, size_t max = 120) {
+  if (s.size() <= max) return nft_quote(s);
+  size_t n = max - 3;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return nft_quote(std::string(s.substr(0, n)) + "...");
+}
+
+bool full_range(const std::vector<PortRange>& r) {
+  for (const auto& x : r)
+    if (x.first == 0 && x.last == 65535) return true;
+  return false;
+}
+
+std::string ranges_text(const std::vector<PortRange>& r) {
+  std::vector<PortRange> v = r;
+  std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.first < b.first || (a.first == b.first && a.last < b.last); });
+  // Merge overlapping/adjacent ranges: nft rejects overlapping interval elements.
+  std::vector<PortRange> m;
+  for (const auto& x : v) {
+    if (!m.empty() && x.first <= static_cast<uint32_t>(m.back().last) + 1) m.back().last = std::max(m.back().last, x.last);
+    else m.push_back(x);
+  }
+  std::string s = "{ ";
+  for (size_t i = 0; i < m.size(); ++i) {
+    s += (i ? ", " : "") + std::to_string(m[i].first);
+    if (m[i].last != m[i].first) s += "-" + std::to_string(m[i].last);
+  }
+  return s + " }";
+}
+
+// v4 prefixes with those inside another removed (overlapping intervals are an
+// error in nft); empty when there are none.
+std::string nets_text(const std::vector<Prefix>& nets, bool& any_v4) {
+  std::vector<Prefix> v;
+  for (const auto& p : nets)
+    if (p.is_v4()) v.push_back(p);
+  any_v4 = !v.empty();
+  std::sort(v.begin(), v.end(), [](const Prefix& a, const Prefix& b) { return a.len() < b.len(); });
+  std::vector<Prefix> keep;
+  for (const auto& p : v) {
+    bool inside = false;
+    for (const auto& k : keep) inside = inside || k.contains(p);
+    if (!inside) keep.push_back(p);
+  }
+  std::sort(keep.begin(), keep.end());
+  std::string s = "{ ";
+  for (size_t i = 0; i < keep.size(); ++i) s += (i ? ", " : "") + keep[i].str();
+  return s + " }";
+}
+
+const char* kIngressMap = "wl-in";
+const char* kEgressMap = "wl-out";
+
+}  // namespace
+
+struct PolicyCompiler::Impl {
+  CompilerOptions opts;
+  std::map<std::string, Namespace> namespaces;
+  std::map<std::string, Endpoint> endpoints;
+  std::map<std::string, std::set<std::string>> by_ns;  // namespace -> endpoint keys
+  std::map<std::string, Policy> policies;
+  std::set<std::pair<double, std::string>> order;  // evaluation order (order, id)
+
+  struct IpSet {
+    std::string name;
+    NamespaceScope scope;
+    Selector selector;
+    bool named = false;
+    uint8_t proto = 0;
+    std::string port_name;
+    std::map<std::string, std::string> members;  // element -> endpoint key
+    int refs = 0;
+  };
+  std::map<std::string, IpSet> sets;             // key -> set
+  std::map<std::string, std::string> set_by_name;  // name -> key
+
+  struct Compiled {
+    std::vector<std::string> set_keys;
+    bool in = false, out = false;
+  };
+  std::map<std::string, Compiled> compiled;  // policy id -> what it holds
+
+  struct Class {
+    std::vector<std::string> ids;
+    int refs = 0;
+  };
+  std::map<std::string, Class> classes;  // chain name -> class
+
+  struct LocalEp {
+    std::vector<std::string> in, out;  // applicable policy ids in order
+    std::string in_chain, out_chain;   // "" = unrestricted
+    std::string iface;
+  };
+  std::map<std::string, LocalEp> local;  // endpoint key -> state
+
+  // Desired ruleset pieces that deltas track.
+  std::map<std::string, std::vector<std::string>> chains;    // non-base chains
+  std::map<std::string, std::string> chain_comment;
+  std::map<std::string, std::string> vmap_in, vmap_out;      // iface -> verdict
+
+  // Applied (emitted) view and pending changes.
+  bool applied = false;
+  std::set<std::string> applied_chains, applied_sets;
+  std::map<std::string, std::string> applied_in, applied_out;
+  std::set<std::string> dirty_chains;
+  std::set<std::string> dirty_in, dirty_out;
+  std::map<std::string, std::map<std::string, int>> elem_ops;  // set name -> elem -> +1/-1
+
+  // ------------------------------------------------------------ helpers
+  Labels ns_labels(const std::string& ns) const {
+    auto it = namespaces.find(ns);
+    Labels l = it == namespaces.end() ? Labels{} : it->second.labels;
+    l["kubernetes.io/metadata.name"] = ns;
+    l["projectcalico.org/name"] = ns;
+    return l;
+  }
+  bool scope_matches(const NamespaceScope& s, const std::string& ns) const {
+    switch (s.kind) {
+      case NamespaceScope::Any: return true;
+      case NamespaceScope::Exact: return s.ns == ns;
+      case NamespaceScope::BySelector: return s.ns_selector.matches(ns_labels(ns), false);
+    }
+    return false;
+  }
+  bool policy_applies(const Policy& p, const Endpoint& ep) const {
+    return scope_matches(p.scope, ep.ns) && p.selector.matches(ep.labels);
+  }
+  std::vector<std::string> set_elems(const IpSet& s, const Endpoint& ep) const {
+    std::vector<std::string> out;
+    if (!scope_matches(s.scope, ep.ns) || !s.selector.matches(ep.labels)) return out;
+    for (const auto& ip : ep.ips) {
+      if (!ip.is_v4()) continue;
+      if (!s.named) {
+        out.push_back(ip.str());
+        continue;
+      }
+      for (const auto& np : ep.ports)
+        if (np.name == s.port_name && np.protocol == s.proto)
+          out.push_back(ip.str() + " . " + proto_name(np.protocol) + " . " + std::to_string(np.port));
+    }
+    return out;
+  }
+  void elem_op(const std::string& set, const std::string& e, int d) {
+    int& v = elem_ops[set][e];
+    v += d;
+    if (v == 0) elem_ops[set].erase(e);
+  }
+  // Brings one set's elements for one endpoint up to date.
+  void sync_ep_set(IpSet& s, const std::string& key, const Endpoint* now) {
+    std::vector<std::string> want = now ? set_elems(s, *now) : std::vector<std::string>{};
+    std::vector<std::string> drop;
+    // Elements this endpoint owned: found through its previous IPs.
+    auto it = endpoints.find(key);
+    if (it != endpoints.end())
+      for (const auto& ip : it->second.ips) {
+        std::string p = ip.str();
+        for (auto m = s.members.lower_bound(p); m != s.members.end() && m->first.starts_with(p); ++m)
+          if (m->second == key && (m->first.size() == p.size() || m->first[p.size()] == ' ')) drop.push_back(m->first);
+      }
+    for (const auto& e : drop)
+      if (std::find(want.begin(), want.end(), e) == want.end()) {
+        s.members.erase(e);
+        elem_op(s.name, e, -1);
+      }
+    for (const auto& e : want) {
+      auto [it, fresh] = s.members.emplace(e, key);
+      if (fresh) elem_op(s.name, e, +1);
+      else it->second = key;
+    }
+  }
+
+  std::string acquire_set(const NamespaceScope& scope, const Selector& sel, bool named = false, uint8_t proto = 0,
+                          const std::string& port_name = "") {
+    std::string key = scope_key(scope) + "|" + sel.str();
+    if (named) key += "|port:" + proto_name(proto) + "/" + port_name;
+    auto it = sets.find(key);
+    if (it == sets.end()) {
+      IpSet s;
+      s.name = (named ? "n-" : "s-") + hex12(key);
+      while (set_by_name.count(s.name)) s.name += "x";  // hash collision: keep names unique
+      s.scope = scope;
+      s.selector = sel;
+      s.named = named;
+      s.proto = proto;
+      s.port_name = port_name;
+      auto fill = [&](const std::string& k) {
+        for (auto& e : set_elems(s, endpoints.at(k))) s.members.emplace(e, k);
+      };
+      if (scope.kind == NamespaceScope::Exact) {
+        auto it = by_ns.find(scope.ns);
+        if (it != by_ns.end())
+          for (const auto& k : it->second) fill(k);
+      } else {
+        for (const auto& [k, ep] : endpoints) fill(k);
+      }
+      set_by_name[s.name] = key;
+      it = sets.emplace(key, std::move(s)).first;
+    }
+    it->second.refs++;
+    return key;
+  }
+  void release_set(const std::string& key) {
+    auto it = sets.find(key);
+    if (it == sets.end() || --it->second.refs > 0) return;
+    elem_ops.erase(it->second.name);
+    set_by_name.erase(it->second.name);
+    sets.erase(it);
+  }
+
+  // ------------------------------------------------------------ rules
+  struct SideText {
+    std::vector<std::string> alts;  // OR of these (each a conjunction)
+    bool never = false;             // side can never match an IPv4 packet
+  };
+
+  SideText side_text(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys) {
+    SideText out;
+    const std::string ipf = src ? "ip saddr" : "ip daddr";
+    const std::string thf = src ? "th sport" : "th dport";
+    std::string base;
+    auto add = [&](const std::string& s) { base += (base.empty() ? "" : " ") + s; };
+    if (!e.nets.empty()) {
+      bool any = false;
+      std::string t = nets_text(e.nets, any);
+      if (!any) {
+        out.never = true;
+        return out;
+      }
+      add(ipf + " " + t);
+    }
+    if (!e.not_nets.empty()) {
+      bool any = false;
+      std::string t = nets_text(e.not_nets, any);
+      if (any) add(ipf + " != " + t);
+    }
+    if (e.has_selector) {
+      std::string k = acquire_set(e.scope, e.selector);
+      keys.push_back(k);
+      add(ipf + " @" + sets[k].name);
+    }
+    if (e.not_selector) {
+      std::string k = acquire_set(e.scope, *e.not_selector);
+      keys.push_back(k);
+      add(ipf + " != @" + sets[k].name);
+    }
+    NamespaceScope np_scope = e.has_selector ? e.scope : NamespaceScope{};
+    Selector np_sel = e.has_selector ? e.selector : Selector::all();
+    auto named_set = [&](const std::string& name) {
+      std::string k = acquire_set(np_scope, np_sel, true, r.protocol.value_or(0), name);
+      keys.push_back(k);
+      return ipf + " . meta l4proto . " + thf + " @" + sets[k].name;
+    };
+    if (!e.not_ports.empty()) {
+      if (full_range(e.not_ports.ranges)) {
+        out.never = true;
+        return out;
+      }
+      if (!e.not_ports.ranges.empty()) add(thf + " != " + ranges_text(e.not_ports.ranges));
+      for (const auto& n : e.not_ports.names) {
+        std::string m = named_set(n);
+        m.replace(m.find(" @"), 2, " != @");
+        add(m);
+      }
+    }
+    if (e.ports.empty() || full_range(e.ports.ranges)) {
+      out.alts.push_back(base);
+      return out;
+    }
+    auto join = [&](const std::string& s) { return base.empty() ? s : base + " " + s; };
+    if (!e.ports.ranges.empty()) out.alts.push_back(join(thf + " " + ranges_text(e.ports.ranges)));
+    for (const auto& n : e.ports.names) out.alts.push_back(join(named_set(n)));
+    return out;
+  }
+
+  // The nft rules for one policy rule (several when named ports add alternatives).
+  std::vector<std::string> rule_text(const Policy& p, const Rule& r, std::vector<std::string>& keys) {
+    if (r.ip_version == 6) return {};
+    if (r.protocol == 58) return {};  // ICMPv6 never matches IPv4 traffic
+    std::string head;
+    auto add = [&](const std::string& s) { head += (head.empty() ? "" : " ") + s; };
+    if (r.protocol) add("meta l4proto " + proto_name(*r.protocol));
+    if (r.not_protocol) add("meta l4proto != " + proto_name(*r.not_protocol));
+    if (r.ip_version == 4) add("meta nfproto ipv4");
+    auto src = side_text(r, r.src, true, keys);
+    auto dst = side_text(r, r.dst, false, keys);
+    if (src.never || dst.never) return {};
+    std::string tail;
+    if (r.icmp && r.icmp->type >= 0) {
+      tail += " icmp type " + std::to_string(r.icmp->type);
+      if (r.icmp->code >= 0) tail += " icmp code " + std::to_string(r.icmp->code);
+    }
+    if (r.not_icmp && r.not_icmp->type >= 0) {
+      if (r.not_icmp->code >= 0)
+        tail += " icmp type . icmp code != { " + std::to_string(r.not_icmp->type) + " . " +
+                std::to_string(r.not_icmp->code) + " }";
+      else
+        tail += " icmp type != " + std::to_string(r.not_icmp->type);
+    }
+    std::string verdict;
+    switch (r.action) {
+      case Action::Allow: verdict = "counter accept"; break;
+      case Action::Pass: verdict = "counter accept comment \"pass\""; break;  // single tier: Pass -> profile, which allows
+      case Action::Deny: verdict = "counter drop"; break;
+      case Action::Log: verdict = "counter log prefix " + nft_text("tabby " + p.id() + " ", 100); break;
+    }
+    std::vector<std::string> out;
+    for (const auto& s : src.alts)
+      for (const auto& d : dst.alts) {
+        std::string t = head;
+        for (const auto* part : {&s, &d})
+          if (!part->empty()) t += (t.empty() ? "" : " ") + *part;
+        t += tail;
+        if (!t.empty() && t[0] == ' ') t.erase(0, 1);
+        t += (t.empty() ? "" : " ") + verdict;
+        out.push_back(t);
+      }
+    return out;
+  }
+
+  std::string policy_chain(const std::string& id, Direction d) const {
+    std::string n = (d == Direction::Ingress ? "pi-" : "po-") + id;
+    if (n.size() > 200) n = n.substr(0, 3) + "h" + hex12(id);
+    return n;
+  }
+
+  void set_chain(const std::string& name, std::vector<std::string> rules, const std::string& comment) {
+    auto it = chains.find(name);
+    if (it != chains.end() && it->second == rules) return;
+    chains[name] = std::move(rules);
+    chain_comment[name] = comment;
+    dirty_chains.insert(name);
+  }
+  void drop_chain(const std::string& name) {
+    if (chains.erase(name)) dirty_chains.insert(name);
+    chain_comment.erase(name);
+  }
+
+  // ------------------------------------------------------------ endpoint classes
+  std::string class_for(const std::vector<std::string>& ids, Direction d) {
+    if (ids.empty()) return "";
+    std::string joined;
+    for (const auto& i : ids) joined += i + "\n";
+    std::string name = (d == Direction::Ingress ? "ei-" : "eo-") + hex12(joined);
+    auto& c = classes[name];
+    if (c.refs == 0) {
+      c.ids = ids;
+      std::vector<std::string> rules;
+      for (const auto& i : ids) rules.push_back("jump " + policy_chain(i, d));
+      rules.push_back("counter drop");
+      std::string comment = d == Direction::Ingress ? "ingress:" : "egress:";
+      for (const auto& i : ids) comment += " " + i;
+      set_chain(name, rules, comment);
+    }
+    c.refs++;
+    return name;
+  }
+  void release_class(const std::string& name) {
+    if (name.empty()) return;
+    auto it = classes.find(name);
+    if (it == classes.end() || --it->second.refs > 0) return;
+    classes.erase(it);
+    drop_chain(name);
+  }
+  void set_vmap(bool ingress, const std::string& iface, const std::string& verdict) {
+    auto& m = ingress ? vmap_in : vmap_out;
+    auto& dirty = ingress ? dirty_in : dirty_out;
+    if (verdict.empty()) {
+      if (m.erase(iface)) dirty.insert(iface);
+      return;
+    }
+    auto it = m.find(iface);
+    if (it != m.end() && it->second == verdict) return;
+    m[iface] = verdict;
+    dirty.insert(iface);
+  }
+  // Re-derives an endpoint's chains and vmap entries from its policy lists.
+  void refresh_local(const std::string& key, LocalEp& le, const std::string& old_iface) {
+    std::string in = class_for(le.in, Direction::Ingress);
+    std::string out = class_for(le.out, Direction::Egress);
+    release_class(le.in_chain);
+    release_class(le.out_chain);
+    le.in_chain = in;
+    le.out_chain = out;
+    (void)key;
+    if (!old_iface.empty() && old_iface != le.iface) {
+      set_vmap(true, old_iface, "");
+      set_vmap(false, old_iface, "");
+    }
+    set_vmap(true, le.iface, in.empty() ? "accept" : "jump " + in);
+    set_vmap(false, le.iface, out.empty() ? "accept" : "jump " + out);
+  }
+  std::vector<std::string> compute_list(const Endpoint& ep, Direction d) const {
+    std::vector<std::string> out;
+    for (const auto& [o, id] : order) {
+      const Policy& p = policies.at(id);
+      if (p.scope.kind == NamespaceScope::Exact && p.scope.ns != ep.ns) continue;
+      if ((d == Direction::Ingress ? p.ingress : p.egress) && policy_applies(p, ep)) out.push_back(id);
+    }
+    return out;
+  }
+  void place(std::vector<std::string>& list, const std::string& id, bool present) {
+    list.erase(std::remove(list.begin(), list.end(), id), list.end());
+    if (!present) return;
+    auto key = std::make_pair(policies.at(id).order, id);
+    auto pos = std::find_if(list.begin(), list.end(), [&](const std::string& other) {
+      return key < std::make_pair(policies.at(other).order, other);
+    });
+    list.insert(pos, id);
+  }
+
+  // ------------------------------------------------------------ mutations
+  void upsert_endpoint(Endpoint ep) {
+    ep.labels["projectcalico.org/namespace"] = ep.ns;
+    ep.labels["projectcalico.org/orchestrator"] = "k8s";
+    std::string key = ep.key();
+    for (auto& [k, s] : sets)
+      // An endpoint never belongs to a set scoped to another namespace (its key
+      // pins its namespace), so those sets need no look.
+      if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == ep.ns) sync_ep_set(s, key, &ep);
+    endpoints[key] = ep;
+    by_ns[ep.ns].insert(key);
+    update_local(key);
+  }
+  void update_local(const std::string& key) {
+    auto eit = endpoints.find(key);
+    auto lit = local.find(key);
+    if (eit == endpoints.end() || eit->second.iface.empty()) {
+      if (lit != local.end()) {
+        release_class(lit->second.in_chain);
+        release_class(lit->second.out_chain);
+        set_vmap(true, lit->second.iface, "");
+        set_vmap(false, lit->second.iface, "");
+        local.erase(lit);
+      }
+      return;
+    }
+    const Endpoint& ep = eit->second;
+    LocalEp& le = local[key];
+    std::string old_iface = le.iface;
+    le.iface = ep.iface;
+    le.in = compute_list(ep, Direction::Ingress);
+    le.out = compute_list(ep, Direction::Egress);
+    refresh_local(key, le, old_iface);
+  }
+  void remove_endpoint(const std::string& key) {
+    auto it = endpoints.find(key);
+    if (it == endpoints.end()) return;
+    for (auto& [k, s] : sets)
+      if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == it->second.ns) sync_ep_set(s, key, nullptr);
+    by_ns[it->second.ns].erase(key);
+    endpoints.erase(it);
+    update_local(key);
+  }
+  void namespace_changed(const std::string& ns) {
+    auto keys = by_ns.find(ns);
+    if (keys == by_ns.end()) return;
+    for (const auto& key : keys->second) {
+      Endpoint& ep = endpoints.at(key);
+      for (auto& [k, s] : sets)
+        if (s.scope.kind == NamespaceScope::BySelector) sync_ep_set(s, key, &ep);
+      if (!ep.iface.empty()) update_local(key);
+    }
+  }
+
+  void upsert_policy(const Policy& p) {
+    std::string id = p.id();
+    auto old = policies.find(id);
+    if (old != policies.end()) order.erase({old->second.order, id});
+    policies[id] = p;
+    order.insert({p.order, id});
+    // Compile the new rules first (acquiring sets) so shared sets never flap.
+    Compiled c;
+    c.in = p.ingress;
+    c.out = p.egress;
+    for (auto [on, rules, d] : {std::tuple{p.ingress, &p.ingress_rules, Direction::Ingress},
+                                std::tuple{p.egress, &p.egress_rules, Direction::Egress}}) {
+      std::string chain = policy_chain(id, d);
+      if (!on) {
+        drop_chain(chain);
+        continue;
+      }
+      std::vector<std::string> text;
+      for (const auto& r : *rules)
+        for (auto& t : rule_text(p, r, c.set_keys)) text.push_back(std::move(t));
+      set_chain(chain, std::move(text), p.display() + (d == Direction::Ingress ? " ingress" : " egress"));
+    }
+    auto prev = compiled.find(id);
+    if (prev != compiled.end())
+      for (const auto& k : prev->second.set_keys) release_set(k);
+    compiled[id] = std::move(c);
+    relist(id);
+  }
+  void remove_policy(const std::string& id) {
+    auto it = policies.find(id);
+    if (it == policies.end()) return;
+    order.erase({it->second.order, id});
+    Policy p = it->second;
+    policies.erase(it);
+    relist_removed(id);
+    drop_chain(policy_chain(id, Direction::Ingress));
+    drop_chain(policy_chain(id, Direction::Egress));
+    for (const auto& k : compiled[id].set_keys) release_set(k);
+    compiled.erase(id);
+  }
+  // Endpoints whose policy lists changed; their endpoint chains and map entries
+  // are derived once, before rendering (a batch of policy changes touching the
+  // same endpoint then builds its chain once, not once per policy).
+  std::set<std::string> pending_local;
+  void settle() {
+    for (const auto& key : pending_local) {
+      auto it = local.find(key);
+      if (it != local.end()) refresh_local(key, it->second, it->second.iface);
+    }
+    pending_local.clear();
+  }
+  // Re-places policy `id` in every local endpoint's lists.
+  void relist(const std::string& id) {
+    const Policy& p = policies.at(id);
+    for (auto& [key, le] : local) {
+      const Endpoint& ep = endpoints.at(key);
+      bool applies = policy_applies(p, ep);
+      auto in = le.in, out = le.out;
+      place(le.in, id, applies && p.ingress);
+      place(le.out, id, applies && p.egress);
+      if (in != le.in || out != le.out) pending_local.insert(key);
+    }
+  }
+  void relist_removed(const std::string& id) {
+    for (auto& [key, le] : local) {
+      size_t n = le.in.size() + le.out.size();
+      le.in.erase(std::remove(le.in.begin(), le.in.end(), id), le.in.end());
+      le.out.erase(std::remove(le.out.begin(), le.out.end(), id), le.out.end());
+      if (le.in.size() + le.out.size() != n) pending_local.insert(key);
+    }
+  }
+
+  // ------------------------------------------------------------ rendering
+  std::string t() const { return "inet " + opts.table; }
+  std::string set_decl(const IpSet& s) const {
+    std::string d = "type ";
+    d += s.named ? "ipv4_addr . inet_proto . inet_service" : "ipv4_addr";
+    std::string c = s.named ? "named port " + s.port_name + " " + scope_key(s.scope) + " " + s.selector.str()
+                            : scope_key(s.scope) + " " + s.selector.str();
+    d += "; comment " + nft_text(c) + ";";
+    return d;
+  }
+  static std::string elems_text(const std::vector<std::string>& v, size_t from, size_t to) {
+    std::string s = "{ ";
+    for (size_t i = from; i < to; ++i) s += (i > from ? ", " : "") + v[i];
+    return s + " }";
+  }
+  std::string base_chains() const {
+    const std::string pre = nft_quote(opts.workload_prefix + "*");
+    std::string s;
+    s += "  chain egress {\n    type filter hook forward priority filter; policy accept;\n"
+         "    ct state established,related accept\n    ct state invalid drop\n"
+         "    iifname vmap @" + std::string(kEgressMap) + "\n    iifname " + pre + " counter drop comment \"unknown workload\"\n  }\n";
+    s += "  chain ingress {\n    type filter hook forward priority filter + 1; policy accept;\n"
+         "    ct state established,related accept\n    ct state invalid drop\n"
+         "    oifname vmap @" + std::string(kIngressMap) + "\n    oifname " + pre + " counter drop comment \"unknown workload\"\n  }\n";
+    return s;
+  }
+
+  std::string full_script() {
+    settle();
+    std::string s = "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
+    std::vector<const IpSet*> ordered;
+    for (const auto& [k, set] : sets) ordered.push_back(&set);
+    std::sort(ordered.begin(), ordered.end(), [](auto a, auto b) { return a->name < b->name; });
+    for (const IpSet* set : ordered) {
+      s += "  set " + set->name + " { " + set_decl(*set);
+      if (!set->members.empty()) {
+        std::vector<std::string> v;
+        for (const auto& [e, k] : set->members) v.push_back(e);
+        s += " elements = " + elems_text(v, 0, v.size()) + ";";
+      }
+      s += " }\n";
+    }
+    // Policy chains before endpoint chains before maps: definitions precede uses.
+    auto emit_chain = [&](const std::string& name, const std::vector<std::string>& rules) {
+      s += "  chain " + name + " {\n    comment " + nft_text(chain_comment[name]) + "\n";
+      for (const auto& r : rules) s += "    " + r + "\n";
+      s += "  }\n";
+    };
+    for (const auto& [name, rules] : chains)
+      if (name[0] == 'p') emit_chain(name, rules);
+    for (const auto& [name, rules] : chains)
+      if (name[0] != 'p') emit_chain(name, rules);
+    for (auto [mname, m] : {std::pair{kIngressMap, &vmap_in}, std::pair{kEgressMap, &vmap_out}}) {
+      // counter: each element (endpoint) counts the packets it dispatched.
+      s += "  map " + std::string(mname) + " { type ifname : verdict; counter;";
+      if (!m->empty()) {
+        s += " elements = { ";
+        bool first = true;
+        for (const auto& [i, v] : *m) {
+          s += (first ? "" : ", ") + nft_quote(i) + " : " + v;
+          first = false;
+        }
+        s += " };";
+      }
+      s += " }\n";
+    }
+    s += base_chains();
+    s += "}\n";
+    mark_applied();
+    return s;
+  }
+  void mark_applied() {
+    applied = true;
+    applied_chains.clear();
+    for (const auto& [n, r] : chains) applied_chains.insert(n);
+    applied_sets.clear();
+    for (const auto& [k, set] : sets) applied_sets.insert(set.name);
+    applied_in = vmap_in;
+    applied_out = vmap_out;
+    dirty_chains.clear();
+    dirty_in.clear();
+    dirty_out.clear();
+    elem_ops.clear();
+  }
+
+  Delta take_delta() {
+    settle();
+    Delta out;
+    if (!applied) {
+      out.script = full_script();
+      return out;
+    }
+    bool structural = false;
+    std::string s;
+    const std::string tb = t();
+    std::set<std::string> now_sets;
+    for (const auto& [k, set] : sets) now_sets.insert(set.name);
+    // 1. New sets with their elements; new chains (empty, so rules may jump to them).
+    for (const auto& [k, set] : sets) {
+      if (applied_sets.count(set.name)) continue;
+      s += "add set " + tb + " " + set.name + " { " + set_decl(set) + " }\n";
+      structural = true;
+      std::vector<std::string> v;
+      for (const auto& [e, owner] : set.members) v.push_back(e);
+      for (size_t i = 0; i < v.size(); i += 1000)
+        s += "add element " + tb + " " + set.name + " " + elems_text(v, i, std::min(v.size(), i + 1000)) + "\n";
+      elem_ops.erase(set.name);
+    }
+    for (const auto& c : dirty_chains)
+      if (chains.count(c) != applied_chains.count(c) || chains.count(c)) structural = true;
+    for (const auto& c : dirty_chains)
+      if (chains.count(c) && !applied_chains.count(c))
+        s += "add chain " + tb + " " + c + " { comment " + nft_text(chain_comment[c]) + "; }\n";
+    // 2. Element changes of existing sets: deletions, then additions.
+    for (int pass = 0; pass < 2; ++pass)
+      for (const auto& [name, ops] : elem_ops) {
+        if (!now_sets.count(name) || !applied_sets.count(name)) continue;
+        std::vector<std::string> v;
+        for (const auto& [e, d] : ops)
+          if ((pass == 0 && d < 0) || (pass == 1 && d > 0)) v.push_back(e);
+        if (v.empty()) continue;
+        s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + name + " " +
+             elems_text(v, 0, v.size()) + "\n";
+        ElementOp op;
+        op.add = pass == 1;
+        op.set = name;
+        for (auto& e : v) op.elements.emplace_back(std::move(e), "");
+        out.elements.push_back(std::move(op));
+      }
+    // 3. Chain contents: policy chains first, then endpoint chains.
+    for (int pass = 0; pass < 2; ++pass)
+      for (const auto& c : dirty_chains) {
+        if ((c[0] == 'p') != (pass == 0)) continue;
+        auto it = chains.find(c);
+        if (it == chains.end()) continue;
+        if (applied_chains.count(c)) s += "flush chain " + tb + " " + c + "\n";
+        for (const auto& r : it->second) s += "add rule " + tb + " " + c + " " + r + "\n";
+      }
+    // 4. Dispatch maps.
+    for (auto [mname, dirty, now, was] : {std::tuple{kIngressMap, &dirty_in, &vmap_in, &applied_in},
+                                          std::tuple{kEgressMap, &dirty_out, &vmap_out, &applied_out}}) {
+      for (const auto& i : *dirty) {
+        auto w = was->find(i);
+        auto n = now->find(i);
+        if (w != was->end() && n != now->end() && w->second == n->second) continue;
+        if (w != was->end()) {
+          s += "delete element " + tb + " " + mname + " { " + nft_quote(i) + " }\n";
+          out.elements.push_back({false, mname, {{i, ""}}});
+        }
+        if (n != now->end()) {
+          s += "add element " + tb + " " + mname + " { " + nft_quote(i) + " : " + n->second + " }\n";
+          out.elements.push_back({true, mname, {{i, n->second}}});
+        }
+      }
+    }
+    // 5. Chains that went away: flush all first (they may jump to each other), then delete.
+    std::vector<std::string> gone;
+    for (const auto& c : dirty_chains)
+      if (!chains.count(c) && applied_chains.count(c)) gone.push_back(c);
+    std::sort(gone.begin(), gone.end(), [](const std::string& a, const std::string& b) {
+      return (a[0] != 'p') > (b[0] != 'p') || ((a[0] != 'p') == (b[0] != 'p') && a < b);  // endpoint chains first
+    });
+    for (const auto& c : gone) s += "flush chain " + tb + " " + c + "\n";
+    for (const auto& c : gone) s += "delete chain " + tb + " " + c + "\n";
+    // 6. Sets nobody uses any more.
+    for (const auto& name : applied_sets)
+      if (!now_sets.count(name)) {
+        s += "delete set " + tb + " " + name + "\n";
+        structural = true;
+      }
+    mark_applied();
+    out.script = std::move(s);
+    out.elements_only = !structural && !out.script.empty();
+    if (!out.elements_only) out.elements.clear();
+    return out;
+  }
+};
+
+PolicyCompiler::PolicyCompiler(CompilerOptions opts) : impl_(std::make_unique<Impl>()) { impl_->opts = std::move(opts); }
+PolicyCompiler::~PolicyCompiler() = default;
+
+void PolicyCompiler::upsert_namespace(const Namespace& ns) {
+  impl_->namespaces[ns.name] = ns;
+  impl_->namespace_changed(ns.name);
+  // Policies scoped by namespace selector may now apply differently.
+  for (const auto& [id, p] : impl_->policies)
+    if (p.scope.kind == NamespaceScope::BySelector) impl_->relist(id);
+}
+void PolicyCompiler::remove_namespace(const std::string& name) {
+  if (!impl_->namespaces.erase(name)) return;
+  impl_->namespace_changed(name);
+  for (const auto& [id, p] : impl_->policies)
+    if (p.scope.kind == NamespaceScope::BySelector) impl_->relist(id);
+}
+void PolicyCompiler::upsert_endpoint(const Endpoint& ep) { impl_->upsert_endpoint(ep); }
+void PolicyCompiler::remove_endpoint(const std::string& key) { impl_->remove_endpoint(key); }
+void PolicyCompiler::upsert_policy(const Policy& p) { impl_->upsert_policy(p); }
+void PolicyCompiler::remove_policy(const std::string& id) { impl_->remove_policy(id); }
+std::string PolicyCompiler::full_script() { return impl_->full_script(); }
+std::string PolicyCompiler::take_delta() { return impl_->take_delta().script; }
+Delta PolicyCompiler::take_delta_ops() { return impl_->take_delta(); }
+void PolicyCompiler::mark_unapplied() { impl_->applied = false; }
+bool PolicyCompiler::applied_once() const { return impl_->applied; }
+const CompilerOptions& PolicyCompiler::options() const { return impl_->opts; }
+size_t PolicyCompiler::policy_count() const { return impl_->policies.size(); }
+size_t PolicyCompiler::endpoint_count() const { return impl_->endpoints.size(); }
+
+std::vector<std::string> PolicyCompiler::policies_for(const Endpoint& ep, Direction d) const {
+  Endpoint e = ep;
+  e.labels["projectcalico.org/namespace"] = e.ns;
+  e.labels["projectcalico.org/orchestrator"] = "k8s";
+  return impl_->compute_list(e, d);
+}
+
+std::vector<EndpointPolicies> PolicyCompiler::endpoint_policies() const {
+  impl_->settle();  // derived state only; the observable inputs are unchanged
+  std::vector<EndpointPolicies> out;
+  for (const auto& [key, le] : impl_->local)
+    out.push_back({key, le.iface, le.in, le.out, le.in_chain, le.out_chain});
+  return out;
+}
+
+std::string PolicyCompiler::chain_for(const std::string& id, Direction d) const { return impl_->policy_chain(id, d); }
+const std::vector<std::string>* PolicyCompiler::chain_rules(const std::string& chain) const {
+  impl_->settle();
+  auto it = impl_->chains.find(chain);
+  return it == impl_->chains.end() ? nullptr : &it->second;
+}
+
+RulesetShape PolicyCompiler::shape() const {
+  impl_->settle();
+  RulesetShape s;
+  for (const auto& [n, r] : impl_->chains) s.chain_rules[n] = r.size();
+  s.chain_rules["egress"] = 4;
+  s.chain_rules["ingress"] = 4;
+  for (const auto& [k, set] : impl_->sets) s.set_elements[set.name] = set.members.size();
+  s.set_elements[kIngressMap] = impl_->vmap_in.size();
+  s.set_elements[kEgressMap] = impl_->vmap_out.size();
+  return s;
+}
+
+}  // namespace tabby::policy

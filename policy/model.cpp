@@ -1,0 +1,666 @@
+// model.cpp — parses policy manifests into the normalised Policy model:
+//   networking.k8s.io/v1 NetworkPolicy  (converted the way Calico converts it:
+//       order 1000, one Allow rule per peer x protocol group),
+//   projectcalico.org/v3 NetworkPolicy / GlobalNetworkPolicy,
+//   projectcalico.org/v3 WorkloadEndpoint and v1 Namespace (state inputs).
+// Every error names the object ("NetworkPolicy x/foo") and the field path
+// ("spec.ingress[0].from[1].ipBlock.cidr"). Fields that would change meaning if
+// ignored (serviceAccounts, services, http) are rejected, not skipped.
+// Pure: yaml-cpp parses text handed in; no I/O.
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cmath>
+
+#include "policy/policy.hpp"
+
+namespace tabby::policy {
+
+std::string Policy::id() const {
+  switch (kind) {
+    case PolicyKind::K8sNetworkPolicy: return "knp." + ns + "." + name;
+    case PolicyKind::CalicoNetworkPolicy: return "np." + ns + "." + name;
+    case PolicyKind::CalicoGlobalNetworkPolicy: return "gnp." + name;
+  }
+  return name;
+}
+
+std::string Policy::display() const {
+  switch (kind) {
+    case PolicyKind::K8sNetworkPolicy: return "NetworkPolicy(k8s) " + ns + "/" + name;
+    case PolicyKind::CalicoNetworkPolicy: return "NetworkPolicy(calico) " + ns + "/" + name;
+    case PolicyKind::CalicoGlobalNetworkPolicy: return "GlobalNetworkPolicy " + name;
+  }
+  return name;
+}
+
+Result<uint8_t> parse_protocol(std::string_view t) {
+  std::string u;
+  for (char c : t) u += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (u == "TCP") return uint8_t{6};
+  if (u == "UDP") return uint8_t{17};
+  if (u == "ICMP") return uint8_t{1};
+  if (u == "ICMPV6") return uint8_t{58};
+  if (u == "SCTP") return uint8_t{132};
+  if (u == "UDPLITE") return uint8_t{136};
+  unsigned v = 0;
+  auto r = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (r.ec == std::errc() && r.ptr == t.data() + t.size() && v >= 1 && v <= 255) return static_cast<uint8_t>(v);
+  return fail_msg("unknown protocol \"" + std::string(t) + "\" (expected TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or 1-255)");
+}
+
+namespace {
+
+struct Ctx {
+  std::string object;  // "NetworkPolicy x/foo"
+  Unexpected<Error> err(const std::string& path, const std::string& msg) const {
+    return fail_msg(object + ": " + path + ": " + msg);
+  }
+};
+
+std::string idx(const std::string& path, size_t i) { return path + "[" + std::to_string(i) + "]"; }
+
+Result<std::string> scalar(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  if (!n.IsDefined() || n.IsNull()) return c.err(path, "required");
+  if (!n.IsScalar()) return c.err(path, "expected a string");
+  return n.Scalar();
+}
+
+Result<std::optional<long>> integer(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  if (!n || n.IsNull()) return std::optional<long>{};
+  if (!n.IsScalar()) return c.err(path, "expected an integer");
+  const std::string& s = n.Scalar();
+  long v = 0;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (r.ec != std::errc() || r.ptr != s.data() + s.size()) return c.err(path, "expected an integer, got \"" + s + "\"");
+  return std::optional<long>{v};
+}
+
+Result<Labels> string_map(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  Labels out;
+  if (!n || n.IsNull()) return out;
+  if (!n.IsMap()) return c.err(path, "expected a map of strings");
+  for (const auto& kv : n) {
+    if (!kv.second.IsScalar()) return c.err(path + "." + kv.first.Scalar(), "expected a string");
+    out[kv.first.Scalar()] = kv.second.Scalar();
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> string_list(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  std::vector<std::string> out;
+  if (!n || n.IsNull()) return out;
+  if (!n.IsSequence()) return c.err(path, "expected a list");
+  for (size_t i = 0; i < n.size(); ++i) {
+    auto s = scalar(c, n[i], idx(path, i));
+    if (!s) return fail(s.error());
+    out.push_back(*s);
+  }
+  return out;
+}
+
+Result<Selector> k8s_selector(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  if (!n || n.IsNull()) return Selector::all();
+  if (!n.IsMap()) return c.err(path, "expected a label selector (matchLabels/matchExpressions)");
+  auto ml = string_map(c, n["matchLabels"], path + ".matchLabels");
+  if (!ml) return fail(ml.error());
+  std::vector<Selector::K8sRequirement> reqs;
+  const auto& me = n["matchExpressions"];
+  if (me && !me.IsNull()) {
+    if (!me.IsSequence()) return c.err(path + ".matchExpressions", "expected a list");
+    for (size_t i = 0; i < me.size(); ++i) {
+      std::string p = idx(path + ".matchExpressions", i);
+      Selector::K8sRequirement r;
+      auto k = scalar(c, me[i]["key"], p + ".key");
+      if (!k) return fail(k.error());
+      auto op = scalar(c, me[i]["operator"], p + ".operator");
+      if (!op) return fail(op.error());
+      auto vals = string_list(c, me[i]["values"], p + ".values");
+      if (!vals) return fail(vals.error());
+      r.key = *k;
+      r.op = *op;
+      r.values = *vals;
+      auto one = Selector::from_k8s({}, {r});
+      if (!one) return c.err(p, one.error().message);
+      reqs.push_back(std::move(r));
+    }
+  }
+  auto s = Selector::from_k8s(*ml, reqs);
+  if (!s) return c.err(path, s.error().message);
+  return s;
+}
+
+Result<Selector> calico_selector(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  if (!n || n.IsNull()) return Selector::all();
+  auto t = scalar(c, n, path);
+  if (!t) return fail(t.error());
+  auto s = Selector::parse(*t);
+  if (!s) return c.err(path, s.error().message);
+  return s;
+}
+
+Result<Prefix> cidr(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  auto t = scalar(c, n, path);
+  if (!t) return fail(t.error());
+  auto p = Prefix::parse(*t);
+  if (!p) return c.err(path, "invalid CIDR \"" + *t + "\": " + p.error().message);
+  return *p;
+}
+
+// ---------------------------------------------------------------- Kubernetes
+
+Result<EntityRule> k8s_peer(const Ctx& c, const YAML::Node& n, const std::string& path, const std::string& ns) {
+  EntityRule e;
+  if (!n.IsMap()) return c.err(path, "expected a peer (podSelector, namespaceSelector or ipBlock)");
+  const auto& ipb = n["ipBlock"];
+  bool has_pod = n["podSelector"].IsDefined() && !n["podSelector"].IsNull();
+  bool has_ns = n["namespaceSelector"].IsDefined() && !n["namespaceSelector"].IsNull();
+  if (ipb && !ipb.IsNull()) {
+    if (has_pod || has_ns) return c.err(path, "ipBlock cannot be combined with podSelector/namespaceSelector");
+    auto p = cidr(c, ipb["cidr"], path + ".ipBlock.cidr");
+    if (!p) return fail(p.error());
+    e.nets.push_back(*p);
+    const auto& ex = ipb["except"];
+    if (ex && !ex.IsNull()) {
+      if (!ex.IsSequence()) return c.err(path + ".ipBlock.except", "expected a list");
+      for (size_t i = 0; i < ex.size(); ++i) {
+        auto q = cidr(c, ex[i], idx(path + ".ipBlock.except", i));
+        if (!q) return fail(q.error());
+        if (q->family() != p->family() || !p->contains(*q))
+          return c.err(idx(path + ".ipBlock.except", i), "must be inside cidr " + p->str());
+        e.not_nets.push_back(*q);
+      }
+    }
+    return e;
+  }
+  if (!has_pod && !has_ns) return c.err(path, "a peer needs podSelector, namespaceSelector or ipBlock");
+  e.has_selector = true;
+  auto ps = k8s_selector(c, n["podSelector"], path + ".podSelector");
+  if (!ps) return fail(ps.error());
+  e.selector = *ps;
+  if (has_ns) {
+    auto nss = k8s_selector(c, n["namespaceSelector"], path + ".namespaceSelector");
+    if (!nss) return fail(nss.error());
+    if (nss->is_all()) e.scope.kind = NamespaceScope::Any;
+    else {
+      e.scope.kind = NamespaceScope::BySelector;
+      e.scope.ns_selector = *nss;
+    }
+  } else {
+    e.scope.kind = NamespaceScope::Exact;
+    e.scope.ns = ns;
+  }
+  return e;
+}
+
+// K8s ports grouped by protocol: one Calico rule per protocol.
+Result<std::map<uint8_t, PortMatch>> k8s_ports(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  std::map<uint8_t, PortMatch> out;
+  if (!n || n.IsNull()) return out;
+  if (!n.IsSequence()) return c.err(path, "expected a list");
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string p = idx(path, i);
+    uint8_t proto = 6;  // default TCP
+    if (n[i]["protocol"] && !n[i]["protocol"].IsNull()) {
+      auto t = scalar(c, n[i]["protocol"], p + ".protocol");
+      if (!t) return fail(t.error());
+      if (*t != "TCP" && *t != "UDP" && *t != "SCTP") return c.err(p + ".protocol", "expected TCP, UDP or SCTP, got \"" + *t + "\"");
+      proto = *parse_protocol(*t);
+    }
+    PortMatch& pm = out[proto];
+    const auto& port = n[i]["port"];
+    auto endp = integer(c, n[i]["endPort"], p + ".endPort");
+    if (!endp) return fail(endp.error());
+    if (!port || port.IsNull()) {
+      if (*endp) return c.err(p + ".endPort", "endPort needs port");
+      pm.ranges.push_back({0, 65535});  // protocol only: every port
+      continue;
+    }
+    auto num = integer(c, port, p + ".port");
+    if (!num) {
+      // A named port (IANA_SVC_NAME).
+      if (*endp) return c.err(p + ".endPort", "endPort needs a numeric port");
+      const std::string& name = port.Scalar();
+      if (name.empty() || name.size() > 15) return c.err(p + ".port", "invalid named port \"" + name + "\"");
+      pm.names.push_back(name);
+      continue;
+    }
+    long a = **num, b = endp->value_or(a);
+    if (a < 1 || a > 65535) return c.err(p + ".port", "port " + std::to_string(a) + " out of range 1-65535");
+    if (b < a || b > 65535) return c.err(p + ".endPort", "endPort " + std::to_string(b) + " must be in port-65535");
+    pm.ranges.push_back({static_cast<uint16_t>(a), static_cast<uint16_t>(b)});
+  }
+  return out;
+}
+
+Result<std::vector<Rule>> k8s_rules(const Ctx& c, const YAML::Node& n, const std::string& path, Direction d,
+                                    const std::string& ns) {
+  std::vector<Rule> out;
+  if (!n || n.IsNull()) return out;
+  if (!n.IsSequence()) return c.err(path, "expected a list of rules");
+  const char* peers_key = d == Direction::Ingress ? "from" : "to";
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string p = idx(path, i);
+    if (!n[i].IsMap() && !n[i].IsNull()) return c.err(p, "expected a rule");
+    std::vector<EntityRule> peers;
+    const auto& pl = n[i][peers_key];
+    if (pl && !pl.IsNull()) {
+      if (!pl.IsSequence()) return c.err(p + "." + peers_key, "expected a list of peers");
+      for (size_t j = 0; j < pl.size(); ++j) {
+        auto e = k8s_peer(c, pl[j], idx(p + "." + peers_key, j), ns);
+        if (!e) return fail(e.error());
+        peers.push_back(std::move(*e));
+      }
+    }
+    if (peers.empty()) peers.emplace_back();  // no peers: any address
+    auto ports = k8s_ports(c, n[i]["ports"], p + ".ports");
+    if (!ports) return fail(ports.error());
+    for (const auto& peer : peers) {
+      auto add = [&](std::optional<uint8_t> proto, const PortMatch* pm) {
+        Rule r;
+        r.action = Action::Allow;
+        r.protocol = proto;
+        EntityRule& other = d == Direction::Ingress ? r.src : r.dst;
+        other = peer;
+        if (pm) r.dst.ports = *pm;
+        out.push_back(std::move(r));
+      };
+      if (ports->empty()) add(std::nullopt, nullptr);
+      for (const auto& [proto, pm] : *ports) add(proto, &pm);
+    }
+  }
+  return out;
+}
+
+Result<Policy> parse_k8s_policy(const Ctx& c, const YAML::Node& doc, const std::string& ns, const std::string& name) {
+  Policy p;
+  p.kind = PolicyKind::K8sNetworkPolicy;
+  p.ns = ns;
+  p.name = name;
+  p.order = 1000;  // Calico evaluates Kubernetes policies at order 1000
+  const auto& spec = doc["spec"];
+  if (!spec || !spec.IsMap()) return c.err("spec", "missing or not a map");
+  if (!spec["podSelector"].IsDefined()) return c.err("spec.podSelector", "required (use {} for all pods)");
+  auto sel = k8s_selector(c, spec["podSelector"], "spec.podSelector");
+  if (!sel) return fail(sel.error());
+  p.selector = *sel;
+  p.scope.kind = NamespaceScope::Exact;
+  p.scope.ns = ns;
+  auto in = k8s_rules(c, spec["ingress"], "spec.ingress", Direction::Ingress, ns);
+  if (!in) return fail(in.error());
+  auto out = k8s_rules(c, spec["egress"], "spec.egress", Direction::Egress, ns);
+  if (!out) return fail(out.error());
+  p.ingress_rules = std::move(*in);
+  p.egress_rules = std::move(*out);
+  const auto& types = spec["policyTypes"];
+  if (types && !types.IsNull()) {
+    auto t = string_list(c, types, "spec.policyTypes");
+    if (!t) return fail(t.error());
+    for (size_t i = 0; i < t->size(); ++i) {
+      if ((*t)[i] == "Ingress") p.ingress = true;
+      else if ((*t)[i] == "Egress") p.egress = true;
+      else return c.err(idx("spec.policyTypes", i), "expected Ingress or Egress, got \"" + (*t)[i] + "\"");
+    }
+  } else {
+    // Kubernetes defaulting: Ingress always; Egress when egress rules exist.
+    p.ingress = true;
+    p.egress = spec["egress"].IsDefined() && spec["egress"].IsSequence() && spec["egress"].size() > 0;
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------- Calico
+
+Result<PortMatch> calico_ports(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  PortMatch pm;
+  if (!n || n.IsNull()) return pm;
+  if (!n.IsSequence()) return c.err(path, "expected a list of ports");
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string p = idx(path, i);
+    auto t = scalar(c, n[i], p);
+    if (!t) return fail(t.error());
+    const std::string& s = *t;
+    auto num = [](std::string_view v, long& out) {
+      auto r = std::from_chars(v.data(), v.data() + v.size(), out);
+      return r.ec == std::errc() && r.ptr == v.data() + v.size();
+    };
+    long a = 0, b = 0;
+    size_t colon = s.find(':');
+    if (colon != std::string::npos) {
+      if (!num(std::string_view(s).substr(0, colon), a) || !num(std::string_view(s).substr(colon + 1), b))
+        return c.err(p, "invalid port range \"" + s + "\" (expected \"first:last\")");
+    } else if (num(s, a)) {
+      b = a;
+    } else {
+      if (s.empty() || s.size() > 15) return c.err(p, "invalid named port \"" + s + "\"");
+      pm.names.push_back(s);
+      continue;
+    }
+    if (a < 0 || a > 65535 || b < a || b > 65535) return c.err(p, "invalid port range \"" + s + "\"");
+    pm.ranges.push_back({static_cast<uint16_t>(a), static_cast<uint16_t>(b)});
+  }
+  return pm;
+}
+
+Result<EntityRule> calico_entity(const Ctx& c, const YAML::Node& n, const std::string& path, const Policy& pol) {
+  EntityRule e;
+  if (!n || n.IsNull()) return e;
+  if (!n.IsMap()) return c.err(path, "expected a map");
+  for (const auto& kv : n) {
+    const std::string k = kv.first.Scalar();
+    if (k != "nets" && k != "notNets" && k != "net" && k != "notNet" && k != "selector" && k != "notSelector" &&
+        k != "namespaceSelector" && k != "ports" && k != "notPorts")
+      return c.err(path + "." + k, "not supported by tabby (refusing to ignore it)");
+  }
+  auto nets = [&](const char* key, const char* single, std::vector<Prefix>& out) -> Status {
+    if (n[single] && !n[single].IsNull()) {
+      auto p = cidr(c, n[single], path + "." + single);
+      if (!p) return fail(p.error());
+      out.push_back(*p);
+    }
+    const auto& l = n[key];
+    if (!l || l.IsNull()) return {};
+    if (!l.IsSequence()) return c.err(path + "." + key, "expected a list of CIDRs");
+    for (size_t i = 0; i < l.size(); ++i) {
+      auto p = cidr(c, l[i], idx(path + "." + key, i));
+      if (!p) return fail(p.error());
+      out.push_back(*p);
+    }
+    return {};
+  };
+  if (auto s = nets("nets", "net", e.nets); !s) return fail(s.error());
+  if (auto s = nets("notNets", "notNet", e.not_nets); !s) return fail(s.error());
+  bool has_sel = n["selector"].IsDefined() && !n["selector"].IsNull();
+  bool has_nss = n["namespaceSelector"].IsDefined() && !n["namespaceSelector"].IsNull();
+  auto sel = calico_selector(c, n["selector"], path + ".selector");
+  if (!sel) return fail(sel.error());
+  e.selector = *sel;
+  e.has_selector = has_sel || has_nss;
+  if (has_nss) {
+    auto nss = calico_selector(c, n["namespaceSelector"], path + ".namespaceSelector");
+    if (!nss) return fail(nss.error());
+    if (nss->is_all()) e.scope.kind = NamespaceScope::Any;
+    else {
+      e.scope.kind = NamespaceScope::BySelector;
+      e.scope.ns_selector = *nss;
+    }
+  } else if (pol.kind == PolicyKind::CalicoNetworkPolicy) {
+    e.scope.kind = NamespaceScope::Exact;  // a namespaced policy's selectors stay in its namespace
+    e.scope.ns = pol.ns;
+  }
+  if (n["notSelector"] && !n["notSelector"].IsNull()) {
+    auto ns = calico_selector(c, n["notSelector"], path + ".notSelector");
+    if (!ns) return fail(ns.error());
+    e.not_selector = *ns;
+  }
+  auto ports = calico_ports(c, n["ports"], path + ".ports");
+  if (!ports) return fail(ports.error());
+  e.ports = std::move(*ports);
+  auto nports = calico_ports(c, n["notPorts"], path + ".notPorts");
+  if (!nports) return fail(nports.error());
+  e.not_ports = std::move(*nports);
+  return e;
+}
+
+Result<std::optional<IcmpMatch>> calico_icmp(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  if (!n || n.IsNull()) return std::optional<IcmpMatch>{};
+  if (!n.IsMap()) return c.err(path, "expected {type, code}");
+  IcmpMatch m;
+  auto t = integer(c, n["type"], path + ".type");
+  if (!t) return fail(t.error());
+  auto code = integer(c, n["code"], path + ".code");
+  if (!code) return fail(code.error());
+  if (*t && (**t < 0 || **t > 254)) return c.err(path + ".type", "must be 0-254");
+  if (*code && (**code < 0 || **code > 255)) return c.err(path + ".code", "must be 0-255");
+  if (*code && !*t) return c.err(path + ".code", "code needs type");
+  m.type = t->value_or(-1);
+  m.code = static_cast<int>(code->value_or(-1));
+  return std::optional<IcmpMatch>{m};
+}
+
+Result<std::vector<Rule>> calico_rules(const Ctx& c, const YAML::Node& n, const std::string& path, const Policy& pol) {
+  std::vector<Rule> out;
+  if (!n || n.IsNull()) return out;
+  if (!n.IsSequence()) return c.err(path, "expected a list of rules");
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string p = idx(path, i);
+    const auto& r = n[i];
+    if (!r.IsMap()) return c.err(p, "expected a rule");
+    for (const auto& kv : r) {
+      const std::string k = kv.first.Scalar();
+      if (k == "http" || k == "metadata") {
+        if (k == "metadata") continue;
+        return c.err(p + "." + k, "not supported by tabby (refusing to ignore it)");
+      }
+    }
+    Rule rule;
+    auto a = scalar(c, r["action"], p + ".action");
+    if (!a) return c.err(p + ".action", "required (Allow, Deny, Log or Pass)");
+    if (*a == "Allow") rule.action = Action::Allow;
+    else if (*a == "Deny") rule.action = Action::Deny;
+    else if (*a == "Log") rule.action = Action::Log;
+    else if (*a == "Pass") rule.action = Action::Pass;
+    else return c.err(p + ".action", "expected Allow, Deny, Log or Pass, got \"" + *a + "\"");
+    for (const char* key : {"protocol", "notProtocol"}) {
+      if (r[key] && !r[key].IsNull()) {
+        auto t = scalar(c, r[key], p + "." + key);
+        if (!t) return fail(t.error());
+        auto proto = parse_protocol(*t);
+        if (!proto) return c.err(p + "." + key, proto.error().message);
+        (std::string_view(key) == "protocol" ? rule.protocol : rule.not_protocol) = *proto;
+      }
+    }
+    auto ipv = integer(c, r["ipVersion"], p + ".ipVersion");
+    if (!ipv) return fail(ipv.error());
+    if (*ipv) {
+      if (**ipv != 4 && **ipv != 6) return c.err(p + ".ipVersion", "expected 4 or 6");
+      rule.ip_version = static_cast<int>(**ipv);
+    }
+    auto icmp = calico_icmp(c, r["icmp"], p + ".icmp");
+    if (!icmp) return fail(icmp.error());
+    rule.icmp = *icmp;
+    auto nicmp = calico_icmp(c, r["notICMP"], p + ".notICMP");
+    if (!nicmp) return fail(nicmp.error());
+    rule.not_icmp = *nicmp;
+    if ((rule.icmp || rule.not_icmp) && rule.protocol != 1 && rule.protocol != 58)
+      return c.err(p + ".icmp", "ICMP matches need protocol ICMP or ICMPv6");
+    auto src = calico_entity(c, r["source"], p + ".source", pol);
+    if (!src) return fail(src.error());
+    auto dst = calico_entity(c, r["destination"], p + ".destination", pol);
+    if (!dst) return fail(dst.error());
+    rule.src = std::move(*src);
+    rule.dst = std::move(*dst);
+    for (auto [e, side] : {std::pair{&rule.src, ".source"}, std::pair{&rule.dst, ".destination"}}) {
+      bool ports = !e->ports.empty() || !e->not_ports.empty();
+      if (ports && rule.protocol != 6 && rule.protocol != 17 && rule.protocol != 132 && rule.protocol != 136)
+        return c.err(p + side + ".ports", "ports need protocol TCP, UDP, SCTP or UDPLite");
+    }
+    out.push_back(std::move(rule));
+  }
+  return out;
+}
+
+Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool global, const std::string& ns,
+                                   const std::string& name) {
+  Policy p;
+  p.kind = global ? PolicyKind::CalicoGlobalNetworkPolicy : PolicyKind::CalicoNetworkPolicy;
+  p.ns = global ? "" : ns;
+  p.name = name;
+  const auto& spec = doc["spec"];
+  if (!spec || !spec.IsMap()) return c.err("spec", "missing or not a map");
+  for (const auto& kv : spec) {
+    const std::string k = kv.first.Scalar();
+    if (k == "serviceAccountSelector" || k == "doNotTrack" || k == "preDNAT" || k == "tier")
+      if (!(kv.second.IsNull() || kv.second.Scalar() == "false" || kv.second.Scalar() == "default" ||
+            kv.second.Scalar() == ""))
+        return c.err("spec." + k, "not supported by tabby (refusing to ignore it)");
+  }
+  if (spec["order"] && !spec["order"].IsNull()) {
+    try {
+      p.order = spec["order"].as<double>();
+    } catch (const YAML::Exception&) {
+      return c.err("spec.order", "expected a number");
+    }
+    if (!std::isfinite(p.order)) return c.err("spec.order", "expected a finite number");
+  }
+  auto sel = calico_selector(c, spec["selector"], "spec.selector");
+  if (!sel) return fail(sel.error());
+  p.selector = *sel;
+  if (global) {
+    if (spec["namespaceSelector"] && !spec["namespaceSelector"].IsNull()) {
+      auto nss = calico_selector(c, spec["namespaceSelector"], "spec.namespaceSelector");
+      if (!nss) return fail(nss.error());
+      if (!nss->is_all()) {
+        p.scope.kind = NamespaceScope::BySelector;
+        p.scope.ns_selector = *nss;
+      }
+    }
+  } else {
+    p.scope.kind = NamespaceScope::Exact;
+    p.scope.ns = ns;
+  }
+  auto in = calico_rules(c, spec["ingress"], "spec.ingress", p);
+  if (!in) return fail(in.error());
+  auto out = calico_rules(c, spec["egress"], "spec.egress", p);
+  if (!out) return fail(out.error());
+  p.ingress_rules = std::move(*in);
+  p.egress_rules = std::move(*out);
+  const auto& types = spec["types"];
+  if (types && !types.IsNull()) {
+    auto t = string_list(c, types, "spec.types");
+    if (!t) return fail(t.error());
+    for (size_t i = 0; i < t->size(); ++i) {
+      if ((*t)[i] == "Ingress") p.ingress = true;
+      else if ((*t)[i] == "Egress") p.egress = true;
+      else return c.err(idx("spec.types", i), "expected Ingress or Egress, got \"" + (*t)[i] + "\"");
+    }
+  } else {
+    // Calico defaulting: the directions that have rules; neither -> Ingress.
+    p.ingress = !p.ingress_rules.empty();
+    p.egress = !p.egress_rules.empty();
+    if (!p.ingress && !p.egress) p.ingress = true;
+  }
+  return p;
+}
+
+Result<Endpoint> parse_wep(const Ctx& c, const YAML::Node& doc, const std::string& ns, const std::string& name) {
+  Endpoint e;
+  e.ns = ns;
+  const auto& spec = doc["spec"];
+  if (!spec || !spec.IsMap()) return c.err("spec", "missing or not a map");
+  e.name = spec["pod"] ? spec["pod"].Scalar() : name;
+  auto labels = string_map(c, doc["metadata"]["labels"], "metadata.labels");
+  if (!labels) return fail(labels.error());
+  e.labels = std::move(*labels);
+  if (spec["interfaceName"] && !spec["interfaceName"].IsNull()) {
+    auto i = scalar(c, spec["interfaceName"], "spec.interfaceName");
+    if (!i) return fail(i.error());
+    if (i->size() > 15) return c.err("spec.interfaceName", "longer than 15 characters");
+    e.iface = *i;
+  }
+  auto nets = string_list(c, spec["ipNetworks"], "spec.ipNetworks");
+  if (!nets) return fail(nets.error());
+  for (size_t i = 0; i < nets->size(); ++i) {
+    auto p = Prefix::parse((*nets)[i]);
+    if (!p || p->len() != p->addr().bit_width())
+      return c.err(idx("spec.ipNetworks", i), "expected a host address (/32 or /128), got \"" + (*nets)[i] + "\"");
+    e.ips.push_back(p->addr());
+  }
+  const auto& ports = spec["ports"];
+  if (ports && !ports.IsNull()) {
+    if (!ports.IsSequence()) return c.err("spec.ports", "expected a list");
+    for (size_t i = 0; i < ports.size(); ++i) {
+      std::string p = idx("spec.ports", i);
+      NamedPort np;
+      auto n = scalar(c, ports[i]["name"], p + ".name");
+      if (!n) return fail(n.error());
+      np.name = *n;
+      auto port = integer(c, ports[i]["port"], p + ".port");
+      if (!port) return fail(port.error());
+      if (!*port || **port < 1 || **port > 65535) return c.err(p + ".port", "required, 1-65535");
+      np.port = static_cast<uint16_t>(**port);
+      if (ports[i]["protocol"]) {
+        auto t = scalar(c, ports[i]["protocol"], p + ".protocol");
+        if (!t) return fail(t.error());
+        auto proto = parse_protocol(*t);
+        if (!proto) return c.err(p + ".protocol", proto.error().message);
+        np.protocol = *proto;
+      }
+      e.ports.push_back(np);
+    }
+  }
+  return e;
+}
+
+}  // namespace
+
+Result<Object> parse_object(std::string_view text) {
+  YAML::Node doc;
+  try {
+    doc = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& ex) {
+    return fail_msg(std::string("invalid YAML: ") + ex.what());
+  }
+  if (!doc.IsMap()) return fail_msg("manifest is not a YAML map");
+  std::string api = doc["apiVersion"] && doc["apiVersion"].IsScalar() ? doc["apiVersion"].Scalar() : "";
+  std::string kind = doc["kind"] && doc["kind"].IsScalar() ? doc["kind"].Scalar() : "";
+  const auto& md = doc["metadata"];
+  std::string name = md && md["name"] && md["name"].IsScalar() ? md["name"].Scalar() : "";
+  std::string ns = md && md["namespace"] && md["namespace"].IsScalar() ? md["namespace"].Scalar() : "";
+  Ctx c;
+  c.object = kind + " " + (ns.empty() ? "" : ns + "/") + name;
+  if (kind.empty()) return c.err("kind", "missing");
+  if (name.empty()) return c.err("metadata.name", "missing");
+  bool namespaced = kind != "GlobalNetworkPolicy" && kind != "Namespace";
+  if (namespaced && ns.empty()) ns = "default";
+  Object o;
+  try {
+    if (kind == "NetworkPolicy" && api == "networking.k8s.io/v1") {
+      auto p = parse_k8s_policy(c, doc, ns, name);
+      if (!p) return fail(p.error());
+      o.policy = std::move(*p);
+    } else if ((kind == "NetworkPolicy" || kind == "GlobalNetworkPolicy") && api == "projectcalico.org/v3") {
+      auto p = parse_calico_policy(c, doc, kind == "GlobalNetworkPolicy", ns, name);
+      if (!p) return fail(p.error());
+      o.policy = std::move(*p);
+    } else if (kind == "Namespace" && api == "v1") {
+      o.kind = Object::NamespaceObj;
+      o.ns.name = name;
+      auto l = string_map(c, md["labels"], "metadata.labels");
+      if (!l) return fail(l.error());
+      o.ns.labels = std::move(*l);
+    } else if (kind == "WorkloadEndpoint" && api == "projectcalico.org/v3") {
+      o.kind = Object::EndpointObj;
+      auto e = parse_wep(c, doc, ns, name);
+      if (!e) return fail(e.error());
+      o.endpoint = std::move(*e);
+    } else {
+      return c.err("apiVersion/kind", "unsupported \"" + api + "\" " + kind);
+    }
+  } catch (const YAML::Exception& ex) {
+    return c.err("(document)", std::string("malformed: ") + ex.what());
+  }
+  return o;
+}
+
+Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_view origin) {
+  std::vector<Object> out;
+  std::vector<YAML::Node> docs;
+  std::string prefix = origin.empty() ? "" : std::string(origin) + ": ";
+  try {
+    docs = YAML::LoadAll(std::string(yaml));
+  } catch (const YAML::Exception& ex) {
+    return fail_msg(prefix + "invalid YAML: " + ex.what());
+  }
+  for (size_t i = 0; i < docs.size(); ++i) {
+    if (docs[i].IsNull()) continue;
+    YAML::Emitter em;
+    em << docs[i];
+    auto o = parse_object(em.c_str());
+    if (!o) return fail_msg(prefix + "document " + std::to_string(i) + ": " + o.error().message);
+    out.push_back(std::move(*o));
+  }
+  return out;
+}
+
+}  // namespace tabby::policy

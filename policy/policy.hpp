@@ -1,0 +1,316 @@
+// policy.hpp — the public header of the policy module: Calico's selector
+// language, the NetworkPolicy model (Kubernetes networking.k8s.io/v1 and Calico
+// projectcalico.org/v3 NetworkPolicy / GlobalNetworkPolicy), the compiler from
+// policies + endpoints + namespaces to one nftables table (`table inet tabby`),
+// and the nft executor that applies compiled scripts through libnftables.
+//
+// Layering: everything above the "Executor" section is pure (library
+// `policy_core`, no libnftables); the executor is a separate library
+// (`policy_nft`) that links libnftables.
+//
+// How the agent drives it:
+//   1. Build a PolicyCompiler (CompilerOptions: workload interface prefix).
+//   2. Feed state: upsert_namespace / upsert_endpoint / upsert_policy and the
+//      matching remove_* calls as the datastore changes (Endpoint.iface set for
+//      local endpoints; remote endpoints have an empty iface and only fill sets).
+//   3. Hand the compiler to NftExecutor::sync(): it programs the full ruleset the
+//      first time (or after drift) and the compiler's delta afterwards, each as one
+//      atomic nft transaction.
+//   4. For `tabby policy`: NftExecutor::report(compiler).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.hpp"
+
+namespace tabby::policy {
+
+// ---------------------------------------------------------------- selectors
+// Calico selector language: all(), global(), has(k), k == 'v', k != 'v',
+// k in {'a','b'}, k not in {..}, k contains 's', k starts with 's',
+// k ends with 's', !, &&, ||, parentheses. Strings in '' or "".
+using Labels = std::map<std::string, std::string>;
+
+struct SelectorNode;  // internal AST node
+
+class Selector {
+ public:
+  Selector();  // all()
+  static Selector all();
+  // Parses `text`. Errors read: "selector \"...\": at offset N: expected X, found Y".
+  static Result<Selector> parse(std::string_view text);
+  // Kubernetes LabelSelector (matchLabels + matchExpressions) in Calico form.
+  struct K8sRequirement {
+    std::string key, op;  // op: In, NotIn, Exists, DoesNotExist
+    std::vector<std::string> values;
+  };
+  static Result<Selector> from_k8s(const Labels& match_labels,
+                                   const std::vector<K8sRequirement>& exprs);
+
+  // `is_global` is true when evaluating a non-namespaced object (for global()).
+  bool matches(const Labels& labels, bool is_global = false) const;
+  bool is_all() const;
+  // Canonical text: equal selectors print equally (used as set keys).
+  const std::string& str() const { return text_; }
+  Selector operator&&(const Selector& o) const;
+  bool operator==(const Selector& o) const { return text_ == o.text_; }
+
+ private:
+  explicit Selector(std::shared_ptr<const SelectorNode> n);
+  std::shared_ptr<const SelectorNode> root_;
+  std::string text_;
+};
+
+// ---------------------------------------------------------------- model
+enum class Action : uint8_t { Allow, Deny, Log, Pass };
+enum class Direction : uint8_t { Ingress, Egress };
+
+struct PortRange {
+  uint16_t first = 0, last = 0;
+  bool operator==(const PortRange&) const = default;
+};
+
+// A port list entry: numeric range or a named port (looked up on endpoints).
+struct PortMatch {
+  std::vector<PortRange> ranges;
+  std::vector<std::string> names;
+  bool empty() const { return ranges.empty() && names.empty(); }
+};
+
+// Which endpoints a selector applies to, by namespace.
+struct NamespaceScope {
+  enum Kind : uint8_t { Any, Exact, BySelector } kind = Any;
+  std::string ns;          // Exact
+  Selector ns_selector;    // BySelector (namespace labels)
+};
+
+// One side (source or destination) of a rule, Calico-shaped.
+struct EntityRule {
+  std::vector<Prefix> nets, not_nets;
+  bool has_selector = false;     // selector or namespaceSelector given
+  Selector selector;             // endpoint labels
+  NamespaceScope scope;          // namespace restriction of selector/notSelector
+  std::optional<Selector> not_selector;
+  PortMatch ports, not_ports;
+};
+
+struct IcmpMatch {
+  int type = -1, code = -1;  // -1: any
+};
+
+struct Rule {
+  Action action = Action::Allow;
+  std::optional<uint8_t> protocol, not_protocol;  // IP protocol numbers
+  std::optional<IcmpMatch> icmp, not_icmp;
+  std::optional<int> ip_version;  // 4 or 6
+  EntityRule src, dst;
+};
+
+enum class PolicyKind : uint8_t { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy };
+
+// The normalised policy every kind compiles from (Calico semantics; Kubernetes
+// policies become order 1000, Allow-only rules, as Calico's converter does).
+struct Policy {
+  PolicyKind kind = PolicyKind::CalicoNetworkPolicy;
+  std::string ns;     // empty for GlobalNetworkPolicy
+  std::string name;
+  double order = 1e18;  // Calico: no order = last
+  Selector selector;          // endpoints the policy applies to (labels)
+  NamespaceScope scope;       // and their namespace
+  bool ingress = false, egress = false;  // types
+  std::vector<Rule> ingress_rules, egress_rules;
+
+  // "knp.<ns>.<name>", "np.<ns>.<name>", "gnp.<name>": unique, used in chain names.
+  std::string id() const;
+  std::string display() const;  // "NetworkPolicy x/allow-a" etc.
+};
+
+struct NamedPort {
+  std::string name;
+  uint8_t protocol = 6;
+  uint16_t port = 0;
+};
+
+struct Endpoint {
+  std::string ns, name;         // pod namespace/name
+  Labels labels;
+  std::vector<IpAddress> ips;
+  std::string iface;            // host-side interface; empty = not local
+  std::vector<NamedPort> ports;
+  std::string key() const { return ns + "/" + name; }
+};
+
+struct Namespace {
+  std::string name;
+  Labels labels;
+};
+
+// Everything one manifest can contain.
+struct Object {
+  enum Kind : uint8_t { PolicyObj, NamespaceObj, EndpointObj } kind = PolicyObj;
+  Policy policy;
+  Namespace ns;
+  Endpoint endpoint;
+};
+
+// Parses one YAML document (already-decoded text). Recognises
+// networking.k8s.io/v1 NetworkPolicy, projectcalico.org/v3 NetworkPolicy,
+// GlobalNetworkPolicy and WorkloadEndpoint, v1 Namespace. Errors name the
+// object (kind namespace/name) and the field path, e.g.
+// "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...".
+Result<Object> parse_object(std::string_view yaml_doc);
+// Parses a multi-document YAML stream (--- separated). `origin` (file name)
+// prefixes errors.
+Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_view origin = "");
+Result<uint8_t> parse_protocol(std::string_view text);  // "TCP", "udp", "ICMP", "17"
+
+// ---------------------------------------------------------------- compiler
+struct CompilerOptions {
+  std::string table = "tabby";             // table inet <table>
+  std::string workload_prefix = "cali";    // unknown <prefix>* interfaces fail closed
+};
+
+// What the kernel should hold for one local endpoint (for `tabby policy`).
+struct EndpointPolicies {
+  std::string endpoint;  // ns/name
+  std::string iface;
+  std::vector<std::string> ingress, egress;  // policy ids in evaluation order
+  std::string ingress_chain, egress_chain;   // empty = unrestricted
+};
+
+// One set/map element change, structured (for executors that bypass the nft
+// parser). key: "198.19.1.1", "198.19.1.1 . tcp . 80" or an interface name;
+// value: "" for sets, "accept" / "jump <chain>" for verdict maps.
+struct ElementOp {
+  bool add = true;
+  std::string set;
+  std::vector<std::pair<std::string, std::string>> elements;  // key, value
+};
+
+struct Delta {
+  std::string script;              // the whole change as one nft script ("" = none)
+  bool elements_only = false;      // only element changes (the usual pod churn)
+  std::vector<ElementOp> elements; // the same change, structured, when elements_only
+};
+
+struct RulesetShape {  // for drift detection: what must be present
+  std::map<std::string, size_t> chain_rules;  // chain -> rule count
+  std::map<std::string, size_t> set_elements; // set/map -> element count
+};
+
+class PolicyCompiler {
+ public:
+  explicit PolicyCompiler(CompilerOptions opts = {});
+  ~PolicyCompiler();
+  PolicyCompiler(const PolicyCompiler&) = delete;
+  PolicyCompiler& operator=(const PolicyCompiler&) = delete;
+
+  // State input. Upserts replace by key; unknown removes are no-ops.
+  void upsert_namespace(const Namespace& ns);
+  void remove_namespace(const std::string& name);
+  void upsert_endpoint(const Endpoint& ep);
+  void remove_endpoint(const std::string& key);  // "ns/name"
+  void upsert_policy(const Policy& p);
+  void remove_policy(const std::string& id);     // Policy::id()
+
+  // Full ruleset: one script that atomically replaces the table. Also marks
+  // the current state as applied (the next delta starts from here).
+  std::string full_script();
+  // Only what changed since the last full_script()/take_delta(); one script,
+  // empty when nothing changed. Pod churn yields set/map element commands only
+  // (plus a new endpoint chain when a pod is the first with its policy list).
+  std::string take_delta();
+  Delta take_delta_ops();  // the same, plus the structured form
+  // Discard the "applied" view (after a failed apply): the next call should be
+  // full_script().
+  void mark_unapplied();
+  bool applied_once() const;
+
+  std::vector<EndpointPolicies> endpoint_policies() const;
+  RulesetShape shape() const;
+  const CompilerOptions& options() const;
+  size_t policy_count() const;
+  size_t endpoint_count() const;
+
+  // The chain holding policy `id`'s rules for direction `d`, and a chain's rules
+  // as compiled (nullptr if no such chain).
+  std::string chain_for(const std::string& id, Direction d) const;
+  const std::vector<std::string>* chain_rules(const std::string& chain) const;
+
+  // Which policies select `ep`, per direction, in evaluation order (pure helper).
+  std::vector<std::string> policies_for(const Endpoint& ep, Direction d) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------- executor
+// (library policy_nft; links libnftables; everything here does I/O)
+struct RuleCounter {
+  std::string chain;
+  size_t index = 0;     // position in the chain
+  std::string text;     // the rule as nft lists it
+  uint64_t packets = 0, bytes = 0;
+};
+
+struct PolicyCounters {
+  std::string policy;   // id
+  Direction direction = Direction::Ingress;
+  std::vector<RuleCounter> rules;
+};
+
+struct EndpointReport {
+  EndpointPolicies endpoint;
+  std::vector<PolicyCounters> policies;  // counters are per policy rule, shared by
+                                         // every endpoint the policy selects
+  // End-of-chain drops of its endpoint chain (shared by the endpoints with the
+  // same policy list).
+  uint64_t ingress_dropped_packets = 0, egress_dropped_packets = 0;
+  // This endpoint's own counters: packets its verdict-map entry dispatched, i.e.
+  // packets of new flows that met its policies (established flows skip them).
+  uint64_t ingress_packets = 0, ingress_bytes = 0, egress_packets = 0, egress_bytes = 0;
+};
+
+struct SyncResult {
+  bool full = false;        // a full resync was applied
+  bool netlink = false;     // an element-only delta went straight to netlink
+  size_t script_bytes = 0;
+};
+
+class NftExecutor {
+ public:
+  static Result<std::unique_ptr<NftExecutor>> create();
+  ~NftExecutor();
+
+  // Runs `script` as one nft transaction (all or nothing).
+  Status apply(std::string_view script);
+  // Applies element changes as one nf_tables netlink batch (one transaction),
+  // skipping libnftables' parser and cache fetch (which costs O(ruleset)).
+  Status apply_elements(const std::string& table, const std::vector<ElementOp>& ops);
+  // Programs what changed: the full ruleset on first use or when `force_full`,
+  // otherwise the delta; a failed delta falls back to a full resync.
+  Result<SyncResult> sync(PolicyCompiler& c, bool force_full = false);
+  // Reads the table back; returns the differences from the compiler's shape
+  // (empty = in sync).
+  Result<std::vector<std::string>> drift(const PolicyCompiler& c);
+  // drift() and, if any, a full resync. Returns true when it repaired.
+  Result<bool> repair(PolicyCompiler& c);
+  Result<std::vector<EndpointReport>> report(const PolicyCompiler& c);
+  // `nft -j list table inet <table>` text.
+  Result<std::string> list_json(const std::string& table);
+
+ private:
+  NftExecutor() = default;
+  struct Ctx;
+  std::unique_ptr<Ctx> ctx_;
+};
+
+}  // namespace tabby::policy

@@ -1,0 +1,604 @@
+// policy_test.cpp — unit tests of the policy module's pure parts: the Calico
+// selector language, manifest parsing (k8s + Calico), and the nft compiler
+// (golden full scripts and the shape of incremental deltas).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "policy/policy.hpp"
+
+using namespace tabby;
+using namespace tabby::policy;
+
+namespace {
+
+Selector sel(const char* s) {
+  auto r = Selector::parse(s);
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+  return *r;
+}
+
+Policy pol(const std::string& yaml) {
+  auto o = parse_object(yaml);
+  REQUIRE_MESSAGE(o.ok(), (o.ok() ? "" : o.error().message));
+  REQUIRE(o->kind == Object::PolicyObj);
+  return o->policy;
+}
+
+std::string perr(const std::string& yaml) {
+  auto o = parse_object(yaml);
+  REQUIRE_FALSE(o.ok());
+  return o.error().message;
+}
+
+Endpoint ep(const std::string& ns, const std::string& name, Labels l, const std::string& ip, const std::string& iface = "") {
+  Endpoint e;
+  e.ns = ns;
+  e.name = name;
+  e.labels = std::move(l);
+  e.ips.push_back(*IpAddress::parse(ip));
+  e.iface = iface;
+  e.ports.push_back({"http", 6, 8080});
+  return e;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+bool all_start_with_any(const std::string& script, std::initializer_list<const char*> prefixes) {
+  for (const auto& l : lines(script)) {
+    bool ok = false;
+    for (const char* p : prefixes) ok = ok || l.starts_with(p);
+    if (!ok) {
+      MESSAGE("unexpected line: " << l);
+      return false;
+    }
+  }
+  return true;
+}
+
+const char* kDenyIngressX = R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+)";
+
+const char* kAllowWeb = R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {role: client}}
+    - namespaceSelector: {matchExpressions: [{key: team, operator: In, values: [blue]}]}
+    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
+    ports:
+    - port: 80
+    - port: http
+    - protocol: UDP
+      port: 5000
+      endPort: 5010
+)";
+
+const char* kCalicoGnp = R"(apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: guard}
+spec:
+  order: 10
+  selector: has(app)
+  types: [Ingress, Egress]
+  ingress:
+  - action: Log
+  - action: Deny
+    protocol: TCP
+    source: {notNets: [192.168.0.0/16], selector: "role == 'bad'"}
+    destination: {ports: [22, "6000:6010"]}
+  - action: Pass
+    protocol: ICMP
+    icmp: {type: 8, code: 0}
+  egress:
+  - action: Allow
+    protocol: UDP
+    destination: {nets: [10.0.0.53/32], notPorts: ["1:52"]}
+)";
+
+}  // namespace
+
+// ------------------------------------------------------------------ selectors
+
+TEST_CASE("selector: operators evaluate as Calico documents them") {
+  Labels l{{"app", "web"}, {"tier", "front-end"}, {"env", "prod"}};
+  struct Case {
+    const char* text;
+    bool want;
+  } cases[] = {
+      {"all()", true},
+      {"", true},
+      {"has(app)", true},
+      {"has(nope)", false},
+      {"!has(nope)", true},
+      {"app == 'web'", true},
+      {"app == \"db\"", false},
+      {"app != 'db'", true},
+      {"nope != 'x'", true},  // absent key: != matches
+      {"app in {'db', 'web'}", true},
+      {"app in {}", false},
+      {"app not in {'web'}", false},
+      {"nope not in {'web'}", true},  // absent key: not in matches
+      {"tier contains 'end'", true},
+      {"tier starts with 'front'", true},
+      {"tier ends with 'front'", false},
+      {"nope contains ''", false},
+      {"app == 'web' && env == 'dev'", false},
+      {"app == 'web' && env == 'dev' || tier == 'front-end'", true},  // && binds tighter
+      {"app == 'web' && (env == 'dev' || tier == 'front-end')", true},
+      {"!(app == 'web')", false},
+      {"global()", false},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.text);
+    CHECK(sel(c.text).matches(l) == c.want);
+  }
+  CHECK(sel("global()").matches({}, true));
+}
+
+TEST_CASE("selector: keywords need a word boundary; canonical text is stable") {
+  CHECK(sel("index == 'a'").matches({{"index", "a"}}));
+  CHECK(sel("notify in {'x'}").matches({{"notify", "x"}}));
+  CHECK(sel("  a=='1'&&b  in  {'3','2','2'} ").str() == "a == '1' && b in {'2', '3'}");
+  CHECK(sel("(a == '1' || b == '2') && !has(c)").str() == "(a == '1' || b == '2') && !has(c)");
+  CHECK(sel("a == '1' || b == '2' && has(c)").str() == "a == '1' || (b == '2' && has(c))");
+  CHECK(sel("x == \"it's\"").str() == "x == \"it's\"");
+  CHECK(sel("a == '1' && b == '2'") == sel("a=='1'&&b=='2'"));
+}
+
+TEST_CASE("selector: parse errors give the offset and what was expected") {
+  auto e = [](const char* s) {
+    auto r = Selector::parse(s);
+    REQUIRE_FALSE(r.ok());
+    return r.error().message;
+  };
+  CHECK(e("app = 'x'") == "selector \"app = 'x'\": at offset 4: expected an operator (==, !=, in, not in, contains, "
+                          "starts with, ends with), found '= 'x''");
+  CHECK(e("has(app") == "selector \"has(app\": at offset 7: expected ')' after has(key, found end of selector");
+  CHECK(e("a == 'x' &&") == "selector \"a == 'x' &&\": at offset 11: expected an expression, found end of selector");
+  CHECK(e("a in {'x' 'y'}").find("at offset 10: expected ',' or '}'") != std::string::npos);
+  CHECK(e("(a == 'x'").find("expected ')'") != std::string::npos);
+  CHECK(e("a == x").find("at offset 5: expected a quoted string") != std::string::npos);
+  CHECK(e("a == 'x").find("expected a closing quote") != std::string::npos);
+  CHECK(e("a == 'x' b == 'y'").find("at offset 9: expected '&&', '||' or end of selector") != std::string::npos);
+  CHECK(e("a not 'x'").find("expected 'in' after 'not'") != std::string::npos);
+}
+
+TEST_CASE("selector: Kubernetes label selectors convert to Calico form") {
+  auto s = Selector::from_k8s({{"app", "web"}}, {{"tier", "In", {"b", "a"}}, {"env", "NotIn", {"dev"}},
+                                                 {"owner", "Exists", {}}, {"legacy", "DoesNotExist", {}}});
+  REQUIRE(s.ok());
+  CHECK(s->str() == "app == 'web' && tier in {'a', 'b'} && env not in {'dev'} && has(owner) && !has(legacy)");
+  CHECK(s->matches({{"app", "web"}, {"tier", "a"}, {"owner", "me"}}));
+  CHECK_FALSE(s->matches({{"app", "web"}, {"tier", "a"}, {"owner", "me"}, {"legacy", "1"}}));
+  CHECK(Selector::from_k8s({}, {}).value().is_all());
+  CHECK_FALSE(Selector::from_k8s({}, {{"a", "In", {}}}).ok());
+  CHECK_FALSE(Selector::from_k8s({}, {{"a", "Exists", {"x"}}}).ok());
+  CHECK(Selector::from_k8s({}, {{"a", "Near", {}}}).error().message.find("unknown operator \"Near\"") !=
+        std::string::npos);
+}
+
+// ------------------------------------------------------------------ model
+
+TEST_CASE("k8s NetworkPolicy: policyTypes defaults and explicit") {
+  Policy p = pol(kDenyIngressX);
+  CHECK(p.id() == "knp.x.deny");
+  CHECK(p.order == 1000);
+  CHECK(p.ingress);
+  CHECK_FALSE(p.egress);
+  CHECK(p.ingress_rules.empty());
+
+  // No policyTypes: Ingress always; Egress only when egress rules exist.
+  Policy q = pol("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: e, namespace: x}\n"
+                 "spec:\n  podSelector: {}\n  egress: [{}]\n");
+  CHECK(q.ingress);
+  CHECK(q.egress);
+  CHECK(q.egress_rules.size() == 1);
+  Policy r = pol("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: e, namespace: x}\n"
+                 "spec:\n  podSelector: {}\n  egress: []\n");
+  CHECK(r.ingress);
+  CHECK_FALSE(r.egress);
+  Policy s = pol("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: e, namespace: x}\n"
+                 "spec:\n  podSelector: {}\n  policyTypes: [Egress]\n  ingress: [{}]\n");
+  CHECK_FALSE(s.ingress);
+  CHECK(s.egress);
+}
+
+TEST_CASE("k8s NetworkPolicy: peers x protocol groups become Calico rules") {
+  Policy p = pol(kAllowWeb);
+  // 3 peers x 2 protocol groups (TCP: 80 + named http; UDP: 5000-5010).
+  REQUIRE(p.ingress_rules.size() == 6);
+  const Rule& r0 = p.ingress_rules[0];
+  CHECK(r0.protocol == 6);
+  CHECK(r0.src.has_selector);
+  CHECK(r0.src.scope.kind == NamespaceScope::Exact);
+  CHECK(r0.src.selector.str() == "role == 'client'");
+  CHECK(r0.dst.ports.ranges == std::vector<PortRange>{{80, 80}});
+  CHECK(r0.dst.ports.names == std::vector<std::string>{"http"});
+  CHECK(p.ingress_rules[1].protocol == 17);
+  CHECK(p.ingress_rules[1].dst.ports.ranges == std::vector<PortRange>{{5000, 5010}});
+  CHECK(p.ingress_rules[2].src.scope.kind == NamespaceScope::BySelector);
+  CHECK(p.ingress_rules[2].src.selector.is_all());
+  CHECK(p.ingress_rules[4].src.nets.size() == 1);
+  CHECK(p.ingress_rules[4].src.not_nets[0].str() == "10.1.0.0/16");
+}
+
+TEST_CASE("manifest errors name the object and the field path") {
+  CHECK(perr("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+             "spec:\n  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/33}\n") ==
+        "NetworkPolicy x/p: spec.ingress[0].from[0].ipBlock.cidr: invalid CIDR \"10.0.0.0/33\": "
+        + Prefix::parse("10.0.0.0/33").error().message);
+  CHECK(perr("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+             "spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: 80\n    - port: 70000\n") ==
+        "NetworkPolicy x/p: spec.ingress[0].ports[1].port: port 70000 out of range 1-65535");
+  CHECK(perr("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+             "spec:\n  podSelector: {}\n  policyTypes: [Sideways]\n") ==
+        "NetworkPolicy x/p: spec.policyTypes[0]: expected Ingress or Egress, got \"Sideways\"");
+  CHECK(perr("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+             "spec:\n  podSelector:\n    matchExpressions: [{key: a, operator: Near}]\n") ==
+        "NetworkPolicy x/p: spec.podSelector.matchExpressions[0]: unknown operator \"Near\" (expected In, NotIn, "
+        "Exists or DoesNotExist)");
+  CHECK(perr("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {}\n") ==
+        "NetworkPolicy x/p: spec.podSelector: required (use {} for all pods)");
+  CHECK(perr("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: c, namespace: y}\n"
+             "spec:\n  selector: app == 'x\n") ==
+        "NetworkPolicy y/c: spec.selector: selector \"app == 'x\": at offset 7: expected a closing quote, found ''x'");
+  CHECK(perr("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+             "spec:\n  ingress:\n  - action: Allow\n    destination: {ports: [80]}\n") ==
+        "GlobalNetworkPolicy g: spec.ingress[0].destination.ports: ports need protocol TCP, UDP, SCTP or UDPLite");
+  CHECK(perr("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+             "spec:\n  ingress:\n  - action: Allow\n    protocol: TCP\n    destination: {ports: ['9:1']}\n") ==
+        "GlobalNetworkPolicy g: spec.ingress[0].destination.ports[0]: invalid port range \"9:1\"");
+  CHECK(perr("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+             "spec:\n  ingress:\n  - action: Bounce\n") ==
+        "GlobalNetworkPolicy g: spec.ingress[0].action: expected Allow, Deny, Log or Pass, got \"Bounce\"");
+  CHECK(perr("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+             "spec:\n  ingress:\n  - action: Allow\n    source: {serviceAccounts: {names: [a]}}\n") ==
+        "GlobalNetworkPolicy g: spec.ingress[0].source.serviceAccounts: not supported by tabby (refusing to ignore it)");
+  CHECK(perr("apiVersion: v9\nkind: Gadget\nmetadata: {name: g}\n") ==
+        "Gadget g: apiVersion/kind: unsupported \"v9\" Gadget");
+}
+
+TEST_CASE("Calico policies: order, types default, ports, ICMP, named ports") {
+  Policy g = pol(kCalicoGnp);
+  CHECK(g.id() == "gnp.guard");
+  CHECK(g.order == 10);
+  CHECK(g.scope.kind == NamespaceScope::Any);
+  REQUIRE(g.ingress_rules.size() == 3);
+  CHECK(g.ingress_rules[0].action == Action::Log);
+  CHECK(g.ingress_rules[1].action == Action::Deny);
+  CHECK(g.ingress_rules[1].dst.ports.ranges == std::vector<PortRange>{{22, 22}, {6000, 6010}});
+  CHECK(g.ingress_rules[1].src.scope.kind == NamespaceScope::Any);  // global: selectors span namespaces
+  CHECK(g.ingress_rules[2].icmp->type == 8);
+  CHECK(g.ingress_rules[2].icmp->code == 0);
+  Policy n = pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: n, namespace: y}\n"
+                 "spec:\n  egress:\n  - action: Allow\n    protocol: TCP\n    destination:\n"
+                 "      selector: a == 'b'\n      ports: [http, 443]\n");
+  CHECK(n.order > 1e17);  // no order: after everything
+  CHECK_FALSE(n.ingress);  // types default: only the directions with rules
+  CHECK(n.egress);
+  CHECK(n.egress_rules[0].dst.scope.kind == NamespaceScope::Exact);
+  CHECK(n.egress_rules[0].dst.scope.ns == "y");
+  CHECK(n.egress_rules[0].dst.ports.names == std::vector<std::string>{"http"});
+  Policy none = pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: n, namespace: y}\nspec: {}\n");
+  CHECK(none.ingress);  // neither rules: Ingress
+  CHECK_FALSE(none.egress);
+  CHECK(parse_protocol("udplite").value() == 136);
+  CHECK(parse_protocol("47").value() == 47);
+  CHECK_FALSE(parse_protocol("0").ok());
+}
+
+TEST_CASE("WorkloadEndpoint and Namespace manifests") {
+  auto o = parse_object("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\n"
+                        "metadata: {name: x-a, namespace: x, labels: {pod: a}}\n"
+                        "spec: {pod: a, interfaceName: calixa, ipNetworks: [198.19.1.1/32],"
+                        " ports: [{name: http, port: 80, protocol: TCP}]}\n");
+  REQUIRE(o.ok());
+  CHECK(o->kind == Object::EndpointObj);
+  CHECK(o->endpoint.key() == "x/a");
+  CHECK(o->endpoint.iface == "calixa");
+  CHECK(o->endpoint.ips[0].str() == "198.19.1.1");
+  CHECK(o->endpoint.ports[0].port == 80);
+  auto bad = parse_object("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\n"
+                          "metadata: {name: x-a, namespace: x}\nspec: {ipNetworks: [198.19.1.0/24]}\n");
+  CHECK(bad.error().message ==
+        "WorkloadEndpoint x/x-a: spec.ipNetworks[0]: expected a host address (/32 or /128), got \"198.19.1.0/24\"");
+  auto ns = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {team: a}}\n---\n---\n"
+                            "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n", "f.yaml");
+  REQUIRE(ns.ok());
+  CHECK(ns->size() == 2);
+  auto broken = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\nkind: [\n", "f.yaml");
+  CHECK(broken.error().message.starts_with("f.yaml: invalid YAML"));
+}
+
+// ------------------------------------------------------------------ compiler
+
+namespace {
+
+void base_state(PolicyCompiler& c) {
+  c.upsert_namespace({"x", {{"team", "blue"}}});
+  c.upsert_namespace({"y", {}});
+  c.upsert_endpoint(ep("x", "a", {{"app", "web"}}, "198.19.1.1", "calixa"));
+  c.upsert_endpoint(ep("x", "b", {{"role", "client"}}, "198.19.1.2", "calixb"));
+  c.upsert_endpoint(ep("y", "c", {{"role", "client"}}, "198.19.2.3"));  // remote: sets only
+}
+
+}  // namespace
+
+TEST_CASE("compiler: golden full script, Kubernetes policies") {
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol(kDenyIngressX));
+  c.upsert_policy(pol(kAllowWeb));
+  std::string got = c.full_script();
+  const char* want = R"nft(table inet tabby
+delete table inet tabby
+table inet tabby {
+  set n-fe288f73fa70 { type ipv4_addr . inet_proto . inet_service; comment "named port http * all()"; elements = { 198.19.1.1 . tcp . 8080, 198.19.1.2 . tcp . 8080, 198.19.2.3 . tcp . 8080 }; }
+  set s-677e347e62c3 { type ipv4_addr; comment "ns:x role == 'client'"; elements = { 198.19.1.2 }; }
+  set s-b481632c6b73 { type ipv4_addr; comment "nss:team in {'blue'} all()"; elements = { 198.19.1.1, 198.19.1.2 }; }
+  chain pi-knp.x.deny {
+    comment "NetworkPolicy(k8s) x/deny ingress"
+  }
+  chain pi-knp.x.web {
+    comment "NetworkPolicy(k8s) x/web ingress"
+    meta l4proto tcp ip saddr @s-677e347e62c3 th dport { 80 } counter accept
+    meta l4proto tcp ip saddr @s-677e347e62c3 ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
+    meta l4proto udp ip saddr @s-677e347e62c3 th dport { 5000-5010 } counter accept
+    meta l4proto tcp ip saddr @s-b481632c6b73 th dport { 80 } counter accept
+    meta l4proto tcp ip saddr @s-b481632c6b73 ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
+    meta l4proto udp ip saddr @s-b481632c6b73 th dport { 5000-5010 } counter accept
+    meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } th dport { 80 } counter accept
+    meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
+    meta l4proto udp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } th dport { 5000-5010 } counter accept
+  }
+  chain ei-55ed86cfe3ab {
+    comment "ingress: knp.x.deny knp.x.web"
+    jump pi-knp.x.deny
+    jump pi-knp.x.web
+    counter drop
+  }
+  chain ei-f83394e1ac9e {
+    comment "ingress: knp.x.deny"
+    jump pi-knp.x.deny
+    counter drop
+  }
+  map wl-in { type ifname : verdict; counter; elements = { "calixa" : jump ei-55ed86cfe3ab, "calixb" : jump ei-f83394e1ac9e }; }
+  map wl-out { type ifname : verdict; counter; elements = { "calixa" : accept, "calixb" : accept }; }
+  chain egress {
+    type filter hook forward priority filter; policy accept;
+    ct state established,related accept
+    ct state invalid drop
+    iifname vmap @wl-out
+    iifname "cali*" counter drop comment "unknown workload"
+  }
+  chain ingress {
+    type filter hook forward priority filter + 1; policy accept;
+    ct state established,related accept
+    ct state invalid drop
+    oifname vmap @wl-in
+    oifname "cali*" counter drop comment "unknown workload"
+  }
+}
+)nft";
+  CHECK(got == want);
+  if (got != want) MESSAGE(got);
+}
+
+TEST_CASE("compiler: golden full script, Calico GlobalNetworkPolicy (Log/Deny/Pass/ICMP/nets/notPorts)") {
+  PolicyCompiler c(CompilerOptions{"tabby", "veth"});
+  base_state(c);
+  c.upsert_policy(pol(kCalicoGnp));
+  std::string got = c.full_script();
+  const char* want = R"nft(table inet tabby
+delete table inet tabby
+table inet tabby {
+  set s-7bd0a0c640ec { type ipv4_addr; comment "* role == 'bad'"; }
+  chain pi-gnp.guard {
+    comment "GlobalNetworkPolicy guard ingress"
+    counter log prefix "tabby gnp.guard "
+    meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22, 6000-6010 } counter drop
+    meta l4proto icmp icmp type 8 icmp code 0 counter accept comment "pass"
+  }
+  chain po-gnp.guard {
+    comment "GlobalNetworkPolicy guard egress"
+    meta l4proto udp ip daddr { 10.0.0.53/32 } th dport != { 1-52 } counter accept
+  }
+  chain ei-23a01cc42b59 {
+    comment "ingress: gnp.guard"
+    jump pi-gnp.guard
+    counter drop
+  }
+  chain eo-23a01cc42b59 {
+    comment "egress: gnp.guard"
+    jump po-gnp.guard
+    counter drop
+  }
+  map wl-in { type ifname : verdict; counter; elements = { "calixa" : jump ei-23a01cc42b59, "calixb" : accept }; }
+  map wl-out { type ifname : verdict; counter; elements = { "calixa" : jump eo-23a01cc42b59, "calixb" : accept }; }
+  chain egress {
+    type filter hook forward priority filter; policy accept;
+    ct state established,related accept
+    ct state invalid drop
+    iifname vmap @wl-out
+    iifname "veth*" counter drop comment "unknown workload"
+  }
+  chain ingress {
+    type filter hook forward priority filter + 1; policy accept;
+    ct state established,related accept
+    ct state invalid drop
+    oifname vmap @wl-in
+    oifname "veth*" counter drop comment "unknown workload"
+  }
+}
+)nft";
+  CHECK(got == want);
+  if (got != want) MESSAGE(got);
+}
+
+TEST_CASE("compiler: pod churn yields set elements and map entries only") {
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol(kDenyIngressX));
+  c.upsert_policy(pol(kAllowWeb));
+  (void)c.full_script();
+  CHECK(c.take_delta().empty());
+
+  // x/d is a client: same policy list as x/b, so its endpoint chain exists already.
+  c.upsert_endpoint(ep("x", "d", {{"role", "client"}}, "198.19.1.4", "calixd"));
+  CHECK(c.take_delta() ==
+        "add element inet tabby n-fe288f73fa70 { 198.19.1.4 . tcp . 8080 }\n"
+        "add element inet tabby s-677e347e62c3 { 198.19.1.4 }\n"
+        "add element inet tabby s-b481632c6b73 { 198.19.1.4 }\n"
+        "add element inet tabby wl-in { \"calixd\" : jump ei-f83394e1ac9e }\n"
+        "add element inet tabby wl-out { \"calixd\" : accept }\n");
+
+  // Relabel x/d into the web policy: sets and its map entry change, no chain.
+  c.upsert_endpoint(ep("x", "d", {{"app", "web"}}, "198.19.1.4", "calixd"));
+  CHECK(c.take_delta() ==
+        "delete element inet tabby s-677e347e62c3 { 198.19.1.4 }\n"
+        "delete element inet tabby wl-in { \"calixd\" }\n"
+        "add element inet tabby wl-in { \"calixd\" : jump ei-55ed86cfe3ab }\n");
+
+  // A remote pod changing IP: set elements only.
+  c.upsert_endpoint(ep("y", "c", {{"role", "client"}}, "198.19.2.9"));
+  CHECK(c.take_delta() ==
+        "delete element inet tabby n-fe288f73fa70 { 198.19.2.3 . tcp . 8080 }\n"
+        "add element inet tabby n-fe288f73fa70 { 198.19.2.9 . tcp . 8080 }\n");
+
+  c.remove_endpoint("x/d");
+  CHECK(c.take_delta() ==
+        "delete element inet tabby n-fe288f73fa70 { 198.19.1.4 . tcp . 8080 }\n"
+        "delete element inet tabby s-b481632c6b73 { 198.19.1.4 }\n"
+        "delete element inet tabby wl-in { \"calixd\" }\n"
+        "delete element inet tabby wl-out { \"calixd\" }\n");
+  // Re-applying identical state changes nothing.
+  c.upsert_namespace({"x", {{"team", "blue"}}});
+  c.upsert_endpoint(ep("x", "a", {{"app", "web"}}, "198.19.1.1", "calixa"));
+  c.upsert_endpoint(ep("y", "c", {{"role", "client"}}, "198.19.2.9"));
+  c.upsert_policy(pol(kAllowWeb));
+  CHECK(c.take_delta().empty());
+}
+
+TEST_CASE("compiler: a policy change rewrites only that policy's chain") {
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol(kDenyIngressX));
+  c.upsert_policy(pol(kAllowWeb));
+  (void)c.full_script();
+  std::string changed = kAllowWeb;
+  changed.replace(changed.find("port: 80\n"), 9, "port: 8443\n");
+  c.upsert_policy(pol(changed));
+  std::string d = c.take_delta();
+  CHECK(d.starts_with("flush chain inet tabby pi-knp.x.web\n"));
+  CHECK(all_start_with_any(d, {"flush chain inet tabby pi-knp.x.web", "add rule inet tabby pi-knp.x.web "}));
+  CHECK(lines(d).size() == 10);
+  CHECK(d.find("th dport { 8443 }") != std::string::npos);
+
+  // Deleting it: x/a falls back to the deny-only endpoint chain; the web chains
+  // and the sets only it used go, after nothing references them.
+  c.remove_policy("knp.x.web");
+  CHECK(c.take_delta() ==
+        "delete element inet tabby wl-in { \"calixa\" }\n"
+        "add element inet tabby wl-in { \"calixa\" : jump ei-f83394e1ac9e }\n"
+        "flush chain inet tabby ei-55ed86cfe3ab\n"
+        "flush chain inet tabby pi-knp.x.web\n"
+        "delete chain inet tabby ei-55ed86cfe3ab\n"
+        "delete chain inet tabby pi-knp.x.web\n"
+        "delete set inet tabby n-fe288f73fa70\n"
+        "delete set inet tabby s-677e347e62c3\n"
+        "delete set inet tabby s-b481632c6b73\n");
+
+  // A new policy with a new selector: the set arrives with its elements before
+  // the chain that uses it, the endpoint chain before the map entry.
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: c1, namespace: x}\n"
+                      "spec:\n  order: 5\n  selector: role == 'client'\n  egress:\n  - action: Deny\n"
+                      "    destination: {selector: app == 'web'}\n"));
+  CHECK(c.take_delta() ==
+        "add set inet tabby s-a1f437ef7f0f { type ipv4_addr; comment \"ns:x app == 'web'\"; }\n"
+        "add element inet tabby s-a1f437ef7f0f { 198.19.1.1 }\n"
+        "add chain inet tabby eo-3289fdf9988f { comment \"egress: np.x.c1\"; }\n"
+        "add chain inet tabby po-np.x.c1 { comment \"NetworkPolicy(calico) x/c1 egress\"; }\n"
+        "add rule inet tabby po-np.x.c1 ip daddr @s-a1f437ef7f0f counter drop\n"
+        "add rule inet tabby eo-3289fdf9988f jump po-np.x.c1\n"
+        "add rule inet tabby eo-3289fdf9988f counter drop\n"
+        "delete element inet tabby wl-out { \"calixb\" }\n"
+        "add element inet tabby wl-out { \"calixb\" : jump eo-3289fdf9988f }\n");
+}
+
+TEST_CASE("compiler: evaluation order — Calico order, then Kubernetes at 1000, then no-order") {
+  PolicyCompiler c;
+  c.upsert_policy(pol(kDenyIngressX));
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: late, namespace: x}\n"
+                      "spec:\n  selector: all()\n"));
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: early, namespace: x}\n"
+                      "spec:\n  order: 999.5\n  selector: all()\n"));
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: mid}\n"
+                      "spec:\n  order: 1000\n  selector: all()\n"));
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: other-ns, namespace: y}\n"
+                      "spec:\n  order: 1\n"));
+  Endpoint e = ep("x", "a", {}, "198.19.1.1", "calixa");
+  CHECK(c.policies_for(e, Direction::Ingress) ==
+        std::vector<std::string>{"np.x.early", "gnp.mid", "knp.x.deny", "np.x.late"});
+  CHECK(c.policies_for(e, Direction::Egress).empty());
+  c.upsert_endpoint(e);
+  auto eps = c.endpoint_policies();
+  REQUIRE(eps.size() == 1);
+  CHECK(eps[0].ingress.size() == 4);
+  CHECK(eps[0].egress_chain.empty());
+}
+
+TEST_CASE("compiler: namespace relabel moves set members and policy selection") {
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+                      "spec:\n  namespaceSelector: team == 'red'\n  selector: all()\n  ingress:\n  - action: Allow\n"
+                      "    source: {namespaceSelector: team == 'red'}\n"));
+  std::string full = c.full_script();
+  CHECK(full.find("\"calixa\" : accept") != std::string::npos);  // x is blue: not selected
+  c.upsert_namespace({"x", {{"team", "red"}}});
+  std::string d = c.take_delta();
+  CHECK(all_start_with_any(d, {"add element", "delete element", "add chain", "add rule"}));
+  CHECK(d.find("{ 198.19.1.1, 198.19.1.2 }") != std::string::npos);
+  CHECK(d.find("\"calixa\" : jump ei-") != std::string::npos);
+  CHECK(c.shape().set_elements.at("wl-in") == 2);
+}
+
+TEST_CASE("compiler: comments and log prefixes stay within the kernel's 128 bytes") {
+  PolicyCompiler c;
+  std::string longsel = "app in {";
+  for (int i = 0; i < 40; ++i) longsel += std::string(i ? ", " : "") + "'application-" + std::to_string(i) + "'";
+  longsel += "}";
+  std::string name(200, 'n');
+  c.upsert_endpoint(ep("x", "a", {{"app", "application-3"}}, "198.19.1.1", "calixa"));
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: " + name + "}\n"
+                      "spec:\n  selector: \"" + longsel + "\"\n  ingress:\n  - action: Log\n  - action: Allow\n"
+                      "    source: {selector: \"" + longsel + "\"}\n"));
+  std::string s = c.full_script();
+  size_t checked = 0;
+  for (const auto& l : lines(s))
+    for (const char* key : {"comment \"", "prefix \""}) {
+      size_t at = l.find(key);
+      if (at == std::string::npos) continue;
+      size_t b = at + std::strlen(key), e = l.find('"', b);
+      CHECK(e - b < 128);
+      ++checked;
+    }
+  CHECK(checked >= 5);
+  CHECK(s.find("chain pi-h") != std::string::npos);  // over-long policy chain names are hashed
+}
