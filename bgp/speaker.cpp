@@ -133,7 +133,33 @@ struct Speaker::Impl {
   bool stopped = false;
   bool restarting = false;
   std::function<void(const std::vector<BestRouteChange>&)> on_best;
+  std::function<void()> on_synced;
+  bool synced = false;
+  std::unique_ptr<asio::steady_timer> sync_deadline;
   std::vector<uint8_t> out_buf;
+
+  // RFC 4724 §4.1: the initial table is complete when every peer has sent
+  // End-of-RIB for each family it negotiated (or the bounded wait ran out).
+  void check_initial_sync(bool deadline_passed) {
+    if (synced) return;
+    bool all = true;
+    for (const auto& [addr, p] : peers) {
+      if (p->session_conn == kNoConn) { all = false; break; }
+      for (Family f : p->families)
+        if (!p->eor_received.count(f)) all = false;
+    }
+    if (!all && !deadline_passed) return;
+    synced = true;
+    if (sync_deadline) sync_deadline->cancel();
+    log(all ? "initial BGP sync complete (End-of-RIB from every peer)"
+            : "initial BGP sync wait over after " + std::to_string(cfg.restart_time) + "s; continuing without some peers");
+    // Let the flush that follows the last UPDATE run first.
+    asio::post(io, [this, alive = LifeRef(life)] {
+      if (alive.expired()) return;
+      flush();
+      if (on_synced) on_synced();
+    });
+  }
 
   // -------------------------------------------------------------- setup
   RibConfig rib_config() const {
@@ -181,6 +207,11 @@ struct Speaker::Impl {
     if (auto st = listen(); !st) return st;
     originate({}, cfg.announcements);
     for (const auto& n : cfg.peers) add_peer(n);
+    sync_deadline = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(cfg.restart_time));
+    sync_deadline->async_wait([this, alive = LifeRef(life)](const boost::system::error_code& ec) {
+      if (!ec && !alive.expired()) check_initial_sync(true);
+    });
+    if (cfg.peers.empty()) check_initial_sync(false);
     return {};
   }
 
@@ -588,6 +619,7 @@ struct Speaker::Impl {
   void process_update(Peer& p, const UpdateMessage& u) {
     if (auto eor = end_of_rib_family(u)) {
       p.eor_received.insert(*eor);
+      check_initial_sync(false);
       // RFC 4724 §4.2: End-of-RIB from a restarted peer ends the stale period.
       if (p.stale_families.erase(*eor)) {
         size_t n = rib->sweep_stale(p.rib_id, *eor);
@@ -714,6 +746,7 @@ struct Speaker::Impl {
   // -------------------------------------------------------------- stop
   void stop(bool graceful, const std::string& reason) {
     stopped = true;
+    if (sync_deadline) sync_deadline->cancel();
     for (auto& a : listeners) {
       boost::system::error_code ec;
       a->close(ec);
@@ -851,6 +884,9 @@ size_t Speaker::route_count() const {
 }
 
 const SpeakerConfig& Speaker::config() const { return impl_->cfg; }
+
+void Speaker::on_initial_sync(std::function<void()> f) { impl_->on_synced = std::move(f); }
+bool Speaker::initial_sync_done() const { return impl_->synced; }
 
 void Speaker::on_best_route_change(std::function<void(const std::vector<BestRouteChange>&)> f) {
   impl_->on_best = std::move(f);

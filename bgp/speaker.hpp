@@ -85,6 +85,12 @@ class Speaker {
   const SpeakerConfig& config() const;
 
   void on_best_route_change(std::function<void(const std::vector<BestRouteChange>&)> f);
+  // Called once when the initial table is complete: every peer is Established
+  // and has sent End-of-RIB for each negotiated family, or the graceful-restart
+  // wait (restartTime) after start() ran out (RFC 4724 §4.1's bounded wait).
+  // A dataplane removes leftover routes only after this.
+  void on_initial_sync(std::function<void()> f);
+  bool initial_sync_done() const;
 
  private:
   struct Impl;

@@ -4,6 +4,7 @@
 // Data flow (one screen; each edge is `producer -> consumer`):
 //   config file  -> Speaker            (peers, announcements; SIGHUP re-reads)
 //   Speaker      -> ApiServer          (read-only snapshots: /v1/status, /v1/routes)
+//   Speaker      -> BgpKernelRoutes    (best routes -> kernel routes, when dataplane.enabled)
 #include "felix/agent.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -19,6 +20,7 @@
 
 #include "bgp/speaker.hpp"
 #include "felix/api_server.hpp"
+#include "felix/bgp_kernel_routes.hpp"
 #include "felix/config.hpp"
 #include "proto/tabby.pb.h"
 
@@ -144,6 +146,19 @@ int run_agent(const std::vector<std::string>& args) {
   api.handle("/v1/status", [&] { return status_message(config, speaker, started); });
   api.handle("/v1/routes", [&] { return routes_message(speaker); });
 
+  std::unique_ptr<BgpKernelRoutes> kernel;
+  if (config.dataplane_enabled) {
+    auto k = BgpKernelRoutes::open(io);
+    if (!k) {
+      std::cerr << "tabby agent: " << k.error().message << "\n";
+      return 1;
+    }
+    kernel = std::move(*k);
+    // Speaker -> BgpKernelRoutes: best-path changes, then the end of the initial sync.
+    speaker.on_best_route_change([&](const std::vector<bgp::BestRouteChange>& c) { kernel->apply(c); });
+    speaker.on_initial_sync([&] { kernel->initial_sync_done(); });
+  }
+
   if (auto st = api.start(config.api_socket); !st) {
     std::cerr << "tabby agent: " << st.error().message << "\n";
     return 1;
@@ -188,6 +203,7 @@ int run_agent(const std::vector<std::string>& args) {
     // Graceful restart (RFC 4724): when enabled, leave without a NOTIFICATION
     // so that peers keep our routes while the agent restarts.
     speaker.stop(config.bgp.graceful_restart, "tabby agent stopping");
+    if (kernel) kernel->stop();  // kernel routes stay in place (restart without loss)
     if (!config.bgp.graceful_restart) ::unlink(marker.c_str());
     api.stop();
     // Let queued NOTIFICATIONs go out, but never hang on a stuck peer.

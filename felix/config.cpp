@@ -255,8 +255,6 @@ AgentConfig parse_root(const YAML::Node& root) {
     check_keys(root["dataplane"], "dataplane", {"enabled"});
     if (root["dataplane"]["enabled"]) c.dataplane_enabled = get_bool(root["dataplane"]["enabled"], "dataplane.enabled");
   }
-  if (c.dataplane_enabled)
-    bad("dataplane.enabled", "the kernel dataplane is not wired into this static-config agent yet; set it to false");
   if (root["peers"]) {
     std::set<std::pair<IpAddress, uint16_t>> seen;
     each_item(root["peers"], "peers", [&](const YAML::Node& it, const std::string& k) {
