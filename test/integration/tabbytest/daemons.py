@@ -50,7 +50,7 @@ def Path(prefix, nexthop=None, as_path=(), communities=(), large=(), med=None, l
 
 def peer_defaults(p):
     q = {"password": None, "hold": 9, "keepalive": 3, "gr": False, "rr_client": False,
-         "passive": False, "families": [family_of(p["ip"])], "port": 179, "local": None}
+         "passive": False, "families": [family_of(p["ip"])], "port": 179, "local": None, "ttl_security": False}
     q.update(p)
     q.setdefault("name", "p_" + re.sub(r"[^0-9a-zA-Z]", "_", p["ip"]))
     return q
@@ -181,6 +181,8 @@ class Bird(Daemon):
                 opts.append(f'password "{p["password"]}";')
             if p["passive"]:
                 opts.append("passive on;")
+            if p["ttl_security"]:
+                opts.append("ttl security on;")
             if p["rr_client"]:
                 opts.append("rr client;")
                 if self.cluster_id:

@@ -440,3 +440,30 @@ def as4_two_octet_peer(lab):
 
 def struct_unpack_as(open_body):
     return int.from_bytes(open_body[1:3], "big")
+
+
+# ============================================================ TTL security (GTSM)
+def ttl_security(lab, kind):
+    """GTSM (RFC 5082): with ttlSecurity 1, tabby accepts only packets that arrive
+    with TTL 255. A peer that sends TTL 255 ("ttl security on") gets a session; the
+    same peer without it (BIRD sends TTL 1 on a direct eBGP session) must not."""
+    t, p = lan(lab, ["tabby", "peer"])
+    P4 = "198.18.0.2"
+    tab = Tabby(t, T_AS, T4, peers=[{"ip": P4, "asn": E_AS, "ttlSecurity": 1}],
+                announce=[{"prefix": "203.0.113.0/24"}])
+    peer = make_peer(kind, p, E_AS, P4, [{"ip": T4, "asn": T_AS}])
+    peer.announce("198.51.100.0/24")
+    tab.start()
+    peer.start()
+    step("peer without TTL security (TTL 1): tabby's GTSM check must keep the session down")
+    holds_for(lambda: tab.session_state(P4) != "Established", 8, "session down: peer's packets arrive with TTL < 255")
+    check(not tab.route("198.51.100.0/24"), "tabby learned a route over a session that fails GTSM")
+    peer.stop()
+    peer2 = make_peer(kind, p, E_AS, P4, [{"ip": T4, "asn": T_AS, "ttl_security": True}])
+    peer2.announce("198.51.100.0/24")
+    peer2.start()
+    step("peer with TTL security on (TTL 255): the session must come up")
+    tab.wait_established(P4, 30)
+    wait_until(present(tab, "198.51.100.0/24", P4), 15, "tabby: peer's route over the GTSM session")
+    wait_until(present(peer2, "203.0.113.0/24"), 15, f"{kind}: tabby's route over the GTSM session")
+    step("GTSM session up and routes flow")
