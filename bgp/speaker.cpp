@@ -295,16 +295,18 @@ struct Speaker::Impl {
     handle(ref, ev::ManualStart{});
   }
 
-  void remove_peer(const IpAddress& addr, const std::string& why) {
+  void remove_peer(const IpAddress& addr, uint8_t cease_subcode, const std::string& why) {
     auto it = peers.find(addr);
     if (it == peers.end()) return;
     Peer& p = *it->second;
-    // RFC 4486: Cease/Peer De-configured.
     if (p.session_conn != kNoConn) {
       auto c = p.conns.find(p.session_conn);
       if (c != p.conns.end()) {
         out_buf.clear();
-        encode(make_shutdown_notification(cease_sub::PeerDeconfigured, why), CodecContext{}, out_buf);
+        NotificationMessage n{static_cast<uint8_t>(ErrorCode::Cease), cease_subcode, {}};
+        if (cease_subcode == cease_sub::AdministrativeShutdown || cease_subcode == cease_sub::AdministrativeReset)
+          n = make_shutdown_notification(cease_subcode, why);
+        encode(n, CodecContext{}, out_buf);
         c->second->send(std::move(out_buf));
         out_buf = {};
       }
@@ -806,9 +808,13 @@ Status Speaker::reconfigure(SpeakerConfig c) {
     auto f = fresh.find(addr);
     if (f == fresh.end() || !(*f->second == p->cfg)) to_remove.push_back(addr);
   }
-  for (const auto& a : to_remove) im.remove_peer(a, fresh.count(a) ? "peer configuration changed" : "peer removed");
+  for (const auto& a : to_remove) {
+    bool changed = fresh.count(a) != 0;
+    // RFC 4486: Other Configuration Change for a changed peer, Peer De-configured for a removed one.
+    im.remove_peer(a, changed ? cease_sub::OtherConfigurationChange : cease_sub::PeerDeconfigured,
+                   changed ? "peer configuration changed" : "peer removed");
+  }
   im.originate(old.announcements, c.announcements);
-  auto announcements = c.announcements;
   im.cfg = std::move(c);
   for (const auto& n : im.cfg.peers)
     if (!im.peers.count(n.address)) im.add_peer(n);
