@@ -120,7 +120,7 @@ size_t hash_bytes(const void* data, size_t n, uint64_t seed) {
     n -= 8;
   }
   uint64_t w = 0;
-  std::memcpy(&w, p, n);
+  if (n) std::memcpy(&w, p, n);
   h = (h ^ (w * 0xbf58476d1ce4e5b9ULL)) * 0x94d049bb133111ebULL;
   h ^= h >> 32;
   return static_cast<size_t>(h);

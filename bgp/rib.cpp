@@ -1,0 +1,534 @@
+// rib.cpp — peers, Adj-RIB-In (post-import), Loc-RIB and change tracking, and the
+// graceful-restart helper state.
+//   Import rules: RFC 4271 §9.1.2 (AS loop), RFC 4456 §8 (ORIGINATOR_ID,
+//   CLUSTER_LIST, via reflector/), RFC 4271 §5.1.3 (unusable NEXT_HOP).
+//   Implicit withdraw: RFC 4271 §3.1 / §9.1.
+//   Decision process: best_path.cpp (RFC 4271 §9.1.2, RFC 4456 §9).
+//   Graceful restart helper: RFC 4724 §4.2 (stale marking, sweep at End-of-RIB).
+// Invariants (see rib_impl.hpp): an entry exists iff it has paths; its first
+// path is the best; a prefix is in the change list at most once per life of
+// its entry (flag kDirty), and take_changes reports each prefix once.
+// Pure: no I/O.
+#include <algorithm>
+#include <cassert>
+#include <unordered_set>
+
+#include "bgp/rib_impl.hpp"
+
+namespace tabby::bgp {
+
+using detail::Key4;
+using detail::Key6;
+using detail::kBest;
+using detail::kDirty;
+using detail::kMultipath;
+using detail::kNil;
+using detail::kStale;
+using detail::Path;
+using detail::PeerState;
+
+namespace {
+
+template <class K>
+constexpr int key_fam() {
+  return std::is_same_v<K, Key4> ? 0 : 1;
+}
+
+// Runs f with a Key4 or Key6 tag for the family.
+template <class F>
+decltype(auto) with_family(Family fam, F&& f) {
+  if (fam.afi == Afi::Ipv4) return f(Key4{});
+  return f(Key6{});
+}
+
+bool family_matches(Family fam, const Prefix& p) {
+  return p.is_v4() == (fam.afi == Afi::Ipv4);
+}
+
+// RFC 4271 §5.1.3 / §6.3: a next hop that cannot be used to forward.
+bool unusable_next_hop(const IpAddress& a) {
+  if (a.is_unspecified()) return true;
+  const auto& b = a.bytes();
+  if (a.is_v4()) return b[0] >= 224;  // multicast, reserved and broadcast
+  return b[0] == 0xff;                // IPv6 multicast
+}
+
+reflector::PeerRole role_for(const PeerConfig& c, uint32_t local_as) {
+  if (c.asn != local_as) return reflector::PeerRole::Ebgp;
+  return c.rr_client ? reflector::PeerRole::IbgpClient : reflector::PeerRole::IbgpNonClient;
+}
+
+}  // namespace
+
+size_t OutUpdate::announced_count() const {
+  size_t n = 0;
+  for (const auto& b : announced) n += b.prefixes.size();
+  return n;
+}
+
+std::string import_result_text(ImportResult r) {
+  switch (r) {
+    case ImportResult::Accepted: return "accepted";
+    case ImportResult::OwnAsInPath: return "AS_PATH contains our AS (RFC 4271 §9.1.2)";
+    case ImportResult::OwnOriginatorId: return "ORIGINATOR_ID is our router ID (RFC 4456 §8)";
+    case ImportResult::OwnClusterId: return "CLUSTER_LIST contains our cluster ID (RFC 4456 §8)";
+    case ImportResult::BadNextHop: return "unusable NEXT_HOP";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------- Impl
+
+Rib::Impl::Impl(AttrStore& s, RibConfig c) : store(s), cfg(std::move(c)) {
+  rid = cfg.router_id.is_v4() ? cfg.router_id.v4_host_order() : 0;
+  cluster = reflector::effective_cluster_id(rid, cfg.cluster_id);
+  peers.resize(1);
+  auto& local = peers[0];
+  local.exists = true;
+  local.up = false;
+  local.role = reflector::PeerRole::Local;
+  local.cfg.asn = cfg.local_as;
+  local.cfg.router_id = cfg.router_id;
+  local.rid = rid;
+}
+
+Rib::Impl::~Impl() {
+  auto drop_paths = [&](auto& t) {
+    t.map.for_each([&](auto& slot) {
+      for (uint32_t i = slot.val; i != kNil; i = pool[i].next) detail::release(pool[i].attrs);
+    });
+  };
+  drop_paths(t4);
+  drop_paths(t6);
+  for (auto& p : peers) {
+    p.out4.for_each([](auto& s) { detail::release(s.val); });
+    p.out6.for_each([](auto& s) { detail::release(s.val); });
+  }
+}
+
+PeerState& Rib::Impl::peer(PeerId id) {
+  assert(id < peers.size() && peers[id].exists);
+  return peers[id];
+}
+
+void Rib::Impl::fill_candidate(PathCandidate& c, const Path& p) const {
+  const PeerState& ps = peers[p.peer];
+  c.attrs = &p.attrs->attrs;
+  c.local = p.peer == kLocalPeer;
+  c.ebgp = ps.ebgp;
+  c.peer_router_id = ps.rid;
+  c.peer_address = ps.cfg.address;
+  c.multipath = false;
+}
+
+template <class K>
+void Rib::Impl::mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot) {
+  if (slot.key.flags & kDirty) return;
+  slot.key.flags |= kDirty;
+  K k = slot.key;
+  k.flags = 0;
+  table<K>().dirty.push_back(k);
+}
+
+// The best path and ECMP set of an entry, as (path index, attribute set):
+// best first, then the other ECMP members by index.
+template <class K>
+void Rib::Impl::snapshot(uint32_t head, std::vector<std::pair<uint32_t, const AttrNode*>>& out) const {
+  out.clear();
+  for (uint32_t i = head; i != kNil; i = pool[i].next)
+    if (pool[i].flags & (kBest | kMultipath)) out.emplace_back(i, pool[i].attrs);
+  if (out.size() > 2) std::sort(out.begin() + 1, out.end());
+}
+
+template <class K>
+void Rib::Impl::recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot) {
+  uint32_t head = slot.val;
+  if (pool[head].next == kNil) {
+    pool[head].flags = static_cast<uint8_t>((pool[head].flags & kStale) | kBest | kMultipath);
+  } else {
+    cand.clear();
+    cand_idx.clear();
+    for (uint32_t i = head; i != kNil; i = pool[i].next) {
+      fill_candidate(cand.emplace_back(), pool[i]);
+      cand_idx.push_back(i);
+    }
+    BestPathResult r = best_path(cand, cfg.local_as);
+    for (size_t j = 0; j < cand.size(); ++j) {
+      Path& p = pool[cand_idx[j]];
+      p.flags = static_cast<uint8_t>((p.flags & kStale) | (j == r.best ? kBest : 0) |
+                                     (cand[j].multipath ? kMultipath : 0));
+    }
+    if (r.best != 0) {  // move the winner to the front
+      uint32_t bi = cand_idx[r.best];
+      pool[cand_idx[r.best - 1]].next = pool[bi].next;
+      pool[bi].next = head;
+      slot.val = bi;
+    }
+  }
+  snapshot<K>(slot.val, snap_new);
+  if (snap_new != snap_old) mark_dirty<K>(slot);
+}
+
+template <class K>
+void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
+  auto& t = table<K>();
+  PeerState& ps = peers[id];
+  constexpr int fi = key_fam<K>();
+  auto [slot, inserted] = t.map.insert(k, kNil);
+  if (inserted) {
+    uint32_t pi = pool.alloc();
+    pool[pi] = Path{attrs, kNil, id, static_cast<uint8_t>(kBest | kMultipath), 0};
+    detail::retain(attrs);
+    slot->val = pi;
+    ++t.paths;
+    ++ps.stats.accepted[fi];
+    mark_dirty<K>(*slot);
+    return;
+  }
+  uint32_t found = kNil;
+  for (uint32_t i = slot->val; i != kNil; i = pool[i].next)
+    if (pool[i].peer == id) {
+      found = i;
+      break;
+    }
+  if (found != kNil) {
+    Path& p = pool[found];
+    if (p.flags & kStale) {  // RFC 4724 §4.2: a re-announce refreshes a stale path
+      p.flags = static_cast<uint8_t>(p.flags & ~kStale);
+      --ps.stats.stale[fi];
+    }
+    if (p.attrs == attrs) return;  // nothing changed
+    snapshot<K>(slot->val, snap_old);
+    detail::retain(attrs);  // RFC 4271 §3.1: implicit withdraw of the old path
+    detail::release(p.attrs);
+    p.attrs = attrs;
+  } else {
+    snapshot<K>(slot->val, snap_old);
+    uint32_t pi = pool.alloc();
+    Path& head = pool[slot->val];
+    pool[pi] = Path{attrs, head.next, id, 0, 0};
+    head.next = pi;
+    detail::retain(attrs);
+    ++t.paths;
+    ++ps.stats.accepted[fi];
+  }
+  recompute<K>(*slot);
+}
+
+template <class K>
+bool Rib::Impl::remove(const K& k, PeerId id) {
+  auto& t = table<K>();
+  constexpr int fi = key_fam<K>();
+  auto* slot = t.map.find(k);
+  if (!slot) return false;
+  uint32_t prev = kNil, found = kNil;
+  for (uint32_t i = slot->val; i != kNil; prev = i, i = pool[i].next)
+    if (pool[i].peer == id) {
+      found = i;
+      break;
+    }
+  if (found == kNil) return false;
+  snapshot<K>(slot->val, snap_old);
+  Path& p = pool[found];
+  if (prev == kNil) slot->val = p.next;
+  else pool[prev].next = p.next;
+  PeerState& ps = peers[id];
+  if (p.flags & kStale) --ps.stats.stale[fi];
+  --ps.stats.accepted[fi];
+  --t.paths;
+  detail::release(p.attrs);
+  pool.free(found);
+  if (slot->val == kNil) {  // last path gone: the prefix leaves the Loc-RIB
+    bool listed = slot->key.flags & kDirty;
+    K key = slot->key;
+    key.flags = 0;
+    t.map.erase(slot);
+    if (!listed) t.dirty.push_back(key);
+    return true;
+  }
+  recompute<K>(*slot);
+  return true;
+}
+
+template <class K>
+RouteView Rib::Impl::view(const K& k, uint32_t head, bool with_reason) const {
+  RouteView v;
+  v.prefix = k.prefix();
+  for (uint32_t i = head; i != kNil; i = pool[i].next) {
+    const Path& p = pool[i];
+    v.paths.push_back(PathView{p.peer, AttrRef(p.attrs), (p.flags & kBest) != 0,
+                               (p.flags & kMultipath) != 0, (p.flags & kStale) != 0});
+  }
+  v.reason = v.paths.size() == 1 ? BestPathReason::OnlyPath : BestPathReason::None;
+  if (with_reason) {
+    std::vector<PathCandidate> c;
+    for (uint32_t i = head; i != kNil; i = pool[i].next) fill_candidate(c.emplace_back(), pool[i]);
+    BestPathResult r = best_path(c, cfg.local_as);
+    v.reason = r.reason;
+    v.reason_text = best_path_reason_text(r, c, cfg.local_as);
+  } else if (v.paths.size() > 1) {
+    std::vector<PathCandidate> c;
+    for (uint32_t i = head; i != kNil; i = pool[i].next) fill_candidate(c.emplace_back(), pool[i]);
+    v.reason = best_path(c, cfg.local_as).reason;
+  }
+  return v;
+}
+
+// ---------------------------------------------------------------- Rib: peers
+
+Rib::Rib(AttrStore& store, RibConfig cfg) : impl_(std::make_unique<Impl>(store, std::move(cfg))) {}
+Rib::~Rib() = default;
+
+const RibConfig& Rib::config() const { return impl_->cfg; }
+uint32_t Rib::cluster_id() const { return impl_->cluster; }
+
+PeerId Rib::add_peer(const PeerConfig& cfg) {
+  auto& peers = impl_->peers;
+  assert(peers.size() < 0xFFFF);
+  PeerId id = static_cast<PeerId>(peers.size());
+  peers.emplace_back();
+  auto& ps = peers.back();
+  ps.exists = true;
+  update_peer(id, cfg);
+  return id;
+}
+
+void Rib::update_peer(PeerId id, const PeerConfig& cfg) {
+  auto& ps = impl_->peer(id);
+  assert(id != kLocalPeer);
+  ps.cfg = cfg;
+  ps.ebgp = cfg.asn != impl_->cfg.local_as;
+  ps.role = role_for(cfg, impl_->cfg.local_as);
+  ps.rid = cfg.router_id.is_v4() ? cfg.router_id.v4_host_order() : 0;
+}
+
+void Rib::set_peer_router_id(PeerId id, IpAddress router_id) {
+  auto& ps = impl_->peer(id);
+  ps.cfg.router_id = router_id;
+  ps.rid = router_id.is_v4() ? router_id.v4_host_order() : 0;
+}
+
+void Rib::remove_peer(PeerId id) {
+  assert(id != kLocalPeer);
+  withdraw_all(id, kIpv4Unicast);
+  withdraw_all(id, kIpv6Unicast);
+  peer_down(id);
+  impl_->peer(id).exists = false;
+}
+
+const PeerConfig& Rib::peer(PeerId id) const { return impl_->peers.at(id).cfg; }
+bool Rib::has_peer(PeerId id) const { return id < impl_->peers.size() && impl_->peers[id].exists; }
+bool Rib::is_ebgp(PeerId id) const { return impl_->peers.at(id).ebgp; }
+const PeerStats& Rib::stats(PeerId id) const { return impl_->peers.at(id).stats; }
+
+// ---------------------------------------------------------------- Rib: Adj-RIB-In
+
+ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefixes,
+                           const AttrRef& attrs) {
+  auto& im = *impl_;
+  PeerState& ps = im.peer(id);
+  ps.stats.received += prefixes.size();
+  ImportResult verdict = ImportResult::Accepted;
+  if (!attrs) {
+    verdict = ImportResult::BadNextHop;
+  } else if (id != kLocalPeer) {
+    const PathAttributes& a = *attrs;
+    if (ps.ebgp && as_path_contains(a.as_path, im.cfg.local_as)) {
+      verdict = ImportResult::OwnAsInPath;  // RFC 4271 §9.1.2: AS loop
+    } else {
+      switch (reflector::check_import(a, im.rid, im.cluster)) {  // RFC 4456 §8
+        case reflector::ImportVerdict::OwnOriginatorId: verdict = ImportResult::OwnOriginatorId; break;
+        case reflector::ImportVerdict::OwnClusterId: verdict = ImportResult::OwnClusterId; break;
+        case reflector::ImportVerdict::Accept: break;
+      }
+      if (verdict == ImportResult::Accepted && unusable_next_hop(a.next_hop))
+        verdict = ImportResult::BadNextHop;  // RFC 4271 §5.1.3
+    }
+  }
+  if (verdict != ImportResult::Accepted) {
+    // The refused announcement still replaces what the peer sent before.
+    ps.stats.rejected += prefixes.size();
+    with_family(fam, [&](auto tag) {
+      using K = decltype(tag);
+      for (const auto& p : prefixes)
+        if (family_matches(fam, p)) im.remove(K::of(p), id);
+    });
+    return verdict;
+  }
+  with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    for (const auto& p : prefixes)
+      if (family_matches(fam, p)) im.upsert(K::of(p), id, attrs.node());
+  });
+  return verdict;
+}
+
+void Rib::withdraw(PeerId id, Family fam, std::span<const Prefix> prefixes) {
+  auto& im = *impl_;
+  im.peer(id).stats.withdrawn += prefixes.size();
+  with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    for (const auto& p : prefixes)
+      if (family_matches(fam, p)) im.remove(K::of(p), id);
+  });
+}
+
+namespace {
+// Keys of the entries holding a path from `id` that satisfies pred.
+template <class K, class Pred>
+std::vector<K> keys_with_path(const Rib::Impl& im, PeerId id, Pred&& pred) {
+  std::vector<K> keys;
+  const auto& t = const_cast<Rib::Impl&>(im).table<K>();
+  t.map.for_each([&](const auto& slot) {
+    for (uint32_t i = slot.val; i != kNil; i = im.pool[i].next)
+      if (im.pool[i].peer == id) {
+        if (pred(im.pool[i])) {
+          K k = slot.key;
+          k.flags = 0;
+          keys.push_back(k);
+        }
+        break;
+      }
+  });
+  return keys;
+}
+}  // namespace
+
+size_t Rib::withdraw_all(PeerId id, Family fam) {
+  auto& im = *impl_;
+  im.peer(id);
+  return with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    size_t n = 0;
+    for (const K& k : keys_with_path<K>(im, id, [](const Path&) { return true; }))
+      n += im.remove(k, id);
+    return n;
+  });
+}
+
+void Rib::for_each_path_from(PeerId id, Family fam,
+                             const std::function<void(const Prefix&, const AttrRef&, bool)>& fn) const {
+  const auto& im = *impl_;
+  with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    const_cast<Impl&>(im).table<K>().map.for_each([&](const auto& slot) {
+      for (uint32_t i = slot.val; i != kNil; i = im.pool[i].next)
+        if (im.pool[i].peer == id) {
+          fn(slot.key.prefix(), AttrRef(im.pool[i].attrs), (im.pool[i].flags & kStale) != 0);
+          break;
+        }
+    });
+  });
+}
+
+// ---------------------------------------------------------------- graceful restart
+
+size_t Rib::mark_stale(PeerId id, Family fam) {
+  auto& im = *impl_;
+  PeerState& ps = im.peer(id);
+  return with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    size_t n = 0;
+    // RFC 4724 §4.2: keep the paths for forwarding but mark them stale. Staleness
+    // does not enter the decision process, so no best path changes here.
+    im.table<K>().map.for_each([&](auto& slot) {
+      for (uint32_t i = slot.val; i != kNil; i = im.pool[i].next)
+        if (im.pool[i].peer == id) {
+          if (!(im.pool[i].flags & kStale)) {
+            im.pool[i].flags |= kStale;
+            ++n;
+          }
+          break;
+        }
+    });
+    ps.stats.stale[key_fam<K>()] += static_cast<uint32_t>(n);
+    return n;
+  });
+}
+
+size_t Rib::sweep_stale(PeerId id, Family fam) {
+  auto& im = *impl_;
+  im.peer(id);
+  return with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    size_t n = 0;
+    // RFC 4724 §4.2: at End-of-RIB (or when the restart/stale timer fires) the
+    // paths still marked stale are deleted.
+    for (const K& k : keys_with_path<K>(im, id, [](const Path& p) { return (p.flags & kStale) != 0; }))
+      n += im.remove(k, id);
+    return n;
+  });
+}
+
+// ---------------------------------------------------------------- Loc-RIB queries
+
+size_t Rib::route_count(Family fam) const {
+  return fam.afi == Afi::Ipv4 ? impl_->t4.map.size() : impl_->t6.map.size();
+}
+size_t Rib::path_count(Family fam) const {
+  return fam.afi == Afi::Ipv4 ? impl_->t4.paths : impl_->t6.paths;
+}
+
+std::optional<RouteView> Rib::lookup(Family fam, const Prefix& p, bool with_reason) const {
+  if (!family_matches(fam, p)) return std::nullopt;
+  auto& im = *impl_;
+  return with_family(fam, [&](auto tag) -> std::optional<RouteView> {
+    using K = decltype(tag);
+    K k = K::of(p);
+    auto* slot = im.table<K>().map.find(k);
+    if (!slot) return std::nullopt;
+    return im.view(k, slot->val, with_reason);
+  });
+}
+
+void Rib::for_each_route(Family fam, const std::function<void(const RouteView&)>& fn,
+                         bool with_reason) const {
+  auto& im = *impl_;
+  with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    im.table<K>().map.for_each([&](const auto& slot) { fn(im.view(slot.key, slot.val, with_reason)); });
+  });
+}
+
+// ---------------------------------------------------------------- change tracking
+
+std::vector<Prefix> Rib::take_changes(Family fam) {
+  auto& im = *impl_;
+  return with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    auto& t = im.table<K>();
+    std::vector<Prefix> out;
+    out.reserve(t.dirty.size());
+    std::unordered_set<Prefix> gone;  // a prefix removed twice may be listed twice
+    for (const K& k : t.dirty) {
+      auto* slot = t.map.find(k);
+      if (slot) {
+        if (!(slot->key.flags & kDirty)) continue;  // already reported in this round
+        slot->key.flags = static_cast<uint8_t>(slot->key.flags & ~kDirty);
+        out.push_back(k.prefix());
+      } else {
+        Prefix p = k.prefix();
+        if (gone.insert(p).second) out.push_back(p);
+      }
+    }
+    if (t.dirty.capacity() > 65536) std::vector<K>().swap(t.dirty);
+    else t.dirty.clear();
+    return out;
+  });
+}
+
+size_t Rib::pending_changes(Family fam) const {
+  return fam.afi == Afi::Ipv4 ? impl_->t4.dirty.size() : impl_->t6.dirty.size();
+}
+
+Rib::MemoryStats Rib::memory() const {
+  const auto& im = *impl_;
+  MemoryStats m;
+  m.table_bytes = im.t4.map.bytes() + im.t6.map.bytes();
+  m.path_bytes = im.pool.bytes();
+  for (const auto& p : im.peers) m.out_bytes += p.out4.bytes() + p.out6.bytes();
+  m.change_bytes = im.t4.dirty.capacity() * sizeof(Key4) + im.t6.dirty.capacity() * sizeof(Key6);
+  return m;
+}
+
+}  // namespace tabby::bgp

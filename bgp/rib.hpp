@@ -1,0 +1,243 @@
+// rib.hpp — the public header of the BGP RIBs: peers as the decision process and
+// export rules see them, Adj-RIB-In (post-import), Loc-RIB with the RFC 4271
+// §9.1.2 decision process and ECMP sets, change tracking, graceful-restart helper
+// state (RFC 4724 §4.2) and Adj-RIB-Out with export rules (RFC 4271 §9.2, RFC 4456,
+// RFC 1997 well-known communities).
+//
+// Shape (BIRD-like): one table per family keyed by a packed prefix; every path of
+// every peer for that prefix hangs off the entry (so the Adj-RIBs-In are the
+// per-peer views of it); attribute sets are interned AttrRefs (bgp/types.hpp).
+// Pure: no I/O, no clocks; single-threaded.
+//
+// How the speaker drives it (in order):
+//   config:        rib.add_peer(cfg) -> PeerId            (once per configured peer)
+//   originate:     rib.announce(kLocalPeer, fam, prefixes, attrs) / rib.withdraw(kLocalPeer, ...)
+//   session up:    rib.set_peer_router_id(id, open.bgp_id); rib.peer_up(id);
+//                  for each negotiated family: send(rib.full_dump(id, fam)); send End-of-RIB
+//   UPDATE in:     rib.withdraw(id, fam, withdrawn); rib.announce(id, fam, nlri, attrs)
+//   after a batch of UPDATEs (each event-loop turn):
+//                  for fam: changed = rib.take_changes(fam);
+//                    dataplane: rib.lookup(fam, p) for each changed p (nullopt = gone)
+//                    for each established peer: send(rib.export_changes(peer, fam, changed))
+//   route refresh: send(rib.full_dump(id, fam)) (re-sends everything)
+//   session down:  rib.peer_down(id)                      (forgets its Adj-RIB-Out)
+//                  no GR:  rib.withdraw_all(id, fam) for each family
+//                  GR:     rib.mark_stale(id, fam) for preserved families, withdraw_all others
+//   End-of-RIB in / restart timer fired: rib.sweep_stale(id, fam)
+//   peer deconfigured: rib.remove_peer(id) (drops routes and Adj-RIB-Out; id not reused)
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "bgp/types.hpp"
+
+namespace tabby::bgp {
+
+// ---------------------------------------------------------------- peers
+using PeerId = uint16_t;
+inline constexpr PeerId kLocalPeer = 0;  // locally originated routes (reserved id)
+
+enum class NextHopMode : uint8_t {
+  Auto,  // eBGP: next hop self; iBGP: keep (self for local routes without one)
+  Self,  // always our session address for the family
+  Keep,  // always pass the next hop on unchanged (self only if there is none)
+};
+
+struct ExportFilter {
+  std::vector<Prefix> allowed_prefixes;    // a route passes if inside one of them; empty = all
+  std::vector<uint32_t> denied_communities;  // a route carrying any of these is not sent
+  bool operator==(const ExportFilter&) const = default;
+};
+
+struct PeerConfig {
+  IpAddress address;     // the peer's address (last tie-breaker, RFC 4271 §9.1.2.2(g))
+  uint32_t asn = 0;      // == RibConfig::local_as makes it iBGP
+  IpAddress router_id;   // the peer's BGP Identifier (from its OPEN; set_peer_router_id)
+  bool rr_client = false;  // RFC 4456: this iBGP peer is our route-reflector client
+  NextHopMode next_hop = NextHopMode::Auto;
+  ExportFilter export_filter;
+  std::optional<IpAddress> local_v4;  // our address on the session: next hop self for IPv4
+  std::optional<IpAddress> local_v6;  // ... and for IPv6
+};
+
+struct RibConfig {
+  uint32_t local_as = 0;
+  IpAddress router_id;                 // IPv4
+  std::optional<uint32_t> cluster_id;  // RFC 4456 §7; defaults to the router ID
+};
+
+struct PeerStats {
+  uint64_t received = 0;   // prefixes announced to us (cumulative)
+  uint64_t rejected = 0;   // of those, dropped by the import rules (cumulative)
+  uint64_t withdrawn = 0;  // withdrawals received (cumulative)
+  uint32_t accepted[2] = {0, 0};  // paths held now, per family (IPv4, IPv6)
+  uint32_t stale[2] = {0, 0};     // of those, marked stale now
+  uint64_t advertised[2] = {0, 0};  // prefixes in its Adj-RIB-Out now
+};
+
+// ---------------------------------------------------------------- best path
+// Why a path won (RFC 4271 §9.1.2, RFC 4456 §9), in decision-process order.
+enum class BestPathReason : uint8_t {
+  None,               // no paths
+  OnlyPath,           // a single candidate
+  LocallyOriginated,  // locally originated routes are preferred
+  LocalPref,          // §9.1.1/§9.1.2: higher degree of preference (LOCAL_PREF)
+  AsPathLength,       // §9.1.2.2(a)
+  Origin,             // §9.1.2.2(b)
+  Med,                // §9.1.2.2(c)
+  EbgpOverIbgp,       // §9.1.2.2(d)
+  RouterId,           // §9.1.2.2(f), ORIGINATOR_ID in place of it (RFC 4456 §9)
+  ClusterListLength,  // RFC 4456 §9
+  PeerAddress,        // §9.1.2.2(g)
+  Identical,          // nothing told them apart (same peer twice: does not happen in the RIB)
+};
+std::string best_path_reason_name(BestPathReason r);  // "as-path-length"
+
+// One path as the decision process sees it.
+struct PathCandidate {
+  const PathAttributes* attrs = nullptr;
+  bool local = false;        // locally originated
+  bool ebgp = false;         // learned over eBGP
+  uint32_t peer_router_id = 0;  // BGP Identifier of the peer it came from
+  IpAddress peer_address;
+  bool multipath = false;    // OUTPUT: in the ECMP set of the winner (the winner included)
+};
+
+struct BestPathResult {
+  size_t best = 0;  // index of the winner (meaningless when reason == None)
+  BestPathReason reason = BestPathReason::None;
+  size_t runner_up = SIZE_MAX;  // a path eliminated by the deciding rule (for the text)
+  size_t multipath_count = 0;   // how many candidates have multipath set
+};
+
+// RFC 4271 §9.1.2 decision process over the candidates (order does not matter).
+// Sets candidates[i].multipath for the ECMP set: the paths that tie with the
+// winner through the eBGP-over-iBGP rule (same LOCAL_PREF, AS_PATH length,
+// ORIGIN, MED survivors, same eBGP/iBGP kind) and, for eBGP, the same neighbour AS.
+// `local_as` is the neighbour AS of paths with an empty AS_PATH.
+BestPathResult best_path(std::span<PathCandidate> candidates, uint32_t local_as);
+// "lower AS_PATH length (2 < 3)", "only path", ...
+std::string best_path_reason_text(const BestPathResult& r, std::span<const PathCandidate> candidates,
+                                  uint32_t local_as);
+// Effective degree of preference (LOCAL_PREF; 100 for eBGP-learned and when absent).
+uint32_t effective_local_pref(const PathCandidate& c);
+
+// ---------------------------------------------------------------- Loc-RIB views
+struct PathView {
+  PeerId peer = kLocalPeer;
+  AttrRef attrs;
+  bool best = false;
+  bool multipath = false;  // in the ECMP set (the best included)
+  bool stale = false;      // RFC 4724 §4.2: kept from a restarting peer
+};
+
+struct RouteView {
+  Prefix prefix;
+  std::vector<PathView> paths;  // the best first
+  BestPathReason reason = BestPathReason::None;
+  std::string reason_text;      // filled only when asked for
+  const PathView* best() const { return paths.empty() || !paths[0].best ? nullptr : &paths[0]; }
+};
+
+// ---------------------------------------------------------------- Adj-RIB-Out output
+struct OutBatch {
+  AttrRef attrs;                 // interned outgoing attribute set
+  std::vector<Prefix> prefixes;  // all announced with it
+};
+struct OutUpdate {
+  Family family;
+  std::vector<Prefix> withdrawn;
+  std::vector<OutBatch> announced;  // one per distinct outgoing attribute set
+  bool empty() const { return withdrawn.empty() && announced.empty(); }
+  size_t announced_count() const;
+};
+
+// Why an import was refused (RFC 4271 §9.1.2, RFC 4456 §8).
+enum class ImportResult : uint8_t { Accepted, OwnAsInPath, OwnOriginatorId, OwnClusterId,
+                                    BadNextHop };
+std::string import_result_text(ImportResult r);
+
+// ---------------------------------------------------------------- the RIB
+class Rib {
+ public:
+  // `store` interns outgoing attribute sets; it must outlive the Rib and be the
+  // store incoming AttrRefs come from.
+  Rib(AttrStore& store, RibConfig cfg);
+  ~Rib();
+  Rib(const Rib&) = delete;
+  Rib& operator=(const Rib&) = delete;
+
+  const RibConfig& config() const;
+  uint32_t cluster_id() const;
+
+  // Peers. Ids are never reused; kLocalPeer is reserved.
+  PeerId add_peer(const PeerConfig& cfg);
+  void update_peer(PeerId id, const PeerConfig& cfg);  // export changes apply from the next export
+  void set_peer_router_id(PeerId id, IpAddress router_id);
+  void remove_peer(PeerId id);  // drops its routes (both families) and its Adj-RIB-Out
+  const PeerConfig& peer(PeerId id) const;
+  bool has_peer(PeerId id) const;
+  bool is_ebgp(PeerId id) const;
+  const PeerStats& stats(PeerId id) const;
+
+  // Adj-RIB-In. announce replaces the peer's previous path for each prefix
+  // (implicit withdraw); a path refused by the import rules withdraws the
+  // previous one. Returns the verdict (the same for every prefix of the batch).
+  ImportResult announce(PeerId id, Family fam, std::span<const Prefix> prefixes, const AttrRef& attrs);
+  void withdraw(PeerId id, Family fam, std::span<const Prefix> prefixes);
+  size_t withdraw_all(PeerId id, Family fam);  // returns how many paths went
+  // Iterates a peer's Adj-RIB-In (post-import) for a family.
+  void for_each_path_from(PeerId id, Family fam,
+                          const std::function<void(const Prefix&, const AttrRef&, bool stale)>& fn) const;
+
+  // Graceful restart helper (RFC 4724 §4.2).
+  size_t mark_stale(PeerId id, Family fam);   // returns paths marked
+  size_t sweep_stale(PeerId id, Family fam);  // removes those still stale; returns how many
+
+  // Loc-RIB.
+  size_t route_count(Family fam) const;  // prefixes with at least one path
+  size_t path_count(Family fam) const;
+  std::optional<RouteView> lookup(Family fam, const Prefix& p, bool with_reason = false) const;
+  void for_each_route(Family fam, const std::function<void(const RouteView&)>& fn,
+                      bool with_reason = false) const;
+
+  // Change tracking: prefixes whose best path or ECMP set changed since the
+  // last call for this family (each once, in first-change order).
+  std::vector<Prefix> take_changes(Family fam);
+  size_t pending_changes(Family fam) const;
+
+  // Adj-RIB-Out.
+  void peer_up(PeerId id);    // the session is established: starts an empty Adj-RIB-Out
+  void peer_down(PeerId id);  // forgets what was advertised (the session is gone)
+  bool is_up(PeerId id) const;
+  // What to send to `id` for `changed` prefixes (from take_changes): announces
+  // grouped by outgoing attribute set, and withdrawals. Updates the Adj-RIB-Out.
+  OutUpdate export_changes(PeerId id, Family fam, std::span<const Prefix> changed);
+  // Everything exportable to `id` (initial table after peer_up, or a route
+  // refresh): all of it is (re)announced; what is no longer exportable is withdrawn.
+  OutUpdate full_dump(PeerId id, Family fam);
+  // The outgoing attribute set in `id`'s Adj-RIB-Out for p (null if not advertised).
+  AttrRef advertised(PeerId id, Family fam, const Prefix& p) const;
+  size_t advertised_count(PeerId id, Family fam) const;
+
+  struct MemoryStats {
+    size_t table_bytes = 0;  // Loc-RIB slots
+    size_t path_bytes = 0;   // path arena
+    size_t out_bytes = 0;    // Adj-RIB-Out slots
+    size_t change_bytes = 0; // pending change list
+  };
+  MemoryStats memory() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tabby::bgp

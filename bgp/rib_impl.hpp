@@ -1,0 +1,341 @@
+// rib_impl.hpp — internal to the RIB (rib.cpp, adj_rib_out.cpp): the compact
+// prefix table, the path arena and the Rib::Impl state. Not a public header.
+//
+// Memory layout (the point of this file): a route is
+//   - one 12-byte slot (IPv4; 24 bytes IPv6) in an open-addressing table keyed by
+//     the packed prefix, holding the index of the entry's first path, at a load
+//     factor between 0.53 and 0.8 (growth x1.5);
+//   - one 16-byte Path per peer in a chunked arena (64 Ki paths per chunk, no
+//     copy on growth, a free list for reuse) holding the interned attribute set
+//     pointer (a counted reference), the next-path index, the peer id and flags;
+// so one route from one peer costs ~31-39 bytes plus its share of the attribute sets.
+// Invariants: a table entry exists iff it has at least one path; when it has
+// paths, the first one is the best (flag kBest); kMultipath marks the ECMP set.
+#pragma once
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "bgp/rib.hpp"
+#include "reflector/reflector.hpp"
+
+namespace tabby::bgp::detail {
+
+inline constexpr uint32_t kNil = 0xFFFFFFFFu;
+
+// ---------------------------------------------------------------- packed keys
+inline constexpr uint8_t kUsed = 0x80;   // slot occupied
+inline constexpr uint8_t kDirty = 0x01;  // Loc-RIB: prefix is in the change list
+
+struct Key4 {
+  uint32_t addr = 0;  // host order
+  uint8_t len = 0;
+  uint8_t flags = 0;  // not part of the identity
+  uint16_t spare = 0;
+  bool same(const Key4& o) const { return addr == o.addr && len == o.len; }
+  uint64_t hash() const {
+    uint64_t x = (static_cast<uint64_t>(addr) << 8 | len) + 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+  }
+  static Key4 of(const Prefix& p) {
+    Key4 k;
+    k.addr = p.addr().v4_host_order();
+    k.len = p.len();
+    return k;
+  }
+  Prefix prefix() const { return Prefix(IpAddress::v4(addr), len); }
+};
+static_assert(sizeof(Key4) == 8);
+
+struct Key6 {
+  uint8_t bytes[16] = {};
+  uint8_t len = 0;
+  uint8_t flags = 0;
+  uint16_t spare = 0;
+  bool same(const Key6& o) const { return len == o.len && std::memcmp(bytes, o.bytes, 16) == 0; }
+  uint64_t hash() const {
+    uint64_t a, b;
+    std::memcpy(&a, bytes, 8);
+    std::memcpy(&b, bytes + 8, 8);
+    uint64_t x = a * 0x9E3779B97F4A7C15ULL ^ (b + len) * 0xC2B2AE3D27D4EB4FULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+  }
+  static Key6 of(const Prefix& p) {
+    Key6 k;
+    std::memcpy(k.bytes, p.addr().bytes().data(), 16);
+    k.len = p.len();
+    return k;
+  }
+  Prefix prefix() const { return Prefix(IpAddress::v6_bytes(bytes), len); }
+};
+static_assert(sizeof(Key6) == 20);
+
+// ---------------------------------------------------------------- prefix table
+// Open addressing, linear probing, backward-shift deletion, any capacity
+// (index = high bits of hash * capacity). Slots come from calloc, so untouched
+// pages cost nothing. V must be trivially copyable.
+template <class K, class V>
+class PrefixMap {
+ public:
+  struct Slot {
+    K key;
+    V val;
+  };
+
+  PrefixMap() = default;
+  PrefixMap(const PrefixMap&) = delete;
+  PrefixMap& operator=(const PrefixMap&) = delete;
+  PrefixMap(PrefixMap&& o) noexcept { swap(o); }
+  PrefixMap& operator=(PrefixMap&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~PrefixMap() { std::free(slots_); }
+
+  size_t size() const { return size_; }
+  size_t capacity() const { return cap_; }
+  size_t bytes() const { return cap_ * sizeof(Slot); }
+
+  Slot* find(const K& k) const {
+    if (cap_ == 0) return nullptr;
+    for (size_t i = home(k);; i = next(i)) {
+      Slot& s = slots_[i];
+      if (!(s.key.flags & kUsed)) return nullptr;
+      if (s.key.same(k)) return &s;
+    }
+  }
+
+  // Finds or inserts k (val = init). The returned pointer is valid until the next insert or erase.
+  std::pair<Slot*, bool> insert(const K& k, V init) {
+    if ((size_ + 1) * 5 > cap_ * 4) grow();
+    for (size_t i = home(k);; i = next(i)) {
+      Slot& s = slots_[i];
+      if (!(s.key.flags & kUsed)) {
+        s.key = k;
+        s.key.flags = kUsed;
+        s.val = init;
+        ++size_;
+        return {&s, true};
+      }
+      if (s.key.same(k)) return {&s, false};
+    }
+  }
+
+  void erase(Slot* s) {
+    size_t i = static_cast<size_t>(s - slots_);
+    for (size_t j = next(i);; j = next(j)) {
+      Slot& sj = slots_[j];
+      if (!(sj.key.flags & kUsed)) break;
+      size_t h = home(sj.key);
+      // sj may move to the hole at i unless its home lies cyclically in (i, j].
+      bool home_between = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+      if (!home_between) {
+        slots_[i] = sj;
+        i = j;
+      }
+    }
+    std::memset(static_cast<void*>(&slots_[i]), 0, sizeof(Slot));
+    --size_;
+  }
+
+  template <class F>
+  void for_each(F&& f) const {
+    for (size_t i = 0; i < cap_; ++i)
+      if (slots_[i].key.flags & kUsed) f(slots_[i]);
+  }
+
+  void clear() {
+    std::free(slots_);
+    slots_ = nullptr;
+    cap_ = size_ = 0;
+  }
+
+ private:
+  size_t home(const K& k) const {
+    return static_cast<size_t>((static_cast<unsigned __int128>(k.hash()) * cap_) >> 64);
+  }
+  size_t next(size_t i) const { return i + 1 == cap_ ? 0 : i + 1; }
+  void grow() {
+    size_t ncap = cap_ < 64 ? 64 : cap_ + cap_ / 2;
+    auto* ns = static_cast<Slot*>(std::calloc(ncap, sizeof(Slot)));
+    if (!ns) throw std::bad_alloc();
+    Slot* old = slots_;
+    size_t ocap = cap_;
+    slots_ = ns;
+    cap_ = ncap;
+    for (size_t i = 0; i < ocap; ++i) {
+      if (!(old[i].key.flags & kUsed)) continue;
+      size_t j = home(old[i].key);
+      while (slots_[j].key.flags & kUsed) j = next(j);
+      slots_[j] = old[i];
+    }
+    std::free(old);
+  }
+  void swap(PrefixMap& o) {
+    std::swap(slots_, o.slots_);
+    std::swap(cap_, o.cap_);
+    std::swap(size_, o.size_);
+  }
+
+  Slot* slots_ = nullptr;
+  size_t cap_ = 0;
+  size_t size_ = 0;
+};
+
+// ---------------------------------------------------------------- paths
+inline constexpr uint8_t kBest = 0x01;
+inline constexpr uint8_t kMultipath = 0x02;
+inline constexpr uint8_t kStale = 0x04;
+
+struct Path {
+  const AttrNode* attrs;  // a counted reference (retain/release)
+  uint32_t next;          // next path of the same prefix, or kNil
+  PeerId peer;
+  uint8_t flags;
+  uint8_t spare;
+};
+static_assert(sizeof(Path) == 16);
+
+inline void retain(const AttrNode* n) { ++n->refs; }
+inline void release(const AttrNode* n) {
+  if (--n->refs == 0) n->store->erase(n);
+}
+
+// Chunked arena of paths: indices are stable, growth never copies.
+class PathPool {
+ public:
+  static constexpr uint32_t kChunkBits = 16;
+  static constexpr uint32_t kChunkSize = 1u << kChunkBits;
+
+  PathPool() = default;
+  PathPool(const PathPool&) = delete;
+  PathPool& operator=(const PathPool&) = delete;
+  ~PathPool() {
+    for (Path* c : chunks_) std::free(c);
+  }
+
+  Path& operator[](uint32_t i) { return chunks_[i >> kChunkBits][i & (kChunkSize - 1)]; }
+  const Path& operator[](uint32_t i) const { return chunks_[i >> kChunkBits][i & (kChunkSize - 1)]; }
+
+  uint32_t alloc() {
+    ++live_;
+    if (free_ != kNil) {
+      uint32_t i = free_;
+      free_ = (*this)[i].next;
+      return i;
+    }
+    if ((used_ & (kChunkSize - 1)) == 0 && (used_ >> kChunkBits) == chunks_.size()) {
+      auto* c = static_cast<Path*>(std::malloc(sizeof(Path) * kChunkSize));
+      if (!c) throw std::bad_alloc();
+      chunks_.push_back(c);
+    }
+    return used_++;
+  }
+  void free(uint32_t i) {
+    --live_;
+    (*this)[i].next = free_;
+    (*this)[i].attrs = nullptr;
+    free_ = i;
+  }
+  size_t live() const { return live_; }
+  size_t bytes() const { return chunks_.size() * sizeof(Path) * kChunkSize; }
+
+ private:
+  std::vector<Path*> chunks_;
+  uint32_t used_ = 0;
+  uint32_t free_ = kNil;
+  size_t live_ = 0;
+};
+
+// ---------------------------------------------------------------- per-family state
+template <class K>
+struct LocTable {
+  PrefixMap<K, uint32_t> map;  // prefix -> first path (the best)
+  std::vector<K> dirty;        // change list (keys, flags cleared)
+  size_t paths = 0;
+};
+
+template <class K>
+using OutMap = PrefixMap<K, const AttrNode*>;  // prefix -> advertised set (counted)
+
+struct PeerState {
+  PeerConfig cfg;
+  bool exists = false;
+  bool up = false;
+  bool ebgp = false;
+  reflector::PeerRole role = reflector::PeerRole::Local;
+  uint32_t rid = 0;  // router ID, host order
+  PeerStats stats;
+  OutMap<Key4> out4;
+  OutMap<Key6> out6;
+};
+
+inline int fam_index(Family f) { return f.afi == Afi::Ipv4 ? 0 : 1; }
+
+}  // namespace tabby::bgp::detail
+
+namespace tabby::bgp {
+
+struct Rib::Impl {
+  AttrStore& store;
+  RibConfig cfg;
+  uint32_t rid = 0;
+  uint32_t cluster = 0;
+  std::vector<detail::PeerState> peers;  // index = PeerId; [0] = local
+  detail::PathPool pool;
+  detail::LocTable<detail::Key4> t4;
+  detail::LocTable<detail::Key6> t6;
+
+  // Scratch buffers reused by the decision process (single-threaded).
+  std::vector<PathCandidate> cand;
+  std::vector<uint32_t> cand_idx;
+  std::vector<std::pair<uint32_t, const AttrNode*>> snap_old, snap_new;
+
+  Impl(AttrStore& s, RibConfig c);
+  ~Impl();
+
+  template <class K>
+  detail::LocTable<K>& table();
+  template <class K>
+  detail::OutMap<K>& out(detail::PeerState& p);
+
+  detail::PeerState& peer(PeerId id);
+  void fill_candidate(PathCandidate& c, const detail::Path& p) const;
+
+  // Loc-RIB operations on one prefix.
+  template <class K>
+  void upsert(const K& k, PeerId peer, const AttrNode* attrs);
+  template <class K>
+  bool remove(const K& k, PeerId peer);
+  template <class K>
+  void recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot);
+  template <class K>
+  void mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot);
+  template <class K>
+  void snapshot(uint32_t head, std::vector<std::pair<uint32_t, const AttrNode*>>& out) const;
+  template <class K>
+  RouteView view(const K& k, uint32_t head, bool with_reason) const;
+
+  // Adj-RIB-Out (adj_rib_out.cpp).
+  template <class K>
+  OutUpdate export_keys(PeerId id, Family fam, std::span<const Prefix> changed, bool all);
+};
+
+template <>
+inline detail::LocTable<detail::Key4>& Rib::Impl::table<detail::Key4>() { return t4; }
+template <>
+inline detail::LocTable<detail::Key6>& Rib::Impl::table<detail::Key6>() { return t6; }
+template <>
+inline detail::OutMap<detail::Key4>& Rib::Impl::out<detail::Key4>(detail::PeerState& p) { return p.out4; }
+template <>
+inline detail::OutMap<detail::Key6>& Rib::Impl::out<detail::Key6>(detail::PeerState& p) { return p.out6; }
+
+}  // namespace tabby::bgp

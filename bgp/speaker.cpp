@@ -1,0 +1,852 @@
+// speaker.cpp — the BGP speaker runtime (I/O shell): one io_context thread runs
+// every peer's session. It carries out the pure FSM's actions (connect, send,
+// close, timers), frames and decodes messages with the codec, feeds UPDATEs to
+// the RIB, and sends the RIB's Adj-RIB-Out batches packed by the codec.
+//
+// Invariants:
+//  - Every async handler captures a weak "life" token of the object it touches
+//    and returns at once if that object is gone (peers can be removed by a
+//    reload while operations are pending).
+//  - RIB changes are exported in one pass per event-loop turn (flush()), so a
+//    burst of UPDATEs becomes few outgoing UPDATEs and one dataplane callback.
+// RFC 4271 §8 (FSM driving), §9 (UPDATE processing), RFC 4724 (graceful
+// restart, both roles), RFC 2918/7313 (route refresh), RFC 4760 (families).
+#include "bgp/speaker.hpp"
+
+#include <ifaddrs.h>
+#include <net/if.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "bgp/codec.hpp"
+#include "bgp/fsm.hpp"
+#include "bgp/rib.hpp"
+#include "bgp/transport.hpp"
+
+namespace tabby::bgp {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using Life = std::shared_ptr<int>;
+using LifeRef = std::weak_ptr<int>;
+
+namespace {
+
+void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+
+constexpr Family kFamilies[] = {kIpv4Unicast, kIpv6Unicast};
+
+bool has_family(const std::vector<Family>& v, Family f) { return std::find(v.begin(), v.end(), f) != v.end(); }
+
+// A global (or, failing that, any) address of `want` family on the interface
+// that holds `local`: the next hop we announce for the other family of a
+// session (e.g. IPv6 routes over an IPv4 session), as BIRD does.
+std::optional<IpAddress> sibling_address(const IpAddress& local, IpFamily want) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return std::nullopt;
+  std::string ifname;
+  for (auto* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr) continue;
+    IpAddress a;
+    if (i->ifa_addr->sa_family == AF_INET)
+      a = IpAddress::v4_bytes(reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr));
+    else if (i->ifa_addr->sa_family == AF_INET6)
+      a = IpAddress::v6_bytes(reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr));
+    else continue;
+    if (a == local) ifname = i->ifa_name;
+  }
+  std::optional<IpAddress> best;
+  for (auto* i = list; i && !ifname.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr || ifname != i->ifa_name) continue;
+    if (want == IpFamily::V6 && i->ifa_addr->sa_family == AF_INET6) {
+      auto a = IpAddress::v6_bytes(reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr));
+      if (!a.is_link_local()) best = a;
+    } else if (want == IpFamily::V4 && i->ifa_addr->sa_family == AF_INET) {
+      best = IpAddress::v4_bytes(reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr));
+    }
+    if (best) break;
+  }
+  freeifaddrs(list);
+  return best;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- one peer
+struct Peer {
+  struct ConnTimers {
+    explicit ConnTimers(asio::io_context& io) : hold(io), keepalive(io) {}
+    asio::steady_timer hold, keepalive;
+    Clock::time_point hold_deadline{};
+    bool hold_armed = false;
+  };
+
+  Peer(asio::io_context& io, NeighborConfig c, PeerId id, SessionConfig sc)
+      : cfg(std::move(c)), rib_id(id), fsm(std::move(sc)), connect_retry(io), gr_timer(io) {}
+
+  NeighborConfig cfg;
+  PeerId rib_id;
+  PeerSession fsm;
+  Life life = std::make_shared<int>(0);
+  std::map<ConnId, std::shared_ptr<Connection>> conns;
+  std::map<ConnId, std::unique_ptr<ConnTimers>> timers;
+  std::shared_ptr<tcp::socket> pending_connect;
+  asio::steady_timer connect_retry;
+  asio::steady_timer gr_timer;                  // RFC 4724 §4.2 restart timer (helper role)
+  std::set<Family> stale_families;              // marked stale, awaiting End-of-RIB or the timer
+  std::set<Family> eor_received;
+  DecodeCache cache;
+  Actions scratch;
+  std::string state = "Idle";
+  std::chrono::system_clock::time_point since = std::chrono::system_clock::now();
+  std::string last_error;
+  uint32_t flaps = 0;
+  std::optional<NegotiatedSession> session;     // while Established
+  ConnId session_conn = kNoConn;
+  std::vector<Family> families;                 // negotiated
+  std::string type() const {
+    if (!cfg.description.empty()) return cfg.description;
+    return "";
+  }
+};
+
+// ---------------------------------------------------------------- the speaker
+struct Speaker::Impl {
+  Impl(asio::io_context& io, SpeakerConfig c) : io(io), cfg(std::move(c)) {}
+
+  asio::io_context& io;
+  SpeakerConfig cfg;
+  Life life = std::make_shared<int>(0);
+  // Declaration order matters: the store must outlive everything holding AttrRefs.
+  AttrStore store;
+  std::unique_ptr<Rib> rib;
+  std::vector<std::unique_ptr<tcp::acceptor>> listeners;
+  std::map<IpAddress, std::unique_ptr<Peer>> peers;
+  uint64_t next_conn_id = 1;
+  bool flush_posted = false;
+  bool stopped = false;
+  std::function<void(const std::vector<BestRouteChange>&)> on_best;
+  std::vector<uint8_t> out_buf;
+
+  // -------------------------------------------------------------- setup
+  RibConfig rib_config() const {
+    RibConfig rc;
+    rc.local_as = cfg.asn;
+    rc.router_id = cfg.router_id;
+    if (cfg.cluster_id) rc.cluster_id = cfg.cluster_id->v4_host_order();
+    return rc;
+  }
+
+  SessionConfig session_config(const NeighborConfig& n) const {
+    SessionConfig s;
+    s.local_as = cfg.asn;
+    s.local_router_id = cfg.router_id;
+    s.peer_as = n.asn;
+    s.hold_time = n.hold_time;
+    s.keepalive_time = n.keepalive_time;
+    s.connect_retry_ms = uint32_t{n.connect_retry_time} * 1000;
+    s.passive = n.passive;
+    s.families = n.families;
+    s.graceful_restart.enabled = cfg.graceful_restart;
+    s.graceful_restart.restart_time = cfg.restart_time;
+    s.graceful_restart.max_restart_time = n.max_restart_time;
+    // RFC 4271 §10: jitter ConnectRetry and Keepalive by 0.75-1.0.
+    s.jitter = [](uint32_t ms) { return ms - static_cast<uint32_t>((uint64_t{ms} * (std::rand() % 250)) / 1000); };
+    return s;
+  }
+
+  PeerConfig rib_peer_config(const NeighborConfig& n) const {
+    PeerConfig p;
+    p.address = n.address;
+    p.asn = n.asn;
+    p.rr_client = n.route_reflector_client;
+    p.next_hop = n.next_hop_mode;
+    p.export_filter = n.export_filter;
+    return p;
+  }
+
+  Status start() {
+    rib = std::make_unique<Rib>(store, rib_config());
+    if (auto st = listen(); !st) return st;
+    originate({}, cfg.announcements);
+    for (const auto& n : cfg.peers) add_peer(n);
+    return {};
+  }
+
+  Status listen() {
+    if (cfg.listen_port == 0) return {};
+    std::vector<tcp::endpoint> eps;
+    if (cfg.listen_address) {
+      eps.emplace_back(to_asio(*cfg.listen_address), cfg.listen_port);
+    } else {
+      eps.emplace_back(asio::ip::address_v6::any(), cfg.listen_port);  // dual-stack
+    }
+    for (const auto& ep : eps) {
+      auto a = std::make_unique<tcp::acceptor>(io);
+      boost::system::error_code ec;
+      a->open(ep.protocol(), ec);
+      if (!ec && ep.address().is_v6() && !cfg.listen_address) a->set_option(asio::ip::v6_only(false), ec);
+      if (!ec) a->set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec) a->bind(ep, ec);
+      if (ec && !cfg.listen_address && ep.address().is_v6()) {
+        // No IPv6 in this namespace: fall back to IPv4 only.
+        a = std::make_unique<tcp::acceptor>(io);
+        tcp::endpoint v4(asio::ip::address_v4::any(), cfg.listen_port);
+        ec = {};
+        a->open(v4.protocol(), ec);
+        if (!ec) a->set_option(asio::socket_base::reuse_address(true), ec);
+        if (!ec) a->bind(v4, ec);
+      }
+      if (!ec) a->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec)
+        return fail_msg("cannot listen for BGP on " +
+                        (cfg.listen_address ? cfg.listen_address->str() : std::string("all addresses")) + " port " +
+                        std::to_string(cfg.listen_port) + ": " + ec.message());
+      listeners.push_back(std::move(a));
+      accept(*listeners.back());
+    }
+    return {};
+  }
+
+  void set_md5_keys(const NeighborConfig& n, bool remove) {
+    for (auto& a : listeners) {
+      if (n.password.empty()) continue;
+      auto st = set_listener_md5(*a, n.address, remove ? std::string() : n.password);
+      if (!st) log("peer " + n.address.str() + ": " + st.error().message);
+    }
+  }
+
+  void accept(tcp::acceptor& a) {
+    a.async_accept([this, &a, alive = LifeRef(life)](const boost::system::error_code& ec, tcp::socket s) {
+      if (alive.expired() || ec == asio::error::operation_aborted) return;
+      if (!ec) on_accept(std::move(s));
+      if (!stopped) accept(a);
+    });
+  }
+
+  void on_accept(tcp::socket s) {
+    boost::system::error_code ec;
+    auto remote = s.remote_endpoint(ec);
+    if (ec) return;
+    IpAddress addr = to_ip(remote.address());
+    auto it = peers.find(addr);
+    if (it == peers.end() || stopped) {
+      // RFC 4271 §8: connections from unconfigured addresses are refused.
+      s.close(ec);
+      return;
+    }
+    Peer& p = *it->second;
+    if (auto st = apply_accepted_ttl(s, addr, p.cfg.ttl_security_hops); !st) log(st.error().message);
+    ConnId id = next_conn_id++;
+    auto conn = std::make_shared<Connection>(std::move(s), id);
+    adopt(p, conn);
+    handle(p, ev::TcpConnectionConfirmed{id});
+  }
+
+  // -------------------------------------------------------------- peers
+  void add_peer(const NeighborConfig& n) {
+    PeerId id = rib->add_peer(rib_peer_config(n));
+    auto p = std::make_unique<Peer>(io, n, id, session_config(n));
+    Peer& ref = *p;
+    peers[n.address] = std::move(p);
+    set_md5_keys(n, false);
+    handle(ref, ev::ManualStart{});
+  }
+
+  void remove_peer(const IpAddress& addr, const std::string& why) {
+    auto it = peers.find(addr);
+    if (it == peers.end()) return;
+    Peer& p = *it->second;
+    // RFC 4486: Cease/Peer De-configured.
+    if (p.session_conn != kNoConn) {
+      auto c = p.conns.find(p.session_conn);
+      if (c != p.conns.end()) {
+        out_buf.clear();
+        encode(make_shutdown_notification(cease_sub::PeerDeconfigured, why), CodecContext{}, out_buf);
+        c->second->send(std::move(out_buf));
+        out_buf = {};
+      }
+    }
+    for (auto& [id, c] : p.conns) c->close_after_flush();
+    if (p.pending_connect) {
+      boost::system::error_code ec;
+      p.pending_connect->close(ec);
+    }
+    set_md5_keys(p.cfg, true);
+    rib->remove_peer(p.rib_id);
+    peers.erase(it);
+    schedule_flush();
+  }
+
+  void adopt(Peer& p, const std::shared_ptr<Connection>& conn) {
+    ConnId id = conn->id();
+    p.conns[id] = conn;
+    p.timers[id] = std::make_unique<Peer::ConnTimers>(io);
+    LifeRef alive = p.life;
+    Peer* pp = &p;
+    conn->start(
+        [this, pp, id, alive](std::span<const uint8_t> bytes) {
+          if (alive.expired()) return false;
+          return on_message(*pp, id, bytes);
+        },
+        [this, pp, id, alive](const std::string& why) {
+          if (alive.expired()) return;
+          handle(*pp, ev::TcpConnectionFails{id, why});
+        });
+  }
+
+  // -------------------------------------------------------------- FSM driving
+  template <class E>
+  void handle(Peer& p, E&& e) {
+    LifeRef alive = p.life;
+    Actions acts;
+    p.fsm.handle(Event(std::forward<E>(e)), acts);
+    run(p, acts);
+    if (alive.expired()) return;
+    std::string st = p.fsm.state_str();
+    if (st != p.state) {
+      p.state = st;
+      p.since = std::chrono::system_clock::now();
+    }
+    if (!p.fsm.last_error().empty()) p.last_error = p.fsm.last_error();
+  }
+
+  CodecContext ctx_of(const Peer& p) const { return p.session ? p.session->codec : CodecContext{}; }
+
+  void run(Peer& p, Actions& acts) {
+    for (auto& a : acts) {
+      std::visit([&](auto& x) { act(p, x); }, a);
+    }
+  }
+
+  void act(Peer& p, act::Connect&) { connect(p); }
+
+  void act(Peer& p, act::CancelConnect&) {
+    if (p.pending_connect) {
+      boost::system::error_code ec;
+      p.pending_connect->close(ec);
+      p.pending_connect.reset();
+    }
+  }
+
+  void act(Peer& p, act::Send& s) {
+    auto it = p.conns.find(s.conn);
+    if (it == p.conns.end()) return;
+    std::vector<uint8_t> buf;
+    encode(s.msg, ctx_of(p), buf);
+    it->second->send(std::move(buf));
+  }
+
+  void act(Peer& p, act::Close& c) {
+    auto it = p.conns.find(c.conn);
+    if (it != p.conns.end()) {
+      it->second->close_after_flush();
+      p.conns.erase(it);
+    }
+    p.timers.erase(c.conn);
+  }
+
+  asio::steady_timer* timer_of(Peer& p, TimerKind k, ConnId c) {
+    if (k == TimerKind::ConnectRetry) return &p.connect_retry;
+    auto it = p.timers.find(c);
+    if (it == p.timers.end()) return nullptr;
+    return k == TimerKind::Hold ? &it->second->hold : &it->second->keepalive;
+  }
+
+  void act(Peer& p, act::StartTimer& t) {
+    auto* timer = timer_of(p, t.timer, t.conn);
+    if (!timer) return;
+    auto deadline = Clock::now() + std::chrono::milliseconds(t.ms);
+    if (t.timer == TimerKind::Hold) {
+      // Hold restarts come with every received message: keep the armed timer
+      // and only move the deadline; the expiry handler re-arms if it is early.
+      auto& ct = *p.timers[t.conn];
+      bool rearm = !ct.hold_armed || deadline < ct.hold_deadline;
+      ct.hold_deadline = deadline;
+      if (!rearm) return;
+      ct.hold_armed = true;
+      arm_hold(p, t.conn);
+      return;
+    }
+    timer->expires_at(deadline);
+    LifeRef alive = p.life;
+    Peer* pp = &p;
+    TimerKind kind = t.timer;
+    ConnId conn = t.conn;
+    timer->async_wait([this, pp, alive, kind, conn](const boost::system::error_code& ec) {
+      if (ec || alive.expired()) return;
+      if (kind == TimerKind::ConnectRetry) handle(*pp, ev::ConnectRetryTimerExpires{});
+      else handle(*pp, ev::KeepaliveTimerExpires{conn});
+    });
+  }
+
+  void arm_hold(Peer& p, ConnId conn) {
+    auto& ct = *p.timers[conn];
+    ct.hold.expires_at(ct.hold_deadline);
+    LifeRef alive = p.life;
+    Peer* pp = &p;
+    ct.hold.async_wait([this, pp, alive, conn](const boost::system::error_code& ec) {
+      if (ec || alive.expired()) return;
+      auto it = pp->timers.find(conn);
+      if (it == pp->timers.end() || !it->second->hold_armed) return;
+      if (Clock::now() < it->second->hold_deadline) {
+        arm_hold(*pp, conn);  // refreshed since armed
+        return;
+      }
+      it->second->hold_armed = false;
+      handle(*pp, ev::HoldTimerExpires{conn});
+    });
+  }
+
+  void act(Peer& p, act::StopTimer& t) {
+    if (t.timer == TimerKind::Hold) {
+      auto it = p.timers.find(t.conn);
+      if (it != p.timers.end()) {
+        it->second->hold_armed = false;
+        it->second->hold.cancel();
+      }
+      return;
+    }
+    if (auto* timer = timer_of(p, t.timer, t.conn)) timer->cancel();
+  }
+
+  void act(Peer& p, act::SessionEstablished& e) {
+    p.session = e.session;
+    p.session_conn = e.conn;
+    p.families = e.session.families;
+    p.eor_received.clear();
+    p.cache.clear();
+    auto conn = p.conns.at(e.conn);
+    // Next hop self addresses for this session, per family.
+    PeerConfig rc = rib_peer_config(p.cfg);
+    IpAddress local = conn->local_address();
+    if (local.is_v4()) {
+      rc.local_v4 = local;
+      rc.local_v6 = sibling_address(local, IpFamily::V6);
+    } else {
+      rc.local_v6 = local;
+      rc.local_v4 = sibling_address(local, IpFamily::V4);
+    }
+    rib->update_peer(p.rib_id, rc);
+    rib->set_peer_router_id(p.rib_id, e.session.peer_router_id);
+    log("peer " + p.cfg.address.str() + " established (AS " + std::to_string(e.session.peer_as) + ", hold " +
+        std::to_string(e.session.hold_time) + "s)");
+    // RFC 4724 §4.2: the peer came back after a restart. Families it did not
+    // preserve forwarding state for are flushed now; the others wait for its
+    // End-of-RIB (or the restart timer).
+    if (!p.stale_families.empty()) {
+      auto preserved = gr_forwarding_preserved(e.session);
+      for (auto it = p.stale_families.begin(); it != p.stale_families.end();) {
+        if (!has_family(preserved, *it) || !has_family(p.families, *it)) {
+          rib->sweep_stale(p.rib_id, *it);
+          it = p.stale_families.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (p.stale_families.empty()) p.gr_timer.cancel();
+    }
+    rib->peer_up(p.rib_id);
+    // Initial table, then End-of-RIB per family (RFC 4724 §2).
+    for (Family f : p.families) {
+      send_out(p, f, rib->full_dump(p.rib_id, f));
+      std::vector<uint8_t> eor;
+      encode(make_end_of_rib(f), ctx_of(p), eor);
+      conn->send(std::move(eor));
+    }
+    schedule_flush();
+  }
+
+  void act(Peer& p, act::SessionDown& d) {
+    log("peer " + p.cfg.address.str() + " down: " + d.info.reason);
+    p.last_error = d.info.reason;
+    p.flaps++;
+    p.session.reset();
+    p.session_conn = kNoConn;
+    rib->peer_down(p.rib_id);
+    // RFC 4724 §4.2 (helper): keep the families the peer asked us to keep,
+    // marked stale, for its restart time; flush the rest.
+    for (Family f : kFamilies) {
+      if (has_family(d.info.retain_stale, f)) {
+        rib->mark_stale(p.rib_id, f);
+        p.stale_families.insert(f);
+      } else {
+        rib->withdraw_all(p.rib_id, f);
+        p.stale_families.erase(f);
+      }
+    }
+    if (!p.stale_families.empty()) {
+      log("peer " + p.cfg.address.str() + ": keeping its routes as stale for up to " +
+          std::to_string(d.info.restart_time) + "s (graceful restart)");
+      p.gr_timer.expires_after(std::chrono::seconds(d.info.restart_time));
+      LifeRef alive = p.life;
+      Peer* pp = &p;
+      p.gr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
+        if (ec || alive.expired()) return;
+        for (Family f : pp->stale_families) {
+          size_t n = rib->sweep_stale(pp->rib_id, f);
+          log("peer " + pp->cfg.address.str() + ": restart time over, " + std::to_string(n) + " stale " +
+              family_name(f) + " routes removed");
+        }
+        pp->stale_families.clear();
+        schedule_flush();
+      });
+    }
+    schedule_flush();
+  }
+
+  // -------------------------------------------------------------- connecting
+  void connect(Peer& p) {
+    auto sock = std::make_shared<tcp::socket>(io);
+    boost::system::error_code ec;
+    const auto& n = p.cfg;
+    sock->open(n.address.is_v4() ? tcp::v4() : tcp::v6(), ec);
+    SocketOptions o;
+    o.md5_password = n.password;
+    o.ttl_security_hops = n.ttl_security_hops;
+    if (!ec) {
+      if (auto st = apply_socket_options(*sock, n.address, o); !st) {
+        log("peer " + n.address.str() + ": " + st.error().message);
+      }
+    }
+    if (!ec && n.local_address) sock->bind(tcp::endpoint(to_asio(*n.local_address), 0), ec);
+    if (ec) {
+      std::string why = "cannot open a connection: " + ec.message();
+      asio::post(io, [this, pp = &p, alive = LifeRef(p.life), why] {
+        if (!alive.expired()) handle(*pp, ev::TcpConnectFailed{why});
+      });
+      return;
+    }
+    p.pending_connect = sock;
+    tcp::endpoint ep(to_asio(n.address), n.port);
+    sock->async_connect(ep, [this, pp = &p, alive = LifeRef(p.life), sock](const boost::system::error_code& ec) {
+      if (alive.expired() || pp->pending_connect != sock) return;  // cancelled
+      pp->pending_connect.reset();
+      if (ec) {
+        handle(*pp, ev::TcpConnectFailed{ec.message()});
+        return;
+      }
+      ConnId id = next_conn_id++;
+      auto conn = std::make_shared<Connection>(std::move(*sock), id);
+      adopt(*pp, conn);
+      handle(*pp, ev::TcpCrAcked{id});
+    });
+  }
+
+  // -------------------------------------------------------------- receiving
+  bool on_message(Peer& p, ConnId conn, std::span<const uint8_t> bytes) {
+    LifeRef alive = p.life;
+    auto hdr = check_header(bytes.first(std::min<size_t>(bytes.size(), kHeaderSize)));
+    if (!hdr) {
+      handle(p, ev::BgpHeaderErr{conn, hdr.error()});
+      return false;
+    }
+    auto type = static_cast<MessageType>(bytes[18]);
+    auto msg = decode(bytes, ctx_of(p), store, &p.cache);
+    if (!msg) {
+      NotifyError err = msg.error();
+      if (err.code == static_cast<uint8_t>(ErrorCode::MessageHeader)) handle(p, ev::BgpHeaderErr{conn, err});
+      else if (type == MessageType::Open) handle(p, ev::BgpOpenMsgErr{conn, err});
+      else handle(p, ev::UpdateMsgErr{conn, err});
+      return false;
+    }
+    bool keep_reading = true;
+    std::visit(
+        [&](auto& m) {
+          using T = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<T, OpenMessage>) {
+            handle(p, ev::BgpOpen{conn, std::move(m)});
+          } else if constexpr (std::is_same_v<T, KeepaliveMessage>) {
+            handle(p, ev::KeepAliveMsg{conn});
+          } else if constexpr (std::is_same_v<T, NotificationMessage>) {
+            handle(p, ev::NotifMsg{conn, std::move(m)});
+            keep_reading = false;
+          } else if constexpr (std::is_same_v<T, UpdateMessage>) {
+            handle(p, ev::UpdateMsg{conn});
+            if (!alive.expired() && p.fsm.established_conn() == conn) process_update(p, m);
+          } else if constexpr (std::is_same_v<T, RouteRefreshMessage>) {
+            handle(p, ev::RouteRefreshMsg{conn});
+            if (!alive.expired() && p.fsm.established_conn() == conn) route_refresh(p, m);
+          }
+        },
+        *msg);
+    if (alive.expired()) return false;
+    return keep_reading && p.conns.count(conn);
+  }
+
+  void process_update(Peer& p, const UpdateMessage& u) {
+    if (auto eor = end_of_rib_family(u)) {
+      p.eor_received.insert(*eor);
+      // RFC 4724 §4.2: End-of-RIB from a restarted peer ends the stale period.
+      if (p.stale_families.erase(*eor)) {
+        size_t n = rib->sweep_stale(p.rib_id, *eor);
+        if (n) log("peer " + p.cfg.address.str() + ": End-of-RIB, " + std::to_string(n) + " stale routes removed");
+        if (p.stale_families.empty()) p.gr_timer.cancel();
+      }
+      schedule_flush();
+      return;
+    }
+    if (!u.attrs_discarded.empty())
+      log("peer " + p.cfg.address.str() + ": attributes discarded (RFC 7606): " + u.attrs_discarded.front());
+    if (!u.withdrawn.empty()) rib->withdraw(p.rib_id, kIpv4Unicast, u.withdrawn);
+    if (u.mp_unreach_family && !u.mp_withdrawn.empty()) rib->withdraw(p.rib_id, *u.mp_unreach_family, u.mp_withdrawn);
+    if (u.treat_as_withdraw) {
+      // RFC 7606 §2: every NLRI of the UPDATE is handled as withdrawn.
+      log("peer " + p.cfg.address.str() + ": UPDATE treated as withdraw (RFC 7606): " + u.treat_as_withdraw_reason);
+      if (!u.nlri.empty()) rib->withdraw(p.rib_id, kIpv4Unicast, u.nlri);
+      if (u.mp_reach_family && !u.mp_reach_nlri.empty()) rib->withdraw(p.rib_id, *u.mp_reach_family, u.mp_reach_nlri);
+    } else if (u.attrs) {
+      if (!u.nlri.empty()) rib->announce(p.rib_id, kIpv4Unicast, u.nlri, u.attrs);
+      if (u.mp_reach_family && !u.mp_reach_nlri.empty()) {
+        if (has_family(p.families, *u.mp_reach_family)) rib->announce(p.rib_id, *u.mp_reach_family, u.mp_reach_nlri, u.attrs);
+      }
+    }
+    schedule_flush();
+  }
+
+  void route_refresh(Peer& p, const RouteRefreshMessage& m) {
+    if (m.subtype != RouteRefreshMessage::Subtype::Normal || !has_family(p.families, m.family)) return;
+    auto conn = p.conns.find(p.session_conn);
+    if (conn == p.conns.end()) return;
+    bool enhanced = p.session && p.session->enhanced_route_refresh;
+    std::vector<uint8_t> buf;
+    // RFC 7313 §4: bracket the re-advertisement with BoRR / EoRR.
+    if (enhanced) encode(RouteRefreshMessage{m.family, RouteRefreshMessage::Subtype::BeginOfRib}, ctx_of(p), buf);
+    conn->second->send(std::move(buf));
+    send_out(p, m.family, rib->full_dump(p.rib_id, m.family));
+    if (enhanced) {
+      std::vector<uint8_t> end;
+      encode(RouteRefreshMessage{m.family, RouteRefreshMessage::Subtype::EndOfRib}, ctx_of(p), end);
+      conn->second->send(std::move(end));
+    }
+  }
+
+  // -------------------------------------------------------------- sending
+  void send_out(Peer& p, Family f, const OutUpdate& out) {
+    if (out.empty()) return;
+    auto conn = p.conns.find(p.session_conn);
+    if (conn == p.conns.end()) return;
+    std::vector<uint8_t> buf;
+    CodecContext ctx = ctx_of(p);
+    if (!out.withdrawn.empty()) pack_updates(f, nullptr, {}, out.withdrawn, ctx, buf);
+    for (const auto& b : out.announced) pack_updates(f, b.attrs, b.prefixes, {}, ctx, buf);
+    conn->second->send(std::move(buf));
+  }
+
+  void schedule_flush() {
+    if (flush_posted) return;
+    flush_posted = true;
+    asio::post(io, [this, alive = LifeRef(life)] {
+      if (alive.expired()) return;
+      flush_posted = false;
+      flush();
+    });
+  }
+
+  // Loc-RIB changes -> every established peer's Adj-RIB-Out, and -> the
+  // best-route callback (the dataplane).
+  void flush() {
+    std::vector<BestRouteChange> changes;
+    for (Family f : kFamilies) {
+      auto changed = rib->take_changes(f);
+      if (changed.empty()) continue;
+      for (auto& [addr, p] : peers) {
+        if (p->session_conn == kNoConn || !has_family(p->families, f)) continue;
+        send_out(*p, f, rib->export_changes(p->rib_id, f, changed));
+      }
+      if (on_best) {
+        for (const auto& pfx : changed) {
+          BestRouteChange c{pfx, {}, false};
+          if (auto rv = rib->lookup(f, pfx)) {
+            for (const auto& path : rv->paths) {
+              if (!path.multipath && !path.best) continue;
+              if (path.peer == kLocalPeer) c.local = true;
+              else if (path.attrs && !path.attrs->next_hop.is_unspecified()) c.next_hops.push_back(path.attrs->next_hop);
+            }
+          }
+          changes.push_back(std::move(c));
+        }
+      }
+    }
+    if (on_best && !changes.empty()) on_best(changes);
+  }
+
+  // -------------------------------------------------------------- origination
+  AttrRef announcement_attrs(const Announcement& a) {
+    PathAttributes pa;
+    pa.origin = Origin::Igp;
+    if (a.next_hop) pa.next_hop = *a.next_hop;
+    else pa.next_hop = a.prefix.is_v4() ? IpAddress() : IpAddress::v6_bytes(IpAddress().bytes().data());
+    pa.communities = a.communities;
+    pa.large_communities = a.large_communities;
+    return store.intern(std::move(pa));
+  }
+
+  void originate(const std::vector<Announcement>& old_list, const std::vector<Announcement>& new_list) {
+    std::map<Prefix, const Announcement*> olds, news;
+    for (const auto& a : old_list) olds[a.prefix] = &a;
+    for (const auto& a : new_list) news[a.prefix] = &a;
+    for (const auto& [pfx, a] : olds) {
+      if (news.count(pfx)) continue;
+      Prefix one[] = {pfx};
+      rib->withdraw(kLocalPeer, pfx.is_v4() ? kIpv4Unicast : kIpv6Unicast, one);
+    }
+    for (const auto& [pfx, a] : news) {
+      auto o = olds.find(pfx);
+      if (o != olds.end() && *o->second == *a) continue;
+      Prefix one[] = {pfx};
+      rib->announce(kLocalPeer, pfx.is_v4() ? kIpv4Unicast : kIpv6Unicast, one, announcement_attrs(*a));
+    }
+    schedule_flush();
+  }
+
+  // -------------------------------------------------------------- stop
+  void stop(bool graceful, const std::string& reason) {
+    stopped = true;
+    for (auto& a : listeners) {
+      boost::system::error_code ec;
+      a->close(ec);
+    }
+    for (auto& [addr, p] : peers) {
+      if (graceful) {
+        // RFC 4724: leave without a NOTIFICATION; peers keep our routes.
+        for (auto& [id, c] : p->conns) c->close();
+        p->conns.clear();
+      } else {
+        handle(*p, ev::ManualStop{reason});
+      }
+      p->connect_retry.cancel();
+      p->gr_timer.cancel();
+      for (auto& [id, t] : p->timers) {
+        t->hold.cancel();
+        t->keepalive.cancel();
+      }
+      if (p->pending_connect) {
+        boost::system::error_code ec;
+        p->pending_connect->close(ec);
+        p->pending_connect.reset();
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- public API
+Speaker::Speaker(asio::io_context& io, SpeakerConfig config) : impl_(std::make_unique<Impl>(io, std::move(config))) {}
+
+Speaker::~Speaker() {
+  if (!impl_) return;
+  // Peers hold AttrRefs (decode caches): drop them before the RIB and the store.
+  impl_->peers.clear();
+  impl_->rib.reset();
+}
+
+Status Speaker::start() {
+  if (impl_->cfg.router_id.is_unspecified()) return fail_msg("router ID is not set");
+  return impl_->start();
+}
+
+Status Speaker::reconfigure(SpeakerConfig c) {
+  auto& im = *impl_;
+  const auto& old = im.cfg;
+  if (c.router_id != old.router_id || c.asn != old.asn || c.listen_address != old.listen_address ||
+      c.listen_port != old.listen_port || c.cluster_id != old.cluster_id ||
+      c.graceful_restart != old.graceful_restart || c.restart_time != old.restart_time)
+    return fail_msg("routerID, asNumber, listenAddress, listenPort, clusterID and gracefulRestart cannot change "
+                    "while running (restart the agent)");
+  std::map<IpAddress, const NeighborConfig*> fresh;
+  for (const auto& n : c.peers) fresh[n.address] = &n;
+  std::vector<IpAddress> to_remove;
+  for (auto& [addr, p] : im.peers) {
+    auto f = fresh.find(addr);
+    if (f == fresh.end() || !(*f->second == p->cfg)) to_remove.push_back(addr);
+  }
+  for (const auto& a : to_remove) im.remove_peer(a, fresh.count(a) ? "peer configuration changed" : "peer removed");
+  im.originate(old.announcements, c.announcements);
+  auto announcements = c.announcements;
+  im.cfg = std::move(c);
+  for (const auto& n : im.cfg.peers)
+    if (!im.peers.count(n.address)) im.add_peer(n);
+  return {};
+}
+
+void Speaker::stop(bool graceful, const std::string& reason) { impl_->stop(graceful, reason); }
+
+std::vector<PeerStatus> Speaker::peers() const {
+  std::vector<PeerStatus> out;
+  const auto& im = *impl_;
+  for (const auto& [addr, p] : im.peers) {
+    PeerStatus s;
+    s.address = addr;
+    s.port = p->cfg.port;
+    s.asn = p->cfg.asn;
+    bool ibgp = p->cfg.asn == im.cfg.asn;
+    s.type = !p->cfg.description.empty() ? p->cfg.description
+             : !ibgp                     ? "eBGP"
+             : p->cfg.route_reflector_client ? "iBGP (RR client)"
+                                             : "iBGP";
+    s.state = p->state;
+    s.since = p->since;
+    s.last_error = p->last_error;
+    if (p->session) {
+      s.router_id = p->session->peer_router_id;
+      s.hold_time = p->session->hold_time;
+      s.families = p->session->families;
+      s.graceful_restart = p->session->peer_graceful_restart.has_value();
+    }
+    const auto& st = im.rib->stats(p->rib_id);
+    s.prefixes_received = uint64_t{st.accepted[0]} + st.accepted[1];
+    s.prefixes_stale = uint64_t{st.stale[0]} + st.stale[1];
+    s.prefixes_advertised = st.advertised[0] + st.advertised[1];
+    s.flaps = p->flaps;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<RouteSnapshot> Speaker::routes() const {
+  std::vector<RouteSnapshot> out;
+  const auto& im = *impl_;
+  std::map<PeerId, std::string> names;
+  for (const auto& [addr, p] : im.peers) names[p->rib_id] = addr.str();
+  for (Family f : kFamilies) {
+    im.rib->for_each_route(
+        f,
+        [&](const RouteView& rv) {
+          RouteSnapshot r;
+          r.prefix = rv.prefix;
+          r.family = f;
+          r.best_reason = rv.reason_text;
+          for (const auto& pv : rv.paths) {
+            PathSnapshot ps;
+            ps.from = pv.peer == kLocalPeer ? "local" : names.count(pv.peer) ? names[pv.peer] : "removed peer";
+            ps.attrs = pv.attrs;
+            ps.best = pv.best;
+            ps.ecmp = pv.multipath;
+            ps.stale = pv.stale;
+            r.paths.push_back(std::move(ps));
+          }
+          out.push_back(std::move(r));
+        },
+        true);
+  }
+  std::sort(out.begin(), out.end(), [](const RouteSnapshot& a, const RouteSnapshot& b) { return a.prefix < b.prefix; });
+  return out;
+}
+
+size_t Speaker::route_count() const {
+  return impl_->rib->route_count(kIpv4Unicast) + impl_->rib->route_count(kIpv6Unicast);
+}
+
+const SpeakerConfig& Speaker::config() const { return impl_->cfg; }
+
+void Speaker::on_best_route_change(std::function<void(const std::vector<BestRouteChange>&)> f) {
+  impl_->on_best = std::move(f);
+}
+
+}  // namespace tabby::bgp

@@ -1,0 +1,89 @@
+// speaker.hpp — the BGP speaker runtime: owns the peers' sessions (pure FSM +
+// Asio transport), the RIBs, the listening sockets and the timers, and wires
+// them together on one io_context. Reconfigurable at run time (peers and
+// announcements diffed, untouched sessions kept). Read-only snapshots feed the
+// API; a callback reports best-path changes to whoever programs the dataplane.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/base.hpp"
+#include "bgp/speaker_config.hpp"
+#include "bgp/types.hpp"
+
+namespace tabby::bgp {
+
+struct PeerStatus {
+  IpAddress address;
+  uint16_t port = 179;
+  uint32_t asn = 0;
+  std::string type;             // "eBGP", "iBGP", "iBGP (RR client)" or the configured description
+  std::string state;            // RFC 4271 state name
+  std::chrono::system_clock::time_point since;
+  std::string last_error;
+  IpAddress router_id;          // unspecified until an OPEN was received
+  uint64_t prefixes_received = 0;
+  uint64_t prefixes_advertised = 0;
+  uint64_t prefixes_stale = 0;
+  uint16_t hold_time = 0;
+  uint32_t flaps = 0;
+  std::vector<Family> families;
+  bool graceful_restart = false;
+};
+
+struct PathSnapshot {
+  std::string from;             // peer address or "local"
+  AttrRef attrs;
+  bool best = false, ecmp = false, stale = false;
+};
+
+struct RouteSnapshot {
+  Prefix prefix;
+  Family family;
+  std::string best_reason;
+  std::vector<PathSnapshot> paths;
+};
+
+// What the dataplane needs of a best route: its next hops (ECMP set).
+struct BestRouteChange {
+  Prefix prefix;
+  std::vector<IpAddress> next_hops;  // empty = no route any more
+  bool local = false;                // originated by this node
+};
+
+class Speaker {
+ public:
+  Speaker(boost::asio::io_context& io, SpeakerConfig config);
+  ~Speaker();
+  Speaker(const Speaker&) = delete;
+  Speaker& operator=(const Speaker&) = delete;
+
+  // Binds the listeners and starts every peer.
+  Status start();
+  // Applies a new config: added peers start, removed peers stop with
+  // Cease/Peer De-configured, changed peers restart, announcements diffed.
+  // Local identity changes (router ID, AS, listen socket) restart everything.
+  Status reconfigure(SpeakerConfig config);
+  // Stops every session. graceful=true closes TCP without a NOTIFICATION so
+  // peers that negotiated graceful restart keep our routes (agent restart);
+  // otherwise Cease/Administrative Shutdown with `reason`.
+  void stop(bool graceful, const std::string& reason);
+
+  std::vector<PeerStatus> peers() const;
+  std::vector<RouteSnapshot> routes() const;
+  size_t route_count() const;
+  const SpeakerConfig& config() const;
+
+  void on_best_route_change(std::function<void(const std::vector<BestRouteChange>&)> f);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tabby::bgp

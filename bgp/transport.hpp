@@ -1,0 +1,89 @@
+// transport.hpp — BGP's TCP layer on Boost.Asio (the I/O shell around the pure
+// codec and FSM): listening and connecting sockets with TCP MD5 (RFC 2385,
+// TCP_MD5SIG) and GTSM (RFC 5082, IP_MINTTL), message framing (RFC 4271 §4.1),
+// and a write queue that coalesces many small messages into few sends.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/base.hpp"
+
+namespace tabby::bgp {
+
+struct SocketOptions {
+  std::string md5_password;        // empty: no TCP MD5
+  uint8_t ttl_security_hops = 0;   // 0: off; else outgoing TTL 255 and min incoming TTL 256-hops
+  std::optional<IpAddress> local_address;
+};
+
+// One TCP connection carrying BGP messages. Owned through shared_ptr so that
+// pending async operations keep it alive; close() makes every later callback a no-op.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  // Called with each complete message (header included). The span is valid
+  // only during the call. Return false to stop reading (the session is closing).
+  using MessageHandler = std::function<bool(std::span<const uint8_t>)>;
+  // Called once when the connection fails or the peer closes it.
+  using CloseHandler = std::function<void(const std::string& why)>;
+
+  Connection(boost::asio::ip::tcp::socket socket, uint64_t id);
+  ~Connection();
+
+  uint64_t id() const { return id_; }
+  IpAddress remote_address() const { return remote_; }
+  uint16_t remote_port() const { return remote_port_; }
+  IpAddress local_address() const { return local_; }
+
+  // Begins reading; `max_message` bounds a frame's length field for the
+  // pre-check (the codec validates the rest).
+  void start(MessageHandler on_message, CloseHandler on_close);
+  // Queues bytes (one or more whole messages); they go out in order.
+  void send(std::vector<uint8_t>&& bytes);
+  void send_copy(std::span<const uint8_t> bytes);
+  // Bytes queued but not yet written (for flow control of big table dumps).
+  size_t queued_bytes() const { return out_pending_.size() + out_inflight_.size(); }
+  // Called when the write queue drains (after a send completes and nothing is left).
+  void on_drain(std::function<void()> f) { on_drain_ = std::move(f); }
+  // Flushes what is queued, then closes. No callbacks after this returns.
+  void close_after_flush();
+  void close();
+  bool is_open() const { return open_; }
+
+ private:
+  void read_more();
+  void write_more();
+  void fail(const std::string& why);
+
+  boost::asio::ip::tcp::socket socket_;
+  uint64_t id_;
+  IpAddress remote_, local_;
+  uint16_t remote_port_ = 0;
+  bool open_ = true;
+  bool closing_ = false;
+  MessageHandler on_message_;
+  CloseHandler on_close_;
+  std::function<void()> on_drain_;
+  std::vector<uint8_t> in_;       // unparsed input
+  size_t in_used_ = 0;
+  std::vector<uint8_t> out_pending_, out_inflight_;
+  bool writing_ = false;
+};
+
+// Applies TCP MD5 and TTL options to a socket (open, not yet connected).
+Status apply_socket_options(boost::asio::ip::tcp::socket& s, const IpAddress& peer, const SocketOptions& o);
+// Sets or clears (empty password) the MD5 key for `peer` on a listening socket.
+Status set_listener_md5(boost::asio::ip::tcp::acceptor& a, const IpAddress& peer, const std::string& password);
+// After accept: enforce GTSM for this peer.
+Status apply_accepted_ttl(boost::asio::ip::tcp::socket& s, const IpAddress& peer, uint8_t hops);
+
+IpAddress to_ip(const boost::asio::ip::address& a);
+boost::asio::ip::address to_asio(const IpAddress& a);
+
+}  // namespace tabby::bgp

@@ -1,0 +1,164 @@
+// cli.cpp — `tabby status` and `tabby routes`: fetch a protobuf message from the
+// agent's API socket and print it as a calicoctl-style table or as JSON
+// (protobuf JSON mapping, the same the API serves).
+#include "felix/cli.hpp"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <iostream>
+
+#include "felix/api_server.hpp"
+#include "proto/tabby.pb.h"
+
+namespace tabby::felix {
+
+namespace {
+
+struct CommonArgs {
+  std::string socket = "/run/tabby/tabby.sock";
+  bool json = false;
+};
+
+// Parses -o/--output and --socket; returns false (after printing why) on bad input.
+bool parse_common(const std::vector<std::string>& args, const char* cmd, CommonArgs& out) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string& dst) {
+      if (i + 1 >= args.size()) {
+        std::cerr << "tabby " << cmd << ": " << a << " needs a value\n";
+        return false;
+      }
+      dst = args[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "-o" || a == "--output") {
+      if (!value(v)) return false;
+      if (v == "json") out.json = true;
+      else if (v == "table" || v == "wide") out.json = false;
+      else {
+        std::cerr << "tabby " << cmd << ": unknown output format '" << v << "' (use json or table)\n";
+        return false;
+      }
+    } else if (a == "-ojson" || a == "--output=json") {
+      out.json = true;
+    } else if (a == "--socket" || a == "-s") {
+      if (!value(out.socket)) return false;
+    } else if (a.rfind("--socket=", 0) == 0) {
+      out.socket = a.substr(9);
+    } else {
+      std::cerr << "tabby " << cmd << ": unknown argument '" << a << "'\n"
+                << "usage: tabby " << cmd << " [-o json] [--socket PATH]\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool fetch(const CommonArgs& c, const std::string& path, google::protobuf::Message& m) {
+  auto body = api_get(c.socket, path);
+  if (!body) {
+    std::cerr << "tabby: " << body.error().message << "\n";
+    return false;
+  }
+  if (!m.ParseFromString(*body)) {
+    std::cerr << "tabby: the agent's answer to " << path << " is not a valid " << m.GetTypeName() << "\n";
+    return false;
+  }
+  return true;
+}
+
+void print_json(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.always_print_primitive_fields = true;
+  opts.add_whitespace = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
+  std::cout << out;
+}
+
+std::string short_state(const std::string& s) {
+  if (s == "Established") return "up";
+  if (s == "Idle") return "down";
+  return "start";
+}
+
+}  // namespace
+
+std::string render_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> w(header.size());
+  for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  std::string sep = "+";
+  for (size_t x : w) sep += std::string(x + 2, '-') + "+";
+  auto line = [&](const std::vector<std::string>& r, bool center) {
+    std::string s = "|";
+    for (size_t i = 0; i < w.size(); ++i) {
+      std::string cell = i < r.size() ? r[i] : "";
+      size_t pad = w[i] - cell.size();
+      size_t left = center ? pad / 2 : 0;
+      s += " " + std::string(left, ' ') + cell + std::string(pad - left, ' ') + " |";
+    }
+    return s + "\n";
+  };
+  std::string out = sep + "\n" + line(header, true) + sep + "\n";
+  for (const auto& r : rows) out += line(r, false);
+  return out + sep + "\n";
+}
+
+int cli_status(const std::vector<std::string>& args) {
+  CommonArgs c;
+  if (!parse_common(args, "status", c)) return 2;
+  api::Status st;
+  if (!fetch(c, "/v1/status", st)) return 1;
+  if (c.json) {
+    print_json(st);
+    return 0;
+  }
+  std::cout << "tabby is running on node " << st.node_name() << " (router ID " << st.router_id() << ", AS "
+            << st.as_number() << ")\n\nIPv4 BGP status\n";
+  std::vector<std::vector<std::string>> v4, v6;
+  for (const auto& p : st.peers()) {
+    std::string info = p.state() == "Established" ? "Established" : p.state();
+    if (!p.last_error().empty() && p.state() != "Established") info += " (" + p.last_error() + ")";
+    std::vector<std::string> row{p.peer_address(), p.peer_type(), short_state(p.state()), p.since(), info};
+    (p.peer_address().find(':') == std::string::npos ? v4 : v6).push_back(row);
+  }
+  std::vector<std::string> header{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"};
+  if (v4.empty()) std::cout << "No IPv4 peers found.\n";
+  else std::cout << render_table(header, v4);
+  std::cout << "\nIPv6 BGP status\n";
+  if (v6.empty()) std::cout << "No IPv6 peers found.\n";
+  else std::cout << render_table(header, v6);
+  return 0;
+}
+
+int cli_routes(const std::vector<std::string>& args) {
+  CommonArgs c;
+  if (!parse_common(args, "routes", c)) return 2;
+  api::RouteList rl;
+  if (!fetch(c, "/v1/routes", rl)) return 1;
+  if (c.json) {
+    print_json(rl);
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : rl.routes()) {
+    bool first = true;
+    for (const auto& p : r.paths()) {
+      std::string flags = std::string(p.best() ? "*" : "") + (p.ecmp() && !p.best() ? "=" : "") + (p.stale() ? " stale" : "");
+      std::string comms;
+      for (const auto& cm : p.communities()) comms += (comms.empty() ? "" : " ") + cm;
+      for (const auto& cm : p.large_communities()) comms += (comms.empty() ? "" : " ") + cm;
+      rows.push_back({first ? r.prefix() : "", flags, p.next_hop(), p.peer_address(), p.as_path(),
+                      std::to_string(p.local_pref()), comms, p.best() ? r.best_reason() : ""});
+      first = false;
+    }
+  }
+  std::cout << render_table({"PREFIX", "BEST", "NEXT HOP", "FROM", "AS PATH", "LOCAL PREF", "COMMUNITIES", "WHY BEST"}, rows);
+  std::cout << rl.routes_size() << " prefixes\n";
+  return 0;
+}
+
+}  // namespace tabby::felix

@@ -1,0 +1,43 @@
+// main.cpp — the `tabby` binary: dispatches to the agent and the read commands.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "felix/agent.hpp"
+#include "felix/cli.hpp"
+
+namespace {
+
+void usage(std::ostream& o) {
+  o << "usage: tabby COMMAND [ARGS]\n\n"
+       "commands:\n"
+       "  agent --config FILE             run the node agent (BGP speaker, API)\n"
+       "  status [-o json] [--socket S]   peer table of the running agent\n"
+       "  routes [-o json] [--socket S]   Loc-RIB with best-path reasons\n"
+       "  version                         print the version\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(std::cerr);
+    return 2;
+  }
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "agent") return tabby::felix::run_agent(args);
+  if (cmd == "status") return tabby::felix::cli_status(args);
+  if (cmd == "routes") return tabby::felix::cli_routes(args);
+  if (cmd == "version" || cmd == "--version") {
+    std::cout << "tabby " << TABBY_VERSION << "\n";
+    return 0;
+  }
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    usage(std::cout);
+    return 0;
+  }
+  std::cerr << "tabby: unknown command '" << cmd << "'\n";
+  usage(std::cerr);
+  return 2;
+}
