@@ -605,6 +605,7 @@ Result<Object> parse_object(std::string_view text) {
   std::string api = doc["apiVersion"] && doc["apiVersion"].IsScalar() ? doc["apiVersion"].Scalar() : "";
   std::string kind = doc["kind"] && doc["kind"].IsScalar() ? doc["kind"].Scalar() : "";
   const auto& md = doc["metadata"];
+  if (md && !md.IsMap()) return fail_msg(kind + ": metadata: must be a map");
   std::string name = md && md["name"] && md["name"].IsScalar() ? md["name"].Scalar() : "";
   std::string ns = md && md["namespace"] && md["namespace"].IsScalar() ? md["namespace"].Scalar() : "";
   Ctx c;

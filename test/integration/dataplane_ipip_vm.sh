@@ -37,8 +37,16 @@ for b in qemu-system-x86_64 busybox cpio; do
   command -v $b >/dev/null || { echo "SKIP: $b not installed (scripts/install-deps.sh all)"; exit 77; }
 done
 ls /boot/vmlinuz-* 2>/dev/null | grep -qv cloud || { echo "SKIP: no linux-image-amd64 kernel in /boot (scripts/install-deps.sh all)"; exit 77; }
+# The guest sees the host's / read-only but gets an empty tmpfs on /tmp, and the
+# repository may live under /tmp (CI's fresh clone can): stage what the guest
+# runs into the shared work dir, which the guest mounts at the same path.
+S=$W/vm/stage
+mkdir -p $S/test/integration $S/test/vm $S/build/test/tools
+cp "$ROOT"/test/integration/_dplab.py $S/test/integration/
+cp "$ROOT"/test/vm/guest_ipip.py $S/test/vm/
+cp "$DRIVER" $S/build/test/tools/
 start=$(date +%s)
-timeout 900 "$ROOT/test/vm/run-vm.sh" "$W/vm" "$ROOT/test/vm/guest_ipip.py" "$ROOT" "$BUILD" > $W/vm.log 2>&1
+timeout 900 "$ROOT/test/vm/run-vm.sh" "$W/vm" "$S/test/vm/guest_ipip.py" "$S" "$S/build" > $W/vm.log 2>&1
 echo "VM run took $(( $(date +%s) - start ))s"
 grep -E "^(ok:|guest kernel|GUEST-IPIP|VMTEST|insmod)" $W/vm.log
 if grep -q "GUEST-IPIP PASS" $W/vm.log && grep -q "VMTEST rc=0" $W/vm.log; then

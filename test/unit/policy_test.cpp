@@ -602,3 +602,9 @@ TEST_CASE("compiler: comments and log prefixes stay within the kernel's 128 byte
   CHECK(checked >= 5);
   CHECK(s.find("chain pi-h") != std::string::npos);  // over-long policy chain names are hashed
 }
+
+TEST_CASE("a manifest whose metadata is not a map is an error, not a crash (found by policy_fuzz)") {
+  auto r = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: x\n", "m.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.find("metadata: must be a map") != std::string::npos);
+}
