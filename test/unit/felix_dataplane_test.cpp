@@ -240,17 +240,17 @@ TEST_CASE("RouteSync marks exactly the changed keys dirty") {
   for (uint32_t i = 0; i < 100; ++i) v.push_back(block_blackhole(Prefix(IpAddress::v4(0xC6130000u + i * 64), 26)));
   s.set_class(RouteClass::LocalBlock, v);
   CHECK(s.dirty_count() == 100);
-  auto plan = s.plan([](const Route&) { return true; });
+  auto plan = s.plan([](const RouteAttrs&) { return true; });
   CHECK(plan.upserts.size() == 100);
   for (const auto& r : plan.upserts) s.ack_upsert(r);
   v[7] = block_blackhole(Prefix(IpAddress::v4(0xC6140000u), 26));
   s.set_class(RouteClass::LocalBlock, v);
   CHECK(s.dirty_count() == 2);  // one gone, one new
-  plan = s.plan([](const Route&) { return true; });
+  plan = s.plan([](const RouteAttrs&) { return true; });
   CHECK(plan.upserts.size() == 1);
   CHECK(plan.deletes.empty());  // not complete yet
   s.set_complete();
-  plan = s.plan([](const Route&) { return true; });
+  plan = s.plan([](const RouteAttrs&) { return true; });
   CHECK(plan.deletes.size() == 1);
 }
 
