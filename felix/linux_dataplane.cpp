@@ -177,12 +177,11 @@ struct LinuxDataplane::Impl {
   }
 
   // The netlink encoding of one attribute value, derived under the current links.
-  AttrTable::Cache& encoded(AttrId id, IpFamily family) {
+  AttrTable::Cache& encoded(AttrId id) {
     AttrTable::Cache& c = sync.attrs().cache(id);
-    uint64_t tag = links.generation * 2 + (family == IpFamily::V6);
-    if (c.tag != tag) {
-      rtnl::encode_attrs(sync.attrs().get(id), family, links, c);
-      c.tag = tag;
+    if (c.tag != links.generation) {
+      rtnl::encode_attrs(sync.attrs().get(id), links, c);
+      c.tag = links.generation;
     }
     return c;
   }
@@ -208,8 +207,14 @@ struct LinuxDataplane::Impl {
       const RouteSync::Op& op = ops[i];
       const RouteKey& k = sync.op_key(op);
       RouteType type = sync.attrs().get(op.attrs).type;
-      if (op.del) req.queue_delete(k, type, i);
-      else req.queue_upsert(k, type, encoded(op.attrs, k.dst.family()), i);
+      if (op.del) {
+        req.queue_delete(k, type, i);
+      } else if (const AttrTable::Cache& c = encoded(op.attrs);
+                 c.gw_family && c.gw_family != static_cast<uint8_t>(k.dst.family())) {
+        done(i, EAFNOSUPPORT);  // a gateway of the other family: never written
+      } else {
+        req.queue_upsert(k, type, c, i);
+      }
       if (req.queued_bytes() >= rtnl::Socket::kBatchBytes)
         if (auto s = req.flush(done); !s && result) result = s;
     }
@@ -219,15 +224,7 @@ struct LinuxDataplane::Impl {
     return result;
   }
 
-  bool writable_attrs(AttrId id) {
-    // Family of the gateways is checked by the encoder against the key; here any
-    // family will do for "do the interfaces exist".
-    const RouteAttrs& a = sync.attrs().get(id);
-    IpFamily fam = IpFamily::V4;
-    for (const auto& h : a.nexthops)
-      if (h.gateway) fam = h.gateway->family();
-    return encoded(id, fam).ok;
-  }
+  bool writable_attrs(AttrId id) { return encoded(id).ok; }  // do its interfaces exist
 
   Status apply() {
     auto t0 = std::chrono::steady_clock::now();

@@ -105,6 +105,8 @@ class AttrTable {
     uint64_t tag = 0;  // what the bytes were derived under (e.g. a link-table generation); 0 = none
     bool ok = false;
     uint8_t scope = 0, flags = 0;
+    uint8_t gw_family = 0;  // family number of the gateways (4/6), 0 none, kMixed
+    static constexpr uint8_t kMixed = 255;
   };
   AttrId intern(const Route& normalized_route);  // returns the id with one more reference
   void ref(AttrId id) { ++slots_[id - 1].refs; }

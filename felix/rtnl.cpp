@@ -143,13 +143,19 @@ Status Socket::ignore_sender(uint32_t portid) {
   return {};
 }
 
-void encode_attrs(const RouteAttrs& a, IpFamily family, const LinkTable& links, AttrTable::Cache& c) {
+void encode_attrs(const RouteAttrs& a, const LinkTable& links, AttrTable::Cache& c) {
   std::vector<char> b;
   Msg m(b, 0, 0, 0);  // only the attribute bytes after the header are kept
   c.ok = true;
   c.scope = RT_SCOPE_UNIVERSE;
   c.flags = 0;
-  auto family_ok = [&](const NextHop& h) { return !h.gateway || h.gateway->family() == family; };
+  c.gw_family = 0;
+  auto note_family = [&](const NextHop& h) {
+    if (!h.gateway) return;
+    uint8_t f = static_cast<uint8_t>(h.gateway->family());
+    if (c.gw_family && c.gw_family != f) c.gw_family = AttrTable::Cache::kMixed;
+    else c.gw_family = f;
+  };
   if (a.prefsrc) put_addr(m, RTA_PREFSRC, *a.prefsrc);
   if (a.type == RouteType::Unicast && a.nexthops.size() == 1) {
     const NextHop& h = a.nexthops[0];
@@ -161,7 +167,7 @@ void encode_attrs(const RouteAttrs& a, IpFamily family, const LinkTable& links, 
       m.u32(RTA_OIF, static_cast<uint32_t>(idx));
     }
     if (h.gateway) put_addr(m, RTA_GATEWAY, *h.gateway);
-    c.ok = c.ok && family_ok(h);
+    note_family(h);
   } else if (a.type == RouteType::Unicast && a.nexthops.size() > 1) {
     size_t mp = m.nest_begin(RTA_MULTIPATH);
     for (const NextHop& h : a.nexthops) {
@@ -169,7 +175,7 @@ void encode_attrs(const RouteAttrs& a, IpFamily family, const LinkTable& links, 
       b.resize(off + RTNH_ALIGN(sizeof(rtnexthop)));
       int idx = h.ifname.empty() ? 0 : links.index_of(h.ifname);
       if (!h.ifname.empty() && !idx) c.ok = false;
-      c.ok = c.ok && family_ok(h);
+      note_family(h);
       if (h.gateway) put_addr(m, RTA_GATEWAY, *h.gateway);
       auto* nh = reinterpret_cast<rtnexthop*>(b.data() + off);
       nh->rtnh_flags = h.onlink ? RTNH_F_ONLINK : 0;
@@ -278,13 +284,17 @@ Status Socket::flush(const std::function<void(size_t, int)>& done) {
       break;
     }
     // The kernel processed the batch inside sendmsg: its answers are queued now.
+    // Non-blocking reads: if the closing ACK is not there once the queue is empty,
+    // the kernel stopped short of the batch's end and the batch counts as failed.
     errs_.clear();
     bool closed = false;
     while (!closed) {
-      ssize_t len = ::recv(fd_, rx_.data(), rx_.size(), 0);
+      ssize_t len = ::recv(fd_, rx_.data(), rx_.size(), MSG_DONTWAIT);
       if (len < 0) {
         if (errno == EINTR) continue;
-        result = fail_msg(std::string("netlink ack read: ") + std::strerror(errno));
+        result = fail_msg(errno == EAGAIN || errno == EWOULDBLOCK
+                              ? std::string("netlink: no answer to the end of a batch")
+                              : std::string("netlink ack read: ") + std::strerror(errno));
         break;
       }
       for (auto* h = reinterpret_cast<nlmsghdr*>(rx_.data()); NLMSG_OK(h, static_cast<unsigned>(len));

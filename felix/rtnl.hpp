@@ -41,8 +41,9 @@ struct LinkTable {
 
 // Encodes the key-independent part of a route message (scope, flags, RTA_PREFSRC,
 // RTA_OIF/RTA_GATEWAY or RTA_MULTIPATH) into `c`, once per distinct attribute value.
-// c.ok is false when an interface does not exist (the route is pending).
-void encode_attrs(const RouteAttrs& a, IpFamily family, const LinkTable& links, AttrTable::Cache& c);
+// c.ok is false when an interface does not exist (the route is pending);
+// c.gw_family is the gateways' family (4, 6, 0 for none, kMixed).
+void encode_attrs(const RouteAttrs& a, const LinkTable& links, AttrTable::Cache& c);
 
 // One rtnetlink socket. Writes are queued, then flush() sends them in large
 // batches (many messages per sendmsg) and drains the answers after each batch.
