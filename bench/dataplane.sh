@@ -3,17 +3,24 @@
 # For each N (default "10000 100000"; BENCH_SIZES="10000 100000 1000000" for 1M) and
 # ECMP width (1 and 4), in a fresh network namespace each: install then remove N /32
 # routes with
-#   tabby    tabby's Linux dataplane (build/bench/tabby-dp-bench), plus the 1-route delta
+#   tabby    tabby's Linux dataplane (build/bench/tabby-dp-bench, watching route/link
+#            events as the agent does), plus the 1-route delta and full-set replaces
 #   floor    a minimal batched raw-netlink writer (build/bench/tabby-nl-floor)
 #   ip       `ip -batch` of the same routes
 #   bird     BIRD 2 exporting the same static routes to the kernel (time from enabling
 #            the static protocol until the kernel protocol has exported N; removal: disable)
-# and prints wall times, routes/s and tabby's ratios. Machine-readable lines start "BENCH ".
+#   base     (only with BENCH_BASELINE=/path/to/an-older/tabby-dp-bench) that build, for
+#            before/after figures in the same run
+# Each tool runs BENCH_REPEAT times (default 3, alternating tools) and the median is
+# printed, with wall times, routes/s and tabby's ratios. Machine-readable lines start
+# "BENCH ". Instruction counts per route: bench/dataplane_callgrind.sh.
 # Usage: bash bench/dataplane.sh   (needs build/ from scripts/build.sh release; root)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${TABBY_BUILD:-$ROOT/build}
 SIZES=${BENCH_SIZES:-"10000 100000"}
+REPEAT=${BENCH_REPEAT:-3}
+BASELINE=${BENCH_BASELINE:-}
 P=tbb$$
 W=$(mktemp -d /tmp/$P.XXXX)
 NS=""
@@ -36,6 +43,8 @@ fresh_ns() {
 }
 now() { date +%s.%N; }
 count_routes() { ip -n $NS -o route show proto "$1" | wc -l; }
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 gen_ip_batch() {  # N ECMP -> add file, del file
   python3 - "$1" "$2" "$W/add.batch" "$W/del.batch" <<'PY'
@@ -70,50 +79,77 @@ bird_exported() {
   birdc -s $W/bird.ctl show protocols all kern1 2>/dev/null | awk '/Routes:/{for(i=1;i<NF;i++) if($(i+1)~/^exported/) print $i}' | head -1
 }
 
-declare -A R
+declare -A R   # R[tool_i], R[tool_r]: space-separated samples; R[tabby_<delta field>] likewise
+run_tabby() {  # tool binary args...
+  local tool=$1 bin=$2; shift 2
+  fresh_ns t
+  local out
+  out=$(ip netns exec $NS "$bin" $n $k dummy0 "$@")
+  R[${tool}_i]+=" $(field install_s "$out")"; R[${tool}_r]+=" $(field remove_s "$out")"
+  for f in delta_median_ms delta_p99_ms fullset_delta_ms sameset_ms; do R[${tool}_$f]+=" $(field $f "$out")"; done
+}
+run_floor() {
+  fresh_ns f
+  local out
+  out=$(ip netns exec $NS "$B/bench/tabby-nl-floor" $n $k dummy0)
+  R[floor_i]+=" $(field install_s "$out")"; R[floor_r]+=" $(field remove_s "$out")"
+}
+run_ip() {
+  fresh_ns i
+  local t0 t1 t2 got
+  t0=$(now); ip -n $NS -batch $W/add.batch; t1=$(now)
+  got=$(count_routes 46); [ "$got" -eq "$n" ] || echo "warning: ip -batch installed $got of $n"
+  ip -n $NS -batch $W/del.batch; t2=$(now)
+  R[ip_i]+=" $(echo "$t1 - $t0" | bc -l)"; R[ip_r]+=" $(echo "$t2 - $t1" | bc -l)"
+}
+run_bird() {
+  fresh_ns b
+  rm -f $W/bird.ctl
+  ip netns exec $NS bird -f -c $W/bird.conf -s $W/bird.ctl -P $W/bird.pid & BIRDPID=$!
+  for _ in $(seq 600); do birdc -s $W/bird.ctl show status >/dev/null 2>&1 && break; sleep 0.1; done
+  local t0 t1 t2 got
+  t0=$(now); birdc -s $W/bird.ctl enable st1 >/dev/null
+  while [ "$(bird_exported)" != "$n" ]; do sleep 0.02; done; t1=$(now)
+  got=$(count_routes bird); [ "$got" -eq "$n" ] || echo "warning: bird installed $got of $n"
+  birdc -s $W/bird.ctl disable st1 >/dev/null
+  while [ "$(bird_exported)" != "0" ]; do sleep 0.02; done
+  while [ "$(count_routes bird)" -ne 0 ]; do sleep 0.05; done; t2=$(now)
+  R[bird_i]+=" $(echo "$t1 - $t0" | bc -l)"; R[bird_r]+=" $(echo "$t2 - $t1" | bc -l)"
+  kill $BIRDPID; wait $BIRDPID 2>/dev/null || true; BIRDPID=""
+}
+
+tools="tabby floor ip bird"
+[ -n "$BASELINE" ] && tools="tabby base floor ip bird"
+echo "median of $REPEAT runs per tool"
 printf "%-8s %-5s %-7s %10s %12s %10s %12s\n" "routes" "ecmp" "tool" "install_s" "install_r/s" "remove_s" "remove_r/s"
 for n in $SIZES; do
   for k in 1 4; do
-    # tabby
-    fresh_ns t
-    out=$(ip netns exec $NS "$B/bench/tabby-dp-bench" $n $k dummy0)
-    ti=$(sed 's/.*install_s=\([^ ]*\).*/\1/' <<<"$out"); tr=$(sed 's/.*remove_s=\([^ ]*\).*/\1/' <<<"$out")
-    dmed=$(sed 's/.*delta_median_ms=\([^ ]*\).*/\1/' <<<"$out"); dp99=$(sed 's/.*delta_p99_ms=\([^ ]*\).*/\1/' <<<"$out")
-    dfull=$(sed 's/.*fullset_delta_ms=\([^ ]*\).*/\1/' <<<"$out")
-    R[tabby_i]=$ti; R[tabby_r]=$tr
-    # floor
-    fresh_ns f
-    out=$(ip netns exec $NS "$B/bench/tabby-nl-floor" $n $k dummy0)
-    R[floor_i]=$(sed 's/.*install_s=\([^ ]*\).*/\1/' <<<"$out"); R[floor_r]=$(sed 's/.*remove_s=\([^ ]*\).*/\1/' <<<"$out")
-    # ip -batch
-    fresh_ns i
+    R=()
     gen_ip_batch $n $k
-    t0=$(now); ip -n $NS -batch $W/add.batch; t1=$(now)
-    got=$(count_routes 46); [ "$got" -eq "$n" ] || echo "warning: ip -batch installed $got of $n"
-    ip -n $NS -batch $W/del.batch; t2=$(now)
-    R[ip_i]=$(echo "$t1 - $t0" | bc -l); R[ip_r]=$(echo "$t2 - $t1" | bc -l)
-    # BIRD 2
-    fresh_ns b
     gen_bird $n $k
-    ip netns exec $NS bird -f -c $W/bird.conf -s $W/bird.ctl -P $W/bird.pid & BIRDPID=$!
-    for _ in $(seq 600); do birdc -s $W/bird.ctl show status >/dev/null 2>&1 && break; sleep 0.1; done
-    t0=$(now); birdc -s $W/bird.ctl enable st1 >/dev/null
-    while [ "$(bird_exported)" != "$n" ]; do sleep 0.02; done; t1=$(now)
-    got=$(count_routes bird); [ "$got" -eq "$n" ] || echo "warning: bird installed $got of $n"
-    birdc -s $W/bird.ctl disable st1 >/dev/null
-    while [ "$(bird_exported)" != "0" ]; do sleep 0.02; done
-    while [ "$(count_routes bird)" -ne 0 ]; do sleep 0.05; done; t2=$(now)
-    R[bird_i]=$(echo "$t1 - $t0" | bc -l); R[bird_r]=$(echo "$t2 - $t1" | bc -l)
-    kill $BIRDPID; wait $BIRDPID 2>/dev/null || true; BIRDPID=""
-    for tool in tabby floor ip bird; do
-      i=${R[${tool}_i]}; r=${R[${tool}_r]}
+    for _ in $(seq $REPEAT); do
+      run_tabby tabby "$B/bench/tabby-dp-bench"
+      [ -n "$BASELINE" ] && run_tabby base "$BASELINE" noevents
+      run_floor
+      run_ip
+      run_bird
+    done
+    declare -A M
+    for tool in $tools; do
+      M[${tool}_i]=$(median <<<"${R[${tool}_i]}"); M[${tool}_r]=$(median <<<"${R[${tool}_r]}")
+      i=${M[${tool}_i]}; r=${M[${tool}_r]}
       printf "%-8s %-5s %-7s %10.3f %12.0f %10.3f %12.0f\n" $n $k $tool $i $(echo "$n / $i" | bc -l) $r $(echo "$n / $r" | bc -l)
-      echo "BENCH dataplane routes=$n ecmp=$k tool=$tool install_s=$i remove_s=$r"
+      echo "BENCH dataplane routes=$n ecmp=$k tool=$tool install_s=$i remove_s=$r samples_install=\"${R[${tool}_i]# }\" samples_remove=\"${R[${tool}_r]# }\""
     done
-    for tool in floor ip bird; do
-      printf "  tabby/%s install ratio %.2fx (time), remove %.2fx\n" $tool $(echo "${R[tabby_i]} / ${R[${tool}_i]}" | bc -l) $(echo "${R[tabby_r]} / ${R[${tool}_r]}" | bc -l)
+    for tool in ${tools#tabby }; do
+      printf "  tabby/%s install ratio %.2fx (time), remove %.2fx\n" $tool $(echo "${M[tabby_i]} / ${M[${tool}_i]}" | bc -l) $(echo "${M[tabby_r]} / ${M[${tool}_r]}" | bc -l)
     done
-    printf "  tabby 1-route delta with %s routes installed: median %s ms, p99 %s ms (full-set replace of %s routes with 1 changed: %s ms)\n" $n $dmed $dp99 $n $dfull
-    echo "BENCH dataplane-delta routes=$n ecmp=$k median_ms=$dmed p99_ms=$dp99 fullset_ms=$dfull"
+    for tool in tabby ${BASELINE:+base}; do
+      dmed=$(median <<<"${R[${tool}_delta_median_ms]}"); dp99=$(median <<<"${R[${tool}_delta_p99_ms]}")
+      dfull=$(median <<<"${R[${tool}_fullset_delta_ms]}"); dsame=$(median <<<"${R[${tool}_sameset_ms]:-}")
+      printf "  %s 1-route delta with %s routes installed: median %s ms, p99 %s ms; set_routes of all %s with 1 changed: %s ms, unchanged: %s ms\n" \
+        $tool $n $dmed $dp99 $n $dfull "${dsame:-n/a}"
+      echo "BENCH dataplane-delta routes=$n ecmp=$k tool=$tool median_ms=$dmed p99_ms=$dp99 fullset_ms=$dfull sameset_ms=${dsame:-n/a}"
+    done
   done
 done

@@ -16,6 +16,21 @@
 #include <cstring>
 #include <vector>
 
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+// Under `valgrind --tool=callgrind --collect-atstart=no` each timed phase is
+// collected and dumped on its own (instruction counts per phase); a no-op otherwise.
+#define PHASE_BEGIN() CALLGRIND_TOGGLE_COLLECT
+#define PHASE_END(name) \
+  do {                  \
+    CALLGRIND_TOGGLE_COLLECT; \
+    CALLGRIND_DUMP_STATS_AT(name); \
+  } while (0)
+#else
+#define PHASE_BEGIN() (void)0
+#define PHASE_END(name) (void)0
+#endif
+
 using Clock = std::chrono::steady_clock;
 
 static void attr(std::vector<char>& b, unsigned short type, const void* d, size_t len) {
@@ -105,8 +120,12 @@ int main(int argc, char** argv) {
   sockaddr_nl sa{};
   sa.nl_family = AF_NETLINK;
   bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  PHASE_BEGIN();
   double a = run(fd, true, n, ecmp, ifindex);
+  PHASE_END("install");
+  PHASE_BEGIN();
   double r = run(fd, false, n, ecmp, ifindex);
+  PHASE_END("remove");
   if (a < 0 || r < 0) return 1;
   std::printf("install_s=%.4f remove_s=%.4f\n", a, r);
   return 0;

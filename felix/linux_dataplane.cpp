@@ -55,6 +55,7 @@ struct LinuxDataplane::Impl {
 
   DataplaneStatus st;
   std::vector<std::string> errors;
+  std::vector<RouteSync::Op> ops;  // the writes of one apply
 
   Status load_links() {
     auto l = req.dump_links();
@@ -65,10 +66,11 @@ struct LinuxDataplane::Impl {
   }
 
   Status load_routes() {
-    auto r = req.dump_routes(links);
-    if (!r) return fail(r.error());
-    sync.observed_reset(std::move(*r));
-    return {};
+    sync.observed_reset_begin();
+    Status s = req.dump_routes(links, [&](KernelRoute& kr) { sync.observed_reset_add(kr); });
+    sync.observed_reset_end();  // a failed dump still leaves a consistent index, all dirty
+    if (!s) need_resync = true;
+    return s;
   }
 
   Status resync_state() {
@@ -85,7 +87,7 @@ struct LinuxDataplane::Impl {
     if (!opts.watch_events) return {};
     std::vector<rtnl::Socket::Event> evs;
     bool overflow = false;
-    Status s = mon.read_events(links, evs, overflow);
+    Status s = mon.read_events(links, evs, overflow, req.portid());
     if (overflow) need_resync = true;
     for (auto& ev : evs) {
       switch (ev.kind) {
@@ -97,8 +99,7 @@ struct LinuxDataplane::Impl {
           if (ev.sender_portid == req.portid()) break;
           normalize(ev.route.route);
           RouteKey k = key_of(ev.route.route);
-          const KernelRoute* o = sync.observed(k);
-          if (o && o->protocol == ev.route.protocol) sync.observed_erase(k);
+          if (sync.observed_protocol(k) == ev.route.protocol) sync.observed_erase(k);
           break;
         }
         case rtnl::Socket::Event::NewLink: {
@@ -175,44 +176,55 @@ struct LinuxDataplane::Impl {
     }
   }
 
-  bool writable(const Route& r) const {
-    for (const auto& h : r.nexthops)
-      if (!h.ifname.empty() && !links.index_of(h.ifname)) return false;
-    return true;
+  // The netlink encoding of one attribute value, derived under the current links.
+  AttrTable::Cache& encoded(AttrId id) {
+    AttrTable::Cache& c = sync.attrs().cache(id);
+    if (c.tag != links.generation) {
+      rtnl::encode_attrs(sync.attrs().get(id), links, c);
+      c.tag = links.generation;
+    }
+    return c;
   }
 
-  Status write_plan(RoutePlan& plan) {
-    // Address order: the kernel's FIB trie inserts (and removes) neighbouring prefixes
-    // far faster than the hash order the plan comes in.
-    auto by_dst = [](const Route& a, const Route& b) { return a.dst < b.dst; };
-    if (plan.upserts.size() > 64) std::sort(plan.upserts.begin(), plan.upserts.end(), by_dst);
-    if (plan.deletes.size() > 64) std::sort(plan.deletes.begin(), plan.deletes.end(), by_dst);
-    size_t nu = plan.upserts.size();
-    for (size_t i = 0; i < nu; ++i)
-      if (!req.queue_upsert(plan.upserts[i], links, i)) sync.mark_dirty(key_of(plan.upserts[i]));
-    for (size_t i = 0; i < plan.deletes.size(); ++i) req.queue_delete(plan.deletes[i], nu + i);
-    return req.flush([&](size_t tag, int err) {
-      if (tag < nu) {
-        const Route& r = plan.upserts[tag];
-        if (err == 0) {
-          sync.ack_upsert(r);
-          ++st.routes_added;
-        } else {
-          sync.mark_dirty(key_of(r));
-          if (errors.size() < 20) errors.push_back("add " + r.str() + ": " + std::strerror(err));
-        }
-      } else {
-        const Route& r = plan.deletes[tag - nu];
-        if (err == 0 || err == ESRCH || err == ENOENT) {
-          sync.ack_delete(key_of(r));
-          if (err == 0) ++st.routes_removed;
-        } else {
-          sync.mark_dirty(key_of(r));
-          if (errors.size() < 20) errors.push_back("delete " + r.str() + ": " + std::strerror(err));
-        }
+  Status write_ops(bool remove_all = false) {
+    // Planned in address order: the kernel's FIB trie inserts (and removes)
+    // neighbouring prefixes far faster than in hash order.
+    if (remove_all) sync.plan_remove_owned(ops);
+    else sync.plan_ops([this](AttrId id) { return writable_attrs(id); }, ops);
+    auto done = [this](size_t tag, int err) {
+      const RouteSync::Op& op = ops[tag];
+      bool ok = err == 0 || (op.del && (err == ESRCH || err == ENOENT));
+      sync.op_done(op, ok);
+      if (ok) {
+        if (err == 0) ++(op.del ? st.routes_removed : st.routes_added);
+      } else if (errors.size() < 20) {
+        Route r = RouteSync::materialize(sync.op_key(op), sync.attrs().get(op.attrs));
+        errors.push_back((op.del ? "delete " : "add ") + r.str() + ": " + std::strerror(err));
       }
-    });
+    };
+    Status result;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const RouteSync::Op& op = ops[i];
+      const RouteKey& k = sync.op_key(op);
+      RouteType type = sync.attrs().get(op.attrs).type;
+      if (op.del) {
+        req.queue_delete(k, type, i);
+      } else if (const AttrTable::Cache& c = encoded(op.attrs);
+                 c.gw_family && c.gw_family != static_cast<uint8_t>(k.dst.family())) {
+        done(i, EAFNOSUPPORT);  // a gateway of the other family: never written
+      } else {
+        req.queue_upsert(k, type, c, i);
+      }
+      if (req.queued_bytes() >= rtnl::Socket::kBatchBytes)
+        if (auto s = req.flush(done); !s && result) result = s;
+    }
+    if (auto s = req.flush(done); !s && result) result = s;
+    sync.ops_finished();
+    ops.clear();
+    return result;
   }
+
+  bool writable_attrs(AttrId id) { return encoded(id).ok; }  // do its interfaces exist
 
   Status apply() {
     auto t0 = std::chrono::steady_clock::now();
@@ -222,8 +234,7 @@ struct LinuxDataplane::Impl {
       if (auto s = resync_state(); !s) return s;
     apply_tunnels();
     apply_sysctls();
-    RoutePlan plan = sync.plan([this](const Route& r) { return writable(r); });
-    Status s = write_plan(plan);
+    Status s = write_ops();
     ++st.applies;
     st.last_apply_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     st.errors = errors;
@@ -244,6 +255,9 @@ Result<std::unique_ptr<LinuxDataplane>> LinuxDataplane::open(LinuxDataplaneOptio
   if (opts.watch_events) {
     // Join before the first dump so no change between dump and watch is missed.
     if (auto s = d.mon.open({RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_LINK}); !s) return fail(s.error());
+    // The echo of our own writes is dropped by the kernel, not read and skipped here:
+    // a bulk install then costs the monitor nothing and cannot overflow it.
+    if (auto s = d.mon.ignore_sender(d.req.portid()); !s) return fail(s.error());
   }
   if (auto s = d.resync_state(); !s) return fail(s.error());
   d.st.resyncs = 0;
@@ -284,9 +298,7 @@ Status LinuxDataplane::cleanup() {
   Impl& d = *impl_;
   d.errors.clear();
   if (auto s = d.resync_state(); !s) return s;
-  RoutePlan plan;
-  plan.deletes = d.sync.owned_routes();
-  Status s = d.write_plan(plan);
+  Status s = d.write_ops(/*remove_all=*/true);
   if (d.tunnel_cfg.ipip.enabled || d.ipip_was_enabled)
     if (auto r = d.tunnels.release_ipip(d.tunnel_cfg.ipip); !r) d.errors.push_back(r.error().message);
   if (auto r = d.tunnels.remove_vxlan(d.tunnel_cfg.vxlan.ifname); !r) d.errors.push_back(r.error().message);

@@ -34,7 +34,7 @@ Status RecordingDataplane::apply() {
     ++tunnel_applies;
     tunnels_dirty_ = false;
   }
-  RoutePlan plan = sync_.plan([this](const Route& r) {
+  RoutePlan plan = sync_.plan([this](const RouteAttrs& r) {
     for (const auto& h : r.nexthops)
       if (!h.ifname.empty() && !interfaces_.count(h.ifname)) return false;
     return true;

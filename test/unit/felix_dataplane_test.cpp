@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <map>
+#include <unordered_map>
 
 #include "felix/dataplane.hpp"
 #include "felix/recording_dataplane.hpp"
@@ -240,17 +242,17 @@ TEST_CASE("RouteSync marks exactly the changed keys dirty") {
   for (uint32_t i = 0; i < 100; ++i) v.push_back(block_blackhole(Prefix(IpAddress::v4(0xC6130000u + i * 64), 26)));
   s.set_class(RouteClass::LocalBlock, v);
   CHECK(s.dirty_count() == 100);
-  auto plan = s.plan([](const Route&) { return true; });
+  auto plan = s.plan([](const RouteAttrs&) { return true; });
   CHECK(plan.upserts.size() == 100);
   for (const auto& r : plan.upserts) s.ack_upsert(r);
   v[7] = block_blackhole(Prefix(IpAddress::v4(0xC6140000u), 26));
   s.set_class(RouteClass::LocalBlock, v);
   CHECK(s.dirty_count() == 2);  // one gone, one new
-  plan = s.plan([](const Route&) { return true; });
+  plan = s.plan([](const RouteAttrs&) { return true; });
   CHECK(plan.upserts.size() == 1);
   CHECK(plan.deletes.empty());  // not complete yet
   s.set_complete();
-  plan = s.plan([](const Route&) { return true; });
+  plan = s.plan([](const RouteAttrs&) { return true; });
   CHECK(plan.deletes.size() == 1);
 }
 
@@ -295,4 +297,234 @@ TEST_CASE("tunnel MTUs and the VXLAN MAC") {
   CHECK((mac[0] & 2) == 2);  // locally administered
   CHECK(ipip::vxlan_mac_for(ip("198.18.0.3")) != mac);
   CHECK(std::string(ipip::kNoIpipError) == "kernel has no ipip support: load module ipip or use vxlanMode");
+}
+
+// ---------------------------------------------------------------- flat index, interning, bulk diff
+
+TEST_CASE("FlatIndex: insert, find, erase with backward shift, repoint (against std::unordered_map)") {
+  FlatIndex idx;
+  std::unordered_map<uint32_t, uint32_t> model;  // id -> hash
+  uint64_t x = 12345;
+  auto rnd = [&]() { return static_cast<uint32_t>((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33); };
+  uint32_t next_id = 1;
+  for (int step = 0; step < 20000; ++step) {
+    uint32_t op = rnd() % 3;
+    if (op < 2 || model.empty()) {
+      uint32_t h = rnd() % 64;  // few hashes: long probe runs and many collisions
+      idx.insert(h, next_id);
+      model[next_id++] = h;
+    } else {
+      auto it = model.begin();
+      std::advance(it, rnd() % model.size());
+      idx.erase(it->second, it->first);
+      model.erase(it);
+    }
+  }
+  CHECK(idx.size() == model.size());
+  for (const auto& [id, h] : model) {
+    uint32_t want = id;
+    CHECK(idx.find(h, [&](uint32_t c) { return c == want; }) == id);
+  }
+  CHECK(idx.find(7, [](uint32_t c) { return c == 0xffffffu; }) == 0);
+  auto [id, h] = *model.begin();
+  idx.repoint(h, id, 0xfffff0u);
+  CHECK(idx.find(h, [](uint32_t c) { return c == 0xfffff0u; }) == 0xfffff0u);
+  CHECK(idx.find(h, [&](uint32_t c) { return c == id; }) == 0);
+}
+
+TEST_CASE("AttrTable: equal attributes share one id; the id is freed with its last reference") {
+  AttrTable t;
+  Route a = direct_route(pfx("198.19.1.0/26"), ip("198.18.0.2"), "eth0");
+  Route b = direct_route(pfx("198.19.2.0/26"), ip("198.18.0.2"), "eth0");  // other key, same attributes
+  Route c = direct_route(pfx("198.19.1.0/26"), ip("198.18.0.3"), "eth0");
+  AttrId ia = t.intern(a), ib = t.intern(b), ic = t.intern(c);
+  CHECK(ia == ib);
+  CHECK(ia != ic);
+  CHECK(t.live() == 2);
+  CHECK(t.get(ic).nexthops[0].gateway == ip("198.18.0.3"));
+  t.cache(ic).bytes = "encoded";
+  t.unref(ic);
+  CHECK(t.live() == 1);
+  AttrId ibh = t.intern(block_blackhole(pfx("198.19.9.0/26")));  // reuses the freed slot ...
+  CHECK(ibh == ic);
+  CHECK(t.cache(ibh).bytes.empty());  // ... with its cache cleared
+  CHECK(t.get(ibh).type == RouteType::Blackhole);
+  t.unref(ia);
+  CHECK(t.live() == 2);  // ia still referenced once (b)
+  t.unref(ib);
+  CHECK(t.live() == 1);
+}
+
+namespace {
+std::vector<Route> bulk(uint32_t n, uint32_t base = 0x0A000000u, const char* gw = "198.18.0.2") {
+  std::vector<Route> v;
+  for (uint32_t i = 0; i < n; ++i) v.push_back(direct_route(Prefix(IpAddress::v4(base + i), 32), ip(gw), "eth0"));
+  return v;
+}
+void ack_all(RouteSync& s, const RoutePlan& p) {
+  for (const auto& r : p.upserts) s.ack_upsert(r);
+  for (const auto& r : p.deletes) s.ack_delete(key_of(r));
+}
+auto all_writable = [](const RouteAttrs&) { return true; };
+}  // namespace
+
+TEST_CASE("set_class with the same content marks nothing dirty and plans nothing") {
+  RouteSync s;
+  s.set_class(RouteClass::Static, bulk(3000));
+  ack_all(s, s.plan(all_writable));
+  s.set_complete();
+  CHECK(s.plan(all_writable).upserts.empty());
+  auto again = bulk(3000);
+  std::reverse(again.begin(), again.end());  // order does not matter
+  s.set_class(RouteClass::Static, again);
+  CHECK(s.dirty_count() == 0);
+  auto p = s.plan(all_writable);
+  CHECK(p.upserts.empty());
+  CHECK(p.deletes.empty());
+  CHECK(s.desired_count() == 3000);
+  CHECK(s.owned_count() == 3000);
+  CHECK(s.class_count(RouteClass::Static) == 3000);
+  CHECK(s.attrs().live() == 1);  // 3000 routes, one attribute value
+}
+
+TEST_CASE("set_class: changed next hop, duplicates (last wins), removals, in one call") {
+  RouteSync s;
+  s.set_class(RouteClass::Static, bulk(100));
+  ack_all(s, s.plan(all_writable));
+  s.set_complete();
+  auto v = bulk(100);
+  v[10] = direct_route(v[10].dst, ip("198.18.0.9"), "eth0");                     // changed
+  v.push_back(direct_route(v[20].dst, ip("198.18.0.7"), "eth0"));                // duplicate key: wins
+  v.erase(v.begin() + 50, v.begin() + 60);                                        // 10 removed
+  s.set_class(RouteClass::Static, v);
+  CHECK(s.dirty_count() == 12);
+  auto p = s.plan(all_writable);
+  REQUIRE(p.upserts.size() == 2);
+  CHECK(p.upserts[0].str() == "10.0.0.10/32 via 198.18.0.9 dev eth0");
+  CHECK(p.upserts[1].str() == "10.0.0.20/32 via 198.18.0.7 dev eth0");
+  CHECK(p.deletes.size() == 10);
+  CHECK(std::is_sorted(p.deletes.begin(), p.deletes.end(), [](const Route& a, const Route& b) { return a.dst < b.dst; }));
+  ack_all(s, p);
+  CHECK(s.desired_count() == 90);
+  CHECK(s.owned_count() == 90);
+  CHECK(s.class_count(RouteClass::Static) == 90);
+  CHECK(s.entry_count() == 90);  // removed routes leave no entry behind
+  CHECK(s.attrs().live() == 3);
+}
+
+TEST_CASE("a whole class removed at once (compaction path) and re-added") {
+  RouteSync s;
+  s.set_class(RouteClass::RemoteBlock, bulk(2000));
+  s.set_class(RouteClass::LocalWorkload, bulk(5, 0x0A000000u, "198.18.0.5"));  // shadows 5 of them
+  auto p = s.plan(all_writable);
+  CHECK(p.upserts.size() == 2000);
+  ack_all(s, p);
+  s.set_complete();
+  s.set_class(RouteClass::RemoteBlock, {});
+  p = s.plan(all_writable);
+  CHECK(p.upserts.empty());
+  CHECK(p.deletes.size() == 1995);
+  ack_all(s, p);
+  CHECK(s.entry_count() == 5);
+  CHECK(s.desired(key_of(bulk(1)[0]))->str() == "10.0.0.0/32 via 198.18.0.5 dev eth0");
+  s.set_class(RouteClass::RemoteBlock, bulk(2000));
+  CHECK(s.plan(all_writable).upserts.size() == 1995);
+}
+
+TEST_CASE("driver-level ops: a failed write stays dirty and is planned again; ops come in address order") {
+  RouteSync s;
+  auto v = bulk(300);
+  std::reverse(v.begin(), v.end());
+  s.set_class(RouteClass::Static, v);
+  std::vector<RouteSync::Op> ops;
+  s.plan_ops([](AttrId) { return true; }, ops);
+  REQUIRE(ops.size() == 300);
+  for (size_t i = 1; i < ops.size(); ++i) CHECK(s.op_key(ops[i - 1]).dst < s.op_key(ops[i]).dst);
+  for (size_t i = 0; i < ops.size(); ++i) s.op_done(ops[i], i != 7);  // one failure
+  s.ops_finished();
+  CHECK(s.owned_count() == 299);
+  CHECK(s.dirty_count() == 1);
+  s.plan_ops([](AttrId) { return true; }, ops);
+  REQUIRE(ops.size() == 1);
+  CHECK(s.op_key(ops[0]).dst == pfx("10.0.0.7/32"));
+  s.op_done(ops[0], true);
+  s.ops_finished();
+  s.plan_remove_owned(ops);
+  CHECK(ops.size() == 300);
+  for (const auto& op : ops) CHECK(op.del);
+}
+
+TEST_CASE("streamed observed reset: adopts ours, keeps foreign, drops stale entries") {
+  RouteSync s;
+  s.set_class(RouteClass::Static, bulk(10));
+  ack_all(s, s.plan(all_writable));
+  s.observed_reset_begin();
+  KernelRoute kr{bulk(1, 0x0A000005u)[0], kTabbyRouteProtocol};
+  s.observed_reset_add(kr);
+  KernelRoute foreign{direct_route(pfx("10.0.0.6/32"), ip("198.18.0.66"), "eth0"), 12};
+  s.observed_reset_add(foreign);
+  KernelRoute other{block_blackhole(pfx("203.0.113.0/24")), 17};
+  s.observed_reset_add(other);
+  s.observed_reset_end();
+  CHECK(s.owned_count() == 1);
+  auto p = s.plan(all_writable);
+  CHECK(p.upserts.size() == 8);  // 10 desired, 1 adopted as is, 1 blocked by a foreign route
+  REQUIRE(s.conflicts().size() == 1);
+  CHECK(s.conflicts()[0].kernel_route == "10.0.0.6/32 via 198.18.0.66 dev eth0");
+  CHECK(s.observed_protocol(key_of(other.route)) == 17);
+  s.set_complete();
+  CHECK(s.plan(all_writable).deletes.empty());  // foreign routes are never deleted
+}
+
+TEST_CASE("random edits through the recorder: the kernel ends equal to the desired state") {
+  auto dp = make_dp();
+  uint64_t x = 99;
+  auto rnd = [&]() { return static_cast<uint32_t>((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33); };
+  const char* gws[] = {"198.18.0.2", "198.18.0.3", "198.18.0.4"};
+  std::map<std::string, Route> want[kRouteClassCount];  // key text -> route, per class
+  auto make = [&](uint32_t i) {
+    Route r = direct_route(Prefix(IpAddress::v4(0x0A000000u + i), 32), ip(gws[rnd() % 3]), "eth0");
+    if (rnd() % 5 == 0) r = block_blackhole(r.dst);
+    return r;
+  };
+  dp.desired_state_complete();
+  for (int round = 0; round < 60; ++round) {
+    int cls = static_cast<int>(rnd() % kRouteClassCount);
+    switch (rnd() % 3) {
+      case 0: {  // replace the class with a random set
+        std::vector<Route> v;
+        want[cls].clear();
+        for (int i = 0; i < 40; ++i) {
+          Route r = make(rnd() % 64);
+          want[cls][r.dst.str()] = r;
+          v.push_back(r);
+        }
+        dp.set_routes(static_cast<RouteClass>(cls), v);
+        break;
+      }
+      case 1: {
+        Route r = make(rnd() % 64);
+        want[cls][r.dst.str()] = r;
+        dp.upsert_route(static_cast<RouteClass>(cls), r);
+        break;
+      }
+      default: {
+        Route r = make(rnd() % 64);
+        want[cls].erase(r.dst.str());
+        dp.remove_route(static_cast<RouteClass>(cls), r);
+      }
+    }
+    if (rnd() % 3 == 0) continue;  // apply only sometimes: edits accumulate
+    REQUIRE(dp.apply().ok());
+    std::map<std::string, std::string> expect;  // the lower class wins
+    for (int c = kRouteClassCount - 1; c >= 0; --c)
+      for (const auto& [k, r] : want[c]) expect[k] = "proto 44 " + r.str();
+    std::vector<std::string> got = dp.kernel_dump(), exp;
+    for (const auto& [k, line] : expect) exp.push_back(line);
+    std::sort(got.begin(), got.end());
+    std::sort(exp.begin(), exp.end());
+    REQUIRE(got == exp);
+    CHECK(dp.status().routes_desired == expect.size());
+    CHECK(dp.status().routes_programmed == expect.size());
+  }
 }
