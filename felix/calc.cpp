@@ -219,15 +219,17 @@ struct Calc::Impl {
   }
 
   // ---------------------------------------------------------------- blocks
+  // Accepted blocks never overlap, so at most one block starts at or below cidr's
+  // first address and contains it: the predecessor of upper_bound(addr/32); the
+  // others that overlap start inside cidr.
   std::optional<std::string> block_conflict(const std::string& name, const Prefix& cidr) const {
-    auto it = blocks.lower_bound(Prefix(cidr.addr(), 0));
+    auto it = blocks.upper_bound(Prefix(cidr.addr(), static_cast<uint8_t>(cidr.addr().bit_width())));
     if (it != blocks.begin()) {
       auto prev = std::prev(it);
       if (prev->first.overlaps(cidr) && prev->second != name) return prev->second;
     }
     for (; it != blocks.end() && cidr.contains(it->first.addr()); ++it)
       if (it->second != name) return it->second;
-    if (it != blocks.end() && it->first.overlaps(cidr) && it->second != name) return it->second;
     return std::nullopt;
   }
 

@@ -26,12 +26,11 @@ bool add_offset(const IpAddress& a, uint64_t off, IpAddress& out) {
 }
 
 // Does any claimed block overlap `b`? (Claimed blocks never overlap each other, so
-// the nearest one at or below b's address is the only candidate that contains it.)
+// the last one starting at or below b's address is the only one that can contain it.)
 bool overlaps_claimed(const Prefix& b, const std::set<Prefix>& claimed) {
-  auto it = claimed.lower_bound(Prefix(b.addr(), 0));
-  if (it != claimed.end() && b.contains(it->addr())) return true;
-  if (it != claimed.begin() && std::prev(it)->contains(b.addr())) return true;
-  return false;
+  auto it = claimed.upper_bound(Prefix(b.addr(), static_cast<uint8_t>(b.addr().bit_width())));
+  if (it != claimed.begin() && std::prev(it)->overlaps(b)) return true;
+  return it != claimed.end() && b.contains(it->addr());
 }
 
 }  // namespace

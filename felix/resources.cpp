@@ -731,6 +731,7 @@ ParsedManifests parse_manifests(std::string_view text, std::string_view source) 
     out.errors.push_back({src, std::nullopt, (src.empty() ? "" : src + ": ") + "YAML syntax error" + where + ": " + e.msg});
     return out;
   }
+  size_t real_docs = std::count_if(docs.begin(), docs.end(), [](const YAML::Node& d) { return d.IsDefined() && !d.IsNull(); });
   for (size_t i = 0; i < docs.size(); ++i) {
     if (!docs[i].IsDefined() || docs[i].IsNull()) continue;
     // A kubectl-style List: its items are the objects.
@@ -743,7 +744,7 @@ ParsedManifests parse_manifests(std::string_view text, std::string_view source) 
       }
       continue;
     }
-    std::string where = docs.size() > 1 ? src + " (document " + std::to_string(i + 1) + ")" : src;
+    std::string where = real_docs > 1 ? src + " (document " + std::to_string(i + 1) + ")" : src;
     auto r = parse_resource(docs[i], where);
     if (r) {
       r->source = src;
