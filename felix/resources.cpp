@@ -563,6 +563,27 @@ std::string block_affinity_name(const Prefix& block) {
   return s;
 }
 
+std::optional<ResourceKey> key_for(std::string_view api_version, std::string_view kind, std::string_view ns_in,
+                                   std::string_view name_in) {
+  std::string api(api_version), k(kind), ns(ns_in), name(name_in);
+  if (name.empty()) return std::nullopt;
+  bool calico = api == "projectcalico.org/v3", k8s = api == "v1", tabby = api == "tabby.dev/v1";
+  std::string nsd = ns.empty() ? "default" : ns;
+  if (calico && k == "BGPConfiguration") return ResourceKey{Kind::BGPConfiguration, "", name};
+  if (calico && k == "BGPPeer") return ResourceKey{Kind::BGPPeer, "", name};
+  if (calico && k == "IPPool") return ResourceKey{Kind::IPPool, "", name};
+  if (calico && k == "Node") return ResourceKey{Kind::CalicoNode, "", name};
+  if (k8s && k == "Node") return ResourceKey{Kind::K8sNode, "", name};
+  if (k8s && k == "Pod") return ResourceKey{Kind::Pod, nsd, name};
+  if (k8s && k == "Namespace") return ResourceKey{Kind::Namespace, "", name};
+  if (tabby && k == "BlockAffinity") return ResourceKey{Kind::BlockAffinity, "", name};
+  if ((tabby || calico) && k == "WorkloadEndpoint") return ResourceKey{Kind::WorkloadEndpoint, nsd, name};
+  if (k == "NetworkPolicy" && api == "networking.k8s.io/v1") return ResourceKey{Kind::Policy, "", "knp." + nsd + "." + name};
+  if (k == "NetworkPolicy" && calico) return ResourceKey{Kind::Policy, "", "np." + nsd + "." + name};
+  if (k == "GlobalNetworkPolicy" && calico) return ResourceKey{Kind::Policy, "", "gnp." + name};
+  return std::nullopt;
+}
+
 Result<uint32_t> parse_asn(std::string_view text) {
   std::string s(text);
   auto num = [](const std::string& t, uint64_t hi) -> std::optional<uint64_t> {
@@ -662,7 +683,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
       auto o = policy::parse_object(em.c_str());
       if (!o) return fail_msg(src + o.error().message);
       r.key = {Kind::Policy, "", o->policy.id()};
-      r.body = PolicyRes{std::move(o->policy)};
+      r.body = PolicyRes{std::move(o->policy), em.c_str()};
       return r;
     }
     r.key.name = name;
@@ -754,23 +775,9 @@ ParsedManifests parse_manifests(std::string_view text, std::string_view source) 
     // Try to name the object so its last good version can be kept.
     ResourceError e{src, std::nullopt, r.error().message};
     const auto& d = docs[i];
-    if (d.IsMap() && present(d["metadata"]) && d["metadata"].IsMap()) {
-      std::string api = scalar_or_empty(d["apiVersion"]), kind = scalar_or_empty(d["kind"]);
-      std::string name = scalar_or_empty(d["metadata"]["name"]), ns = scalar_or_empty(d["metadata"]["namespace"]);
-      std::optional<Kind> k;
-      if (kind == "BGPConfiguration") k = Kind::BGPConfiguration;
-      else if (kind == "BGPPeer") k = Kind::BGPPeer;
-      else if (kind == "IPPool") k = Kind::IPPool;
-      else if (kind == "Node") k = api == "v1" ? Kind::K8sNode : Kind::CalicoNode;
-      else if (kind == "Pod") k = Kind::Pod;
-      else if (kind == "Namespace") k = Kind::Namespace;
-      else if (kind == "BlockAffinity") k = Kind::BlockAffinity;
-      else if (kind == "WorkloadEndpoint") k = Kind::WorkloadEndpoint;
-      if (k && !name.empty()) {
-        bool nsd = *k == Kind::Pod || *k == Kind::WorkloadEndpoint;
-        e.key = ResourceKey{*k, nsd ? (ns.empty() ? "default" : ns) : "", name};
-      }
-    }
+    if (d.IsMap() && present(d["metadata"]) && d["metadata"].IsMap())
+      e.key = key_for(scalar_or_empty(d["apiVersion"]), scalar_or_empty(d["kind"]),
+                      scalar_or_empty(d["metadata"]["namespace"]), scalar_or_empty(d["metadata"]["name"]));
     out.errors.push_back(std::move(e));
   }
   return out;

@@ -204,7 +204,8 @@ struct WorkloadEndpoint {
 
 struct PolicyRes {
   policy::Policy policy;
-  bool operator==(const PolicyRes&) const { return false; }  // always treated as changed
+  std::string canonical;  // the document re-emitted by yaml-cpp: equal text = same policy
+  bool operator==(const PolicyRes& o) const { return canonical == o.canonical; }
 };
 
 using ResourceBody = std::variant<BgpConfiguration, BgpPeer, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
@@ -263,6 +264,15 @@ class ManifestTracker {
  private:
   std::map<std::string, std::map<ResourceKey, Resource>> by_source_;
 };
+
+// The key an object of (apiVersion, kind, metadata.namespace, metadata.name) has, for
+// datastores that see only metadata (e.g. a watch DELETE): policies map to their
+// policy id ("knp.<ns>.<name>", "np.<ns>.<name>", "gnp.<name>"), namespaced kinds get
+// namespace "default" when none is given. None for kinds tabby does not read.
+// (A projectcalico.org/v3 WorkloadEndpoint is keyed by spec.pod, not its name: delete
+// it with the key of the Resource it was upserted with.)
+std::optional<ResourceKey> key_for(std::string_view api_version, std::string_view kind, std::string_view ns,
+                                   std::string_view name);
 
 // Shared value parsers (exposed for the datastore/CNI helpers and tests).
 Result<uint32_t> parse_asn(std::string_view text);               // "64512" or asdot "1.10"

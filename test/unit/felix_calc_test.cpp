@@ -849,3 +849,32 @@ TEST_CASE("IPAM through the calculation: allocations from affinities and endpoin
   REQUIRE_FALSE(none);
   CHECK(none.error().message == "IPAM: no free block for node node-1 in any enabled IPv6 pool whose nodeSelector matches it");
 }
+
+TEST_CASE("ManifestTracker: unchanged files produce no events; key_for matches parsed keys") {
+  ManifestTracker t;
+  std::string y = pool_yaml("pool-a", "198.19.0.0/16") +
+                  "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\n"
+                  "spec: {podSelector: {}, policyTypes: [Ingress]}\n---\n" +
+                  wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1");
+  auto ev = t.update_source("a.yaml", y);
+  CHECK(ev.size() == 3);
+  CHECK(t.update_source("a.yaml", y).empty());
+  CHECK(t.object_count() == 3);
+  for (const auto& e : ev) {
+    CAPTURE(e.resource.key.str());
+    const char* api = e.resource.key.kind == Kind::IPPool ? "projectcalico.org/v3"
+                      : e.resource.key.kind == Kind::Policy ? "networking.k8s.io/v1"
+                                                            : "tabby.dev/v1";
+    const char* kind = e.resource.key.kind == Kind::IPPool ? "IPPool"
+                       : e.resource.key.kind == Kind::Policy ? "NetworkPolicy"
+                                                             : "WorkloadEndpoint";
+    std::string ns = e.resource.key.kind == Kind::Policy ? "shop" : e.resource.key.ns;
+    std::string name = e.resource.key.kind == Kind::Policy ? "deny" : e.resource.key.name;
+    CHECK(key_for(api, kind, ns, name) == e.resource.key);
+  }
+  CHECK_FALSE(key_for("apps/v1", "Deployment", "default", "x"));
+  auto del = t.remove_source("a.yaml");
+  CHECK(del.size() == 3);
+  CHECK(std::all_of(del.begin(), del.end(), [](const ResourceEvent& e) { return e.type == ResourceEvent::Delete; }));
+  CHECK(t.object_count() == 0);
+}
