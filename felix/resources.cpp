@@ -739,34 +739,88 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
   return r;
 }
 
+namespace {
+struct Chunk {
+  std::string_view text;
+  size_t first_line = 0;  // 0-based line of the chunk's first line in the whole text
+};
+
+bool blank_chunk(std::string_view t) {
+  size_t i = 0;
+  while (i < t.size()) {
+    size_t e = t.find('\n', i);
+    if (e == std::string_view::npos) e = t.size();
+    std::string_view line = t.substr(i, e - i);
+    if (line.starts_with("---")) line.remove_prefix(3);
+    size_t c = line.find_first_not_of(" \t\r");
+    if (c != std::string_view::npos && line[c] != '#') return false;
+    i = e + 1;
+  }
+  return true;
+}
+
+// Splits a stream at its document markers ("---" at the start of a line; "..." ends
+// a document), so each document is loaded, converted and freed on its own: yaml-cpp
+// keeps a whole LoadAll() tree in memory, several times the text's size.
+std::vector<Chunk> split_documents(std::string_view text) {
+  std::vector<Chunk> out;
+  size_t start = 0, line = 0, start_line = 0, i = 0;
+  auto marker = [](std::string_view l, std::string_view m) {
+    return l.starts_with(m) && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+  };
+  while (i < text.size()) {
+    size_t e = text.find('\n', i);
+    size_t next = e == std::string_view::npos ? text.size() : e + 1;
+    std::string_view l = text.substr(i, (e == std::string_view::npos ? text.size() : e) - i);
+    if (marker(l, "---")) {
+      out.push_back({text.substr(start, i - start), start_line});
+      start = i;  // the marker line stays with its document ("--- {a: 1}" is valid)
+      start_line = line;
+    } else if (marker(l, "...")) {
+      out.push_back({text.substr(start, i - start), start_line});
+      start = next;
+      start_line = line + 1;
+    }
+    i = next;
+    ++line;
+  }
+  out.push_back({text.substr(start), start_line});
+  std::erase_if(out, [](const Chunk& c) { return blank_chunk(c.text); });
+  return out;
+}
+}  // namespace
+
 ParsedManifests parse_manifests(std::string_view text, std::string_view source) {
   ParsedManifests out;
-  std::vector<YAML::Node> docs;
   std::string src(source);
-  try {
-    docs = YAML::LoadAll(std::string(text));
-  } catch (const YAML::Exception& e) {
-    out.syntax_error = true;
-    std::string where = e.mark.is_null() ? "" : " at line " + std::to_string(e.mark.line + 1) + ", column " +
-                                                    std::to_string(e.mark.column + 1);
-    out.errors.push_back({src, std::nullopt, (src.empty() ? "" : src + ": ") + "YAML syntax error" + where + ": " + e.msg});
-    return out;
-  }
-  size_t real_docs = std::count_if(docs.begin(), docs.end(), [](const YAML::Node& d) { return d.IsDefined() && !d.IsNull(); });
-  for (size_t i = 0; i < docs.size(); ++i) {
-    if (!docs[i].IsDefined() || docs[i].IsNull()) continue;
+  std::vector<Chunk> chunks = split_documents(text);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    YAML::Node doc;
+    try {
+      doc = YAML::Load(std::string(chunks[i].text));
+    } catch (const YAML::Exception& e) {
+      // Not YAML: the whole source is unreadable (nothing from it is used).
+      out = ParsedManifests{};
+      out.syntax_error = true;
+      std::string where = e.mark.is_null() ? ""
+                                           : " at line " + std::to_string(chunks[i].first_line + e.mark.line + 1) +
+                                                 ", column " + std::to_string(e.mark.column + 1);
+      out.errors.push_back({src, std::nullopt, (src.empty() ? "" : src + ": ") + "YAML syntax error" + where + ": " + e.msg});
+      return out;
+    }
+    if (!doc.IsDefined() || doc.IsNull()) continue;
     // A kubectl-style List: its items are the objects.
-    if (docs[i].IsMap() && scalar_or_empty(docs[i]["kind"]).size() > 4 &&
-        scalar_or_empty(docs[i]["kind"]).ends_with("List") && docs[i]["items"].IsSequence()) {
-      for (const auto& item : docs[i]["items"]) {
+    if (doc.IsMap() && scalar_or_empty(doc["kind"]).size() > 4 && scalar_or_empty(doc["kind"]).ends_with("List") &&
+        doc["items"].IsSequence()) {
+      for (const auto& item : doc["items"]) {
         auto r = parse_resource(item, source);
         if (r) out.resources.push_back(std::move(*r));
         else out.errors.push_back({src, std::nullopt, r.error().message});
       }
       continue;
     }
-    std::string where = real_docs > 1 ? src + " (document " + std::to_string(i + 1) + ")" : src;
-    auto r = parse_resource(docs[i], where);
+    std::string where = chunks.size() > 1 ? src + " (document " + std::to_string(i + 1) + ")" : src;
+    auto r = parse_resource(doc, where);
     if (r) {
       r->source = src;
       out.resources.push_back(std::move(*r));
@@ -774,10 +828,9 @@ ParsedManifests parse_manifests(std::string_view text, std::string_view source) 
     }
     // Try to name the object so its last good version can be kept.
     ResourceError e{src, std::nullopt, r.error().message};
-    const auto& d = docs[i];
-    if (d.IsMap() && present(d["metadata"]) && d["metadata"].IsMap())
-      e.key = key_for(scalar_or_empty(d["apiVersion"]), scalar_or_empty(d["kind"]),
-                      scalar_or_empty(d["metadata"]["namespace"]), scalar_or_empty(d["metadata"]["name"]));
+    if (doc.IsMap() && present(doc["metadata"]) && doc["metadata"].IsMap())
+      e.key = key_for(scalar_or_empty(doc["apiVersion"]), scalar_or_empty(doc["kind"]),
+                      scalar_or_empty(doc["metadata"]["namespace"]), scalar_or_empty(doc["metadata"]["name"]));
     out.errors.push_back(std::move(e));
   }
   return out;

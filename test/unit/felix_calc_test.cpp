@@ -878,3 +878,22 @@ TEST_CASE("ManifestTracker: unchanged files produce no events; key_for matches p
   CHECK(std::all_of(del.begin(), del.end(), [](const ResourceEvent& e) { return e.type == ResourceEvent::Delete; }));
   CHECK(t.object_count() == 0);
 }
+
+TEST_CASE("document streams: markers, '...' ends, syntax error lines count from the file start") {
+  auto q = parse_manifests("# header\n--- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n...\n---\n"
+                           "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\n# trailing comment\n",
+                           "x.yaml");
+  CHECK(q.resources.size() == 2);
+  CHECK(q.errors.empty());
+  auto p = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\n"
+                           "metadata: {name: [b\n",
+                           "x.yaml");
+  CHECK(p.syntax_error);
+  CHECK(p.resources.empty());  // a syntax error anywhere: nothing from the file is used
+  REQUIRE(p.errors.size() == 1);
+  CHECK(p.errors[0].message == "x.yaml: YAML syntax error at line 8, column 1: end of sequence flow not found");
+  auto list = parse_manifests("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n"
+                              "- {apiVersion: v1, kind: Namespace, metadata: {name: b}}\n",
+                              "l.yaml");
+  CHECK(list.resources.size() == 2);
+}
