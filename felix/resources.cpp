@@ -810,7 +810,7 @@ ParsedManifests parse_manifests(std::string_view text, std::string_view source) 
     }
     if (!doc.IsDefined() || doc.IsNull()) continue;
     // A kubectl-style List: its items are the objects.
-    if (doc.IsMap() && scalar_or_empty(doc["kind"]).size() > 4 && scalar_or_empty(doc["kind"]).ends_with("List") &&
+    if (doc.IsMap() && scalar_or_empty(doc["kind"]).ends_with("List") &&
         doc["items"].IsSequence()) {
       for (const auto& item : doc["items"]) {
         auto r = parse_resource(item, source);
