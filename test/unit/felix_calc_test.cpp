@@ -897,3 +897,40 @@ TEST_CASE("document streams: markers, '...' ends, syntax error lines count from 
                               "l.yaml");
   CHECK(list.resources.size() == 2);
 }
+
+TEST_CASE("dual stack, Kubernetes Node annotations and per-node BGPConfiguration") {
+  std::string y = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-1}\nspec:\n  bgp:\n"
+                  "    ipv4Address: 198.18.0.11/24\n    ipv6Address: 2001:db8::11/64\n---\n"
+                  "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-2\n  labels: {zone: z2}\n  annotations:\n"
+                  "    projectcalico.org/IPv4Address: 198.18.0.12/24\n    projectcalico.org/IPv6Address: 2001:db8::12/64\n"
+                  "    projectcalico.org/ASNumber: '65002'\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: node.node-1}\n"
+                  "spec: {listenPort: 1179}\n";
+  Node n1("node-1");
+  n1.feed("c.yaml", y);
+  const auto& s = n1.calc.speaker_config();
+  CHECK(s.listen_port == 1179);
+  CHECK(peer_list(s) == std::vector<std::string>{"198.18.0.12 as65002", "2001:db8::12 as65002"});
+  CHECK(s.peers[1].families == std::vector<bgp::Family>{bgp::kIpv6Unicast});
+  CHECK(s.peers[1].local_address->str() == "2001:db8::11");
+  REQUIRE(n1.calc.node("node-2"));
+  CHECK(n1.calc.node("node-2")->labels.at("zone") == "z2");
+  // A Calico Node of the same name overrides the annotations.
+  n1.feed("n2.yaml", node_yaml("node-2", "198.18.0.22/24", "    asNumber: 65022\n"));
+  CHECK(peer_list(n1.calc.speaker_config()) == std::vector<std::string>{"198.18.0.22 as65022", "2001:db8::12 as65022"});
+  CHECK(n1.calc.node("node-2")->labels.at("zone") == "z2");
+  // Another node's per-node BGPConfiguration does not apply here.
+  Node n2("node-2");
+  n2.feed("c.yaml", y);
+  CHECK(n2.calc.speaker_config().listen_port == 179);
+}
+
+TEST_CASE("no Node resource for this node: problems say so, BGP not ready") {
+  Node n("node-x");
+  n.feed("c.yaml", kThreeNodes);
+  CHECK_FALSE(n.calc.bgp_ready());
+  auto probs = n.calc.problems();
+  REQUIRE_FALSE(probs.empty());
+  CHECK(probs[0].message == "no Node resource for this node (node-x)");
+  CHECK(n.calc.speaker_config().peers.empty());
+}
