@@ -994,4 +994,18 @@ Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handl
   return plan;
 }
 
+std::vector<Resource> Calc::plan_release(const std::string& handle) const {
+  std::vector<Resource> out;
+  for (const auto& [name, a] : impl_->affinities) {
+    if (!a.allocations.count(handle)) continue;
+    Resource r;
+    r.key = {Kind::BlockAffinity, "", name};
+    BlockAffinity b = a;
+    b.allocations.erase(handle);
+    r.body = std::move(b);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 }  // namespace tabby::felix

@@ -222,6 +222,9 @@ class Calc {
   // An address for `handle` on `node`: from its blocks (lowest block first), else
   // from a new block to claim. Error when every pool is exhausted or none matches.
   Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
+  // CNI DEL: the BlockAffinity objects that record `handle`, with it removed (write
+  // them back; the caller also deletes the WorkloadEndpoint). Empty when none does.
+  std::vector<Resource> plan_release(const std::string& handle) const;
 
  private:
   struct Impl;

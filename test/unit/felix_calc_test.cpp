@@ -844,6 +844,13 @@ TEST_CASE("IPAM through the calculation: allocations from affinities and endpoin
   CHECK(plan->claim_block);
   CHECK(plan->block.str() == "198.19.0.8/30");
   CHECK(plan->ip.str() == "198.19.0.9");
+  // CNI DEL of default/a: its record goes, the address is free again.
+  auto rel = n1.calc.plan_release("default/a");
+  REQUIRE(rel.size() == 1);
+  CHECK(std::get<BlockAffinity>(rel[0].body).allocations.count("default/a") == 0);
+  REQUIRE(n1.calc.upsert(rel[0]).ok());
+  CHECK(n1.calc.plan_ip("node-1", "default/f", IpFamily::V4)->ip.str() == "198.19.0.1");
+  CHECK(n1.calc.plan_release("nobody").empty());
   // No IPv6 pool: a clear error.
   auto none = n1.calc.plan_ip("node-1", "default/e", IpFamily::V6);
   REQUIRE_FALSE(none);
