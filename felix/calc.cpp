@@ -241,8 +241,14 @@ struct Calc::Impl {
       dirty_blocks.insert(nb->second.begin(), nb->second.end());
     tunnels_dirty = true;
     if (node == opt.node_name) bgp_dirty = true;  // our announcements
-    for (const auto& [p, hops] : learned)
-      if (cidr.overlaps(p)) dirty_learned.insert(p);
+    // Learned prefixes that cover the block (<= 129 lookups) or lie inside it (a range
+    // of the ordered map): never a scan of a full table learned from a ToR.
+    for (int len = 0; len <= cidr.len(); ++len) {
+      Prefix up(cidr.addr(), static_cast<uint8_t>(len));
+      if (learned.count(up)) dirty_learned.insert(up);
+    }
+    for (auto it = learned.lower_bound(cidr); it != learned.end() && cidr.contains(it->first.addr()); ++it)
+      dirty_learned.insert(it->first);
   }
 
   void unlink_block(const std::string& name) {

@@ -763,9 +763,17 @@ TEST_CASE("BGP-learned routes: installed when no block covers them, ECMP, disagr
     return p.message == "BGP route for block 198.19.0.64/26 via 198.18.0.99 disagrees with its owner node node-2 "
                         "(198.18.0.12); the datastore's owner is used";
   }));
-  n1.calc.set_learned_routes({{*Prefix::parse("0.0.0.0/0"), {}, false}});
+  // A block claimed later takes over a learned route inside it.
+  n1.calc.set_learned_routes({{*Prefix::parse("198.19.1.0/26"), {ip("198.18.0.12")}, false},
+                              {*Prefix::parse("198.19.1.0/24"), {ip("198.18.0.12")}, false}});
+  CHECK(n1.calc.take_changes().routes.size() == 2);
+  REQUIRE(n1.calc.upsert(parse_one(block_yaml("198.19.1.0/26", "node-2"))).ok());
+  CHECK(op_strs(n1.calc.take_changes()) ==
+        std::vector<std::string>{"-static 198.19.1.0/26 via 198.18.0.12", "+remote-block 198.19.1.0/26 via 198.18.0.12"});
+  CHECK(n1.calc.routes(RouteClass::Static).size() == 2);  // default route and the /24 stay
+  n1.calc.set_learned_routes({{*Prefix::parse("0.0.0.0/0"), {}, false}, {*Prefix::parse("198.19.1.0/24"), {}, false}});
   ch = n1.calc.take_changes();
-  CHECK(ch.routes.size() == 1);
+  CHECK(ch.routes.size() == 2);
   CHECK(ch.routes[0].remove);
   CHECK(n1.calc.routes(RouteClass::Static).empty());
 }
@@ -940,4 +948,24 @@ TEST_CASE("no Node resource for this node: problems say so, BGP not ready") {
   REQUIRE_FALSE(probs.empty());
   CHECK(probs[0].message == "no Node resource for this node (node-x)");
   CHECK(n.calc.speaker_config().peers.empty());
+}
+
+TEST_CASE("deterministic: the same resources in another order give the same outputs") {
+  std::string y = cluster_with_pool("  vxlanMode: CrossSubnet\n", "198.18.1.13/24") +
+                  node_yaml("rr-1", "198.18.0.1/24", "    routeReflectorClusterID: 224.0.0.1\n", "rr: 'y'") +
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerSelector: has(rr)}\n---\n" +
+                  wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1") + wep_yaml("pod-b", "node-2", "198.19.0.65", "cali2");
+  auto parsed = parse_manifests(y, "c.yaml");
+  REQUIRE(parsed.errors.empty());
+  Calc a(CalcOptions{"node-1"}), b(CalcOptions{"node-1"});
+  for (const auto& r : parsed.resources) REQUIRE(a.upsert(r).ok());
+  for (auto it = parsed.resources.rbegin(); it != parsed.resources.rend(); ++it) REQUIRE(b.upsert(*it).ok());
+  (void)a.take_changes();
+  (void)b.take_changes();
+  CHECK(a.speaker_config() == b.speaker_config());
+  CHECK(a.tunnel_config() == b.tunnel_config());
+  for (int c = 0; c < dataplane::kRouteClassCount; ++c)
+    CHECK(a.routes(static_cast<RouteClass>(c)) == b.routes(static_cast<RouteClass>(c)));
+  CHECK(a.workload_interfaces() == b.workload_interfaces());
+  CHECK(a.endpoints().size() == b.endpoints().size());
 }
