@@ -1,0 +1,282 @@
+// resources.hpp — the cluster resources tabby reads from its datastore, as typed
+// values, and their parser/validator (YAML or JSON text → Resource).
+//
+// Kinds (apiVersion kind):
+//   projectcalico.org/v3  BGPConfiguration, BGPPeer, IPPool, Node, WorkloadEndpoint,
+//                         NetworkPolicy, GlobalNetworkPolicy (the last two via policy/)
+//   v1                    Node, Pod, Namespace (Kubernetes)
+//   networking.k8s.io/v1  NetworkPolicy (via policy/)
+//   tabby.dev/v1          BlockAffinity, WorkloadEndpoint (tabby's own; shapes below)
+//
+// tabby.dev/v1 BlockAffinity — an IPAM block claimed by a node (one object per block;
+// the datastore creates it atomically, so the first claimer wins):
+//   apiVersion: tabby.dev/v1
+//   kind: BlockAffinity
+//   metadata: {name: 198-19-0-64-26}        # block_affinity_name(cidr)
+//   spec:
+//     cidr: 198.19.0.64/26                  # required, must be a block of an IP pool
+//     node: node-1                          # required
+//     allocations:                          # optional: handle -> IP (see calc.hpp IPAM)
+//       default/pod-a: 198.19.0.66
+//
+// tabby.dev/v1 WorkloadEndpoint — one networked pod, written by the CNI plugin:
+//   apiVersion: tabby.dev/v1
+//   kind: WorkloadEndpoint
+//   metadata: {name: pod-a, namespace: default, labels: {app: web}}  # name = the pod's
+//   spec:
+//     node: node-1                          # required
+//     interfaceName: cali1234567890a        # host-side veth (<= 15 chars), required
+//     ips: [198.19.0.66]                    # required, 1+ host addresses (or /32 /128)
+//     containerID: abc...                   # optional (CNI), not interpreted
+//     ports: [{name: http, port: 80, protocol: TCP}]   # optional named ports
+// Calico's projectcalico.org/v3 WorkloadEndpoint is accepted too (spec.node, spec.pod,
+// spec.interfaceName, spec.ipNetworks, spec.ports) and maps to the same value.
+//
+// Error texts: "<source>: <Kind> <ns/>name: <field path>: <why>", e.g.
+//   "pools.yaml: IPPool pool-a: spec.cidr: '10.0.0.0/33' is not a CIDR".
+// Unknown kinds and unknown keys inside a Calico/tabby spec are errors (a typo never
+// silently falls back to a default); Kubernetes objects are read leniently (only the
+// fields tabby needs), as they carry much more. Pure: yaml-cpp only.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "base/base.hpp"
+#include "bgp/rib.hpp"
+#include "bgp/types.hpp"
+#include "ipip/ipip.hpp"
+#include "policy/policy.hpp"
+
+namespace YAML {
+class Node;
+}
+
+namespace tabby::felix {
+
+using policy::Labels;
+using policy::Selector;
+
+enum class Kind : uint8_t {
+  BGPConfiguration,
+  BGPPeer,
+  IPPool,
+  CalicoNode,        // projectcalico.org/v3 Node
+  K8sNode,           // v1 Node
+  Pod,               // v1 Pod
+  Namespace,         // v1 Namespace
+  BlockAffinity,     // tabby.dev/v1
+  WorkloadEndpoint,  // tabby.dev/v1 (or projectcalico.org/v3)
+  Policy,            // any NetworkPolicy kind (name = policy::Policy::id())
+};
+const char* kind_name(Kind k);  // "IPPool", "Node" (both node kinds), ...
+
+// Identity of one object in the datastore. ns is empty for cluster-scoped kinds.
+struct ResourceKey {
+  Kind kind = Kind::IPPool;
+  std::string ns;
+  std::string name;
+  auto operator<=>(const ResourceKey&) const = default;
+  bool operator==(const ResourceKey&) const = default;
+  std::string str() const;  // "IPPool pool-a", "Pod default/web-1"
+};
+
+// ---------------------------------------------------------------- Calico kinds
+struct Community {  // a standard (RFC 1997) or large (RFC 8092) community
+  std::optional<uint32_t> standard;
+  std::optional<bgp::LargeCommunity> large;
+  bool operator==(const Community&) const = default;
+};
+
+struct PrefixAdvertisement {
+  Prefix cidr;
+  std::vector<Community> communities;  // names already resolved
+  bool operator==(const PrefixAdvertisement&) const = default;
+};
+
+// Name "default" holds the cluster-wide values; "node.<nodename>" overrides the
+// fields it sets for that node (Calico's per-node BGPConfiguration).
+struct BgpConfiguration {
+  std::optional<uint32_t> asn;             // spec.asNumber (default 64512)
+  std::optional<bool> node_to_node_mesh;   // spec.nodeToNodeMeshEnabled (default true)
+  std::optional<uint16_t> listen_port;     // spec.listenPort (default 179)
+  std::vector<PrefixAdvertisement> prefix_advertisements;
+  std::vector<Prefix> service_cluster_ips, service_external_ips;
+  bool operator==(const BgpConfiguration&) const = default;
+};
+
+struct BgpPeer {
+  std::string node;                        // spec.node: exactly this node
+  std::optional<Selector> node_selector;   // spec.nodeSelector
+  std::optional<IpAddress> peer_ip;        // spec.peerIP (with optional :port)
+  uint16_t port = 179;
+  std::optional<Selector> peer_selector;   // spec.peerSelector: other tabby nodes
+  uint32_t asn = 0;                        // spec.asNumber (required with peerIP)
+  std::string password;                    // spec.password (inline string)
+  bool keep_original_next_hop = false;
+  std::optional<bgp::NextHopMode> next_hop_mode;  // spec.nextHopMode Auto|Self|Keep
+  std::optional<uint16_t> max_restart_time;       // seconds, from "120s" / "2m"
+  uint8_t ttl_security = 0;                // hops (GTSM), 0 = off
+  std::optional<IpAddress> source_address; // spec.sourceAddress: an IP (not UseNodeIP/None)
+  bool operator==(const BgpPeer& o) const;
+};
+
+struct IpPool {
+  Prefix cidr;
+  int block_size = 26;                     // default 26 (IPv4) / 122 (IPv6)
+  ipip::EncapMode ipip = ipip::EncapMode::Never;
+  ipip::EncapMode vxlan = ipip::EncapMode::Never;
+  bool nat_outgoing = false;
+  bool disabled = false;
+  bool disable_bgp_export = false;
+  Selector node_selector;                  // default all()
+  bool operator==(const IpPool& o) const;
+  // The encapsulation of this pool's routes (VXLAN wins over IPIP; both set is rejected).
+  bool uses_vxlan() const { return vxlan != ipip::EncapMode::Never; }
+  bool uses_ipip() const { return ipip != ipip::EncapMode::Never; }
+};
+
+// Interface address of a node: the address and its subnet (from "198.18.0.11/24").
+struct NodeAddress {
+  IpAddress addr;
+  Prefix subnet;  // /32 (/128) when no mask was given
+  bool operator==(const NodeAddress&) const = default;
+};
+
+struct CalicoNode {
+  Labels labels;                           // metadata.labels
+  std::optional<NodeAddress> ipv4, ipv6;   // spec.bgp.ipv4Address / ipv6Address
+  std::optional<uint32_t> asn;             // spec.bgp.asNumber
+  std::optional<IpAddress> rr_cluster_id;  // spec.bgp.routeReflectorClusterID
+  std::optional<IpAddress> ipip_tunnel_addr;   // spec.bgp.ipv4IPIPTunnelAddr
+  std::optional<IpAddress> vxlan_tunnel_addr;  // spec.ipv4VXLANTunnelAddr
+  std::optional<std::array<uint8_t, 6>> vxlan_mac;  // spec.vxlanTunnelMACAddr
+  bool operator==(const CalicoNode&) const = default;
+};
+
+// ---------------------------------------------------------------- Kubernetes kinds
+// v1 Node: labels, plus Calico's projectcalico.org/{IPv4Address,IPv6Address,ASNumber,
+// RouteReflectorClusterID} annotations (how Calico keeps node BGP data in Kubernetes),
+// read into a CalicoNode-shaped value.
+struct K8sNode {
+  Labels labels;
+  CalicoNode from_annotations;
+  bool operator==(const K8sNode&) const = default;
+};
+
+struct Pod {
+  Labels labels;
+  std::string node;                        // spec.nodeName
+  std::vector<IpAddress> ips;              // status.podIPs / status.podIP
+  std::vector<policy::NamedPort> ports;    // spec.containers[].ports[] with a name
+  bool host_network = false;               // spec.hostNetwork: not tabby's to route
+  bool operator==(const Pod& o) const;
+};
+
+struct NamespaceRes {
+  Labels labels;
+  bool operator==(const NamespaceRes&) const = default;
+};
+
+// ---------------------------------------------------------------- tabby kinds
+struct BlockAffinity {
+  Prefix cidr;
+  std::string node;
+  std::map<std::string, IpAddress> allocations;  // handle -> IP (optional record)
+  bool operator==(const BlockAffinity&) const = default;
+};
+std::string block_affinity_name(const Prefix& block);  // "198-19-0-64-26"
+
+struct WorkloadEndpoint {
+  std::string node;
+  std::string iface;
+  std::vector<IpAddress> ips;
+  Labels labels;
+  std::vector<policy::NamedPort> ports;
+  std::string container_id;
+  bool operator==(const WorkloadEndpoint& o) const;
+};
+
+struct PolicyRes {
+  policy::Policy policy;
+  std::string canonical;  // the document re-emitted by yaml-cpp: equal text = same policy
+  bool operator==(const PolicyRes& o) const { return canonical == o.canonical; }
+};
+
+using ResourceBody = std::variant<BgpConfiguration, BgpPeer, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
+                                  BlockAffinity, WorkloadEndpoint, PolicyRes>;
+
+struct Resource {
+  ResourceKey key;
+  std::string source;  // file name / etcd key / API path, for messages
+  ResourceBody body;
+};
+
+// ---------------------------------------------------------------- parsing
+// One problem found in a document. `key` is set when the object's kind and name
+// could be read (then the datastore keeps that object's last good version).
+struct ResourceError {
+  std::string source;
+  std::optional<ResourceKey> key;
+  std::string message;  // full text: "<source>: <Kind> <name>: <path>: <why>"
+};
+
+struct ParsedManifests {
+  std::vector<Resource> resources;
+  std::vector<ResourceError> errors;
+  bool syntax_error = false;  // the text was not YAML at all: nothing was read
+};
+
+// Parses one already-loaded YAML/JSON document.
+Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source);
+// Parses a stream of documents (--- separated; JSON is YAML). Good objects are
+// returned even when others fail; each failure is one ResourceError.
+ParsedManifests parse_manifests(std::string_view text, std::string_view source);
+
+// Per-source "last good state" bookkeeping for datastores that deliver whole files
+// (the file datastore): feed each new version of a source, get the add/update/delete
+// events against what that source held before. Rules:
+//  * objects that parse are upserted when they changed;
+//  * an object whose new version fails to parse keeps its last good version;
+//  * objects missing from the new version are deleted only when the whole source
+//    parsed cleanly (a file with any error deletes nothing; a YAML syntax error
+//    changes nothing);
+//  * the same key from two sources: the later feed wins; deleting it from one source
+//    deletes it (the datastore should report duplicates).
+struct ResourceEvent {
+  enum Type : uint8_t { Upsert, Delete } type = Upsert;
+  Resource resource;  // for Delete only key (and source) are meaningful
+};
+
+class ManifestTracker {
+ public:
+  // Returns the events to feed to the calculation, and the errors found.
+  std::vector<ResourceEvent> update_source(const std::string& source, std::string_view text,
+                                           std::vector<ResourceError>* errors = nullptr);
+  std::vector<ResourceEvent> remove_source(const std::string& source);
+  size_t object_count() const;
+
+ private:
+  std::map<std::string, std::map<ResourceKey, Resource>> by_source_;
+};
+
+// The key an object of (apiVersion, kind, metadata.namespace, metadata.name) has, for
+// datastores that see only metadata (e.g. a watch DELETE): policies map to their
+// policy id ("knp.<ns>.<name>", "np.<ns>.<name>", "gnp.<name>"), namespaced kinds get
+// namespace "default" when none is given. None for kinds tabby does not read.
+// (A projectcalico.org/v3 WorkloadEndpoint is keyed by spec.pod, not its name: delete
+// it with the key of the Resource it was upserted with.)
+std::optional<ResourceKey> key_for(std::string_view api_version, std::string_view kind, std::string_view ns,
+                                   std::string_view name);
+
+// Shared value parsers (exposed for the datastore/CNI helpers and tests).
+Result<uint32_t> parse_asn(std::string_view text);               // "64512" or asdot "1.10"
+Result<NodeAddress> parse_node_address(std::string_view text);   // "198.18.0.11/24" or bare
+Result<uint16_t> parse_duration_seconds(std::string_view text);  // "120s", "2m", "1m30s", "90"
+
+}  // namespace tabby::felix
