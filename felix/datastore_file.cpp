@@ -124,7 +124,7 @@ struct FileState : std::enable_shared_from_this<FileState> {
     }
     std::string rev = std::to_string(++counter);
     for (auto& d : *docs) d.revision = rev;
-    return docs;
+    return std::move(*docs);
   }
 
   // The winning definition of `key`, or nullptr when none is left.
@@ -260,7 +260,13 @@ struct FileState : std::enable_shared_from_this<FileState> {
     ::close(fd);
     return {};
   }
-  std::string manifest_owner(const DocKey& key) const {
+  // The user's manifest defining `key`, if any (scans first when the store
+  // has not been started: a one-shot writer like the CNI plugin).
+  std::string manifest_owner(const DocKey& key) {
+    if (!sync.synced && !sync.running) {
+      rescan = true;
+      process();
+    }
     auto it = owners.find(key);
     if (it == owners.end()) return {};
     for (const auto& p : it->second)
