@@ -168,7 +168,9 @@ asio::awaitable<Result<HttpResponse>> stream(Stream& s, const Url& url, http::re
   while (!parser.is_done()) {
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof chunk;
-    co_await http::async_read(s, buf, parser, redirect_error(use_awaitable, ec));
+    // read_some: return with whatever arrived (a watch line must not wait for
+    // the buffer to fill).
+    co_await http::async_read_some(s, buf, parser, redirect_error(use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
     size_t n = sizeof chunk - parser.get().body().size;
     if (!ok_status) {
