@@ -17,6 +17,16 @@ class Fail(Exception):
     pass
 
 
+# Sanitizer reports seen in any probe's stderr (an ASan/UBSan build of the
+# probe) and watchers that did not stop cleanly; main() fails the test on any.
+SANITIZER_REPORTS = []
+
+
+def _scan_stderr(who, text):
+    if "Sanitizer" in text or "runtime error:" in text:
+        SANITIZER_REPORTS.append(f"{who}: {text[-3000:]}")
+
+
 def check(cond, what):
     if not cond:
         raise Fail(what)
@@ -99,9 +109,14 @@ class Watcher:
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
+                SANITIZER_REPORTS.append(f"{self.name}: did not exit within 5 s of SIGTERM (stop() hangs)")
                 self.proc.kill()
                 self.proc.wait()
+            else:
+                if self.proc.returncode != 0:
+                    SANITIZER_REPORTS.append(f"{self.name}: exit code {self.proc.returncode} after SIGTERM")
         self.thread.join(2)
+        _scan_stderr(self.name, self.proc.stderr.read())
 
 
 def write(args, op, kind, ns, name, text=None, timeout=30):
@@ -109,6 +124,7 @@ def write(args, op, kind, ns, name, text=None, timeout=30):
     need_probe()
     cmd = [PROBE] + args + [op, kind, ns or "-", name] + (["-"] if text is not None else [])
     p = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=timeout)
+    _scan_stderr(f"probe {op}", p.stderr)
     try:
         return json.loads(p.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -131,8 +147,9 @@ def race_create(args, kind, ns, name, texts, timeout=30):
     for t, p in procs:
         p.wait(timeout)
         line = p.stdout.read().strip().splitlines()
+        _scan_stderr("creator", p.stderr.read())
         if not line:
-            raise Fail(f"creator printed nothing: {p.stderr.read()}")
+            raise Fail(f"creator printed nothing (rc={p.returncode})")
         out.append((t, json.loads(line[-1])))
     return out
 
@@ -142,6 +159,10 @@ def main(body):
         body()
     except Fail as e:
         print(f"FAIL: {e}")
+        sys.exit(1)
+    if SANITIZER_REPORTS:
+        print("\n".join(SANITIZER_REPORTS))
+        print(f"FAIL: {len(SANITIZER_REPORTS)} sanitizer report(s) from tabby-ds-probe")
         sys.exit(1)
     print("PASS")
     sys.exit(0)
