@@ -88,12 +88,15 @@ nlohmann::json yaml_to_json(const YAML::Node& n) {
   }
 }
 
-void add_document(const YAML::Node& doc, const std::string& origin, size_t index, std::vector<DocEvent>& out,
-                  std::string& error) {
+// Adds the object(s) of one parsed document. `original` is the document's own
+// text (kept as the object's text, comments and all); List items are
+// re-emitted since they have no text of their own.
+void add_document(const YAML::Node& doc, std::string_view original, const std::string& origin, size_t index,
+                  std::vector<DocEvent>& out, std::string& error) {
   if (!doc || doc.IsNull()) return;
   std::string kind = doc.IsMap() ? scalar_or_empty(doc["kind"]) : "";
   if (kind.size() >= 4 && kind.compare(kind.size() - 4, 4, "List") == 0 && doc["items"] && doc["items"].IsSequence()) {
-    for (const auto& item : doc["items"]) add_document(item, origin, index, out, error);
+    for (const auto& item : doc["items"]) add_document(item, {}, origin, index, out, error);
     return;
   }
   auto key = key_of(doc);
@@ -101,9 +104,23 @@ void add_document(const YAML::Node& doc, const std::string& origin, size_t index
     if (error.empty()) error = origin + ": document " + std::to_string(index + 1) + ": " + key.error().message;
     return;
   }
-  YAML::Emitter em;
-  em << doc;
-  out.push_back(DocEvent{std::move(*key), std::string(em.c_str()) + "\n", "", false, origin});
+  std::string text;
+  if (!original.empty()) {
+    text = std::string(original);
+    if (text.empty() || text.back() != '\n') text += '\n';
+  } else {
+    YAML::Emitter em;
+    em << doc;
+    text = std::string(em.c_str()) + "\n";
+  }
+  out.push_back(DocEvent{std::move(*key), std::move(text), "", false, origin});
+}
+
+// A line that starts a new document: "---" at column 0, alone or followed by
+// a space/tab. (Content can never start at column 0 with "---": block scalars
+// are indented and plain scalars cannot begin with "- " or "---".)
+bool document_marker(std::string_view line) {
+  return line.substr(0, 3) == "---" && (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
 }
 
 }  // namespace
@@ -122,15 +139,54 @@ Result<DocKey> document_key(std::string_view text) {
 namespace ds {
 
 Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::string& origin) {
-  std::vector<YAML::Node> docs;
-  try {
-    docs = YAML::LoadAll(std::string(text));
-  } catch (const YAML::Exception& e) {
-    return fail_msg(yaml_error(origin, e));
-  }
+  // Split at document markers and parse one document at a time: each object
+  // keeps its own text, and a big file never holds all its nodes at once.
   std::vector<DocEvent> out;
   std::string error;
-  for (size_t i = 0; i < docs.size(); ++i) add_document(docs[i], origin, i, out, error);
+  size_t index = 0;
+  size_t pos = 0, line_no = 0;
+  size_t chunk_start = 0, chunk_line = 0;
+  auto flush = [&](size_t end) -> Status {
+    std::string_view chunk = text.substr(chunk_start, end - chunk_start);
+    // The marker line itself is not part of the object's text when it is bare.
+    std::string_view body = chunk;
+    size_t body_line = chunk_line;
+    if (document_marker(body.substr(0, body.find('\n')))) {
+      size_t nl = body.find('\n');
+      std::string_view marker = body.substr(0, nl);
+      while (!marker.empty() && (marker.back() == ' ' || marker.back() == '\t' || marker.back() == '\r'))
+        marker.remove_suffix(1);
+      if (marker == "---") {
+        body = nl == std::string_view::npos ? std::string_view() : body.substr(nl + 1);
+        ++body_line;
+      }
+    }
+    if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return {};
+    try {
+      YAML::Node doc = YAML::Load(std::string(body));
+      add_document(doc, body, origin, index++, out, error);
+    } catch (const YAML::Exception& e) {
+      std::string where = origin;
+      if (!e.mark.is_null())
+        where += ":" + std::to_string(body_line + size_t(e.mark.line) + 1) + ":" + std::to_string(e.mark.column + 1);
+      return fail_msg(where + ": YAML error: " + e.msg);
+    }
+    return {};
+  };
+  while (pos <= text.size()) {
+    size_t nl = text.find('\n', pos);
+    size_t end = nl == std::string_view::npos ? text.size() : nl;
+    std::string_view line = text.substr(pos, end - pos);
+    if (document_marker(line) && pos != chunk_start) {
+      if (auto st = flush(pos); !st) return fail(st.error());
+      chunk_start = pos;
+      chunk_line = line_no;
+    }
+    if (nl == std::string_view::npos) break;
+    pos = nl + 1;
+    ++line_no;
+  }
+  if (auto st = flush(text.size()); !st) return fail(st.error());
   if (!error.empty()) return fail_msg(error);
   std::set<DocKey> seen;
   for (const auto& d : out)

@@ -5,8 +5,11 @@
 // Watching: one inotify instance (both directories) read through an Asio
 // posix::stream_descriptor; changed file names are collected and processed
 // `debounce_ms` after the first event of a burst (an editor's
-// write-rename-chmod dance is one change). A queue overflow rescans both
-// directories. Processing re-reads only the changed files.
+// write-rename-chmod dance is one change). Changes confined to the state
+// directory (atomic writes by construction) are handled on the next loop turn
+// without the debounce delay, so a pod's endpoint reaches the agent at once.
+// A queue overflow rescans both directories. Processing re-reads only the
+// changed files.
 //
 // Invariants: a file that fails to parse keeps the objects it had (reported
 // as a Problem with file:line:column); a key defined by several files is
@@ -75,11 +78,13 @@ struct FileState : std::enable_shared_from_this<FileState> {
   int wd_dir = -1, wd_state = -1;
   asio::steady_timer debounce;
   bool debounce_armed = false;
+  bool process_posted = false;    // a state-file-only batch is queued (no debounce)
+  bool manifest_pending = false;  // a user's manifest changed: debounce
   SyncState sync;
   bool alive = true;
   uint64_t counter = 0;
 
-  std::map<std::string, std::vector<DocEvent>> files;  // path → objects it defines
+  std::map<std::string, DocMap> files;                 // path → objects it defines
   std::map<DocKey, std::set<std::string>> owners;      // key → paths defining it
   std::set<std::string> pending;
   bool rescan = false;
@@ -135,9 +140,10 @@ struct FileState : std::enable_shared_from_this<FileState> {
     for (const auto& p : it->second)
       if (is_state(p)) chosen = &p;
     if (!chosen) chosen = &*it->second.begin();
-    for (const auto& d : files[*chosen])
-      if (d.key == key) return &d;
-    return nullptr;
+    auto f = files.find(*chosen);
+    if (f == files.end()) return nullptr;
+    auto d = f->second.find(key);
+    return d == f->second.end() ? nullptr : &d->second;
   }
 
   void process() {
@@ -151,9 +157,9 @@ struct FileState : std::enable_shared_from_this<FileState> {
       auto docs = load(path);
       if (!docs) continue;
       auto& old = files[path];
-      for (const auto& d : old) {
-        affected.insert(d.key);
-        owners[d.key].erase(path);
+      for (const auto& entry : old) {
+        affected.insert(entry.first);
+        owners[entry.first].erase(path);
       }
       for (const auto& d : *docs) {
         affected.insert(d.key);
@@ -161,14 +167,19 @@ struct FileState : std::enable_shared_from_this<FileState> {
         o.insert(path);
         if (o.size() > 1 && !is_state(path)) {
           std::string list;
-          for (const auto& p : o) list += (list.empty() ? "" : ", ") + p;
-          sync.problem("file datastore: " + to_string(d.key) + " is defined in several files (" + list + ")");
+          size_t manifests = 0;
+          for (const auto& p : o)
+            if (!is_state(p)) list += (manifests++ ? ", " : "") + p;
+          if (manifests > 1)
+            sync.problem("file datastore: " + to_string(d.key) + " is defined in several files (" + list + ")");
         }
       }
       if (docs->empty())
         files.erase(path);
-      else
-        old = std::move(*docs);
+      else {
+        old.clear();
+        for (auto& d : *docs) old.emplace(d.key, std::move(d));
+      }
     }
     pending.clear();
     std::vector<DocEvent> events;
@@ -219,17 +230,38 @@ struct FileState : std::enable_shared_from_this<FileState> {
         if (ev->len == 0) continue;
         std::string name = ev->name;
         if (!interesting(name)) continue;
-        const std::string& base = ev->wd == wd_state ? state_dir : dir;
-        pending.insert(base + "/" + name);
+        if (ev->wd == wd_state) {
+          pending.insert(state_dir + "/" + name);
+        } else {
+          // A user's file: IN_CREATE comes before its content; wait for the
+          // close (or rename) that follows.
+          if ((ev->mask & IN_CREATE) && !(ev->mask & IN_ISDIR)) continue;
+          pending.insert(dir + "/" + name);
+          manifest_pending = true;
+        }
       }
     }
-    if ((!pending.empty() || rescan) && !debounce_armed) {
+    if (pending.empty() && !rescan) return;
+    auto self = shared_from_this();
+    if (!manifest_pending && !rescan) {
+      // Only state files: written atomically (temp + rename/link), so there is
+      // no half-written content to wait out; handle them on the next turn.
+      if (!process_posted && !debounce_armed) {
+        process_posted = true;
+        asio::post(io, [self] {
+          self->process_posted = false;
+          if (self->sync.running && !self->debounce_armed) self->process();
+        });
+      }
+      return;
+    }
+    if (!debounce_armed) {
       debounce_armed = true;
       debounce.expires_after(std::chrono::milliseconds(cfg.debounce_ms));
-      auto self = shared_from_this();
       debounce.async_wait([self](boost::system::error_code ec) {
         self->debounce_armed = false;
         if (ec || !self->sync.running) return;
+        self->manifest_pending = false;
         self->process();
       });
     }

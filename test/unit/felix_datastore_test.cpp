@@ -61,6 +61,31 @@ TEST_CASE("manifests: YAML errors carry file, line and column; missing fields ar
   CHECK(dup.error().message.find("defined twice") != std::string::npos);
 }
 
+TEST_CASE("manifests: each object keeps its own original text; error lines count from the file's start") {
+  std::string text =
+      "# the pool\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p  # inline comment\n"
+      "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: a\n"
+      "--- {apiVersion: v1, kind: Node, metadata: {name: b}}\n";
+  auto docs = parse_manifests(text, "f.yaml");
+  REQUIRE(docs.ok());
+  REQUIRE(docs->size() == 3);
+  CHECK((*docs)[0].text == "# the pool\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p  # inline comment\n");
+  CHECK((*docs)[1].text == "apiVersion: v1\nkind: Node\nmetadata:\n  name: a\n");
+  CHECK((*docs)[2].key == DocKey{"Node", "", "b"});
+  std::string bad = text + "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: [x\n";  // lines 12-16
+  auto err = parse_manifests(bad, "f.yaml");
+  REQUIRE(!err.ok());
+  auto msg = err.error().message;
+  REQUIRE(msg.rfind("f.yaml:", 0) == 0);
+  int line = std::stoi(msg.substr(7));
+  CHECK(line >= 15);
+  CHECK(line <= 17);
+  // "---" inside an indented block scalar is content, not a marker.
+  auto block = parse_manifests("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  x: |\n    ---\n    y\n", "g.yaml");
+  REQUIRE(block.ok());
+  CHECK(block->size() == 1);
+}
+
 TEST_CASE("check_text_key refuses a manifest of another object") {
   std::string pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: n}\n";
   CHECK(check_text_key({"Pod", "n", "p"}, pod).ok());
