@@ -162,6 +162,7 @@ struct DatastoreConfig {
   std::string k8s_ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
   std::vector<K8sResource> k8s_resources = default_k8s_resources();
   int k8s_watch_timeout_s = 300;  // server-side timeoutSeconds of each watch
+  int k8s_page_size = 500;        // list pages (?limit=, followed by ?continue=)
 
   // etcd and kubernetes: reconnect backoff (doubling from min to max) and the
   // timeout of one request (not of a watch stream).

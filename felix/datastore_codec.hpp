@@ -122,9 +122,12 @@ std::string k8s_collection_path(const K8sResource& r);
 // /api/v1/namespaces/NS/pods/NAME, /apis/G/V/PLURAL/NAME; with name empty: the
 // collection to POST to.
 std::string k8s_object_path(const K8sResource& r, const std::string& ns, const std::string& name);
+// Percent-encodes a query parameter value (continue tokens are base64).
+std::string url_query_escape(std::string_view value);
 
 struct K8sList {
   std::string resource_version;
+  std::string continue_token;  // metadata.continue: more pages follow
   std::vector<DocEvent> items;
 };
 // A list body; items get apiVersion/kind filled in (list items omit them).

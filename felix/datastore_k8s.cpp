@@ -3,7 +3,7 @@
 // the in-cluster service-account token (re-read for every request, so a
 // rotated token is picked up) and verified against its CA.
 //
-// One coroutine per resource (K8sResource): LIST → diff into the delivered
+// One coroutine per resource (K8sResource): LIST (paged) → diff into the delivered
 // state → WATCH ?resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N.
 // Bookmarks only advance RV; a watch that ends (server timeout) resumes from
 // RV; 410 Gone (as the HTTP status or as an ERROR event) means RV is too old:
@@ -97,15 +97,54 @@ struct K8sState {
     };
     while (self->sync.running) {
       if (rv.empty()) {
-        auto resp = co_await self->http.request(self->url, http::verb::get, path, "", "", self->timeout());
-        if (!self->sync.running) break;
-        if (!resp) {
-          self->sync.connection(false, "kubernetes API unreachable (keeping the last state): " + resp.error().message);
+        // LIST in pages (?limit=N, then ?continue=TOKEN); every page belongs
+        // to the first page's resourceVersion. An expired continue token (410)
+        // restarts the list.
+        std::vector<DocEvent> items;
+        std::string cont, list_rv;
+        enum class Outcome { Done, Retry, NotServed } outcome = Outcome::Done;
+        while (true) {
+          std::string target = path + "?limit=" + std::to_string(self->cfg.k8s_page_size);
+          if (!cont.empty()) target += "&continue=" + url_query_escape(cont);
+          auto resp = co_await self->http.request(self->url, http::verb::get, target, "", "", self->timeout());
+          if (!self->sync.running) co_return;
+          if (!resp) {
+            self->sync.connection(false, "kubernetes API unreachable (keeping the last state): " + resp.error().message);
+            outcome = Outcome::Retry;
+            break;
+          }
+          self->sync.connection(true, "kubernetes API " + self->url.str() + " reachable");
+          if (resp->status == 404 && cont.empty()) {
+            outcome = Outcome::NotServed;
+            break;
+          }
+          if (resp->status == 410 && !cont.empty()) {  // continue token expired: start over
+            items.clear();
+            cont.clear();
+            continue;
+          }
+          if (!is_2xx(resp->status)) {
+            self->sync.problem("kubernetes: GET " + path + ": HTTP " + std::to_string(resp->status) + ": " +
+                               k8s_status_text(resp->body));
+            outcome = Outcome::Retry;
+            break;
+          }
+          auto list = parse_k8s_list(resp->body, r);
+          if (!list) {
+            self->sync.problem("kubernetes: GET " + path + ": " + list.error().message);
+            outcome = Outcome::Retry;
+            break;
+          }
+          if (cont.empty()) list_rv = list->resource_version;
+          for (auto& d : list->items) items.push_back(std::move(d));
+          cont = list->continue_token;
+          if (cont.empty()) break;
+        }
+        if (outcome == Outcome::Retry) {
           co_await sleep(next_backoff());
           continue;
         }
-        self->sync.connection(true, "kubernetes API " + self->url.str() + " reachable");
-        if (resp->status == 404) {
+        if (outcome == Outcome::NotServed) {
           self->sync.problem("kubernetes: " + path + " not served (404; CRD not installed?): treated as empty");
           self->sync.changes(diff_relist(self->sync.cache, {}, [&](const DocKey& k) { return k.kind == qkind; }));
           if (!listed_once) {
@@ -115,21 +154,8 @@ struct K8sState {
           co_await sleep(std::chrono::milliseconds(self->cfg.backoff_max_ms) * 6);
           continue;
         }
-        if (!is_2xx(resp->status)) {
-          self->sync.problem("kubernetes: GET " + path + ": HTTP " + std::to_string(resp->status) + ": " +
-                             k8s_status_text(resp->body));
-          co_await sleep(next_backoff());
-          continue;
-        }
-        auto list = parse_k8s_list(resp->body, r);
-        if (!list) {
-          self->sync.problem("kubernetes: GET " + path + ": " + list.error().message);
-          co_await sleep(next_backoff());
-          continue;
-        }
-        self->sync.changes(
-            diff_relist(self->sync.cache, list->items, [&](const DocKey& k) { return k.kind == qkind; }));
-        rv = list->resource_version;
+        self->sync.changes(diff_relist(self->sync.cache, items, [&](const DocKey& k) { return k.kind == qkind; }));
+        rv = list_rv;
         if (!listed_once) {
           listed_once = true;
           self->first_list_done();

@@ -5,6 +5,7 @@
 //    and DELETE events carry "type": "DELETE".
 //  - Kubernetes API list and watch bodies (list items omit apiVersion/kind;
 //    watch lines are {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object"}).
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "felix/datastore_codec.hpp"
@@ -283,6 +284,21 @@ std::string k8s_object_path(const K8sResource& r, const std::string& ns, const s
   return p;
 }
 
+std::string url_query_escape(std::string_view value) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : value) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
 namespace {
 Result<DocEvent> k8s_doc(json obj, const K8sResource& r) {
   if (!obj.is_object()) return fail_msg("object is not a JSON object");
@@ -308,7 +324,10 @@ Result<K8sList> parse_k8s_list(std::string_view body, const K8sResource& r) {
   if (get_str(*j, "kind") == "Status") return fail_msg("kubernetes list: " + k8s_status_text(body));
   K8sList list;
   if (auto meta = j->find("metadata"); meta != j->end() && meta->is_object())
+  {
     list.resource_version = get_str(*meta, "resourceVersion");
+    list.continue_token = get_str(*meta, "continue");
+  }
   if (list.resource_version.empty()) return fail_msg("kubernetes list of " + r.plural + ": no metadata.resourceVersion");
   if (auto items = j->find("items"); items != j->end() && items->is_array()) {
     for (auto& item : *items) {

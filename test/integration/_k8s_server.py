@@ -2,7 +2,8 @@
 (no real one is installable here), for datastore_k8s.py. It speaks the parts of
 the protocol the kubernetes datastore uses, as the API server does:
   - HTTPS (self-signed cert made by openssl at test time), Bearer token (else 401)
-  - GET collection → List JSON (items without apiVersion/kind, metadata.resourceVersion)
+  - GET collection → List JSON (items without apiVersion/kind, metadata.resourceVersion),
+    paged with ?limit= / ?continue= (410 for a continue token older than a compaction)
   - GET collection?watch=1&resourceVersion=RV&allowWatchBookmarks=true → 200 with a
     chunked stream of {"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object"} lines of the
     events after RV; RV older than the compaction point → an ERROR event with a 410
@@ -12,6 +13,7 @@ the protocol the kubernetes datastore uses, as the API server does:
 The test drives it: add/modify/delete objects (logged as events), change objects
 silently (no event: what a client misses while its watch is gone), compact, send
 bookmarks, end watch streams, stop and restart."""
+import base64
 import json
 import socket
 import ssl
@@ -34,6 +36,7 @@ class State:
         self.kick = 0                                   # bump to end every watch stream
         self.requests = []                              # (method, path, query dict)
         self.bodies = []                                # (method, path, body json)
+        self.pages = 0                                  # list pages answered with a continue token
 
     def _stamp(self, obj):
         self.rv += 1
@@ -154,15 +157,33 @@ def make_handler(state):
             if q.get("watch") in ("1", "true"):
                 return self._watch(coll, q)
             with state.cond:
+                # Paging as the API server does it: ?limit=N; metadata.continue is an
+                # opaque token (base64 here, so it needs escaping in the query);
+                # every page carries the first page's resourceVersion.
+                if "continue" in q:
+                    tok = json.loads(base64.b64decode(q["continue"]))
+                    offset, list_rv = tok["offset"], tok["rv"]
+                    if list_rv < state.compacted:
+                        self._status(410, "Expired", "continue token expired")
+                        return
+                else:
+                    offset, list_rv = 0, state.rv
+                keys = sorted(state.objects[coll])
+                limit = int(q.get("limit") or 0) or len(keys) or 1
+                page = keys[offset:offset + limit]
                 items = []
-                for obj in state.objects[coll].values():
-                    o = dict(obj)
+                for k in page:
+                    o = dict(state.objects[coll][k])
                     o.pop("apiVersion", None)
                     o.pop("kind", None)
                     items.append(o)
                 api, kind, _ = state.resources[coll]
-                body = {"kind": kind + "List", "apiVersion": api, "metadata": {"resourceVersion": str(state.rv)},
-                        "items": items}
+                meta = {"resourceVersion": str(list_rv)}
+                if offset + limit < len(keys):
+                    meta["continue"] = base64.b64encode(
+                        json.dumps({"offset": offset + limit, "rv": list_rv, "pad": "?+/"}).encode()).decode()
+                    state.pages += 1
+                body = {"kind": kind + "List", "apiVersion": api, "metadata": meta, "items": items}
             self._send(200, body)
 
         def _chunk(self, data):

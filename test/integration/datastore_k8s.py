@@ -5,7 +5,7 @@ installable here): HTTPS with a self-signed cert made by openssl now, Bearer
 token. Checks: snapshot across core v1 Nodes/Pods, a Calico CRD (IPPool) and
 tabby's IPAMBlock CRD, with an uninstalled CRD (404) reported and treated as
 empty; ADDED/MODIFIED/DELETED; a BOOKMARK moves the resume point (the next watch
-uses its resourceVersion, no relist); an expired resourceVersion (ERROR event
+uses its resourceVersion, no relist); lists paged with limit/continue; an expired resourceVersion (ERROR event
 with 410, and HTTP 410) → relist and only the differences delivered; create
 raced by 8 processes (201 once, 409 for the rest); PUT (404 → POST), DELETE;
 Calico v3 manifests written as crd.projectcalico.org/v1; a bad token (401) and a
@@ -53,17 +53,23 @@ def body():
     url = f"https://127.0.0.1:{server.port}"
     res = "nodes,pods,ippools.crd.projectcalico.org,ipamblocks.tabby.io,globalnetworkpolicies.crd.projectcalico.org"
     args = ["--type", "kubernetes", "--server", url, "--token", token, "--ca", cert, "--resources", res,
-            "--backoff-min-ms", "100", "--backoff-max-ms", "400"]
+            "--backoff-min-ms", "100", "--backoff-max-ms", "400", "--page-size", "2"]
     state.put(NODES, {"metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {}})
     state.put(PODS, {"metadata": {"name": "p1", "namespace": "ns1"}, "spec": {"nodeName": "n1"}})
     state.put(POOLS, {"metadata": {"name": "pool-a"}, "spec": {"cidr": "198.19.0.0/16"}})
+    for i in range(4):  # 5 pods: three list pages of 2
+        state.put(PODS, {"metadata": {"name": f"bulk-{i}", "namespace": "bulk"}, "spec": {}})
     w = Watcher(args, "k8s-watcher")
     try:
         w.wait(lambda w: w.of_type("snapshot"), 10, "the snapshot")
         snap = w.of_type("snapshot")[0]
         keys = sorted((e["kind"], e["ns"], e["name"]) for e in snap["events"])
-        check(keys == [("IPPool.projectcalico.org", "", "pool-a"), ("Node", "", "n1"), ("Pod", "ns1", "p1")],
-              f"snapshot keys {keys}")
+        want = sorted([("IPPool.projectcalico.org", "", "pool-a"), ("Node", "", "n1"), ("Pod", "ns1", "p1")] +
+                      [("Pod", "bulk", f"bulk-{i}") for i in range(4)])
+        check(keys == want, f"snapshot keys {keys}")
+        pod_lists = state.requests_for(PODS, watch=False)
+        check(len(pod_lists) == 3 and all(q.get("limit") == "2" for q in pod_lists) and
+              "continue" in pod_lists[1] and "continue" in pod_lists[2], f"pods listed in 3 pages: {pod_lists}")
         import json
         pod = json.loads([e for e in snap["events"] if e["name"] == "p1"][0]["text"])
         check(pod["apiVersion"] == "v1" and pod["kind"] == "Pod", f"list items got apiVersion/kind: {pod}")

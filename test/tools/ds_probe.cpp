@@ -4,7 +4,7 @@
 // outcome as JSON. Usage:
 //   tabby-ds-probe --type file --dir D [--debounce-ms N] CMD ...
 //   tabby-ds-probe --type etcd --endpoints URL[,URL] [--prefix P] CMD ...
-//   tabby-ds-probe --type kubernetes --server URL --token F --ca F [--resources plural[.group],...] CMD ...
+//   tabby-ds-probe --type kubernetes --server URL --token F --ca F [--resources plural[.group],...] [--page-size N] CMD ...
 //   CMD: watch [--for SECONDS] | create KIND NS NAME FILE | put KIND NS NAME FILE | remove KIND NS NAME
 //   (NS "-" = cluster-scoped; FILE "-" = stdin; common: --backoff-min-ms, --backoff-max-ms)
 #include <utility>
@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
     else if (a == "--token") cfg.k8s_token_file = value(a);
     else if (a == "--ca") cfg.k8s_ca_file = value(a);
     else if (a == "--resources") resources = value(a);
+    else if (a == "--page-size") cfg.k8s_page_size = std::stoi(value(a));
     else if (a == "--watch-timeout-s") cfg.k8s_watch_timeout_s = std::stoi(value(a));
     else if (a == "--backoff-min-ms") cfg.backoff_min_ms = std::stoi(value(a));
     else if (a == "--backoff-max-ms") cfg.backoff_max_ms = std::stoi(value(a));

@@ -320,6 +320,16 @@ TEST_CASE("kubernetes list: items get apiVersion/kind, resourceVersion kept") {
   CHECK(st.error().message.find("forbidden") != std::string::npos);
 }
 
+TEST_CASE("kubernetes list pages: continue token read and escaped for the next query") {
+  auto page = parse_k8s_list(R"({"metadata":{"resourceVersion":"7","continue":"eyJ+/=="},"items":[]})", kPods);
+  REQUIRE(page.ok());
+  CHECK(page->continue_token == "eyJ+/==");
+  CHECK(url_query_escape(page->continue_token) == "eyJ%2B%2F%3D%3D");
+  auto last = parse_k8s_list(R"({"metadata":{"resourceVersion":"7"},"items":[]})", kPods);
+  REQUIRE(last.ok());
+  CHECK(last->continue_token.empty());
+}
+
 TEST_CASE("kubernetes watch lines: ADDED/MODIFIED/DELETED/BOOKMARK/ERROR 410") {
   auto added = parse_k8s_watch_line(
       R"({"type":"ADDED","object":{"apiVersion":"crd.projectcalico.org/v1","kind":"IPPool","metadata":{"name":"p","resourceVersion":"11"},"spec":{"cidr":"198.19.0.0/16"}}})",
