@@ -10,7 +10,8 @@ BUILD_PKGS=(build-essential g++ meson ninja-build pkg-config cmake
   libboost-dev libboost-system-dev libnl-3-dev libnl-route-3-dev libnftables-dev
   protobuf-compiler libprotobuf-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev
   libssl-dev libspdlog-dev libfmt-dev clang libclang-rt-14-dev)
-RUN_PKGS=(iproute2 nftables iputils-ping procps psmisc time python3 python3-yaml bc)
+RUN_PKGS=(iproute2 nftables iputils-ping procps psmisc time python3 python3-yaml bc
+  openssl)  # openssl: the kubernetes datastore test makes its self-signed cert
 PEER_PKGS=(bird2 frr gobgpd etcd-server etcd-client tcpdump)
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static cpio kmod)
 

@@ -1,0 +1,354 @@
+// datastore_codec.cpp — pure pieces shared by the datastore clients:
+// manifests (yaml-cpp), relist diffs, state file names. The etcd and
+// Kubernetes wire encodings are in datastore_wire.cpp.
+#include "felix/datastore_codec.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <set>
+
+namespace tabby::felix {
+
+std::string to_string(const DocKey& key) {
+  return key.kind + " " + (key.ns.empty() ? "" : key.ns + "/") + key.name;
+}
+
+std::string qualified_kind(std::string_view api_version, std::string_view kind) {
+  auto slash = api_version.find('/');
+  if (slash == std::string_view::npos) return std::string(kind);  // core group ("v1")
+  std::string_view group = api_version.substr(0, slash);
+  if (group == "crd.projectcalico.org") group = "projectcalico.org";
+  return std::string(kind) + "." + std::string(group);
+}
+
+namespace {
+
+std::string scalar_or_empty(const YAML::Node& n) {
+  if (!n || !n.IsScalar()) return {};
+  return n.Scalar();
+}
+
+// The key of one parsed document, or an error naming the missing field.
+Result<DocKey> key_of(const YAML::Node& doc) {
+  if (!doc.IsMap()) return fail_msg("document is not a mapping");
+  std::string api_version = scalar_or_empty(doc["apiVersion"]);
+  std::string kind = scalar_or_empty(doc["kind"]);
+  if (api_version.empty()) return fail_msg("missing apiVersion");
+  if (kind.empty()) return fail_msg("missing kind");
+  YAML::Node meta = doc["metadata"];
+  if (!meta || !meta.IsMap()) return fail_msg("missing metadata");
+  std::string name = scalar_or_empty(meta["name"]);
+  if (name.empty()) return fail_msg("missing metadata.name");
+  return DocKey{qualified_kind(api_version, kind), scalar_or_empty(meta["namespace"]), name};
+}
+
+std::string yaml_error(const std::string& origin, const YAML::Exception& e) {
+  std::string where = origin;
+  if (!e.mark.is_null()) where += ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1);
+  return where + ": YAML error: " + e.msg;
+}
+
+nlohmann::json yaml_to_json(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map: {
+      nlohmann::json o = nlohmann::json::object();
+      for (const auto& kv : n) o[kv.first.as<std::string>()] = yaml_to_json(kv.second);
+      return o;
+    }
+    case YAML::NodeType::Sequence: {
+      nlohmann::json a = nlohmann::json::array();
+      for (const auto& v : n) a.push_back(yaml_to_json(v));
+      return a;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string& s = n.Scalar();
+      if (n.Tag() == "!") return s;  // quoted: always a string
+      if (s == "null" || s == "~" || s == "Null" || s == "NULL") return nullptr;
+      if (s == "true" || s == "True" || s == "TRUE") return true;
+      if (s == "false" || s == "False" || s == "FALSE") return false;
+      if (!s.empty()) {
+        char* end = nullptr;
+        errno = 0;
+        long long i = std::strtoll(s.c_str(), &end, 10);
+        if (*end == 0 && errno == 0 && (std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' || s[0] == '+'))
+          return i;
+        end = nullptr;
+        double d = std::strtod(s.c_str(), &end);
+        bool numeric_start = std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' || s[0] == '+' || s[0] == '.';
+        if (*end == 0 && numeric_start && s.find_first_of("xXnN") == std::string::npos) return d;
+      }
+      return s;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+// Adds the object(s) of one parsed document. `original` is the document's own
+// text (kept as the object's text, comments and all); List items are
+// re-emitted since they have no text of their own.
+void add_document(const YAML::Node& doc, std::string_view original, const std::string& origin, size_t index,
+                  std::vector<DocEvent>& out, std::string& error) {
+  if (!doc || doc.IsNull()) return;
+  std::string kind = doc.IsMap() ? scalar_or_empty(doc["kind"]) : "";
+  if (kind.size() >= 4 && kind.compare(kind.size() - 4, 4, "List") == 0 && doc["items"] && doc["items"].IsSequence()) {
+    for (const auto& item : doc["items"]) add_document(item, {}, origin, index, out, error);
+    return;
+  }
+  auto key = key_of(doc);
+  if (!key) {
+    if (error.empty()) error = origin + ": document " + std::to_string(index + 1) + ": " + key.error().message;
+    return;
+  }
+  std::string text;
+  if (!original.empty()) {
+    text = std::string(original);
+    if (text.empty() || text.back() != '\n') text += '\n';
+  } else {
+    YAML::Emitter em;
+    em << doc;
+    text = std::string(em.c_str()) + "\n";
+  }
+  out.push_back(DocEvent{std::move(*key), std::move(text), "", false, origin});
+}
+
+// A line that starts a new document: "---" at column 0, alone or followed by
+// a space/tab. (Content can never start at column 0 with "---": block scalars
+// are indented and plain scalars cannot begin with "- " or "---".)
+bool document_marker(std::string_view line) {
+  return line.substr(0, 3) == "---" && (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+}
+
+}  // namespace
+
+Result<DocKey> document_key(std::string_view text) {
+  try {
+    YAML::Node doc = YAML::Load(std::string(text));
+    auto key = key_of(doc);
+    if (!key) return fail_msg("manifest: " + key.error().message);
+    return key;
+  } catch (const YAML::Exception& e) {
+    return fail_msg(yaml_error("manifest", e));
+  }
+}
+
+namespace ds {
+
+Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::string& origin) {
+  // Split at document markers and parse one document at a time: each object
+  // keeps its own text, and a big file never holds all its nodes at once.
+  std::vector<DocEvent> out;
+  std::string error;
+  size_t index = 0;
+  size_t pos = 0, line_no = 0;
+  size_t chunk_start = 0, chunk_line = 0;
+  auto flush = [&](size_t end) -> Status {
+    std::string_view chunk = text.substr(chunk_start, end - chunk_start);
+    // The marker line itself is not part of the object's text when it is bare.
+    std::string_view body = chunk;
+    size_t body_line = chunk_line;
+    if (document_marker(body.substr(0, body.find('\n')))) {
+      size_t nl = body.find('\n');
+      std::string_view marker = body.substr(0, nl);
+      while (!marker.empty() && (marker.back() == ' ' || marker.back() == '\t' || marker.back() == '\r'))
+        marker.remove_suffix(1);
+      if (marker == "---") {
+        body = nl == std::string_view::npos ? std::string_view() : body.substr(nl + 1);
+        ++body_line;
+      }
+    }
+    if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return {};
+    try {
+      YAML::Node doc = YAML::Load(std::string(body));
+      add_document(doc, body, origin, index++, out, error);
+    } catch (const YAML::Exception& e) {
+      std::string where = origin;
+      if (!e.mark.is_null())
+        where += ":" + std::to_string(body_line + size_t(e.mark.line) + 1) + ":" + std::to_string(e.mark.column + 1);
+      return fail_msg(where + ": YAML error: " + e.msg);
+    }
+    return {};
+  };
+  while (pos <= text.size()) {
+    size_t nl = text.find('\n', pos);
+    size_t end = nl == std::string_view::npos ? text.size() : nl;
+    std::string_view line = text.substr(pos, end - pos);
+    if (document_marker(line) && pos != chunk_start) {
+      if (auto st = flush(pos); !st) return fail(st.error());
+      chunk_start = pos;
+      chunk_line = line_no;
+    }
+    if (nl == std::string_view::npos) break;
+    pos = nl + 1;
+    ++line_no;
+  }
+  if (auto st = flush(text.size()); !st) return fail(st.error());
+  if (!error.empty()) return fail_msg(error);
+  std::set<DocKey> seen;
+  for (const auto& d : out)
+    if (!seen.insert(d.key).second) return fail_msg(origin + ": " + to_string(d.key) + " defined twice");
+  return out;
+}
+
+Result<std::string> manifest_to_json(std::string_view text) {
+  try {
+    YAML::Node doc = YAML::Load(std::string(text));
+    return yaml_to_json(doc).dump();
+  } catch (const YAML::Exception& e) {
+    return fail_msg(yaml_error("manifest", e));
+  }
+}
+
+std::vector<DocEvent> diff_relist(const DocMap& current, const std::vector<DocEvent>& listed,
+                                  const std::function<bool(const DocKey&)>& in_scope) {
+  std::vector<DocEvent> out;
+  std::set<DocKey> listed_keys;
+  for (const auto& d : listed) {
+    listed_keys.insert(d.key);
+    auto it = current.find(d.key);
+    if (it == current.end() || it->second.text != d.text) out.push_back(d);
+  }
+  for (const auto& [key, doc] : current) {
+    if (!in_scope(key) || listed_keys.count(key)) continue;
+    DocEvent del;
+    del.key = key;
+    del.deleted = true;
+    del.source = doc.source;
+    out.push_back(std::move(del));
+  }
+  return out;
+}
+
+Status check_text_key(const DocKey& key, std::string_view text) {
+  auto k = document_key(text);
+  if (!k) return fail(k.error());
+  if (*k != key) return fail_msg("manifest describes " + to_string(*k) + ", not " + to_string(key));
+  return {};
+}
+
+void apply_events(DocMap& map, const std::vector<DocEvent>& events) {
+  for (const auto& e : events) {
+    if (e.deleted)
+      map.erase(e.key);
+    else
+      map[e.key] = e;
+  }
+}
+
+void SyncState::changes(std::vector<DocEvent> events) {
+  std::vector<DocEvent> real;
+  for (auto& e : events) {
+    auto it = cache.find(e.key);
+    if (e.deleted ? it == cache.end() : (it != cache.end() && it->second.text == e.text)) {
+      if (!e.deleted) it->second.revision = e.revision;
+      continue;
+    }
+    if (e.deleted)
+      cache.erase(it);
+    else
+      cache[e.key] = e;
+    real.push_back(std::move(e));
+  }
+  if (real.empty() || !synced || !running || !callback) return;
+  DatastoreUpdate u;
+  u.type = DatastoreUpdate::Type::Changes;
+  u.events = std::move(real);
+  callback(u);
+}
+
+void SyncState::snapshot() {
+  synced = true;
+  if (!running || !callback) return;
+  DatastoreUpdate u;
+  u.type = DatastoreUpdate::Type::Snapshot;
+  u.events.reserve(cache.size());
+  for (const auto& [k, d] : cache) u.events.push_back(d);
+  callback(u);
+}
+
+void SyncState::problem(std::string message) {
+  if (!running || !callback) return;
+  DatastoreUpdate u;
+  u.type = DatastoreUpdate::Type::Problem;
+  u.message = std::move(message);
+  callback(u);
+}
+
+void SyncState::connection(bool up, std::string message) {
+  if (up == connected) return;
+  connected = up;
+  if (!running || !callback) return;
+  DatastoreUpdate u;
+  u.type = DatastoreUpdate::Type::Connection;
+  u.connected = up;
+  u.message = std::move(message);
+  callback(u);
+}
+
+namespace {
+void escape_into(std::string& out, std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '.' || c == '-') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+}
+std::optional<std::string> unescape(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    auto hexval = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      return -1;
+    };
+    int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+}  // namespace
+
+std::string state_file_name(const DocKey& key) {
+  std::string out;
+  escape_into(out, key.kind);
+  out += '_';
+  escape_into(out, key.ns);
+  out += '_';
+  escape_into(out, key.name);
+  out += ".yaml";
+  return out;
+}
+
+std::optional<DocKey> parse_state_file_name(std::string_view file) {
+  if (file.size() < 6 || file.substr(file.size() - 5) != ".yaml") return std::nullopt;
+  file.remove_suffix(5);
+  auto a = file.find('_');
+  if (a == std::string_view::npos) return std::nullopt;
+  auto b = file.find('_', a + 1);
+  if (b == std::string_view::npos || file.find('_', b + 1) != std::string_view::npos) return std::nullopt;
+  auto kind = unescape(file.substr(0, a));
+  auto ns = unescape(file.substr(a + 1, b - a - 1));
+  auto name = unescape(file.substr(b + 1));
+  if (!kind || !ns || !name || kind->empty() || name->empty()) return std::nullopt;
+  return DocKey{*kind, *ns, *name};
+}
+
+}  // namespace ds
+}  // namespace tabby::felix

@@ -1,0 +1,299 @@
+"""_k8s_server.py — a recorded-protocol stand-in for the Kubernetes API server
+(no real one is installable here), for datastore_k8s.py. It speaks the parts of
+the protocol the kubernetes datastore uses, as the API server does:
+  - HTTPS (self-signed cert made by openssl at test time), Bearer token (else 401)
+  - GET collection → List JSON (items without apiVersion/kind, metadata.resourceVersion),
+    paged with ?limit= / ?continue= (410 for a continue token older than a compaction)
+  - GET collection?watch=1&resourceVersion=RV&allowWatchBookmarks=true → 200 with a
+    chunked stream of {"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object"} lines of the
+    events after RV; RV older than the compaction point → an ERROR event with a 410
+    Status (or, in mode 'http410', an HTTP 410 reply)
+  - POST collection (201; 409 AlreadyExists), PUT item (200; 404), DELETE item (200; 404)
+  - unknown collections → 404 (a CRD that is not installed)
+The test drives it: add/modify/delete objects (logged as events), change objects
+silently (no event: what a client misses while its watch is gone), compact, send
+bookmarks, end watch streams, stop and restart."""
+import base64
+import json
+import socket
+import ssl
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class State:
+    def __init__(self, resources, token):
+        # resources: {collection path: (apiVersion, kind, namespaced)}
+        self.resources = resources
+        self.token = token
+        self.rv = 100
+        self.objects = {p: {} for p in resources}       # path → {(ns, name): obj}
+        self.events = {p: [] for p in resources}        # path → [(rv, type, obj)]
+        self.compacted = 0
+        self.gone_mode = "event"                        # or "http410"
+        self.cond = threading.Condition()
+        self.kick = 0                                   # bump to end every watch stream
+        self.requests = []                              # (method, path, query dict)
+        self.bodies = []                                # (method, path, body json)
+        self.pages = 0                                  # list pages answered with a continue token
+
+    def _stamp(self, obj):
+        self.rv += 1
+        obj = json.loads(json.dumps(obj))
+        obj.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
+        return obj
+
+    def _key(self, obj):
+        m = obj["metadata"]
+        return (m.get("namespace", ""), m["name"])
+
+    def put(self, path, obj, silent=False):
+        with self.cond:
+            api, kind, _ = self.resources[path]
+            obj = dict(obj, apiVersion=api, kind=kind)
+            obj = self._stamp(obj)
+            k = self._key(obj)
+            typ = "MODIFIED" if k in self.objects[path] else "ADDED"
+            self.objects[path][k] = obj
+            if not silent:
+                self.events[path].append((self.rv, typ, obj))
+            self.cond.notify_all()
+            return obj
+
+    def delete(self, path, ns, name, silent=False):
+        with self.cond:
+            obj = self.objects[path].pop((ns, name), None)
+            if obj is None:
+                return None
+            obj = self._stamp(obj)
+            if not silent:
+                self.events[path].append((self.rv, "DELETED", obj))
+            self.cond.notify_all()
+            return obj
+
+    def compact(self):
+        with self.cond:
+            self.compacted = self.rv
+            for p in self.events:
+                self.events[p] = []
+
+    def bookmark(self, path):
+        with self.cond:
+            self.rv += 1
+            api, kind, _ = self.resources[path]
+            self.events[path].append((self.rv, "BOOKMARK", {"apiVersion": api, "kind": kind,
+                                                             "metadata": {"resourceVersion": str(self.rv)}}))
+            self.cond.notify_all()
+            return self.rv
+
+    def end_watches(self):
+        with self.cond:
+            self.kick += 1
+            self.cond.notify_all()
+
+    def requests_for(self, path, watch):
+        return [q for m, p, q in self.requests if p == path and m == "GET" and (("watch" in q) == watch)]
+
+
+def make_handler(state):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def _send(self, code, obj):
+            data = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _status(self, code, reason, msg):
+            self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": msg,
+                              "reason": reason, "code": code})
+
+        def _route(self):
+            u = urllib.parse.urlsplit(self.path)
+            q = dict(urllib.parse.parse_qsl(u.query))
+            path = u.path
+            with state.cond:
+                state.requests.append((self.command, path, q))
+            if self.headers.get("Authorization") != "Bearer " + state.token:
+                self._status(401, "Unauthorized", "Unauthorized")
+                return None
+            # collection: exact; namespaced item/collection: /.../namespaces/NS/PLURAL[/NAME]
+            if path in state.resources:
+                return path, None, None, q
+            parts = path.split("/")
+            for coll in state.resources:
+                cparts = coll.split("/")
+                base, plural = "/".join(cparts[:-1]), cparts[-1]
+                rest = path[len(base):].split("/") if path.startswith(base + "/") else None
+                if not rest:
+                    continue
+                rest = rest[1:]
+                if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] == plural:
+                    return coll, rest[1], (rest[3] if len(rest) > 3 else None), q
+                if len(rest) == 2 and rest[0] == plural:
+                    return coll, "", rest[1], q
+            self._status(404, "NotFound", f"the server could not find the requested resource ({path})")
+            return None
+
+        def _body(self):
+            n = int(self.headers.get("Content-Length", "0"))
+            obj = json.loads(self.rfile.read(n) or b"{}")
+            with state.cond:
+                state.bodies.append((self.command, self.path, obj))
+            return obj
+
+        def do_GET(self):
+            r = self._route()
+            if not r:
+                return
+            coll, ns, name, q = r
+            if q.get("watch") in ("1", "true"):
+                return self._watch(coll, q)
+            with state.cond:
+                # Paging as the API server does it: ?limit=N; metadata.continue is an
+                # opaque token (base64 here, so it needs escaping in the query);
+                # every page carries the first page's resourceVersion.
+                if "continue" in q:
+                    tok = json.loads(base64.b64decode(q["continue"]))
+                    offset, list_rv = tok["offset"], tok["rv"]
+                    if list_rv < state.compacted:
+                        self._status(410, "Expired", "continue token expired")
+                        return
+                else:
+                    offset, list_rv = 0, state.rv
+                keys = sorted(state.objects[coll])
+                limit = int(q.get("limit") or 0) or len(keys) or 1
+                page = keys[offset:offset + limit]
+                items = []
+                for k in page:
+                    o = dict(state.objects[coll][k])
+                    o.pop("apiVersion", None)
+                    o.pop("kind", None)
+                    items.append(o)
+                api, kind, _ = state.resources[coll]
+                meta = {"resourceVersion": str(list_rv)}
+                if offset + limit < len(keys):
+                    meta["continue"] = base64.b64encode(
+                        json.dumps({"offset": offset + limit, "rv": list_rv, "pad": "?+/"}).encode()).decode()
+                    state.pages += 1
+                body = {"kind": kind + "List", "apiVersion": api, "metadata": meta, "items": items}
+            self._send(200, body)
+
+        def _chunk(self, data):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        def _watch(self, coll, q):
+            rv = int(q.get("resourceVersion") or 0)
+            with state.cond:
+                too_old = rv < state.compacted
+                mode = state.gone_mode
+            if too_old and mode == "http410":
+                self._status(410, "Expired", f"too old resource version: {rv} ({state.compacted})")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                if too_old:
+                    self._chunk(json.dumps({"type": "ERROR", "object": {
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+                        "message": f"too old resource version: {rv} ({state.compacted})"}}).encode() + b"\n")
+                    self._chunk(b"")
+                    return
+                with state.cond:
+                    kick = state.kick
+                sent = rv
+                while True:
+                    with state.cond:
+                        pending = [e for e in state.events[coll] if e[0] > sent]
+                        if not pending and state.kick == kick:
+                            state.cond.wait(0.5)
+                            pending = [e for e in state.events[coll] if e[0] > sent]
+                        ended = state.kick != kick
+                    for erv, typ, obj in pending:
+                        self._chunk(json.dumps({"type": typ, "object": obj}).encode() + b"\n")
+                        sent = erv
+                    if ended:
+                        self._chunk(b"")
+                        return
+            except OSError:
+                return
+
+        def do_POST(self):
+            r = self._route()
+            if not r:
+                return
+            coll, ns, name, q = r
+            obj = self._body()
+            k = (obj.get("metadata", {}).get("namespace", ""), obj.get("metadata", {}).get("name"))
+            with state.cond:
+                exists = k in state.objects[coll]
+                if not exists:
+                    created = state.put(coll, obj)
+            if exists:
+                self._status(409, "AlreadyExists", f'"{k[1]}" already exists')
+            else:
+                self._send(201, created)
+
+        def do_PUT(self):
+            r = self._route()
+            if not r:
+                return
+            coll, ns, name, q = r
+            obj = self._body()
+            with state.cond:
+                exists = (ns or "", name) in state.objects[coll]
+                if exists:
+                    stored = state.put(coll, obj)
+            if exists:
+                self._send(200, stored)
+            else:
+                self._status(404, "NotFound", f'"{name}" not found')
+
+        def do_DELETE(self):
+            r = self._route()
+            if not r:
+                return
+            coll, ns, name, q = r
+            gone = state.delete(coll, ns or "", name)
+            if gone is None:
+                self._status(404, "NotFound", f'"{name}" not found')
+            else:
+                self._send(200, gone)
+
+    return Handler
+
+
+class Server:
+    def __init__(self, state, cert, key, port=0):
+        self.state, self.cert, self.key = state, cert, key
+        self.port = port
+        self.httpd = None
+
+    def start(self):
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), make_handler(self.state))
+        self.httpd.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        """Closes the listener and ends every watch stream (an outage)."""
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+        self.state.end_watches()

@@ -1,0 +1,383 @@
+// felix_datastore_test.cpp — the pure half of the datastore clients: manifest
+// splitting and keys, relist diffs, SyncState delivery rules, state file
+// names, etcd JSON gateway encoding/decoding, Kubernetes list/watch decoding.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "felix/datastore_codec.hpp"
+
+using namespace tabby;
+using namespace tabby::felix;
+using namespace tabby::felix::ds;
+using json = nlohmann::json;
+
+TEST_CASE("qualified kinds keep groups apart and merge Calico's two API groups") {
+  CHECK(qualified_kind("v1", "Pod") == "Pod");
+  CHECK(qualified_kind("networking.k8s.io/v1", "NetworkPolicy") == "NetworkPolicy.networking.k8s.io");
+  CHECK(qualified_kind("projectcalico.org/v3", "IPPool") == "IPPool.projectcalico.org");
+  CHECK(qualified_kind("crd.projectcalico.org/v1", "IPPool") == "IPPool.projectcalico.org");
+  CHECK(qualified_kind("tabby.io/v1", "IPAMBlock") == "IPAMBlock.tabby.io");
+}
+
+TEST_CASE("manifests: several documents, List expansion, keys") {
+  std::string text =
+      "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool-a\nspec:\n  cidr: 198.19.0.0/16\n"
+      "---\n"
+      "# a comment-only document is skipped\n"
+      "---\n"
+      "apiVersion: v1\nkind: List\nitems:\n"
+      "- apiVersion: v1\n  kind: Pod\n  metadata: {name: p1, namespace: ns1}\n"
+      "- {\"apiVersion\": \"networking.k8s.io/v1\", \"kind\": \"NetworkPolicy\", \"metadata\": {\"name\": \"np\", \"namespace\": \"ns1\"}}\n";
+  auto docs = parse_manifests(text, "dir/a.yaml");
+  REQUIRE(docs.ok());
+  REQUIRE(docs->size() == 3);
+  CHECK((*docs)[0].key == DocKey{"IPPool.projectcalico.org", "", "pool-a"});
+  CHECK((*docs)[1].key == DocKey{"Pod", "ns1", "p1"});
+  CHECK((*docs)[2].key == DocKey{"NetworkPolicy.networking.k8s.io", "ns1", "np"});
+  CHECK((*docs)[0].source == "dir/a.yaml");
+  // The emitted text of one object is a manifest of that object alone.
+  auto k = document_key((*docs)[0].text);
+  REQUIRE(k.ok());
+  CHECK(*k == (*docs)[0].key);
+  CHECK((*docs)[0].text.find("198.19.0.0/16") != std::string::npos);
+  CHECK((*docs)[0].text.find("p1") == std::string::npos);
+}
+
+TEST_CASE("manifests: YAML errors carry file, line and column; missing fields are named") {
+  auto bad = parse_manifests("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n", "m/bad.yaml");
+  REQUIRE(!bad.ok());
+  CHECK(bad.error().message.find("m/bad.yaml:") == 0);
+  CHECK(bad.error().message.find("YAML error") != std::string::npos);
+  auto no_name = parse_manifests("apiVersion: v1\nkind: Pod\nmetadata:\n  namespace: x\n", "m/x.yaml");
+  REQUIRE(!no_name.ok());
+  CHECK(no_name.error().message == "m/x.yaml: document 1: missing metadata.name");
+  auto no_kind = parse_manifests("---\napiVersion: v1\nmetadata: {name: a}\n", "m/y.yaml");
+  REQUIRE(!no_kind.ok());
+  CHECK(no_kind.error().message.find("missing kind") != std::string::npos);
+  auto dup = parse_manifests("apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: a}\n", "m/d.yaml");
+  REQUIRE(!dup.ok());
+  CHECK(dup.error().message.find("defined twice") != std::string::npos);
+}
+
+TEST_CASE("manifests: each object keeps its own original text; error lines count from the file's start") {
+  std::string text =
+      "# the pool\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p  # inline comment\n"
+      "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: a\n"
+      "--- {apiVersion: v1, kind: Node, metadata: {name: b}}\n";
+  auto docs = parse_manifests(text, "f.yaml");
+  REQUIRE(docs.ok());
+  REQUIRE(docs->size() == 3);
+  CHECK((*docs)[0].text == "# the pool\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p  # inline comment\n");
+  CHECK((*docs)[1].text == "apiVersion: v1\nkind: Node\nmetadata:\n  name: a\n");
+  CHECK((*docs)[2].key == DocKey{"Node", "", "b"});
+  std::string bad = text + "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: [x\n";  // lines 12-16
+  auto err = parse_manifests(bad, "f.yaml");
+  REQUIRE(!err.ok());
+  auto msg = err.error().message;
+  REQUIRE(msg.rfind("f.yaml:", 0) == 0);
+  int line = std::stoi(msg.substr(7));
+  CHECK(line >= 15);
+  CHECK(line <= 17);
+  // "---" inside an indented block scalar is content, not a marker.
+  auto block = parse_manifests("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  x: |\n    ---\n    y\n", "g.yaml");
+  REQUIRE(block.ok());
+  CHECK(block->size() == 1);
+}
+
+TEST_CASE("check_text_key refuses a manifest of another object") {
+  std::string pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: n}\n";
+  CHECK(check_text_key({"Pod", "n", "p"}, pod).ok());
+  auto wrong = check_text_key({"Pod", "n", "q"}, pod);
+  REQUIRE(!wrong.ok());
+  CHECK(wrong.error().message == "manifest describes Pod n/p, not Pod n/q");
+}
+
+TEST_CASE("manifest_to_json types plain scalars, keeps quoted ones as strings") {
+  auto j = manifest_to_json("a: 1\nb: \"1\"\nc: true\nd: ~\ne: 1.5\nf: 198.19.0.0/26\ng: [x, 2]\nh: 0x1F\n");
+  REQUIRE(j.ok());
+  auto v = json::parse(*j);
+  CHECK(v["a"] == 1);
+  CHECK(v["b"] == "1");
+  CHECK(v["c"] == true);
+  CHECK(v["d"].is_null());
+  CHECK(v["e"] == 1.5);
+  CHECK(v["f"] == "198.19.0.0/26");
+  CHECK(v["g"][0] == "x");
+  CHECK(v["g"][1] == 2);
+  CHECK(v["h"] == "0x1F");
+}
+
+namespace {
+DocEvent doc(const std::string& kind, const std::string& name, const std::string& text, const std::string& rev = "1") {
+  DocEvent d;
+  d.key = {kind, "", name};
+  d.text = text;
+  d.revision = rev;
+  return d;
+}
+}  // namespace
+
+TEST_CASE("diff_relist: only real differences, scoped deletes, no flap on a new revision") {
+  DocMap current;
+  apply_events(current, {doc("Node", "a", "A1"), doc("Node", "b", "B1"), doc("Node", "c", "C1"), doc("Pod", "x", "X1")});
+  auto diff = diff_relist(current, {doc("Node", "a", "A1", "9"), doc("Node", "b", "B2", "9"), doc("Node", "d", "D1", "9")},
+                          [](const DocKey& k) { return k.kind == "Node"; });
+  REQUIRE(diff.size() == 3);
+  CHECK(diff[0].key.name == "b");
+  CHECK(diff[0].text == "B2");
+  CHECK(diff[1].key.name == "d");
+  CHECK(diff[2].key.name == "c");
+  CHECK(diff[2].deleted);
+  // Pod x is out of scope: not deleted although not listed.
+  for (const auto& e : diff) CHECK(e.key.kind == "Node");
+  // Nothing changed at all → nothing.
+  CHECK(diff_relist(current, {doc("Node", "a", "A1"), doc("Node", "b", "B1"), doc("Node", "c", "C1"), doc("Pod", "x", "X1")},
+                    [](const DocKey&) { return true; })
+            .empty());
+}
+
+TEST_CASE("SyncState: nothing before the snapshot, then only real changes") {
+  std::vector<DatastoreUpdate> got;
+  SyncState s;
+  s.callback = [&](const DatastoreUpdate& u) { got.push_back(u); };
+  s.running = true;
+  s.changes({doc("Node", "a", "A1")});
+  CHECK(got.empty());  // not yet in sync: kept for the snapshot
+  s.snapshot();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].type == DatastoreUpdate::Type::Snapshot);
+  CHECK(got[0].events.size() == 1);
+  s.changes({doc("Node", "a", "A1", "7")});  // same text: no-op
+  DocEvent del;
+  del.key = {"Node", "", "zzz"};
+  del.deleted = true;
+  s.changes({del});  // delete of an absent key: no-op
+  CHECK(got.size() == 1);
+  CHECK(s.cache.at({"Node", "", "a"}).revision == "7");
+  s.changes({doc("Node", "a", "A2")});
+  REQUIRE(got.size() == 2);
+  CHECK(got[1].type == DatastoreUpdate::Type::Changes);
+  s.connection(true, "still up");  // no flip: no notice
+  CHECK(got.size() == 2);
+  s.connection(false, "down");
+  s.connection(false, "down again");
+  REQUIRE(got.size() == 3);
+  CHECK(!got[2].connected);
+  s.running = false;
+  s.changes({doc("Node", "b", "B")});
+  CHECK(got.size() == 3);
+}
+
+TEST_CASE("state file names round-trip and escape separators") {
+  DocKey k{"IPAMBlock.tabby.io", "", "198.19.0.0-26"};
+  CHECK(state_file_name(k) == "IPAMBlock.tabby.io__198.19.0.0-26.yaml");
+  DocKey odd{"Pod", "my_ns", "a/b%c"};
+  auto name = state_file_name(odd);
+  CHECK(name == "Pod_my%5Fns_a%2Fb%25c.yaml");
+  auto back = parse_state_file_name(name);
+  REQUIRE(back.has_value());
+  CHECK(*back == odd);
+  CHECK(parse_state_file_name(state_file_name(k)) == k);
+  CHECK(!parse_state_file_name("Pod_x.yaml"));
+  CHECK(!parse_state_file_name("Pod_a_b_c.yaml"));
+  CHECK(!parse_state_file_name("Pod__%zz.yaml"));
+  CHECK(!parse_state_file_name("Pod__a.json"));
+}
+
+TEST_CASE("base64 both ways (RFC 4648 vectors)") {
+  CHECK(base64_encode("") == "");
+  CHECK(base64_encode("f") == "Zg==");
+  CHECK(base64_encode("fo") == "Zm8=");
+  CHECK(base64_encode("foo") == "Zm9v");
+  CHECK(base64_encode("foobar") == "Zm9vYmFy");
+  CHECK(*base64_decode("Zm9vYmE=") == "fooba");
+  CHECK(*base64_decode("Zg==") == "f");
+  std::string bin("\x00\xff\x10", 3);
+  CHECK(*base64_decode(base64_encode(bin)) == bin);
+  CHECK(!base64_decode("Zm9v!").ok());
+  CHECK(!base64_decode("Z").ok());
+}
+
+TEST_CASE("etcd keys and prefix ranges") {
+  CHECK(etcd_key("/tabby/", {"IPPool.projectcalico.org", "", "p"}) == "/tabby/IPPool.projectcalico.org/p");
+  CHECK(etcd_key("/tabby/", {"Pod", "ns", "p"}) == "/tabby/Pod/ns/p");
+  CHECK(parse_etcd_key("/tabby/", "/tabby/Pod/ns/p") == DocKey{"Pod", "ns", "p"});
+  CHECK(parse_etcd_key("/tabby/", "/tabby/Node/n1") == DocKey{"Node", "", "n1"});
+  CHECK(!parse_etcd_key("/tabby/", "/other/Node/n1"));
+  CHECK(!parse_etcd_key("/tabby/", "/tabby/Node"));
+  CHECK(!parse_etcd_key("/tabby/", "/tabby/a/b/c/d"));
+  CHECK(!parse_etcd_key("/tabby/", "/tabby/Node//x"));
+  CHECK(prefix_range_end("/tabby/") == "/tabby0");
+  CHECK(prefix_range_end(std::string("a\xff", 2)) == "b");
+  auto req = json::parse(etcd_range_request("/tabby/"));
+  CHECK(req["key"] == "L3RhYmJ5Lw==");
+  CHECK(req["range_end"] == base64_encode("/tabby0"));
+}
+
+TEST_CASE("etcd range response decoding (int64 as strings, base64 kvs)") {
+  std::string body = R"({"header":{"cluster_id":"1","member_id":"2","revision":"42","raft_term":"2"},
+    "kvs":[{"key":"L3RhYmJ5L05vZGUvbjE=","create_revision":"5","mod_revision":"40","version":"3","value":"a2luZDogTm9kZQ=="}],
+    "count":"1"})";
+  auto r = parse_etcd_range(body);
+  REQUIRE(r.ok());
+  CHECK(r->revision == 42);
+  REQUIRE(r->kvs.size() == 1);
+  CHECK(r->kvs[0].key == "/tabby/Node/n1");
+  CHECK(r->kvs[0].value == "kind: Node");
+  CHECK(r->kvs[0].mod_revision == 40);
+  CHECK(r->kvs[0].create_revision == 5);
+  auto empty = parse_etcd_range(R"({"header":{"revision":"7"}})");
+  REQUIRE(empty.ok());
+  CHECK(empty->kvs.empty());
+  CHECK(!parse_etcd_range("not json").ok());
+  CHECK(!parse_etcd_range(R"({"kvs":[]})").ok());
+  auto err = parse_etcd_range(R"({"error":"etcdserver: mvcc: required revision has been compacted","code":11})");
+  REQUIRE(!err.ok());
+  CHECK(err.error().message.find("compacted") != std::string::npos);
+}
+
+TEST_CASE("etcd watch lines: created, PUT without type, DELETE, compaction, progress, errors") {
+  auto req = json::parse(etcd_watch_request("/tabby/", 43));
+  CHECK(req["create_request"]["start_revision"] == "43");
+  CHECK(req["create_request"]["key"] == base64_encode("/tabby/"));
+
+  auto created = parse_etcd_watch_line(R"({"result":{"header":{"revision":"42"},"created":true}})");
+  REQUIRE(created.ok());
+  CHECK(created->created);
+  CHECK(created->events.empty());
+
+  auto evs = parse_etcd_watch_line(
+      R"({"result":{"header":{"revision":"45"},"events":[{"kv":{"key":"L3RhYmJ5L05vZGUvbjI=","create_revision":"44","mod_revision":"44","version":"1","value":"eA=="}},{"type":"DELETE","kv":{"key":"L3RhYmJ5L05vZGUvbjE=","mod_revision":"45"}}]}})");
+  REQUIRE(evs.ok());
+  REQUIRE(evs->events.size() == 2);
+  CHECK(!evs->events[0].deleted);
+  CHECK(evs->events[0].kv.key == "/tabby/Node/n2");
+  CHECK(evs->events[0].kv.value == "x");
+  CHECK(evs->events[1].deleted);
+  CHECK(evs->events[1].kv.mod_revision == 45);
+  CHECK(evs->header_revision == 45);
+
+  auto compacted = parse_etcd_watch_line(
+      R"({"result":{"header":{"revision":"90"},"canceled":true,"compact_revision":"80","cancel_reason":"mvcc: required revision has been compacted"}})");
+  REQUIRE(compacted.ok());
+  CHECK(compacted->canceled);
+  CHECK(compacted->compact_revision == 80);
+
+  CHECK(!parse_etcd_watch_line(R"({"error":{"grpc_code":14,"message":"unavailable"}})").ok());
+  CHECK(!parse_etcd_watch_line(R"({"result":{"events":[{"type":"WEIRD","kv":{}}]}})").ok());
+  CHECK(!parse_etcd_watch_line("{").ok());
+}
+
+TEST_CASE("etcd writes: create-if-absent txn, put, delete and their answers") {
+  auto txn = json::parse(etcd_create_request("/tabby/Node/n1", "v"));
+  CHECK(txn["compare"][0]["target"] == "CREATE");
+  CHECK(txn["compare"][0]["result"] == "EQUAL");
+  CHECK(txn["compare"][0]["create_revision"] == "0");
+  CHECK(txn["success"][0]["request_put"]["value"] == "dg==");
+  CHECK(*parse_etcd_txn_succeeded(R"({"header":{"revision":"3"},"succeeded":true,"responses":[{}]})") == true);
+  // false fields are omitted by the gateway
+  CHECK(*parse_etcd_txn_succeeded(R"({"header":{"revision":"3"}})") == false);
+  CHECK(*parse_etcd_deleted(R"({"header":{"revision":"4"},"deleted":"1"})") == 1);
+  CHECK(*parse_etcd_deleted(R"({"header":{"revision":"4"}})") == 0);
+  CHECK(json::parse(etcd_put_request("k", "v"))["key"] == "aw==");
+  CHECK(etcd_error_text(R"({"error":"bad","message":"etcdserver: request too large","code":3})") ==
+        "etcdserver: request too large");
+}
+
+namespace {
+const K8sResource kPods{"", "v1", "Pod", "pods", true};
+const K8sResource kPools{"crd.projectcalico.org", "v1", "IPPool", "ippools", false};
+}  // namespace
+
+TEST_CASE("kubernetes paths") {
+  CHECK(k8s_collection_path(kPods) == "/api/v1/pods");
+  CHECK(k8s_collection_path(kPools) == "/apis/crd.projectcalico.org/v1/ippools");
+  CHECK(k8s_object_path(kPods, "ns", "p") == "/api/v1/namespaces/ns/pods/p");
+  CHECK(k8s_object_path(kPods, "ns", "") == "/api/v1/namespaces/ns/pods");
+  CHECK(k8s_object_path(kPools, "", "default") == "/apis/crd.projectcalico.org/v1/ippools/default");
+  CHECK(k8s_qualified_kind(kPools) == "IPPool.projectcalico.org");
+}
+
+TEST_CASE("kubernetes list: items get apiVersion/kind, resourceVersion kept") {
+  std::string body = R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1000"},
+    "items":[{"metadata":{"name":"p1","namespace":"ns","resourceVersion":"990"},"spec":{"nodeName":"n1"}}]})";
+  auto l = parse_k8s_list(body, kPods);
+  REQUIRE(l.ok());
+  CHECK(l->resource_version == "1000");
+  REQUIRE(l->items.size() == 1);
+  CHECK(l->items[0].key == DocKey{"Pod", "ns", "p1"});
+  CHECK(l->items[0].revision == "990");
+  auto obj = json::parse(l->items[0].text);
+  CHECK(obj["kind"] == "Pod");
+  CHECK(obj["apiVersion"] == "v1");
+  CHECK(obj["spec"]["nodeName"] == "n1");
+  CHECK(*document_key(l->items[0].text) == l->items[0].key);
+  CHECK(!parse_k8s_list(R"({"items":[]})", kPods).ok());
+  auto st = parse_k8s_list(R"({"kind":"Status","message":"pods is forbidden","reason":"Forbidden","code":403})", kPods);
+  REQUIRE(!st.ok());
+  CHECK(st.error().message.find("forbidden") != std::string::npos);
+}
+
+TEST_CASE("kubernetes list pages: continue token read and escaped for the next query") {
+  auto page = parse_k8s_list(R"({"metadata":{"resourceVersion":"7","continue":"eyJ+/=="},"items":[]})", kPods);
+  REQUIRE(page.ok());
+  CHECK(page->continue_token == "eyJ+/==");
+  CHECK(url_query_escape(page->continue_token) == "eyJ%2B%2F%3D%3D");
+  auto last = parse_k8s_list(R"({"metadata":{"resourceVersion":"7"},"items":[]})", kPods);
+  REQUIRE(last.ok());
+  CHECK(last->continue_token.empty());
+}
+
+TEST_CASE("kubernetes watch lines: ADDED/MODIFIED/DELETED/BOOKMARK/ERROR 410") {
+  auto added = parse_k8s_watch_line(
+      R"({"type":"ADDED","object":{"apiVersion":"crd.projectcalico.org/v1","kind":"IPPool","metadata":{"name":"p","resourceVersion":"11"},"spec":{"cidr":"198.19.0.0/16"}}})",
+      kPools);
+  REQUIRE(added.ok());
+  CHECK(added->type == K8sWatchEvent::Type::Added);
+  CHECK(added->doc.key == DocKey{"IPPool.projectcalico.org", "", "p"});
+  CHECK(added->resource_version == "11");
+  CHECK(!added->doc.deleted);
+  auto deleted = parse_k8s_watch_line(
+      R"({"type":"DELETED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p1","namespace":"ns","resourceVersion":"12"}}})", kPods);
+  REQUIRE(deleted.ok());
+  CHECK(deleted->type == K8sWatchEvent::Type::Deleted);
+  CHECK(deleted->doc.deleted);
+  CHECK(deleted->doc.text.empty());
+  auto bookmark = parse_k8s_watch_line(R"({"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"15"}}})", kPods);
+  REQUIRE(bookmark.ok());
+  CHECK(bookmark->type == K8sWatchEvent::Type::Bookmark);
+  CHECK(bookmark->resource_version == "15");
+  auto gone = parse_k8s_watch_line(
+      R"({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too old resource version: 1, current 5","reason":"Expired","code":410}})", kPods);
+  REQUIRE(gone.ok());
+  CHECK(gone->type == K8sWatchEvent::Type::Error);
+  CHECK(gone->error_code == 410);
+  CHECK(!parse_k8s_watch_line(R"({"type":"SURPRISE","object":{}})", kPods).ok());
+  CHECK(!parse_k8s_watch_line(R"({"type":"ADDED","object":{"metadata":{}}})", kPods).ok());
+  CHECK(!parse_k8s_watch_line(R"({"type":"BOOKMARK","object":{"metadata":{}}})", kPods).ok());
+}
+
+TEST_CASE("kubernetes write body: Calico v3 manifest becomes the CRD's v1 object") {
+  std::string text = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 198.19.0.0/16\n  blockSize: 26\n";
+  auto body = k8s_write_body(text, kPools, {"IPPool.projectcalico.org", "", "p"});
+  REQUIRE(body.ok());
+  auto j = json::parse(*body);
+  CHECK(j["apiVersion"] == "crd.projectcalico.org/v1");
+  CHECK(j["kind"] == "IPPool");
+  CHECK(j["metadata"]["name"] == "p");
+  CHECK(!j["metadata"].contains("namespace"));
+  CHECK(j["spec"]["blockSize"] == 26);
+  CHECK(k8s_status_text(R"({"kind":"Status","message":"ippools \"p\" already exists","reason":"AlreadyExists","code":409})") ==
+        "ippools \"p\" already exists (AlreadyExists)");
+}
+
+TEST_CASE("default kubernetes resources cover core, networking, Calico and tabby kinds") {
+  std::set<std::string> kinds;
+  for (const auto& r : default_k8s_resources()) kinds.insert(k8s_qualified_kind(r));
+  for (const char* k : {"Node", "Pod", "Namespace", "NetworkPolicy.networking.k8s.io", "BGPConfiguration.projectcalico.org",
+                        "BGPPeer.projectcalico.org", "IPPool.projectcalico.org", "NetworkPolicy.projectcalico.org",
+                        "GlobalNetworkPolicy.projectcalico.org", "IPAMBlock.tabby.io"})
+    CHECK(kinds.count(k) == 1);
+}
