@@ -78,12 +78,14 @@ class Alive {
 
 }  // namespace
 
-uint32_t effective_local_pref(const PathCandidate& c) {
+uint32_t effective_local_pref(const PathAttributes& a, bool ebgp) {
   // RFC 4271 §9.1.1: for a route from an external peer the degree of preference
   // comes from local policy (here: the default); LOCAL_PREF is only for iBGP.
-  if (c.ebgp) return kDefaultLocalPref;
-  return c.attrs->local_pref.value_or(kDefaultLocalPref);
+  if (ebgp) return kDefaultLocalPref;
+  return a.local_pref.value_or(kDefaultLocalPref);
 }
+
+uint32_t effective_local_pref(const PathCandidate& c) { return effective_local_pref(*c.attrs, c.ebgp); }
 
 BestPathResult best_path(std::span<PathCandidate> cand, uint32_t local_as) {
   BestPathResult r;

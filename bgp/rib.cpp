@@ -129,45 +129,88 @@ void Rib::Impl::mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot) 
   table<K>().dirty.push_back(k);
 }
 
-// The best path and ECMP set of an entry, as (path index, attribute set):
-// best first, then the other ECMP members by index.
-template <class K>
-void Rib::Impl::snapshot(uint32_t head, std::vector<std::pair<uint32_t, const AttrNode*>>& out) const {
-  out.clear();
-  for (uint32_t i = head; i != kNil; i = pool[i].next)
-    if (pool[i].flags & (kBest | kMultipath)) out.emplace_back(i, pool[i].attrs);
-  if (out.size() > 2) std::sort(out.begin() + 1, out.end());
+uint64_t Rib::Impl::pre_med_rank(const Path& p) const {
+  const PathAttributes& a = p.attrs->attrs;
+  const uint64_t learned = p.peer == kLocalPeer ? 0 : 1;  // locally originated first
+  const uint64_t lp = effective_local_pref(a, peers[p.peer].ebgp);  // RFC 4271 §9.1.1: higher first
+  const uint64_t len = std::min<uint32_t>(as_path_length(a.as_path), (1u << 23) - 1);  // §9.1.2.2(a)
+  const uint64_t origin = static_cast<uint8_t>(a.origin);  // §9.1.2.2(b)
+  return learned << 63 | (0xFFFFFFFFu - lp) << 31 | len << 8 | origin;
 }
 
+// The full decision for one entry, after a change that the incremental rules in
+// upsert()/remove() could not settle. Only the paths that tie on the pre-MED rank
+// with the best of them can reach the MED rule, so only those become candidates:
+// the elimination in best_path() removes every other path before MED, and the
+// later rules (and the ECMP set) depend on the survivors alone, so the winner and
+// the ECMP set are those of best_path() over all paths (bgp_rib_test.cpp checks
+// this against best_path() on random path sets). `member_changed`: the path that
+// changed (replaced or removed) was in the old best/ECMP set, so the entry is
+// reported changed whatever the outcome.
 template <class K>
-void Rib::Impl::recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot) {
-  uint32_t head = slot.val;
-  if (pool[head].next == kNil) {
-    pool[head].flags = static_cast<uint8_t>((pool[head].flags & kStale) | kBest | kMultipath);
-  } else {
-    cand.clear();
-    cand_idx.clear();
-    for (uint32_t i = head; i != kNil; i = pool[i].next) {
-      fill_candidate(cand.emplace_back(), pool[i]);
+void Rib::Impl::recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot, bool member_changed) {
+  ++full_decisions;
+  // One walk: the old best/ECMP set (for change tracking), flags cleared, and
+  // the group with the lowest pre-MED rank (path index and predecessor).
+  snap_old.clear();
+  cand_idx.clear();
+  cand_prev.clear();
+  std::pair<uint32_t, const AttrNode*> old_best{kNil, nullptr};
+  uint64_t top = UINT64_MAX;
+  for (uint32_t i = slot.val, prev = kNil; i != kNil; prev = i, i = pool[i].next) {
+    Path& p = pool[i];
+    if (p.flags & kBest) old_best = {i, p.attrs};
+    else if (p.flags & kMultipath) snap_old.emplace_back(i, p.attrs);
+    p.flags = static_cast<uint8_t>(p.flags & kStale);
+    uint64_t r = pre_med_rank(p);
+    if (r < top) {
+      top = r;
+      cand_idx.clear();
+      cand_prev.clear();
+    }
+    if (r == top) {
       cand_idx.push_back(i);
-    }
-    BestPathResult r = best_path(cand, cfg.local_as);
-    for (size_t j = 0; j < cand.size(); ++j) {
-      Path& p = pool[cand_idx[j]];
-      p.flags = static_cast<uint8_t>((p.flags & kStale) | (j == r.best ? kBest : 0) |
-                                     (cand[j].multipath ? kMultipath : 0));
-    }
-    if (r.best != 0) {  // move the winner to the front
-      uint32_t bi = cand_idx[r.best];
-      pool[cand_idx[r.best - 1]].next = pool[bi].next;
-      pool[bi].next = head;
-      slot.val = bi;
+      cand_prev.push_back(prev);
     }
   }
-  snapshot<K>(slot.val, snap_new);
-  if (snap_new != snap_old) mark_dirty<K>(slot);
+  size_t w = 0;  // the winner's position in the group
+  snap_new.clear();
+  if (cand_idx.size() == 1) {
+    pool[cand_idx[0]].flags |= kBest | kMultipath;
+  } else {
+    cand.clear();
+    for (uint32_t i : cand_idx) fill_candidate(cand.emplace_back(), pool[i]);
+    BestPathResult r = best_path(cand, cfg.local_as);
+    w = r.best;
+    for (size_t j = 0; j < cand.size(); ++j) {
+      Path& p = pool[cand_idx[j]];
+      p.flags = static_cast<uint8_t>(p.flags | (j == w ? kBest : 0) | (cand[j].multipath ? kMultipath : 0));
+      if (j != w && cand[j].multipath) snap_new.emplace_back(cand_idx[j], p.attrs);
+    }
+  }
+  const uint32_t bi = cand_idx[w];
+  if (cand_prev[w] != kNil) {  // move the winner to the front
+    pool[cand_prev[w]].next = pool[bi].next;
+    pool[bi].next = slot.val;
+    slot.val = bi;
+  }
+  if (member_changed || old_best != std::make_pair(bi, pool[bi].attrs) || snap_old.size() != snap_new.size()) {
+    mark_dirty<K>(slot);
+    return;
+  }
+  if (snap_old.empty()) return;
+  std::sort(snap_old.begin(), snap_old.end());
+  std::sort(snap_new.begin(), snap_new.end());
+  if (snap_old != snap_new) mark_dirty<K>(slot);
 }
 
+// RFC 4271 §9.1.2 done incrementally. The head of an entry is its best path.
+// A new or changed path whose pre-MED rank is worse than the best's is removed
+// by the decision process before MED, whatever the other paths are, so adding
+// it changes neither the best nor the ECMP set; one whose rank is better than
+// every other path's (i.e. the best's) wins alone, and is the whole ECMP set.
+// Only a tie on the rank (or a change to the best/ECMP set itself) needs the
+// decision (recompute()).
 template <class K>
 void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
   auto& t = table<K>();
@@ -185,8 +228,9 @@ void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
     mark_dirty<K>(*slot);
     return;
   }
+  const uint32_t head = slot->val;
   uint32_t found = kNil;
-  for (uint32_t i = slot->val; i != kNil; i = pool[i].next)
+  for (uint32_t i = head; i != kNil; i = pool[i].next)
     if (pool[i].peer == id) {
       found = i;
       break;
@@ -198,23 +242,44 @@ void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
       --ps.stats.stale[fi];
     }
     if (p.attrs == attrs) return;  // nothing changed
-    snapshot<K>(slot->val, snap_old);
+    const bool member = (p.flags & (kBest | kMultipath)) != 0;
+    const uint64_t old_rank = member ? 0 : pre_med_rank(p);
     detail::retain(attrs);  // RFC 4271 §3.1: implicit withdraw of the old path
     detail::release(p.attrs);
     p.attrs = attrs;
-  } else {
-    snapshot<K>(slot->val, snap_old);
-    uint32_t pi = pool.alloc();
-    Path& head = pool[slot->val];
-    pool[pi] = Path{attrs, head.next, id, 0, 0};
-    head.next = pi;
-    detail::retain(attrs);
-    ++t.paths;
-    ++ps.stats.accepted[fi];
+    if (!member) {
+      // Neither the old nor the new version reaches MED: nothing changes.
+      const uint64_t best_rank = pre_med_rank(pool[head]);
+      if (old_rank > best_rank && pre_med_rank(p) > best_rank) return;
+    }
+    recompute<K>(*slot, member);
+    return;
   }
-  recompute<K>(*slot);
+  uint32_t pi = pool.alloc();
+  Path& best = pool[head];
+  pool[pi] = Path{attrs, best.next, id, 0, 0};
+  best.next = pi;
+  detail::retain(attrs);
+  ++t.paths;
+  ++ps.stats.accepted[fi];
+  const uint64_t rank = pre_med_rank(pool[pi]), best_rank = pre_med_rank(best);
+  if (rank > best_rank) return;  // eliminated before MED: best and ECMP set unchanged
+  if (rank < best_rank) {
+    // Better than every other path before MED: the new best, alone in its ECMP set.
+    for (uint32_t i = head; i != kNil; i = pool[i].next)
+      pool[i].flags = static_cast<uint8_t>(pool[i].flags & kStale);
+    best.next = pool[pi].next;
+    pool[pi].next = head;
+    pool[pi].flags = kBest | kMultipath;
+    slot->val = pi;
+    mark_dirty<K>(*slot);
+    return;
+  }
+  recompute<K>(*slot, false);
 }
 
+// Withdrawal, incrementally: a path outside the best/ECMP set whose pre-MED rank
+// is worse than the best's never reached MED, so removing it changes nothing.
 template <class K>
 bool Rib::Impl::remove(const K& k, PeerId id) {
   auto& t = table<K>();
@@ -228,8 +293,9 @@ bool Rib::Impl::remove(const K& k, PeerId id) {
       break;
     }
   if (found == kNil) return false;
-  snapshot<K>(slot->val, snap_old);
   Path& p = pool[found];
+  const bool member = (p.flags & (kBest | kMultipath)) != 0;
+  const bool quiet = !member && pre_med_rank(p) > pre_med_rank(pool[slot->val]);
   if (prev == kNil) slot->val = p.next;
   else pool[prev].next = p.next;
   PeerState& ps = peers[id];
@@ -243,7 +309,7 @@ bool Rib::Impl::remove(const K& k, PeerId id) {
     mark_dirty<K>(*slot);
     return true;
   }
-  recompute<K>(*slot);
+  if (!quiet) recompute<K>(*slot, member);
   return true;
 }
 
@@ -524,6 +590,8 @@ std::vector<Prefix> Rib::take_changes(Family fam) {
 size_t Rib::pending_changes(Family fam) const {
   return fam.afi == Afi::Ipv4 ? impl_->t4.dirty.size() : impl_->t6.dirty.size();
 }
+
+uint64_t Rib::decision_runs() const { return impl_->full_decisions; }
 
 Rib::MemoryStats Rib::memory() const {
   const auto& im = *impl_;

@@ -32,6 +32,7 @@ inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 // ---------------------------------------------------------------- packed keys
 inline constexpr uint8_t kUsed = 0x80;   // slot occupied
 inline constexpr uint8_t kDirty = 0x01;  // Loc-RIB: prefix is in the change list
+inline constexpr uint8_t kSeen = 0x02;   // Adj-RIB-Out: visited by the running full dump
 
 struct Key4 {
   uint32_t addr = 0;  // host order
@@ -161,6 +162,12 @@ class PrefixMap {
       if (slots_[i].key.flags & kUsed) f(slots_[i]);
   }
 
+  // Makes room for n entries without growing again (one rehash at most).
+  void reserve(size_t n) {
+    size_t need = n * 10 / 7 + 1;
+    if (need > cap_) rehash(need < 64 ? 64 : need);
+  }
+
   void clear() {
     std::free(slots_);
     slots_ = nullptr;
@@ -178,8 +185,8 @@ class PrefixMap {
   }
   static uint64_t next_seed() { return (++map_seed_counter) * 0x9E3779B97F4A7C15ULL; }
   size_t next(size_t i) const { return i + 1 == cap_ ? 0 : i + 1; }
-  void grow() {
-    size_t ncap = cap_ < 64 ? 64 : cap_ + cap_ / 2;
+  void grow() { rehash(cap_ < 64 ? 64 : cap_ + cap_ / 2); }
+  void rehash(size_t ncap) {
     auto* ns = static_cast<Slot*>(std::calloc(ncap, sizeof(Slot)));
     if (!ns) throw std::bad_alloc();
     Slot* old = slots_;
@@ -315,8 +322,9 @@ struct Rib::Impl {
 
   // Scratch buffers reused by the decision process (single-threaded).
   std::vector<PathCandidate> cand;
-  std::vector<uint32_t> cand_idx;
+  std::vector<uint32_t> cand_idx, cand_prev;
   std::vector<std::pair<uint32_t, const AttrNode*>> snap_old, snap_new;
+  uint64_t full_decisions = 0;  // recompute() runs (for tests and benchmarks)
 
   Impl(AttrStore& s, RibConfig c);
   ~Impl();
@@ -328,6 +336,11 @@ struct Rib::Impl {
 
   detail::PeerState& peer(PeerId id);
   void fill_candidate(PathCandidate& c, const detail::Path& p) const;
+  // The path's standing on the rules before MED (locally originated, degree of
+  // preference, AS_PATH length, ORIGIN: RFC 4271 §9.1.1, §9.1.2.2(a)-(b)) as one
+  // number, lower = preferred. These rules are a total preorder, unlike MED
+  // (§9.1.2.2(c)), which is what makes the incremental decision exact.
+  uint64_t pre_med_rank(const detail::Path& p) const;
 
   // Loc-RIB operations on one prefix.
   template <class K>
@@ -335,11 +348,9 @@ struct Rib::Impl {
   template <class K>
   bool remove(const K& k, PeerId peer);
   template <class K>
-  void recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot);
+  void recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot, bool member_changed);
   template <class K>
   void mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot);
-  template <class K>
-  void snapshot(uint32_t head, std::vector<std::pair<uint32_t, const AttrNode*>>& out) const;
   template <class K>
   RouteView view(const K& k, uint32_t head, bool with_reason) const;
 
