@@ -204,6 +204,7 @@ OutUpdate Rib::Impl::export_keys(PeerId id, Family fam, std::span<const Prefix> 
       if (!slot || slot->val == kNil) continue;
       K k = slot->key;
       k.flags = 0;
+      k.epoch = 0;
       Prefix p = k.prefix();
       if (auto* want = ex.want(p, pool[slot->val])) announce(k, p, *want);
     }

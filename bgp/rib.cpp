@@ -7,7 +7,7 @@
 //   Graceful restart helper: RFC 4724 §4.2 (stale marking, sweep at End-of-RIB).
 // Invariants (see rib_impl.hpp): an entry exists iff it has paths or is in the
 // change list; its first path is the best; a prefix is in the change list at
-// most once (flag kDirty), so take_changes reports each prefix once.
+// most once (its key's epoch, see LocTable), so take_changes reports each prefix once.
 // Pure: no I/O.
 #include <algorithm>
 #include <cassert>
@@ -19,7 +19,6 @@ namespace tabby::bgp {
 using detail::Key4;
 using detail::Key6;
 using detail::kBest;
-using detail::kDirty;
 using detail::kMultipath;
 using detail::kNil;
 using detail::kStale;
@@ -122,18 +121,21 @@ void Rib::Impl::fill_candidate(PathCandidate& c, const Path& p) const {
 
 template <class K>
 void Rib::Impl::mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot) {
-  if (slot.key.flags & kDirty) return;
-  slot.key.flags |= kDirty;
+  auto& t = table<K>();
+  if (slot.key.epoch == t.epoch) return;
+  slot.key.epoch = t.epoch;
   K k = slot.key;
   k.flags = 0;
-  table<K>().dirty.push_back(k);
+  k.epoch = 0;
+  t.dirty.push_back(k);
 }
 
 uint64_t Rib::Impl::pre_med_rank(const Path& p) const {
   const PathAttributes& a = p.attrs->attrs;
   const uint64_t learned = p.peer == kLocalPeer ? 0 : 1;  // locally originated first
-  const uint64_t lp = effective_local_pref(a, peers[p.peer].ebgp);  // RFC 4271 §9.1.1: higher first
-  const uint64_t len = std::min<uint32_t>(as_path_length(a.as_path), (1u << 23) - 1);  // §9.1.2.2(a)
+  // RFC 4271 §9.1.1: higher first (as effective_local_pref(): 100 for eBGP-learned and when absent).
+  const uint64_t lp = peers[p.peer].ebgp ? 100 : a.local_pref.value_or(100);
+  const uint64_t len = std::min<uint32_t>(p.attrs->as_path_len, (1u << 23) - 1);  // §9.1.2.2(a)
   const uint64_t origin = static_cast<uint8_t>(a.origin);  // §9.1.2.2(b)
   return learned << 63 | (0xFFFFFFFFu - lp) << 31 | len << 8 | origin;
 }
@@ -307,6 +309,7 @@ bool Rib::Impl::remove(const K& k, PeerId id) {
   if (slot->val == kNil) {  // last path gone: a tombstone until take_changes
     --t.routes;
     mark_dirty<K>(*slot);
+    t.tombs.push_back(k);
     return true;
   }
   if (!quiet) recompute<K>(*slot, member);
@@ -574,12 +577,15 @@ std::vector<Prefix> Rib::take_changes(Family fam) {
     auto& t = im.table<K>();
     std::vector<Prefix> out;
     out.reserve(t.dirty.size());
-    for (const K& k : t.dirty) {
-      auto* slot = t.map.find(k);
-      assert(slot && (slot->key.flags & kDirty));  // listed entries are kept until now
-      slot->key.flags = static_cast<uint8_t>(slot->key.flags & ~kDirty);
-      out.push_back(k.prefix());
-      if (slot->val == kNil) t.map.erase(slot);  // the tombstone has been reported
+    for (const K& k : t.dirty) out.push_back(k.prefix());
+    // Tombstones have been reported: drop those still empty (one may have come back).
+    for (const K& k : t.tombs)
+      if (auto* slot = t.map.find(k); slot && slot->val == kNil) t.map.erase(slot);
+    t.tombs.clear();
+    // A new epoch un-lists every entry.
+    if (++t.epoch == 0) {
+      t.map.for_each([](auto& slot) { slot.key.epoch = 0; });
+      t.epoch = 1;
     }
     if (t.dirty.capacity() > 65536) std::vector<K>().swap(t.dirty);
     else t.dirty.clear();

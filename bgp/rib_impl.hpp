@@ -11,7 +11,8 @@
 // so one route from one peer costs ~31-39 bytes plus its share of the attribute sets.
 // Invariants: a table entry exists iff it has at least one path or it is in the
 // change list (a prefix whose last path went stays as an empty "tombstone",
-// val == kNil, until take_changes reports it, so it is listed once); when it
+// val == kNil, until take_changes reports it, so it is listed once; see
+// LocTable for how listing is tracked); when it
 // has paths, the first one is the best (flag kBest); kMultipath marks the ECMP set.
 #pragma once
 
@@ -31,14 +32,13 @@ inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 
 // ---------------------------------------------------------------- packed keys
 inline constexpr uint8_t kUsed = 0x80;   // slot occupied
-inline constexpr uint8_t kDirty = 0x01;  // Loc-RIB: prefix is in the change list
 inline constexpr uint8_t kSeen = 0x02;   // Adj-RIB-Out: visited by the running full dump
 
 struct Key4 {
   uint32_t addr = 0;  // host order
   uint8_t len = 0;
   uint8_t flags = 0;  // not part of the identity
-  uint16_t spare = 0;
+  uint16_t epoch = 0;  // Loc-RIB: == LocTable::epoch while listed in the change list
   bool same(const Key4& o) const { return addr == o.addr && len == o.len; }
   // One multiply: PrefixMap::home() mixes again with its seed.
   uint64_t hash() const {
@@ -59,7 +59,7 @@ struct Key6 {
   uint8_t bytes[16] = {};
   uint8_t len = 0;
   uint8_t flags = 0;
-  uint16_t spare = 0;
+  uint16_t epoch = 0;  // as Key4::epoch
   bool same(const Key6& o) const { return len == o.len && std::memcmp(bytes, o.bytes, 16) == 0; }
   uint64_t hash() const {
     uint64_t a, b;
@@ -281,10 +281,16 @@ class PathPool {
 };
 
 // ---------------------------------------------------------------- per-family state
+// Change tracking without a lookup per change: a slot is in the change list iff
+// its key's epoch equals the table's; take_changes() starts a new epoch, which
+// un-lists every slot at once (epoch 0 is never current; on wrap-around every
+// slot is reset to 0 in one pass).
 template <class K>
 struct LocTable {
   PrefixMap<K, uint32_t> map;  // prefix -> first path (the best)
-  std::vector<K> dirty;        // change list (keys, flags cleared)
+  std::vector<K> dirty;        // change list (keys, flags and epoch cleared)
+  std::vector<K> tombs;        // keys whose last path went (erased by take_changes if still empty)
+  uint16_t epoch = 1;
   size_t paths = 0;
   size_t routes = 0;           // entries with at least one path
 };
