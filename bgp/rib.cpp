@@ -284,36 +284,45 @@ void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
 // is worse than the best's never reached MED, so removing it changes nothing.
 template <class K>
 bool Rib::Impl::remove(const K& k, PeerId id) {
-  auto& t = table<K>();
-  constexpr int fi = key_fam<K>();
-  auto* slot = t.map.find(k);
+  auto* slot = table<K>().map.find(k);
   if (!slot || slot->val == kNil) return false;
-  uint32_t prev = kNil, found = kNil;
+  uint32_t prev = kNil;
   for (uint32_t i = slot->val; i != kNil; prev = i, i = pool[i].next)
     if (pool[i].peer == id) {
-      found = i;
-      break;
+      remove_at<K>(*slot, prev, i);
+      return true;
     }
-  if (found == kNil) return false;
+  return false;
+}
+
+// Removes path `found` (after `prev`, or the head) from the entry in `slot`.
+// The slot stays in place (an emptied entry becomes a tombstone), so callers may
+// be iterating over the table.
+template <class K>
+void Rib::Impl::remove_at(typename detail::PrefixMap<K, uint32_t>::Slot& slot, uint32_t prev, uint32_t found) {
+  auto& t = table<K>();
+  constexpr int fi = key_fam<K>();
   Path& p = pool[found];
   const bool member = (p.flags & (kBest | kMultipath)) != 0;
-  const bool quiet = !member && pre_med_rank(p) > pre_med_rank(pool[slot->val]);
-  if (prev == kNil) slot->val = p.next;
+  const bool quiet = !member && pre_med_rank(p) > pre_med_rank(pool[slot.val]);
+  if (prev == kNil) slot.val = p.next;
   else pool[prev].next = p.next;
-  PeerState& ps = peers[id];
+  PeerState& ps = peers[p.peer];
   if (p.flags & kStale) --ps.stats.stale[fi];
   --ps.stats.accepted[fi];
   --t.paths;
   detail::release(p.attrs);
   pool.free(found);
-  if (slot->val == kNil) {  // last path gone: a tombstone until take_changes
+  if (slot.val == kNil) {  // last path gone: a tombstone until take_changes
     --t.routes;
-    mark_dirty<K>(*slot);
+    mark_dirty<K>(slot);
+    K k = slot.key;
+    k.flags = 0;
+    k.epoch = 0;
     t.tombs.push_back(k);
-    return true;
+    return;
   }
-  if (!quiet) recompute<K>(*slot, member);
-  return true;
+  if (!quiet) recompute<K>(slot, member);
 }
 
 template <class K>
@@ -450,23 +459,23 @@ void Rib::withdraw(PeerId id, Family fam, std::span<const Prefix> prefixes) {
 }
 
 namespace {
-// Keys of the entries holding a path from `id` that satisfies pred.
+// Removes `id`'s path from every entry where it satisfies pred, in one pass over
+// the table (removal never moves slots: emptied entries stay as tombstones).
 template <class K, class Pred>
-std::vector<K> keys_with_path(const Rib::Impl& im, PeerId id, Pred&& pred) {
-  std::vector<K> keys;
-  const auto& t = const_cast<Rib::Impl&>(im).table<K>();
-  t.map.for_each([&](const auto& slot) {
-    for (uint32_t i = slot.val; i != kNil; i = im.pool[i].next)
+size_t remove_paths_where(Rib::Impl& im, PeerId id, Pred&& pred) {
+  size_t n = 0;
+  im.table<K>().map.for_each([&](auto& slot) {
+    uint32_t prev = kNil;
+    for (uint32_t i = slot.val; i != kNil; prev = i, i = im.pool[i].next)
       if (im.pool[i].peer == id) {
         if (pred(im.pool[i])) {
-          K k = slot.key;
-          k.flags = 0;
-          keys.push_back(k);
+          im.remove_at<K>(slot, prev, i);
+          ++n;
         }
         break;
       }
   });
-  return keys;
+  return n;
 }
 }  // namespace
 
@@ -475,10 +484,7 @@ size_t Rib::withdraw_all(PeerId id, Family fam) {
   im.peer(id);
   return with_family(fam, [&](auto tag) {
     using K = decltype(tag);
-    size_t n = 0;
-    for (const K& k : keys_with_path<K>(im, id, [](const Path&) { return true; }))
-      n += im.remove(k, id);
-    return n;
+    return remove_paths_where<K>(im, id, [](const Path&) { return true; });
   });
 }
 
@@ -527,12 +533,9 @@ size_t Rib::sweep_stale(PeerId id, Family fam) {
   im.peer(id);
   return with_family(fam, [&](auto tag) {
     using K = decltype(tag);
-    size_t n = 0;
     // RFC 4724 §4.2: at End-of-RIB (or when the restart/stale timer fires) the
     // paths still marked stale are deleted.
-    for (const K& k : keys_with_path<K>(im, id, [](const Path& p) { return (p.flags & kStale) != 0; }))
-      n += im.remove(k, id);
-    return n;
+    return remove_paths_where<K>(im, id, [](const Path& p) { return (p.flags & kStale) != 0; });
   });
 }
 

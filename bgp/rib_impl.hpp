@@ -354,6 +354,8 @@ struct Rib::Impl {
   template <class K>
   bool remove(const K& k, PeerId peer);
   template <class K>
+  void remove_at(typename detail::PrefixMap<K, uint32_t>::Slot& slot, uint32_t prev, uint32_t found);
+  template <class K>
   void recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot, bool member_changed);
   template <class K>
   void mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot);
