@@ -3,7 +3,10 @@
 //   Import rules: RFC 4271 §9.1.2 (AS loop), RFC 4456 §8 (ORIGINATOR_ID,
 //   CLUSTER_LIST, via reflector/), RFC 4271 §5.1.3 (unusable NEXT_HOP).
 //   Implicit withdraw: RFC 4271 §3.1 / §9.1.
-//   Decision process: best_path.cpp (RFC 4271 §9.1.2, RFC 4456 §9).
+//   Decision process: best_path.cpp (RFC 4271 §9.1.2, RFC 4456 §9), run
+//   incrementally here: a change is settled by comparing the pre-MED rank with
+//   the best path's when that is conclusive, otherwise best_path() runs over the
+//   paths that tie on that rank (see upsert(), remove_at(), recompute()).
 //   Graceful restart helper: RFC 4724 §4.2 (stale marking, sweep at End-of-RIB).
 // Invariants (see rib_impl.hpp): an entry exists iff it has paths or is in the
 // change list; its first path is the best; a prefix is in the change list at
