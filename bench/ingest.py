@@ -296,7 +296,13 @@ def make_receiver(kind, node, feed, port):
         d = Tabby(node, RECV_AS, RECV_IP, peers=peers, gr=False)
 
         def count():
-            return d.route_count()
+            # Loc-RIB figures (`status -o json`): locRibRoutes = prefixes whose best path
+            # has been chosen, locRibPaths = paths held (tabby runs the decision for each
+            # path as it arrives). Done = every path in and every prefix decided; counted
+            # in paths like BIRD's `show route count`.
+            st = d.status(check=False) or {}
+            routes, paths = int(st.get("locRibRoutes", 0)), int(st.get("locRibPaths", 0))
+            return min(paths, routes * feed.npeers)
         return d, count
     raise ValueError(kind)
 

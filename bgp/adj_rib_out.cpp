@@ -67,18 +67,26 @@ struct CacheKeyHash {
 // result depends only on (attribute set, source peer), so it is cached per call.
 class Exporter {
  public:
+  // One cached result; `batch` is the index of its OutBatch in the update being
+  // built (SIZE_MAX until the first prefix goes out with it).
+  struct Out {
+    AttrRef attrs;  // null: not exported
+    size_t batch = SIZE_MAX;
+  };
+
   Exporter(Rib::Impl& im, PeerId to, Family fam) : im_(im), to_id_(to), to_(im.peers[to]), fam_(fam) {}
 
-  AttrRef want(const Prefix& p, const Path& best) {
-    if (!(best.flags & kBest)) return {};
-    if (best.peer == to_id_) return {};  // RFC 4271 §9.2: not back to where it came from
-    if (!prefix_allowed(to_.cfg.export_filter, p)) return {};
+  bool allowed(const Prefix& p) const { return prefix_allowed(to_.cfg.export_filter, p); }
+
+  // What to advertise for p with this best path; null if nothing.
+  Out* want(const Prefix& p, const Path& best) {
+    if (!(best.flags & kBest)) return nullptr;
+    if (best.peer == to_id_) return nullptr;  // RFC 4271 §9.2: not back to where it came from
+    if (!allowed(p)) return nullptr;
     CacheKey key{best.attrs, best.peer};
-    auto it = cache_.find(key);
-    if (it != cache_.end()) return it->second;
-    AttrRef r = compute(im_.peers[best.peer], best.peer == kLocalPeer, best.attrs->attrs);
-    cache_.emplace(key, r);
-    return r;
+    auto [it, fresh] = cache_.try_emplace(key);
+    if (fresh) it->second.attrs = compute(im_.peers[best.peer], best.peer == kLocalPeer, best.attrs->attrs);
+    return it->second.attrs ? &it->second : nullptr;
   }
 
  private:
@@ -138,7 +146,7 @@ class Exporter {
   PeerId to_id_;
   const PeerState& to_;
   Family fam_;
-  std::unordered_map<CacheKey, AttrRef, CacheKeyHash> cache_;
+  std::unordered_map<CacheKey, Out, CacheKeyHash> cache_;
 };
 
 }  // namespace
@@ -152,24 +160,25 @@ OutUpdate Rib::Impl::export_keys(PeerId id, Family fam, std::span<const Prefix> 
   auto& t = table<K>();
   auto& om = out<K>(to);
   Exporter ex(*this, id, fam);
-  std::unordered_map<const AttrNode*, size_t> batch_of;
+  std::unordered_map<const AttrNode*, size_t> batch_of;  // outgoing set -> its OutBatch
 
-  auto process = [&](const K& k, const Prefix& p, uint32_t head) {
-    AttrRef want = head == kNil ? AttrRef() : ex.want(p, pool[head]);
-    auto* os = om.find(k);
-    if (want) {
-      if (os && os->val == want.node() && !all) return;  // already advertised as is
-      detail::retain(want.node());
-      if (os) {
-        detail::release(os->val);
-        os->val = want.node();
-      } else {
-        om.insert(k, want.node());
-      }
-      auto [it, fresh] = batch_of.emplace(want.node(), u.announced.size());
-      if (fresh) u.announced.push_back(OutBatch{want, {}});
-      u.announced[it->second].prefixes.push_back(p);
-    } else if (os) {
+  auto announce = [&](const K& k, const Prefix& p, Exporter::Out& want) {
+    auto [os, fresh] = om.insert(k, nullptr);
+    if (all) os->key.flags |= detail::kSeen;
+    if (!fresh && os->val == want.attrs.node() && !all) return;  // already advertised as is
+    detail::retain(want.attrs.node());
+    if (!fresh) detail::release(os->val);
+    os->val = want.attrs.node();
+    if (want.batch == SIZE_MAX) {  // first prefix with this (set, source): find its batch
+      auto [it, nb] = batch_of.emplace(want.attrs.node(), u.announced.size());
+      if (nb) u.announced.push_back(OutBatch{want.attrs, {}});
+      want.batch = it->second;
+    }
+    u.announced[want.batch].prefixes.push_back(p);
+  };
+  auto withdraw = [&](const K& k, const Prefix& p) {
+    if (om.size() == 0) return;
+    if (auto* os = om.find(k)) {
       u.withdrawn.push_back(p);
       detail::release(os->val);
       om.erase(os);
@@ -178,7 +187,10 @@ OutUpdate Rib::Impl::export_keys(PeerId id, Family fam, std::span<const Prefix> 
 
   if (all) {
     // Slots in table order; the best path and the Adj-RIB-Out slot of each are
-    // random accesses, so prefetch them a few entries ahead.
+    // random accesses, so prefetch them a few entries ahead. Every slot visited
+    // in the Adj-RIB-Out is flagged kSeen; what is left unflagged afterwards is
+    // advertised but no longer exportable.
+    om.reserve(t.routes);
     constexpr size_t kAhead = 8;
     const size_t cap = t.map.capacity();
     for (size_t i = 0; i < cap; ++i) {
@@ -189,26 +201,37 @@ OutUpdate Rib::Impl::export_keys(PeerId id, Family fam, std::span<const Prefix> 
         }
       }
       const auto* slot = t.map.slot_at(i);
-      if (!slot) continue;
+      if (!slot || slot->val == kNil) continue;
       K k = slot->key;
       k.flags = 0;
-      process(k, k.prefix(), slot->val);
+      k.epoch = 0;
+      Prefix p = k.prefix();
+      if (auto* want = ex.want(p, pool[slot->val])) announce(k, p, *want);
     }
-    // Whatever is advertised but not exportable any more goes.
     std::vector<K> gone;
-    om.for_each([&](const auto& s) {
+    om.for_each([&](auto& s) {
+      if (s.key.flags & detail::kSeen) {
+        s.key.flags = static_cast<uint8_t>(s.key.flags & ~detail::kSeen);
+        return;
+      }
       K k = s.key;
       k.flags = 0;
-      auto* ls = t.map.find(k);
-      if (!ls || ls->val == kNil || !ex.want(k.prefix(), pool[ls->val])) gone.push_back(k);
+      gone.push_back(k);
     });
-    for (const K& k : gone) process(k, k.prefix(), kNil);
+    for (const K& k : gone) withdraw(k, k.prefix());
   } else {
     for (const Prefix& p : changed) {
       if (p.is_v4() != (fam.afi == Afi::Ipv4)) continue;
       K k = K::of(p);
+      // Filtered out for this peer: no need to look at the Loc-RIB at all.
+      if (!ex.allowed(p)) {
+        withdraw(k, p);
+        continue;
+      }
       auto* ls = t.map.find(k);
-      process(k, p, ls ? ls->val : kNil);
+      Exporter::Out* want = ls && ls->val != kNil ? ex.want(p, pool[ls->val]) : nullptr;
+      if (want) announce(k, p, *want);
+      else withdraw(k, p);
     }
   }
   to.stats.advertised[detail::fam_index(fam)] = om.size();

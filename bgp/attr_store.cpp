@@ -32,13 +32,14 @@ AttrStore::~AttrStore() {
 }
 
 AttrRef AttrStore::intern(PathAttributes attrs) {
-  auto* probe = new AttrNode{std::move(attrs), 0, 0, this};
+  auto* probe = new AttrNode{std::move(attrs), 0, 0, 0, this};
   probe->hash = hash_value(probe->attrs);
   auto [it, inserted] = impl_->nodes.insert(probe);
   if (!inserted) {
     delete probe;
     return AttrRef(*it);
   }
+  probe->as_path_len = as_path_length(probe->attrs.as_path);
   return AttrRef(probe);
 }
 

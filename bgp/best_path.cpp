@@ -60,6 +60,17 @@ class Alive {
     size_ = out;
     return removed;
   }
+  // The same, with keep(x) told the position x in the surviving set.
+  template <class F>
+  size_t filter_at(F&& keep) {
+    size_t out = 0, removed = SIZE_MAX;
+    for (size_t i = 0; i < size_; ++i) {
+      if (keep(i)) data_[out++] = data_[i];
+      else if (removed == SIZE_MAX) removed = data_[i];
+    }
+    size_ = out;
+    return removed;
+  }
   // Keeps only the candidates with the lowest key.
   template <class Key>
   size_t keep_min(Key&& key) {
@@ -78,12 +89,14 @@ class Alive {
 
 }  // namespace
 
-uint32_t effective_local_pref(const PathCandidate& c) {
+uint32_t effective_local_pref(const PathAttributes& a, bool ebgp) {
   // RFC 4271 §9.1.1: for a route from an external peer the degree of preference
   // comes from local policy (here: the default); LOCAL_PREF is only for iBGP.
-  if (c.ebgp) return kDefaultLocalPref;
-  return c.attrs->local_pref.value_or(kDefaultLocalPref);
+  if (ebgp) return kDefaultLocalPref;
+  return a.local_pref.value_or(kDefaultLocalPref);
 }
+
+uint32_t effective_local_pref(const PathCandidate& c) { return effective_local_pref(*c.attrs, c.ebgp); }
 
 BestPathResult best_path(std::span<PathCandidate> cand, uint32_t local_as) {
   BestPathResult r;
@@ -130,7 +143,20 @@ BestPathResult best_path(std::span<PathCandidate> cand, uint32_t local_as) {
 
   // RFC 4271 §9.1.2.2(c): among routes from the same neighbour AS, only those
   // with the lowest MED stay. Routes from different neighbour ASes are not compared.
-  if (alive.size() > 1) {
+  if (alive.size() > 1 && alive.size() <= 16) {
+    // Few survivors (the usual case): compare pairwise, no allocation.
+    uint32_t as[16], med[16];
+    const size_t n = alive.size();
+    for (size_t x = 0; x < n; ++x) {
+      as[x] = neighbor_as(cand[alive[x]], local_as);
+      med[x] = med_of(cand[alive[x]]);
+    }
+    step(BestPathReason::Med, alive.filter_at([&](size_t x) {
+      for (size_t y = 0; y < n; ++y)
+        if (as[y] == as[x] && med[y] < med[x]) return false;
+      return true;
+    }));
+  } else if (alive.size() > 1) {
     // Lowest MED per neighbour AS: sort (AS, MED) pairs, keep each group's minimum.
     std::vector<std::pair<uint32_t, uint32_t>> as_med;
     as_med.reserve(alive.size());

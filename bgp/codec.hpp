@@ -32,17 +32,18 @@ Result<size_t, NotifyError> check_header(std::span<const uint8_t> first19);
 // attributes (MP_REACH/MP_UNREACH excluded, the MP next hop and the UPDATE's
 // shape included) -> the already-validated, interned result. Consecutive
 // UPDATEs with identical attributes then skip attribute parsing entirely.
-// Bounded: a 2-way set-associative table; a miss replaces the older way.
+// Bounded: a 2-way set-associative table that starts at 64 entries and doubles
+// when a set is full, up to the capacity; then a miss replaces the older way.
 class DecodeCache {
  public:
-  explicit DecodeCache(size_t capacity = 4096);  // entries, rounded up to a power of two
+  explicit DecodeCache(size_t capacity = 4096);  // max entries, rounded up to a power of two
   ~DecodeCache();
   DecodeCache(const DecodeCache&) = delete;
   DecodeCache& operator=(const DecodeCache&) = delete;
 
   void clear();                 // drops every entry (and its AttrRef)
   size_t size() const;          // entries in use
-  size_t capacity() const;
+  size_t capacity() const;      // entries the table has now (grows up to the maximum)
   uint64_t hits = 0, misses = 0;
 
   struct Entry;  // internal

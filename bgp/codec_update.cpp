@@ -37,6 +37,7 @@ struct DecodeCache::Entry {
 struct DecodeCache::Impl {
   std::vector<Entry> slots;  // 2 ways per set
   size_t set_mask = 0;
+  size_t max_sets = 1;       // growth limit (the capacity asked for / 2)
   size_t used = 0;
   uint32_t tick = 0;
   bool bound = false;  // ctx/store below are valid
@@ -76,8 +77,25 @@ struct DecodeCache::Impl {
       }
     return nullptr;
   }
+  // Both ways of h's set are taken: double the table (up to max_sets) rather
+  // than evict. Entries move by their hash; a new set only receives the (at
+  // most two) entries of one old set, so nothing is lost.
+  void grow() {
+    std::vector<Entry> old = std::move(slots);
+    set_mask = set_mask * 2 + 1;
+    slots = std::vector<Entry>((set_mask + 1) * 2);
+    for (Entry& e : old) {
+      if (!e.used) continue;
+      Entry* w = &slots[(e.hash & set_mask) * 2];
+      (w[0].used ? w[1] : w[0]) = std::move(e);
+    }
+  }
   Entry& victim(uint64_t h) {
     Entry* w = &slots[(h & set_mask) * 2];
+    while (w[0].used && w[1].used && set_mask + 1 < max_sets) {  // until h's set has room
+      grow();
+      w = &slots[(h & set_mask) * 2];
+    }
     Entry& e = !w[0].used ? w[0] : !w[1].used ? w[1] : (w[0].stamp <= w[1].stamp ? w[0] : w[1]);
     if (!e.used) ++used;
     e.used = true;
@@ -88,11 +106,16 @@ struct DecodeCache::Impl {
   }
 };
 
+// Starts small and grows on demand: a session with few distinct attribute sets
+// (most of them, e.g. 100 peers with ~100 sets each) never pays for the full
+// table (~110 bytes an entry).
 DecodeCache::DecodeCache(size_t capacity) : impl_(std::make_unique<Impl>()) {
   size_t sets = 1;
   while (sets * 2 < capacity) sets *= 2;
-  impl_->slots.resize(sets * 2);
-  impl_->set_mask = sets - 1;
+  impl_->max_sets = sets;
+  size_t initial = std::min<size_t>(sets, 32);
+  impl_->slots.resize(initial * 2);
+  impl_->set_mask = initial - 1;
 }
 DecodeCache::~DecodeCache() = default;
 void DecodeCache::clear() { impl_->reset(); }

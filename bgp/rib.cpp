@@ -3,11 +3,14 @@
 //   Import rules: RFC 4271 §9.1.2 (AS loop), RFC 4456 §8 (ORIGINATOR_ID,
 //   CLUSTER_LIST, via reflector/), RFC 4271 §5.1.3 (unusable NEXT_HOP).
 //   Implicit withdraw: RFC 4271 §3.1 / §9.1.
-//   Decision process: best_path.cpp (RFC 4271 §9.1.2, RFC 4456 §9).
+//   Decision process: best_path.cpp (RFC 4271 §9.1.2, RFC 4456 §9), run
+//   incrementally here: a change is settled by comparing the pre-MED rank with
+//   the best path's when that is conclusive, otherwise best_path() runs over the
+//   paths that tie on that rank (see upsert(), remove_at(), recompute()).
 //   Graceful restart helper: RFC 4724 §4.2 (stale marking, sweep at End-of-RIB).
 // Invariants (see rib_impl.hpp): an entry exists iff it has paths or is in the
 // change list; its first path is the best; a prefix is in the change list at
-// most once (flag kDirty), so take_changes reports each prefix once.
+// most once (its key's epoch, see LocTable), so take_changes reports each prefix once.
 // Pure: no I/O.
 #include <algorithm>
 #include <cassert>
@@ -19,7 +22,6 @@ namespace tabby::bgp {
 using detail::Key4;
 using detail::Key6;
 using detail::kBest;
-using detail::kDirty;
 using detail::kMultipath;
 using detail::kNil;
 using detail::kStale;
@@ -122,52 +124,98 @@ void Rib::Impl::fill_candidate(PathCandidate& c, const Path& p) const {
 
 template <class K>
 void Rib::Impl::mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot) {
-  if (slot.key.flags & kDirty) return;
-  slot.key.flags |= kDirty;
+  auto& t = table<K>();
+  if (slot.key.epoch == t.epoch) return;
+  slot.key.epoch = t.epoch;
   K k = slot.key;
   k.flags = 0;
-  table<K>().dirty.push_back(k);
+  k.epoch = 0;
+  t.dirty.push_back(k);
 }
 
-// The best path and ECMP set of an entry, as (path index, attribute set):
-// best first, then the other ECMP members by index.
-template <class K>
-void Rib::Impl::snapshot(uint32_t head, std::vector<std::pair<uint32_t, const AttrNode*>>& out) const {
-  out.clear();
-  for (uint32_t i = head; i != kNil; i = pool[i].next)
-    if (pool[i].flags & (kBest | kMultipath)) out.emplace_back(i, pool[i].attrs);
-  if (out.size() > 2) std::sort(out.begin() + 1, out.end());
+uint64_t Rib::Impl::pre_med_rank(const Path& p) const {
+  const PathAttributes& a = p.attrs->attrs;
+  const uint64_t learned = p.peer == kLocalPeer ? 0 : 1;  // locally originated first
+  // RFC 4271 §9.1.1: higher first (as effective_local_pref(): 100 for eBGP-learned and when absent).
+  const uint64_t lp = peers[p.peer].ebgp ? 100 : a.local_pref.value_or(100);
+  const uint64_t len = std::min<uint32_t>(p.attrs->as_path_len, (1u << 23) - 1);  // §9.1.2.2(a)
+  const uint64_t origin = static_cast<uint8_t>(a.origin);  // §9.1.2.2(b)
+  return learned << 63 | (0xFFFFFFFFu - lp) << 31 | len << 8 | origin;
 }
 
+// The full decision for one entry, after a change that the incremental rules in
+// upsert()/remove() could not settle. Only the paths that tie on the pre-MED rank
+// with the best of them can reach the MED rule, so only those become candidates:
+// the elimination in best_path() removes every other path before MED, and the
+// later rules (and the ECMP set) depend on the survivors alone, so the winner and
+// the ECMP set are those of best_path() over all paths (bgp_rib_test.cpp checks
+// this against best_path() on random path sets). `member_changed`: the path that
+// changed (replaced or removed) was in the old best/ECMP set, so the entry is
+// reported changed whatever the outcome.
 template <class K>
-void Rib::Impl::recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot) {
-  uint32_t head = slot.val;
-  if (pool[head].next == kNil) {
-    pool[head].flags = static_cast<uint8_t>((pool[head].flags & kStale) | kBest | kMultipath);
-  } else {
-    cand.clear();
-    cand_idx.clear();
-    for (uint32_t i = head; i != kNil; i = pool[i].next) {
-      fill_candidate(cand.emplace_back(), pool[i]);
+void Rib::Impl::recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot, bool member_changed) {
+  ++full_decisions;
+  // One walk: the old best/ECMP set (for change tracking), flags cleared, and
+  // the group with the lowest pre-MED rank (path index and predecessor).
+  snap_old.clear();
+  cand_idx.clear();
+  cand_prev.clear();
+  std::pair<uint32_t, const AttrNode*> old_best{kNil, nullptr};
+  uint64_t top = UINT64_MAX;
+  for (uint32_t i = slot.val, prev = kNil; i != kNil; prev = i, i = pool[i].next) {
+    Path& p = pool[i];
+    if (p.flags & kBest) old_best = {i, p.attrs};
+    else if (p.flags & kMultipath) snap_old.emplace_back(i, p.attrs);
+    p.flags = static_cast<uint8_t>(p.flags & kStale);
+    uint64_t r = pre_med_rank(p);
+    if (r < top) {
+      top = r;
+      cand_idx.clear();
+      cand_prev.clear();
+    }
+    if (r == top) {
       cand_idx.push_back(i);
-    }
-    BestPathResult r = best_path(cand, cfg.local_as);
-    for (size_t j = 0; j < cand.size(); ++j) {
-      Path& p = pool[cand_idx[j]];
-      p.flags = static_cast<uint8_t>((p.flags & kStale) | (j == r.best ? kBest : 0) |
-                                     (cand[j].multipath ? kMultipath : 0));
-    }
-    if (r.best != 0) {  // move the winner to the front
-      uint32_t bi = cand_idx[r.best];
-      pool[cand_idx[r.best - 1]].next = pool[bi].next;
-      pool[bi].next = head;
-      slot.val = bi;
+      cand_prev.push_back(prev);
     }
   }
-  snapshot<K>(slot.val, snap_new);
-  if (snap_new != snap_old) mark_dirty<K>(slot);
+  size_t w = 0;  // the winner's position in the group
+  snap_new.clear();
+  if (cand_idx.size() == 1) {
+    pool[cand_idx[0]].flags |= kBest | kMultipath;
+  } else {
+    cand.clear();
+    for (uint32_t i : cand_idx) fill_candidate(cand.emplace_back(), pool[i]);
+    BestPathResult r = best_path(cand, cfg.local_as);
+    w = r.best;
+    for (size_t j = 0; j < cand.size(); ++j) {
+      Path& p = pool[cand_idx[j]];
+      p.flags = static_cast<uint8_t>(p.flags | (j == w ? kBest : 0) | (cand[j].multipath ? kMultipath : 0));
+      if (j != w && cand[j].multipath) snap_new.emplace_back(cand_idx[j], p.attrs);
+    }
+  }
+  const uint32_t bi = cand_idx[w];
+  if (cand_prev[w] != kNil) {  // move the winner to the front
+    pool[cand_prev[w]].next = pool[bi].next;
+    pool[bi].next = slot.val;
+    slot.val = bi;
+  }
+  if (member_changed || old_best != std::make_pair(bi, pool[bi].attrs) || snap_old.size() != snap_new.size()) {
+    mark_dirty<K>(slot);
+    return;
+  }
+  if (snap_old.empty()) return;
+  std::sort(snap_old.begin(), snap_old.end());
+  std::sort(snap_new.begin(), snap_new.end());
+  if (snap_old != snap_new) mark_dirty<K>(slot);
 }
 
+// RFC 4271 §9.1.2 done incrementally. The head of an entry is its best path.
+// A new or changed path whose pre-MED rank is worse than the best's is removed
+// by the decision process before MED, whatever the other paths are, so adding
+// it changes neither the best nor the ECMP set; one whose rank is better than
+// every other path's (i.e. the best's) wins alone, and is the whole ECMP set.
+// Only a tie on the rank (or a change to the best/ECMP set itself) needs the
+// decision (recompute()).
 template <class K>
 void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
   auto& t = table<K>();
@@ -185,8 +233,9 @@ void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
     mark_dirty<K>(*slot);
     return;
   }
+  const uint32_t head = slot->val;
   uint32_t found = kNil;
-  for (uint32_t i = slot->val; i != kNil; i = pool[i].next)
+  for (uint32_t i = head; i != kNil; i = pool[i].next)
     if (pool[i].peer == id) {
       found = i;
       break;
@@ -198,53 +247,85 @@ void Rib::Impl::upsert(const K& k, PeerId id, const AttrNode* attrs) {
       --ps.stats.stale[fi];
     }
     if (p.attrs == attrs) return;  // nothing changed
-    snapshot<K>(slot->val, snap_old);
+    const bool member = (p.flags & (kBest | kMultipath)) != 0;
+    const uint64_t old_rank = member ? 0 : pre_med_rank(p);
     detail::retain(attrs);  // RFC 4271 §3.1: implicit withdraw of the old path
     detail::release(p.attrs);
     p.attrs = attrs;
-  } else {
-    snapshot<K>(slot->val, snap_old);
-    uint32_t pi = pool.alloc();
-    Path& head = pool[slot->val];
-    pool[pi] = Path{attrs, head.next, id, 0, 0};
-    head.next = pi;
-    detail::retain(attrs);
-    ++t.paths;
-    ++ps.stats.accepted[fi];
+    if (!member) {
+      // Neither the old nor the new version reaches MED: nothing changes.
+      const uint64_t best_rank = pre_med_rank(pool[head]);
+      if (old_rank > best_rank && pre_med_rank(p) > best_rank) return;
+    }
+    recompute<K>(*slot, member);
+    return;
   }
-  recompute<K>(*slot);
+  uint32_t pi = pool.alloc();
+  Path& best = pool[head];
+  pool[pi] = Path{attrs, best.next, id, 0, 0};
+  best.next = pi;
+  detail::retain(attrs);
+  ++t.paths;
+  ++ps.stats.accepted[fi];
+  const uint64_t rank = pre_med_rank(pool[pi]), best_rank = pre_med_rank(best);
+  if (rank > best_rank) return;  // eliminated before MED: best and ECMP set unchanged
+  if (rank < best_rank) {
+    // Better than every other path before MED: the new best, alone in its ECMP set.
+    for (uint32_t i = head; i != kNil; i = pool[i].next)
+      pool[i].flags = static_cast<uint8_t>(pool[i].flags & kStale);
+    best.next = pool[pi].next;
+    pool[pi].next = head;
+    pool[pi].flags = kBest | kMultipath;
+    slot->val = pi;
+    mark_dirty<K>(*slot);
+    return;
+  }
+  recompute<K>(*slot, false);
 }
 
+// Withdrawal, incrementally: a path outside the best/ECMP set whose pre-MED rank
+// is worse than the best's never reached MED, so removing it changes nothing.
 template <class K>
 bool Rib::Impl::remove(const K& k, PeerId id) {
-  auto& t = table<K>();
-  constexpr int fi = key_fam<K>();
-  auto* slot = t.map.find(k);
+  auto* slot = table<K>().map.find(k);
   if (!slot || slot->val == kNil) return false;
-  uint32_t prev = kNil, found = kNil;
+  uint32_t prev = kNil;
   for (uint32_t i = slot->val; i != kNil; prev = i, i = pool[i].next)
     if (pool[i].peer == id) {
-      found = i;
-      break;
+      remove_at<K>(*slot, prev, i);
+      return true;
     }
-  if (found == kNil) return false;
-  snapshot<K>(slot->val, snap_old);
+  return false;
+}
+
+// Removes path `found` (after `prev`, or the head) from the entry in `slot`.
+// The slot stays in place (an emptied entry becomes a tombstone), so callers may
+// be iterating over the table.
+template <class K>
+void Rib::Impl::remove_at(typename detail::PrefixMap<K, uint32_t>::Slot& slot, uint32_t prev, uint32_t found) {
+  auto& t = table<K>();
+  constexpr int fi = key_fam<K>();
   Path& p = pool[found];
-  if (prev == kNil) slot->val = p.next;
+  const bool member = (p.flags & (kBest | kMultipath)) != 0;
+  const bool quiet = !member && pre_med_rank(p) > pre_med_rank(pool[slot.val]);
+  if (prev == kNil) slot.val = p.next;
   else pool[prev].next = p.next;
-  PeerState& ps = peers[id];
+  PeerState& ps = peers[p.peer];
   if (p.flags & kStale) --ps.stats.stale[fi];
   --ps.stats.accepted[fi];
   --t.paths;
   detail::release(p.attrs);
   pool.free(found);
-  if (slot->val == kNil) {  // last path gone: a tombstone until take_changes
+  if (slot.val == kNil) {  // last path gone: a tombstone until take_changes
     --t.routes;
-    mark_dirty<K>(*slot);
-    return true;
+    mark_dirty<K>(slot);
+    K k = slot.key;
+    k.flags = 0;
+    k.epoch = 0;
+    t.tombs.push_back(k);
+    return;
   }
-  recompute<K>(*slot);
-  return true;
+  if (!quiet) recompute<K>(slot, member);
 }
 
 template <class K>
@@ -381,23 +462,23 @@ void Rib::withdraw(PeerId id, Family fam, std::span<const Prefix> prefixes) {
 }
 
 namespace {
-// Keys of the entries holding a path from `id` that satisfies pred.
+// Removes `id`'s path from every entry where it satisfies pred, in one pass over
+// the table (removal never moves slots: emptied entries stay as tombstones).
 template <class K, class Pred>
-std::vector<K> keys_with_path(const Rib::Impl& im, PeerId id, Pred&& pred) {
-  std::vector<K> keys;
-  const auto& t = const_cast<Rib::Impl&>(im).table<K>();
-  t.map.for_each([&](const auto& slot) {
-    for (uint32_t i = slot.val; i != kNil; i = im.pool[i].next)
+size_t remove_paths_where(Rib::Impl& im, PeerId id, Pred&& pred) {
+  size_t n = 0;
+  im.table<K>().map.for_each([&](auto& slot) {
+    uint32_t prev = kNil;
+    for (uint32_t i = slot.val; i != kNil; prev = i, i = im.pool[i].next)
       if (im.pool[i].peer == id) {
         if (pred(im.pool[i])) {
-          K k = slot.key;
-          k.flags = 0;
-          keys.push_back(k);
+          im.remove_at<K>(slot, prev, i);
+          ++n;
         }
         break;
       }
   });
-  return keys;
+  return n;
 }
 }  // namespace
 
@@ -406,10 +487,7 @@ size_t Rib::withdraw_all(PeerId id, Family fam) {
   im.peer(id);
   return with_family(fam, [&](auto tag) {
     using K = decltype(tag);
-    size_t n = 0;
-    for (const K& k : keys_with_path<K>(im, id, [](const Path&) { return true; }))
-      n += im.remove(k, id);
-    return n;
+    return remove_paths_where<K>(im, id, [](const Path&) { return true; });
   });
 }
 
@@ -458,12 +536,9 @@ size_t Rib::sweep_stale(PeerId id, Family fam) {
   im.peer(id);
   return with_family(fam, [&](auto tag) {
     using K = decltype(tag);
-    size_t n = 0;
     // RFC 4724 §4.2: at End-of-RIB (or when the restart/stale timer fires) the
     // paths still marked stale are deleted.
-    for (const K& k : keys_with_path<K>(im, id, [](const Path& p) { return (p.flags & kStale) != 0; }))
-      n += im.remove(k, id);
-    return n;
+    return remove_paths_where<K>(im, id, [](const Path& p) { return (p.flags & kStale) != 0; });
   });
 }
 
@@ -508,12 +583,15 @@ std::vector<Prefix> Rib::take_changes(Family fam) {
     auto& t = im.table<K>();
     std::vector<Prefix> out;
     out.reserve(t.dirty.size());
-    for (const K& k : t.dirty) {
-      auto* slot = t.map.find(k);
-      assert(slot && (slot->key.flags & kDirty));  // listed entries are kept until now
-      slot->key.flags = static_cast<uint8_t>(slot->key.flags & ~kDirty);
-      out.push_back(k.prefix());
-      if (slot->val == kNil) t.map.erase(slot);  // the tombstone has been reported
+    for (const K& k : t.dirty) out.push_back(k.prefix());
+    // Tombstones have been reported: drop those still empty (one may have come back).
+    for (const K& k : t.tombs)
+      if (auto* slot = t.map.find(k); slot && slot->val == kNil) t.map.erase(slot);
+    t.tombs.clear();
+    // A new epoch un-lists every entry.
+    if (++t.epoch == 0) {
+      t.map.for_each([](auto& slot) { slot.key.epoch = 0; });
+      t.epoch = 1;
     }
     if (t.dirty.capacity() > 65536) std::vector<K>().swap(t.dirty);
     else t.dirty.clear();
@@ -524,6 +602,8 @@ std::vector<Prefix> Rib::take_changes(Family fam) {
 size_t Rib::pending_changes(Family fam) const {
   return fam.afi == Afi::Ipv4 ? impl_->t4.dirty.size() : impl_->t6.dirty.size();
 }
+
+uint64_t Rib::decision_runs() const { return impl_->full_decisions; }
 
 Rib::MemoryStats Rib::memory() const {
   const auto& im = *impl_;

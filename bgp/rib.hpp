@@ -127,6 +127,7 @@ std::string best_path_reason_text(const BestPathResult& r, std::span<const PathC
                                   uint32_t local_as);
 // Effective degree of preference (LOCAL_PREF; 100 for eBGP-learned and when absent).
 uint32_t effective_local_pref(const PathCandidate& c);
+uint32_t effective_local_pref(const PathAttributes& a, bool ebgp);  // the same, from its parts
 
 // ---------------------------------------------------------------- Loc-RIB views
 struct PathView {
@@ -233,6 +234,9 @@ class Rib {
     size_t change_bytes = 0; // pending change list
   };
   MemoryStats memory() const;
+  // How many times the full decision process ran (the incremental rules settle
+  // the other changes); for tests and benchmarks.
+  uint64_t decision_runs() const;
 
   struct Impl;
 

@@ -11,7 +11,8 @@
 // so one route from one peer costs ~31-39 bytes plus its share of the attribute sets.
 // Invariants: a table entry exists iff it has at least one path or it is in the
 // change list (a prefix whose last path went stays as an empty "tombstone",
-// val == kNil, until take_changes reports it, so it is listed once); when it
+// val == kNil, until take_changes reports it, so it is listed once; see
+// LocTable for how listing is tracked); when it
 // has paths, the first one is the best (flag kBest); kMultipath marks the ECMP set.
 #pragma once
 
@@ -31,13 +32,13 @@ inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 
 // ---------------------------------------------------------------- packed keys
 inline constexpr uint8_t kUsed = 0x80;   // slot occupied
-inline constexpr uint8_t kDirty = 0x01;  // Loc-RIB: prefix is in the change list
+inline constexpr uint8_t kSeen = 0x02;   // Adj-RIB-Out: visited by the running full dump
 
 struct Key4 {
   uint32_t addr = 0;  // host order
   uint8_t len = 0;
   uint8_t flags = 0;  // not part of the identity
-  uint16_t spare = 0;
+  uint16_t epoch = 0;  // Loc-RIB: == LocTable::epoch while listed in the change list
   bool same(const Key4& o) const { return addr == o.addr && len == o.len; }
   // One multiply: PrefixMap::home() mixes again with its seed.
   uint64_t hash() const {
@@ -58,7 +59,7 @@ struct Key6 {
   uint8_t bytes[16] = {};
   uint8_t len = 0;
   uint8_t flags = 0;
-  uint16_t spare = 0;
+  uint16_t epoch = 0;  // as Key4::epoch
   bool same(const Key6& o) const { return len == o.len && std::memcmp(bytes, o.bytes, 16) == 0; }
   uint64_t hash() const {
     uint64_t a, b;
@@ -161,6 +162,12 @@ class PrefixMap {
       if (slots_[i].key.flags & kUsed) f(slots_[i]);
   }
 
+  // Makes room for n entries without growing again (one rehash at most).
+  void reserve(size_t n) {
+    size_t need = n * 10 / 7 + 1;
+    if (need > cap_) rehash(need < 64 ? 64 : need);
+  }
+
   void clear() {
     std::free(slots_);
     slots_ = nullptr;
@@ -178,8 +185,8 @@ class PrefixMap {
   }
   static uint64_t next_seed() { return (++map_seed_counter) * 0x9E3779B97F4A7C15ULL; }
   size_t next(size_t i) const { return i + 1 == cap_ ? 0 : i + 1; }
-  void grow() {
-    size_t ncap = cap_ < 64 ? 64 : cap_ + cap_ / 2;
+  void grow() { rehash(cap_ < 64 ? 64 : cap_ + cap_ / 2); }
+  void rehash(size_t ncap) {
     auto* ns = static_cast<Slot*>(std::calloc(ncap, sizeof(Slot)));
     if (!ns) throw std::bad_alloc();
     Slot* old = slots_;
@@ -274,10 +281,16 @@ class PathPool {
 };
 
 // ---------------------------------------------------------------- per-family state
+// Change tracking without a lookup per change: a slot is in the change list iff
+// its key's epoch equals the table's; take_changes() starts a new epoch, which
+// un-lists every slot at once (epoch 0 is never current; on wrap-around every
+// slot is reset to 0 in one pass).
 template <class K>
 struct LocTable {
   PrefixMap<K, uint32_t> map;  // prefix -> first path (the best)
-  std::vector<K> dirty;        // change list (keys, flags cleared)
+  std::vector<K> dirty;        // change list (keys, flags and epoch cleared)
+  std::vector<K> tombs;        // keys whose last path went (erased by take_changes if still empty)
+  uint16_t epoch = 1;
   size_t paths = 0;
   size_t routes = 0;           // entries with at least one path
 };
@@ -315,8 +328,9 @@ struct Rib::Impl {
 
   // Scratch buffers reused by the decision process (single-threaded).
   std::vector<PathCandidate> cand;
-  std::vector<uint32_t> cand_idx;
+  std::vector<uint32_t> cand_idx, cand_prev;
   std::vector<std::pair<uint32_t, const AttrNode*>> snap_old, snap_new;
+  uint64_t full_decisions = 0;  // recompute() runs (for tests and benchmarks)
 
   Impl(AttrStore& s, RibConfig c);
   ~Impl();
@@ -328,6 +342,11 @@ struct Rib::Impl {
 
   detail::PeerState& peer(PeerId id);
   void fill_candidate(PathCandidate& c, const detail::Path& p) const;
+  // The path's standing on the rules before MED (locally originated, degree of
+  // preference, AS_PATH length, ORIGIN: RFC 4271 §9.1.1, §9.1.2.2(a)-(b)) as one
+  // number, lower = preferred. These rules are a total preorder, unlike MED
+  // (§9.1.2.2(c)), which is what makes the incremental decision exact.
+  uint64_t pre_med_rank(const detail::Path& p) const;
 
   // Loc-RIB operations on one prefix.
   template <class K>
@@ -335,11 +354,11 @@ struct Rib::Impl {
   template <class K>
   bool remove(const K& k, PeerId peer);
   template <class K>
-  void recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot);
+  void remove_at(typename detail::PrefixMap<K, uint32_t>::Slot& slot, uint32_t prev, uint32_t found);
+  template <class K>
+  void recompute(typename detail::PrefixMap<K, uint32_t>::Slot& slot, bool member_changed);
   template <class K>
   void mark_dirty(typename detail::PrefixMap<K, uint32_t>::Slot& slot);
-  template <class K>
-  void snapshot(uint32_t head, std::vector<std::pair<uint32_t, const AttrNode*>>& out) const;
   template <class K>
   RouteView view(const K& k, uint32_t head, bool with_reason) const;
 

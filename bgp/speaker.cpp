@@ -102,7 +102,8 @@ struct Peer {
   std::set<Family> stale_families;              // marked stale, awaiting End-of-RIB or the timer
   std::set<Family> eor_received;
   DecodeCache cache;
-  Actions scratch;
+  UpdateMessage update_in;                      // reused by every received UPDATE
+  Actions scratch;                              // reused by handle() (capacity kept)
   std::string state = "Idle";
   std::chrono::system_clock::time_point since = std::chrono::system_clock::now();
   std::string last_error;
@@ -343,12 +344,14 @@ struct Speaker::Impl {
   template <class E>
   void handle(Peer& p, E&& e) {
     LifeRef alive = p.life;
-    Actions acts;
+    Actions acts = std::move(p.scratch);  // a nested handle() finds it empty: fine
+    acts.clear();
     p.fsm.handle(Event(std::forward<E>(e)), acts);
     run(p, acts);
     if (alive.expired()) return;
-    std::string st = p.fsm.state_str();
-    if (st != p.state) {
+    p.scratch = std::move(acts);
+    const char* st = p.fsm.state_str();
+    if (p.state != st) {
       p.state = st;
       p.since = std::chrono::system_clock::now();
     }
@@ -586,6 +589,19 @@ struct Speaker::Impl {
       return false;
     }
     auto type = static_cast<MessageType>(bytes[18]);
+    if (type == MessageType::Update) {
+      // Hot path: decoded into the peer's reused UpdateMessage (no allocation
+      // per UPDATE once its vectors have grown).
+      if (auto err = decode_update(bytes, ctx_of(p), store, &p.cache, p.update_in)) {
+        if (err->code == static_cast<uint8_t>(ErrorCode::MessageHeader)) handle(p, ev::BgpHeaderErr{conn, *err});
+        else handle(p, ev::UpdateMsgErr{conn, *err});
+        return false;
+      }
+      handle(p, ev::UpdateMsg{conn});
+      if (!alive.expired() && p.fsm.established_conn() == conn) process_update(p, p.update_in);
+      if (alive.expired()) return false;
+      return p.conns.count(conn) > 0;
+    }
     auto msg = decode(bytes, ctx_of(p), store, &p.cache);
     if (!msg) {
       NotifyError err = msg.error();
@@ -888,6 +904,9 @@ std::vector<RouteSnapshot> Speaker::routes() const {
 size_t Speaker::route_count() const {
   return impl_->rib->route_count(kIpv4Unicast) + impl_->rib->route_count(kIpv6Unicast);
 }
+
+size_t Speaker::route_count(Family f) const { return impl_->rib->route_count(f); }
+size_t Speaker::path_count(Family f) const { return impl_->rib->path_count(f); }
 
 const SpeakerConfig& Speaker::config() const { return impl_->cfg; }
 

@@ -82,6 +82,9 @@ class Speaker {
   std::vector<PeerStatus> peers() const;
   std::vector<RouteSnapshot> routes() const;
   size_t route_count() const;
+  // Loc-RIB of one family: prefixes with a best path chosen, paths held.
+  size_t route_count(Family f) const;
+  size_t path_count(Family f) const;
   const SpeakerConfig& config() const;
 
   void on_best_route_change(std::function<void(const std::vector<BestRouteChange>&)> f);

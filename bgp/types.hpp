@@ -205,6 +205,7 @@ struct AttrNode {
   PathAttributes attrs;
   size_t hash = 0;
   mutable uint32_t refs = 0;
+  uint32_t as_path_len = 0;  // as_path_length(attrs.as_path), for the decision process
   AttrStore* store = nullptr;
 };
 

@@ -60,6 +60,14 @@ std::unique_ptr<api::Status> status_message(const AgentConfig& cfg, const bgp::S
   st->set_as_number(cfg.bgp.asn);
   st->set_version(TABBY_VERSION);
   st->set_started(rfc3339(started));
+  for (bgp::Family f : {bgp::kIpv4Unicast, bgp::kIpv6Unicast}) {
+    auto* lr = st->add_loc_rib();
+    lr->set_family(bgp::family_name(f));
+    lr->set_routes(sp.route_count(f));
+    lr->set_paths(sp.path_count(f));
+    st->set_loc_rib_routes(st->loc_rib_routes() + lr->routes());
+    st->set_loc_rib_paths(st->loc_rib_paths() + lr->paths());
+  }
   for (const auto& p : sp.peers()) {
     auto* m = st->add_peers();
     m->set_peer_address(p.address.str());

@@ -186,6 +186,29 @@ TEST_CASE("DecodeCache: identical attribute sections hit and share the interned 
   CHECK(*first == a);
 }
 
+TEST_CASE("DecodeCache: starts small, grows on demand without losing entries") {
+  AttrStore store;
+  DecodeCache cache(4096);
+  CHECK(cache.capacity() == 64);
+  auto update_with_med = [](uint32_t med) {
+    PathAttributes a = sample_attrs(false);
+    a.med = med;
+    std::vector<uint8_t> buf;
+    pack_updates(kIpv4Unicast, &a, std::vector<Prefix>{pfx("203.0.113.0/24")}, {}, ctx4(), buf);
+    return buf;
+  };
+  for (uint32_t med = 0; med < 300; ++med) decode_as<UpdateMessage>(update_with_med(med), ctx4(), store, &cache);
+  CHECK(cache.misses == 300);
+  CHECK(cache.size() == 300);  // grew instead of evicting
+  CHECK(cache.capacity() > 300);
+  CHECK(cache.capacity() <= 4096);
+  for (uint32_t med = 0; med < 300; ++med) {
+    auto u = decode_as<UpdateMessage>(update_with_med(med), ctx4(), store, &cache);
+    CHECK(u.attrs->med == med);
+  }
+  CHECK(cache.hits == 300);  // every entry survived the growth
+}
+
 TEST_CASE("DecodeCache: the UPDATE's shape is part of the key") {
   AttrStore store;
   DecodeCache cache;
