@@ -412,7 +412,8 @@ table inet tabby {
   chain pi-gnp.guard {
     comment "GlobalNetworkPolicy guard ingress"
     counter log prefix "tabby gnp.guard "
-    meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22, 6000-6010 } counter drop
+    meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22 } counter drop
+    meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 6000-6010 } counter drop
     meta l4proto icmp icmp type 8 icmp code 0 counter accept comment "pass"
   }
   chain po-gnp.guard {
