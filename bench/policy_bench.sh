@@ -9,8 +9,9 @@
 #    policies programmed (rr: one connection, like netperf TCP_RR; crr: a new
 #    connection per transaction, every SYN walks the policy chains). The two
 #    configurations alternate (0, 1000, 1000, 0, 0, 1000, ...: drift of the
-#    shared machine hits both alike), client and server pinned to one core each;
-#    the table shows the median and the spread (min-max) of the rounds.
+#    shared machine hits both alike), client and server pinned to one core
+#    (see PIN below); the table shows the median and the spread (min-max) of
+#    the rounds and of the round-by-round ratios.
 # Everything runs in namespaces named pb<pid>-*, deleted on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,18 @@ RR=$BUILD/bench/tabby-bench-rr
 [ -x "$BENCH" ] && [ -x "$RR" ] || { echo "build first: bash scripts/build.sh release"; exit 1; }
 ITERS=200; NAIVE=10; SECS=3; ROUNDS=8
 if [ "${1:-}" = "--quick" ]; then ITERS=50; NAIVE=3; SECS=1; ROUNDS=2; fi
-# Pin server and client to different cores when there are two.
+# Client and server pinned to the same core (PIN=same, default): a wake-up
+# across cores costs ~250 us on these VMs and comes and goes with the
+# scheduler's placement (rates swung 4k-67k/s between rounds); on one core the
+# hand-off is the same every round. PIN=split: one core each; PIN=none.
 PIN_S=(); PIN_C=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN_S=(taskset -c 0); PIN_C=(taskset -c 1); fi
+if command -v taskset >/dev/null; then
+  last=$(($(nproc) - 1))
+  case "${PIN:-same}" in
+    same) PIN_S=(taskset -c "$last"); PIN_C=(taskset -c "$last") ;;
+    split) [ "$last" -ge 1 ] && { PIN_S=(taskset -c 0); PIN_C=(taskset -c 1); } ;;
+  esac
+fi
 P=pb$$-
 PIDS=()
 cleanup() {
@@ -76,6 +86,7 @@ for round in $(seq "$ROUNDS"); do
   for n in $order; do
     ip netns exec "$N" "$BENCH" --program "$n" --client caliclient,198.19.250.1 --server caliserver,198.19.250.2 \
       | sed 's/^/  /'
+    sleep 1  # let the kernel's deferred release of the replaced table finish
     read -r rr crr < <(run_rr)
     echo "  round $round, $n policies: rr $rr/s, crr $crr/s"
     RRS[$n]+="$rr "; CRRS[$n]+="$crr "
