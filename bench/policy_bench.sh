@@ -100,10 +100,10 @@ def row(name, a, b):
     # Paired ratios (round by round) show whether the difference exceeds the noise.
     ratios = sorted(y / x for x, y in zip(a, b))
     print(f"  {name:<26} {ma:>10.0f} {min(a):>7}-{max(a):<7} {mb:>10.0f} {min(b):>7}-{max(b):<7} "
-          f"{mb / ma:>6.3f} {ratios[0]:.3f}-{ratios[-1]:.3f}")
+          f"{mb / ma:>6.3f} {statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})")
     return ma, mb
 print(f"  {'median of %d rounds' % len(r0):<26} {'0 policies':>10} {'(min-max)':^15} {'1000':>10} {'(min-max)':^15} "
-      f"{'ratio':>6} paired range")
+      f"{'ratio':>6} paired: median (range)")
 a, b = row("TCP_RR (transactions/s)", r0, r1)
 c, d = row("TCP_CRR (connections/s)", c0, c1)
 print(f"BENCH policy_rr_0={a:.0f} policy_rr_1000={b:.0f} policy_crr_0={c:.0f} policy_crr_1000={d:.0f} "

@@ -579,8 +579,13 @@ Status open_netlink(int& nl) {
   if (nl < 0) return fail_msg(std::string("netlink socket: ") + std::strerror(errno));
   timeval tv{2, 0};
   setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  int big = 1 << 22;
-  setsockopt(nl, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  // Batches up to 4 MB and one ack per message: raise both buffers past
+  // wmem_max/rmem_max when allowed (root), else as far as the limits go.
+  int big = 1 << 23;
+  if (setsockopt(nl, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) != 0)
+    setsockopt(nl, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  if (setsockopt(nl, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) != 0)
+    setsockopt(nl, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
   return {};
 }
 

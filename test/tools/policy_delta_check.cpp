@@ -93,7 +93,9 @@ std::vector<std::string> policies(int v) {
               "  - action: Log\n    source: {nets: [203.0.113.0/29]}\n"
               "  - action: Pass\n    notProtocol: UDP\n    source: {namespaceSelector: team == 't2'}\n"
               "  - action: Allow\n    protocol: UDP\n    destination: {ports: [dns, 53, 54, 55, 56, 57]}\n"
-              "  egress:\n  - action: Allow\n    protocol: TCP\n    destination: {nets: [198.51.100.0/24], ports: ['1000:2000', 3000]}\n");
+              "  egress:\n  - action: Allow\n    protocol: TCP\n    destination: {nets: [198.51.100.0/24], ports: ['1000:2000', 3000]}\n"
+              "  - action: Deny\n    protocol: UDP\n    source: {ports: [" + std::to_string(1234 + v) + "]}\n"
+              "    destination: {nets: [198.51.100.128/25, 203.0.113.0/24], notPorts: [" + q + "]}\n");
   // ICMP matches are left to libnftables by the encoder.
   d.push_back("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: icmp}\nspec:\n"
               "  order: " + std::to_string(10 + v) + "\n  selector: has(app)\n  ingress:\n"
