@@ -680,5 +680,4 @@ TEST_CASE("compiler: short net and port lists become single matches, long ones s
                   "meta l4proto tcp ip saddr { 192.168.1.0/24 } ip saddr != { 10.1.0.0/16 } ip saddr != { 10.2.0.0/16 } th dport != { 8080 } th dport { 80 } counter accept",
                   "meta l4proto tcp ip saddr { 192.168.1.0/24 } ip saddr != { 10.1.0.0/16 } ip saddr != { 10.2.0.0/16 } th dport != { 8080 } th dport { 443 } counter accept",
                   "meta l4proto udp th dport { 1, 3, 5, 7, 9, 11 } counter drop"});
-  // Adjacent ports merge into a range first: [1, 2, 3, 4, 6] is two entries.
 }
