@@ -7,7 +7,11 @@
 # 2. Per-packet cost: two local "pods" (netns + veth + /32 routes into a node
 #    netns), TCP request/response rate client -> server with 0 and with 1,000
 #    policies programmed (rr: one connection, like netperf TCP_RR; crr: a new
-#    connection per transaction, every SYN walks the policy chains).
+#    connection per transaction, every SYN walks the policy chains). The two
+#    configurations alternate (0, 1000, 1000, 0, 0, 1000, ...: drift of the
+#    shared machine hits both alike), client and server pinned to one core
+#    (see PIN below); the table shows the median and the spread (min-max) of
+#    the rounds and of the round-by-round ratios.
 # Everything runs in namespaces named pb<pid>-*, deleted on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +19,20 @@ BUILD=${TABBY_BUILD:-build}
 BENCH=$BUILD/bench/tabby-policy-bench
 RR=$BUILD/bench/tabby-bench-rr
 [ -x "$BENCH" ] && [ -x "$RR" ] || { echo "build first: bash scripts/build.sh release"; exit 1; }
-ITERS=200; NAIVE=10; SECS=3; ROUNDS=3
-if [ "${1:-}" = "--quick" ]; then ITERS=50; NAIVE=3; SECS=1; ROUNDS=1; fi
+ITERS=200; NAIVE=10; SECS=3; ROUNDS=8
+if [ "${1:-}" = "--quick" ]; then ITERS=50; NAIVE=3; SECS=1; ROUNDS=2; fi
+# Client and server pinned to the same core (PIN=same, default): a wake-up
+# across cores costs ~250 us on these VMs and comes and goes with the
+# scheduler's placement (rates swung 4k-67k/s between rounds); on one core the
+# hand-off is the same every round. PIN=split: one core each; PIN=none.
+PIN_S=(); PIN_C=()
+if command -v taskset >/dev/null; then
+  last=$(($(nproc) - 1))
+  case "${PIN:-same}" in
+    same) PIN_S=(taskset -c "$last"); PIN_C=(taskset -c "$last") ;;
+    split) [ "$last" -ge 1 ] && { PIN_S=(taskset -c 0); PIN_C=(taskset -c 1); } ;;
+  esac
+fi
 P=pb$$-
 PIDS=()
 cleanup() {
@@ -54,28 +70,42 @@ for pod in client server; do
   ip -n "$N" neigh replace "$ip" lladdr "$pmac" dev "$host" nud permanent
   i=$((i + 1))
 done
-ip netns exec "${P}server" "$RR" server 5001 > /dev/null &
+ip netns exec "${P}server" "${PIN_S[@]}" "$RR" server 5001 > /dev/null &
 PIDS+=($!)
 sleep 0.3
 run_rr() {  # prints rr crr
   local rr crr
-  rr=$(ip netns exec "${P}client" "$RR" rr 198.19.250.2 5001 "$SECS")
-  crr=$(ip netns exec "${P}client" "$RR" crr 198.19.250.2 5001 "$SECS")
+  rr=$(ip netns exec "${P}client" "${PIN_C[@]}" "$RR" rr 198.19.250.2 5001 "$SECS")
+  crr=$(ip netns exec "${P}client" "${PIN_C[@]}" "$RR" crr 198.19.250.2 5001 "$SECS")
   echo "$rr $crr"
 }
 declare -A RRS CRRS
-for n in 0 1000; do RRS[$n]=0; CRRS[$n]=0; done
+for n in 0 1000; do RRS[$n]=""; CRRS[$n]=""; done
 for round in $(seq "$ROUNDS"); do
-  for n in 0 1000; do
+  order="0 1000"; [ $((round % 2)) -eq 0 ] && order="1000 0"
+  for n in $order; do
     ip netns exec "$N" "$BENCH" --program "$n" --client caliclient,198.19.250.1 --server caliserver,198.19.250.2 \
       | sed 's/^/  /'
+    sleep 1  # let the kernel's deferred release of the replaced table finish
     read -r rr crr < <(run_rr)
     echo "  round $round, $n policies: rr $rr/s, crr $crr/s"
-    RRS[$n]=$((RRS[$n] + rr)); CRRS[$n]=$((CRRS[$n] + crr))
+    RRS[$n]+="$rr "; CRRS[$n]+="$crr "
   done
 done
-r0=$((RRS[0] / ROUNDS)); r1=$((RRS[1000] / ROUNDS)); c0=$((CRRS[0] / ROUNDS)); c1=$((CRRS[1000] / ROUNDS))
-printf '  %-28s %12s %12s %8s\n' "" "0 policies" "1000" "ratio"
-printf '  %-28s %12d %12d %8s\n' "TCP_RR (transactions/s)" "$r0" "$r1" "$(python3 -c "print(f'{$r1/$r0:.3f}')")"
-printf '  %-28s %12d %12d %8s\n' "TCP_CRR (connections/s)" "$c0" "$c1" "$(python3 -c "print(f'{$c1/$c0:.3f}')")"
-echo "BENCH policy_rr_0=$r0 policy_rr_1000=$r1 policy_crr_0=$c0 policy_crr_1000=$c1"
+python3 - "${RRS[0]}" "${RRS[1000]}" "${CRRS[0]}" "${CRRS[1000]}" <<'PY'
+import statistics, sys
+r0, r1, c0, c1 = ([int(x) for x in a.split()] for a in sys.argv[1:5])
+def row(name, a, b):
+    ma, mb = statistics.median(a), statistics.median(b)
+    # Paired ratios (round by round) show whether the difference exceeds the noise.
+    ratios = sorted(y / x for x, y in zip(a, b))
+    print(f"  {name:<26} {ma:>10.0f} {min(a):>7}-{max(a):<7} {mb:>10.0f} {min(b):>7}-{max(b):<7} "
+          f"{mb / ma:>6.3f} {statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})")
+    return ma, mb
+print(f"  {'median of %d rounds' % len(r0):<26} {'0 policies':>10} {'(min-max)':^15} {'1000':>10} {'(min-max)':^15} "
+      f"{'ratio':>6} paired: median (range)")
+a, b = row("TCP_RR (transactions/s)", r0, r1)
+c, d = row("TCP_CRR (connections/s)", c0, c1)
+print(f"BENCH policy_rr_0={a:.0f} policy_rr_1000={b:.0f} policy_crr_0={c:.0f} policy_crr_1000={d:.0f} "
+      f"policy_rr_ratio={b / a:.3f} policy_crr_ratio={d / c:.3f} rounds={len(r0)}")
+PY

@@ -91,26 +91,25 @@ bool full_range(const std::vector<PortRange>& r) {
   return false;
 }
 
-std::string ranges_text(const std::vector<PortRange>& r) {
+// Port ranges sorted and merged ("80", "1000-2000"): nft rejects overlapping
+// interval elements.
+std::vector<std::string> ranges_list(const std::vector<PortRange>& r) {
   std::vector<PortRange> v = r;
   std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.first < b.first || (a.first == b.first && a.last < b.last); });
-  // Merge overlapping/adjacent ranges: nft rejects overlapping interval elements.
   std::vector<PortRange> m;
   for (const auto& x : v) {
     if (!m.empty() && x.first <= static_cast<uint32_t>(m.back().last) + 1) m.back().last = std::max(m.back().last, x.last);
     else m.push_back(x);
   }
-  std::string s = "{ ";
-  for (size_t i = 0; i < m.size(); ++i) {
-    s += (i ? ", " : "") + std::to_string(m[i].first);
-    if (m[i].last != m[i].first) s += "-" + std::to_string(m[i].last);
-  }
-  return s + " }";
+  std::vector<std::string> out;
+  for (const auto& x : m) out.push_back(x.last == x.first ? std::to_string(x.first)
+                                                          : std::to_string(x.first) + "-" + std::to_string(x.last));
+  return out;
 }
 
 // v4 prefixes with those inside another removed (overlapping intervals are an
-// error in nft); empty when there are none.
-std::string nets_text(const std::vector<Prefix>& nets, bool& any_v4) {
+// error in nft), sorted; `any_v4` false when there are none.
+std::vector<std::string> nets_list(const std::vector<Prefix>& nets, bool& any_v4) {
   std::vector<Prefix> v;
   for (const auto& p : nets)
     if (p.is_v4()) v.push_back(p);
@@ -123,10 +122,20 @@ std::string nets_text(const std::vector<Prefix>& nets, bool& any_v4) {
     if (!inside) keep.push_back(p);
   }
   std::sort(keep.begin(), keep.end());
+  std::vector<std::string> out;
+  for (const auto& p : keep) out.push_back(p.str());
+  return out;
+}
+
+std::string braced(const std::vector<std::string>& v) {
   std::string s = "{ ";
-  for (size_t i = 0; i < keep.size(); ++i) s += (i ? ", " : "") + keep[i].str();
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
   return s + " }";
 }
+
+// Lists up to this long are split into single matches (see side_text), as
+// long as one side stays within kAltsMax alternatives.
+constexpr size_t kSplitMax = 4, kAltsMax = 16;
 
 const char* kIngressMap = "wl-in";
 const char* kEgressMap = "wl-out";
@@ -297,21 +306,44 @@ struct PolicyCompiler::Impl {
     SideText out;
     const std::string ipf = src ? "ip saddr" : "ip daddr";
     const std::string thf = src ? "th sport" : "th dport";
-    std::string base;
-    auto add = [&](const std::string& s) { base += (base.empty() ? "" : " ") + s; };
+    // A conjunction per alternative (OR). Short lists of nets or ports become
+    // one alternative per entry (entries are disjoint after merging, so at most
+    // one matches) or, negated, a conjunction of single matches: a one-element
+    // { } compiles to a plain comparison, while a longer list would be an
+    // anonymous set, which the kernel creates and frees on every rewrite of the
+    // chain (~1 ms each). Longer lists stay sets.
+    std::vector<std::string> bases{""};
+    auto add = [&](const std::string& s) {
+      for (auto& b : bases) b += (b.empty() ? "" : " ") + s;
+    };
+    auto fan_out = [&](const std::vector<std::string>& items) {
+      std::vector<std::string> next;
+      for (const auto& b : bases)
+        for (const auto& it : items) next.push_back(b.empty() ? it : b + " " + it);
+      bases = std::move(next);
+    };
     if (!e.nets.empty()) {
       bool any = false;
-      std::string t = nets_text(e.nets, any);
+      auto v = nets_list(e.nets, any);
       if (!any) {
         out.never = true;
         return out;
       }
-      add(ipf + " " + t);
+      if (v.size() <= kSplitMax && bases.size() * v.size() <= kAltsMax) {
+        std::vector<std::string> items;
+        for (const auto& n : v) items.push_back(ipf + " { " + n + " }");
+        fan_out(items);
+      } else {
+        add(ipf + " " + braced(v));
+      }
     }
     if (!e.not_nets.empty()) {
       bool any = false;
-      std::string t = nets_text(e.not_nets, any);
-      if (any) add(ipf + " != " + t);
+      auto v = nets_list(e.not_nets, any);
+      if (any && v.size() <= kSplitMax)
+        for (const auto& n : v) add(ipf + " != { " + n + " }");
+      else if (any)
+        add(ipf + " != " + braced(v));
     }
     if (e.has_selector) {
       std::string k = acquire_set(e.scope, e.selector);
@@ -335,7 +367,13 @@ struct PolicyCompiler::Impl {
         out.never = true;
         return out;
       }
-      if (!e.not_ports.ranges.empty()) add(thf + " != " + ranges_text(e.not_ports.ranges));
+      if (!e.not_ports.ranges.empty()) {
+        auto v = ranges_list(e.not_ports.ranges);
+        if (v.size() <= kSplitMax)
+          for (const auto& x : v) add(thf + " != { " + x + " }");
+        else
+          add(thf + " != " + braced(v));
+      }
       for (const auto& n : e.not_ports.names) {
         std::string m = named_set(n);
         m.replace(m.find(" @"), 2, " != @");
@@ -343,12 +381,20 @@ struct PolicyCompiler::Impl {
       }
     }
     if (e.ports.empty() || full_range(e.ports.ranges)) {
-      out.alts.push_back(base);
+      out.alts = bases;
       return out;
     }
-    auto join = [&](const std::string& s) { return base.empty() ? s : base + " " + s; };
-    if (!e.ports.ranges.empty()) out.alts.push_back(join(thf + " " + ranges_text(e.ports.ranges)));
-    for (const auto& n : e.ports.names) out.alts.push_back(join(named_set(n)));
+    std::vector<std::string> items;
+    if (!e.ports.ranges.empty()) {
+      auto v = ranges_list(e.ports.ranges);
+      if (v.size() <= kSplitMax && bases.size() * (v.size() + e.ports.names.size()) <= kAltsMax)
+        for (const auto& x : v) items.push_back(thf + " { " + x + " }");
+      else
+        items.push_back(thf + " " + braced(v));
+    }
+    for (const auto& n : e.ports.names) items.push_back(named_set(n));
+    fan_out(items);
+    out.alts = bases;
     return out;
   }
 
@@ -706,7 +752,7 @@ struct PolicyCompiler::Impl {
       out.script = full_script();
       return out;
     }
-    bool structural = false;
+    bool structural = false, sets_changed = false;
     std::string s;
     const std::string tb = t();
     std::set<std::string> now_sets;
@@ -715,7 +761,7 @@ struct PolicyCompiler::Impl {
     for (const auto& [k, set] : sets) {
       if (applied_sets.count(set.name)) continue;
       s += "add set " + tb + " " + set.name + " { " + set_decl(set) + " }\n";
-      structural = true;
+      structural = sets_changed = true;
       std::vector<std::string> v;
       for (const auto& [e, owner] : set.members) v.push_back(e);
       for (size_t i = 0; i < v.size(); i += 1000)
@@ -725,8 +771,11 @@ struct PolicyCompiler::Impl {
     for (const auto& c : dirty_chains)
       if (chains.count(c) != applied_chains.count(c) || chains.count(c)) structural = true;
     for (const auto& c : dirty_chains)
-      if (chains.count(c) && !applied_chains.count(c))
-        s += "add chain " + tb + " " + c + " { comment " + nft_text(chain_comment[c]) + "; }\n";
+      if (chains.count(c) && !applied_chains.count(c)) {
+        std::string comment = nft_text(chain_comment[c]);
+        s += "add chain " + tb + " " + c + " { comment " + comment + "; }\n";
+        out.chain_ops.push_back({ChainOp::Add, c, comment.substr(1, comment.size() - 2)});
+      }
     // 2. Element changes of existing sets: deletions, then additions.
     for (int pass = 0; pass < 2; ++pass)
       for (const auto& [name, ops] : elem_ops) {
@@ -749,8 +798,14 @@ struct PolicyCompiler::Impl {
         if ((c[0] == 'p') != (pass == 0)) continue;
         auto it = chains.find(c);
         if (it == chains.end()) continue;
-        if (applied_chains.count(c)) s += "flush chain " + tb + " " + c + "\n";
-        for (const auto& r : it->second) s += "add rule " + tb + " " + c + " " + r + "\n";
+        if (applied_chains.count(c)) {
+          s += "flush chain " + tb + " " + c + "\n";
+          out.chain_ops.push_back({ChainOp::Flush, c, ""});
+        }
+        for (const auto& r : it->second) {
+          s += "add rule " + tb + " " + c + " " + r + "\n";
+          out.chain_ops.push_back({ChainOp::Rule, c, r});
+        }
       }
     // 4. Dispatch maps.
     for (auto [mname, dirty, now, was] : {std::tuple{kIngressMap, &dirty_in, &vmap_in, &applied_in},
@@ -776,18 +831,30 @@ struct PolicyCompiler::Impl {
     std::sort(gone.begin(), gone.end(), [](const std::string& a, const std::string& b) {
       return (a[0] != 'p') > (b[0] != 'p') || ((a[0] != 'p') == (b[0] != 'p') && a < b);  // endpoint chains first
     });
-    for (const auto& c : gone) s += "flush chain " + tb + " " + c + "\n";
-    for (const auto& c : gone) s += "delete chain " + tb + " " + c + "\n";
+    for (const auto& c : gone) {
+      s += "flush chain " + tb + " " + c + "\n";
+      out.chain_ops.push_back({ChainOp::Flush, c, ""});
+    }
+    for (const auto& c : gone) {
+      s += "delete chain " + tb + " " + c + "\n";
+      out.chain_ops.push_back({ChainOp::Delete, c, ""});
+    }
     // 6. Sets nobody uses any more.
     for (const auto& name : applied_sets)
       if (!now_sets.count(name)) {
         s += "delete set " + tb + " " + name + "\n";
-        structural = true;
+        structural = sets_changed = true;
       }
     mark_applied();
     out.script = std::move(s);
     out.elements_only = !structural && !out.script.empty();
-    if (!out.elements_only) out.elements.clear();
+    // New or deleted sets are left to libnftables (their declarations carry
+    // nft's type metadata); everything else is described by the ops.
+    out.structured = !sets_changed && !out.script.empty();
+    if (!out.structured) {
+      out.elements.clear();
+      out.chain_ops.clear();
+    }
     return out;
   }
 };

@@ -18,8 +18,12 @@
 //      host-side interface name (Endpoint.iface) and get chains + map entries.
 //      Policies come from parse_object()/parse_manifests() or are built directly.
 //   3. After a batch of changes call NftExecutor::sync(compiler): the full ruleset
-//      the first time, then only the delta, each as one atomic transaction; a
-//      rejected delta falls back to a full resync by itself.
+//      the first time (libnftables), then only the delta, each as one atomic
+//      transaction: deltas go out as one raw nf_tables netlink batch (element
+//      changes, chain flush/add/delete, rules encoded from the compiler's rule
+//      text) without libnftables' O(ruleset) cache fetch; a delta that creates or
+//      deletes a set, or has a rule form the encoder does not cover, runs through
+//      libnftables instead; a rejected delta falls back to a full resync.
 //   4. Every minute or so NftExecutor::repair(compiler) (reads the table back,
 //      resyncs on drift; costs ~2 s at 1,000 policies / 10,000 endpoints).
 //   5. For `tabby policy`: NftExecutor::report(compiler).
@@ -202,10 +206,24 @@ struct ElementOp {
   std::vector<std::pair<std::string, std::string>> elements;  // key, value
 };
 
+// One chain-level change of a delta, structured (for the netlink executor).
+// text: the comment for Add (already cut to the kernel limit), the rule in nft
+// syntax for Rule; empty otherwise.
+struct ChainOp {
+  enum Kind : uint8_t { Add, Flush, Rule, Delete } kind = Rule;
+  std::string chain, text;
+};
+
 struct Delta {
   std::string script;              // the whole change as one nft script ("" = none)
   bool elements_only = false;      // only element changes (the usual pod churn)
-  std::vector<ElementOp> elements; // the same change, structured, when elements_only
+  // The change is fully described by `elements` + `chain_ops` (no set created or
+  // deleted). Transaction order: the Add ops, then `elements`, then the other
+  // chain ops in order (flush + rules of changed chains, then flush + delete of
+  // chains that went away) — the same order as `script`.
+  bool structured = false;
+  std::vector<ElementOp> elements; // set/map element changes, when structured
+  std::vector<ChainOp> chain_ops;  // chain changes, when structured
 };
 
 struct RulesetShape {  // for drift detection: what must be present
@@ -289,7 +307,9 @@ struct EndpointReport {
 
 struct SyncResult {
   bool full = false;        // a full resync was applied
-  bool netlink = false;     // an element-only delta went straight to netlink
+  bool netlink = false;     // the delta went straight to netlink (one batch)
+  bool script_fallback = false;  // a structured delta had a rule the netlink
+                                 // encoder does not cover: libnftables ran it
   size_t script_bytes = 0;
 };
 
@@ -303,6 +323,11 @@ class NftExecutor {
   // Applies element changes as one nf_tables netlink batch (one transaction),
   // skipping libnftables' parser and cache fetch (which costs O(ruleset)).
   Status apply_elements(const std::string& table, const std::vector<ElementOp>& ops);
+  // Applies a structured delta (chains, rules, elements) as one nf_tables
+  // netlink batch: rules are encoded here from their nft text, no cache fetch.
+  // Returns false (nothing sent) when a rule uses a form the encoder does not
+  // cover; the caller then runs delta.script through libnftables.
+  Result<bool> apply_structured(const std::string& table, const Delta& delta);
   // Programs what changed: the full ruleset on first use or when `force_full`,
   // otherwise the delta; a failed delta falls back to a full resync.
   Result<SyncResult> sync(PolicyCompiler& c, bool force_full = false);

@@ -412,7 +412,8 @@ table inet tabby {
   chain pi-gnp.guard {
     comment "GlobalNetworkPolicy guard ingress"
     counter log prefix "tabby gnp.guard "
-    meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22, 6000-6010 } counter drop
+    meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22 } counter drop
+    meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 6000-6010 } counter drop
     meta l4proto icmp icmp type 8 icmp code 0 counter accept comment "pass"
   }
   chain po-gnp.guard {
@@ -607,4 +608,80 @@ TEST_CASE("a manifest whose metadata is not a map is an error, not a crash (foun
   auto r = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: x\n", "m.yaml");
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message.find("metadata: must be a map") != std::string::npos);
+TEST_CASE("compiler: structured deltas mirror the script (netlink executor input)") {
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol(kDenyIngressX));
+  c.upsert_policy(pol(kAllowWeb));
+  (void)c.full_script();
+
+  // Pod churn: elements only, structured.
+  c.upsert_endpoint(ep("x", "d", {{"app", "web"}}, "198.19.1.4", "calixd"));
+  Delta d = c.take_delta_ops();
+  CHECK(d.elements_only);
+  CHECK(d.structured);
+  CHECK(d.chain_ops.empty());
+  CHECK(!d.elements.empty());
+
+  // A policy change: flush + the chain's rules, in the script's order.
+  std::string changed = kAllowWeb;
+  changed.replace(changed.find("port: 80\n"), 9, "port: 8443\n");
+  c.upsert_policy(pol(changed));
+  d = c.take_delta_ops();
+  CHECK(!d.elements_only);
+  CHECK(d.structured);
+  CHECK(d.elements.empty());
+  REQUIRE(d.chain_ops.size() == lines(d.script).size());
+  CHECK(d.chain_ops[0].kind == ChainOp::Flush);
+  CHECK(d.chain_ops[0].chain == "pi-knp.x.web");
+  auto script_lines = lines(d.script);
+  for (size_t i = 1; i < d.chain_ops.size(); ++i) {
+    CHECK(d.chain_ops[i].kind == ChainOp::Rule);
+    CHECK(script_lines[i] == "add rule inet tabby pi-knp.x.web " + d.chain_ops[i].text);
+  }
+
+  // Deleting it removes sets: left to libnftables (not structured).
+  c.remove_policy("knp.x.web");
+  d = c.take_delta_ops();
+  CHECK(!d.structured);
+  CHECK(d.chain_ops.empty());
+  CHECK(d.elements.empty());
+  CHECK(d.script.find("delete set") != std::string::npos);
+
+  // A new endpoint chain without new sets: Add ops, map entries, rules.
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: c2, namespace: x}\n"
+                      "spec:\n  order: 5\n  selector: role == 'client'\n  egress:\n  - action: Deny\n"
+                      "    destination: {nets: [10.0.0.0/8]}\n"));
+  d = c.take_delta_ops();
+  CHECK(d.structured);
+  size_t adds = 0, rules = 0;
+  for (const auto& op : d.chain_ops) {
+    adds += op.kind == ChainOp::Add;
+    rules += op.kind == ChainOp::Rule;
+    if (op.kind == ChainOp::Add) CHECK(d.script.find("add chain inet tabby " + op.chain + " { comment \"" + op.text + "\"; }") != std::string::npos);
+  }
+  CHECK(adds == 2);
+  CHECK(rules == 3);
+  CHECK(d.elements.size() == 2);  // wl-out entry of x/b: delete + add
+}
+
+TEST_CASE("compiler: short net and port lists become single matches, long ones stay sets") {
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: lists}\nspec:\n"
+                      "  selector: all()\n  ingress:\n  - action: Allow\n    protocol: TCP\n"
+                      "    source: {nets: [10.0.0.0/8, 192.168.1.0/24], notNets: [10.1.0.0/16, 10.2.0.0/16]}\n"
+                      "    destination: {ports: [80, 443], notPorts: [8080]}\n"
+                      "  - action: Deny\n    protocol: UDP\n    destination: {ports: [1, 3, 5, 7, 9, 11]}\n"));
+  (void)c.full_script();
+  const auto* r = c.chain_rules("pi-gnp.lists");
+  REQUIRE(r);
+  // 2 nets x 2 ports = 4 alternatives (disjoint, so at most one matches); the
+  // negated lists become conjunctions; six ports stay one anonymous set.
+  CHECK(*r == std::vector<std::string>{
+                  "meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } ip saddr != { 10.2.0.0/16 } th dport != { 8080 } th dport { 80 } counter accept",
+                  "meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } ip saddr != { 10.2.0.0/16 } th dport != { 8080 } th dport { 443 } counter accept",
+                  "meta l4proto tcp ip saddr { 192.168.1.0/24 } ip saddr != { 10.1.0.0/16 } ip saddr != { 10.2.0.0/16 } th dport != { 8080 } th dport { 80 } counter accept",
+                  "meta l4proto tcp ip saddr { 192.168.1.0/24 } ip saddr != { 10.1.0.0/16 } ip saddr != { 10.2.0.0/16 } th dport != { 8080 } th dport { 443 } counter accept",
+                  "meta l4proto udp th dport { 1, 3, 5, 7, 9, 11 } counter drop"});
 }
