@@ -608,6 +608,8 @@ TEST_CASE("a manifest whose metadata is not a map is an error, not a crash (foun
   auto r = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: x\n", "m.yaml");
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message.find("metadata: must be a map") != std::string::npos);
+}
+
 TEST_CASE("compiler: structured deltas mirror the script (netlink executor input)") {
   PolicyCompiler c;
   base_state(c);
