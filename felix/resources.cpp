@@ -652,6 +652,11 @@ Result<uint16_t> parse_duration_seconds(std::string_view text) {
 Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) {
   std::string src = source.empty() ? "" : std::string(source) + ": ";
   if (!doc.IsMap()) return fail_msg(src + "document is not a mapping (expected apiVersion, kind, metadata, spec)");
+  // Anchors and aliases can expand exponentially: bound the walk first.
+  if (!policy::yaml_within_budget(doc))
+    return fail_msg(src + "manifest too large: more than " + std::to_string(policy::kMaxManifestNodes) +
+                    " nodes once YAML aliases are expanded");
+  if (present(doc["metadata"]) && !doc["metadata"].IsMap()) return fail_msg(src + "metadata: must be a mapping");
   std::string api = scalar_or_empty(doc["apiVersion"]);
   std::string kind = scalar_or_empty(doc["kind"]);
   std::string name = present(doc["metadata"]) ? scalar_or_empty(doc["metadata"]["name"]) : "";

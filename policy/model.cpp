@@ -594,6 +594,26 @@ Result<Endpoint> parse_wep(const Ctx& c, const YAML::Node& doc, const std::strin
 
 }  // namespace
 
+namespace {
+bool walk_within(const YAML::Node& n, size_t& budget) {
+  if (budget == 0) return false;
+  --budget;
+  if (n.IsSequence()) {
+    for (const auto& child : n)
+      if (!walk_within(child, budget)) return false;
+  } else if (n.IsMap()) {
+    for (const auto& kv : n)
+      if (!walk_within(kv.first, budget) || !walk_within(kv.second, budget)) return false;
+  }
+  return true;
+}
+}  // namespace
+
+bool yaml_within_budget(const YAML::Node& doc, size_t max_nodes) {
+  size_t budget = max_nodes;
+  return walk_within(doc, budget);
+}
+
 Result<Object> parse_object(std::string_view text) {
   YAML::Node doc;
   try {
@@ -601,6 +621,9 @@ Result<Object> parse_object(std::string_view text) {
   } catch (const YAML::Exception& ex) {
     return fail_msg(std::string("invalid YAML: ") + ex.what());
   }
+  if (!yaml_within_budget(doc))
+    return fail_msg("manifest too large: more than " + std::to_string(kMaxManifestNodes) +
+                    " nodes once YAML aliases are expanded");
   if (!doc.IsMap()) return fail_msg("manifest is not a YAML map");
   std::string api = doc["apiVersion"] && doc["apiVersion"].IsScalar() ? doc["apiVersion"].Scalar() : "";
   std::string kind = doc["kind"] && doc["kind"].IsScalar() ? doc["kind"].Scalar() : "";
@@ -655,6 +678,9 @@ Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_v
   }
   for (size_t i = 0; i < docs.size(); ++i) {
     if (docs[i].IsNull()) continue;
+    if (!yaml_within_budget(docs[i]))
+      return fail_msg(prefix + "document " + std::to_string(i) + ": manifest too large: more than " +
+                      std::to_string(kMaxManifestNodes) + " nodes once YAML aliases are expanded");
     YAML::Emitter em;
     em << docs[i];
     auto o = parse_object(em.c_str());

@@ -42,6 +42,10 @@
 
 #include "base/base.hpp"
 
+namespace YAML {
+class Node;
+}
+
 namespace tabby::policy {
 
 // ---------------------------------------------------------------- selectors
@@ -177,7 +181,13 @@ struct Object {
 // GlobalNetworkPolicy and WorkloadEndpoint, v1 Namespace. Errors name the
 // object (kind namespace/name) and the field path, e.g.
 // "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...".
+inline constexpr size_t kMaxManifestNodes = 200000;
 Result<Object> parse_object(std::string_view yaml_doc);
+// Counts a document's nodes as a reader walking it would see them, aliases
+// expanded, and stops at max_nodes. False when the document is bigger: a few
+// lines of anchors and aliases can expand exponentially ("billion laughs"),
+// so every manifest is checked before it is walked or re-emitted.
+bool yaml_within_budget(const YAML::Node& doc, size_t max_nodes = kMaxManifestNodes);
 // Parses a multi-document YAML stream (--- separated). `origin` (file name)
 // prefixes errors.
 Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_view origin = "");

@@ -687,3 +687,15 @@ TEST_CASE("compiler: short net and port lists become single matches, long ones s
                   "meta l4proto tcp ip saddr { 192.168.1.0/24 } ip saddr != { 10.1.0.0/16 } ip saddr != { 10.2.0.0/16 } th dport != { 8080 } th dport { 443 } counter accept",
                   "meta l4proto udp th dport { 1, 3, 5, 7, 9, 11 } counter drop"});
 }
+
+TEST_CASE("a manifest whose aliases expand exponentially is refused quickly (billion laughs)") {
+  std::string y = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  labels:\n    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 9; ++i)
+    y += "    a" + std::to_string(i) + ": &a" + std::to_string(i) + " [*a" + std::to_string(i - 1) + ", *a" +
+         std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+         std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+         std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + "]\n";
+  auto r = parse_manifests(y, "laughs.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.find("too large") != std::string::npos);
+}
