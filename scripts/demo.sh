@@ -78,7 +78,8 @@ for n in 1 2 3; do
     ip -n "$pod" route add 169.254.1.1 dev eth0 scope link
     ip -n "$pod" route add default via 169.254.1.1 dev eth0
     ip -n "$ns" link set "$host_if" up
-    ip netns exec "$ns" sysctl -qw "net.ipv4.conf.$host_if.proxy_arp=1" "net.ipv4.ip_forward=1"
+    ip netns exec "$ns" sysctl -qw "net.ipv4.conf.$host_if.proxy_arp=1" \
+      "net.ipv4.neigh.$host_if.proxy_delay=0" "net.ipv4.ip_forward=1"
     ip -n "$ns" route add "$ip_addr/32" dev "$host_if" scope link
     PODS+=("$pod:$ip_addr")
   done
@@ -96,6 +97,18 @@ for i in $(seq 1 60); do
 done
 [ "$up" -ge 6 ] || { echo "the mesh did not come up (agents' logs below)"; cat "$WORK"/node*.log; exit 1; }
 
+say "waiting for each node to install the other nodes' blocks"
+for i in $(seq 1 60); do
+  have=0
+  for n in 1 2 3; do
+    c=$(ip -n "${P}node$n" route show proto 44 | grep -c '^198\.19\.0\..*/26 via' || true)
+    have=$((have + c))
+  done
+  [ "$have" -ge 6 ] && break
+  sleep 0.5
+done
+[ "$have" -ge 6 ] || { echo "routes were not installed (agents' logs below)"; cat "$WORK"/node*.log; exit 1; }
+
 say "tabby status on node1"
 "$TABBY" status --socket "$WORK/node1.sock"
 say "tabby routes on node1"
@@ -104,12 +117,11 @@ say "kernel routes tabby wrote on node1 (ip route show proto 44)"
 ip -n "${P}node1" route show proto 44
 
 say "every pod pings every other pod"
-sleep 0.5
 ok=0; bad=0
 for src in "${PODS[@]}"; do
   for dst in "${PODS[@]}"; do
     [ "$src" = "$dst" ] && continue
-    if ip netns exec "${src%%:*}" ping -c 1 -W 1 -q "${dst##*:}" >/dev/null 2>&1; then
+    if ip netns exec "${src%%:*}" ping -c 3 -i 0.2 -W 1 -q "${dst##*:}" >/dev/null 2>&1; then
       ok=$((ok + 1)); printf '  %-16s -> %-14s ok\n' "${src##*:}" "${dst##*:}"
     else
       bad=$((bad + 1)); printf '  %-16s -> %-14s FAILED\n' "${src##*:}" "${dst##*:}"
