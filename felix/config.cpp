@@ -228,16 +228,78 @@ bgp::Announcement parse_announcement(const YAML::Node& n, const std::string& whe
   return a;
 }
 
+// datastore: {type: file, directory: DIR} | {type: etcd, etcdEndpoints: [...], etcdPrefix: P}
+//          | {type: kubernetes, server: URL, tokenFile: F, caFile: F}
+DatastoreConfig parse_datastore(const YAML::Node& n) {
+  check_keys(n, "datastore", {"type", "directory", "etcdEndpoints", "etcdPrefix", "server", "tokenFile", "caFile"});
+  DatastoreConfig d;
+  if (!n["type"]) bad("datastore.type", "is required (file, etcd or kubernetes)");
+  std::string type = get_string(n["type"], "datastore.type");
+  auto only_for = [&](std::initializer_list<const char*> keys, const char* which) {
+    for (const char* k : keys)
+      if (n[k]) bad(std::string("datastore.") + k, std::string("applies only to type ") + which);
+  };
+  if (type == "file") {
+    d.type = DatastoreConfig::Type::File;
+    only_for({"etcdEndpoints", "etcdPrefix"}, "etcd");
+    only_for({"server", "tokenFile", "caFile"}, "kubernetes");
+    if (!n["directory"]) bad("datastore.directory", "is required for type file (the directory of manifests)");
+    d.directory = get_string(n["directory"], "datastore.directory");
+    if (d.directory.empty()) bad("datastore.directory", "must not be empty");
+  } else if (type == "etcd") {
+    d.type = DatastoreConfig::Type::Etcd;
+    only_for({"directory"}, "file");
+    only_for({"server", "tokenFile", "caFile"}, "kubernetes");
+    if (n["etcdEndpoints"]) {
+      d.etcd_endpoints.clear();
+      each_item(n["etcdEndpoints"], "datastore.etcdEndpoints", [&](const YAML::Node& it, const std::string& k) {
+        std::string url = get_string(it, k);
+        if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+          bad(k, "must be a URL like http://127.0.0.1:2379 (got '" + url + "')");
+        d.etcd_endpoints.push_back(url);
+      });
+      if (d.etcd_endpoints.empty()) bad("datastore.etcdEndpoints", "must list at least one URL");
+    }
+    if (n["etcdPrefix"]) d.etcd_prefix = get_string(n["etcdPrefix"], "datastore.etcdPrefix");
+  } else if (type == "kubernetes") {
+    d.type = DatastoreConfig::Type::Kubernetes;
+    only_for({"directory"}, "file");
+    only_for({"etcdEndpoints", "etcdPrefix"}, "etcd");
+    if (n["server"]) d.k8s_server = get_string(n["server"], "datastore.server");
+    if (n["tokenFile"]) d.k8s_token_file = get_string(n["tokenFile"], "datastore.tokenFile");
+    if (n["caFile"]) d.k8s_ca_file = get_string(n["caFile"], "datastore.caFile");
+  } else {
+    bad("datastore.type", "must be file, etcd or kubernetes (got '" + type + "')");
+  }
+  return d;
+}
+
 AgentConfig parse_root(const YAML::Node& root) {
   check_keys(root, "", {"nodeName", "routerID", "asNumber", "listenAddress", "listenPort", "apiSocket",
-                        "clusterID", "gracefulRestart", "dataplane", "peers", "announce"});
+                        "clusterID", "gracefulRestart", "dataplane", "peers", "announce", "datastore",
+                        "metricsAddress"});
   AgentConfig c;
   if (!root["nodeName"]) bad("nodeName", "is required");
   c.node_name = get_string(root["nodeName"], "nodeName");
   if (c.node_name.empty()) bad("nodeName", "must not be empty");
-  if (!root["routerID"]) bad("routerID", "is required (an IPv4 address unique among peers)");
-  c.bgp.router_id = get_ip(root["routerID"], "routerID", true);
-  if (c.bgp.router_id.is_unspecified()) bad("routerID", "must not be 0.0.0.0");
+  if (root["datastore"]) c.datastore = parse_datastore(root["datastore"]);
+  if (root["routerID"]) {
+    c.bgp.router_id = get_ip(root["routerID"], "routerID", true);
+    if (c.bgp.router_id.is_unspecified()) bad("routerID", "must not be 0.0.0.0");
+    c.router_id_given = true;
+  } else if (!c.datastore) {
+    bad("routerID", "is required without a datastore (an IPv4 address unique among peers; with a datastore it "
+                    "defaults to the Node resource's spec.bgp.ipv4Address)");
+  }
+  if (root["metricsAddress"]) {
+    c.metrics_address = get_string(root["metricsAddress"], "metricsAddress");
+    auto colon = c.metrics_address.rfind(':');
+    std::string port = colon == std::string::npos ? "" : c.metrics_address.substr(colon + 1);
+    if (!c.metrics_address.empty() &&
+        (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+         std::stoul(port) > 65535))
+      bad("metricsAddress", "must be HOST:PORT like 127.0.0.1:9091 (got '" + c.metrics_address + "')");
+  }
   if (root["asNumber"]) c.bgp.asn = static_cast<uint32_t>(get_uint(root["asNumber"], "asNumber", 1, 4294967295u));
   if (root["listenAddress"]) c.bgp.listen_address = get_ip(root["listenAddress"], "listenAddress");
   if (root["listenPort"]) c.bgp.listen_port = static_cast<uint16_t>(get_uint(root["listenPort"], "listenPort", 0, 65535));
@@ -252,8 +314,23 @@ AgentConfig parse_root(const YAML::Node& root) {
       c.bgp.restart_time = static_cast<uint16_t>(get_uint(g["restartTime"], "gracefulRestart.restartTime", 1, 4095));
   }
   if (root["dataplane"]) {
-    check_keys(root["dataplane"], "dataplane", {"enabled"});
-    if (root["dataplane"]["enabled"]) c.dataplane_enabled = get_bool(root["dataplane"]["enabled"], "dataplane.enabled");
+    const auto& d = root["dataplane"];
+    auto& o = c.dataplane;
+    check_keys(d, "dataplane", {"enabled", "policy", "ipipInterface", "vxlanInterface", "vxlanVNI", "vxlanPort", "mtu"});
+    if (d["enabled"]) o.enabled = get_bool(d["enabled"], "dataplane.enabled");
+    if (d["policy"]) o.policy = get_bool(d["policy"], "dataplane.policy");
+    auto ifname = [&](const char* key, std::string& out) {
+      if (!d[key]) return;
+      out = get_string(d[key], std::string("dataplane.") + key);
+      if (out.empty() || out.size() > 15 || out.find_first_of("/ \t") != std::string::npos)
+        bad(std::string("dataplane.") + key, "must be an interface name of 1 to 15 characters without '/' or spaces");
+    };
+    ifname("ipipInterface", o.ipip_interface);
+    ifname("vxlanInterface", o.vxlan_interface);
+    if (d["vxlanVNI"]) o.vxlan_vni = static_cast<uint32_t>(get_uint(d["vxlanVNI"], "dataplane.vxlanVNI", 1, 16777215));
+    if (d["vxlanPort"]) o.vxlan_port = static_cast<uint16_t>(get_uint(d["vxlanPort"], "dataplane.vxlanPort", 1, 65535));
+    if (d["mtu"]) o.mtu = static_cast<uint32_t>(get_uint(d["mtu"], "dataplane.mtu", 576, 65535));
+    c.dataplane_enabled = o.enabled;
   }
   if (root["peers"]) {
     std::set<std::pair<IpAddress, uint16_t>> seen;

@@ -4,17 +4,37 @@
 // keys are errors too, so a typo never silently falls back to a default.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "base/base.hpp"
 #include "bgp/speaker_config.hpp"
+#include "felix/datastore.hpp"
 
 namespace tabby::felix {
+
+struct DataplaneSettings {
+  bool enabled = false;                 // dataplane.enabled
+  bool policy = true;                   // dataplane.policy: nftables NetworkPolicy (needs a datastore)
+  std::string ipip_interface = "tunl0";
+  std::string vxlan_interface = "vxlan.tabby";
+  uint32_t vxlan_vni = 4096;
+  uint16_t vxlan_port = 4789;
+  uint32_t mtu = 0;                     // underlay MTU; 0 = detect from the node address's interface
+  bool operator==(const DataplaneSettings&) const = default;
+};
 
 struct AgentConfig {
   std::string node_name;
   std::string api_socket = "/run/tabby/tabby.sock";
-  bool dataplane_enabled = false;
+  // "host:port" for /livez, /readyz and /metrics over plain HTTP; empty = off.
+  std::string metrics_address;
+  bool dataplane_enabled = false;       // = dataplane.enabled (kept for the static-config path)
+  DataplaneSettings dataplane;
+  // Cluster resources: none when the file has no `datastore` key (static config:
+  // peers and announcements only from this file).
+  std::optional<DatastoreConfig> datastore;
+  bool router_id_given = false;         // routerID set in the file (else: the Node resource's IPv4 address)
   bgp::SpeakerConfig bgp;
 };
 

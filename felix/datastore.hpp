@@ -51,7 +51,7 @@ namespace tabby::felix {
 //   networking.k8s.io/v1         "NetworkPolicy.networking.k8s.io"
 //   projectcalico.org/v3 and
 //   crd.projectcalico.org/v1     "IPPool.projectcalico.org", "Node.projectcalico.org", ...
-//   any other group G            "Kind.G" (e.g. "IPAMBlock.tabby.io")
+//   any other group G            "Kind.G" (e.g. "BlockAffinity.tabby.dev")
 // `ns` is empty for cluster-scoped objects.
 struct DocKey {
   std::string kind;
@@ -135,9 +135,9 @@ struct K8sResource {
   bool namespaced = false;
 };
 // Core v1 Node, Pod, Namespace; networking.k8s.io/v1 NetworkPolicy; the
-// Calico CRDs (crd.projectcalico.org/v1 BGPConfiguration, BGPPeer, IPPool,
-// NetworkPolicy, GlobalNetworkPolicy); tabby's own CRDs (tabby.io/v1
-// IPAMBlock, BlockAffinity, WorkloadEndpoint).
+// Calico CRDs (crd.projectcalico.org/v1 BGPConfiguration, BGPPeer, IPPool, Node,
+// NetworkPolicy, GlobalNetworkPolicy); tabby's own CRDs (tabby.dev/v1
+// BlockAffinity, WorkloadEndpoint).
 std::vector<K8sResource> default_k8s_resources();
 
 struct DatastoreConfig {

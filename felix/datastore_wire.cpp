@@ -408,7 +408,7 @@ std::string k8s_status_text(std::string_view body) {
 namespace tabby::felix {
 
 std::vector<K8sResource> default_k8s_resources() {
-  const std::string calico = "crd.projectcalico.org", own = "tabby.io";
+  const std::string calico = "crd.projectcalico.org", own = "tabby.dev";
   return {
       {"", "v1", "Node", "nodes", false},
       {"", "v1", "Pod", "pods", true},
@@ -417,9 +417,9 @@ std::vector<K8sResource> default_k8s_resources() {
       {calico, "v1", "BGPConfiguration", "bgpconfigurations", false},
       {calico, "v1", "BGPPeer", "bgppeers", false},
       {calico, "v1", "IPPool", "ippools", false},
+      {calico, "v1", "Node", "nodes", false},
       {calico, "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "GlobalNetworkPolicy", "globalnetworkpolicies", false},
-      {own, "v1", "IPAMBlock", "ipamblocks", false},
       {own, "v1", "BlockAffinity", "blockaffinities", false},
       {own, "v1", "WorkloadEndpoint", "workloadendpoints", true},
   };

@@ -123,3 +123,50 @@ TEST_CASE("communities print and parse") {
   CHECK(large_community_str(*parse_large_community("4200000000:1:2")) == "4200000000:1:2");
   CHECK_FALSE(parse_large_community("1:2").ok());
 }
+
+TEST_CASE("datastore, metrics and dataplane settings") {
+  auto r = parse_config(R"(
+nodeName: node-a
+metricsAddress: 127.0.0.1:9091
+datastore: {type: etcd, etcdEndpoints: [http://127.0.0.1:2379, http://127.0.0.2:2379], etcdPrefix: /x/}
+dataplane: {enabled: true, policy: false, vxlanInterface: vxlan.calico, vxlanVNI: 5000, vxlanPort: 8472, mtu: 9000}
+)", "node.yaml");
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->router_id_given);  // from the Node resource
+  REQUIRE(r->datastore.has_value());
+  CHECK(r->datastore->type == DatastoreConfig::Type::Etcd);
+  CHECK(r->datastore->etcd_endpoints.size() == 2);
+  CHECK(r->datastore->etcd_prefix == "/x/");
+  CHECK(r->metrics_address == "127.0.0.1:9091");
+  CHECK(r->dataplane.enabled);
+  CHECK(r->dataplane_enabled);
+  CHECK_FALSE(r->dataplane.policy);
+  CHECK(r->dataplane.vxlan_interface == "vxlan.calico");
+  CHECK(r->dataplane.vxlan_vni == 5000);
+  CHECK(r->dataplane.vxlan_port == 8472);
+  CHECK(r->dataplane.mtu == 9000);
+
+  auto f = parse_config("nodeName: n\ndatastore: {type: file, directory: /srv/m}\n", "node.yaml");
+  REQUIRE(f.ok());
+  CHECK(f->datastore->type == DatastoreConfig::Type::File);
+  CHECK(f->datastore->directory == "/srv/m");
+}
+
+TEST_CASE("datastore errors name the key") {
+  CHECK(error_of("nodeName: n\n") ==
+        "node.yaml: key 'routerID': is required without a datastore (an IPv4 address unique among peers; with a "
+        "datastore it defaults to the Node resource's spec.bgp.ipv4Address)");
+  CHECK(error_of("nodeName: n\ndatastore: {type: consul}\n") ==
+        "node.yaml: key 'datastore.type': must be file, etcd or kubernetes (got 'consul')");
+  CHECK(error_of("nodeName: n\ndatastore: {type: file}\n") ==
+        "node.yaml: key 'datastore.directory': is required for type file (the directory of manifests)");
+  CHECK(error_of("nodeName: n\ndatastore: {type: file, directory: /d, etcdPrefix: /x}\n") ==
+        "node.yaml: key 'datastore.etcdPrefix': applies only to type etcd");
+  CHECK(error_of("nodeName: n\ndatastore: {type: etcd, etcdEndpoints: [127.0.0.1:2379]}\n") ==
+        "node.yaml: key 'datastore.etcdEndpoints[0]': must be a URL like http://127.0.0.1:2379 (got '127.0.0.1:2379')");
+  CHECK(error_of("nodeName: n\nrouterID: 1.2.3.4\nmetricsAddress: localhost\n") ==
+        "node.yaml: key 'metricsAddress': must be HOST:PORT like 127.0.0.1:9091 (got 'localhost')");
+  CHECK(error_of("nodeName: n\nrouterID: 1.2.3.4\ndataplane: {vxlanInterface: a-very-long-interface-name}\n") ==
+        "node.yaml: key 'dataplane.vxlanInterface': must be an interface name of 1 to 15 characters without '/' or "
+        "spaces");
+}
