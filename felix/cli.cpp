@@ -1,11 +1,14 @@
-// cli.cpp — `tabby status` and `tabby routes`: fetch a protobuf message from the
+// cli.cpp — `tabby status`, `tabby routes`, `tabby ipam`, `tabby endpoints`: fetch a protobuf message from the
 // agent's API socket and print it as a calicoctl-style table or as JSON
 // (protobuf JSON mapping, the same the API serves).
 #include "felix/cli.hpp"
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <iostream>
+#include <map>
 
 #include "felix/api_server.hpp"
 #include "proto/tabby.pb.h"
@@ -158,6 +161,80 @@ int cli_routes(const std::vector<std::string>& args) {
   }
   std::cout << render_table({"PREFIX", "BEST", "NEXT HOP", "FROM", "AS PATH", "LOCAL PREF", "COMMUNITIES", "WHY BEST"}, rows);
   std::cout << rl.routes_size() << " prefixes\n";
+  return 0;
+}
+
+std::string utilization(uint64_t used, uint64_t capacity) {
+  if (capacity == 0) return "0%";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * static_cast<double>(used) / static_cast<double>(capacity));
+  std::string s = buf;
+  if (s.size() > 3 && s.compare(s.size() - 3, 3, ".0%") == 0) s.erase(s.size() - 3, 2);  // "50.0%" -> "50%"
+  return s;
+}
+
+std::string render_ipam(const api::IpamBlockList& m) {
+  std::vector<std::vector<std::string>> rows;
+  struct Total {
+    std::string cidr;
+    uint64_t blocks = 0, used = 0, capacity = 0;
+  };
+  std::map<std::string, Total> pools;
+  for (const auto& p : m.pools()) pools[p.name()].cidr = p.cidr() + (p.disabled() ? " (disabled)" : "");
+  for (const auto& b : m.blocks()) {
+    std::string pool = b.pool().empty() ? "(none)" : b.pool();
+    rows.push_back({b.cidr(), b.node(), pool, std::to_string(b.used()), std::to_string(b.capacity()),
+                    utilization(b.used(), b.capacity())});
+    Total& t = pools[pool];
+    ++t.blocks;
+    t.used += b.used();
+    t.capacity += b.capacity();
+  }
+  std::string out;
+  if (rows.empty()) out += "No IPAM blocks claimed.\n";
+  else out += render_table({"BLOCK", "NODE", "POOL", "USED", "CAPACITY", "UTILIZATION"}, rows);
+  std::vector<std::vector<std::string>> totals;
+  for (const auto& [name, t] : pools)
+    totals.push_back({name, t.cidr, std::to_string(t.blocks), std::to_string(t.used), std::to_string(t.capacity),
+                      utilization(t.used, t.capacity)});
+  if (!totals.empty())
+    out += "\n" + render_table({"POOL", "CIDR", "BLOCKS", "USED", "CAPACITY", "UTILIZATION"}, totals);
+  return out;
+}
+
+std::string render_endpoints(const api::EndpointList& m) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : m.endpoints()) {
+    std::string ips;
+    for (const auto& ip : e.ips()) ips += (ips.empty() ? "" : ",") + ip;
+    std::vector<std::pair<std::string, std::string>> labels(e.labels().begin(), e.labels().end());
+    std::sort(labels.begin(), labels.end());  // protobuf maps have no order
+    std::string ls;
+    for (const auto& [k, v] : labels) ls += (ls.empty() ? "" : ",") + k + "=" + v;
+    rows.push_back({e.namespace_() + "/" + e.name(), e.node(), e.interface(), ips, ls});
+  }
+  if (rows.empty()) return "No endpoints.\n";
+  return render_table({"NAMESPACE/NAME", "NODE", "INTERFACE", "IPS", "LABELS"}, rows) +
+         std::to_string(rows.size()) + (rows.size() == 1 ? " endpoint\n" : " endpoints\n");
+}
+
+int cli_ipam(const std::vector<std::string>& args) {
+  CommonArgs c;
+  if (!parse_common(args, "ipam", c)) return 2;
+  api::IpamBlockList m;
+  if (!fetch(c, "/v1/ipam", m)) return 1;
+  if (c.json) print_json(m);
+  else std::cout << render_ipam(m);
+  return 0;
+}
+
+int cli_endpoints(const std::vector<std::string>& args) {
+  CommonArgs c;
+  if (!parse_common(args, "endpoints", c)) return 2;
+  api::EndpointList m;
+  if (!fetch(c, "/v1/endpoints", m)) return 1;
+  if (c.json) print_json(m);
+  else std::cout << render_endpoints(m);
   return 0;
 }
 
