@@ -1,8 +1,18 @@
 // felix_api_messages_test.cpp — Calc state → /v1/ipam and /v1/endpoints messages
 // (blocks of every node with allocations, pools, endpoint nodes), the calc metrics,
-// and the `tabby ipam` / `tabby endpoints` tables rendered from the messages.
+// the `tabby ipam` / `tabby endpoints` tables rendered from the messages, and both
+// commands end to end against an ApiServer on a Unix socket serving the builders.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "felix/api_server.hpp"
 #include "felix/api_messages.hpp"
 #include "felix/cli.hpp"
 #include "felix/resources.hpp"
@@ -182,4 +192,57 @@ TEST_CASE("tabby endpoints table: sorted labels, IPs joined, count line") {
         "3 endpoints\n");
   api::EndpointList empty;
   CHECK(render_endpoints(empty) == "No endpoints.\n");
+}
+
+namespace {
+
+// Runs cli(args) with std::cout captured; returns {exit code, output}.
+std::pair<int, std::string> run_cli(int (*cli)(const std::vector<std::string>&), const std::vector<std::string>& args) {
+  std::ostringstream out;
+  auto* old = std::cout.rdbuf(out.rdbuf());
+  int rc = cli(args);
+  std::cout.rdbuf(old);
+  return {rc, out.str()};
+}
+
+}  // namespace
+
+TEST_CASE("tabby ipam / tabby endpoints against an ApiServer serving /v1/ipam and /v1/endpoints") {
+  Cluster c;
+  boost::asio::io_context io;
+  ApiServer api(io);
+  api.handle("/v1/ipam", [&] { return ipam_message(c.calc); });
+  api.handle("/v1/endpoints", [&] { return endpoints_message(c.calc, "node-1"); });
+  std::string sock = "/tmp/tabby-observe-test-" + std::to_string(::getpid()) + ".sock";
+  auto st = api.start(sock);
+  REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().message));
+  auto guard = boost::asio::make_work_guard(io);
+  std::thread server([&] { io.run(); });  // api_get blocks: the server needs its own thread here
+
+  auto [rc, text] = run_cli(cli_ipam, {"--socket", sock});
+  CHECK(rc == 0);
+  CHECK(text == render_ipam(*ipam_message(c.calc)));
+  CHECK(text.find("| 198.19.0.64/26   | node-2 | pool-a  |") != std::string::npos);
+
+  auto [rc2, json] = run_cli(cli_ipam, {"-o", "json", "--socket", sock});
+  CHECK(rc2 == 0);
+  CHECK(json.find("\"cidr\": \"198.19.0.0/26\"") != std::string::npos);
+  CHECK(json.find("\"handle\": \"default/web-1\"") != std::string::npos);
+  CHECK(json.find("\"ipipMode\": \"Always\"") != std::string::npos);
+
+  auto [rc3, eps] = run_cli(cli_endpoints, {"--socket", sock});
+  CHECK(rc3 == 0);
+  CHECK(eps == render_endpoints(*endpoints_message(c.calc, "node-1")));
+
+  auto [rc4, epjson] = run_cli(cli_endpoints, {"-o", "json", "--socket", sock});
+  CHECK(rc4 == 0);
+  CHECK(epjson.find("\"namespace\": \"kube-system\"") != std::string::npos);
+  CHECK(epjson.find("\"interface\": \"tabby1a2b\"") != std::string::npos);
+  CHECK(epjson.find("\"tier\": \"front\"") != std::string::npos);
+
+  CHECK(run_cli(cli_ipam, {"--bogus"}).first == 2);
+  guard.reset();
+  boost::asio::post(io, [&] { api.stop(); io.stop(); });
+  server.join();
+  CHECK(run_cli(cli_endpoints, {"--socket", sock}).first == 1);  // no agent answering any more
 }
