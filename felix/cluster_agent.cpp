@@ -27,6 +27,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <set>
 
 #include "bgp/speaker.hpp"
@@ -169,9 +170,19 @@ class ClusterAgent {
         process(false);
         break;
       case DatastoreUpdate::Type::Problem:
-        log("datastore: " + u.message + " (the last good state stays)");
-        store_problems_.push_back(u.message);
-        if (store_problems_.size() > 20) store_problems_.erase(store_problems_.begin());
+        if (u.message.empty()) {
+          if (store_problems_.erase(u.source)) log("resolved: " + u.source);
+          break;
+        }
+        log("problem: " + u.message);
+        // Keyed by source so a fixed file clears its entry; problems without a
+        // source are kept, the most recent 20.
+        if (u.source.empty()) {
+          anonymous_problems_.push_back(u.message);
+          if (anonymous_problems_.size() > 20) anonymous_problems_.erase(anonymous_problems_.begin());
+        } else {
+          store_problems_[u.source] = u.message;
+        }
         break;
       case DatastoreUpdate::Type::Connection:
         connected_ = u.connected;
@@ -350,7 +361,8 @@ class ClusterAgent {
     st->set_datastore(describe(*config_.datastore) + (connected_ ? "" : " (unreachable, retrying)"));
     st->set_datastore_in_sync(in_sync_);
     for (const auto& m : logged_problems_) st->add_problems(m);
-    for (const auto& m : store_problems_) st->add_problems(m);
+    for (const auto& [src, m] : store_problems_) st->add_problems(m);
+    for (const auto& m : anonymous_problems_) st->add_problems(m);
     auto why = not_ready();
     st->set_ready(why.empty());
     for (auto& w : why) st->add_not_ready(w);
@@ -420,7 +432,8 @@ class ClusterAgent {
   bool processing_ = false, again_ = false, process_posted_ = false, stopping_ = false, waiting_logged_ = false;
   uint64_t events_ = 0;
   std::set<std::string> logged_problems_;
-  std::vector<std::string> store_problems_;
+  std::map<std::string, std::string> store_problems_;  // datastore Problems by source
+  std::vector<std::string> anonymous_problems_;
   int exit_code_ = 0;
 };
 
