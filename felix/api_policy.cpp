@@ -118,10 +118,10 @@ std::unique_ptr<api::PolicyReport> policy_message(const std::vector<policy::Endp
   return m;
 }
 
-std::unique_ptr<api::PolicyReport> policy_error_message(const policy::PolicyCompiler& compiler,
+std::unique_ptr<api::PolicyReport> policy_error_message(const policy::PolicyCompiler* compiler,
                                                         const std::string& error) {
   auto m = std::make_unique<api::PolicyReport>();
-  fill_counts(*m, &compiler);
+  fill_counts(*m, compiler);
   m->set_error(error);
   return m;
 }

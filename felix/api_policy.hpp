@@ -7,7 +7,7 @@
 // The agent serves it (on the io_context thread, where the compiler lives):
 //   api.handle("/v1/policy", [&] {
 //     auto r = nft->report(compiler);           // policy::NftExecutor, PolicyCompiler
-//     if (!r) return policy_error_message(compiler, r.error().message);
+//     if (!r) return policy_error_message(&compiler, r.error().message);
 //     return policy_message(*r, &compiler);
 //   });
 #pragma once
@@ -27,9 +27,10 @@ namespace tabby::felix {
 std::unique_ptr<api::PolicyReport> policy_message(const std::vector<policy::EndpointReport>& reports,
                                                   const policy::PolicyCompiler* compiler = nullptr);
 
-// An answer carrying only an error (e.g. the nft table could not be read) and
-// the counts the compiler knows.
-std::unique_ptr<api::PolicyReport> policy_error_message(const policy::PolicyCompiler& compiler,
+// An answer carrying only an error (the nft table could not be read; or, with
+// compiler == nullptr, "policy enforcement is off (dataplane.policy: false)")
+// and the counts the compiler knows.
+std::unique_ptr<api::PolicyReport> policy_error_message(const policy::PolicyCompiler* compiler,
                                                         const std::string& error);
 
 }  // namespace tabby::felix

@@ -135,7 +135,16 @@ int cli_status(const std::vector<std::string>& args) {
     return 0;
   }
   std::cout << "tabby is running on node " << st.node_name() << " (router ID " << st.router_id() << ", AS "
-            << st.as_number() << ")\n\nIPv4 BGP status\n";
+            << st.as_number() << ")\n";
+  if (!st.datastore().empty())
+    std::cout << "datastore: " << st.datastore() << (st.datastore_in_sync() ? " (in sync)" : " (not in sync)") << "\n";
+  std::cout << "ready: " << (st.ready() ? "yes" : "no") << "\n";
+  for (const auto& why : st.not_ready()) std::cout << "  - " << why << "\n";
+  if (st.problems_size() > 0) {
+    std::cout << "problems (" << st.problems_size() << "; the last good state of each object stays in force):\n";
+    for (const auto& p : st.problems()) std::cout << "  - " << p << "\n";
+  }
+  std::cout << "\nIPv4 BGP status\n";
   std::vector<std::vector<std::string>> v4, v6;
   for (const auto& p : st.peers()) {
     std::string info = p.state() == "Established" ? "Established" : p.state();

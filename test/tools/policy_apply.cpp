@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
     api.handle("/v1/policy", [&]() -> std::unique_ptr<google::protobuf::Message> {
       std::lock_guard<std::mutex> lk(mu);
       auto r = nft.report(compiler);
-      if (!r) return felix::policy_error_message(compiler, r.error().message);
+      if (!r) return felix::policy_error_message(&compiler, r.error().message);
       return felix::policy_message(*r, &compiler);
     });
     if (auto st = api.start(api_socket); !st) {

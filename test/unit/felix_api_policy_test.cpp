@@ -125,13 +125,17 @@ TEST_CASE("policy_message without a compiler derives kind, name and order from t
 TEST_CASE("policy_error_message carries the error and the counts") {
   PolicyCompiler c;
   c.upsert_policy(make(PolicyKind::K8sNetworkPolicy, "x", "allow", 1000));
-  auto m = felix::policy_error_message(c, "table inet tabby: No such file or directory");
+  auto m = felix::policy_error_message(&c, "table inet tabby: No such file or directory");
   CHECK(m->policies() == 1);
   CHECK(m->endpoints_size() == 0);
   CHECK(m->error() == "table inet tabby: No such file or directory");
   std::string t = felix::render_policy_table(*m, false);
   CHECK(t.find("error: table inet tabby: No such file or directory\n") != std::string::npos);
   CHECK(t.find("No local endpoints.\n") != std::string::npos);
+  auto off = felix::policy_error_message(nullptr, "policy enforcement is off (dataplane.policy: false)");
+  CHECK(off->policies() == 0);
+  CHECK(off->table() == "inet tabby");
+  CHECK(off->error() == "policy enforcement is off (dataplane.policy: false)");
 }
 
 TEST_CASE("render_policy_table: exact table, and per-rule rows with -o wide") {
