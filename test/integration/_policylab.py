@@ -234,10 +234,25 @@ class Lab:
         deadline = time.time() + 20
         while time.time() < deadline:
             self.check_agent()
-            if os.path.exists(self.api_socket) and self.policy_report(check=False) is not None:
-                return
+            st = subprocess.run([tabby_bin(), "status", "-o", "json", "--socket", self.api_socket],
+                                capture_output=True, text=True)
+            if st.returncode == 0:
+                break
             time.sleep(0.1)
-        raise RuntimeError("the agent's API did not answer /v1/policy within 20 s:\n" + self.agent_output())
+        else:
+            raise RuntimeError("the agent's API did not answer /v1/status within 20 s:\n" + self.agent_output())
+        # The lab reads the agent's policy state through GET /v1/policy.
+        self.policy_report(check=True, raw=True)
+        # The CNI plugin is the same binary, run with CNI_COMMAND set.
+        p = subprocess.run([tabby_bin()], input="{}", capture_output=True, text=True,
+                           env=dict(os.environ, CNI_COMMAND="VERSION"))
+        try:
+            ok = "supportedVersions" in json.loads(p.stdout)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RuntimeError(f"{tabby_bin()} with CNI_COMMAND=VERSION did not answer as a CNI plugin "
+                               f"(exit {p.returncode}): {(p.stdout + p.stderr).strip()[:300]}")
 
     def check_agent(self):
         if self.agent is not None and self.agent.poll() is not None:
