@@ -32,6 +32,7 @@
 
 #include "bgp/speaker.hpp"
 #include "felix/api_bgp.hpp"
+#include "felix/api_policy.hpp"
 #include "felix/api_server.hpp"
 #include "felix/calc.hpp"
 #include "felix/datastore.hpp"
@@ -111,6 +112,13 @@ class ClusterAgent {
     api_.handle("/v1/routes", [this]() -> std::unique_ptr<google::protobuf::Message> {
       if (speaker_) return routes_message(*speaker_);
       return std::make_unique<api::RouteList>();
+    });
+    api_.handle("/v1/policy", [this]() -> std::unique_ptr<google::protobuf::Message> {
+      if (!compiler_ || !nft_)
+        return policy_error_message(nullptr, "policy enforcement is off (dataplane.enabled and dataplane.policy)");
+      auto r = nft_->report(*compiler_);
+      if (!r) return policy_error_message(compiler_.get(), r.error().message);
+      return policy_message(*r, compiler_.get());
     });
     if (auto st = api_.start(config_.api_socket); !st) return fatal(st.error().message);
 
