@@ -1,5 +1,5 @@
-// cli.hpp — the read commands of the `tabby` binary (status, routes, ipam, endpoints), clients
-// of the agent's local API. Each prints a table, or JSON with `-o json`.
+// cli.hpp — the read commands of the `tabby` binary (status, routes, policy, ipam,
+// endpoints), clients of the agent's local API. Each prints a table, or JSON with `-o json`.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 namespace tabby::api {
 class IpamBlockList;
 class EndpointList;
+class PolicyReport;
 }  // namespace tabby::api
 
 namespace tabby::felix {
@@ -27,6 +28,13 @@ std::string render_ipam(const api::IpamBlockList& m);
 std::string render_endpoints(const api::EndpointList& m);
 // "4.7%" (one decimal; "0%" of an empty capacity).
 std::string utilization(uint64_t used, uint64_t capacity);
+
+// `tabby policy [-o json|wide] [--socket PATH]`: GET /v1/policy.
+int cli_policy(const std::vector<std::string>& args);
+
+// The `tabby policy` table: a pure function of the message. `wide` adds one row
+// per nft rule of each policy with its counters.
+std::string render_policy_table(const api::PolicyReport& report, bool wide);
 
 // Renders rows as an ASCII table like calicoctl's (+---+ borders).
 std::string render_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
