@@ -159,11 +159,11 @@ struct Calc::Impl {
     tunnels_dirty = true;
   }
 
-  Status upsert_pool(const std::string& name, const IpPool& p) {
+  Status upsert_pool(const std::string& name, const IpPool& p, const std::string& source) {
     ResourceKey key{Kind::IPPool, "", name};
     if (auto c = pool_conflict(name, p)) {
       pending_pools[name] = p;
-      std::string msg = "IPPool " + name + ": " + *c;
+      std::string msg = (source.empty() ? "" : source + ": ") + "IPPool " + name + ": " + *c;
       rejected[key] = msg;
       return fail_msg(msg + (pools.count(name) ? " (the previous version stays in force)" : ""));
     }
@@ -272,11 +272,11 @@ struct Calc::Impl {
     block_touched(a.cidr, a.node);
   }
 
-  Status upsert_block(const std::string& name, const BlockAffinity& a) {
+  Status upsert_block(const std::string& name, const BlockAffinity& a, const std::string& source) {
     ResourceKey key{Kind::BlockAffinity, "", name};
     if (auto other = block_conflict(name, a.cidr)) {
       pending_affinities[name] = a;
-      std::string msg = "BlockAffinity " + name + ": spec.cidr: " + a.cidr.str() + " overlaps BlockAffinity " + *other +
+      std::string msg = (source.empty() ? "" : source + ": ") + "BlockAffinity " + name + ": spec.cidr: " + a.cidr.str() + " overlaps BlockAffinity " + *other +
                         " (" + affinities.at(*other).cidr.str() + ", node " + affinities.at(*other).node + ")";
       rejected[key] = msg;
       return fail_msg(msg);
@@ -732,7 +732,7 @@ Status Calc::upsert(const Resource& r) {
       }
       return {};
     }
-    case Kind::IPPool: return m.upsert_pool(k.name, std::get<IpPool>(r.body));
+    case Kind::IPPool: return m.upsert_pool(k.name, std::get<IpPool>(r.body), r.source);
     case Kind::CalicoNode:
       m.calico_nodes[k.name] = std::get<CalicoNode>(r.body);
       m.rebuild_node(k.name);
@@ -741,7 +741,7 @@ Status Calc::upsert(const Resource& r) {
       m.k8s_nodes[k.name] = std::get<K8sNode>(r.body);
       m.rebuild_node(k.name);
       return {};
-    case Kind::BlockAffinity: return m.upsert_block(k.name, std::get<BlockAffinity>(r.body));
+    case Kind::BlockAffinity: return m.upsert_block(k.name, std::get<BlockAffinity>(r.body), r.source);
     case Kind::WorkloadEndpoint: {
       const auto& v = std::get<WorkloadEndpoint>(r.body);
       std::string key = wep_key(k);
