@@ -6,6 +6,7 @@
 //   config file  -> Speaker            (peers, announcements; SIGHUP re-reads)
 //   Speaker      -> ApiServer          (read-only snapshots: /v1/status, /v1/routes)
 //   Speaker      -> BgpKernelRoutes    (best routes -> kernel routes, when dataplane.enabled)
+//   Speaker, BgpKernelRoutes -> Metrics -> HealthServer (/metrics, /readyz, /livez)
 #include "felix/agent.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -15,6 +16,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include "bgp/speaker.hpp"
 #include "felix/api_bgp.hpp"
@@ -22,6 +24,8 @@
 #include "felix/bgp_kernel_routes.hpp"
 #include "felix/cluster_agent.hpp"
 #include "felix/config.hpp"
+#include "felix/health_server.hpp"
+#include "felix/metrics.hpp"
 #include "proto/tabby.pb.h"
 
 namespace tabby::felix {
@@ -61,14 +65,42 @@ int run_agent(const std::vector<std::string>& args) {
 
   // Speaker -> ApiServer: read-only snapshots.
   std::unique_ptr<BgpKernelRoutes> kernel;
+  std::function<HealthState()> health_state;
   api.handle("/v1/status", [&] {
     auto st = status_message(config.node_name, speaker, started);
-    if (!speaker.initial_sync_done()) st->add_not_ready("BGP: waiting for peers' End-of-RIB (bounded by the graceful-restart time)");
-    if (kernel && !kernel->status().in_sync) st->add_not_ready("dataplane: not in sync");
-    st->set_ready(st->not_ready_size() == 0);
+    auto h = health_state();
+    st->set_ready(h.ready);
+    for (auto& w : h.reasons) st->add_not_ready(w);
     return st;
   });
   api.handle("/v1/routes", [&] { return routes_message(speaker); });
+
+  // Speaker, BgpKernelRoutes -> Metrics -> HealthServer (metricsAddress).
+  Metrics metrics;
+  declare_agent_metrics(metrics);
+  auto health = [&] {
+    HealthState h;
+    h.check("bgp", speaker.initial_sync_done(),
+            "BGP: waiting for peers' End-of-RIB (bounded by the graceful-restart time)");
+    if (kernel) h.check("dataplane", kernel->status().in_sync, "dataplane: not in sync");
+    return h;
+  };
+  metrics.add_collector([&](Metrics& m) {
+    std::map<std::string, uint64_t> installed;  // every best route is installed when the dataplane is on
+    if (kernel)
+      for (const auto& r : speaker.routes())
+        for (const auto& p : r.paths)
+          if (p.best) ++installed[p.from];
+    std::vector<PeerSnapshot> ps;
+    for (const auto& p : speaker.peers()) {
+      std::string addr = p.address.str();
+      ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, installed[addr], p.flaps});
+    }
+    collect_bgp(m, ps);
+    if (kernel) collect_dataplane(m, kernel->status());
+  });
+  health_state = health;
+  HealthServer health_server(io, [&] { return metrics.scrape(); }, health);
 
   if (config.dataplane_enabled) {
     auto k = BgpKernelRoutes::open(io);
@@ -85,6 +117,12 @@ int run_agent(const std::vector<std::string>& args) {
   if (auto st = api.start(config.api_socket); !st) {
     std::cerr << "tabby agent: " << st.error().message << "\n";
     return 1;
+  }
+  if (!config.metrics_address.empty()) {
+    if (auto st = health_server.start(config.metrics_address); !st) {
+      std::cerr << "tabby agent: " << st.error().message << "\n";
+      return 1;
+    }
   }
   // Restart detection (RFC 4724 §4.1): a marker beside the API socket lives
   // while the agent runs and stays after a graceful stop or a crash; finding it
@@ -129,6 +167,7 @@ int run_agent(const std::vector<std::string>& args) {
     if (kernel) kernel->stop();  // kernel routes stay in place (restart without loss)
     if (!config.bgp.graceful_restart) ::unlink(marker.c_str());
     api.stop();
+    health_server.stop();
     // Let queued NOTIFICATIONs go out, but never hang on a stuck peer.
     auto deadline = std::make_shared<boost::asio::steady_timer>(io, std::chrono::seconds(2));
     deadline->async_wait([&io, deadline](const boost::system::error_code&) { io.stop(); });

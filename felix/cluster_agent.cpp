@@ -8,7 +8,8 @@
 //   Calc         -> KernelDriver        (routes per class, tunnel devices, VTEPs, workload veths)
 //   Calc         -> PolicyCompiler -> NftExecutor   (endpoints, namespaces, policies → table inet tabby)
 //   Agent        -> Datastore           (registers this node's Node resource when it has none)
-//   all modules  -> ApiServer           (read-only snapshots)
+//   all modules  -> ApiServer           (read-only snapshots: status, routes, ipam, endpoints, policy)
+//   all modules  -> Metrics -> HealthServer   (/metrics, /readyz, /livez on metricsAddress)
 //
 // Restart without loss (PRODUCT.md): the kernel dataplane adopts the routes of
 // the previous run and sweeps leftovers only when the desired state is complete:
@@ -32,12 +33,15 @@
 
 #include "bgp/speaker.hpp"
 #include "felix/api_bgp.hpp"
+#include "felix/api_messages.hpp"
 #include "felix/api_policy.hpp"
 #include "felix/api_server.hpp"
 #include "felix/calc.hpp"
 #include "felix/datastore.hpp"
 #include "felix/doc_feed.hpp"
+#include "felix/health_server.hpp"
 #include "felix/kernel_driver.hpp"
+#include "felix/metrics.hpp"
 #include "policy/policy.hpp"
 #include "proto/tabby.pb.h"
 
@@ -102,6 +106,7 @@ class ClusterAgent {
         config_path_(std::move(config_path)),
         calc_(calc_options(config_)),
         api_(io),
+        health_(io, [this] { return metrics_.scrape(); }, [this] { return health(); }),
         signals_(io, SIGTERM, SIGINT, SIGHUP),
         policy_timer_(io) {}
 
@@ -120,7 +125,15 @@ class ClusterAgent {
       if (!r) return policy_error_message(compiler_.get(), r.error().message);
       return policy_message(*r, compiler_.get());
     });
+    api_.handle("/v1/ipam", [this] { return ipam_message(calc_); });
+    api_.handle("/v1/endpoints", [this] { return endpoints_message(calc_, config_.node_name); });
     if (auto st = api_.start(config_.api_socket); !st) return fatal(st.error().message);
+    // all modules -> Metrics: gauges are read at scrape time.
+    declare_agent_metrics(metrics_);
+    metrics_.add_collector([this](Metrics& m) { collect(m); });
+    if (!config_.metrics_address.empty()) {
+      if (auto st = health_.start(config_.metrics_address); !st) return fatal(st.error().message);
+    }
 
     // Restart detection (RFC 4724 §4.1), as in the static agent: the marker stays
     // after a graceful stop or a crash.
@@ -133,6 +146,7 @@ class ClusterAgent {
       auto k = KernelDriver::open(io_);
       if (!k) return fatal(k.error().message);
       kernel_ = std::move(*k);
+      kernel_->on_applied([this](double seconds) { observe_dataplane_apply(metrics_, seconds); });
       if (config_.dataplane.policy) {
         auto x = policy::NftExecutor::create();
         if (!x) return fatal("cannot open nftables for policy: " + x.error().message);
@@ -165,16 +179,16 @@ class ClusterAgent {
   void on_datastore(const DatastoreUpdate& u) {
     switch (u.type) {
       case DatastoreUpdate::Type::Snapshot:
+        count_events(u.events);
         feed_.feed(u.events, calc_);
-        events_ += u.events.size();
         in_sync_ = true;
         log("datastore in sync: " + std::to_string(u.events.size()) + " objects");
         process(true);
         register_node();
         break;
       case DatastoreUpdate::Type::Changes:
+        count_events(u.events);
         feed_.feed(u.events, calc_);
-        events_ += u.events.size();
         process(false);
         break;
       case DatastoreUpdate::Type::Problem:
@@ -196,6 +210,13 @@ class ClusterAgent {
         connected_ = u.connected;
         log(u.connected ? "datastore reachable again" : "datastore unreachable (retrying; the last state is kept): " + u.message);
         break;
+    }
+  }
+
+  void count_events(const std::vector<DocEvent>& events) {
+    for (const auto& e : events) {
+      const std::string& k = e.key.kind;
+      count_datastore_event(metrics_, k.substr(0, k.find('.')), e.deleted);
     }
   }
 
@@ -340,20 +361,50 @@ class ClusterAgent {
   }
 
   // ---------------------------------------------------------------- state out
-  std::vector<std::string> not_ready() const {
-    std::vector<std::string> why;
-    if (!in_sync_) why.push_back("datastore: waiting for the first complete list of resources");
-    if (!speaker_) why.push_back("BGP: not started (no router ID: Node " + config_.node_name + " has no spec.bgp.ipv4Address)");
-    else if (!speaker_->initial_sync_done())
-      why.push_back("BGP: waiting for peers' End-of-RIB (bounded by the graceful-restart time)");
+  HealthState health() const {
+    HealthState h;
+    h.check("datastore", in_sync_, "datastore: waiting for the first complete list of resources");
+    if (!speaker_) {
+      h.check("bgp", false, "BGP: not started (no router ID: Node " + config_.node_name + " has no spec.bgp.ipv4Address)");
+    } else {
+      std::string waiting;
+      if (!speaker_->initial_sync_done())
+        for (const auto& p : speaker_->peers())
+          if (p.state != "Established") waiting += (waiting.empty() ? "" : ", ") + p.address.str();
+      h.check("bgp", speaker_->initial_sync_done(),
+              "BGP: waiting for End-of-RIB" + (waiting.empty() ? std::string() : " (peers not up: " + waiting + ")") +
+                  "; bounded by the graceful-restart time");
+    }
     if (kernel_) {
       auto s = kernel_->status();
-      if (!s.in_sync)
-        why.push_back("dataplane: not in sync (" + std::to_string(s.routes_pending) + " routes pending" +
-                      (s.errors.empty() ? "" : ", " + s.errors.front()) + ")");
+      h.check("dataplane", s.in_sync,
+              "dataplane: " + std::to_string(s.routes_pending) + " routes pending" +
+                  (s.errors.empty() ? "" : ", " + s.errors.front()));
     }
-    if (compiler_ && !policy_synced_) why.push_back("policy: ruleset not programmed yet");
-    return why;
+    if (compiler_) h.check("policy", policy_synced_, "policy: ruleset not programmed yet");
+    return h;
+  }
+
+  void collect(Metrics& m) const {
+    std::set<Prefix> installed;
+    for (auto cls : {dataplane::RouteClass::RemoteBlock, dataplane::RouteClass::Static})
+      for (const auto& r : calc_.routes(cls)) installed.insert(r.dst);
+    if (speaker_) {
+      std::map<std::string, uint64_t> per_peer;
+      if (kernel_)
+        for (const auto& r : speaker_->routes())
+          for (const auto& p : r.paths)
+            if (p.best && installed.count(r.prefix)) ++per_peer[p.from];
+      std::vector<PeerSnapshot> ps;
+      for (const auto& p : speaker_->peers()) {
+        std::string addr = p.address.str();
+        ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps});
+      }
+      collect_bgp(m, ps);
+    }
+    if (kernel_) collect_dataplane(m, kernel_->status());
+    collect_calc_metrics(m, calc_, config_.node_name);
+    set_datastore_in_sync(m, in_sync_);
   }
 
   std::unique_ptr<google::protobuf::Message> status() const {
@@ -371,9 +422,9 @@ class ClusterAgent {
     for (const auto& m : logged_problems_) st->add_problems(m);
     for (const auto& [src, m] : store_problems_) st->add_problems(m);
     for (const auto& m : anonymous_problems_) st->add_problems(m);
-    auto why = not_ready();
-    st->set_ready(why.empty());
-    for (auto& w : why) st->add_not_ready(w);
+    auto h = health();
+    st->set_ready(h.ready);
+    for (auto& w : h.reasons) st->add_not_ready(w);
     return st;
   }
 
@@ -396,6 +447,7 @@ class ClusterAgent {
     datastore_->stop();
     if (!graceful) ::unlink(marker_.c_str());
     api_.stop();
+    health_.stop();
     auto deadline = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(2));
     deadline->async_wait([this, deadline](const boost::system::error_code&) { io_.stop(); });
   }
@@ -433,12 +485,13 @@ class ClusterAgent {
   std::unique_ptr<policy::PolicyCompiler> compiler_;
   std::unique_ptr<policy::NftExecutor> nft_;
   ApiServer api_;
+  Metrics metrics_;
+  HealthServer health_;
   asio::signal_set signals_;
   asio::steady_timer policy_timer_;
   std::string marker_;
   bool restarting_ = false, in_sync_ = false, connected_ = true, dp_complete_ = false, policy_synced_ = false;
   bool processing_ = false, again_ = false, process_posted_ = false, stopping_ = false, waiting_logged_ = false;
-  uint64_t events_ = 0;
   std::set<std::string> logged_problems_;
   std::map<std::string, std::string> store_problems_;  // datastore Problems by source
   std::vector<std::string> anonymous_problems_;

@@ -15,6 +15,8 @@ void usage(std::ostream& o) {
        "  status [-o json] [--socket S]   peer table of the running agent\n"
        "  routes [-o json] [--socket S]   Loc-RIB with best-path reasons\n"
        "  policy [-o json|wide] [--socket S]  per-endpoint policies and counters\n"
+       "  ipam [-o json] [--socket S]     IPAM blocks per node, totals per pool\n"
+       "  endpoints [-o json] [--socket S]  workload endpoints (node, interface, IPs, labels)\n"
        "  version                         print the version\n";
 }
 
@@ -31,6 +33,8 @@ int main(int argc, char** argv) {
   if (cmd == "status") return tabby::felix::cli_status(args);
   if (cmd == "routes") return tabby::felix::cli_routes(args);
   if (cmd == "policy") return tabby::felix::cli_policy(args);
+  if (cmd == "ipam") return tabby::felix::cli_ipam(args);
+  if (cmd == "endpoints") return tabby::felix::cli_endpoints(args);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "tabby " << TABBY_VERSION << "\n";
     return 0;
