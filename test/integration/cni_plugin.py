@@ -10,7 +10,9 @@ BlockAffinity and the WorkloadEndpoint (with the Pod's labels and named port) in
 datastore; traffic node -> pod once the test adds the /32 route the agent would add
 (proxy ARP answers for 169.254.1.1); CHECK passes, and fails naming the address once it
 is deleted by hand; DEL releases (the next ADD reuses the address), deletes the veth and
-the WEP, a second DEL and a DEL without netns are fine; 20 concurrent ADDs give 20
+the WEP, a second DEL and a DEL without netns are fine; a re-created sandbox keeps the
+pod's address and the old sandbox's late DEL leaves the new one alone; DEL after the
+netns vanished; a failure after the allocation (veth) undoes the allocation; 20 concurrent ADDs give 20
 distinct addresses and fill blocks one after the other; two nodes adding concurrently
 never share a block; a pool with 7 addresses gives error 100 on the 8th pod and that
 failed ADD leaves no veth and no WEP; error results for bad JSON (6), a missing
@@ -130,6 +132,43 @@ def body(lab):
     check(check_add_result(res, "default", "web-2", p2.ns) == ip1, f"web-2 reuses {ip1}: {res['ips']}")
     check(("default", "web-2") in store.weps(), "WEP web-2 without a Pod resource is written too")
     check(not store.weps()[("default", "web-2")]["metadata"].get("labels"), "no Pod: no labels")
+
+    step("a re-created sandbox of the same pod; the old sandbox's DEL comes late")
+    pa, pb = lab.node("olda"), lab.node("oldb")
+    ipa = check_add_result(cni.add_ok(pa.ns, "redo", container_id="c-a"), "default", "redo", pa.ns)
+    ipb = check_add_result(cni.add_ok(pb.ns, "redo", container_id="c-b"), "default", "redo", pb.ns)
+    check(ipa == ipb, f"the pod keeps its address across sandboxes: {ipa} vs {ipb}")
+    check(not link_exists(pa.ns, "eth0"), "the old sandbox's veth was replaced")
+    rc, res, out, err = cni.delete(pa.ns, "redo", container_id="c-a")
+    check(rc == 0, f"late DEL of the old sandbox: rc={rc} {out}{err}")
+    check(store.weps()[("default", "redo")]["spec"]["containerID"] == "c-b", "the new sandbox's WEP stays")
+    check(link_exists(n1.ns, veth_name("default", "redo")) and link_exists(pb.ns, "eth0"), "the new veth stays")
+    rc, res, out, err = cni.check_cmd(pb.ns, "redo", container_id="c-b")
+    check(rc == 0, f"CHECK of the new sandbox after the old one's DEL: rc={rc} {out}{err}")
+    rc, res, out, err = cni.delete(pb.ns, "redo", container_id="c-b")
+    check(rc == 0 and ("default", "redo") not in store.weps(), f"DEL of the new sandbox: rc={rc} {out}{err}")
+
+    step("a sandbox whose netns is already gone")
+    pg = lab.node("gone")
+    cni.add_ok(pg.ns, "gone")
+    sh(["ip", "netns", "del", pg.ns])
+    lab.namespaces.remove(pg.ns)
+    rc, res, out, err = cni.delete(pg.ns, "gone")
+    check(rc == 0, f"DEL with a vanished netns: rc={rc} {out}{err}")
+    check(("default", "gone") not in store.weps() and not link_exists(n1.ns, veth_name("default", "gone")),
+          "WEP and veth gone")
+    check(all("default/gone" not in (a["spec"].get("allocations") or {}) for a in store.affinities().values()),
+          "allocation released")
+
+    step("a failure after the allocation undoes it (CNI_IFNAME lo exists in the pod)")
+    pf = lab.node("fail")
+    before = {h for a in store.affinities().values() for h in (a["spec"].get("allocations") or {})}
+    rc, res, out, err = cni.run(cni.env("ADD", pf.ns, "default", "failing", ifname="lo"))
+    expect_error(rc, res, out, err, 102, "lo")
+    after = {h for a in store.affinities().values() for h in (a["spec"].get("allocations") or {})}
+    check(after == before, f"allocation undone: {after ^ before}")
+    check(not link_exists(n1.ns, veth_name("default", "failing")) and ("default", "failing") not in store.weps(),
+          "no veth and no WEP left")
 
     step("20 concurrent ADDs")
     pods = [lab.node(f"c{i}") for i in range(20)]
