@@ -13,8 +13,8 @@ is deleted by hand; DEL releases (the next ADD reuses the address), deletes the 
 the WEP, a second DEL and a DEL without netns are fine; a re-created sandbox keeps the
 pod's address and the old sandbox's late DEL leaves the new one alone; DEL after the
 netns vanished; a failure after the allocation (veth) undoes the allocation; 20 concurrent ADDs give 20
-distinct addresses and fill blocks one after the other; two nodes adding concurrently
-never share a block; a pool with 7 addresses gives error 100 on the 8th pod and that
+distinct addresses and fill blocks one after the other; two nodes claiming blocks
+concurrently never share one (a lost claim is retried on the next block); a pool with 7 addresses gives error 100 on the 8th pod and that
 failed ADD leaves no veth and no WEP; error results for bad JSON (6), a missing
 CNI_NETNS (4), a missing tabbyConfig (7), an unreadable tabbyConfig (7), an unsupported
 cniVersion (1), a wrong-typed key (7), no pool at all (100)."""
@@ -199,24 +199,30 @@ def body(lab):
     alloc = {h for aff in store.affinities().values() for h in (aff["spec"].get("allocations") or {})}
     check(alloc == {"default/web-2"}, f"only web-2 still allocated: {alloc}")
 
-    step("two nodes adding at the same time never share a block")
+    step("two nodes claiming blocks at the same time never share one")
+    race_dir = os.path.join(lab.tmp, "ds-race")
+    write(os.path.join(race_dir, "pool.yaml"), pool_yaml())
+    race_store = FileStore(race_dir)
     n2 = lab.node("node2")
-    cni2 = Plugin(n2.ns, agent_config(lab, "node-2", ds_dir))
-    jobs = [(cni if i % 2 == 0 else cni2, lab.node(f"m{i}"), f"mix-{i}") for i in range(16)]
-    with ThreadPoolExecutor(max_workers=16) as ex:
+    ca, cb = Plugin(n1.ns, agent_config(lab, "node-a", race_dir)), Plugin(n2.ns, agent_config(lab, "node-b", race_dir))
+    jobs = [(ca if i % 2 == 0 else cb, lab.node(f"m{i}"), f"mix-{i}") for i in range(24)]
+    with ThreadPoolExecutor(max_workers=24) as ex:
         results = list(ex.map(lambda j: (j, j[0].add(j[1].ns, j[2], ns="mix")), jobs))
     owner = {}
     for (plugin, p, name), (rc, res, out, err) in results:
         check(rc == 0 and res, f"ADD {name}: rc={rc} {out}{err}")
-        owner[check_add_result(res, "mix", name, p.ns)] = "node-1" if plugin is cni else "node-2"
-    check(len(owner) == 16, f"16 distinct addresses: {owner}")
-    affs = store.affinities()
+        owner[check_add_result(res, "mix", name, p.ns)] = "node-a" if plugin is ca else "node-b"
+    check(len(owner) == 24, f"24 distinct addresses: {owner}")
+    affs = race_store.affinities()
     for ip, node in owner.items():
         blocks = [a for a in affs.values() if ipaddress.ip_address(ip) in ipaddress.ip_network(a["spec"]["cidr"])]
         check(len(blocks) == 1 and blocks[0]["spec"]["node"] == node,
               f"{ip} of {node} lies in a block of {node}: {blocks}")
     cidrs = [ipaddress.ip_network(a["spec"]["cidr"]) for a in affs.values()]
     check(not any(a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1:]), f"blocks overlap: {cidrs}")
+    check(len(affs) == 4, f"12 pods per node fill exactly 2 blocks each: {sorted(affs)}")
+    lost = sum(err.count("was claimed by another node first") for _, (rc, res, out, err) in results)
+    print(f"    (block claims lost to the other node and retried: {lost})")
 
     step("error results")
     pe = lab.node("perr")
