@@ -22,9 +22,9 @@
 // container) only removes that sandbox's own interface.
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <cerrno>
 #include <chrono>
@@ -33,7 +33,6 @@
 #include <filesystem>
 #include <iostream>
 #include <iterator>
-#include <sstream>
 #include <thread>
 
 #include "felix/calc.hpp"
@@ -53,10 +52,10 @@ Unexpected<CniError> err(int code, std::string msg, std::string details = {}) {
 
 constexpr int kClaimAttempts = 10;
 
-const DocKey affinity_key(const std::string& name) {
+DocKey affinity_key(const std::string& name) {
   return DocKey{qualified_kind("tabby.dev/v1", "BlockAffinity"), "", name};
 }
-const DocKey wep_key(const std::string& ns, const std::string& name) {
+DocKey wep_key(const std::string& ns, const std::string& name) {
   return DocKey{qualified_kind("tabby.dev/v1", "WorkloadEndpoint"), ns, name};
 }
 
@@ -135,9 +134,8 @@ struct ClusterState {
 
 class Store {
  public:
-  Store(const DatastoreConfig& cfg, std::string node, double timeout_s, std::ostream& log)
-      : cfg_(cfg), node_(std::move(node)), timeout_(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000))),
-        log_(log) {}
+  Store(const DatastoreConfig& cfg, std::string node, double timeout_s)
+      : cfg_(cfg), node_(std::move(node)), timeout_(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000))) {}
 
   Result<void, CniError> open() {
     auto w = make_datastore(io_, cfg_);
@@ -221,7 +219,6 @@ class Store {
   DatastoreConfig cfg_;
   std::string node_;
   std::chrono::milliseconds timeout_;
-  std::ostream& log_;
   std::unique_ptr<Datastore> writer_;
 };
 
@@ -434,7 +431,7 @@ int run_plugin(const std::function<std::optional<std::string>(const char*)>& get
   // Every holder is bounded by its own datastore timeouts; wait for a queue of them.
   if (auto r = lock.acquire(c.agent.api_socket + ".ipam.lock", Clock::now() + 6 * timeout + std::chrono::seconds(30)); !r)
     return fail(ver, r.error());
-  Store store(*c.agent.datastore, c.node, c.conf.datastore_timeout_s, log);
+  Store store(*c.agent.datastore, c.node, c.conf.datastore_timeout_s);
   if (auto r = store.open(); !r) return fail(ver, r.error());
 
   Result<void, CniError> r = [&]() -> Result<void, CniError> {
