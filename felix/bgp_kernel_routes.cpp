@@ -3,13 +3,10 @@
 // agent's io_context.
 #include "felix/bgp_kernel_routes.hpp"
 
-#include <unistd.h>
-
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <algorithm>
 #include <iostream>
 
-#include "felix/linux_dataplane.hpp"
+#include "felix/kernel_driver.hpp"
 
 namespace tabby::felix {
 
@@ -18,7 +15,6 @@ using namespace tabby::dataplane;
 
 namespace {
 void log(const std::string& msg) { std::cerr << "tabby: dataplane: " << msg << std::endl; }
-constexpr auto kResyncInterval = std::chrono::seconds(30);
 }  // namespace
 
 std::optional<Route> kernel_route_for(const bgp::BestRouteChange& c) {
@@ -36,60 +32,23 @@ std::optional<Route> kernel_route_for(const bgp::BestRouteChange& c) {
 }
 
 struct BgpKernelRoutes::Impl {
-  explicit Impl(asio::io_context& io) : events(io), resync_timer(io) {}
-  std::unique_ptr<LinuxDataplane> dp;
-  asio::posix::stream_descriptor events;
-  asio::steady_timer resync_timer;
-  std::shared_ptr<int> life = std::make_shared<int>(0);
-
-  void apply_now() {
-    if (auto st = dp->apply(); !st) log("apply: " + st.error().message);
-  }
-
-  void watch() {
-    events.async_wait(asio::posix::stream_descriptor::wait_read,
-                      [this, alive = std::weak_ptr<int>(life)](const boost::system::error_code& ec) {
-                        if (ec || alive.expired()) return;
-                        if (auto st = dp->handle_events(); !st) log("events: " + st.error().message);
-                        if (dp->resync_needed()) {
-                          if (auto st = dp->resync(); !st) log("resync: " + st.error().message);
-                        }
-                        apply_now();
-                        watch();
-                      });
-  }
-
-  void schedule_resync() {
-    resync_timer.expires_after(kResyncInterval);
-    resync_timer.async_wait([this, alive = std::weak_ptr<int>(life)](const boost::system::error_code& ec) {
-      if (ec || alive.expired()) return;
-      if (auto st = dp->resync(); !st) log("resync: " + st.error().message);
-      apply_now();
-      schedule_resync();
-    });
-  }
+  std::unique_ptr<KernelDriver> driver;
 };
 
 BgpKernelRoutes::BgpKernelRoutes() = default;
 BgpKernelRoutes::~BgpKernelRoutes() { stop(); }
 
 Result<std::unique_ptr<BgpKernelRoutes>> BgpKernelRoutes::open(asio::io_context& io) {
-  auto dp = LinuxDataplane::open();
-  if (!dp) return fail_msg("cannot open the kernel dataplane: " + dp.error().message);
+  auto d = KernelDriver::open(io);
+  if (!d) return fail(d.error());
   std::unique_ptr<BgpKernelRoutes> k(new BgpKernelRoutes());
-  k->impl_ = std::make_unique<Impl>(io);
-  k->impl_->dp = std::move(*dp);
-  int fd = k->impl_->dp->event_fd();
-  if (fd >= 0) {
-    k->impl_->events.assign(::dup(fd));
-    k->impl_->watch();
-  }
-  k->impl_->schedule_resync();
+  k->impl_ = std::make_unique<Impl>();
+  k->impl_->driver = std::move(*d);
   return k;
 }
 
 void BgpKernelRoutes::apply(const std::vector<bgp::BestRouteChange>& changes) {
-  auto& dp = *impl_->dp;
+  auto& dp = impl_->driver->dataplane();
   for (const auto& c : changes) {
     Route key;
     key.dst = c.prefix;
@@ -99,23 +58,19 @@ void BgpKernelRoutes::apply(const std::vector<bgp::BestRouteChange>& changes) {
     if (r) dp.upsert_route(c.local ? RouteClass::LocalBlock : RouteClass::RemoteBlock, std::move(*r));
     else dp.remove_route(RouteClass::RemoteBlock, key);
   }
-  impl_->apply_now();
+  impl_->driver->apply();
 }
 
 void BgpKernelRoutes::initial_sync_done() {
-  impl_->dp->desired_state_complete();
-  impl_->apply_now();
+  impl_->driver->dataplane().desired_state_complete();
+  impl_->driver->apply();
   log("initial state complete; leftover routes from earlier runs removed");
 }
 
-dataplane::DataplaneStatus BgpKernelRoutes::status() const { return impl_->dp->status(); }
+dataplane::DataplaneStatus BgpKernelRoutes::status() const { return impl_->driver->status(); }
 
 void BgpKernelRoutes::stop() {
-  if (!impl_) return;
-  impl_->life.reset();
-  boost::system::error_code ec;
-  impl_->resync_timer.cancel();
-  impl_->events.close(ec);
+  if (impl_ && impl_->driver) impl_->driver->stop();
 }
 
 }  // namespace tabby::felix

@@ -159,11 +159,11 @@ struct Calc::Impl {
     tunnels_dirty = true;
   }
 
-  Status upsert_pool(const std::string& name, const IpPool& p) {
+  Status upsert_pool(const std::string& name, const IpPool& p, const std::string& source) {
     ResourceKey key{Kind::IPPool, "", name};
     if (auto c = pool_conflict(name, p)) {
       pending_pools[name] = p;
-      std::string msg = "IPPool " + name + ": " + *c;
+      std::string msg = (source.empty() ? "" : source + ": ") + "IPPool " + name + ": " + *c;
       rejected[key] = msg;
       return fail_msg(msg + (pools.count(name) ? " (the previous version stays in force)" : ""));
     }
@@ -272,11 +272,11 @@ struct Calc::Impl {
     block_touched(a.cidr, a.node);
   }
 
-  Status upsert_block(const std::string& name, const BlockAffinity& a) {
+  Status upsert_block(const std::string& name, const BlockAffinity& a, const std::string& source) {
     ResourceKey key{Kind::BlockAffinity, "", name};
     if (auto other = block_conflict(name, a.cidr)) {
       pending_affinities[name] = a;
-      std::string msg = "BlockAffinity " + name + ": spec.cidr: " + a.cidr.str() + " overlaps BlockAffinity " + *other +
+      std::string msg = (source.empty() ? "" : source + ": ") + "BlockAffinity " + name + ": spec.cidr: " + a.cidr.str() + " overlaps BlockAffinity " + *other +
                         " (" + affinities.at(*other).cidr.str() + ", node " + affinities.at(*other).node + ")";
       rejected[key] = msg;
       return fail_msg(msg);
@@ -442,6 +442,9 @@ struct Calc::Impl {
       n.address = theirs->addr;
       n.asn = node_asn(other);
       n.passive = mine->addr > theirs->addr;  // the lower address dials
+      // Another tabby node is usually just starting too (or has not learned of us
+      // yet and refuses): retry soon; the FSM backs off from here.
+      n.connect_retry_time = 1;
       n.local_address = mine->addr;
       n.families = {fam == 0 ? bgp::kIpv4Unicast : bgp::kIpv6Unicast};
       n.route_reflector_client = me.rr_cluster_id && me.rr_cluster_id != other.rr_cluster_id;
@@ -577,12 +580,18 @@ struct Calc::Impl {
       any_ipip |= p.uses_ipip();
       any_vxlan |= p.uses_vxlan() && p.cidr.is_v4();
     }
+    // No underlay address yet (our Node has no IPv4 address): no tunnel devices.
+    if (!me || !me->ipv4) any_ipip = any_vxlan = false;
     t.ipip.enabled = any_ipip;
     if (any_ipip) t.ipip.tunnel_address = tunnel_addr(opt.node_name, false);
     t.vxlan.enabled = any_vxlan;
     t.vxlan.ifname = opt.vxlan_ifname;
     t.vxlan.vni = opt.vxlan_vni;
     t.vxlan.port = opt.vxlan_port;
+    if (opt.underlay_mtu) {
+      t.ipip.mtu = opt.underlay_mtu - 20;   // outer IPv4 header
+      t.vxlan.mtu = opt.underlay_mtu - 50;  // outer IPv4 + UDP + VXLAN + inner Ethernet
+    }
     if (any_vxlan) {
       t.vxlan.tunnel_address = tunnel_addr(opt.node_name, true);
       if (me) t.vxlan.mac = me->vxlan_mac;
@@ -723,7 +732,7 @@ Status Calc::upsert(const Resource& r) {
       }
       return {};
     }
-    case Kind::IPPool: return m.upsert_pool(k.name, std::get<IpPool>(r.body));
+    case Kind::IPPool: return m.upsert_pool(k.name, std::get<IpPool>(r.body), r.source);
     case Kind::CalicoNode:
       m.calico_nodes[k.name] = std::get<CalicoNode>(r.body);
       m.rebuild_node(k.name);
@@ -732,7 +741,7 @@ Status Calc::upsert(const Resource& r) {
       m.k8s_nodes[k.name] = std::get<K8sNode>(r.body);
       m.rebuild_node(k.name);
       return {};
-    case Kind::BlockAffinity: return m.upsert_block(k.name, std::get<BlockAffinity>(r.body));
+    case Kind::BlockAffinity: return m.upsert_block(k.name, std::get<BlockAffinity>(r.body), r.source);
     case Kind::WorkloadEndpoint: {
       const auto& v = std::get<WorkloadEndpoint>(r.body);
       std::string key = wep_key(k);
@@ -825,6 +834,14 @@ Status Calc::apply(const ResourceEvent& e) {
   }
   return upsert(e.resource);
 }
+
+void Calc::set_options(CalcOptions opts) {
+  Impl& m = *impl_;
+  m.opt = std::move(opts);
+  m.bgp_dirty = m.tunnels_dirty = m.ifaces_dirty = m.all_blocks_dirty = true;
+}
+
+const CalcOptions& Calc::options() const { return impl_->opt; }
 
 void Calc::set_learned_routes(const std::vector<LearnedRoute>& changes) {
   for (const auto& c : changes) {

@@ -84,6 +84,7 @@ struct CalcOptions {
   std::string vxlan_ifname = "vxlan.tabby";
   uint32_t vxlan_vni = 4096;
   uint16_t vxlan_port = 4789;
+  uint32_t underlay_mtu = 0;  // 0: the dataplane detects it from the node address's interface
 };
 
 // The merged view of one node (Calico Node + Kubernetes Node of the same name).
@@ -186,6 +187,10 @@ class Calc {
   Status upsert(const Resource& r);
   void remove(const ResourceKey& key);
   Status apply(const ResourceEvent& e);
+  // New node-local options (config reload). The node name must stay the same; the
+  // next take_changes() reports whatever the new options change.
+  void set_options(CalcOptions opts);
+  const CalcOptions& options() const;
   // BGP best-route changes (incremental: only the prefixes given change).
   void set_learned_routes(const std::vector<LearnedRoute>& changes);
 

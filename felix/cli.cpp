@@ -1,10 +1,11 @@
-// cli.cpp — `tabby status` and `tabby routes`: fetch a protobuf message from the
+// cli.cpp — `tabby status`, `tabby routes` and `tabby policy`: fetch a protobuf message from the
 // agent's API socket and print it as a calicoctl-style table or as JSON
 // (protobuf JSON mapping, the same the API serves).
 #include "felix/cli.hpp"
 
 #include <google/protobuf/util/json_util.h>
 
+#include <cstdio>
 #include <iostream>
 
 #include "felix/api_server.hpp"
@@ -17,6 +18,7 @@ namespace {
 struct CommonArgs {
   std::string socket = "/run/tabby/tabby.sock";
   bool json = false;
+  bool wide = false;  // -o wide: more detail in the table (tabby policy: per-rule rows)
 };
 
 // Parses -o/--output and --socket; returns false (after printing why) on bad input.
@@ -35,9 +37,12 @@ bool parse_common(const std::vector<std::string>& args, const char* cmd, CommonA
     if (a == "-o" || a == "--output") {
       if (!value(v)) return false;
       if (v == "json") out.json = true;
-      else if (v == "table" || v == "wide") out.json = false;
+      else if (v == "table" || v == "wide") {
+        out.json = false;
+        out.wide = v == "wide";
+      }
       else {
-        std::cerr << "tabby " << cmd << ": unknown output format '" << v << "' (use json or table)\n";
+        std::cerr << "tabby " << cmd << ": unknown output format '" << v << "' (use json, table or wide)\n";
         return false;
       }
     } else if (a == "-ojson" || a == "--output=json") {
@@ -48,7 +53,7 @@ bool parse_common(const std::vector<std::string>& args, const char* cmd, CommonA
       out.socket = a.substr(9);
     } else {
       std::cerr << "tabby " << cmd << ": unknown argument '" << a << "'\n"
-                << "usage: tabby " << cmd << " [-o json] [--socket PATH]\n";
+                << "usage: tabby " << cmd << " [-o json|table|wide] [--socket PATH]\n";
       return false;
     }
   }
@@ -81,6 +86,19 @@ std::string short_state(const std::string& s) {
   if (s == "Established") return "up";
   if (s == "Idle") return "down";
   return "start";
+}
+
+// "1000", "2.5"; "-" when the policy has no order (evaluated last).
+std::string order_str(const api::AppliedPolicy& p) {
+  if (!p.has_order()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", p.order());
+  return buf;
+}
+
+std::string policy_label(const api::AppliedPolicy& p) {
+  if (p.namespace_().empty()) return p.kind() + " " + p.name();
+  return p.kind() + " " + p.namespace_() + "/" + p.name();
 }
 
 }  // namespace
@@ -117,7 +135,16 @@ int cli_status(const std::vector<std::string>& args) {
     return 0;
   }
   std::cout << "tabby is running on node " << st.node_name() << " (router ID " << st.router_id() << ", AS "
-            << st.as_number() << ")\n\nIPv4 BGP status\n";
+            << st.as_number() << ")\n";
+  if (!st.datastore().empty())
+    std::cout << "datastore: " << st.datastore() << (st.datastore_in_sync() ? " (in sync)" : " (not in sync)") << "\n";
+  std::cout << "ready: " << (st.ready() ? "yes" : "no") << "\n";
+  for (const auto& why : st.not_ready()) std::cout << "  - " << why << "\n";
+  if (st.problems_size() > 0) {
+    std::cout << "problems (" << st.problems_size() << "; the last good state of each object stays in force):\n";
+    for (const auto& p : st.problems()) std::cout << "  - " << p << "\n";
+  }
+  std::cout << "\nIPv4 BGP status\n";
   std::vector<std::vector<std::string>> v4, v6;
   for (const auto& p : st.peers()) {
     std::string info = p.state() == "Established" ? "Established" : p.state();
@@ -158,6 +185,81 @@ int cli_routes(const std::vector<std::string>& args) {
   }
   std::cout << render_table({"PREFIX", "BEST", "NEXT HOP", "FROM", "AS PATH", "LOCAL PREF", "COMMUNITIES", "WHY BEST"}, rows);
   std::cout << rl.routes_size() << " prefixes\n";
+  return 0;
+}
+
+std::string render_policy_table(const api::PolicyReport& m, bool wide) {
+  size_t restricted = 0;
+  for (const auto& e : m.endpoints())
+    if (!e.ingress_chain().empty() || !e.egress_chain().empty()) ++restricted;
+  std::string out = "Policy enforcement (nft table " + m.table() + "): " + std::to_string(m.policies()) +
+                    (m.policies() == 1 ? " policy and " : " policies and ") + std::to_string(m.endpoints_total()) + " endpoints cluster-wide; " +
+                    std::to_string(m.endpoints_size()) + " local endpoints, " + std::to_string(restricted) +
+                    " selected by a policy\n";
+  if (!m.error().empty()) out += "error: " + m.error() + "\n";
+  if (m.endpoints().empty()) return out + "No local endpoints.\n";
+
+  // Table 1: per endpoint, its policies in evaluation order (ingress, then
+  // egress), each with its rules' packet/byte totals; a direction with
+  // policies ends in the endpoint chain's drop (its counter on the last row);
+  // a direction without policies is unrestricted.
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : m.endpoints()) {
+    bool first = true;
+    auto lead = [&]() -> std::vector<std::string> {
+      std::vector<std::string> r{first ? e.endpoint() : "", first ? e.interface() : ""};
+      first = false;
+      return r;
+    };
+    for (const char* dir : {"ingress", "egress"}) {
+      bool any = false;
+      for (const auto& p : e.policies()) {
+        if (p.direction() != dir) continue;
+        any = true;
+        auto r = lead();
+        r.insert(r.end(), {dir, std::to_string(p.position()), policy_label(p), p.tier(), order_str(p),
+                           std::to_string(p.packets()), std::to_string(p.bytes())});
+        rows.push_back(r);
+        if (!wide) continue;
+        for (const auto& rule : p.rules())
+          rows.push_back({"", "", "", "", "  [" + std::to_string(rule.index()) + "] " + rule.rule(), "", "",
+                          std::to_string(rule.packets()), std::to_string(rule.bytes())});
+      }
+      auto r = lead();
+      if (!any) {
+        r.insert(r.end(), {dir, "", "(no policy: unrestricted)", "", "", "", ""});
+        rows.push_back(r);
+        continue;
+      }
+      uint64_t dropped = std::string(dir) == "ingress" ? e.ingress_dropped_packets() : e.egress_dropped_packets();
+      r.insert(r.end(), {dir, "", "(no rule matched: drop)", "", "", std::to_string(dropped), ""});
+      rows.push_back(r);
+    }
+  }
+  out += render_table({"ENDPOINT", "INTERFACE", "DIRECTION", "#", "POLICY", "TIER", "ORDER", "PACKETS", "BYTES"}, rows);
+
+  // Table 2: each endpoint's own counters (new flows its verdict-map entry
+  // dispatched into its policies).
+  std::vector<std::vector<std::string>> own;
+  for (const auto& e : m.endpoints())
+    own.push_back({e.endpoint(), std::to_string(e.ingress_packets()), std::to_string(e.ingress_bytes()),
+                   std::to_string(e.egress_packets()), std::to_string(e.egress_bytes())});
+  out += "\nNew-flow packets dispatched per endpoint\n";
+  out += render_table({"ENDPOINT", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES"}, own);
+  return out;
+}
+
+int cli_policy(const std::vector<std::string>& args) {
+  CommonArgs c;
+  if (!parse_common(args, "policy", c)) return 2;
+  api::PolicyReport rep;
+  if (!fetch(c, "/v1/policy", rep)) return 1;
+  if (c.json) print_json(rep);
+  else std::cout << render_policy_table(rep, c.wide);
+  if (!rep.error().empty()) {
+    std::cerr << "tabby policy: " << rep.error() << "\n";
+    return 1;
+  }
   return 0;
 }
 

@@ -113,7 +113,7 @@ std::string result_json(const std::string& cni_version, const AddResult& r);
 std::string error_json(const std::string& cni_version, const CniError& e);
 std::string version_json();
 
-// Manifests (JSON, which is YAML) for the datastore.
+// Manifests for the datastore: one line of JSON (which is YAML) each.
 std::string block_affinity_manifest(const std::string& name, const BlockAffinity& a);
 std::string workload_endpoint_manifest(const std::string& ns, const std::string& name, const WorkloadEndpoint& w);
 

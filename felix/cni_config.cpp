@@ -267,7 +267,7 @@ std::string block_affinity_manifest(const std::string& name, const BlockAffinity
     spec["allocations"] = al;
   }
   json m = {{"apiVersion", "tabby.dev/v1"}, {"kind", "BlockAffinity"}, {"metadata", {{"name", name}}}, {"spec", spec}};
-  return m.dump(2) + "\n";
+  return m.dump() + "\n";
 }
 
 std::string workload_endpoint_manifest(const std::string& ns, const std::string& name, const WorkloadEndpoint& w) {
@@ -291,7 +291,7 @@ std::string workload_endpoint_manifest(const std::string& ns, const std::string&
     spec["ports"] = ports;
   }
   json m = {{"apiVersion", "tabby.dev/v1"}, {"kind", "WorkloadEndpoint"}, {"metadata", meta}, {"spec", spec}};
-  return m.dump(2) + "\n";
+  return m.dump() + "\n";
 }
 
 }  // namespace tabby::felix::cni

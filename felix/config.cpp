@@ -316,7 +316,7 @@ AgentConfig parse_root(const YAML::Node& root) {
   if (root["dataplane"]) {
     const auto& d = root["dataplane"];
     auto& o = c.dataplane;
-    check_keys(d, "dataplane", {"enabled", "policy", "ipipInterface", "vxlanInterface", "vxlanVNI", "vxlanPort", "mtu"});
+    check_keys(d, "dataplane", {"enabled", "policy", "vxlanInterface", "vxlanVNI", "vxlanPort", "mtu"});
     if (d["enabled"]) o.enabled = get_bool(d["enabled"], "dataplane.enabled");
     if (d["policy"]) o.policy = get_bool(d["policy"], "dataplane.policy");
     auto ifname = [&](const char* key, std::string& out) {
@@ -325,7 +325,6 @@ AgentConfig parse_root(const YAML::Node& root) {
       if (out.empty() || out.size() > 15 || out.find_first_of("/ \t") != std::string::npos)
         bad(std::string("dataplane.") + key, "must be an interface name of 1 to 15 characters without '/' or spaces");
     };
-    ifname("ipipInterface", o.ipip_interface);
     ifname("vxlanInterface", o.vxlan_interface);
     if (d["vxlanVNI"]) o.vxlan_vni = static_cast<uint32_t>(get_uint(d["vxlanVNI"], "dataplane.vxlanVNI", 1, 16777215));
     if (d["vxlanPort"]) o.vxlan_port = static_cast<uint16_t>(get_uint(d["vxlanPort"], "dataplane.vxlanPort", 1, 65535));

@@ -16,7 +16,6 @@ namespace tabby::felix {
 struct DataplaneSettings {
   bool enabled = false;                 // dataplane.enabled
   bool policy = true;                   // dataplane.policy: nftables NetworkPolicy (needs a datastore)
-  std::string ipip_interface = "tunl0";
   std::string vxlan_interface = "vxlan.tabby";
   uint32_t vxlan_vni = 4096;
   uint16_t vxlan_port = 4789;

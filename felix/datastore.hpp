@@ -92,6 +92,10 @@ struct DatastoreUpdate {
   Type type = Type::Changes;
   std::vector<DocEvent> events;
   std::string message;
+  // Problem only: what the problem is about (the file datastore: the file's
+  // path). A Problem with this source and an empty message says it is resolved
+  // (the file was fixed or removed). Empty when the store cannot tell.
+  std::string source;
   bool connected = true;
 };
 using UpdateCallback = std::function<void(const DatastoreUpdate&)>;

@@ -270,11 +270,12 @@ void SyncState::snapshot() {
   callback(u);
 }
 
-void SyncState::problem(std::string message) {
+void SyncState::problem(std::string message, std::string source) {
   if (!running || !callback) return;
   DatastoreUpdate u;
   u.type = DatastoreUpdate::Type::Problem;
   u.message = std::move(message);
+  u.source = std::move(source);
   callback(u);
 }
 

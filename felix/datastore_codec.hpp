@@ -53,7 +53,9 @@ struct SyncState {
   // the rest to the cache and, once synced, delivers them as one Changes.
   void changes(std::vector<DocEvent> events);
   void snapshot();  // marks synced and delivers the cache as the Snapshot
-  void problem(std::string message);
+  // `source` names what the problem is about (a file path); an empty `message`
+  // says that source's problem is resolved.
+  void problem(std::string message, std::string source = "");
   // Delivers a Connection notice when the state flips.
   void connection(bool up, std::string message);
 };

@@ -104,20 +104,31 @@ struct FileState : std::enable_shared_from_this<FileState> {
     return out;
   }
 
+  std::set<std::string> problem_paths;  // files whose last load failed
+
   // Re-reads `path`: the new set of objects, or nullopt to keep the old one.
   std::optional<std::vector<DocEvent>> load(const std::string& path) {
+    auto r = load_checked(path);
+    // A file that had a problem and now loads (or is gone): say it is resolved.
+    if (r && problem_paths.erase(path)) sync.problem("", path);
+    return r;
+  }
+
+  std::optional<std::vector<DocEvent>> load_checked(const std::string& path) {
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return std::vector<DocEvent>{};  // gone
     if (!S_ISREG(st.st_mode)) return std::vector<DocEvent>{};
     auto text = read_file(path);
     if (!text) {
       if (errno == ENOENT) return std::vector<DocEvent>{};
-      sync.problem("file datastore: " + text.error().message + " (keeping its previous objects)");
+      problem_paths.insert(path);
+      sync.problem("file datastore: " + text.error().message + " (keeping its previous objects)", path);
       return std::nullopt;
     }
     auto docs = parse_manifests(*text, path);
     if (!docs) {
-      sync.problem(docs.error().message + " (keeping its previous objects)");
+      problem_paths.insert(path);
+      sync.problem(docs.error().message + " (keeping its previous objects)", path);
       return std::nullopt;
     }
     if (is_state(path)) {

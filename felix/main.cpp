@@ -18,6 +18,7 @@ void usage(std::ostream& o) {
        "  agent --config FILE             run the node agent (BGP speaker, API)\n"
        "  status [-o json] [--socket S]   peer table of the running agent\n"
        "  routes [-o json] [--socket S]   Loc-RIB with best-path reasons\n"
+       "  policy [-o json|wide] [--socket S]  per-endpoint policies and counters\n"
        "  version                         print the version\n"
        "\n"
        "With CNI_COMMAND set (and no command) it runs as the CNI plugin: ADD, DEL, CHECK,\n"
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   if (cmd == "agent") return tabby::felix::run_agent(args);
   if (cmd == "status") return tabby::felix::cli_status(args);
   if (cmd == "routes") return tabby::felix::cli_routes(args);
+  if (cmd == "policy") return tabby::felix::cli_policy(args);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "tabby " << TABBY_VERSION << "\n";
     return 0;

@@ -888,6 +888,11 @@ const CompilerOptions& PolicyCompiler::options() const { return impl_->opts; }
 size_t PolicyCompiler::policy_count() const { return impl_->policies.size(); }
 size_t PolicyCompiler::endpoint_count() const { return impl_->endpoints.size(); }
 
+const Policy* PolicyCompiler::find_policy(const std::string& id) const {
+  auto it = impl_->policies.find(id);
+  return it == impl_->policies.end() ? nullptr : &it->second;
+}
+
 std::vector<std::string> PolicyCompiler::policies_for(const Endpoint& ep, Direction d) const {
   Endpoint e = ep;
   e.labels["projectcalico.org/namespace"] = e.ns;

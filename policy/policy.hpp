@@ -274,6 +274,8 @@ class PolicyCompiler {
   const CompilerOptions& options() const;
   size_t policy_count() const;
   size_t endpoint_count() const;
+  // The policy with this id (Policy::id()) as last upserted, or nullptr.
+  const Policy* find_policy(const std::string& id) const;
 
   // The chain holding policy `id`'s rules for direction `d`, and a chain's rules
   // as compiled (nullptr if no such chain).

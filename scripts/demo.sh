@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The demo: a three-node cluster in network namespaces on one bridge. Each node
-# runs `tabby agent` (iBGP full mesh, AS 64512) with its kernel dataplane on,
-# announces its pod block (198.19.0.N/26) and installs the other nodes' blocks
-# as kernel routes. Two "pods" per node (a netns + veth each, wired the way
-# Calico's CNI plugin wires them: /32 on eth0, default route via 169.254.1.1,
-# proxy ARP on the host-side cali* veth) then ping every other pod.
+# runs `tabby agent` on a shared file datastore (a directory of manifests) with the
+# node-to-node BGP mesh; each agent registers its Node, the CNI plugin (the same
+# tabby binary, called the way a container runtime calls it) attaches 2 pods per
+# node with addresses from the node's IPAM block, and every pod pings every other
+# pod. Then the IP pool is switched to VXLAN and the pings run again.
 # Everything lives in namespaces this script creates and removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ TABBY=$PWD/build/felix/tabby
 
 P="td$$-"
 WORK=$(mktemp -d /tmp/tabby-demo.XXXXXX)
+DS=$WORK/datastore
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -24,6 +25,26 @@ cleanup() {
 trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+pool() {  # the cluster's IP pool, in the same YAML a Calico user writes
+  cat > "$DS/pool.yaml.tmp" <<EOF
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv4-ippool
+spec:
+  cidr: 198.19.0.0/16
+  blockSize: 26
+  ipipMode: Never
+  vxlanMode: $1
+  natOutgoing: false
+EOF
+  mv "$DS/pool.yaml.tmp" "$DS/pool.yaml"
+}
+
+mkdir -p "$DS"
+say "the datastore ($DS): one IPPool, vxlanMode Never"
+pool Never
+cat "$DS/pool.yaml"
 
 say "creating 3 nodes on a bridge (namespaces ${P}*)"
 ip netns add "${P}fabric"
@@ -42,91 +63,102 @@ for n in 1 2 3; do
   ip -n "$ns" route add default via 198.18.0.254 dev eth0
 done
 
-say "starting tabby agent on each node (full mesh iBGP, dataplane on)"
+say "starting tabby agent on each node (file datastore, full mesh, dataplane on)"
 for n in 1 2 3; do
-  block="198.19.0.$(( (n - 1) * 64 ))/26"
-  {
-    echo "nodeName: node$n"
-    echo "routerID: 198.18.0.1$n"
-    echo "asNumber: 64512"
-    echo "apiSocket: $WORK/node$n.sock"
-    echo "dataplane: {enabled: true}"
-    echo "peers:"
-    for m in 1 2 3; do
-      [ "$m" = "$n" ] && continue
-      echo "  - {peerIP: 198.18.0.1$m, asNumber: 64512, holdTime: 9, connectRetryTime: 1, description: node-to-node mesh}"
-    done
-    echo "announce:"
-    echo "  - prefix: $block"
-  } > "$WORK/node$n.yaml"
+  cat > "$WORK/node$n.yaml" <<EOF
+nodeName: node$n
+routerID: 198.18.0.1$n
+apiSocket: $WORK/node$n.sock
+datastore: {type: file, directory: $DS}
+dataplane: {enabled: true}
+EOF
   ip netns exec "${P}node$n" "$TABBY" agent --config "$WORK/node$n.yaml" > "$WORK/node$n.log" 2>&1 &
   PIDS+=($!)
 done
 
-say "attaching 2 pods per node (standing in for the CNI plugin: veth cali*, /32, proxy ARP)"
-PODS=()
-for n in 1 2 3; do
-  for p in 1 2; do
-    ns="${P}node$n"; pod="${P}n${n}pod$p"
-    ip_addr="198.19.0.$(( (n - 1) * 64 + p + 1 ))"
-    host_if="cali$(printf 'node%dpod%d' "$n" "$p" | sha1sum | cut -c1-11)"
-    ip netns add "$pod"
-    ip link add "$host_if" netns "$ns" type veth peer name eth0 netns "$pod"
-    ip -n "$pod" link set lo up
-    ip -n "$pod" addr add "$ip_addr/32" dev eth0
-    ip -n "$pod" link set eth0 up
-    ip -n "$pod" route add 169.254.1.1 dev eth0 scope link
-    ip -n "$pod" route add default via 169.254.1.1 dev eth0
-    ip -n "$ns" link set "$host_if" up
-    ip netns exec "$ns" sysctl -qw "net.ipv4.conf.$host_if.proxy_arp=1" \
-      "net.ipv4.neigh.$host_if.proxy_delay=0" "net.ipv4.ip_forward=1"
-    ip -n "$ns" route add "$ip_addr/32" dev "$host_if" scope link
-    PODS+=("$pod:$ip_addr")
-  done
-done
-
-say "waiting for the BGP mesh to establish"
-for i in $(seq 1 60); do
+say "waiting for the BGP mesh (3 nodes, 6 sessions)"
+for i in $(seq 1 80); do
   up=0
   for n in 1 2 3; do
     c=$("$TABBY" status -o json --socket "$WORK/node$n.sock" 2>/dev/null | grep -c '"state": "Established"' || true)
     up=$((up + c))
   done
   [ "$up" -ge 6 ] && break
-  sleep 0.5
+  sleep 0.25
 done
 [ "$up" -ge 6 ] || { echo "the mesh did not come up (agents' logs below)"; cat "$WORK"/node*.log; exit 1; }
 
-say "waiting for each node to install the other nodes' blocks"
-for i in $(seq 1 60); do
-  have=0
-  for n in 1 2 3; do
-    c=$(ip -n "${P}node$n" route show proto 44 | grep -c '^198\.19\.0\..*/26 via' || true)
-    have=$((have + c))
+say "attaching 2 pods per node through the CNI plugin (as a container runtime does)"
+CNI_CONF='{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"tabby","tabbyConfig":"CONF"}'
+PODS=()
+for n in 1 2 3; do
+  for p in 1 2; do
+    pod="${P}n${n}pod$p"
+    ip netns add "$pod"
+    out=$(echo "${CNI_CONF/CONF/$WORK/node$n.yaml}" | ip netns exec "${P}node$n" env CNI_COMMAND=ADD \
+      CNI_CONTAINERID="demo-$n-$p" CNI_NETNS="/var/run/netns/$pod" CNI_IFNAME=eth0 \
+      CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-$n-$p" CNI_PATH="$(dirname "$TABBY")" "$TABBY") ||
+      { echo "CNI ADD failed: $out"; cat "$WORK"/node*.log; exit 1; }
+    ip_addr=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
+    printf '  node%d  default/web-%d-%d  %s\n' "$n" "$n" "$p" "$ip_addr"
+    PODS+=("$pod:$ip_addr")
   done
-  [ "$have" -ge 6 ] && break
-  sleep 0.5
 done
-[ "$have" -ge 6 ] || { echo "routes were not installed (agents' logs below)"; cat "$WORK"/node*.log; exit 1; }
 
+wait_routes() {  # $1: a regex the other nodes' block routes match
+  for i in $(seq 1 80); do
+    have=0
+    for n in 1 2 3; do
+      c=$(ip -n "${P}node$n" route show proto 44 | grep -cE "^198\.19\.[0-9]+\.[0-9]+/26 $1" || true)
+      have=$((have + c))
+    done
+    [ "$have" -ge 6 ] && return 0
+    sleep 0.25
+  done
+  echo "block routes ($1) were not installed (agents' logs below)"; cat "$WORK"/node*.log; exit 1
+}
+ping_all() {
+  local ok=0 bad=0
+  for src in "${PODS[@]}"; do
+    for dst in "${PODS[@]}"; do
+      [ "$src" = "$dst" ] && continue
+      if ip netns exec "${src%%:*}" ping -c 3 -i 0.2 -W 1 -q "${dst##*:}" >/dev/null 2>&1; then
+        ok=$((ok + 1)); printf '  %-14s -> %-14s ok\n' "${src##*:}" "${dst##*:}"
+      else
+        bad=$((bad + 1)); printf '  %-14s -> %-14s FAILED\n' "${src##*:}" "${dst##*:}"
+      fi
+    done
+  done
+  say "$ok pings answered, $bad failed"
+  [ "$bad" -eq 0 ]
+}
+
+wait_routes "via 198\.18\.0\.1[0-9] dev eth0"
 say "tabby status on node1"
 "$TABBY" status --socket "$WORK/node1.sock"
 say "tabby routes on node1"
 "$TABBY" routes --socket "$WORK/node1.sock"
-say "kernel routes tabby wrote on node1 (ip route show proto 44)"
+say "kernel routes tabby wrote on node1 (ip route show proto tabby)"
 ip -n "${P}node1" route show proto 44
 
-say "every pod pings every other pod"
-ok=0; bad=0
-for src in "${PODS[@]}"; do
-  for dst in "${PODS[@]}"; do
-    [ "$src" = "$dst" ] && continue
-    if ip netns exec "${src%%:*}" ping -c 3 -i 0.2 -W 1 -q "${dst##*:}" >/dev/null 2>&1; then
-      ok=$((ok + 1)); printf '  %-16s -> %-14s ok\n' "${src##*:}" "${dst##*:}"
-    else
-      bad=$((bad + 1)); printf '  %-16s -> %-14s FAILED\n' "${src##*:}" "${dst##*:}"
-    fi
+say "every pod pings every other pod (plain routes)"
+ping_all
+
+say "switching the pool to VXLAN (vxlanMode: Always)"
+pool Always
+wait_routes "via 198\.19\.[0-9.]+ dev vxlan\.tabby onlink"
+ip -n "${P}node1" route show proto 44
+ip -n "${P}node1" -d link show vxlan.tabby | head -3
+
+say "every pod pings every other pod (VXLAN)"
+ping_all
+
+say "releasing the pods through the CNI plugin (DEL)"
+for n in 1 2 3; do
+  for p in 1 2; do
+    echo "${CNI_CONF/CONF/$WORK/node$n.yaml}" | ip netns exec "${P}node$n" env CNI_COMMAND=DEL \
+      CNI_CONTAINERID="demo-$n-$p" CNI_NETNS="/var/run/netns/${P}n${n}pod$p" CNI_IFNAME=eth0 \
+      CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-$n-$p" CNI_PATH="$(dirname "$TABBY")" "$TABBY" >/dev/null
   done
 done
-say "$ok pings answered, $bad failed"
-[ "$bad" -eq 0 ]
+say "done: tearing down"

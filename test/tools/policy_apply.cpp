@@ -5,9 +5,14 @@
 // namespace it runs in. Keeps running: SIGHUP re-reads the manifests and applies
 // the delta; SIGUSR1 checks for drift and repairs; SIGUSR2 writes a counters
 // report. After each action it writes "<generation> <status>" to --ack FILE.
+// With --api-socket it also serves GET /v1/policy there, exactly as the agent
+// does (felix::ApiServer + felix::policy_message), from a second thread that
+// takes the same lock as the apply loop.
 //
 //   tabby-policy-apply [--prefix cali] [--table tabby] [--ack FILE]
-//                      [--report FILE] [--print | --once] PATH...
+//                      [--report FILE] [--api-socket PATH] [--print | --once] PATH...
+//   tabby-policy-apply --cli policy [-o json|wide] [--socket PATH]
+//       runs the `tabby policy` client (felix::cli_policy) unchanged.
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,8 +23,16 @@
 #include <iostream>
 #include <sstream>
 
+#include <mutex>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <nlohmann/json.hpp>
 
+#include "felix/api_policy.hpp"
+#include "felix/api_server.hpp"
+#include "felix/cli.hpp"
 #include "policy/policy.hpp"
 
 namespace fs = std::filesystem;
@@ -118,8 +131,10 @@ std::string report_json(const std::vector<EndpointReport>& reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 3 && std::string(argv[1]) == "--cli" && std::string(argv[2]) == "policy")
+    return felix::cli_policy(std::vector<std::string>(argv + 3, argv + argc));
   CompilerOptions opts;
-  std::string ack_path, report_path;
+  std::string ack_path, report_path, api_socket;
   bool print = false, once = false;
   std::vector<std::string> paths;
   for (int i = 1; i < argc; ++i) {
@@ -135,6 +150,7 @@ int main(int argc, char** argv) {
     else if (a == "--table") opts.table = next();
     else if (a == "--ack") ack_path = next();
     else if (a == "--report") report_path = next();
+    else if (a == "--api-socket") api_socket = next();
     else if (a == "--print") print = true;
     else if (a == "--once") once = true;
     else if (a.starts_with("--")) {
@@ -143,7 +159,8 @@ int main(int argc, char** argv) {
     } else paths.push_back(a);
   }
   if (paths.empty()) {
-    std::cerr << "usage: tabby-policy-apply [--prefix P] [--table T] [--ack F] [--report F] [--print|--once] PATH...\n";
+    std::cerr << "usage: tabby-policy-apply [--prefix P] [--table T] [--ack F] [--report F] [--api-socket S]"
+                 " [--print|--once] PATH...\n       tabby-policy-apply --cli policy [-o json|wide] [--socket S]\n";
     return 2;
   }
   PolicyCompiler compiler(opts);
@@ -165,6 +182,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   NftExecutor& nft = **ex;
+  // Guards compiler + nft between the apply loop (main thread) and the API thread.
+  std::mutex mu;
+  std::unique_lock<std::mutex> held(mu);
   int gen = 0;
   auto do_sync = [&](bool full) {
     auto r = nft.sync(compiler, full);
@@ -179,17 +199,48 @@ int main(int argc, char** argv) {
     ack(ack_path, gen, r->full ? "full" : r->netlink ? "netlink" : "delta");
     return true;
   };
-  if (!do_sync(true)) return 1;
-  if (once) return 0;
-
+  // Block the signals before any thread starts, so they all reach sigwait below.
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT}) sigaddset(&set, s);
   sigprocmask(SIG_BLOCK, &set, nullptr);
+  if (!do_sync(true)) return 1;
+  if (once) return 0;
+
+  // The agent's /v1/policy, served the way the agent serves it.
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  felix::ApiServer api(io);
+  std::thread api_thread;
+  if (!api_socket.empty()) {
+    api.handle("/v1/policy", [&]() -> std::unique_ptr<google::protobuf::Message> {
+      std::lock_guard<std::mutex> lk(mu);
+      auto r = nft.report(compiler);
+      if (!r) return felix::policy_error_message(&compiler, r.error().message);
+      return felix::policy_message(*r, &compiler);
+    });
+    if (auto st = api.start(api_socket); !st) {
+      std::cerr << st.error().message << "\n";
+      return 1;
+    }
+    api_thread = std::thread([&io] { io.run(); });
+  }
+  auto stop_api = [&] {
+    if (!api_thread.joinable()) return;
+    work.reset();
+    io.stop();
+    api_thread.join();
+    api.stop();  // the io thread is gone: safe to close the acceptor here
+  };
+  held.unlock();
   for (;;) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
-    if (sig == SIGTERM || sig == SIGINT) return 0;
+    if (sig == SIGTERM || sig == SIGINT) {
+      stop_api();
+      return 0;
+    }
+    std::lock_guard<std::mutex> lk(mu);
     if (sig == SIGHUP) {
       auto next = load(paths);
       if (!next) {

@@ -671,7 +671,7 @@ TEST_CASE("overlapping enabled pools: the newcomer is rejected naming both, read
   n1.feed("a.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16"));
   n1.feed("b.yaml", pool_yaml("pool-b", "198.19.128.0/17", "  vxlanMode: Always\n"));
   REQUIRE(n1.errors.size() == 1);
-  CHECK(n1.errors[0] == "IPPool pool-b: spec.cidr: 198.19.128.0/17 overlaps IPPool pool-a (198.19.0.0/16)");
+  CHECK(n1.errors[0] == "b.yaml: IPPool pool-b: spec.cidr: 198.19.128.0/17 overlaps IPPool pool-a (198.19.0.0/16)");
   REQUIRE(n1.calc.pools().size() == 1);
   CHECK(n1.calc.pools()[0].name == "pool-a");
   auto probs = n1.calc.problems();
@@ -738,7 +738,7 @@ TEST_CASE("block affinities: overlap rejected; remove source readmits") {
                       "spec: {cidr: 198.19.0.64/27, node: node-3}\n");
   REQUIRE(n1.errors.size() == 1);
   CHECK(n1.errors[0] ==
-        "BlockAffinity other: spec.cidr: 198.19.0.64/27 overlaps BlockAffinity 198-19-0-64-26 (198.19.0.64/26, node node-2)");
+        "dup.yaml: BlockAffinity other: spec.cidr: 198.19.0.64/27 overlaps BlockAffinity 198-19-0-64-26 (198.19.0.64/26, node node-2)");
   CHECK(*n1.calc.block_owner(*Prefix::parse("198.19.0.64/26")) == "node-2");
   n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
                         node_yaml("node-3", "198.18.0.13/24") + pool_yaml("pool-a", "198.19.0.0/16") +

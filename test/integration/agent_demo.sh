@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's demo as a test: three nodes in namespaces running tabby agent on a
+# shared file datastore, pods attached through the CNI plugin; every pod must
+# ping every other pod with plain routes and again after the pool switches to
+# VXLAN (scripts/demo.sh exits non-zero otherwise).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=$(bash scripts/demo.sh 2>&1); rc=$?
+echo "$out" | tail -60
+if [ $rc -ne 0 ]; then echo "FAIL: demo exited $rc"; exit 1; fi
+n=$(echo "$out" | grep -c "30 pings answered, 0 failed")
+[ "$n" -eq 2 ] || { echo "FAIL: expected two rounds of 30 answered pings (plain, VXLAN), saw $n"; exit 1; }
+echo "PASS"
