@@ -3,7 +3,7 @@
 against a RECORDED-PROTOCOL server (_k8s_server.py; no API server is
 installable here): HTTPS with a self-signed cert made by openssl now, Bearer
 token. Checks: snapshot across core v1 Nodes/Pods, a Calico CRD (IPPool) and
-tabby's IPAMBlock CRD, with an uninstalled CRD (404) reported and treated as
+tabby's BlockAffinity CRD, with an uninstalled CRD (404) reported and treated as
 empty; ADDED/MODIFIED/DELETED; a BOOKMARK moves the resume point (the next watch
 uses its resourceVersion, no relist); lists paged with limit/continue; an expired resourceVersion (ERROR event
 with 410, and HTTP 410) → relist and only the differences delivered; create
@@ -22,7 +22,7 @@ from _k8s_server import Server, State
 NODES = "/api/v1/nodes"
 PODS = "/api/v1/pods"
 POOLS = "/apis/crd.projectcalico.org/v1/ippools"
-BLOCKS = "/apis/tabby.io/v1/ipamblocks"
+BLOCKS = "/apis/tabby.dev/v1/blockaffinities"
 
 
 def make_cert(d, name):
@@ -47,11 +47,11 @@ def body():
         f.write("wrong\n")
     state = State({NODES: ("v1", "Node", False), PODS: ("v1", "Pod", True),
                    POOLS: ("crd.projectcalico.org/v1", "IPPool", False),
-                   BLOCKS: ("tabby.io/v1", "IPAMBlock", False)}, "s3cret-token")
+                   BLOCKS: ("tabby.dev/v1", "BlockAffinity", False)}, "s3cret-token")
     server = Server(state, cert, key)
     server.start()
     url = f"https://127.0.0.1:{server.port}"
-    res = "nodes,pods,ippools.crd.projectcalico.org,ipamblocks.tabby.io,globalnetworkpolicies.crd.projectcalico.org"
+    res = "nodes,pods,ippools.crd.projectcalico.org,blockaffinities.tabby.dev,globalnetworkpolicies.crd.projectcalico.org"
     args = ["--type", "kubernetes", "--server", url, "--token", token, "--ca", cert, "--resources", res,
             "--backoff-min-ms", "100", "--backoff-max-ms", "400", "--page-size", "2"]
     state.put(NODES, {"metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {}})
@@ -128,17 +128,17 @@ def body():
 
         # Writes: racing creates of one block.
         name = "198-19-0-0-26"
-        texts = [f"apiVersion: tabby.io/v1\nkind: IPAMBlock\nmetadata:\n  name: {name}\nspec:\n  owner: c{i}\n"
+        texts = [f"apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata:\n  name: {name}\nspec:\n  owner: c{i}\n"
                  for i in range(8)]
-        results = race_create(args, "IPAMBlock.tabby.io", "", name, texts)
+        results = race_create(args, "BlockAffinity.tabby.dev", "", name, texts)
         check(all(r.get("ok") for _, r in results), f"create errors: {results}")
         winners = [t for t, r in results if r["result"] is True]
         check(len(winners) == 1, f"{len(winners)} winners")
         owner = winners[0].split("owner: ")[1].strip()
         check(state.objects[BLOCKS][("", name)]["spec"]["owner"] == owner, "server holds the winner's block")
-        w.wait(lambda w: f'"owner":"{owner}"' in w.state.get(("IPAMBlock.tabby.io", "", name), ""), 5, "block watched")
+        w.wait(lambda w: f'"owner":"{owner}"' in w.state.get(("BlockAffinity.tabby.dev", "", name), ""), 5, "block watched")
         posted = [b for m_, p, b in state.bodies if m_ == "POST" and p == BLOCKS]
-        check(posted and posted[0]["apiVersion"] == "tabby.io/v1" and posted[0]["kind"] == "IPAMBlock",
+        check(posted and posted[0]["apiVersion"] == "tabby.dev/v1" and posted[0]["kind"] == "BlockAffinity",
               f"POST body {posted[:1]}")
         # PUT of a Calico v3 manifest (existing object) and of a new one (404 → POST).
         v3 = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: {n}\nspec:\n  cidr: {c}\n  blockSize: 26\n"
@@ -149,13 +149,13 @@ def body():
         r = write(args, "put", "IPPool.projectcalico.org", "", "pool-b", v3.format(n="pool-b", c="198.18.0.0/16"))
         check(r.get("ok") and ("", "pool-b") in state.objects[POOLS], f"put of a new pool creates it: {r}")
         w.wait(lambda w: ("IPPool.projectcalico.org", "", "pool-b") in w.state, 5, "pool-b watched")
-        r = write(args, "remove", "IPAMBlock.tabby.io", "", name)
+        r = write(args, "remove", "BlockAffinity.tabby.dev", "", name)
         check(r.get("ok") and r["result"] is True, f"delete: {r}")
-        r = write(args, "remove", "IPAMBlock.tabby.io", "", name)
+        r = write(args, "remove", "BlockAffinity.tabby.dev", "", name)
         check(r.get("ok") and r["result"] is False, f"second delete: {r}")
         r = write(args, "put", "Pod", "", "nons", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nons\n")
         check(not r.get("ok") and "namespace" in r["error"], f"namespaced kind without namespace refused: {r}")
-        w.wait(lambda w: ("IPAMBlock.tabby.io", "", name) not in w.state, 5, "block deletion watched")
+        w.wait(lambda w: ("BlockAffinity.tabby.dev", "", name) not in w.state, 5, "block deletion watched")
 
         # Bad token: 401 reported. Wrong CA: TLS verification fails.
         bad = Watcher(["--type", "kubernetes", "--server", url, "--token", bad_token, "--ca", cert, "--resources",
