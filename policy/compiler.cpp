@@ -114,14 +114,13 @@ std::vector<std::string> nets_list(const std::vector<Prefix>& nets, bool& any_v4
   for (const auto& p : nets)
     if (p.is_v4()) v.push_back(p);
   any_v4 = !v.empty();
-  std::sort(v.begin(), v.end(), [](const Prefix& a, const Prefix& b) { return a.len() < b.len(); });
+  // Sorted by (address, length), a prefix inside an earlier one is inside the
+  // last one kept (prefixes nest or are disjoint), so one pass drops them all:
+  // O(n log n) however long the list.
+  std::sort(v.begin(), v.end());
   std::vector<Prefix> keep;
-  for (const auto& p : v) {
-    bool inside = false;
-    for (const auto& k : keep) inside = inside || k.contains(p);
-    if (!inside) keep.push_back(p);
-  }
-  std::sort(keep.begin(), keep.end());
+  for (const auto& p : v)
+    if (keep.empty() || !keep.back().contains(p)) keep.push_back(p);
   std::vector<std::string> out;
   for (const auto& p : keep) out.push_back(p.str());
   return out;
@@ -134,7 +133,9 @@ std::string braced(const std::vector<std::string>& v) {
 }
 
 // Lists up to this long are split into single matches (see side_text), as
-// long as one side stays within kAltsMax alternatives.
+// long as a policy rule stays within kAltsMax nft rules (source alternatives
+// times destination alternatives; a side that cannot split further keeps at
+// most 2: its address/port sets and its named-port set).
 constexpr size_t kSplitMax = 4, kAltsMax = 16;
 
 const char* kIngressMap = "wl-in";
@@ -156,7 +157,7 @@ struct PolicyCompiler::Impl {
     Selector selector;
     bool named = false;
     uint8_t proto = 0;
-    std::string port_name;
+    std::vector<std::string> port_names;  // named set: any of these (sorted, unique)
     std::map<std::string, std::string> members;  // element -> endpoint key
     int refs = 0;
   };
@@ -224,9 +225,12 @@ struct PolicyCompiler::Impl {
         continue;
       }
       for (const auto& np : ep.ports)
-        if (np.name == s.port_name && np.protocol == s.proto)
+        if (np.protocol == s.proto && std::binary_search(s.port_names.begin(), s.port_names.end(), np.name))
           out.push_back(ip.str() + " . " + proto_name(np.protocol) + " . " + std::to_string(np.port));
     }
+    // Two of the set's names can resolve to the same port on one endpoint.
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;
   }
   void elem_op(const std::string& set, const std::string& e, int d) {
@@ -258,10 +262,18 @@ struct PolicyCompiler::Impl {
     }
   }
 
+  // A named-port set holds every (endpoint IP, protocol, port) that one of
+  // `port_names` (sorted, unique, not empty) resolves to.
   std::string acquire_set(const NamespaceScope& scope, const Selector& sel, bool named = false, uint8_t proto = 0,
-                          const std::string& port_name = "") {
+                          const std::vector<std::string>& port_names = {}) {
     std::string key = scope_key(scope) + "|" + sel.str();
-    if (named) key += "|port:" + proto_name(proto) + "/" + port_name;
+    if (named && port_names.size() == 1) {
+      key += "|port:" + proto_name(proto) + "/" + port_names[0];
+    } else if (named) {
+      // Length-prefixed, so no list of names keys like another list.
+      key += "|ports:" + proto_name(proto);
+      for (const auto& n : port_names) key += "/" + std::to_string(n.size()) + ":" + n;
+    }
     auto it = sets.find(key);
     if (it == sets.end()) {
       IpSet s;
@@ -271,7 +283,7 @@ struct PolicyCompiler::Impl {
       s.selector = sel;
       s.named = named;
       s.proto = proto;
-      s.port_name = port_name;
+      s.port_names = port_names;
       auto fill = [&](const std::string& k) {
         for (auto& e : set_elems(s, endpoints.at(k))) s.members.emplace(e, k);
       };
@@ -302,7 +314,10 @@ struct PolicyCompiler::Impl {
     bool never = false;             // side can never match an IPv4 packet
   };
 
-  SideText side_text(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys) {
+  // `max_alts` caps the alternatives that splitting lists may create (a side
+  // always has at most max(max_alts, 2) of them, whatever the list lengths).
+  SideText side_text(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys,
+                     size_t max_alts = kAltsMax) {
     SideText out;
     const std::string ipf = src ? "ip saddr" : "ip daddr";
     const std::string thf = src ? "th sport" : "th dport";
@@ -329,7 +344,7 @@ struct PolicyCompiler::Impl {
         out.never = true;
         return out;
       }
-      if (v.size() <= kSplitMax && bases.size() * v.size() <= kAltsMax) {
+      if (v.size() <= kSplitMax && bases.size() * v.size() <= max_alts) {
         std::vector<std::string> items;
         for (const auto& n : v) items.push_back(ipf + " { " + n + " }");
         fan_out(items);
@@ -357,8 +372,13 @@ struct PolicyCompiler::Impl {
     }
     NamespaceScope np_scope = e.has_selector ? e.scope : NamespaceScope{};
     Selector np_sel = e.has_selector ? e.selector : Selector::all();
-    auto named_set = [&](const std::string& name) {
-      std::string k = acquire_set(np_scope, np_sel, true, r.protocol.value_or(0), name);
+    // All named ports of one list share one set (the union of what each name
+    // resolves to), so a list of n names is one match, not n alternatives
+    // (which the other side's alternatives would multiply).
+    auto named_set = [&](std::vector<std::string> names) {
+      std::sort(names.begin(), names.end());
+      names.erase(std::unique(names.begin(), names.end()), names.end());
+      std::string k = acquire_set(np_scope, np_sel, true, r.protocol.value_or(0), names);
       keys.push_back(k);
       return ipf + " . meta l4proto . " + thf + " @" + sets[k].name;
     };
@@ -374,8 +394,8 @@ struct PolicyCompiler::Impl {
         else
           add(thf + " != " + braced(v));
       }
-      for (const auto& n : e.not_ports.names) {
-        std::string m = named_set(n);
+      if (!e.not_ports.names.empty()) {
+        std::string m = named_set(e.not_ports.names);
         m.replace(m.find(" @"), 2, " != @");
         add(m);
       }
@@ -387,12 +407,13 @@ struct PolicyCompiler::Impl {
     std::vector<std::string> items;
     if (!e.ports.ranges.empty()) {
       auto v = ranges_list(e.ports.ranges);
-      if (v.size() <= kSplitMax && bases.size() * (v.size() + e.ports.names.size()) <= kAltsMax)
+      size_t named = e.ports.names.empty() ? 0 : 1;
+      if (v.size() <= kSplitMax && bases.size() * (v.size() + named) <= max_alts)
         for (const auto& x : v) items.push_back(thf + " { " + x + " }");
       else
         items.push_back(thf + " " + braced(v));
     }
-    for (const auto& n : e.ports.names) items.push_back(named_set(n));
+    if (!e.ports.names.empty()) items.push_back(named_set(e.ports.names));
     fan_out(items);
     out.alts = bases;
     return out;
@@ -407,8 +428,10 @@ struct PolicyCompiler::Impl {
     if (r.protocol) add("meta l4proto " + proto_name(*r.protocol));
     if (r.not_protocol) add("meta l4proto != " + proto_name(*r.not_protocol));
     if (r.ip_version == 4) add("meta nfproto ipv4");
+    // The rule count is the product of both sides' alternatives: the
+    // destination splits only as far as the product stays within kAltsMax.
     auto src = side_text(r, r.src, true, keys);
-    auto dst = side_text(r, r.dst, false, keys);
+    auto dst = side_text(r, r.dst, false, keys, std::max<size_t>(1, kAltsMax / std::max<size_t>(1, src.alts.size())));
     if (src.never || dst.never) return {};
     std::string tail;
     if (r.icmp && r.icmp->type >= 0) {
@@ -665,7 +688,9 @@ struct PolicyCompiler::Impl {
   std::string set_decl(const IpSet& s) const {
     std::string d = "type ";
     d += s.named ? "ipv4_addr . inet_proto . inet_service" : "ipv4_addr";
-    std::string c = s.named ? "named port " + s.port_name + " " + scope_key(s.scope) + " " + s.selector.str()
+    std::string names;
+    for (const auto& n : s.port_names) names += (names.empty() ? "" : ",") + n;
+    std::string c = s.named ? "named port " + names + " " + scope_key(s.scope) + " " + s.selector.str()
                             : scope_key(s.scope) + " " + s.selector.str();
     d += "; comment " + nft_text(c) + ";";
     return d;

@@ -7,10 +7,13 @@
 // ("spec.ingress[0].from[1].ipBlock.cidr"). Fields that would change meaning if
 // ignored (serviceAccounts, services, http) are rejected, not skipped.
 // Pure: yaml-cpp parses text handed in; no I/O.
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <sstream>
 
 #include "policy/policy.hpp"
 
@@ -609,6 +612,49 @@ bool walk_within(const YAML::Node& n, size_t& budget) {
 }
 }  // namespace
 
+namespace {
+// Sees where each document of a stream starts; ignores everything else.
+class DocStarts : public YAML::EventHandler {
+ public:
+  YAML::Mark start;
+  void OnDocumentStart(const YAML::Mark& m) override { start = m; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// yaml-cpp (0.7) returns an empty document without consuming any input when a
+// stream has a stray ',' at the top level (",", "- a\n,"), and does so again on
+// every call: YAML::LoadAll() then loops forever, growing its list of documents
+// until memory runs out. This walks the stream's documents through the event
+// parser (no nodes built) and fails at the first one that starts where the one
+// before it did. Throws YAML::Exception for the errors yaml-cpp detects itself.
+Status check_stream_progress(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocStarts h;
+  bool first = true;
+  int last_pos = -1;
+  while (parser.HandleNextDocument(h)) {
+    if (!first && h.start.pos <= last_pos) {
+      size_t at = static_cast<size_t>(std::max(0, h.start.pos));
+      std::string found = at < text.size() ? "'" + text.substr(at, 1) + "'" : "end of input";
+      return fail_msg("invalid YAML: line " + std::to_string(h.start.line + 1) + ", column " +
+                      std::to_string(h.start.column + 1) + ": unexpected " + found +
+                      " (the parser cannot get past it; a ',' belongs inside [ ] or { })");
+    }
+    first = false;
+    last_pos = h.start.pos;
+  }
+  return {};
+}
+}  // namespace
+
 bool yaml_within_budget(const YAML::Node& doc, size_t max_nodes) {
   size_t budget = max_nodes;
   return walk_within(doc, budget);
@@ -672,7 +718,9 @@ Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_v
   std::vector<YAML::Node> docs;
   std::string prefix = origin.empty() ? "" : std::string(origin) + ": ";
   try {
-    docs = YAML::LoadAll(std::string(yaml));
+    std::string text(yaml);
+    if (auto st = check_stream_progress(text); !st) return fail_msg(prefix + st.error().message);
+    docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& ex) {
     return fail_msg(prefix + "invalid YAML: " + ex.what());
   }

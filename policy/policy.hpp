@@ -54,6 +54,11 @@ namespace tabby::policy {
 // k ends with 's', !, &&, ||, parentheses. Strings in '' or "".
 using Labels = std::map<std::string, std::string>;
 
+// Limits on one selector (parse() and from_k8s() refuse more): nesting of
+// '(' and '!', and terms (has(k), k == 'v', all(), ...; a k8s label or
+// expression is one term).
+inline constexpr size_t kMaxSelectorNesting = 100, kMaxSelectorTerms = 1000;
+
 struct SelectorNode;  // internal AST node
 
 class Selector {

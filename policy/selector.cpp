@@ -9,6 +9,9 @@
 //   term  := key ( "==" str | "!=" str | "in" set | "not" "in" set
 //                 | "contains" str | "starts" "with" str | "ends" "with" str )
 //   set   := "{" [ str ( "," str )* ] "}"
+// Limits (untrusted input): kMaxSelectorNesting levels of '(' / '!' and
+// kMaxSelectorTerms terms; the parser, printer and evaluator recurse along the
+// tree, so an unbounded selector could overflow the stack.
 // Semantics as Calico documents them: `k != 'v'` and `k not in {..}` also match
 // when k is absent; contains/starts with/ends with need k present.
 // Pure: no I/O.
@@ -115,6 +118,17 @@ class Parser {
  private:
   std::string_view s_;
   size_t pos_ = 0;
+  size_t depth_ = 0, terms_ = 0;
+
+  Unexpected<Error> too_big(const std::string& what) {
+    return fail_msg("selector \"" + std::string(s_.substr(0, 100)) + (s_.size() > 100 ? "...": "") +
+                    "\": at offset " + std::to_string(pos_) + ": " + what);
+  }
+  // Counts one term; false past the limit.
+  bool count_term() { return ++terms_ <= kMaxSelectorTerms; }
+  Unexpected<Error> too_many_terms() {
+    return too_big("more than " + std::to_string(kMaxSelectorTerms) + " terms");
+  }
 
   Unexpected<Error> err(std::string_view expected) {
     std::string found = pos_ >= s_.size() ? "end of selector" : "'" + std::string(s_.substr(pos_, 10)) + "'";
@@ -185,17 +199,15 @@ class Parser {
   }
   Result<NodeP> parse_unary() {
     skip();
-    if (lit("!")) {
-      auto a = parse_unary();
-      if (!a) return a;
-      return make({SelectorNode::Not, "", "", {}, *a, nullptr});
-    }
-    if (lit("(")) {
-      auto a = parse_or();
-      if (!a) return a;
-      if (!lit(")")) return err("')'");
+    if (s_.substr(pos_, 1) == "!" || s_.substr(pos_, 1) == "(") {
+      if (depth_ >= kMaxSelectorNesting)
+        return too_big("nested deeper than " + std::to_string(kMaxSelectorNesting) + " levels of '(' and '!'");
+      ++depth_;
+      auto a = parse_nested();
+      --depth_;
       return a;
     }
+    if (!count_term()) return too_many_terms();
     size_t save = pos_;
     if (word("all")) {
       if (lit("(") && lit(")")) return make({SelectorNode::All});
@@ -213,6 +225,18 @@ class Parser {
       pos_ = save;
     }
     return parse_term();
+  }
+  Result<NodeP> parse_nested() {
+    if (lit("!")) {
+      auto a = parse_unary();
+      if (!a) return a;
+      return make({SelectorNode::Not, "", "", {}, *a, nullptr});
+    }
+    lit("(");
+    auto a = parse_or();
+    if (!a) return a;
+    if (!lit(")")) return err("')'");
+    return a;
   }
   Result<NodeP> parse_term() {
     skip();
@@ -282,6 +306,8 @@ Selector Selector::operator&&(const Selector& o) const {
 }
 
 Result<Selector> Selector::from_k8s(const Labels& match_labels, const std::vector<K8sRequirement>& exprs) {
+  if (match_labels.size() + exprs.size() > kMaxSelectorTerms)
+    return fail_msg("more than " + std::to_string(kMaxSelectorTerms) + " labels and expressions");
   Selector s;
   for (const auto& [k, v] : match_labels) s = s && Selector(make({SelectorNode::Eq, k, v}));
   for (const auto& r : exprs) {

@@ -699,3 +699,124 @@ TEST_CASE("a manifest whose aliases expand exponentially is refused quickly (bil
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message.find("too large") != std::string::npos);
 }
+
+TEST_CASE("a stream the YAML parser cannot get past is an error, not an endless list of documents (found by policy_fuzz)") {
+  // yaml-cpp returns an empty document for a top-level ',' without consuming
+  // it, forever: LoadAll() alone grew memory without bound on these.
+  auto r = parse_manifests(",", "m.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message == "m.yaml: invalid YAML: line 1, column 1: unexpected ',' (the parser cannot get past it; "
+                             "a ',' belongs inside [ ] or { })");
+  r = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n,\n", "m.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.starts_with("m.yaml: invalid YAML: line 5, column 1: unexpected ','"));
+  r = parse_manifests("- a\n,");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.starts_with("invalid YAML: line 2, column 1: unexpected ','"));
+  // Streams with explicit and empty documents still parse.
+  auto ok = parse_manifests("%YAML 1.2\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n...\n---\n---\n"
+                            "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n");
+  REQUIRE_MESSAGE(ok.ok(), (ok.ok() ? "" : ok.error().message));
+  CHECK(ok->size() == 2);
+}
+
+TEST_CASE("compiler: a list of named ports is one set, so long lists on both sides do not multiply (found by policy_fuzz)") {
+  // 300 named ports on each side used to compile to 300 x 300 rules, one
+  // named-port set per name.
+  std::string names = "[http, ";
+  for (int i = 0; i < 299; ++i) names += "p" + std::to_string(i) + (i + 1 < 299 ? ", " : "]");
+  PolicyCompiler c;
+  base_state(c);
+  Endpoint both = ep("x", "e", {{"app", "db"}}, "198.19.1.5", "calixe");
+  both.ports.push_back({"p7", 6, 5432});
+  both.ports.push_back({"p8", 6, 8080});  // resolves to the same port as http
+  c.upsert_endpoint(both);
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: np}\nspec:\n"
+                      "  ingress:\n  - action: Allow\n    protocol: TCP\n    source: {ports: " + names + "}\n"
+                      "    destination: {ports: " + names + ", notPorts: [p1, p2]}\n"));
+  std::string s = c.full_script();
+  const auto* r = c.chain_rules("pi-gnp.np");
+  REQUIRE(r);
+  REQUIRE(r->size() == 1);
+  CHECK((*r)[0].find("ip saddr . meta l4proto . th sport @n-") != std::string::npos);
+  CHECK((*r)[0].find("ip daddr . meta l4proto . th dport @n-") != std::string::npos);
+  CHECK((*r)[0].find("ip daddr . meta l4proto . th dport != @n-") != std::string::npos);
+  // The union set holds what any of its names resolves to, each element once.
+  auto set_line = [&](const std::string& comment_start) {
+    for (const auto& l : lines(s))
+      if (l.find("comment \"" + comment_start) != std::string::npos) return l;
+    return std::string();
+  };
+  std::string u = set_line("named port http,p0,p1,p10");
+  REQUIRE(!u.empty());
+  CHECK(u.find("198.19.1.5 . tcp . 5432") != std::string::npos);
+  CHECK(u.find("198.19.1.5 . tcp . 8080, 198.19.1.5 . tcp . 8080") == std::string::npos);
+  CHECK(u.find("198.19.1.5 . tcp . 8080") != std::string::npos);
+  CHECK(u.find("198.19.1.1 . tcp . 8080") != std::string::npos);
+  std::string n = set_line("named port p1,p2 ");
+  REQUIRE(!n.empty());
+  CHECK(n.find("elements") == std::string::npos);  // nobody names p1 or p2
+  // A single named port keeps its own set (same name and key as before).
+  CHECK(s.find("set n-fe288f73fa70") == std::string::npos);
+  c.upsert_policy(pol(kAllowWeb));
+  CHECK(c.full_script().find("set n-fe288f73fa70 ") != std::string::npos);
+}
+
+TEST_CASE("compiler: both sides' alternatives together stay within 16 rules per policy rule") {
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: x}\nspec:\n"
+                      "  ingress:\n  - action: Allow\n    protocol: TCP\n"
+                      "    source: {nets: [10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8], ports: [1, 3, 5, 7]}\n"
+                      "    destination: {nets: [10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8], ports: [1, 3, 5, 7, http]}\n"));
+  (void)c.full_script();
+  const auto* r = c.chain_rules("pi-gnp.x");
+  REQUIRE(r);
+  // Source: 4 nets x 4 ports = 16; the destination then stays one set of nets
+  // and, ORed, its port set and its named-port set: 2. (Was 16 x 20 = 320.)
+  CHECK(r->size() == 32);
+  CHECK((*r)[0].find("ip daddr { 10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8 }") != std::string::npos);
+}
+
+TEST_CASE("compiler: nested and repeated nets collapse in one pass, however long the list") {
+  std::string nets = "[10.2.3.4/32, 192.168.1.0/24, 10.0.0.0/8, 11.0.0.0/8, 192.168.0.0/16, 10.1.0.0/16";
+  for (int i = 0; i < 20000; ++i) nets += ", 10." + std::to_string(i / 256 % 256) + "." + std::to_string(i % 256) + ".0/24";
+  nets += "]";
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: n}\nspec:\n"
+                      "  ingress:\n  - action: Deny\n    source: {nets: " + nets + "}\n"));
+  (void)c.full_script();
+  const auto* r = c.chain_rules("pi-gnp.n");
+  REQUIRE(r);
+  CHECK(*r == std::vector<std::string>{
+                  "ip saddr { 10.0.0.0/8 } counter drop", "ip saddr { 11.0.0.0/8 } counter drop",
+                  "ip saddr { 192.168.0.0/16 } counter drop"});
+}
+
+TEST_CASE("selector: deep nesting and huge term counts are errors, not stack overflows (found by policy_fuzz)") {
+  // 4,000 '(' overflowed the parser's stack.
+  auto deep = Selector::parse(std::string(4000, '(') + "all()" + std::string(4000, ')'));
+  REQUIRE_FALSE(deep.ok());
+  CHECK(deep.error().message.find("at offset 100: nested deeper than 100 levels of '(' and '!'") != std::string::npos);
+  auto nots = Selector::parse(std::string(100000, '!') + "all()");
+  REQUIRE_FALSE(nots.ok());
+  CHECK(nots.error().message.find("nested deeper than 100 levels") != std::string::npos);
+  // Exactly at the limit still parses.
+  auto edge = Selector::parse(std::string(100, '(') + "has(a)" + std::string(100, ')'));
+  REQUIRE_MESSAGE(edge.ok(), (edge.ok() ? "" : edge.error().message));
+  CHECK(edge->str() == "has(a)");
+  CHECK(sel((std::string(99, '!') + "has(a)").c_str()).matches({}) == true);
+  // A long && chain is one tree level per term: at most 1000 terms.
+  std::string chain = "has(a)";
+  for (int i = 0; i < 999; ++i) chain += " && has(a)";
+  CHECK(Selector::parse(chain).ok());
+  auto over = Selector::parse(chain + " || has(b)");
+  REQUIRE_FALSE(over.ok());
+  CHECK(over.error().message.find("more than 1000 terms") != std::string::npos);
+  Labels many;
+  for (int i = 0; i < 1001; ++i) many["k" + std::to_string(i)] = "v";
+  auto k8s = Selector::from_k8s(many, {});
+  REQUIRE_FALSE(k8s.ok());
+  CHECK(k8s.error().message == "more than 1000 labels and expressions");
+}
