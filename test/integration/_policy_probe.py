@@ -5,7 +5,13 @@ line on stdin, writes one JSON reply per line:
   {"op": "loop", "target": [ip, proto, port], "timeout": 0.3, "stop": FILE, "concurrency": N,
    "pause": seconds between rounds}
       -> {"ok": n, "fail": m}  (probes back to back until FILE exists)
-TCP success = the connection is established; UDP success = the echo came back."""
+TCP success = the connection is established; UDP success = the echo came back.
+
+UDP probes bind source ports from a counter below the ephemeral range instead of
+letting the kernel pick: a reused ephemeral port would match the conntrack entry
+of an earlier probe of the same flow (UDP entries live 30 s), and conntrack lets
+established flows through by design, so a probe right after a policy change could
+pass on an old entry. Each probe is a new flow."""
 import errno
 import json
 import os
@@ -13,6 +19,25 @@ import select
 import socket
 import sys
 import time
+
+
+_UDP_PORT_FIRST, _UDP_PORT_LAST = 20000, 32000
+_next_udp_port = _UDP_PORT_FIRST
+
+
+def udp_socket():
+    """A UDP socket bound to the next unused source port (see the module note)."""
+    global _next_udp_port
+    for _ in range(_UDP_PORT_LAST - _UDP_PORT_FIRST):
+        port = _next_udp_port
+        _next_udp_port = _UDP_PORT_FIRST if port >= _UDP_PORT_LAST else port + 1
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("0.0.0.0", port))
+            return s
+        except OSError:
+            s.close()
+    raise OSError("no free UDP source port in the probe range")
 
 
 def probe_all(targets, timeout):
@@ -31,7 +56,7 @@ def probe_all(targets, timeout):
                 s.close()
                 continue
         else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s = udp_socket()
             s.setblocking(False)
             try:
                 s.connect((ip, port))
