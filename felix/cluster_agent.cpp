@@ -166,7 +166,7 @@ class ClusterAgent {
 
     signals_.async_wait([this](const boost::system::error_code& ec, int sig) { on_signal(ec, sig); });
     io_.run();
-    return exit_code_;
+    return 0;
   }
 
  private:
@@ -495,7 +495,6 @@ class ClusterAgent {
   std::set<std::string> logged_problems_;
   std::map<std::string, std::string> store_problems_;  // datastore Problems by source
   std::vector<std::string> anonymous_problems_;
-  int exit_code_ = 0;
 };
 
 }  // namespace
