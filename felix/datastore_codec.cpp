@@ -4,6 +4,9 @@
 #include "felix/datastore_codec.hpp"
 
 #include <yaml-cpp/yaml.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <cctype>
 #include <cerrno>
@@ -263,11 +266,20 @@ void SyncState::changes(std::vector<DocEvent> events) {
 void SyncState::snapshot() {
   synced = true;
   if (!running || !callback) return;
-  DatastoreUpdate u;
-  u.type = DatastoreUpdate::Type::Snapshot;
-  u.events.reserve(cache.size());
-  for (const auto& [k, d] : cache) u.events.push_back(d);
-  callback(u);
+  {
+    DatastoreUpdate u;
+    u.type = DatastoreUpdate::Type::Snapshot;
+    u.events.reserve(cache.size());
+    for (const auto& [k, d] : cache) u.events.push_back(d);
+    callback(u);
+  }
+#ifdef __GLIBC__
+  // The snapshot is the agent's one big burst of short-lived allocations (this
+  // copy, the parsed resources, the first full route and policy programming:
+  // tens of MB with 20,000 objects). glibc keeps freed heap pages mapped when
+  // long-lived objects sit above them; hand them back now that it is over.
+  ::malloc_trim(0);
+#endif
 }
 
 void SyncState::problem(std::string message, std::string source) {
