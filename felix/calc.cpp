@@ -448,7 +448,7 @@ struct Calc::Impl {
       n.local_address = mine->addr;
       n.families = {fam == 0 ? bgp::kIpv4Unicast : bgp::kIpv6Unicast};
       n.route_reflector_client = me.rr_cluster_id && me.rr_cluster_id != other.rr_cluster_id;
-      n.description = type;
+      n.description = n.route_reflector_client ? type + " (RR client)" : type;
       if (spec) apply_peer_spec(n, *spec);
       add_peer(out, std::move(n));
     }

@@ -1,10 +1,14 @@
-// main.cpp — the `tabby` binary: dispatches to the agent and the read commands.
+// main.cpp — the `tabby` binary: dispatches to the agent and the read commands, and
+// runs as the CNI plugin when a container runtime execs it (CNI_COMMAND set, no
+// subcommand: CNI spec 1.0 "Parameters").
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "felix/agent.hpp"
 #include "felix/cli.hpp"
+#include "felix/cni.hpp"
 
 namespace {
 
@@ -17,12 +21,16 @@ void usage(std::ostream& o) {
        "  policy [-o json|wide] [--socket S]  per-endpoint policies and counters\n"
        "  ipam [-o json] [--socket S]     IPAM blocks per node, totals per pool\n"
        "  endpoints [-o json] [--socket S]  workload endpoints (node, interface, IPs, labels)\n"
-       "  version                         print the version\n";
+       "  version                         print the version\n"
+       "\n"
+       "With CNI_COMMAND set (and no command) it runs as the CNI plugin: ADD, DEL, CHECK,\n"
+       "VERSION (CNI spec 1.0), network config JSON on stdin.\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc < 2 && std::getenv("CNI_COMMAND")) return tabby::felix::cni::run_cni_main();
   if (argc < 2) {
     usage(std::cerr);
     return 2;

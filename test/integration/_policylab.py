@@ -4,12 +4,12 @@ the node (host side cali..., /32 route, proxy ARP, static neighbours so probes
 never wait on ARP), each serving TCP+UDP on 80 and 81.
 
 Two backends drive the policy edge in the node netns (env TABBY_POLICY_BACKEND):
-  standin (default)  tabby-policy-apply (compiler + executor, the stand-in for
+  standin            tabby-policy-apply (compiler + executor, the stand-in for
                      the agent) reads Namespace / WorkloadEndpoint / policy
                      manifests the lab writes and is told to re-read them with
                      SIGHUP; it acks each step, so every apply is exact. The lab
                      makes the veths itself.
-  agent              the real thing: `tabby agent --config` with a file
+  agent (default)    the real thing: `tabby agent --config` with a file
                      datastore (Namespace, Pod, Node, IPPool, policy manifests
                      written by the lab) and the dataplane + policy on; each pod
                      is attached by running the CNI plugin (the same binary) the
@@ -63,7 +63,7 @@ def tabby_bin():
 
 
 def backend():
-    b = os.environ.get("TABBY_POLICY_BACKEND", "standin")
+    b = os.environ.get("TABBY_POLICY_BACKEND", "agent")
     if b not in ("standin", "agent"):
         raise RuntimeError(f"TABBY_POLICY_BACKEND={b!r}: use standin or agent")
     return b

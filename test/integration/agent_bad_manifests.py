@@ -28,7 +28,7 @@ CASES = [
     ("unknown.yaml", "apiVersion: projectcalico.org/v3\nkind: Frobnicator\nmetadata: {name: x}\nspec: {}\n",
      ["unknown.yaml", "Frobnicator"]),
     ("broken.yaml", "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: [oops\nspec: {}\n",
-     ["broken.yaml", "line"]),
+     ["broken.yaml:5:", "YAML"]),
 ]
 
 

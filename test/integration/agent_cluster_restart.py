@@ -6,6 +6,7 @@ cleanly (SIGTERM) and restarted, while the ping runs. Checks: zero packets lost;
 while node2's agent is down node1 keeps node2's routes in its Loc-RIB, marked stale
 (graceful restart, RFC 4724); node2's kernel routes after each restart equal those
 before; the restarted agent comes back as a restarting speaker and is ready again."""
+import ipaddress
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ def body(lab):
     p2 = c.add_pod("node2", "default", "server")
     c.ping_all()
     n1, n2 = c.agents["node1"], c.agents["node2"]
-    block2 = ".".join(p2.ip.split(".")[:3]) + ".0/26"
+    block2 = str(ipaddress.ip_network(f"{p2.ip}/26", strict=False))  # node2's block (the pool's blocks are /26)
     wait_until(lambda: any(r["prefix"] == block2 for r in (n1.api("routes") or {}).get("routes", [])), 15,
                "node1 learned node2's block over BGP")
     before = n2.kernel_routes()

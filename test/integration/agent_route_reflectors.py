@@ -8,6 +8,7 @@ client; the reflectors peer with each other (as non-clients: same cluster ID) an
 with every client; each client's Loc-RIB holds every other node's block, reflected
 (ORIGINATOR_ID = the originating node, CLUSTER_LIST = the cluster ID, next hop
 unchanged); a pod on every node reaches every other pod."""
+import ipaddress
 import os
 import sys
 
@@ -50,29 +51,36 @@ def body(lab):
     step("topology: 4 clients x 2 reflectors, reflectors peered as non-clients, no client-client session")
 
     pods = {n: c.add_pod(n, "default", f"pod-{n}", labels={"app": "x"}) for n in list(rrs) + list(clients)}
-    block = {n: ".".join(p.ip.split(".")[:3]) + ".0/26" for n, p in pods.items()}
+    block = {n: str(ipaddress.ip_network(f"{p.ip}/26", strict=False)) for n, p in pods.items()}
 
-    def reflected_ok(viewer):
+    def reflection_problem(viewer):
+        """'' when the viewer's Loc-RIB holds every other block as expected, else why not."""
         routes = {r["prefix"]: r for r in (c.agents[viewer].api("routes") or {}).get("routes", [])}
         for origin, pfx in block.items():
             if origin == viewer:
                 continue
             r = routes.get(pfx)
             if not r:
-                return False
+                return f"{pfx} of {origin} missing (have {sorted(routes)})"
             best = [p for p in r["paths"] if p.get("best")]
             if not best or best[0].get("nextHop") != ip[origin]:
-                return False
-            if origin in clients or viewer in clients:
-                # Through a reflector: ORIGINATOR_ID and CLUSTER_LIST set (RFC 4456 §8).
-                via_rr = [p for p in r["paths"] if p.get("peerAddress") in rr_ips and p.get("peerAddress") != ip[origin]]
-                if via_rr and not all(p.get("originatorId") == ip[origin] and CLUSTER_ID in p.get("clusterList", [])
-                                      for p in via_rr):
-                    return False
-        return True
+                return f"{pfx} of {origin}: best path {best} does not keep the next hop {ip[origin]}"
+            # Paths through a reflector other than the originator carry ORIGINATOR_ID and
+            # CLUSTER_LIST (RFC 4456 §8).
+            for p in r["paths"]:
+                if p.get("peerAddress") != ip[origin] and not (
+                        p.get("originatorId") == ip[origin] and CLUSTER_ID in p.get("clusterList", [])):
+                    return f"{pfx} of {origin}: reflected path without ORIGINATOR_ID/CLUSTER_LIST: {p}"
+        return ""
 
     for n in clients:
-        wait_until(lambda n=n: reflected_ok(n), 30, f"{n}: every other node's block reflected to it")
+        why = []
+        try:
+            wait_until(lambda n=n: not why.append(reflection_problem(n)) and why[-1] == "", 30,
+                       f"{n}: every other node's block reflected to it")
+        except Exception:
+            print(f"last problem on {n}: {why[-1] if why else '?'}")
+            raise
     step("every client's Loc-RIB holds the 5 other blocks, reflected with ORIGINATOR_ID and CLUSTER_LIST")
     c.ping_all()
 
