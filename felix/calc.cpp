@@ -606,6 +606,13 @@ struct Calc::Impl {
   }
 
   // ---------------------------------------------------------------- policy
+  // Whether compute_endpoint(key) has a value, without building it.
+  bool endpoint_exists(const std::string& key) const {
+    if (weps.count(key)) return true;
+    auto p = pods.find(key);
+    return p != pods.end() && !p->second.host_network && !p->second.ips.empty();
+  }
+
   std::optional<policy::Endpoint> compute_endpoint(const std::string& key) const {
     auto w = weps.find(key);
     auto p = pods.find(key);
@@ -679,6 +686,11 @@ struct Calc::Impl {
       ifaces_dirty = false;
     }
     for (const auto& key : dirty_endpoints) {
+      if (!opt.policy_changes) {  // track which endpoints exist (endpoints()), build none
+        if (endpoint_exists(key)) endpoints_out.insert(key);
+        else endpoints_out.erase(key);
+        continue;
+      }
       auto e = compute_endpoint(key);
       if (e) {
         ch.endpoints_upserted.push_back(std::move(*e));
@@ -690,6 +702,11 @@ struct Calc::Impl {
     dirty_endpoints.clear();
     for (const auto& name : dirty_namespaces) {
       auto it = namespaces.find(name);
+      if (!opt.policy_changes) {
+        if (it != namespaces.end()) namespaces_out.insert(name);
+        else namespaces_out.erase(name);
+        continue;
+      }
       if (it != namespaces.end()) {
         ch.namespaces_upserted.push_back({name, it->second.labels});
         namespaces_out.insert(name);
@@ -698,8 +715,10 @@ struct Calc::Impl {
       }
     }
     dirty_namespaces.clear();
-    ch.policies_upserted = std::move(policy_upserts);
-    ch.policies_removed = std::move(policy_removes);
+    if (opt.policy_changes) {
+      ch.policies_upserted = std::move(policy_upserts);
+      ch.policies_removed = std::move(policy_removes);
+    }
     policy_upserts.clear();
     policy_removes.clear();
     return ch;

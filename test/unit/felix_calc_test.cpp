@@ -614,6 +614,25 @@ TEST_CASE("incremental: one pod add/delete touches one route and one endpoint on
   CHECK(n1.calc.take_changes().empty());
 }
 
+TEST_CASE("policy_changes off: change sets carry no policy inputs; endpoints() still lists them") {
+  Node n1("node-1");
+  CalcOptions o{"node-1", {}, "tunl0", "vxlan.tabby", 4096, 4789};
+  o.policy_changes = false;
+  n1.calc.set_options(o);
+  auto ch = n1.feed("c.yaml", cluster_with_pool("") + "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n");
+  CHECK(ch.namespaces_upserted.empty());
+  ch = n1.feed("pod-a.yaml", wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1"));
+  CHECK(op_strs(ch) == std::vector<std::string>{"+local-workload 198.19.0.1/32 dev cali1"});
+  CHECK(ch.endpoints_upserted.empty());
+  REQUIRE(n1.calc.endpoints().size() == 1);
+  CHECK(n1.calc.endpoints()[0].key() == "default/pod-a");
+  CHECK(n1.calc.namespaces().size() == 1);
+  ch = n1.drop("pod-a.yaml");
+  CHECK(op_strs(ch) == std::vector<std::string>{"-local-workload 198.19.0.1/32 dev cali1"});
+  CHECK(ch.endpoints_removed.empty());
+  CHECK(n1.calc.endpoints().empty());
+}
+
 TEST_CASE("incremental: a node joining adds its block route and VTEP; leaving removes them") {
   Node n1("node-1");
   n1.feed("c.yaml", cluster_with_pool("  vxlanMode: Always\n"));
