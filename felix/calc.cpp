@@ -637,7 +637,7 @@ struct Calc::Impl {
   }
 
   // ---------------------------------------------------------------- take
-  CalcChanges take() {
+  CalcChanges take(bool with_policy) {
     CalcChanges ch;
     std::vector<RouteOp> rm, add;
     if (all_blocks_dirty) {
@@ -686,7 +686,7 @@ struct Calc::Impl {
       ifaces_dirty = false;
     }
     for (const auto& key : dirty_endpoints) {
-      if (!opt.policy_changes) {  // track which endpoints exist (endpoints()), build none
+      if (!with_policy) {  // track which endpoints exist (endpoints()), build none
         if (endpoint_exists(key)) endpoints_out.insert(key);
         else endpoints_out.erase(key);
         continue;
@@ -702,7 +702,7 @@ struct Calc::Impl {
     dirty_endpoints.clear();
     for (const auto& name : dirty_namespaces) {
       auto it = namespaces.find(name);
-      if (!opt.policy_changes) {
+      if (!with_policy) {
         if (it != namespaces.end()) namespaces_out.insert(name);
         else namespaces_out.erase(name);
         continue;
@@ -715,7 +715,7 @@ struct Calc::Impl {
       }
     }
     dirty_namespaces.clear();
-    if (opt.policy_changes) {
+    if (with_policy) {
       ch.policies_upserted = std::move(policy_upserts);
       ch.policies_removed = std::move(policy_removes);
     }
@@ -870,7 +870,8 @@ void Calc::set_learned_routes(const std::vector<LearnedRoute>& changes) {
   }
 }
 
-CalcChanges Calc::take_changes() { return impl_->take(); }
+CalcChanges Calc::take_changes() { return impl_->take(true); }
+CalcChanges Calc::take_changes(bool with_policy) { return impl_->take(with_policy); }
 const bgp::SpeakerConfig& Calc::speaker_config() const { return impl_->speaker; }
 bool Calc::bgp_ready() const { return !impl_->speaker.router_id.is_unspecified(); }
 
@@ -944,7 +945,10 @@ void Calc::apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch) {
 void Calc::program_full(policy::PolicyCompiler& pc) const {
   for (const auto& n : namespaces()) pc.upsert_namespace(n);
   for (const auto& p : policies()) pc.upsert_policy(p);
-  for (const auto& e : endpoints()) pc.upsert_endpoint(e);
+  // One endpoint at a time: a vector of all of them (20,000) would be a second
+  // full copy at the cold start's peak, next to the compiler's own.
+  for (const auto& k : impl_->endpoints_out)
+    if (auto e = impl_->compute_endpoint(k)) pc.upsert_endpoint(*e);
 }
 
 const NodeInfo* Calc::node(const std::string& name) const {
