@@ -221,18 +221,25 @@ class RouteMonitor:
             off += (rlen + 3) & ~3
         return ("add" if typ == RTM_NEWROUTE else "del", f"{dst}/{dst_len}", t)
 
+    seen = 0  # tabby route messages read (all, not only the awaited ones)
+
     def wait_for(self, kind, dst, t0, timeout):
         """Seconds from t0 until event (kind, dst); None on timeout."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            for k, d, t in self.events(end - time.monotonic()):
+            evs = self.events(end - time.monotonic())
+            self.seen += len(evs)
+            for k, d, t in evs:
                 if k == kind and d == dst:
                     return t - t0
         return None
 
     def drain(self, quiet=0.05):
-        while self.events(quiet):
-            pass
+        while True:
+            evs = self.events(quiet)
+            if not evs:
+                return
+            self.seen += len(evs)
 
 
 # ------------------------------------------------------------------ run
@@ -330,6 +337,7 @@ def run(a):
 
         # ---- churn: one local pod at a time, in the state directory like the CNI plugin
         adds, dels, missed = [], [], 0
+        mon.seen = 0
         free = meta["local_free"]
         first = meta["first_churn_pod"]
         for i in range(a.churn if t_routes is not None else 0):
@@ -370,6 +378,8 @@ def run(a):
         for k, v in (("add", adds), ("del", dels)):
             res[k] = {"n": len(v), "p50_ms": ms(pct(v, 0.5)), "p99_ms": ms(pct(v, 0.99)), "max_ms": ms(max(v) if v else None)}
         time.sleep(0.3)
+        mon.drain(0.05)
+        res["route_msgs_per_round"] = mon.seen / res["churn"] if res["churn"] else None
         res["after_churn"] = proc_status(agent.pid)
         res["kernel_routes_after"] = kernel_route_count()
     finally:

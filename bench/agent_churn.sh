@@ -108,15 +108,20 @@ line("pod add max (ms)", lambda r: r["add"]["max_ms"])
 line("pod delete p50 (ms)", lambda r: r["del"]["p50_ms"])
 line("pod delete p99 (ms)", lambda r: r["del"]["p99_ms"])
 line("pod delete max (ms)", lambda r: r["del"]["max_ms"])
+line("kernel route msgs per round", lambda r: r.get("route_msgs_per_round"), "%.1f")
 line("churn rounds / missed", lambda r: f"{r['churn']}/{r['missed']}", "%s")
 line("RSS after cold (MiB)", lambda r: r["after_cold"]["VmRSS"], "%.1f")
 line("HWM after cold (MiB)", lambda r: r["after_cold"]["VmHWM"], "%.1f")
 line("RSS after churn (MiB)", lambda r: r.get("after_churn", {}).get("VmRSS"), "%.1f")
 line("HWM after churn (MiB)", lambda r: r.get("after_churn", {}).get("VmHWM"), "%.1f")
 line("agent CPU cold start (s)", lambda r: r["after_cold"]["cpu_s"], "%.2f")
+line("agent CPU per add+delete (ms)", lambda r: (r["after_churn"]["cpu_s"] - r["after_cold"]["cpu_s"]) * 1000 / r["churn"]
+     if r.get("churn") else None, "%.2f")
 print()
 print("targets: pod add/delete p99 < 10 ms; agent RSS < 30 MB.")
 print("reference: calico-node users report 116-566 MiB RSS.")
+print("load average at the end: %s (latency percentiles on a shared 2-core machine move with it)"
+      % open("/proc/loadavg").read().split()[0])
 for r in rows:
     if r.get("error"):
         print(f"{r['label']}: {r['error']}")
