@@ -60,6 +60,10 @@ struct Calc::Impl {
   dataplane::TunnelConfig tunnels;
   std::vector<std::string> ifaces_out;
   std::set<std::string> endpoints_out, namespaces_out;
+  // problems() of blocks whose node has no address: a walk over every block and
+  // two lookups each, kept until a block or a node changes (problems() runs after
+  // every batch, a pod add included).
+  mutable std::optional<std::vector<CalcProblem>> block_problems;
   std::map<Prefix, std::string> disagreements;
 
   // ---- dirty marks
@@ -134,6 +138,7 @@ struct Calc::Impl {
   }
 
   void node_changed(const std::string& name) {
+    block_problems.reset();
     bgp_dirty = true;
     tunnels_dirty = true;
     if (name == opt.node_name) {
@@ -234,6 +239,7 @@ struct Calc::Impl {
   }
 
   void block_touched(const Prefix& cidr, const std::string& node) {
+    block_problems.reset();
     dirty_blocks.insert(cidr);
     // The node's tunnel address (first address of its lowest block) may move: its
     // VXLAN routes and VTEP follow.
@@ -857,6 +863,7 @@ Status Calc::apply(const ResourceEvent& e) {
 void Calc::set_options(CalcOptions opts) {
   Impl& m = *impl_;
   m.opt = std::move(opts);
+  m.block_problems.reset();
   m.bgp_dirty = m.tunnels_dirty = m.ifaces_dirty = m.all_blocks_dirty = true;
 }
 
@@ -908,13 +915,17 @@ std::vector<CalcProblem> Calc::problems() const {
   if (!me) v.push_back({"Node " + impl_->opt.node_name, "no Node resource for this node (" + impl_->opt.node_name + ")"});
   else if (!me->ipv4 && !me->ipv6)
     v.push_back({"Node " + me->name, "Node " + me->name + ": spec.bgp.ipv4Address: not set; no mesh peers"});
-  for (const auto& [b, name] : impl_->blocks) {
-    const auto& owner = impl_->affinities.at(name).node;
-    auto n = impl_->nodes.find(owner);
-    if (owner != impl_->opt.node_name && (n == impl_->nodes.end() || !(b.is_v4() ? n->second.ipv4 : n->second.ipv6)))
-      v.push_back({"BlockAffinity " + name, "block " + b.str() + " of node " + owner +
-                                                ": the node has no address of its family; not routed"});
+  if (!impl_->block_problems) {
+    auto& bp = impl_->block_problems.emplace();
+    for (const auto& [b, name] : impl_->blocks) {
+      const auto& owner = impl_->affinities.at(name).node;
+      auto n = impl_->nodes.find(owner);
+      if (owner != impl_->opt.node_name && (n == impl_->nodes.end() || !(b.is_v4() ? n->second.ipv4 : n->second.ipv6)))
+        bp.push_back({"BlockAffinity " + name, "block " + b.str() + " of node " + owner +
+                                                   ": the node has no address of its family; not routed"});
+    }
   }
+  v.insert(v.end(), impl_->block_problems->begin(), impl_->block_problems->end());
   return v;
 }
 

@@ -614,6 +614,27 @@ TEST_CASE("incremental: one pod add/delete touches one route and one endpoint on
   CHECK(n1.calc.take_changes().empty());
 }
 
+TEST_CASE("problems: a block of a node without an address is listed until the node has one or the block goes") {
+  Node n1("node-1");
+  auto unrouted = [&] {
+    size_t c = 0;
+    for (const auto& p : n1.calc.problems())
+      if (p.message.find("not routed") != std::string::npos) ++c;
+    return c;
+  };
+  n1.feed("c.yaml", cluster_with_pool(""));
+  CHECK(unrouted() == 0);
+  n1.feed("b.yaml", block_yaml("198.19.1.0/26", "node-9"));  // no such node
+  CHECK(unrouted() == 1);
+  CHECK(unrouted() == 1);  // asked again: the same answer
+  n1.feed("n9.yaml", node_yaml("node-9", "198.18.0.19/24"));
+  CHECK(unrouted() == 0);
+  n1.drop("n9.yaml");
+  CHECK(unrouted() == 1);
+  n1.drop("b.yaml");
+  CHECK(unrouted() == 0);
+}
+
 TEST_CASE("take_changes(false): no policy inputs in the change set; endpoints() and program_full still have them") {
   Node n1("node-1");
   ManifestTracker& t = n1.tracker;
