@@ -60,6 +60,10 @@ struct Calc::Impl {
   dataplane::TunnelConfig tunnels;
   std::vector<std::string> ifaces_out;
   std::set<std::string> endpoints_out, namespaces_out;
+  // problems() of blocks whose node has no address: a walk over every block and
+  // two lookups each, kept until a block or a node changes (problems() runs after
+  // every batch, a pod add included).
+  mutable std::optional<std::vector<CalcProblem>> block_problems;
   std::map<Prefix, std::string> disagreements;
 
   // ---- dirty marks
@@ -134,6 +138,7 @@ struct Calc::Impl {
   }
 
   void node_changed(const std::string& name) {
+    block_problems.reset();
     bgp_dirty = true;
     tunnels_dirty = true;
     if (name == opt.node_name) {
@@ -234,6 +239,7 @@ struct Calc::Impl {
   }
 
   void block_touched(const Prefix& cidr, const std::string& node) {
+    block_problems.reset();
     dirty_blocks.insert(cidr);
     // The node's tunnel address (first address of its lowest block) may move: its
     // VXLAN routes and VTEP follow.
@@ -606,6 +612,13 @@ struct Calc::Impl {
   }
 
   // ---------------------------------------------------------------- policy
+  // Whether compute_endpoint(key) has a value, without building it.
+  bool endpoint_exists(const std::string& key) const {
+    if (weps.count(key)) return true;
+    auto p = pods.find(key);
+    return p != pods.end() && !p->second.host_network && !p->second.ips.empty();
+  }
+
   std::optional<policy::Endpoint> compute_endpoint(const std::string& key) const {
     auto w = weps.find(key);
     auto p = pods.find(key);
@@ -630,7 +643,7 @@ struct Calc::Impl {
   }
 
   // ---------------------------------------------------------------- take
-  CalcChanges take() {
+  CalcChanges take(bool with_policy) {
     CalcChanges ch;
     std::vector<RouteOp> rm, add;
     if (all_blocks_dirty) {
@@ -679,6 +692,11 @@ struct Calc::Impl {
       ifaces_dirty = false;
     }
     for (const auto& key : dirty_endpoints) {
+      if (!with_policy) {  // track which endpoints exist (endpoints()), build none
+        if (endpoint_exists(key)) endpoints_out.insert(key);
+        else endpoints_out.erase(key);
+        continue;
+      }
       auto e = compute_endpoint(key);
       if (e) {
         ch.endpoints_upserted.push_back(std::move(*e));
@@ -690,6 +708,11 @@ struct Calc::Impl {
     dirty_endpoints.clear();
     for (const auto& name : dirty_namespaces) {
       auto it = namespaces.find(name);
+      if (!with_policy) {
+        if (it != namespaces.end()) namespaces_out.insert(name);
+        else namespaces_out.erase(name);
+        continue;
+      }
       if (it != namespaces.end()) {
         ch.namespaces_upserted.push_back({name, it->second.labels});
         namespaces_out.insert(name);
@@ -698,8 +721,10 @@ struct Calc::Impl {
       }
     }
     dirty_namespaces.clear();
-    ch.policies_upserted = std::move(policy_upserts);
-    ch.policies_removed = std::move(policy_removes);
+    if (with_policy) {
+      ch.policies_upserted = std::move(policy_upserts);
+      ch.policies_removed = std::move(policy_removes);
+    }
     policy_upserts.clear();
     policy_removes.clear();
     return ch;
@@ -838,6 +863,7 @@ Status Calc::apply(const ResourceEvent& e) {
 void Calc::set_options(CalcOptions opts) {
   Impl& m = *impl_;
   m.opt = std::move(opts);
+  m.block_problems.reset();
   m.bgp_dirty = m.tunnels_dirty = m.ifaces_dirty = m.all_blocks_dirty = true;
 }
 
@@ -851,7 +877,8 @@ void Calc::set_learned_routes(const std::vector<LearnedRoute>& changes) {
   }
 }
 
-CalcChanges Calc::take_changes() { return impl_->take(); }
+CalcChanges Calc::take_changes() { return impl_->take(true); }
+CalcChanges Calc::take_changes(bool with_policy) { return impl_->take(with_policy); }
 const bgp::SpeakerConfig& Calc::speaker_config() const { return impl_->speaker; }
 bool Calc::bgp_ready() const { return !impl_->speaker.router_id.is_unspecified(); }
 
@@ -888,13 +915,17 @@ std::vector<CalcProblem> Calc::problems() const {
   if (!me) v.push_back({"Node " + impl_->opt.node_name, "no Node resource for this node (" + impl_->opt.node_name + ")"});
   else if (!me->ipv4 && !me->ipv6)
     v.push_back({"Node " + me->name, "Node " + me->name + ": spec.bgp.ipv4Address: not set; no mesh peers"});
-  for (const auto& [b, name] : impl_->blocks) {
-    const auto& owner = impl_->affinities.at(name).node;
-    auto n = impl_->nodes.find(owner);
-    if (owner != impl_->opt.node_name && (n == impl_->nodes.end() || !(b.is_v4() ? n->second.ipv4 : n->second.ipv6)))
-      v.push_back({"BlockAffinity " + name, "block " + b.str() + " of node " + owner +
-                                                ": the node has no address of its family; not routed"});
+  if (!impl_->block_problems) {
+    auto& bp = impl_->block_problems.emplace();
+    for (const auto& [b, name] : impl_->blocks) {
+      const auto& owner = impl_->affinities.at(name).node;
+      auto n = impl_->nodes.find(owner);
+      if (owner != impl_->opt.node_name && (n == impl_->nodes.end() || !(b.is_v4() ? n->second.ipv4 : n->second.ipv6)))
+        bp.push_back({"BlockAffinity " + name, "block " + b.str() + " of node " + owner +
+                                                   ": the node has no address of its family; not routed"});
+    }
   }
+  v.insert(v.end(), impl_->block_problems->begin(), impl_->block_problems->end());
   return v;
 }
 
@@ -925,7 +956,10 @@ void Calc::apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch) {
 void Calc::program_full(policy::PolicyCompiler& pc) const {
   for (const auto& n : namespaces()) pc.upsert_namespace(n);
   for (const auto& p : policies()) pc.upsert_policy(p);
-  for (const auto& e : endpoints()) pc.upsert_endpoint(e);
+  // One endpoint at a time: a vector of all of them (20,000) would be a second
+  // full copy at the cold start's peak, next to the compiler's own.
+  for (const auto& k : impl_->endpoints_out)
+    if (auto e = impl_->compute_endpoint(k)) pc.upsert_endpoint(*e);
 }
 
 const NodeInfo* Calc::node(const std::string& name) const {

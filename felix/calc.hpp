@@ -196,6 +196,14 @@ class Calc {
 
   // ---- outputs
   CalcChanges take_changes();
+  // with_policy false: the policy fields (endpoints, namespaces, policies) stay
+  // empty; what exists is still tracked for endpoints()/program_full(PolicyCompiler&).
+  // For a consumer without policy enforcement, or one about to call program_full
+  // on its compiler anyway: with 20,000 endpoints that set is ~10 MB of
+  // policy::Endpoint at the cold start's peak that nobody reads. What such a
+  // call leaves out is not reported later: follow it with program_full(compiler)
+  // if a compiler is to be kept in step.
+  CalcChanges take_changes(bool with_policy);
   // Valid after take_changes().
   const bgp::SpeakerConfig& speaker_config() const;
   bool bgp_ready() const;  // a router ID is known (Node IPv4 address or base config)

@@ -84,8 +84,17 @@ struct FileState : std::enable_shared_from_this<FileState> {
   bool alive = true;
   uint64_t counter = 0;
 
-  std::map<std::string, DocMap> files;                 // path → objects it defines
-  std::map<DocKey, std::set<std::string>> owners;      // key → paths defining it
+  // Who defines each key. A state file holds exactly the object its name says,
+  // so it is a flag here and its text lives only in sync.cache (what the agent
+  // was told): with 20,000 endpoints, one copy of each text instead of three.
+  // Users' manifests keep their parsed objects (a key may fall back to them
+  // when its state file goes).
+  struct Owners {
+    bool state = false;               // <state_dir>/state_file_name(key) defines it
+    std::set<std::string> manifests;  // users' manifest paths defining it
+  };
+  std::map<std::string, DocMap> manifests;  // users' manifest path → objects it defines
+  std::map<DocKey, Owners> owners;
   std::set<std::string> pending;
   bool rescan = false;
   char buf[64 * 1024] __attribute__((aligned(alignof(struct inotify_event))));
@@ -132,8 +141,9 @@ struct FileState : std::enable_shared_from_this<FileState> {
       return std::nullopt;
     }
     if (is_state(path)) {
-      auto want = parse_state_file_name(fs::path(path).filename().string());
-      if (!want || docs->size() != 1 || (*docs)[0].key != *want) {
+      std::string file = fs::path(path).filename().string();
+      auto want = parse_state_file_name(file);
+      if (!want || state_file_name(*want) != file || docs->size() != 1 || (*docs)[0].key != *want) {
         sync.problem(path + ": a state file must hold exactly the one object its name says; ignored");
         return std::vector<DocEvent>{};
       }
@@ -143,62 +153,68 @@ struct FileState : std::enable_shared_from_this<FileState> {
     return std::move(*docs);
   }
 
-  // The winning definition of `key`, or nullptr when none is left.
-  const DocEvent* winner(const DocKey& key) {
-    auto it = owners.find(key);
-    if (it == owners.end() || it->second.empty()) return nullptr;
-    const std::string* chosen = nullptr;
-    for (const auto& p : it->second)
-      if (is_state(p)) chosen = &p;
-    if (!chosen) chosen = &*it->second.begin();
-    auto f = files.find(*chosen);
-    if (f == files.end()) return nullptr;
-    auto d = f->second.find(key);
-    return d == f->second.end() ? nullptr : &d->second;
-  }
-
   void process() {
     if (rescan) {
       rescan = false;
       for (auto& p : list_files()) pending.insert(p);
-      for (auto& [p, docs] : files) pending.insert(p);
+      for (auto& [p, docs] : manifests) pending.insert(p);
+      for (auto& [k, o] : owners)
+        if (o.state) pending.insert(state_dir + "/" + state_file_name(k));
     }
     std::set<DocKey> affected;
+    std::map<DocKey, DocEvent> fresh;  // state files (re)loaded in this round
     for (const auto& path : pending) {
       auto docs = load(path);
-      if (!docs) continue;
-      auto& old = files[path];
+      if (!docs) continue;  // unreadable or malformed: its previous objects stay
+      if (is_state(path)) {
+        if (auto key = parse_state_file_name(fs::path(path).filename().string())) {
+          auto it = owners.find(*key);
+          if (it != owners.end() && it->second.state) {
+            it->second.state = false;
+            affected.insert(*key);
+          }
+        }
+        for (auto& d : *docs) {  // load_checked: at most the one object the name says
+          affected.insert(d.key);
+          owners[d.key].state = true;
+          fresh[d.key] = std::move(d);
+        }
+        continue;
+      }
+      auto& old = manifests[path];
       for (const auto& entry : old) {
         affected.insert(entry.first);
-        owners[entry.first].erase(path);
+        owners[entry.first].manifests.erase(path);
       }
       for (const auto& d : *docs) {
         affected.insert(d.key);
-        auto& o = owners[d.key];
+        auto& o = owners[d.key].manifests;
         o.insert(path);
-        if (o.size() > 1 && !is_state(path)) {
+        if (o.size() > 1) {
           std::string list;
-          size_t manifests = 0;
-          for (const auto& p : o)
-            if (!is_state(p)) list += (manifests++ ? ", " : "") + p;
-          if (manifests > 1)
-            sync.problem("file datastore: " + to_string(d.key) + " is defined in several files (" + list + ")");
+          for (const auto& p : o) list += (list.empty() ? "" : ", ") + p;
+          sync.problem("file datastore: " + to_string(d.key) + " is defined in several files (" + list + ")");
         }
       }
       if (docs->empty())
-        files.erase(path);
+        manifests.erase(path);
       else {
         old.clear();
         for (auto& d : *docs) old.emplace(d.key, std::move(d));
       }
     }
     pending.clear();
+    // The winner per key: its state file, else the first manifest path in byte order.
     std::vector<DocEvent> events;
     for (const auto& key : affected) {
-      if (const DocEvent* d = winner(key)) {
-        events.push_back(*d);
+      auto it = owners.find(key);
+      if (it != owners.end() && it->second.state) {
+        // A state file not reloaded now was the winner already: sync.cache has it.
+        if (auto f = fresh.find(key); f != fresh.end()) events.push_back(std::move(f->second));
+      } else if (it != owners.end() && !it->second.manifests.empty()) {
+        events.push_back(manifests[*it->second.manifests.begin()].at(key));
       } else {
-        owners.erase(key);
+        if (it != owners.end()) owners.erase(it);
         DocEvent del;
         del.key = key;
         del.deleted = true;
@@ -311,10 +327,8 @@ struct FileState : std::enable_shared_from_this<FileState> {
       process();
     }
     auto it = owners.find(key);
-    if (it == owners.end()) return {};
-    for (const auto& p : it->second)
-      if (!is_state(p)) return p;
-    return {};
+    if (it == owners.end() || it->second.manifests.empty()) return {};
+    return *it->second.manifests.begin();
   }
 };
 

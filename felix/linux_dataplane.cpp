@@ -51,7 +51,8 @@ struct LinuxDataplane::Impl {
   std::vector<std::string> workload_ifs;
   std::unordered_map<std::string, int> sysctl_done;  // ifname -> ifindex configured
   bool forwarding_done = false;
-  bool need_resync = false;
+  bool need_resync = false;        // reload links and routes, redo sysctls (overflow, timer)
+  bool need_route_reload = false;  // reload routes only (a link went down or away)
 
   DataplaneStatus st;
   std::vector<std::string> errors;
@@ -76,7 +77,7 @@ struct LinuxDataplane::Impl {
   Status resync_state() {
     if (auto s = load_links(); !s) return s;
     if (auto s = load_routes(); !s) return s;
-    need_resync = false;
+    need_resync = need_route_reload = false;
     tunnels_dirty = true;
     sysctl_done.clear();
     ++st.resyncs;
@@ -102,19 +103,36 @@ struct LinuxDataplane::Impl {
           if (sync.observed_protocol(k) == ev.route.protocol) sync.observed_erase(k);
           break;
         }
+        // Link events keep `links` current by themselves (an overflow resyncs
+        // everything). What a link change can do to routes:
+        //  * a new link, or one that came up: routes pending on it (their
+        //    interface was missing) may now be written: replan (in memory; no
+        //    dump). A write that failed on a down link is dirty already;
+        //  * a link that went down, was renamed or deleted: the kernel drops IPv4
+        //    routes through it without a notification: reload the routes (one
+        //    route dump; the link table and the sysctls of other interfaces stay).
         case rtnl::Socket::Event::NewLink: {
           auto it = links.by_index.find(ev.link.ifindex);
           const unsigned watched = IFF_UP | IFF_LOWER_UP | IFF_RUNNING;
-          bool changed = it == links.by_index.end() || it->second.name != ev.link.name ||
-                         (it->second.flags & watched) != (ev.link.flags & watched);
+          bool is_new = it == links.by_index.end();
+          bool renamed = !is_new && it->second.name != ev.link.name;
+          unsigned before = is_new ? 0 : it->second.flags & watched, now = ev.link.flags & watched;
+          if (renamed) sysctl_done.erase(it->second.name);
           links.set(ev.link);
-          if (changed) need_resync = true;
+          if (renamed || (before & ~now)) need_route_reload = true;
+          else if ((is_new || (now & ~before)) && sync.pending_count() > 0) sync.mark_all_dirty();
           break;
         }
-        case rtnl::Socket::Event::DelLink:
+        case rtnl::Socket::Event::DelLink: {
+          auto it = links.by_index.find(ev.link.ifindex);
+          if (it != links.by_index.end()) {
+            auto done = sysctl_done.find(it->second.name);
+            if (done != sysctl_done.end() && done->second == ev.link.ifindex) sysctl_done.erase(done);
+          }
           links.erase(ev.link.ifindex);
-          need_resync = true;
+          need_route_reload = true;
           break;
+        }
       }
     }
     return s;
@@ -230,8 +248,12 @@ struct LinuxDataplane::Impl {
     auto t0 = std::chrono::steady_clock::now();
     errors.clear();
     if (auto s = handle_events(); !s) errors.push_back(s.error().message);
-    if (need_resync)
+    if (need_resync) {
       if (auto s = resync_state(); !s) return s;
+    } else if (need_route_reload) {
+      need_route_reload = false;
+      if (auto s = load_routes(); !s) return s;  // sets need_resync on failure
+    }
     apply_tunnels();
     apply_sysctls();
     Status s = write_ops();
@@ -315,7 +337,8 @@ DataplaneStatus LinuxDataplane::status() const {
   s.routes_programmed = impl_->sync.owned_count();
   s.routes_pending = impl_->sync.pending_count();
   s.conflicts = impl_->sync.conflicts();
-  s.in_sync = s.errors.empty() && s.routes_pending == 0 && !impl_->need_resync && impl_->sync.dirty_count() == 0;
+  s.in_sync = s.errors.empty() && s.routes_pending == 0 && !impl_->need_resync && !impl_->need_route_reload &&
+              impl_->sync.dirty_count() == 0;
   return s;
 }
 

@@ -356,10 +356,31 @@ void RouteSync::observed_reset_begin() {
   for (Entry& e : entries_) set_kernel(e, 0, 0);
 }
 
+// The kernel names the interface of a gateway the route was written without
+// one for ("via G" reads back as "via G dev eth0"). That is the route we asked
+// for: take the desired attributes as the kernel's, or every reload (each link
+// deletion, each periodic resync) would plan a rewrite of every such route.
+AttrId RouteSync::intern_observed(const Entry& e, const Route& r) {
+  if (AttrId d = winner(e)) {
+    const RouteAttrs& w = attrs_.get(d);
+    bool same = w.type == r.type && w.prefsrc == r.prefsrc && w.nexthops.size() == r.nexthops.size();
+    for (size_t i = 0; same && i < w.nexthops.size(); ++i) {
+      NextHop h = r.nexthops[i];
+      if (w.nexthops[i].ifname.empty() && w.nexthops[i].gateway) h.ifname.clear();
+      same = h == w.nexthops[i];
+    }
+    if (same) {
+      attrs_.ref(d);
+      return d;
+    }
+  }
+  return attrs_.intern(r);
+}
+
 void RouteSync::observed_reset_add(KernelRoute& kr) {
   normalize(kr.route);
-  AttrId a = attrs_.intern(kr.route);
   uint32_t idx = find_or_add(key_of(kr.route));
+  AttrId a = intern_observed(entries_[idx], kr.route);
   set_kernel(entries_[idx], a, kr.protocol);  // a duplicate key in one dump: last wins
 }
 
@@ -376,9 +397,9 @@ void RouteSync::observed_reset(std::vector<KernelRoute> routes) {
 
 void RouteSync::observed_set(KernelRoute kr) {
   normalize(kr.route);
-  AttrId a = attrs_.intern(kr.route);
   uint32_t idx = find_or_add(key_of(kr.route));
   Entry& e = entries_[idx];
+  AttrId a = intern_observed(e, kr.route);
   if (e.kernel == a && e.kproto == kr.protocol) {  // echo of what we hold
     attrs_.unref(a);
     return;

@@ -219,6 +219,7 @@ class RouteSync {
   void dirty(Entry& e);
   void set_want(Entry& e, int cls, AttrId a);  // takes over a's reference
   void set_kernel(Entry& e, AttrId a, uint8_t proto);  // takes over a's reference
+  AttrId intern_observed(const Entry& e, const Route& normalized_route);  // with one more reference
   void clear_marks(Entry& e);
   void visit(uint32_t idx, const std::function<bool(AttrId)>& writable, std::vector<Op>& out);
 

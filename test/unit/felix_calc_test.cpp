@@ -614,6 +614,56 @@ TEST_CASE("incremental: one pod add/delete touches one route and one endpoint on
   CHECK(n1.calc.take_changes().empty());
 }
 
+TEST_CASE("problems: a block of a node without an address is listed until the node has one or the block goes") {
+  Node n1("node-1");
+  auto unrouted = [&] {
+    size_t c = 0;
+    for (const auto& p : n1.calc.problems())
+      if (p.message.find("not routed") != std::string::npos) ++c;
+    return c;
+  };
+  n1.feed("c.yaml", cluster_with_pool(""));
+  CHECK(unrouted() == 0);
+  n1.feed("b.yaml", block_yaml("198.19.1.0/26", "node-9"));  // no such node
+  CHECK(unrouted() == 1);
+  CHECK(unrouted() == 1);  // asked again: the same answer
+  n1.feed("n9.yaml", node_yaml("node-9", "198.18.0.19/24"));
+  CHECK(unrouted() == 0);
+  n1.drop("n9.yaml");
+  CHECK(unrouted() == 1);
+  n1.drop("b.yaml");
+  CHECK(unrouted() == 0);
+}
+
+TEST_CASE("take_changes(false): no policy inputs in the change set; endpoints() and program_full still have them") {
+  Node n1("node-1");
+  ManifestTracker& t = n1.tracker;
+  auto feed = [&](const std::string& src, const std::string& yaml) {
+    for (const auto& e : t.update_source(src, yaml)) (void)n1.calc.apply(e);
+    return n1.calc.take_changes(false);
+  };
+  auto ch = feed("c.yaml", cluster_with_pool("") + "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n");
+  CHECK(ch.namespaces_upserted.empty());
+  ch = feed("pod-a.yaml", wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1"));
+  CHECK(op_strs(ch) == std::vector<std::string>{"+local-workload 198.19.0.1/32 dev cali1"});
+  CHECK(ch.endpoints_upserted.empty());
+  REQUIRE(n1.calc.endpoints().size() == 1);
+  CHECK(n1.calc.endpoints()[0].key() == "default/pod-a");
+  CHECK(n1.calc.namespaces().size() == 1);
+  policy::PolicyCompiler pc;
+  n1.calc.program_full(pc);
+  CHECK(pc.endpoint_count() == 1);
+  for (const auto& e : t.remove_source("pod-a.yaml")) (void)n1.calc.apply(e);
+  ch = n1.calc.take_changes(false);
+  CHECK(op_strs(ch) == std::vector<std::string>{"-local-workload 198.19.0.1/32 dev cali1"});
+  CHECK(ch.endpoints_removed.empty());
+  CHECK(n1.calc.endpoints().empty());
+  // Later change sets with policy carry only what changed since.
+  ch = n1.feed("pod-b.yaml", wep_yaml("pod-b", "node-1", "198.19.0.2", "cali2"));
+  REQUIRE(ch.endpoints_upserted.size() == 1);
+  CHECK(ch.endpoints_upserted[0].key() == "default/pod-b");
+}
+
 TEST_CASE("incremental: a node joining adds its block route and VTEP; leaving removes them") {
   Node n1("node-1");
   n1.feed("c.yaml", cluster_with_pool("  vxlanMode: Always\n"));

@@ -476,6 +476,41 @@ TEST_CASE("streamed observed reset: adopts ours, keeps foreign, drops stale entr
   CHECK(s.plan(all_writable).deletes.empty());  // foreign routes are never deleted
 }
 
+TEST_CASE("a gateway route written without a device reads back with the kernel's choice: nothing to rewrite") {
+  RouteSync s;
+  s.set_class(RouteClass::RemoteBlock, {direct_route(pfx("10.1.0.0/26"), ip("198.18.1.1")),
+                                        direct_route(pfx("10.1.0.64/26"), ip("198.18.1.2"))});
+  ack_all(s, s.plan(all_writable));
+  // What a route dump returns: the same gateways, each with the interface the kernel resolved.
+  auto reload = [&](const char* second_gw) {
+    s.observed_reset_begin();
+    KernelRoute a{direct_route(pfx("10.1.0.0/26"), ip("198.18.1.1"), "eth0"), kTabbyRouteProtocol};
+    KernelRoute b{direct_route(pfx("10.1.0.64/26"), ip(second_gw), "eth0"), kTabbyRouteProtocol};
+    s.observed_reset_add(a);
+    s.observed_reset_add(b);
+    s.observed_reset_end();
+  };
+  reload("198.18.1.2");
+  CHECK(s.owned_count() == 2);
+  auto p = s.plan(all_writable);
+  CHECK(p.upserts.empty());
+  CHECK(p.deletes.empty());
+  // A different gateway is still a difference.
+  reload("198.18.1.9");
+  p = s.plan(all_writable);
+  REQUIRE(p.upserts.size() == 1);
+  CHECK(p.upserts[0].str() == "10.1.0.64/26 via 198.18.1.2");
+  // A route that names its device must read back with that device.
+  RouteSync t;
+  t.set_class(RouteClass::RemoteBlock, {direct_route(pfx("10.1.0.0/26"), ip("198.18.1.1"), "eth1")});
+  ack_all(t, t.plan(all_writable));
+  t.observed_reset_begin();
+  KernelRoute c{direct_route(pfx("10.1.0.0/26"), ip("198.18.1.1"), "eth0"), kTabbyRouteProtocol};
+  t.observed_reset_add(c);
+  t.observed_reset_end();
+  CHECK(t.plan(all_writable).upserts.size() == 1);
+}
+
 TEST_CASE("random edits through the recorder: the kernel ends equal to the desired state") {
   auto dp = make_dp();
   uint64_t x = 99;
