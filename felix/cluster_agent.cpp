@@ -19,6 +19,9 @@
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -185,6 +188,13 @@ class ClusterAgent {
         log("datastore in sync: " + std::to_string(u.events.size()) + " objects");
         process(true);
         register_node();
+#ifdef __GLIBC__
+        // The snapshot is the agent's one big burst of short-lived allocations
+        // (the documents, the parsed resources, the first full route and policy
+        // programming: tens of MB with 20,000 objects). glibc keeps freed pages
+        // mapped when long-lived objects sit above them: hand them back.
+        ::malloc_trim(0);
+#endif
         break;
       case DatastoreUpdate::Type::Changes:
         count_events(u.events);
@@ -245,7 +255,9 @@ class ClusterAgent {
       return;
     }
     processing_ = true;
-    CalcChanges ch = calc_.take_changes();
+    // Endpoint/namespace/policy deltas are built only for a compiler that takes
+    // deltas (a full pass programs it from the Calc's state).
+    CalcChanges ch = calc_.take_changes(/*with_policy=*/compiler_ != nullptr && !full);
     report_problems();
 
     // Calc -> Speaker.

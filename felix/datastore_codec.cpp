@@ -4,9 +4,6 @@
 #include "felix/datastore_codec.hpp"
 
 #include <yaml-cpp/yaml.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include <cctype>
 #include <cerrno>
@@ -284,13 +281,6 @@ void SyncState::snapshot() {
     } give_back{cache, u.events};
     callback(u);
   }
-#ifdef __GLIBC__
-  // The snapshot is the agent's one big burst of short-lived allocations (this
-  // copy, the parsed resources, the first full route and policy programming:
-  // tens of MB with 20,000 objects). glibc keeps freed heap pages mapped when
-  // long-lived objects sit above them; hand them back now that it is over.
-  ::malloc_trim(0);
-#endif
 }
 
 void SyncState::problem(std::string message, std::string source) {
