@@ -29,7 +29,8 @@ for n in 1 2; do
   ip -n "$pod" link set lo up; ip -n "$pod" addr add "198.19.0.$(( (n-1)*64 + 2 ))/32" dev eth0; ip -n "$pod" link set eth0 up
   ip -n "$pod" route add 169.254.1.1 dev eth0 scope link; ip -n "$pod" route add default via 169.254.1.1 dev eth0
   ip -n "$ns" link set "calipod$n" up
-  ip netns exec "$ns" sysctl -qw "net.ipv4.conf.calipod$n.proxy_arp=1" net.ipv4.ip_forward=1
+  ip netns exec "$ns" sysctl -qw "net.ipv4.conf.calipod$n.proxy_arp=1" "net.ipv4.neigh.calipod$n.proxy_delay=0" \
+    net.ipv4.ip_forward=1
   ip -n "$ns" route add "198.19.0.$(( (n-1)*64 + 2 ))/32" dev "calipod$n" scope link
   other=$((3 - n))
   cat > "$WORK/n$n.yaml" <<YAML
@@ -45,10 +46,12 @@ done
 start() { ip netns exec "${P}n$1" "$TABBY" agent --config "$WORK/n$1.yaml" >> "$WORK/n$1.log" 2>&1 & PIDS+=($!); eval "PID$1=$!"; }
 start 1; start 2
 routes() { ip -n "${P}n2" route show proto 44 | sort; }
+# Both directions need both nodes' routes (own blackhole + the other's block).
+both_ready() { [ "$(routes | wc -l)" -ge 2 ] && [ "$(ip -n "${P}n1" route show proto 44 | wc -l)" -ge 2 ]; }
 for i in $(seq 1 100); do
-  [ "$(routes | wc -l)" -ge 2 ] && break; sleep 0.2
+  both_ready && break; sleep 0.2
 done
-[ "$(routes | wc -l)" -ge 2 ] || die "node2 never got its routes: $(routes)"
+both_ready || die "the nodes never got their routes: node1: $(ip -n "${P}n1" route show proto 44) node2: $(routes)"
 ip netns exec "${P}p1" ping -c 3 -W 1 -q 198.19.0.66 >/dev/null || die "pods cannot ping before the restart"
 before=$(routes)
 
