@@ -26,6 +26,26 @@ def block_routes(agent, pattern):
     return re.findall(r"^(\S+/26) " + pattern, agent.kernel_routes(), re.M)
 
 
+def interfaces_as_a_user_reads_them(c):
+    """/readyz, /metrics, `tabby ipam` and `tabby endpoints` on node1 agree with the cluster."""
+    a = c.agents["node1"]
+    status, body = a.http_get("/readyz")
+    check(status == 200 and body.strip() == "ok", f"/readyz on a ready node: {status} {body!r}")
+    check(a.http_get("/livez")[0] == 200, "/livez")
+    status, metrics = a.http_get("/metrics")
+    check(status == 200, f"/metrics answered {status}")
+    for want in ('tabby_bgp_sessions{state="Established"} 2', "tabby_datastore_in_sync 1", "tabby_dataplane_in_sync 1",
+                 "tabby_ipam_addresses_used{pool=\"default-ipv4-ippool\"} 2"):
+        check(want in metrics, f"/metrics lacks {want!r}:\n{metrics[:3000]}")
+    blocks = (a.api("ipam") or {}).get("blocks", [])
+    check(sorted(b["node"] for b in blocks) == ["node1", "node2", "node3"] and all(int(b["used"]) == 2 for b in blocks),
+          f"tabby ipam: want one block per node with 2 addresses used, got {blocks}")
+    eps = (a.api("endpoints") or {}).get("endpoints", [])
+    want = sorted(p.ip for p in c.pods)
+    check(sorted(ip for e in eps for ip in e.get("ips", [])) == want, f"tabby endpoints: {eps}, want IPs {want}")
+    step("/readyz, /metrics, tabby ipam and tabby endpoints on node1 agree with the cluster")
+
+
 def body(lab, store):
     c = Cluster(lab, store)
     default_pool = c.pool("default-ipv4-ippool", "198.19.0.0/16")
@@ -41,6 +61,7 @@ def body(lab, store):
     wait_until(lambda: all(len(block_routes(a, r"via 198\.18\.0\.\d+ dev \S+")) == 2 for a in c.agents.values()), 20,
                "each node routes the 2 other nodes' blocks directly")
     c.ping_all()
+    interfaces_as_a_user_reads_them(c)
 
     step("pool -> VXLAN")
     default_pool["spec"]["vxlanMode"] = "Always"

@@ -34,9 +34,9 @@ fi
 
 # --- guest
 for b in qemu-system-x86_64 busybox cpio; do
-  command -v $b >/dev/null || { echo "SKIP: $b not installed (scripts/install-deps.sh all)"; exit 77; }
+  command -v $b >/dev/null || { echo "FAIL: cannot run the VM: $b not installed (scripts/install-deps.sh all installs it)"; exit 1; }
 done
-ls /boot/vmlinuz-* 2>/dev/null | grep -qv cloud || { echo "SKIP: no linux-image-amd64 kernel in /boot (scripts/install-deps.sh all)"; exit 77; }
+ls /boot/vmlinuz-* 2>/dev/null | grep -qv cloud || { echo "FAIL: cannot run the VM: no linux-image-amd64 kernel in /boot (scripts/install-deps.sh all installs it)"; exit 1; }
 # The guest sees the host's / read-only but gets an empty tmpfs on /tmp, and the
 # repository may live under /tmp (CI's fresh clone can): stage what the guest
 # runs into the shared work dir, which the guest mounts at the same path.

@@ -164,6 +164,7 @@ class Agent(Daemon):
 
     def write_config(self):
         c = {"nodeName": self.node.name, "routerID": self.node.ip, "apiSocket": self.sock,
+             "metricsAddress": "127.0.0.1:9091",  # each node is its own namespace
              "gracefulRestart": {"enabled": True, "restartTime": 60},
              "datastore": self.cluster.store.config(), "dataplane": {"enabled": True}}
         c.update(self.extra)
@@ -190,6 +191,15 @@ class Agent(Daemon):
     def established_peers(self):
         st = self.status() or {}
         return sorted(p["peerAddress"] for p in st.get("peers", []) if p.get("state") == "Established")
+
+    def http_get(self, path):
+        """(status, body) of GET http://127.0.0.1:9091<path> inside the node."""
+        code = ("import sys, urllib.request, urllib.error\n"
+                "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())\n"
+                "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())\n")
+        out = self.node.run(["python3", "-c", code, "http://127.0.0.1:9091" + path]).stdout
+        status, _, body = out.partition("\n")
+        return int(status), body
 
     def kernel_routes(self):
         return self.node.run(["ip", "route", "show", "proto", "44"]).stdout

@@ -283,8 +283,8 @@ def run_test(name, body):
     """Entry point for a test script: body(lab) runs inside a Lab; exit 0 pass, 1 fail,
     77 skip. Signals (SIGTERM from the runner's timeout) still clean up."""
     if os.geteuid() != 0:
-        print("needs root (network namespaces)")
-        sys.exit(SKIP_RC)
+        print(f"FAIL {name}: cannot run: needs root (network namespaces)")
+        sys.exit(1)
 
     def on_signal(sig, frame):
         raise TestFailure(f"killed by signal {sig}")
