@@ -7,6 +7,7 @@
 #include "felix/calc.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <variant>
 
 #include "ipip/ipip.hpp"
@@ -30,6 +31,68 @@ namespace {
 constexpr uint32_t kDefaultAsn = 64512;
 
 std::string wep_key(const ResourceKey& k) { return k.ns + "/" + k.name; }
+
+// Reference-counted interning: equal values share one stored copy, and a pointer
+// to it stays valid while any holder has acquired it.
+template <class T>
+class Interner {
+ public:
+  const T* acquire(const T& v) {
+    auto it = refs_.try_emplace(v, 0).first;
+    ++it->second;
+    return &it->first;
+  }
+  void release(const T* p) {
+    if (!p) return;
+    auto it = refs_.find(*p);
+    if (it != refs_.end() && --it->second == 0) refs_.erase(it);
+  }
+
+ private:
+  std::map<T, size_t> refs_;
+};
+
+// One WorkloadEndpoint as the Calc keeps it. A cluster's endpoints are the bulk of
+// its objects (20,000 must fit in a few MB), so: the node name and the labels are
+// interned (a node's pods share its name; pods share a handful of label sets), the
+// first address is inline, the interface name is kept only for this node's
+// endpoints (nothing reads a remote one's), and the rare rest (more addresses,
+// named ports) lives out of line. The container ID is the CNI plugin's business
+// and not kept.
+struct WepEntry {
+  struct Extra {
+    std::vector<IpAddress> more_ips;
+    std::vector<policy::NamedPort> ports;
+    std::string iface;
+  };
+  IpAddress ip;
+  bool has_ip = false;
+  const std::string* node = nullptr;
+  const Labels* labels = nullptr;
+  std::unique_ptr<Extra> extra;
+
+  std::vector<IpAddress> ips() const {
+    std::vector<IpAddress> v;
+    if (has_ip) v.push_back(ip);
+    if (extra) v.insert(v.end(), extra->more_ips.begin(), extra->more_ips.end());
+    return v;
+  }
+  const std::string& iface() const {
+    static const std::string none;
+    return extra ? extra->iface : none;
+  }
+  const std::vector<policy::NamedPort>& ports() const {
+    static const std::vector<policy::NamedPort> none;
+    return extra ? extra->ports : none;
+  }
+};
+
+bool same_ports(const std::vector<policy::NamedPort>& a, const std::vector<policy::NamedPort>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].name != b[i].name || a[i].port != b[i].port || a[i].protocol != b[i].protocol) return false;
+  return true;
+}
 }  // namespace
 
 struct Calc::Impl {
@@ -45,11 +108,13 @@ struct Calc::Impl {
   std::map<std::string, BlockAffinity> affinities, pending_affinities;  // by resource name
   std::map<Prefix, std::string> blocks;                                 // cidr -> affinity name
   std::map<std::string, std::set<Prefix>> node_blocks;
-  std::map<std::string, WorkloadEndpoint> weps;  // "ns/name"
+  std::map<std::string, WepEntry> weps;  // "ns/name"
+  Interner<std::string> node_names;      // WepEntry::node
+  Interner<Labels> label_sets;           // WepEntry::labels
   std::map<std::string, Pod> pods;
   std::map<std::string, NamespaceRes> namespaces;
   std::map<std::string, policy::Policy> policies;
-  std::map<IpAddress, std::set<std::string>> wep_ips;  // every WEP's IPs -> keys
+  std::multimap<IpAddress, const std::string*> wep_ips;  // every WEP's IPs -> keys in `weps`
   std::map<std::string, int> local_ifaces;             // iface -> local WEPs using it
   std::map<Prefix, std::vector<IpAddress>> learned;
   std::map<ResourceKey, std::string> rejected;
@@ -59,7 +124,7 @@ struct Calc::Impl {
   bgp::SpeakerConfig speaker;
   dataplane::TunnelConfig tunnels;
   std::vector<std::string> ifaces_out;
-  std::set<std::string> endpoints_out, namespaces_out;
+  std::set<std::string> namespaces_out;
   // problems() of blocks whose node has no address: a walk over every block and
   // two lookups each, kept until a block or a node changes (problems() runs after
   // every batch, a pod add included).
@@ -325,26 +390,54 @@ struct Calc::Impl {
   }
 
   // ---------------------------------------------------------------- workloads
-  void wep_ips_add(const std::string& key, const WorkloadEndpoint& w) {
-    bool is_local = w.node == opt.node_name;
-    for (const auto& ip : w.ips) {
-      wep_ips[ip].insert(key);
-      if (is_local) dirty_ips.insert(ip);
-    }
-    if (is_local && local_ifaces[w.iface]++ == 0) ifaces_dirty = true;
+  bool is_local(const WepEntry& e) const { return e.node && *e.node == opt.node_name; }
+
+  // Whether `w` is what `e` holds (as far as the Calc keeps it).
+  bool same_wep(const WepEntry& e, const WorkloadEndpoint& w) const {
+    if (!e.node || *e.node != w.node || *e.labels != w.labels || e.ips() != w.ips) return false;
+    if (!same_ports(e.ports(), w.ports)) return false;
+    return !is_local(e) || e.iface() == w.iface;
   }
-  void wep_ips_remove(const std::string& key, const WorkloadEndpoint& w) {
-    bool is_local = w.node == opt.node_name;
-    for (const auto& ip : w.ips) {
-      auto it = wep_ips.find(ip);
-      if (it != wep_ips.end()) {
-        it->second.erase(key);
-        if (it->second.empty()) wep_ips.erase(it);
-      }
-      if (is_local) dirty_ips.insert(ip);
+  void fill_wep(WepEntry& e, const WorkloadEndpoint& w) {
+    e.node = node_names.acquire(w.node);
+    e.labels = label_sets.acquire(w.labels);
+    e.has_ip = !w.ips.empty();
+    if (e.has_ip) e.ip = w.ips.front();
+    bool local = w.node == opt.node_name;
+    if (w.ips.size() > 1 || !w.ports.empty() || (local && !w.iface.empty())) {
+      e.extra = std::make_unique<WepEntry::Extra>();
+      if (w.ips.size() > 1) e.extra->more_ips.assign(w.ips.begin() + 1, w.ips.end());
+      e.extra->ports = w.ports;
+      if (local) e.extra->iface = w.iface;
     }
-    if (is_local) {
-      auto it = local_ifaces.find(w.iface);
+  }
+  void clear_wep(WepEntry& e) {
+    node_names.release(e.node);
+    label_sets.release(e.labels);
+    e = WepEntry{};
+  }
+
+  void wep_ips_add(const std::string& key, const WepEntry& w) {
+    bool local = is_local(w);
+    for (const auto& ip : w.ips()) {
+      wep_ips.emplace(ip, &key);
+      if (local) dirty_ips.insert(ip);
+    }
+    if (local && local_ifaces[w.iface()]++ == 0) ifaces_dirty = true;
+  }
+  void wep_ips_remove(const std::string& key, const WepEntry& w) {
+    bool local = is_local(w);
+    for (const auto& ip : w.ips()) {
+      auto [b, e] = wep_ips.equal_range(ip);
+      for (auto it = b; it != e; ++it)
+        if (it->second == &key) {
+          wep_ips.erase(it);
+          break;
+        }
+      if (local) dirty_ips.insert(ip);
+    }
+    if (local) {
+      auto it = local_ifaces.find(w.iface());
       if (it != local_ifaces.end() && --it->second == 0) {
         local_ifaces.erase(it);
         ifaces_dirty = true;
@@ -354,13 +447,12 @@ struct Calc::Impl {
 
   // ---------------------------------------------------------------- route computation
   std::optional<Route> local_workload_route(const IpAddress& ip) const {
-    auto it = wep_ips.find(ip);
-    if (it == wep_ips.end()) return std::nullopt;
-    for (const auto& key : it->second) {  // first local owner by key (deterministic)
-      const auto& w = weps.at(key);
-      if (w.node == opt.node_name) return dataplane::workload_route(ip, w.iface);
-    }
-    return std::nullopt;
+    const std::string* owner = nullptr;  // the first local owner by key (deterministic)
+    auto [b, e] = wep_ips.equal_range(ip);
+    for (auto it = b; it != e; ++it)
+      if ((!owner || *it->second < *owner) && is_local(weps.at(*it->second))) owner = it->second;
+    if (!owner) return std::nullopt;
+    return dataplane::workload_route(ip, weps.at(*owner).iface());
   }
 
   // Desired (LocalBlock, RemoteBlock) routes of one block.
@@ -612,13 +704,7 @@ struct Calc::Impl {
   }
 
   // ---------------------------------------------------------------- policy
-  // Whether compute_endpoint(key) has a value, without building it.
-  bool endpoint_exists(const std::string& key) const {
-    if (weps.count(key)) return true;
-    auto p = pods.find(key);
-    return p != pods.end() && !p->second.host_network && !p->second.ips.empty();
-  }
-
+  void for_each_endpoint(const std::function<void(policy::Endpoint&&)>& f) const;
   std::optional<policy::Endpoint> compute_endpoint(const std::string& key) const {
     auto w = weps.find(key);
     auto p = pods.find(key);
@@ -628,10 +714,10 @@ struct Calc::Impl {
     e.ns = key.substr(0, slash);
     e.name = key.substr(slash + 1);
     if (w != weps.end()) {
-      e.ips = w->second.ips;
-      e.labels = w->second.labels;
-      e.ports = w->second.ports;
-      if (w->second.node == opt.node_name) e.iface = w->second.iface;
+      e.ips = w->second.ips();
+      e.labels = *w->second.labels;
+      e.ports = w->second.ports();
+      if (is_local(w->second)) e.iface = w->second.iface();
     } else {
       e.ips = p->second.ips;
     }
@@ -692,18 +778,9 @@ struct Calc::Impl {
       ifaces_dirty = false;
     }
     for (const auto& key : dirty_endpoints) {
-      if (!with_policy) {  // track which endpoints exist (endpoints()), build none
-        if (endpoint_exists(key)) endpoints_out.insert(key);
-        else endpoints_out.erase(key);
-        continue;
-      }
-      auto e = compute_endpoint(key);
-      if (e) {
-        ch.endpoints_upserted.push_back(std::move(*e));
-        endpoints_out.insert(key);
-      } else if (endpoints_out.erase(key)) {
-        ch.endpoints_removed.push_back(key);
-      }
+      if (!with_policy) continue;  // endpoints() reads the inputs themselves
+      if (auto e = compute_endpoint(key)) ch.endpoints_upserted.push_back(std::move(*e));
+      else ch.endpoints_removed.push_back(key);
     }
     dirty_endpoints.clear();
     for (const auto& name : dirty_namespaces) {
@@ -769,15 +846,15 @@ Status Calc::upsert(const Resource& r) {
     case Kind::BlockAffinity: return m.upsert_block(k.name, std::get<BlockAffinity>(r.body), r.source);
     case Kind::WorkloadEndpoint: {
       const auto& v = std::get<WorkloadEndpoint>(r.body);
-      std::string key = wep_key(k);
-      auto it = m.weps.find(key);
-      if (it != m.weps.end()) {
-        if (it->second == v) return {};
-        m.wep_ips_remove(key, it->second);
+      auto [it, fresh] = m.weps.try_emplace(wep_key(k));
+      if (!fresh) {
+        if (m.same_wep(it->second, v)) return {};
+        m.wep_ips_remove(it->first, it->second);
+        m.clear_wep(it->second);
       }
-      m.weps[key] = v;
-      m.wep_ips_add(key, v);
-      m.dirty_endpoints.insert(key);
+      m.fill_wep(it->second, v);
+      m.wep_ips_add(it->first, it->second);
+      m.dirty_endpoints.insert(it->first);
       return {};
     }
     case Kind::Pod: {
@@ -832,7 +909,8 @@ void Calc::remove(const ResourceKey& k) {
       std::string key = wep_key(k);
       auto it = m.weps.find(key);
       if (it == m.weps.end()) break;
-      m.wep_ips_remove(key, it->second);
+      m.wep_ips_remove(it->first, it->second);
+      m.clear_wep(it->second);
       m.weps.erase(it);
       m.dirty_endpoints.insert(key);
       break;
@@ -890,10 +968,27 @@ std::vector<Route> Calc::routes(RouteClass cls) const {
 const dataplane::TunnelConfig& Calc::tunnel_config() const { return impl_->tunnels; }
 std::vector<std::string> Calc::workload_interfaces() const { return impl_->ifaces_out; }
 
+void Calc::Impl::for_each_endpoint(const std::function<void(policy::Endpoint&&)>& f) const {
+  // Keys of both inputs, merged in order (an endpoint may have a WEP, a Pod or both).
+  auto w = weps.begin();
+  auto p = pods.begin();
+  while (w != weps.end() || p != pods.end()) {
+    const std::string* key;
+    if (p == pods.end() || (w != weps.end() && w->first <= p->first)) {
+      key = &w->first;
+      if (p != pods.end() && p->first == w->first) ++p;
+      ++w;
+    } else {
+      key = &p->first;
+      ++p;
+    }
+    if (auto e = compute_endpoint(*key)) f(std::move(*e));
+  }
+}
+
 std::vector<policy::Endpoint> Calc::endpoints() const {
   std::vector<policy::Endpoint> v;
-  for (const auto& k : impl_->endpoints_out)
-    if (auto e = impl_->compute_endpoint(k)) v.push_back(std::move(*e));
+  impl_->for_each_endpoint([&](policy::Endpoint&& e) { v.push_back(std::move(e)); });
   return v;
 }
 std::vector<policy::Namespace> Calc::namespaces() const {
@@ -958,8 +1053,7 @@ void Calc::program_full(policy::PolicyCompiler& pc) const {
   for (const auto& p : policies()) pc.upsert_policy(p);
   // One endpoint at a time: a vector of all of them (20,000) would be a second
   // full copy at the cold start's peak, next to the compiler's own.
-  for (const auto& k : impl_->endpoints_out)
-    if (auto e = impl_->compute_endpoint(k)) pc.upsert_endpoint(*e);
+  impl_->for_each_endpoint([&](policy::Endpoint&& e) { pc.upsert_endpoint(e); });
 }
 
 const NodeInfo* Calc::node(const std::string& name) const {
@@ -997,8 +1091,13 @@ std::vector<IpamBlock> Calc::ipam_blocks(const std::string& node) const {
     ib.capacity = block_capacity(b);
     const auto& aff = impl_->affinities.at(impl_->blocks.at(b));
     for (const auto& [handle, ip] : aff.allocations) ib.used[ip] = handle;
-    for (auto it = impl_->wep_ips.lower_bound(b.addr()); it != impl_->wep_ips.end() && b.contains(it->first); ++it)
-      if (!ib.used.count(it->first)) ib.used[it->first] = *it->second.begin();
+    // Other addresses: the endpoint's key (the first by key when several claim one).
+    std::map<IpAddress, const std::string*> by_wep;
+    for (auto it = impl_->wep_ips.lower_bound(b.addr()); it != impl_->wep_ips.end() && b.contains(it->first); ++it) {
+      auto [slot, fresh] = by_wep.try_emplace(it->first, it->second);
+      if (!fresh && *it->second < *slot->second) slot->second = it->second;
+    }
+    for (const auto& [ip, key] : by_wep) ib.used.try_emplace(ip, *key);
     out.push_back(std::move(ib));
   }
   return out;

@@ -124,7 +124,8 @@ struct CalcChanges {
   std::vector<policy::Namespace> namespaces_upserted;
   std::vector<std::string> namespaces_removed;
   std::vector<policy::Endpoint> endpoints_upserted;
-  std::vector<std::string> endpoints_removed;  // "ns/name"
+  std::vector<std::string> endpoints_removed;  // "ns/name"; may name one never upserted
+                                               // (a consumer ignores keys it does not know)
   std::vector<policy::Policy> policies_upserted;
   std::vector<std::string> policies_removed;   // Policy::id()
   bool empty() const;

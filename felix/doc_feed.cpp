@@ -3,8 +3,44 @@
 #include "felix/doc_feed.hpp"
 
 #include <algorithm>
+#include <functional>
 
 namespace tabby::felix {
+
+namespace {
+uint64_t key_digest(const DocKey& k) {
+  // Three strings hashed and mixed (the separators cannot collide: each part is
+  // hashed on its own); 64 bits over tens of thousands of keys.
+  std::hash<std::string> h;
+  uint64_t x = h(k.kind);
+  x = (x ^ (h(k.ns) + 0x9e3779b97f4a7c15ull + (x << 6) + (x >> 2)));
+  x = (x ^ (h(k.name) + 0x9e3779b97f4a7c15ull + (x << 6) + (x >> 2)));
+  return x;
+}
+}  // namespace
+
+std::optional<ResourceKey> plain_key(const DocKey& key) {
+  // The inverse of qualified_kind(): "Pod" (core), "IPPool.projectcalico.org", ...
+  auto dot = key.kind.find('.');
+  std::string_view kind(key.kind), group;
+  if (dot != std::string::npos) {
+    kind = kind.substr(0, dot);
+    group = std::string_view(key.kind).substr(dot + 1);
+  }
+  std::string api;
+  if (group.empty()) api = "v1";
+  else if (group == "projectcalico.org") api = "projectcalico.org/v3";
+  else if (group == "networking.k8s.io") api = "networking.k8s.io/v1";
+  else if (group == "tabby.dev") api = "tabby.dev/v1";
+  else return std::nullopt;
+  return key_for(api, kind, key.ns, key.name);
+}
+
+std::vector<ResourceKey> DocFeed::produced_by(const DocKey& k, const std::optional<ResourceKey>& plain) const {
+  if (auto it = produced_.find(k); it != produced_.end()) return it->second;
+  if (plain && plain_.count(key_digest(k))) return {*plain};
+  return {};
+}
 
 FeedStats DocFeed::feed(const std::vector<DocEvent>& events, Calc& calc) {
   FeedStats st;
@@ -13,15 +49,18 @@ FeedStats DocFeed::feed(const std::vector<DocEvent>& events, Calc& calc) {
 }
 
 void DocFeed::feed_one(const DocEvent& e, Calc& calc, FeedStats& st) {
-  auto old = produced_.find(e.key);
+  const std::optional<ResourceKey> plain = plain_key(e.key);
+  const std::vector<ResourceKey> old = produced_by(e.key, plain);
+  auto forget = [&] {
+    produced_.erase(e.key);
+    plain_.erase(key_digest(e.key));
+  };
   if (e.deleted) {
-    if (old != produced_.end()) {
-      for (const auto& k : old->second) {
-        calc.remove(k);
-        ++st.removals;
-      }
-      produced_.erase(old);
+    for (const auto& k : old) {
+      calc.remove(k);
+      ++st.removals;
     }
+    forget();
     problems_.erase(e.key);
     return;
   }
@@ -45,16 +84,15 @@ void DocFeed::feed_one(const DocEvent& e, Calc& calc, FeedStats& st) {
     else ++st.rejected;
     now.push_back(r.key);
   }
-  if (old != produced_.end()) {
-    for (const auto& k : old->second) {
-      if (std::find(now.begin(), now.end(), k) == now.end()) {
-        calc.remove(k);
-        ++st.removals;
-      }
+  for (const auto& k : old) {
+    if (std::find(now.begin(), now.end(), k) == now.end()) {
+      calc.remove(k);
+      ++st.removals;
     }
   }
   problems_.erase(e.key);
-  if (now.empty()) produced_.erase(e.key);
+  forget();
+  if (plain && now.size() == 1 && now.front() == *plain) plain_.insert(key_digest(e.key));
   else produced_[e.key] = std::move(now);
 }
 
