@@ -140,7 +140,7 @@ std::string braced(const std::vector<std::string>& v) {
 constexpr size_t kSplitMax = 4, kAltsMax = 16;
 
 // uint32 -> count, open addressing (linear probing, backward-shift deletion):
-// ~16 bytes per key where a node-based map spends ~40.
+// 8-16 bytes per key where a node-based map spends ~40.
 class CountTable {
  public:
   uint32_t get(uint32_t k) const {
@@ -151,7 +151,7 @@ class CountTable {
     }
   }
   void add(uint32_t k) {
-    if ((used_ + 1) * 2 > slots_.size()) grow();
+    if ((used_ + 1) * 4 > slots_.size() * 3) grow();  // load <= 3/4
     size_t i = index(k);
     while (slots_[i].n != 0 && slots_[i].key != k) i = (i + 1) & mask();
     if (slots_[i].n == 0) {
