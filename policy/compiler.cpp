@@ -31,6 +31,7 @@
 // Pure: no I/O. IPv4 only for now (IPv6 endpoint addresses are ignored).
 #include <algorithm>
 #include <cstdio>
+#include <unordered_map>
 
 #include "policy/policy.hpp"
 
@@ -138,6 +139,67 @@ std::string braced(const std::vector<std::string>& v) {
 // most 2: its address/port sets and its named-port set).
 constexpr size_t kSplitMax = 4, kAltsMax = 16;
 
+// uint32 -> count, open addressing (linear probing, backward-shift deletion):
+// 8-16 bytes per key where a node-based map spends ~40.
+class CountTable {
+ public:
+  uint32_t get(uint32_t k) const {
+    if (slots_.empty()) return 0;
+    for (size_t i = index(k);; i = (i + 1) & mask()) {
+      if (slots_[i].n == 0) return 0;
+      if (slots_[i].key == k) return slots_[i].n;
+    }
+  }
+  void add(uint32_t k) {
+    if ((used_ + 1) * 4 > slots_.size() * 3) grow();  // load <= 3/4
+    size_t i = index(k);
+    while (slots_[i].n != 0 && slots_[i].key != k) i = (i + 1) & mask();
+    if (slots_[i].n == 0) {
+      slots_[i].key = k;
+      ++used_;
+    }
+    ++slots_[i].n;
+  }
+  void remove(uint32_t k) {  // one count of k (which must be present)
+    if (slots_.empty()) return;
+    size_t i = index(k);
+    while (slots_[i].n != 0 && slots_[i].key != k) i = (i + 1) & mask();
+    if (slots_[i].n == 0 || --slots_[i].n > 0) return;
+    --used_;
+    // Backward shift: move later entries of the probe run into the hole.
+    for (size_t j = (i + 1) & mask(); slots_[j].n != 0; j = (j + 1) & mask()) {
+      size_t home = index(slots_[j].key);
+      // j's entry may fill hole i unless its home lies cyclically in (i, j].
+      bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+      if (stays) continue;
+      slots_[i] = slots_[j];
+      slots_[j] = {};
+      i = j;
+    }
+  }
+
+ private:
+  struct Slot {
+    uint32_t key = 0, n = 0;  // n == 0: empty
+  };
+  size_t mask() const { return slots_.size() - 1; }
+  size_t index(uint32_t k) const {  // the product's high half mixes every bit of k
+    return static_cast<size_t>((uint64_t{k} * 0x9E3779B97F4A7C15ull) >> 32) & mask();
+  }
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 16 : old.size() * 2, Slot{});
+    for (const auto& s : old) {
+      if (s.n == 0) continue;
+      size_t i = index(s.key);
+      while (slots_[i].n != 0) i = (i + 1) & mask();
+      slots_[i] = s;
+    }
+  }
+  std::vector<Slot> slots_;
+  size_t used_ = 0;
+};
+
 const char* kIngressMap = "wl-in";
 const char* kEgressMap = "wl-out";
 
@@ -146,10 +208,55 @@ const char* kEgressMap = "wl-out";
 struct PolicyCompiler::Impl {
   CompilerOptions opts;
   std::map<std::string, Namespace> namespaces;
-  std::map<std::string, Endpoint> endpoints;
-  std::map<std::string, std::set<std::string>> by_ns;  // namespace -> endpoint keys
   std::map<std::string, Policy> policies;
   std::set<std::pair<double, std::string>> order;  // evaluation order (order, id)
+
+  // ---- endpoints, stored compactly (issue 4: 20,000 of them in a few MB).
+  // Label sets are interned: pods share a few (one per ReplicaSet or so), and
+  // an endpoint's label set, which carries projectcalico.org/namespace, also
+  // names its namespace. Each label set caches whether it matches each IP set
+  // (a selector is evaluated once per distinct label set, not per endpoint).
+  struct LabelSet {
+    std::map<Labels, uint32_t>::iterator it;  // its entry in label_index (the labels)
+    std::string ns;
+    uint32_t refs = 0;
+    std::vector<uint8_t> match;  // per set slot: 0 unknown, 1 no, 2 yes
+    const Labels& labels() const { return it->first; }
+  };
+  std::map<Labels, uint32_t> label_index;
+  std::vector<LabelSet> label_sets;
+  std::vector<uint32_t> free_label_ids;
+
+  // What only some endpoints have: more than one IPv4 address, a host-side
+  // interface (local endpoints), named ports.
+  struct EpExtra {
+    std::vector<uint32_t> ips;
+    std::string iface;
+    std::vector<NamedPort> ports;
+  };
+  // One endpoint: its label set and its IPv4 address(es). IPv6 addresses are
+  // not kept (the compiler ignores them).
+  struct EpRec {
+    uint32_t labels = 0;
+    uint32_t ip = 0;       // the address when has_ip and there is no extra
+    bool has_ip = false;
+    std::unique_ptr<EpExtra> x;
+  };
+  std::unordered_map<std::string, EpRec> endpoints;  // "ns/name" -> endpoint
+  CountTable ip_count;  // IPv4 address -> endpoints holding it (duplicates are rare)
+
+  template <class F>
+  static void for_ips(const EpRec& r, F&& f) {
+    if (r.x) {
+      for (uint32_t ip : r.x->ips) f(ip);
+    } else if (r.has_ip) {
+      f(r.ip);
+    }
+  }
+  static const std::string& iface_of(const EpRec& r) {
+    static const std::string none;
+    return r.x ? r.x->iface : none;
+  }
 
   struct IpSet {
     std::string name;
@@ -158,11 +265,14 @@ struct PolicyCompiler::Impl {
     bool named = false;
     uint8_t proto = 0;
     std::vector<std::string> port_names;  // named set: any of these (sorted, unique)
-    std::map<std::string, std::string> members;  // element -> endpoint key
+    uint32_t slot = 0;                    // index in set_slots / LabelSet::match
+    size_t count = 0;                     // distinct elements
     int refs = 0;
   };
   std::map<std::string, IpSet> sets;             // key -> set
   std::map<std::string, std::string> set_by_name;  // name -> key
+  std::vector<IpSet*> set_slots;                 // slot -> set (nullptr: free)
+  std::vector<uint32_t> free_set_slots;
 
   struct Compiled {
     std::vector<std::string> set_keys;
@@ -195,6 +305,7 @@ struct PolicyCompiler::Impl {
   std::set<std::string> dirty_chains;
   std::set<std::string> dirty_in, dirty_out;
   std::map<std::string, std::map<std::string, int>> elem_ops;  // set name -> elem -> +1/-1
+  std::set<std::string> released_applied;  // applied sets released since (maybe back now)
 
   // ------------------------------------------------------------ helpers
   Labels ns_labels(const std::string& ns) const {
@@ -212,54 +323,144 @@ struct PolicyCompiler::Impl {
     }
     return false;
   }
-  bool policy_applies(const Policy& p, const Endpoint& ep) const {
-    return scope_matches(p.scope, ep.ns) && p.selector.matches(ep.labels);
+  bool policy_applies(const Policy& p, const std::string& ns, const Labels& labels) const {
+    return scope_matches(p.scope, ns) && p.selector.matches(labels);
   }
-  std::vector<std::string> set_elems(const IpSet& s, const Endpoint& ep) const {
-    std::vector<std::string> out;
-    if (!scope_matches(s.scope, ep.ns) || !s.selector.matches(ep.labels)) return out;
-    for (const auto& ip : ep.ips) {
-      if (!ip.is_v4()) continue;
-      if (!s.named) {
-        out.push_back(ip.str());
-        continue;
+
+  uint32_t intern_labels(Labels&& l, const std::string& ns) {
+    auto [it, fresh] = label_index.try_emplace(std::move(l), 0);
+    if (fresh) {
+      uint32_t id;
+      if (!free_label_ids.empty()) {
+        id = free_label_ids.back();
+        free_label_ids.pop_back();
+      } else {
+        id = static_cast<uint32_t>(label_sets.size());
+        label_sets.emplace_back();
       }
-      for (const auto& np : ep.ports)
-        if (np.protocol == s.proto && std::binary_search(s.port_names.begin(), s.port_names.end(), np.name))
-          out.push_back(ip.str() + " . " + proto_name(np.protocol) + " . " + std::to_string(np.port));
+      it->second = id;
+      LabelSet& ls = label_sets[id];
+      ls.it = it;
+      ls.ns = ns;
+      ls.refs = 0;
+      ls.match.clear();
     }
-    // Two of the set's names can resolve to the same port on one endpoint.
+    label_sets[it->second].refs++;
+    return it->second;
+  }
+  void unref_labels(uint32_t id) {
+    LabelSet& ls = label_sets[id];
+    if (--ls.refs > 0) return;
+    label_index.erase(ls.it);
+    ls.ns.clear();
+    ls.ns.shrink_to_fit();
+    std::vector<uint8_t>().swap(ls.match);
+    free_label_ids.push_back(id);
+  }
+  // Whether label set `id` (its namespace and labels) belongs in set `slot`.
+  bool set_match(uint32_t id, uint32_t slot) {
+    LabelSet& ls = label_sets[id];
+    if (ls.match.size() <= slot) ls.match.resize(set_slots.size(), 0);
+    uint8_t& m = ls.match[slot];
+    if (m == 0) {
+      const IpSet& s = *set_slots[slot];
+      m = scope_matches(s.scope, ls.ns) && s.selector.matches(ls.labels()) ? 2 : 1;
+    }
+    return m == 2;
+  }
+
+  // Set elements, encoded: address << 32, plus protocol << 16 | port in
+  // named-port sets.
+  static uint64_t elem_code(uint32_t ip, uint8_t proto = 0, uint16_t port = 0) {
+    return (static_cast<uint64_t>(ip) << 32) | (static_cast<uint64_t>(proto) << 16) | port;
+  }
+  static std::string elem_str(const IpSet& s, uint64_t e) {
+    std::string t = IpAddress::v4(static_cast<uint32_t>(e >> 32)).str();
+    if (s.named)
+      t += " . " + proto_name(static_cast<uint8_t>(e >> 16)) + " . " + std::to_string(e & 0xffff);
+    return t;
+  }
+  // Appends what endpoint `r` puts in set `s` (when its labels match).
+  static void elems_of(const IpSet& s, const EpRec& r, std::vector<uint64_t>& out) {
+    if (s.named && !r.x) return;  // no named ports
+    for_ips(r, [&](uint32_t ip) {
+      if (!s.named) {
+        out.push_back(elem_code(ip));
+        return;
+      }
+      for (const auto& np : r.x->ports)
+        if (np.protocol == s.proto && std::binary_search(s.port_names.begin(), s.port_names.end(), np.name))
+          out.push_back(elem_code(ip, np.protocol, np.port));
+    });
+  }
+  static void sort_unique(std::vector<uint64_t>& v) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+  }
+  // Every element of set `slot`, sorted, unique.
+  std::vector<uint64_t> collect_elems(uint32_t slot) {
+    std::vector<uint64_t> v;
+    const IpSet& s = *set_slots[slot];
+    for (const auto& [k, r] : endpoints)
+      if (set_match(r.labels, slot)) elems_of(s, r, v);
+    sort_unique(v);
+    return v;
+  }
+  // The elements of set `slot` as nft prints them (sorted as text).
+  std::vector<std::string> elem_texts(uint32_t slot, const std::vector<uint64_t>& v) const {
+    std::vector<std::string> out;
+    out.reserve(v.size());
+    for (uint64_t e : v) out.push_back(elem_str(*set_slots[slot], e));
     std::sort(out.begin(), out.end());
-    out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;
+  }
+  // Whether an endpoint other than `key` puts `e` in set `slot`. Only
+  // endpoints sharing e's address can; ip_count (which must not count `key`
+  // at this point) says whether there are any.
+  bool held_by_other(uint32_t slot, uint64_t e, const std::string& key) {
+    uint32_t ip = static_cast<uint32_t>(e >> 32);
+    if (ip_count.get(ip) == 0) return false;
+    std::vector<uint64_t> v;
+    for (const auto& [k, r] : endpoints) {
+      if (k == key) continue;
+      bool has = false;
+      for_ips(r, [&](uint32_t a) { has = has || a == ip; });
+      if (!has || !set_match(r.labels, slot)) continue;
+      v.clear();
+      elems_of(*set_slots[slot], r, v);
+      if (std::find(v.begin(), v.end(), e) != v.end()) return true;
+    }
+    return false;
   }
   void elem_op(const std::string& set, const std::string& e, int d) {
     int& v = elem_ops[set][e];
     v += d;
     if (v == 0) elem_ops[set].erase(e);
   }
-  // Brings one set's elements for one endpoint up to date.
-  void sync_ep_set(IpSet& s, const std::string& key, const Endpoint* now) {
-    std::vector<std::string> want = now ? set_elems(s, *now) : std::vector<std::string>{};
-    std::vector<std::string> drop;
-    // Elements this endpoint owned: found through its previous IPs.
-    auto it = endpoints.find(key);
-    if (it != endpoints.end())
-      for (const auto& ip : it->second.ips) {
-        std::string p = ip.str();
-        for (auto m = s.members.lower_bound(p); m != s.members.end() && m->first.starts_with(p); ++m)
-          if (m->second == key && (m->first.size() == p.size() || m->first[p.size()] == ' ')) drop.push_back(m->first);
+  // Endpoint `key` goes from `was` to `now` (either may be null) in set
+  // `slot`: element counts and pending element ops follow. ip_count must not
+  // count `key`'s addresses during the call.
+  std::vector<uint64_t> old_buf, new_buf;
+  void sync_ep_set(uint32_t slot, const std::string& key, const EpRec* was, const EpRec* now) {
+    IpSet& s = *set_slots[slot];
+    old_buf.clear();
+    new_buf.clear();
+    if (was && set_match(was->labels, slot)) elems_of(s, *was, old_buf);
+    if (now && set_match(now->labels, slot)) elems_of(s, *now, new_buf);
+    if (old_buf.empty() && new_buf.empty()) return;
+    sort_unique(old_buf);
+    sort_unique(new_buf);
+    if (old_buf == new_buf) return;
+    for (uint64_t e : old_buf)
+      if (!std::binary_search(new_buf.begin(), new_buf.end(), e) && !held_by_other(slot, e, key)) {
+        s.count--;
+        elem_op(s.name, elem_str(s, e), -1);
       }
-    for (const auto& e : drop)
-      if (std::find(want.begin(), want.end(), e) == want.end()) {
-        s.members.erase(e);
-        elem_op(s.name, e, -1);
+    for (uint64_t e : new_buf)
+      if (!std::binary_search(old_buf.begin(), old_buf.end(), e) && !held_by_other(slot, e, key)) {
+        s.count++;
+        elem_op(s.name, elem_str(s, e), +1);
       }
-    for (const auto& e : want) {
-      auto [it, fresh] = s.members.emplace(e, key);
-      if (fresh) elem_op(s.name, e, +1);
-      else it->second = key;
-    }
   }
 
   // A named-port set holds every (endpoint IP, protocol, port) that one of
@@ -284,18 +485,19 @@ struct PolicyCompiler::Impl {
       s.named = named;
       s.proto = proto;
       s.port_names = port_names;
-      auto fill = [&](const std::string& k) {
-        for (auto& e : set_elems(s, endpoints.at(k))) s.members.emplace(e, k);
-      };
-      if (scope.kind == NamespaceScope::Exact) {
-        auto it = by_ns.find(scope.ns);
-        if (it != by_ns.end())
-          for (const auto& k : it->second) fill(k);
+      if (!free_set_slots.empty()) {
+        s.slot = free_set_slots.back();
+        free_set_slots.pop_back();
       } else {
-        for (const auto& [k, ep] : endpoints) fill(k);
+        s.slot = static_cast<uint32_t>(set_slots.size());
+        set_slots.push_back(nullptr);
       }
+      for (auto& ls : label_sets)  // a reused slot: forget the old set's matches
+        if (ls.match.size() > s.slot) ls.match[s.slot] = 0;
       set_by_name[s.name] = key;
       it = sets.emplace(key, std::move(s)).first;
+      set_slots[it->second.slot] = &it->second;
+      it->second.count = collect_elems(it->second.slot).size();
     }
     it->second.refs++;
     return key;
@@ -304,10 +506,14 @@ struct PolicyCompiler::Impl {
     auto it = sets.find(key);
     if (it == sets.end() || --it->second.refs > 0) return;
     elem_ops.erase(it->second.name);
+    // Its element ops are gone: if the same set comes back before the next
+    // delta, that delta refills it from scratch.
+    if (applied_sets.count(it->second.name)) released_applied.insert(it->second.name);
     set_by_name.erase(it->second.name);
+    set_slots[it->second.slot] = nullptr;
+    free_set_slots.push_back(it->second.slot);
     sets.erase(it);
   }
-
   // ------------------------------------------------------------ rules
   struct SideText {
     std::vector<std::string> alts;  // OR of these (each a conjunction)
@@ -538,12 +744,12 @@ struct PolicyCompiler::Impl {
     set_vmap(true, le.iface, in.empty() ? "accept" : "jump " + in);
     set_vmap(false, le.iface, out.empty() ? "accept" : "jump " + out);
   }
-  std::vector<std::string> compute_list(const Endpoint& ep, Direction d) const {
+  std::vector<std::string> compute_list(const std::string& ns, const Labels& labels, Direction d) const {
     std::vector<std::string> out;
     for (const auto& [o, id] : order) {
       const Policy& p = policies.at(id);
-      if (p.scope.kind == NamespaceScope::Exact && p.scope.ns != ep.ns) continue;
-      if ((d == Direction::Ingress ? p.ingress : p.egress) && policy_applies(p, ep)) out.push_back(id);
+      if (p.scope.kind == NamespaceScope::Exact && p.scope.ns != ns) continue;
+      if ((d == Direction::Ingress ? p.ingress : p.egress) && policy_applies(p, ns, labels)) out.push_back(id);
     }
     return out;
   }
@@ -558,22 +764,46 @@ struct PolicyCompiler::Impl {
   }
 
   // ------------------------------------------------------------ mutations
-  void upsert_endpoint(Endpoint ep) {
-    ep.labels["projectcalico.org/namespace"] = ep.ns;
-    ep.labels["projectcalico.org/orchestrator"] = "k8s";
+  void upsert_endpoint(const Endpoint& ep) {
+    Labels labels = ep.labels;
+    labels["projectcalico.org/namespace"] = ep.ns;
+    labels["projectcalico.org/orchestrator"] = "k8s";
     std::string key = ep.key();
-    for (auto& [k, s] : sets)
+    EpRec now;
+    now.labels = intern_labels(std::move(labels), ep.ns);
+    std::vector<uint32_t> v4;
+    for (const auto& ip : ep.ips)
+      if (ip.is_v4()) v4.push_back(ip.v4_host_order());
+    if (v4.size() > 1 || !ep.iface.empty() || !ep.ports.empty()) {
+      now.x = std::make_unique<EpExtra>();
+      now.x->ips = std::move(v4);
+      now.x->iface = ep.iface;
+      now.x->ports = ep.ports;
+    } else if (v4.size() == 1) {
+      now.has_ip = true;
+      now.ip = v4[0];
+    }
+    auto it = endpoints.find(key);
+    const EpRec* was = it == endpoints.end() ? nullptr : &it->second;
+    if (was) for_ips(*was, [&](uint32_t ip) { ip_count.remove(ip); });
+    for (IpSet* s : set_slots)
       // An endpoint never belongs to a set scoped to another namespace (its key
       // pins its namespace), so those sets need no look.
-      if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == ep.ns) sync_ep_set(s, key, &ep);
-    endpoints[key] = ep;
-    by_ns[ep.ns].insert(key);
-    update_local(key);
+      if (s && (s->scope.kind != NamespaceScope::Exact || s->scope.ns == ep.ns)) sync_ep_set(s->slot, key, was, &now);
+    for_ips(now, [&](uint32_t ip) { ip_count.add(ip); });
+    if (was) {
+      uint32_t old_labels = it->second.labels;
+      it->second = std::move(now);
+      unref_labels(old_labels);
+    } else {
+      endpoints.emplace(std::move(key), std::move(now));
+    }
+    update_local(ep.key());
   }
   void update_local(const std::string& key) {
     auto eit = endpoints.find(key);
     auto lit = local.find(key);
-    if (eit == endpoints.end() || eit->second.iface.empty()) {
+    if (eit == endpoints.end() || iface_of(eit->second).empty()) {
       if (lit != local.end()) {
         release_class(lit->second.in_chain);
         release_class(lit->second.out_chain);
@@ -583,34 +813,61 @@ struct PolicyCompiler::Impl {
       }
       return;
     }
-    const Endpoint& ep = eit->second;
+    const EpRec& ep = eit->second;
+    const LabelSet& ls = label_sets[ep.labels];
     LocalEp& le = local[key];
     std::string old_iface = le.iface;
-    le.iface = ep.iface;
-    le.in = compute_list(ep, Direction::Ingress);
-    le.out = compute_list(ep, Direction::Egress);
+    le.iface = iface_of(ep);
+    le.in = compute_list(ls.ns, ls.labels(), Direction::Ingress);
+    le.out = compute_list(ls.ns, ls.labels(), Direction::Egress);
     refresh_local(key, le, old_iface);
   }
   void remove_endpoint(const std::string& key) {
     auto it = endpoints.find(key);
     if (it == endpoints.end()) return;
-    for (auto& [k, s] : sets)
-      if (s.scope.kind != NamespaceScope::Exact || s.scope.ns == it->second.ns) sync_ep_set(s, key, nullptr);
-    by_ns[it->second.ns].erase(key);
+    const EpRec& was = it->second;
+    const std::string& ns = label_sets[was.labels].ns;
+    for_ips(was, [&](uint32_t ip) { ip_count.remove(ip); });
+    for (IpSet* s : set_slots)
+      if (s && (s->scope.kind != NamespaceScope::Exact || s->scope.ns == ns)) sync_ep_set(s->slot, key, &was, nullptr);
+    uint32_t labels = was.labels;
     endpoints.erase(it);
+    unref_labels(labels);
     update_local(key);
   }
+  // Namespace `ns`'s labels changed: sets scoped by namespace selector may
+  // gain or lose its endpoints (rare: each such set is recounted whole).
   void namespace_changed(const std::string& ns) {
-    auto keys = by_ns.find(ns);
-    if (keys == by_ns.end()) return;
-    for (const auto& key : keys->second) {
-      Endpoint& ep = endpoints.at(key);
-      for (auto& [k, s] : sets)
-        if (s.scope.kind == NamespaceScope::BySelector) sync_ep_set(s, key, &ep);
-      if (!ep.iface.empty()) update_local(key);
+    std::vector<std::pair<uint32_t, uint32_t>> stale;  // (label set, slot) whose match may change
+    for (uint32_t id = 0; id < label_sets.size(); ++id) {
+      if (label_sets[id].refs == 0 || label_sets[id].ns != ns) continue;
+      for (IpSet* s : set_slots)
+        if (s && s->scope.kind == NamespaceScope::BySelector) stale.push_back({id, s->slot});
     }
+    std::set<uint32_t> slots;
+    for (auto [id, slot] : stale) slots.insert(slot);
+    for (uint32_t slot : slots) {
+      std::vector<uint64_t> before = collect_elems(slot);  // cached matches: the applied view
+      bool changed = false;
+      for (auto [id, sl] : stale) {
+        if (sl != slot) continue;
+        auto& m = label_sets[id].match;
+        uint8_t old = m.size() > slot ? m[slot] : 0;
+        if (m.size() > slot) m[slot] = 0;
+        if (old != 0 && set_match(id, slot) != (old == 2)) changed = true;
+      }
+      if (!changed) continue;
+      std::vector<uint64_t> after = collect_elems(slot);
+      IpSet& s = *set_slots[slot];
+      for (uint64_t e : before)
+        if (!std::binary_search(after.begin(), after.end(), e)) elem_op(s.name, elem_str(s, e), -1);
+      for (uint64_t e : after)
+        if (!std::binary_search(before.begin(), before.end(), e)) elem_op(s.name, elem_str(s, e), +1);
+      s.count = after.size();
+    }
+    for (const auto& [key, le] : local)
+      if (label_sets[endpoints.at(key).labels].ns == ns) update_local(key);
   }
-
   void upsert_policy(const Policy& p) {
     std::string id = p.id();
     auto old = policies.find(id);
@@ -666,8 +923,8 @@ struct PolicyCompiler::Impl {
   void relist(const std::string& id) {
     const Policy& p = policies.at(id);
     for (auto& [key, le] : local) {
-      const Endpoint& ep = endpoints.at(key);
-      bool applies = policy_applies(p, ep);
+      const LabelSet& ls = label_sets[endpoints.at(key).labels];
+      bool applies = policy_applies(p, ls.ns, ls.labels());
       auto in = le.in, out = le.out;
       place(le.in, id, applies && p.ingress);
       place(le.out, id, applies && p.egress);
@@ -718,11 +975,22 @@ struct PolicyCompiler::Impl {
     std::vector<const IpSet*> ordered;
     for (const auto& [k, set] : sets) ordered.push_back(&set);
     std::sort(ordered.begin(), ordered.end(), [](auto a, auto b) { return a->name < b->name; });
+    // Every set's elements in one pass over the endpoints: each label set's
+    // matching sets first, then each endpoint's elements into those.
+    std::vector<std::vector<uint32_t>> label_slots(label_sets.size());
+    for (uint32_t id = 0; id < label_sets.size(); ++id)
+      if (label_sets[id].refs > 0)
+        for (const IpSet* set : set_slots)
+          if (set && set_match(id, set->slot)) label_slots[id].push_back(set->slot);
+    std::vector<std::vector<uint64_t>> elems(set_slots.size());
+    for (const auto& [key, r] : endpoints)
+      for (uint32_t slot : label_slots[r.labels]) elems_of(*set_slots[slot], r, elems[slot]);
     for (const IpSet* set : ordered) {
       s += "  set " + set->name + " { " + set_decl(*set);
-      if (!set->members.empty()) {
-        std::vector<std::string> v;
-        for (const auto& [e, k] : set->members) v.push_back(e);
+      auto& e = elems[set->slot];
+      sort_unique(e);
+      if (!e.empty()) {
+        std::vector<std::string> v = elem_texts(set->slot, e);
         s += " elements = " + elems_text(v, 0, v.size()) + ";";
       }
       s += " }\n";
@@ -768,6 +1036,7 @@ struct PolicyCompiler::Impl {
     dirty_in.clear();
     dirty_out.clear();
     elem_ops.clear();
+    released_applied.clear();
   }
 
   Delta take_delta() {
@@ -784,11 +1053,17 @@ struct PolicyCompiler::Impl {
     for (const auto& [k, set] : sets) now_sets.insert(set.name);
     // 1. New sets with their elements; new chains (empty, so rules may jump to them).
     for (const auto& [k, set] : sets) {
-      if (applied_sets.count(set.name)) continue;
-      s += "add set " + tb + " " + set.name + " { " + set_decl(set) + " }\n";
+      if (applied_sets.count(set.name)) {
+        if (!released_applied.count(set.name)) continue;
+        // Released and acquired again since the last delta: what changed
+        // while it was away was not tracked, so it is refilled.
+        s += "flush set " + tb + " " + set.name + "\n";
+      } else {
+        s += "add set " + tb + " " + set.name + " { " + set_decl(set) + " }\n";
+      }
       structural = sets_changed = true;
       std::vector<std::string> v;
-      for (const auto& [e, owner] : set.members) v.push_back(e);
+      v = elem_texts(set.slot, collect_elems(set.slot));
       for (size_t i = 0; i < v.size(); i += 1000)
         s += "add element " + tb + " " + set.name + " " + elems_text(v, i, std::min(v.size(), i + 1000)) + "\n";
       elem_ops.erase(set.name);
@@ -919,10 +1194,10 @@ const Policy* PolicyCompiler::find_policy(const std::string& id) const {
 }
 
 std::vector<std::string> PolicyCompiler::policies_for(const Endpoint& ep, Direction d) const {
-  Endpoint e = ep;
-  e.labels["projectcalico.org/namespace"] = e.ns;
-  e.labels["projectcalico.org/orchestrator"] = "k8s";
-  return impl_->compute_list(e, d);
+  Labels labels = ep.labels;
+  labels["projectcalico.org/namespace"] = ep.ns;
+  labels["projectcalico.org/orchestrator"] = "k8s";
+  return impl_->compute_list(ep.ns, labels, d);
 }
 
 std::vector<EndpointPolicies> PolicyCompiler::endpoint_policies() const {
@@ -946,7 +1221,7 @@ RulesetShape PolicyCompiler::shape() const {
   for (const auto& [n, r] : impl_->chains) s.chain_rules[n] = r.size();
   s.chain_rules["egress"] = 4;
   s.chain_rules["ingress"] = 4;
-  for (const auto& [k, set] : impl_->sets) s.set_elements[set.name] = set.members.size();
+  for (const auto& [k, set] : impl_->sets) s.set_elements[set.name] = set.count;
   s.set_elements[kIngressMap] = impl_->vmap_in.size();
   s.set_elements[kEgressMap] = impl_->vmap_out.size();
   return s;
