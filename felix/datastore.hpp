@@ -16,6 +16,8 @@
 //    Connection notices.
 //  - After it, Changes batches carry only differences (created/updated objects
 //    with their full text, deletions with deleted = true and empty text).
+//    A store keeps no texts after the Snapshot, only each key and a digest of
+//    its text: consumers that need an object's text again keep it themselves.
 //  - Resyncs (reconnect after an outage, etcd compaction, Kubernetes 410 Gone,
 //    a full rescan after an inotify overflow) are diffed INSIDE the datastore
 //    against the state it already delivered: the consumer only ever sees the
@@ -77,7 +79,8 @@ struct DocEvent {
   std::string text;      // the whole manifest (YAML or JSON); empty when deleted
   std::string revision;  // etcd mod_revision, Kubernetes resourceVersion, file: a local counter
   bool deleted = false;
-  std::string source;    // where it lives: file path, etcd key, API path (for messages)
+  std::string source;    // where it lives: file path, etcd key, API path (for messages);
+                         // on a deletion, where it was when the store can tell (may be empty)
 };
 
 struct DatastoreUpdate {

@@ -1,6 +1,7 @@
 // datastore_codec.cpp — pure pieces shared by the datastore clients:
-// manifests (yaml-cpp), relist diffs, state file names. The etcd and
-// Kubernetes wire encodings are in datastore_wire.cpp.
+// manifests (yaml-cpp), state file names. What a store keeps per delivered
+// object (KeyIndex, SyncState, relist diffs) is in datastore_sync.cpp; the
+// etcd and Kubernetes wire encodings are in datastore_wire.cpp.
 #include "felix/datastore_codec.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -203,26 +204,6 @@ Result<std::string> manifest_to_json(std::string_view text) {
   }
 }
 
-std::vector<DocEvent> diff_relist(const DocMap& current, const std::vector<DocEvent>& listed,
-                                  const std::function<bool(const DocKey&)>& in_scope) {
-  std::vector<DocEvent> out;
-  std::set<DocKey> listed_keys;
-  for (const auto& d : listed) {
-    listed_keys.insert(d.key);
-    auto it = current.find(d.key);
-    if (it == current.end() || it->second.text != d.text) out.push_back(d);
-  }
-  for (const auto& [key, doc] : current) {
-    if (!in_scope(key) || listed_keys.count(key)) continue;
-    DocEvent del;
-    del.key = key;
-    del.deleted = true;
-    del.source = doc.source;
-    out.push_back(std::move(del));
-  }
-  return out;
-}
-
 Status check_text_key(const DocKey& key, std::string_view text) {
   auto k = document_key(text);
   if (!k) return fail(k.error());
@@ -237,70 +218,6 @@ void apply_events(DocMap& map, const std::vector<DocEvent>& events) {
     else
       map[e.key] = e;
   }
-}
-
-void SyncState::changes(std::vector<DocEvent> events) {
-  std::vector<DocEvent> real;
-  for (auto& e : events) {
-    auto it = cache.find(e.key);
-    if (e.deleted ? it == cache.end() : (it != cache.end() && it->second.text == e.text)) {
-      if (!e.deleted) it->second.revision = e.revision;
-      continue;
-    }
-    if (e.deleted)
-      cache.erase(it);
-    else
-      cache[e.key] = e;
-    real.push_back(std::move(e));
-  }
-  if (real.empty() || !synced || !running || !callback) return;
-  DatastoreUpdate u;
-  u.type = DatastoreUpdate::Type::Changes;
-  u.events = std::move(real);
-  callback(u);
-}
-
-void SyncState::snapshot() {
-  synced = true;
-  if (!running || !callback) return;
-  {
-    // The cache's documents are lent to the callback (moved out and back in the
-    // same order), not copied: a second copy of every text was the largest
-    // block of the cold start's peak.
-    DatastoreUpdate u;
-    u.type = DatastoreUpdate::Type::Snapshot;
-    u.events.reserve(cache.size());
-    for (auto& [k, d] : cache) u.events.push_back(std::move(d));
-    struct GiveBack {
-      DocMap& cache;
-      std::vector<DocEvent>& events;
-      ~GiveBack() {
-        auto e = events.begin();
-        for (auto& [k, d] : cache) d = std::move(*e++);
-      }
-    } give_back{cache, u.events};
-    callback(u);
-  }
-}
-
-void SyncState::problem(std::string message, std::string source) {
-  if (!running || !callback) return;
-  DatastoreUpdate u;
-  u.type = DatastoreUpdate::Type::Problem;
-  u.message = std::move(message);
-  u.source = std::move(source);
-  callback(u);
-}
-
-void SyncState::connection(bool up, std::string message) {
-  if (up == connected) return;
-  connected = up;
-  if (!running || !callback) return;
-  DatastoreUpdate u;
-  u.type = DatastoreUpdate::Type::Connection;
-  u.connected = up;
-  u.message = std::move(message);
-  callback(u);
 }
 
 namespace {

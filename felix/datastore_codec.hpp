@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -29,30 +31,124 @@ Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::
 // Plain scalars become numbers/booleans/null where YAML 1.2 core says so.
 Result<std::string> manifest_to_json(std::string_view text);
 
+// ---- what a datastore keeps per delivered object ---------------------------
+
+// A 64-bit XXH3 hash of an object's text plus its size: enough to drop a
+// no-op put and to diff a relist without keeping the text.
+struct TextDigest {
+  uint64_t hash = 0;
+  uint32_t size = 0;
+  bool operator==(const TextDigest&) const = default;
+};
+TextDigest text_digest(std::string_view text);
+
+// Key → digest (and one byte the owning store may use), compact: kind and
+// namespace are interned (few distinct pairs), names sit in one arena, and
+// the table is open addressing (linear probing) of 24-byte slots. About
+// 40-60 bytes per object in all, no heap block of its own.
+class KeyIndex {
+ public:
+  static constexpr size_t npos = size_t(-1);
+  size_t size() const { return count_; }
+  bool contains(const DocKey& key) const { return slot_of(key) != npos; }
+  std::optional<TextDigest> digest(const DocKey& key) const;
+  // Inserts or updates; false when the key was there with this digest already.
+  bool set(const DocKey& key, TextDigest d);
+  bool erase(const DocKey& key);  // false: absent
+  // A byte for the owning store's bookkeeping (0 on insert). set_mark on an
+  // absent key does nothing.
+  uint8_t mark(const DocKey& key) const;
+  void set_mark(const DocKey& key, uint8_t m);
+  void clear();
+  // The slot of `key` (npos: absent); stable until the next set/erase. With
+  // slot_count(), lets a caller keep per-slot scratch (relist diffing).
+  size_t slot_of(const DocKey& key) const;
+  size_t slot_count() const { return slots_.size(); }
+  // f(slot, key, digest, mark) for every key, in no particular order; the
+  // index must not change meanwhile.
+  template <class F>
+  void for_each(F&& f) const {
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      const Slot& s = slots_[i];
+      if (s.scope == kEmpty) continue;
+      f(i, key_at(s), TextDigest{s.hash, s.size}, uint8_t(s.mark));
+    }
+  }
+  // Heap bytes held (slots, name arena, interned scopes), for the tests and
+  // the memory figures.
+  size_t memory_bytes() const;
+
+ private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t size = 0;
+    uint32_t scope = kEmpty;  // interned (kind, namespace); kEmpty: free slot
+    uint32_t name_off = 0;    // in names_
+    uint32_t name_len : 24 = 0;
+    uint32_t mark : 8 = 0;
+  };
+  struct Scope {
+    std::string kind, ns;
+    uint32_t refs = 0;
+  };
+  struct ScopeLess {
+    using is_transparent = void;
+    using View = std::pair<std::string_view, std::string_view>;
+    bool operator()(const View& a, const View& b) const { return a < b; }
+  };
+  std::vector<Slot> slots_;  // size 0 or a power of two
+  size_t count_ = 0;
+  std::string names_;
+  size_t dead_ = 0;  // bytes of names_ no slot refers to
+  std::deque<Scope> scopes_;  // a deque: scope_ids_ views its strings, which must not move
+  std::vector<uint32_t> free_scopes_;
+  std::map<ScopeLess::View, uint32_t, ScopeLess> scope_ids_;  // views into scopes_[i] strings
+
+  std::string_view name_of(const Slot& s) const { return std::string_view(names_).substr(s.name_off, s.name_len); }
+  DocKey key_at(const Slot& s) const { return DocKey{scopes_[s.scope].kind, scopes_[s.scope].ns, std::string(name_of(s))}; }
+  static uint64_t key_hash(uint32_t scope, std::string_view name);
+  uint32_t find_scope(const DocKey& key) const;
+  uint32_t intern_scope(const DocKey& key);
+  void release_scope(uint32_t id);
+  void rehash(size_t capacity);
+  void compact_names();
+};
+
 // The differences that turn `current` (restricted to keys where in_scope(key))
-// into `listed`: new and changed objects (text differs), and deletions for
-// keys no longer listed. Identical text with a new revision is not a change
-// (a relist must not flap consumers).
-std::vector<DocEvent> diff_relist(const DocMap& current, const std::vector<DocEvent>& listed,
-                                  const std::function<bool(const DocKey&)>& in_scope);
+// into `listed`: new and changed objects (digest differs), and deletions for
+// keys no longer listed (source: source_of(key) if given). Identical text
+// with a new revision is not a change (a relist must not flap consumers).
+std::vector<DocEvent> diff_relist(const KeyIndex& current, std::vector<DocEvent> listed,
+                                  const std::function<bool(const DocKey&)>& in_scope,
+                                  const std::function<std::string(const DocKey&)>& source_of = {});
 // The text of a write must describe `key` itself (apiVersion/kind, metadata).
 Status check_text_key(const DocKey& key, std::string_view text);
 // Applies events to a map (deletions erase).
 void apply_events(DocMap& map, const std::vector<DocEvent>& events);
 
-// The consumer-facing half every datastore shares: the state delivered so
-// far, and the rules of what is delivered when.
+// The consumer-facing half every datastore shares: what was delivered so far
+// (key + digest, no text), and the rules of what is delivered when.
 struct SyncState {
   UpdateCallback callback;
-  bool running = false;    // between start() and stop()
-  bool synced = false;     // the Snapshot went out
-  bool connected = true;   // last Connection notice said so
-  DocMap cache;            // what the consumer has been told (or will get in the Snapshot)
+  bool running = false;   // between start() and stop()
+  bool synced = false;    // the Snapshot went out
+  bool connected = true;  // last Connection notice said so
+  KeyIndex delivered;     // what the consumer has been told (or will get in the Snapshot)
+  // Before the Snapshot: the texts it will carry (superseded versions are
+  // skipped at snapshot()); empty afterwards.
+  std::vector<DocEvent> held;
+  // Names a deleted object's source in relist deletions (may stay empty).
+  std::function<std::string(const DocKey&)> source_of;
 
-  // Drops no-ops (delete of an absent key, put of identical text), applies
-  // the rest to the cache and, once synced, delivers them as one Changes.
+  // Drops no-ops (delete of an absent key, put of a text with the delivered
+  // digest), records the rest and, once synced, delivers them as one Changes.
   void changes(std::vector<DocEvent> events);
-  void snapshot();  // marks synced and delivers the cache as the Snapshot
+  // A full list of the keys where in_scope(key): delivers only the differences.
+  void relist(std::vector<DocEvent> listed, const std::function<bool(const DocKey&)>& in_scope);
+  // Marks synced and delivers the held texts (in key order) as the Snapshot;
+  // nothing but keys and digests stays.
+  void snapshot();
   // `source` names what the problem is about (a file path); an empty `message`
   // says that source's problem is resolved.
   void problem(std::string message, std::string source = "");

@@ -93,8 +93,7 @@ struct EtcdState {
     for (const auto& kv : range->kvs)
       if (auto d = to_doc(kv, false)) listed.push_back(std::move(*d));
     revision = range->revision;
-    auto diff = diff_relist(sync.cache, listed, [](const DocKey&) { return true; });
-    sync.changes(std::move(diff));
+    sync.relist(std::move(listed), [](const DocKey&) { return true; });
     if (!sync.synced) sync.snapshot();
     co_return true;
   }
@@ -189,6 +188,7 @@ class EtcdDatastore final : public Datastore {
     if (st_->sync.running) return fail_msg("etcd datastore already started");
     st_->sync.callback = std::move(cb);
     st_->sync.running = true;
+    st_->sync.source_of = [prefix = st_->cfg.etcd_prefix](const DocKey& k) { return "etcd:" + etcd_key(prefix, k); };
     asio::co_spawn(io_, EtcdState::run(st_), asio::detached);
     return {};
   }

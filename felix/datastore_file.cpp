@@ -15,7 +15,8 @@
 // as a Problem with file:line:column); a key defined by several files is
 // taken from the state file if there is one, else from the first manifest
 // path in byte order (reported). Deliveries go through SyncState, so a rescan
-// that finds nothing new delivers nothing.
+// that finds nothing new delivers nothing; after the Snapshot, objects from
+// state files are kept only as key + digest (SyncState::delivered).
 //
 // Writes are atomic for other agents sharing the directory (several agents on
 // one host): the text goes to a temp file in the state directory, then
@@ -84,17 +85,15 @@ struct FileState : std::enable_shared_from_this<FileState> {
   bool alive = true;
   uint64_t counter = 0;
 
-  // Who defines each key. A state file holds exactly the object its name says,
-  // so it is a flag here and its text lives only in sync.cache (what the agent
-  // was told): with 20,000 endpoints, one copy of each text instead of three.
-  // Users' manifests keep their parsed objects (a key may fall back to them
-  // when its state file goes).
-  struct Owners {
-    bool state = false;               // <state_dir>/state_file_name(key) defines it
-    std::set<std::string> manifests;  // users' manifest paths defining it
-  };
-  std::map<std::string, DocMap> manifests;  // users' manifest path → objects it defines
-  std::map<DocKey, Owners> owners;
+  // Who defines each key. A state file holds exactly the object its name
+  // says, so it is a mark on the key in sync.delivered (kStateMark), and its
+  // text is not kept at all once delivered (only the digest sync.delivered
+  // has): with 20,000 endpoints, ~50 bytes each instead of their texts.
+  // Users' manifests (few) keep their parsed objects: a key may fall back to
+  // them when its state file goes.
+  static constexpr uint8_t kStateMark = 1;  // <state_dir>/state_file_name(key) defines it
+  std::map<std::string, DocMap> manifests;                    // users' manifest path → objects it defines
+  std::map<DocKey, std::set<std::string>> manifest_owners;  // key → users' manifest paths defining it
   std::set<std::string> pending;
   bool rescan = false;
   char buf[64 * 1024] __attribute__((aligned(alignof(struct inotify_event))));
@@ -158,37 +157,45 @@ struct FileState : std::enable_shared_from_this<FileState> {
       rescan = false;
       for (auto& p : list_files()) pending.insert(p);
       for (auto& [p, docs] : manifests) pending.insert(p);
-      for (auto& [k, o] : owners)
-        if (o.state) pending.insert(state_dir + "/" + state_file_name(k));
+      sync.delivered.for_each([&](size_t, const DocKey& k, TextDigest, uint8_t mark) {
+        if (mark & kStateMark) pending.insert(state_dir + "/" + state_file_name(k));
+      });
     }
-    std::set<DocKey> affected;
-    std::map<DocKey, DocEvent> fresh;  // state files (re)loaded in this round
+    // Keys to decide again, and what this round learnt about their state file.
+    struct Affected {
+      bool state_reloaded = false;       // its state file was (re)read this round
+      std::optional<DocEvent> state_doc;  // ... and defines it (else: gone/invalid)
+      std::string source;                 // the last file that touched it (deletion messages)
+      bool by_state = false;              // decided: its state file defines it now
+    };
+    std::map<DocKey, Affected> affected;
     for (const auto& path : pending) {
       auto docs = load(path);
       if (!docs) continue;  // unreadable or malformed: its previous objects stay
       if (is_state(path)) {
         if (auto key = parse_state_file_name(fs::path(path).filename().string())) {
-          auto it = owners.find(*key);
-          if (it != owners.end() && it->second.state) {
-            it->second.state = false;
-            affected.insert(*key);
-          }
+          Affected& a = affected[*key];
+          a.state_reloaded = true;
+          a.state_doc.reset();
+          a.source = path;
         }
         for (auto& d : *docs) {  // load_checked: at most the one object the name says
-          affected.insert(d.key);
-          owners[d.key].state = true;
-          fresh[d.key] = std::move(d);
+          Affected& a = affected[d.key];
+          a.state_reloaded = true;
+          a.source = path;
+          a.state_doc = std::move(d);
         }
         continue;
       }
       auto& old = manifests[path];
       for (const auto& entry : old) {
-        affected.insert(entry.first);
-        owners[entry.first].manifests.erase(path);
+        affected[entry.first].source = path;
+        auto o = manifest_owners.find(entry.first);
+        if (o != manifest_owners.end() && o->second.erase(path) && o->second.empty()) manifest_owners.erase(o);
       }
       for (const auto& d : *docs) {
-        affected.insert(d.key);
-        auto& o = owners[d.key].manifests;
+        affected[d.key].source = path;
+        auto& o = manifest_owners[d.key];
         o.insert(path);
         if (o.size() > 1) {
           std::string list;
@@ -204,24 +211,29 @@ struct FileState : std::enable_shared_from_this<FileState> {
       }
     }
     pending.clear();
-    // The winner per key: its state file, else the first manifest path in byte order.
+    // The winner per key: its state file, else the first manifest path in
+    // byte order. SyncState drops what the consumer has already (a state file
+    // rewritten with the same text, a manifest saved unchanged).
     std::vector<DocEvent> events;
-    for (const auto& key : affected) {
-      auto it = owners.find(key);
-      if (it != owners.end() && it->second.state) {
-        // A state file not reloaded now was the winner already: sync.cache has it.
-        if (auto f = fresh.find(key); f != fresh.end()) events.push_back(std::move(f->second));
-      } else if (it != owners.end() && !it->second.manifests.empty()) {
-        events.push_back(manifests[*it->second.manifests.begin()].at(key));
+    events.reserve(affected.size());
+    for (auto& [key, a] : affected) {
+      a.by_state = a.state_reloaded ? a.state_doc.has_value() : (sync.delivered.mark(key) & kStateMark) != 0;
+      if (a.state_doc) {
+        events.push_back(std::move(*a.state_doc));
+      } else if (a.by_state) {
+        // Its state file, not reloaded now, was the winner already.
+      } else if (auto o = manifest_owners.find(key); o != manifest_owners.end()) {
+        events.push_back(manifests[*o->second.begin()].at(key));
       } else {
-        if (it != owners.end()) owners.erase(it);
         DocEvent del;
         del.key = key;
         del.deleted = true;
+        del.source = std::move(a.source);
         events.push_back(std::move(del));
       }
     }
     sync.changes(std::move(events));
+    for (const auto& [key, a] : affected) sync.delivered.set_mark(key, a.by_state ? kStateMark : 0);
   }
 
   void read_events() {
@@ -326,9 +338,9 @@ struct FileState : std::enable_shared_from_this<FileState> {
       rescan = true;
       process();
     }
-    auto it = owners.find(key);
-    if (it == owners.end() || it->second.manifests.empty()) return {};
-    return *it->second.manifests.begin();
+    auto it = manifest_owners.find(key);
+    if (it == manifest_owners.end() || it->second.empty()) return {};
+    return *it->second.begin();
   }
 };
 

@@ -146,7 +146,7 @@ struct K8sState {
         }
         if (outcome == Outcome::NotServed) {
           self->sync.problem("kubernetes: " + path + " not served (404; CRD not installed?): treated as empty");
-          self->sync.changes(diff_relist(self->sync.cache, {}, [&](const DocKey& k) { return k.kind == qkind; }));
+          self->sync.relist({}, [&](const DocKey& k) { return k.kind == qkind; });
           if (!listed_once) {
             listed_once = true;
             self->first_list_done();
@@ -154,7 +154,7 @@ struct K8sState {
           co_await sleep(std::chrono::milliseconds(self->cfg.backoff_max_ms) * 6);
           continue;
         }
-        self->sync.changes(diff_relist(self->sync.cache, items, [&](const DocKey& k) { return k.kind == qkind; }));
+        self->sync.relist(std::move(items), [&](const DocKey& k) { return k.kind == qkind; });
         rv = list_rv;
         if (!listed_once) {
           listed_once = true;
@@ -229,6 +229,10 @@ class K8sDatastore final : public Datastore {
     if (st_->sync.running) return fail_msg("kubernetes datastore already started");
     st_->sync.callback = std::move(cb);
     st_->sync.running = true;
+    st_->sync.source_of = [st = st_.get()](const DocKey& k) {
+      const K8sResource* r = st->resource_for(k);
+      return r ? k8s_object_path(*r, k.ns, k.name) : to_string(k);
+    };
     st_->timers.clear();
     for (size_t i = 0; i < st_->cfg.k8s_resources.size(); ++i) {
       st_->timers.push_back(std::make_unique<asio::steady_timer>(io_));

@@ -6,7 +6,7 @@
 # own instances inside namespaces.
 set -euo pipefail
 
-BUILD_PKGS=(build-essential g++ meson ninja-build pkg-config cmake
+BUILD_PKGS=(build-essential g++ meson ninja-build pkg-config cmake libxxhash-dev
   libboost-dev libboost-system-dev libnl-3-dev libnl-route-3-dev libnftables-dev
   protobuf-compiler libprotobuf-dev doctest-dev libyaml-cpp-dev nlohmann-json3-dev
   libssl-dev libspdlog-dev libfmt-dev clang libclang-rt-14-dev)

@@ -139,6 +139,49 @@ def body():
         r = write(args, "put", "Node", "", "n2", node("n2") + "metadata2: x\n")
         check(r.get("ok"), f"put over manifest key: {r}")
         w1.wait(lambda w: "metadata2" in w.state.get(("Node", "", "n2"), ""), 5, "state file wins")
+        n2key = ("Node", "", "n2")
+        n2state = os.path.join(d, "tabby-state", "Node__n2.yaml")
+        # The same text again (the store keeps only a digest of it): no event. A
+        # later put of another key shows the rewrite has been processed.
+        m = w1.mark()
+        r = write(args, "put", *n2key, node("n2") + "metadata2: x\n")
+        check(r.get("ok"), f"identical put: {r}")
+        r = write(args, "put", "Node", "", "sentinel-1", node("sentinel-1"))
+        w1.wait(lambda w: ("Node", "", "sentinel-1") in w.state, 5, "sentinel-1")
+        evs = [(e["name"], e["deleted"]) for _, _, e in w1.events(m)]
+        check(evs == [("sentinel-1", False)], f"an identical state file is no change: {evs}")
+        # A malformed state file keeps its object; fixed with the same text: the
+        # problem is resolved (empty message, its path) and nothing else is sent.
+        m = w1.mark()
+        with open(n2state + ".tmp", "w") as f:
+            f.write("apiVersion: v1\nkind: Node\nmetadata:\n  name: [n2\n")
+        os.rename(n2state + ".tmp", n2state)
+        w1.wait(lambda w: any(u["type"] == "problem" and u["message"] for u in w.updates[m:]), 5, "state file problem")
+        prob = [u for u in w1.updates[m:] if u["type"] == "problem" and u["message"]][0]
+        check(prob["message"].startswith(n2state + ":") and "YAML error" in prob["message"],
+              f"problem names the state file and line: {prob}")
+        check(prob.get("source") == n2state, f"problem source is the state file: {prob}")
+        check("metadata2" in w1.state.get(n2key, ""), "malformed state file: its object stays")
+        r = write(args, "put", *n2key, node("n2") + "metadata2: x\n")
+        check(r.get("ok"), f"fixing put: {r}")
+        w1.wait(lambda w: any(u["type"] == "problem" and not u["message"] for u in w.updates[m:]), 5, "resolved notice")
+        resolved = [u for u in w1.updates[m:] if u["type"] == "problem" and not u["message"]][0]
+        check(resolved.get("source") == n2state, f"resolved notice names the state file: {resolved}")
+        r = write(args, "put", "Node", "", "sentinel-2", node("sentinel-2"))
+        w1.wait(lambda w: ("Node", "", "sentinel-2") in w.state, 5, "sentinel-2")
+        evs = [(e["name"], e["deleted"]) for _, _, e in w1.events(m)]
+        check(evs == [("sentinel-2", False)], f"the fixed state file (same text) is no change: {evs}")
+        # Removing the state file falls back to the manifest's text: an update, not a delete.
+        m = w1.mark()
+        r = write(args, "remove", *n2key)
+        check(r.get("ok") and r["result"] is True, f"remove of the shadowing state object: {r}")
+        w1.wait(lambda w: "metadata2" not in w.state.get(n2key, "metadata2"), 5, "n2 back to the manifest's text")
+        evs = [(e["name"], e["deleted"]) for _, _, e in w1.events(m)]
+        check(evs == [("n2", False)], f"fallback is one update of n2: {evs}")
+        check(w1.state[n2key] == node("n2"), f"n2 is the manifest's text: {w1.state[n2key]!r}")
+        for s in ("sentinel-1", "sentinel-2"):
+            r = write(args, "remove", "Node", "", s)
+            check(r.get("ok") and r["result"] is True, f"remove {s}: {r}")
 
         # Deleting a manifest file deletes its objects.
         m = w1.mark()

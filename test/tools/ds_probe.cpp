@@ -123,6 +123,7 @@ int main(int argc, char** argv) {
       j["events"] = json::array();
       for (const auto& e : u.events) j["events"].push_back(event_json(e));
       j["message"] = u.message;
+      if (u.type == DatastoreUpdate::Type::Problem) j["source"] = u.source;
       std::cout << j.dump() << std::endl;
     });
     if (!st) {

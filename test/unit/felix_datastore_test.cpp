@@ -3,6 +3,7 @@
 // names, etcd JSON gateway encoding/decoding, Kubernetes list/watch decoding.
 #include <doctest/doctest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -119,23 +120,100 @@ DocEvent doc(const std::string& kind, const std::string& name, const std::string
 }
 }  // namespace
 
-TEST_CASE("diff_relist: only real differences, scoped deletes, no flap on a new revision") {
-  DocMap current;
-  apply_events(current, {doc("Node", "a", "A1"), doc("Node", "b", "B1"), doc("Node", "c", "C1"), doc("Pod", "x", "X1")});
+static KeyIndex index_of(const std::vector<DocEvent>& docs) {
+  KeyIndex ix;
+  for (const auto& d : docs) ix.set(d.key, text_digest(d.text));
+  return ix;
+}
+
+TEST_CASE("text digests: XXH3 of the text plus its size") {
+  CHECK(text_digest("abc") == text_digest(std::string("abc")));
+  CHECK(text_digest("abc").size == 3);
+  CHECK(text_digest("abc") != text_digest("abd"));
+  CHECK(text_digest("") != text_digest(std::string(1, '\0')));
+}
+
+TEST_CASE("KeyIndex agrees with a std::map under random puts, updates and erasures") {
+  KeyIndex ix;
+  std::map<DocKey, TextDigest> model;
+  uint64_t rng = 12345;
+  auto next = [&] {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  };
+  const char* kinds[] = {"WorkloadEndpoint.tabby.dev", "BlockAffinity.tabby.dev", "Node"};
+  const char* nss[] = {"", "default", "kube-system", "a-rather-long-namespace-name-for-heap"};
+  for (int round = 0; round < 40000; ++round) {
+    uint64_t r = next();
+    DocKey k{kinds[r % 3], nss[(r >> 2) % 4], "obj-" + std::to_string((r >> 4) % 3000)};
+    if ((r >> 20) % 3 == 0) {
+      CHECK(ix.erase(k) == (model.erase(k) == 1));
+    } else {
+      TextDigest d = text_digest("v" + std::to_string((r >> 24) % 4));
+      auto it = model.find(k);
+      bool changed = it == model.end() || it->second != d;
+      model[k] = d;
+      CHECK(ix.set(k, d) == changed);
+    }
+    if (round % 5000 == 0 || round == 39999) {
+      REQUIRE(ix.size() == model.size());
+      for (const auto& [mk, md] : model) CHECK(ix.digest(mk) == md);
+      size_t n = 0;
+      ix.for_each([&](size_t, const DocKey& key, TextDigest d, uint8_t) {
+        ++n;
+        auto it = model.find(key);
+        REQUIRE(it != model.end());
+        CHECK(it->second == d);
+      });
+      CHECK(n == model.size());
+    }
+  }
+  // Marks belong to the key and survive moves; erase everything → empty.
+  DocKey some = model.begin()->first;
+  ix.set_mark(some, 3);
+  for (int i = 0; i < 2000; ++i) ix.set({"Node", "", "extra-" + std::to_string(i)}, text_digest("x"));
+  CHECK(ix.mark(some) == 3);
+  for (const auto& [mk, md] : model) CHECK(ix.erase(mk));
+  for (int i = 0; i < 2000; ++i) CHECK(ix.erase({"Node", "", "extra-" + std::to_string(i)}));
+  CHECK(ix.size() == 0);
+  CHECK(!ix.contains(some));
+  CHECK(ix.mark(some) == 0);
+}
+
+TEST_CASE("KeyIndex: per-object memory of 20,000 endpoints stays small") {
+  KeyIndex ix;
+  for (int i = 0; i < 20000; ++i)
+    ix.set({"WorkloadEndpoint.tabby.dev", "default", "pod-" + std::to_string(i)}, text_digest(std::to_string(i)));
+  double per = double(ix.memory_bytes()) / ix.size();
+  MESSAGE("KeyIndex bytes per object: " << per);
+  CHECK(per < 80);
+}
+
+TEST_CASE("diff_relist: only real differences by digest, scoped deletes, no flap on a new revision") {
+  KeyIndex current = index_of({doc("Node", "a", "A1"), doc("Node", "b", "B1"), doc("Node", "c", "C1"), doc("Pod", "x", "X1")});
   auto diff = diff_relist(current, {doc("Node", "a", "A1", "9"), doc("Node", "b", "B2", "9"), doc("Node", "d", "D1", "9")},
-                          [](const DocKey& k) { return k.kind == "Node"; });
+                          [](const DocKey& k) { return k.kind == "Node"; },
+                          [](const DocKey& k) { return "src:" + k.name; });
   REQUIRE(diff.size() == 3);
   CHECK(diff[0].key.name == "b");
   CHECK(diff[0].text == "B2");
   CHECK(diff[1].key.name == "d");
   CHECK(diff[2].key.name == "c");
   CHECK(diff[2].deleted);
+  CHECK(diff[2].text.empty());
+  CHECK(diff[2].source == "src:c");  // reconstructed: the store kept no source
   // Pod x is out of scope: not deleted although not listed.
   for (const auto& e : diff) CHECK(e.key.kind == "Node");
   // Nothing changed at all → nothing.
   CHECK(diff_relist(current, {doc("Node", "a", "A1"), doc("Node", "b", "B1"), doc("Node", "c", "C1"), doc("Pod", "x", "X1")},
                     [](const DocKey&) { return true; })
             .empty());
+  // Same size, different text: still a change.
+  auto same_size = diff_relist(current, {doc("Node", "a", "A2")}, [](const DocKey& k) { return k.name == "a"; });
+  REQUIRE(same_size.size() == 1);
+  CHECK(same_size[0].text == "A2");
 }
 
 TEST_CASE("SyncState: nothing before the snapshot, then only real changes") {
@@ -155,7 +233,6 @@ TEST_CASE("SyncState: nothing before the snapshot, then only real changes") {
   del.deleted = true;
   s.changes({del});  // delete of an absent key: no-op
   CHECK(got.size() == 1);
-  CHECK(s.cache.at({"Node", "", "a"}).revision == "7");
   s.changes({doc("Node", "a", "A2")});
   REQUIRE(got.size() == 2);
   CHECK(got[1].type == DatastoreUpdate::Type::Changes);
@@ -168,6 +245,80 @@ TEST_CASE("SyncState: nothing before the snapshot, then only real changes") {
   s.running = false;
   s.changes({doc("Node", "b", "B")});
   CHECK(got.size() == 3);
+}
+
+TEST_CASE("SyncState: the snapshot carries every latest text in key order, then no text is kept") {
+  std::vector<DatastoreUpdate> got;
+  SyncState s;
+  s.callback = [&](const DatastoreUpdate& u) { got.push_back(u); };
+  s.running = true;
+  DocEvent gone;
+  gone.key = {"Node", "", "b"};
+  gone.deleted = true;
+  s.changes({doc("Node", "c", "C1"), doc("Node", "a", "A1"), doc("Node", "b", "B1")});
+  s.changes({doc("Node", "a", "A2"), gone});       // superseded and deleted before the snapshot
+  s.changes({doc("Node", "a", "A1"), doc("Pod", "x", "X1")});  // back to the first text
+  CHECK(got.empty());
+  s.snapshot();
+  REQUIRE(got.size() == 1);
+  const auto& ev = got[0].events;
+  REQUIRE(ev.size() == 3);
+  CHECK(ev[0].key == DocKey{"Node", "", "a"});
+  CHECK(ev[0].text == "A1");
+  CHECK(ev[1].key == DocKey{"Node", "", "c"});
+  CHECK(ev[1].text == "C1");
+  CHECK(ev[2].key == DocKey{"Pod", "", "x"});
+  CHECK(ev[2].text == "X1");
+  for (const auto& e : ev) CHECK(!e.deleted);
+  CHECK(s.held.empty());
+  CHECK(s.held.capacity() == 0);
+  CHECK(s.delivered.size() == 3);
+  CHECK(s.delivered.digest({"Node", "", "c"}) == text_digest("C1"));
+}
+
+TEST_CASE("SyncState after the snapshot: digest no-ops dropped, deletions carry the key, relists diffed") {
+  std::vector<DatastoreUpdate> got;
+  SyncState s;
+  s.callback = [&](const DatastoreUpdate& u) { got.push_back(u); };
+  s.running = true;
+  s.source_of = [](const DocKey& k) { return "etcd:/tabby/" + k.kind + "/" + k.name; };
+  s.changes({doc("Node", "a", "A1"), doc("Node", "b", "B1"), doc("Pod", "x", "X1")});
+  s.snapshot();
+  got.clear();
+  // A put of the delivered text (new revision, fresh string) is dropped.
+  s.changes({doc("Node", "a", std::string("A") + "1", "99")});
+  CHECK(got.empty());
+  // A deletion goes out with its key and no text.
+  DocEvent del;
+  del.key = {"Node", "", "b"};
+  del.deleted = true;
+  del.source = "somewhere";
+  s.changes({del});
+  REQUIRE(got.size() == 1);
+  REQUIRE(got[0].events.size() == 1);
+  CHECK(got[0].events[0].deleted);
+  CHECK(got[0].events[0].key == DocKey{"Node", "", "b"});
+  CHECK(got[0].events[0].source == "somewhere");
+  CHECK(!s.delivered.contains({"Node", "", "b"}));
+  s.changes({del});  // deleted twice: no-op
+  CHECK(got.size() == 1);
+  // A relist of the Node scope: a unchanged, c new; the Pod is out of scope.
+  s.relist({doc("Node", "a", "A1", "100"), doc("Node", "c", "C1", "100")}, [](const DocKey& k) { return k.kind == "Node"; });
+  REQUIRE(got.size() == 2);
+  REQUIRE(got[1].events.size() == 1);
+  CHECK(got[1].events[0].key.name == "c");
+  CHECK(got[1].events[0].text == "C1");
+  // A relist that lost a: its deletion, with the source the store names.
+  s.relist({doc("Node", "c", "C1")}, [](const DocKey& k) { return k.kind == "Node"; });
+  REQUIRE(got.size() == 3);
+  REQUIRE(got[2].events.size() == 1);
+  CHECK(got[2].events[0].deleted);
+  CHECK(got[2].events[0].key.name == "a");
+  CHECK(got[2].events[0].source == "etcd:/tabby/Node/a");
+  // The same relist again: nothing.
+  s.relist({doc("Node", "c", "C1")}, [](const DocKey& k) { return k.kind == "Node"; });
+  CHECK(got.size() == 3);
+  CHECK(s.delivered.contains({"Pod", "", "x"}));
 }
 
 TEST_CASE("state file names round-trip and escape separators") {
