@@ -57,6 +57,8 @@ namespace {
 void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
 
 constexpr auto kPolicyRepairInterval = std::chrono::seconds(60);
+// The initial listing arrives in pieces of this many objects (see datastore.hpp).
+constexpr size_t kSnapshotPartSize = 256;
 
 CalcOptions calc_options(const AgentConfig& c) {
   CalcOptions o;
@@ -158,7 +160,9 @@ class ClusterAgent {
       }
     }
 
-    auto ds = make_datastore(io_, *config_.datastore);
+    DatastoreConfig dsc = *config_.datastore;
+    dsc.snapshot_part_size = kSnapshotPartSize;
+    auto ds = make_datastore(io_, dsc);
     if (!ds) return fatal(ds.error().message);
     datastore_ = std::move(*ds);
     // Datastore -> DocFeed -> Calc.
@@ -181,6 +185,15 @@ class ClusterAgent {
   // ---------------------------------------------------------------- datastore
   void on_datastore(const DatastoreUpdate& u) {
     switch (u.type) {
+      case DatastoreUpdate::Type::SnapshotPart:
+        // A piece of the initial listing: into the Calc at once, so no more than
+        // one piece of texts is ever alive. take_changes folds the piece's dirty
+        // marks into the Calc's own state (its result is not needed: the
+        // Snapshot's full pass programs everything from that state).
+        count_events(u.events);
+        feed_.feed(u.events, calc_);
+        (void)calc_.take_changes(/*with_policy=*/false);
+        break;
       case DatastoreUpdate::Type::Snapshot:
         count_events(u.events);
         feed_.feed(u.events, calc_);
@@ -512,6 +525,13 @@ class ClusterAgent {
 }  // namespace
 
 int run_cluster_agent(AgentConfig config, const std::string& config_path) {
+#ifdef __GLIBC__
+  // Large blocks (the snapshot's vectors, parse buffers) straight from mmap and back
+  // to the kernel when freed. glibc's default threshold adapts upwards after such a
+  // block is freed, after which the next ones are carved from the heap and leave
+  // holes under the long-lived state once freed.
+  ::mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+#endif
   asio::io_context io;
   ClusterAgent agent(io, std::move(config), config_path);
   return agent.run();

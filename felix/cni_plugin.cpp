@@ -154,8 +154,11 @@ class Store {
     std::string last_problem;
     auto st = ds->start([&](const DatastoreUpdate& u) {
       switch (u.type) {
+        case DatastoreUpdate::Type::SnapshotPart:  // not asked for (snapshot_part_size 0)
+          snapshot.insert(snapshot.end(), u.events.begin(), u.events.end());
+          break;
         case DatastoreUpdate::Type::Snapshot:
-          snapshot = u.events;
+          snapshot.insert(snapshot.end(), u.events.begin(), u.events.end());
           got = true;
           break;
         case DatastoreUpdate::Type::Problem: last_problem = u.message; break;

@@ -13,7 +13,12 @@
 // Sync semantics (the same for all three):
 //  - start() delivers exactly one Snapshot: the complete list of objects at
 //    one point in time ("in sync"). Nothing comes before it except Problem and
-//    Connection notices.
+//    Connection notices, and, when DatastoreConfig::snapshot_part_size is set,
+//    SnapshotPart updates: the initial listing in pieces as the store reads it,
+//    so that neither side ever holds every text at once (with 20,000 objects
+//    that burst set the agent's peak memory, and the holes it left behind its
+//    resident size). The parts and the final Snapshot's events, applied in
+//    order, are the initial state.
 //  - After it, Changes batches carry only differences (created/updated objects
 //    with their full text, deletions with deleted = true and empty text).
 //    A store keeps no texts after the Snapshot, only each key and a digest of
@@ -85,7 +90,11 @@ struct DocEvent {
 
 struct DatastoreUpdate {
   enum class Type {
-    Snapshot,    // once: events = every object (complete list; the store is now in sync)
+    Snapshot,    // once: events = every object (complete list; the store is now in sync);
+                 // after SnapshotParts: the rest of the listing, applied after them
+    SnapshotPart,  // only with snapshot_part_size: a piece of the initial listing, in the
+                   // order read (a later part may update or, rarely, delete a key of an
+                   // earlier one); nothing is in sync until the Snapshot
     Changes,     // differences since the last update
     Problem,     // message: bad input kept out (malformed file with line, undecodable value,
                  // a Kubernetes resource the server does not serve); the last good state stays
@@ -157,6 +166,11 @@ struct DatastoreConfig {
   std::string directory;
   std::string state_subdir = "tabby-state";
   int debounce_ms = 50;
+
+  // All stores: > 0 delivers the initial listing as SnapshotPart updates of about
+  // this many objects before the Snapshot (see the sync semantics above);
+  // 0: the Snapshot carries everything.
+  size_t snapshot_part_size = 0;
 
   // etcd: client URLs ("http://127.0.0.1:2379"; tried in turn), key prefix.
   // Keys are <prefix><kind>/<name> or <prefix><kind>/<namespace>/<name>.

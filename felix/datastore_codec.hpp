@@ -138,6 +138,10 @@ struct SyncState {
   // Before the Snapshot: the texts it will carry (superseded versions are
   // skipped at snapshot()); empty afterwards.
   std::vector<DocEvent> held;
+  // > 0: before the Snapshot, held events go out as SnapshotPart updates (in
+  // order, deletions included) once this many are held; snapshot() then sends
+  // only what is left.
+  size_t part_size = 0;
   // Names a deleted object's source in relist deletions (may stay empty).
   std::function<std::string(const DocKey&)> source_of;
 
@@ -149,6 +153,7 @@ struct SyncState {
   // Marks synced and delivers the held texts (in key order) as the Snapshot;
   // nothing but keys and digests stays.
   void snapshot();
+  void send_part();  // the held events as one SnapshotPart
   // `source` names what the problem is about (a file path); an empty `message`
   // says that source's problem is resolved.
   void problem(std::string message, std::string source = "");

@@ -29,7 +29,9 @@ using namespace std::chrono_literals;
 namespace {
 
 struct EtcdState {
-  EtcdState(asio::io_context& io, DatastoreConfig c) : io(io), cfg(std::move(c)), http(io, nullptr), timer(io) {}
+  EtcdState(asio::io_context& io, DatastoreConfig c) : io(io), cfg(std::move(c)), http(io, nullptr), timer(io) {
+    sync.part_size = cfg.snapshot_part_size;
+  }
   asio::io_context& io;
   DatastoreConfig cfg;
   std::vector<Url> endpoints;

@@ -68,6 +68,7 @@ Result<std::string> read_file(const std::string& path) {
 struct FileState : std::enable_shared_from_this<FileState> {
   FileState(asio::io_context& io, DatastoreConfig c)
       : io(io), cfg(std::move(c)), inotify(io), debounce(io) {
+    sync.part_size = cfg.snapshot_part_size;
     dir = fs::path(cfg.directory).lexically_normal().string();
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
     state_dir = dir + "/" + cfg.state_subdir;
@@ -161,6 +162,19 @@ struct FileState : std::enable_shared_from_this<FileState> {
         if (mark & kStateMark) pending.insert(state_dir + "/" + state_file_name(k));
       });
     }
+    if (sync.synced || sync.part_size == 0 || pending.size() <= sync.part_size) return process_pending();
+    // The initial scan in slices of files, each delivered (as SnapshotParts) before
+    // the next is read: the texts of one slice at a time, not of the whole tree.
+    std::set<std::string> all;
+    all.swap(pending);
+    while (!all.empty()) {
+      for (size_t n = 0; n < sync.part_size && !all.empty(); ++n) pending.insert(all.extract(all.begin()));
+      process_pending();
+    }
+  }
+
+  // Reads the `pending` files and delivers what changed.
+  void process_pending() {
     // Keys to decide again, and what this round learnt about their state file.
     struct Affected {
       bool state_reloaded = false;       // its state file was (re)read this round

@@ -50,6 +50,7 @@ bool is_2xx(unsigned s) { return s >= 200 && s < 300; }
 struct K8sState {
   K8sState(asio::io_context& io, DatastoreConfig c, Url u, std::shared_ptr<asio::ssl::context> tls)
       : io(io), cfg(std::move(c)), url(std::move(u)), http(io, std::move(tls)) {
+    sync.part_size = cfg.snapshot_part_size;
     std::string token_file = cfg.k8s_token_file;
     http.authorization = [token_file] {
       std::string t = read_token(token_file);

@@ -223,13 +223,15 @@ void SyncState::changes(std::vector<DocEvent> events) {
       if (!delivered.set(e.key, text_digest(e.text))) continue;  // the delivered text: no-op
     }
     if (!synced) {
-      // Held for the Snapshot. A deletion needs nothing held: snapshot() skips
-      // texts whose key is no longer delivered.
-      if (!e.deleted) held.push_back(std::move(e));
+      // Held for the Snapshot. A deletion needs nothing held (snapshot() skips
+      // texts whose key is no longer delivered) unless parts are going out: an
+      // earlier part may have carried the key.
+      if (!e.deleted || part_size > 0) held.push_back(std::move(e));
       continue;
     }
     real.push_back(std::move(e));
   }
+  if (!synced && part_size > 0 && held.size() >= part_size) send_part();
   if (real.empty() || !synced || !running || !callback) return;
   DatastoreUpdate u;
   u.type = DatastoreUpdate::Type::Changes;
@@ -241,8 +243,24 @@ void SyncState::relist(std::vector<DocEvent> listed, const std::function<bool(co
   changes(diff_relist(delivered, std::move(listed), in_scope, source_of));
 }
 
+void SyncState::send_part() {
+  if (!running || !callback) return;  // not started (a one-shot writer's scan): keep holding
+  DatastoreUpdate u;
+  u.type = DatastoreUpdate::Type::SnapshotPart;
+  u.events.swap(held);  // held starts again empty (and its memory goes with u)
+  callback(u);
+}
+
 void SyncState::snapshot() {
   synced = true;
+  if (part_size > 0) {
+    // Parts went out in the order read; the rest follows in the same order.
+    DatastoreUpdate u;
+    u.type = DatastoreUpdate::Type::Snapshot;
+    u.events.swap(held);
+    if (running && callback) callback(u);
+    return;
+  }
   // The latest held text of each key still delivered: walk newest first and
   // take a key's first text only (per-slot flags; the index is not changing).
   std::vector<DocEvent> events;

@@ -3,6 +3,7 @@
 // stdout (flushed); `create`/`put`/`remove` perform one write and print its
 // outcome as JSON. Usage:
 //   tabby-ds-probe --type file --dir D [--debounce-ms N] CMD ...
+//   (any type: --part-size N delivers the initial listing as snapshot_part updates)
 //   tabby-ds-probe --type etcd --endpoints URL[,URL] [--prefix P] CMD ...
 //   tabby-ds-probe --type kubernetes --server URL --token F --ca F [--resources plural[.group],...] [--page-size N] CMD ...
 //   CMD: watch [--for SECONDS] | create KIND NS NAME FILE | put KIND NS NAME FILE | remove KIND NS NAME
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
       else return usage("unknown type " + t);
     } else if (a == "--dir") cfg.directory = value(a);
     else if (a == "--debounce-ms") cfg.debounce_ms = std::stoi(value(a));
+    else if (a == "--part-size") cfg.snapshot_part_size = std::stoul(value(a));
     else if (a == "--endpoints") cfg.etcd_endpoints = split(value(a), ',');
     else if (a == "--prefix") cfg.etcd_prefix = value(a);
     else if (a == "--server") cfg.k8s_server = value(a);
@@ -116,6 +118,7 @@ int main(int argc, char** argv) {
       json j;
       switch (u.type) {
         case DatastoreUpdate::Type::Snapshot: j["type"] = "snapshot"; break;
+        case DatastoreUpdate::Type::SnapshotPart: j["type"] = "snapshot_part"; break;
         case DatastoreUpdate::Type::Changes: j["type"] = "changes"; break;
         case DatastoreUpdate::Type::Problem: j["type"] = "problem"; break;
         case DatastoreUpdate::Type::Connection: j["type"] = "connection"; j["connected"] = u.connected; break;
