@@ -46,6 +46,7 @@ class Watcher:
         self.name = name
         self.updates = []
         self.state = {}
+        self.parts_seen = False
         self.lock = threading.RLock()
         self.proc = subprocess.Popen([PROBE] + args + ["watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
@@ -60,8 +61,11 @@ class Watcher:
                 u = {"type": "garbage", "line": line}
             with self.lock:
                 self.updates.append(u)
-                if u.get("type") == "snapshot":
+                # The initial listing: one snapshot, or (--part-size) snapshot_parts
+                # followed by the snapshot, all applied in order.
+                if u.get("type") in ("snapshot", "snapshot_part") and not self.parts_seen:
                     self.state = {}
+                    self.parts_seen = u.get("type") == "snapshot_part"
                 for e in u.get("events", []):
                     k = (e["kind"], e["ns"], e["name"])
                     if e["deleted"]:

@@ -44,6 +44,9 @@ def body():
         f.write("not a manifest: ignored\n")
     w1 = Watcher(args, "watcher-1")
     w2 = Watcher(args, "watcher-2")
+    # An agent's way of listing: the initial scan in slices of one file, each
+    # delivered as a snapshot_part before the next file is read.
+    w3 = Watcher(args + ["--part-size", "1"], "watcher-3 (parts)")
     try:
         w1.wait(lambda w: w.of_type("snapshot"), 10, "the snapshot")
         snap = w1.of_type("snapshot")[0]
@@ -51,6 +54,12 @@ def body():
         check(keys == [("BGPConfiguration.projectcalico.org", "default"), ("IPPool.projectcalico.org", "pool-a"),
                        ("Node", "n1")], f"snapshot keys {keys}")
         check(len(w1.of_type("snapshot")) == 1, "exactly one snapshot")
+        check(not w1.of_type("snapshot_part"), "no parts unless asked for")
+        w3.wait(lambda w: w.of_type("snapshot"), 10, "the parted listing's snapshot")
+        parts = w3.of_type("snapshot_part")
+        check(len(parts) >= 2 and w3.updates.index(parts[-1]) < w3.updates.index(w3.of_type("snapshot")[0]),
+              f"the initial listing came as parts before the snapshot: {[u['type'] for u in w3.updates]}")
+        check(w3.state == w1.state, f"parts + snapshot = the snapshot: {sorted(w3.state)} vs {sorted(w1.state)}")
 
         # Edit b.yaml: one new object → one change, nothing else.
         m = w1.mark()
@@ -191,6 +200,8 @@ def body():
         # The second watcher (another agent on the same directory) agrees.
         w2.wait(lambda w: w.state == w1.state, 5, "watcher-2 converged with watcher-1")
         check(len(w2.of_type("snapshot")) == 1, "watcher-2: one snapshot")
+        w3.wait(lambda w: w.state == w1.state, 5, "watcher-3 (parts) converged with watcher-1")
+        check(len(w3.of_type("snapshot")) == 1, "watcher-3: one snapshot")
         print(f"objects at the end: {len(w1.state)}; updates seen: {len(w1.updates)}")
     except Fail:
         print("watcher-1 updates:\n" + w1.dump(30))
@@ -198,6 +209,7 @@ def body():
     finally:
         w1.stop()
         w2.stop()
+        w3.stop()
 
 
 main(body)

@@ -276,6 +276,52 @@ TEST_CASE("SyncState: the snapshot carries every latest text in key order, then 
   CHECK(s.delivered.digest({"Node", "", "c"}) == text_digest("C1"));
 }
 
+TEST_CASE("SyncState with parts: the initial listing goes out in pieces, applied in order they equal the state") {
+  std::vector<DatastoreUpdate> got;
+  SyncState s;
+  s.part_size = 2;
+  s.callback = [&](const DatastoreUpdate& u) { got.push_back(u); };
+  s.running = true;
+  DocEvent gone;
+  gone.key = {"Node", "", "a"};
+  gone.deleted = true;
+  s.changes({doc("Node", "c", "C1")});
+  CHECK(got.empty());  // fewer than part_size held
+  s.changes({doc("Node", "a", "A1"), doc("Node", "a", "A1")});  // the repeat is a no-op
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].type == DatastoreUpdate::Type::SnapshotPart);
+  REQUIRE(got[0].events.size() == 2);
+  CHECK(got[0].events[0].key.name == "c");  // in the order read, not key order
+  CHECK(got[0].events[1].key.name == "a");
+  CHECK(s.held.empty());
+  // A key of an earlier part deleted before the snapshot: the deletion goes out too.
+  s.changes({gone, doc("Node", "b", "B1"), doc("Node", "c", "C2")});
+  REQUIRE(got.size() == 2);
+  CHECK(got[1].type == DatastoreUpdate::Type::SnapshotPart);
+  REQUIRE(got[1].events.size() == 3);
+  CHECK(got[1].events[0].deleted);
+  s.changes({doc("Pod", "x", "X1")});
+  s.snapshot();
+  REQUIRE(got.size() == 3);
+  CHECK(got[2].type == DatastoreUpdate::Type::Snapshot);
+  REQUIRE(got[2].events.size() == 1);
+  CHECK(got[2].events[0].key.name == "x");
+  // Applied in order: exactly the delivered state.
+  std::map<DocKey, std::string> state;
+  for (const auto& u : got)
+    for (const auto& e : u.events) {
+      if (e.deleted) state.erase(e.key);
+      else state[e.key] = e.text;
+    }
+  CHECK(state == std::map<DocKey, std::string>{{{"Node", "", "b"}, "B1"}, {{"Node", "", "c"}, "C2"}, {{"Pod", "", "x"}, "X1"}});
+  CHECK(s.delivered.size() == 3);
+  // Not started (a one-shot writer's scan): nothing is sent and nothing is lost.
+  SyncState quiet;
+  quiet.part_size = 1;
+  quiet.changes({doc("Node", "a", "A1"), doc("Node", "b", "B1")});
+  CHECK(quiet.held.size() == 2);
+}
+
 TEST_CASE("SyncState after the snapshot: digest no-ops dropped, deletions carry the key, relists diffed") {
   std::vector<DatastoreUpdate> got;
   SyncState s;
