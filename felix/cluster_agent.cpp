@@ -477,19 +477,42 @@ class ClusterAgent {
     deadline->async_wait([this, deadline](const boost::system::error_code&) { io_.stop(); });
   }
 
-  // config file -> Calc: node-local settings (static peers and announcements, GR,
-  // listen address, dataplane names); a bad file keeps the running config.
+  // config file -> Calc: node-local settings (static peers and announcements,
+  // dataplane.mtu and the VXLAN device's name, VNI and port); a bad file, or one
+  // that changes a setting fixed for the agent's lifetime, keeps the running config.
   void reload() {
     auto fresh = load_config(config_path_);
     if (!fresh) {
       log("reload rejected, keeping the running config: " + fresh.error().message);
       return;
     }
-    if (fresh->node_name != config_.node_name || fresh->api_socket != config_.api_socket ||
-        !fresh->datastore || describe(*fresh->datastore) != describe(*config_.datastore) ||
-        fresh->dataplane.enabled != config_.dataplane.enabled || fresh->dataplane.policy != config_.dataplane.policy) {
-      log("reload rejected: nodeName, apiSocket, datastore and dataplane.enabled/policy cannot change while running "
-          "(restart the agent)");
+    // Settings fixed for the agent's lifetime: a change to any of them is refused
+    // naming the file and the keys (the rest of the file is not applied either).
+    std::string fixed;
+    int n_fixed = 0;
+    auto fixed_key = [&](bool changed, const char* key) {
+      if (changed) fixed += std::string(n_fixed++ ? ", '" : "'") + key + "'";
+    };
+    fixed_key(fresh->node_name != config_.node_name, "nodeName");
+    fixed_key(fresh->api_socket != config_.api_socket, "apiSocket");
+    fixed_key(!fresh->datastore || describe(*fresh->datastore) != describe(*config_.datastore), "datastore");
+    fixed_key(fresh->dataplane.enabled != config_.dataplane.enabled, "dataplane.enabled");
+    fixed_key(fresh->dataplane.policy != config_.dataplane.policy, "dataplane.policy");
+    fixed_key(fresh->metrics_address != config_.metrics_address, "metricsAddress");
+    // The speaker's own identity and listener (bgp::Speaker::reconfigure refuses
+    // them, which would leave the file's peers and announcements unapplied too).
+    const auto &nb = fresh->bgp, &ob = config_.bgp;
+    fixed_key(fresh->router_id_given != config_.router_id_given || nb.router_id != ob.router_id, "routerID");
+    fixed_key(nb.asn != ob.asn, "asNumber");
+    fixed_key(nb.listen_address != ob.listen_address, "listenAddress");
+    fixed_key(nb.listen_port != ob.listen_port, "listenPort");
+    fixed_key(nb.cluster_id != ob.cluster_id, "clusterID");
+    fixed_key(nb.graceful_restart != ob.graceful_restart || nb.restart_time != ob.restart_time, "gracefulRestart");
+    if (!fixed.empty()) {
+      log("reload rejected, keeping the running config: " + config_path_ + (n_fixed > 1 ? ": keys " : ": key ") + fixed +
+          " cannot change while the agent runs (restart the agent for nodeName, apiSocket, datastore, "
+          "metricsAddress, dataplane.enabled/policy, routerID, asNumber, listenAddress, listenPort, clusterID, "
+          "gracefulRestart)");
       return;
     }
     config_ = std::move(*fresh);

@@ -48,6 +48,10 @@ struct LinuxDataplane::Impl {
   TunnelConfig tunnel_cfg;
   bool tunnels_dirty = false;
   bool ipip_was_enabled = false, vxlan_was_enabled = false;
+  // VXLAN devices this agent made under an earlier name (dataplane.vxlanInterface
+  // changed on reload): removed before the new one is made, which the kernel
+  // refuses while another device holds the same VNI and port.
+  std::vector<std::string> retired_vxlan;
   std::vector<std::string> workload_ifs;
   std::unordered_map<std::string, int> sysctl_done;  // ifname -> ifindex configured
   bool forwarding_done = false;
@@ -151,11 +155,24 @@ struct LinuxDataplane::Impl {
       if (auto s = tunnels.release_ipip(c.ipip); !s) errors.push_back(s.error().message);
       ipip_was_enabled = false;
     }
+    for (auto it = retired_vxlan.begin(); it != retired_vxlan.end();) {
+      if (*it == c.vxlan.ifname) {
+        it = retired_vxlan.erase(it);
+        continue;
+      }
+      if (auto s = tunnels.remove_vxlan(*it); !s) {
+        errors.push_back(s.error().message);
+        ++it;
+        continue;
+      }
+      it = retired_vxlan.erase(it);
+      devices_changed = true;
+    }
     if (c.vxlan.enabled) {
       bool existed = links.index_of(c.vxlan.ifname) != 0;
       if (auto s = tunnels.ensure_vxlan(c.vxlan, c.node_ip, c.vteps); !s) errors.push_back(s.error().message);
       vxlan_was_enabled = true;
-      devices_changed = !existed;
+      devices_changed |= !existed;
     } else if (vxlan_was_enabled || (sync.complete() && links.index_of(c.vxlan.ifname) != 0)) {
       // Deleting the device drops the kernel routes through it without notifications.
       if (auto s = tunnels.remove_vxlan(c.vxlan.ifname); !s) errors.push_back(s.error().message);
@@ -296,6 +313,10 @@ void LinuxDataplane::remove_route(RouteClass cls, const Route& route) {
 
 void LinuxDataplane::set_tunnels(TunnelConfig cfg) {
   if (cfg == impl_->tunnel_cfg && (impl_->ipip_was_enabled || impl_->vxlan_was_enabled)) return;
+  if (impl_->vxlan_was_enabled && cfg.vxlan.ifname != impl_->tunnel_cfg.vxlan.ifname &&
+      std::find(impl_->retired_vxlan.begin(), impl_->retired_vxlan.end(), impl_->tunnel_cfg.vxlan.ifname) ==
+          impl_->retired_vxlan.end())
+    impl_->retired_vxlan.push_back(impl_->tunnel_cfg.vxlan.ifname);
   impl_->tunnel_cfg = std::move(cfg);
   impl_->tunnels_dirty = true;
 }
