@@ -861,6 +861,9 @@ std::vector<PeerStatus> Speaker::peers() const {
       s.families = p->session->families;
       s.graceful_restart = p->session->peer_graceful_restart.has_value();
     }
+    s.end_of_rib = p->session_conn != kNoConn;
+    for (Family f : p->families)
+      if (!p->eor_received.count(f)) s.end_of_rib = false;
     const auto& st = im.rib->stats(p->rib_id);
     s.prefixes_received = uint64_t{st.accepted[0]} + st.accepted[1];
     s.prefixes_stale = uint64_t{st.stale[0]} + st.stale[1];

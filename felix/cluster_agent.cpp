@@ -400,13 +400,7 @@ class ClusterAgent {
     if (!speaker_) {
       h.check("bgp", false, "BGP: not started (no router ID: Node " + config_.node_name + " has no spec.bgp.ipv4Address)");
     } else {
-      std::string waiting;
-      if (!speaker_->initial_sync_done())
-        for (const auto& p : speaker_->peers())
-          if (p.state != "Established") waiting += (waiting.empty() ? "" : ", ") + p.address.str();
-      h.check("bgp", speaker_->initial_sync_done(),
-              "BGP: waiting for End-of-RIB" + (waiting.empty() ? std::string() : " (peers not up: " + waiting + ")") +
-                  "; bounded by the graceful-restart time");
+      h.check("bgp", speaker_->initial_sync_done(), bgp_waiting_reason(speaker_->peers()));
     }
     if (kernel_) {
       auto s = kernel_->status();
