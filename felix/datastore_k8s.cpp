@@ -11,7 +11,9 @@
 // out once every resource has listed (a resource the server does not serve,
 // 404, counts as empty and is reported as a Problem). While the API server is
 // unreachable the state stays and one Connection(false) notice goes out.
-// Writes: POST (create; 409 AlreadyExists → false), PUT (404 → POST), DELETE.
+// Writes: POST (create; 409 AlreadyExists → false); create-or-replace: GET the
+// current resourceVersion, PUT with it (409 Conflict: read again, bounded), 404 →
+// POST; DELETE.
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
@@ -275,12 +277,19 @@ class K8sDatastore final : public Datastore {
       return;
     }
     asio::co_spawn(io_, [st, key, p = *prep, done = std::move(done)]() -> asio::awaitable<void> {
-      auto r = co_await st->http.request(st->url, http::verb::put, p.item, p.body, "application/json", st->timeout());
-      if (r && r->status == 404)  // update-or-create
-        r = co_await st->http.request(st->url, http::verb::post, p.collection, p.body, "application/json", st->timeout());
       Status out;
-      if (!r) out = fail(r.error());
-      else if (!is_2xx(r->status)) out = fail_msg("kubernetes: write " + p.item + ": HTTP " + std::to_string(r->status) + ": " + k8s_status_text(r->body));
+      for (int attempt = 0;; ++attempt) {
+        auto step = co_await replace_once(st, p);
+        if (step) {
+          out = std::move(*step);
+          break;
+        }
+        if (attempt + 1 == kReplaceAttempts) {
+          out = fail_msg("kubernetes: write " + p.item + ": still conflicting after " + std::to_string(kReplaceAttempts) +
+                         " attempts (others keep writing it)");
+          break;
+        }
+      }
       if (st->alive) done(std::move(out));
     }, asio::detached);
   }
@@ -310,6 +319,40 @@ class K8sDatastore final : public Datastore {
   struct Prepared {
     std::string collection, item, body;
   };
+  static constexpr int kReplaceAttempts = 8;
+
+  // One try of create-or-replace. A replace on the API server is conditional
+  // on the stored object's metadata.resourceVersion (optimistic concurrency:
+  // 409 Conflict when another writer got in first; a CRD refuses a PUT without
+  // one), so: GET it, then PUT with its resourceVersion; absent → POST. nullopt:
+  // a race (409 on PUT or POST, 404 on PUT): read again and retry.
+  static asio::awaitable<std::optional<Status>> replace_once(std::shared_ptr<K8sState> st, const Prepared& p) {
+    auto fail_http = [&](const char* verb, const std::string& path, const HttpResponse& r) -> Status {
+      return fail_msg("kubernetes: " + std::string(verb) + " " + path + ": HTTP " + std::to_string(r.status) + ": " +
+                      k8s_status_text(r.body));
+    };
+    auto cur = co_await st->http.request(st->url, http::verb::get, p.item, "", "", st->timeout());
+    if (!cur) co_return Status(fail(cur.error()));
+    if (cur->status == 404) {
+      auto r = co_await st->http.request(st->url, http::verb::post, p.collection, p.body, "application/json",
+                                         st->timeout());
+      if (!r) co_return Status(fail(r.error()));
+      if (r->status == 409) co_return std::nullopt;  // created meanwhile: replace it
+      if (!is_2xx(r->status)) co_return fail_http("POST", p.collection, *r);
+      co_return Status{};
+    }
+    if (!is_2xx(cur->status)) co_return fail_http("GET", p.item, *cur);
+    std::string rv = k8s_resource_version(cur->body);
+    if (rv.empty()) co_return Status(fail_msg("kubernetes: GET " + p.item + ": no metadata.resourceVersion"));
+    auto body = k8s_with_resource_version(p.body, rv);
+    if (!body) co_return Status(fail(body.error()));
+    auto r = co_await st->http.request(st->url, http::verb::put, p.item, *body, "application/json", st->timeout());
+    if (!r) co_return Status(fail(r.error()));
+    if (r->status == 409 || r->status == 404) co_return std::nullopt;  // changed or deleted meanwhile
+    if (!is_2xx(r->status)) co_return fail_http("PUT", p.item, *r);
+    co_return Status{};
+  }
+
   Result<Prepared> prepare(const DocKey& key, const std::string& text) {
     const K8sResource* r = st_->resource_for(key);
     if (!r) return fail_msg("kubernetes datastore: kind " + key.kind + " is not one of its resources");
