@@ -9,8 +9,9 @@
 // RV; 410 Gone (as the HTTP status or as an ERROR event) means RV is too old:
 // relist and diff, so consumers see only real differences. The Snapshot goes
 // out once every resource has listed (a resource the server does not serve,
-// 404, counts as empty and is reported as a Problem). While the API server is
-// unreachable the state stays and one Connection(false) notice goes out.
+// 404, counts as empty and is reported as a Problem); watches start after it.
+// While the API server is unreachable the state stays and one Connection(false)
+// notice goes out.
 // Writes: POST (create; 409 AlreadyExists → false); create-or-replace: GET the
 // current resourceVersion, PUT with it (409 Conflict: read again, bounded), 404 →
 // POST; DELETE.
@@ -18,6 +19,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -76,8 +78,25 @@ struct K8sState {
     return nullptr;
   }
 
+  // Opened at the Snapshot: no resource watches before every one has listed,
+  // so a one-shot reader (the CNI plugin, which stops at the Snapshot) leaves
+  // no watch request behind on the API server.
+  std::unique_ptr<asio::steady_timer> snapshot_gate;
+
   void first_list_done() {
-    if (++listed == cfg.k8s_resources.size() && !sync.synced) sync.snapshot();
+    if (++listed == cfg.k8s_resources.size() && !sync.synced) {
+      sync.snapshot();
+      if (snapshot_gate) snapshot_gate->cancel();
+    }
+  }
+
+  // After a first listing: wait for the Snapshot (and a turn of the io_context:
+  // a consumer that stops in the Snapshot callback has then stopped).
+  asio::awaitable<void> await_snapshot() {
+    boost::system::error_code ec;
+    if (!sync.synced && snapshot_gate)
+      co_await snapshot_gate->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::post(io, asio::use_awaitable);
   }
 
   static asio::awaitable<void> run(std::shared_ptr<K8sState> self, size_t index) {
@@ -162,6 +181,8 @@ struct K8sState {
         if (!listed_once) {
           listed_once = true;
           self->first_list_done();
+          co_await self->await_snapshot();
+          if (!self->sync.running) co_return;
         }
       }
       // Watch from rv.
@@ -237,6 +258,7 @@ class K8sDatastore final : public Datastore {
       return r ? k8s_object_path(*r, k.ns, k.name) : to_string(k);
     };
     st_->timers.clear();
+    st_->snapshot_gate = std::make_unique<asio::steady_timer>(io_, asio::steady_timer::time_point::max());
     for (size_t i = 0; i < st_->cfg.k8s_resources.size(); ++i) {
       st_->timers.push_back(std::make_unique<asio::steady_timer>(io_));
       asio::co_spawn(io_, K8sState::run(st_, i), asio::detached);
@@ -248,6 +270,7 @@ class K8sDatastore final : public Datastore {
     st_->sync.running = false;
     st_->sync.callback = nullptr;
     for (auto& t : st_->timers) t->cancel();
+    if (st_->snapshot_gate) st_->snapshot_gate->cancel();
     st_->http.close_streams();
   }
 

@@ -236,11 +236,11 @@ def make_handler(state):
             if too_old and mode == "http410":
                 self._status(410, "Expired", f"too old resource version: {rv} ({state.compacted})")
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
             try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
                 if too_old:
                     self._chunk(json.dumps({"type": "ERROR", "object": {
                         "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
