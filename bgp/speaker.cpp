@@ -101,6 +101,9 @@ struct Peer {
   asio::steady_timer gr_timer;                  // RFC 4724 §4.2 restart timer (helper role)
   std::set<Family> stale_families;              // marked stale, awaiting End-of-RIB or the timer
   std::set<Family> eor_received;
+  // RFC 4724 §4.1: as a restarting speaker, this peer's initial update (and our
+  // End-of-RIB) waits until the initial sync is over.
+  bool initial_update_deferred = false;
   DecodeCache cache;
   UpdateMessage update_in;                      // reused by every received UPDATE
   Actions scratch;                              // reused by handle() (capacity kept)
@@ -146,6 +149,11 @@ struct Speaker::Impl {
     bool all = true;
     for (const auto& [addr, p] : peers) {
       if (p->session_conn == kNoConn) { all = false; break; }
+      // A restarting speaker does not wait for peers that are restarting too (R
+      // bit: they wait for our End-of-RIB) or that do not do graceful restart.
+      if (restarting && p->session &&
+          (!p->session->peer_graceful_restart || p->session->peer_graceful_restart->restart_state))
+        continue;
       for (Family f : p->families)
         if (!p->eor_received.count(f)) all = false;
     }
@@ -158,6 +166,9 @@ struct Speaker::Impl {
     asio::post(io, [this, alive = LifeRef(life)] {
       if (alive.expired()) return;
       flush();
+      // Route selection is complete: the deferred initial updates go out now.
+      for (auto& [addr, p] : peers)
+        if (p->initial_update_deferred) send_initial_update(*p);
       if (on_synced) on_synced();
     });
   }
@@ -494,14 +505,27 @@ struct Speaker::Impl {
       if (p.stale_families.empty()) p.gr_timer.cancel();
     }
     rib->peer_up(p.rib_id);
-    // Initial table, then End-of-RIB per family (RFC 4724 §2).
+    // RFC 4724 §4.1: a restarting speaker defers route selection until the
+    // End-of-RIB of its peers (or the deferral time, cfg.restart_time) and only
+    // then sends its initial update: an early, partial table followed by our
+    // End-of-RIB would make the peer sweep the routes it kept for us that we
+    // have not relearnt yet (a reflector's clients' routes, for one).
+    p.initial_update_deferred = restarting && cfg.graceful_restart && !synced;
+    if (!p.initial_update_deferred) send_initial_update(p);
+    schedule_flush();
+  }
+
+  // Initial table, then End-of-RIB per family (RFC 4724 §2).
+  void send_initial_update(Peer& p) {
+    p.initial_update_deferred = false;
+    auto it = p.conns.find(p.session_conn);
+    if (it == p.conns.end()) return;
     for (Family f : p.families) {
       send_out(p, f, rib->full_dump(p.rib_id, f));
       std::vector<uint8_t> eor;
       encode(make_end_of_rib(f), ctx_of(p), eor);
-      conn->send(std::move(eor));
+      it->second->send(std::move(eor));
     }
-    schedule_flush();
   }
 
   void act(Peer& p, act::SessionDown& d) {
@@ -510,6 +534,7 @@ struct Speaker::Impl {
     p.flaps++;
     p.session.reset();
     p.session_conn = kNoConn;
+    p.initial_update_deferred = false;
     rib->peer_down(p.rib_id);
     // RFC 4724 §4.2 (helper): keep the families the peer asked us to keep,
     // marked stale, for its restart time; flush the rest.
@@ -712,7 +737,7 @@ struct Speaker::Impl {
       auto changed = rib->take_changes(f);
       if (changed.empty()) continue;
       for (auto& [addr, p] : peers) {
-        if (p->session_conn == kNoConn || !has_family(p->families, f)) continue;
+        if (p->session_conn == kNoConn || p->initial_update_deferred || !has_family(p->families, f)) continue;
         send_out(*p, f, rib->export_changes(p->rib_id, f, changed));
       }
       if (on_best) {
@@ -861,6 +886,9 @@ std::vector<PeerStatus> Speaker::peers() const {
       s.families = p->session->families;
       s.graceful_restart = p->session->peer_graceful_restart.has_value();
     }
+    s.end_of_rib = p->session_conn != kNoConn;
+    for (Family f : p->families)
+      if (!p->eor_received.count(f)) s.end_of_rib = false;
     const auto& st = im.rib->stats(p->rib_id);
     s.prefixes_received = uint64_t{st.accepted[0]} + st.accepted[1];
     s.prefixes_stale = uint64_t{st.stale[0]} + st.stale[1];

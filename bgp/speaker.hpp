@@ -34,6 +34,8 @@ struct PeerStatus {
   uint32_t flaps = 0;
   std::vector<Family> families;
   bool graceful_restart = false;
+  // End-of-RIB (RFC 4724 §2) received for every negotiated family in this session.
+  bool end_of_rib = false;
 };
 
 struct PathSnapshot {

@@ -139,7 +139,9 @@ void Connection::read_more() {
   socket_.async_read_some(
       asio::buffer(in_.data() + in_used_, in_.size() - in_used_),
       [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
-        if (!self->open_) return;
+        // Closed, or closing after a final message (close_after_flush dropped the
+        // handlers): whatever the peer sent meanwhile is not delivered.
+        if (!self->open_ || !self->on_message_) return;
         if (ec) {
           self->fail(ec == asio::error::eof ? "connection closed by peer" : ec.message());
           return;
@@ -153,7 +155,11 @@ void Connection::read_more() {
           size_t len = (size_t{p[16]} << 8) | p[17];
           if (len < 19) len = 19;  // let the codec report the bad length
           if (self->in_used_ - pos < len) break;
-          if (!self->on_message_({p, len}) || !self->open_) return;
+          self->delivering_ = true;
+          bool more = self->on_message_({p, len});
+          self->delivering_ = false;
+          if (self->message_dropped_) self->on_message_ = nullptr;  // closed from inside the handler
+          if (!more || !self->open_ || !self->on_message_) return;
           pos += len;
         }
         if (pos) {
@@ -201,11 +207,18 @@ void Connection::write_more() {
                     });
 }
 
-void Connection::close_after_flush() {
-  if (!open_) return;
-  on_message_ = nullptr;
+void Connection::drop_handlers() {
+  // The message handler may be the caller (a NOTIFICATION answering the message
+  // being delivered): destroying it now would free the running lambda.
+  if (delivering_) message_dropped_ = true;
+  else on_message_ = nullptr;
   on_close_ = nullptr;
   on_drain_ = nullptr;
+}
+
+void Connection::close_after_flush() {
+  if (!open_) return;
+  drop_handlers();
   closing_ = true;
   if (!writing_ && out_pending_.empty()) close();
 }
@@ -213,9 +226,7 @@ void Connection::close_after_flush() {
 void Connection::close() {
   if (!open_) return;
   open_ = false;
-  on_message_ = nullptr;
-  on_close_ = nullptr;
-  on_drain_ = nullptr;
+  drop_handlers();
   boost::system::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);

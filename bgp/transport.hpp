@@ -60,6 +60,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void read_more();
   void write_more();
   void fail(const std::string& why);
+  void drop_handlers();
 
   boost::asio::ip::tcp::socket socket_;
   uint64_t id_;
@@ -68,6 +69,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool open_ = true;
   bool closing_ = false;
   MessageHandler on_message_;
+  bool delivering_ = false;     // inside on_message_: it must not be destroyed now
+  bool message_dropped_ = false;  // ... so drop it when it returns
   CloseHandler on_close_;
   std::function<void()> on_drain_;
   std::vector<uint8_t> in_;       // unparsed input

@@ -80,8 +80,7 @@ int run_agent(const std::vector<std::string>& args) {
   declare_agent_metrics(metrics);
   auto health = [&] {
     HealthState h;
-    h.check("bgp", speaker.initial_sync_done(),
-            "BGP: waiting for peers' End-of-RIB (bounded by the graceful-restart time)");
+    h.check("bgp", speaker.initial_sync_done(), bgp_waiting_reason(speaker.peers()));
     if (kernel) h.check("dataplane", kernel->status().in_sync, "dataplane: not in sync");
     return h;
   };

@@ -105,4 +105,17 @@ std::unique_ptr<api::RouteList> routes_message(const bgp::Speaker& sp) {
   return rl;
 }
 
+std::string bgp_waiting_reason(const std::vector<bgp::PeerStatus>& peers) {
+  std::string down, owing;
+  for (const auto& p : peers) {
+    std::string& list = p.state != "Established" ? down : !p.end_of_rib ? owing : down;
+    if (p.state == "Established" && p.end_of_rib) continue;
+    list += (list.empty() ? "" : ", ") + p.address.str();
+  }
+  std::string out = "BGP: waiting for End-of-RIB";
+  if (!down.empty()) out += "; peers not up: " + down;
+  if (!owing.empty()) out += "; End-of-RIB not yet received from: " + owing;
+  return out + " (bounded by the graceful-restart time)";
+}
+
 }  // namespace tabby::felix

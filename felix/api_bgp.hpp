@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bgp/speaker.hpp"
 #include "proto/tabby.pb.h"
@@ -17,6 +18,9 @@ std::unique_ptr<api::Status> status_message(const std::string& node_name, const 
                                             std::chrono::system_clock::time_point started);
 // Every prefix with all its paths, best first.
 std::unique_ptr<api::RouteList> routes_message(const bgp::Speaker& sp);
+// Why BGP is not ready yet, for /readyz and `tabby status`: the peers whose
+// session is not up and those that still owe End-of-RIB (RFC 4724 §4.1).
+std::string bgp_waiting_reason(const std::vector<bgp::PeerStatus>& peers);
 // RFC 3339 UTC ("" for the epoch).
 std::string rfc3339(std::chrono::system_clock::time_point t);
 

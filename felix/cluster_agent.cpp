@@ -25,6 +25,9 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -133,6 +136,11 @@ class ClusterAgent {
     api_.handle("/v1/ipam", [this] { return ipam_message(calc_); });
     api_.handle("/v1/endpoints", [this] { return endpoints_message(calc_, config_.node_name); });
     if (auto st = api_.start(config_.api_socket); !st) return fatal(st.error().message);
+    // Agent -> CNI plugin: the node name in use, for a plugin whose config leaves
+    // it out (kubelet does not pass the DaemonSet's NODENAME; Calico's
+    // /var/lib/calico/nodename plays this part).
+    if (!write_node_name_file(node_name_file(config_.api_socket), config_.node_name))
+      log("cannot write " + node_name_file(config_.api_socket) + ": " + std::strerror(errno));
     // all modules -> Metrics: gauges are read at scrape time.
     declare_agent_metrics(metrics_);
     metrics_.add_collector([this](Metrics& m) { collect(m); });
@@ -395,13 +403,7 @@ class ClusterAgent {
     if (!speaker_) {
       h.check("bgp", false, "BGP: not started (no router ID: Node " + config_.node_name + " has no spec.bgp.ipv4Address)");
     } else {
-      std::string waiting;
-      if (!speaker_->initial_sync_done())
-        for (const auto& p : speaker_->peers())
-          if (p.state != "Established") waiting += (waiting.empty() ? "" : ", ") + p.address.str();
-      h.check("bgp", speaker_->initial_sync_done(),
-              "BGP: waiting for End-of-RIB" + (waiting.empty() ? std::string() : " (peers not up: " + waiting + ")") +
-                  "; bounded by the graceful-restart time");
+      h.check("bgp", speaker_->initial_sync_done(), bgp_waiting_reason(speaker_->peers()));
     }
     if (kernel_) {
       auto s = kernel_->status();

@@ -425,7 +425,11 @@ int run_plugin(const std::function<std::optional<std::string>(const char*)>& get
                           " has no datastore: the CNI plugin allocates addresses from the datastore's IP pools",
                       {}});
   Ctx c{std::move(*env), std::move(*conf), std::move(*agent), "", "", "", out, log};
-  c.node = c.conf.nodename.empty() ? c.agent.node_name : c.conf.nodename;
+  // The node: the netconf's nodename, else the agent config's nodeName, else the
+  // name the running agent uses (its NODENAME), else the hostname.
+  c.node = c.conf.nodename;
+  if (c.node.empty() && !c.agent.node_name_given) c.node = read_node_name_file(node_name_file(c.agent.api_socket));
+  if (c.node.empty()) c.node = c.agent.node_name;
   c.handle = ipam_handle(c.env.pod_namespace, c.env.pod_name);
   c.host_if = host_veth_name(c.env.pod_namespace, c.env.pod_name);
 

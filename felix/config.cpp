@@ -3,6 +3,11 @@
 // ttlSecurity, maxRestartTime) so Calico users recognise them.
 #include "felix/config.hpp"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -274,18 +279,29 @@ DatastoreConfig parse_datastore(const YAML::Node& n) {
   return d;
 }
 
-AgentConfig parse_root(const YAML::Node& root) {
+AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   check_keys(root, "", {"nodeName", "routerID", "asNumber", "listenAddress", "listenPort", "apiSocket",
                         "clusterID", "gracefulRestart", "dataplane", "peers", "announce", "datastore",
                         "metricsAddress"});
   AgentConfig c;
-  if (!root["nodeName"]) bad("nodeName", "is required");
-  c.node_name = get_string(root["nodeName"], "nodeName");
-  if (c.node_name.empty()) bad("nodeName", "must not be empty");
+  if (root["nodeName"]) {
+    c.node_name = get_string(root["nodeName"], "nodeName");
+    if (c.node_name.empty()) bad("nodeName", "must not be empty");
+    c.node_name_given = true;
+  } else {
+    c.node_name = !env.nodename.empty() ? env.nodename : env.hostname;
+    if (c.node_name.empty()) bad("nodeName", "is required (or set NODENAME in the environment)");
+  }
   if (root["datastore"]) c.datastore = parse_datastore(root["datastore"]);
   if (root["routerID"]) {
     c.bgp.router_id = get_ip(root["routerID"], "routerID", true);
     if (c.bgp.router_id.is_unspecified()) bad("routerID", "must not be 0.0.0.0");
+    c.router_id_given = true;
+  } else if (!env.ip.empty()) {
+    auto ip = IpAddress::parse(env.ip);
+    if (!ip || !ip->is_v4() || ip->is_unspecified())
+      bad("routerID", "not set, and $IP ('" + env.ip + "') is not an IPv4 address");
+    c.bgp.router_id = *ip;
     c.router_id_given = true;
   } else if (!c.datastore) {
     bad("routerID", "is required without a datastore (an IPv4 address unique among peers; with a datastore it "
@@ -352,7 +368,8 @@ AgentConfig parse_root(const YAML::Node& root) {
 
 }  // namespace
 
-Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string& origin) {
+Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string& origin,
+                                 const ConfigEnvironment& env) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -362,7 +379,7 @@ Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string
   }
   if (!root || root.IsNull()) return fail_msg(origin + ": the file is empty");
   try {
-    return parse_root(root);
+    return parse_root(root, env);
   } catch (const ConfigError& e) {
     return fail_msg(origin + ": key '" + e.key + "': " + e.why);
   } catch (const YAML::Exception& e) {
@@ -375,7 +392,35 @@ Result<AgentConfig> load_config(const std::string& path) {
   if (!f) return fail_msg(path + ": cannot open the config file");
   std::stringstream ss;
   ss << f.rdbuf();
-  return parse_config(ss.str(), path);
+  return parse_config(ss.str(), path, process_environment());
+}
+
+std::string node_name_file(const std::string& api_socket) { return api_socket + ".nodename"; }
+
+bool write_node_name_file(const std::string& path, const std::string& node_name) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!(f << node_name << "\n")) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::string read_node_name_file(const std::string& path) {
+  std::ifstream f(path);
+  std::string name;
+  if (f) std::getline(f, name);
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
+  return name;
+}
+
+ConfigEnvironment process_environment() {
+  ConfigEnvironment env;
+  if (const char* v = std::getenv("NODENAME")) env.nodename = v;
+  if (const char* v = std::getenv("IP")) env.ip = v;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) env.hostname = host;
+  return env;
 }
 
 Result<uint32_t> parse_community(const std::string& text) {

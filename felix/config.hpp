@@ -33,14 +33,33 @@ struct AgentConfig {
   // Cluster resources: none when the file has no `datastore` key (static config:
   // peers and announcements only from this file).
   std::optional<DatastoreConfig> datastore;
-  bool router_id_given = false;         // routerID set in the file (else: the Node resource's IPv4 address)
+  bool router_id_given = false;         // routerID set (file or $IP; else: the Node resource's IPv4 address)
+  bool node_name_given = false;         // nodeName in the file (else: $NODENAME or the hostname)
   bgp::SpeakerConfig bgp;
 };
 
-// Reads and validates FILE.
+// What the node's environment supplies for keys the file leaves out, as
+// calico-node does: nodeName = $NODENAME, else the hostname; routerID = $IP.
+// One file can then serve every node of a DaemonSet, which sets NODENAME and IP
+// per pod from the downward API (spec.nodeName, status.hostIP).
+struct ConfigEnvironment {
+  std::string nodename;  // $NODENAME
+  std::string hostname;  // gethostname()
+  std::string ip;        // $IP
+};
+ConfigEnvironment process_environment();
+
+// "<apiSocket>.nodename": the running agent's node name, for the CNI plugin when
+// its config gives none (the plugin's environment has no NODENAME).
+std::string node_name_file(const std::string& api_socket);
+bool write_node_name_file(const std::string& path, const std::string& node_name);
+std::string read_node_name_file(const std::string& path);  // "" when absent
+
+// Reads and validates FILE (with process_environment()).
 Result<AgentConfig> load_config(const std::string& path);
 // Parses YAML text; `origin` names the source in error messages.
-Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string& origin);
+Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string& origin,
+                                 const ConfigEnvironment& env = {});
 
 // "64512:100" or a well-known name (no-export, no-advertise, no-export-subconfed,
 // blackhole, graceful-shutdown).

@@ -10,7 +10,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <utility>
 
 namespace tabby::felix {
 
@@ -124,6 +126,24 @@ bool document_marker(std::string_view line) {
   return line.substr(0, 3) == "---" && (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
 }
 
+// In a document yaml-cpp read as empty: the first line (0-based, and its text)
+// that is neither blank, a comment, a document end marker nor an explicit null.
+std::optional<std::pair<size_t, std::string>> stray_content_line(std::string_view body) {
+  size_t line = 0;
+  for (size_t pos = 0; pos <= body.size(); ++line) {
+    size_t nl = body.find('\n', pos);
+    std::string_view l = body.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    pos = nl == std::string_view::npos ? body.size() + 1 : nl + 1;
+    size_t a = l.find_first_not_of(" \t\r");
+    if (a == std::string_view::npos || l[a] == '#') continue;
+    size_t b = l.find_last_not_of(" \t\r");
+    std::string_view t = l.substr(a, b - a + 1);
+    if (t == "..." || t == "~" || t == "null" || t == "Null" || t == "NULL") continue;
+    return std::make_pair(line, std::string(t.substr(0, 40)));
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Result<DocKey> document_key(std::string_view text) {
@@ -165,6 +185,15 @@ Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::
     if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return {};
     try {
       YAML::Node doc = YAML::Load(std::string(body));
+      if (!doc || doc.IsNull()) {
+        // An empty document (comments only, or an explicit null) is skipped. But
+        // yaml-cpp also returns an empty document, without an error, for a stray
+        // top-level ',' or ']': name the first line that is more than a comment.
+        if (auto bad = stray_content_line(body))
+          return fail_msg(origin + ":" + std::to_string(body_line + bad->first + 1) +
+                          ": YAML error: unexpected '" + bad->second + "' (not a YAML document)");
+        return {};
+      }
       add_document(doc, body, origin, index++, out, error);
     } catch (const YAML::Exception& e) {
       std::string where = origin;

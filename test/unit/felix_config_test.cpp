@@ -2,6 +2,11 @@
 // errors that name the file, the key and the reason.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
 #include "felix/config.hpp"
 
 using namespace tabby;
@@ -92,7 +97,7 @@ TEST_CASE("defaults follow Calico and BIRD") {
 
 TEST_CASE("errors name the file, the key and the reason") {
   CHECK(error_of("nodeName: n\nrouterID: 10.0.0.1\nrouterId: 1.1.1.1\n").find("node.yaml: key 'routerId': unknown key") == 0);
-  CHECK(error_of("routerID: 10.0.0.1\n") == "node.yaml: key 'nodeName': is required");
+  CHECK(error_of("routerID: 10.0.0.1\n") == "node.yaml: key 'nodeName': is required (or set NODENAME in the environment)");
   CHECK(error_of("nodeName: n\nrouterID: 2001:db8::1\n").find("key 'routerID': must be an IPv4 address") != std::string::npos);
   auto hold = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, holdTime: 2}]\n");
   CHECK(hold.find("key 'peers[0].holdTime': must be 0 or at least 3") != std::string::npos);
@@ -169,4 +174,38 @@ TEST_CASE("datastore errors name the key") {
   CHECK(error_of("nodeName: n\nrouterID: 1.2.3.4\ndataplane: {vxlanInterface: a-very-long-interface-name}\n") ==
         "node.yaml: key 'dataplane.vxlanInterface': must be an interface name of 1 to 15 characters without '/' or "
         "spaces");
+}
+
+TEST_CASE("config: nodeName and routerID from the environment when the file leaves them out (a DaemonSet's one file)") {
+  const std::string ds = "datastore: {type: file, directory: /tmp}\n";
+  ConfigEnvironment env{"k8s-node-3", "host-3", "198.18.0.13"};
+  auto r = parse_config(ds, "node.yaml", env);
+  REQUIRE(r);
+  CHECK(r->node_name == "k8s-node-3");  // $NODENAME before the hostname
+  CHECK_FALSE(r->node_name_given);
+  CHECK(r->router_id_given);
+  CHECK(r->bgp.router_id.str() == "198.18.0.13");
+  r = parse_config(ds, "node.yaml", ConfigEnvironment{"", "host-3", ""});
+  REQUIRE(r);
+  CHECK(r->node_name == "host-3");
+  CHECK_FALSE(r->router_id_given);  // with a datastore: from the Node resource
+  // The file wins over the environment.
+  r = parse_config("nodeName: n1\nrouterID: 10.0.0.1\n" + ds, "node.yaml", env);
+  REQUIRE(r);
+  CHECK(r->node_name == "n1");
+  CHECK(r->node_name_given);
+  CHECK(r->bgp.router_id.str() == "10.0.0.1");
+  // A bad $IP is named.
+  r = parse_config(ds, "node.yaml", ConfigEnvironment{"n", "", "eth0"});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message == "node.yaml: key 'routerID': not set, and $IP ('eth0') is not an IPv4 address");
+}
+
+TEST_CASE("config: the node name file the agent leaves for the CNI plugin") {
+  std::string path = "/tmp/tabby-config-test-" + std::to_string(::getpid()) + ".sock";
+  CHECK(node_name_file(path) == path + ".nodename");
+  CHECK(read_node_name_file(node_name_file(path)).empty());  // absent
+  REQUIRE(write_node_name_file(node_name_file(path), "k8s-node-3"));
+  CHECK(read_node_name_file(node_name_file(path)) == "k8s-node-3");
+  std::remove(node_name_file(path).c_str());
 }

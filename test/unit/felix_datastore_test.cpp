@@ -62,6 +62,18 @@ TEST_CASE("manifests: YAML errors carry file, line and column; missing fields ar
   CHECK(dup.error().message.find("defined twice") != std::string::npos);
 }
 
+TEST_CASE("manifests: a stray top-level ',' is an error with its line, comments and explicit nulls are empty") {
+  auto r = parse_manifests(",", "d/a.yaml");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("d/a.yaml:1: YAML error: unexpected ','") != std::string::npos);
+  r = parse_manifests("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\n# note\n]\n", "d/b.yaml");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("d/b.yaml:6:") != std::string::npos);
+  auto ok = parse_manifests("# nothing here yet\n---\n~\n---\n...\n", "d/c.yaml");
+  REQUIRE(ok);
+  CHECK(ok->empty());
+}
+
 TEST_CASE("manifests: each object keeps its own original text; error lines count from the file's start") {
   std::string text =
       "# the pool\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p  # inline comment\n"

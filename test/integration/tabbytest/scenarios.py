@@ -293,6 +293,50 @@ def rr_tabby(lab):
     step("reflection with ORIGINATOR_ID/CLUSTER_LIST and withdraw propagation OK")
 
 
+def rr_tabby_restart(lab):
+    """tabby as a route reflector restarting gracefully (RFC 4724 §4.1): it defers its
+    initial update and End-of-RIB until it has relearnt its clients' routes, so a
+    client keeps the routes reflected from another client through the restart. Client
+    c1 (BIRD) stays away while the reflector comes back; client c2 (BIRD, GR helper)
+    must not lose c1's route (a reflector that sent c2 its partial table and
+    End-of-RIB at once would make c2 sweep it)."""
+    r, c1, c2 = lan(lab, ["rr", "c1", "c2"])
+    CID = "198.18.0.100"
+    ip1, ip2 = "198.18.0.2", "198.18.0.3"
+    rr = Tabby(r, T_AS, T4, cluster_id=CID,
+               peers=[{"ip": ip, "asn": T_AS, "rr_client": True, "gr": True} for ip in (ip1, ip2)])
+    b1 = Bird(c1, T_AS, ip1, peers=[{"ip": T4, "asn": T_AS, "gr": True}])
+    b2 = Bird(c2, T_AS, ip2, peers=[{"ip": T4, "asn": T_AS, "gr": True}])
+    b1.announce("198.51.100.0/24")
+    for d in (rr, b1, b2):
+        d.start()
+    rr.wait_established(ip1, 40)
+    rr.wait_established(ip2, 40)
+    wait_until(present(b2, "198.51.100.0/24"), 20, "c2 has c1's route reflected")
+    time.sleep(1)
+    rr.kill9()
+    b1.birdc(f"disable {b1._peer_name(T4)}")
+    step("reflector killed (SIGKILL) and c1 kept away: c2 holds c1's route as stale")
+    wait_until(lambda: not b2.established(T4), 15, "c2 notices the reflector is gone")
+    rr.start()
+    b2.wait_established(T4, 30)
+    holds_for(present(b2, "198.51.100.0/24"), 5,
+              "c2 keeps c1's route while the restarted reflector has not relearnt it")
+    b1.birdc(f"enable {b1._peer_name(T4)}")
+    rr.wait_established(ip1, 40)
+
+    def fresh():
+        q = route_from(b2, "198.51.100.0/24")
+        if not q:
+            fail("c2 dropped c1's route during the reflector's graceful restart")
+        return q if not q.get("stale") else None
+
+    q = wait_until(fresh, 60, "c2: c1's route reflected again (fresh) after the reflector's End-of-RIB",
+                   interval=0.2)
+    expect_attrs("c2", q, originator_id=ip1, cluster_list=[CID], nexthop=ip1, as_path=[])
+    step("restarting reflector: initial update deferred until its clients' End-of-RIB")
+
+
 def rr_bird(lab):
     """BIRD as RR with two tabby clients."""
     r, c1, c2 = lan(lab, ["rr", "c1", "c2"])
