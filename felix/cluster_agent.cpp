@@ -253,10 +253,13 @@ class ClusterAgent {
 
   // Agent -> Datastore: like calico-node, a node that is not in the datastore yet
   // registers itself with its router ID (and that address's subnet) as
-  // spec.bgp.ipv4Address. An existing Node resource is never overwritten.
+  // spec.bgp.ipv4Address. An existing Node resource is never overwritten. On
+  // Kubernetes the kubelet's core v1 Node is there before the agent starts:
+  // without a projectcalico.org/IPv4Address annotation (nor a Calico Node with
+  // an address) the node still has no BGP address and registers one.
   void register_node() {
     const NodeInfo* me = calc_.node(config_.node_name);
-    if (me || !config_.router_id_given) return;
+    if ((me && me->ipv4) || !config_.router_id_given) return;
     std::string addr = node_address_with_mask(config_.bgp.router_id);
     std::string text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: " + config_.node_name +
                        "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n";

@@ -247,8 +247,16 @@ struct K8sWatchEvent {
 Result<K8sWatchEvent> parse_k8s_watch_line(std::string_view line, const K8sResource& r);
 // The object JSON to send for a create/replace of `key`: the manifest as JSON
 // with apiVersion/kind set to the resource's own and metadata name/namespace
-// set from the key (a projectcalico.org/v3 manifest becomes crd.projectcalico.org/v1).
+// set from the key (a projectcalico.org/v3 manifest becomes crd.projectcalico.org/v1);
+// metadata.resourceVersion dropped. (Reading goes the other way: list and watch
+// deliver crd.projectcalico.org/v1 objects as projectcalico.org/v3.)
 Result<std::string> k8s_write_body(std::string_view text, const K8sResource& r, const DocKey& key);
+// metadata.resourceVersion of an object body ("" if none or not JSON).
+std::string k8s_resource_version(std::string_view object);
+// A write body with metadata.resourceVersion set: a replace (PUT) on the API
+// server is conditional on it (409 Conflict when stale; a CRD refuses a PUT
+// without one).
+Result<std::string> k8s_with_resource_version(std::string_view body, const std::string& resource_version);
 // A Status body's message (or the raw body, shortened).
 std::string k8s_status_text(std::string_view body);
 

@@ -9,13 +9,17 @@
 // RV; 410 Gone (as the HTTP status or as an ERROR event) means RV is too old:
 // relist and diff, so consumers see only real differences. The Snapshot goes
 // out once every resource has listed (a resource the server does not serve,
-// 404, counts as empty and is reported as a Problem). While the API server is
-// unreachable the state stays and one Connection(false) notice goes out.
-// Writes: POST (create; 409 AlreadyExists → false), PUT (404 → POST), DELETE.
+// 404, counts as empty and is reported as a Problem); watches start after it.
+// While the API server is unreachable the state stays and one Connection(false)
+// notice goes out.
+// Writes: POST (create; 409 AlreadyExists → false); create-or-replace: GET the
+// current resourceVersion, PUT with it (409 Conflict: read again, bounded), 404 →
+// POST; DELETE.
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -74,8 +78,25 @@ struct K8sState {
     return nullptr;
   }
 
+  // Opened at the Snapshot: no resource watches before every one has listed,
+  // so a one-shot reader (the CNI plugin, which stops at the Snapshot) leaves
+  // no watch request behind on the API server.
+  std::unique_ptr<asio::steady_timer> snapshot_gate;
+
   void first_list_done() {
-    if (++listed == cfg.k8s_resources.size() && !sync.synced) sync.snapshot();
+    if (++listed == cfg.k8s_resources.size() && !sync.synced) {
+      sync.snapshot();
+      if (snapshot_gate) snapshot_gate->cancel();
+    }
+  }
+
+  // After a first listing: wait for the Snapshot (and a turn of the io_context:
+  // a consumer that stops in the Snapshot callback has then stopped).
+  asio::awaitable<void> await_snapshot() {
+    boost::system::error_code ec;
+    if (!sync.synced && snapshot_gate)
+      co_await snapshot_gate->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::post(io, asio::use_awaitable);
   }
 
   static asio::awaitable<void> run(std::shared_ptr<K8sState> self, size_t index) {
@@ -160,6 +181,8 @@ struct K8sState {
         if (!listed_once) {
           listed_once = true;
           self->first_list_done();
+          co_await self->await_snapshot();
+          if (!self->sync.running) co_return;
         }
       }
       // Watch from rv.
@@ -235,6 +258,7 @@ class K8sDatastore final : public Datastore {
       return r ? k8s_object_path(*r, k.ns, k.name) : to_string(k);
     };
     st_->timers.clear();
+    st_->snapshot_gate = std::make_unique<asio::steady_timer>(io_, asio::steady_timer::time_point::max());
     for (size_t i = 0; i < st_->cfg.k8s_resources.size(); ++i) {
       st_->timers.push_back(std::make_unique<asio::steady_timer>(io_));
       asio::co_spawn(io_, K8sState::run(st_, i), asio::detached);
@@ -246,6 +270,7 @@ class K8sDatastore final : public Datastore {
     st_->sync.running = false;
     st_->sync.callback = nullptr;
     for (auto& t : st_->timers) t->cancel();
+    if (st_->snapshot_gate) st_->snapshot_gate->cancel();
     st_->http.close_streams();
   }
 
@@ -275,12 +300,19 @@ class K8sDatastore final : public Datastore {
       return;
     }
     asio::co_spawn(io_, [st, key, p = *prep, done = std::move(done)]() -> asio::awaitable<void> {
-      auto r = co_await st->http.request(st->url, http::verb::put, p.item, p.body, "application/json", st->timeout());
-      if (r && r->status == 404)  // update-or-create
-        r = co_await st->http.request(st->url, http::verb::post, p.collection, p.body, "application/json", st->timeout());
       Status out;
-      if (!r) out = fail(r.error());
-      else if (!is_2xx(r->status)) out = fail_msg("kubernetes: write " + p.item + ": HTTP " + std::to_string(r->status) + ": " + k8s_status_text(r->body));
+      for (int attempt = 0;; ++attempt) {
+        auto step = co_await replace_once(st, p);
+        if (step) {
+          out = std::move(*step);
+          break;
+        }
+        if (attempt + 1 == kReplaceAttempts) {
+          out = fail_msg("kubernetes: write " + p.item + ": still conflicting after " + std::to_string(kReplaceAttempts) +
+                         " attempts (others keep writing it)");
+          break;
+        }
+      }
       if (st->alive) done(std::move(out));
     }, asio::detached);
   }
@@ -310,6 +342,40 @@ class K8sDatastore final : public Datastore {
   struct Prepared {
     std::string collection, item, body;
   };
+  static constexpr int kReplaceAttempts = 8;
+
+  // One try of create-or-replace. A replace on the API server is conditional
+  // on the stored object's metadata.resourceVersion (optimistic concurrency:
+  // 409 Conflict when another writer got in first; a CRD refuses a PUT without
+  // one), so: GET it, then PUT with its resourceVersion; absent → POST. nullopt:
+  // a race (409 on PUT or POST, 404 on PUT): read again and retry.
+  static asio::awaitable<std::optional<Status>> replace_once(std::shared_ptr<K8sState> st, const Prepared& p) {
+    auto fail_http = [&](const char* verb, const std::string& path, const HttpResponse& r) -> Status {
+      return fail_msg("kubernetes: " + std::string(verb) + " " + path + ": HTTP " + std::to_string(r.status) + ": " +
+                      k8s_status_text(r.body));
+    };
+    auto cur = co_await st->http.request(st->url, http::verb::get, p.item, "", "", st->timeout());
+    if (!cur) co_return Status(fail(cur.error()));
+    if (cur->status == 404) {
+      auto r = co_await st->http.request(st->url, http::verb::post, p.collection, p.body, "application/json",
+                                         st->timeout());
+      if (!r) co_return Status(fail(r.error()));
+      if (r->status == 409) co_return std::nullopt;  // created meanwhile: replace it
+      if (!is_2xx(r->status)) co_return fail_http("POST", p.collection, *r);
+      co_return Status{};
+    }
+    if (!is_2xx(cur->status)) co_return fail_http("GET", p.item, *cur);
+    std::string rv = k8s_resource_version(cur->body);
+    if (rv.empty()) co_return Status(fail_msg("kubernetes: GET " + p.item + ": no metadata.resourceVersion"));
+    auto body = k8s_with_resource_version(p.body, rv);
+    if (!body) co_return Status(fail(body.error()));
+    auto r = co_await st->http.request(st->url, http::verb::put, p.item, *body, "application/json", st->timeout());
+    if (!r) co_return Status(fail(r.error()));
+    if (r->status == 409 || r->status == 404) co_return std::nullopt;  // changed or deleted meanwhile
+    if (!is_2xx(r->status)) co_return fail_http("PUT", p.item, *r);
+    co_return Status{};
+  }
+
   Result<Prepared> prepare(const DocKey& key, const std::string& text) {
     const K8sResource* r = st_->resource_for(key);
     if (!r) return fail_msg("kubernetes datastore: kind " + key.kind + " is not one of its resources");

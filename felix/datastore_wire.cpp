@@ -302,7 +302,10 @@ std::string url_query_escape(std::string_view value) {
 namespace {
 Result<DocEvent> k8s_doc(json obj, const K8sResource& r) {
   if (!obj.is_object()) return fail_msg("object is not a JSON object");
-  obj["apiVersion"] = k8s_api_version(r);
+  // Calico's CRDs (crd.projectcalico.org/v1) hold the projectcalico.org/v3
+  // objects' spec as it is: delivered as v3, the API the rest of tabby reads
+  // (the same object thus reads the same from every datastore).
+  obj["apiVersion"] = r.group == "crd.projectcalico.org" ? std::string("projectcalico.org/v3") : k8s_api_version(r);
   obj["kind"] = r.kind;
   auto meta = obj.find("metadata");
   if (meta == obj.end() || !meta->is_object()) return fail_msg(r.kind + " without metadata");
@@ -387,10 +390,28 @@ Result<std::string> k8s_write_body(std::string_view text, const K8sResource& r, 
   j["kind"] = r.kind;
   if (!j.contains("metadata") || !j["metadata"].is_object()) j["metadata"] = json::object();
   j["metadata"]["name"] = key.name;
+  // The API server refuses a create that carries a resourceVersion, and a
+  // replace must carry the stored object's current one (k8s_with_resource_version).
+  j["metadata"].erase("resourceVersion");
   if (r.namespaced)
     j["metadata"]["namespace"] = key.ns;
   else
     j["metadata"].erase("namespace");
+  return j.dump();
+}
+
+std::string k8s_resource_version(std::string_view object) {
+  json j = json::parse(object, nullptr, false);
+  if (!j.is_object()) return {};
+  auto meta = j.find("metadata");
+  return meta != j.end() && meta->is_object() ? get_str(*meta, "resourceVersion") : std::string();
+}
+
+Result<std::string> k8s_with_resource_version(std::string_view body, const std::string& resource_version) {
+  json j = json::parse(body, nullptr, false);
+  if (!j.is_object()) return fail_msg("write body is not a JSON object");
+  if (!j.contains("metadata") || !j["metadata"].is_object()) j["metadata"] = json::object();
+  j["metadata"]["resourceVersion"] = resource_version;
   return j.dump();
 }
 

@@ -8,18 +8,32 @@ the protocol the kubernetes datastore uses, as the API server does:
     chunked stream of {"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object"} lines of the
     events after RV; RV older than the compaction point → an ERROR event with a 410
     Status (or, in mode 'http410', an HTTP 410 reply)
-  - POST collection (201; 409 AlreadyExists), PUT item (200; 404), DELETE item (200; 404)
+  - GET item (200; 404)
+  - POST collection (201; 409 AlreadyExists; 500 when the body carries a
+    resourceVersion; 404 for a namespaced object in a namespace that does not
+    exist, when /api/v1/namespaces is served), PUT item (200; 404) with the API
+    server's optimistic concurrency: a PUT carrying a resourceVersion other than
+    the stored one → 409 Conflict; without one → 422 Invalid for a custom
+    resource (CRDs allow no unconditional update), accepted for core v1 kinds
+    (Node, Pod, Namespace allow it); DELETE item (200; 404)
+  - objects get metadata.uid and creationTimestamp on create, kept on update
   - unknown collections → 404 (a CRD that is not installed)
 The test drives it: add/modify/delete objects (logged as events), change objects
 silently (no event: what a client misses while its watch is gone), compact, send
 bookmarks, end watch streams, stop and restart."""
 import base64
 import json
+import os
 import socket
 import ssl
+import subprocess
 import threading
+import time
+import uuid
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAMESPACES = "/api/v1/namespaces"
 
 
 class State:
@@ -37,6 +51,7 @@ class State:
         self.requests = []                              # (method, path, query dict)
         self.bodies = []                                # (method, path, body json)
         self.pages = 0                                  # list pages answered with a continue token
+        self.responses = []                             # (method, path, status) of every plain reply
 
     def _stamp(self, obj):
         self.rv += 1
@@ -54,6 +69,11 @@ class State:
             obj = dict(obj, apiVersion=api, kind=kind)
             obj = self._stamp(obj)
             k = self._key(obj)
+            old = self.objects[path].get(k)
+            m = obj["metadata"]
+            m["uid"] = old["metadata"]["uid"] if old else str(uuid.uuid4())
+            m["creationTimestamp"] = (old["metadata"]["creationTimestamp"] if old else
+                                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             typ = "MODIFIED" if k in self.objects[path] else "ADDED"
             self.objects[path][k] = obj
             if not silent:
@@ -92,6 +112,15 @@ class State:
             self.kick += 1
             self.cond.notify_all()
 
+    def get(self, path, ns, name):
+        with self.cond:
+            return self.objects[path].get((ns, name))
+
+    def writes(self, method, path_prefix):
+        """Bodies of the writes (POST/PUT) whose path starts with path_prefix."""
+        with self.cond:
+            return [b for m, p, b in self.bodies if m == method and p.startswith(path_prefix)]
+
     def requests_for(self, path, watch):
         return [q for m, p, q in self.requests if p == path and m == "GET" and (("watch" in q) == watch)]
 
@@ -104,6 +133,8 @@ def make_handler(state):
             pass
 
         def _send(self, code, obj):
+            with state.cond:
+                state.responses.append((self.command, urllib.parse.urlsplit(self.path).path, code))
             data = json.dumps(obj).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -156,6 +187,13 @@ def make_handler(state):
             coll, ns, name, q = r
             if q.get("watch") in ("1", "true"):
                 return self._watch(coll, q)
+            if name is not None:
+                obj = state.get(coll, ns or "", name)
+                if obj is None:
+                    self._status(404, "NotFound", f'"{name}" not found')
+                else:
+                    self._send(200, obj)
+                return
             with state.cond:
                 # Paging as the API server does it: ?limit=N; metadata.continue is an
                 # opaque token (base64 here, so it needs escaping in the query);
@@ -198,11 +236,11 @@ def make_handler(state):
             if too_old and mode == "http410":
                 self._status(410, "Expired", f"too old resource version: {rv} ({state.compacted})")
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
             try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
                 if too_old:
                     self._chunk(json.dumps({"type": "ERROR", "object": {
                         "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
@@ -234,7 +272,14 @@ def make_handler(state):
                 return
             coll, ns, name, q = r
             obj = self._body()
-            k = (obj.get("metadata", {}).get("namespace", ""), obj.get("metadata", {}).get("name"))
+            meta = obj.get("metadata", {})
+            if meta.get("resourceVersion"):
+                self._status(500, "InternalError", "resourceVersion should not be set on objects to be created")
+                return
+            k = (meta.get("namespace", ""), meta.get("name"))
+            if (k[0] and NAMESPACES in state.objects and state.get(NAMESPACES, "", k[0]) is None):
+                self._status(404, "NotFound", f'namespaces "{k[0]}" not found')
+                return
             with state.cond:
                 exists = k in state.objects[coll]
                 if not exists:
@@ -250,14 +295,29 @@ def make_handler(state):
                 return
             coll, ns, name, q = r
             obj = self._body()
+            api, _, _ = state.resources[coll]
+            sent_rv = obj.get("metadata", {}).get("resourceVersion")
             with state.cond:
-                exists = (ns or "", name) in state.objects[coll]
-                if exists:
+                cur = state.objects[coll].get((ns or "", name))
+                if cur is None:
+                    code = 404
+                elif not sent_rv and api != "v1":
+                    code = 422  # custom resources allow no unconditional update
+                elif sent_rv and sent_rv != cur["metadata"]["resourceVersion"]:
+                    code = 409
+                else:
+                    code = 200
                     stored = state.put(coll, obj)
-            if exists:
+            if code == 200:
                 self._send(200, stored)
-            else:
+            elif code == 404:
                 self._status(404, "NotFound", f'"{name}" not found')
+            elif code == 422:
+                self._status(422, "Invalid", f'"{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+                                             "must be specified for an update")
+            else:
+                self._status(409, "Conflict", f'Operation cannot be fulfilled on "{name}": the object has been '
+                                              "modified; please apply your changes to the latest version and try again")
 
         def do_DELETE(self):
             r = self._route()
@@ -273,15 +333,37 @@ def make_handler(state):
     return Handler
 
 
+def make_cert(d, name, ip="127.0.0.1"):
+    """A self-signed server certificate for `ip` (its own CA), made by openssl now."""
+    cert, key = os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", "/CN=tabby-test-apiserver", "-addext", f"subjectAltName=IP:{ip}"],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"openssl could not make a test certificate: {p.stderr}")
+    return cert, key
+
+
 class Server:
-    def __init__(self, state, cert, key, port=0):
+    """Serves `state` over HTTPS on host:port; with `netns`, the listening socket
+    is made inside that network namespace (the server thread runs here)."""
+
+    def __init__(self, state, cert, key, port=0, host="127.0.0.1", netns=None):
         self.state, self.cert, self.key = state, cert, key
-        self.port = port
+        self.port, self.host, self.netns = port, host, netns
         self.httpd = None
 
     def start(self):
         ThreadingHTTPServer.allow_reuse_address = True
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), make_handler(self.state))
+        ThreadingHTTPServer.request_queue_size = 128
+
+        def bind():
+            return ThreadingHTTPServer((self.host, self.port), make_handler(self.state))
+        if self.netns:
+            from tabbytest.core import in_netns  # noqa: PLC0415 (only tests with namespaces need it)
+            self.httpd = in_netns(self.netns, bind)
+        else:
+            self.httpd = bind()
         self.httpd.daemon_threads = True
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.cert, self.key)

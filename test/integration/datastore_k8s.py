@@ -7,17 +7,20 @@ tabby's BlockAffinity CRD, with an uninstalled CRD (404) reported and treated as
 empty; ADDED/MODIFIED/DELETED; a BOOKMARK moves the resume point (the next watch
 uses its resourceVersion, no relist); lists paged with limit/continue; an expired resourceVersion (ERROR event
 with 410, and HTTP 410) → relist and only the differences delivered; create
-raced by 8 processes (201 once, 409 for the rest); PUT (404 → POST), DELETE;
-Calico v3 manifests written as crd.projectcalico.org/v1; a bad token (401) and a
+raced by 8 processes (201 once, 409 for the rest); PUT of an existing object
+carries its stored resourceVersion (the stand-in enforces optimistic concurrency:
+422 without one on a CRD, 409 on a stale one) and a 409 from a racing writer is
+retried; PUT of a new object (404 → POST), DELETE; Calico v3 manifests written as
+crd.projectcalico.org/v1 and read back as projectcalico.org/v3; a bad token (401) and a
 CA that does not match (TLS verification fails) are reported; an outage of the
 server keeps the state and the watch resumes after it."""
 import os
-import subprocess
 import tempfile
 import time
 
 from _dsprobe import Fail, Watcher, check, main, race_create, write
 from _k8s_server import Server, State
+from _k8s_server import make_cert as _make_cert
 
 NODES = "/api/v1/nodes"
 PODS = "/api/v1/pods"
@@ -26,13 +29,10 @@ BLOCKS = "/apis/tabby.dev/v1/blockaffinities"
 
 
 def make_cert(d, name):
-    cert, key = os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
-    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "1", "-subj", "/CN=tabby-test-apiserver", "-addext", "subjectAltName=IP:127.0.0.1"],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise Fail(f"openssl could not make a test certificate: {p.stderr}")
-    return cert, key
+    try:
+        return _make_cert(d, name)
+    except RuntimeError as e:
+        raise Fail(str(e))
 
 
 def body():
@@ -73,6 +73,9 @@ def body():
         import json
         pod = json.loads([e for e in snap["events"] if e["name"] == "p1"][0]["text"])
         check(pod["apiVersion"] == "v1" and pod["kind"] == "Pod", f"list items got apiVersion/kind: {pod}")
+        pool = json.loads([e for e in snap["events"] if e["name"] == "pool-a"][0]["text"])
+        check(pool["apiVersion"] == "projectcalico.org/v3" and pool["kind"] == "IPPool",
+              f"a crd.projectcalico.org/v1 object is delivered as projectcalico.org/v3: {pool}")
         check(any("globalnetworkpolicies" in u["message"] and "404" in u["message"] for u in w.of_type("problem")),
               "uninstalled CRD reported")
         w.wait(lambda w: len(state.requests_for(PODS, watch=True)) >= 1, 5, "pod watch started")
@@ -146,6 +149,31 @@ def body():
         check(r.get("ok"), f"put pool-a: {r}")
         check(state.objects[POOLS][("", "pool-a")]["spec"]["blockSize"] == 26, "PUT stored")
         check(state.objects[POOLS][("", "pool-a")]["apiVersion"] == "crd.projectcalico.org/v1", "as the CRD group")
+        put_bodies = state.writes("PUT", POOLS + "/pool-a")
+        check(len(put_bodies) == 1 and put_bodies[0]["metadata"].get("resourceVersion"),
+              f"the replace carried the stored resourceVersion (a CRD refuses a PUT without one): {put_bodies}")
+        # A writer that raced in between (the stored resourceVersion moved on) costs a
+        # 409 Conflict on the stand-in; tabby reads again and wins on the next try.
+        real_put = state.put
+        raced = []
+        # The conflict is made on the server side: bump pool-a just before tabby's PUT lands.
+        orig_get = state.get
+
+        def get_then_race(path, ns, name):
+            o = orig_get(path, ns, name)
+            if path == POOLS and name == "pool-a" and not raced:
+                raced.append(real_put(POOLS, {"metadata": {"name": "pool-a"},
+                                              "spec": {"cidr": "198.19.0.0/16", "blockSize": 27}}))
+            return o
+        state.get = get_then_race
+        try:
+            r = write(args, "put", "IPPool.projectcalico.org", "", "pool-a",
+                      v3.format(n="pool-a", c="198.19.0.0/16").replace("blockSize: 26", "blockSize: 28"))
+        finally:
+            state.get = orig_get
+        check(r.get("ok") and raced, f"put after a racing writer: {r}")
+        check(state.objects[POOLS][("", "pool-a")]["spec"]["blockSize"] == 28, "the retried PUT stored the new spec")
+        check(len(state.writes("PUT", POOLS + "/pool-a")) == 3, "one PUT refused with 409, then one accepted")
         r = write(args, "put", "IPPool.projectcalico.org", "", "pool-b", v3.format(n="pool-b", c="198.18.0.0/16"))
         check(r.get("ok") and ("", "pool-b") in state.objects[POOLS], f"put of a new pool creates it: {r}")
         w.wait(lambda w: ("IPPool.projectcalico.org", "", "pool-b") in w.state, 5, "pool-b watched")

@@ -582,6 +582,38 @@ TEST_CASE("kubernetes write body: Calico v3 manifest becomes the CRD's v1 object
         "ippools \"p\" already exists (AlreadyExists)");
 }
 
+TEST_CASE("kubernetes: Calico CRD objects read as projectcalico.org/v3; writes drop and set resourceVersion") {
+  auto l = parse_k8s_list(R"({"metadata":{"resourceVersion":"9"},"items":[{"metadata":{"name":"p","resourceVersion":"8"},
+    "spec":{"cidr":"198.19.0.0/16"}}]})", kPools);
+  REQUIRE(l.ok());
+  REQUIRE(l->items.size() == 1);
+  auto obj = json::parse(l->items[0].text);
+  CHECK(obj["apiVersion"] == "projectcalico.org/v3");  // the v3 API the rest of tabby reads
+  CHECK(obj["kind"] == "IPPool");
+  CHECK(*document_key(l->items[0].text) == DocKey{"IPPool.projectcalico.org", "", "p"});
+  auto ev = parse_k8s_watch_line(
+      R"({"type":"MODIFIED","object":{"apiVersion":"crd.projectcalico.org/v1","kind":"IPPool","metadata":{"name":"p","resourceVersion":"12"}}})",
+      kPools);
+  REQUIRE(ev.ok());
+  CHECK(json::parse(ev->doc.text)["apiVersion"] == "projectcalico.org/v3");
+  CHECK(json::parse(l->items[0].text)["metadata"]["resourceVersion"] == "8");
+  // A text read back (with its resourceVersion) and written again: a create must
+  // carry none (the API server refuses one), a replace the stored one.
+  auto body = k8s_write_body(l->items[0].text, kPools, {"IPPool.projectcalico.org", "", "p"});
+  REQUIRE(body.ok());
+  auto j = json::parse(*body);
+  CHECK(j["apiVersion"] == "crd.projectcalico.org/v1");
+  CHECK(!j["metadata"].contains("resourceVersion"));
+  auto put = k8s_with_resource_version(*body, "42");
+  REQUIRE(put.ok());
+  CHECK(json::parse(*put)["metadata"]["resourceVersion"] == "42");
+  CHECK(json::parse(*put)["spec"]["cidr"] == "198.19.0.0/16");
+  CHECK(!k8s_with_resource_version("[1]", "1").ok());
+  CHECK(k8s_resource_version(R"({"metadata":{"name":"p","resourceVersion":"77"}})") == "77");
+  CHECK(k8s_resource_version(R"({"metadata":{"name":"p"}})").empty());
+  CHECK(k8s_resource_version("not json").empty());
+}
+
 TEST_CASE("default kubernetes resources cover core, networking, Calico and tabby kinds") {
   std::set<std::string> kinds;
   for (const auto& r : default_k8s_resources()) kinds.insert(k8s_qualified_kind(r));
