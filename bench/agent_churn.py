@@ -22,6 +22,7 @@ import ipaddress
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -305,7 +306,9 @@ def run(a):
     if a.wrap:
         cmd = a.wrap.split() + cmd
     t0 = time.monotonic()
-    agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    # Its own session: a wrapper (heaptrack, perf) may run the agent as a child
+    # that a signal to the wrapper alone would leave running.
+    agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         routes, t_routes, t_ready = set(), None, None
         next_poll = 0.0
@@ -383,15 +386,61 @@ def run(a):
         res["after_churn"] = proc_status(agent.pid)
         res["kernel_routes_after"] = kernel_route_count()
     finally:
-        if agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        stop_agent(agent, conf)
         log.close()
     print(json.dumps(res))
+
+
+def session_pids(sid):
+    """The processes of session `sid` (the agent, and under a wrapper its helpers)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:  # stat field 6: session id
+                out.append(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def stop_agent(agent, conf):
+    """SIGTERM to the agent itself (found by its config path, also under a
+    wrapper), then to what is left of its session; SIGKILL after 10 s."""
+    sid = agent.pid
+    def agent_pids():
+        pids = []
+        for pid in session_pids(sid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if conf.encode() in f.read():
+                        pids.append(pid)
+            except OSError:
+                pass
+        return pids
+    for pid in agent_pids():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while agent_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if agent.poll() is None:
+        agent.terminate()
+        try:
+            agent.wait(10)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+    for pid in session_pids(sid):  # leftovers of a wrapper
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def main():
