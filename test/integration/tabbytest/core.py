@@ -21,23 +21,14 @@ import threading
 import time
 import traceback
 
-SKIP_RC = 77
 
 
 class TestFailure(Exception):
     pass
 
 
-class TestSkip(Exception):
-    pass
-
-
 def fail(msg):
     raise TestFailure(msg)
-
-
-def skip(msg):
-    raise TestSkip(msg)
 
 
 def check(cond, msg):
@@ -273,15 +264,15 @@ class Lab:
         return self
 
     def __exit__(self, et, ev, tb):
-        if et is not None and not (et is TestSkip):
+        if et is not None:
             self.failed = True
         self.cleanup()
         return False
 
 
 def run_test(name, body):
-    """Entry point for a test script: body(lab) runs inside a Lab; exit 0 pass, 1 fail,
-    77 skip. Signals (SIGTERM from the runner's timeout) still clean up."""
+    """Entry point for a test script: body(lab) runs inside a Lab; exit 0 pass, 1 fail
+    (a missing prerequisite included: the test command installs every one). Signals (SIGTERM from the runner's timeout) still clean up."""
     if os.geteuid() != 0:
         print(f"FAIL {name}: cannot run: needs root (network namespaces)")
         sys.exit(1)
@@ -305,9 +296,6 @@ def run_test(name, body):
         with lab:
             body(lab)
         print(f"PASS {name} ({time.monotonic() - t0:.1f}s)")
-    except TestSkip as e:
-        print(f"skipped: {e}")
-        rc = SKIP_RC
     except TestFailure as e:
         print(f"FAIL {name}: {e}")
         rc = 1
