@@ -224,3 +224,29 @@ TEST_CASE("security kinds tabby does not implement are refused as not enforced")
     CHECK(p.message.find("is a security control tabby does not implement: it is NOT enforced") != std::string::npos);
   }
 }
+
+TEST_CASE("policy strictness holds through the resource reader (JSON documents, duplicate fields)") {
+  // resources.cpp re-emits a policy document before the policy module reads it: the
+  // checks must see what the datastore held (etcd and Kubernetes deliver JSON).
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  const std::string json_typo =
+      R"({"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"j","namespace":"default"},)"
+      R"("spec":{"podSelector":{},"ingress":[{"form":[{"podSelector":{}}]}]}})";
+  const std::string yaml_duplicate =
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: d}\n"
+      "spec:\n  ingress:\n  - action: Allow\n    source: {selector: app == 'api'}\n    source: {}\n";
+  feed.feed({DocEvent{{"NetworkPolicy.networking.k8s.io", "default", "j"}, json_typo, "7", false,
+                      "/registry/networkpolicies/default/j"},
+             DocEvent{{"GlobalNetworkPolicy.projectcalico.org", "", "d"}, yaml_duplicate, "8", false, "gnp.yaml"}},
+            calc);
+  CHECK(calc.policies().empty());
+  auto problems = feed.problems();
+  REQUIRE(problems.size() == 2);
+  std::string all = problems[0].message + "\n" + problems[1].message;
+  CHECK_MESSAGE(all.find("/registry/networkpolicies/default/j: NetworkPolicy default/j: spec.ingress[0].form: unknown "
+                         "field") != std::string::npos,
+                all);
+  CHECK_MESSAGE(all.find("gnp.yaml: GlobalNetworkPolicy d: spec.ingress[0].source: duplicate field") != std::string::npos,
+                all);
+}
