@@ -199,6 +199,19 @@ Result<EntityRule> k8s_peer(const Ctx& c, const YAML::Node& n, const std::string
   return e;
 }
 
+// A Kubernetes named port (IANA_SVC_NAME, as the API server validates it): 1-15
+// characters of a-z, 0-9 and '-', at least one letter, no '-' at either end, no "--".
+bool iana_service_name(const std::string& s) {
+  if (s.empty() || s.size() > 15 || s.front() == '-' || s.back() == '-' || s.find("--") != std::string::npos)
+    return false;
+  bool letter = false;
+  for (char ch : s) {
+    if (ch >= 'a' && ch <= 'z') letter = true;
+    else if (!(ch >= '0' && ch <= '9') && ch != '-') return false;
+  }
+  return letter;
+}
+
 // K8s ports grouped by protocol: one Calico rule per protocol.
 Result<std::map<uint8_t, PortMatch>> k8s_ports(const Ctx& c, const YAML::Node& n, const std::string& path) {
   std::map<uint8_t, PortMatch> out;
@@ -227,7 +240,9 @@ Result<std::map<uint8_t, PortMatch>> k8s_ports(const Ctx& c, const YAML::Node& n
       // A named port (IANA_SVC_NAME).
       if (*endp) return c.err(p + ".endPort", "endPort needs a numeric port");
       const std::string& name = port.Scalar();
-      if (name.empty() || name.size() > 15) return c.err(p + ".port", "invalid named port \"" + name + "\"");
+      if (!iana_service_name(name))
+        return c.err(p + ".port", "invalid named port \"" + name +
+                                      "\" (1-15 of a-z, 0-9 and '-', with a letter, as the API server requires)");
       pm.names.push_back(name);
       continue;
     }

@@ -125,6 +125,11 @@ TEST_CASE("k8s NetworkPolicy: a value of the wrong shape is an error, not ignore
        "duplicate field"},
       {"  podSelector: {}\n  ingress:\n  - ? [a]\n    : b\n", "spec.ingress[0]", "a field name must be a string, got a list"},
   };
+  for (const char* port : {"80.5", "Http", "-web", "web--1", "a_b", "a-very-long-port-name"}) {
+    std::string yaml = kK8sHead + "spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: \"" + port + "\"\n";
+    CAPTURE(yaml);
+    CHECK(error_of(yaml).starts_with("NetworkPolicy default/allow-api: spec.ingress[0].ports[0].port: invalid named port"));
+  }
   for (const auto& c : cases) {
     std::string yaml = kK8sHead + "spec:\n" + c.spec;
     CAPTURE(yaml);
