@@ -144,7 +144,7 @@ int cli_status(const std::vector<std::string>& args) {
   std::cout << "ready: " << (st.ready() ? "yes" : "no") << "\n";
   for (const auto& why : st.not_ready()) std::cout << "  - " << why << "\n";
   if (st.problems_size() > 0) {
-    std::cout << "problems (" << st.problems_size() << "; the last good state of each object stays in force):\n";
+    std::cout << "problems (" << st.problems_size() << "; a rejected object keeps its last good version, if it had one; each says which):\n";
     for (const auto& p : st.problems()) std::cout << "  - " << p << "\n";
   }
   std::cout << "\nIPv4 BGP status\n";

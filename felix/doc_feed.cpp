@@ -36,6 +36,16 @@ std::optional<ResourceKey> plain_key(const DocKey& key) {
   return key_for(api, kind, key.ns, key.name);
 }
 
+std::string rejection_consequence(const std::optional<ResourceKey>& plain, bool had_good_version) {
+  bool policy = plain && plain->kind == Kind::Policy;
+  if (had_good_version)
+    return policy ? " (rejected: the last good version of this policy stays programmed)"
+                  : " (rejected: the last good version stays in force)";
+  return policy ? " (rejected: this policy never had a valid version, so it is NOT programmed: the pods it "
+                  "was meant to select may be more open than its author intended)"
+                : " (rejected: not applied, no valid version yet)";
+}
+
 std::vector<ResourceKey> DocFeed::produced_by(const DocKey& k, const std::optional<ResourceKey>& plain) const {
   if (auto it = produced_.find(k); it != produced_.end()) return it->second;
   if (plain && plain_.count(key_digest(k))) return {*plain};
@@ -70,7 +80,7 @@ void DocFeed::feed_one(const DocEvent& e, Calc& calc, FeedStats& st) {
     std::string msg = parsed.errors.empty() ? source + ": " + to_string(e.key) + ": the document holds no object"
                                             : parsed.errors.front().message;
     for (size_t i = 1; i < parsed.errors.size(); ++i) msg += "; " + parsed.errors[i].message;
-    problems_[e.key] = msg;
+    problems_[e.key] = msg + rejection_consequence(plain, !old.empty());
     ++st.rejected;
     return;  // last good state stays
   }

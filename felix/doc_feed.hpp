@@ -7,7 +7,10 @@
 //    (resources it no longer holds are removed from the Calc);
 //  * a document that fails to parse changes nothing: its objects' last good versions
 //    stay in force and the failure is listed in problems() until the document is
-//    fixed or deleted;
+//    fixed or deleted. The problem says which of the two it is: "the last good
+//    version stays" or, for a document that never parsed, "not applied"; for a
+//    policy (a security control that fails validation, e.g. an unknown field) the
+//    latter says the pods it was meant to select may be more open than intended;
 //  * an object the Calc's cluster validation rejects (overlapping pools or blocks)
 //    is the Calc's to report (Calc::problems()): it keeps the last good version
 //    and re-admits the object once the conflict is gone;
@@ -56,6 +59,10 @@ class DocFeed {
   std::unordered_set<uint64_t> plain_;  // digests of documents producing exactly plain_key()
   std::map<DocKey, std::string> problems_;
 };
+
+// The tail of a rejected document's problem: what stays in force. `plain` is the
+// document's plain_key(); `had_good_version`: it produced objects before.
+std::string rejection_consequence(const std::optional<ResourceKey>& plain, bool had_good_version);
 
 // The resource a document under `key` names when it holds just its own object
 // (Pod ns/x → Pod ns/x; a projectcalico.org policy → its policy id); nullopt for

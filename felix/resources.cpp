@@ -2,7 +2,10 @@
 // with strict validation of Calico and tabby kinds and lenient reading of Kubernetes
 // kinds. Field names follow Calico's v3 API and Kubernetes' v1 API exactly so that a
 // user's existing manifests apply unchanged. Policy kinds are delegated to the policy
-// module's parser (one selector/policy parser in the project).
+// module's parser (one selector/policy parser in the project), which validates every
+// field strictly (Kubernetes NetworkPolicy included: a policy is a security control).
+// Security kinds tabby does not implement (HostEndpoint, Tier, NetworkSet, ...) are
+// refused with a message saying they are not enforced.
 #include "felix/resources.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -499,6 +502,25 @@ BlockAffinity parse_block_affinity(const YAML::Node& spec) {
   return b;
 }
 
+// Kinds that control traffic in Calico or Kubernetes and that tabby does not read
+// yet: refused with a message saying that nothing of them is enforced (not the
+// generic "unknown kind", which reads like a typo).
+std::optional<std::string> unenforced_security_kind(const std::string& api, const std::string& kind) {
+  if (api == "projectcalico.org/v3") {
+    if (kind == "HostEndpoint") return "host endpoints and their policies are not implemented";
+    if (kind == "Tier") return "policy tiers other than the built-in default tier are not implemented";
+    if (kind == "NetworkSet" || kind == "GlobalNetworkSet")
+      return "network sets are not implemented: selectors never match their addresses";
+    if (kind == "Profile") return "profiles are not implemented: every endpoint has the allow-all default";
+    if (kind == "StagedNetworkPolicy" || kind == "StagedGlobalNetworkPolicy" || kind == "StagedKubernetesNetworkPolicy")
+      return "staged policies are not implemented";
+  }
+  if (api.starts_with("policy.networking.k8s.io/") &&
+      (kind == "AdminNetworkPolicy" || kind == "BaselineAdminNetworkPolicy" || kind == "ClusterNetworkPolicy"))
+    return "admin network policies are not implemented";
+  return std::nullopt;
+}
+
 std::string scalar_or_empty(const YAML::Node& n) { return present(n) && n.IsScalar() ? n.Scalar() : ""; }
 
 }  // namespace
@@ -730,6 +752,9 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
       std::string pod = name;
       r.body = parse_calico_wep(doc, pod);
       r.key.name = pod;
+    } else if (auto why = unenforced_security_kind(api, kind)) {
+      return err("kind", kind + " (" + api + ") is a security control tabby does not implement: it is NOT enforced (" +
+                             *why + "); remove it, or do not rely on it");
     } else {
       return err("kind", "unknown kind '" + kind + "' for apiVersion '" + api +
                              "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, IPPool, Node, "

@@ -35,8 +35,12 @@
 // Error texts: "<source>: <Kind> <ns/>name: <field path>: <why>", e.g.
 //   "pools.yaml: IPPool pool-a: spec.cidr: '10.0.0.0/33' is not a CIDR".
 // Unknown kinds and unknown keys inside a Calico/tabby spec are errors (a typo never
-// silently falls back to a default); Kubernetes objects are read leniently (only the
-// fields tabby needs), as they carry much more. Pure: yaml-cpp only.
+// silently falls back to a default); policies (any kind) are validated strictly in
+// every field, as the API server's strict field validation does (policy/schema.hpp);
+// other Kubernetes objects are read leniently (only the fields tabby needs), as they
+// carry much more. Calico security kinds tabby does not implement (HostEndpoint, Tier,
+// NetworkSet, GlobalNetworkSet, Profile, staged policies) and Kubernetes admin network
+// policies are errors saying they are not enforced. Pure: yaml-cpp only.
 #pragma once
 
 #include <cstdint>

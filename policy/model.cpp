@@ -4,8 +4,10 @@
 //   projectcalico.org/v3 NetworkPolicy / GlobalNetworkPolicy,
 //   projectcalico.org/v3 WorkloadEndpoint and v1 Namespace (state inputs).
 // Every error names the object ("NetworkPolicy x/foo") and the field path
-// ("spec.ingress[0].from[1].ipBlock.cidr"). Fields that would change meaning if
-// ignored (serviceAccounts, services, http) are rejected, not skipped.
+// ("spec.ingress[0].from[1].ipBlock.cidr"). Policies are first checked field by
+// field against their API schema (schema.hpp: unknown, duplicate, mistyped and
+// unimplemented fields are errors, never skipped); the readers below then check
+// the values and build the model.
 // Pure: yaml-cpp parses text handed in; no I/O.
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -16,6 +18,7 @@
 #include <sstream>
 
 #include "policy/policy.hpp"
+#include "policy/schema.hpp"
 
 namespace tabby::policy {
 
@@ -196,6 +199,19 @@ Result<EntityRule> k8s_peer(const Ctx& c, const YAML::Node& n, const std::string
   return e;
 }
 
+// A Kubernetes named port (IANA_SVC_NAME, as the API server validates it): 1-15
+// characters of a-z, 0-9 and '-', at least one letter, no '-' at either end, no "--".
+bool iana_service_name(const std::string& s) {
+  if (s.empty() || s.size() > 15 || s.front() == '-' || s.back() == '-' || s.find("--") != std::string::npos)
+    return false;
+  bool letter = false;
+  for (char ch : s) {
+    if (ch >= 'a' && ch <= 'z') letter = true;
+    else if (!(ch >= '0' && ch <= '9') && ch != '-') return false;
+  }
+  return letter;
+}
+
 // K8s ports grouped by protocol: one Calico rule per protocol.
 Result<std::map<uint8_t, PortMatch>> k8s_ports(const Ctx& c, const YAML::Node& n, const std::string& path) {
   std::map<uint8_t, PortMatch> out;
@@ -224,7 +240,9 @@ Result<std::map<uint8_t, PortMatch>> k8s_ports(const Ctx& c, const YAML::Node& n
       // A named port (IANA_SVC_NAME).
       if (*endp) return c.err(p + ".endPort", "endPort needs a numeric port");
       const std::string& name = port.Scalar();
-      if (name.empty() || name.size() > 15) return c.err(p + ".port", "invalid named port \"" + name + "\"");
+      if (!iana_service_name(name))
+        return c.err(p + ".port", "invalid named port \"" + name +
+                                      "\" (1-15 of a-z, 0-9 and '-', with a letter, as the API server requires)");
       pm.names.push_back(name);
       continue;
     }
@@ -349,18 +367,7 @@ Result<EntityRule> calico_entity(const Ctx& c, const YAML::Node& n, const std::s
   EntityRule e;
   if (!n || n.IsNull()) return e;
   if (!n.IsMap()) return c.err(path, "expected a map");
-  for (const auto& kv : n) {
-    const std::string k = kv.first.Scalar();
-    if (k != "nets" && k != "notNets" && k != "net" && k != "notNet" && k != "selector" && k != "notSelector" &&
-        k != "namespaceSelector" && k != "ports" && k != "notPorts")
-      return c.err(path + "." + k, "not supported by tabby (refusing to ignore it)");
-  }
-  auto nets = [&](const char* key, const char* single, std::vector<Prefix>& out) -> Status {
-    if (n[single] && !n[single].IsNull()) {
-      auto p = cidr(c, n[single], path + "." + single);
-      if (!p) return fail(p.error());
-      out.push_back(*p);
-    }
+  auto nets = [&](const char* key, std::vector<Prefix>& out) -> Status {
     const auto& l = n[key];
     if (!l || l.IsNull()) return {};
     if (!l.IsSequence()) return c.err(path + "." + key, "expected a list of CIDRs");
@@ -371,8 +378,8 @@ Result<EntityRule> calico_entity(const Ctx& c, const YAML::Node& n, const std::s
     }
     return {};
   };
-  if (auto s = nets("nets", "net", e.nets); !s) return fail(s.error());
-  if (auto s = nets("notNets", "notNet", e.not_nets); !s) return fail(s.error());
+  if (auto s = nets("nets", e.nets); !s) return fail(s.error());
+  if (auto s = nets("notNets", e.not_nets); !s) return fail(s.error());
   bool has_sel = n["selector"].IsDefined() && !n["selector"].IsNull();
   bool has_nss = n["namespaceSelector"].IsDefined() && !n["namespaceSelector"].IsNull();
   auto sel = calico_selector(c, n["selector"], path + ".selector");
@@ -429,13 +436,6 @@ Result<std::vector<Rule>> calico_rules(const Ctx& c, const YAML::Node& n, const 
     std::string p = idx(path, i);
     const auto& r = n[i];
     if (!r.IsMap()) return c.err(p, "expected a rule");
-    for (const auto& kv : r) {
-      const std::string k = kv.first.Scalar();
-      if (k == "http" || k == "metadata") {
-        if (k == "metadata") continue;
-        return c.err(p + "." + k, "not supported by tabby (refusing to ignore it)");
-      }
-    }
     Rule rule;
     auto a = scalar(c, r["action"], p + ".action");
     if (!a) return c.err(p + ".action", "required (Allow, Deny, Log or Pass)");
@@ -491,13 +491,13 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
   p.name = name;
   const auto& spec = doc["spec"];
   if (!spec || !spec.IsMap()) return c.err("spec", "missing or not a map");
-  for (const auto& kv : spec) {
-    const std::string k = kv.first.Scalar();
-    if (k == "serviceAccountSelector" || k == "doNotTrack" || k == "preDNAT" || k == "tier")
-      if (!(kv.second.IsNull() || kv.second.Scalar() == "false" || kv.second.Scalar() == "default" ||
-            kv.second.Scalar() == ""))
-        return c.err("spec." + k, "not supported by tabby (refusing to ignore it)");
-  }
+  // (tier, serviceAccountSelector, doNotTrack, preDNAT, applyOnForward: the schema
+  // refused every value but their "off" one.)
+  auto hints = string_list(c, spec["performanceHints"], "spec.performanceHints");
+  if (!hints) return fail(hints.error());
+  for (size_t i = 0; i < hints->size(); ++i)
+    if ((*hints)[i] != "AssumeNeededOnEveryNode")
+      return c.err(idx("spec.performanceHints", i), "expected AssumeNeededOnEveryNode, got \"" + (*hints)[i] + "\"");
   if (spec["order"] && !spec["order"].IsNull()) {
     try {
       p.order = spec["order"].as<double>();
@@ -685,6 +685,22 @@ Result<Object> parse_object(std::string_view text) {
   if (namespaced && ns.empty()) ns = "default";
   Object o;
   try {
+    std::optional<schema::PolicyApi> policy_api;
+    if (kind == "NetworkPolicy" && api == "networking.k8s.io/v1") policy_api = schema::PolicyApi::K8sNetworkPolicy;
+    else if (kind == "NetworkPolicy" && api == "projectcalico.org/v3") policy_api = schema::PolicyApi::CalicoNetworkPolicy;
+    else if (kind == "GlobalNetworkPolicy" && api == "projectcalico.org/v3")
+      policy_api = schema::PolicyApi::CalicoGlobalNetworkPolicy;
+    if (policy_api) {
+      bool more = false;
+      auto problems = schema::validate(doc, *policy_api, &more);
+      if (!problems.empty()) {
+        std::string msg = c.object + ": ";
+        for (size_t i = 0; i < problems.size(); ++i)
+          msg += (i ? "; " : "") + problems[i].path + ": " + problems[i].message;
+        if (more) msg += "; (more problems not listed)";
+        return fail_msg(std::move(msg));
+      }
+    }
     if (kind == "NetworkPolicy" && api == "networking.k8s.io/v1") {
       auto p = parse_k8s_policy(c, doc, ns, name);
       if (!p) return fail(p.error());
