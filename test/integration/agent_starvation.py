@@ -424,8 +424,20 @@ def body(lab):
         expect(n == 1, f"{n} 'cannot accept on {what}' lines over {wall:.0f} s of EMFILE (want 1: once per episode)")
     step("  fd limit back to 1200: the agent must accept again")
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (1200, 1200))
-    wait_until(lambda: livez(a)[0] == 200, 15, "/livez answering again once fds are free")
-    st = wait_until(lambda: isinstance(status(agent)[0], dict) and status(agent)[0], 15, "tabby status answering again")
+    def within(cond, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.2)
+        return None
+
+    t_raise = time.monotonic()
+    expect(within(lambda: livez(a)[0] == 200, 15), "/livez did not answer within 15 s of the fd limit going up")
+    step(f"  /livez answers {time.monotonic() - t_raise:.1f} s after the limit went up")
+    st = within(lambda: (lambda r: r if isinstance(r, dict) else None)(status(agent)[0]), 15)
+    expect(st, "tabby status did not answer within 15 s of the fd limit going up")
     time.sleep(2)
     att.stop()
     p = peer_of(st, B_IP)

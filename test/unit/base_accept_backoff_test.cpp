@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "base/accept_backoff.hpp"
 
