@@ -11,6 +11,14 @@
 // same way, so no error can make an acceptor spin. One line is logged when an
 // episode starts and one when it ends (with how long it lasted and how many
 // attempts failed), never one per attempt.
+//
+// Why not the "reserve descriptor" trick (keep a spare fd open; on EMFILE close it,
+// accept the pending connection, close that at once and reopen the spare): it
+// answers the queue by dropping connections, and the dropped one may be the very
+// kubelet probe or `tabby status` that needed an answer. Waiting keeps them queued
+// until a descriptor frees up. The HTTP servers get the trick's benefit without
+// the drop: on EMFILE they first close their own longest-idle connection (if any)
+// and accept again at once, so a probe behind idle clients still gets in.
 #pragma once
 
 #include <chrono>
