@@ -23,6 +23,7 @@
 #include <map>
 #include <set>
 
+#include "base/accept_backoff.hpp"
 #include "bgp/codec.hpp"
 #include "bgp/fsm.hpp"
 #include "bgp/rib.hpp"
@@ -270,11 +271,33 @@ struct Speaker::Impl {
     }
   }
 
-  void accept(tcp::acceptor& a) {
-    a.async_accept([this, &a, alive = LifeRef(life)](const boost::system::error_code& ec, tcp::socket s) {
+  // A failed accept (out of fds: EMFILE...) is retried after a growing delay and
+  // logged once per episode, never re-armed at once (base/accept_backoff.hpp).
+  struct AcceptRetry {
+    AcceptRetry(asio::io_context& io, std::string what) : timer(io), backoff(std::move(what)) {}
+    asio::steady_timer timer;
+    AcceptBackoff backoff;
+  };
+
+  void accept(tcp::acceptor& a, std::shared_ptr<AcceptRetry> retry = nullptr) {
+    if (!retry) retry = std::make_shared<AcceptRetry>(io, "BGP port " + std::to_string(cfg.listen_port));
+    a.async_accept([this, &a, retry, alive = LifeRef(life)](const boost::system::error_code& ec, tcp::socket s) {
       if (alive.expired() || ec == asio::error::operation_aborted) return;
-      if (!ec) on_accept(std::move(s));
-      if (!stopped) accept(a);
+      auto now = std::chrono::steady_clock::now();
+      if (ec) {
+        auto step = retry->backoff.failed(ec.value(), ec.message(), now);
+        if (!step.log.empty()) log(step.log);
+        retry->timer.expires_after(step.delay);
+        retry->timer.async_wait([this, &a, retry, alive](const boost::system::error_code& tec) {
+          if (tec || alive.expired() || stopped) return;
+          for (auto& l : listeners)  // `a` may have been closed and replaced meanwhile
+            if (l.get() == &a && a.is_open()) return accept(a, retry);
+        });
+        return;
+      }
+      if (auto line = retry->backoff.succeeded(now); !line.empty()) log(line);
+      on_accept(std::move(s));
+      if (!stopped) accept(a, retry);
     });
   }
 

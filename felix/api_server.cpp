@@ -1,15 +1,24 @@
 // api_server.cpp — HTTP over a Unix socket with Boost.Beast: a small async
 // server (one session per connection, keep-alive) and a blocking client.
+// The server cannot be starved: a connection cap that closes the connection
+// waiting longest instead of refusing a new one, one deadline per request,
+// header/body limits (431/413), accept backoff on EMFILE.
 #include "felix/api_server.hpp"
 
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <iostream>
+#include <optional>
+
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "base/accept_backoff.hpp"
 #include "proto/tabby.pb.h"
 
 namespace tabby::felix {
@@ -21,32 +30,76 @@ using local = asio::local::stream_protocol;
 
 namespace {
 
+void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+
+class HttpSession;
+
+// What sessions share with the server.
+struct Shared {
+  HttpServerLimits limits;
+  ConnectionSlots<HttpSession> slots{limits.max_connections};
+};
+
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(local::socket s, const std::map<std::string, ApiServer::Handler>& handlers)
-      : socket_(std::move(s)), handlers_(handlers) {}
+  HttpSession(local::socket s, const std::map<std::string, ApiServer::Handler>& handlers, std::shared_ptr<Shared> srv)
+      : socket_(std::move(s)), deadline_(socket_.get_executor()), handlers_(handlers), srv_(std::move(srv)) {
+    slot_ = srv_->slots.add(this, std::chrono::steady_clock::now());
+  }
+  ~HttpSession() { srv_->slots.remove(slot_); }
 
   void start() { read(); }
 
+  // Closes the connection now (idempotent); it leaves the slots at once.
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    srv_->slots.remove(slot_);
+    deadline_.cancel();
+    beast::error_code ignored;
+    socket_.shutdown(local::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
  private:
+  // The connection is closed unless the next step ends within `d`.
+  void arm(std::chrono::milliseconds d) {
+    deadline_.expires_after(d);
+    deadline_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      if (ec) return;
+      if (auto self = weak.lock()) self->close();
+    });
+  }
+
   void read() {
-    req_ = {};
-    http::async_read(socket_, buffer_, req_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return;  // closed or malformed: drop the connection
+    if (closed_) return;
+    srv_->slots.reading(slot_, std::chrono::steady_clock::now());
+    parser_.emplace();
+    parser_->header_limit(srv_->limits.header_limit);
+    parser_->body_limit(srv_->limits.body_limit);
+    // One deadline for the whole request, idle wait included (slowloris too).
+    arm(srv_->limits.request_timeout);
+    http::async_read(socket_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (self->closed_) return;
+      if (ec == http::error::header_limit)
+        return self->refuse(http::status::request_header_fields_too_large, "request headers too large");
+      if (ec == http::error::body_limit) return self->refuse(http::status::payload_too_large, "request body too large");
+      if (ec) return self->close();  // closed, malformed or past its deadline
       self->respond();
     });
   }
 
   void respond() {
+    const auto& req = parser_->get();
     auto res = std::make_shared<http::response<http::string_body>>();
-    res->version(req_.version());
-    res->keep_alive(req_.keep_alive());
-    std::string target(req_.target());
+    res->version(req.version());
+    res->keep_alive(req.keep_alive());
+    std::string target(req.target());
     bool json = target.find("format=json") != std::string::npos ||
-                std::string(req_[http::field::accept]).find("application/json") != std::string::npos;
+                std::string(req[http::field::accept]).find("application/json") != std::string::npos;
     std::string path = target.substr(0, target.find('?'));
     auto it = handlers_.find(path);
-    if (req_.method() != http::verb::get) {
+    if (req.method() != http::verb::get) {
       error(*res, http::status::method_not_allowed, "only GET is served", json);
     } else if (it == handlers_.end()) {
       error(*res, http::status::not_found, "no such API path: " + path, json);
@@ -55,13 +108,24 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       res->result(http::status::ok);
       body(*res, *msg, json);
     }
+    write(res);
+  }
+
+  // A request over the limits: answer with `status` and close.
+  void refuse(http::status status, const std::string& why) {
+    auto res = std::make_shared<http::response<http::string_body>>(status, 11);
+    res->keep_alive(false);
+    error(*res, status, why, false);
+    write(res);
+  }
+
+  void write(std::shared_ptr<http::response<http::string_body>> res) {
     res->prepare_payload();
+    srv_->slots.answering(slot_, std::chrono::steady_clock::now());
+    arm(srv_->limits.write_timeout);
     http::async_write(socket_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
-      if (ec || !res->keep_alive()) {
-        beast::error_code ignored;
-        self->socket_.shutdown(local::socket::shutdown_send, ignored);
-        return;
-      }
+      if (self->closed_) return;
+      if (ec || !res->keep_alive()) return self->close();
       self->read();
     });
   }
@@ -89,24 +153,57 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   local::socket socket_;
+  asio::steady_timer deadline_;
   const std::map<std::string, ApiServer::Handler>& handlers_;
+  std::shared_ptr<Shared> srv_;
+  ConnectionSlots<HttpSession>::Id slot_ = 0;
+  bool closed_ = false;
   beast::flat_buffer buffer_;
-  http::request<http::string_body> req_;
+  std::optional<http::request_parser<http::string_body>> parser_;
 };
 
 }  // namespace
 
 struct ApiServer::Impl {
-  explicit Impl(asio::io_context& io) : io(io), acceptor(io) {}
+  explicit Impl(asio::io_context& io)
+      : io(io), acceptor(io), retry_timer(io), shared(std::make_shared<Shared>()), backoff("the API socket") {}
   asio::io_context& io;
   local::acceptor acceptor;
+  asio::steady_timer retry_timer;
+  std::shared_ptr<Shared> shared;
+  AcceptBackoff backoff;
   std::map<std::string, Handler> handlers;
   std::string path;
 
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, local::socket s) {
-      if (ec == asio::error::operation_aborted) return;
-      if (!ec) std::make_shared<HttpSession>(std::move(s), handlers)->start();
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+      auto now = std::chrono::steady_clock::now();
+      auto& slots = shared->slots;
+      if (ec) {
+        // Out of descriptors: closing our longest-idle connection gives one
+        // back, so `tabby status` waiting in the listen queue still gets in.
+        if (AcceptBackoff::is_exhaustion(ec.value())) {
+          if (auto idle = slots.idle_victim()) {
+            (*idle)->close();
+            return accept();
+          }
+        }
+        // Otherwise wait and retry (base/accept_backoff.hpp), never spin.
+        auto step = backoff.failed(ec.value(), ec.message(), now);
+        if (!step.log.empty()) log(step.log);
+        retry_timer.expires_after(step.delay);
+        retry_timer.async_wait([this](beast::error_code tec) {
+          if (!tec && acceptor.is_open()) accept();
+        });
+        return;
+      }
+      if (auto line = backoff.succeeded(now); !line.empty()) log(line);
+      // At the cap the new connection is admitted and the one waiting longest
+      // for a request is closed (connection_slots.hpp): the CLI always gets in.
+      if (slots.full())
+        if (auto victim = slots.victim()) (*victim)->close();
+      std::make_shared<HttpSession>(std::move(s), handlers, shared)->start();
       accept();
     });
   }
@@ -142,15 +239,26 @@ Status ApiServer::start(const std::string& socket_path) {
   if (ec) return fail_msg("cannot listen on API socket " + socket_path + ": " + ec.message());
   ::chmod(socket_path.c_str(), 0660);
   impl_->path = socket_path;
+  impl_->backoff = AcceptBackoff("the API socket " + socket_path);
   impl_->accept();
   return {};
 }
 
+void ApiServer::set_limits(const HttpServerLimits& limits) {
+  impl_->shared->limits = limits;
+  impl_->shared->slots = ConnectionSlots<HttpSession>(limits.max_connections);
+}
+
+size_t ApiServer::open_connections() const { return impl_->shared->slots.size(); }
+
 void ApiServer::stop() {
   if (!impl_ || !impl_->acceptor.is_open()) return;
+  impl_->retry_timer.cancel();
   beast::error_code ec;
   impl_->acceptor.close(ec);
   ::unlink(impl_->path.c_str());
+  // Open connections refer to the handlers: close them now.
+  for (auto* session : impl_->shared->slots.all()) session->close();
 }
 
 Result<std::string> api_get(const std::string& socket_path, const std::string& path) {

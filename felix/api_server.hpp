@@ -4,6 +4,12 @@
 // client asks with `Accept: application/json` or `?format=json`.
 // Handlers run on the io_context thread, so they read module state without locks
 // and never mutate it.
+// Limits (HttpServerLimits defaults): at most 64 connections, and a new one is
+// always admitted (the connection waiting longest for a request is closed to make
+// room); a request must arrive whole within 10 s of connecting or of the previous
+// answer; headers over 8 KiB get 431, a body over 4 KiB 413; an answer must be
+// written within 60 s. Out of file descriptors, accept backs off
+// (base/accept_backoff.hpp) after closing an idle connection of its own if any.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -15,6 +21,7 @@
 #include <google/protobuf/message.h>
 
 #include "base/base.hpp"
+#include "felix/connection_slots.hpp"
 
 namespace tabby::felix {
 
@@ -30,6 +37,10 @@ class ApiServer {
   // refusing if another agent is answering on it) and starts accepting.
   Status start(const std::string& socket_path);
   void stop();
+  // Replaces the limits (before start(); tests use short timeouts).
+  void set_limits(const HttpServerLimits& limits);
+  // Connections open now (for tests).
+  size_t open_connections() const;
 
  private:
   struct Impl;

@@ -1,12 +1,19 @@
 // health_server.cpp — /livez, /readyz and /metrics over plain HTTP/1.1 (Boost.Beast,
 // async, one session per connection with keep-alive, on the caller's io_context).
+// Bounded so that no client can starve it: a connection cap that evicts the
+// connection waiting longest instead of refusing a new one, one deadline per
+// request, header/body size limits (431/413), accept backoff on EMFILE.
 #include "felix/health_server.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <iostream>
 #include <optional>
+
+#include "base/accept_backoff.hpp"
 
 namespace tabby::felix {
 
@@ -82,8 +89,7 @@ Result<std::pair<IpAddress, uint16_t>> parse_listen_address(const std::string& t
 
 namespace {
 
-constexpr size_t kMaxSessions = 32;
-constexpr auto kIdleTimeout = std::chrono::seconds(30);
+void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
 
 tcp::endpoint to_endpoint(const IpAddress& a, uint16_t port) {
   if (a.is_v4()) return {asio::ip::address_v4(a.v4_host_order()), port};
@@ -92,12 +98,15 @@ tcp::endpoint to_endpoint(const IpAddress& a, uint16_t port) {
   return {asio::ip::address_v6(b), port};
 }
 
+class HealthSession;
+
 // What sessions share with the server; outlives it while connections are open.
 struct Shared {
   HealthServer::MetricsFn metrics;
   HealthServer::ReadyFn ready;
   bool stopped = false;  // the callbacks may refer to state that is gone
-  size_t sessions = 0;
+  HttpServerLimits limits = health_server_limits();
+  ConnectionSlots<HealthSession> slots{limits.max_connections};
 
   HttpAnswer answer(const std::string& target) const;
 };
@@ -142,19 +151,36 @@ HttpAnswer Shared::answer(const std::string& target) const {
 class HealthSession : public std::enable_shared_from_this<HealthSession> {
  public:
   HealthSession(tcp::socket s, std::shared_ptr<Shared> srv) : stream_(std::move(s)), srv_(std::move(srv)) {
-    ++srv_->sessions;
+    slot_ = srv_->slots.add(this, std::chrono::steady_clock::now());
   }
-  ~HealthSession() { --srv_->sessions; }
+  ~HealthSession() { srv_->slots.remove(slot_); }
 
   void read() {
+    srv_->slots.reading(slot_, std::chrono::steady_clock::now());
     parser_.emplace();
-    parser_->body_limit(4096);
-    parser_->header_limit(8192);
-    stream_.expires_after(kIdleTimeout);
+    parser_->body_limit(srv_->limits.body_limit);
+    parser_->header_limit(srv_->limits.header_limit);
+    // One deadline for the whole request, idle wait included: a client that
+    // trickles its headers (slowloris) is closed like an idle one.
+    stream_.expires_after(srv_->limits.request_timeout);
     http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->close();  // closed, timed out or malformed
+      if (ec == http::error::header_limit)
+        return self->refuse(http::status::request_header_fields_too_large, "request headers too large\n");
+      if (ec == http::error::body_limit) return self->refuse(http::status::payload_too_large, "request body too large\n");
+      if (ec) return self->close();  // closed, timed out, evicted or malformed
       self->respond();
     });
+  }
+
+  // Closes the connection now (idempotent); it leaves the slots at once, so an
+  // evicted connection makes room before its callbacks run.
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    srv_->slots.remove(slot_);
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().close(ignored);
   }
 
  private:
@@ -177,21 +203,34 @@ class HealthSession : public std::enable_shared_from_this<HealthSession> {
     }
     res->prepare_payload();
     if (req.method() == http::verb::head) res->body().clear();  // headers keep the GET length
-    stream_.expires_after(kIdleTimeout);
+    write(res);
+  }
+
+  // A request over the limits: answer with `status` and close.
+  void refuse(http::status status, const std::string& why) {
+    auto res = std::make_shared<http::response<http::string_body>>(status, 11);
+    res->set(http::field::server, "tabby");
+    res->set(http::field::content_type, "text/plain; charset=utf-8");
+    res->keep_alive(false);
+    res->body() = why;
+    res->prepare_payload();
+    write(res);
+  }
+
+  void write(std::shared_ptr<http::response<http::string_body>> res) {
+    if (closed_) return;
+    srv_->slots.answering(slot_, std::chrono::steady_clock::now());
+    stream_.expires_after(srv_->limits.write_timeout);
     http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
-      if (ec || !res->keep_alive()) return self->close();
+      if (ec || !res->keep_alive() || self->closed_) return self->close();
       self->read();
     });
   }
 
-  void close() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.socket().close(ignored);
-  }
-
   beast::tcp_stream stream_;
   std::shared_ptr<Shared> srv_;
+  ConnectionSlots<HealthSession>::Id slot_ = 0;
+  bool closed_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
@@ -199,23 +238,44 @@ class HealthSession : public std::enable_shared_from_this<HealthSession> {
 }  // namespace
 
 struct HealthServer::Impl : std::enable_shared_from_this<Impl> {
-  explicit Impl(asio::io_context& io) : acceptor(io), shared(std::make_shared<Shared>()) {}
+  explicit Impl(asio::io_context& io)
+      : acceptor(io), retry_timer(io), shared(std::make_shared<Shared>()), backoff("the metrics address") {}
   tcp::acceptor acceptor;
+  asio::steady_timer retry_timer;
   std::shared_ptr<Shared> shared;
+  AcceptBackoff backoff;
   void accept();
 };
 
 void HealthServer::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket s) {
     if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
-    if (!ec) {
-      if (self->shared->sessions >= kMaxSessions) {
-        beast::error_code ignored;
-        s.close(ignored);  // too many open connections: refuse this one
-      } else {
-        std::make_shared<HealthSession>(std::move(s), self->shared)->read();
+    auto now = std::chrono::steady_clock::now();
+    auto& slots = self->shared->slots;
+    if (ec) {
+      // Out of descriptors: closing our longest-idle connection gives one back,
+      // so a probe waiting in the listen queue still gets in.
+      if (AcceptBackoff::is_exhaustion(ec.value())) {
+        if (auto idle = slots.idle_victim()) {
+          (*idle)->close();
+          return self->accept();
+        }
       }
+      // Otherwise wait and retry (base/accept_backoff.hpp), never spin.
+      auto step = self->backoff.failed(ec.value(), ec.message(), now);
+      if (!step.log.empty()) log(step.log);
+      self->retry_timer.expires_after(step.delay);
+      self->retry_timer.async_wait([self](beast::error_code tec) {
+        if (!tec && self->acceptor.is_open()) self->accept();
+      });
+      return;
     }
+    if (auto line = self->backoff.succeeded(now); !line.empty()) log(line);
+    // At the cap the new connection is admitted and the one waiting longest
+    // for a request is closed (connection_slots.hpp): never refuse a probe.
+    if (slots.full())
+      if (auto victim = slots.victim()) (*victim)->close();
+    std::make_shared<HealthSession>(std::move(s), self->shared)->read();
     self->accept();
   });
 }
@@ -247,15 +307,24 @@ Status HealthServer::start(const std::string& address) {
     impl_->acceptor.close(ignored);
     return fail_msg("cannot listen on metricsAddress " + address + ": " + ec.message());
   }
+  impl_->backoff = AcceptBackoff("metricsAddress " + address);
   impl_->accept();
   return {};
 }
 
 void HealthServer::stop() {
+  impl_->retry_timer.cancel();
   if (!impl_->acceptor.is_open()) return;
   beast::error_code ignored;
   impl_->acceptor.close(ignored);
 }
+
+void HealthServer::set_limits(const HttpServerLimits& limits) {
+  impl_->shared->limits = limits;
+  impl_->shared->slots = ConnectionSlots<HealthSession>(limits.max_connections);
+}
+
+size_t HealthServer::open_connections() const { return impl_->shared->slots.size(); }
 
 uint16_t HealthServer::port() const {
   beast::error_code ec;

@@ -5,6 +5,12 @@
 //                 check ("[+]name ok" / "[-]name failed: reason") either way
 //   GET /metrics  the Prometheus text (Content-Type: text/plain; version=0.0.4)
 // HEAD is answered like GET without a body; other methods get 405, other paths 404.
+// Limits (health_server_limits()): at most 64 connections, and a new one is always
+// admitted (the connection waiting longest for a request is closed to make room);
+// a request must arrive whole within 10 s of connecting or of the previous answer;
+// headers over 8 KiB get 431, a body over 4 KiB gets 413; an answer must be written
+// within 10 s. When the process is out of file descriptors, accept backs off
+// (base/accept_backoff.hpp) after closing an idle connection of its own if any.
 // The callbacks run on the io_context thread, so they read agent state without locks.
 #pragma once
 
@@ -15,6 +21,7 @@
 #include <vector>
 
 #include "base/base.hpp"
+#include "felix/connection_slots.hpp"
 
 namespace tabby::felix {
 
@@ -41,6 +48,15 @@ struct HttpAnswer {
 // The /readyz answer for a state (pure; exposed for tests).
 HttpAnswer readyz_answer(const HealthState& st, bool verbose);
 
+// The health server's limits: 64 connections, 10 s per request and per answer.
+inline HttpServerLimits health_server_limits() {
+  HttpServerLimits l;
+  l.max_connections = 64;
+  l.request_timeout = std::chrono::seconds(10);
+  l.write_timeout = std::chrono::seconds(10);
+  return l;
+}
+
 // "host:port" → address and port: "127.0.0.1:9091", "[::1]:9091", "localhost:9091"
 // (= 127.0.0.1), ":9091" or "0.0.0.0:9091" (every IPv4 address), "[::]:9091".
 Result<std::pair<IpAddress, uint16_t>> parse_listen_address(const std::string& text);
@@ -54,6 +70,11 @@ class HealthServer {
   ~HealthServer();
   HealthServer(const HealthServer&) = delete;
   HealthServer& operator=(const HealthServer&) = delete;
+
+  // Replaces the limits (before start(); tests use short timeouts).
+  void set_limits(const HttpServerLimits& limits);
+  // Connections open now (for tests).
+  size_t open_connections() const;
 
   // Binds and starts accepting. Error names the address: "cannot listen on metrics
   // address 127.0.0.1:9091: Address already in use".
