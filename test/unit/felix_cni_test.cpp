@@ -256,7 +256,7 @@ TEST_CASE("a network config that is not UTF-8 gets an error answer, not an abort
 TEST_CASE("environment: the pod's namespace and name must be Kubernetes names") {
   for (const char* bad : {"K8S_POD_NAMESPACE=Prod;K8S_POD_NAME=web-0", "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web_0",
                           "K8S_POD_NAMESPACE=-prod;K8S_POD_NAME=web-0", "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0.",
-                          "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=we\xffb", "K8S_POD_NAMESPACE=a/b;K8S_POD_NAME=web-0"}) {
+                          "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=we\xff" "b", "K8S_POD_NAMESPACE=a/b;K8S_POD_NAME=web-0"}) {
     Env env = add_env();
     env["CNI_ARGS"] = bad;
     auto r = env_of(env);
