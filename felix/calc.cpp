@@ -630,7 +630,7 @@ struct Calc::Impl {
     for (const auto& p : opt.base.peers) s.peers.push_back(computed.at(p.address));
     for (auto& [addr, n] : computed) {
       bool is_static = std::any_of(opt.base.peers.begin(), opt.base.peers.end(),
-                                   [&](const bgp::NeighborConfig& b) { return b.address == addr; });
+                                   [&a = addr](const bgp::NeighborConfig& b) { return b.address == a; });
       if (!is_static) s.peers.push_back(std::move(n));
     }
 
@@ -662,7 +662,7 @@ struct Calc::Impl {
     s.announcements = opt.base.announcements;
     for (auto& [p, a] : ann) {
       bool dup = std::any_of(s.announcements.begin(), s.announcements.end(),
-                             [&](const bgp::Announcement& x) { return x.prefix == p; });
+                             [&q = p](const bgp::Announcement& x) { return x.prefix == q; });
       if (!dup) s.announcements.push_back(std::move(a));
     }
     return s;

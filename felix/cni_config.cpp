@@ -47,6 +47,31 @@ bool pre_1_0(const std::string& v) { return !v.empty() && v[0] == '0'; }
 
 uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
 
+// What the plugin writes (its answer on stdout, the manifests) must never throw: a
+// string that is not UTF-8 (a byte of the config echoed in an error, a CNI_NETNS
+// path) is written with U+FFFD in place of each bad byte.
+std::string dump(const json& j, int indent = -1) { return j.dump(indent, ' ', false, json::error_handler_t::replace); }
+
+// Kubernetes object names (RFC 1123): a namespace is a DNS label (at most 63 of
+// [a-z0-9-], alphanumeric at both ends), a pod name a DNS subdomain (at most 253,
+// dot-separated labels).
+bool dns_label(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  return s.front() != '-' && s.back() != '-';
+}
+bool dns_subdomain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  size_t pos = 0;
+  while (true) {
+    size_t dot = s.find('.', pos);
+    if (!dns_label(s.substr(pos, dot == std::string_view::npos ? std::string_view::npos : dot - pos))) return false;
+    if (dot == std::string_view::npos) return true;
+    pos = dot + 1;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- network config
@@ -184,6 +209,13 @@ Result<CniEnv, CniError> parse_env(const std::function<std::optional<std::string
     return err(kInvalidEnv, "CNI_ARGS has no K8S_POD_NAMESPACE (tabby networks Kubernetes pods: the runtime must pass it)");
   if (pod == e.args.end() || pod->second.empty())
     return err(kInvalidEnv, "CNI_ARGS has no K8S_POD_NAME (tabby networks Kubernetes pods: the runtime must pass it)");
+  // They name the pod's objects in the datastore (keys, file names, manifests).
+  if (!dns_label(ns->second))
+    return err(kInvalidEnv, "CNI_ARGS: K8S_POD_NAMESPACE '" + ns->second +
+                                "' is not a Kubernetes namespace name (at most 63 of a-z, 0-9, '-')");
+  if (!dns_subdomain(pod->second))
+    return err(kInvalidEnv, "CNI_ARGS: K8S_POD_NAME '" + pod->second +
+                                "' is not a Kubernetes pod name (at most 253 of a-z, 0-9, '-', '.')");
   e.pod_namespace = ns->second;
   e.pod_name = pod->second;
   return e;
@@ -243,19 +275,19 @@ std::string result_json(const std::string& cni_version, const AddResult& r) {
               {"ips", json::array({ip})},
               {"routes", routes},
               {"dns", json::object()}};
-  return out.dump(2) + "\n";
+  return dump(out, 2) + "\n";
 }
 
 std::string error_json(const std::string& cni_version, const CniError& e) {
   json out = {{"cniVersion", cni_version.empty() ? "1.0.0" : cni_version}, {"code", e.code}, {"msg", e.msg}};
   if (!e.details.empty()) out["details"] = e.details;
-  return out.dump(2) + "\n";
+  return dump(out, 2) + "\n";
 }
 
 std::string version_json() {
   json v = json::array();
   for (const char* s : kSupportedVersions) v.push_back(s);
-  return json{{"cniVersion", "1.0.0"}, {"supportedVersions", v}}.dump() + "\n";
+  return dump(json{{"cniVersion", "1.0.0"}, {"supportedVersions", v}}) + "\n";
 }
 
 // ---------------------------------------------------------------- manifests
@@ -267,7 +299,7 @@ std::string block_affinity_manifest(const std::string& name, const BlockAffinity
     spec["allocations"] = al;
   }
   json m = {{"apiVersion", "tabby.dev/v1"}, {"kind", "BlockAffinity"}, {"metadata", {{"name", name}}}, {"spec", spec}};
-  return m.dump() + "\n";
+  return dump(m) + "\n";
 }
 
 std::string workload_endpoint_manifest(const std::string& ns, const std::string& name, const WorkloadEndpoint& w) {
@@ -291,7 +323,7 @@ std::string workload_endpoint_manifest(const std::string& ns, const std::string&
     spec["ports"] = ports;
   }
   json m = {{"apiVersion", "tabby.dev/v1"}, {"kind", "WorkloadEndpoint"}, {"metadata", meta}, {"spec", spec}};
-  return m.dump() + "\n";
+  return dump(m) + "\n";
 }
 
 }  // namespace tabby::felix::cni

@@ -6,6 +6,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -53,6 +54,43 @@ std::string yaml_error(const std::string& origin, const YAML::Exception& e) {
   std::string where = origin;
   if (!e.mark.is_null()) where += ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1);
   return where + ": YAML error: " + e.msg;
+}
+
+// YAML anchors and aliases share nodes: a few lines can stand for a tree of
+// billions of nodes ("billion laughs"), which converting, re-emitting or parsing
+// the objects walks in full (and the agent parses each object again). So the
+// documents of a text are measured first, aliases expanded, against one budget
+// for the whole text: max(kMinNodeBudget, 4 x its size). A document without
+// aliases needs about a byte per node, so real manifests stay far below it, and
+// the work on the nodes stays linear in the text.
+constexpr size_t kMinNodeBudget = 200000;
+
+size_t node_budget(size_t text_size) { return std::max(kMinNodeBudget, 4 * text_size); }
+
+// An alias inside its own anchor ("a: &x [*x]") makes yaml-cpp build a cycle:
+// expanded, it is infinite, and a walk would recurse until the stack overflows.
+// No manifest nests anywhere near this deep.
+constexpr int kMaxDepth = 256;
+
+// Takes n's nodes (aliases expanded) from `budget`; false once it runs out or the
+// nesting passes kMaxDepth (a cycle).
+bool count_within(const YAML::Node& n, size_t& budget, int depth = 0) {
+  if (budget == 0 || depth > kMaxDepth) return false;
+  --budget;
+  if (n.IsSequence()) {
+    for (const auto& child : n)
+      if (!count_within(child, budget, depth + 1)) return false;
+  } else if (n.IsMap()) {
+    for (const auto& kv : n)
+      if (!count_within(kv.first, budget, depth + 1) || !count_within(kv.second, budget, depth + 1)) return false;
+  }
+  return true;
+}
+
+std::string too_large(size_t text_size) {
+  return "manifest too large: more than " + std::to_string(node_budget(text_size)) +
+         " nodes once YAML aliases are expanded, or nested deeper than " + std::to_string(kMaxDepth) +
+         " (an alias inside its own anchor)";
 }
 
 nlohmann::json yaml_to_json(const YAML::Node& n) {
@@ -164,6 +202,7 @@ Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::
   // keeps its own text, and a big file never holds all its nodes at once.
   std::vector<DocEvent> out;
   std::string error;
+  size_t budget = node_budget(text.size());  // shared by all documents of the text
   size_t index = 0;
   size_t pos = 0, line_no = 0;
   size_t chunk_start = 0, chunk_line = 0;
@@ -194,6 +233,8 @@ Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::
                           ": YAML error: unexpected '" + bad->second + "' (not a YAML document)");
         return {};
       }
+      if (!count_within(doc, budget))
+        return fail_msg(origin + ":" + std::to_string(body_line + 1) + ": " + too_large(text.size()));
       add_document(doc, body, origin, index++, out, error);
     } catch (const YAML::Exception& e) {
       std::string where = origin;
@@ -227,9 +268,14 @@ Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::
 Result<std::string> manifest_to_json(std::string_view text) {
   try {
     YAML::Node doc = YAML::Load(std::string(text));
+    size_t budget = node_budget(text.size());
+    if (!count_within(doc, budget)) return fail_msg(too_large(text.size()));
     return yaml_to_json(doc).dump();
   } catch (const YAML::Exception& e) {
     return fail_msg(yaml_error("manifest", e));
+  } catch (const nlohmann::json::type_error& e) {
+    // YAML scalars are bytes; JSON (and the Kubernetes API) takes UTF-8 only.
+    return fail_msg(std::string("manifest: not valid UTF-8 (JSON needs UTF-8): ") + e.what());
   }
 }
 

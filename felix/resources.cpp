@@ -839,9 +839,18 @@ ParsedManifests parse_manifests(std::string_view text, std::string_view source) 
       return out;
     }
     if (!doc.IsDefined() || doc.IsNull()) continue;
-    // A kubectl-style List: its items are the objects.
+    // A kubectl-style List: its items are the objects. The List is measured as a
+    // whole first: items can alias one big node, and each item's own budget would
+    // let N of them cost N budgets (aliases expanded; see yaml_within_budget).
     if (doc.IsMap() && scalar_or_empty(doc["kind"]).ends_with("List") &&
         doc["items"].IsSequence()) {
+      if (!policy::yaml_within_budget(doc, std::max(policy::kMaxManifestNodes, chunks[i].text.size()))) {
+        out.errors.push_back({src, std::nullopt,
+                              (src.empty() ? "" : src + ": ") + "List too large: more than " +
+                                  std::to_string(std::max(policy::kMaxManifestNodes, chunks[i].text.size())) +
+                                  " nodes once YAML aliases are expanded"});
+        continue;
+      }
       for (const auto& item : doc["items"]) {
         auto r = parse_resource(item, source);
         if (r) out.resources.push_back(std::move(*r));

@@ -598,15 +598,19 @@ Result<Endpoint> parse_wep(const Ctx& c, const YAML::Node& doc, const std::strin
 }  // namespace
 
 namespace {
-bool walk_within(const YAML::Node& n, size_t& budget) {
-  if (budget == 0) return false;
+// Depth is bounded too: an alias inside its own anchor ("a: &x [*x]") is a cycle
+// in yaml-cpp's node graph, infinite once expanded; walking it overflowed the stack.
+// No manifest nests anywhere near this deep.
+constexpr int kMaxManifestDepth = 256;
+bool walk_within(const YAML::Node& n, size_t& budget, int depth = 0) {
+  if (budget == 0 || depth > kMaxManifestDepth) return false;
   --budget;
   if (n.IsSequence()) {
     for (const auto& child : n)
-      if (!walk_within(child, budget)) return false;
+      if (!walk_within(child, budget, depth + 1)) return false;
   } else if (n.IsMap()) {
     for (const auto& kv : n)
-      if (!walk_within(kv.first, budget) || !walk_within(kv.second, budget)) return false;
+      if (!walk_within(kv.first, budget, depth + 1) || !walk_within(kv.second, budget, depth + 1)) return false;
   }
   return true;
 }

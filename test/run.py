@@ -4,7 +4,8 @@
 Phases:
   1. unit    every doctest binary meson registered (in the sanitizer build);
              each doctest test case counts as one test.
-  2. fuzz    each libFuzzer target for a fixed short budget (one test each).
+  2. fuzz    each libFuzzer target (test/fuzz/*_fuzz.cpp) for a fixed short budget
+             (one test each; a target that is not built fails).
   3. integration  every executable script in test/integration/ (one test each),
              run in parallel; exit 0 = pass, 77 = skipped (the script must print
              why), anything else = fail. Scripts get TABBY_BIN / TABBY_BUILD in the
@@ -72,13 +73,18 @@ def run_unit(build, tally, only):
 KNOWN_OPEN_FINDINGS: dict[str, str] = {}
 
 
-def run_fuzz(build, tally, seconds):
+def run_fuzz(build, tally, seconds, only=None):
+    # The targets are the test/fuzz/*_fuzz.cpp sources: one whose binary is missing
+    # (no fuzz build, or a target that did not build) is a failed test, never nothing.
+    src_dir = os.path.join(ROOT, "test", "fuzz")
+    names = sorted(f[:-4] for f in os.listdir(src_dir) if f.endswith("_fuzz.cpp"))
     fuzz_dir = os.path.join(build, "test", "fuzz")
-    if not os.path.isdir(fuzz_dir):
-        return
-    for name in sorted(os.listdir(fuzz_dir)):
+    for name in names:
+        if only and not re.search(only, name):
+            continue
         path = os.path.join(fuzz_dir, name)
-        if not (name.endswith("_fuzz") and os.access(path, os.X_OK)):
+        if not os.access(path, os.X_OK):
+            tally.add(f"fuzz/{name}", "fail", f"not built: no {path} (build it: bash scripts/build.sh fuzz)")
             continue
         if name in KNOWN_OPEN_FINDINGS:
             tally.add(f"fuzz/{name}", "skip", KNOWN_OPEN_FINDINGS[name])
@@ -137,7 +143,7 @@ def main():
     ap.add_argument("--unit-build", default=os.path.join(ROOT, "build-asan"))
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--fuzz-build", default=os.path.join(ROOT, "build-fuzz"))
-    ap.add_argument("--fuzz-seconds", type=int, default=30)
+    ap.add_argument("--fuzz-seconds", type=int, default=20)  # per target (2-core CI)
     ap.add_argument("--only", default=None, help="regex on test names")
     ap.add_argument("--phases", default="unit,fuzz,integration")
     ap.add_argument("-j", "--jobs", type=int, default=2)
@@ -148,7 +154,7 @@ def main():
     if "unit" in phases:
         run_unit(a.unit_build, tally, a.only)
     if "fuzz" in phases:
-        run_fuzz(a.fuzz_build, tally, a.fuzz_seconds)
+        run_fuzz(a.fuzz_build, tally, a.fuzz_seconds, a.only)
     if "integration" in phases:
         env = dict(os.environ, TABBY_BUILD=a.build, TABBY_BIN=os.path.join(a.build, "felix", "tabby"),
                    TABBY_ROOT=ROOT, PYTHONPATH=os.path.join(ROOT, "test", "integration"))

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "felix/calc.hpp"
 #include "felix/recording_dataplane.hpp"
@@ -1018,4 +1019,48 @@ TEST_CASE("deterministic: the same resources in another order give the same outp
     CHECK(a.routes(static_cast<RouteClass>(c)) == b.routes(static_cast<RouteClass>(c)));
   CHECK(a.workload_interfaces() == b.workload_interfaces());
   CHECK(a.endpoints().size() == b.endpoints().size());
+}
+
+// A List whose items all alias one node of ~180,000 nodes: each item fitted the
+// per-object budget, so N items cost N budgets (300 items: ~50 s of CPU in one
+// parse). The List is now measured as a whole and refused at once.
+TEST_CASE("resources: a List of aliased items is measured as a whole (alias expansion bounded)") {
+  std::string item = "{apiVersion: v1, kind: Namespace, metadata: {name: x}, a: &a [x, x, x, x, x, x, x, x, x, x], "
+                     "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a], c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], "
+                     "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c], e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, "
+                     "*d, *d, *d, *d]}";
+  std::string list = "apiVersion: v1\nkind: List\nitems:\n- &i " + item + "\n";
+  for (int i = 0; i < 300; ++i) list += "- *i\n";
+  auto t0 = std::chrono::steady_clock::now();
+  ParsedManifests p = parse_manifests(list, "list.yaml");
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(p.resources.empty());
+  REQUIRE(p.errors.size() == 1);
+  CHECK(p.errors[0].message.find("list.yaml: List too large") == 0);
+  CHECK(secs < 5);  // refused after one budget's worth of nodes (~0.2 s under ASan), not 300
+  // One such item alone is still read (within the per-object budget).
+  ParsedManifests one = parse_manifests("apiVersion: v1\nkind: List\nitems:\n- " + item + "\n", "one.yaml");
+  CHECK(one.resources.size() == 1);
+}
+
+// Found by test/fuzz/k8s_wire_fuzz (reproducers k8s_wire_fuzz/repro-alias-cycle, resources_fuzz/
+// repro-alias-cycle-*, policy_fuzz/repro-alias-cycle): an
+// alias inside its own anchor is a cycle in yaml-cpp's node graph; the resource
+// parser's alias budget walked it recursively until the stack overflowed, so one
+// such document in a datastore crashed every agent reading it.
+TEST_CASE("resources: an alias inside its own anchor is an error, not a stack overflow") {
+  for (std::string doc : {std::string("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\nl1: &l1 [x, *l1]\n"),
+                          std::string("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n"
+                                      "spec: &s {cidr: 198.19.0.0/16, x: *s}\n"),
+                          std::string("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                                      "metadata: {name: np, namespace: default}\nspec: &s {podSelector: {}, "
+                                      "ingress: [{from: [*s]}]}\n")}) {
+    ParsedManifests p = parse_manifests(doc, "cycle.yaml");
+    CHECK(p.resources.empty());
+    REQUIRE(p.errors.size() == 1);
+    CHECK(p.errors[0].message.find("once YAML aliases are expanded") != std::string::npos);
+  }
+  CHECK(policy::parse_object("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: &m {name: a, "
+                             "labels: {x: *m}}\nspec: {podSelector: {}}\n")
+            .ok() == false);
 }

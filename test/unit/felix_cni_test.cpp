@@ -232,6 +232,46 @@ TEST_CASE("error and version JSON") {
   CHECK(v["supportedVersions"] == json::parse(R"(["0.3.0","0.3.1","0.4.0","1.0.0"])"));
 }
 
+// Found while writing test/fuzz/cni_config_fuzz (corpus: repro-netconf-not-utf8): a network
+// config with a byte that is not UTF-8 made the plugin abort (nlohmann::json threw
+// type_error 316 while writing the error answer) instead of answering error 6.
+TEST_CASE("a network config that is not UTF-8 gets an error answer, not an abort") {
+  for (std::string text : {std::string("{\"cniVersion\": \"1.0.0\xff"),
+                           std::string("{\"cniVersion\":\"1.0.0\",\"name\":\"\xc3\x28\"}")}) {
+    CniError e = conf_error(text);
+    CHECK(e.code == kDecodeFailure);
+    std::string out;
+    CHECK_NOTHROW(out = error_json("1.0.0", e));
+    json j = json::parse(out);
+    CHECK(j["code"] == kDecodeFailure);
+    CHECK(j["msg"] == e.msg);
+  }
+  // Whatever bytes an answer echoes (a netns path, an interface name), it is JSON.
+  AddResult r{"cali0123456789a", "ee:ee:ee:ee:ee:ee", "eth0", "02:00:00:00:00:01", "/var/run/netns/\xfe",
+              *IpAddress::parse("198.19.0.2")};
+  json res = json::parse(result_json("1.0.0", r));
+  CHECK(res["interfaces"][1]["sandbox"] == "/var/run/netns/\xef\xbf\xbd");
+}
+
+TEST_CASE("environment: the pod's namespace and name must be Kubernetes names") {
+  for (const char* bad : {"K8S_POD_NAMESPACE=Prod;K8S_POD_NAME=web-0", "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web_0",
+                          "K8S_POD_NAMESPACE=-prod;K8S_POD_NAME=web-0", "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0.",
+                          "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=we\xff" "b", "K8S_POD_NAMESPACE=a/b;K8S_POD_NAME=web-0"}) {
+    Env env = add_env();
+    env["CNI_ARGS"] = bad;
+    auto r = env_of(env);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == kInvalidEnv);
+    CHECK(r.error().msg.find("K8S_POD_") != std::string::npos);
+    CHECK_NOTHROW(json::parse(error_json("1.0.0", r.error())));
+  }
+  Env env = add_env();
+  env["CNI_ARGS"] = "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-5d78c9869d-x2x7k.a1";
+  CHECK(env_of(env).ok());
+  env["CNI_ARGS"] = "K8S_POD_NAMESPACE=" + std::string(64, 'a') + ";K8S_POD_NAME=p";
+  CHECK_FALSE(env_of(env).ok());
+}
+
 TEST_CASE("manifests parse back to the same BlockAffinity and WorkloadEndpoint") {
   BlockAffinity a;
   a.cidr = *Prefix::parse("198.19.0.8/29");

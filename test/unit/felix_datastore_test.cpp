@@ -138,6 +138,93 @@ static KeyIndex index_of(const std::vector<DocEvent>& docs) {
   return ix;
 }
 
+namespace {
+// Six levels of ten aliases each: ~10^6 nodes once expanded, from ~300 bytes.
+std::string laughs(const std::string& indent) {
+  std::string t = indent + "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i <= 5; ++i) {
+    std::string a = "*l" + std::to_string(i - 1);
+    t += indent + "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [" + a;
+    for (int k = 1; k < 10; ++k) t += ", " + a;
+    t += "]\n";
+  }
+  return t;
+}
+}  // namespace
+
+// Found while writing the manifest fuzz targets (the reproducers replay from
+// test/fuzz/corpus/resources_fuzz/repro-* and k8s_wire_fuzz/repro-write-billion-laughs):
+// aliases made manifest_to_json build a tree of millions of nodes (seconds of CPU
+// and megabytes from a few hundred bytes, unbounded with more levels), and a List
+// whose items alias one big node was split into objects that each expand again.
+TEST_CASE("manifests: alias expansion is bounded (billion laughs)") {
+  auto js = manifest_to_json("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n" + laughs(""));
+  REQUIRE_FALSE(js.ok());
+  CHECK(js.error().message.find("once YAML aliases are expanded") != std::string::npos);
+
+  std::string list = "apiVersion: v1\nkind: List\nitems:\n- &i\n  apiVersion: v1\n  kind: Namespace\n"
+                     "  metadata: {name: x}\n" + laughs("  ");
+  for (int i = 0; i < 20; ++i) list += "- *i\n";
+  auto docs = parse_manifests(list, "big.yaml");
+  REQUIRE_FALSE(docs.ok());
+  CHECK(docs.error().message.find("big.yaml:1: manifest too large") == 0);
+
+  // The budget is the whole text's: many small documents that each expand count together.
+  std::string many;
+  for (int d = 0; d < 20; ++d) {
+    many += "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n" + std::to_string(d) + "}\n";
+    many += "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+    for (int i = 1; i <= 4; ++i) {
+      std::string a = "*a" + std::to_string(i - 1);
+      many += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [" + a;
+      for (int k = 1; k < 10; ++k) many += ", " + a;
+      many += "]\n";
+    }
+  }
+  auto m = parse_manifests(many, "many.yaml");
+  REQUIRE_FALSE(m.ok());
+  CHECK(m.error().message.find("once YAML aliases are expanded") != std::string::npos);
+
+  // Aliases as people use them (shared labels) are fine.
+  auto ok = parse_manifests("apiVersion: v1\nkind: List\nitems:\n"
+                            "- {apiVersion: v1, kind: Namespace, metadata: {name: a, labels: &l {team: x}}}\n"
+                            "- {apiVersion: v1, kind: Namespace, metadata: {name: b, labels: *l}}\n", "ok.yaml");
+  REQUIRE(ok.ok());
+  CHECK(ok->size() == 2);
+  CHECK(manifest_to_json("a: &x {b: 1}\nc: *x\n").ok());
+}
+
+// Found by test/fuzz/k8s_wire_fuzz (corpus k8s_wire_fuzz/repro-alias-cycle): an alias
+// inside its own anchor is a cycle in yaml-cpp's node graph; walking it recursed until
+// the stack overflowed (the agent segfaulted on such a manifest in any datastore).
+TEST_CASE("manifests: an alias inside its own anchor is refused, not walked forever") {
+  const std::string doc = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\nl1: &l1 [x, *l1]\n";
+  auto js = manifest_to_json(doc);
+  REQUIRE_FALSE(js.ok());
+  CHECK(js.error().message.find("an alias inside its own anchor") != std::string::npos);
+  auto docs = parse_manifests(doc, "cycle.yaml");
+  REQUIRE_FALSE(docs.ok());
+  CHECK(docs.error().message.find("cycle.yaml:1: manifest too large") == 0);
+  auto list = parse_manifests("apiVersion: v1\nkind: List\nitems:\n- &i {apiVersion: v1, kind: Namespace, "
+                              "metadata: {name: x}, self: *i}\n", "list.yaml");
+  CHECK_FALSE(list.ok());
+}
+
+// Found by test/fuzz/k8s_wire_fuzz (corpus k8s_wire_fuzz/repro-write-not-utf8*):
+// a manifest with a byte that is not UTF-8 made manifest_to_json (the Kubernetes
+// write path) throw nlohmann::json::type_error out of the datastore: the agent or
+// the CNI plugin aborted.
+TEST_CASE("manifest_to_json: text that is not UTF-8 is an error, not an exception") {
+  Result<std::string> r = fail_msg("not run");
+  CHECK_NOTHROW(r = manifest_to_json("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\nb: \"\xff\xfe\"\n"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.find("not valid UTF-8") != std::string::npos);
+  K8sResource ns{"", "v1", "Namespace", "namespaces", false};
+  CHECK_FALSE(k8s_write_body("apiVersion: v1\nkind: Namespace\nmetadata: {name: \"\xc3\x28\"}\n", ns,
+                             DocKey{"Namespace", "", "x"}).ok());
+  CHECK(manifest_to_json("a: \"caf\xc3\xa9\"\n").ok());  // UTF-8 is fine
+}
+
 TEST_CASE("text digests: XXH3 of the text plus its size") {
   CHECK(text_digest("abc") == text_digest(std::string("abc")));
   CHECK(text_digest("abc").size == 3);

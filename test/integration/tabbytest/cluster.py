@@ -106,10 +106,18 @@ class EtcdStore:
         self.log = os.path.join(lab.tmp, "etcd.log")
         peer = f"http://{ETCD_IP}:2380"
         self.daemon = _Proc(self.node, "etcd", self.log)
-        self.daemon.spawn([etcd, "--name", "t", "--data-dir", data, "--listen-client-urls", self.url,
-                           "--advertise-client-urls", self.url, "--listen-peer-urls", peer,
-                           "--initial-advertise-peer-urls", peer, "--initial-cluster", f"t={peer}"])
+        self.args = [etcd, "--name", "t", "--data-dir", data, "--listen-client-urls", self.url,
+                     "--advertise-client-urls", self.url, "--listen-peer-urls", peer,
+                     "--initial-advertise-peer-urls", peer, "--initial-cluster", f"t={peer}"]
+        self.start()
+
+    def start(self):
+        """Starts etcd (again, after stop(): same data directory) and waits until healthy."""
+        self.daemon.spawn(self.args)
         wait_until(lambda: self._ctl(["endpoint", "health"], check_rc=False).returncode == 0, 20, "etcd healthy")
+
+    def stop(self):
+        self.daemon.stop()
 
     def _ctl(self, args, input_=None, check_rc=True):
         return sh(self.node.cmd(["etcdctl", "--endpoints", self.url] + args), check_rc=check_rc, input_=input_)
