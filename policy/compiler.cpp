@@ -300,6 +300,7 @@ struct PolicyCompiler::Impl {
   // as last emitted.
   TunnelGuardConfig guard, applied_guard;
   std::set<uint32_t> guard_peers, applied_guard_peers;
+  bool guard_peers_dirty = false;  // changed since the last delta (pod churn skips the diff)
 
   // Desired ruleset pieces that deltas track.
   std::map<std::string, std::vector<std::string>> chains;    // non-base chains
@@ -1073,6 +1074,7 @@ struct PolicyCompiler::Impl {
     applied_out = vmap_out;
     applied_guard = guard;
     applied_guard_peers = guard_peers;
+    guard_peers_dirty = false;
     dirty_chains.clear();
     dirty_in.clear();
     dirty_out.clear();
@@ -1134,7 +1136,7 @@ struct PolicyCompiler::Impl {
         out.elements.push_back(std::move(op));
       }
     // 2b. Tunnel guard peers (the settings are the same: a change forces a full script).
-    if (guard.enabled) {
+    if (guard.enabled && guard_peers_dirty) {
       ElementOp del{false, kTunnelPeersSet, {}}, add{true, kTunnelPeersSet, {}};
       for (uint32_t a : applied_guard_peers)
         if (!guard_peers.count(a)) del.elements.emplace_back(IpAddress::v4(a).str(), "");
@@ -1249,7 +1251,9 @@ void PolicyCompiler::set_tunnel_peers(const std::vector<IpAddress>& addrs) {
   std::set<uint32_t> v4;
   for (const auto& a : addrs)
     if (a.is_v4()) v4.insert(a.v4_host_order());
+  if (v4 == impl_->guard_peers) return;
   impl_->guard_peers = std::move(v4);
+  impl_->guard_peers_dirty = true;
 }
 const TunnelGuardConfig& PolicyCompiler::tunnel_guard() const { return impl_->guard; }
 size_t PolicyCompiler::tunnel_peer_count() const { return impl_->guard_peers.size(); }

@@ -24,6 +24,9 @@
 //      text) without libnftables' O(ruleset) cache fetch; a delta that creates or
 //      deletes a set, or has a rule form the encoder does not cover, runs through
 //      libnftables instead; a rejected delta falls back to a full resync.
+//      The tunnel guard (TunnelGuardConfig) lives in the same table:
+//      set_tunnel_guard() once, set_tunnel_peers() as nodes change (element
+//      deltas); with CompilerOptions::enforce_policy false it is all there is.
 //   4. Every minute or so NftExecutor::repair(compiler) (reads the table back,
 //      resyncs on drift; costs ~2 s at 1,000 policies / 10,000 endpoints).
 //   5. For `tabby policy`: NftExecutor::report(compiler).
