@@ -298,7 +298,7 @@ struct PolicyCompiler::Impl {
 
   // Tunnel guard: settings and node addresses (IPv4, host order), desired and
   // as last emitted.
-  TunnelGuardConfig guard, applied_guard;
+  TunnelGuardConfig guard;  // a change marks the table unapplied (full script)
   std::set<uint32_t> guard_peers, applied_guard_peers;
   bool guard_peers_dirty = false;  // changed since the last delta (pod churn skips the diff)
 
@@ -1072,7 +1072,6 @@ struct PolicyCompiler::Impl {
     for (const auto& [k, set] : sets) applied_sets.insert(set.name);
     applied_in = vmap_in;
     applied_out = vmap_out;
-    applied_guard = guard;
     applied_guard_peers = guard_peers;
     guard_peers_dirty = false;
     dirty_chains.clear();

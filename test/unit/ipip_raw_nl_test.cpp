@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <linux/rtnetlink.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
