@@ -2,7 +2,8 @@
 # run-vm.sh — boots Debian's stock kernel under qemu (TCG) with a busybox initramfs that
 # loads the modules this kernel lacks on the host (ipip, bridge, veth, 9p; nf_tables and
 # nft_objref for the tunnel guard), mounts the host's / read-only over virtio-9p, chroots
-# into it and runs one test script with the host's own binaries; then powers off. Prints "VMTEST rc=N" with the script's exit code.
+# into it and runs one test script with the host's own binaries; then powers off. Prints
+# "VMTEST rc=N" with the script's exit code.
 # Adapted from /work/shared/recipes/vm-ipip.sh.
 #   usage: run-vm.sh WORKDIR SCRIPT [ARGS...]   (SCRIPT path as seen from the host's /)
 # WORKDIR is shared read-write at the same path in the guest (guest /tmp is an empty tmpfs).
