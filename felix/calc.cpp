@@ -22,7 +22,8 @@ std::string RouteOp::str() const {
 }
 
 bool CalcChanges::empty() const {
-  return !bgp_changed && !tunnels_changed && !interfaces_changed && routes.empty() && namespaces_upserted.empty() &&
+  return !bgp_changed && !tunnels_changed && !interfaces_changed && !nodes_changed && routes.empty() &&
+         namespaces_upserted.empty() &&
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
          policies_upserted.empty() && policies_removed.empty();
 }
@@ -132,7 +133,7 @@ struct Calc::Impl {
   std::map<Prefix, std::string> disagreements;
 
   // ---- dirty marks
-  bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true;
+  bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
   std::set<Prefix> dirty_blocks, dirty_learned;
   std::set<IpAddress> dirty_ips;
   std::set<std::string> dirty_endpoints, dirty_namespaces;
@@ -204,6 +205,7 @@ struct Calc::Impl {
 
   void node_changed(const std::string& name) {
     block_problems.reset();
+    nodes_dirty = true;
     bgp_dirty = true;
     tunnels_dirty = true;
     if (name == opt.node_name) {
@@ -770,6 +772,8 @@ struct Calc::Impl {
       tunnels = std::move(t);
       tunnels_dirty = false;
     }
+    ch.nodes_changed = nodes_dirty;
+    nodes_dirty = false;
     if (ifaces_dirty) {
       std::vector<std::string> v;
       for (const auto& [i, n] : local_ifaces) v.push_back(i);
@@ -1063,6 +1067,12 @@ const NodeInfo* Calc::node(const std::string& name) const {
 std::vector<std::string> Calc::node_names() const {
   std::vector<std::string> v;
   for (const auto& [n, i] : impl_->nodes) v.push_back(n);
+  return v;
+}
+std::vector<IpAddress> Calc::node_ipv4_addresses() const {
+  std::vector<IpAddress> v;
+  for (const auto& [n, i] : impl_->nodes)
+    if (i.ipv4) v.push_back(i.ipv4->addr);
   return v;
 }
 std::vector<PoolView> Calc::pools() const {

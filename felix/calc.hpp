@@ -120,6 +120,7 @@ struct CalcChanges {
   bool bgp_changed = false;          // speaker_config() differs
   bool tunnels_changed = false;      // tunnel_config() differs
   bool interfaces_changed = false;   // workload_interfaces() differs
+  bool nodes_changed = false;        // a node came, went or changed (node_ipv4_addresses())
   std::vector<RouteOp> routes;       // per-route edits, removals before upserts
   std::vector<policy::Namespace> namespaces_upserted;
   std::vector<std::string> namespaces_removed;
@@ -225,6 +226,9 @@ class Calc {
   // ---- cluster state
   const NodeInfo* node(const std::string& name) const;
   std::vector<std::string> node_names() const;
+  // Every node's IPv4 underlay address (spec.bgp.ipv4Address), this node's
+  // included: the sources tunnel traffic is accepted from (the tunnel guard).
+  std::vector<IpAddress> node_ipv4_addresses() const;
   std::vector<PoolView> pools() const;  // accepted pools, name order
   std::optional<std::string> block_owner(const Prefix& block) const;
   std::optional<IpAddress> tunnel_address(const std::string& node, bool vxlan) const;

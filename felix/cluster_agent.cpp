@@ -7,6 +7,7 @@
 //   Calc         -> Speaker             (peers: mesh, reflectors, BGPPeers; announcements: our blocks)
 //   Calc         -> KernelDriver        (routes per class, tunnel devices, VTEPs, workload veths)
 //   Calc         -> PolicyCompiler -> NftExecutor   (endpoints, namespaces, policies → table inet tabby)
+//   Calc         -> PolicyCompiler (tunnel guard)   (nodes' underlay addresses → set tunnel-peers)
 //   Agent        -> Datastore           (registers this node's Node resource when it has none)
 //   all modules  -> ApiServer           (read-only snapshots: status, routes, ipam, endpoints, policy)
 //   all modules  -> Metrics -> HealthServer   (/metrics, /readyz, /livez on metricsAddress)
@@ -127,7 +128,7 @@ class ClusterAgent {
       return std::make_unique<api::RouteList>();
     });
     api_.handle("/v1/policy", [this]() -> std::unique_ptr<google::protobuf::Message> {
-      if (!compiler_ || !nft_)
+      if (!compiler_ || !nft_ || !config_.dataplane.policy)
         return policy_error_message(nullptr, "policy enforcement is off (dataplane.enabled and dataplane.policy)");
       auto r = nft_->report(*compiler_);
       if (!r) return policy_error_message(compiler_.get(), r.error().message);
@@ -160,12 +161,15 @@ class ClusterAgent {
       if (!k) return fatal(k.error().message);
       kernel_ = std::move(*k);
       kernel_->on_applied([this](double seconds) { observe_dataplane_apply(metrics_, seconds); });
-      if (config_.dataplane.policy) {
-        auto x = policy::NftExecutor::create();
-        if (!x) return fatal("cannot open nftables for policy: " + x.error().message);
-        nft_ = std::move(*x);
-        compiler_ = std::make_unique<policy::PolicyCompiler>();
-      }
+      // table inet tabby: NetworkPolicy when dataplane.policy, and in any case the
+      // tunnel guard (VXLAN/IPIP only from nodes; Calico's Felix does the same
+      // whether or not policy is enforced).
+      auto x = policy::NftExecutor::create();
+      if (!x) return fatal("cannot open nftables: " + x.error().message);
+      nft_ = std::move(*x);
+      policy::CompilerOptions po;
+      po.enforce_policy = config_.dataplane.policy;
+      compiler_ = std::make_unique<policy::PolicyCompiler>(po);
     }
 
     DatastoreConfig dsc = *config_.datastore;
@@ -281,7 +285,7 @@ class ClusterAgent {
     processing_ = true;
     // Endpoint/namespace/policy deltas are built only for a compiler that takes
     // deltas (a full pass programs it from the Calc's state).
-    CalcChanges ch = calc_.take_changes(/*with_policy=*/compiler_ != nullptr && !full);
+    CalcChanges ch = calc_.take_changes(/*with_policy=*/compiler_ != nullptr && config_.dataplane.policy && !full);
     report_problems();
 
     // Calc -> Speaker.
@@ -306,8 +310,13 @@ class ClusterAgent {
 
     // Calc -> PolicyCompiler -> NftExecutor.
     if (compiler_) {
-      if (full) calc_.program_full(*compiler_);
-      else Calc::apply_to(*compiler_, ch);
+      if (config_.dataplane.policy) {
+        if (full) calc_.program_full(*compiler_);
+        else Calc::apply_to(*compiler_, ch);
+      }
+      // Calc -> tunnel guard: the nodes' addresses, as set element changes.
+      compiler_->set_tunnel_guard({true, config_.dataplane.vxlan_port});
+      if (full || ch.nodes_changed) compiler_->set_tunnel_peers(calc_.node_ipv4_addresses());
       sync_policy(full || !policy_synced_);
     }
     processing_ = false;
@@ -325,8 +334,11 @@ class ClusterAgent {
     }
     if (!policy_synced_) {
       policy_synced_ = true;
-      log("policy programmed: " + std::to_string(compiler_->policy_count()) + " policies, " +
-          std::to_string(compiler_->endpoint_count()) + " endpoints");
+      log((config_.dataplane.policy ? "policy programmed: " + std::to_string(compiler_->policy_count()) +
+                                          " policies, " + std::to_string(compiler_->endpoint_count()) + " endpoints; "
+                                    : std::string("policy not enforced (dataplane.policy false); ")) +
+          "tunnel guard: VXLAN (udp " + std::to_string(compiler_->tunnel_guard().vxlan_port) + ") and IPIP only from " +
+          std::to_string(compiler_->tunnel_peer_count()) + " node addresses");
       schedule_policy_repair();
     }
   }
@@ -411,7 +423,9 @@ class ClusterAgent {
               "dataplane: " + std::to_string(s.routes_pending) + " routes pending" +
                   (s.errors.empty() ? "" : ", " + s.errors.front()));
     }
-    if (compiler_) h.check("policy", policy_synced_, "policy: ruleset not programmed yet");
+    if (compiler_)
+      h.check("policy", policy_synced_,
+              config_.dataplane.policy ? "policy: ruleset not programmed yet" : "tunnel guard: not programmed yet");
     return h;
   }
 
@@ -433,6 +447,12 @@ class ClusterAgent {
       collect_bgp(m, ps);
     }
     if (kernel_) collect_dataplane(m, kernel_->status());
+    // NftExecutor -> Metrics: the tunnel guard's drop counters (one GETOBJ each).
+    if (nft_ && policy_synced_) {
+      auto v = nft_->read_counter(compiler_->options().table, policy::kTunnelDropVxlanCounter);
+      auto i = nft_->read_counter(compiler_->options().table, policy::kTunnelDropIpipCounter);
+      if (v && i) collect_tunnel_drops(m, vxlan_drops_.update(v->packets), ipip_drops_.update(i->packets));
+    }
     collect_calc_metrics(m, calc_, config_.node_name);
     set_datastore_in_sync(m, in_sync_);
   }
@@ -542,6 +562,7 @@ class ClusterAgent {
   HealthServer health_;
   asio::signal_set signals_;
   asio::steady_timer policy_timer_;
+  mutable MirroredTotal vxlan_drops_, ipip_drops_;  // tunnel guard counters, across table replacements
   std::string marker_;
   bool restarting_ = false, in_sync_ = false, connected_ = true, dp_complete_ = false, policy_synced_ = false;
   bool processing_ = false, again_ = false, process_posted_ = false, stopping_ = false, waiting_logged_ = false;

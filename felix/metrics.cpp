@@ -280,6 +280,9 @@ void declare_agent_metrics(Metrics& m) {
   m.declare_gauge("tabby_policy_policies", "Network policies known to the agent.");
   m.declare_gauge("tabby_policy_endpoints", "Local workload endpoints policy is programmed for.");
 
+  m.declare_counter("tabby_tunnel_packets_dropped_total",
+                    "VXLAN and IPIP packets from hosts that are not nodes, dropped before decapsulation.", {"proto"});
+
   m.declare_gauge("tabby_ipam_blocks", "Claimed IPAM blocks, by pool.", {"pool"});
   m.declare_gauge("tabby_ipam_addresses_used", "Allocated addresses in claimed blocks, by pool.", {"pool"});
   m.declare_gauge("tabby_ipam_addresses_capacity", "Allocatable addresses in claimed blocks, by pool.", {"pool"});
@@ -333,6 +336,11 @@ void collect_dataplane_routes(Metrics& m, const std::array<size_t, dataplane::kR
 void collect_policy(Metrics& m, size_t policies, size_t local_endpoints) {
   m.set("tabby_policy_policies", static_cast<double>(policies));
   m.set("tabby_policy_endpoints", static_cast<double>(local_endpoints));
+}
+
+void collect_tunnel_drops(Metrics& m, uint64_t vxlan_packets, uint64_t ipip_packets) {
+  m.set("tabby_tunnel_packets_dropped_total", {"vxlan"}, static_cast<double>(vxlan_packets));
+  m.set("tabby_tunnel_packets_dropped_total", {"ipip"}, static_cast<double>(ipip_packets));
 }
 
 void collect_ipam(Metrics& m, const std::vector<IpamBlockSnapshot>& blocks) {

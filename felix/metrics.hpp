@@ -132,6 +132,21 @@ void collect_dataplane_routes(Metrics& m, const std::array<size_t, dataplane::kR
 // with an interface, i.e. those policy is programmed for).
 void collect_policy(Metrics& m, size_t policies, size_t local_endpoints);
 
+// A total mirrored from a kernel counter that restarts at 0 when its object is
+// recreated (an nft counter after the table is replaced): the mirror stays
+// monotonic, adding what was counted before each restart.
+struct MirroredTotal {
+  uint64_t before_restarts = 0, last = 0;
+  uint64_t update(uint64_t reading) {
+    if (reading < last) before_restarts += last;
+    last = reading;
+    return before_restarts + reading;
+  }
+};
+// tabby_tunnel_packets_dropped_total{proto="vxlan"|"ipip"}: tunnel packets from
+// hosts that are not nodes, dropped by the tunnel guard (policy.hpp).
+void collect_tunnel_drops(Metrics& m, uint64_t vxlan_packets, uint64_t ipip_packets);
+
 // One claimed block (felix/api_messages.hpp fills these from Calc).
 struct IpamBlockSnapshot {
   std::string pool;  // "" when no pool contains the block any more

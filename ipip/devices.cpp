@@ -22,6 +22,7 @@
 #include <set>
 
 #include "ipip/ipip.hpp"
+#include "ipip/raw_nl.hpp"
 
 namespace tabby::ipip {
 
@@ -68,44 +69,6 @@ struct FdbEntry {
   std::array<uint8_t, 6> mac;
   IpAddress dst;
   bool operator<(const FdbEntry& o) const { return std::tie(mac, dst) < std::tie(o.mac, o.dst); }
-};
-
-class RawNl {
- public:
-  RawNl() {
-    fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    sockaddr_nl sa{};
-    sa.nl_family = AF_NETLINK;
-    if (fd_ >= 0) ::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  }
-  ~RawNl() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  // Sends one request; for dumps calls each() per reply message. Returns -errno or 0.
-  int request(std::vector<char>& msg, const std::function<void(const nlmsghdr*)>& each = {}) {
-    auto* h = reinterpret_cast<nlmsghdr*>(msg.data());
-    h->nlmsg_len = static_cast<uint32_t>(msg.size());
-    h->nlmsg_seq = ++seq_;
-    if (::send(fd_, msg.data(), msg.size(), 0) < 0) return -errno;
-    std::vector<char> buf(1 << 16);
-    for (;;) {
-      ssize_t len = ::recv(fd_, buf.data(), buf.size(), 0);
-      if (len < 0) {
-        if (errno == EINTR) continue;
-        return -errno;
-      }
-      for (auto* r = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
-        if (r->nlmsg_seq != seq_) continue;
-        if (r->nlmsg_type == NLMSG_DONE) return 0;
-        if (r->nlmsg_type == NLMSG_ERROR) return static_cast<nlmsgerr*>(NLMSG_DATA(r))->error;
-        if (each) each(r);
-      }
-    }
-  }
-
- private:
-  int fd_ = -1;
-  uint32_t seq_ = 0;
 };
 
 void add_attr(std::vector<char>& b, uint16_t type, const void* data, size_t len) {
@@ -379,6 +342,9 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
     if (err < 0) errors += nlerr(" neighbour " + ip.str(), err);
   }
   RawNl raw;
+  if (raw.open_error() < 0)
+    return fail_msg("VXLAN " + cfg.ifname + ":" + errors + " rtnetlink socket for FDB entries: " +
+                    std::strerror(-raw.open_error()));
   int derr = 0;
   auto have_fdb = fdb_dump(raw, ifindex, derr);
   if (derr < 0) errors += std::string(" dump fdb: ") + std::strerror(-derr);

@@ -18,6 +18,9 @@
 //   chain egress  (hook forward, priority filter):   ct established/related
 //                    accept; iifname vmap @wl-out; unknown <prefix>* iif drop.
 //   chain ingress (hook forward, priority filter+1): the same for oifname/@wl-in.
+//   set tunnel-peers, counters tunnel-drop-*, chain tunnel-guard (hook input):
+//                    the tunnel guard (policy.hpp), when enabled; with
+//                    enforce_policy off it is all the table holds.
 // An accept in the egress base chain only ends that chain; the packet still
 // traverses the ingress base chain, so a flow passes only when the source's
 // egress side and the destination's ingress side both allow it. Host -> own pod
@@ -292,6 +295,12 @@ struct PolicyCompiler::Impl {
     std::string iface;
   };
   std::map<std::string, LocalEp> local;  // endpoint key -> state
+
+  // Tunnel guard: settings and node addresses (IPv4, host order), desired and
+  // as last emitted.
+  TunnelGuardConfig guard;  // a change marks the table unapplied (full script)
+  std::set<uint32_t> guard_peers, applied_guard_peers;
+  bool guard_peers_dirty = false;  // changed since the last delta (pod churn skips the diff)
 
   // Desired ruleset pieces that deltas track.
   std::map<std::string, std::vector<std::string>> chains;    // non-base chains
@@ -969,9 +978,40 @@ struct PolicyCompiler::Impl {
     return s;
   }
 
+  // The guard's set, counters and input chain (policy.hpp, TunnelGuardConfig).
+  std::string guard_text() const {
+    if (!guard.enabled) return "";
+    const std::string set = std::string("@") + kTunnelPeersSet;
+    std::string s = std::string("  set ") + kTunnelPeersSet +
+                    " { type ipv4_addr; comment \"underlay addresses of known nodes: tunnel traffic only from these\";";
+    if (!guard_peers.empty()) {
+      std::vector<std::string> v;
+      for (uint32_t a : guard_peers) v.push_back(IpAddress::v4(a).str());
+      s += " elements = " + elems_text(v, 0, v.size()) + ";";
+    }
+    s += " }\n";
+    const std::string port = std::to_string(guard.vxlan_port);
+    s += std::string("  counter ") + kTunnelDropVxlanCounter + " { comment \"VXLAN (udp " + port +
+         ") from a non-node, dropped\"; }\n";
+    s += std::string("  counter ") + kTunnelDropIpipCounter + " { comment \"IPIP from a non-node, dropped\"; }\n";
+    s += std::string("  chain ") + kTunnelGuardChain +
+         " {\n    type filter hook input priority filter - 10; policy accept;\n"
+         "    comment \"tunnel traffic only from nodes\"\n    iif \"lo\" accept\n"
+         "    udp dport " + port + " ip saddr != " + set + " counter name " + nft_quote(kTunnelDropVxlanCounter) +
+         " drop\n    ip protocol 4 ip saddr != " + set + " counter name " + nft_quote(kTunnelDropIpipCounter) +
+         " drop\n  }\n";
+    return s;
+  }
+
   std::string full_script() {
     settle();
     std::string s = "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
+    s += guard_text();
+    if (!opts.enforce_policy) {
+      s += "}\n";
+      mark_applied();
+      return s;
+    }
     std::vector<const IpSet*> ordered;
     for (const auto& [k, set] : sets) ordered.push_back(&set);
     std::sort(ordered.begin(), ordered.end(), [](auto a, auto b) { return a->name < b->name; });
@@ -1032,6 +1072,8 @@ struct PolicyCompiler::Impl {
     for (const auto& [k, set] : sets) applied_sets.insert(set.name);
     applied_in = vmap_in;
     applied_out = vmap_out;
+    applied_guard_peers = guard_peers;
+    guard_peers_dirty = false;
     dirty_chains.clear();
     dirty_in.clear();
     dirty_out.clear();
@@ -1092,6 +1134,22 @@ struct PolicyCompiler::Impl {
         for (auto& e : v) op.elements.emplace_back(std::move(e), "");
         out.elements.push_back(std::move(op));
       }
+    // 2b. Tunnel guard peers (the settings are the same: a change forces a full script).
+    if (guard.enabled && guard_peers_dirty) {
+      ElementOp del{false, kTunnelPeersSet, {}}, add{true, kTunnelPeersSet, {}};
+      for (uint32_t a : applied_guard_peers)
+        if (!guard_peers.count(a)) del.elements.emplace_back(IpAddress::v4(a).str(), "");
+      for (uint32_t a : guard_peers)
+        if (!applied_guard_peers.count(a)) add.elements.emplace_back(IpAddress::v4(a).str(), "");
+      for (ElementOp* op : {&del, &add}) {
+        if (op->elements.empty()) continue;
+        std::vector<std::string> v;
+        for (const auto& e : op->elements) v.push_back(e.first);
+        s += std::string(op->add ? "add" : "delete") + " element " + tb + " " + kTunnelPeersSet + " " +
+             elems_text(v, 0, v.size()) + "\n";
+        out.elements.push_back(std::move(*op));
+      }
+    }
     // 3. Chain contents: policy chains first, then endpoint chains.
     for (int pass = 0; pass < 2; ++pass)
       for (const auto& c : dirty_chains) {
@@ -1163,6 +1221,7 @@ PolicyCompiler::PolicyCompiler(CompilerOptions opts) : impl_(std::make_unique<Im
 PolicyCompiler::~PolicyCompiler() = default;
 
 void PolicyCompiler::upsert_namespace(const Namespace& ns) {
+  if (!impl_->opts.enforce_policy) return;
   impl_->namespaces[ns.name] = ns;
   impl_->namespace_changed(ns.name);
   // Policies scoped by namespace selector may now apply differently.
@@ -1175,9 +1234,28 @@ void PolicyCompiler::remove_namespace(const std::string& name) {
   for (const auto& [id, p] : impl_->policies)
     if (p.scope.kind == NamespaceScope::BySelector) impl_->relist(id);
 }
-void PolicyCompiler::upsert_endpoint(const Endpoint& ep) { impl_->upsert_endpoint(ep); }
+void PolicyCompiler::upsert_endpoint(const Endpoint& ep) {
+  if (impl_->opts.enforce_policy) impl_->upsert_endpoint(ep);
+}
 void PolicyCompiler::remove_endpoint(const std::string& key) { impl_->remove_endpoint(key); }
-void PolicyCompiler::upsert_policy(const Policy& p) { impl_->upsert_policy(p); }
+void PolicyCompiler::upsert_policy(const Policy& p) {
+  if (impl_->opts.enforce_policy) impl_->upsert_policy(p);
+}
+void PolicyCompiler::set_tunnel_guard(const TunnelGuardConfig& cfg) {
+  if (cfg == impl_->guard) return;
+  impl_->guard = cfg;
+  impl_->applied = false;  // a new chain or port: the next sync replaces the table (atomically)
+}
+void PolicyCompiler::set_tunnel_peers(const std::vector<IpAddress>& addrs) {
+  std::set<uint32_t> v4;
+  for (const auto& a : addrs)
+    if (a.is_v4()) v4.insert(a.v4_host_order());
+  if (v4 == impl_->guard_peers) return;
+  impl_->guard_peers = std::move(v4);
+  impl_->guard_peers_dirty = true;
+}
+const TunnelGuardConfig& PolicyCompiler::tunnel_guard() const { return impl_->guard; }
+size_t PolicyCompiler::tunnel_peer_count() const { return impl_->guard_peers.size(); }
 void PolicyCompiler::remove_policy(const std::string& id) { impl_->remove_policy(id); }
 std::string PolicyCompiler::full_script() { return impl_->full_script(); }
 std::string PolicyCompiler::take_delta() { return impl_->take_delta().script; }
@@ -1218,6 +1296,11 @@ const std::vector<std::string>* PolicyCompiler::chain_rules(const std::string& c
 RulesetShape PolicyCompiler::shape() const {
   impl_->settle();
   RulesetShape s;
+  if (impl_->guard.enabled) {
+    s.chain_rules[kTunnelGuardChain] = 3;
+    s.set_elements[kTunnelPeersSet] = impl_->guard_peers.size();
+  }
+  if (!impl_->opts.enforce_policy) return s;
   for (const auto& [n, r] : impl_->chains) s.chain_rules[n] = r.size();
   s.chain_rules["egress"] = 4;
   s.chain_rules["ingress"] = 4;

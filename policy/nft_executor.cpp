@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -730,6 +731,71 @@ Result<std::string> NftExecutor::list_json(const std::string& table) {
   auto r = run(ctx_->nft, "list table inet " + table);
   nft_ctx_output_set_flags(ctx_->nft, 0);
   return r;
+}
+
+Result<NftExecutor::CounterValue> NftExecutor::read_counter(const std::string& table, const std::string& name) {
+  if (auto st = open_netlink(ctx_->nl); !st) return fail(st.error());
+  NlBuf b;
+  uint32_t seq = ctx_->seq++;
+  size_t m = b.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ, NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, 0);
+  b.str(NFTA_OBJ_TABLE, table);
+  b.str(NFTA_OBJ_NAME, name);
+  b.u32be(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER);
+  b.end(m);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(ctx_->nl, b.bytes().data(), b.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+    return fail_msg(std::string("netlink send: ") + std::strerror(errno));
+  // The reply: one NEWOBJ message { ..., NFTA_OBJ_DATA { NFTA_COUNTER_BYTES,
+  // NFTA_COUNTER_PACKETS (u64, big endian) } }, then the ack.
+  std::optional<CounterValue> value;
+  std::vector<char> rb(16 * 1024);
+  for (;;) {
+    ssize_t n = recv(ctx_->nl, rb.data(), rb.size(), 0);
+    if (n < 0) return fail_msg(std::string("netlink recv: ") + std::strerror(errno));
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(rb.data()); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != seq) continue;  // a late answer to something earlier
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        int err = static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+        if (err != 0)
+          return fail_msg("counter " + name + " in table inet " + table + ": " + std::strerror(-err));
+        if (!value) return fail_msg("counter " + name + ": no value in the kernel's answer");
+        return *value;
+      }
+      if (h->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ)) continue;
+      const char* p = static_cast<const char*>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(nfgenmsg));
+      int rest = static_cast<int>(h->nlmsg_len) - static_cast<int>(NLMSG_LENGTH(NLMSG_ALIGN(sizeof(nfgenmsg))));
+      CounterValue v;
+      auto u64 = [](const nlattr* a) {
+        uint64_t x = 0;
+        if (a->nla_len >= NLA_HDRLEN + 8) {
+          const auto* d = reinterpret_cast<const uint8_t*>(a) + NLA_HDRLEN;
+          for (int i = 0; i < 8; ++i) x = (x << 8) | d[i];
+        }
+        return x;
+      };
+      while (rest >= static_cast<int>(NLA_HDRLEN)) {
+        const auto* a = reinterpret_cast<const nlattr*>(p);
+        if (a->nla_len < NLA_HDRLEN || a->nla_len > rest) break;
+        if ((a->nla_type & NLA_TYPE_MASK) == NFTA_OBJ_DATA) {
+          const char* q = p + NLA_HDRLEN;
+          int qrest = a->nla_len - NLA_HDRLEN;
+          while (qrest >= static_cast<int>(NLA_HDRLEN)) {
+            const auto* c = reinterpret_cast<const nlattr*>(q);
+            if (c->nla_len < NLA_HDRLEN || c->nla_len > qrest) break;
+            if ((c->nla_type & NLA_TYPE_MASK) == NFTA_COUNTER_BYTES) v.bytes = u64(c);
+            if ((c->nla_type & NLA_TYPE_MASK) == NFTA_COUNTER_PACKETS) v.packets = u64(c);
+            q += NLA_ALIGN(c->nla_len);
+            qrest -= NLA_ALIGN(c->nla_len);
+          }
+        }
+        p += NLA_ALIGN(a->nla_len);
+        rest -= NLA_ALIGN(a->nla_len);
+      }
+      value = v;
+    }
+  }
 }
 
 namespace {

@@ -24,6 +24,9 @@
 //      text) without libnftables' O(ruleset) cache fetch; a delta that creates or
 //      deletes a set, or has a rule form the encoder does not cover, runs through
 //      libnftables instead; a rejected delta falls back to a full resync.
+//      The tunnel guard (TunnelGuardConfig) lives in the same table:
+//      set_tunnel_guard() once, set_tunnel_peers() as nodes change (element
+//      deltas); with CompilerOptions::enforce_policy false it is all there is.
 //   4. Every minute or so NftExecutor::repair(compiler) (reads the table back,
 //      resyncs on drift; costs ~2 s at 1,000 policies / 10,000 endpoints).
 //   5. For `tabby policy`: NftExecutor::report(compiler).
@@ -202,7 +205,33 @@ Result<uint8_t> parse_protocol(std::string_view text);  // "TCP", "udp", "ICMP",
 struct CompilerOptions {
   std::string table = "tabby";             // table inet <table>
   std::string workload_prefix = "cali";    // unknown <prefix>* interfaces fail closed
+  // false: NetworkPolicy is not enforced; the table holds only the tunnel guard
+  // (below) and endpoint/namespace/policy upserts are ignored.
+  bool enforce_policy = true;
 };
+
+// Tunnel guard (what Calico's Felix does for its tunnels): VXLAN (UDP to the
+// agent's VXLAN port) and IPIP (IP protocol 4) addressed to this node are
+// accepted only from the underlay IPv4 addresses of known nodes; the rest is
+// counted and dropped. In the table:
+//   set     tunnel-peers       ipv4_addr: the nodes' underlay addresses
+//   counter tunnel-drop-vxlan / tunnel-drop-ipip
+//   chain   tunnel-guard (hook input, priority filter - 10): packets from lo
+//           accept; UDP to the VXLAN port / protocol 4 from an address not in
+//           tunnel-peers: count, drop.
+// The input hook sees only packets addressed to this node, after IP reassembly
+// and before the VXLAN socket or the ipip handler decapsulates them; forwarded
+// traffic, BGP and every other protocol are untouched. IPv4 only: the VXLAN
+// device has an IPv4 local address (no IPv6 socket) and tunl0 is IPv4-in-IPv4.
+struct TunnelGuardConfig {
+  bool enabled = false;
+  uint16_t vxlan_port = 4789;
+  bool operator==(const TunnelGuardConfig&) const = default;
+};
+inline constexpr const char* kTunnelPeersSet = "tunnel-peers";
+inline constexpr const char* kTunnelGuardChain = "tunnel-guard";
+inline constexpr const char* kTunnelDropVxlanCounter = "tunnel-drop-vxlan";
+inline constexpr const char* kTunnelDropIpipCounter = "tunnel-drop-ipip";
 
 // What the kernel should hold for one local endpoint (for `tabby policy`).
 struct EndpointPolicies {
@@ -260,6 +289,14 @@ class PolicyCompiler {
   void remove_endpoint(const std::string& key);  // "ns/name"
   void upsert_policy(const Policy& p);
   void remove_policy(const std::string& id);     // Policy::id()
+  // Tunnel guard settings: a change takes effect through a full script (the
+  // next sync is one; it replaces the table atomically).
+  void set_tunnel_guard(const TunnelGuardConfig& cfg);
+  // The nodes' underlay addresses (IPv6 ones are ignored): deltas add and delete
+  // only the elements of tunnel-peers that changed.
+  void set_tunnel_peers(const std::vector<IpAddress>& addrs);
+  const TunnelGuardConfig& tunnel_guard() const;
+  size_t tunnel_peer_count() const;
 
   // Full ruleset: one script that atomically replaces the table. Also marks
   // the current state as applied (the next delta starts from here).
@@ -356,6 +393,12 @@ class NftExecutor {
   Result<std::vector<EndpointReport>> report(const PolicyCompiler& c);
   // `nft -j list table inet <table>` text.
   Result<std::string> list_json(const std::string& table);
+  // The packets/bytes of named counter `name` in table inet <table>: one
+  // nf_tables GETOBJ request (no listing of the table, no libnftables cache).
+  struct CounterValue {
+    uint64_t packets = 0, bytes = 0;
+  };
+  Result<CounterValue> read_counter(const std::string& table, const std::string& name);
 
  private:
   NftExecutor() = default;

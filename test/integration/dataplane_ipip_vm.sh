@@ -2,12 +2,16 @@
 # dataplane_ipip_vm — IPIP checks. On this host kernel (no ipip): the driver reports
 # "kernel has no ipip support: load module ipip or use vxlanMode" and routes via tunl0
 # stay pending. In the qemu guest (test/vm/run-vm.sh, booted once for all IPIP
-# checks): IPIP Always and CrossSubnet with three nodes and pods (test/vm/guest_ipip.py).
+# checks): IPIP Always and CrossSubnet with three nodes and pods (test/vm/guest_ipip.py),
+# then the tunnel guard: two agents with IPIP pods, IPIP from a non-node host is
+# dropped and counted (test/vm/guest_tunnel_guard.py).
 set -u
 ROOT=${TABBY_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 BUILD=${TABBY_BUILD:-$ROOT/build}
 DRIVER=$BUILD/test/tools/tabby-dp-driver
 [ -x "$DRIVER" ] || { echo "FAIL: $DRIVER missing (scripts/build.sh release)"; exit 1; }
+TABBY=${TABBY_BIN:-$BUILD/felix/tabby}
+[ -x "$TABBY" ] || { echo "FAIL: $TABBY missing (scripts/build.sh release)"; exit 1; }
 P=tb$$i
 W=$(mktemp -d /tmp/$P-vm.XXXX)
 cleanup() { ip netns del ${P}h 2>/dev/null; rm -rf "$W"; }
@@ -41,15 +45,17 @@ ls /boot/vmlinuz-* 2>/dev/null | grep -qv cloud || { echo "FAIL: cannot run the 
 # repository may live under /tmp (CI's fresh clone can): stage what the guest
 # runs into the shared work dir, which the guest mounts at the same path.
 S=$W/vm/stage
-mkdir -p $S/test/integration $S/test/vm $S/build/test/tools
+mkdir -p $S/test/integration $S/test/vm $S/build/test/tools $S/build/felix
 cp "$ROOT"/test/integration/_dplab.py $S/test/integration/
-cp "$ROOT"/test/vm/guest_ipip.py $S/test/vm/
+cp -r "$ROOT"/test/integration/tabbytest $S/test/integration/
+cp "$ROOT"/test/vm/guest_ipip.py "$ROOT"/test/vm/guest_tunnel_guard.py "$ROOT"/test/vm/guest_main.py $S/test/vm/
 cp "$DRIVER" $S/build/test/tools/
+cp "$TABBY" $S/build/felix/tabby
 start=$(date +%s)
-timeout 900 "$ROOT/test/vm/run-vm.sh" "$W/vm" "$S/test/vm/guest_ipip.py" "$S" "$S/build" > $W/vm.log 2>&1
+timeout 900 "$ROOT/test/vm/run-vm.sh" "$W/vm" "$S/test/vm/guest_main.py" "$S" "$S/build" > $W/vm.log 2>&1
 echo "VM run took $(( $(date +%s) - start ))s"
-grep -E "^(ok:|guest kernel|GUEST-IPIP|VMTEST|insmod)" $W/vm.log
-if grep -q "GUEST-IPIP PASS" $W/vm.log && grep -q "VMTEST rc=0" $W/vm.log; then
+grep -E "^(ok:|guest kernel|GUEST-IPIP|GUEST-TUNNEL-GUARD|VMTEST|insmod|\[)" $W/vm.log
+if grep -q "GUEST-IPIP PASS" $W/vm.log && grep -q "GUEST-TUNNEL-GUARD PASS" $W/vm.log && grep -q "VMTEST rc=0" $W/vm.log; then
   echo PASS; exit 0
 fi
 echo "----- guest log tail"; tail -40 $W/vm.log

@@ -1064,3 +1064,26 @@ TEST_CASE("resources: an alias inside its own anchor is an error, not a stack ov
                              "labels: {x: *m}}\nspec: {podSelector: {}}\n")
             .ok() == false);
 }
+
+TEST_CASE("tunnel guard input: every node's IPv4 address; nodes_changed only when a node changes") {
+  Node n1("node-1");
+  auto ch = n1.feed("nodes.yaml", kThreeNodes);
+  CHECK(ch.nodes_changed);
+  auto strs = [&] {
+    std::vector<std::string> v;
+    for (const auto& a : n1.calc.node_ipv4_addresses()) v.push_back(a.str());
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  CHECK(strs() == std::vector<std::string>{"198.18.0.11", "198.18.0.12", "198.18.0.13"});
+  ch = n1.feed("pool.yaml", pool_yaml("p", "198.19.0.0/16"));
+  CHECK_FALSE(ch.nodes_changed);
+  ch = n1.feed("node-4.yaml", node_yaml("node-4", "198.18.0.14/24"));
+  CHECK(ch.nodes_changed);
+  CHECK(strs().size() == 4);
+  ch = n1.drop("node-4.yaml");
+  CHECK(ch.nodes_changed);
+  CHECK(strs() == std::vector<std::string>{"198.18.0.11", "198.18.0.12", "198.18.0.13"});
+  ch = n1.feed("nodes-copy.yaml", kThreeNodes);  // the same nodes again
+  CHECK_FALSE(ch.nodes_changed);
+}

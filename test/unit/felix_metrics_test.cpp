@@ -244,3 +244,21 @@ TEST_CASE("datastore, dataplane, policy and IPAM collectors") {
   collect_ipam(m, {});
   CHECK(std::isnan(m.value("tabby_ipam_blocks", {"pool-a"})));
 }
+
+TEST_CASE("tunnel guard drops: both protocols as series; the mirror stays monotonic across counter restarts") {
+  Metrics m;
+  declare_agent_metrics(m);
+  MirroredTotal vx, ip;
+  collect_tunnel_drops(m, vx.update(5), ip.update(0));
+  CHECK(m.value("tabby_tunnel_packets_dropped_total", {"vxlan"}) == 5);
+  CHECK(m.value("tabby_tunnel_packets_dropped_total", {"ipip"}) == 0);
+  CHECK(m.render().find("# TYPE tabby_tunnel_packets_dropped_total counter\n"
+                        "tabby_tunnel_packets_dropped_total{proto=\"ipip\"} 0\n"
+                        "tabby_tunnel_packets_dropped_total{proto=\"vxlan\"} 5\n") != std::string::npos);
+  // The nft table was replaced (counter back to 0), then 2 more drops: 7 in all.
+  collect_tunnel_drops(m, vx.update(2), ip.update(0));
+  CHECK(m.value("tabby_tunnel_packets_dropped_total", {"vxlan"}) == 7);
+  collect_tunnel_drops(m, vx.update(3), ip.update(1));
+  CHECK(m.value("tabby_tunnel_packets_dropped_total", {"vxlan"}) == 8);
+  CHECK(m.value("tabby_tunnel_packets_dropped_total", {"ipip"}) == 1);
+}

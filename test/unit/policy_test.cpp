@@ -1019,3 +1019,81 @@ TEST_CASE("compiler: random churn: deltas keep every set equal to a fresh compil
   // And the whole ruleset renders as the fresh compiler's does.
   CHECK(inc.full_script() == fresh()->full_script());
 }
+
+TEST_CASE("compiler: tunnel guard: VXLAN/IPIP only from node addresses, peers change by element") {
+  PolicyCompiler c;
+  base_state(c);
+  c.set_tunnel_guard({true, 4789});
+  auto v4 = [](const char* s) { return *IpAddress::parse(s); };
+  c.set_tunnel_peers({v4("198.18.0.12"), v4("198.18.0.11"), *IpAddress::parse("2001:db8::1")});
+  std::string full = c.full_script();
+  CHECK(full.find("  set tunnel-peers { type ipv4_addr; comment \"underlay addresses of known nodes: tunnel traffic "
+                  "only from these\"; elements = { 198.18.0.11, 198.18.0.12 }; }\n") != std::string::npos);
+  CHECK(full.find("  counter tunnel-drop-vxlan {") != std::string::npos);
+  CHECK(full.find("  counter tunnel-drop-ipip {") != std::string::npos);
+  CHECK(full.find("  chain tunnel-guard {\n    type filter hook input priority filter - 10; policy accept;\n") !=
+        std::string::npos);
+  CHECK(full.find("    iif \"lo\" accept\n"
+                  "    udp dport 4789 ip saddr != @tunnel-peers counter name \"tunnel-drop-vxlan\" drop\n"
+                  "    ip protocol 4 ip saddr != @tunnel-peers counter name \"tunnel-drop-ipip\" drop\n") !=
+        std::string::npos);
+  CHECK(full.find("chain ingress {") != std::string::npos);  // policy is still there
+  CHECK(c.tunnel_peer_count() == 2);                         // the IPv6 address is ignored
+  RulesetShape sh = c.shape();
+  CHECK(sh.chain_rules.at("tunnel-guard") == 3);
+  CHECK(sh.set_elements.at("tunnel-peers") == 2);
+
+  // A node comes, another goes: element changes only, structured for netlink.
+  c.set_tunnel_peers({v4("198.18.0.11"), v4("198.18.0.13")});
+  Delta d = c.take_delta_ops();
+  CHECK(d.script ==
+        "delete element inet tabby tunnel-peers { 198.18.0.12 }\n"
+        "add element inet tabby tunnel-peers { 198.18.0.13 }\n");
+  CHECK(d.elements_only);
+  CHECK(d.structured);
+  REQUIRE(d.elements.size() == 2);
+  CHECK((!d.elements[0].add && d.elements[0].set == "tunnel-peers" && d.elements[0].elements[0].first == "198.18.0.12"));
+  CHECK((d.elements[1].add && d.elements[1].elements[0].first == "198.18.0.13"));
+  // The same set again: nothing to do.
+  c.set_tunnel_peers({v4("198.18.0.13"), v4("198.18.0.11")});
+  CHECK(c.take_delta().empty());
+  // Pod churn and peer churn in one delta.
+  c.upsert_endpoint(ep("x", "d", {{"role", "client"}}, "198.19.1.4", "calixd"));
+  c.set_tunnel_peers({v4("198.18.0.11")});
+  std::string mixed = c.take_delta();
+  CHECK(mixed.find("delete element inet tabby tunnel-peers { 198.18.0.13 }\n") != std::string::npos);
+  CHECK(mixed.find("add element inet tabby wl-in { \"calixd\"") != std::string::npos);
+
+  // A new VXLAN port: the next sync is a full script (one transaction) with the new rule.
+  CHECK(c.applied_once());
+  c.set_tunnel_guard({true, 8472});
+  CHECK(!c.applied_once());
+  full = c.full_script();
+  CHECK(full.find("udp dport 8472 ip saddr != @tunnel-peers") != std::string::npos);
+  CHECK(full.find("elements = { 198.18.0.11 }") != std::string::npos);
+  c.set_tunnel_guard({true, 8472});  // unchanged: stays applied
+  CHECK(c.applied_once());
+}
+
+TEST_CASE("compiler: with policy not enforced the table holds only the tunnel guard") {
+  CompilerOptions o;
+  o.enforce_policy = false;
+  PolicyCompiler c(o);
+  base_state(c);  // ignored: no policy, no endpoint chains, no dispatch
+  c.upsert_policy(pol(kDenyIngressX));
+  CHECK(c.policy_count() == 0);
+  CHECK(c.endpoint_count() == 0);
+  c.set_tunnel_guard({true, 4789});
+  c.set_tunnel_peers({*IpAddress::parse("198.18.0.11")});
+  std::string full = c.full_script();
+  CHECK(full.find("chain tunnel-guard {") != std::string::npos);
+  CHECK(full.find("elements = { 198.18.0.11 }") != std::string::npos);
+  CHECK(full.find("hook forward") == std::string::npos);
+  CHECK(full.find("wl-in") == std::string::npos);
+  CHECK(full.rfind("table inet tabby\ndelete table inet tabby\ntable inet tabby {\n", 0) == 0);
+  RulesetShape sh = c.shape();
+  CHECK(sh.chain_rules.size() == 1);
+  CHECK(sh.set_elements.size() == 1);
+  c.set_tunnel_peers({*IpAddress::parse("198.18.0.11"), *IpAddress::parse("198.18.0.12")});
+  CHECK(c.take_delta() == "add element inet tabby tunnel-peers { 198.18.0.12 }\n");
+}

@@ -1,8 +1,9 @@
 #!/bin/bash
 # run-vm.sh — boots Debian's stock kernel under qemu (TCG) with a busybox initramfs that
-# loads the modules this kernel lacks on the host (ipip, bridge, veth, 9p), mounts the
-# host's / read-only over virtio-9p, chroots into it and runs one test script with the
-# host's own binaries; then powers off. Prints "VMTEST rc=N" with the script's exit code.
+# loads the modules this kernel lacks on the host (ipip, bridge, veth, 9p; nf_tables and
+# nft_objref for the tunnel guard), mounts the host's / read-only over virtio-9p, chroots
+# into it and runs one test script with the host's own binaries; then powers off. Prints
+# "VMTEST rc=N" with the script's exit code.
 # Adapted from /work/shared/recipes/vm-ipip.sh.
 #   usage: run-vm.sh WORKDIR SCRIPT [ARGS...]   (SCRIPT path as seen from the host's /)
 # WORKDIR is shared read-write at the same path in the guest (guest /tmp is an empty tmpfs).
@@ -16,7 +17,7 @@ K=${K:-$(ls /lib/modules | grep -v cloud | sort -V | tail -1)}
 mkdir -p $W/ir/{bin,dev,proc,sys,host,lib/modules}
 cp /bin/busybox $W/ir/bin/busybox
 : > $W/ir/mods
-for m in ipip bridge veth 9p 9pnet_virtio virtio_pci; do
+for m in ipip bridge veth 9p 9pnet_virtio virtio_pci nf_tables nft_objref; do
   for ko in $(modprobe -S $K --show-depends $m | awk '$1=="insmod"{print $2}'); do
     grep -qx "$ko" $W/ir/mods || { echo "$ko" >> $W/ir/mods; cp "$ko" $W/ir/lib/modules/; }
   done
