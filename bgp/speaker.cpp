@@ -979,9 +979,26 @@ Status Speaker::reconfigure(SpeakerConfig c) {
   std::map<IpAddress, const NeighborConfig*> fresh;
   for (const auto& n : c.peers) fresh[n.address] = &n;
   std::vector<IpAddress> to_remove;
+  bool as_change = c.asn != old.asn;
   for (auto& [addr, p] : im.peers) {
     auto f = fresh.find(addr);
-    if (f == fresh.end() || !(*f->second == p->cfg)) to_remove.push_back(addr);
+    if (f == fresh.end() || *f->second == p->cfg) {
+      if (f == fresh.end()) to_remove.push_back(addr);
+      continue;
+    }
+    // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
+    // mesh peers' AS together: such a peer restarts with the others below
+    // (gracefully) instead of being torn down.
+    NeighborConfig only_as = p->cfg;
+    only_as.asn = f->second->asn;
+    if (as_change && only_as == *f->second) {
+      p->cfg = *f->second;
+      PeerConfig rc = im.rib_peer_config(p->cfg);
+      rc.router_id = im.rib->peer(p->rib_id).router_id;
+      im.rib->update_peer(p->rib_id, rc);
+      continue;
+    }
+    to_remove.push_back(addr);
   }
   for (const auto& a : to_remove) {
     bool changed = fresh.count(a) != 0;
