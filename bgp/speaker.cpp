@@ -221,7 +221,9 @@ struct Speaker::Impl {
 
   Status start() {
     rib = std::make_unique<Rib>(store, rib_config());
-    if (auto st = listen(); !st) return st;
+    // A listener that cannot be bound does not stop the rest: sessions we dial
+    // work without it, and the next reconfigure() tries to bind again.
+    if (auto st = listen(); !st) listen_error = st.error().message;
     originate({}, cfg.announcements);
     for (const auto& n : cfg.peers) add_peer(n);
     sync_deadline = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(cfg.restart_time));
@@ -229,6 +231,7 @@ struct Speaker::Impl {
       if (!ec && !alive.expired()) check_initial_sync(true);
     });
     if (cfg.peers.empty()) check_initial_sync(false);
+    if (!listen_error.empty()) return fail_msg(listen_error);
     return {};
   }
 

@@ -70,7 +70,9 @@ class Speaker {
   // kernel): OPENs then carry the Restart State (R) bit and the Forwarding State
   // (F) bit for every family.
   void set_restarting(bool restarting);
-  // Binds the listeners and starts every peer.
+  // Binds the listeners and starts every peer. A listener that cannot be bound
+  // is returned as the error, but the peers are started all the same (the
+  // sessions we dial work) and reconfigure() retries the bind.
   Status start();
   // Applies a new config: added peers start, removed peers stop with
   // Cease/Peer De-configured, changed peers restart, announcements diffed.

@@ -363,8 +363,11 @@ class ClusterAgent {
       schedule_process();
     });
     if (auto st = speaker_->start(); !st) {
-      log("BGP: " + st.error().message);
-      return;
+      // Running, but not as configured (no listener): a problem until a
+      // reconfigure binds it.
+      bgp_apply_problem_ = "BGP configuration not fully applied: " + st.error().message;
+      log("problem: " + bgp_apply_problem_);
+      count_config_apply_failure(metrics_, "bgp");
     }
     const auto& sc = speaker_->config();
     log("BGP running: router ID " + sc.router_id.str() + ", AS " + std::to_string(sc.asn) + ", " +

@@ -359,3 +359,31 @@ TEST_CASE("speaker reconfigure: a cluster-wide AS change (ours and the peers' to
   CHECK_FALSE(lost);  // peers kept each other's routes (graceful restart), no Cease
   CHECK(peer_of(*t.rr, "127.0.0.2")->type == "iBGP (RR client)");
 }
+
+TEST_CASE("speaker start: a listener that cannot be bound is an error, the peers run all the same") {
+  asio::io_context io;
+  uint16_t port = free_port();
+  auto a = speaker_config("127.0.0.1", port), b = speaker_config("127.0.0.2", port);
+  a.listen_address = ip("192.0.2.1");  // not an address of this host
+  a.peers = {neighbor("127.0.0.2", port, 64512, "127.0.0.1")};
+  b.peers = {neighbor("127.0.0.1", port, 64512, "127.0.0.2")};
+  b.peers[0].passive = true;  // only a's dialling can bring the session up
+  bgp::Speaker sa(io, a), sb(io, b);
+  auto st = sa.start();
+  REQUIRE_FALSE(st);
+  CHECK(st.error().message.find("192.0.2.1") != std::string::npos);
+  REQUIRE(sb.start());
+  CHECK(run_until(io, [&] { return established(sa, "127.0.0.2"); }, 8000));
+  // The next reconfigure retries the bind: still failing, still an error...
+  CHECK_FALSE(sa.reconfigure(a));
+  // ... and with an address the host has, it listens.
+  a.listen_address = ip("127.0.0.1");
+  CHECK(sa.reconfigure(a));
+  asio::io_context probe;
+  tcp::socket s(probe);
+  boost::system::error_code ec;
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  CHECK_FALSE(ec);
+  for (auto* sp : {&sa, &sb}) sp->stop(false, "test over");
+  io.run_for(std::chrono::milliseconds(20));
+}
