@@ -360,6 +360,46 @@ Rib::~Rib() = default;
 const RibConfig& Rib::config() const { return impl_->cfg; }
 uint32_t Rib::cluster_id() const { return impl_->cluster; }
 
+void Rib::set_identity(const RibConfig& cfg) {
+  auto& im = *impl_;
+  im.cfg = cfg;
+  im.rid = cfg.router_id.is_v4() ? cfg.router_id.v4_host_order() : 0;
+  im.cluster = reflector::effective_cluster_id(im.rid, cfg.cluster_id);
+  auto& local = im.peers[kLocalPeer];
+  local.cfg.asn = cfg.local_as;
+  local.cfg.router_id = cfg.router_id;
+  local.rid = im.rid;
+  for (size_t id = 1; id < im.peers.size(); ++id) {
+    auto& ps = im.peers[id];
+    if (!ps.exists) continue;
+    ps.ebgp = ps.cfg.asn != cfg.local_as;
+    ps.role = role_for(ps.cfg, cfg.local_as);
+  }
+}
+
+size_t Rib::recheck_imports() {
+  auto& im = *impl_;
+  size_t gone = 0;
+  for (size_t i = 1; i < im.peers.size(); ++i) {
+    if (!im.peers[i].exists) continue;
+    auto id = static_cast<PeerId>(i);
+    bool ebgp = im.peers[i].ebgp;
+    for (Family fam : {kIpv4Unicast, kIpv6Unicast}) {
+      std::vector<Prefix> looping;
+      for_each_path_from(id, fam, [&](const Prefix& p, const AttrRef& a, bool) {
+        if (!a) return;
+        if ((ebgp && as_path_contains(a->as_path, im.cfg.local_as)) ||
+            reflector::check_import(*a, im.rid, im.cluster) != reflector::ImportVerdict::Accept)
+          looping.push_back(p);
+      });
+      if (looping.empty()) continue;
+      withdraw(id, fam, looping);
+      gone += looping.size();
+    }
+  }
+  return gone;
+}
+
 PeerId Rib::add_peer(const PeerConfig& cfg) {
   auto& peers = impl_->peers;
   assert(peers.size() < 0xFFFF);

@@ -176,6 +176,14 @@ class Rib {
 
   const RibConfig& config() const;
   uint32_t cluster_id() const;
+  // Run-time change of the local identity (AS, router ID, cluster ID): every
+  // peer's iBGP/eBGP role is recomputed against the new AS. Paths already held
+  // are kept; call recheck_imports() to apply the new loop checks to them.
+  void set_identity(const RibConfig& cfg);
+  // Re-applies the import loop checks (RFC 4271 §9.1.2 AS loop, RFC 4456 §8
+  // ORIGINATOR_ID / CLUSTER_LIST) to every path held, e.g. after the cluster ID
+  // changed: a path that now loops is withdrawn. Returns how many went.
+  size_t recheck_imports();
 
   // Peers. Ids are never reused; kLocalPeer is reserved.
   PeerId add_peer(const PeerConfig& cfg);

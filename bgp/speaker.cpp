@@ -102,6 +102,10 @@ struct Peer {
   asio::steady_timer gr_timer;                  // RFC 4724 §4.2 restart timer (helper role)
   std::set<Family> stale_families;              // marked stale, awaiting End-of-RIB or the timer
   std::set<Family> eor_received;
+  // Its routes are stale because WE restarted the session in place (identity
+  // change, RFC 4724 §4.1 restarting-speaker role): they wait for its
+  // End-of-RIB (or the restart time) whatever F bits its new OPEN carries.
+  bool stale_from_local_restart = false;
   // RFC 4724 §4.1: as a restarting speaker, this peer's initial update (and our
   // End-of-RIB) waits until the initial sync is over.
   bool initial_update_deferred = false;
@@ -142,6 +146,7 @@ struct Speaker::Impl {
   bool synced = false;
   std::unique_ptr<asio::steady_timer> sync_deadline;
   std::vector<uint8_t> out_buf;
+  std::string listen_error;  // the listeners could not be bound at the last reconfigure
 
   // RFC 4724 §4.1: the initial table is complete when every peer has sent
   // End-of-RIB for each family it negotiated (or the bounded wait ran out).
@@ -183,7 +188,7 @@ struct Speaker::Impl {
     return rc;
   }
 
-  SessionConfig session_config(const NeighborConfig& n) const {
+  SessionConfig session_config(const NeighborConfig& n, bool restarting_now = false) const {
     SessionConfig s;
     s.local_as = cfg.asn;
     s.local_router_id = cfg.router_id;
@@ -196,7 +201,7 @@ struct Speaker::Impl {
     s.graceful_restart.enabled = cfg.graceful_restart;
     s.graceful_restart.restart_time = cfg.restart_time;
     s.graceful_restart.max_restart_time = n.max_restart_time;
-    if (cfg.graceful_restart && restarting) {
+    if (cfg.graceful_restart && (restarting || restarting_now)) {
       s.graceful_restart.restarting = true;
       s.graceful_restart.forwarding_preserved = n.families;
     }
@@ -217,7 +222,9 @@ struct Speaker::Impl {
 
   Status start() {
     rib = std::make_unique<Rib>(store, rib_config());
-    if (auto st = listen(); !st) return st;
+    // A listener that cannot be bound does not stop the rest: sessions we dial
+    // work without it, and the next reconfigure() tries to bind again.
+    if (auto st = listen(); !st) listen_error = st.error().message;
     originate({}, cfg.announcements);
     for (const auto& n : cfg.peers) add_peer(n);
     sync_deadline = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(cfg.restart_time));
@@ -225,6 +232,7 @@ struct Speaker::Impl {
       if (!ec && !alive.expired()) check_initial_sync(true);
     });
     if (cfg.peers.empty()) check_initial_sync(false);
+    if (!listen_error.empty()) return fail_msg(listen_error);
     return {};
   }
 
@@ -320,7 +328,136 @@ struct Speaker::Impl {
     handle(p, ev::TcpConnectionConfirmed{id});
   }
 
+  void close_listeners() {
+    for (auto& a : listeners) {
+      boost::system::error_code ec;
+      a->close(ec);
+    }
+    listeners.clear();
+  }
+
   // -------------------------------------------------------------- peers
+  // Sends a Cease NOTIFICATION on the peer's established connection, if any.
+  void send_cease(Peer& p, uint8_t cease_subcode, const std::string& why) {
+    if (p.session_conn == kNoConn) return;
+    auto c = p.conns.find(p.session_conn);
+    if (c == p.conns.end()) return;
+    out_buf.clear();
+    NotificationMessage n{static_cast<uint8_t>(ErrorCode::Cease), cease_subcode, {}};
+    if (cease_subcode == cease_sub::AdministrativeShutdown || cease_subcode == cease_sub::AdministrativeReset)
+      n = make_shutdown_notification(cease_subcode, why);
+    encode(n, CodecContext{}, out_buf);
+    c->second->send(std::move(out_buf));
+    out_buf = {};
+  }
+
+  void arm_gr_timer(Peer& p, uint16_t seconds) {
+    p.gr_timer.expires_after(std::chrono::seconds(seconds));
+    LifeRef alive = p.life;
+    Peer* pp = &p;
+    p.gr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
+      if (ec || alive.expired()) return;
+      for (Family f : pp->stale_families) {
+        size_t n = rib->sweep_stale(pp->rib_id, f);
+        log("peer " + pp->cfg.address.str() + ": restart time over, " + std::to_string(n) + " stale " +
+            family_name(f) + " routes removed");
+      }
+      pp->stale_families.clear();
+      schedule_flush();
+    });
+  }
+
+  // Restarts one peer's session in place with the current cfg (new OPEN: local
+  // AS, router ID, graceful-restart capability). When graceful restart was
+  // negotiated on the session, it is closed without a NOTIFICATION as an agent
+  // restart does (RFC 4724 §4.1): the peer keeps our routes as stale, we keep
+  // its routes as stale, and the new OPEN carries the R and F bits so each side
+  // sweeps only what the other no longer sends after its End-of-RIB. Otherwise
+  // Cease/Other Configuration Change (RFC 4486) and its routes are withdrawn.
+  void restart_peer(const IpAddress& addr, const std::string& why) {
+    auto it = peers.find(addr);
+    if (it == peers.end()) return;
+    Peer& old = *it->second;
+    bool graceful = !stopped && old.session && old.session->peer_graceful_restart && old.session->local_graceful_restart &&
+                    cfg.graceful_restart;
+    std::set<Family> stale = old.stale_families;
+    bool was_up = old.session_conn != kNoConn;
+    if (graceful) {
+      for (auto& [id, c] : old.conns) c->close();
+    } else {
+      send_cease(old, cease_sub::OtherConfigurationChange, why);
+      for (auto& [id, c] : old.conns) c->close_after_flush();
+    }
+    old.conns.clear();
+    if (old.pending_connect) {
+      boost::system::error_code ec;
+      old.pending_connect->close(ec);
+    }
+    if (was_up) {
+      rib->peer_down(old.rib_id);
+      for (Family f : kFamilies) {
+        if (graceful && has_family(old.families, f)) {
+          rib->mark_stale(old.rib_id, f);
+          stale.insert(f);
+        } else if (!stale.count(f)) {
+          rib->withdraw_all(old.rib_id, f);
+        }
+      }
+    }
+    log("peer " + addr.str() + ": session restarted (" + why + (graceful ? ", graceful restart)" : ")"));
+    auto fresh = std::make_unique<Peer>(io, old.cfg, old.rib_id, session_config(old.cfg, graceful));
+    fresh->flaps = old.flaps + (was_up ? 1 : 0);
+    fresh->last_error = why;
+    fresh->stale_families = std::move(stale);
+    fresh->stale_from_local_restart = graceful && was_up;
+    Peer& ref = *fresh;
+    it->second = std::move(fresh);  // the old peer's handlers see its life expire
+    if (!ref.stale_families.empty()) arm_gr_timer(ref, cfg.restart_time);
+    handle(ref, ev::ManualStart{});
+    schedule_flush();
+  }
+
+  // RFC 4456 §7-§8 after the cluster ID changed, without resetting sessions:
+  //  - paths held whose CLUSTER_LIST now holds our (new) cluster ID are loops
+  //    and go (Rib::recheck_imports);
+  //  - paths refused earlier because they carried the OLD cluster ID are
+  //    acceptable now but were not kept: each established peer is asked for
+  //    its routes again with a ROUTE-REFRESH (RFC 2918); a peer that did not
+  //    negotiate route refresh has its session restarted (gracefully if it can);
+  //  - routes we reflected carry the old ID in their CLUSTER_LIST: every
+  //    established peer's Adj-RIB-Out is re-evaluated and only the routes
+  //    whose outgoing attributes changed are sent again (implicit replace).
+  void apply_cluster_change() {
+    size_t gone = rib->recheck_imports();
+    if (gone) log("cluster ID changed: " + std::to_string(gone) + " paths now loop (CLUSTER_LIST) and were removed");
+    std::vector<IpAddress> no_refresh;
+    for (auto& [addr, p] : peers) {
+      if (p->session_conn == kNoConn || p->initial_update_deferred) continue;
+      auto conn = p->conns.find(p->session_conn);
+      if (conn == p->conns.end()) continue;
+      if (!p->session->route_refresh) {
+        no_refresh.push_back(addr);
+        continue;
+      }
+      for (Family f : p->families) {
+        std::vector<uint8_t> buf;
+        encode(RouteRefreshMessage{f, RouteRefreshMessage::Subtype::Normal}, ctx_of(*p), buf);
+        conn->second->send(std::move(buf));
+      }
+    }
+    for (const auto& a : no_refresh) restart_peer(a, "cluster ID changed");
+    for (Family f : kFamilies) {
+      std::vector<Prefix> all;
+      rib->for_each_route(f, [&](const RouteView& rv) { all.push_back(rv.prefix); });
+      if (all.empty()) continue;
+      for (auto& [addr, p] : peers) {
+        if (p->session_conn == kNoConn || p->initial_update_deferred || !has_family(p->families, f)) continue;
+        send_out(*p, f, rib->export_changes(p->rib_id, f, all));
+      }
+    }
+    schedule_flush();
+  }
+
   void add_peer(const NeighborConfig& n) {
     PeerId id = rib->add_peer(rib_peer_config(n));
     auto p = std::make_unique<Peer>(io, n, id, session_config(n));
@@ -334,18 +471,7 @@ struct Speaker::Impl {
     auto it = peers.find(addr);
     if (it == peers.end()) return;
     Peer& p = *it->second;
-    if (p.session_conn != kNoConn) {
-      auto c = p.conns.find(p.session_conn);
-      if (c != p.conns.end()) {
-        out_buf.clear();
-        NotificationMessage n{static_cast<uint8_t>(ErrorCode::Cease), cease_subcode, {}};
-        if (cease_subcode == cease_sub::AdministrativeShutdown || cease_subcode == cease_sub::AdministrativeReset)
-          n = make_shutdown_notification(cease_subcode, why);
-        encode(n, CodecContext{}, out_buf);
-        c->second->send(std::move(out_buf));
-        out_buf = {};
-      }
-    }
+    send_cease(p, cease_subcode, why);
     for (auto& [id, c] : p.conns) c->close_after_flush();
     if (p.pending_connect) {
       boost::system::error_code ec;
@@ -516,7 +642,10 @@ struct Speaker::Impl {
     // preserve forwarding state for are flushed now; the others wait for its
     // End-of-RIB (or the restart timer).
     if (!p.stale_families.empty()) {
-      auto preserved = gr_forwarding_preserved(e.session);
+      // After our own in-place restart the peer did not restart: its F bits say
+      // nothing about the routes we kept; only families no longer negotiated go.
+      auto preserved = p.stale_from_local_restart ? p.families : gr_forwarding_preserved(e.session);
+      p.stale_from_local_restart = false;
       for (auto it = p.stale_families.begin(); it != p.stale_families.end();) {
         if (!has_family(preserved, *it) || !has_family(p.families, *it)) {
           rib->sweep_stale(p.rib_id, *it);
@@ -558,6 +687,7 @@ struct Speaker::Impl {
     p.session.reset();
     p.session_conn = kNoConn;
     p.initial_update_deferred = false;
+    p.stale_from_local_restart = false;
     rib->peer_down(p.rib_id);
     // RFC 4724 §4.2 (helper): keep the families the peer asked us to keep,
     // marked stale, for its restart time; flush the rest.
@@ -573,19 +703,7 @@ struct Speaker::Impl {
     if (!p.stale_families.empty()) {
       log("peer " + p.cfg.address.str() + ": keeping its routes as stale for up to " +
           std::to_string(d.info.restart_time) + "s (graceful restart)");
-      p.gr_timer.expires_after(std::chrono::seconds(d.info.restart_time));
-      LifeRef alive = p.life;
-      Peer* pp = &p;
-      p.gr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
-        if (ec || alive.expired()) return;
-        for (Family f : pp->stale_families) {
-          size_t n = rib->sweep_stale(pp->rib_id, f);
-          log("peer " + pp->cfg.address.str() + ": restart time over, " + std::to_string(n) + " stale " +
-              family_name(f) + " routes removed");
-        }
-        pp->stale_families.clear();
-        schedule_flush();
-      });
+      arm_gr_timer(p, d.info.restart_time);
     }
     schedule_flush();
   }
@@ -857,20 +975,56 @@ Status Speaker::start() {
   return impl_->start();
 }
 
+// Every part of a new config applies at run time, touching only what it must:
+//  - peers: added ones start, removed ones stop with Cease/Peer De-configured,
+//    changed ones restart with Cease/Other Configuration Change (RFC 4486);
+//  - announcements: diffed;
+//  - cluster ID alone: reflection is re-evaluated in place (apply_cluster_change);
+//    a peer whose client role changes is a changed peer (above);
+//  - AS, router ID, graceful-restart settings: they go in the OPEN, so every
+//    kept session restarts (gracefully where negotiated: restart_peer);
+//  - listen address/port: the listeners are rebound.
+// What cannot apply (a listen socket that cannot be bound) is returned as an
+// error after everything else was applied.
 Status Speaker::reconfigure(SpeakerConfig c) {
   auto& im = *impl_;
-  const auto& old = im.cfg;
-  if (c.router_id != old.router_id || c.asn != old.asn || c.listen_address != old.listen_address ||
-      c.listen_port != old.listen_port || c.cluster_id != old.cluster_id ||
-      c.graceful_restart != old.graceful_restart || c.restart_time != old.restart_time)
-    return fail_msg("routerID, asNumber, listenAddress, listenPort, clusterID and gracefulRestart cannot change "
-                    "while running (restart the agent)");
+  const SpeakerConfig old = im.cfg;
+  bool identity = c.router_id != old.router_id || c.asn != old.asn || c.graceful_restart != old.graceful_restart ||
+                  c.restart_time != old.restart_time;
+  bool cluster = c.cluster_id != old.cluster_id;
+  bool listen = c.listen_address != old.listen_address || c.listen_port != old.listen_port;
+  std::string error;
+  if (!c.router_id.is_v4() || c.router_id.is_unspecified()) {
+    // Not usable as a BGP Identifier (RFC 4271 §4.2): keep the running one, apply the rest.
+    error = "router ID " + (c.router_id.is_unspecified() ? std::string("is not set") : c.router_id.str() + " is not IPv4") +
+            ": keeping " + old.router_id.str();
+    c.router_id = old.router_id;
+    identity = c.asn != old.asn || c.graceful_restart != old.graceful_restart || c.restart_time != old.restart_time;
+  }
+
   std::map<IpAddress, const NeighborConfig*> fresh;
   for (const auto& n : c.peers) fresh[n.address] = &n;
   std::vector<IpAddress> to_remove;
+  bool as_change = c.asn != old.asn;
   for (auto& [addr, p] : im.peers) {
     auto f = fresh.find(addr);
-    if (f == fresh.end() || !(*f->second == p->cfg)) to_remove.push_back(addr);
+    if (f == fresh.end() || *f->second == p->cfg) {
+      if (f == fresh.end()) to_remove.push_back(addr);
+      continue;
+    }
+    // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
+    // mesh peers' AS together: such a peer restarts with the others below
+    // (gracefully) instead of being torn down.
+    NeighborConfig only_as = p->cfg;
+    only_as.asn = f->second->asn;
+    if (as_change && only_as == *f->second) {
+      p->cfg = *f->second;
+      PeerConfig rc = im.rib_peer_config(p->cfg);
+      rc.router_id = im.rib->peer(p->rib_id).router_id;
+      im.rib->update_peer(p->rib_id, rc);
+      continue;
+    }
+    to_remove.push_back(addr);
   }
   for (const auto& a : to_remove) {
     bool changed = fresh.count(a) != 0;
@@ -880,8 +1034,35 @@ Status Speaker::reconfigure(SpeakerConfig c) {
   }
   im.originate(old.announcements, c.announcements);
   im.cfg = std::move(c);
+  if (im.rib && (identity || cluster)) im.rib->set_identity(im.rib_config());
+  if (identity && !im.stopped) {
+    std::string why = old.asn != im.cfg.asn               ? "local AS changed"
+                      : old.router_id != im.cfg.router_id ? "router ID changed"
+                                                          : "graceful-restart settings changed";
+    log("BGP reconfigure: " + why + ": restarting every session");
+    std::vector<IpAddress> kept;
+    for (auto& [addr, p] : im.peers) kept.push_back(addr);
+    for (const auto& a : kept) im.restart_peer(a, why);
+  } else if (cluster && im.rib) {
+    log("BGP reconfigure: cluster ID changed to " +
+        IpAddress::v4(im.rib->cluster_id()).str() + ": re-evaluating reflection");
+    im.apply_cluster_change();
+  }
+  // Rebind on a change, and retry a bind that failed before (the address may exist now).
+  if ((listen || !im.listen_error.empty()) && !im.stopped) {
+    im.close_listeners();
+    im.listen_error.clear();
+    if (auto st = im.listen(); !st) im.listen_error = st.error().message;
+    else if (listen) log("BGP reconfigure: listening on " + (im.cfg.listen_address ? im.cfg.listen_address->str() : std::string("all addresses")) + " port " + std::to_string(im.cfg.listen_port));
+    for (auto& [addr, p] : im.peers) im.set_md5_keys(p->cfg, false);
+  }
+  if (!im.listen_error.empty()) {
+    if (!error.empty()) error += "; ";
+    error += im.listen_error;
+  }
   for (const auto& n : im.cfg.peers)
     if (!im.peers.count(n.address)) im.add_peer(n);
+  if (!error.empty()) return fail_msg(error);
   return {};
 }
 

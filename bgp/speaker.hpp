@@ -70,11 +70,17 @@ class Speaker {
   // kernel): OPENs then carry the Restart State (R) bit and the Forwarding State
   // (F) bit for every family.
   void set_restarting(bool restarting);
-  // Binds the listeners and starts every peer.
+  // Binds the listeners and starts every peer. A listener that cannot be bound
+  // is returned as the error, but the peers are started all the same (the
+  // sessions we dial work) and reconfigure() retries the bind.
   Status start();
-  // Applies a new config: added peers start, removed peers stop with
-  // Cease/Peer De-configured, changed peers restart, announcements diffed.
-  // Local identity changes (router ID, AS, listen socket) restart everything.
+  // Applies a new config, every part of it, touching only what it must: added
+  // peers start, removed peers stop with Cease/Peer De-configured, changed peers
+  // restart, announcements are diffed; a cluster ID change re-evaluates
+  // reflection in place (no session reset); router ID, AS and graceful-restart
+  // changes restart the sessions (gracefully where negotiated); a listen
+  // address/port change rebinds. What cannot apply (a bind) is the returned
+  // error; everything else has been applied all the same.
   Status reconfigure(SpeakerConfig config);
   // Stops every session. graceful=true closes TCP without a NOTIFICATION so
   // peers that negotiated graceful restart keep our routes (agent restart);

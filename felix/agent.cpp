@@ -66,8 +66,12 @@ int run_agent(const std::vector<std::string>& args) {
   // Speaker -> ApiServer: read-only snapshots.
   std::unique_ptr<BgpKernelRoutes> kernel;
   std::function<HealthState()> health_state;
+  // A SIGHUP reload that could not be applied (in full): a problem in status and
+  // /readyz until a later reload applies cleanly.
+  std::string config_problem;
   api.handle("/v1/status", [&] {
     auto st = status_message(config.node_name, speaker, started);
+    if (!config_problem.empty()) st->add_problems(config_problem);
     auto h = health_state();
     st->set_ready(h.ready);
     for (auto& w : h.reasons) st->add_not_ready(w);
@@ -82,6 +86,7 @@ int run_agent(const std::vector<std::string>& args) {
     HealthState h;
     h.check("bgp", speaker.initial_sync_done(), bgp_waiting_reason(speaker.peers()));
     if (kernel) h.check("dataplane", kernel->status().in_sync, "dataplane: not in sync");
+    h.check("config", config_problem.empty(), config_problem);
     return h;
   };
   metrics.add_collector([&](Metrics& m) {
@@ -145,15 +150,37 @@ int run_agent(const std::vector<std::string>& args) {
     if (ec) return;
     if (sig == SIGHUP) {
       // config file -> Speaker: re-read; a bad file keeps the running config.
+      // Everything the speaker has (identity, listener, cluster ID, graceful
+      // restart, peers, announcements) applies at run time; what cannot is a
+      // problem (status, /readyz 503, tabby_config_apply_failures_total).
       auto fresh = load_config(config_path);
+      auto problem = [&](const std::string& msg) {
+        config_problem = msg;
+        log(msg);
+        count_config_apply_failure(metrics, "reload");
+      };
+      std::string fixed;
+      if (fresh) {
+        auto key = [&](bool changed, const char* k) {
+          if (changed) fixed += std::string(fixed.empty() ? "'" : ", '") + k + "'";
+        };
+        key(fresh->node_name != config.node_name, "nodeName");
+        key(fresh->api_socket != config.api_socket, "apiSocket");
+        key(fresh->metrics_address != config.metrics_address, "metricsAddress");
+        key(fresh->dataplane_enabled != config.dataplane_enabled, "dataplane.enabled");
+        key(fresh->datastore.has_value(), "datastore");
+      }
       if (!fresh) {
-        log("reload rejected, keeping the running config: " + fresh.error().message);
-      } else if (fresh->api_socket != config.api_socket || fresh->node_name != config.node_name) {
-        log("reload rejected: nodeName and apiSocket cannot change while running (restart the agent)");
+        problem("config reload refused, running config kept: " + fresh.error().message);
+      } else if (!fixed.empty()) {
+        problem("config reload refused, running config kept: " + config_path + ": " + fixed +
+                " cannot change while the agent runs (restart the agent)");
       } else if (auto st = speaker.reconfigure(fresh->bgp); !st) {
-        log("reload rejected: " + st.error().message);
+        config = std::move(*fresh);
+        problem("config reload from " + config_path + " not fully applied: " + st.error().message);
       } else {
         config = std::move(*fresh);
+        config_problem.clear();
         log("config reloaded from " + config_path);
       }
       signals.async_wait(on_signal);

@@ -231,15 +231,10 @@ class ClusterAgent {
           if (store_problems_.erase(u.source)) log("resolved: " + u.source);
           break;
         }
-        log("problem: " + u.message);
-        // Keyed by source so a fixed file clears its entry; problems without a
-        // source are kept, the most recent 20.
-        if (u.source.empty()) {
-          anonymous_problems_.push_back(u.message);
-          if (anonymous_problems_.size() > 20) anonymous_problems_.erase(anonymous_problems_.begin());
-        } else {
-          store_problems_[u.source] = u.message;
-        }
+        // Keyed by source (a file, an etcd key, "etcd:watch", ...): the datastore
+        // clears it when the cause goes (an empty message for that source).
+        if (store_problems_[u.source.empty() ? u.message : u.source] != u.message) log("problem: " + u.message);
+        store_problems_[u.source.empty() ? u.message : u.source] = u.message;
         break;
       case DatastoreUpdate::Type::Connection:
         connected_ = u.connected;
@@ -292,7 +287,17 @@ class ClusterAgent {
     if (calc_.bgp_ready()) {
       if (!speaker_) start_speaker();
       else if (ch.bgp_changed || full) {
-        if (auto st = speaker_->reconfigure(calc_.speaker_config()); !st) log("BGP reconfigure: " + st.error().message);
+        // Every change is applied; what could not be is a problem until a later
+        // config applies cleanly (status, /readyz, tabby_config_apply_failures_total).
+        if (auto st = speaker_->reconfigure(calc_.speaker_config()); !st) {
+          std::string msg = "BGP configuration not fully applied: " + st.error().message;
+          if (msg != bgp_apply_problem_) log("problem: " + msg);
+          bgp_apply_problem_ = msg;
+          count_config_apply_failure(metrics_, "bgp");
+        } else if (!bgp_apply_problem_.empty()) {
+          log("resolved: " + bgp_apply_problem_);
+          bgp_apply_problem_.clear();
+        }
       }
     } else if (!speaker_ && !waiting_logged_) {
       waiting_logged_ = true;
@@ -370,8 +375,11 @@ class ClusterAgent {
       schedule_process();
     });
     if (auto st = speaker_->start(); !st) {
-      log("BGP: " + st.error().message);
-      return;
+      // Running, but not as configured (no listener): a problem until a
+      // reconfigure binds it.
+      bgp_apply_problem_ = "BGP configuration not fully applied: " + st.error().message;
+      log("problem: " + bgp_apply_problem_);
+      count_config_apply_failure(metrics_, "bgp");
     }
     const auto& sc = speaker_->config();
     log("BGP running: router ID " + sc.router_id.str() + ", AS " + std::to_string(sc.asn) + ", " +
@@ -426,6 +434,9 @@ class ClusterAgent {
     if (compiler_)
       h.check("policy", policy_synced_,
               config_.dataplane.policy ? "policy: ruleset not programmed yet" : "tunnel guard: not programmed yet");
+    // A configuration the agent could not apply is not a ready agent.
+    h.check("config", bgp_apply_problem_.empty() && reload_problem_.empty(),
+            !bgp_apply_problem_.empty() ? bgp_apply_problem_ : reload_problem_);
     return h;
   }
 
@@ -471,7 +482,8 @@ class ClusterAgent {
     st->set_datastore_in_sync(in_sync_);
     for (const auto& m : logged_problems_) st->add_problems(m);
     for (const auto& [src, m] : store_problems_) st->add_problems(m);
-    for (const auto& m : anonymous_problems_) st->add_problems(m);
+    if (!bgp_apply_problem_.empty()) st->add_problems(bgp_apply_problem_);
+    if (!reload_problem_.empty()) st->add_problems(reload_problem_);
     auto h = health();
     st->set_ready(h.ready);
     for (auto& w : h.reasons) st->add_not_ready(w);
@@ -506,9 +518,14 @@ class ClusterAgent {
   // dataplane.mtu and the VXLAN device's name, VNI and port); a bad file, or one
   // that changes a setting fixed for the agent's lifetime, keeps the running config.
   void reload() {
+    auto refuse = [this](const std::string& why) {
+      reload_problem_ = "config reload refused, running config kept: " + why;
+      log(reload_problem_);
+      count_config_apply_failure(metrics_, "reload");
+    };
     auto fresh = load_config(config_path_);
     if (!fresh) {
-      log("reload rejected, keeping the running config: " + fresh.error().message);
+      refuse(fresh.error().message);
       return;
     }
     // Settings fixed for the agent's lifetime: a change to any of them is refused
@@ -524,22 +541,16 @@ class ClusterAgent {
     fixed_key(fresh->dataplane.enabled != config_.dataplane.enabled, "dataplane.enabled");
     fixed_key(fresh->dataplane.policy != config_.dataplane.policy, "dataplane.policy");
     fixed_key(fresh->metrics_address != config_.metrics_address, "metricsAddress");
-    // The speaker's own identity and listener (bgp::Speaker::reconfigure refuses
-    // them, which would leave the file's peers and announcements unapplied too).
-    const auto &nb = fresh->bgp, &ob = config_.bgp;
-    fixed_key(fresh->router_id_given != config_.router_id_given || nb.router_id != ob.router_id, "routerID");
-    fixed_key(nb.asn != ob.asn, "asNumber");
-    fixed_key(nb.listen_address != ob.listen_address, "listenAddress");
-    fixed_key(nb.listen_port != ob.listen_port, "listenPort");
-    fixed_key(nb.cluster_id != ob.cluster_id, "clusterID");
-    fixed_key(nb.graceful_restart != ob.graceful_restart || nb.restart_time != ob.restart_time, "gracefulRestart");
+    // The speaker's identity, listener, cluster ID and graceful-restart settings
+    // apply at run time (bgp::Speaker::reconfigure).
     if (!fixed.empty()) {
-      log("reload rejected, keeping the running config: " + config_path_ + (n_fixed > 1 ? ": keys " : ": key ") + fixed +
-          " cannot change while the agent runs (restart the agent for nodeName, apiSocket, datastore, "
-          "metricsAddress, dataplane.enabled/policy, routerID, asNumber, listenAddress, listenPort, clusterID, "
-          "gracefulRestart)");
+      refuse(config_path_ + (n_fixed > 1 ? ": keys " : ": key ") + fixed +
+             " cannot change while the agent runs (restart the agent for nodeName, apiSocket, datastore, "
+             "metricsAddress, dataplane.enabled/policy)");
       return;
     }
+    if (!reload_problem_.empty()) log("resolved: " + reload_problem_);
+    reload_problem_.clear();
     config_ = std::move(*fresh);
     calc_.set_options(calc_options(config_));
     process(true);
@@ -568,7 +579,8 @@ class ClusterAgent {
   bool processing_ = false, again_ = false, process_posted_ = false, stopping_ = false, waiting_logged_ = false;
   std::set<std::string> logged_problems_;
   std::map<std::string, std::string> store_problems_;  // datastore Problems by source
-  std::vector<std::string> anonymous_problems_;
+  std::string bgp_apply_problem_;  // the speaker could not apply part of the last config
+  std::string reload_problem_;     // the last SIGHUP reload was refused
 };
 
 }  // namespace

@@ -156,7 +156,7 @@ struct SyncState {
   void send_part();  // the held events as one SnapshotPart
   // `source` names what the problem is about (a file path); an empty `message`
   // says that source's problem is resolved.
-  void problem(std::string message, std::string source = "");
+  void problem(std::string message, std::string source);
   // Delivers a Connection notice when the state flips.
   void connection(bool up, std::string message);
 };

@@ -49,7 +49,9 @@ struct EtcdState {
   std::optional<DocEvent> to_doc(const EtcdKv& kv, bool deleted) {
     auto key = parse_etcd_key(cfg.etcd_prefix, kv.key);
     if (!key) {
-      sync.problem("etcd key '" + kv.key + "' is not <prefix><kind>/[<namespace>/]<name>: ignored");
+      // Keyed by the etcd key: deleting the stray key clears it.
+      if (deleted) sync.problem("", "etcd:key " + kv.key);
+      else sync.problem("etcd key '" + kv.key + "' is not <prefix><kind>/[<namespace>/]<name>: ignored", "etcd:key " + kv.key);
       return std::nullopt;
     }
     DocEvent d;
@@ -87,10 +89,11 @@ struct EtcdState {
     }
     auto range = parse_etcd_range(r->body);
     if (!range) {
-      sync.problem("etcd " + url.str() + ": " + range.error().message);
+      sync.problem("etcd " + url.str() + ": " + range.error().message, "etcd:range");
       co_return false;
     }
     sync.connection(true, "etcd " + url.str() + " reachable");
+    sync.problem("", "etcd:range");  // listed: an earlier range problem is over
     std::vector<DocEvent> listed;
     for (const auto& kv : range->kvs)
       if (auto d = to_doc(kv, false)) listed.push_back(std::move(*d));
@@ -109,17 +112,18 @@ struct EtcdState {
       if (!sync.running) return false;
       auto m = parse_etcd_watch_line(line);
       if (!m) {
-        sync.problem("etcd " + url.str() + ": " + m.error().message);
+        sync.problem("etcd " + url.str() + ": " + m.error().message, "etcd:watch");
         return true;
       }
       if (m->created) {
         sync.connection(true, "etcd " + url.str() + " reachable (watching from revision " +
                                   std::to_string(revision + 1) + ")");
         backoff = {};
+        sync.problem("", "etcd:watch");  // watching again: an earlier watch problem is over
       }
       if (m->canceled) {
         if (m->compact_revision > 0) relist = true;
-        else sync.problem("etcd watch canceled: " + m->cancel_reason);
+        else sync.problem("etcd watch canceled: " + m->cancel_reason, "etcd:watch");
         return false;
       }
       std::vector<DocEvent> events;

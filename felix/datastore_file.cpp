@@ -95,6 +95,7 @@ struct FileState : std::enable_shared_from_this<FileState> {
   static constexpr uint8_t kStateMark = 1;  // <state_dir>/state_file_name(key) defines it
   std::map<std::string, DocMap> manifests;                    // users' manifest path → objects it defines
   std::map<DocKey, std::set<std::string>> manifest_owners;  // key → users' manifest paths defining it
+  std::set<DocKey> duplicate_keys;                          // keys reported as defined by several files
   std::set<std::string> pending;
   bool rescan = false;
   char buf[64 * 1024] __attribute__((aligned(alignof(struct inotify_event))));
@@ -117,9 +118,10 @@ struct FileState : std::enable_shared_from_this<FileState> {
 
   // Re-reads `path`: the new set of objects, or nullopt to keep the old one.
   std::optional<std::vector<DocEvent>> load(const std::string& path) {
+    bool had = problem_paths.erase(path) > 0;
     auto r = load_checked(path);
     // A file that had a problem and now loads (or is gone): say it is resolved.
-    if (r && problem_paths.erase(path)) sync.problem("", path);
+    if (had && !problem_paths.count(path)) sync.problem("", path);
     return r;
   }
 
@@ -144,7 +146,8 @@ struct FileState : std::enable_shared_from_this<FileState> {
       std::string file = fs::path(path).filename().string();
       auto want = parse_state_file_name(file);
       if (!want || state_file_name(*want) != file || docs->size() != 1 || (*docs)[0].key != *want) {
-        sync.problem(path + ": a state file must hold exactly the one object its name says; ignored");
+        problem_paths.insert(path);
+        sync.problem(path + ": a state file must hold exactly the one object its name says; ignored", path);
         return std::vector<DocEvent>{};
       }
     }
@@ -206,6 +209,16 @@ struct FileState : std::enable_shared_from_this<FileState> {
         affected[entry.first].source = path;
         auto o = manifest_owners.find(entry.first);
         if (o != manifest_owners.end() && o->second.erase(path) && o->second.empty()) manifest_owners.erase(o);
+        if (duplicate_keys.count(entry.first)) {
+          auto now = manifest_owners.find(entry.first);
+          bool still = now != manifest_owners.end() && now->second.size() > 1;
+          bool again = false;
+          for (const auto& d : *docs) again = again || d.key == entry.first;
+          if (!still && !again) {  // one file defines it again: the problem is over
+            duplicate_keys.erase(entry.first);
+            sync.problem("", "file:duplicate " + to_string(entry.first));
+          }
+        }
       }
       for (const auto& d : *docs) {
         affected[d.key].source = path;
@@ -214,7 +227,11 @@ struct FileState : std::enable_shared_from_this<FileState> {
         if (o.size() > 1) {
           std::string list;
           for (const auto& p : o) list += (list.empty() ? "" : ", ") + p;
-          sync.problem("file datastore: " + to_string(d.key) + " is defined in several files (" + list + ")");
+          duplicate_keys.insert(d.key);
+          sync.problem("file datastore: " + to_string(d.key) + " is defined in several files (" + list + ")",
+                       "file:duplicate " + to_string(d.key));
+        } else if (duplicate_keys.erase(d.key)) {
+          sync.problem("", "file:duplicate " + to_string(d.key));
         }
       }
       if (docs->empty())
@@ -275,7 +292,8 @@ struct FileState : std::enable_shared_from_this<FileState> {
             ::mkdir(state_dir.c_str(), 0755);
             wd_state = inotify_add_watch(inotify.native_handle(), state_dir.c_str(), kMask);
           } else if (ev->wd == wd_dir) {
-            sync.problem("file datastore: directory " + dir + " was removed; keeping the last state");
+            sync.problem("file datastore: directory " + dir + " was removed; keeping the last state",
+                         "file:directory " + dir);
           }
           rescan = true;
           continue;

@@ -105,6 +105,7 @@ struct K8sState {
     const std::string qkind = k8s_qualified_kind(r);
     const std::string path = k8s_collection_path(r);
     bool listed_once = false;
+    bool watch_problem = false;  // a problem raised for this watch is still listed
     std::string rv;  // empty: (re)list needed
     std::chrono::milliseconds backoff{0};
     auto sleep = [&](std::chrono::milliseconds d) -> asio::awaitable<void> {
@@ -147,13 +148,14 @@ struct K8sState {
           }
           if (!is_2xx(resp->status)) {
             self->sync.problem("kubernetes: GET " + path + ": HTTP " + std::to_string(resp->status) + ": " +
-                               k8s_status_text(resp->body));
+                                   k8s_status_text(resp->body),
+                               "kubernetes:list " + path);
             outcome = Outcome::Retry;
             break;
           }
           auto list = parse_k8s_list(resp->body, r);
           if (!list) {
-            self->sync.problem("kubernetes: GET " + path + ": " + list.error().message);
+            self->sync.problem("kubernetes: GET " + path + ": " + list.error().message, "kubernetes:list " + path);
             outcome = Outcome::Retry;
             break;
           }
@@ -167,7 +169,8 @@ struct K8sState {
           continue;
         }
         if (outcome == Outcome::NotServed) {
-          self->sync.problem("kubernetes: " + path + " not served (404; CRD not installed?): treated as empty");
+          self->sync.problem("kubernetes: " + path + " not served (404; CRD not installed?): treated as empty",
+                             "kubernetes:list " + path);
           self->sync.relist({}, [&](const DocKey& k) { return k.kind == qkind; });
           if (!listed_once) {
             listed_once = true;
@@ -177,6 +180,7 @@ struct K8sState {
           continue;
         }
         self->sync.relist(std::move(items), [&](const DocKey& k) { return k.kind == qkind; });
+        self->sync.problem("", "kubernetes:list " + path);  // listed: an earlier list problem is over
         rv = list_rv;
         if (!listed_once) {
           listed_once = true;
@@ -191,7 +195,8 @@ struct K8sState {
         if (!self->sync.running) return false;
         auto ev = parse_k8s_watch_line(line, r);
         if (!ev) {
-          self->sync.problem("kubernetes watch " + path + ": " + ev.error().message);
+          self->sync.problem("kubernetes watch " + path + ": " + ev.error().message, "kubernetes:watch " + path);
+          watch_problem = true;
           return true;
         }
         using T = K8sWatchEvent::Type;
@@ -201,13 +206,23 @@ struct K8sState {
               gone = true;
             } else {
               self->sync.problem("kubernetes watch " + path + ": error " + std::to_string(ev->error_code) + ": " +
-                                 ev->error_message);
+                                     ev->error_message,
+                                 "kubernetes:watch " + path);
+              watch_problem = true;
             }
             return false;
           case T::Bookmark:
+            if (watch_problem) {
+              watch_problem = false;
+              self->sync.problem("", "kubernetes:watch " + path);
+            }
             rv = ev->resource_version;
             return true;
           default:
+            if (watch_problem) {  // the watch delivers again: its earlier problem is over
+              watch_problem = false;
+              self->sync.problem("", "kubernetes:watch " + path);
+            }
             if (!ev->resource_version.empty()) rv = ev->resource_version;
             self->sync.changes({std::move(ev->doc)});
             backoff = {};
@@ -231,7 +246,9 @@ struct K8sState {
       }
       if (!is_2xx(resp->status)) {
         self->sync.problem("kubernetes: watch " + path + ": HTTP " + std::to_string(resp->status) + ": " +
-                           k8s_status_text(resp->body));
+                               k8s_status_text(resp->body),
+                           "kubernetes:watch " + path);
+        watch_problem = true;
         co_await sleep(next_backoff());
         continue;
       }

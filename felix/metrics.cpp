@@ -262,6 +262,9 @@ void declare_agent_metrics(Metrics& m) {
   m.declare_counter("tabby_bgp_peer_flaps_total", "Times the session left the Established state.", {"peer"});
 
   m.declare_counter("tabby_datastore_events_total", "Datastore events applied to the calculation.", {"kind", "type"});
+  m.declare_counter("tabby_config_apply_failures_total",
+                    "Configuration changes that could not be applied (also a problem in tabby status and /readyz).",
+                    {"what"});
   m.declare_gauge("tabby_datastore_in_sync", "1 once the datastore's initial snapshot is applied and its watch runs.");
 
   m.declare_histogram("tabby_dataplane_apply_seconds", "Time to write one batch of dataplane changes.",
@@ -309,6 +312,10 @@ void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers) {
 
 void count_datastore_event(Metrics& m, const std::string& kind, bool is_delete) {
   m.inc("tabby_datastore_events_total", {kind, is_delete ? "delete" : "upsert"});
+}
+
+void count_config_apply_failure(Metrics& m, const std::string& what) {
+  m.inc("tabby_config_apply_failures_total", {what});
 }
 
 void set_datastore_in_sync(Metrics& m, bool in_sync) { m.set("tabby_datastore_in_sync", in_sync ? 1 : 0); }

@@ -117,6 +117,9 @@ void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers);
 // tabby_datastore_events_total{kind,type}: type "upsert" or "delete"; kind the
 // resource kind ("IPPool", "Node", ...). Call once per event fed to the calculation.
 void count_datastore_event(Metrics& m, const std::string& kind, bool is_delete);
+// tabby_config_apply_failures_total{what}: a configuration change that could not
+// be applied (what: "bgp" for the speaker, "reload" for a refused SIGHUP reload).
+void count_config_apply_failure(Metrics& m, const std::string& what);
 // tabby_datastore_in_sync (1 once the initial snapshot was applied and the watch runs).
 void set_datastore_in_sync(Metrics& m, bool in_sync);
 

@@ -10,15 +10,19 @@ rewritten and node1's agent gets SIGHUP, in turn:
 1. dataplane.mtu 1400, a static announcement 203.0.113.0/24 and a static BGP peer:
    vxlan.tabby's MTU becomes 1350 (MTU - 50), node2 installs a kernel route to
    203.0.113.0/24 via node1, `tabby status` lists the new peer;
-2. dataplane.mtu 100 (out of range): rejected, the log names the file and the key;
-3. a YAML syntax error: rejected, the log names the file and the line;
-4. nodeName and gracefulRestart changed, then listenPort: rejected naming the file and
-   the keys (fixed while the agent runs: they name the node, or the speaker cannot
-   change them without a restart); after each of 2-4 the agent runs on with setting 1 (MTU, route and peer stay);
+2. dataplane.mtu 100 (out of range): refused, the log names the file and the key;
+3. a YAML syntax error: refused, the log names the file and the line;
+4. nodeName and metricsAddress changed: refused naming the file and the keys (fixed
+   while the agent runs); after each of 2-4 the agent runs on with setting 1 (MTU,
+   route and peer stay), and the refusal is a problem in `tabby status`, /readyz
+   answers 503 with it, tabby_config_apply_failures_total{what="reload"} counts it;
 5. the original file again: MTU back to the detected 1450, the announcement
-   withdrawn from node2, the static peer gone.
+   withdrawn from node2, the static peer gone, the problem cleared, /readyz 200.
 Throughout: the same agent process (no restart), the mesh session to node2 never
 flaps, and the continuous ping loses no packet.
+8. (after the checks above) gracefulRestart.restartTime and listenPort change: they
+   apply at run time (they used to be refused): node1 listens on the new port, the
+   mesh session comes back (restarted gracefully for the new OPEN), no problem.
 """
 import json
 import os
@@ -126,13 +130,20 @@ def body(lab):
             check(re.search(r"^203\.0\.113\.0/24 via 198\.18\.0\.11 ", a2.kernel_routes(), re.M),
                   f"node2 lost {ANNOUNCED} after {what}")
             check(STATIC_PEER in peers(a1), f"static peer gone after {what}")
-            check(a1.ready(), f"node1 not ready after {what}")
+            # The refusal is not only a log line: a problem, /readyz 503, a counter.
+            problems = (a1.status() or {}).get("problems", [])
+            check(any("config reload refused" in p for p in problems), f"no reload problem in status after {what}: {problems}")
+            code, text = a1.http_get("/readyz")
+            check(code == 503 and "config reload refused" in text, f"/readyz after {what}: {code} {text!r}")
+            metrics = a1.http_get("/metrics")[1]
+            check(re.search(r'^tabby_config_apply_failures_total\{what="reload"\} [1-9]', metrics, re.M),
+                  f"tabby_config_apply_failures_total does not count {what}")
 
         step("reload 2: dataplane.mtu 100 (out of range)")
         cfg = json.load(open(a1.conf))
         cfg["dataplane"]["mtu"] = 100
         mark = reload(text=json.dumps(cfg, indent=1))
-        msg = logged_since(mark, r"reload rejected.*", "the rejection in node1's log")
+        msg = logged_since(mark, r"config reload refused.*", "the rejection in node1's log")
         step(f"  logged: {msg}")
         check(a1.conf in msg and "dataplane.mtu" in msg and "576" in msg,
               f"the rejection does not name the file {a1.conf} and the key dataplane.mtu: {msg}")
@@ -141,28 +152,21 @@ def body(lab):
         step("reload 3: a YAML syntax error")
         text = json.dumps(cfg, indent=1).replace('"mtu": 100', '"mtu": [1400')
         mark = reload(text=text)
-        msg = logged_since(mark, r"reload rejected.*", "the rejection in node1's log")
+        msg = logged_since(mark, r"config reload refused.*", "the rejection in node1's log")
         step(f"  logged: {msg}")
         check(a1.conf in msg and re.search(r"line \d+", msg), f"the rejection names neither the file nor the line: {msg}")
         still_running_with_setting_1("a config with a syntax error")
 
-        step("reload 4: nodeName and gracefulRestart.restartTime changed (fixed while the agent runs)")
+        step("reload 4: nodeName and metricsAddress changed (fixed while the agent runs)")
         cfg["dataplane"]["mtu"] = 1400
         cfg["nodeName"] = "node1-renamed"
-        cfg["gracefulRestart"]["restartTime"] = 90
+        cfg["metricsAddress"] = "127.0.0.1:9092"
         mark = reload(text=json.dumps(cfg, indent=1))
-        msg = logged_since(mark, r"reload rejected.*", "the rejection in node1's log")
+        msg = logged_since(mark, r"config reload refused.*", "the rejection in node1's log")
         step(f"  logged: {msg}")
-        check(a1.conf in msg and "keys 'nodeName', 'gracefulRestart'" in msg,
-              f"the rejection does not name the file and the keys nodeName and gracefulRestart: {msg}")
-        cfg["gracefulRestart"]["restartTime"] = 60
-        cfg["nodeName"] = "node1"
-        cfg["listenPort"] = 1179
-        mark = reload(text=json.dumps(cfg, indent=1))
-        msg = logged_since(mark, r"reload rejected.*", "the rejection in node1's log")
-        step(f"  logged: {msg}")
-        check(a1.conf in msg and "key 'listenPort'" in msg, f"the rejection does not name listenPort: {msg}")
-        still_running_with_setting_1("a config with another nodeName / listenPort")
+        check(a1.conf in msg and "keys 'nodeName', 'metricsAddress'" in msg,
+              f"the rejection does not name the file and the keys nodeName and metricsAddress: {msg}")
+        still_running_with_setting_1("a config with another nodeName / metricsAddress")
 
         step("reload 5: the original config again")
         mark = reload()
@@ -170,7 +174,9 @@ def body(lab):
         wait_until(lambda: vx_mtu(n1) == 1450, 10, f"{VX} MTU back to the detected 1450")
         wait_until(lambda: ANNOUNCED not in a2.kernel_routes(), 15, f"node2 drops {ANNOUNCED}")
         wait_until(lambda: STATIC_PEER not in peers(a1), 10, f"static peer {STATIC_PEER} removed")
-        step(f"  applied: {VX} MTU {vx_mtu(n1)}, {ANNOUNCED} withdrawn, static peer removed")
+        check(not (a1.status() or {}).get("problems"), f"problems left after a good reload: {a1.status().get('problems')}")
+        check(a1.http_get("/readyz")[0] == 200, "/readyz not 200 after a good reload")
+        step(f"  applied: {VX} MTU {vx_mtu(n1)}, {ANNOUNCED} withdrawn, static peer removed, problem cleared")
         time.sleep(1)
     finally:
         answered, missing, out = pinger.stop()
@@ -215,6 +221,18 @@ def body(lab):
           and mesh1["since"] == mesh0["since"],
           f"the mesh session to node2 was reset by a reload: before {mesh0}, after {mesh1}")
     step("same agent process throughout; the mesh session never flapped")
+    c.ping_all()
+
+    step("reload 8: gracefulRestart.restartTime 90 and listenPort 1179 apply at run time")
+    mark = reload({"gracefulRestart": {"enabled": True, "restartTime": 90}, "listenPort": 1179})
+    logged_since(mark, r"config reloaded from " + re.escape(a1.conf), "'config reloaded' in node1's log")
+    wait_until(lambda: ":1179 " in n1.run(["ss", "-ltnH"]).stdout, 10, "node1 listening on port 1179")
+    check(":179 " not in n1.run(["ss", "-ltnH"]).stdout, "node1 still listening on port 179")
+    wait_until(lambda: a1.established_peers() == ["198.18.0.12"] and a2.established_peers() == ["198.18.0.11"], 30,
+               "mesh session node1 <-> node2 back after the restart for the new OPEN")
+    check(not (a1.status() or {}).get("problems") and a1.http_get("/readyz")[0] == 200,
+          f"node1 not clean after the run-time change: {(a1.status() or {}).get('problems')}")
+    check(a1.pids() == pid, "node1's agent was restarted")
     c.ping_all()
 
 

@@ -174,6 +174,19 @@ def body():
         m = w.mark()
         check(write(ep, "put", "Node", "", "n6", node("n6")).get("ok"), "put n6")
         w.wait(lambda w: ("Node", "", "n6") in w.state, 5, "n6 after relist")
+        # ---- problems carry a source and clear when their cause goes (a watch error
+        # raised during the outages is cleared once the watch runs again)
+        probs = w.of_type("problem")
+        check(all(u.get("source") for u in probs), f"problems without a source: {[u for u in probs if not u.get('source')]}")
+        def still_open(w):
+            last = {}
+            for u in w.of_type("problem"):
+                last[u["source"]] = u["message"]
+            return sorted(src for src, msg in last.items() if msg)
+        w.wait(lambda w: still_open(w) == ["etcd:key /tabby/garbage"], 5,
+               "only the stray key's problem open after the outages")
+        etcd.call("/v3/kv/deleterange", {"key": b64("/tabby/garbage")})
+        w.wait(lambda w: still_open(w) == [], 5, "the stray key's problem cleared once the key is deleted")
         print(f"objects: {len(w.state)}, updates: {len(w.updates)}")
     except Fail:
         if w:

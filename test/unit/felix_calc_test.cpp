@@ -404,6 +404,25 @@ TEST_CASE("route reflectors: 2 reflectors (same cluster ID) + 4 clients, mesh of
   CHECK(s.peers[0].description == "node specific");
 }
 
+TEST_CASE("hardened mesh: mesh off + one BGPPeer all() -> all() with password and ttlSecurity (GTSM)") {
+  // The Calico-compatible way to give the node-to-node sessions TCP MD5 and
+  // GTSM (RFC 5082): the automatic mesh has neither, a selector BGPPeer has both.
+  std::string y = kThreeNodes +
+                  "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n"
+                  "spec: {nodeToNodeMeshEnabled: false}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: mesh}\n"
+                  "spec: {nodeSelector: all(), peerSelector: all(), password: s3cret, ttlSecurity: 1}\n";
+  Node n1("node-1");
+  n1.feed("c.yaml", y);
+  const auto& s = n1.calc.speaker_config();
+  CHECK(peer_list(s) == std::vector<std::string>{"198.18.0.12 as64512", "198.18.0.13 as64512"});
+  for (const auto& p : s.peers) {
+    CHECK(p.ttl_security_hops == 1);
+    CHECK(p.password == "s3cret");
+    CHECK_FALSE(p.route_reflector_client);
+  }
+}
+
 TEST_CASE("mesh with a reflector: the reflector is not a mesh member, clients peer with it") {
   std::string y = kThreeNodes + node_yaml("rr-1", "198.18.0.1/24", "    routeReflectorClusterID: 224.0.0.1\n");
   Node n1("node-1"), rr("rr-1");
