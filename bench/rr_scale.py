@@ -9,8 +9,9 @@ then the time until every client holds (P-1)*k routes is measured (exact counts,
 for 1 s afterwards: "stable").
 
 Reflectors: tabby (P rr-client peers, passive, dataplane off, no graceful restart),
-BIRD 2 (P `rr client` protocols from one template, no kernel protocol), FRR bgpd -Z
-(one peer-group, route-reflector-client, `bgp listen range` for the clients).
+BIRD 2 (P `rr client` protocols from one template, no kernel protocol), FRR bgpd with
+zebra (one peer-group, route-reflector-client, `bgp listen range` for the clients;
+bgpd -Z cannot resolve iBGP next hops and reflects nothing; figures are bgpd's alone).
 
 Printed per reflector: converge seconds, CPU seconds of the reflector over the
 convergence, peak RSS (VmHWM), RSS idle / with all sessions up (=> bytes per session)
@@ -95,7 +96,9 @@ def make_reflector(kind, node, nclients):
         d.write_config = wc
         return d
     if kind == "frr":
-        d = Frr(node, AS, RR_IP, zebra=False)
+        # With zebra: bgpd -Z cannot resolve iBGP next hops (nexthop tracking goes
+        # through zebra) and then reflects nothing. Figures are bgpd's alone.
+        d = Frr(node, AS, RR_IP, zebra=True)
 
         def wc():
             L = [f"log file {d.fdir}/bgpd.log warnings", f"router bgp {AS}", f" bgp router-id {RR_IP}",
