@@ -9,7 +9,8 @@
 // 3. Each client announces its PREFIXES_PER_CLIENT /26s (10.0.0.0/8 upwards, client i
 //    owns indexes i*k .. i*k+k-1) in one UPDATE, then End-of-RIB (RFC 4724 §2).
 // 4. Counts the routes each client holds (announced minus withdrawn NLRI, RFC 4271
-//    §4.3; every prefix is a /26) and prints "converged <seconds>" once every client
+//    §4.3; every prefix is a /26; its own routes reflected back, recognised by
+//    ORIGINATOR_ID, RFC 4456 §8, are ignored) and prints "converged <seconds>" once every client
 //    holds (CLIENTS-1)*k, then "stable" if the counts stay exact for 1 s (a count above
 //    the target or a drop means duplicates or withdrawals: printed as "unstable").
 // Times are CLOCK_MONOTONIC seconds. KEEPALIVEs every 30 s (hold time 240 s).
@@ -226,8 +227,22 @@ int main(int argc, char** argv) {
         size_t al = size_t(m[21 + wl]) << 8 | m[22 + wl];
         if (23 + wl + al > len) return false;
         size_t nl = len - 23 - wl - al;
+        // RFC 4456 §8: a route carrying our own ORIGINATOR_ID is our own route
+        // reflected back (FRR does that): ignored, as a real client would.
+        bool own = false;
+        for (size_t p = 23 + wl; p + 3 <= 23 + wl + al;) {
+          uint8_t flags = m[p], code = m[p + 1];
+          size_t hl = (flags & 0x10) ? 4 : 3;
+          if (p + hl > 23 + wl + al) break;
+          size_t vl = (flags & 0x10) ? (size_t(m[p + 2]) << 8 | m[p + 3]) : m[p + 2];
+          if (code == 9 && vl == 4 && p + hl + 4 <= len) {
+            const uint8_t* v = m + p + hl;
+            own = (uint32_t(v[0]) << 24 | uint32_t(v[1]) << 16 | uint32_t(v[2]) << 8 | v[3]) == c.ip;
+          }
+          p += hl + vl;
+        }
         // Every route in this benchmark is a /26: 5 octets of NLRI each.
-        c.held += long(nl / 5) - long(wl / 5);
+        c.held += (own ? 0 : long(nl / 5)) - long(wl / 5);
         if (c.held > c.max_held) c.max_held = c.held;
       }
       pos += len;
