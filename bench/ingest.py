@@ -10,7 +10,10 @@ End-of-RIB and polls the receiver's route count until the whole table is in.
 Measured per receiver: time from Established to the whole table received and best
 paths chosen, CPU seconds of the receiver process (utime+stime from /proc/PID/stat,
 delta over the run), peak RSS (VmHWM) and (peak RSS - RSS before the feed) / routes.
-Printed as a table plus `BENCH ...` lines; nothing is asserted.
+Printed as a table plus `BENCH ...` lines; nothing is asserted. Each receiver runs
+--runs times (default 5), interleaved (tabby, bird, tabby, bird, ...) so that all see the
+same load; the machine's load average is printed before every run and the summary gives
+min/median/max per receiver and the ratios of the medians.
 
 Shapes: 1 peer x N prefixes (default 1,000,000) and 100 peers x 10,000 prefixes
 (the same 10,000 prefixes from every peer, each peer with its own AS paths).
@@ -19,13 +22,24 @@ Packings: "packed" (UPDATEs filled up to 4096 bytes per attribute set) and "smal
 
 Usage: python3 bench/ingest.py [-n N] [--receivers tabby,bird,frr,gobgp]
                                  [--shapes single,multi] [--packings packed,small]
+                                 [--runs 5] [--baseline BIN] [--tabby-wrap CMD]
+--baseline BIN adds a receiver "base": tabby run from another binary (e.g. one built from
+an older commit with bench/build_rev.sh), to bisect a regression in the same run.
+--tabby-wrap CMD runs the tabby agent under CMD (e.g. "valgrind --tool=callgrind
+--callgrind-out-file=/tmp/ingest.%p.cg"): instruction counts that a loaded machine does not
+disturb. Under callgrind the counters are zeroed before the sessions open and dumped (part
+.1 of the output file) once the table is in, so that part counts the ingest alone.
 """
 import argparse
 import os
+import shlex
+import statistics
 import random
 import select
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -176,6 +190,10 @@ def status_kb(pids, key):
 class Session:
     def __init__(self, ns, ip, asn):
         self.sp = rb.RawSpeaker(ns, ip, RECV_IP, asn, router_id=ip, hold=HOLD)
+        # One writer at a time: a KEEPALIVE sent from the keepalive thread while a
+        # chunk is half written would land inside an UPDATE (a slow receiver, e.g.
+        # one under valgrind, then rightly answers with a NOTIFICATION).
+        self.send_lock = threading.Lock()
         self.done = False
         self.notification = None
 
@@ -211,16 +229,18 @@ class Session:
     def blast(self, chunks):
         last_ka = time.monotonic()
         for c in chunks:
-            self.sp.sock.sendall(c)
-            if time.monotonic() - last_ka > 20:
-                self.sp.sock.sendall(rb.keepalive())
-                last_ka = time.monotonic()
+            with self.send_lock:
+                self.sp.sock.sendall(c)
+                if time.monotonic() - last_ka > 20:
+                    self.sp.sock.sendall(rb.keepalive())
+                    last_ka = time.monotonic()
         self.blast_end = time.monotonic()
 
     def keepalive_until(self, stop):
         while not stop.wait(20):
             try:
-                self.sp.sock.sendall(rb.keepalive())
+                with self.send_lock:
+                    self.sp.sock.sendall(rb.keepalive())
             except OSError:
                 return
 
@@ -238,7 +258,7 @@ def peer_list(feed):
     return [{"ip": ip, "asn": asn, "passive": True, "hold": HOLD, "keepalive": 80} for ip, asn, _ in feed.peers]
 
 
-def make_receiver(kind, node, feed, port):
+def make_receiver(kind, node, feed, port, opts=None):
     peers = peer_list(feed)
     if kind == "bird":
         d = Bird(node, RECV_AS, RECV_IP, peers=peers)
@@ -290,24 +310,47 @@ def make_receiver(kind, node, feed, port):
                 return int(tok.split()[0])
             return 0
         return d, count
-    if kind == "tabby":
+    if kind in ("tabby", "base"):
         for p in peers:
             p["export"] = {"prefixes": ["255.255.255.255/32"]}  # send nothing back
         d = Tabby(node, RECV_AS, RECV_IP, peers=peers, gr=False)
+        if kind == "base":
+            d.bin = opts.baseline  # the agent and its CLI both from the baseline build
+        wrap = shlex.split(opts.tabby_wrap) if opts and opts.tabby_wrap else []
+        if wrap:
+            def start_wrapped():
+                d.write_config()
+                d._spawn("tabby", wrap + [d.bin, "agent", "--config", d.conf], d.log)
+                core.wait_until(lambda: d.check_alive() or d.status(check=False) is not None, 120,
+                                f"wrapped tabby answering `tabby status` on {d.sock}")
+                return d
+
+            def stop_wrapped():  # a wrapper such as callgrind needs time to write its output
+                d._signal(signal.SIGTERM)
+                for _, p in d.procs:
+                    try:
+                        p.wait(timeout=120)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait(timeout=5)
+            d.start, d.stop = start_wrapped, stop_wrapped
 
         def count():
             # Loc-RIB figures (`status -o json`): locRibRoutes = prefixes whose best path
             # has been chosen, locRibPaths = paths held (tabby runs the decision for each
             # path as it arrives). Done = every path in and every prefix decided; counted
             # in paths like BIRD's `show route count`.
-            st = d.status(check=False) or {}
+            try:
+                st = d.status(check=False) or {}
+            except subprocess.TimeoutExpired:  # a receiver slowed down by a wrapper: ask again
+                return 0
             routes, paths = int(st.get("locRibRoutes", 0)), int(st.get("locRibPaths", 0))
             return min(paths, routes * feed.npeers)
         return d, count
     raise ValueError(kind)
 
 
-def run_one(kind, feed, idx, log_dir):
+def run_one(kind, feed, idx, opts):
     """One receiver in a fresh lab; returns a result dict (or one with 'error')."""
     lab = core.Lab(f"bi{idx}")
     res = {"receiver": kind, "shape": feed.shape, "packing": feed.packing, "routes": feed.total_routes}
@@ -317,12 +360,17 @@ def run_one(kind, feed, idx, log_dir):
         for ip, _, _ in feed.peers:
             if ip != "198.18.0.2":
                 s.add_addr(sdev, ip + "/16")
-        d, count = make_receiver(kind, r, feed, 50051)
+        d, count = make_receiver(kind, r, feed, 50051, opts)
         d.start()
         pids = d.pids()
         if kind == "frr":
             pids = [pid for (lbl, p) in d.procs if lbl == "bgpd" for pid in [p.pid]]
         time.sleep(0.5)
+        # Under callgrind: count only the feed (zero now, dump once the table is in;
+        # the session teardown and exit land in the final part of the output).
+        callgrind = kind in ("tabby", "base") and opts and opts.tabby_wrap and "callgrind" in opts.tabby_wrap
+        if callgrind:
+            core.sh(["callgrind_control", "-z", str(pids[0])])
         cpu0 = cpu_seconds(pids)
         rss0 = status_kb(pids, "VmRSS")
         sessions = [Session(s.ns, ip, asn) for ip, asn, _ in feed.peers]
@@ -342,14 +390,16 @@ def run_one(kind, feed, idx, log_dir):
             t.start()
         last = [0]
         deadline = t0 + 1800
-        interval = {"gobgp": 1.0, "tabby": 0.1}.get(kind, 0.05)  # gobgp CLI calls are costly
+        interval = {"gobgp": 1.0}.get(kind, 0.05)  # gobgp CLI calls are costly
 
         def poll():
+            q0 = time.monotonic()
             d.check_alive()
             for x in sessions:
                 if x.notification:
                     core.fail(f"{kind} sent NOTIFICATION {x.notification}")
             last[0] = count()
+            res["poll_s"] = time.monotonic() - q0  # how late a finished ingest can be seen
             return last[0] >= feed.total_routes
         while not poll():
             if time.monotonic() > deadline:
@@ -359,6 +409,8 @@ def run_one(kind, feed, idx, log_dir):
             while not count.best_done():
                 time.sleep(0.05)
         t1 = time.monotonic()
+        if callgrind:
+            core.sh(["callgrind_control", "-d", "ingest-done", str(pids[0])], timeout=120)
         for t in bl:
             t.join()
         stop.set()
@@ -425,6 +477,28 @@ def fmt(v, f):
     return "-" if v is None else format(v, f)
 
 
+def load_text():
+    """The machine's load as `uptime` shows it: 1/5/15-minute load averages, runnable/total
+    tasks, and the number of CPUs, so a reader can judge how noisy the figures are."""
+    with open("/proc/loadavg") as f:
+        la = f.read().split()
+    return f"load {la[0]} {la[1]} {la[2]} (runnable/tasks {la[3]}) on {os.cpu_count()} CPUs"
+
+
+def summarize(rs):
+    """min/median/max of time_s and cpu_s over the successful runs of one receiver."""
+    ok = [r for r in rs if "error" not in r]
+    if not ok:
+        return None
+    t = sorted(r["time_s"] for r in ok)
+    c = sorted(r["cpu_s"] for r in ok)
+    return {"n": len(ok), "errors": len(rs) - len(ok), "time": (t[0], statistics.median(t), t[-1]),
+            "cpu": (c[0], statistics.median(c), c[-1]),
+            "rss_peak_kb": statistics.median(r["rss_peak_kb"] for r in ok),
+            "rss_base_kb": statistics.median(r["rss_base_kb"] for r in ok),
+            "bytes_per_route": statistics.median(r["bytes_per_route"] for r in ok)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=1_000_000, help="prefixes for the single-peer shape")
@@ -434,10 +508,18 @@ def main():
     ap.add_argument("--receivers", default="tabby,bird,frr,gobgp")
     ap.add_argument("--shapes", default="single,multi")
     ap.add_argument("--packings", default="packed,small")
+    ap.add_argument("--runs", type=int, default=5, help="runs per receiver (interleaved); medians reported")
+    ap.add_argument("--baseline", help="a second tabby binary, run as receiver 'base' (bisecting)")
+    ap.add_argument("--tabby-wrap", help="command prefix for the tabby agent, e.g. a valgrind invocation")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("ingest bench needs root (network namespaces)")
     receivers = a.receivers.split(",")
+    if a.baseline:
+        if not os.access(a.baseline, os.X_OK):
+            sys.exit(f"--baseline {a.baseline}: not an executable file")
+        if "base" not in receivers:
+            receivers.insert(receivers.index("tabby") + 1 if "tabby" in receivers else 0, "base")
     tabby_missing = None
     if "tabby" in receivers:
         try:
@@ -446,7 +528,8 @@ def main():
             tabby_missing = str(e)
             receivers.remove("tabby")
             print(f"NOTE: tabby was missing, benchmarking the others only: {tabby_missing}", flush=True)
-    results = []
+    print(f"start: {load_text()}", flush=True)
+    groups = []  # (shape, packing, {receiver: [results]})
     for shape in a.shapes.split(","):
         for packing in a.packings.split(","):
             if shape == "single":
@@ -460,33 +543,51 @@ def main():
                 print(f"  sender alone into a sink: {nb / 1e6:.1f} MB in {dt:.3f}s "
                       f"({feed.total_routes / dt / 1e6:.1f} M routes/s)", flush=True)
                 print(f"BENCH ingest-sender shape={feed.shape} packing={packing} seconds={dt:.4f} bytes={nb}")
-            for i, kind in enumerate(receivers):
-                r = run_one(kind, feed, i, None)
-                results.append(r)
-                if "error" in r:
-                    print(f"  {kind:6} ERROR {r['error']}", flush=True)
-                else:
-                    print(f"  {kind:6} {r['time_s']:8.2f}s  cpu {r['cpu_s']:7.2f}s  peak RSS {r['rss_peak_kb'] / 1024:8.1f} MB"
-                          f"  {r['bytes_per_route']:6.0f} B/route  (sender done after {r['sender_s']:.2f}s)", flush=True)
+            per = {k: [] for k in receivers}
+            for run in range(a.runs):
+                for i, kind in enumerate(receivers):
+                    ld = load_text()
+                    r = run_one(kind, feed, i, a)
+                    r["load"] = ld
+                    per[kind].append(r)
+                    if "error" in r:
+                        print(f"  run {run + 1} {kind:6} ERROR {r['error']}  [{ld}]", flush=True)
+                    else:
+                        print(f"  run {run + 1} {kind:6} {r['time_s']:8.3f}s  cpu {r['cpu_s']:7.2f}s  peak RSS "
+                              f"{r['rss_peak_kb'] / 1024:8.1f} MB  {r['bytes_per_route']:6.0f} B/route  "
+                              f"(sender done after {r['sender_s']:.2f}s, one poll {r.get('poll_s', 0):.3f}s)  [{ld}]",
+                              flush=True)
+            groups.append((feed.shape, packing, feed.total_routes, per))
     print()
-    hdr = f"{'shape':>12} {'packing':>7} {'receiver':>8} {'routes':>8} {'time_s':>8} {'cpu_s':>7} {'rssMB':>7} {'B/route':>7} {'tabby/x time':>12} {'tabby/x B/rt':>12}"
+    print(f"end: {load_text()}")
+    hdr = (f"{'shape':>12} {'packing':>7} {'receiver':>8} {'runs':>4} {'time_s min/median/max':>24} "
+           f"{'cpu_s min/median/max':>22} {'rssMB':>7} {'B/route':>7} {'tabby/x time':>12} {'tabby/x cpu':>11} {'tabby/x B/rt':>12}")
     print(hdr)
     print("-" * len(hdr))
-    for r in results:
-        tb = next((x for x in results if x["receiver"] == "tabby" and x["shape"] == r["shape"]
-                   and x["packing"] == r["packing"] and "error" not in x), None)
-        if "error" in r:
-            print(f"{r['shape']:>12} {r['packing']:>7} {r['receiver']:>8} {r['routes']:>8}   ERROR: {r['error'][:80]}")
-            print(f"BENCH ingest shape={r['shape']} packing={r['packing']} receiver={r['receiver']} error=1")
-            continue
-        rt = tb["time_s"] / r["time_s"] if tb and r["receiver"] != "tabby" else None
-        rb_ = tb["bytes_per_route"] / r["bytes_per_route"] if tb and r["receiver"] != "tabby" and r["bytes_per_route"] > 0 else None
-        print(f"{r['shape']:>12} {r['packing']:>7} {r['receiver']:>8} {r['routes']:>8} {r['time_s']:8.2f} {r['cpu_s']:7.2f} "
-              f"{r['rss_peak_kb'] / 1024:7.1f} {r['bytes_per_route']:7.0f} {fmt(rt, '12.2f'):>12} {fmt(rb_, '12.2f'):>12}")
-        print(f"BENCH ingest shape={r['shape']} packing={r['packing']} receiver={r['receiver']} routes={r['routes']} "
-              f"time_s={r['time_s']:.3f} cpu_s={r['cpu_s']:.2f} rss_peak_kb={r['rss_peak_kb']} "
-              f"rss_base_kb={r['rss_base_kb']} bytes_per_route={r['bytes_per_route']:.1f}"
-              + (f" tabby_time_ratio={rt:.3f}" if rt else "") + (f" tabby_mem_ratio={rb_:.3f}" if rb_ else ""))
+    for shape, packing, routes, per in groups:
+        tb = summarize(per.get("tabby", []))
+        for kind, rs in per.items():
+            sm = summarize(rs)
+            if sm is None:
+                err = next((r["error"] for r in rs if "error" in r), "no runs")
+                print(f"{shape:>12} {packing:>7} {kind:>8} {0:>4}   ERROR: {err[:80]}")
+                print(f"BENCH ingest shape={shape} packing={packing} receiver={kind} error=1")
+                continue
+            other = tb and kind != "tabby"
+            rt = tb["time"][1] / sm["time"][1] if other else None
+            rc = tb["cpu"][1] / sm["cpu"][1] if other and sm["cpu"][1] > 0 else None
+            rb_ = tb["bytes_per_route"] / sm["bytes_per_route"] if other and sm["bytes_per_route"] > 0 else None
+            t, c = sm["time"], sm["cpu"]
+            print(f"{shape:>12} {packing:>7} {kind:>8} {sm['n']:>4} {t[0]:7.3f}/{t[1]:7.3f}/{t[2]:7.3f}  "
+                  f"{c[0]:6.2f}/{c[1]:6.2f}/{c[2]:6.2f}  {sm['rss_peak_kb'] / 1024:7.1f} {sm['bytes_per_route']:7.0f} "
+                  f"{fmt(rt, '12.2f'):>12} {fmt(rc, '11.2f'):>11} {fmt(rb_, '12.2f'):>12}"
+                  + (f"  ({sm['errors']} failed runs)" if sm["errors"] else ""))
+            print(f"BENCH ingest shape={shape} packing={packing} receiver={kind} routes={routes} runs={sm['n']} "
+                  f"time_s={t[1]:.3f} time_min={t[0]:.3f} time_max={t[2]:.3f} cpu_s={c[1]:.2f} cpu_min={c[0]:.2f} "
+                  f"cpu_max={c[2]:.2f} rss_peak_kb={sm['rss_peak_kb']:.0f} rss_base_kb={sm['rss_base_kb']:.0f} "
+                  f"bytes_per_route={sm['bytes_per_route']:.1f}"
+                  + (f" tabby_time_ratio={rt:.3f}" if rt else "") + (f" tabby_cpu_ratio={rc:.3f}" if rc else "")
+                  + (f" tabby_mem_ratio={rb_:.3f}" if rb_ else ""))
     if tabby_missing:
         print(f"tabby: MISSING ({tabby_missing}); no tabby figures or ratios in this run")
         print("BENCH ingest receiver=tabby missing=1")

@@ -8,14 +8,24 @@
 namespace tabby::bgp {
 
 namespace {
+// A lookup key for a set not (yet) in the store: found without building a node,
+// so a lookup that hits (the common case: most UPDATEs carry a known set) allocates nothing.
+struct Probe {
+  const PathAttributes* attrs;
+  size_t hash;
+};
 struct NodeHash {
   using is_transparent = void;
   size_t operator()(const AttrNode* n) const { return n->hash; }
+  size_t operator()(const Probe& p) const { return p.hash; }
 };
 struct NodeEq {
+  using is_transparent = void;
   bool operator()(const AttrNode* a, const AttrNode* b) const {
     return a == b || (a->hash == b->hash && a->attrs == b->attrs);
   }
+  bool operator()(const Probe& p, const AttrNode* n) const { return p.hash == n->hash && *p.attrs == n->attrs; }
+  bool operator()(const AttrNode* n, const Probe& p) const { return (*this)(p, n); }
 };
 }  // namespace
 
@@ -32,15 +42,12 @@ AttrStore::~AttrStore() {
 }
 
 AttrRef AttrStore::intern(PathAttributes attrs) {
-  auto* probe = new AttrNode{std::move(attrs), 0, 0, 0, this};
-  probe->hash = hash_value(probe->attrs);
-  auto [it, inserted] = impl_->nodes.insert(probe);
-  if (!inserted) {
-    delete probe;
-    return AttrRef(*it);
-  }
-  probe->as_path_len = as_path_length(probe->attrs.as_path);
-  return AttrRef(probe);
+  const size_t h = hash_value(attrs);
+  if (auto it = impl_->nodes.find(Probe{&attrs, h}); it != impl_->nodes.end()) return AttrRef(*it);
+  auto* node = new AttrNode{std::move(attrs), h, 0, 0, this};
+  node->as_path_len = as_path_length(node->attrs.as_path);
+  impl_->nodes.insert(node);
+  return AttrRef(node);
 }
 
 size_t AttrStore::size() const { return impl_->nodes.size(); }

@@ -14,6 +14,7 @@
 //   MP_REACH/MP_UNREACH too short, bad next-hop length, bad NLRI
 //   (RFC 7606 §5.3, §7.11; RFC 4760 §7)                            -> Optional Attribute Error, data = TLV
 #include <algorithm>
+#include <array>
 
 #include "bgp/codec_internal.hpp"
 
@@ -44,8 +45,15 @@ struct DecodeCache::Impl {
   CodecContext ctx;
   AttrStore* store = nullptr;
   // Scratch: the key of the UPDATE being decoded (shape byte, non-MP attribute
-  // bytes, MP next hop). Fixed size: an attribute section is < 4096 bytes.
-  std::vector<uint8_t> key = std::vector<uint8_t>(kMaxMessageSize + 64);
+  // bytes, MP next hop). Fixed size: an attribute section is < 4096 bytes. Used
+  // only within one decode call, so one per thread serves every session's cache
+  // (a reflector with thousands of sessions does not hold 4 KiB of it each).
+  using KeyScratch = std::array<uint8_t, kMaxMessageSize + 64>;
+  static KeyScratch& key_scratch() {
+    static thread_local KeyScratch k;
+    return k;
+  }
+  KeyScratch& key = key_scratch();
   size_t key_len = 0;
   void key_put(const uint8_t* p, size_t n) {
     std::memcpy(key.data() + key_len, p, n);
@@ -113,7 +121,7 @@ DecodeCache::DecodeCache(size_t capacity) : impl_(std::make_unique<Impl>()) {
   size_t sets = 1;
   while (sets * 2 < capacity) sets *= 2;
   impl_->max_sets = sets;
-  size_t initial = std::min<size_t>(sets, 32);
+  size_t initial = std::min<size_t>(sets, 4);  // 8 entries: a client of a reflector sends a handful of sets
   impl_->slots.resize(initial * 2);
   impl_->set_mask = initial - 1;
 }

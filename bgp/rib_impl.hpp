@@ -47,11 +47,13 @@ struct Key4 {
   }
   static Key4 of(const Prefix& p) {
     Key4 k;
-    k.addr = p.addr().v4_host_order();
+    const auto& b = p.addr().bytes();  // inline: this runs for every changed prefix
+    k.addr = uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | b[3];
     k.len = p.len();
     return k;
   }
-  Prefix prefix() const { return Prefix(IpAddress::v4(addr), len); }
+  // Inline, no out-of-line address and prefix constructors (addr is already masked).
+  Prefix prefix() const { return Prefix::from_v4(addr, len); }
 };
 static_assert(sizeof(Key4) == 8);
 

@@ -14,6 +14,9 @@
 #include "bgp/speaker.hpp"
 
 #include <ifaddrs.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <net/if.h>
 
 #include <boost/asio/post.hpp>
@@ -147,6 +150,8 @@ struct Speaker::Impl {
   std::unique_ptr<asio::steady_timer> sync_deadline;
   std::vector<uint8_t> out_buf;
   std::string listen_error;  // the listeners could not be bound at the last reconfigure
+  std::unique_ptr<asio::steady_timer> trim_timer;  // schedule_trim()
+  bool trim_pending = false;
 
   // RFC 4724 §4.1: the initial table is complete when every peer has sent
   // End-of-RIB for each family it negotiated (or the bounded wait ran out).
@@ -364,6 +369,7 @@ struct Speaker::Impl {
       }
       pp->stale_families.clear();
       schedule_flush();
+      schedule_trim();
     });
   }
 
@@ -688,6 +694,10 @@ struct Speaker::Impl {
     p.session_conn = kNoConn;
     p.initial_update_deferred = false;
     p.stale_from_local_restart = false;
+    // What the session held for decoding goes with it (the next session starts
+    // with empty ones anyway); schedule_trim() hands the freed pages back.
+    p.cache.clear();
+    p.update_in = UpdateMessage{};
     rib->peer_down(p.rib_id);
     // RFC 4724 §4.2 (helper): keep the families the peer asked us to keep,
     // marked stale, for its restart time; flush the rest.
@@ -706,6 +716,24 @@ struct Speaker::Impl {
       arm_gr_timer(p, d.info.restart_time);
     }
     schedule_flush();
+    schedule_trim();
+  }
+
+  // Sessions going down free their routes, Adj-RIB-Out entries and buffers, but
+  // glibc keeps freed pages mapped below long-lived objects: give them back once
+  // things settle (one trim for a burst of sessions going down, not one each).
+  void schedule_trim() {
+#ifdef __GLIBC__
+    if (!trim_timer) trim_timer = std::make_unique<asio::steady_timer>(io);
+    if (trim_pending) return;
+    trim_pending = true;
+    trim_timer->expires_after(std::chrono::seconds(2));
+    trim_timer->async_wait([this, alive = LifeRef(life)](const boost::system::error_code& ec) {
+      if (ec || alive.expired()) return;
+      trim_pending = false;
+      ::malloc_trim(0);
+    });
+#endif
   }
 
   // -------------------------------------------------------------- connecting

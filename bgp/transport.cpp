@@ -1,13 +1,16 @@
 // transport.cpp — Asio TCP connections for BGP: framing by the length field of
 // the 19-octet header (RFC 4271 §4.1), coalesced writes, TCP MD5 (RFC 2385)
-// and GTSM (RFC 5082).
+// and GTSM (RFC 5082). Receive buffers exist only while bytes are in flight.
 #include "bgp/transport.hpp"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace tabby::bgp {
@@ -122,7 +125,7 @@ Connection::Connection(tcp::socket socket, uint64_t id) : socket_(std::move(sock
   }
   auto l = socket_.local_endpoint(ec);
   if (!ec) local_ = to_ip(l.address());
-  in_.resize(1 << 16);
+  socket_.non_blocking(true, ec);  // reads happen after readiness: never block
 }
 
 Connection::~Connection() { close(); }
@@ -133,41 +136,110 @@ void Connection::start(MessageHandler on_message, CloseHandler on_close) {
   read_more();
 }
 
+// Receive buffer sizes: a read takes what the socket holds (FIONREAD), at least
+// one standard message and at most kMaxRead, so that a bulk feed is handled in
+// large batches while an idle or keepalive-only session holds nothing.
+namespace {
+constexpr size_t kMinRead = 4096;        // RFC 4271 §4: the maximum standard message
+constexpr size_t kMaxRead = 256 * 1024;  // bound on one read (and on the batch it forms)
+constexpr size_t kKeepOutput = 64 * 1024;  // larger output buffers are freed once drained
+}  // namespace
+
+void Connection::FreeBytes::operator()(uint8_t* p) const { std::free(p); }
+
+bool Connection::reserve_input(size_t free_bytes) {
+  if (in_cap_ - in_used_ >= free_bytes) return true;
+  size_t want = in_used_ + free_bytes;
+  auto* p = static_cast<uint8_t*>(std::realloc(in_.get(), want));  // keeps the unparsed bytes
+  if (!p) return false;
+  (void)in_.release();
+  in_.reset(p);
+  in_cap_ = want;
+  return true;
+}
+
+void Connection::release_input() {
+  in_.reset();
+  in_cap_ = 0;
+  in_used_ = 0;
+}
+
 void Connection::read_more() {
   if (!open_) return;
-  if (in_.size() - in_used_ < 8192) in_.resize(in_.size() * 2);
-  socket_.async_read_some(
-      asio::buffer(in_.data() + in_used_, in_.size() - in_used_),
-      [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
-        // Closed, or closing after a final message (close_after_flush dropped the
-        // handlers): whatever the peer sent meanwhile is not delivered.
-        if (!self->open_ || !self->on_message_) return;
-        if (ec) {
-          self->fail(ec == asio::error::eof ? "connection closed by peer" : ec.message());
-          return;
-        }
-        self->in_used_ += n;
-        size_t pos = 0;
-        // Deliver every complete message in the buffer (RFC 4271 §4.1: the
-        // length field covers the whole message, header included).
-        while (self->in_used_ - pos >= 19) {
-          const uint8_t* p = self->in_.data() + pos;
-          size_t len = (size_t{p[16]} << 8) | p[17];
-          if (len < 19) len = 19;  // let the codec report the bad length
-          if (self->in_used_ - pos < len) break;
-          self->delivering_ = true;
-          bool more = self->on_message_({p, len});
-          self->delivering_ = false;
-          if (self->message_dropped_) self->on_message_ = nullptr;  // closed from inside the handler
-          if (!more || !self->open_ || !self->on_message_) return;
-          pos += len;
-        }
-        if (pos) {
-          std::memmove(self->in_.data(), self->in_.data() + pos, self->in_used_ - pos);
-          self->in_used_ -= pos;
-        }
-        self->read_more();
-      });
+  socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+    // Closed, or closing after a final message (close_after_flush dropped the
+    // handlers): whatever the peer sent meanwhile is not delivered.
+    if (!self->open_ || !self->on_message_) return;
+    if (ec) {
+      self->fail(ec.message());
+      return;
+    }
+    self->on_readable();
+  });
+}
+
+void Connection::on_readable() {
+  boost::system::error_code ec;
+  size_t avail = socket_.available(ec);
+  if (ec) avail = 0;
+  // A partial message needs at least its remaining bytes; otherwise what is there.
+  size_t want = std::clamp(avail, kMinRead, kMaxRead);
+  if (!reserve_input(want)) {
+    fail("out of memory for the receive buffer");
+    return;
+  }
+  size_t room = in_cap_ - in_used_;
+  size_t n = socket_.read_some(asio::buffer(in_.get() + in_used_, room), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    if (in_used_ == 0) release_input();
+    read_more();
+    return;
+  }
+  if (ec) {
+    fail(ec == asio::error::eof ? "connection closed by peer" : ec.message());
+    return;
+  }
+  in_used_ += n;
+  size_t pos = 0;
+  // Deliver every complete message in the buffer (RFC 4271 §4.1: the length
+  // field covers the whole message, header included).
+  while (in_used_ - pos >= 19) {
+    const uint8_t* p = in_.get() + pos;
+    size_t len = (size_t{p[16]} << 8) | p[17];
+    if (len < 19) len = 19;  // let the codec report the bad length
+    if (in_used_ - pos < len) break;
+    delivering_ = true;
+    bool more = on_message_({p, len});
+    delivering_ = false;
+    if (message_dropped_) on_message_ = nullptr;  // closed from inside the handler
+    if (!more || !open_ || !on_message_) return;
+    pos += len;
+  }
+  if (pos) {
+    std::memmove(in_.get(), in_.get() + pos, in_used_ - pos);
+    in_used_ -= pos;
+  }
+  // Drained (the read did not fill the room) and nothing partial kept: an idle
+  // connection holds no buffer. A partial message keeps what it has.
+  if (in_used_ == 0 && n < room) release_input();
+  else if (in_used_ < in_cap_ / 4 && in_cap_ > kMaxRead / 2) {
+    // Shrink after a burst, keeping the unparsed tail.
+    size_t keep = std::max(in_used_, kMinRead);
+    if (auto* p = static_cast<uint8_t*>(std::realloc(in_.get(), keep))) {
+      (void)in_.release();
+      in_.reset(p);
+      in_cap_ = keep;
+    }
+  }
+  if (n == room) {
+    // The read filled the buffer: more is probably waiting. Read again after the
+    // handlers already queued (e.g. the speaker's flush of this batch) have run.
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      if (self->open_ && self->on_message_) self->on_readable();
+    });
+    return;
+  }
+  read_more();
 }
 
 void Connection::send(std::vector<uint8_t>&& bytes) {
@@ -192,7 +264,9 @@ void Connection::write_more() {
                     [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
                       self->writing_ = false;
                       if (!self->open_) return;
-                      self->out_inflight_.clear();
+                      // A burst (a full table dump) grew the buffer: give it back.
+                      if (self->out_inflight_.capacity() > kKeepOutput) std::vector<uint8_t>().swap(self->out_inflight_);
+                      else self->out_inflight_.clear();
                       if (ec) {
                         self->fail("write failed: " + ec.message());
                         return;

@@ -2,6 +2,9 @@
 // codec and FSM): listening and connecting sockets with TCP MD5 (RFC 2385,
 // TCP_MD5SIG) and GTSM (RFC 5082, IP_MINTTL), message framing (RFC 4271 §4.1),
 // and a write queue that coalesces many small messages into few sends.
+// Memory per connection follows what is in flight: an idle connection holds no
+// receive buffer (it waits for readability, then reads what the socket has), and
+// buffers that grew for a burst are given back once it is over.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -49,6 +52,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void send_copy(std::span<const uint8_t> bytes);
   // Bytes queued but not yet written (for flow control of big table dumps).
   size_t queued_bytes() const { return out_pending_.size() + out_inflight_.size(); }
+  // Bytes of buffer memory this connection holds now (input + output capacity).
+  size_t buffer_bytes() const { return in_cap_ + out_pending_.capacity() + out_inflight_.capacity(); }
   // Called when the write queue drains (after a send completes and nothing is left).
   void on_drain(std::function<void()> f) { on_drain_ = std::move(f); }
   // Flushes what is queued, then closes. No callbacks after this returns.
@@ -73,8 +78,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool message_dropped_ = false;  // ... so drop it when it returns
   CloseHandler on_close_;
   std::function<void()> on_drain_;
-  std::vector<uint8_t> in_;       // unparsed input
+  // Unparsed input: malloc'd, never zero-filled, sized to what the socket holds;
+  // freed whenever it is empty and the socket has been drained.
+  struct FreeBytes {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t, FreeBytes> in_;
+  size_t in_cap_ = 0;
   size_t in_used_ = 0;
+  void on_readable();
+  bool reserve_input(size_t free_bytes);
+  void release_input();
   std::vector<uint8_t> out_pending_, out_inflight_;
   bool writing_ = false;
 };
