@@ -24,6 +24,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <iostream>
 #include <map>
+#include <random>
 #include <set>
 
 #include "base/accept_backoff.hpp"
@@ -210,8 +211,13 @@ struct Speaker::Impl {
       s.graceful_restart.restarting = true;
       s.graceful_restart.forwarding_preserved = n.families;
     }
-    // RFC 4271 §10: jitter ConnectRetry and Keepalive by 0.75-1.0.
-    s.jitter = [](uint32_t ms) { return ms - static_cast<uint32_t>((uint64_t{ms} * (std::rand() % 250)) / 1000); };
+    // RFC 4271 §10: jitter ConnectRetry and Keepalive by 0.75-1.0. The generator
+    // is seeded per process (std::rand() never was, so every node drew the same
+    // "random" delays and retried in lockstep).
+    s.jitter = [](uint32_t ms) {
+      thread_local std::minstd_rand rng{std::random_device{}()};
+      return ms - static_cast<uint32_t>((uint64_t{ms} * (rng() % 250)) / 1000);
+    };
     return s;
   }
 
