@@ -587,6 +587,7 @@ struct Calc::Impl {
     }
     if (me) {
       for (const auto& [name, p] : peers) {
+        if (p.refused) continue;  // spec.filters set: no session without them (fail closed)
         std::string type = (p.node.empty() && !p.node_selector) ? "global" : "node specific";
         if (peer_applies_to(p, *me)) {
           if (p.peer_ip) {

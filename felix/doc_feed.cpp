@@ -72,6 +72,7 @@ void DocFeed::feed_one(const DocEvent& e, Calc& calc, FeedStats& st) {
     }
     forget();
     problems_.erase(e.key);
+    unsupported_.erase(e.key);
     return;
   }
   std::string source = e.source.empty() ? to_string(e.key) : e.source;
@@ -101,6 +102,11 @@ void DocFeed::feed_one(const DocEvent& e, Calc& calc, FeedStats& st) {
     }
   }
   problems_.erase(e.key);
+  std::string notes;
+  for (const auto& r : parsed.resources)
+    for (const auto& m : r.unsupported) notes += (notes.empty() ? "" : "; ") + m;
+  if (notes.empty()) unsupported_.erase(e.key);
+  else unsupported_[e.key] = std::move(notes);
   forget();
   if (plain && now.size() == 1 && now.front() == *plain) plain_.insert(key_digest(e.key));
   else produced_[e.key] = std::move(now);
@@ -109,6 +115,7 @@ void DocFeed::feed_one(const DocEvent& e, Calc& calc, FeedStats& st) {
 std::vector<FeedProblem> DocFeed::problems() const {
   std::vector<FeedProblem> v;
   for (const auto& [k, m] : problems_) v.push_back({k, m});
+  for (const auto& [k, m] : unsupported_) v.push_back({k, m});
   return v;
 }
 

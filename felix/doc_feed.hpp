@@ -14,6 +14,9 @@
 //  * an object the Calc's cluster validation rejects (overlapping pools or blocks)
 //    is the Calc's to report (Calc::problems()): it keeps the last good version
 //    and re-admits the object once the conflict is gone;
+//  * a document whose objects set Calico fields tabby does not implement applies,
+//    and those fields are listed in problems() until the document drops them (or
+//    is deleted); a rejected new version leaves the listing of the version in force;
 //  * a deleted document removes what it produced.
 // What each document produced is kept because a key alone cannot always be mapped
 // (a Calico WorkloadEndpoint is keyed by its pod, policies by their policy id). The
@@ -47,7 +50,8 @@ class DocFeed {
   // Feeds a batch of document events (a Snapshot's or a Changes' events) into
   // `calc`. Returns what it did; new failures are also in problems().
   FeedStats feed(const std::vector<DocEvent>& events, Calc& calc);
-  // Current parse failures, one per document, in key order.
+  // Current parse failures, one per document, then the unsupported Calico fields
+  // set by the documents in force (one entry per document), in key order.
   std::vector<FeedProblem> problems() const;
   // Documents that currently produce something.
   size_t document_count() const { return produced_.size() + plain_.size(); }
@@ -58,6 +62,9 @@ class DocFeed {
   std::map<DocKey, std::vector<ResourceKey>> produced_;  // documents producing anything else
   std::unordered_set<uint64_t> plain_;  // digests of documents producing exactly plain_key()
   std::map<DocKey, std::string> problems_;
+  // Unsupported Calico fields set by the version of each document in force
+  // (Resource::unsupported, joined): listed until the document drops them.
+  std::map<DocKey, std::string> unsupported_;
 };
 
 // The tail of a rejected document's problem: what stays in force. `plain` is the

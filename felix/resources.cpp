@@ -159,8 +159,33 @@ std::array<uint8_t, 6> get_mac(const YAML::Node& n, const std::string& path) {
   return m;
 }
 
+// Calico fields an object sets that tabby does not implement: (field path, why).
+// Only values that would change behaviour in Calico are noted; a field left at its
+// Calico default (or an empty list) is not.
+using UnsupportedFields = std::vector<std::pair<std::string, std::string>>;
+
+bool nonempty(const YAML::Node& n) {
+  if (!present(n)) return false;
+  if (n.IsSequence() || n.IsMap()) return n.size() > 0;
+  return !n.Scalar().empty();
+}
+// Set to something other than `calico_default` (compared case-insensitively).
+bool differs(const YAML::Node& n, std::string_view calico_default) {
+  if (!present(n)) return false;
+  if (!n.IsScalar()) return true;
+  const std::string& v = n.Scalar();
+  return v.size() != calico_default.size() ||
+         !std::equal(v.begin(), v.end(), calico_default.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+         });
+}
+std::string unsupported(const std::string& calico_meaning, const std::string& tabby_does) {
+  return "not supported by tabby (in Calico: " + calico_meaning + "); " + tabby_does;
+}
+const char* kApplies = "ignored, the rest of the object applies";
+
 // ---------------------------------------------------------------- kinds
-BgpConfiguration parse_bgp_configuration(const YAML::Node& spec) {
+BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFields& notes) {
   BgpConfiguration c;
   if (!present(spec)) return c;
   check_keys(spec, "spec",
@@ -173,6 +198,37 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec) {
   if (present(spec["asNumber"])) c.asn = get_asn(spec["asNumber"], "spec.asNumber");
   if (present(spec["nodeToNodeMeshEnabled"]))
     c.node_to_node_mesh = get_bool(spec["nodeToNodeMeshEnabled"], "spec.nodeToNodeMeshEnabled");
+  if (differs(spec["logSeverityScreen"], "Info"))
+    notes.push_back({"spec.logSeverityScreen",
+                     unsupported("the BGP daemon's log level", "ignored: tabby logs at its own --log-level")});
+  if (differs(spec["bindMode"], "None"))
+    notes.push_back({"spec.bindMode", unsupported("BIRD listens on the node IP only", kApplies)});
+  if (nonempty(spec["serviceLoadBalancerIPs"]))
+    notes.push_back({"spec.serviceLoadBalancerIPs",
+                     unsupported("LoadBalancer service IPs are advertised over BGP", "not advertised; " +
+                                                                                       std::string(kApplies))});
+  if (present(spec["nodeMeshMaxRestartTime"])) {
+    const auto& t = spec["nodeMeshMaxRestartTime"];
+    auto d = parse_duration_seconds(t.IsScalar() ? t.Scalar() : "");
+    if (!d || *d != 120)
+      notes.push_back({"spec.nodeMeshMaxRestartTime",
+                       unsupported("graceful-restart time of mesh sessions", "tabby's own restart time is used; " +
+                                                                                 std::string(kApplies))});
+  }
+  if (nonempty(spec["ignoredInterfaces"]))
+    notes.push_back({"spec.ignoredInterfaces", unsupported("BIRD ignores routes on these interfaces", kApplies)});
+  for (const char* k : {"localWorkloadPeeringIPV4", "localWorkloadPeeringIPV6"})
+    if (nonempty(spec[k]))
+      notes.push_back({std::string("spec.") + k, unsupported("BGP peering with local workloads at this address", kApplies)});
+  // A security control: the mesh must not run without the password it asks for.
+  if (present(spec["nodeMeshPassword"])) {
+    c.node_to_node_mesh = false;
+    notes.push_back({"spec.nodeMeshPassword",
+                     unsupported("node-to-node mesh sessions are protected by this TCP MD5 password",
+                                 "refused: the node-to-node mesh is OFF under this BGPConfiguration, so no mesh "
+                                 "session runs without the password (BGPPeers with spec.password still apply); "
+                                 "remove the field to run the mesh unauthenticated")});
+  }
   if (present(spec["listenPort"]))
     c.listen_port = static_cast<uint16_t>(get_uint(spec["listenPort"], "spec.listenPort", 1, 65535));
   std::map<std::string, Community> named;
@@ -257,7 +313,7 @@ void parse_peer_ip(const std::string& text, const std::string& path, BgpPeer& p)
   }
 }
 
-BgpPeer parse_bgp_peer(const YAML::Node& spec) {
+BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
   BgpPeer p;
   if (!present(spec)) bad("spec", "is required");
   check_keys(spec, "spec",
@@ -265,6 +321,27 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec) {
               "nextHopMode", "maxRestartTime", "ttlSecurity", "sourceAddress"},
              {"filters", "numAllowedLocalASNumbers", "reachableBy", "failureDetectionMode", "restartMode",
               "birdGatewayMode"});
+  // A security control: no session without the filters the peer asks for.
+  if (nonempty(spec["filters"])) {
+    p.refused = true;
+    notes.push_back({"spec.filters", unsupported("BGPFilters limit the routes imported from and exported to this peer",
+                                                 "refused: no session is made with this peer, rather than one "
+                                                 "without its filters; remove spec.filters to peer unfiltered")});
+  }
+  if (differs(spec["numAllowedLocalASNumbers"], "0"))
+    notes.push_back({"spec.numAllowedLocalASNumbers",
+                     unsupported("routes whose AS path holds the local AS up to this many times are accepted",
+                                 "such routes are dropped as loops; " + std::string(kApplies))});
+  if (nonempty(spec["reachableBy"]))
+    notes.push_back({"spec.reachableBy", unsupported("a static route to the peer via this gateway is added", kApplies)});
+  if (differs(spec["failureDetectionMode"], "None"))
+    notes.push_back({"spec.failureDetectionMode", unsupported("BFD detects a failed peer", "only the BGP hold timer "
+                                                                                          "does; " + std::string(kApplies))});
+  if (differs(spec["restartMode"], "GracefulRestart"))
+    notes.push_back({"spec.restartMode", unsupported("long-lived graceful restart (RFC 9494)",
+                                                     "plain graceful restart is used; " + std::string(kApplies))});
+  if (differs(spec["birdGatewayMode"], "Recursive"))
+    notes.push_back({"spec.birdGatewayMode", unsupported("BIRD's next-hop resolution mode", kApplies)});
   if (present(spec["node"])) p.node = get_string(spec["node"], "spec.node");
   if (present(spec["nodeSelector"])) p.node_selector = get_selector(spec["nodeSelector"], "spec.nodeSelector");
   if (!p.node.empty() && p.node_selector) bad("spec.nodeSelector", "give either spec.node or spec.nodeSelector, not both");
@@ -315,7 +392,7 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec) {
   return p;
 }
 
-IpPool parse_ip_pool(const YAML::Node& spec) {
+IpPool parse_ip_pool(const YAML::Node& spec, UnsupportedFields& notes) {
   IpPool p;
   if (!present(spec)) bad("spec", "is required");
   check_keys(spec, "spec",
@@ -342,6 +419,26 @@ IpPool parse_ip_pool(const YAML::Node& spec) {
   if (p.uses_ipip() && p.uses_vxlan()) bad("spec.vxlanMode", "ipipMode and vxlanMode cannot both be enabled");
   if (!v4 && p.uses_ipip()) bad("spec.ipipMode", "IPIP is IPv4 only");
   if (present(spec["natOutgoing"])) p.nat_outgoing = get_bool(spec["natOutgoing"], "spec.natOutgoing");
+  if (p.nat_outgoing)
+    notes.push_back({"spec.natOutgoing", unsupported("traffic from pods in this pool to outside the pools is "
+                                                     "masqueraded to the node's address",
+                                                     "no outgoing NAT is done, pod addresses leave the node "
+                                                     "unchanged; the pool itself works")});
+  if (present(spec["allowedUses"]) && nonempty(spec["allowedUses"])) {
+    std::set<std::string> uses;
+    const auto& au = spec["allowedUses"];
+    if (au.IsSequence())
+      for (const auto& u : au) uses.insert(u.IsScalar() ? u.Scalar() : "?");
+    if (uses != std::set<std::string>{"Workload", "Tunnel"})
+      notes.push_back({"spec.allowedUses", unsupported("the pool serves only these uses (Workload, Tunnel, "
+                                                       "LoadBalancer)",
+                                                       "the pool is used as an ordinary workload pool; " +
+                                                           std::string(kApplies))});
+  }
+  if (differs(spec["assignmentMode"], "Automatic"))
+    notes.push_back({"spec.assignmentMode", unsupported("Manual: addresses are handed out only on explicit request",
+                                                        "the pool is used as an Automatic one; " +
+                                                            std::string(kApplies))});
   if (present(spec["disabled"])) p.disabled = get_bool(spec["disabled"], "spec.disabled");
   if (present(spec["disableBGPExport"])) p.disable_bgp_export = get_bool(spec["disableBGPExport"], "spec.disableBGPExport");
   if (present(spec["nodeSelector"])) p.node_selector = get_selector(spec["nodeSelector"], "spec.nodeSelector");
@@ -458,7 +555,7 @@ WorkloadEndpoint parse_tabby_wep(const YAML::Node& doc) {
 }
 
 // projectcalico.org/v3 WorkloadEndpoint; the resource name is the pod's (spec.pod).
-WorkloadEndpoint parse_calico_wep(const YAML::Node& doc, std::string& name) {
+WorkloadEndpoint parse_calico_wep(const YAML::Node& doc, std::string& name, UnsupportedFields& notes) {
   WorkloadEndpoint w;
   w.labels = get_labels(doc["metadata"]["labels"], "metadata.labels");
   const auto& spec = doc["spec"];
@@ -468,6 +565,12 @@ WorkloadEndpoint parse_calico_wep(const YAML::Node& doc, std::string& name) {
               "ipv4Gateway", "ipv6Gateway", "allowSpoofedSourcePrefixes"});
   if (!present(spec["node"])) bad("spec.node", "is required");
   w.node = get_string(spec["node"], "spec.node");
+  if (nonempty(spec["allowSpoofedSourcePrefixes"]))
+    notes.push_back({"spec.allowSpoofedSourcePrefixes",
+                     unsupported("the pod may send from these source prefixes", kApplies)});
+  if (nonempty(spec["ipNATs"]))
+    notes.push_back({"spec.ipNATs", unsupported("1:1 NAT of these external addresses to the pod", "no NAT is done; " +
+                                                                                             std::string(kApplies))});
   if (present(spec["pod"])) name = get_string(spec["pod"], "spec.pod");
   if (!present(spec["interfaceName"])) bad("spec.interfaceName", "is required");
   w.iface = get_string(spec["interfaceName"], "spec.interfaceName");
@@ -552,7 +655,7 @@ bool BgpPeer::operator==(const BgpPeer& o) const {
          sel(peer_selector, o.peer_selector) && asn == o.asn && password == o.password &&
          keep_original_next_hop == o.keep_original_next_hop && next_hop_mode == o.next_hop_mode &&
          max_restart_time == o.max_restart_time && ttl_security == o.ttl_security &&
-         source_address == o.source_address;
+         source_address == o.source_address && refused == o.refused;
 }
 
 bool IpPool::operator==(const IpPool& o) const {
@@ -703,6 +806,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     object = kind + " " + ns + "/" + name;
   }
   if (!namespaced) ns.clear();
+  UnsupportedFields notes;
   try {
     if (policy_kind) {
       YAML::Emitter em;
@@ -719,13 +823,13 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
       r.key.kind = Kind::BGPConfiguration;
       if (name != "default" && name.rfind("node.", 0) != 0)
         return err("metadata.name", "must be 'default' or 'node.<nodename>'");
-      r.body = parse_bgp_configuration(doc["spec"]);
+      r.body = parse_bgp_configuration(doc["spec"], notes);
     } else if (calico && kind == "BGPPeer") {
       r.key.kind = Kind::BGPPeer;
-      r.body = parse_bgp_peer(doc["spec"]);
+      r.body = parse_bgp_peer(doc["spec"], notes);
     } else if (calico && kind == "IPPool") {
       r.key.kind = Kind::IPPool;
-      r.body = parse_ip_pool(doc["spec"]);
+      r.body = parse_ip_pool(doc["spec"], notes);
     } else if (calico && kind == "Node") {
       r.key.kind = Kind::CalicoNode;
       r.body = parse_calico_node(doc);
@@ -750,7 +854,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     } else if (calico && kind == "WorkloadEndpoint") {
       r.key.kind = Kind::WorkloadEndpoint;
       std::string pod = name;
-      r.body = parse_calico_wep(doc, pod);
+      r.body = parse_calico_wep(doc, pod, notes);
       r.key.name = pod;
     } else if (auto why = unenforced_security_kind(api, kind)) {
       return err("kind", kind + " (" + api + ") is a security control tabby does not implement: it is NOT enforced (" +
@@ -766,6 +870,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
   } catch (const YAML::Exception& e) {
     return err("(document)", std::string("malformed: ") + e.what());
   }
+  for (const auto& [path, why] : notes) r.unsupported.push_back(src + object + ": " + path + ": " + why);
   return r;
 }
 

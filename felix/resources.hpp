@@ -127,6 +127,9 @@ struct BgpPeer {
   std::optional<uint16_t> max_restart_time;       // seconds, from "120s" / "2m"
   uint8_t ttl_security = 0;                // hops (GTSM), 0 = off
   std::optional<IpAddress> source_address; // spec.sourceAddress: an IP (not UseNodeIP/None)
+  // spec.filters is set: tabby has no BGP filters, so the peer is refused (no
+  // session) rather than peered without them (fail closed). Reported per document.
+  bool refused = false;
   bool operator==(const BgpPeer& o) const;
 };
 
@@ -219,6 +222,11 @@ struct Resource {
   ResourceKey key;
   std::string source;  // file name / etcd key / API path, for messages
   ResourceBody body;
+  // Calico fields this object sets that tabby does not implement, one full message
+  // each ("<source>: <Kind> <name>: <field>: not supported by tabby ..."). The object
+  // still applies (except what the message says is refused); these are listed as
+  // problems until the field is removed (DocFeed).
+  std::vector<std::string> unsupported;
 };
 
 // ---------------------------------------------------------------- parsing

@@ -250,3 +250,170 @@ TEST_CASE("policy strictness holds through the resource reader (JSON documents, 
   CHECK_MESSAGE(all.find("gnp.yaml: GlobalNetworkPolicy d: spec.ingress[0].source: duplicate field") != std::string::npos,
                 all);
 }
+
+// ======================================================================== unsupported Calico fields
+namespace {
+
+DocEvent kdoc(const std::string& type, const std::string& name, const std::string& text) {
+  return DocEvent{{type, "", name}, text, "1", false, "manifests/" + name + ".yaml"};
+}
+std::string bgpconfig(const std::string& extra) {
+  return "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec:\n"
+         "  asNumber: 64512\n" + extra;
+}
+std::string bgppeer(const std::string& extra) {
+  return "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec:\n"
+         "  peerIP: 198.18.0.1\n  asNumber: 65001\n" + extra;
+}
+std::string ippool(const std::string& extra) {
+  return "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool-a}\nspec:\n"
+         "  cidr: 198.19.0.0/16\n" + extra;
+}
+std::string calico_wep(const std::string& extra) {
+  return "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w1, namespace: default}\nspec:\n"
+         "  node: node-1\n  pod: web\n  interfaceName: cali1\n  ipNetworks: [198.19.0.5/32]\n" + extra;
+}
+std::string two_nodes() {
+  std::string s;
+  for (auto [n, a] : {std::pair{"node-1", "198.18.0.11/24"}, std::pair{"node-2", "198.18.0.12/24"}})
+    s += std::string("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: ") + n +
+         "}\nspec:\n  bgp:\n    ipv4Address: " + a + "\n---\n";
+  return s;
+}
+std::vector<std::string> peer_addrs(Calc& calc) {
+  (void)calc.take_changes();
+  std::vector<std::string> v;
+  for (const auto& p : calc.speaker_config().peers) v.push_back(p.address.str());
+  return v;
+}
+
+struct FieldCase {
+  std::string type, name;
+  std::string (*make)(const std::string&);
+  std::string set;            // the field set to a value that changes behaviour in Calico
+  std::string calico_default; // the same field at its Calico default (or empty): no problem
+  std::string field;          // the path the problem names
+};
+
+}  // namespace
+
+TEST_CASE("each unsupported Calico field set in a manifest is a problem naming file, object and field") {
+  const std::vector<FieldCase> cases = {
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  logSeverityScreen: Debug\n",
+       "  logSeverityScreen: Info\n", "spec.logSeverityScreen"},
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  bindMode: NodeIP\n", "  bindMode: None\n",
+       "spec.bindMode"},
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig,
+       "  serviceLoadBalancerIPs:\n  - cidr: 203.0.113.0/24\n", "  serviceLoadBalancerIPs: []\n",
+       "spec.serviceLoadBalancerIPs"},
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig,
+       "  nodeMeshPassword:\n    secretKeyRef: {name: bgp, key: pw}\n", "", "spec.nodeMeshPassword"},
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  nodeMeshMaxRestartTime: 300s\n",
+       "  nodeMeshMaxRestartTime: 120s\n", "spec.nodeMeshMaxRestartTime"},
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  ignoredInterfaces: [eth9]\n",
+       "  ignoredInterfaces: []\n", "spec.ignoredInterfaces"},
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  localWorkloadPeeringIPV4: 169.254.0.179\n",
+       "", "spec.localWorkloadPeeringIPV4"},
+      {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  localWorkloadPeeringIPV6: fe80::179\n", "",
+       "spec.localWorkloadPeeringIPV6"},
+      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  filters: [only-pods]\n", "  filters: []\n", "spec.filters"},
+      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  numAllowedLocalASNumbers: 2\n",
+       "  numAllowedLocalASNumbers: 0\n", "spec.numAllowedLocalASNumbers"},
+      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  reachableBy: 198.18.0.254\n", "", "spec.reachableBy"},
+      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  failureDetectionMode: BFDIfDirectlyConnected\n",
+       "  failureDetectionMode: None\n", "spec.failureDetectionMode"},
+      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  restartMode: LongLivedGracefulRestart\n",
+       "  restartMode: GracefulRestart\n", "spec.restartMode"},
+      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  birdGatewayMode: DirectIfDirectlyConnected\n",
+       "  birdGatewayMode: Recursive\n", "spec.birdGatewayMode"},
+      {"IPPool.projectcalico.org", "pool-a", ippool, "  natOutgoing: true\n", "  natOutgoing: false\n",
+       "spec.natOutgoing"},
+      {"IPPool.projectcalico.org", "pool-a", ippool, "  allowedUses: [LoadBalancer]\n",
+       "  allowedUses: [Workload, Tunnel]\n", "spec.allowedUses"},
+      {"IPPool.projectcalico.org", "pool-a", ippool, "  assignmentMode: Manual\n", "  assignmentMode: Automatic\n",
+       "spec.assignmentMode"},
+      {"WorkloadEndpoint.projectcalico.org", "w1", calico_wep, "  allowSpoofedSourcePrefixes: [10.0.0.0/8]\n",
+       "  allowSpoofedSourcePrefixes: []\n", "spec.allowSpoofedSourcePrefixes"},
+      {"WorkloadEndpoint.projectcalico.org", "w1", calico_wep,
+       "  ipNATs:\n  - {internalIP: 198.19.0.5, externalIP: 203.0.113.5}\n", "", "spec.ipNATs"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.field);
+    Calc calc({.node_name = "node-1"});
+    DocFeed feed;
+    // Set: applied (no rejection), one problem naming file, object and field.
+    auto st = feed.feed({kdoc(c.type, c.name, c.make(c.set))}, calc);
+    CHECK(st.rejected == 0);
+    CHECK(st.upserts == 1);
+    auto probs = feed.problems();
+    REQUIRE(probs.size() == 1);
+    const std::string& m = probs[0].message;
+    CAPTURE(m);
+    CHECK(m.find("manifests/" + c.name + ".yaml") != std::string::npos);
+    CHECK(m.find(c.name + ": " + c.field + ": ") != std::string::npos);  // the object, then its field
+    CHECK(m.find(c.field + ": not supported by tabby (in Calico: ") != std::string::npos);
+    // At its Calico default: no problem, and the earlier one clears.
+    feed.feed({kdoc(c.type, c.name, c.make(c.calico_default))}, calc);
+    CHECK(feed.problems().empty());
+    // Set again, then the document deleted: the problem goes with it.
+    feed.feed({kdoc(c.type, c.name, c.make(c.set))}, calc);
+    CHECK(feed.problems().size() == 1);
+    DocEvent del = kdoc(c.type, c.name, "");
+    del.deleted = true;
+    feed.feed({del}, calc);
+    CHECK(feed.problems().empty());
+  }
+}
+
+TEST_CASE("a rejected new version keeps the unsupported-field problem of the version in force") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  natOutgoing: true\n"))}, calc);
+  feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  natOutgoing: maybe\n"))}, calc);
+  auto probs = feed.problems();
+  REQUIRE(probs.size() == 2);
+  CHECK(probs[0].message.find("'maybe' is not true or false") != std::string::npos);
+  CHECK(probs[1].message.find("spec.natOutgoing: not supported by tabby") != std::string::npos);
+}
+
+TEST_CASE("natOutgoing: true keeps the pool working (reported, not refused)") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  natOutgoing: true\n"))}, calc);
+  REQUIRE(calc.pools().size() == 1);
+  CHECK(calc.pools()[0].pool.cidr.str() == "198.19.0.0/16");
+  REQUIRE(feed.problems().size() == 1);
+  CHECK(feed.problems()[0].message.find("no outgoing NAT is done") != std::string::npos);
+}
+
+TEST_CASE("a BGPPeer with spec.filters is refused: no session without its filters") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  feed.feed({kdoc("Node.projectcalico.org", "nodes", two_nodes())}, calc);
+  feed.feed({kdoc("BGPPeer.projectcalico.org", "tor", bgppeer(""))}, calc);
+  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.1", "198.18.0.12"});
+  feed.feed({kdoc("BGPPeer.projectcalico.org", "tor", bgppeer("  filters: [only-pods]\n"))}, calc);
+  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
+  REQUIRE(feed.problems().size() == 1);
+  CHECK(feed.problems()[0].message.find("refused: no session is made with this peer") != std::string::npos);
+  // Filters removed: the peer comes back and the problem clears.
+  feed.feed({kdoc("BGPPeer.projectcalico.org", "tor", bgppeer(""))}, calc);
+  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.1", "198.18.0.12"});
+  CHECK(feed.problems().empty());
+}
+
+TEST_CASE("nodeMeshPassword: the mesh is turned off rather than run without the password") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  feed.feed({kdoc("Node.projectcalico.org", "nodes", two_nodes())}, calc);
+  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
+  feed.feed({kdoc("BGPConfiguration.projectcalico.org", "default",
+                  bgpconfig("  nodeMeshPassword:\n    secretKeyRef: {name: bgp, key: pw}\n"))},
+            calc);
+  CHECK(peer_addrs(calc).empty());
+  REQUIRE(feed.problems().size() == 1);
+  CHECK(feed.problems()[0].message.find("the node-to-node mesh is OFF") != std::string::npos);
+  feed.feed({kdoc("BGPConfiguration.projectcalico.org", "default", bgpconfig(""))}, calc);
+  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
+  CHECK(feed.problems().empty());
+}
