@@ -159,7 +159,9 @@ struct Calc::Impl {
       if (!n.prefix_advertisements.empty()) c.prefix_advertisements = n.prefix_advertisements;
       if (!n.service_cluster_ips.empty()) c.service_cluster_ips = n.service_cluster_ips;
       if (!n.service_external_ips.empty()) c.service_external_ips = n.service_external_ips;
+      c.mesh_refused = c.mesh_refused || n.mesh_refused;
     }
+    if (c.mesh_refused) c.node_to_node_mesh = false;  // nodeMeshPassword anywhere: no unauthenticated mesh
     return c;
   }
 

@@ -223,6 +223,7 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
   // A security control: the mesh must not run without the password it asks for.
   if (present(spec["nodeMeshPassword"])) {
     c.node_to_node_mesh = false;
+    c.mesh_refused = true;
     notes.push_back({"spec.nodeMeshPassword",
                      unsupported("node-to-node mesh sessions are protected by this TCP MD5 password",
                                  "refused: the node-to-node mesh is OFF under this BGPConfiguration, so no mesh "

@@ -111,6 +111,9 @@ struct BgpConfiguration {
   std::optional<uint16_t> listen_port;     // spec.listenPort (default 179)
   std::vector<PrefixAdvertisement> prefix_advertisements;
   std::vector<Prefix> service_cluster_ips, service_external_ips;
+  // spec.nodeMeshPassword is set: tabby cannot put a password on the mesh, so the
+  // mesh is off (node_to_node_mesh = false) and no node override turns it back on.
+  bool mesh_refused = false;
   bool operator==(const BgpConfiguration&) const = default;
 };
 

@@ -413,6 +413,12 @@ TEST_CASE("nodeMeshPassword: the mesh is turned off rather than run without the 
   CHECK(peer_addrs(calc).empty());
   REQUIRE(feed.problems().size() == 1);
   CHECK(feed.problems()[0].message.find("the node-to-node mesh is OFF") != std::string::npos);
+  // A per-node BGPConfiguration turning the mesh on does not override the refusal.
+  feed.feed({kdoc("BGPConfiguration.projectcalico.org", "node.node-1",
+                  "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: node.node-1}\n"
+                  "spec: {nodeToNodeMeshEnabled: true}\n")},
+            calc);
+  CHECK(peer_addrs(calc).empty());
   feed.feed({kdoc("BGPConfiguration.projectcalico.org", "default", bgpconfig(""))}, calc);
   CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
   CHECK(feed.problems().empty());
