@@ -183,6 +183,10 @@ struct EtcdKv {
   int64_t mod_revision = 0;
   int64_t create_revision = 0;
 };
+// A key-value of the prefix as the document event the datastore delivers
+// (revision = mod_revision, source "etcd:<key>"); none when the key is not
+// <prefix><kind>/[<namespace>/]<name>.
+std::optional<DocEvent> etcd_doc_event(const std::string& prefix, const EtcdKv& kv, bool deleted);
 struct EtcdRange {
   int64_t revision = 0;  // header.revision: the store's revision at list time
   std::vector<EtcdKv> kvs;

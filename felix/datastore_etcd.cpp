@@ -47,19 +47,12 @@ struct EtcdState {
 
   // Events of the prefix as documents; keys outside the layout are reported.
   std::optional<DocEvent> to_doc(const EtcdKv& kv, bool deleted) {
-    auto key = parse_etcd_key(cfg.etcd_prefix, kv.key);
-    if (!key) {
+    auto d = etcd_doc_event(cfg.etcd_prefix, kv, deleted);
+    if (!d) {
       // Keyed by the etcd key: deleting the stray key clears it.
       if (deleted) sync.problem("", "etcd:key " + kv.key);
       else sync.problem("etcd key '" + kv.key + "' is not <prefix><kind>/[<namespace>/]<name>: ignored", "etcd:key " + kv.key);
-      return std::nullopt;
     }
-    DocEvent d;
-    d.key = std::move(*key);
-    d.deleted = deleted;
-    if (!deleted) d.text = kv.value;
-    d.revision = std::to_string(kv.mod_revision);
-    d.source = "etcd:" + kv.key;
     return d;
   }
 

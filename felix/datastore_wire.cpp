@@ -149,6 +149,18 @@ std::optional<DocKey> parse_etcd_key(const std::string& prefix, std::string_view
   return std::nullopt;
 }
 
+std::optional<DocEvent> etcd_doc_event(const std::string& prefix, const EtcdKv& kv, bool deleted) {
+  auto key = parse_etcd_key(prefix, kv.key);
+  if (!key) return std::nullopt;
+  DocEvent d;
+  d.key = std::move(*key);
+  d.deleted = deleted;
+  if (!deleted) d.text = kv.value;
+  d.revision = std::to_string(kv.mod_revision);
+  d.source = "etcd:" + kv.key;
+  return d;
+}
+
 std::string prefix_range_end(std::string_view prefix) {
   std::string end(prefix);
   while (!end.empty()) {

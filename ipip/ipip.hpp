@@ -18,13 +18,41 @@
 #include <vector>
 
 #include "base/base.hpp"
-#include "felix/dataplane.hpp"
 
 namespace tabby::ipip {
 
-using dataplane::IpipConfig;
-using dataplane::VxlanConfig;
-using dataplane::Vtep;
+// IPIP: the fallback tunl0 device (it exists in every namespace once the ipip module is
+// loaded; adopted, never created).
+struct IpipConfig {
+  bool enabled = false;
+  std::optional<IpAddress> tunnel_address;  // set as /32 on tunl0
+  std::string underlay_if;                  // empty: the interface holding node_ip
+  uint32_t mtu = 0;                         // 0: underlay MTU - 20
+  bool operator==(const IpipConfig&) const = default;
+};
+
+// VXLAN: a device of tabby's own.
+struct VxlanConfig {
+  bool enabled = false;
+  std::string ifname = "vxlan.tabby";
+  uint32_t vni = 4096;
+  uint16_t port = 4789;
+  std::optional<IpAddress> tunnel_address;  // VTEP address on the device (/32)
+  std::optional<std::array<uint8_t, 6>> mac;  // none: derived from the node IP
+  std::string underlay_if;                  // empty: the interface holding node_ip
+  uint32_t mtu = 0;                         // 0: underlay MTU - 50
+  bool operator==(const VxlanConfig&) const = default;
+};
+
+// One remote VTEP: a permanent neighbour (tunnel_address -> mac) and an FDB entry
+// (mac -> node_ip) on the VXLAN device.
+struct Vtep {
+  std::string node;
+  IpAddress tunnel_address;
+  IpAddress node_ip;
+  std::array<uint8_t, 6> mac{};
+  bool operator==(const Vtep&) const = default;
+};
 
 enum class EncapMode : uint8_t { Never, Always, CrossSubnet };
 Result<EncapMode> parse_encap_mode(std::string_view text);  // "Never" | "Always" | "CrossSubnet"

@@ -26,35 +26,17 @@ namespace {
 
 const std::string kPrefix = "/tabby/";
 
-std::vector<std::string_view> lines_of(std::string_view s) {
-  std::vector<std::string_view> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t nl = s.find('\n', pos);
-    if (nl == std::string_view::npos) nl = s.size();
-    out.push_back(s.substr(pos, nl - pos));
-    pos = nl + 1;
-  }
-  return out;
-}
-
+// The client's own mapping (felix/datastore_wire.cpp), plus a round-trip check.
 std::optional<DocEvent> to_doc(const EtcdKv& kv, bool deleted) {
-  auto key = parse_etcd_key(kPrefix, kv.key);
-  if (!key) return std::nullopt;
-  if (etcd_key(kPrefix, *key) != kv.key) fuzz::die("etcd_wire_fuzz", "a parsed etcd key does not re-encode to itself");
-  DocEvent d;
-  d.key = std::move(*key);
-  d.deleted = deleted;
-  if (!deleted) d.text = kv.value;
-  d.revision = std::to_string(kv.mod_revision);
-  d.source = "etcd:" + kv.key;
+  auto d = etcd_doc_event(kPrefix, kv, deleted);
+  if (d && etcd_key(kPrefix, d->key) != kv.key) fuzz::die("etcd_wire_fuzz", "a parsed etcd key does not re-encode to itself");
   return d;
 }
 
 void conversation(std::string_view payload) {
   fuzz::AgentPipeline agent;
   auto& sync = agent.sync();
-  auto lines = lines_of(payload);
+  auto lines = fuzz::lines_of(payload);
   auto range = parse_etcd_range(lines.front());
   if (range) {
     std::vector<DocEvent> listed;

@@ -9,6 +9,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
+#include <vector>
 
 #include "felix/calc.hpp"
 #include "felix/datastore_codec.hpp"
@@ -19,6 +21,20 @@ namespace tabby::fuzz {
 [[noreturn]] inline void die(const char* target, const char* what) {
   std::fprintf(stderr, "%s: %s\n", target, what);
   std::abort();
+}
+
+// A fuzz input read as a conversation: one line per message (the first one the
+// list/range response, the rest watch lines), split at '\n'.
+inline std::vector<std::string_view> lines_of(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t nl = s.find('\n', pos);
+    if (nl == std::string_view::npos) nl = s.size();
+    out.push_back(s.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  return out;
 }
 
 class AgentPipeline {

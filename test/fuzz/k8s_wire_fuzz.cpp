@@ -32,18 +32,6 @@ namespace {
 
 const char* kTarget = "k8s_wire_fuzz";
 
-std::vector<std::string_view> lines_of(std::string_view s) {
-  std::vector<std::string_view> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t nl = s.find('\n', pos);
-    if (nl == std::string_view::npos) nl = s.size();
-    out.push_back(s.substr(pos, nl - pos));
-    pos = nl + 1;
-  }
-  return out;
-}
-
 void check_doc(const DocEvent& d, const K8sResource& r) {
   if (d.key.kind != k8s_qualified_kind(r)) fuzz::die(kTarget, "decoded object has another kind than its resource");
   if (d.key.name.empty()) fuzz::die(kTarget, "decoded object without a name");
@@ -58,7 +46,7 @@ void conversation(std::string_view payload, const K8sResource& r) {
   auto& sync = agent.sync();
   const std::string qkind = k8s_qualified_kind(r);
   auto in_scope = [&](const DocKey& k) { return k.kind == qkind; };
-  auto lines = lines_of(payload);
+  auto lines = fuzz::lines_of(payload);
   if (auto list = parse_k8s_list(lines.front(), r)) {
     for (const auto& d : list->items) check_doc(d, r);
     sync.relist(std::move(list->items), in_scope);

@@ -512,6 +512,22 @@ TEST_CASE("etcd keys and prefix ranges") {
   CHECK(req["range_end"] == base64_encode("/tabby0"));
 }
 
+TEST_CASE("etcd key-values as document events") {
+  EtcdKv kv{"/tabby/Pod/ns/p", "kind: Pod", 42, 7};
+  auto d = etcd_doc_event("/tabby/", kv, false);
+  REQUIRE(d);
+  CHECK(d->key == DocKey{"Pod", "ns", "p"});
+  CHECK(d->text == "kind: Pod");
+  CHECK(d->revision == "42");
+  CHECK(d->source == "etcd:/tabby/Pod/ns/p");
+  CHECK_FALSE(d->deleted);
+  auto gone = etcd_doc_event("/tabby/", kv, true);
+  REQUIRE(gone);
+  CHECK(gone->deleted);
+  CHECK(gone->text.empty());
+  CHECK_FALSE(etcd_doc_event("/tabby/", EtcdKv{"/tabby/stray", "x", 1, 1}, false));
+}
+
 TEST_CASE("etcd range response decoding (int64 as strings, base64 kvs)") {
   std::string body = R"({"header":{"cluster_id":"1","member_id":"2","revision":"42","raft_term":"2"},
     "kvs":[{"key":"L3RhYmJ5L05vZGUvbjE=","create_revision":"5","mod_revision":"40","version":"3","value":"a2luZDogTm9kZQ=="}],
