@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
 
 from tabbytest import core  # noqa: E402
 from tabbytest.daemons import Bird, Frr, Tabby  # noqa: E402
+from ingest import cpu_seconds, load_text, status_kb  # noqa: E402  (the ingest bench's /proc readers)
 
 AS = 64512
 RR_IP = "198.18.0.1"
@@ -41,32 +42,6 @@ RR_IP = "198.18.0.1"
 
 def client_ip(i):
     return f"198.18.{1 + i // 250}.{1 + i % 250}"
-
-
-def load_text():
-    with open("/proc/loadavg") as f:
-        la = f.read().split()
-    return f"load {la[0]} {la[1]} {la[2]} (runnable/tasks {la[3]}) on {os.cpu_count()} CPUs"
-
-
-def cpu_seconds(pids):
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
-def status_kb(pids, key):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    total += int(line.split()[1])
-    return total
 
 
 def mac_of(ns, dev):
