@@ -3,6 +3,7 @@
 // object (KeyIndex, SyncState, relist diffs) is in datastore_sync.cpp; the
 // etcd and Kubernetes wire encodings are in datastore_wire.cpp.
 #include "felix/datastore_codec.hpp"
+#include "policy/policy.hpp"
 
 #include <yaml-cpp/yaml.h>
 
@@ -67,29 +68,14 @@ constexpr size_t kMinNodeBudget = 200000;
 
 size_t node_budget(size_t text_size) { return std::max(kMinNodeBudget, 4 * text_size); }
 
-// An alias inside its own anchor ("a: &x [*x]") makes yaml-cpp build a cycle:
-// expanded, it is infinite, and a walk would recurse until the stack overflows.
-// No manifest nests anywhere near this deep.
-constexpr int kMaxDepth = 256;
-
-// Takes n's nodes (aliases expanded) from `budget`; false once it runs out or the
-// nesting passes kMaxDepth (a cycle).
-bool count_within(const YAML::Node& n, size_t& budget, int depth = 0) {
-  if (budget == 0 || depth > kMaxDepth) return false;
-  --budget;
-  if (n.IsSequence()) {
-    for (const auto& child : n)
-      if (!count_within(child, budget, depth + 1)) return false;
-  } else if (n.IsMap()) {
-    for (const auto& kv : n)
-      if (!count_within(kv.first, budget, depth + 1) || !count_within(kv.second, budget, depth + 1)) return false;
-  }
-  return true;
-}
+// The walk itself (aliases expanded, depth bounded against alias cycles) is the
+// policy module's manifest reader's: policy::yaml_take_nodes.
+using policy::kMaxManifestDepth;
+using policy::yaml_take_nodes;
 
 std::string too_large(size_t text_size) {
   return "manifest too large: more than " + std::to_string(node_budget(text_size)) +
-         " nodes once YAML aliases are expanded, or nested deeper than " + std::to_string(kMaxDepth) +
+         " nodes once YAML aliases are expanded, or nested deeper than " + std::to_string(kMaxManifestDepth) +
          " (an alias inside its own anchor)";
 }
 
@@ -233,7 +219,7 @@ Result<std::vector<DocEvent>> parse_manifests(std::string_view text, const std::
                           ": YAML error: unexpected '" + bad->second + "' (not a YAML document)");
         return {};
       }
-      if (!count_within(doc, budget))
+      if (!yaml_take_nodes(doc, budget))
         return fail_msg(origin + ":" + std::to_string(body_line + 1) + ": " + too_large(text.size()));
       add_document(doc, body, origin, index++, out, error);
     } catch (const YAML::Exception& e) {
@@ -269,7 +255,7 @@ Result<std::string> manifest_to_json(std::string_view text) {
   try {
     YAML::Node doc = YAML::Load(std::string(text));
     size_t budget = node_budget(text.size());
-    if (!count_within(doc, budget)) return fail_msg(too_large(text.size()));
+    if (!yaml_take_nodes(doc, budget)) return fail_msg(too_large(text.size()));
     return yaml_to_json(doc).dump();
   } catch (const YAML::Exception& e) {
     return fail_msg(yaml_error("manifest", e));

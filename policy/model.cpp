@@ -600,8 +600,7 @@ Result<Endpoint> parse_wep(const Ctx& c, const YAML::Node& doc, const std::strin
 namespace {
 // Depth is bounded too: an alias inside its own anchor ("a: &x [*x]") is a cycle
 // in yaml-cpp's node graph, infinite once expanded; walking it overflowed the stack.
-// No manifest nests anywhere near this deep.
-constexpr int kMaxManifestDepth = 256;
+// No manifest nests anywhere near kMaxManifestDepth.
 bool walk_within(const YAML::Node& n, size_t& budget, int depth = 0) {
   if (budget == 0 || depth > kMaxManifestDepth) return false;
   --budget;
@@ -615,6 +614,8 @@ bool walk_within(const YAML::Node& n, size_t& budget, int depth = 0) {
   return true;
 }
 }  // namespace
+
+bool yaml_take_nodes(const YAML::Node& doc, size_t& budget) { return walk_within(doc, budget); }
 
 namespace {
 // Sees where each document of a stream starts; ignores everything else.

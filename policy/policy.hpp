@@ -196,6 +196,11 @@ Result<Object> parse_object(std::string_view yaml_doc);
 // lines of anchors and aliases can expand exponentially ("billion laughs"),
 // so every manifest is checked before it is walked or re-emitted.
 bool yaml_within_budget(const YAML::Node& doc, size_t max_nodes = kMaxManifestNodes);
+// The same walk against a budget shared by several documents (a whole text):
+// takes the document's nodes from `budget`; false once it runs out, or when the
+// nesting passes 256 levels (an alias inside its own anchor is a cycle).
+bool yaml_take_nodes(const YAML::Node& doc, size_t& budget);
+inline constexpr int kMaxManifestDepth = 256;
 // Parses a multi-document YAML stream (--- separated). `origin` (file name)
 // prefixes errors.
 Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_view origin = "");
