@@ -1,5 +1,5 @@
 // accept_backoff.hpp — what a listening socket does when accept() fails (pure; the
-// acceptors in bgp/speaker.cpp, felix/api_server.cpp and felix/health_server.cpp
+// acceptors in bgp/speaker.cpp, felix/api/server.cpp and felix/api/health_server.cpp
 // drive it with their own timers).
 //
 // An accept that fails because the process or the system is out of file

@@ -66,7 +66,7 @@ def peer(ifname):
 
 
 def state_path(d, kind, ns, name):
-    # state_file_name() (felix/datastore_codec.cpp): kind_ns_name.yaml; our names need no escaping.
+    # state_file_name() (felix/datastore/codec.cpp): kind_ns_name.yaml; our names need no escaping.
     return os.path.join(d, STATE, f"{kind}_{ns}_{name}.yaml")
 
 

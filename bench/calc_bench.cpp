@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "felix/calc.hpp"
-#include "felix/recording_dataplane.hpp"
-#include "felix/resources.hpp"
+#include "felix/calc/calc.hpp"
+#include "test/fakes/recording_dataplane.hpp"
+#include "felix/calc/resources.hpp"
 
 using namespace tabby;
 using namespace tabby::felix;

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "felix/linux_dataplane.hpp"
+#include "dataplane/linux_dataplane.hpp"
 
 #if __has_include(<valgrind/callgrind.h>)
 #include <valgrind/callgrind.h>

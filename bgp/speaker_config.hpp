@@ -1,6 +1,6 @@
 // speaker_config.hpp — what the BGP speaker is told to do: local identity,
 // listen socket, peers and originated prefixes. Plain values, filled from the
-// agent's YAML config (felix/config.cpp) or, later, from the datastore.
+// agent's YAML config (felix/config/config.cpp) or, later, from the datastore.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // cni_config_fuzz.cpp — libFuzzer target for the CNI plugin's inputs
-// (felix/cni_config.cpp): the network config JSON on stdin and the CNI_*
+// (felix/cni/netconf.cpp): the network config JSON on stdin and the CNI_*
 // environment, and the result/error JSON the plugin writes back.
 // Input: lines "NAME=value" for environment variables (CNI_COMMAND,
 // CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_ARGS, CNI_PATH) up to a line
@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include "felix/cni.hpp"
+#include "felix/cni/cni.hpp"
 #include "test/fuzz/felix_fuzz_pipeline.hpp"
 
 using namespace tabby;

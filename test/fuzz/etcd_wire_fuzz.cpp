@@ -1,5 +1,5 @@
 // etcd_wire_fuzz.cpp — libFuzzer target for the etcd v3 JSON gateway decoding
-// (felix/datastore_wire.cpp) and what the etcd datastore does with it.
+// (felix/datastore/wire.cpp) and what the etcd datastore does with it.
 // Input: byte 0 selects the mode, the rest is the payload.
 //   0  a conversation: the first line is a /v3/kv/range response body, each
 //      further line a /v3/watch stream line; decoded events go, as in
@@ -26,7 +26,7 @@ namespace {
 
 const std::string kPrefix = "/tabby/";
 
-// The client's own mapping (felix/datastore_wire.cpp), plus a round-trip check.
+// The client's own mapping (felix/datastore/wire.cpp), plus a round-trip check.
 std::optional<DocEvent> to_doc(const EtcdKv& kv, bool deleted) {
   auto d = etcd_doc_event(kPrefix, kv, deleted);
   if (d && etcd_key(kPrefix, d->key) != kv.key) fuzz::die("etcd_wire_fuzz", "a parsed etcd key does not re-encode to itself");

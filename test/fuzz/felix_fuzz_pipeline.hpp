@@ -12,9 +12,9 @@
 #include <string_view>
 #include <vector>
 
-#include "felix/calc.hpp"
-#include "felix/datastore_codec.hpp"
-#include "felix/doc_feed.hpp"
+#include "felix/calc/calc.hpp"
+#include "felix/datastore/codec.hpp"
+#include "felix/calc/doc_feed.hpp"
 
 namespace tabby::fuzz {
 

@@ -1,5 +1,5 @@
 // k8s_wire_fuzz.cpp — libFuzzer target for the Kubernetes API decoding
-// (felix/datastore_wire.cpp) and what the kubernetes datastore does with it.
+// (felix/datastore/wire.cpp) and what the kubernetes datastore does with it.
 // Input: byte 0 selects the mode, byte 1 the resource (default_k8s_resources(),
 // modulo its size), the rest is the payload.
 //   0  a conversation: the first line is a list body, each further line a watch

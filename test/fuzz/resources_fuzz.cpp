@@ -1,8 +1,8 @@
 // resources_fuzz.cpp — libFuzzer target for the manifest parsers: YAML/JSON text
-// → typed cluster resources (felix/resources.cpp), the datastores' document
-// splitting and conversions (felix/datastore_codec.cpp), and the path a
-// datastore document takes into the agent (DocFeed → Calc, felix/doc_feed.cpp,
-// felix/calc.cpp). Input: byte 0 selects the mode, the rest is the text.
+// → typed cluster resources (felix/calc/resources.cpp), the datastores' document
+// splitting and conversions (felix/datastore/codec.cpp), and the path a
+// datastore document takes into the agent (DocFeed → Calc, felix/calc/doc_feed.cpp,
+// felix/calc/calc.cpp). Input: byte 0 selects the mode, the rest is the text.
 //   0  a manifest file as the file datastore reads it: ds::parse_manifests
 //      (split into documents, one DocEvent each) → SyncState → DocFeed → Calc
 //      (felix_fuzz_pipeline.hpp); the same text through felix::parse_manifests

@@ -43,7 +43,7 @@ API_PORT = 6443
 TOKEN = "tabby-e2e-token"
 
 # Every resource tabby's kubernetes datastore lists and watches by default
-# (felix/datastore_wire.cpp default_k8s_resources), as a cluster with Calico's
+# (felix/datastore/wire.cpp default_k8s_resources), as a cluster with Calico's
 # and tabby's CRDs installed serves them: path → (apiVersion, kind, namespaced).
 RESOURCES = {
     "/api/v1/nodes": ("v1", "Node", False),

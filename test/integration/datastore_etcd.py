@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""datastore_etcd.py — the etcd datastore (felix/datastore_etcd.cpp) against a
+"""datastore_etcd.py — the etcd datastore (felix/datastore/etcd.cpp) against a
 real etcd (Debian etcd-server) started here on loopback with a temp data dir:
 snapshot of the prefix; watch changes (put, delete); a key outside the layout
 reported; 10 processes racing create-if-absent per key (exactly one wins);

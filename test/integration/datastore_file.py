@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""datastore_file.py — the file datastore (felix/datastore_file.cpp) through
+"""datastore_file.py — the file datastore (felix/datastore/file.cpp) through
 tabby-ds-probe: initial snapshot of a directory of multi-document manifests;
 inotify changes (edit, editor-style rename, delete) delivered as differences
 only; a malformed file reported with file:line and its previous objects kept;

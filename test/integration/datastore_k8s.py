@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""datastore_k8s.py — the kubernetes datastore (felix/datastore_k8s.cpp)
+"""datastore_k8s.py — the kubernetes datastore (felix/datastore/k8s.cpp)
 against a RECORDED-PROTOCOL server (_k8s_server.py; no API server is
 installable here): HTTPS with a self-signed cert made by openssl now, Bearer
 token. Checks: snapshot across core v1 Nodes/Pods, a Calico CRD (IPPool) and

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """capture_peer_updates.py — records the raw BGP messages a real BIRD 2 or
 GoBGP peer sends, for cross-checking the codec's golden vectors
-(test/unit/bgp_codec_interop_test.cpp holds what this printed).
+(test/unit/bgp/codec_interop_test.cpp holds what this printed).
 
 Creates two network namespaces joined by a veth (198.18.0.1 peer, 198.18.0.2
 us), runs the peer in the first, and a minimal passive BGP speaker here in the

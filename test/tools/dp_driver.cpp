@@ -30,7 +30,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "felix/linux_dataplane.hpp"
+#include "dataplane/linux_dataplane.hpp"
 #include "ipip/ipip.hpp"
 
 using namespace tabby;

@@ -1,4 +1,4 @@
-// ds_probe.cpp — tabby-ds-probe: runs one datastore client (felix/datastore.hpp)
+// ds_probe.cpp — tabby-ds-probe: runs one datastore client (felix/datastore/datastore.hpp)
 // for the integration tests. `watch` prints every update as one JSON line on
 // stdout (flushed); `create`/`put`/`remove` perform one write and print its
 // outcome as JSON. Usage:
@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "felix/datastore.hpp"
+#include "felix/datastore/datastore.hpp"
 
 using namespace tabby;
 using namespace tabby::felix;

@@ -30,9 +30,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <nlohmann/json.hpp>
 
-#include "felix/api_policy.hpp"
-#include "felix/api_server.hpp"
-#include "felix/cli.hpp"
+#include "felix/api/policy_messages.hpp"
+#include "felix/api/server.hpp"
+#include "felix/api/cli.hpp"
 #include "policy/policy.hpp"
 
 namespace fs = std::filesystem;

@@ -71,7 +71,7 @@ class FileStore:
             os.unlink(p)
             return
         # Objects the agents or the CNI plugin wrote live in the state subdirectory
-        # (named kind_namespace_name.yaml, felix/datastore_codec.cpp).
+        # (named kind_namespace_name.yaml, felix/datastore/codec.cpp).
         k, ns, name = obj_id
         state = os.path.join(self.dir, "tabby-state", f"{k}_{ns}_{name}.yaml")
         if os.path.exists(state):

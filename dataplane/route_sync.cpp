@@ -1,0 +1,575 @@
+// route_sync.cpp — desired-vs-observed route reconciliation (pure). See
+// route_sync.hpp for the shape and invariants; the rules per key are:
+//   desired, kernel has nothing           -> upsert (if its interfaces exist, else pending)
+//   desired, kernel has ours, different   -> upsert (replace)
+//   desired, kernel has ours, equal       -> nothing (same attribute id)
+//   desired, kernel has a foreign route   -> Conflict, no write
+//   not desired, kernel has ours          -> delete, once the desired state is complete
+//   not desired, kernel has foreign       -> nothing (never touched)
+#include "dataplane/route_sync.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <tuple>
+
+namespace tabby::dataplane {
+
+namespace {
+
+inline uint64_t mix(uint64_t h, uint64_t w) {
+  h = (h ^ (w * 0xbf58476d1ce4e5b9ULL)) * 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
+
+inline uint64_t mix_addr(uint64_t h, const IpAddress& a) {
+  uint64_t w0, w1;
+  std::memcpy(&w0, a.bytes().data(), 8);
+  std::memcpy(&w1, a.bytes().data() + 8, 8);
+  return mix(mix(h, w0 ^ static_cast<uint64_t>(a.family())), w1);
+}
+
+uint32_t hash_attrs(const Route& r) {
+  uint64_t h = mix(0x51ed27a1u, static_cast<uint64_t>(r.type) | (uint64_t{r.prefsrc.has_value()} << 8));
+  if (r.prefsrc) h = mix_addr(h, *r.prefsrc);
+  for (const NextHop& n : r.nexthops) {
+    h = mix(h, (uint64_t{n.gateway.has_value()} << 16) | (uint64_t{n.onlink} << 8) | n.weight);
+    if (n.gateway) h = mix_addr(h, *n.gateway);
+    h = mix(h, hash_bytes(n.ifname.data(), n.ifname.size()));
+  }
+  return static_cast<uint32_t>(h ^ (h >> 32));
+}
+
+bool attrs_equal(const Route& r, const RouteAttrs& a) {
+  return r.type == a.type && r.prefsrc == a.prefsrc && r.nexthops == a.nexthops;
+}
+
+bool hop_less(const NextHop& a, const NextHop& b) {
+  return std::tie(a.ifname, a.gateway, a.onlink, a.weight) < std::tie(b.ifname, b.gateway, b.onlink, b.weight);
+}
+
+// Address order is a hint for the kernel's sake, not a rule: a list that is
+// already nearly in order (a few entries moved by erasures) is left as it is.
+void sort_ops(std::vector<RouteSync::Op>& ops) {
+  size_t descents = 0;
+  for (size_t i = 1; i < ops.size(); ++i) descents += ops[i].order < ops[i - 1].order;
+  if (descents * 64 > ops.size())
+    std::sort(ops.begin(), ops.end(), [](const RouteSync::Op& a, const RouteSync::Op& b) { return a.order < b.order; });
+}
+
+uint64_t order_of(const RouteKey& k) {
+  // Big-endian first 8 address bytes: address order for IPv4, near enough for IPv6.
+  uint64_t w = 0;
+  for (int i = 0; i < 8; ++i) w = (w << 8) | k.dst.addr().bytes()[i];
+  return k.dst.is_v4() ? (w >> 32 << 8 | k.dst.len()) : w;
+}
+
+}  // namespace
+
+RouteKey key_of(const Route& r) { return RouteKey{r.dst, r.table, r.metric}; }
+
+size_t RouteKeyHash::operator()(const RouteKey& k) const noexcept {
+  uint64_t h = mix_addr(k.dst.len(), k.dst.addr());
+  return static_cast<size_t>(mix(h, (uint64_t{k.table} << 32) | k.metric));
+}
+
+uint32_t RouteSync::hash_key(const RouteKey& k) {
+  uint64_t h = RouteKeyHash{}(k);
+  return static_cast<uint32_t>(h ^ (h >> 32));
+}
+
+void normalize(Route& r) {
+  // The kernel stores an IPv6 route added with metric 0 as metric 1024 (IP6_RT_PRIO_USER).
+  if (!r.dst.is_v4() && r.metric == 0) r.metric = 1024;
+  if (r.type == RouteType::Blackhole) {
+    r.nexthops.clear();
+    return;
+  }
+  if (r.nexthops.size() == 1) {
+    r.nexthops[0].weight = 1;
+  } else if (r.nexthops.size() > 1 && !std::is_sorted(r.nexthops.begin(), r.nexthops.end(), hop_less)) {
+    std::sort(r.nexthops.begin(), r.nexthops.end(), hop_less);
+  }
+}
+
+// ---------------------------------------------------------------- FlatIndex
+
+void FlatIndex::grow(size_t cap) {
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(cap, Slot{});
+  mask_ = cap - 1;
+  for (const Slot& s : old)
+    if (s.id) {
+      size_t i = s.hash & mask_;
+      while (slots_[i].id) i = (i + 1) & mask_;
+      slots_[i] = s;
+    }
+}
+
+void FlatIndex::reserve(size_t n) {
+  size_t cap = 16;
+  while (cap * 3 < n * 4) cap *= 2;  // load factor at most 3/4, as insert keeps it
+  if (cap > slots_.size()) grow(cap);
+}
+
+void FlatIndex::insert(uint32_t h, uint32_t id) {
+  if ((size_ + 1) * 4 > slots_.size() * 3) grow(slots_.empty() ? 16 : slots_.size() * 2);
+  size_t i = h & mask_;
+  while (slots_[i].id) i = (i + 1) & mask_;
+  slots_[i] = Slot{h, id};
+  ++size_;
+}
+
+void FlatIndex::erase(uint32_t h, uint32_t id) {
+  size_t i = h & mask_;
+  while (slots_[i].id != id) {
+    if (!slots_[i].id) return;
+    i = (i + 1) & mask_;
+  }
+  // Backward shift: pull later members of the probe run into the hole.
+  for (size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+    if (!slots_[j].id) break;
+    size_t home = slots_[j].hash & mask_;
+    // Move j into i when home is not cyclically in (i, j].
+    bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+    if (!between) {
+      slots_[i] = slots_[j];
+      i = j;
+    }
+  }
+  slots_[i] = Slot{};
+  --size_;
+}
+
+void FlatIndex::repoint(uint32_t h, uint32_t old_id, uint32_t new_id) {
+  for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+    if (slots_[i].id == old_id) {
+      slots_[i].id = new_id;
+      return;
+    }
+    if (!slots_[i].id) return;
+  }
+}
+
+void FlatIndex::clear() {
+  slots_.clear();
+  mask_ = size_ = 0;
+}
+
+// ---------------------------------------------------------------- AttrTable
+
+AttrId AttrTable::intern(const Route& r) {
+  // Bulk sets repeat the same attributes route after route: try the last value first.
+  if (last_ && slots_[last_ - 1].refs && attrs_equal(r, slots_[last_ - 1].attrs)) {
+    ++slots_[last_ - 1].refs;
+    return last_;
+  }
+  uint32_t h = hash_attrs(r);
+  AttrId id = index_.find(h, [&](uint32_t cand) { return attrs_equal(r, slots_[cand - 1].attrs); });
+  if (id) {
+    ++slots_[id - 1].refs;
+    return last_ = id;
+  }
+  if (!free_.empty()) {
+    id = free_.back();
+    free_.pop_back();
+  } else {
+    slots_.emplace_back();
+    id = static_cast<AttrId>(slots_.size());
+  }
+  Slot& s = slots_[id - 1];
+  s.attrs.type = r.type;
+  s.attrs.nexthops = r.nexthops;
+  s.attrs.prefsrc = r.prefsrc;
+  s.hash = h;
+  s.refs = 1;
+  s.cache = Cache{};
+  index_.insert(h, id);
+  return last_ = id;
+}
+
+void AttrTable::unref(AttrId id) {
+  Slot& s = slots_[id - 1];
+  if (--s.refs) return;
+  index_.erase(s.hash, id);
+  s.attrs = RouteAttrs{};
+  s.cache = Cache{};
+  free_.push_back(id);
+}
+
+// ---------------------------------------------------------------- entries
+
+uint32_t RouteSync::find(const RouteKey& k) const {
+  return index_.find(hash_key(k), [&](uint32_t id) { return entries_[id - 1].key == k; });
+}
+
+uint32_t RouteSync::find_or_add(const RouteKey& k) {
+  uint32_t h = hash_key(k);
+  uint32_t id = index_.find(h, [&](uint32_t c) { return entries_[c - 1].key == k; });
+  if (id) return id - 1;
+  entries_.push_back(Entry{});
+  entries_.back().key = k;
+  index_.insert(h, static_cast<uint32_t>(entries_.size()));
+  return static_cast<uint32_t>(entries_.size() - 1);
+}
+
+void RouteSync::erase_entry(uint32_t idx) {
+  Entry& e = entries_[idx];
+  clear_marks(e);
+  index_.erase(hash_key(e.key), idx + 1);
+  uint32_t last = static_cast<uint32_t>(entries_.size() - 1);
+  if (idx != last) {
+    index_.repoint(hash_key(entries_[last].key), last + 1, idx + 1);
+    entries_[idx] = entries_[last];
+  }
+  entries_.pop_back();
+}
+
+void RouteSync::compact() {
+  // Drop entries that neither side holds any more, then rebuild the index: cheaper
+  // than erasing one by one when many go at once (a class removed, a resync).
+  size_t out = 0;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    Entry& e = entries_[i];
+    if (empty(e)) {
+      clear_marks(e);
+      continue;
+    }
+    if (out != i) entries_[out] = entries_[i];
+    ++out;
+  }
+  if (out == entries_.size()) return;
+  entries_.resize(out);
+  index_.clear();
+  index_.reserve(out);
+  for (uint32_t i = 0; i < out; ++i) index_.insert(hash_key(entries_[i].key), i + 1);
+}
+
+void RouteSync::erase_keys(std::vector<RouteKey>& keys) {
+  if (keys.size() > entries_.size() / 8) compact();
+  else
+    for (const auto& k : keys) erase_if_empty(k);
+  keys.clear();
+}
+
+void RouteSync::erase_if_empty(const RouteKey& k) {
+  uint32_t id = find(k);
+  if (id && empty(entries_[id - 1])) erase_entry(id - 1);
+}
+
+void RouteSync::dirty(Entry& e) {
+  if (all_dirty_ || (e.flags & kDirty)) return;
+  e.flags |= kDirty;
+  dirty_.push_back(e.key);
+}
+
+void RouteSync::set_want(Entry& e, int cls, AttrId a) {
+  bool was = winner(e) != 0;
+  AttrId old = e.want[cls];
+  if (old == a) {
+    if (a) attrs_.unref(a);  // same value: drop the extra reference
+    return;
+  }
+  if (old) attrs_.unref(old);
+  e.want[cls] = a;
+  if (!old) ++class_size_[cls];
+  if (!a) --class_size_[cls];
+  desired_ += (winner(e) != 0) - was;
+  dirty(e);
+}
+
+void RouteSync::set_kernel(Entry& e, AttrId a, uint8_t proto) {
+  if (e.kernel == a && e.kproto == proto) {
+    if (a) attrs_.unref(a);
+    return;
+  }
+  owned_ -= owned(e);
+  if (e.kernel) attrs_.unref(e.kernel);
+  e.kernel = a;
+  e.kproto = a ? proto : 0;
+  owned_ += owned(e);
+}
+
+void RouteSync::clear_marks(Entry& e) {
+  if (e.flags & kPending) --pending_;
+  if (e.flags & kConflict) conflicts_.erase(e.key);
+  e.flags &= static_cast<uint8_t>(~(kPending | kConflict));
+}
+
+// ---------------------------------------------------------------- desired side
+
+void RouteSync::set_class(RouteClass cls, std::vector<Route> routes) {
+  const int c = static_cast<int>(cls);
+  const size_t before = class_size_[c];
+  size_t kept = 0;  // routes of the new set that the class already wanted
+  ++epoch_;
+  const size_t grow = routes.size() > before ? routes.size() - before : 0;  // a guess: the class replaced in place
+  entries_.reserve(entries_.size() + grow);
+  index_.reserve(entries_.size() + grow);
+  for (Route& r : routes) {
+    normalize(r);
+    AttrId a = attrs_.intern(r);
+    uint32_t idx = find_or_add(key_of(r));
+    Entry& e = entries_[idx];
+    if (e.seen != epoch_) {
+      e.seen = epoch_;
+      kept += e.want[c] != 0;
+    }
+    set_want(e, c, a);
+  }
+  routes.clear();
+  if (kept == before) return;  // every route the class had is still in it
+  // Some routes left the class: find them (one pass over the dense entries).
+  std::vector<RouteKey> gone;
+  for (Entry& e : entries_) {
+    if (!e.want[c] || e.seen == epoch_) continue;
+    set_want(e, c, 0);
+    if (empty(e)) gone.push_back(e.key);
+  }
+  erase_keys(gone);
+}
+
+void RouteSync::upsert(RouteClass cls, Route route) {
+  normalize(route);
+  AttrId a = attrs_.intern(route);
+  uint32_t idx = find_or_add(key_of(route));
+  set_want(entries_[idx], static_cast<int>(cls), a);
+}
+
+void RouteSync::remove(RouteClass cls, const RouteKey& key) {
+  uint32_t id = find(key);
+  if (!id) return;
+  set_want(entries_[id - 1], static_cast<int>(cls), 0);
+  if (empty(entries_[id - 1])) erase_entry(id - 1);
+}
+
+void RouteSync::set_complete() {
+  if (complete_) return;
+  complete_ = true;
+  // Leftovers become deletable: look at every observed route of ours once.
+  for (Entry& e : entries_)
+    if (owned(e) && !winner(e)) dirty(e);
+}
+
+// ---------------------------------------------------------------- observed side
+
+void RouteSync::observed_reset_begin() {
+  for (Entry& e : entries_) set_kernel(e, 0, 0);
+}
+
+// The kernel names the interface of a gateway the route was written without
+// one for ("via G" reads back as "via G dev eth0"). That is the route we asked
+// for: take the desired attributes as the kernel's, or every reload (each link
+// deletion, each periodic resync) would plan a rewrite of every such route.
+AttrId RouteSync::intern_observed(const Entry& e, const Route& r) {
+  if (AttrId d = winner(e)) {
+    const RouteAttrs& w = attrs_.get(d);
+    bool same = w.type == r.type && w.prefsrc == r.prefsrc && w.nexthops.size() == r.nexthops.size();
+    for (size_t i = 0; same && i < w.nexthops.size(); ++i) {
+      NextHop h = r.nexthops[i];
+      if (w.nexthops[i].ifname.empty() && w.nexthops[i].gateway) h.ifname.clear();
+      same = h == w.nexthops[i];
+    }
+    if (same) {
+      attrs_.ref(d);
+      return d;
+    }
+  }
+  return attrs_.intern(r);
+}
+
+void RouteSync::observed_reset_add(KernelRoute& kr) {
+  normalize(kr.route);
+  uint32_t idx = find_or_add(key_of(kr.route));
+  AttrId a = intern_observed(entries_[idx], kr.route);
+  set_kernel(entries_[idx], a, kr.protocol);  // a duplicate key in one dump: last wins
+}
+
+void RouteSync::observed_reset_end() {
+  compact();
+  mark_all_dirty();
+}
+
+void RouteSync::observed_reset(std::vector<KernelRoute> routes) {
+  observed_reset_begin();
+  for (auto& kr : routes) observed_reset_add(kr);
+  observed_reset_end();
+}
+
+void RouteSync::observed_set(KernelRoute kr) {
+  normalize(kr.route);
+  uint32_t idx = find_or_add(key_of(kr.route));
+  Entry& e = entries_[idx];
+  AttrId a = intern_observed(e, kr.route);
+  if (e.kernel == a && e.kproto == kr.protocol) {  // echo of what we hold
+    attrs_.unref(a);
+    return;
+  }
+  set_kernel(e, a, kr.protocol);
+  dirty(e);
+}
+
+void RouteSync::observed_erase(const RouteKey& key) {
+  uint32_t id = find(key);
+  if (!id || !entries_[id - 1].kernel) return;
+  Entry& e = entries_[id - 1];
+  set_kernel(e, 0, 0);
+  if (empty(e)) erase_entry(id - 1);
+  else dirty(e);
+}
+
+std::optional<uint8_t> RouteSync::observed_protocol(const RouteKey& key) const {
+  uint32_t id = find(key);
+  if (!id || !entries_[id - 1].kernel) return std::nullopt;
+  return entries_[id - 1].kproto;
+}
+
+void RouteSync::mark_dirty(const RouteKey& key) {
+  uint32_t id = find(key);
+  if (id) dirty(entries_[id - 1]);
+}
+
+void RouteSync::mark_all_dirty() {
+  all_dirty_ = true;
+  dirty_.clear();
+}
+
+// ---------------------------------------------------------------- planning
+
+void RouteSync::visit(uint32_t idx, const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
+  Entry& e = entries_[idx];
+  e.flags &= static_cast<uint8_t>(~kDirty);
+  clear_marks(e);
+  AttrId d = winner(e);
+  if (d) {
+    if (e.kernel && e.kproto != kTabbyRouteProtocol) {
+      e.flags |= kConflict;
+      conflicts_[e.key] = Conflict{materialize(e.key, attrs_.get(d)), e.kproto,
+                                   materialize(e.key, attrs_.get(e.kernel)).str()};
+      return;
+    }
+    if (e.kernel == d) return;
+    if (!writable(d)) {
+      e.flags |= kPending;
+      ++pending_;
+      return;
+    }
+    out.push_back(Op{order_of(e.key), idx, d, false});
+  } else if (owned(e) && complete_) {
+    out.push_back(Op{order_of(e.key), idx, e.kernel, true});
+  } else if (!e.kernel) {
+    garbage_.push_back(e.key);
+  }
+}
+
+void RouteSync::plan_ops(const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
+  out.clear();
+  if (all_dirty_) {
+    all_dirty_ = false;
+    out.reserve(entries_.size());
+    for (uint32_t i = 0; i < entries_.size(); ++i) visit(i, writable, out);
+  } else {
+    out.reserve(dirty_.size());
+    for (const RouteKey& k : dirty_) {
+      uint32_t id = find(k);
+      if (id && (entries_[id - 1].flags & kDirty)) visit(id - 1, writable, out);
+    }
+  }
+  dirty_.clear();
+  sort_ops(out);
+}
+
+void RouteSync::plan_remove_owned(std::vector<Op>& out) {
+  out.clear();
+  for (uint32_t i = 0; i < entries_.size(); ++i)
+    if (owned(entries_[i])) out.push_back(Op{order_of(entries_[i].key), i, entries_[i].kernel, true});
+  sort_ops(out);
+}
+
+void RouteSync::op_done(const Op& op, bool ok) {
+  Entry& e = entries_[op.entry];
+  if (!ok) {
+    dirty(e);
+    return;
+  }
+  if (op.del) {
+    set_kernel(e, 0, 0);
+    if (!winner(e)) garbage_.push_back(e.key);
+  } else {
+    attrs_.ref(op.attrs);
+    set_kernel(e, op.attrs, kTabbyRouteProtocol);
+  }
+}
+
+void RouteSync::ops_finished() { erase_keys(garbage_); }
+
+RoutePlan RouteSync::plan(const std::function<bool(const RouteAttrs&)>& writable) {
+  std::vector<Op> ops;
+  plan_ops([&](AttrId a) { return writable(attrs_.get(a)); }, ops);
+  RoutePlan p;
+  for (const Op& op : ops) {
+    Route r = materialize(entries_[op.entry].key, attrs_.get(op.attrs));
+    (op.del ? p.deletes : p.upserts).push_back(std::move(r));
+  }
+  ops_finished();
+  return p;
+}
+
+void RouteSync::ack_upsert(const Route& r) {
+  Route n = r;
+  normalize(n);
+  AttrId a = attrs_.intern(n);
+  uint32_t idx = find_or_add(key_of(n));
+  set_kernel(entries_[idx], a, kTabbyRouteProtocol);
+}
+
+void RouteSync::ack_delete(const RouteKey& key) {
+  uint32_t id = find(key);
+  if (!id || !owned(entries_[id - 1])) return;
+  set_kernel(entries_[id - 1], 0, 0);
+  if (empty(entries_[id - 1])) erase_entry(id - 1);
+}
+
+// ---------------------------------------------------------------- queries
+
+Route RouteSync::materialize(const RouteKey& key, const RouteAttrs& a) {
+  Route r;
+  r.dst = key.dst;
+  r.table = key.table;
+  r.metric = key.metric;
+  r.type = a.type;
+  r.nexthops = a.nexthops;
+  r.prefsrc = a.prefsrc;
+  return r;
+}
+
+std::optional<Route> RouteSync::desired(const RouteKey& key) const {
+  uint32_t id = find(key);
+  if (!id) return std::nullopt;
+  AttrId a = winner(entries_[id - 1]);
+  if (!a) return std::nullopt;
+  return materialize(key, attrs_.get(a));
+}
+
+std::optional<KernelRoute> RouteSync::observed(const RouteKey& key) const {
+  uint32_t id = find(key);
+  if (!id || !entries_[id - 1].kernel) return std::nullopt;
+  const Entry& e = entries_[id - 1];
+  return KernelRoute{materialize(key, attrs_.get(e.kernel)), e.kproto};
+}
+
+std::vector<Conflict> RouteSync::conflicts() const {
+  std::vector<Conflict> v;
+  v.reserve(conflicts_.size());
+  for (const auto& [k, c] : conflicts_) v.push_back(c);
+  std::sort(v.begin(), v.end(), [](const Conflict& a, const Conflict& b) { return a.wanted.dst < b.wanted.dst; });
+  return v;
+}
+
+std::vector<Route> RouteSync::owned_routes() const {
+  std::vector<Route> v;
+  for (const Entry& e : entries_)
+    if (owned(e)) v.push_back(materialize(e.key, attrs_.get(e.kernel)));
+  return v;
+}
+
+}  // namespace tabby::dataplane

@@ -1,0 +1,601 @@
+// cluster_agent.cpp — the agent with a datastore. Every module runs on one
+// io_context thread; this file is the only place they are wired together.
+//
+// Data flow (each edge is `producer -> consumer`):
+//   Datastore    -> DocFeed -> Calc     (manifests → typed resources; bad ones kept out)
+//   Speaker      -> Calc                (best routes learned from peers, for prefixes no block covers)
+//   Calc         -> Speaker             (peers: mesh, reflectors, BGPPeers; announcements: our blocks)
+//   Calc         -> KernelDriver        (routes per class, tunnel devices, VTEPs, workload veths)
+//   Calc         -> PolicyCompiler -> NftExecutor   (endpoints, namespaces, policies → table inet tabby)
+//   Calc         -> PolicyCompiler (tunnel guard)   (nodes' underlay addresses → set tunnel-peers)
+//   Agent        -> Datastore           (registers this node's Node resource when it has none)
+//   all modules  -> ApiServer           (read-only snapshots: status, routes, ipam, endpoints, policy)
+//   all modules  -> Metrics -> HealthServer   (/metrics, /readyz, /livez on metricsAddress)
+//
+// Restart without loss (PRODUCT.md): the kernel dataplane adopts the routes of
+// the previous run and sweeps leftovers only when the desired state is complete:
+// the datastore's first snapshot is in and the speaker has its initial table
+// (every peer's End-of-RIB, or the graceful-restart wait ran out; RFC 4724 §4.1).
+#include "felix/agent/cluster_agent.hpp"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "bgp/speaker.hpp"
+#include "felix/api/bgp_messages.hpp"
+#include "felix/api/messages.hpp"
+#include "felix/api/policy_messages.hpp"
+#include "felix/api/server.hpp"
+#include "felix/calc/calc.hpp"
+#include "felix/datastore/datastore.hpp"
+#include "felix/calc/doc_feed.hpp"
+#include "felix/api/health_server.hpp"
+#include "dataplane/kernel_driver.hpp"
+#include "felix/api/metrics.hpp"
+#include "policy/policy.hpp"
+#include "proto/tabby.pb.h"
+
+namespace tabby::felix {
+
+namespace asio = boost::asio;
+
+namespace {
+
+void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+
+constexpr auto kPolicyRepairInterval = std::chrono::seconds(60);
+// The initial listing arrives in pieces of this many objects (see datastore.hpp).
+constexpr size_t kSnapshotPartSize = 256;
+
+CalcOptions calc_options(const AgentConfig& c) {
+  CalcOptions o;
+  o.node_name = c.node_name;
+  o.base = c.bgp;
+  o.vxlan_ifname = c.dataplane.vxlan_interface;
+  o.vxlan_vni = c.dataplane.vxlan_vni;
+  o.vxlan_port = c.dataplane.vxlan_port;
+  o.underlay_mtu = c.dataplane.mtu;
+  return o;
+}
+
+std::string describe(const DatastoreConfig& d) {
+  switch (d.type) {
+    case DatastoreConfig::Type::File: return "file " + d.directory;
+    case DatastoreConfig::Type::Etcd: {
+      std::string s = "etcd";
+      for (const auto& e : d.etcd_endpoints) s += " " + e;
+      return s;
+    }
+    case DatastoreConfig::Type::Kubernetes: return "kubernetes " + (d.k8s_server.empty() ? "(in-cluster)" : d.k8s_server);
+  }
+  return "?";
+}
+
+// The interface address (with its subnet) that holds `addr` in this network
+// namespace: "198.18.0.11/24". Without it, the bare address (a /32: CrossSubnet
+// then treats every other node as remote).
+std::string node_address_with_mask(const IpAddress& addr) {
+  ifaddrs* list = nullptr;
+  std::string out = addr.str();
+  if (::getifaddrs(&list) != 0) return out;
+  for (ifaddrs* a = list; a; a = a->ifa_next) {
+    if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET || !a->ifa_netmask) continue;
+    auto* sin = reinterpret_cast<sockaddr_in*>(a->ifa_addr);
+    if (IpAddress::v4(ntohl(sin->sin_addr.s_addr)) != addr) continue;
+    uint32_t mask = ntohl(reinterpret_cast<sockaddr_in*>(a->ifa_netmask)->sin_addr.s_addr);
+    out += "/" + std::to_string(__builtin_popcount(mask));
+    break;
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
+class ClusterAgent {
+ public:
+  ClusterAgent(asio::io_context& io, AgentConfig config, std::string config_path)
+      : io_(io),
+        config_(std::move(config)),
+        config_path_(std::move(config_path)),
+        calc_(calc_options(config_)),
+        api_(io),
+        health_(io, [this] { return metrics_.scrape(); }, [this] { return health(); }),
+        signals_(io, SIGTERM, SIGINT, SIGHUP),
+        policy_timer_(io) {}
+
+  int run() {
+    started_ = std::chrono::system_clock::now();
+    // all modules -> ApiServer: read-only snapshots.
+    api_.handle("/v1/status", [this] { return status(); });
+    api_.handle("/v1/routes", [this]() -> std::unique_ptr<google::protobuf::Message> {
+      if (speaker_) return routes_message(*speaker_);
+      return std::make_unique<api::RouteList>();
+    });
+    api_.handle("/v1/policy", [this]() -> std::unique_ptr<google::protobuf::Message> {
+      if (!compiler_ || !nft_ || !config_.dataplane.policy)
+        return policy_error_message(nullptr, "policy enforcement is off (dataplane.enabled and dataplane.policy)");
+      auto r = nft_->report(*compiler_);
+      if (!r) return policy_error_message(compiler_.get(), r.error().message);
+      return policy_message(*r, compiler_.get());
+    });
+    api_.handle("/v1/ipam", [this] { return ipam_message(calc_); });
+    api_.handle("/v1/endpoints", [this] { return endpoints_message(calc_, config_.node_name); });
+    if (auto st = api_.start(config_.api_socket); !st) return fatal(st.error().message);
+    // Agent -> CNI plugin: the node name in use, for a plugin whose config leaves
+    // it out (kubelet does not pass the DaemonSet's NODENAME; Calico's
+    // /var/lib/calico/nodename plays this part).
+    if (!write_node_name_file(node_name_file(config_.api_socket), config_.node_name))
+      log("cannot write " + node_name_file(config_.api_socket) + ": " + std::strerror(errno));
+    // all modules -> Metrics: gauges are read at scrape time.
+    declare_agent_metrics(metrics_);
+    metrics_.add_collector([this](Metrics& m) { collect(m); });
+    if (!config_.metrics_address.empty()) {
+      if (auto st = health_.start(config_.metrics_address); !st) return fatal(st.error().message);
+    }
+
+    // Restart detection (RFC 4724 §4.1), as in the static agent: the marker stays
+    // after a graceful stop or a crash.
+    marker_ = config_.api_socket + ".running";
+    restarting_ = ::access(marker_.c_str(), F_OK) == 0;
+    if (restarting_) log("previous run did not stop for good: restarting speaker (R bit); kernel state adopted");
+    if (FILE* f = std::fopen(marker_.c_str(), "w")) std::fclose(f);
+
+    if (config_.dataplane.enabled) {
+      auto k = KernelDriver::open(io_);
+      if (!k) return fatal(k.error().message);
+      kernel_ = std::move(*k);
+      kernel_->on_applied([this](double seconds) { observe_dataplane_apply(metrics_, seconds); });
+      // table inet tabby: NetworkPolicy when dataplane.policy, and in any case the
+      // tunnel guard (VXLAN/IPIP only from nodes; Calico's Felix does the same
+      // whether or not policy is enforced).
+      auto x = policy::NftExecutor::create();
+      if (!x) return fatal("cannot open nftables: " + x.error().message);
+      nft_ = std::move(*x);
+      policy::CompilerOptions po;
+      po.enforce_policy = config_.dataplane.policy;
+      compiler_ = std::make_unique<policy::PolicyCompiler>(po);
+    }
+
+    DatastoreConfig dsc = *config_.datastore;
+    dsc.snapshot_part_size = kSnapshotPartSize;
+    auto ds = make_datastore(io_, dsc);
+    if (!ds) return fatal(ds.error().message);
+    datastore_ = std::move(*ds);
+    // Datastore -> DocFeed -> Calc.
+    if (auto st = datastore_->start([this](const DatastoreUpdate& u) { on_datastore(u); }); !st)
+      return fatal(st.error().message);
+    log("node " + config_.node_name + ": reading cluster resources from " + describe(*config_.datastore) +
+        "; API on " + config_.api_socket);
+
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) { on_signal(ec, sig); });
+    io_.run();
+    return 0;
+  }
+
+ private:
+  int fatal(const std::string& msg) {
+    std::cerr << "tabby agent: " << msg << "\n";
+    return 1;
+  }
+
+  // ---------------------------------------------------------------- datastore
+  void on_datastore(const DatastoreUpdate& u) {
+    switch (u.type) {
+      case DatastoreUpdate::Type::SnapshotPart:
+        // A piece of the initial listing: into the Calc at once, so no more than
+        // one piece of texts is ever alive. take_changes folds the piece's dirty
+        // marks into the Calc's own state (its result is not needed: the
+        // Snapshot's full pass programs everything from that state).
+        count_events(u.events);
+        feed_.feed(u.events, calc_);
+        (void)calc_.take_changes(/*with_policy=*/false);
+        break;
+      case DatastoreUpdate::Type::Snapshot:
+        count_events(u.events);
+        feed_.feed(u.events, calc_);
+        in_sync_ = true;
+        log("datastore in sync: " + std::to_string(u.events.size()) + " objects");
+        process(true);
+        register_node();
+#ifdef __GLIBC__
+        // The snapshot is the agent's one big burst of short-lived allocations
+        // (the documents, the parsed resources, the first full route and policy
+        // programming: tens of MB with 20,000 objects). glibc keeps freed pages
+        // mapped when long-lived objects sit above them: hand them back.
+        ::malloc_trim(0);
+#endif
+        break;
+      case DatastoreUpdate::Type::Changes:
+        count_events(u.events);
+        feed_.feed(u.events, calc_);
+        process(false);
+        break;
+      case DatastoreUpdate::Type::Problem:
+        if (u.message.empty()) {
+          if (store_problems_.erase(u.source)) log("resolved: " + u.source);
+          break;
+        }
+        // Keyed by source (a file, an etcd key, "etcd:watch", ...): the datastore
+        // clears it when the cause goes (an empty message for that source).
+        if (store_problems_[u.source.empty() ? u.message : u.source] != u.message) log("problem: " + u.message);
+        store_problems_[u.source.empty() ? u.message : u.source] = u.message;
+        break;
+      case DatastoreUpdate::Type::Connection:
+        connected_ = u.connected;
+        log(u.connected ? "datastore reachable again" : "datastore unreachable (retrying; the last state is kept): " + u.message);
+        break;
+    }
+  }
+
+  void count_events(const std::vector<DocEvent>& events) {
+    for (const auto& e : events) {
+      const std::string& k = e.key.kind;
+      count_datastore_event(metrics_, k.substr(0, k.find('.')), e.deleted);
+    }
+  }
+
+  // Agent -> Datastore: like calico-node, a node that is not in the datastore yet
+  // registers itself with its router ID (and that address's subnet) as
+  // spec.bgp.ipv4Address. An existing Node resource is never overwritten. On
+  // Kubernetes the kubelet's core v1 Node is there before the agent starts:
+  // without a projectcalico.org/IPv4Address annotation (nor a Calico Node with
+  // an address) the node still has no BGP address and registers one.
+  void register_node() {
+    const NodeInfo* me = calc_.node(config_.node_name);
+    if ((me && me->ipv4) || !config_.router_id_given) return;
+    std::string addr = node_address_with_mask(config_.bgp.router_id);
+    std::string text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: " + config_.node_name +
+                       "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n";
+    DocKey key{"Node.projectcalico.org", "", config_.node_name};
+    datastore_->create(key, text, [this, addr](Result<bool> r) {
+      if (!r) log("cannot register Node " + config_.node_name + ": " + r.error().message);
+      else if (*r) log("registered Node " + config_.node_name + " with ipv4Address " + addr);
+    });
+  }
+
+  // ---------------------------------------------------------------- calculation
+  // Calc -> Speaker, KernelDriver, PolicyCompiler. `full` programs everything
+  // (first snapshot, config reload); otherwise only the changes.
+  void process(bool full) {
+    if (processing_) {  // a callback fired inside a module call: run again after it
+      again_ = true;
+      return;
+    }
+    processing_ = true;
+    // Endpoint/namespace/policy deltas are built only for a compiler that takes
+    // deltas (a full pass programs it from the Calc's state).
+    CalcChanges ch = calc_.take_changes(/*with_policy=*/compiler_ != nullptr && config_.dataplane.policy && !full);
+    report_problems();
+
+    // Calc -> Speaker.
+    if (calc_.bgp_ready()) {
+      if (!speaker_) start_speaker();
+      else if (ch.bgp_changed || full) {
+        // Every change is applied; what could not be is a problem until a later
+        // config applies cleanly (status, /readyz, tabby_config_apply_failures_total).
+        if (auto st = speaker_->reconfigure(calc_.speaker_config()); !st) {
+          std::string msg = "BGP configuration not fully applied: " + st.error().message;
+          if (msg != bgp_apply_problem_) log("problem: " + msg);
+          bgp_apply_problem_ = msg;
+          count_config_apply_failure(metrics_, "bgp");
+        } else if (!bgp_apply_problem_.empty()) {
+          log("resolved: " + bgp_apply_problem_);
+          bgp_apply_problem_.clear();
+        }
+      }
+    } else if (!speaker_ && !waiting_logged_) {
+      waiting_logged_ = true;
+      log("waiting for Node " + config_.node_name +
+          " with spec.bgp.ipv4Address (or routerID in the config file) before starting BGP");
+    }
+
+    // Calc -> KernelDriver.
+    if (kernel_) {
+      if (full) calc_.program_full(kernel_->dataplane());
+      else calc_.apply_to(kernel_->dataplane(), ch);
+      kernel_->apply();
+      maybe_complete();
+    }
+
+    // Calc -> PolicyCompiler -> NftExecutor.
+    if (compiler_) {
+      if (config_.dataplane.policy) {
+        if (full) calc_.program_full(*compiler_);
+        else Calc::apply_to(*compiler_, ch);
+      }
+      // Calc -> tunnel guard: the nodes' addresses, as set element changes.
+      compiler_->set_tunnel_guard({true, config_.dataplane.vxlan_port});
+      if (full || ch.nodes_changed) compiler_->set_tunnel_peers(calc_.node_ipv4_addresses());
+      sync_policy(full || !policy_synced_);
+    }
+    processing_ = false;
+    if (again_) {
+      again_ = false;
+      asio::post(io_, [this] { process(false); });
+    }
+  }
+
+  void sync_policy(bool force_full) {
+    auto r = nft_->sync(*compiler_, force_full);
+    if (!r) {
+      log("policy: " + r.error().message);
+      return;
+    }
+    if (!policy_synced_) {
+      policy_synced_ = true;
+      log((config_.dataplane.policy ? "policy programmed: " + std::to_string(compiler_->policy_count()) +
+                                          " policies, " + std::to_string(compiler_->endpoint_count()) + " endpoints; "
+                                    : std::string("policy not enforced (dataplane.policy false); ")) +
+          "tunnel guard: VXLAN (udp " + std::to_string(compiler_->tunnel_guard().vxlan_port) + ") and IPIP only from " +
+          std::to_string(compiler_->tunnel_peer_count()) + " node addresses");
+      schedule_policy_repair();
+    }
+  }
+
+  void schedule_policy_repair() {
+    policy_timer_.expires_after(kPolicyRepairInterval);
+    policy_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec || stopping_) return;
+      auto r = nft_->repair(*compiler_);
+      if (!r) log("policy repair: " + r.error().message);
+      else if (*r) log("policy: the nftables table had drifted; resynced");
+      schedule_policy_repair();
+    });
+  }
+
+  void start_speaker() {
+    speaker_ = std::make_unique<bgp::Speaker>(io_, calc_.speaker_config());
+    speaker_->set_restarting(restarting_);
+    // Speaker -> Calc: learned best routes (only prefixes no block covers are installed).
+    speaker_->on_best_route_change([this](const std::vector<bgp::BestRouteChange>& changes) {
+      std::vector<LearnedRoute> v;
+      v.reserve(changes.size());
+      for (const auto& c : changes) v.push_back({c.prefix, c.next_hops, c.local});
+      calc_.set_learned_routes(v);
+      schedule_process();
+    });
+    speaker_->on_initial_sync([this] {
+      log("BGP initial table complete");
+      schedule_process();
+    });
+    if (auto st = speaker_->start(); !st) {
+      // Running, but not as configured (no listener): a problem until a
+      // reconfigure binds it.
+      bgp_apply_problem_ = "BGP configuration not fully applied: " + st.error().message;
+      log("problem: " + bgp_apply_problem_);
+      count_config_apply_failure(metrics_, "bgp");
+    }
+    const auto& sc = speaker_->config();
+    log("BGP running: router ID " + sc.router_id.str() + ", AS " + std::to_string(sc.asn) + ", " +
+        std::to_string(sc.peers.size()) + " peers, " + std::to_string(sc.announcements.size()) + " announcements");
+  }
+
+  void schedule_process() {
+    if (process_posted_) return;
+    process_posted_ = true;
+    asio::post(io_, [this] {
+      process_posted_ = false;
+      if (!stopping_) process(false);
+    });
+  }
+
+  // The first complete desired state: the snapshot is in and BGP has its initial
+  // table. Leftover routes of an earlier run may go only now.
+  void maybe_complete() {
+    if (dp_complete_ || !in_sync_ || !speaker_ || !speaker_->initial_sync_done()) return;
+    dp_complete_ = true;
+    kernel_->dataplane().desired_state_complete();
+    kernel_->apply();
+    log("dataplane: desired state complete; leftovers of earlier runs removed");
+  }
+
+  void report_problems() {
+    std::set<std::string> now;
+    for (const auto& p : feed_.problems()) now.insert(p.message);
+    for (const auto& p : calc_.problems()) now.insert(p.message);
+    for (const auto& m : now)
+      if (!logged_problems_.count(m)) log("problem: " + m);
+    for (const auto& m : logged_problems_)
+      if (!now.count(m)) log("resolved: " + m);
+    logged_problems_ = std::move(now);
+  }
+
+  // ---------------------------------------------------------------- state out
+  HealthState health() const {
+    HealthState h;
+    h.check("datastore", in_sync_, "datastore: waiting for the first complete list of resources");
+    if (!speaker_) {
+      h.check("bgp", false, "BGP: not started (no router ID: Node " + config_.node_name + " has no spec.bgp.ipv4Address)");
+    } else {
+      h.check("bgp", speaker_->initial_sync_done(), bgp_waiting_reason(speaker_->peers()));
+    }
+    if (kernel_) {
+      auto s = kernel_->status();
+      h.check("dataplane", s.in_sync,
+              "dataplane: " + std::to_string(s.routes_pending) + " routes pending" +
+                  (s.errors.empty() ? "" : ", " + s.errors.front()));
+    }
+    if (compiler_)
+      h.check("policy", policy_synced_,
+              config_.dataplane.policy ? "policy: ruleset not programmed yet" : "tunnel guard: not programmed yet");
+    // A configuration the agent could not apply is not a ready agent.
+    h.check("config", bgp_apply_problem_.empty() && reload_problem_.empty(),
+            !bgp_apply_problem_.empty() ? bgp_apply_problem_ : reload_problem_);
+    return h;
+  }
+
+  void collect(Metrics& m) const {
+    std::set<Prefix> installed;
+    for (auto cls : {dataplane::RouteClass::RemoteBlock, dataplane::RouteClass::Static})
+      for (const auto& r : calc_.routes(cls)) installed.insert(r.dst);
+    if (speaker_) {
+      std::map<std::string, uint64_t> per_peer;
+      if (kernel_)
+        for (const auto& r : speaker_->routes())
+          for (const auto& p : r.paths)
+            if (p.best && installed.count(r.prefix)) ++per_peer[p.from];
+      std::vector<PeerSnapshot> ps;
+      for (const auto& p : speaker_->peers()) {
+        std::string addr = p.address.str();
+        ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps});
+      }
+      collect_bgp(m, ps);
+    }
+    if (kernel_) collect_dataplane(m, kernel_->status());
+    // NftExecutor -> Metrics: the tunnel guard's drop counters (one GETOBJ each).
+    if (nft_ && policy_synced_) {
+      auto v = nft_->read_counter(compiler_->options().table, policy::kTunnelDropVxlanCounter);
+      auto i = nft_->read_counter(compiler_->options().table, policy::kTunnelDropIpipCounter);
+      if (v && i) collect_tunnel_drops(m, vxlan_drops_.update(v->packets), ipip_drops_.update(i->packets));
+    }
+    collect_calc_metrics(m, calc_, config_.node_name);
+    set_datastore_in_sync(m, in_sync_);
+  }
+
+  std::unique_ptr<google::protobuf::Message> status() const {
+    std::unique_ptr<api::Status> st;
+    if (speaker_) {
+      st = status_message(config_.node_name, *speaker_, started_);
+    } else {
+      st = std::make_unique<api::Status>();
+      st->set_node_name(config_.node_name);
+      st->set_version(TABBY_VERSION);
+      st->set_started(rfc3339(started_));
+    }
+    st->set_datastore(describe(*config_.datastore) + (connected_ ? "" : " (unreachable, retrying)"));
+    st->set_datastore_in_sync(in_sync_);
+    for (const auto& m : logged_problems_) st->add_problems(m);
+    for (const auto& [src, m] : store_problems_) st->add_problems(m);
+    if (!bgp_apply_problem_.empty()) st->add_problems(bgp_apply_problem_);
+    if (!reload_problem_.empty()) st->add_problems(reload_problem_);
+    auto h = health();
+    st->set_ready(h.ready);
+    for (auto& w : h.reasons) st->add_not_ready(w);
+    return st;
+  }
+
+  // ---------------------------------------------------------------- signals
+  void on_signal(const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      reload();
+      signals_.async_wait([this](const boost::system::error_code& e, int s) { on_signal(e, s); });
+      return;
+    }
+    log(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    stopping_ = true;
+    // Graceful restart (RFC 4724): leave without a NOTIFICATION so peers keep our
+    // routes; kernel routes and the nft table stay in place (restart without loss).
+    bool graceful = calc_.speaker_config().graceful_restart;
+    if (speaker_) speaker_->stop(graceful, "tabby agent stopping");
+    if (kernel_) kernel_->stop();
+    policy_timer_.cancel();
+    datastore_->stop();
+    if (!graceful) ::unlink(marker_.c_str());
+    api_.stop();
+    health_.stop();
+    auto deadline = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(2));
+    deadline->async_wait([this, deadline](const boost::system::error_code&) { io_.stop(); });
+  }
+
+  // config file -> Calc: node-local settings (static peers and announcements,
+  // dataplane.mtu and the VXLAN device's name, VNI and port); a bad file, or one
+  // that changes a setting fixed for the agent's lifetime, keeps the running config.
+  void reload() {
+    auto refuse = [this](const std::string& why) {
+      reload_problem_ = "config reload refused, running config kept: " + why;
+      log(reload_problem_);
+      count_config_apply_failure(metrics_, "reload");
+    };
+    auto fresh = load_config(config_path_);
+    if (!fresh) {
+      refuse(fresh.error().message);
+      return;
+    }
+    // Settings fixed for the agent's lifetime: a change to any of them is refused
+    // naming the file and the keys (the rest of the file is not applied either).
+    std::string fixed;
+    int n_fixed = 0;
+    auto fixed_key = [&](bool changed, const char* key) {
+      if (changed) fixed += std::string(n_fixed++ ? ", '" : "'") + key + "'";
+    };
+    fixed_key(fresh->node_name != config_.node_name, "nodeName");
+    fixed_key(fresh->api_socket != config_.api_socket, "apiSocket");
+    fixed_key(!fresh->datastore || describe(*fresh->datastore) != describe(*config_.datastore), "datastore");
+    fixed_key(fresh->dataplane.enabled != config_.dataplane.enabled, "dataplane.enabled");
+    fixed_key(fresh->dataplane.policy != config_.dataplane.policy, "dataplane.policy");
+    fixed_key(fresh->metrics_address != config_.metrics_address, "metricsAddress");
+    // The speaker's identity, listener, cluster ID and graceful-restart settings
+    // apply at run time (bgp::Speaker::reconfigure).
+    if (!fixed.empty()) {
+      refuse(config_path_ + (n_fixed > 1 ? ": keys " : ": key ") + fixed +
+             " cannot change while the agent runs (restart the agent for nodeName, apiSocket, datastore, "
+             "metricsAddress, dataplane.enabled/policy)");
+      return;
+    }
+    if (!reload_problem_.empty()) log("resolved: " + reload_problem_);
+    reload_problem_.clear();
+    config_ = std::move(*fresh);
+    calc_.set_options(calc_options(config_));
+    process(true);
+    log("config reloaded from " + config_path_);
+  }
+
+  asio::io_context& io_;
+  AgentConfig config_;
+  std::string config_path_;
+  std::chrono::system_clock::time_point started_;
+  Calc calc_;
+  DocFeed feed_;
+  std::unique_ptr<Datastore> datastore_;
+  std::unique_ptr<bgp::Speaker> speaker_;
+  std::unique_ptr<KernelDriver> kernel_;
+  std::unique_ptr<policy::PolicyCompiler> compiler_;
+  std::unique_ptr<policy::NftExecutor> nft_;
+  ApiServer api_;
+  Metrics metrics_;
+  HealthServer health_;
+  asio::signal_set signals_;
+  asio::steady_timer policy_timer_;
+  mutable MirroredTotal vxlan_drops_, ipip_drops_;  // tunnel guard counters, across table replacements
+  std::string marker_;
+  bool restarting_ = false, in_sync_ = false, connected_ = true, dp_complete_ = false, policy_synced_ = false;
+  bool processing_ = false, again_ = false, process_posted_ = false, stopping_ = false, waiting_logged_ = false;
+  std::set<std::string> logged_problems_;
+  std::map<std::string, std::string> store_problems_;  // datastore Problems by source
+  std::string bgp_apply_problem_;  // the speaker could not apply part of the last config
+  std::string reload_problem_;     // the last SIGHUP reload was refused
+};
+
+}  // namespace
+
+int run_cluster_agent(AgentConfig config, const std::string& config_path) {
+#ifdef __GLIBC__
+  // Large blocks (the snapshot's vectors, parse buffers) straight from mmap and back
+  // to the kernel when freed. glibc's default threshold adapts upwards after such a
+  // block is freed, after which the next ones are carved from the heap and leave
+  // holes under the long-lived state once freed.
+  ::mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+#endif
+  asio::io_context io;
+  ClusterAgent agent(io, std::move(config), config_path);
+  return agent.run();
+}
+
+}  // namespace tabby::felix

@@ -1,0 +1,57 @@
+// main.cpp — the `tabby` binary: dispatches to the agent and the read commands, and
+// runs as the CNI plugin when a container runtime execs it (CNI_COMMAND set, no
+// subcommand: CNI spec 1.0 "Parameters").
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "felix/agent/agent.hpp"
+#include "felix/api/cli.hpp"
+#include "felix/cni/cni.hpp"
+
+namespace {
+
+void usage(std::ostream& o) {
+  o << "usage: tabby COMMAND [ARGS]\n\n"
+       "commands:\n"
+       "  agent --config FILE             run the node agent (BGP speaker, API)\n"
+       "  status [-o json] [--socket S]   peer table of the running agent\n"
+       "  routes [-o json] [--socket S]   Loc-RIB with best-path reasons\n"
+       "  policy [-o json|wide] [--socket S]  per-endpoint policies and counters\n"
+       "  ipam [-o json] [--socket S]     IPAM blocks per node, totals per pool\n"
+       "  endpoints [-o json] [--socket S]  workload endpoints (node, interface, IPs, labels)\n"
+       "  version                         print the version\n"
+       "\n"
+       "With CNI_COMMAND set (and no command) it runs as the CNI plugin: ADD, DEL, CHECK,\n"
+       "VERSION (CNI spec 1.0), network config JSON on stdin.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 && std::getenv("CNI_COMMAND")) return tabby::felix::cni::run_cni_main();
+  if (argc < 2) {
+    usage(std::cerr);
+    return 2;
+  }
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "agent") return tabby::felix::run_agent(args);
+  if (cmd == "status") return tabby::felix::cli_status(args);
+  if (cmd == "routes") return tabby::felix::cli_routes(args);
+  if (cmd == "policy") return tabby::felix::cli_policy(args);
+  if (cmd == "ipam") return tabby::felix::cli_ipam(args);
+  if (cmd == "endpoints") return tabby::felix::cli_endpoints(args);
+  if (cmd == "version" || cmd == "--version") {
+    std::cout << "tabby " << TABBY_VERSION << "\n";
+    return 0;
+  }
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    usage(std::cout);
+    return 0;
+  }
+  std::cerr << "tabby: unknown command '" << cmd << "'\n";
+  usage(std::cerr);
+  return 2;
+}

@@ -1,0 +1,252 @@
+// calc.hpp — the calculation graph: cluster resources (resources.hpp) in, what this
+// node must do out. Pure and incremental: no I/O, no clocks.
+//
+// Outputs
+//  (a) bgp::SpeakerConfig for this node: router ID = the node's IPv4 address, AS =
+//      Node asNumber > BGPConfiguration asNumber > 64512; peers from the node-to-node
+//      mesh and BGPPeer resources; announcements = this node's blocks (+ service IPs),
+//      with the communities of matching prefixAdvertisements.
+//  (b) the dataplane's desired state per dataplane::RouteClass + TunnelConfig +
+//      workload interfaces.
+//  (c) policy inputs: endpoints, namespaces and policies for policy::PolicyCompiler.
+//
+// How the agent drives it (single-threaded):
+//   Calc calc({.node_name = "node-1", .base = agent_config.bgp});
+//   for each datastore event:  calc.apply(event)        // or upsert(res) / remove(key)
+//   for BGP best-route changes: calc.set_learned_routes(...)
+//   then, once per batch:      CalcChanges ch = calc.take_changes();
+//     if (ch.bgp_changed) speaker.reconfigure(calc.speaker_config());
+//     calc.apply_to(dataplane, ch); dataplane.apply();   // route edits + tunnels
+//     Calc::apply_to(policy_compiler, ch);               // endpoints/namespaces/policies
+//   At start, after the initial snapshot: take_changes() (discard the op list or apply
+//   it), then program_full(dataplane); dataplane.desired_state_complete(); and
+//   program_full(policy_compiler). A dataplane resync just calls program_full again.
+//
+// Rules (all deterministic: the same resources give the same outputs):
+//  * Node-to-node mesh (BGPConfiguration nodeToNodeMeshEnabled, default true): every
+//    pair of nodes that are not route reflectors; every non-reflector peers with every
+//    reflector (as its client); reflectors peer with each other, as non-clients when
+//    their cluster IDs are equal (RFC 4456 §7: a reflector's other non-client peers).
+//  * BGPPeer: applies to this node when spec.node names it, spec.nodeSelector matches
+//    its labels, or neither is given (a global peer). peerIP → one external peer with
+//    spec.asNumber; peerSelector → every other node it matches, with that node's AS.
+//    peerSelector peerings are symmetric (as in Calico): a node matched by peerSelector
+//    peers with the nodes the BGPPeer applies to. A BGPPeer wins over the mesh for the
+//    same address; among BGPPeers the first by name wins.
+//  * Route-reflector role: when this node has routeReflectorClusterID, a node peer
+//    with a different (or no) cluster ID is its RR client.
+//  * Who connects: between two tabby nodes the side with the higher address is passive
+//    (it only accepts), so exactly one side dials; external peers are dialled.
+//  * One session per address family (IPv4 session carries ipv4-unicast, IPv6 ipv6).
+//  * Remote block route, by the enclosing pool's mode (VXLAN wins; no pool: direct):
+//    direct "block via nodeIP"; IPIP "block via nodeIP dev tunl0 onlink"; VXLAN
+//    "block via <node's VTEP address> dev <vxlan dev> onlink". CrossSubnet tunnels only
+//    when the other node's IPv4 address is outside this node's subnet (the mask of
+//    spec.bgp.ipv4Address). IPv6 blocks are always routed directly.
+//  * Tunnel (VTEP) address of a node: Node spec.ipv4VXLANTunnelAddr /
+//    spec.bgp.ipv4IPIPTunnelAddr if set, otherwise the first address of its lowest
+//    IPv4 block. IPAM therefore never hands out the first address of a block.
+//  * Block ownership comes from BlockAffinity resources (the datastore is the source
+//    of truth). BGP-learned routes (set_learned_routes) are installed as RouteClass::
+//    Static only for prefixes no block covers (e.g. a ToR's default route or another
+//    cluster's pool); a learned route for a known block is ignored, and reported in
+//    problems() when its next hops do not include the owner node's address.
+//  * Cluster validation keeps the last good state per object: an IPPool that overlaps
+//    another enabled pool, or a BlockAffinity that overlaps another block, is rejected
+//    (upsert returns the error, the object's previous good version stays in force) and
+//    re-admitted automatically once the conflict is gone. First come, first served,
+//    as in Calico where the API server refuses the second pool.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/base.hpp"
+#include "bgp/speaker_config.hpp"
+#include "dataplane/dataplane.hpp"
+#include "felix/calc/resources.hpp"
+#include "policy/policy.hpp"
+
+namespace tabby::felix {
+
+struct CalcOptions {
+  std::string node_name;
+  // Node-local settings from the agent config: listen address, graceful restart,
+  // static peers and announcements (kept, listed first), and the router ID used when
+  // the Node resource has no IPv4 address. Its asn/listen_port are used only when no
+  // BGPConfiguration sets them.
+  bgp::SpeakerConfig base;
+  std::string ipip_ifname = "tunl0";
+  std::string vxlan_ifname = "vxlan.tabby";
+  uint32_t vxlan_vni = 4096;
+  uint16_t vxlan_port = 4789;
+  uint32_t underlay_mtu = 0;  // 0: the dataplane detects it from the node address's interface
+};
+
+// The merged view of one node (Calico Node + Kubernetes Node of the same name).
+struct NodeInfo {
+  std::string name;
+  Labels labels;
+  std::optional<NodeAddress> ipv4, ipv6;
+  std::optional<uint32_t> asn;
+  std::optional<IpAddress> rr_cluster_id;
+  std::optional<IpAddress> ipip_tunnel_addr, vxlan_tunnel_addr;
+  std::optional<std::array<uint8_t, 6>> vxlan_mac;
+  bool is_reflector() const { return rr_cluster_id.has_value(); }
+  bool operator==(const NodeInfo&) const = default;
+};
+
+// A best route from the BGP speaker (convert bgp::BestRouteChange to this; the
+// speaker header pulls in Asio, which this library must not).
+struct LearnedRoute {
+  Prefix prefix;
+  std::vector<IpAddress> next_hops;  // empty: withdrawn
+  bool local = false;                // originated by this node: ignored
+};
+
+struct RouteOp {
+  dataplane::RouteClass cls = dataplane::RouteClass::Static;
+  bool remove = false;
+  dataplane::Route route;
+  std::string str() const;  // "+remote-block 198.19.0.64/26 via ..." / "-local-workload ..."
+};
+
+// What changed since the last take_changes().
+struct CalcChanges {
+  bool bgp_changed = false;          // speaker_config() differs
+  bool tunnels_changed = false;      // tunnel_config() differs
+  bool interfaces_changed = false;   // workload_interfaces() differs
+  bool nodes_changed = false;        // a node came, went or changed (node_ipv4_addresses())
+  std::vector<RouteOp> routes;       // per-route edits, removals before upserts
+  std::vector<policy::Namespace> namespaces_upserted;
+  std::vector<std::string> namespaces_removed;
+  std::vector<policy::Endpoint> endpoints_upserted;
+  std::vector<std::string> endpoints_removed;  // "ns/name"; may name one never upserted
+                                               // (a consumer ignores keys it does not know)
+  std::vector<policy::Policy> policies_upserted;
+  std::vector<std::string> policies_removed;   // Policy::id()
+  bool empty() const;
+};
+
+struct CalcProblem {
+  std::string object;   // "IPPool pool-b", "Node node-3", "BGP"
+  std::string message;  // full text
+};
+
+// ---------------------------------------------------------------- IPAM (pure part)
+struct PoolView {
+  std::string name;
+  IpPool pool;
+};
+
+struct BlockChoice {
+  Prefix block;
+  std::string pool;
+};
+
+// The first free block (address order) of the first pool (in the given order) that
+// is enabled, of family `fam`, and whose nodeSelector matches `node_labels`. `claimed`
+// holds every claimed block of the cluster (any node; claimed blocks never overlap).
+std::optional<BlockChoice> choose_block(const std::vector<PoolView>& pools, const Labels& node_labels,
+                                        const std::set<Prefix>& claimed, IpFamily fam);
+// The lowest address of `block` not in `used` and not the block's first address
+// (reserved for the owner's tunnel address, see above). Every other address is
+// handed out, network- and broadcast-looking ones included (as Calico does: pod
+// addresses are /32 routes, a block is not a subnet).
+std::optional<IpAddress> choose_ip(const Prefix& block, const std::set<IpAddress>& used);
+// Addresses of a block that pods can get (its size minus the reserved first one).
+uint64_t block_capacity(const Prefix& block);
+
+struct IpamBlock {
+  Prefix cidr;
+  std::string pool;                           // "" when no pool contains it any more
+  std::map<IpAddress, std::string> used;      // ip -> handle (allocation record or "ns/name" of a WEP)
+  uint64_t capacity = 0;
+};
+
+// What the CNI plugin (via the datastore claimer) must do to give `handle` an address.
+struct IpamPlan {
+  Prefix block;
+  IpAddress ip;
+  bool claim_block = false;   // the block is free: create its BlockAffinity first
+  Resource affinity;          // the BlockAffinity to create (claim) or update (record)
+};
+
+class Calc {
+ public:
+  explicit Calc(CalcOptions opts);
+  ~Calc();
+  Calc(const Calc&) = delete;
+  Calc& operator=(const Calc&) = delete;
+
+  // ---- inputs
+  // Error: the object was rejected by cluster validation; its last good version (if
+  // any) stays in force and it is listed in problems().
+  Status upsert(const Resource& r);
+  void remove(const ResourceKey& key);
+  Status apply(const ResourceEvent& e);
+  // New node-local options (config reload). The node name must stay the same; the
+  // next take_changes() reports whatever the new options change.
+  void set_options(CalcOptions opts);
+  const CalcOptions& options() const;
+  // BGP best-route changes (incremental: only the prefixes given change).
+  void set_learned_routes(const std::vector<LearnedRoute>& changes);
+
+  // ---- outputs
+  CalcChanges take_changes();
+  // with_policy false: the policy fields (endpoints, namespaces, policies) stay
+  // empty; what exists is still tracked for endpoints()/program_full(PolicyCompiler&).
+  // For a consumer without policy enforcement, or one about to call program_full
+  // on its compiler anyway: with 20,000 endpoints that set is ~10 MB of
+  // policy::Endpoint at the cold start's peak that nobody reads. What such a
+  // call leaves out is not reported later: follow it with program_full(compiler)
+  // if a compiler is to be kept in step.
+  CalcChanges take_changes(bool with_policy);
+  // Valid after take_changes().
+  const bgp::SpeakerConfig& speaker_config() const;
+  bool bgp_ready() const;  // a router ID is known (Node IPv4 address or base config)
+  std::vector<dataplane::Route> routes(dataplane::RouteClass cls) const;
+  const dataplane::TunnelConfig& tunnel_config() const;
+  std::vector<std::string> workload_interfaces() const;
+  std::vector<policy::Endpoint> endpoints() const;
+  std::vector<policy::Namespace> namespaces() const;
+  std::vector<policy::Policy> policies() const;
+  std::vector<CalcProblem> problems() const;
+
+  // Apply a change set / the complete state.
+  void apply_to(dataplane::Dataplane& dp, const CalcChanges& ch) const;
+  void program_full(dataplane::Dataplane& dp) const;
+  static void apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch);
+  void program_full(policy::PolicyCompiler& pc) const;
+
+  // ---- cluster state
+  const NodeInfo* node(const std::string& name) const;
+  std::vector<std::string> node_names() const;
+  // Every node's IPv4 underlay address (spec.bgp.ipv4Address), this node's
+  // included: the sources tunnel traffic is accepted from (the tunnel guard).
+  std::vector<IpAddress> node_ipv4_addresses() const;
+  std::vector<PoolView> pools() const;  // accepted pools, name order
+  std::optional<std::string> block_owner(const Prefix& block) const;
+  std::optional<IpAddress> tunnel_address(const std::string& node, bool vxlan) const;
+
+  // ---- IPAM
+  std::vector<IpamBlock> ipam_blocks(const std::string& node) const;
+  // Next block for `node` (see choose_block; pool order = name order).
+  std::optional<BlockChoice> next_block(const std::string& node, IpFamily fam) const;
+  // An address for `handle` on `node`: from its blocks (lowest block first), else
+  // from a new block to claim. Error when every pool is exhausted or none matches.
+  Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
+  // CNI DEL: the BlockAffinity objects that record `handle`, with it removed (write
+  // them back; the caller also deletes the WorkloadEndpoint). Empty when none does.
+  std::vector<Resource> plan_release(const std::string& handle) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tabby::felix

@@ -1,0 +1,469 @@
+// plugin.cpp — the CNI commands (CNI spec 1.0 "Container Network Interface
+// Specification": ADD, DEL, CHECK, VERSION) and the datastore + IPAM transaction.
+//
+// Transaction (ADD), all under a host-wide per-node lock (flock on
+// <apiSocket>.ipam.lock: concurrent ADD/DEL on one node serialize, as Calico's IPAM
+// host lock does; nodes only contend on block claims):
+//   1. list the datastore (one Snapshot, bounded by datastoreTimeout → error 11) and
+//      feed every object into a felix::Calc;
+//   2. an allocation this pod already has in one of this node's blocks is reused
+//      (a re-ADD of the same pod); else Calc::plan_ip decides: claim a free block
+//      (create-if-absent of its BlockAffinity, which carries the allocation; lost
+//      race → list again and re-plan, bounded) or record the address in one of the
+//      node's blocks (put of the BlockAffinity: only this node writes its blocks, and
+//      the lock serializes this node's writers);
+//   3. veth pair, address, routes (cni_netns.cpp);
+//   4. put the WorkloadEndpoint (labels and named ports from the Pod).
+// A failure after step 2 undoes what this ADD did (veth, allocation) before the
+// error goes out; a claimed block stays (empty blocks are harmless and reused).
+//
+// DEL is idempotent: a missing netns, veth, allocation or WEP is fine. A DEL for an
+// older sandbox of a pod that has been re-added on this node (the WEP names another
+// container) only removes that sandbox's own interface.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <iterator>
+#include <thread>
+
+#include "felix/calc/calc.hpp"
+#include "felix/cni/cni.hpp"
+#include "felix/config/config.hpp"
+#include "felix/datastore/datastore.hpp"
+
+namespace tabby::felix::cni {
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+Unexpected<CniError> err(int code, std::string msg, std::string details = {}) {
+  return Unexpected<CniError>{CniError{code, std::move(msg), std::move(details)}};
+}
+
+constexpr int kClaimAttempts = 10;
+
+DocKey affinity_key(const std::string& name) {
+  return DocKey{qualified_kind("tabby.dev/v1", "BlockAffinity"), "", name};
+}
+DocKey wep_key(const std::string& ns, const std::string& name) {
+  return DocKey{qualified_kind("tabby.dev/v1", "WorkloadEndpoint"), ns, name};
+}
+
+// ---------------------------------------------------------------- node lock
+class NodeLock {
+ public:
+  ~NodeLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the flock
+  }
+  Result<void, CniError> acquire(const std::string& path, Clock::time_point deadline) {
+    std::error_code ec;
+    auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) return err(kIoFailure, "IPAM lock " + path + ": " + std::strerror(errno));
+    for (;;) {
+      if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return {};
+      if (errno != EWOULDBLOCK && errno != EINTR)
+        return err(kIoFailure, "IPAM lock " + path + ": " + std::strerror(errno));
+      if (Clock::now() >= deadline)
+        return err(kTryAgainLater, "IPAM lock " + path + " is held by another CNI invocation for too long");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// ---------------------------------------------------------------- the datastore session
+// Runs `io` until done() or the deadline. False on timeout.
+template <class Pred>
+bool run_until(asio::io_context& io, Pred done, Clock::time_point deadline) {
+  while (!done()) {
+    if (Clock::now() >= deadline) return false;
+    if (io.stopped()) io.restart();
+    if (io.run_one_until(deadline) == 0 && io.stopped() && !done()) {
+      // Out of work: nothing can make done() true any more.
+      return false;
+    }
+  }
+  return true;
+}
+
+// What the plugin knows of the cluster after one listing.
+struct ClusterState {
+  std::unique_ptr<Calc> calc;
+  std::map<ResourceKey, Resource> objects;  // Pods, WorkloadEndpoints, BlockAffinities
+  std::vector<std::string> problems;
+
+  const Resource* find(Kind k, const std::string& ns, const std::string& name) const {
+    auto it = objects.find(ResourceKey{k, ns, name});
+    return it == objects.end() ? nullptr : &it->second;
+  }
+  const WorkloadEndpoint* wep(const std::string& ns, const std::string& name) const {
+    const Resource* r = find(Kind::WorkloadEndpoint, ns, name);
+    return r ? &std::get<WorkloadEndpoint>(r->body) : nullptr;
+  }
+  // The allocation `handle` has in a block of `node`: (affinity name, block, ip).
+  struct Allocation {
+    std::string name;
+    BlockAffinity affinity;
+    IpAddress ip;
+  };
+  std::vector<Allocation> allocations(const std::string& node, const std::string& handle) const {
+    std::vector<Allocation> out;
+    for (const auto& [k, r] : objects) {
+      if (k.kind != Kind::BlockAffinity) continue;
+      const auto& a = std::get<BlockAffinity>(r.body);
+      if (a.node != node) continue;
+      if (auto it = a.allocations.find(handle); it != a.allocations.end()) out.push_back({k.name, a, it->second});
+    }
+    return out;
+  }
+};
+
+class Store {
+ public:
+  Store(const DatastoreConfig& cfg, std::string node, double timeout_s)
+      : cfg_(cfg), node_(std::move(node)), timeout_(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000))) {}
+
+  Result<void, CniError> open() {
+    auto w = make_datastore(io_, cfg_);
+    if (!w) return err(kInvalidConfig, "datastore: " + w.error().message);
+    writer_ = std::move(*w);
+    return {};
+  }
+
+  // One complete listing, fed into a fresh Calc.
+  Result<ClusterState, CniError> list() {
+    auto d = make_datastore(io_, cfg_);
+    if (!d) return err(kInvalidConfig, "datastore: " + d.error().message);
+    std::unique_ptr<Datastore> ds = std::move(*d);
+    std::vector<DocEvent> snapshot;
+    bool got = false;
+    std::string last_problem;
+    auto st = ds->start([&](const DatastoreUpdate& u) {
+      switch (u.type) {
+        case DatastoreUpdate::Type::SnapshotPart:  // not asked for (snapshot_part_size 0)
+          snapshot.insert(snapshot.end(), u.events.begin(), u.events.end());
+          break;
+        case DatastoreUpdate::Type::Snapshot:
+          snapshot.insert(snapshot.end(), u.events.begin(), u.events.end());
+          got = true;
+          break;
+        case DatastoreUpdate::Type::Problem: last_problem = u.message; break;
+        case DatastoreUpdate::Type::Connection:
+          if (!u.connected) last_problem = u.message;
+          break;
+        default: break;
+      }
+    });
+    if (!st) return err(kInvalidConfig, "datastore " + std::string(ds->type()) + ": " + st.error().message);
+    bool ok = run_until(io_, [&] { return got; }, Clock::now() + timeout_);
+    ds->stop();
+    if (!ok)
+      return err(kTryAgainLater,
+                 "datastore " + std::string(ds->type()) + ": no complete listing within " +
+                     std::to_string(timeout_.count()) + " ms",
+                 last_problem);
+    ClusterState cs;
+    CalcOptions opts;
+    opts.node_name = node_;
+    cs.calc = std::make_unique<Calc>(opts);
+    for (const auto& ev : snapshot) {
+      ParsedManifests pm = parse_manifests(ev.text, ev.source.empty() ? to_string(ev.key) : ev.source);
+      for (const auto& e : pm.errors) cs.problems.push_back(e.message);
+      for (auto& r : pm.resources) {
+        if (auto s = cs.calc->upsert(r); !s) cs.problems.push_back(s.error().message);
+        if (r.key.kind == Kind::Pod || r.key.kind == Kind::WorkloadEndpoint || r.key.kind == Kind::BlockAffinity)
+          cs.objects[r.key] = std::move(r);
+      }
+    }
+    return cs;
+  }
+
+  Result<bool, CniError> create(const DocKey& key, std::string text) {
+    std::optional<Result<bool>> r;
+    writer_->create(key, std::move(text), [&](Result<bool> x) { r = std::move(x); });
+    if (!run_until(io_, [&] { return r.has_value(); }, Clock::now() + timeout_))
+      return err(kTryAgainLater, "datastore: create " + to_string(key) + " timed out");
+    if (!*r) return err(kDatastoreError, "datastore: create " + to_string(key) + ": " + r->error().message);
+    return **r;
+  }
+  Result<void, CniError> put(const DocKey& key, std::string text) {
+    std::optional<Status> r;
+    writer_->put(key, std::move(text), [&](Status x) { r = std::move(x); });
+    if (!run_until(io_, [&] { return r.has_value(); }, Clock::now() + timeout_))
+      return err(kTryAgainLater, "datastore: put " + to_string(key) + " timed out");
+    if (!*r) return err(kDatastoreError, "datastore: put " + to_string(key) + ": " + r->error().message);
+    return {};
+  }
+  Result<bool, CniError> remove(const DocKey& key) {
+    std::optional<Result<bool>> r;
+    writer_->remove(key, [&](Result<bool> x) { r = std::move(x); });
+    if (!run_until(io_, [&] { return r.has_value(); }, Clock::now() + timeout_))
+      return err(kTryAgainLater, "datastore: remove " + to_string(key) + " timed out");
+    if (!*r) return err(kDatastoreError, "datastore: remove " + to_string(key) + ": " + r->error().message);
+    return **r;
+  }
+
+ private:
+  asio::io_context io_;
+  DatastoreConfig cfg_;
+  std::string node_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<Datastore> writer_;
+};
+
+// ---------------------------------------------------------------- commands
+struct Ctx {
+  CniEnv env;
+  NetConf conf;
+  AgentConfig agent;
+  std::string node;
+  std::string handle;
+  std::string host_if;
+  std::ostream& out;
+  std::ostream& log;
+};
+
+void log_problems(const Ctx& c, const ClusterState& cs) {
+  for (const auto& p : cs.problems) c.log << "tabby-cni: datastore object ignored: " << p << "\n";
+}
+
+// Removes `handle` from the affinity it was recorded in (undo of step 2).
+void undo_allocation(Ctx& c, Store& store, const std::string& name, BlockAffinity a) {
+  a.allocations.erase(c.handle);
+  if (auto r = store.put(affinity_key(name), block_affinity_manifest(name, a)); !r)
+    c.log << "tabby-cni: undo: could not release " << c.handle << ": " << r.error().msg << "\n";
+}
+
+Result<void, CniError> cmd_add(Ctx& c, Store& store) {
+  std::optional<ClusterState> cs;
+  IpAddress ip;
+  std::optional<std::pair<std::string, BlockAffinity>> written;  // the affinity this ADD wrote
+  bool allocated = false;
+  for (int attempt = 0; attempt < kClaimAttempts && !allocated; ++attempt) {
+    auto l = store.list();
+    if (!l) return Unexpected<CniError>{l.error()};
+    cs = std::move(*l);
+    if (attempt == 0) log_problems(c, *cs);
+    if (auto have = cs->allocations(c.node, c.handle); !have.empty()) {
+      ip = have.front().ip;  // a re-ADD of this pod: keep its address
+      allocated = true;
+      break;
+    }
+    auto plan = cs->calc->plan_ip(c.node, c.handle, IpFamily::V4);
+    if (!plan) return err(kPoolExhausted, plan.error().message);
+    const std::string& name = plan->affinity.key.name;
+    const auto& aff = std::get<BlockAffinity>(plan->affinity.body);
+    std::string text = block_affinity_manifest(name, aff);
+    if (plan->claim_block) {
+      auto created = store.create(affinity_key(name), text);
+      if (!created) return Unexpected<CniError>{created.error()};
+      if (!*created) {
+        c.log << "tabby-cni: block " << plan->block.str() << " was claimed by another node first; retrying\n";
+        continue;
+      }
+      c.log << "tabby-cni: node " << c.node << " claimed block " << plan->block.str() << "\n";
+    } else {
+      if (auto r = store.put(affinity_key(name), text); !r) return r;
+    }
+    ip = plan->ip;
+    written.emplace(name, aff);
+    allocated = true;
+  }
+  if (!allocated)
+    return err(kTryAgainLater, "IPAM: every block this node tried to claim was taken by another node first (" +
+                                   std::to_string(kClaimAttempts) + " attempts)");
+  auto undo_ipam = [&] {
+    if (written) undo_allocation(c, store, written->first, written->second);
+  };
+
+  PodNetSpec spec{c.env.netns, c.env.ifname, c.host_if, ip, c.conf.mtu};
+  auto net = setup_pod_network(spec);
+  if (!net) {
+    undo_ipam();
+    return err(kNetlinkError, net.error().message);
+  }
+
+  WorkloadEndpoint w;
+  w.node = c.node;
+  w.iface = c.host_if;
+  w.ips = {ip};
+  w.container_id = c.env.container_id;
+  if (const Resource* pod = cs->find(Kind::Pod, c.env.pod_namespace, c.env.pod_name)) {
+    const auto& p = std::get<Pod>(pod->body);
+    w.labels = p.labels;
+    w.ports = p.ports;
+  }
+  if (auto r = store.put(wep_key(c.env.pod_namespace, c.env.pod_name),
+                         workload_endpoint_manifest(c.env.pod_namespace, c.env.pod_name, w));
+      !r) {
+    (void)teardown_pod_network(c.env.netns, c.env.ifname, c.host_if);
+    undo_ipam();
+    return r;
+  }
+
+  AddResult res;
+  res.host_ifname = c.host_if;
+  res.host_mac = net->host_mac;
+  res.cont_ifname = c.env.ifname;
+  res.cont_mac = net->cont_mac;
+  res.sandbox = c.env.netns;
+  res.ip = ip;
+  c.out << result_json(c.conf.cni_version, res);
+  c.log << "tabby-cni: ADD " << c.handle << " (container " << c.env.container_id << "): " << ip.str() << " on "
+        << c.host_if << "\n";
+  return {};
+}
+
+Result<void, CniError> cmd_del(Ctx& c, Store& store) {
+  auto l = store.list();
+  if (!l) return Unexpected<CniError>{l.error()};
+  ClusterState& cs = *l;
+  const WorkloadEndpoint* w = cs.wep(c.env.pod_namespace, c.env.pod_name);
+  // A newer sandbox of this pod on this node owns the WEP, the address and the host veth.
+  bool stale = w && w->node == c.node && !w->container_id.empty() && w->container_id != c.env.container_id;
+  if (auto st = teardown_pod_network(c.env.netns, c.env.ifname, stale ? "" : c.host_if); !st)
+    return err(kNetlinkError, st.error().message);
+  if (stale) {
+    c.log << "tabby-cni: DEL " << c.handle << " (container " << c.env.container_id
+          << "): the pod now runs in container " << w->container_id << "; only this sandbox's interface removed\n";
+    return {};
+  }
+  for (auto& a : cs.allocations(c.node, c.handle)) {
+    a.affinity.allocations.erase(c.handle);
+    if (auto r = store.put(affinity_key(a.name), block_affinity_manifest(a.name, a.affinity)); !r) return r;
+    c.log << "tabby-cni: released " << a.ip.str() << " of " << c.handle << "\n";
+  }
+  if (w && w->node == c.node) {
+    auto r = store.remove(wep_key(c.env.pod_namespace, c.env.pod_name));
+    if (!r) return Unexpected<CniError>{r.error()};
+  }
+  return {};
+}
+
+Result<void, CniError> cmd_check(Ctx& c, Store& store) {
+  auto l = store.list();
+  if (!l) return Unexpected<CniError>{l.error()};
+  ClusterState& cs = *l;
+  std::vector<std::string> bad;
+  std::optional<IpAddress> ip;
+  auto allocs = cs.allocations(c.node, c.handle);
+  if (allocs.empty()) bad.push_back("no IPAM allocation for " + c.handle + " in the blocks of node " + c.node);
+  else ip = allocs.front().ip;
+  if (!c.conf.prev_ips.empty()) {
+    if (ip && std::find(c.conf.prev_ips.begin(), c.conf.prev_ips.end(), *ip) == c.conf.prev_ips.end())
+      bad.push_back("prevResult has no address " + ip->str() + " (the allocation)");
+    if (!ip) ip = c.conf.prev_ips.front();
+  }
+  const WorkloadEndpoint* w = cs.wep(c.env.pod_namespace, c.env.pod_name);
+  std::string wname = "WorkloadEndpoint " + c.handle;
+  if (!w) {
+    bad.push_back(wname + " is missing");
+  } else {
+    if (w->node != c.node) bad.push_back(wname + " is on node " + w->node + ", not " + c.node);
+    if (w->iface != c.host_if) bad.push_back(wname + " names interface " + w->iface + ", not " + c.host_if);
+    if (!w->container_id.empty() && w->container_id != c.env.container_id)
+      bad.push_back(wname + " belongs to container " + w->container_id);
+    if (ip && std::find(w->ips.begin(), w->ips.end(), *ip) == w->ips.end())
+      bad.push_back(wname + " does not list " + ip->str());
+    if (!ip && !w->ips.empty()) ip = w->ips.front();
+  }
+  if (ip) {
+    for (auto& s : check_pod_network({c.env.netns, c.env.ifname, c.host_if, *ip, c.conf.mtu})) bad.push_back(std::move(s));
+  } else {
+    bad.push_back("no address known for " + c.handle + ": pod network not checked");
+  }
+  if (bad.empty()) return {};
+  std::string msg = "CHECK " + c.handle + ": ";
+  for (size_t i = 0; i < bad.size(); ++i) msg += (i ? "; " : "") + bad[i];
+  return err(kCheckFailed, msg);
+}
+
+// The cniVersion to answer errors in: the config's when it has a usable one.
+std::string sniff_version(const std::string& text) {
+  auto c = parse_netconf(text);
+  if (c) return c->cni_version;
+  return "1.0.0";
+}
+
+}  // namespace
+
+int run_plugin(const std::function<std::optional<std::string>(const char*)>& getenv_fn, const std::string& stdin_text,
+               std::ostream& out, std::ostream& log) {
+  auto fail = [&](const std::string& version, const CniError& e) {
+    out << error_json(version, e);
+    log << "tabby-cni: error " << e.code << ": " << e.msg << (e.details.empty() ? "" : " (" + e.details + ")") << "\n";
+    return 1;
+  };
+  auto env = parse_env(getenv_fn);
+  if (!env) return fail(sniff_version(stdin_text), env.error());
+  if (env->command == Command::Version) {
+    out << version_json();
+    return 0;
+  }
+  auto conf = parse_netconf(stdin_text);
+  if (!conf) return fail("1.0.0", conf.error());
+  const std::string& ver = conf->cni_version;
+  auto agent = load_config(conf->tabby_config);
+  if (!agent) return fail(ver, {kInvalidConfig, "tabbyConfig " + conf->tabby_config + ": " + agent.error().message, {}});
+  if (!agent->datastore)
+    return fail(ver, {kInvalidConfig,
+                      "tabbyConfig " + conf->tabby_config +
+                          " has no datastore: the CNI plugin allocates addresses from the datastore's IP pools",
+                      {}});
+  Ctx c{std::move(*env), std::move(*conf), std::move(*agent), "", "", "", out, log};
+  // The node: the netconf's nodename, else the agent config's nodeName, else the
+  // name the running agent uses (its NODENAME), else the hostname.
+  c.node = c.conf.nodename;
+  if (c.node.empty() && !c.agent.node_name_given) c.node = read_node_name_file(node_name_file(c.agent.api_socket));
+  if (c.node.empty()) c.node = c.agent.node_name;
+  c.handle = ipam_handle(c.env.pod_namespace, c.env.pod_name);
+  c.host_if = host_veth_name(c.env.pod_namespace, c.env.pod_name);
+
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(c.conf.datastore_timeout_s * 1000));
+  NodeLock lock;
+  // Every holder is bounded by its own datastore timeouts; wait for a queue of them.
+  if (auto r = lock.acquire(c.agent.api_socket + ".ipam.lock", Clock::now() + 6 * timeout + std::chrono::seconds(30)); !r)
+    return fail(ver, r.error());
+  Store store(*c.agent.datastore, c.node, c.conf.datastore_timeout_s);
+  if (auto r = store.open(); !r) return fail(ver, r.error());
+
+  Result<void, CniError> r = [&]() -> Result<void, CniError> {
+    switch (c.env.command) {
+      case Command::Add: return cmd_add(c, store);
+      case Command::Del: return cmd_del(c, store);
+      case Command::Check: return cmd_check(c, store);
+      case Command::Version: break;
+    }
+    return {};
+  }();
+  if (!r) return fail(ver, r.error());
+  return 0;
+}
+
+int run_cni_main() {
+  std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  auto getenv_fn = [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+  int rc = run_plugin(getenv_fn, in, std::cout, std::cerr);
+  std::cout.flush();
+  return rc;
+}
+
+}  // namespace tabby::felix::cni

@@ -1,0 +1,469 @@
+// config.cpp — YAML → AgentConfig with strict validation. Keys follow Calico's
+// camelCase spelling (asNumber, peerIP, routeReflectorClient, nextHopMode,
+// ttlSecurity, maxRestartTime) so Calico users recognise them.
+#include "felix/config/config.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace tabby::felix {
+namespace {
+
+// A failure while walking the document: thrown inside this file only and
+// turned into a Result at the boundary.
+struct ConfigError {
+  std::string key;
+  std::string why;
+};
+
+[[noreturn]] void bad(const std::string& key, const std::string& why) { throw ConfigError{key, why}; }
+
+std::string scalar_text(const YAML::Node& n) { return n.IsScalar() ? n.Scalar() : std::string("<not a scalar>"); }
+
+void check_keys(const YAML::Node& map, const std::string& where, std::initializer_list<const char*> allowed) {
+  if (!map.IsMap()) bad(where.empty() ? "(top level)" : where, "must be a mapping of keys to values");
+  std::set<std::string> ok(allowed.begin(), allowed.end());
+  for (const auto& kv : map) {
+    std::string k = kv.first.Scalar();
+    if (!ok.count(k)) {
+      std::string list;
+      for (const auto& a : ok) list += (list.empty() ? "" : ", ") + a;
+      bad(where.empty() ? k : where + "." + k, "unknown key (allowed here: " + list + ")");
+    }
+  }
+}
+
+std::string join(const std::string& where, const std::string& key) { return where.empty() ? key : where + "." + key; }
+
+std::string get_string(const YAML::Node& n, const std::string& key) {
+  if (!n.IsScalar()) bad(key, "must be a string");
+  return n.Scalar();
+}
+
+uint64_t get_uint(const YAML::Node& n, const std::string& key, uint64_t lo, uint64_t hi) {
+  std::string s = scalar_text(n);
+  if (!n.IsScalar() || s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+    bad(key, "must be a whole number (got '" + s + "')");
+  if (s.size() > 19) bad(key, "number out of range (got '" + s + "')");
+  uint64_t v = std::stoull(s);
+  if (v < lo || v > hi)
+    bad(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + " (got " + s + ")");
+  return v;
+}
+
+bool get_bool(const YAML::Node& n, const std::string& key) {
+  std::string s = scalar_text(n);
+  if (s == "true" || s == "True") return true;
+  if (s == "false" || s == "False") return false;
+  bad(key, "must be true or false (got '" + s + "')");
+}
+
+IpAddress get_ip(const YAML::Node& n, const std::string& key, bool v4_only = false) {
+  auto r = IpAddress::parse(get_string(n, key));
+  if (!r) bad(key, r.error().message);
+  if (v4_only && !r->is_v4()) bad(key, "must be an IPv4 address (got '" + n.Scalar() + "')");
+  return *r;
+}
+
+Prefix get_prefix(const YAML::Node& n, const std::string& key) {
+  std::string s = get_string(n, key);
+  if (s.find('/') == std::string::npos) bad(key, "must be a CIDR like 203.0.113.0/24 (got '" + s + "')");
+  auto r = Prefix::parse(s);
+  if (!r) bad(key, r.error().message);
+  if (r->str() != s) {
+    // Host bits set: accept like BIRD does, but the user probably meant the network.
+    auto addr = IpAddress::parse(s.substr(0, s.find('/')));
+    if (addr && Prefix(*addr, r->len()).addr() != *addr)
+      bad(key, "'" + s + "' has host bits set (did you mean " + r->str() + "?)");
+  }
+  return *r;
+}
+
+template <class F>
+void each_item(const YAML::Node& n, const std::string& key, F f) {
+  if (!n.IsSequence()) bad(key, "must be a list");
+  for (size_t i = 0; i < n.size(); ++i) f(n[i], key + "[" + std::to_string(i) + "]");
+}
+
+// "198.18.0.2", "198.18.0.2:1179", "[2001:db8::2]:1179", "2001:db8::2"
+void parse_peer_ip(const std::string& text, const std::string& key, bgp::NeighborConfig& p) {
+  std::string addr = text, port;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos) bad(key, "missing ']' in '" + text + "'");
+    addr = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':') bad(key, "expected ':port' after ']' in '" + text + "'");
+      port = text.substr(close + 2);
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    addr = text.substr(0, text.find(':'));
+    port = text.substr(text.find(':') + 1);
+  }
+  auto ip = IpAddress::parse(addr);
+  if (!ip) bad(key, ip.error().message);
+  p.address = *ip;
+  if (!port.empty()) {
+    if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 || std::stoul(port) == 0 ||
+        std::stoul(port) > 65535)
+      bad(key, "bad port '" + port + "' in '" + text + "'");
+    p.port = static_cast<uint16_t>(std::stoul(port));
+  }
+}
+
+std::vector<bgp::Family> get_families(const YAML::Node& n, const std::string& key) {
+  std::vector<bgp::Family> out;
+  each_item(n, key, [&](const YAML::Node& item, const std::string& k) {
+    std::string s = get_string(item, k);
+    if (s == "ipv4" || s == "ipv4-unicast") out.push_back(bgp::kIpv4Unicast);
+    else if (s == "ipv6" || s == "ipv6-unicast") out.push_back(bgp::kIpv6Unicast);
+    else bad(k, "unknown family '" + s + "' (use ipv4 or ipv6)");
+  });
+  if (out.empty()) bad(key, "must name at least one family");
+  return out;
+}
+
+std::string read_password_file(const std::string& path, const std::string& key) {
+  std::ifstream f(path);
+  if (!f) bad(key, "cannot read password file '" + path + "'");
+  std::string line;
+  std::getline(f, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) bad(key, "password file '" + path + "' is empty");
+  return line;
+}
+
+bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where) {
+  check_keys(n, where, {"peerIP", "asNumber", "password", "passwordFile", "holdTime", "keepaliveTime",
+                        "connectRetryTime", "passive", "routeReflectorClient", "families", "nextHopMode",
+                        "ttlSecurity", "localAddress", "maxRestartTime", "export", "description"});
+  bgp::NeighborConfig p;
+  if (!n["peerIP"]) bad(join(where, "peerIP"), "is required");
+  parse_peer_ip(get_string(n["peerIP"], join(where, "peerIP")), join(where, "peerIP"), p);
+  if (!n["asNumber"]) bad(join(where, "asNumber"), "is required");
+  p.asn = static_cast<uint32_t>(get_uint(n["asNumber"], join(where, "asNumber"), 1, 4294967295u));
+  if (n["password"] && n["passwordFile"]) bad(join(where, "password"), "give password or passwordFile, not both");
+  if (n["password"]) {
+    p.password = get_string(n["password"], join(where, "password"));
+    if (p.password.empty() || p.password.size() > 80)
+      bad(join(where, "password"), "must be 1 to 80 characters (TCP MD5 key limit)");
+  }
+  if (n["passwordFile"])
+    p.password = read_password_file(get_string(n["passwordFile"], join(where, "passwordFile")),
+                                    join(where, "passwordFile"));
+  if (n["holdTime"]) {
+    auto v = get_uint(n["holdTime"], join(where, "holdTime"), 0, 65535);
+    if (v == 1 || v == 2) bad(join(where, "holdTime"), "must be 0 or at least 3 seconds (RFC 4271 §4.2)");
+    p.hold_time = static_cast<uint16_t>(v);
+  }
+  if (n["keepaliveTime"]) {
+    auto v = get_uint(n["keepaliveTime"], join(where, "keepaliveTime"), 1, 65535);
+    if (p.hold_time && v >= p.hold_time) bad(join(where, "keepaliveTime"), "must be less than holdTime");
+    p.keepalive_time = static_cast<uint16_t>(v);
+  }
+  if (n["connectRetryTime"])
+    p.connect_retry_time = static_cast<uint16_t>(get_uint(n["connectRetryTime"], join(where, "connectRetryTime"), 1, 3600));
+  if (n["passive"]) p.passive = get_bool(n["passive"], join(where, "passive"));
+  if (n["routeReflectorClient"])
+    p.route_reflector_client = get_bool(n["routeReflectorClient"], join(where, "routeReflectorClient"));
+  if (n["families"]) p.families = get_families(n["families"], join(where, "families"));
+  if (n["nextHopMode"]) {
+    std::string m = get_string(n["nextHopMode"], join(where, "nextHopMode"));
+    if (m == "Auto") p.next_hop_mode = bgp::NextHopMode::Auto;
+    else if (m == "Self") p.next_hop_mode = bgp::NextHopMode::Self;
+    else if (m == "Keep") p.next_hop_mode = bgp::NextHopMode::Keep;
+    else bad(join(where, "nextHopMode"), "must be Auto, Self or Keep (got '" + m + "')");
+  }
+  if (n["ttlSecurity"]) p.ttl_security_hops = static_cast<uint8_t>(get_uint(n["ttlSecurity"], join(where, "ttlSecurity"), 0, 254));
+  if (n["localAddress"]) p.local_address = get_ip(n["localAddress"], join(where, "localAddress"));
+  if (p.local_address && p.local_address->family() != p.address.family())
+    bad(join(where, "localAddress"), "must be of the same family as peerIP");
+  if (n["maxRestartTime"])
+    p.max_restart_time = static_cast<uint16_t>(get_uint(n["maxRestartTime"], join(where, "maxRestartTime"), 0, 4095));
+  if (n["description"]) p.description = get_string(n["description"], join(where, "description"));
+  if (n["export"]) {
+    std::string ew = join(where, "export");
+    check_keys(n["export"], ew, {"prefixes", "denyCommunities"});
+    if (n["export"]["prefixes"])
+      each_item(n["export"]["prefixes"], join(ew, "prefixes"), [&](const YAML::Node& it, const std::string& k) {
+        p.export_filter.allowed_prefixes.push_back(get_prefix(it, k));
+      });
+    if (n["export"]["denyCommunities"])
+      each_item(n["export"]["denyCommunities"], join(ew, "denyCommunities"), [&](const YAML::Node& it, const std::string& k) {
+        auto c = parse_community(get_string(it, k));
+        if (!c) bad(k, c.error().message);
+        p.export_filter.denied_communities.push_back(*c);
+      });
+  }
+  return p;
+}
+
+bgp::Announcement parse_announcement(const YAML::Node& n, const std::string& where) {
+  check_keys(n, where, {"prefix", "communities", "largeCommunities", "nextHop"});
+  bgp::Announcement a;
+  if (!n["prefix"]) bad(join(where, "prefix"), "is required");
+  a.prefix = get_prefix(n["prefix"], join(where, "prefix"));
+  if (n["communities"])
+    each_item(n["communities"], join(where, "communities"), [&](const YAML::Node& it, const std::string& k) {
+      auto c = parse_community(get_string(it, k));
+      if (!c) bad(k, c.error().message);
+      a.communities.push_back(*c);
+    });
+  if (n["largeCommunities"])
+    each_item(n["largeCommunities"], join(where, "largeCommunities"), [&](const YAML::Node& it, const std::string& k) {
+      auto c = parse_large_community(get_string(it, k));
+      if (!c) bad(k, c.error().message);
+      a.large_communities.push_back(*c);
+    });
+  if (n["nextHop"]) {
+    a.next_hop = get_ip(n["nextHop"], join(where, "nextHop"));
+    if (a.next_hop->family() != a.prefix.family())
+      bad(join(where, "nextHop"), "must be of the same family as prefix (IPv4 next hops for IPv6 prefixes are not supported here)");
+  }
+  return a;
+}
+
+// datastore: {type: file, directory: DIR} | {type: etcd, etcdEndpoints: [...], etcdPrefix: P}
+//          | {type: kubernetes, server: URL, tokenFile: F, caFile: F}
+DatastoreConfig parse_datastore(const YAML::Node& n) {
+  check_keys(n, "datastore", {"type", "directory", "etcdEndpoints", "etcdPrefix", "server", "tokenFile", "caFile"});
+  DatastoreConfig d;
+  if (!n["type"]) bad("datastore.type", "is required (file, etcd or kubernetes)");
+  std::string type = get_string(n["type"], "datastore.type");
+  auto only_for = [&](std::initializer_list<const char*> keys, const char* which) {
+    for (const char* k : keys)
+      if (n[k]) bad(std::string("datastore.") + k, std::string("applies only to type ") + which);
+  };
+  if (type == "file") {
+    d.type = DatastoreConfig::Type::File;
+    only_for({"etcdEndpoints", "etcdPrefix"}, "etcd");
+    only_for({"server", "tokenFile", "caFile"}, "kubernetes");
+    if (!n["directory"]) bad("datastore.directory", "is required for type file (the directory of manifests)");
+    d.directory = get_string(n["directory"], "datastore.directory");
+    if (d.directory.empty()) bad("datastore.directory", "must not be empty");
+  } else if (type == "etcd") {
+    d.type = DatastoreConfig::Type::Etcd;
+    only_for({"directory"}, "file");
+    only_for({"server", "tokenFile", "caFile"}, "kubernetes");
+    if (n["etcdEndpoints"]) {
+      d.etcd_endpoints.clear();
+      each_item(n["etcdEndpoints"], "datastore.etcdEndpoints", [&](const YAML::Node& it, const std::string& k) {
+        std::string url = get_string(it, k);
+        if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+          bad(k, "must be a URL like http://127.0.0.1:2379 (got '" + url + "')");
+        d.etcd_endpoints.push_back(url);
+      });
+      if (d.etcd_endpoints.empty()) bad("datastore.etcdEndpoints", "must list at least one URL");
+    }
+    if (n["etcdPrefix"]) d.etcd_prefix = get_string(n["etcdPrefix"], "datastore.etcdPrefix");
+  } else if (type == "kubernetes") {
+    d.type = DatastoreConfig::Type::Kubernetes;
+    only_for({"directory"}, "file");
+    only_for({"etcdEndpoints", "etcdPrefix"}, "etcd");
+    if (n["server"]) d.k8s_server = get_string(n["server"], "datastore.server");
+    if (n["tokenFile"]) d.k8s_token_file = get_string(n["tokenFile"], "datastore.tokenFile");
+    if (n["caFile"]) d.k8s_ca_file = get_string(n["caFile"], "datastore.caFile");
+  } else {
+    bad("datastore.type", "must be file, etcd or kubernetes (got '" + type + "')");
+  }
+  return d;
+}
+
+AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
+  check_keys(root, "", {"nodeName", "routerID", "asNumber", "listenAddress", "listenPort", "apiSocket",
+                        "clusterID", "gracefulRestart", "dataplane", "peers", "announce", "datastore",
+                        "metricsAddress"});
+  AgentConfig c;
+  if (root["nodeName"]) {
+    c.node_name = get_string(root["nodeName"], "nodeName");
+    if (c.node_name.empty()) bad("nodeName", "must not be empty");
+    c.node_name_given = true;
+  } else {
+    c.node_name = !env.nodename.empty() ? env.nodename : env.hostname;
+    if (c.node_name.empty()) bad("nodeName", "is required (or set NODENAME in the environment)");
+  }
+  if (root["datastore"]) c.datastore = parse_datastore(root["datastore"]);
+  if (root["routerID"]) {
+    c.bgp.router_id = get_ip(root["routerID"], "routerID", true);
+    if (c.bgp.router_id.is_unspecified()) bad("routerID", "must not be 0.0.0.0");
+    c.router_id_given = true;
+  } else if (!env.ip.empty()) {
+    auto ip = IpAddress::parse(env.ip);
+    if (!ip || !ip->is_v4() || ip->is_unspecified())
+      bad("routerID", "not set, and $IP ('" + env.ip + "') is not an IPv4 address");
+    c.bgp.router_id = *ip;
+    c.router_id_given = true;
+  } else if (!c.datastore) {
+    bad("routerID", "is required without a datastore (an IPv4 address unique among peers; with a datastore it "
+                    "defaults to the Node resource's spec.bgp.ipv4Address)");
+  }
+  if (root["metricsAddress"]) {
+    c.metrics_address = get_string(root["metricsAddress"], "metricsAddress");
+    auto colon = c.metrics_address.rfind(':');
+    std::string port = colon == std::string::npos ? "" : c.metrics_address.substr(colon + 1);
+    if (!c.metrics_address.empty() &&
+        (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+         std::stoul(port) > 65535))
+      bad("metricsAddress", "must be HOST:PORT like 127.0.0.1:9091 (got '" + c.metrics_address + "')");
+  }
+  if (root["asNumber"]) c.bgp.asn = static_cast<uint32_t>(get_uint(root["asNumber"], "asNumber", 1, 4294967295u));
+  if (root["listenAddress"]) c.bgp.listen_address = get_ip(root["listenAddress"], "listenAddress");
+  if (root["listenPort"]) c.bgp.listen_port = static_cast<uint16_t>(get_uint(root["listenPort"], "listenPort", 0, 65535));
+  if (root["apiSocket"]) c.api_socket = get_string(root["apiSocket"], "apiSocket");
+  if (c.api_socket.empty() || c.api_socket.size() > 100) bad("apiSocket", "must be a path of 1 to 100 characters");
+  if (root["clusterID"]) c.bgp.cluster_id = get_ip(root["clusterID"], "clusterID", true);
+  if (root["gracefulRestart"]) {
+    const auto& g = root["gracefulRestart"];
+    check_keys(g, "gracefulRestart", {"enabled", "restartTime"});
+    if (g["enabled"]) c.bgp.graceful_restart = get_bool(g["enabled"], "gracefulRestart.enabled");
+    if (g["restartTime"])
+      c.bgp.restart_time = static_cast<uint16_t>(get_uint(g["restartTime"], "gracefulRestart.restartTime", 1, 4095));
+  }
+  if (root["dataplane"]) {
+    const auto& d = root["dataplane"];
+    auto& o = c.dataplane;
+    check_keys(d, "dataplane", {"enabled", "policy", "vxlanInterface", "vxlanVNI", "vxlanPort", "mtu"});
+    if (d["enabled"]) o.enabled = get_bool(d["enabled"], "dataplane.enabled");
+    if (d["policy"]) o.policy = get_bool(d["policy"], "dataplane.policy");
+    auto ifname = [&](const char* key, std::string& out) {
+      if (!d[key]) return;
+      out = get_string(d[key], std::string("dataplane.") + key);
+      if (out.empty() || out.size() > 15 || out.find_first_of("/ \t") != std::string::npos)
+        bad(std::string("dataplane.") + key, "must be an interface name of 1 to 15 characters without '/' or spaces");
+    };
+    ifname("vxlanInterface", o.vxlan_interface);
+    if (d["vxlanVNI"]) o.vxlan_vni = static_cast<uint32_t>(get_uint(d["vxlanVNI"], "dataplane.vxlanVNI", 1, 16777215));
+    if (d["vxlanPort"]) o.vxlan_port = static_cast<uint16_t>(get_uint(d["vxlanPort"], "dataplane.vxlanPort", 1, 65535));
+    if (d["mtu"]) o.mtu = static_cast<uint32_t>(get_uint(d["mtu"], "dataplane.mtu", 576, 65535));
+    c.dataplane_enabled = o.enabled;
+  }
+  if (root["peers"]) {
+    std::set<std::pair<IpAddress, uint16_t>> seen;
+    each_item(root["peers"], "peers", [&](const YAML::Node& it, const std::string& k) {
+      auto p = parse_peer(it, k);
+      if (!seen.insert({p.address, p.port}).second) bad(k + ".peerIP", "duplicate peer " + p.address.str());
+      c.bgp.peers.push_back(std::move(p));
+    });
+  }
+  if (root["announce"]) {
+    std::set<Prefix> seen;
+    each_item(root["announce"], "announce", [&](const YAML::Node& it, const std::string& k) {
+      auto a = parse_announcement(it, k);
+      if (!seen.insert(a.prefix).second) bad(k + ".prefix", "duplicate prefix " + a.prefix.str());
+      c.bgp.announcements.push_back(std::move(a));
+    });
+  }
+  return c;
+}
+
+}  // namespace
+
+Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string& origin,
+                                 const ConfigEnvironment& env) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return fail_msg(origin + ": YAML syntax error at line " + std::to_string(e.mark.line + 1) + ", column " +
+                    std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  if (!root || root.IsNull()) return fail_msg(origin + ": the file is empty");
+  try {
+    return parse_root(root, env);
+  } catch (const ConfigError& e) {
+    return fail_msg(origin + ": key '" + e.key + "': " + e.why);
+  } catch (const YAML::Exception& e) {
+    return fail_msg(origin + ": " + e.msg);
+  }
+}
+
+Result<AgentConfig> load_config(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return fail_msg(path + ": cannot open the config file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_config(ss.str(), path, process_environment());
+}
+
+std::string node_name_file(const std::string& api_socket) { return api_socket + ".nodename"; }
+
+bool write_node_name_file(const std::string& path, const std::string& node_name) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!(f << node_name << "\n")) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::string read_node_name_file(const std::string& path) {
+  std::ifstream f(path);
+  std::string name;
+  if (f) std::getline(f, name);
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
+  return name;
+}
+
+ConfigEnvironment process_environment() {
+  ConfigEnvironment env;
+  if (const char* v = std::getenv("NODENAME")) env.nodename = v;
+  if (const char* v = std::getenv("IP")) env.ip = v;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) env.hostname = host;
+  return env;
+}
+
+Result<uint32_t> parse_community(const std::string& text) {
+  static const std::pair<const char*, uint32_t> names[] = {
+      {"no-export", bgp::kNoExport}, {"no-advertise", bgp::kNoAdvertise},
+      {"no-export-subconfed", bgp::kNoExportSubconfed}, {"blackhole", bgp::kBlackhole},
+      {"graceful-shutdown", bgp::kGracefulShutdown}};
+  for (const auto& [name, value] : names)
+    if (text == name) return value;
+  auto colon = text.find(':');
+  auto num = [](const std::string& s, uint64_t& out) {
+    if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+    out = std::stoull(s);
+    return true;
+  };
+  uint64_t hi, lo;
+  if (colon == std::string::npos || !num(text.substr(0, colon), hi) || !num(text.substr(colon + 1), lo) ||
+      hi > 65535 || lo > 65535)
+    return fail_msg("'" + text + "' is not a community (want ASN:VALUE with both parts 0-65535, or a well-known name)");
+  return static_cast<uint32_t>(hi << 16 | lo);
+}
+
+Result<bgp::LargeCommunity> parse_large_community(const std::string& text) {
+  uint64_t parts[3];
+  size_t start = 0;
+  for (int i = 0; i < 3; ++i) {
+    size_t end = i < 2 ? text.find(':', start) : text.size();
+    if (end == std::string::npos) return fail_msg("'" + text + "' is not a large community (want A:B:C)");
+    std::string s = text.substr(start, end - start);
+    if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoull(s) > 4294967295ULL)
+      return fail_msg("'" + text + "' is not a large community (want A:B:C, each 0-4294967295)");
+    parts[i] = std::stoull(s);
+    start = end + 1;
+  }
+  return bgp::LargeCommunity{static_cast<uint32_t>(parts[0]), static_cast<uint32_t>(parts[1]),
+                             static_cast<uint32_t>(parts[2])};
+}
+
+std::string community_str(uint32_t c) { return std::to_string(c >> 16) + ":" + std::to_string(c & 0xffff); }
+
+std::string large_community_str(const bgp::LargeCommunity& c) {
+  return std::to_string(c.global) + ":" + std::to_string(c.local1) + ":" + std::to_string(c.local2);
+}
+
+}  // namespace tabby::felix

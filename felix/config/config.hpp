@@ -1,0 +1,71 @@
+// config.hpp — the agent's node-local YAML config file (PRODUCT.md "Config
+// file"): parsed and validated into AgentConfig. Every error names the file,
+// the key path (e.g. peers[1].holdTime) and why the value is wrong; unknown
+// keys are errors too, so a typo never silently falls back to a default.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "base/base.hpp"
+#include "bgp/speaker_config.hpp"
+#include "felix/datastore/datastore.hpp"
+
+namespace tabby::felix {
+
+struct DataplaneSettings {
+  bool enabled = false;                 // dataplane.enabled
+  bool policy = true;                   // dataplane.policy: nftables NetworkPolicy (needs a datastore)
+  std::string vxlan_interface = "vxlan.tabby";
+  uint32_t vxlan_vni = 4096;
+  uint16_t vxlan_port = 4789;
+  uint32_t mtu = 0;                     // underlay MTU; 0 = detect from the node address's interface
+  bool operator==(const DataplaneSettings&) const = default;
+};
+
+struct AgentConfig {
+  std::string node_name;
+  std::string api_socket = "/run/tabby/tabby.sock";
+  // "host:port" for /livez, /readyz and /metrics over plain HTTP; empty = off.
+  std::string metrics_address;
+  bool dataplane_enabled = false;       // = dataplane.enabled (kept for the static-config path)
+  DataplaneSettings dataplane;
+  // Cluster resources: none when the file has no `datastore` key (static config:
+  // peers and announcements only from this file).
+  std::optional<DatastoreConfig> datastore;
+  bool router_id_given = false;         // routerID set (file or $IP; else: the Node resource's IPv4 address)
+  bool node_name_given = false;         // nodeName in the file (else: $NODENAME or the hostname)
+  bgp::SpeakerConfig bgp;
+};
+
+// What the node's environment supplies for keys the file leaves out, as
+// calico-node does: nodeName = $NODENAME, else the hostname; routerID = $IP.
+// One file can then serve every node of a DaemonSet, which sets NODENAME and IP
+// per pod from the downward API (spec.nodeName, status.hostIP).
+struct ConfigEnvironment {
+  std::string nodename;  // $NODENAME
+  std::string hostname;  // gethostname()
+  std::string ip;        // $IP
+};
+ConfigEnvironment process_environment();
+
+// "<apiSocket>.nodename": the running agent's node name, for the CNI plugin when
+// its config gives none (the plugin's environment has no NODENAME).
+std::string node_name_file(const std::string& api_socket);
+bool write_node_name_file(const std::string& path, const std::string& node_name);
+std::string read_node_name_file(const std::string& path);  // "" when absent
+
+// Reads and validates FILE (with process_environment()).
+Result<AgentConfig> load_config(const std::string& path);
+// Parses YAML text; `origin` names the source in error messages.
+Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string& origin,
+                                 const ConfigEnvironment& env = {});
+
+// "64512:100" or a well-known name (no-export, no-advertise, no-export-subconfed,
+// blackhole, graceful-shutdown).
+Result<uint32_t> parse_community(const std::string& text);
+Result<bgp::LargeCommunity> parse_large_community(const std::string& text);
+std::string community_str(uint32_t c);
+std::string large_community_str(const bgp::LargeCommunity& c);
+
+}  // namespace tabby::felix

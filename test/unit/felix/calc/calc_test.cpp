@@ -1,0 +1,1108 @@
+// calc_test.cpp — cluster resources (parsing, validation, error texts), the
+// calculation graph (mesh, route reflectors, BGPPeer selectors, per-node AS, dataplane
+// routes per encapsulation on the RecordingDataplane, incremental changes, learned
+// routes) and the pure IPAM decisions.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "felix/calc/calc.hpp"
+#include "test/fakes/recording_dataplane.hpp"
+#include "felix/calc/resources.hpp"
+
+namespace doctest {
+template <>
+struct StringMaker<std::vector<std::string>> {
+  static String convert(const std::vector<std::string>& v) {
+    std::string s = "{";
+    for (const auto& x : v) s += "\n  \"" + x + "\"";
+    return (s + "}").c_str();
+  }
+};
+}  // namespace doctest
+
+using namespace tabby;
+using namespace tabby::felix;
+using dataplane::RouteClass;
+
+namespace {
+
+std::string node_yaml(const std::string& name, const std::string& addr, const std::string& extra_bgp = "",
+                      const std::string& labels = "") {
+  return "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: " + name +
+         (labels.empty() ? "" : "\n  labels: {" + labels + "}") + "\nspec:\n  bgp:\n    ipv4Address: " + addr +
+         "\n" + extra_bgp + "---\n";
+}
+std::string block_yaml(const std::string& cidr, const std::string& node) {
+  Prefix p = *Prefix::parse(cidr);
+  return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
+         "}\nspec: {cidr: " + cidr + ", node: " + node + "}\n---\n";
+}
+std::string pool_yaml(const std::string& name, const std::string& cidr, const std::string& extra = "") {
+  return "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: " + name + "}\nspec:\n  cidr: " + cidr +
+         "\n" + extra + "---\n";
+}
+std::string wep_yaml(const std::string& name, const std::string& node, const std::string& ip, const std::string& iface,
+                     const std::string& labels = "app: web") {
+  return "apiVersion: tabby.dev/v1\nkind: WorkloadEndpoint\nmetadata: {name: " + name +
+         ", namespace: default, labels: {" + labels + "}}\nspec: {node: " + node + ", interfaceName: " + iface +
+         ", ips: [" + ip + "]}\n---\n";
+}
+
+// A calculation fed through the ManifestTracker the way the file datastore does.
+struct Node {
+  Calc calc;
+  ManifestTracker tracker;
+  std::vector<std::string> errors;
+  explicit Node(const std::string& name) : calc(CalcOptions{name, {}, "tunl0", "vxlan.tabby", 4096, 4789}) {}
+  CalcChanges feed(const std::string& source, const std::string& yaml) {
+    std::vector<ResourceError> errs;
+    for (const auto& e : tracker.update_source(source, yaml, &errs)) {
+      auto st = calc.apply(e);
+      if (!st) errors.push_back(st.error().message);
+    }
+    for (const auto& e : errs) errors.push_back(e.message);
+    return calc.take_changes();
+  }
+  CalcChanges drop(const std::string& source) {
+    for (const auto& e : tracker.remove_source(source)) (void)calc.apply(e);
+    return calc.take_changes();
+  }
+};
+
+Resource parse_one(const std::string& yaml, const std::string& src = "test.yaml") {
+  auto p = parse_manifests(yaml, src);
+  REQUIRE_MESSAGE(p.errors.empty(), (p.errors.empty() ? "" : p.errors[0].message));
+  REQUIRE(p.resources.size() == 1);
+  return p.resources[0];
+}
+
+std::string parse_error(const std::string& yaml, const std::string& src = "pools.yaml") {
+  auto p = parse_manifests(yaml, src);
+  REQUIRE(p.errors.size() == 1);
+  return p.errors[0].message;
+}
+
+std::vector<std::string> peer_list(const bgp::SpeakerConfig& s) {
+  std::vector<std::string> v;
+  for (const auto& p : s.peers)
+    v.push_back(p.address.str() + " as" + std::to_string(p.asn) + (p.passive ? " passive" : "") +
+                (p.route_reflector_client ? " rr-client" : ""));
+  return v;
+}
+
+std::vector<std::string> route_strs(const Calc& c, RouteClass cls) {
+  std::vector<std::string> v;
+  for (const auto& r : c.routes(cls)) v.push_back(r.str());
+  return v;
+}
+
+std::vector<std::string> op_strs(const CalcChanges& ch) {
+  std::vector<std::string> v;
+  for (const auto& o : ch.routes) v.push_back(o.str());
+  return v;
+}
+
+const std::string kThreeNodes = node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                                node_yaml("node-3", "198.18.0.13/24");
+
+}  // namespace
+
+// ======================================================================== parsing
+TEST_CASE("IPPool: defaults and modes") {
+  auto r = parse_one(pool_yaml("pool-a", "198.19.0.0/16", "  ipipMode: CrossSubnet\n  natOutgoing: true\n"));
+  CHECK(r.key.str() == "IPPool pool-a");
+  const auto& p = std::get<IpPool>(r.body);
+  CHECK(p.block_size == 26);
+  CHECK(p.ipip == ipip::EncapMode::CrossSubnet);
+  CHECK(p.vxlan == ipip::EncapMode::Never);
+  CHECK(p.nat_outgoing);
+  CHECK_FALSE(p.disabled);
+  CHECK(p.node_selector.is_all());
+  auto v6 = std::get<IpPool>(parse_one(pool_yaml("pool-6", "2001:db8:1::/48")).body);
+  CHECK(v6.block_size == 122);
+  auto sel = std::get<IpPool>(
+      parse_one(pool_yaml("p", "198.19.0.0/16", "  nodeSelector: zone == 'a'\n  blockSize: 28\n  disabled: true\n"))
+          .body);
+  CHECK(sel.block_size == 28);
+  CHECK(sel.disabled);
+  CHECK(sel.node_selector.matches({{"zone", "a"}}));
+  CHECK_FALSE(sel.node_selector.matches({{"zone", "b"}}));
+}
+
+TEST_CASE("IPPool: error texts name source, object and field") {
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/33")) == "pools.yaml: IPPool pool-a: spec.cidr: '10.0.0.0/33' is not a CIDR");
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.1/8")) ==
+        "pools.yaml: IPPool pool-a: spec.cidr: '10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)");
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/24", "  blockSize: 22\n")) ==
+        "pools.yaml: IPPool pool-a: spec.blockSize: /22 blocks do not fit in the pool 10.0.0.0/24 (blockSize must be "
+        "at least the pool's prefix length)");
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  blockSize: 33\n")) ==
+        "pools.yaml: IPPool pool-a: spec.blockSize: 33 is outside 20-32 (IPv4)");
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  ipipMode: Sometimes\n")) ==
+        "pools.yaml: IPPool pool-a: spec.ipipMode: 'Sometimes' is not an encapsulation mode (Never, Always, CrossSubnet)");
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  ipipMode: Always\n  vxlanMode: Always\n")) ==
+        "pools.yaml: IPPool pool-a: spec.vxlanMode: ipipMode and vxlanMode cannot both be enabled");
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  blocksize: 24\n")).starts_with(
+      "pools.yaml: IPPool pool-a: spec.blocksize: unknown field (known here: blockSize, cidr,"));
+  CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  nodeSelector: \"zone ==\"\n"))
+            .starts_with("pools.yaml: IPPool pool-a: spec.nodeSelector: selector"));
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n") ==
+        "pools.yaml: IPPool p: spec: is required");
+}
+
+TEST_CASE("unknown kinds, missing names and YAML syntax errors") {
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: IPPoool\nmetadata: {name: x}\nspec: {}\n")
+            .starts_with("pools.yaml: IPPoool x: kind: unknown kind 'IPPoool' for apiVersion 'projectcalico.org/v3'"));
+  CHECK(parse_error("apiVersion: v1\nkind: IPPool\nmetadata: {name: x}\nspec: {}\n")
+            .starts_with("pools.yaml: IPPool x: kind: unknown kind 'IPPool' for apiVersion 'v1'"));
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {}\n") ==
+        "pools.yaml: IPPool: metadata.name: is required");
+  auto p = parse_manifests("apiVersion: v1\nkind: [Namespace\n", "ns.yaml");
+  CHECK(p.syntax_error);
+  REQUIRE(p.errors.size() == 1);
+  CHECK(p.errors[0].message.starts_with("ns.yaml: YAML syntax error at line "));
+}
+
+TEST_CASE("document streams: good objects survive a bad one, errors name the document") {
+  auto p = parse_manifests(pool_yaml("a", "10.1.0.0/16") + pool_yaml("b", "10.2.0.0/99") + pool_yaml("c", "10.3.0.0/16"),
+                           "pools.yaml");
+  CHECK(p.resources.size() == 2);
+  REQUIRE(p.errors.size() == 1);
+  CHECK(p.errors[0].message == "pools.yaml (document 2): IPPool b: spec.cidr: '10.2.0.0/99' is not a CIDR");
+  REQUIRE(p.errors[0].key);
+  CHECK(p.errors[0].key->str() == "IPPool b");
+  // JSON is YAML.
+  auto j = parse_one(R"({"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"j"},
+                          "spec":{"cidr":"10.9.0.0/16","vxlanMode":"Always"}})");
+  CHECK(std::get<IpPool>(j.body).vxlan == ipip::EncapMode::Always);
+}
+
+TEST_CASE("BGPConfiguration: defaults, communities and advertisements") {
+  auto empty = std::get<BgpConfiguration>(
+      parse_one("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {}\n").body);
+  CHECK_FALSE(empty.asn);
+  CHECK_FALSE(empty.node_to_node_mesh);
+  auto c = std::get<BgpConfiguration>(parse_one(R"(apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  asNumber: 64600
+  nodeToNodeMeshEnabled: false
+  listenPort: 1179
+  logSeverityScreen: Info
+  communities:
+  - {name: large, value: "64600:300:100"}
+  - {name: std, value: "64600:120"}
+  prefixAdvertisements:
+  - cidr: 198.19.0.0/16
+    communities: [large, std, "65000:1"]
+  serviceClusterIPs:
+  - cidr: 10.96.0.0/12
+)").body);
+  CHECK(*c.asn == 64600);
+  CHECK(*c.node_to_node_mesh == false);
+  CHECK(*c.listen_port == 1179);
+  REQUIRE(c.prefix_advertisements.size() == 1);
+  const auto& pa = c.prefix_advertisements[0];
+  REQUIRE(pa.communities.size() == 3);
+  CHECK(pa.communities[0].large == bgp::LargeCommunity{64600, 300, 100});
+  CHECK(*pa.communities[1].standard == ((64600u << 16) | 120u));
+  CHECK(*pa.communities[2].standard == ((65000u << 16) | 1u));
+  REQUIRE(c.service_cluster_ips.size() == 1);
+  CHECK(c.service_cluster_ips[0].str() == "10.96.0.0/12");
+  CHECK(parse_error(R"(apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  prefixAdvertisements:
+  - {cidr: 198.19.0.0/16, communities: [nosuch]}
+)",
+                    "bgp.yaml") ==
+        "bgp.yaml: BGPConfiguration default: spec.prefixAdvertisements[0].communities[0]: 'nosuch' is neither a "
+        "community defined in spec.communities nor a community value");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: mine}\nspec: {}\n",
+                    "bgp.yaml") == "bgp.yaml: BGPConfiguration mine: metadata.name: must be 'default' or 'node.<nodename>'");
+}
+
+TEST_CASE("BGPPeer: fields and errors") {
+  auto p = std::get<BgpPeer>(parse_one(R"(apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  nodeSelector: rack == 'r1'
+  peerIP: 198.18.0.1:1179
+  asNumber: 65001
+  password: s3cret
+  keepOriginalNextHop: true
+  maxRestartTime: 2m
+  ttlSecurity: 1
+)").body);
+  CHECK(p.peer_ip->str() == "198.18.0.1");
+  CHECK(p.port == 1179);
+  CHECK(p.asn == 65001);
+  CHECK(p.password == "s3cret");
+  CHECK(p.keep_original_next_hop);
+  CHECK(*p.max_restart_time == 120);
+  CHECK(p.ttl_security == 1);
+  CHECK(p.node_selector->matches({{"rack", "r1"}}));
+  auto v6 = std::get<BgpPeer>(parse_one("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\n"
+                                        "spec: {peerIP: '[2001:db8::1]:179', asNumber: 1.10, nextHopMode: Self}\n")
+                                  .body);
+  CHECK(v6.peer_ip->str() == "2001:db8::1");
+  CHECK(v6.asn == 65546);
+  CHECK(*v6.next_hop_mode == bgp::NextHopMode::Self);
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec:\n  peerIP: 198.18.0.1\n"
+                    "  asNumber: 65001\n  password: {secretKeyRef: {name: s, key: k}}\n",
+                    "peers.yaml") ==
+        "peers.yaml: BGPPeer x: spec.password.secretKeyRef: Kubernetes secrets are not supported by tabby: give the "
+        "password inline (spec.password: <text>)");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 198.18.0.1}\n",
+                    "peers.yaml") == "peers.yaml: BGPPeer x: spec.asNumber: is required with spec.peerIP");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {node: a}\n",
+                    "peers.yaml") ==
+        "peers.yaml: BGPPeer x: spec.peerIP: one of spec.peerIP or spec.peerSelector is required");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 198.18.0.1, "
+                    "asNumber: 1, maxRestartTime: soon}\n",
+                    "peers.yaml") ==
+        "peers.yaml: BGPPeer x: spec.maxRestartTime: 'soon' is not a duration (like 120s or 2m)");
+}
+
+TEST_CASE("Node, Kubernetes kinds and tabby kinds") {
+  auto n = std::get<CalicoNode>(parse_one(node_yaml("node-1", "198.18.0.11/24",
+                                                    "    asNumber: 64513\n    routeReflectorClusterID: 224.0.0.1\n",
+                                                    "rack: r1"))
+                                    .body);
+  CHECK(n.ipv4->addr.str() == "198.18.0.11");
+  CHECK(n.ipv4->subnet.str() == "198.18.0.0/24");
+  CHECK(*n.asn == 64513);
+  CHECK(n.rr_cluster_id->str() == "224.0.0.1");
+  CHECK(n.labels.at("rack") == "r1");
+  CHECK(parse_error(node_yaml("node-1", "198.18.0.300/24"), "nodes.yaml") ==
+        "nodes.yaml: Node node-1: spec.bgp.ipv4Address: '198.18.0.300/24' is not an address (like 198.18.0.11/24)");
+
+  auto kn = parse_one(R"(apiVersion: v1
+kind: Node
+metadata:
+  name: node-9
+  labels: {kubernetes.io/hostname: node-9}
+  annotations: {projectcalico.org/IPv4Address: 198.18.0.19/24, projectcalico.org/ASNumber: "64999"}
+status: {capacity: {cpu: "2"}}
+)");
+  CHECK(kn.key.kind == Kind::K8sNode);
+  CHECK(std::get<K8sNode>(kn.body).from_annotations.ipv4->addr.str() == "198.18.0.19");
+
+  auto pod = parse_one(R"(apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: node-1
+  containers:
+  - name: c
+    image: nginx
+    ports: [{name: http, containerPort: 80}, {containerPort: 9000}]
+status:
+  podIP: 198.19.0.5
+  podIPs: [{ip: 198.19.0.5}, {ip: "2001:db8::5"}]
+)");
+  CHECK(pod.key.str() == "Pod shop/web-1");
+  const auto& pv = std::get<Pod>(pod.body);
+  CHECK(pv.node == "node-1");
+  CHECK(pv.ips.size() == 2);
+  REQUIRE(pv.ports.size() == 1);
+  CHECK(pv.ports[0].name == "http");
+  CHECK(pv.ports[0].port == 80);
+
+  auto ns = parse_one("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: a}}\n");
+  CHECK(ns.key.str() == "Namespace shop");
+
+  auto wep = parse_one(wep_yaml("web-1", "node-1", "198.19.0.5", "cali0123456789a"));
+  CHECK(wep.key.str() == "WorkloadEndpoint default/web-1");
+  CHECK(std::get<WorkloadEndpoint>(wep.body).iface == "cali0123456789a");
+  CHECK(parse_error(wep_yaml("web-1", "node-1", "198.19.0.0/26", "cali0"), "wep.yaml") ==
+        "wep.yaml: WorkloadEndpoint default/web-1: spec.ips[0]: '198.19.0.0/26' is not a host address (or /32, /128)");
+
+  auto blk = parse_one(block_yaml("198.19.0.64/26", "node-2"));
+  CHECK(blk.key.str() == "BlockAffinity 198-19-0-64-26");
+  CHECK(parse_error("apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: b}\nspec: {cidr: 198.19.0.0/26, "
+                    "node: n, allocations: {a: 198.19.1.1}}\n",
+                    "b.yaml") == "b.yaml: BlockAffinity b: spec.allocations.a: 198.19.1.1 is not inside the block 198.19.0.0/26");
+
+  auto pol = parse_one(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: shop}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+)");
+  CHECK(pol.key.kind == Kind::Policy);
+  CHECK(pol.key.name == "knp.shop.deny");
+}
+
+TEST_CASE("value parsers") {
+  CHECK(*parse_asn("64512") == 64512);
+  CHECK(*parse_asn("1.10") == 65546);
+  CHECK_FALSE(parse_asn("0"));
+  CHECK_FALSE(parse_asn("4294967296"));
+  CHECK(*parse_duration_seconds("1m30s") == 90);
+  CHECK(*parse_duration_seconds("90") == 90);
+  CHECK_FALSE(parse_duration_seconds("5d"));
+  CHECK(parse_node_address("198.18.0.11")->subnet.str() == "198.18.0.11/32");
+}
+
+// ======================================================================== mesh and peers
+TEST_CASE("mesh: 3 nodes, a 4th joins, one leaves; the lower address dials") {
+  Node n1("node-1"), n3("node-3");
+  n1.feed("nodes.yaml", kThreeNodes);
+  n3.feed("nodes.yaml", kThreeNodes);
+  const auto& s1 = n1.calc.speaker_config();
+  CHECK(s1.router_id.str() == "198.18.0.11");
+  CHECK(s1.asn == 64512);
+  CHECK(peer_list(s1) == std::vector<std::string>{"198.18.0.12 as64512", "198.18.0.13 as64512"});
+  CHECK(peer_list(n3.calc.speaker_config()) ==
+        std::vector<std::string>{"198.18.0.11 as64512 passive", "198.18.0.12 as64512 passive"});
+  CHECK(s1.peers[0].description == "node-to-node mesh");
+  CHECK(s1.peers[0].local_address->str() == "198.18.0.11");
+  CHECK(s1.peers[0].families == std::vector<bgp::Family>{bgp::kIpv4Unicast});
+
+  auto ch = n1.feed("node-4.yaml", node_yaml("node-4", "198.18.0.14/24"));
+  CHECK(ch.bgp_changed);
+  CHECK(n1.calc.speaker_config().peers.size() == 3);
+  ch = n1.drop("node-4.yaml");
+  CHECK(ch.bgp_changed);
+  CHECK(peer_list(n1.calc.speaker_config()) == std::vector<std::string>{"198.18.0.12 as64512", "198.18.0.13 as64512"});
+  // Same inputs, same output: feeding the nodes again changes nothing.
+  ch = n1.feed("nodes-copy.yaml", kThreeNodes);
+  CHECK_FALSE(ch.bgp_changed);
+  // Mesh off: no peers.
+  ch = n1.feed("bgp.yaml", "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n"
+                           "spec: {nodeToNodeMeshEnabled: false}\n");
+  CHECK(ch.bgp_changed);
+  CHECK(n1.calc.speaker_config().peers.empty());
+}
+
+TEST_CASE("route reflectors: 2 reflectors (same cluster ID) + 4 clients, mesh off") {
+  std::string y = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n"
+                  "spec: {nodeToNodeMeshEnabled: false}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: peer-with-rrs}\n"
+                  "spec: {nodeSelector: all(), peerSelector: has(route-reflector)}\n---\n";
+  std::string rr = "    routeReflectorClusterID: 224.0.0.1\n";
+  y += node_yaml("rr-1", "198.18.0.1/24", rr, "route-reflector: 'true'");
+  y += node_yaml("rr-2", "198.18.0.2/24", rr, "route-reflector: 'true'");
+  for (int i = 1; i <= 4; ++i) y += node_yaml("c-" + std::to_string(i), "198.18.0.1" + std::to_string(i) + "/24");
+  Node r1("rr-1"), c1("c-1");
+  r1.feed("cluster.yaml", y);
+  c1.feed("cluster.yaml", y);
+  // Client: only the two reflectors, no client-client sessions.
+  CHECK(peer_list(c1.calc.speaker_config()) ==
+        std::vector<std::string>{"198.18.0.1 as64512 passive", "198.18.0.2 as64512 passive"});
+  // Reflector: the other reflector as a non-client, the four clients as RR clients.
+  const auto& s = r1.calc.speaker_config();
+  CHECK(s.cluster_id->str() == "224.0.0.1");
+  CHECK(peer_list(s) == std::vector<std::string>{"198.18.0.2 as64512", "198.18.0.11 as64512 rr-client",
+                                                 "198.18.0.12 as64512 rr-client", "198.18.0.13 as64512 rr-client",
+                                                 "198.18.0.14 as64512 rr-client"});
+  CHECK(s.peers[0].description == "node specific");
+}
+
+TEST_CASE("hardened mesh: mesh off + one BGPPeer all() -> all() with password and ttlSecurity (GTSM)") {
+  // The Calico-compatible way to give the node-to-node sessions TCP MD5 and
+  // GTSM (RFC 5082): the automatic mesh has neither, a selector BGPPeer has both.
+  std::string y = kThreeNodes +
+                  "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n"
+                  "spec: {nodeToNodeMeshEnabled: false}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: mesh}\n"
+                  "spec: {nodeSelector: all(), peerSelector: all(), password: s3cret, ttlSecurity: 1}\n";
+  Node n1("node-1");
+  n1.feed("c.yaml", y);
+  const auto& s = n1.calc.speaker_config();
+  CHECK(peer_list(s) == std::vector<std::string>{"198.18.0.12 as64512", "198.18.0.13 as64512"});
+  for (const auto& p : s.peers) {
+    CHECK(p.ttl_security_hops == 1);
+    CHECK(p.password == "s3cret");
+    CHECK_FALSE(p.route_reflector_client);
+  }
+}
+
+TEST_CASE("mesh with a reflector: the reflector is not a mesh member, clients peer with it") {
+  std::string y = kThreeNodes + node_yaml("rr-1", "198.18.0.1/24", "    routeReflectorClusterID: 224.0.0.1\n");
+  Node n1("node-1"), rr("rr-1");
+  n1.feed("c.yaml", y);
+  rr.feed("c.yaml", y);
+  CHECK(peer_list(rr.calc.speaker_config()) ==
+        std::vector<std::string>{"198.18.0.11 as64512 rr-client", "198.18.0.12 as64512 rr-client",
+                                 "198.18.0.13 as64512 rr-client"});
+  CHECK(n1.calc.speaker_config().peers[0].description == "route reflector");
+  CHECK(n1.calc.speaker_config().peers.size() == 3);
+}
+
+TEST_CASE("BGPPeer: node, nodeSelector, peerIP, per-node AS") {
+  std::string y = node_yaml("node-1", "198.18.0.11/24", "    asNumber: 65011\n", "rack: r1") +
+                  node_yaml("node-2", "198.18.0.12/24", "", "rack: r2") + node_yaml("node-3", "198.18.0.13/24", "", "rack: r1") +
+                  "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n"
+                  "spec: {asNumber: 64600}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor-r1}\n"
+                  "spec: {nodeSelector: rack == 'r1', peerIP: 198.18.0.254, asNumber: 65000, password: pw, ttlSecurity: 1}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor-r2}\n"
+                  "spec: {nodeSelector: rack == 'r2', peerIP: 198.18.0.253, asNumber: 65000}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: only-node-2}\n"
+                  "spec: {node: node-2, peerIP: '198.51.100.1:1179', asNumber: 65100}\n";
+  Node n1("node-1"), n2("node-2");
+  n1.feed("c.yaml", y);
+  n2.feed("c.yaml", y);
+  const auto& s1 = n1.calc.speaker_config();
+  CHECK(s1.asn == 65011);  // Node asNumber wins over BGPConfiguration
+  CHECK(peer_list(s1) == std::vector<std::string>{"198.18.0.12 as64600", "198.18.0.13 as64600", "198.18.0.254 as65000"});
+  const auto& tor = s1.peers[2];
+  CHECK(tor.password == "pw");
+  CHECK(tor.ttl_security_hops == 1);
+  CHECK(tor.description == "node specific");
+  CHECK_FALSE(tor.local_address);
+  const auto& s2 = n2.calc.speaker_config();
+  CHECK(s2.asn == 64600);
+  CHECK(peer_list(s2) == std::vector<std::string>{"198.18.0.11 as65011 passive", "198.18.0.13 as64600",
+                                                  "198.18.0.253 as65000", "198.51.100.1 as65100"});
+  CHECK(s2.peers[3].port == 1179);
+  // Relabel node-2 into rack r1: it now peers with tor-r1 instead.
+  auto ch = n2.feed("n2.yaml", node_yaml("node-2", "198.18.0.12/24", "", "rack: r1"));
+  CHECK(ch.bgp_changed);
+  CHECK(peer_list(n2.calc.speaker_config()) == std::vector<std::string>{
+                                                   "198.18.0.11 as65011 passive", "198.18.0.13 as64600",
+                                                   "198.18.0.254 as65000", "198.51.100.1 as65100"});
+}
+
+TEST_CASE("announcements: local blocks with communities, service IPs, disableBGPExport") {
+  Node n1("node-1");
+  n1.feed("c.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") +
+                         pool_yaml("quiet", "203.0.113.0/24", "  disableBGPExport: true\n  blockSize: 26\n") +
+                         block_yaml("198.19.0.0/26", "node-1") + block_yaml("198.19.0.64/26", "node-2") +
+                         block_yaml("203.0.113.0/26", "node-1") +
+                         R"(apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  communities: [{name: pods, value: "64512:100"}]
+  prefixAdvertisements: [{cidr: 198.19.0.0/16, communities: [pods, "64512:300:1"]}]
+  serviceClusterIPs: [{cidr: 10.96.0.0/12}]
+)");
+  const auto& a = n1.calc.speaker_config().announcements;
+  REQUIRE(a.size() == 2);
+  CHECK(a[0].prefix.str() == "10.96.0.0/12");
+  CHECK(a[0].communities.empty());
+  CHECK(a[1].prefix.str() == "198.19.0.0/26");
+  CHECK(a[1].communities == std::vector<uint32_t>{(64512u << 16) | 100u});
+  CHECK(a[1].large_communities == std::vector<bgp::LargeCommunity>{{64512, 300, 1}});
+}
+
+// ======================================================================== dataplane
+namespace {
+std::string cluster_with_pool(const std::string& pool_extra, const std::string& n3_addr = "198.18.0.13/24") {
+  return node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+         node_yaml("node-3", n3_addr) + pool_yaml("pool-a", "198.19.0.0/16", pool_extra) +
+         block_yaml("198.19.0.0/26", "node-1") + block_yaml("198.19.0.64/26", "node-2") +
+         block_yaml("198.19.0.128/26", "node-3");
+}
+std::vector<std::string> program(Node& n, dataplane::RecordingDataplane& dp) {
+  n.calc.program_full(dp);
+  dp.desired_state_complete();
+  REQUIRE(dp.apply().ok());
+  return dp.kernel_dump();
+}
+}  // namespace
+
+TEST_CASE("dataplane: Never mode routes directly via the node IPs") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool(""));
+  dataplane::RecordingDataplane dp({"tunl0", "vxlan.tabby"});
+  CHECK(program(n1, dp) == std::vector<std::string>{"proto 44 blackhole 198.19.0.0/26", "proto 44 198.19.0.128/26 via 198.18.0.13",
+                                                    "proto 44 198.19.0.64/26 via 198.18.0.12"});
+  CHECK_FALSE(dp.tunnels.ipip.enabled);
+  CHECK_FALSE(dp.tunnels.vxlan.enabled);
+}
+
+TEST_CASE("dataplane: IPIP Always uses tunl0 onlink; tunnel address is the block's first") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool("  ipipMode: Always\n"));
+  dataplane::RecordingDataplane dp({"tunl0", "vxlan.tabby"});
+  CHECK(program(n1, dp) == std::vector<std::string>{"proto 44 blackhole 198.19.0.0/26", "proto 44 198.19.0.128/26 via 198.18.0.13 dev tunl0 onlink",
+                                                    "proto 44 198.19.0.64/26 via 198.18.0.12 dev tunl0 onlink"});
+  CHECK(dp.tunnels.ipip.enabled);
+  CHECK(dp.tunnels.ipip.tunnel_address->str() == "198.19.0.0");
+  CHECK(dp.tunnels.node_ip.str() == "198.18.0.11");
+}
+
+TEST_CASE("dataplane: VXLAN Always routes via the remote VTEP; VTEP list") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool("  vxlanMode: Always\n"));
+  dataplane::RecordingDataplane dp({"tunl0", "vxlan.tabby"});
+  CHECK(program(n1, dp) == std::vector<std::string>{"proto 44 blackhole 198.19.0.0/26", "proto 44 198.19.0.128/26 via 198.19.0.128 dev vxlan.tabby onlink",
+                                                    "proto 44 198.19.0.64/26 via 198.19.0.64 dev vxlan.tabby onlink"});
+  const auto& t = dp.tunnels;
+  CHECK(t.vxlan.enabled);
+  CHECK_FALSE(t.ipip.enabled);
+  CHECK(t.vxlan.vni == 4096);
+  CHECK(t.vxlan.tunnel_address->str() == "198.19.0.0");
+  REQUIRE(t.vteps.size() == 2);
+  CHECK(t.vteps[0].node == "node-2");
+  CHECK(t.vteps[0].tunnel_address.str() == "198.19.0.64");
+  CHECK(t.vteps[0].node_ip.str() == "198.18.0.12");
+  CHECK(ipip::mac_str(t.vteps[0].mac) == "66:74:c6:12:00:0c");
+}
+
+TEST_CASE("dataplane: CrossSubnet encapsulates only towards other subnets") {
+  for (std::string mode : {"ipipMode", "vxlanMode"}) {
+    CAPTURE(mode);
+    Node n1("node-1");
+    n1.feed("c.yaml", cluster_with_pool("  " + mode + ": CrossSubnet\n", "198.18.1.13/24"));
+    auto remote = route_strs(n1.calc, RouteClass::RemoteBlock);
+    REQUIRE(remote.size() == 2);
+    CHECK(remote[0] == "198.19.0.64/26 via 198.18.0.12");  // same /24: plain
+    CHECK(remote[1] == (mode == "ipipMode" ? "198.19.0.128/26 via 198.18.1.13 dev tunl0 onlink"
+                                           : "198.19.0.128/26 via 198.19.0.128 dev vxlan.tabby onlink"));
+    // node-1 moves into node-3's subnet: the routes flip, and only those two change.
+    auto ch = n1.feed("n1.yaml", node_yaml("node-1", "198.18.1.11/24"));
+    CHECK(ch.routes.size() == 2);
+    remote = route_strs(n1.calc, RouteClass::RemoteBlock);
+    CHECK(remote[1] == "198.19.0.128/26 via 198.18.1.13");
+    CHECK(remote[0].find("onlink") != std::string::npos);
+  }
+}
+
+TEST_CASE("dataplane: two pools with different modes coexist") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool("  ipipMode: Always\n") + pool_yaml("pool-v", "198.20.0.0/16", "  vxlanMode: Always\n") +
+                         block_yaml("198.20.0.0/26", "node-2"));
+  auto remote = route_strs(n1.calc, RouteClass::RemoteBlock);
+  CHECK(remote == std::vector<std::string>{"198.19.0.64/26 via 198.18.0.12 dev tunl0 onlink",
+                                           "198.19.0.128/26 via 198.18.0.13 dev tunl0 onlink",
+                                           "198.20.0.0/26 via 198.19.0.64 dev vxlan.tabby onlink"});
+  CHECK(n1.calc.tunnel_config().ipip.enabled);
+  CHECK(n1.calc.tunnel_config().vxlan.enabled);
+  // Switching pool-a to VXLAN changes exactly its two remote routes.
+  auto ch = n1.feed("c.yaml", cluster_with_pool("  vxlanMode: Always\n") +
+                                  pool_yaml("pool-v", "198.20.0.0/16", "  vxlanMode: Always\n") + block_yaml("198.20.0.0/26", "node-2"));
+  CHECK(ch.routes.size() == 2);
+  CHECK(ch.tunnels_changed);
+  CHECK_FALSE(n1.calc.tunnel_config().ipip.enabled);
+}
+
+TEST_CASE("incremental: one pod add/delete touches one route and one endpoint only") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool("  vxlanMode: Always\n") +
+                         "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n");
+  dataplane::RecordingDataplane dp({"tunl0", "vxlan.tabby", "cali1", "cali2"});
+  program(n1, dp);
+  size_t before = dp.ops.size();
+  int tunnel_applies = dp.tunnel_applies;
+
+  auto ch = n1.feed("pod-a.yaml", wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1"));
+  CHECK(op_strs(ch) == std::vector<std::string>{"+local-workload 198.19.0.1/32 dev cali1"});
+  CHECK_FALSE(ch.bgp_changed);
+  CHECK_FALSE(ch.tunnels_changed);
+  CHECK(ch.interfaces_changed);
+  REQUIRE(ch.endpoints_upserted.size() == 1);
+  CHECK(ch.endpoints_upserted[0].key() == "default/pod-a");
+  CHECK(ch.endpoints_upserted[0].iface == "cali1");
+  CHECK(ch.namespaces_upserted.empty());
+  n1.calc.apply_to(dp, ch);
+  REQUIRE(dp.apply().ok());
+  CHECK(std::vector<std::string>(dp.ops.begin() + before, dp.ops.end()) ==
+        std::vector<std::string>{"add 198.19.0.1/32 dev cali1"});
+  CHECK(dp.tunnel_applies == tunnel_applies);
+  CHECK(dp.workload_interfaces == std::vector<std::string>{"cali1"});
+
+  // A remote pod: no route, one endpoint (for policy sets) without interface.
+  ch = n1.feed("pod-r.yaml", wep_yaml("pod-r", "node-2", "198.19.0.66", "cali9"));
+  CHECK(ch.routes.empty());
+  CHECK_FALSE(ch.interfaces_changed);
+  REQUIRE(ch.endpoints_upserted.size() == 1);
+  CHECK(ch.endpoints_upserted[0].iface.empty());
+
+  // Label change: endpoint only.
+  ch = n1.feed("pod-a.yaml", wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1", "app: db"));
+  CHECK(ch.routes.empty());
+  CHECK(ch.endpoints_upserted.size() == 1);
+
+  before = dp.ops.size();
+  ch = n1.drop("pod-a.yaml");
+  CHECK(op_strs(ch) == std::vector<std::string>{"-local-workload 198.19.0.1/32 dev cali1"});
+  CHECK(ch.endpoints_removed == std::vector<std::string>{"default/pod-a"});
+  CHECK_FALSE(ch.bgp_changed);
+  n1.calc.apply_to(dp, ch);
+  REQUIRE(dp.apply().ok());
+  CHECK(std::vector<std::string>(dp.ops.begin() + before, dp.ops.end()) ==
+        std::vector<std::string>{"del 198.19.0.1/32 dev cali1"});
+  CHECK(n1.calc.take_changes().empty());
+}
+
+TEST_CASE("problems: a block of a node without an address is listed until the node has one or the block goes") {
+  Node n1("node-1");
+  auto unrouted = [&] {
+    size_t c = 0;
+    for (const auto& p : n1.calc.problems())
+      if (p.message.find("not routed") != std::string::npos) ++c;
+    return c;
+  };
+  n1.feed("c.yaml", cluster_with_pool(""));
+  CHECK(unrouted() == 0);
+  n1.feed("b.yaml", block_yaml("198.19.1.0/26", "node-9"));  // no such node
+  CHECK(unrouted() == 1);
+  CHECK(unrouted() == 1);  // asked again: the same answer
+  n1.feed("n9.yaml", node_yaml("node-9", "198.18.0.19/24"));
+  CHECK(unrouted() == 0);
+  n1.drop("n9.yaml");
+  CHECK(unrouted() == 1);
+  n1.drop("b.yaml");
+  CHECK(unrouted() == 0);
+}
+
+TEST_CASE("take_changes(false): no policy inputs in the change set; endpoints() and program_full still have them") {
+  Node n1("node-1");
+  ManifestTracker& t = n1.tracker;
+  auto feed = [&](const std::string& src, const std::string& yaml) {
+    for (const auto& e : t.update_source(src, yaml)) (void)n1.calc.apply(e);
+    return n1.calc.take_changes(false);
+  };
+  auto ch = feed("c.yaml", cluster_with_pool("") + "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n");
+  CHECK(ch.namespaces_upserted.empty());
+  ch = feed("pod-a.yaml", wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1"));
+  CHECK(op_strs(ch) == std::vector<std::string>{"+local-workload 198.19.0.1/32 dev cali1"});
+  CHECK(ch.endpoints_upserted.empty());
+  REQUIRE(n1.calc.endpoints().size() == 1);
+  CHECK(n1.calc.endpoints()[0].key() == "default/pod-a");
+  CHECK(n1.calc.namespaces().size() == 1);
+  policy::PolicyCompiler pc;
+  n1.calc.program_full(pc);
+  CHECK(pc.endpoint_count() == 1);
+  for (const auto& e : t.remove_source("pod-a.yaml")) (void)n1.calc.apply(e);
+  ch = n1.calc.take_changes(false);
+  CHECK(op_strs(ch) == std::vector<std::string>{"-local-workload 198.19.0.1/32 dev cali1"});
+  CHECK(ch.endpoints_removed.empty());
+  CHECK(n1.calc.endpoints().empty());
+  // Later change sets with policy carry only what changed since.
+  ch = n1.feed("pod-b.yaml", wep_yaml("pod-b", "node-1", "198.19.0.2", "cali2"));
+  REQUIRE(ch.endpoints_upserted.size() == 1);
+  CHECK(ch.endpoints_upserted[0].key() == "default/pod-b");
+}
+
+TEST_CASE("incremental: a node joining adds its block route and VTEP; leaving removes them") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool("  vxlanMode: Always\n"));
+  auto ch = n1.feed("n4.yaml", node_yaml("node-4", "198.18.0.14/24") + block_yaml("198.19.0.192/26", "node-4"));
+  CHECK(op_strs(ch) == std::vector<std::string>{"+remote-block 198.19.0.192/26 via 198.19.0.192 dev vxlan.tabby onlink"});
+  CHECK(ch.tunnels_changed);
+  CHECK(ch.bgp_changed);  // new mesh peer
+  CHECK(n1.calc.tunnel_config().vteps.size() == 3);
+  ch = n1.drop("n4.yaml");
+  CHECK(op_strs(ch) == std::vector<std::string>{"-remote-block 198.19.0.192/26 via 198.19.0.192 dev vxlan.tabby onlink"});
+  CHECK(n1.calc.tunnel_config().vteps.size() == 2);
+  CHECK(n1.calc.speaker_config().peers.size() == 2);
+}
+
+TEST_CASE("policy inputs: pods, endpoints and namespaces merge") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool(""));
+  auto ch = n1.feed("k8s.yaml", R"(apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: a}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: node-2
+  containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]
+status: {podIP: 198.19.0.70}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: shop}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+)");
+  REQUIRE(ch.namespaces_upserted.size() == 1);
+  CHECK(ch.namespaces_upserted[0].labels.at("team") == "a");
+  REQUIRE(ch.endpoints_upserted.size() == 1);
+  CHECK(ch.endpoints_upserted[0].ips[0].str() == "198.19.0.70");
+  CHECK(ch.endpoints_upserted[0].ports[0].port == 8080);
+  REQUIRE(ch.policies_upserted.size() == 1);
+  CHECK(ch.policies_upserted[0].id() == "knp.shop.deny");
+  policy::PolicyCompiler pc;
+  Calc::apply_to(pc, ch);
+  CHECK(pc.endpoint_count() == 1);
+  CHECK(pc.policy_count() == 1);
+  ch = n1.drop("k8s.yaml");
+  CHECK(ch.policies_removed == std::vector<std::string>{"knp.shop.deny"});
+  CHECK(ch.endpoints_removed == std::vector<std::string>{"shop/web-1"});
+  CHECK(ch.namespaces_removed == std::vector<std::string>{"shop"});
+}
+
+// ======================================================================== validation and last good state
+TEST_CASE("overlapping enabled pools: the newcomer is rejected naming both, readmitted when fixed") {
+  Node n1("node-1");
+  n1.feed("a.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16"));
+  n1.feed("b.yaml", pool_yaml("pool-b", "198.19.128.0/17", "  vxlanMode: Always\n"));
+  REQUIRE(n1.errors.size() == 1);
+  CHECK(n1.errors[0] == "b.yaml: IPPool pool-b: spec.cidr: 198.19.128.0/17 overlaps IPPool pool-a (198.19.0.0/16)");
+  REQUIRE(n1.calc.pools().size() == 1);
+  CHECK(n1.calc.pools()[0].name == "pool-a");
+  auto probs = n1.calc.problems();
+  CHECK(std::any_of(probs.begin(), probs.end(), [](const CalcProblem& p) { return p.object == "IPPool pool-b"; }));
+  // A disabled pool may overlap.
+  n1.errors.clear();
+  n1.feed("b.yaml", pool_yaml("pool-b", "198.19.128.0/17", "  disabled: true\n"));
+  CHECK(n1.errors.empty());
+  CHECK(n1.calc.pools().size() == 2);
+  // Re-enabling it is rejected again; the disabled version stays in force.
+  n1.feed("b.yaml", pool_yaml("pool-b", "198.19.128.0/17"));
+  CHECK(n1.errors.size() == 1);
+  CHECK(n1.calc.pools()[1].pool.disabled);
+  // Removing pool-a readmits pool-b's latest version.
+  n1.feed("a.yaml", kThreeNodes);
+  REQUIRE(n1.calc.pools().size() == 1);
+  CHECK(n1.calc.pools()[0].name == "pool-b");
+  CHECK_FALSE(n1.calc.pools()[0].pool.disabled);
+}
+
+TEST_CASE("a bad manifest leaves the last good state") {
+  Node n1("node-1");
+  std::string good = cluster_with_pool("  ipipMode: Always\n");
+  n1.feed("c.yaml", good);
+  dataplane::RecordingDataplane dp({"tunl0"});
+  auto before = program(n1, dp);
+  auto bgp_before = n1.calc.speaker_config();
+
+  // Invalid CIDR in the pool: the pool keeps its last good version; nothing else is
+  // deleted although the file now holds one fewer valid object.
+  std::string bad = good;
+  bad.replace(bad.find("cidr: 198.19.0.0/16"), 19, "cidr: 198.19.0.0/33");
+  auto ch = n1.feed("c.yaml", bad);
+  REQUIRE(n1.errors.size() == 1);
+  CHECK(n1.errors[0] == "c.yaml (document 4): IPPool pool-a: spec.cidr: '198.19.0.0/33' is not a CIDR");
+  CHECK(ch.empty());
+  // YAML syntax error: nothing changes.
+  n1.errors.clear();
+  ch = n1.feed("c.yaml", good + "key: [unclosed\n");
+  REQUIRE(n1.errors.size() == 1);
+  CHECK(n1.errors[0].starts_with("c.yaml: YAML syntax error"));
+  CHECK(ch.empty());
+  // Unknown kind in an otherwise good file: reported, nothing deleted.
+  n1.errors.clear();
+  ch = n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") +
+                             "apiVersion: projectcalico.org/v3\nkind: Felix\nmetadata: {name: x}\n");
+  CHECK(n1.errors.size() == 1);
+  CHECK(ch.empty());
+  n1.calc.apply_to(dp, ch);
+  REQUIRE(dp.apply().ok());
+  CHECK(dp.kernel_dump() == before);
+  CHECK(n1.calc.speaker_config() == bgp_before);
+  // Fixing the file applies the change.
+  n1.errors.clear();
+  ch = n1.feed("c.yaml", cluster_with_pool(""));
+  CHECK(n1.errors.empty());
+  CHECK(ch.routes.size() == 2);
+}
+
+TEST_CASE("block affinities: overlap rejected; remove source readmits") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool(""));
+  n1.feed("dup.yaml", "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: other}\n"
+                      "spec: {cidr: 198.19.0.64/27, node: node-3}\n");
+  REQUIRE(n1.errors.size() == 1);
+  CHECK(n1.errors[0] ==
+        "dup.yaml: BlockAffinity other: spec.cidr: 198.19.0.64/27 overlaps BlockAffinity 198-19-0-64-26 (198.19.0.64/26, node node-2)");
+  CHECK(*n1.calc.block_owner(*Prefix::parse("198.19.0.64/26")) == "node-2");
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                        node_yaml("node-3", "198.18.0.13/24") + pool_yaml("pool-a", "198.19.0.0/16") +
+                        block_yaml("198.19.0.0/26", "node-1"));
+  CHECK(*n1.calc.block_owner(*Prefix::parse("198.19.0.64/27")) == "node-3");
+}
+
+// ======================================================================== learned routes
+TEST_CASE("BGP-learned routes: installed when no block covers them, ECMP, disagreements reported") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool(""));
+  auto ip = [](const char* s) { return *IpAddress::parse(s); };
+  n1.calc.set_learned_routes({{*Prefix::parse("0.0.0.0/0"), {ip("198.18.0.253"), ip("198.18.0.254")}, false},
+                              {*Prefix::parse("198.19.0.64/26"), {ip("198.18.0.99")}, false},
+                              {*Prefix::parse("198.19.0.5/32"), {ip("198.18.0.12")}, false},
+                              {*Prefix::parse("203.0.113.0/24"), {ip("198.18.0.1")}, true}});
+  auto ch = n1.calc.take_changes();
+  CHECK(op_strs(ch) == std::vector<std::string>{
+                           "+static 0.0.0.0/0 nexthop via 198.18.0.253 weight 1 nexthop via 198.18.0.254 weight 1"});
+  auto probs = n1.calc.problems();
+  CHECK(std::any_of(probs.begin(), probs.end(), [](const CalcProblem& p) {
+    return p.message == "BGP route for block 198.19.0.64/26 via 198.18.0.99 disagrees with its owner node node-2 "
+                        "(198.18.0.12); the datastore's owner is used";
+  }));
+  // A block claimed later takes over a learned route inside it.
+  n1.calc.set_learned_routes({{*Prefix::parse("198.19.1.0/26"), {ip("198.18.0.12")}, false},
+                              {*Prefix::parse("198.19.1.0/24"), {ip("198.18.0.12")}, false}});
+  CHECK(n1.calc.take_changes().routes.size() == 2);
+  REQUIRE(n1.calc.upsert(parse_one(block_yaml("198.19.1.0/26", "node-2"))).ok());
+  CHECK(op_strs(n1.calc.take_changes()) ==
+        std::vector<std::string>{"-static 198.19.1.0/26 via 198.18.0.12", "+remote-block 198.19.1.0/26 via 198.18.0.12"});
+  CHECK(n1.calc.routes(RouteClass::Static).size() == 2);  // default route and the /24 stay
+  n1.calc.set_learned_routes({{*Prefix::parse("0.0.0.0/0"), {}, false}, {*Prefix::parse("198.19.1.0/24"), {}, false}});
+  ch = n1.calc.take_changes();
+  CHECK(ch.routes.size() == 2);
+  CHECK(ch.routes[0].remove);
+  CHECK(n1.calc.routes(RouteClass::Static).empty());
+}
+
+// ======================================================================== IPAM
+TEST_CASE("IPAM: block choice by pool order and nodeSelector") {
+  auto pool = [](const char* cidr, int bs, const char* sel, bool disabled = false) {
+    IpPool p;
+    p.cidr = *Prefix::parse(cidr);
+    p.block_size = bs;
+    p.node_selector = *Selector::parse(sel);
+    p.disabled = disabled;
+    return p;
+  };
+  std::vector<PoolView> pools{{"a-off", pool("10.0.0.0/16", 26, "all()", true)},
+                              {"b-zone", pool("10.1.0.0/24", 26, "zone == 'z1'")},
+                              {"c-all", pool("10.2.0.0/25", 26, "all()")}};
+  std::set<Prefix> claimed;
+  auto c = choose_block(pools, {{"zone", "z1"}}, claimed, IpFamily::V4);
+  REQUIRE(c);
+  CHECK(c->block.str() == "10.1.0.0/26");
+  CHECK(c->pool == "b-zone");
+  claimed = {*Prefix::parse("10.1.0.0/26"), *Prefix::parse("10.1.0.128/26")};
+  CHECK(choose_block(pools, {{"zone", "z1"}}, claimed, IpFamily::V4)->block.str() == "10.1.0.64/26");
+  claimed.insert(*Prefix::parse("10.1.0.64/26"));
+  claimed.insert(*Prefix::parse("10.1.0.192/26"));
+  CHECK(choose_block(pools, {{"zone", "z1"}}, claimed, IpFamily::V4)->block.str() == "10.2.0.0/26");
+  CHECK(choose_block(pools, {}, {}, IpFamily::V4)->block.str() == "10.2.0.0/26");
+  claimed.insert(*Prefix::parse("10.2.0.0/26"));
+  claimed.insert(*Prefix::parse("10.2.0.64/26"));
+  CHECK_FALSE(choose_block(pools, {{"zone", "z1"}}, claimed, IpFamily::V4));
+  CHECK_FALSE(choose_block(pools, {}, {}, IpFamily::V6));
+  std::vector<PoolView> v6{{"six", pool("2001:db8::/120", 122, "all()")}};
+  CHECK(choose_block(v6, {}, {*Prefix::parse("2001:db8::/122")}, IpFamily::V6)->block.str() == "2001:db8::40/122");
+}
+
+TEST_CASE("IPAM: address choice skips only the block's first address (tunnel)") {
+  Prefix b = *Prefix::parse("10.0.0.0/30");
+  CHECK(block_capacity(b) == 3);
+  CHECK(choose_ip(b, {})->str() == "10.0.0.1");
+  std::set<IpAddress> used{*IpAddress::parse("10.0.0.1"), *IpAddress::parse("10.0.0.2")};
+  CHECK(choose_ip(b, used)->str() == "10.0.0.3");  // the "broadcast" address is handed out
+  used.insert(*IpAddress::parse("10.0.0.3"));
+  CHECK_FALSE(choose_ip(b, used));
+}
+
+TEST_CASE("IPAM through the calculation: allocations from affinities and endpoints, new block when full") {
+  Node n1("node-1");
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                         pool_yaml("pool-a", "198.19.0.0/24", "  blockSize: 30\n"));
+  auto plan = n1.calc.plan_ip("node-1", "default/a", IpFamily::V4);
+  REQUIRE(plan);
+  CHECK(plan->claim_block);
+  CHECK(plan->block.str() == "198.19.0.0/30");
+  CHECK(plan->ip.str() == "198.19.0.1");
+  CHECK(plan->affinity.key.str() == "BlockAffinity 198-19-0-0-30");
+  // The claimer writes the affinity (with the allocation) and the CNI the endpoint.
+  REQUIRE(n1.calc.upsert(plan->affinity).ok());
+  REQUIRE(n1.calc.upsert(parse_one(wep_yaml("b", "node-1", "198.19.0.2", "cali2"))).ok());
+  auto blocks = n1.calc.ipam_blocks("node-1");
+  REQUIRE(blocks.size() == 1);
+  CHECK(blocks[0].pool == "pool-a");
+  CHECK(blocks[0].used.size() == 2);
+  CHECK(blocks[0].used.at(*IpAddress::parse("198.19.0.1")) == "default/a");
+  CHECK(blocks[0].used.at(*IpAddress::parse("198.19.0.2")) == "default/b");
+  plan = n1.calc.plan_ip("node-1", "default/c", IpFamily::V4);
+  REQUIRE(plan);
+  CHECK_FALSE(plan->claim_block);
+  CHECK(plan->ip.str() == "198.19.0.3");
+  CHECK(std::get<BlockAffinity>(plan->affinity.body).allocations.size() == 2);
+  REQUIRE(n1.calc.upsert(plan->affinity).ok());
+  // Full: the next address comes from a new block; node-2's claim is skipped.
+  REQUIRE(n1.calc.upsert(parse_one(block_yaml("198.19.0.4/30", "node-2"))).ok());
+  plan = n1.calc.plan_ip("node-1", "default/d", IpFamily::V4);
+  REQUIRE(plan);
+  CHECK(plan->claim_block);
+  CHECK(plan->block.str() == "198.19.0.8/30");
+  CHECK(plan->ip.str() == "198.19.0.9");
+  // CNI DEL of default/a: its record goes, the address is free again.
+  auto rel = n1.calc.plan_release("default/a");
+  REQUIRE(rel.size() == 1);
+  CHECK(std::get<BlockAffinity>(rel[0].body).allocations.count("default/a") == 0);
+  REQUIRE(n1.calc.upsert(rel[0]).ok());
+  CHECK(n1.calc.plan_ip("node-1", "default/f", IpFamily::V4)->ip.str() == "198.19.0.1");
+  CHECK(n1.calc.plan_release("nobody").empty());
+  // No IPv6 pool: a clear error.
+  auto none = n1.calc.plan_ip("node-1", "default/e", IpFamily::V6);
+  REQUIRE_FALSE(none);
+  CHECK(none.error().message == "IPAM: no free block for node node-1 in any enabled IPv6 pool whose nodeSelector matches it");
+}
+
+TEST_CASE("ManifestTracker: unchanged files produce no events; key_for matches parsed keys") {
+  ManifestTracker t;
+  std::string y = pool_yaml("pool-a", "198.19.0.0/16") +
+                  "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\n"
+                  "spec: {podSelector: {}, policyTypes: [Ingress]}\n---\n" +
+                  wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1");
+  auto ev = t.update_source("a.yaml", y);
+  CHECK(ev.size() == 3);
+  CHECK(t.update_source("a.yaml", y).empty());
+  CHECK(t.object_count() == 3);
+  for (const auto& e : ev) {
+    CAPTURE(e.resource.key.str());
+    const char* api = e.resource.key.kind == Kind::IPPool ? "projectcalico.org/v3"
+                      : e.resource.key.kind == Kind::Policy ? "networking.k8s.io/v1"
+                                                            : "tabby.dev/v1";
+    const char* kind = e.resource.key.kind == Kind::IPPool ? "IPPool"
+                       : e.resource.key.kind == Kind::Policy ? "NetworkPolicy"
+                                                             : "WorkloadEndpoint";
+    std::string ns = e.resource.key.kind == Kind::Policy ? "shop" : e.resource.key.ns;
+    std::string name = e.resource.key.kind == Kind::Policy ? "deny" : e.resource.key.name;
+    CHECK(key_for(api, kind, ns, name) == e.resource.key);
+  }
+  CHECK_FALSE(key_for("apps/v1", "Deployment", "default", "x"));
+  auto del = t.remove_source("a.yaml");
+  CHECK(del.size() == 3);
+  CHECK(std::all_of(del.begin(), del.end(), [](const ResourceEvent& e) { return e.type == ResourceEvent::Delete; }));
+  CHECK(t.object_count() == 0);
+}
+
+TEST_CASE("document streams: markers, '...' ends, syntax error lines count from the file start") {
+  auto q = parse_manifests("# header\n--- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n...\n---\n"
+                           "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\n# trailing comment\n",
+                           "x.yaml");
+  CHECK(q.resources.size() == 2);
+  CHECK(q.errors.empty());
+  auto p = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\n"
+                           "metadata: {name: [b\n",
+                           "x.yaml");
+  CHECK(p.syntax_error);
+  CHECK(p.resources.empty());  // a syntax error anywhere: nothing from the file is used
+  REQUIRE(p.errors.size() == 1);
+  CHECK(p.errors[0].message == "x.yaml: YAML syntax error at line 8, column 1: end of sequence flow not found");
+  auto list = parse_manifests("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n"
+                              "- {apiVersion: v1, kind: Namespace, metadata: {name: b}}\n",
+                              "l.yaml");
+  CHECK(list.resources.size() == 2);
+}
+
+TEST_CASE("dual stack, Kubernetes Node annotations and per-node BGPConfiguration") {
+  std::string y = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-1}\nspec:\n  bgp:\n"
+                  "    ipv4Address: 198.18.0.11/24\n    ipv6Address: 2001:db8::11/64\n---\n"
+                  "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-2\n  labels: {zone: z2}\n  annotations:\n"
+                  "    projectcalico.org/IPv4Address: 198.18.0.12/24\n    projectcalico.org/IPv6Address: 2001:db8::12/64\n"
+                  "    projectcalico.org/ASNumber: '65002'\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: node.node-1}\n"
+                  "spec: {listenPort: 1179}\n";
+  Node n1("node-1");
+  n1.feed("c.yaml", y);
+  const auto& s = n1.calc.speaker_config();
+  CHECK(s.listen_port == 1179);
+  CHECK(peer_list(s) == std::vector<std::string>{"198.18.0.12 as65002", "2001:db8::12 as65002"});
+  CHECK(s.peers[1].families == std::vector<bgp::Family>{bgp::kIpv6Unicast});
+  CHECK(s.peers[1].local_address->str() == "2001:db8::11");
+  REQUIRE(n1.calc.node("node-2"));
+  CHECK(n1.calc.node("node-2")->labels.at("zone") == "z2");
+  // A Calico Node of the same name overrides the annotations.
+  n1.feed("n2.yaml", node_yaml("node-2", "198.18.0.22/24", "    asNumber: 65022\n"));
+  CHECK(peer_list(n1.calc.speaker_config()) == std::vector<std::string>{"198.18.0.22 as65022", "2001:db8::12 as65022"});
+  CHECK(n1.calc.node("node-2")->labels.at("zone") == "z2");
+  // Another node's per-node BGPConfiguration does not apply here.
+  Node n2("node-2");
+  n2.feed("c.yaml", y);
+  CHECK(n2.calc.speaker_config().listen_port == 179);
+}
+
+TEST_CASE("no Node resource for this node: problems say so, BGP not ready") {
+  Node n("node-x");
+  n.feed("c.yaml", kThreeNodes);
+  CHECK_FALSE(n.calc.bgp_ready());
+  auto probs = n.calc.problems();
+  REQUIRE_FALSE(probs.empty());
+  CHECK(probs[0].message == "no Node resource for this node (node-x)");
+  CHECK(n.calc.speaker_config().peers.empty());
+}
+
+TEST_CASE("deterministic: the same resources in another order give the same outputs") {
+  std::string y = cluster_with_pool("  vxlanMode: CrossSubnet\n", "198.18.1.13/24") +
+                  node_yaml("rr-1", "198.18.0.1/24", "    routeReflectorClusterID: 224.0.0.1\n", "rr: 'y'") +
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerSelector: has(rr)}\n---\n" +
+                  wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1") + wep_yaml("pod-b", "node-2", "198.19.0.65", "cali2");
+  auto parsed = parse_manifests(y, "c.yaml");
+  REQUIRE(parsed.errors.empty());
+  Calc a(CalcOptions{"node-1"}), b(CalcOptions{"node-1"});
+  for (const auto& r : parsed.resources) REQUIRE(a.upsert(r).ok());
+  for (auto it = parsed.resources.rbegin(); it != parsed.resources.rend(); ++it) REQUIRE(b.upsert(*it).ok());
+  (void)a.take_changes();
+  (void)b.take_changes();
+  CHECK(a.speaker_config() == b.speaker_config());
+  CHECK(a.tunnel_config() == b.tunnel_config());
+  for (int c = 0; c < dataplane::kRouteClassCount; ++c)
+    CHECK(a.routes(static_cast<RouteClass>(c)) == b.routes(static_cast<RouteClass>(c)));
+  CHECK(a.workload_interfaces() == b.workload_interfaces());
+  CHECK(a.endpoints().size() == b.endpoints().size());
+}
+
+// A List whose items all alias one node of ~180,000 nodes: each item fitted the
+// per-object budget, so N items cost N budgets (300 items: ~50 s of CPU in one
+// parse). The List is now measured as a whole and refused at once.
+TEST_CASE("resources: a List of aliased items is measured as a whole (alias expansion bounded)") {
+  std::string item = "{apiVersion: v1, kind: Namespace, metadata: {name: x}, a: &a [x, x, x, x, x, x, x, x, x, x], "
+                     "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a], c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], "
+                     "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c], e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, "
+                     "*d, *d, *d, *d]}";
+  std::string list = "apiVersion: v1\nkind: List\nitems:\n- &i " + item + "\n";
+  for (int i = 0; i < 300; ++i) list += "- *i\n";
+  auto t0 = std::chrono::steady_clock::now();
+  ParsedManifests p = parse_manifests(list, "list.yaml");
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(p.resources.empty());
+  REQUIRE(p.errors.size() == 1);
+  CHECK(p.errors[0].message.find("list.yaml: List too large") == 0);
+  CHECK(secs < 5);  // refused after one budget's worth of nodes (~0.2 s under ASan), not 300
+  // One such item alone is still read (within the per-object budget).
+  ParsedManifests one = parse_manifests("apiVersion: v1\nkind: List\nitems:\n- " + item + "\n", "one.yaml");
+  CHECK(one.resources.size() == 1);
+}
+
+// Found by test/fuzz/k8s_wire_fuzz (reproducers k8s_wire_fuzz/repro-alias-cycle, resources_fuzz/
+// repro-alias-cycle-*, policy_fuzz/repro-alias-cycle): an
+// alias inside its own anchor is a cycle in yaml-cpp's node graph; the resource
+// parser's alias budget walked it recursively until the stack overflowed, so one
+// such document in a datastore crashed every agent reading it.
+TEST_CASE("resources: an alias inside its own anchor is an error, not a stack overflow") {
+  for (std::string doc : {std::string("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\nl1: &l1 [x, *l1]\n"),
+                          std::string("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n"
+                                      "spec: &s {cidr: 198.19.0.0/16, x: *s}\n"),
+                          std::string("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                                      "metadata: {name: np, namespace: default}\nspec: &s {podSelector: {}, "
+                                      "ingress: [{from: [*s]}]}\n")}) {
+    ParsedManifests p = parse_manifests(doc, "cycle.yaml");
+    CHECK(p.resources.empty());
+    REQUIRE(p.errors.size() == 1);
+    CHECK(p.errors[0].message.find("once YAML aliases are expanded") != std::string::npos);
+  }
+  CHECK(policy::parse_object("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: &m {name: a, "
+                             "labels: {x: *m}}\nspec: {podSelector: {}}\n")
+            .ok() == false);
+}
+
+TEST_CASE("tunnel guard input: every node's IPv4 address; nodes_changed only when a node changes") {
+  Node n1("node-1");
+  auto ch = n1.feed("nodes.yaml", kThreeNodes);
+  CHECK(ch.nodes_changed);
+  auto strs = [&] {
+    std::vector<std::string> v;
+    for (const auto& a : n1.calc.node_ipv4_addresses()) v.push_back(a.str());
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  CHECK(strs() == std::vector<std::string>{"198.18.0.11", "198.18.0.12", "198.18.0.13"});
+  ch = n1.feed("pool.yaml", pool_yaml("p", "198.19.0.0/16"));
+  CHECK_FALSE(ch.nodes_changed);
+  ch = n1.feed("node-4.yaml", node_yaml("node-4", "198.18.0.14/24"));
+  CHECK(ch.nodes_changed);
+  CHECK(strs().size() == 4);
+  ch = n1.drop("node-4.yaml");
+  CHECK(ch.nodes_changed);
+  CHECK(strs() == std::vector<std::string>{"198.18.0.11", "198.18.0.12", "198.18.0.13"});
+  ch = n1.feed("nodes-copy.yaml", kThreeNodes);  // the same nodes again
+  CHECK_FALSE(ch.nodes_changed);
+}

@@ -1,0 +1,211 @@
+// config_test.cpp — the agent config file: defaults, every key, and
+// errors that name the file, the key and the reason.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "felix/config/config.hpp"
+
+using namespace tabby;
+using namespace tabby::felix;
+
+namespace {
+std::string error_of(const std::string& yaml) {
+  auto r = parse_config(yaml, "node.yaml");
+  return r.ok() ? std::string("<no error>") : r.error().message;
+}
+}  // namespace
+
+TEST_CASE("a full config parses with every key") {
+  auto r = parse_config(R"(
+nodeName: node-a
+routerID: 198.18.0.1
+asNumber: 64512
+listenAddress: 198.18.0.1
+listenPort: 1179
+apiSocket: /tmp/t/tabby.sock
+clusterID: 1.2.3.4
+gracefulRestart: {enabled: false, restartTime: 60}
+peers:
+  - peerIP: 198.18.0.2
+    asNumber: 64513
+    password: s3cret
+    holdTime: 9
+    keepaliveTime: 3
+    connectRetryTime: 1
+    passive: true
+    routeReflectorClient: true
+    families: [ipv4]
+    nextHopMode: Self
+    ttlSecurity: 1
+    localAddress: 198.18.0.1
+    maxRestartTime: 30
+    export: {prefixes: [203.0.113.0/24], denyCommunities: ["65535:666", no-export]}
+  - peerIP: "[2001:db8::2]:1179"
+    asNumber: 4200000000
+announce:
+  - prefix: 203.0.113.0/24
+    communities: ["64512:100"]
+    largeCommunities: ["64512:1:2"]
+    nextHop: 198.18.0.1
+  - prefix: 2001:db8:1::/48
+)", "node.yaml");
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+  const auto& c = *r;
+  CHECK(c.node_name == "node-a");
+  CHECK(c.api_socket == "/tmp/t/tabby.sock");
+  CHECK(c.bgp.listen_port == 1179);
+  CHECK(c.bgp.cluster_id->str() == "1.2.3.4");
+  CHECK_FALSE(c.bgp.graceful_restart);
+  CHECK(c.bgp.restart_time == 60);
+  REQUIRE(c.bgp.peers.size() == 2);
+  const auto& p = c.bgp.peers[0];
+  CHECK(p.address.str() == "198.18.0.2");
+  CHECK(p.port == 179);
+  CHECK(p.password == "s3cret");
+  CHECK(p.hold_time == 9);
+  CHECK(p.keepalive_time == 3);
+  CHECK(p.passive);
+  CHECK(p.route_reflector_client);
+  CHECK(p.families == std::vector<bgp::Family>{bgp::kIpv4Unicast});
+  CHECK(p.next_hop_mode == bgp::NextHopMode::Self);
+  CHECK(p.ttl_security_hops == 1);
+  CHECK(p.max_restart_time == 30);
+  CHECK(p.export_filter.allowed_prefixes.size() == 1);
+  CHECK(p.export_filter.denied_communities == std::vector<uint32_t>{65535u << 16 | 666, bgp::kNoExport});
+  CHECK(c.bgp.peers[1].address.str() == "2001:db8::2");
+  CHECK(c.bgp.peers[1].port == 1179);
+  CHECK(c.bgp.peers[1].asn == 4200000000u);
+  REQUIRE(c.bgp.announcements.size() == 2);
+  CHECK(c.bgp.announcements[0].communities == std::vector<uint32_t>{64512u << 16 | 100});
+  CHECK(c.bgp.announcements[0].large_communities[0] == bgp::LargeCommunity{64512, 1, 2});
+}
+
+TEST_CASE("defaults follow Calico and BIRD") {
+  auto r = parse_config("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 64512}]\n", "x");
+  REQUIRE(r.ok());
+  CHECK(r->bgp.asn == 64512);
+  CHECK(r->bgp.listen_port == 179);
+  CHECK(r->bgp.graceful_restart);
+  CHECK(r->api_socket == "/run/tabby/tabby.sock");
+  CHECK(r->bgp.peers[0].hold_time == 90);
+  CHECK(r->bgp.peers[0].families.size() == 2);
+}
+
+TEST_CASE("errors name the file, the key and the reason") {
+  CHECK(error_of("nodeName: n\nrouterID: 10.0.0.1\nrouterId: 1.1.1.1\n").find("node.yaml: key 'routerId': unknown key") == 0);
+  CHECK(error_of("routerID: 10.0.0.1\n") == "node.yaml: key 'nodeName': is required (or set NODENAME in the environment)");
+  CHECK(error_of("nodeName: n\nrouterID: 2001:db8::1\n").find("key 'routerID': must be an IPv4 address") != std::string::npos);
+  auto hold = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, holdTime: 2}]\n");
+  CHECK(hold.find("key 'peers[0].holdTime': must be 0 or at least 3") != std::string::npos);
+  auto asn = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: abc}]\n");
+  CHECK(asn.find("key 'peers[0].asNumber': must be a whole number (got 'abc')") != std::string::npos);
+  auto fam = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, families: [ipx]}]\n");
+  CHECK(fam.find("key 'peers[0].families[0]': unknown family 'ipx'") != std::string::npos);
+  auto host = error_of("nodeName: n\nrouterID: 10.0.0.1\nannounce: [{prefix: 203.0.113.7/24}]\n");
+  CHECK(host.find("did you mean 203.0.113.0/24") != std::string::npos);
+  auto dup = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1}, {peerIP: 10.0.0.2, asNumber: 2}]\n");
+  CHECK(dup.find("duplicate peer 10.0.0.2") != std::string::npos);
+  CHECK(error_of("nodeName: [\n").find("node.yaml: YAML syntax error at line") == 0);
+  CHECK(error_of("").find("the file is empty") != std::string::npos);
+  auto com = error_of("nodeName: n\nrouterID: 10.0.0.1\nannounce: [{prefix: 203.0.113.0/24, communities: ['70000:1']}]\n");
+  CHECK(com.find("key 'announce[0].communities[0]'") != std::string::npos);
+}
+
+TEST_CASE("a missing file is an error naming it") {
+  auto r = load_config("/nonexistent/tabby.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message == "/nonexistent/tabby.yaml: cannot open the config file");
+}
+
+TEST_CASE("communities print and parse") {
+  CHECK(community_str(*parse_community("64512:100")) == "64512:100");
+  CHECK(*parse_community("no-export") == bgp::kNoExport);
+  CHECK_FALSE(parse_community("1:2:3").ok());
+  CHECK(large_community_str(*parse_large_community("4200000000:1:2")) == "4200000000:1:2");
+  CHECK_FALSE(parse_large_community("1:2").ok());
+}
+
+TEST_CASE("datastore, metrics and dataplane settings") {
+  auto r = parse_config(R"(
+nodeName: node-a
+metricsAddress: 127.0.0.1:9091
+datastore: {type: etcd, etcdEndpoints: [http://127.0.0.1:2379, http://127.0.0.2:2379], etcdPrefix: /x/}
+dataplane: {enabled: true, policy: false, vxlanInterface: vxlan.calico, vxlanVNI: 5000, vxlanPort: 8472, mtu: 9000}
+)", "node.yaml");
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->router_id_given);  // from the Node resource
+  REQUIRE(r->datastore.has_value());
+  CHECK(r->datastore->type == DatastoreConfig::Type::Etcd);
+  CHECK(r->datastore->etcd_endpoints.size() == 2);
+  CHECK(r->datastore->etcd_prefix == "/x/");
+  CHECK(r->metrics_address == "127.0.0.1:9091");
+  CHECK(r->dataplane.enabled);
+  CHECK(r->dataplane_enabled);
+  CHECK_FALSE(r->dataplane.policy);
+  CHECK(r->dataplane.vxlan_interface == "vxlan.calico");
+  CHECK(r->dataplane.vxlan_vni == 5000);
+  CHECK(r->dataplane.vxlan_port == 8472);
+  CHECK(r->dataplane.mtu == 9000);
+
+  auto f = parse_config("nodeName: n\ndatastore: {type: file, directory: /srv/m}\n", "node.yaml");
+  REQUIRE(f.ok());
+  CHECK(f->datastore->type == DatastoreConfig::Type::File);
+  CHECK(f->datastore->directory == "/srv/m");
+}
+
+TEST_CASE("datastore errors name the key") {
+  CHECK(error_of("nodeName: n\n") ==
+        "node.yaml: key 'routerID': is required without a datastore (an IPv4 address unique among peers; with a "
+        "datastore it defaults to the Node resource's spec.bgp.ipv4Address)");
+  CHECK(error_of("nodeName: n\ndatastore: {type: consul}\n") ==
+        "node.yaml: key 'datastore.type': must be file, etcd or kubernetes (got 'consul')");
+  CHECK(error_of("nodeName: n\ndatastore: {type: file}\n") ==
+        "node.yaml: key 'datastore.directory': is required for type file (the directory of manifests)");
+  CHECK(error_of("nodeName: n\ndatastore: {type: file, directory: /d, etcdPrefix: /x}\n") ==
+        "node.yaml: key 'datastore.etcdPrefix': applies only to type etcd");
+  CHECK(error_of("nodeName: n\ndatastore: {type: etcd, etcdEndpoints: [127.0.0.1:2379]}\n") ==
+        "node.yaml: key 'datastore.etcdEndpoints[0]': must be a URL like http://127.0.0.1:2379 (got '127.0.0.1:2379')");
+  CHECK(error_of("nodeName: n\nrouterID: 1.2.3.4\nmetricsAddress: localhost\n") ==
+        "node.yaml: key 'metricsAddress': must be HOST:PORT like 127.0.0.1:9091 (got 'localhost')");
+  CHECK(error_of("nodeName: n\nrouterID: 1.2.3.4\ndataplane: {vxlanInterface: a-very-long-interface-name}\n") ==
+        "node.yaml: key 'dataplane.vxlanInterface': must be an interface name of 1 to 15 characters without '/' or "
+        "spaces");
+}
+
+TEST_CASE("config: nodeName and routerID from the environment when the file leaves them out (a DaemonSet's one file)") {
+  const std::string ds = "datastore: {type: file, directory: /tmp}\n";
+  ConfigEnvironment env{"k8s-node-3", "host-3", "198.18.0.13"};
+  auto r = parse_config(ds, "node.yaml", env);
+  REQUIRE(r);
+  CHECK(r->node_name == "k8s-node-3");  // $NODENAME before the hostname
+  CHECK_FALSE(r->node_name_given);
+  CHECK(r->router_id_given);
+  CHECK(r->bgp.router_id.str() == "198.18.0.13");
+  r = parse_config(ds, "node.yaml", ConfigEnvironment{"", "host-3", ""});
+  REQUIRE(r);
+  CHECK(r->node_name == "host-3");
+  CHECK_FALSE(r->router_id_given);  // with a datastore: from the Node resource
+  // The file wins over the environment.
+  r = parse_config("nodeName: n1\nrouterID: 10.0.0.1\n" + ds, "node.yaml", env);
+  REQUIRE(r);
+  CHECK(r->node_name == "n1");
+  CHECK(r->node_name_given);
+  CHECK(r->bgp.router_id.str() == "10.0.0.1");
+  // A bad $IP is named.
+  r = parse_config(ds, "node.yaml", ConfigEnvironment{"n", "", "eth0"});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message == "node.yaml: key 'routerID': not set, and $IP ('eth0') is not an IPv4 address");
+}
+
+TEST_CASE("config: the node name file the agent leaves for the CNI plugin") {
+  std::string path = "/tmp/tabby-config-test-" + std::to_string(::getpid()) + ".sock";
+  CHECK(node_name_file(path) == path + ".nodename");
+  CHECK(read_node_name_file(node_name_file(path)).empty());  // absent
+  REQUIRE(write_node_name_file(node_name_file(path), "k8s-node-3"));
+  CHECK(read_node_name_file(node_name_file(path)) == "k8s-node-3");
+  std::remove(node_name_file(path).c_str());
+}
