@@ -32,6 +32,7 @@
 #include "bgp/fsm.hpp"
 #include "bgp/rib.hpp"
 #include "bgp/transport.hpp"
+#include "log/log.hpp"
 
 namespace tabby::bgp {
 
@@ -43,7 +44,7 @@ using LifeRef = std::weak_ptr<int>;
 
 namespace {
 
-void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+constexpr logging::Logger kLog{"bgp"};
 
 constexpr Family kFamilies[] = {kIpv4Unicast, kIpv6Unicast};
 
@@ -172,7 +173,7 @@ struct Speaker::Impl {
     if (!all && !deadline_passed) return;
     synced = true;
     if (sync_deadline) sync_deadline->cancel();
-    log(all ? "initial BGP sync complete (End-of-RIB from every peer)"
+    kLog.info(all ? "initial BGP sync complete (End-of-RIB from every peer)"
             : "initial BGP sync wait over after " + std::to_string(cfg.restart_time) + "s; continuing without some peers");
     // Let the flush that follows the last UPDATE run first.
     asio::post(io, [this, alive = LifeRef(life)] {
@@ -286,7 +287,7 @@ struct Speaker::Impl {
     for (auto& a : listeners) {
       if (n.password.empty()) continue;
       auto st = set_listener_md5(*a, n.address, remove ? std::string() : n.password);
-      if (!st) log("peer " + n.address.str() + ": " + st.error().message);
+      if (!st) kLog.info("peer " + n.address.str() + ": " + st.error().message);
     }
   }
 
@@ -305,7 +306,7 @@ struct Speaker::Impl {
       auto now = std::chrono::steady_clock::now();
       if (ec) {
         auto step = retry->backoff.failed(ec.value(), ec.message(), now);
-        if (!step.log.empty()) log(step.log);
+        if (!step.log.empty()) kLog.info(step.log);
         retry->timer.expires_after(step.delay);
         retry->timer.async_wait([this, &a, retry, alive](const boost::system::error_code& tec) {
           if (tec || alive.expired() || stopped) return;
@@ -314,7 +315,7 @@ struct Speaker::Impl {
         });
         return;
       }
-      if (auto line = retry->backoff.succeeded(now); !line.empty()) log(line);
+      if (auto line = retry->backoff.succeeded(now); !line.empty()) kLog.info(line);
       on_accept(std::move(s));
       if (!stopped) accept(a, retry);
     });
@@ -332,7 +333,7 @@ struct Speaker::Impl {
       return;
     }
     Peer& p = *it->second;
-    if (auto st = apply_accepted_ttl(s, addr, p.cfg.ttl_security_hops); !st) log(st.error().message);
+    if (auto st = apply_accepted_ttl(s, addr, p.cfg.ttl_security_hops); !st) kLog.info(st.error().message);
     ConnId id = next_conn_id++;
     auto conn = std::make_shared<Connection>(std::move(s), id);
     adopt(p, conn);
@@ -370,7 +371,7 @@ struct Speaker::Impl {
       if (ec || alive.expired()) return;
       for (Family f : pp->stale_families) {
         size_t n = rib->sweep_stale(pp->rib_id, f);
-        log("peer " + pp->cfg.address.str() + ": restart time over, " + std::to_string(n) + " stale " +
+        kLog.info("peer " + pp->cfg.address.str() + ": restart time over, " + std::to_string(n) + " stale " +
             family_name(f) + " routes removed");
       }
       pp->stale_families.clear();
@@ -416,7 +417,7 @@ struct Speaker::Impl {
         }
       }
     }
-    log("peer " + addr.str() + ": session restarted (" + why + (graceful ? ", graceful restart)" : ")"));
+    kLog.info("peer " + addr.str() + ": session restarted (" + why + (graceful ? ", graceful restart)" : ")"));
     auto fresh = std::make_unique<Peer>(io, old.cfg, old.rib_id, session_config(old.cfg, graceful));
     fresh->flaps = old.flaps + (was_up ? 1 : 0);
     fresh->last_error = why;
@@ -441,7 +442,7 @@ struct Speaker::Impl {
   //    whose outgoing attributes changed are sent again (implicit replace).
   void apply_cluster_change() {
     size_t gone = rib->recheck_imports();
-    if (gone) log("cluster ID changed: " + std::to_string(gone) + " paths now loop (CLUSTER_LIST) and were removed");
+    if (gone) kLog.info("cluster ID changed: " + std::to_string(gone) + " paths now loop (CLUSTER_LIST) and were removed");
     std::vector<IpAddress> no_refresh;
     for (auto& [addr, p] : peers) {
       if (p->session_conn == kNoConn || p->initial_update_deferred) continue;
@@ -648,7 +649,7 @@ struct Speaker::Impl {
     }
     rib->update_peer(p.rib_id, rc);
     rib->set_peer_router_id(p.rib_id, e.session.peer_router_id);
-    log("peer " + p.cfg.address.str() + " established (AS " + std::to_string(e.session.peer_as) + ", hold " +
+    kLog.info("peer " + p.cfg.address.str() + " established (AS " + std::to_string(e.session.peer_as) + ", hold " +
         std::to_string(e.session.hold_time) + "s)");
     // RFC 4724 §4.2: the peer came back after a restart. Families it did not
     // preserve forwarding state for are flushed now; the others wait for its
@@ -693,7 +694,7 @@ struct Speaker::Impl {
   }
 
   void act(Peer& p, act::SessionDown& d) {
-    log("peer " + p.cfg.address.str() + " down: " + d.info.reason);
+    kLog.info("peer " + p.cfg.address.str() + " down: " + d.info.reason);
     p.last_error = d.info.reason;
     p.flaps++;
     p.session.reset();
@@ -717,7 +718,7 @@ struct Speaker::Impl {
       }
     }
     if (!p.stale_families.empty()) {
-      log("peer " + p.cfg.address.str() + ": keeping its routes as stale for up to " +
+      kLog.info("peer " + p.cfg.address.str() + ": keeping its routes as stale for up to " +
           std::to_string(d.info.restart_time) + "s (graceful restart)");
       arm_gr_timer(p, d.info.restart_time);
     }
@@ -753,7 +754,7 @@ struct Speaker::Impl {
     o.ttl_security_hops = n.ttl_security_hops;
     if (!ec) {
       if (auto st = apply_socket_options(*sock, n.address, o); !st) {
-        log("peer " + n.address.str() + ": " + st.error().message);
+        kLog.info("peer " + n.address.str() + ": " + st.error().message);
       }
     }
     if (!ec && n.local_address) sock->bind(tcp::endpoint(to_asio(*n.local_address), 0), ec);
@@ -841,19 +842,19 @@ struct Speaker::Impl {
       // RFC 4724 §4.2: End-of-RIB from a restarted peer ends the stale period.
       if (p.stale_families.erase(*eor)) {
         size_t n = rib->sweep_stale(p.rib_id, *eor);
-        if (n) log("peer " + p.cfg.address.str() + ": End-of-RIB, " + std::to_string(n) + " stale routes removed");
+        if (n) kLog.info("peer " + p.cfg.address.str() + ": End-of-RIB, " + std::to_string(n) + " stale routes removed");
         if (p.stale_families.empty()) p.gr_timer.cancel();
       }
       schedule_flush();
       return;
     }
     if (!u.attrs_discarded.empty())
-      log("peer " + p.cfg.address.str() + ": attributes discarded (RFC 7606): " + u.attrs_discarded.front());
+      kLog.info("peer " + p.cfg.address.str() + ": attributes discarded (RFC 7606): " + u.attrs_discarded.front());
     if (!u.withdrawn.empty()) rib->withdraw(p.rib_id, kIpv4Unicast, u.withdrawn);
     if (u.mp_unreach_family && !u.mp_withdrawn.empty()) rib->withdraw(p.rib_id, *u.mp_unreach_family, u.mp_withdrawn);
     if (u.treat_as_withdraw) {
       // RFC 7606 §2: every NLRI of the UPDATE is handled as withdrawn.
-      log("peer " + p.cfg.address.str() + ": UPDATE treated as withdraw (RFC 7606): " + u.treat_as_withdraw_reason);
+      kLog.info("peer " + p.cfg.address.str() + ": UPDATE treated as withdraw (RFC 7606): " + u.treat_as_withdraw_reason);
       if (!u.nlri.empty()) rib->withdraw(p.rib_id, kIpv4Unicast, u.nlri);
       if (u.mp_reach_family && !u.mp_reach_nlri.empty()) rib->withdraw(p.rib_id, *u.mp_reach_family, u.mp_reach_nlri);
     } else if (u.attrs) {
@@ -1073,12 +1074,12 @@ Status Speaker::reconfigure(SpeakerConfig c) {
     std::string why = old.asn != im.cfg.asn               ? "local AS changed"
                       : old.router_id != im.cfg.router_id ? "router ID changed"
                                                           : "graceful-restart settings changed";
-    log("BGP reconfigure: " + why + ": restarting every session");
+    kLog.info("BGP reconfigure: " + why + ": restarting every session");
     std::vector<IpAddress> kept;
     for (auto& [addr, p] : im.peers) kept.push_back(addr);
     for (const auto& a : kept) im.restart_peer(a, why);
   } else if (cluster && im.rib) {
-    log("BGP reconfigure: cluster ID changed to " +
+    kLog.info("BGP reconfigure: cluster ID changed to " +
         IpAddress::v4(im.rib->cluster_id()).str() + ": re-evaluating reflection");
     im.apply_cluster_change();
   }
@@ -1087,7 +1088,7 @@ Status Speaker::reconfigure(SpeakerConfig c) {
     im.close_listeners();
     im.listen_error.clear();
     if (auto st = im.listen(); !st) im.listen_error = st.error().message;
-    else if (listen) log("BGP reconfigure: listening on " + (im.cfg.listen_address ? im.cfg.listen_address->str() : std::string("all addresses")) + " port " + std::to_string(im.cfg.listen_port));
+    else if (listen) kLog.info("BGP reconfigure: listening on " + (im.cfg.listen_address ? im.cfg.listen_address->str() : std::string("all addresses")) + " port " + std::to_string(im.cfg.listen_port));
     for (auto& [addr, p] : im.peers) im.set_md5_keys(p->cfg, false);
   }
   if (!im.listen_error.empty()) {

@@ -9,13 +9,14 @@
 #include <iostream>
 
 #include "dataplane/linux_dataplane.hpp"
+#include "log/log.hpp"
 
 namespace tabby::felix {
 
 namespace asio = boost::asio;
 
 namespace {
-void log(const std::string& msg) { std::cerr << "tabby: dataplane: " << msg << std::endl; }
+constexpr logging::Logger kLog{"dataplane"};
 constexpr auto kResyncInterval = std::chrono::seconds(30);
 }  // namespace
 
@@ -29,7 +30,7 @@ struct KernelDriver::Impl {
 
   double apply_now() {
     auto t0 = std::chrono::steady_clock::now();
-    if (auto st = dp->apply(); !st) log("apply: " + st.error().message);
+    if (auto st = dp->apply(); !st) kLog.info("apply: " + st.error().message);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (applied) applied(s);
     return s;
@@ -39,9 +40,9 @@ struct KernelDriver::Impl {
     events.async_wait(asio::posix::stream_descriptor::wait_read,
                       [this, alive = std::weak_ptr<int>(life)](const boost::system::error_code& ec) {
                         if (ec || alive.expired()) return;
-                        if (auto st = dp->handle_events(); !st) log("events: " + st.error().message);
+                        if (auto st = dp->handle_events(); !st) kLog.info("events: " + st.error().message);
                         if (dp->resync_needed()) {
-                          if (auto st = dp->resync(); !st) log("resync: " + st.error().message);
+                          if (auto st = dp->resync(); !st) kLog.info("resync: " + st.error().message);
                         }
                         apply_now();
                         watch();
@@ -52,7 +53,7 @@ struct KernelDriver::Impl {
     resync_timer.expires_after(kResyncInterval);
     resync_timer.async_wait([this, alive = std::weak_ptr<int>(life)](const boost::system::error_code& ec) {
       if (ec || alive.expired()) return;
-      if (auto st = dp->resync(); !st) log("resync: " + st.error().message);
+      if (auto st = dp->resync(); !st) kLog.info("resync: " + st.error().message);
       apply_now();
       schedule_resync();
     });

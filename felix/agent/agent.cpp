@@ -27,12 +27,13 @@
 #include "felix/api/health_server.hpp"
 #include "felix/api/metrics.hpp"
 #include "proto/tabby.pb.h"
+#include "log/log.hpp"
 
 namespace tabby::felix {
 
 namespace {
 
-void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+constexpr logging::Logger kLog{"agent"};
 
 }  // namespace
 
@@ -135,13 +136,13 @@ int run_agent(const std::vector<std::string>& args) {
   const std::string marker = config.api_socket + ".running";
   bool restarting = ::access(marker.c_str(), F_OK) == 0;
   speaker.set_restarting(restarting);
-  if (restarting) log("previous run did not stop for good: starting as a restarting BGP speaker (RFC 4724 R bit)");
+  if (restarting) kLog.info("previous run did not stop for good: starting as a restarting BGP speaker (RFC 4724 R bit)");
   if (FILE* f = std::fopen(marker.c_str(), "w")) std::fclose(f);
   if (auto st = speaker.start(); !st) {
     std::cerr << "tabby agent: " << st.error().message << "\n";
     return 1;
   }
-  log("node " + config.node_name + " running: router ID " + config.bgp.router_id.str() + ", AS " +
+  kLog.info("node " + config.node_name + " running: router ID " + config.bgp.router_id.str() + ", AS " +
       std::to_string(config.bgp.asn) + ", " + std::to_string(config.bgp.peers.size()) + " peers, API on " +
       config.api_socket);
 
@@ -156,7 +157,7 @@ int run_agent(const std::vector<std::string>& args) {
       auto fresh = load_config(config_path);
       auto problem = [&](const std::string& msg) {
         config_problem = msg;
-        log(msg);
+        kLog.info(msg);
         count_config_apply_failure(metrics, "reload");
       };
       std::string fixed;
@@ -181,12 +182,12 @@ int run_agent(const std::vector<std::string>& args) {
       } else {
         config = std::move(*fresh);
         config_problem.clear();
-        log("config reloaded from " + config_path);
+        kLog.info("config reloaded from " + config_path);
       }
       signals.async_wait(on_signal);
       return;
     }
-    log(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    kLog.info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
     // Graceful restart (RFC 4724): when enabled, leave without a NOTIFICATION
     // so that peers keep our routes while the agent restarts.
     speaker.stop(config.bgp.graceful_restart, "tabby agent stopping");

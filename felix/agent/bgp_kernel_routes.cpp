@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "dataplane/kernel_driver.hpp"
+#include "log/log.hpp"
 
 namespace tabby::felix {
 
@@ -14,7 +15,7 @@ namespace asio = boost::asio;
 using namespace tabby::dataplane;
 
 namespace {
-void log(const std::string& msg) { std::cerr << "tabby: dataplane: " << msg << std::endl; }
+constexpr logging::Logger kLog{"dataplane"};
 }  // namespace
 
 std::optional<Route> kernel_route_for(const bgp::BestRouteChange& c) {
@@ -64,7 +65,7 @@ void BgpKernelRoutes::apply(const std::vector<bgp::BestRouteChange>& changes) {
 void BgpKernelRoutes::initial_sync_done() {
   impl_->driver->dataplane().desired_state_complete();
   impl_->driver->apply();
-  log("initial state complete; leftover routes from earlier runs removed");
+  kLog.info("initial state complete; leftover routes from earlier runs removed");
 }
 
 dataplane::DataplaneStatus BgpKernelRoutes::status() const { return impl_->driver->status(); }

@@ -51,6 +51,7 @@
 #include "felix/api/metrics.hpp"
 #include "policy/policy.hpp"
 #include "proto/tabby.pb.h"
+#include "log/log.hpp"
 
 namespace tabby::felix {
 
@@ -58,7 +59,7 @@ namespace asio = boost::asio;
 
 namespace {
 
-void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+constexpr logging::Logger kLog{"agent"};
 
 constexpr auto kPolicyRepairInterval = std::chrono::seconds(60);
 // The initial listing arrives in pieces of this many objects (see datastore.hpp).
@@ -141,7 +142,7 @@ class ClusterAgent {
     // it out (kubelet does not pass the DaemonSet's NODENAME; Calico's
     // /var/lib/calico/nodename plays this part).
     if (!write_node_name_file(node_name_file(config_.api_socket), config_.node_name))
-      log("cannot write " + node_name_file(config_.api_socket) + ": " + std::strerror(errno));
+      kLog.info("cannot write " + node_name_file(config_.api_socket) + ": " + std::strerror(errno));
     // all modules -> Metrics: gauges are read at scrape time.
     declare_agent_metrics(metrics_);
     metrics_.add_collector([this](Metrics& m) { collect(m); });
@@ -153,7 +154,7 @@ class ClusterAgent {
     // after a graceful stop or a crash.
     marker_ = config_.api_socket + ".running";
     restarting_ = ::access(marker_.c_str(), F_OK) == 0;
-    if (restarting_) log("previous run did not stop for good: restarting speaker (R bit); kernel state adopted");
+    if (restarting_) kLog.info("previous run did not stop for good: restarting speaker (R bit); kernel state adopted");
     if (FILE* f = std::fopen(marker_.c_str(), "w")) std::fclose(f);
 
     if (config_.dataplane.enabled) {
@@ -180,7 +181,7 @@ class ClusterAgent {
     // Datastore -> DocFeed -> Calc.
     if (auto st = datastore_->start([this](const DatastoreUpdate& u) { on_datastore(u); }); !st)
       return fatal(st.error().message);
-    log("node " + config_.node_name + ": reading cluster resources from " + describe(*config_.datastore) +
+    kLog.info("node " + config_.node_name + ": reading cluster resources from " + describe(*config_.datastore) +
         "; API on " + config_.api_socket);
 
     signals_.async_wait([this](const boost::system::error_code& ec, int sig) { on_signal(ec, sig); });
@@ -210,7 +211,7 @@ class ClusterAgent {
         count_events(u.events);
         feed_.feed(u.events, calc_);
         in_sync_ = true;
-        log("datastore in sync: " + std::to_string(u.events.size()) + " objects");
+        kLog.info("datastore in sync: " + std::to_string(u.events.size()) + " objects");
         process(true);
         register_node();
 #ifdef __GLIBC__
@@ -228,17 +229,17 @@ class ClusterAgent {
         break;
       case DatastoreUpdate::Type::Problem:
         if (u.message.empty()) {
-          if (store_problems_.erase(u.source)) log("resolved: " + u.source);
+          if (store_problems_.erase(u.source)) kLog.info("resolved: " + u.source);
           break;
         }
         // Keyed by source (a file, an etcd key, "etcd:watch", ...): the datastore
         // clears it when the cause goes (an empty message for that source).
-        if (store_problems_[u.source.empty() ? u.message : u.source] != u.message) log("problem: " + u.message);
+        if (store_problems_[u.source.empty() ? u.message : u.source] != u.message) kLog.info("problem: " + u.message);
         store_problems_[u.source.empty() ? u.message : u.source] = u.message;
         break;
       case DatastoreUpdate::Type::Connection:
         connected_ = u.connected;
-        log(u.connected ? "datastore reachable again" : "datastore unreachable (retrying; the last state is kept): " + u.message);
+        kLog.info(u.connected ? "datastore reachable again" : "datastore unreachable (retrying; the last state is kept): " + u.message);
         break;
     }
   }
@@ -264,8 +265,8 @@ class ClusterAgent {
                        "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n";
     DocKey key{"Node.projectcalico.org", "", config_.node_name};
     datastore_->create(key, text, [this, addr](Result<bool> r) {
-      if (!r) log("cannot register Node " + config_.node_name + ": " + r.error().message);
-      else if (*r) log("registered Node " + config_.node_name + " with ipv4Address " + addr);
+      if (!r) kLog.info("cannot register Node " + config_.node_name + ": " + r.error().message);
+      else if (*r) kLog.info("registered Node " + config_.node_name + " with ipv4Address " + addr);
     });
   }
 
@@ -291,17 +292,17 @@ class ClusterAgent {
         // config applies cleanly (status, /readyz, tabby_config_apply_failures_total).
         if (auto st = speaker_->reconfigure(calc_.speaker_config()); !st) {
           std::string msg = "BGP configuration not fully applied: " + st.error().message;
-          if (msg != bgp_apply_problem_) log("problem: " + msg);
+          if (msg != bgp_apply_problem_) kLog.info("problem: " + msg);
           bgp_apply_problem_ = msg;
           count_config_apply_failure(metrics_, "bgp");
         } else if (!bgp_apply_problem_.empty()) {
-          log("resolved: " + bgp_apply_problem_);
+          kLog.info("resolved: " + bgp_apply_problem_);
           bgp_apply_problem_.clear();
         }
       }
     } else if (!speaker_ && !waiting_logged_) {
       waiting_logged_ = true;
-      log("waiting for Node " + config_.node_name +
+      kLog.info("waiting for Node " + config_.node_name +
           " with spec.bgp.ipv4Address (or routerID in the config file) before starting BGP");
     }
 
@@ -334,12 +335,12 @@ class ClusterAgent {
   void sync_policy(bool force_full) {
     auto r = nft_->sync(*compiler_, force_full);
     if (!r) {
-      log("policy: " + r.error().message);
+      kLog.info("policy: " + r.error().message);
       return;
     }
     if (!policy_synced_) {
       policy_synced_ = true;
-      log((config_.dataplane.policy ? "policy programmed: " + std::to_string(compiler_->policy_count()) +
+      kLog.info((config_.dataplane.policy ? "policy programmed: " + std::to_string(compiler_->policy_count()) +
                                           " policies, " + std::to_string(compiler_->endpoint_count()) + " endpoints; "
                                     : std::string("policy not enforced (dataplane.policy false); ")) +
           "tunnel guard: VXLAN (udp " + std::to_string(compiler_->tunnel_guard().vxlan_port) + ") and IPIP only from " +
@@ -353,8 +354,8 @@ class ClusterAgent {
     policy_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping_) return;
       auto r = nft_->repair(*compiler_);
-      if (!r) log("policy repair: " + r.error().message);
-      else if (*r) log("policy: the nftables table had drifted; resynced");
+      if (!r) kLog.info("policy repair: " + r.error().message);
+      else if (*r) kLog.info("policy: the nftables table had drifted; resynced");
       schedule_policy_repair();
     });
   }
@@ -371,18 +372,18 @@ class ClusterAgent {
       schedule_process();
     });
     speaker_->on_initial_sync([this] {
-      log("BGP initial table complete");
+      kLog.info("BGP initial table complete");
       schedule_process();
     });
     if (auto st = speaker_->start(); !st) {
       // Running, but not as configured (no listener): a problem until a
       // reconfigure binds it.
       bgp_apply_problem_ = "BGP configuration not fully applied: " + st.error().message;
-      log("problem: " + bgp_apply_problem_);
+      kLog.info("problem: " + bgp_apply_problem_);
       count_config_apply_failure(metrics_, "bgp");
     }
     const auto& sc = speaker_->config();
-    log("BGP running: router ID " + sc.router_id.str() + ", AS " + std::to_string(sc.asn) + ", " +
+    kLog.info("BGP running: router ID " + sc.router_id.str() + ", AS " + std::to_string(sc.asn) + ", " +
         std::to_string(sc.peers.size()) + " peers, " + std::to_string(sc.announcements.size()) + " announcements");
   }
 
@@ -402,7 +403,7 @@ class ClusterAgent {
     dp_complete_ = true;
     kernel_->dataplane().desired_state_complete();
     kernel_->apply();
-    log("dataplane: desired state complete; leftovers of earlier runs removed");
+    kLog.info("dataplane: desired state complete; leftovers of earlier runs removed");
   }
 
   void report_problems() {
@@ -410,9 +411,9 @@ class ClusterAgent {
     for (const auto& p : feed_.problems()) now.insert(p.message);
     for (const auto& p : calc_.problems()) now.insert(p.message);
     for (const auto& m : now)
-      if (!logged_problems_.count(m)) log("problem: " + m);
+      if (!logged_problems_.count(m)) kLog.info("problem: " + m);
     for (const auto& m : logged_problems_)
-      if (!now.count(m)) log("resolved: " + m);
+      if (!now.count(m)) kLog.info("resolved: " + m);
     logged_problems_ = std::move(now);
   }
 
@@ -498,7 +499,7 @@ class ClusterAgent {
       signals_.async_wait([this](const boost::system::error_code& e, int s) { on_signal(e, s); });
       return;
     }
-    log(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    kLog.info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
     stopping_ = true;
     // Graceful restart (RFC 4724): leave without a NOTIFICATION so peers keep our
     // routes; kernel routes and the nft table stay in place (restart without loss).
@@ -520,7 +521,7 @@ class ClusterAgent {
   void reload() {
     auto refuse = [this](const std::string& why) {
       reload_problem_ = "config reload refused, running config kept: " + why;
-      log(reload_problem_);
+      kLog.info(reload_problem_);
       count_config_apply_failure(metrics_, "reload");
     };
     auto fresh = load_config(config_path_);
@@ -549,12 +550,12 @@ class ClusterAgent {
              "metricsAddress, dataplane.enabled/policy)");
       return;
     }
-    if (!reload_problem_.empty()) log("resolved: " + reload_problem_);
+    if (!reload_problem_.empty()) kLog.info("resolved: " + reload_problem_);
     reload_problem_.clear();
     config_ = std::move(*fresh);
     calc_.set_options(calc_options(config_));
     process(true);
-    log("config reloaded from " + config_path_);
+    kLog.info("config reloaded from " + config_path_);
   }
 
   asio::io_context& io_;

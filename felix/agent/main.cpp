@@ -9,6 +9,7 @@
 #include "felix/agent/agent.hpp"
 #include "felix/api/cli.hpp"
 #include "felix/cni/cni.hpp"
+#include "log/log.hpp"
 
 namespace {
 
@@ -37,7 +38,13 @@ int main(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
-  if (cmd == "agent") return tabby::felix::run_agent(args);
+  if (cmd == "agent") {
+    if (auto bad = tabby::logging::threshold_from_env()) {
+      std::cerr << "tabby agent: " << *bad << "\n";
+      return 2;
+    }
+    return tabby::felix::run_agent(args);
+  }
   if (cmd == "status") return tabby::felix::cli_status(args);
   if (cmd == "routes") return tabby::felix::cli_routes(args);
   if (cmd == "policy") return tabby::felix::cli_policy(args);

@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "base/accept_backoff.hpp"
+#include "log/log.hpp"
 
 namespace tabby::felix {
 
@@ -89,7 +90,7 @@ Result<std::pair<IpAddress, uint16_t>> parse_listen_address(const std::string& t
 
 namespace {
 
-void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+constexpr logging::Logger kLog{"health"};
 
 tcp::endpoint to_endpoint(const IpAddress& a, uint16_t port) {
   if (a.is_v4()) return {asio::ip::address_v4(a.v4_host_order()), port};
@@ -263,14 +264,14 @@ void HealthServer::Impl::accept() {
       }
       // Otherwise wait and retry (base/accept_backoff.hpp), never spin.
       auto step = self->backoff.failed(ec.value(), ec.message(), now);
-      if (!step.log.empty()) log(step.log);
+      if (!step.log.empty()) kLog.info(step.log);
       self->retry_timer.expires_after(step.delay);
       self->retry_timer.async_wait([self](beast::error_code tec) {
         if (!tec && self->acceptor.is_open()) self->accept();
       });
       return;
     }
-    if (auto line = self->backoff.succeeded(now); !line.empty()) log(line);
+    if (auto line = self->backoff.succeeded(now); !line.empty()) kLog.info(line);
     // At the cap the new connection is admitted and the one waiting longest
     // for a request is closed (connection_slots.hpp): never refuse a probe.
     if (slots.full())

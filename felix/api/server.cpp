@@ -20,6 +20,7 @@
 
 #include "base/accept_backoff.hpp"
 #include "proto/tabby.pb.h"
+#include "log/log.hpp"
 
 namespace tabby::felix {
 
@@ -30,7 +31,7 @@ using local = asio::local::stream_protocol;
 
 namespace {
 
-void log(const std::string& msg) { std::cerr << "tabby: " << msg << std::endl; }
+constexpr logging::Logger kLog{"api"};
 
 class HttpSession;
 
@@ -191,14 +192,14 @@ struct ApiServer::Impl {
         }
         // Otherwise wait and retry (base/accept_backoff.hpp), never spin.
         auto step = backoff.failed(ec.value(), ec.message(), now);
-        if (!step.log.empty()) log(step.log);
+        if (!step.log.empty()) kLog.info(step.log);
         retry_timer.expires_after(step.delay);
         retry_timer.async_wait([this](beast::error_code tec) {
           if (!tec && acceptor.is_open()) accept();
         });
         return;
       }
-      if (auto line = backoff.succeeded(now); !line.empty()) log(line);
+      if (auto line = backoff.succeeded(now); !line.empty()) kLog.info(line);
       // At the cap the new connection is admitted and the one waiting longest
       // for a request is closed (connection_slots.hpp): the CLI always gets in.
       if (slots.full())
