@@ -200,7 +200,7 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
     c.node_to_node_mesh = get_bool(spec["nodeToNodeMeshEnabled"], "spec.nodeToNodeMeshEnabled");
   if (differs(spec["logSeverityScreen"], "Info"))
     notes.push_back({"spec.logSeverityScreen",
-                     unsupported("the BGP daemon's log level", "ignored: tabby logs at its own --log-level")});
+                     unsupported("the BGP daemon's log level", "ignored: tabby's log level is set by TABBY_LOG_LEVEL on the agent")});
   if (differs(spec["bindMode"], "None"))
     notes.push_back({"spec.bindMode", unsupported("BIRD listens on the node IP only", kApplies)});
   if (nonempty(spec["serviceLoadBalancerIPs"]))
