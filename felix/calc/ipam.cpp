@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "felix/calc/calc.hpp"
+#include "felix/calc/calc_impl.hpp"
 
 namespace tabby::felix {
 namespace {
@@ -75,5 +76,91 @@ std::optional<IpAddress> choose_ip(const Prefix& block, const std::set<IpAddress
   }
   return std::nullopt;
 }
+
+// ---------------------------------------------------------------- IPAM (state part)
+std::vector<IpamBlock> Calc::ipam_blocks(const std::string& node) const {
+  std::vector<IpamBlock> out;
+  auto nb = impl_->node_blocks.find(node);
+  if (nb == impl_->node_blocks.end()) return out;
+  for (const auto& b : nb->second) {
+    IpamBlock ib;
+    ib.cidr = b;
+    impl_->pool_for(b, &ib.pool);
+    ib.capacity = block_capacity(b);
+    const auto& aff = impl_->affinities.at(impl_->blocks.at(b));
+    for (const auto& [handle, ip] : aff.allocations) ib.used[ip] = handle;
+    // Other addresses: the endpoint's key (the first by key when several claim one).
+    std::map<IpAddress, const std::string*> by_wep;
+    for (auto it = impl_->wep_ips.lower_bound(b.addr()); it != impl_->wep_ips.end() && b.contains(it->first); ++it) {
+      auto [slot, fresh] = by_wep.try_emplace(it->first, it->second);
+      if (!fresh && *it->second < *slot->second) slot->second = it->second;
+    }
+    for (const auto& [ip, key] : by_wep) ib.used.try_emplace(ip, *key);
+    out.push_back(std::move(ib));
+  }
+  return out;
+}
+
+std::optional<BlockChoice> Calc::next_block(const std::string& node, IpFamily fam) const {
+  const NodeInfo* n = this->node(node);
+  Labels labels = n ? n->labels : Labels{};
+  std::set<Prefix> claimed;
+  for (const auto& [b, name] : impl_->blocks) claimed.insert(b);
+  return choose_block(pools(), labels, claimed, fam);
+}
+
+Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const {
+  for (const auto& b : ipam_blocks(node)) {
+    if (b.cidr.family() != fam) continue;
+    // A block whose pool is gone or disabled keeps its pods but gets no new ones.
+    auto pit = impl_->pools.find(b.pool);
+    if (b.pool.empty() || pit == impl_->pools.end() || pit->second.disabled) continue;
+    std::set<IpAddress> used;
+    for (const auto& [ip, h] : b.used) used.insert(ip);
+    if (auto ip = choose_ip(b.cidr, used)) {
+      IpamPlan plan;
+      plan.block = b.cidr;
+      plan.ip = *ip;
+      const auto& aff = impl_->affinities.at(impl_->blocks.at(b.cidr));
+      plan.affinity.key = {Kind::BlockAffinity, "", impl_->blocks.at(b.cidr)};
+      BlockAffinity a = aff;
+      a.allocations[handle] = *ip;
+      plan.affinity.body = std::move(a);
+      return plan;
+    }
+  }
+  auto choice = next_block(node, fam);
+  if (!choice)
+    return fail_msg("IPAM: no free block for node " + node + " in any enabled " +
+                    (fam == IpFamily::V4 ? "IPv4" : "IPv6") + " pool whose nodeSelector matches it");
+  IpamPlan plan;
+  plan.block = choice->block;
+  plan.claim_block = true;
+  auto ip = choose_ip(choice->block, {});
+  if (!ip) return fail_msg("IPAM: block " + choice->block.str() + " has no usable address");
+  plan.ip = *ip;
+  BlockAffinity a;
+  a.cidr = choice->block;
+  a.node = node;
+  a.allocations[handle] = *ip;
+  plan.affinity.key = {Kind::BlockAffinity, "", block_affinity_name(choice->block)};
+  plan.affinity.body = std::move(a);
+  return plan;
+}
+
+std::vector<Resource> Calc::plan_release(const std::string& handle) const {
+  std::vector<Resource> out;
+  for (const auto& [name, a] : impl_->affinities) {
+    if (!a.allocations.count(handle)) continue;
+    Resource r;
+    r.key = {Kind::BlockAffinity, "", name};
+    BlockAffinity b = a;
+    b.allocations.erase(handle);
+    r.body = std::move(b);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 
 }  // namespace tabby::felix

@@ -1,0 +1,183 @@
+// calc_bgp.cpp — this node's bgp::SpeakerConfig (calc_impl.hpp, rules in calc.hpp):
+// router ID and AS, peers from the node-to-node mesh, route-reflector roles (RFC 4456)
+// and BGPPeer resources (peerIP, nodeSelector, symmetric peerSelector), who dials,
+// and the announced prefixes (own blocks, service ranges) with the communities of
+// matching prefixAdvertisements.
+#include <algorithm>
+
+#include "felix/calc/calc_impl.hpp"
+
+namespace tabby::felix {
+namespace {
+constexpr uint32_t kDefaultAsn = 64512;
+}  // namespace
+
+BgpConfiguration Calc::Impl::effective_bgp() const {
+  BgpConfiguration c;
+  if (auto it = bgp_configs.find("default"); it != bgp_configs.end()) c = it->second;
+  if (auto it = bgp_configs.find("node." + opt.node_name); it != bgp_configs.end()) {
+    const auto& n = it->second;
+    if (n.asn) c.asn = n.asn;
+    if (n.node_to_node_mesh) c.node_to_node_mesh = n.node_to_node_mesh;
+    if (n.listen_port) c.listen_port = n.listen_port;
+    if (!n.prefix_advertisements.empty()) c.prefix_advertisements = n.prefix_advertisements;
+    if (!n.service_cluster_ips.empty()) c.service_cluster_ips = n.service_cluster_ips;
+    if (!n.service_external_ips.empty()) c.service_external_ips = n.service_external_ips;
+    c.mesh_refused = c.mesh_refused || n.mesh_refused;
+  }
+  if (c.mesh_refused) c.node_to_node_mesh = false;  // nodeMeshPassword anywhere: no unauthenticated mesh
+  return c;
+}
+
+uint32_t Calc::Impl::node_asn(const NodeInfo& n) const {
+  if (n.asn) return *n.asn;
+  auto it = bgp_configs.find("default");
+  if (it != bgp_configs.end() && it->second.asn) return *it->second.asn;
+  return opt.base.asn ? opt.base.asn : kDefaultAsn;
+}
+
+void Calc::Impl::add_peer(std::map<IpAddress, bgp::NeighborConfig>& out, bgp::NeighborConfig n) {
+  out.emplace(n.address, std::move(n));  // first writer wins
+}
+
+// Peers towards another tabby node, one per family both sides have.
+void Calc::Impl::node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const NodeInfo& me, const NodeInfo& other,
+                const std::string& type, const BgpPeer* spec) {
+  for (int fam = 0; fam < 2; ++fam) {
+    const auto& mine = fam == 0 ? me.ipv4 : me.ipv6;
+    const auto& theirs = fam == 0 ? other.ipv4 : other.ipv6;
+    if (!mine || !theirs || mine->addr == theirs->addr) continue;
+    bgp::NeighborConfig n;
+    n.address = theirs->addr;
+    n.asn = node_asn(other);
+    n.passive = mine->addr > theirs->addr;  // the lower address dials
+    // Another tabby node is usually just starting too (or has not learned of us
+    // yet and refuses): retry soon; the FSM backs off from here.
+    n.connect_retry_time = 1;
+    n.local_address = mine->addr;
+    n.families = {fam == 0 ? bgp::kIpv4Unicast : bgp::kIpv6Unicast};
+    n.route_reflector_client = me.rr_cluster_id && me.rr_cluster_id != other.rr_cluster_id;
+    n.description = n.route_reflector_client ? type + " (RR client)" : type;
+    if (spec) apply_peer_spec(n, *spec);
+    add_peer(out, std::move(n));
+  }
+}
+
+void Calc::Impl::apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p) {
+  n.password = p.password;
+  if (p.keep_original_next_hop) n.next_hop_mode = bgp::NextHopMode::Keep;
+  if (p.next_hop_mode) n.next_hop_mode = *p.next_hop_mode;
+  if (p.max_restart_time) n.max_restart_time = *p.max_restart_time;
+  n.ttl_security_hops = p.ttl_security;
+  if (p.source_address) n.local_address = p.source_address;
+}
+
+bool Calc::Impl::peer_applies_to(const BgpPeer& p, const NodeInfo& n) const {
+  if (!p.node.empty()) return p.node == n.name;
+  if (p.node_selector) return p.node_selector->matches(n.labels, true);
+  return true;  // global peer
+}
+
+bgp::SpeakerConfig Calc::Impl::compute_speaker() {
+  bgp::SpeakerConfig s = opt.base;
+  BgpConfiguration eff = effective_bgp();
+  const NodeInfo* me = local();
+  if (me && me->ipv4) s.router_id = me->ipv4->addr;
+  s.asn = me ? node_asn(*me) : (eff.asn ? *eff.asn : (opt.base.asn ? opt.base.asn : kDefaultAsn));
+  if (eff.listen_port) s.listen_port = *eff.listen_port;
+  if (me && me->rr_cluster_id) s.cluster_id = me->rr_cluster_id;
+
+  std::map<IpAddress, bgp::NeighborConfig> computed;
+  for (const auto& p : opt.base.peers) computed.emplace(p.address, p);  // static peers win
+  std::map<IpAddress, const NodeInfo*> by_addr;
+  for (const auto& [name, n] : nodes) {
+    if (n.ipv4) by_addr[n.ipv4->addr] = &n;
+    if (n.ipv6) by_addr[n.ipv6->addr] = &n;
+  }
+  if (me) {
+    for (const auto& [name, p] : peers) {
+      if (p.refused) continue;  // spec.filters set: no session without them (fail closed)
+      std::string type = (p.node.empty() && !p.node_selector) ? "global" : "node specific";
+      if (peer_applies_to(p, *me)) {
+        if (p.peer_ip) {
+          bool own = (me->ipv4 && me->ipv4->addr == *p.peer_ip) || (me->ipv6 && me->ipv6->addr == *p.peer_ip);
+          if (!own) {
+            bgp::NeighborConfig n;
+            n.address = *p.peer_ip;
+            n.port = p.port;
+            n.asn = p.asn;
+            n.families = {p.peer_ip->is_v4() ? bgp::kIpv4Unicast : bgp::kIpv6Unicast};
+            n.description = type;
+            if (auto o = by_addr.find(*p.peer_ip); o != by_addr.end()) {  // another tabby node
+              const auto& mine = p.peer_ip->is_v4() ? me->ipv4 : me->ipv6;
+              if (mine) n.passive = mine->addr > *p.peer_ip;
+              n.route_reflector_client = me->rr_cluster_id && me->rr_cluster_id != o->second->rr_cluster_id;
+            }
+            apply_peer_spec(n, p);
+            add_peer(computed, std::move(n));
+          }
+        }
+        if (p.peer_selector)
+          for (const auto& [oname, o] : nodes)
+            if (oname != me->name && p.peer_selector->matches(o.labels, true)) node_peers(computed, *me, o, type, &p);
+      }
+      // Symmetric selector peering: we are a selected peer of the nodes p applies to.
+      if (p.peer_selector && p.peer_selector->matches(me->labels, true))
+        for (const auto& [oname, o] : nodes)
+          if (oname != me->name && peer_applies_to(p, o)) node_peers(computed, *me, o, type, &p);
+    }
+    if (eff.node_to_node_mesh.value_or(true)) {
+      for (const auto& [oname, o] : nodes) {
+        if (oname == me->name) continue;
+        // Mesh among non-reflectors; clients peer with every reflector; reflectors
+        // peer with each other (non-clients when the cluster ID is shared).
+        const char* type = me->is_reflector() && !o.is_reflector()   ? "route reflector client"
+                           : !me->is_reflector() && o.is_reflector() ? "route reflector"
+                                                                       : "node-to-node mesh";
+        node_peers(computed, *me, o, type, nullptr);
+      }
+    }
+  }
+  s.peers.clear();
+  for (const auto& p : opt.base.peers) s.peers.push_back(computed.at(p.address));
+  for (auto& [addr, n] : computed) {
+    bool is_static = std::any_of(opt.base.peers.begin(), opt.base.peers.end(),
+                                 [&a = addr](const bgp::NeighborConfig& b) { return b.address == a; });
+    if (!is_static) s.peers.push_back(std::move(n));
+  }
+
+  // Announcements: static ones first, then our blocks and service ranges.
+  std::map<Prefix, bgp::Announcement> ann;
+  auto announce = [&](const Prefix& p) {
+    bgp::Announcement a;
+    a.prefix = p;
+    for (const auto& pa : eff.prefix_advertisements) {
+      if (!pa.cidr.contains(p)) continue;
+      for (const auto& c : pa.communities) {
+        if (c.standard && std::find(a.communities.begin(), a.communities.end(), *c.standard) == a.communities.end())
+          a.communities.push_back(*c.standard);
+        if (c.large && std::find(a.large_communities.begin(), a.large_communities.end(), *c.large) ==
+                           a.large_communities.end())
+          a.large_communities.push_back(*c.large);
+      }
+    }
+    ann.emplace(p, std::move(a));
+  };
+  if (auto nb = node_blocks.find(opt.node_name); nb != node_blocks.end())
+    for (const auto& b : nb->second) {
+      const IpPool* pool = pool_for(b);
+      if (pool && pool->disable_bgp_export) continue;
+      announce(b);
+    }
+  for (const auto& p : eff.service_cluster_ips) announce(p);
+  for (const auto& p : eff.service_external_ips) announce(p);
+  s.announcements = opt.base.announcements;
+  for (auto& [p, a] : ann) {
+    bool dup = std::any_of(s.announcements.begin(), s.announcements.end(),
+                           [&q = p](const bgp::Announcement& x) { return x.prefix == q; });
+    if (!dup) s.announcements.push_back(std::move(a));
+  }
+  return s;
+}
+
+}  // namespace tabby::felix

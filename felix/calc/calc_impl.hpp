@@ -1,0 +1,199 @@
+// calc_impl.hpp — the state of the calculation graph (Calc::Impl), shared by the
+// calc_*.cpp files and ipam.cpp; internal to felix/calc (nothing outside includes it).
+// Inputs (resources as accepted), outputs (as last reported by take_changes()) and
+// the dirty marks that connect them. Which file computes what:
+//   calc.cpp            the Calc facade: upsert/remove dispatch, take_changes(), getters
+//   calc_cluster.cpp    nodes (Calico + Kubernetes merged), IP pools and block
+//                       affinities, with the overlap validation that rejects and readmits
+//   calc_bgp.cpp        the speaker config: AS, mesh / route-reflector / BGPPeer peers,
+//                       announced prefixes and their communities
+//   calc_routes.cpp     block, local workload and BGP-learned routes, diffed per class
+//   calc_tunnels.cpp    tunnel (VTEP) addresses and the IPIP/VXLAN device config
+//   calc_workloads.cpp  the workload endpoint store and the policy inputs (endpoints,
+//                       namespaces, policies)
+//   ipam.cpp            IPAM decisions and the IPAM queries over this state
+// Invariants: accepted pools never overlap while both are enabled; accepted blocks
+// never overlap; routes[cls] is exactly what the last take_changes() reported.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "felix/calc/calc.hpp"
+
+namespace tabby::felix {
+namespace calc_detail {
+
+inline std::string wep_key(const ResourceKey& k) { return k.ns + "/" + k.name; }
+
+// Reference-counted interning: equal values share one stored copy, and a pointer
+// to it stays valid while any holder has acquired it.
+template <class T>
+class Interner {
+ public:
+  const T* acquire(const T& v) {
+    auto it = refs_.try_emplace(v, 0).first;
+    ++it->second;
+    return &it->first;
+  }
+  void release(const T* p) {
+    if (!p) return;
+    auto it = refs_.find(*p);
+    if (it != refs_.end() && --it->second == 0) refs_.erase(it);
+  }
+
+ private:
+  std::map<T, size_t> refs_;
+};
+
+// One WorkloadEndpoint as the Calc keeps it. A cluster's endpoints are the bulk of
+// its objects (20,000 must fit in a few MB), so: the node name and the labels are
+// interned (a node's pods share its name; pods share a handful of label sets), the
+// first address is inline, the interface name is kept only for this node's
+// endpoints (nothing reads a remote one's), and the rare rest (more addresses,
+// named ports) lives out of line. The container ID is the CNI plugin's business
+// and not kept.
+struct WepEntry {
+  struct Extra {
+    std::vector<IpAddress> more_ips;
+    std::vector<policy::NamedPort> ports;
+    std::string iface;
+  };
+  IpAddress ip;
+  bool has_ip = false;
+  const std::string* node = nullptr;
+  const Labels* labels = nullptr;
+  std::unique_ptr<Extra> extra;
+
+  std::vector<IpAddress> ips() const {
+    std::vector<IpAddress> v;
+    if (has_ip) v.push_back(ip);
+    if (extra) v.insert(v.end(), extra->more_ips.begin(), extra->more_ips.end());
+    return v;
+  }
+  const std::string& iface() const {
+    static const std::string none;
+    return extra ? extra->iface : none;
+  }
+  const std::vector<policy::NamedPort>& ports() const {
+    static const std::vector<policy::NamedPort> none;
+    return extra ? extra->ports : none;
+  }
+};
+
+}  // namespace calc_detail
+
+struct Calc::Impl {
+  CalcOptions opt;
+
+  // ---- inputs
+  std::map<std::string, BgpConfiguration> bgp_configs;
+  std::map<std::string, BgpPeer> peers;
+  std::map<std::string, IpPool> pools, pending_pools;
+  std::map<std::string, CalicoNode> calico_nodes;
+  std::map<std::string, K8sNode> k8s_nodes;
+  std::map<std::string, NodeInfo> nodes;  // merged
+  std::map<std::string, BlockAffinity> affinities, pending_affinities;  // by resource name
+  std::map<Prefix, std::string> blocks;                                 // cidr -> affinity name
+  std::map<std::string, std::set<Prefix>> node_blocks;
+  std::map<std::string, calc_detail::WepEntry> weps;  // "ns/name"
+  calc_detail::Interner<std::string> node_names;     // WepEntry::node
+  calc_detail::Interner<Labels> label_sets;          // WepEntry::labels
+  std::map<std::string, Pod> pods;
+  std::map<std::string, NamespaceRes> namespaces;
+  std::map<std::string, policy::Policy> policies;
+  std::multimap<IpAddress, const std::string*> wep_ips;  // every WEP's IPs -> keys in `weps`
+  std::map<std::string, int> local_ifaces;             // iface -> local WEPs using it
+  std::map<Prefix, std::vector<IpAddress>> learned;
+  std::map<ResourceKey, std::string> rejected;
+
+  // ---- outputs (as last reported)
+  std::map<Prefix, dataplane::Route> routes[dataplane::kRouteClassCount];
+  bgp::SpeakerConfig speaker;
+  dataplane::TunnelConfig tunnels;
+  std::vector<std::string> ifaces_out;
+  std::set<std::string> namespaces_out;
+  // problems() of blocks whose node has no address: a walk over every block and
+  // two lookups each, kept until a block or a node changes (problems() runs after
+  // every batch, a pod add included).
+  mutable std::optional<std::vector<CalcProblem>> block_problems;
+  std::map<Prefix, std::string> disagreements;
+
+  // ---- dirty marks
+  bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
+  std::set<Prefix> dirty_blocks, dirty_learned;
+  std::set<IpAddress> dirty_ips;
+  std::set<std::string> dirty_endpoints, dirty_namespaces;
+  std::vector<policy::Policy> policy_upserts;
+  std::vector<std::string> policy_removes;
+
+  explicit Impl(CalcOptions o) : opt(std::move(o)) { speaker = opt.base; }
+
+  const NodeInfo* local() const {
+    auto it = nodes.find(opt.node_name);
+    return it == nodes.end() ? nullptr : &it->second;
+  }
+  bool is_local(const calc_detail::WepEntry& e) const { return e.node && *e.node == opt.node_name; }
+
+  // ---- calc_cluster.cpp: nodes, pools, blocks
+  void rebuild_node(const std::string& name);
+  void node_changed(const std::string& name);
+  std::optional<std::string> pool_conflict(const std::string& name, const IpPool& p) const;
+  void pool_touched(const Prefix& cidr);
+  Status upsert_pool(const std::string& name, const IpPool& p, const std::string& source);
+  void remove_pool(const std::string& name);
+  void readmit_pools();
+  const IpPool* pool_for(const Prefix& block, std::string* name = nullptr) const;
+  std::optional<std::string> block_conflict(const std::string& name, const Prefix& cidr) const;
+  void block_touched(const Prefix& cidr, const std::string& node);
+  void unlink_block(const std::string& name);
+  void link_block(const std::string& name, const BlockAffinity& a);
+  Status upsert_block(const std::string& name, const BlockAffinity& a, const std::string& source);
+  void remove_block(const std::string& name);
+
+  // ---- calc_bgp.cpp: speaker config
+  BgpConfiguration effective_bgp() const;
+  uint32_t node_asn(const NodeInfo& n) const;
+  void add_peer(std::map<IpAddress, bgp::NeighborConfig>& out, bgp::NeighborConfig n);
+  void node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const NodeInfo& me, const NodeInfo& other,
+                  const std::string& type, const BgpPeer* spec);
+  static void apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p);
+  bool peer_applies_to(const BgpPeer& p, const NodeInfo& n) const;
+  bgp::SpeakerConfig compute_speaker();
+
+  // ---- calc_routes.cpp: routes per class
+  std::optional<dataplane::Route> local_workload_route(const IpAddress& ip) const;
+  std::pair<std::optional<dataplane::Route>, std::optional<dataplane::Route>> block_routes(const Prefix& b) const;
+  bool covered_by_block(const Prefix& p) const;
+  std::optional<dataplane::Route> learned_route(const Prefix& p);
+  void diff_route(dataplane::RouteClass cls, const Prefix& p, const std::optional<dataplane::Route>& want,
+                  std::vector<RouteOp>& rm, std::vector<RouteOp>& add);
+  // The route edits of the dirty blocks, local IPs and learned prefixes (removals first).
+  void take_routes(CalcChanges& ch);
+
+  // ---- calc_tunnels.cpp: tunnel devices
+  std::optional<IpAddress> tunnel_addr(const std::string& node, bool vxlan) const;
+  dataplane::TunnelConfig compute_tunnels() const;
+
+  // ---- calc_workloads.cpp: workload endpoints and policy inputs
+  bool same_wep(const calc_detail::WepEntry& e, const WorkloadEndpoint& w) const;
+  void fill_wep(calc_detail::WepEntry& e, const WorkloadEndpoint& w);
+  void clear_wep(calc_detail::WepEntry& e);
+  void wep_ips_add(const std::string& key, const calc_detail::WepEntry& w);
+  void wep_ips_remove(const std::string& key, const calc_detail::WepEntry& w);
+  void for_each_endpoint(const std::function<void(policy::Endpoint&&)>& f) const;
+  std::optional<policy::Endpoint> compute_endpoint(const std::string& key) const;
+  // The endpoint, namespace and policy edits (left empty when !with_policy).
+  void take_policy(CalcChanges& ch, bool with_policy);
+
+  // ---- calc.cpp
+  CalcChanges take(bool with_policy);
+};
+
+}  // namespace tabby::felix
