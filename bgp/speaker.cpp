@@ -146,6 +146,7 @@ struct Speaker::Impl {
   bool flush_posted = false;
   bool stopped = false;
   bool restarting = false;
+  bool forwarding_preserved = false;  // F bit allowed (the dataplane keeps its routes)
   std::function<void(const std::vector<BestRouteChange>&)> on_best;
   std::function<void()> on_synced;
   bool synced = false;
@@ -210,7 +211,7 @@ struct Speaker::Impl {
     s.graceful_restart.max_restart_time = n.max_restart_time;
     if (cfg.graceful_restart && (restarting || restarting_now)) {
       s.graceful_restart.restarting = true;
-      s.graceful_restart.forwarding_preserved = n.families;
+      if (forwarding_preserved) s.graceful_restart.forwarding_preserved = n.families;
     }
     // RFC 4271 §10: jitter ConnectRetry and Keepalive by 0.75-1.0. The generator
     // is seeded per process (std::rand() never was, so every node drew the same
@@ -1004,6 +1005,7 @@ Speaker::~Speaker() {
 }
 
 void Speaker::set_restarting(bool restarting) { impl_->restarting = restarting; }
+void Speaker::set_forwarding_preserved(bool preserved) { impl_->forwarding_preserved = preserved; }
 
 Status Speaker::start() {
   if (impl_->cfg.router_id.is_unspecified()) return fail_msg("router ID is not set");

@@ -51,13 +51,6 @@ struct RouteSnapshot {
   std::vector<PathSnapshot> paths;
 };
 
-// What the dataplane needs of a best route: its next hops (ECMP set).
-struct BestRouteChange {
-  Prefix prefix;
-  std::vector<IpAddress> next_hops;  // empty = no route any more
-  bool local = false;                // originated by this node
-};
-
 class Speaker {
  public:
   Speaker(boost::asio::io_context& io, SpeakerConfig config);
@@ -66,10 +59,15 @@ class Speaker {
   Speaker& operator=(const Speaker&) = delete;
 
   // RFC 4724 §4.1: call before start() when this agent is coming back from a
-  // restart (its routes were kept by the peers and, with a dataplane, in the
-  // kernel): OPENs then carry the Restart State (R) bit and the Forwarding State
-  // (F) bit for every family.
+  // restart (its routes were kept by the peers): OPENs then carry the Restart
+  // State (R) bit.
   void set_restarting(bool restarting);
+  // RFC 4724 §3 Forwarding State (F) bit, set per family in the OPENs of a
+  // restarting speaker (agent restart, or an in-place session restart) only when
+  // `preserved`: the kernel routes really stay across the restart (the Linux
+  // dataplane, which leaves its routes in place). Default false: no dataplane,
+  // or one that keeps nothing, must not claim forwarding was preserved.
+  void set_forwarding_preserved(bool preserved);
   // Binds the listeners and starts every peer. A listener that cannot be bound
   // is returned as the error, but the peers are started all the same (the
   // sessions we dial work) and reconfigure() retries the bind.

@@ -329,4 +329,15 @@ struct CodecContext {
   bool extended_next_hop_ipv4 = false;  // RFC 8950: IPv4 NLRI may carry an IPv6 next hop
 };
 
+// ---------------------------------------------------------------- best routes out
+// What a dataplane needs of one Loc-RIB best-route change (the speaker reports
+// these; the agent's calculation turns them into kernel routes): the next hops of
+// the best path and its ECMP peers, or none when the prefix has no route any more.
+struct BestRouteChange {
+  Prefix prefix;
+  std::vector<IpAddress> next_hops;  // empty = no route any more
+  bool local = false;                // originated by this node (an announcement)
+  bool operator==(const BestRouteChange&) const = default;
+};
+
 }  // namespace tabby::bgp

@@ -133,6 +133,11 @@ class Dataplane {
   virtual Status cleanup() = 0;
 
   virtual DataplaneStatus status() const = 0;
+
+  // Whether the routes this dataplane wrote stay in force across an agent
+  // restart (the Linux one leaves them in the kernel; an in-memory one keeps
+  // nothing). Decides the BGP Forwarding State bit (RFC 4724 §3).
+  virtual bool preserves_forwarding() const { return false; }
 };
 
 }  // namespace tabby::dataplane

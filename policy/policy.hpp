@@ -372,10 +372,34 @@ struct SyncResult {
   size_t script_bytes = 0;
 };
 
-class NftExecutor {
+// The packets/bytes of one named nft counter.
+struct CounterValue {
+  uint64_t packets = 0, bytes = 0;
+};
+
+// What the agent runtime asks of a policy executor: keep a table in step with a
+// PolicyCompiler and read it back. NftExecutor is the nftables one (below); the
+// unit tests' recording executor (test/fakes/) is the other. No I/O in this
+// declaration: it lives with the pure compiler.
+class PolicyExecutor {
+ public:
+  virtual ~PolicyExecutor() = default;
+  // Programs what changed: the full ruleset on first use or when `force_full`,
+  // otherwise the compiler's delta.
+  virtual Result<SyncResult> sync(PolicyCompiler& c, bool force_full = false) = 0;
+  // Reads the table back and, when it drifted from the compiler, reloads it.
+  // True when it repaired.
+  virtual Result<bool> repair(PolicyCompiler& c) = 0;
+  // Per-endpoint policies with their counters (tabby policy).
+  virtual Result<std::vector<EndpointReport>> report(const PolicyCompiler& c) = 0;
+  // Named counter `name` of table inet <table>.
+  virtual Result<CounterValue> read_counter(const std::string& table, const std::string& name) = 0;
+};
+
+class NftExecutor : public PolicyExecutor {
  public:
   static Result<std::unique_ptr<NftExecutor>> create();
-  ~NftExecutor();
+  ~NftExecutor() override;
 
   // Runs `script` as one nft transaction (all or nothing).
   Status apply(std::string_view script);
@@ -389,21 +413,19 @@ class NftExecutor {
   Result<bool> apply_structured(const std::string& table, const Delta& delta);
   // Programs what changed: the full ruleset on first use or when `force_full`,
   // otherwise the delta; a failed delta falls back to a full resync.
-  Result<SyncResult> sync(PolicyCompiler& c, bool force_full = false);
+  Result<SyncResult> sync(PolicyCompiler& c, bool force_full = false) override;
   // Reads the table back; returns the differences from the compiler's shape
   // (empty = in sync).
   Result<std::vector<std::string>> drift(const PolicyCompiler& c);
   // drift() and, if any, a full resync. Returns true when it repaired.
-  Result<bool> repair(PolicyCompiler& c);
-  Result<std::vector<EndpointReport>> report(const PolicyCompiler& c);
+  Result<bool> repair(PolicyCompiler& c) override;
+  Result<std::vector<EndpointReport>> report(const PolicyCompiler& c) override;
   // `nft -j list table inet <table>` text.
   Result<std::string> list_json(const std::string& table);
   // The packets/bytes of named counter `name` in table inet <table>: one
   // nf_tables GETOBJ request (no listing of the table, no libnftables cache).
-  struct CounterValue {
-    uint64_t packets = 0, bytes = 0;
-  };
-  Result<CounterValue> read_counter(const std::string& table, const std::string& name);
+  using CounterValue = policy::CounterValue;
+  Result<CounterValue> read_counter(const std::string& table, const std::string& name) override;
 
  private:
   NftExecutor() = default;

@@ -59,7 +59,7 @@ CalcChanges Calc::Impl::take(bool with_policy) {
 }
 
 // ---------------------------------------------------------------- Calc
-Calc::Calc(CalcOptions opts) : impl_(std::make_unique<Impl>(std::move(opts))) {}
+Calc::Calc(CalcOptions opts) : impl_(std::make_unique<Impl>(std::move(opts))) { impl_->set_announced(); }
 Calc::~Calc() = default;
 
 Status Calc::upsert(const Resource& r) {
@@ -193,11 +193,12 @@ void Calc::set_options(CalcOptions opts) {
   m.opt = std::move(opts);
   m.block_problems.reset();
   m.bgp_dirty = m.tunnels_dirty = m.ifaces_dirty = m.all_blocks_dirty = true;
+  m.set_announced();
 }
 
 const CalcOptions& Calc::options() const { return impl_->opt; }
 
-void Calc::set_learned_routes(const std::vector<LearnedRoute>& changes) {
+void Calc::set_learned_routes(const std::vector<bgp::BestRouteChange>& changes) {
   for (const auto& c : changes) {
     if (c.local) continue;
     impl_->learned[c.prefix] = c.next_hops;  // empty: withdrawn (erased after take)
@@ -222,9 +223,12 @@ std::vector<CalcProblem> Calc::problems() const {
   for (const auto& [k, msg] : impl_->rejected) v.push_back({k.str(), msg});
   for (const auto& [p, msg] : impl_->disagreements) v.push_back({"BGP", msg});
   const NodeInfo* me = impl_->local();
-  if (!me) v.push_back({"Node " + impl_->opt.node_name, "no Node resource for this node (" + impl_->opt.node_name + ")"});
-  else if (!me->ipv4 && !me->ipv6)
+  if (!me) {
+    if (impl_->opt.cluster)  // without a datastore the config file is the node
+      v.push_back({"Node " + impl_->opt.node_name, "no Node resource for this node (" + impl_->opt.node_name + ")"});
+  } else if (!me->ipv4 && !me->ipv6) {
     v.push_back({"Node " + me->name, "Node " + me->name + ": spec.bgp.ipv4Address: not set; no mesh peers"});
+  }
   if (!impl_->block_problems) {
     auto& bp = impl_->block_problems.emplace();
     for (const auto& [b, name] : impl_->blocks) {

@@ -51,6 +51,15 @@
 //    Static only for prefixes no block covers (e.g. a ToR's default route or another
 //    cluster's pool); a learned route for a known block is ignored, and reported in
 //    problems() when its next hops do not include the owner node's address.
+//  * A learned route's next hops: those of the prefix's family only (an IPv4 next hop
+//    cannot carry an IPv6 prefix in the kernel, nor the reverse) and not unspecified,
+//    deduplicated and sorted (ECMP when several tie); none left: no route.
+//  * Every prefix this node announces from its config file (`announce`) gets a
+//    blackhole (RouteClass::LocalBlock), as Calico does for a node's own blocks, so
+//    that traffic for its unused addresses is dropped here instead of looping
+//    back to the default route; not for another node's block. Service IPs the
+//    calc announces get none (a blackhole would break connecting to them from
+//    this host).
 //  * Cluster validation keeps the last good state per object: an IPPool that overlaps
 //    another enabled pool, or a BlockAffinity that overlaps another block, is rejected
 //    (upsert returns the error, the object's previous good version stays in force) and
@@ -67,6 +76,7 @@
 
 #include "base/base.hpp"
 #include "bgp/speaker_config.hpp"
+#include "bgp/types.hpp"
 #include "dataplane/dataplane.hpp"
 #include "felix/calc/resources.hpp"
 #include "policy/policy.hpp"
@@ -85,6 +95,9 @@ struct CalcOptions {
   uint32_t vxlan_vni = 4096;
   uint16_t vxlan_port = 4789;
   uint32_t underlay_mtu = 0;  // 0: the dataplane detects it from the node address's interface
+  // false: the agent runs without a datastore (static config): this config is
+  // the Calc's whole input, and no Node resource is expected.
+  bool cluster = true;
 };
 
 // The merged view of one node (Calico Node + Kubernetes Node of the same name).
@@ -98,14 +111,6 @@ struct NodeInfo {
   std::optional<std::array<uint8_t, 6>> vxlan_mac;
   bool is_reflector() const { return rr_cluster_id.has_value(); }
   bool operator==(const NodeInfo&) const = default;
-};
-
-// A best route from the BGP speaker (convert bgp::BestRouteChange to this; the
-// speaker header pulls in Asio, which this library must not).
-struct LearnedRoute {
-  Prefix prefix;
-  std::vector<IpAddress> next_hops;  // empty: withdrawn
-  bool local = false;                // originated by this node: ignored
 };
 
 struct RouteOp {
@@ -193,8 +198,10 @@ class Calc {
   // next take_changes() reports whatever the new options change.
   void set_options(CalcOptions opts);
   const CalcOptions& options() const;
-  // BGP best-route changes (incremental: only the prefixes given change).
-  void set_learned_routes(const std::vector<LearnedRoute>& changes);
+  // The speaker's best-route changes (incremental: only the prefixes given
+  // change). Learned ones become kernel routes (see the rules above); this node's
+  // own (local) ones are ignored: their blackholes come from the config.
+  void set_learned_routes(const std::vector<bgp::BestRouteChange>& changes);
 
   // ---- outputs
   CalcChanges take_changes();

@@ -111,6 +111,7 @@ struct Calc::Impl {
   std::multimap<IpAddress, const std::string*> wep_ips;  // every WEP's IPs -> keys in `weps`
   std::map<std::string, int> local_ifaces;             // iface -> local WEPs using it
   std::map<Prefix, std::vector<IpAddress>> learned;
+  std::set<Prefix> announced;  // opt.base.announcements' prefixes (blackholed)
   std::map<ResourceKey, std::string> rejected;
 
   // ---- outputs (as last reported)
@@ -128,6 +129,7 @@ struct Calc::Impl {
   // ---- dirty marks
   bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
   std::set<Prefix> dirty_blocks, dirty_learned;
+  std::set<Prefix> dirty_announced;  // LocalBlock of these: announced or not any more
   std::set<IpAddress> dirty_ips;
   std::set<std::string> dirty_endpoints, dirty_namespaces;
   std::vector<policy::Policy> policy_upserts;
@@ -162,7 +164,7 @@ struct Calc::Impl {
   uint32_t node_asn(const NodeInfo& n) const;
   void add_peer(std::map<IpAddress, bgp::NeighborConfig>& out, bgp::NeighborConfig n);
   void node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const NodeInfo& me, const NodeInfo& other,
-                  const std::string& type, const BgpPeer* spec);
+                  const std::string& type, const BgpPeer* spec, uint16_t port);
   static void apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p);
   bool peer_applies_to(const BgpPeer& p, const NodeInfo& n) const;
   bgp::SpeakerConfig compute_speaker();
@@ -171,6 +173,10 @@ struct Calc::Impl {
   std::optional<dataplane::Route> local_workload_route(const IpAddress& ip) const;
   std::pair<std::optional<dataplane::Route>, std::optional<dataplane::Route>> block_routes(const Prefix& b) const;
   bool covered_by_block(const Prefix& p) const;
+  // The LocalBlock route of `p`: the blackhole of our block, or of a prefix we announce.
+  std::optional<dataplane::Route> local_block_route(const Prefix& p,
+                                                    const std::optional<dataplane::Route>& block_local) const;
+  void set_announced();  // from opt.base.announcements
   std::optional<dataplane::Route> learned_route(const Prefix& p);
   void diff_route(dataplane::RouteClass cls, const Prefix& p, const std::optional<dataplane::Route>& want,
                   std::vector<RouteOp>& rm, std::vector<RouteOp>& add);

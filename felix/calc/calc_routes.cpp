@@ -1,5 +1,5 @@
 // calc_routes.cpp — the dataplane routes (calc_impl.hpp, rules in calc.hpp): a
-// local block's blackhole, a remote block's route (direct, IPIP or VXLAN by its
+// local block's blackhole (and one per prefix the config announces), a remote block's route (direct, IPIP or VXLAN by its
 // pool's mode and CrossSubnet), a local workload's /32 or /128 to its interface, and
 // BGP-learned routes for prefixes no block covers; each diffed against the last
 // reported route of its class.
@@ -70,9 +70,36 @@ std::optional<Route> Calc::Impl::learned_route(const Prefix& p) {
     return std::nullopt;
   }
   if (covered_by_block(p)) return std::nullopt;
+  // Next hops of the prefix's family only (an IPv6 next hop for an IPv4 prefix,
+  // RFC 8950, or the reverse is not a route the kernel takes), none unspecified;
+  // deduplicated and sorted so that an ECMP set has one spelling.
+  std::vector<IpAddress> gws;
+  for (const auto& h : it->second)
+    if (h.family() == p.family() && !h.is_unspecified()) gws.push_back(h);
+  std::sort(gws.begin(), gws.end());
+  gws.erase(std::unique(gws.begin(), gws.end()), gws.end());
+  if (gws.empty()) return std::nullopt;
   std::vector<dataplane::NextHop> hops;
-  for (const auto& h : it->second) hops.push_back(dataplane::NextHop{h, "", false, 1});
+  for (const auto& h : gws) hops.push_back(dataplane::NextHop{h, "", false, 1});
   return dataplane::ecmp_route(p, std::move(hops));
+}
+
+void Calc::Impl::set_announced() {
+  std::set<Prefix> now;
+  for (const auto& a : opt.base.announcements) now.insert(a.prefix);
+  for (const auto& p : announced)
+    if (!now.count(p)) dirty_announced.insert(p);
+  for (const auto& p : now)
+    if (!announced.count(p)) dirty_announced.insert(p);
+  announced = std::move(now);
+}
+
+std::optional<Route> Calc::Impl::local_block_route(const Prefix& p, const std::optional<Route>& block_local) const {
+  if (block_local) return block_local;
+  if (!announced.count(p)) return std::nullopt;
+  if (auto b = blocks.find(p); b != blocks.end() && affinities.at(b->second).node != opt.node_name)
+    return std::nullopt;  // another node's block: its route wins
+  return dataplane::block_blackhole(p);
 }
 
 void Calc::Impl::diff_route(RouteClass cls, const Prefix& p, const std::optional<Route>& want, std::vector<RouteOp>& rm,
@@ -101,10 +128,13 @@ void Calc::Impl::take_routes(CalcChanges& ch) {
   }
   for (const auto& b : dirty_blocks) {
     auto [lb, rb] = block_routes(b);
-    diff_route(RouteClass::LocalBlock, b, lb, rm, add);
+    diff_route(RouteClass::LocalBlock, b, local_block_route(b, lb), rm, add);
     diff_route(RouteClass::RemoteBlock, b, rb, rm, add);
+    dirty_announced.erase(b);
   }
   dirty_blocks.clear();
+  for (const auto& p : dirty_announced) diff_route(RouteClass::LocalBlock, p, local_block_route(p, block_routes(p).first), rm, add);
+  dirty_announced.clear();
   for (const auto& ip : dirty_ips)
     diff_route(RouteClass::LocalWorkload, Prefix(ip, static_cast<uint8_t>(ip.bit_width())), local_workload_route(ip),
                rm, add);

@@ -46,7 +46,7 @@ class AgentPipeline {
   felix::ds::SyncState& sync() { return sync_; }
   size_t updates() const { return updates_; }
 
-  // The outputs the agent reads after a batch (cluster_agent.cpp's order).
+  // The outputs the agent reads after a batch (felix/agent/runtime.cpp's order).
   void take_outputs() {
     auto ch = calc_.take_changes();
     (void)ch.empty();

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """agent_sighup_reload.py — `tabby agent` with a datastore re-reads its config file on
-SIGHUP (felix/agent/cluster_agent.cpp reload()): node-local settings change without a
+SIGHUP (felix/agent/runtime.cpp reload()): node-local settings change without a
 restart and without dropping traffic; a broken file is rejected and the running
 config stays.
 

@@ -1106,3 +1106,80 @@ TEST_CASE("tunnel guard input: every node's IPv4 address; nodes_changed only whe
   ch = n1.feed("nodes-copy.yaml", kThreeNodes);  // the same nodes again
   CHECK_FALSE(ch.nodes_changed);
 }
+
+// ---------------------------------------------------------------- BGP best routes -> kernel routes
+// The one path for both agent modes (static config: the Calc holds only the
+// node's config; datastore: the cluster's resources as well).
+namespace {
+std::vector<std::string> route_texts(const Calc& c, RouteClass cls) {
+  std::vector<std::string> v;
+  for (const auto& r : c.routes(cls)) v.push_back(r.str());
+  return v;
+}
+}  // namespace
+
+TEST_CASE("learned best routes: ECMP next hops sorted and deduplicated, wrong family and unspecified dropped") {
+  CalcOptions o;
+  o.node_name = "n1";
+  o.cluster = false;
+  o.base.router_id = *IpAddress::parse("198.18.0.1");
+  Calc c(o);
+  (void)c.take_changes();
+  auto ip = [](const char* s) { return *IpAddress::parse(s); };
+  auto pfx = [](const char* s) { return *Prefix::parse(s); };
+  c.set_learned_routes({
+      {pfx("10.1.0.0/24"), {ip("198.18.0.3"), ip("198.18.0.2"), ip("198.18.0.3")}, false},
+      {pfx("10.2.0.0/24"), {ip("2001:db8::2"), ip("198.18.0.4")}, false},  // an IPv6 hop for IPv4: dropped
+      {pfx("2001:db8:9::/48"), {ip("198.18.0.4")}, false},                // no IPv6 hop at all: no route
+      {pfx("10.3.0.0/24"), {ip("0.0.0.0")}, false},                        // unspecified: no route
+      {pfx("10.4.0.0/24"), {}, true},                                     // our own announcement: not a kernel route
+  });
+  auto ch = c.take_changes();
+  CHECK(route_texts(c, RouteClass::Static) ==
+        std::vector<std::string>{"10.1.0.0/24 nexthop via 198.18.0.2 weight 1 nexthop via 198.18.0.3 weight 1",
+                                 "10.2.0.0/24 via 198.18.0.4"});
+  CHECK(c.problems().empty());  // without a datastore no Node resource is expected
+  // Withdrawn: the route goes.
+  c.set_learned_routes({{pfx("10.1.0.0/24"), {}, false}});
+  ch = c.take_changes();
+  REQUIRE(ch.routes.size() == 1);
+  CHECK(ch.routes[0].remove);
+  CHECK(route_texts(c, RouteClass::Static) == std::vector<std::string>{"10.2.0.0/24 via 198.18.0.4"});
+}
+
+TEST_CASE("announced prefixes get a blackhole; a config reload that drops one removes it") {
+  CalcOptions o;
+  o.node_name = "n1";
+  o.cluster = false;
+  o.base.router_id = *IpAddress::parse("198.18.0.1");
+  o.base.announcements = {{*Prefix::parse("203.0.113.0/24")}, {*Prefix::parse("2001:db8:1::/48")}};
+  Calc c(o);
+  (void)c.take_changes();
+  CHECK(route_texts(c, RouteClass::LocalBlock) ==
+        std::vector<std::string>{"blackhole 203.0.113.0/24", "blackhole 2001:db8:1::/48"});
+  o.base.announcements.pop_back();
+  c.set_options(o);
+  auto ch = c.take_changes();
+  CHECK(route_texts(c, RouteClass::LocalBlock) == std::vector<std::string>{"blackhole 203.0.113.0/24"});
+  REQUIRE(ch.routes.size() == 1);
+  CHECK(ch.routes[0].str().find("2001:db8:1::/48") != std::string::npos);
+  CHECK(ch.routes[0].remove);
+}
+
+TEST_CASE("an announced prefix that is our block keeps one blackhole; another node's block keeps its route") {
+  CalcOptions o;
+  o.node_name = "node-1";
+  o.base.announcements = {{*Prefix::parse("198.19.0.0/26")}, {*Prefix::parse("198.19.0.64/26")}};
+  Node n("node-1");
+  n.calc.set_options(o);
+  n.feed("a.yaml", node_yaml("node-1", "198.18.0.1/24") + node_yaml("node-2", "198.18.0.2/24") +
+                       pool_yaml("p", "198.19.0.0/16") + block_yaml("198.19.0.0/26", "node-1") +
+                       block_yaml("198.19.0.64/26", "node-2"));
+  CHECK(route_texts(n.calc, RouteClass::LocalBlock) == std::vector<std::string>{"blackhole 198.19.0.0/26"});
+  CHECK(route_texts(n.calc, RouteClass::RemoteBlock) == std::vector<std::string>{"198.19.0.64/26 via 198.18.0.2"});
+  // Our block goes (released) but we still announce the prefix: still blackholed.
+  n.drop("a.yaml");
+  n.feed("b.yaml", node_yaml("node-1", "198.18.0.1/24") + pool_yaml("p", "198.19.0.0/16"));
+  CHECK(route_texts(n.calc, RouteClass::LocalBlock) ==
+        std::vector<std::string>{"blackhole 198.19.0.0/26", "blackhole 198.19.0.64/26"});
+}

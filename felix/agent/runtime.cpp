@@ -1,22 +1,26 @@
-// cluster_agent.cpp — the agent with a datastore. Every module runs on one
-// io_context thread; this file is the only place they are wired together.
+// runtime.cpp — the agent runtime (runtime.hpp): every module runs on one
+// io_context thread; this file is the only place they are wired together, for
+// both modes (with a datastore, and static config: no datastore).
 //
 // Data flow (each edge is `producer -> consumer`):
+//   config file  -> Calc                (node-local: static peers, announcements (+ their
+//                                        blackholes), dataplane settings)
 //   Datastore    -> DocFeed -> Calc     (manifests → typed resources; bad ones kept out)
-//   Speaker      -> Calc                (best routes learned from peers, for prefixes no block covers)
-//   Calc         -> Speaker             (peers: mesh, reflectors, BGPPeers; announcements: our blocks)
-//   Calc         -> KernelDriver        (routes per class, tunnel devices, VTEPs, workload veths)
-//   Calc         -> PolicyCompiler -> NftExecutor   (endpoints, namespaces, policies → table inet tabby)
-//   Calc         -> PolicyCompiler (tunnel guard)   (nodes' underlay addresses → set tunnel-peers)
-//   Agent        -> Datastore           (registers this node's Node resource when it has none)
+//   Speaker      -> Calc                (learned best routes → kernel routes, ECMP)
+//   Calc         -> Speaker             (peers: config, mesh, reflectors, BGPPeers; announcements)
+//   Calc         -> Dataplane           (routes per class, tunnel devices, VTEPs, workload veths)
+//   Calc         -> PolicyCompiler -> PolicyExecutor   (endpoints, namespaces, policies → table inet tabby)
+//   Calc         -> PolicyCompiler (tunnel guard)      (nodes' underlay addresses → set tunnel-peers)
+//   Runtime      -> Datastore           (registers this node's Node resource when it has none)
 //   all modules  -> ApiServer           (read-only snapshots: status, routes, ipam, endpoints, policy)
 //   all modules  -> Metrics -> HealthServer   (/metrics, /readyz, /livez on metricsAddress)
 //
 // Restart without loss (PRODUCT.md): the kernel dataplane adopts the routes of
 // the previous run and sweeps leftovers only when the desired state is complete:
-// the datastore's first snapshot is in and the speaker has its initial table
-// (every peer's End-of-RIB, or the graceful-restart wait ran out; RFC 4724 §4.1).
-#include "felix/agent/cluster_agent.hpp"
+// the datastore's first snapshot is in (at once without a datastore) and the
+// speaker has its initial table (every peer's End-of-RIB, or the graceful-restart
+// wait ran out; RFC 4724 §4.1).
+#include "felix/agent/runtime.hpp"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -26,32 +30,27 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <set>
 
 #include "bgp/speaker.hpp"
+#include "dataplane/linux_dataplane_loop.hpp"
 #include "felix/api/bgp_messages.hpp"
 #include "felix/api/messages.hpp"
+#include "felix/api/metrics.hpp"
 #include "felix/api/policy_messages.hpp"
 #include "felix/api/server.hpp"
 #include "felix/calc/calc.hpp"
-#include "felix/datastore/datastore.hpp"
 #include "felix/calc/doc_feed.hpp"
-#include "felix/api/health_server.hpp"
-#include "dataplane/kernel_driver.hpp"
-#include "felix/api/metrics.hpp"
-#include "policy/policy.hpp"
-#include "proto/tabby.pb.h"
 #include "log/log.hpp"
+#include "proto/tabby.pb.h"
 
 namespace tabby::felix {
 
@@ -73,6 +72,7 @@ CalcOptions calc_options(const AgentConfig& c) {
   o.vxlan_vni = c.dataplane.vxlan_vni;
   o.vxlan_port = c.dataplane.vxlan_port;
   o.underlay_mtu = c.dataplane.mtu;
+  o.cluster = c.datastore.has_value();
   return o;
 }
 
@@ -88,6 +88,8 @@ std::string describe(const DatastoreConfig& d) {
   }
   return "?";
 }
+
+std::string describe(const std::optional<DatastoreConfig>& d) { return d ? describe(*d) : std::string("none"); }
 
 // The interface address (with its subnet) that holds `addr` in this network
 // namespace: "198.18.0.11/24". Without it, the bare address (a /32: CrossSubnet
@@ -108,19 +110,37 @@ std::string node_address_with_mask(const IpAddress& addr) {
   return out;
 }
 
-class ClusterAgent {
- public:
-  ClusterAgent(asio::io_context& io, AgentConfig config, std::string config_path)
+}  // namespace
+
+RuntimeFactories system_factories() {
+  RuntimeFactories f;
+  f.dataplane = [](asio::io_context& io, std::function<void(double)> on_applied)
+      -> Result<std::unique_ptr<dataplane::Dataplane>> {
+    auto d = dataplane::LinuxDataplaneLoop::open(io, std::move(on_applied));
+    if (!d) return fail(d.error());
+    return std::unique_ptr<dataplane::Dataplane>(std::move(*d));
+  };
+  f.datastore = [](asio::io_context& io, const DatastoreConfig& c) { return make_datastore(io, c); };
+  f.policy = []() -> Result<std::unique_ptr<policy::PolicyExecutor>> {
+    auto x = policy::NftExecutor::create();
+    if (!x) return fail_msg("cannot open nftables: " + x.error().message);
+    return std::unique_ptr<policy::PolicyExecutor>(std::move(*x));
+  };
+  return f;
+}
+
+struct AgentRuntime::Impl {
+  Impl(asio::io_context& io, AgentConfig config, std::string config_path, RuntimeFactories factories)
       : io_(io),
         config_(std::move(config)),
         config_path_(std::move(config_path)),
+        factories_(std::move(factories)),
         calc_(calc_options(config_)),
         api_(io),
         health_(io, [this] { return metrics_.scrape(); }, [this] { return health(); }),
-        signals_(io, SIGTERM, SIGINT, SIGHUP),
         policy_timer_(io) {}
 
-  int run() {
+  Status start() {
     started_ = std::chrono::system_clock::now();
     // all modules -> ApiServer: read-only snapshots.
     api_.handle("/v1/status", [this] { return status(); });
@@ -129,74 +149,78 @@ class ClusterAgent {
       return std::make_unique<api::RouteList>();
     });
     api_.handle("/v1/policy", [this]() -> std::unique_ptr<google::protobuf::Message> {
-      if (!compiler_ || !nft_ || !config_.dataplane.policy)
-        return policy_error_message(nullptr, "policy enforcement is off (dataplane.enabled and dataplane.policy)");
-      auto r = nft_->report(*compiler_);
+      if (!compiler_ || !executor_ || !config_.dataplane.policy)
+        return policy_error_message(nullptr, "policy enforcement is off (dataplane.enabled and dataplane.policy, "
+                                             "with a datastore)");
+      auto r = executor_->report(*compiler_);
       if (!r) return policy_error_message(compiler_.get(), r.error().message);
       return policy_message(*r, compiler_.get());
     });
     api_.handle("/v1/ipam", [this] { return ipam_message(calc_); });
     api_.handle("/v1/endpoints", [this] { return endpoints_message(calc_, config_.node_name); });
-    if (auto st = api_.start(config_.api_socket); !st) return fatal(st.error().message);
+    if (auto st = api_.start(config_.api_socket); !st) return st;
     // Agent -> CNI plugin: the node name in use, for a plugin whose config leaves
     // it out (kubelet does not pass the DaemonSet's NODENAME; Calico's
     // /var/lib/calico/nodename plays this part).
-    if (!write_node_name_file(node_name_file(config_.api_socket), config_.node_name))
+    if (config_.datastore && !write_node_name_file(node_name_file(config_.api_socket), config_.node_name))
       kLog.info("cannot write " + node_name_file(config_.api_socket) + ": " + std::strerror(errno));
     // all modules -> Metrics: gauges are read at scrape time.
     declare_agent_metrics(metrics_);
     metrics_.add_collector([this](Metrics& m) { collect(m); });
     if (!config_.metrics_address.empty()) {
-      if (auto st = health_.start(config_.metrics_address); !st) return fatal(st.error().message);
+      if (auto st = health_.start(config_.metrics_address); !st) return st;
     }
 
-    // Restart detection (RFC 4724 §4.1), as in the static agent: the marker stays
-    // after a graceful stop or a crash.
+    // Restart detection (RFC 4724 §4.1): a marker beside the API socket lives
+    // while the agent runs and stays after a graceful stop or a crash; finding it
+    // at start means peers may still hold our routes, so we come up as a
+    // restarting speaker. A non-graceful stop removes it.
     marker_ = config_.api_socket + ".running";
     restarting_ = ::access(marker_.c_str(), F_OK) == 0;
     if (restarting_) kLog.info("previous run did not stop for good: restarting speaker (R bit); kernel state adopted");
     if (FILE* f = std::fopen(marker_.c_str(), "w")) std::fclose(f);
 
     if (config_.dataplane.enabled) {
-      auto k = KernelDriver::open(io_);
-      if (!k) return fatal(k.error().message);
-      kernel_ = std::move(*k);
-      kernel_->on_applied([this](double seconds) { observe_dataplane_apply(metrics_, seconds); });
-      // table inet tabby: NetworkPolicy when dataplane.policy, and in any case the
-      // tunnel guard (VXLAN/IPIP only from nodes; Calico's Felix does the same
-      // whether or not policy is enforced).
-      auto x = policy::NftExecutor::create();
-      if (!x) return fatal("cannot open nftables: " + x.error().message);
-      nft_ = std::move(*x);
-      policy::CompilerOptions po;
-      po.enforce_policy = config_.dataplane.policy;
-      compiler_ = std::make_unique<policy::PolicyCompiler>(po);
+      auto k = factories_.dataplane(io_, [this](double seconds) { observe_dataplane_apply(metrics_, seconds); });
+      if (!k) return fail(k.error());
+      dataplane_ = std::move(*k);
+      // table inet tabby (with a datastore): NetworkPolicy when dataplane.policy,
+      // and in any case the tunnel guard (VXLAN/IPIP only from nodes; Calico's
+      // Felix does the same whether or not policy is enforced). Without a
+      // datastore there are neither policies nor nodes nor tunnels.
+      if (config_.datastore) {
+        auto x = factories_.policy();
+        if (!x) return fail(x.error());
+        executor_ = std::move(*x);
+        policy::CompilerOptions po;
+        po.enforce_policy = config_.dataplane.policy;
+        compiler_ = std::make_unique<policy::PolicyCompiler>(po);
+      }
     }
 
+    if (!config_.datastore) {
+      // Static config: the Calc's whole input is the config file, complete now.
+      in_sync_ = true;
+      process(true);
+      if (!speaker_) return fail_msg("no router ID: set routerID in the config file (or $IP)");
+      kLog.info("node " + config_.node_name + " running from its config file; API on " + config_.api_socket);
+      return {};
+    }
     DatastoreConfig dsc = *config_.datastore;
     dsc.snapshot_part_size = kSnapshotPartSize;
-    auto ds = make_datastore(io_, dsc);
-    if (!ds) return fatal(ds.error().message);
+    auto ds = factories_.datastore(io_, dsc);
+    if (!ds) return fail(ds.error());
     datastore_ = std::move(*ds);
     // Datastore -> DocFeed -> Calc.
-    if (auto st = datastore_->start([this](const DatastoreUpdate& u) { on_datastore(u); }); !st)
-      return fatal(st.error().message);
+    if (auto st = datastore_->start([this](const DatastoreUpdate& u) { on_datastore(u); }); !st) return st;
     kLog.info("node " + config_.node_name + ": reading cluster resources from " + describe(*config_.datastore) +
         "; API on " + config_.api_socket);
-
-    signals_.async_wait([this](const boost::system::error_code& ec, int sig) { on_signal(ec, sig); });
-    io_.run();
-    return 0;
-  }
-
- private:
-  int fatal(const std::string& msg) {
-    std::cerr << "tabby agent: " << msg << "\n";
-    return 1;
+    return {};
   }
 
   // ---------------------------------------------------------------- datastore
   void on_datastore(const DatastoreUpdate& u) {
+    if (stopping_) return;
     switch (u.type) {
       case DatastoreUpdate::Type::SnapshotPart:
         // A piece of the initial listing: into the Calc at once, so no more than
@@ -251,7 +275,7 @@ class ClusterAgent {
     }
   }
 
-  // Agent -> Datastore: like calico-node, a node that is not in the datastore yet
+  // Runtime -> Datastore: like calico-node, a node that is not in the datastore yet
   // registers itself with its router ID (and that address's subnet) as
   // spec.bgp.ipv4Address. An existing Node resource is never overwritten. On
   // Kubernetes the kubelet's core v1 Node is there before the agent starts:
@@ -271,9 +295,10 @@ class ClusterAgent {
   }
 
   // ---------------------------------------------------------------- calculation
-  // Calc -> Speaker, KernelDriver, PolicyCompiler. `full` programs everything
-  // (first snapshot, config reload); otherwise only the changes.
-  void process(bool full) {
+  // Calc -> Speaker, Dataplane, PolicyCompiler. `full` programs everything
+  // (first snapshot, config reload); otherwise only the changes. `apply_what`
+  // labels a BGP apply failure in tabby_config_apply_failures_total.
+  void process(bool full, const char* apply_what = "bgp") {
     if (processing_) {  // a callback fired inside a module call: run again after it
       again_ = true;
       return;
@@ -294,7 +319,7 @@ class ClusterAgent {
           std::string msg = "BGP configuration not fully applied: " + st.error().message;
           if (msg != bgp_apply_problem_) kLog.info("problem: " + msg);
           bgp_apply_problem_ = msg;
-          count_config_apply_failure(metrics_, "bgp");
+          count_config_apply_failure(metrics_, apply_what);
         } else if (!bgp_apply_problem_.empty()) {
           kLog.info("resolved: " + bgp_apply_problem_);
           bgp_apply_problem_.clear();
@@ -306,15 +331,15 @@ class ClusterAgent {
           " with spec.bgp.ipv4Address (or routerID in the config file) before starting BGP");
     }
 
-    // Calc -> KernelDriver.
-    if (kernel_) {
-      if (full) calc_.program_full(kernel_->dataplane());
-      else calc_.apply_to(kernel_->dataplane(), ch);
-      kernel_->apply();
+    // Calc -> Dataplane.
+    if (dataplane_) {
+      if (full) calc_.program_full(*dataplane_);
+      else calc_.apply_to(*dataplane_, ch);
+      (void)dataplane_->apply();
       maybe_complete();
     }
 
-    // Calc -> PolicyCompiler -> NftExecutor.
+    // Calc -> PolicyCompiler -> PolicyExecutor.
     if (compiler_) {
       if (config_.dataplane.policy) {
         if (full) calc_.program_full(*compiler_);
@@ -328,12 +353,14 @@ class ClusterAgent {
     processing_ = false;
     if (again_) {
       again_ = false;
-      asio::post(io_, [this] { process(false); });
+      asio::post(io_, [this, alive = std::weak_ptr<int>(life_)] {
+        if (!alive.expired() && !stopping_) process(false);
+      });
     }
   }
 
   void sync_policy(bool force_full) {
-    auto r = nft_->sync(*compiler_, force_full);
+    auto r = executor_->sync(*compiler_, force_full);
     if (!r) {
       kLog.info("policy: " + r.error().message);
       return;
@@ -353,7 +380,7 @@ class ClusterAgent {
     policy_timer_.expires_after(kPolicyRepairInterval);
     policy_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping_) return;
-      auto r = nft_->repair(*compiler_);
+      auto r = executor_->repair(*compiler_);
       if (!r) kLog.info("policy repair: " + r.error().message);
       else if (*r) kLog.info("policy: the nftables table had drifted; resynced");
       schedule_policy_repair();
@@ -363,12 +390,11 @@ class ClusterAgent {
   void start_speaker() {
     speaker_ = std::make_unique<bgp::Speaker>(io_, calc_.speaker_config());
     speaker_->set_restarting(restarting_);
-    // Speaker -> Calc: learned best routes (only prefixes no block covers are installed).
+    // RFC 4724 §3: the F bit only when our kernel routes really stayed.
+    speaker_->set_forwarding_preserved(dataplane_ && dataplane_->preserves_forwarding());
+    // Speaker -> Calc: learned best routes (kernel routes).
     speaker_->on_best_route_change([this](const std::vector<bgp::BestRouteChange>& changes) {
-      std::vector<LearnedRoute> v;
-      v.reserve(changes.size());
-      for (const auto& c : changes) v.push_back({c.prefix, c.next_hops, c.local});
-      calc_.set_learned_routes(v);
+      calc_.set_learned_routes(changes);
       schedule_process();
     });
     speaker_->on_initial_sync([this] {
@@ -390,7 +416,8 @@ class ClusterAgent {
   void schedule_process() {
     if (process_posted_) return;
     process_posted_ = true;
-    asio::post(io_, [this] {
+    asio::post(io_, [this, alive = std::weak_ptr<int>(life_)] {
+      if (alive.expired()) return;
       process_posted_ = false;
       if (!stopping_) process(false);
     });
@@ -401,8 +428,8 @@ class ClusterAgent {
   void maybe_complete() {
     if (dp_complete_ || !in_sync_ || !speaker_ || !speaker_->initial_sync_done()) return;
     dp_complete_ = true;
-    kernel_->dataplane().desired_state_complete();
-    kernel_->apply();
+    dataplane_->desired_state_complete();
+    (void)dataplane_->apply();
     kLog.info("dataplane: desired state complete; leftovers of earlier runs removed");
   }
 
@@ -420,14 +447,14 @@ class ClusterAgent {
   // ---------------------------------------------------------------- state out
   HealthState health() const {
     HealthState h;
-    h.check("datastore", in_sync_, "datastore: waiting for the first complete list of resources");
+    if (config_.datastore) h.check("datastore", in_sync_, "datastore: waiting for the first complete list of resources");
     if (!speaker_) {
       h.check("bgp", false, "BGP: not started (no router ID: Node " + config_.node_name + " has no spec.bgp.ipv4Address)");
     } else {
       h.check("bgp", speaker_->initial_sync_done(), bgp_waiting_reason(speaker_->peers()));
     }
-    if (kernel_) {
-      auto s = kernel_->status();
+    if (dataplane_) {
+      auto s = dataplane_->status();
       h.check("dataplane", s.in_sync,
               "dataplane: " + std::to_string(s.routes_pending) + " routes pending" +
                   (s.errors.empty() ? "" : ", " + s.errors.front()));
@@ -437,7 +464,7 @@ class ClusterAgent {
               config_.dataplane.policy ? "policy: ruleset not programmed yet" : "tunnel guard: not programmed yet");
     // A configuration the agent could not apply is not a ready agent.
     h.check("config", bgp_apply_problem_.empty() && reload_problem_.empty(),
-            !bgp_apply_problem_.empty() ? bgp_apply_problem_ : reload_problem_);
+            !reload_problem_.empty() ? reload_problem_ : bgp_apply_problem_);
     return h;
   }
 
@@ -447,7 +474,7 @@ class ClusterAgent {
       for (const auto& r : calc_.routes(cls)) installed.insert(r.dst);
     if (speaker_) {
       std::map<std::string, uint64_t> per_peer;
-      if (kernel_)
+      if (dataplane_)
         for (const auto& r : speaker_->routes())
           for (const auto& p : r.paths)
             if (p.best && installed.count(r.prefix)) ++per_peer[p.from];
@@ -458,15 +485,15 @@ class ClusterAgent {
       }
       collect_bgp(m, ps);
     }
-    if (kernel_) collect_dataplane(m, kernel_->status());
-    // NftExecutor -> Metrics: the tunnel guard's drop counters (one GETOBJ each).
-    if (nft_ && policy_synced_) {
-      auto v = nft_->read_counter(compiler_->options().table, policy::kTunnelDropVxlanCounter);
-      auto i = nft_->read_counter(compiler_->options().table, policy::kTunnelDropIpipCounter);
+    if (dataplane_) collect_dataplane(m, dataplane_->status());
+    // PolicyExecutor -> Metrics: the tunnel guard's drop counters (one GETOBJ each).
+    if (executor_ && policy_synced_) {
+      auto v = executor_->read_counter(compiler_->options().table, policy::kTunnelDropVxlanCounter);
+      auto i = executor_->read_counter(compiler_->options().table, policy::kTunnelDropIpipCounter);
       if (v && i) collect_tunnel_drops(m, vxlan_drops_.update(v->packets), ipip_drops_.update(i->packets));
     }
     collect_calc_metrics(m, calc_, config_.node_name);
-    set_datastore_in_sync(m, in_sync_);
+    if (config_.datastore) set_datastore_in_sync(m, in_sync_);
   }
 
   std::unique_ptr<google::protobuf::Message> status() const {
@@ -479,8 +506,10 @@ class ClusterAgent {
       st->set_version(TABBY_VERSION);
       st->set_started(rfc3339(started_));
     }
-    st->set_datastore(describe(*config_.datastore) + (connected_ ? "" : " (unreachable, retrying)"));
-    st->set_datastore_in_sync(in_sync_);
+    if (config_.datastore) {
+      st->set_datastore(describe(*config_.datastore) + (connected_ ? "" : " (unreachable, retrying)"));
+      st->set_datastore_in_sync(in_sync_);
+    }
     for (const auto& m : logged_problems_) st->add_problems(m);
     for (const auto& [src, m] : store_problems_) st->add_problems(m);
     if (!bgp_apply_problem_.empty()) st->add_problems(bgp_apply_problem_);
@@ -491,40 +520,32 @@ class ClusterAgent {
     return st;
   }
 
-  // ---------------------------------------------------------------- signals
-  void on_signal(const boost::system::error_code& ec, int sig) {
-    if (ec) return;
-    if (sig == SIGHUP) {
-      reload();
-      signals_.async_wait([this](const boost::system::error_code& e, int s) { on_signal(e, s); });
-      return;
-    }
-    kLog.info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+  // ---------------------------------------------------------------- stop, reload
+  void stop() {
+    if (stopping_) return;
     stopping_ = true;
     // Graceful restart (RFC 4724): leave without a NOTIFICATION so peers keep our
     // routes; kernel routes and the nft table stay in place (restart without loss).
     bool graceful = calc_.speaker_config().graceful_restart;
     if (speaker_) speaker_->stop(graceful, "tabby agent stopping");
-    if (kernel_) kernel_->stop();
+    dataplane_.reset();  // no more writes; the kernel keeps what is there
     policy_timer_.cancel();
-    datastore_->stop();
-    if (!graceful) ::unlink(marker_.c_str());
+    if (datastore_) datastore_->stop();
+    if (!graceful && !marker_.empty()) ::unlink(marker_.c_str());
     api_.stop();
     health_.stop();
-    auto deadline = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(2));
-    deadline->async_wait([this, deadline](const boost::system::error_code&) { io_.stop(); });
   }
 
   // config file -> Calc: node-local settings (static peers and announcements,
   // dataplane.mtu and the VXLAN device's name, VNI and port); a bad file, or one
   // that changes a setting fixed for the agent's lifetime, keeps the running config.
-  void reload() {
+  void reload(Result<AgentConfig> fresh) {
+    if (stopping_) return;
     auto refuse = [this](const std::string& why) {
       reload_problem_ = "config reload refused, running config kept: " + why;
       kLog.info(reload_problem_);
       count_config_apply_failure(metrics_, "reload");
     };
-    auto fresh = load_config(config_path_);
     if (!fresh) {
       refuse(fresh.error().message);
       return;
@@ -538,9 +559,9 @@ class ClusterAgent {
     };
     fixed_key(fresh->node_name != config_.node_name, "nodeName");
     fixed_key(fresh->api_socket != config_.api_socket, "apiSocket");
-    fixed_key(!fresh->datastore || describe(*fresh->datastore) != describe(*config_.datastore), "datastore");
+    fixed_key(describe(fresh->datastore) != describe(config_.datastore), "datastore");
     fixed_key(fresh->dataplane.enabled != config_.dataplane.enabled, "dataplane.enabled");
-    fixed_key(fresh->dataplane.policy != config_.dataplane.policy, "dataplane.policy");
+    fixed_key(config_.datastore && fresh->dataplane.policy != config_.dataplane.policy, "dataplane.policy");
     fixed_key(fresh->metrics_address != config_.metrics_address, "metricsAddress");
     // The speaker's identity, listener, cluster ID and graceful-restart settings
     // apply at run time (bgp::Speaker::reconfigure).
@@ -554,25 +575,25 @@ class ClusterAgent {
     reload_problem_.clear();
     config_ = std::move(*fresh);
     calc_.set_options(calc_options(config_));
-    process(true);
+    process(true, "reload");
     kLog.info("config reloaded from " + config_path_);
   }
 
   asio::io_context& io_;
   AgentConfig config_;
   std::string config_path_;
+  RuntimeFactories factories_;
   std::chrono::system_clock::time_point started_;
   Calc calc_;
   DocFeed feed_;
   std::unique_ptr<Datastore> datastore_;
   std::unique_ptr<bgp::Speaker> speaker_;
-  std::unique_ptr<KernelDriver> kernel_;
+  std::unique_ptr<dataplane::Dataplane> dataplane_;
   std::unique_ptr<policy::PolicyCompiler> compiler_;
-  std::unique_ptr<policy::NftExecutor> nft_;
+  std::unique_ptr<policy::PolicyExecutor> executor_;
   ApiServer api_;
   Metrics metrics_;
   HealthServer health_;
-  asio::signal_set signals_;
   asio::steady_timer policy_timer_;
   mutable MirroredTotal vxlan_drops_, ipip_drops_;  // tunnel guard counters, across table replacements
   std::string marker_;
@@ -582,11 +603,23 @@ class ClusterAgent {
   std::map<std::string, std::string> store_problems_;  // datastore Problems by source
   std::string bgp_apply_problem_;  // the speaker could not apply part of the last config
   std::string reload_problem_;     // the last SIGHUP reload was refused
+  std::shared_ptr<int> life_ = std::make_shared<int>(0);  // posted work checks it
 };
 
-}  // namespace
+AgentRuntime::AgentRuntime(asio::io_context& io, AgentConfig config, std::string config_path, RuntimeFactories factories)
+    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(config_path), std::move(factories))) {}
+AgentRuntime::~AgentRuntime() = default;
+Status AgentRuntime::start() { return impl_->start(); }
+void AgentRuntime::reload() { impl_->reload(load_config(impl_->config_path_)); }
+void AgentRuntime::reload(Result<AgentConfig> fresh) { impl_->reload(std::move(fresh)); }
+void AgentRuntime::stop() { impl_->stop(); }
+const AgentConfig& AgentRuntime::config() const { return impl_->config_; }
+const Calc& AgentRuntime::calc() const { return impl_->calc_; }
+const bgp::Speaker* AgentRuntime::speaker() const { return impl_->speaker_.get(); }
+HealthState AgentRuntime::health() const { return impl_->health(); }
+std::unique_ptr<google::protobuf::Message> AgentRuntime::status() const { return impl_->status(); }
 
-int run_cluster_agent(AgentConfig config, const std::string& config_path) {
+int run_agent_runtime(AgentConfig config, const std::string& config_path) {
 #ifdef __GLIBC__
   // Large blocks (the snapshot's vectors, parse buffers) straight from mmap and back
   // to the kernel when freed. glibc's default threshold adapts upwards after such a
@@ -595,8 +628,29 @@ int run_cluster_agent(AgentConfig config, const std::string& config_path) {
   ::mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 #endif
   asio::io_context io;
-  ClusterAgent agent(io, std::move(config), config_path);
-  return agent.run();
+  AgentRuntime runtime(io, std::move(config), config_path, system_factories());
+  if (auto st = runtime.start(); !st) {
+    std::cerr << "tabby agent: " << st.error().message << "\n";
+    return 1;
+  }
+  asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                             int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      runtime.reload();
+      signals.async_wait(on_signal);
+      return;
+    }
+    kLog.info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    runtime.stop();
+    // Let queued NOTIFICATIONs go out, but never hang on a stuck peer.
+    auto deadline = std::make_shared<asio::steady_timer>(io, std::chrono::seconds(2));
+    deadline->async_wait([&io, deadline](const boost::system::error_code&) { io.stop(); });
+  };
+  signals.async_wait(on_signal);
+  io.run();
+  return 0;
 }
 
 }  // namespace tabby::felix
