@@ -177,7 +177,9 @@ struct AgentRuntime::Impl {
     // restarting speaker. A non-graceful stop removes it.
     marker_ = config_.api_socket + ".running";
     restarting_ = ::access(marker_.c_str(), F_OK) == 0;
-    if (restarting_) kLog.info("previous run did not stop for good: restarting speaker (R bit); kernel state adopted");
+    if (restarting_)
+      kLog.info("previous run did not stop for good: starting as a restarting BGP speaker (RFC 4724 R bit); kernel state "
+          "adopted");
     if (FILE* f = std::fopen(marker_.c_str(), "w")) std::fclose(f);
 
     if (config_.dataplane.enabled) {

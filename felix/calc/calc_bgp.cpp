@@ -42,14 +42,14 @@ void Calc::Impl::add_peer(std::map<IpAddress, bgp::NeighborConfig>& out, bgp::Ne
 
 // Peers towards another tabby node, one per family both sides have.
 void Calc::Impl::node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const NodeInfo& me, const NodeInfo& other,
-                const std::string& type, const BgpPeer* spec, uint16_t port) {
+                const std::string& type, const BgpPeer* spec, std::optional<uint16_t> port) {
   for (int fam = 0; fam < 2; ++fam) {
     const auto& mine = fam == 0 ? me.ipv4 : me.ipv6;
     const auto& theirs = fam == 0 ? other.ipv4 : other.ipv6;
     if (!mine || !theirs || mine->addr == theirs->addr) continue;
     bgp::NeighborConfig n;
     n.address = theirs->addr;
-    n.port = port;  // every node listens on the cluster's listenPort
+    if (port) n.port = *port;  // every node listens on the cluster's listenPort
     n.asn = node_asn(other);
     n.passive = mine->addr > theirs->addr;  // the lower address dials
     // Another tabby node is usually just starting too (or has not learned of us
@@ -120,12 +120,12 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
         }
         if (p.peer_selector)
           for (const auto& [oname, o] : nodes)
-            if (oname != me->name && p.peer_selector->matches(o.labels, true)) node_peers(computed, *me, o, type, &p, s.listen_port);
+            if (oname != me->name && p.peer_selector->matches(o.labels, true)) node_peers(computed, *me, o, type, &p, eff.listen_port);
       }
       // Symmetric selector peering: we are a selected peer of the nodes p applies to.
       if (p.peer_selector && p.peer_selector->matches(me->labels, true))
         for (const auto& [oname, o] : nodes)
-          if (oname != me->name && peer_applies_to(p, o)) node_peers(computed, *me, o, type, &p, s.listen_port);
+          if (oname != me->name && peer_applies_to(p, o)) node_peers(computed, *me, o, type, &p, eff.listen_port);
     }
     if (eff.node_to_node_mesh.value_or(true)) {
       for (const auto& [oname, o] : nodes) {
@@ -135,7 +135,7 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
         const char* type = me->is_reflector() && !o.is_reflector()   ? "route reflector client"
                            : !me->is_reflector() && o.is_reflector() ? "route reflector"
                                                                        : "node-to-node mesh";
-        node_peers(computed, *me, o, type, nullptr, s.listen_port);
+        node_peers(computed, *me, o, type, nullptr, eff.listen_port);
       }
     }
   }

@@ -164,7 +164,7 @@ struct Calc::Impl {
   uint32_t node_asn(const NodeInfo& n) const;
   void add_peer(std::map<IpAddress, bgp::NeighborConfig>& out, bgp::NeighborConfig n);
   void node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const NodeInfo& me, const NodeInfo& other,
-                  const std::string& type, const BgpPeer* spec, uint16_t port);
+                  const std::string& type, const BgpPeer* spec, std::optional<uint16_t> port);
   static void apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p);
   bool peer_applies_to(const BgpPeer& p, const NodeInfo& n) const;
   bgp::SpeakerConfig compute_speaker();

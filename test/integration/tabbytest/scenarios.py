@@ -303,8 +303,12 @@ def rr_tabby_restart(lab):
     r, c1, c2 = lan(lab, ["rr", "c1", "c2"])
     CID = "198.18.0.100"
     ip1, ip2 = "198.18.0.2", "198.18.0.3"
+    # The reflector runs its kernel dataplane (as a Calico node does): its routes stay
+    # across the kill, so its new OPEN carries F=1 and c2 may keep the stale routes
+    # (RFC 4724 §4.2; without a dataplane F=0 and c2 would flush them at once).
     rr = Tabby(r, T_AS, T4, cluster_id=CID,
-               peers=[{"ip": ip, "asn": T_AS, "rr_client": True, "gr": True} for ip in (ip1, ip2)])
+               peers=[{"ip": ip, "asn": T_AS, "rr_client": True, "gr": True} for ip in (ip1, ip2)],
+               extra={"dataplane": {"enabled": True}})
     b1 = Bird(c1, T_AS, ip1, peers=[{"ip": T4, "asn": T_AS, "gr": True}])
     b2 = Bird(c2, T_AS, ip2, peers=[{"ip": T4, "asn": T_AS, "gr": True}])
     b1.announce("198.51.100.0/24")
@@ -403,8 +407,11 @@ def tabby_restart(lab, kind):
     then fresh after tabby's End-of-RIB)."""
     t, p = lan(lab, ["tabby", "peer"])
     P4 = "198.18.0.2"
+    # tabby runs its kernel dataplane: its routes stay across the kill, so the new
+    # OPEN carries F=1 (RFC 4724 §3) and the helper keeps tabby's stale route.
     tab = Tabby(t, T_AS, T4, peers=[{"ip": P4, "asn": E_AS, "gr": True}],
-                announce=[{"prefix": "203.0.113.0/24", "communities": ["64512:7"]}])
+                announce=[{"prefix": "203.0.113.0/24", "communities": ["64512:7"]}],
+                extra={"dataplane": {"enabled": True}})
     peer = make_peer(kind, p, E_AS, P4, [{"ip": T4, "asn": T_AS, "gr": True}])
     peer.announce("198.51.100.0/24")
     tab.start()
@@ -432,6 +439,34 @@ def tabby_restart(lab, kind):
     expect_attrs(kind, q, as_path=[T_AS], nexthop=T4, communities=["64512:7"])
     wait_until(present(tab, "198.51.100.0/24", P4), 20, "restarted tabby relearns the peer's route")
     step("tabby restarted gracefully: route kept at the helper, then refreshed")
+    if kind == "frr":
+        check(frr_f_bits(peer, T4) == [True], f"FRR: tabby's F bit with its dataplane on: {frr_f_bits(peer, T4)}")
+        # Without a dataplane nothing of tabby's forwarding survives: F=0 (RFC 4724 §3).
+        tab.kill9()
+        wait_until(lambda: not peer.established(T4), 15, f"{kind} notices tabby is gone")
+        tab.extra = {"dataplane": {"enabled": False}}
+        tab.start()
+        wait_until(lambda: peer.established(T4), 30, "session back after the restart without a dataplane")
+        check(frr_f_bits(peer, T4) == [False], f"FRR: tabby's F bit without a dataplane: {frr_f_bits(peer, T4)}")
+        step("F bit: 1 with the kernel dataplane (routes kept), 0 without one")
+
+
+def frr_f_bits(frr, addr):
+    """The Forwarding State bits of `addr`'s last OPEN as FRR shows them, per family."""
+    found = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k == "fBit":
+                    found.append(v)
+                else:
+                    walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(frr.vjson(f"show bgp neighbors {addr} json"))
+    return found
 
 
 # ============================================================ 2-octet AS peers (RFC 6793)
