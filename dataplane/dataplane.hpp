@@ -1,8 +1,14 @@
 // dataplane.hpp — the public interface of tabby's kernel dataplane: the desired
 // state the agent computes (routes per class, tunnel devices, VXLAN VTEPs) and the
-// abstract `Dataplane` the agent drives. Two implementations: the Linux driver
-// (dataplane/linux_dataplane.hpp, netlink) and the in-memory recorder
-// (test/fakes/recording_dataplane.hpp, unit tests).
+// abstract `Dataplane` the agent drives. One name per part of the layer:
+//   Dataplane            this interface (owns the types; calls nothing but base/ and
+//                        ipip/'s tunnel config types)
+//   LinuxDataplane       the Linux implementation (linux_dataplane.hpp), and
+//   LinuxDataplaneLoop   the same on the agent's io_context (linux_dataplane_loop.hpp)
+//   RouteDiff            the pure desired-vs-kernel diff both implementations use
+//                        (route_diff.hpp)
+//   netlink::            the Linux implementation's raw rtnetlink helper (netlink.hpp)
+//   RecordingDataplane   the in-memory implementation for tests (test/fakes/)
 //
 // Invariants the implementations keep:
 //  * every route tabby writes carries protocol kTabbyRouteProtocol (44, named

@@ -1,8 +1,8 @@
-// linux_dataplane.cpp — the Linux Dataplane: RouteSync (pure diff) + rtnl (batched
-// raw netlink) + ipip::TunnelDevices (libnl) + routed-veth sysctls.
+// linux_dataplane.cpp — the Linux Dataplane: RouteDiff (pure diff) + netlink (batched
+// raw rtnetlink) + ipip::TunnelDevices (libnl) + routed-veth sysctls.
 // Ownership: routes are written with protocol kTabbyRouteProtocol and deleted with
 // that protocol in the request, so the kernel itself refuses to delete a foreign
-// route; RouteSync never plans a replace over a foreign route (a Conflict instead).
+// route; RouteDiff never plans a replace over a foreign route (a Conflict instead).
 // Restart: open() only reads; apply() adds/replaces; leftovers are deleted once
 // desired_state_complete() was called; the destructor writes nothing.
 #include "dataplane/linux_dataplane.hpp"
@@ -18,8 +18,8 @@
 #include <optional>
 #include <unordered_map>
 
-#include "dataplane/route_sync.hpp"
-#include "dataplane/rtnl.hpp"
+#include "dataplane/route_diff.hpp"
+#include "dataplane/netlink.hpp"
 #include "ipip/ipip.hpp"
 
 namespace tabby::dataplane {
@@ -39,10 +39,10 @@ bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
 struct LinuxDataplane::Impl {
   LinuxDataplaneOptions opts;
-  rtnl::Socket req;  // writes and dumps
-  rtnl::Socket mon;  // notifications
-  rtnl::LinkTable links;
-  RouteSync sync;
+  netlink::Socket req;  // writes and dumps
+  netlink::Socket mon;  // notifications
+  netlink::LinkTable links;
+  RouteDiff sync;
   ipip::TunnelDevices tunnels;
 
   TunnelConfig tunnel_cfg;
@@ -60,7 +60,7 @@ struct LinuxDataplane::Impl {
 
   DataplaneStatus st;
   std::vector<std::string> errors;
-  std::vector<RouteSync::Op> ops;  // the writes of one apply
+  std::vector<RouteDiff::Op> ops;  // the writes of one apply
 
   Status load_links() {
     auto l = req.dump_links();
@@ -90,17 +90,17 @@ struct LinuxDataplane::Impl {
 
   Status handle_events() {
     if (!opts.watch_events) return {};
-    std::vector<rtnl::Socket::Event> evs;
+    std::vector<netlink::Socket::Event> evs;
     bool overflow = false;
     Status s = mon.read_events(links, evs, overflow, req.portid());
     if (overflow) need_resync = true;
     for (auto& ev : evs) {
       switch (ev.kind) {
-        case rtnl::Socket::Event::NewRoute:
+        case netlink::Socket::Event::NewRoute:
           if (ev.sender_portid == req.portid()) break;  // our own write, already in the index
           sync.observed_set(std::move(ev.route));
           break;
-        case rtnl::Socket::Event::DelRoute: {
+        case netlink::Socket::Event::DelRoute: {
           if (ev.sender_portid == req.portid()) break;
           normalize(ev.route.route);
           RouteKey k = key_of(ev.route.route);
@@ -115,7 +115,7 @@ struct LinuxDataplane::Impl {
         //  * a link that went down, was renamed or deleted: the kernel drops IPv4
         //    routes through it without a notification: reload the routes (one
         //    route dump; the link table and the sysctls of other interfaces stay).
-        case rtnl::Socket::Event::NewLink: {
+        case netlink::Socket::Event::NewLink: {
           auto it = links.by_index.find(ev.link.ifindex);
           const unsigned watched = IFF_UP | IFF_LOWER_UP | IFF_RUNNING;
           bool is_new = it == links.by_index.end();
@@ -127,7 +127,7 @@ struct LinuxDataplane::Impl {
           else if ((is_new || (now & ~before)) && sync.pending_count() > 0) sync.mark_all_dirty();
           break;
         }
-        case rtnl::Socket::Event::DelLink: {
+        case netlink::Socket::Event::DelLink: {
           auto it = links.by_index.find(ev.link.ifindex);
           if (it != links.by_index.end()) {
             auto done = sysctl_done.find(it->second.name);
@@ -215,7 +215,7 @@ struct LinuxDataplane::Impl {
   AttrTable::Cache& encoded(AttrId id) {
     AttrTable::Cache& c = sync.attrs().cache(id);
     if (c.tag != links.generation) {
-      rtnl::encode_attrs(sync.attrs().get(id), links, c);
+      netlink::encode_attrs(sync.attrs().get(id), links, c);
       c.tag = links.generation;
     }
     return c;
@@ -227,19 +227,19 @@ struct LinuxDataplane::Impl {
     if (remove_all) sync.plan_remove_owned(ops);
     else sync.plan_ops([this](AttrId id) { return writable_attrs(id); }, ops);
     auto done = [this](size_t tag, int err) {
-      const RouteSync::Op& op = ops[tag];
+      const RouteDiff::Op& op = ops[tag];
       bool ok = err == 0 || (op.del && (err == ESRCH || err == ENOENT));
       sync.op_done(op, ok);
       if (ok) {
         if (err == 0) ++(op.del ? st.routes_removed : st.routes_added);
       } else if (errors.size() < 20) {
-        Route r = RouteSync::materialize(sync.op_key(op), sync.attrs().get(op.attrs));
+        Route r = RouteDiff::materialize(sync.op_key(op), sync.attrs().get(op.attrs));
         errors.push_back((op.del ? "delete " : "add ") + r.str() + ": " + std::strerror(err));
       }
     };
     Status result;
     for (size_t i = 0; i < ops.size(); ++i) {
-      const RouteSync::Op& op = ops[i];
+      const RouteDiff::Op& op = ops[i];
       const RouteKey& k = sync.op_key(op);
       RouteType type = sync.attrs().get(op.attrs).type;
       if (op.del) {
@@ -250,7 +250,7 @@ struct LinuxDataplane::Impl {
       } else {
         req.queue_upsert(k, type, c, i);
       }
-      if (req.queued_bytes() >= rtnl::Socket::kBatchBytes)
+      if (req.queued_bytes() >= netlink::Socket::kBatchBytes)
         if (auto s = req.flush(done); !s && result) result = s;
     }
     if (auto s = req.flush(done); !s && result) result = s;

@@ -1,5 +1,5 @@
 // recording_dataplane.hpp — the in-memory Dataplane for unit and scenario tests.
-// It runs the same RouteSync as the Linux driver against a simulated kernel route
+// It runs the same RouteDiff as the Linux driver against a simulated kernel route
 // table and records every write it makes ("add <route>", "del <route>"), so tests
 // can assert on exactly which deltas a desired-state change produces. Tests can
 // also act as "someone else" on the simulated kernel: add a foreign route, delete
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "dataplane/dataplane.hpp"
-#include "dataplane/route_sync.hpp"
+#include "dataplane/route_diff.hpp"
 
 namespace tabby::dataplane {
 
@@ -51,7 +51,7 @@ class RecordingDataplane : public Dataplane {
  private:
   std::map<std::string, KernelRoute> kernel_;  // key: route key text
   std::set<std::string> interfaces_;
-  RouteSync sync_;
+  RouteDiff sync_;
   DataplaneStatus st_;
   bool tunnels_dirty_ = false;
 };

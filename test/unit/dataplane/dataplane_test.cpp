@@ -1,4 +1,4 @@
-// dataplane_test.cpp — unit tests of the dataplane's pure logic: RouteSync
+// dataplane_test.cpp — unit tests of the dataplane's pure logic: RouteDiff
 // (desired vs observed -> deltas) driven through the in-memory RecordingDataplane,
 // plus the tunnel module's pure decisions (CrossSubnet, MTU, VXLAN MAC).
 #include <doctest/doctest.h>
@@ -9,7 +9,7 @@
 
 #include "dataplane/dataplane.hpp"
 #include "test/fakes/recording_dataplane.hpp"
-#include "dataplane/route_sync.hpp"
+#include "dataplane/route_diff.hpp"
 #include "ipip/ipip.hpp"
 
 using namespace tabby;
@@ -236,8 +236,8 @@ TEST_CASE("route-by-route edits touch only their key among many") {
   CHECK(dp.ops.empty());
 }
 
-TEST_CASE("RouteSync marks exactly the changed keys dirty") {
-  RouteSync s;
+TEST_CASE("RouteDiff marks exactly the changed keys dirty") {
+  RouteDiff s;
   std::vector<Route> v;
   for (uint32_t i = 0; i < 100; ++i) v.push_back(block_blackhole(Prefix(IpAddress::v4(0xC6130000u + i * 64), 26)));
   s.set_class(RouteClass::LocalBlock, v);
@@ -361,7 +361,7 @@ std::vector<Route> bulk(uint32_t n, uint32_t base = 0x0A000000u, const char* gw 
   for (uint32_t i = 0; i < n; ++i) v.push_back(direct_route(Prefix(IpAddress::v4(base + i), 32), ip(gw), "eth0"));
   return v;
 }
-void ack_all(RouteSync& s, const RoutePlan& p) {
+void ack_all(RouteDiff& s, const RoutePlan& p) {
   for (const auto& r : p.upserts) s.ack_upsert(r);
   for (const auto& r : p.deletes) s.ack_delete(key_of(r));
 }
@@ -369,7 +369,7 @@ auto all_writable = [](const RouteAttrs&) { return true; };
 }  // namespace
 
 TEST_CASE("set_class with the same content marks nothing dirty and plans nothing") {
-  RouteSync s;
+  RouteDiff s;
   s.set_class(RouteClass::Static, bulk(3000));
   ack_all(s, s.plan(all_writable));
   s.set_complete();
@@ -388,7 +388,7 @@ TEST_CASE("set_class with the same content marks nothing dirty and plans nothing
 }
 
 TEST_CASE("set_class: changed next hop, duplicates (last wins), removals, in one call") {
-  RouteSync s;
+  RouteDiff s;
   s.set_class(RouteClass::Static, bulk(100));
   ack_all(s, s.plan(all_writable));
   s.set_complete();
@@ -413,7 +413,7 @@ TEST_CASE("set_class: changed next hop, duplicates (last wins), removals, in one
 }
 
 TEST_CASE("a whole class removed at once (compaction path) and re-added") {
-  RouteSync s;
+  RouteDiff s;
   s.set_class(RouteClass::RemoteBlock, bulk(2000));
   s.set_class(RouteClass::LocalWorkload, bulk(5, 0x0A000000u, "198.18.0.5"));  // shadows 5 of them
   auto p = s.plan(all_writable);
@@ -432,11 +432,11 @@ TEST_CASE("a whole class removed at once (compaction path) and re-added") {
 }
 
 TEST_CASE("driver-level ops: a failed write stays dirty and is planned again; ops come in address order") {
-  RouteSync s;
+  RouteDiff s;
   auto v = bulk(300);
   std::reverse(v.begin(), v.end());
   s.set_class(RouteClass::Static, v);
-  std::vector<RouteSync::Op> ops;
+  std::vector<RouteDiff::Op> ops;
   s.plan_ops([](AttrId) { return true; }, ops);
   REQUIRE(ops.size() == 300);
   for (size_t i = 1; i < ops.size(); ++i) CHECK(s.op_key(ops[i - 1]).dst < s.op_key(ops[i]).dst);
@@ -455,7 +455,7 @@ TEST_CASE("driver-level ops: a failed write stays dirty and is planned again; op
 }
 
 TEST_CASE("streamed observed reset: adopts ours, keeps foreign, drops stale entries") {
-  RouteSync s;
+  RouteDiff s;
   s.set_class(RouteClass::Static, bulk(10));
   ack_all(s, s.plan(all_writable));
   s.observed_reset_begin();
@@ -477,7 +477,7 @@ TEST_CASE("streamed observed reset: adopts ours, keeps foreign, drops stale entr
 }
 
 TEST_CASE("a gateway route written without a device reads back with the kernel's choice: nothing to rewrite") {
-  RouteSync s;
+  RouteDiff s;
   s.set_class(RouteClass::RemoteBlock, {direct_route(pfx("10.1.0.0/26"), ip("198.18.1.1")),
                                         direct_route(pfx("10.1.0.64/26"), ip("198.18.1.2"))});
   ack_all(s, s.plan(all_writable));
@@ -501,7 +501,7 @@ TEST_CASE("a gateway route written without a device reads back with the kernel's
   REQUIRE(p.upserts.size() == 1);
   CHECK(p.upserts[0].str() == "10.1.0.64/26 via 198.18.1.2");
   // A route that names its device must read back with that device.
-  RouteSync t;
+  RouteDiff t;
   t.set_class(RouteClass::RemoteBlock, {direct_route(pfx("10.1.0.0/26"), ip("198.18.1.1"), "eth1")});
   ack_all(t, t.plan(all_writable));
   t.observed_reset_begin();

@@ -1,12 +1,12 @@
-// route_sync.cpp — desired-vs-observed route reconciliation (pure). See
-// route_sync.hpp for the shape and invariants; the rules per key are:
+// route_diff.cpp — desired-vs-observed route reconciliation (pure). See
+// route_diff.hpp for the shape and invariants; the rules per key are:
 //   desired, kernel has nothing           -> upsert (if its interfaces exist, else pending)
 //   desired, kernel has ours, different   -> upsert (replace)
 //   desired, kernel has ours, equal       -> nothing (same attribute id)
 //   desired, kernel has a foreign route   -> Conflict, no write
 //   not desired, kernel has ours          -> delete, once the desired state is complete
 //   not desired, kernel has foreign       -> nothing (never touched)
-#include "dataplane/route_sync.hpp"
+#include "dataplane/route_diff.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -49,11 +49,11 @@ bool hop_less(const NextHop& a, const NextHop& b) {
 
 // Address order is a hint for the kernel's sake, not a rule: a list that is
 // already nearly in order (a few entries moved by erasures) is left as it is.
-void sort_ops(std::vector<RouteSync::Op>& ops) {
+void sort_ops(std::vector<RouteDiff::Op>& ops) {
   size_t descents = 0;
   for (size_t i = 1; i < ops.size(); ++i) descents += ops[i].order < ops[i - 1].order;
   if (descents * 64 > ops.size())
-    std::sort(ops.begin(), ops.end(), [](const RouteSync::Op& a, const RouteSync::Op& b) { return a.order < b.order; });
+    std::sort(ops.begin(), ops.end(), [](const RouteDiff::Op& a, const RouteDiff::Op& b) { return a.order < b.order; });
 }
 
 uint64_t order_of(const RouteKey& k) {
@@ -72,7 +72,7 @@ size_t RouteKeyHash::operator()(const RouteKey& k) const noexcept {
   return static_cast<size_t>(mix(h, (uint64_t{k.table} << 32) | k.metric));
 }
 
-uint32_t RouteSync::hash_key(const RouteKey& k) {
+uint32_t RouteDiff::hash_key(const RouteKey& k) {
   uint64_t h = RouteKeyHash{}(k);
   return static_cast<uint32_t>(h ^ (h >> 32));
 }
@@ -198,11 +198,11 @@ void AttrTable::unref(AttrId id) {
 
 // ---------------------------------------------------------------- entries
 
-uint32_t RouteSync::find(const RouteKey& k) const {
+uint32_t RouteDiff::find(const RouteKey& k) const {
   return index_.find(hash_key(k), [&](uint32_t id) { return entries_[id - 1].key == k; });
 }
 
-uint32_t RouteSync::find_or_add(const RouteKey& k) {
+uint32_t RouteDiff::find_or_add(const RouteKey& k) {
   uint32_t h = hash_key(k);
   uint32_t id = index_.find(h, [&](uint32_t c) { return entries_[c - 1].key == k; });
   if (id) return id - 1;
@@ -212,7 +212,7 @@ uint32_t RouteSync::find_or_add(const RouteKey& k) {
   return static_cast<uint32_t>(entries_.size() - 1);
 }
 
-void RouteSync::erase_entry(uint32_t idx) {
+void RouteDiff::erase_entry(uint32_t idx) {
   Entry& e = entries_[idx];
   clear_marks(e);
   index_.erase(hash_key(e.key), idx + 1);
@@ -224,7 +224,7 @@ void RouteSync::erase_entry(uint32_t idx) {
   entries_.pop_back();
 }
 
-void RouteSync::compact() {
+void RouteDiff::compact() {
   // Drop entries that neither side holds any more, then rebuild the index: cheaper
   // than erasing one by one when many go at once (a class removed, a resync).
   size_t out = 0;
@@ -244,25 +244,25 @@ void RouteSync::compact() {
   for (uint32_t i = 0; i < out; ++i) index_.insert(hash_key(entries_[i].key), i + 1);
 }
 
-void RouteSync::erase_keys(std::vector<RouteKey>& keys) {
+void RouteDiff::erase_keys(std::vector<RouteKey>& keys) {
   if (keys.size() > entries_.size() / 8) compact();
   else
     for (const auto& k : keys) erase_if_empty(k);
   keys.clear();
 }
 
-void RouteSync::erase_if_empty(const RouteKey& k) {
+void RouteDiff::erase_if_empty(const RouteKey& k) {
   uint32_t id = find(k);
   if (id && empty(entries_[id - 1])) erase_entry(id - 1);
 }
 
-void RouteSync::dirty(Entry& e) {
+void RouteDiff::dirty(Entry& e) {
   if (all_dirty_ || (e.flags & kDirty)) return;
   e.flags |= kDirty;
   dirty_.push_back(e.key);
 }
 
-void RouteSync::set_want(Entry& e, int cls, AttrId a) {
+void RouteDiff::set_want(Entry& e, int cls, AttrId a) {
   bool was = winner(e) != 0;
   AttrId old = e.want[cls];
   if (old == a) {
@@ -277,7 +277,7 @@ void RouteSync::set_want(Entry& e, int cls, AttrId a) {
   dirty(e);
 }
 
-void RouteSync::set_kernel(Entry& e, AttrId a, uint8_t proto) {
+void RouteDiff::set_kernel(Entry& e, AttrId a, uint8_t proto) {
   if (e.kernel == a && e.kproto == proto) {
     if (a) attrs_.unref(a);
     return;
@@ -289,7 +289,7 @@ void RouteSync::set_kernel(Entry& e, AttrId a, uint8_t proto) {
   owned_ += owned(e);
 }
 
-void RouteSync::clear_marks(Entry& e) {
+void RouteDiff::clear_marks(Entry& e) {
   if (e.flags & kPending) --pending_;
   if (e.flags & kConflict) conflicts_.erase(e.key);
   e.flags &= static_cast<uint8_t>(~(kPending | kConflict));
@@ -297,7 +297,7 @@ void RouteSync::clear_marks(Entry& e) {
 
 // ---------------------------------------------------------------- desired side
 
-void RouteSync::set_class(RouteClass cls, std::vector<Route> routes) {
+void RouteDiff::set_class(RouteClass cls, std::vector<Route> routes) {
   const int c = static_cast<int>(cls);
   const size_t before = class_size_[c];
   size_t kept = 0;  // routes of the new set that the class already wanted
@@ -328,21 +328,21 @@ void RouteSync::set_class(RouteClass cls, std::vector<Route> routes) {
   erase_keys(gone);
 }
 
-void RouteSync::upsert(RouteClass cls, Route route) {
+void RouteDiff::upsert(RouteClass cls, Route route) {
   normalize(route);
   AttrId a = attrs_.intern(route);
   uint32_t idx = find_or_add(key_of(route));
   set_want(entries_[idx], static_cast<int>(cls), a);
 }
 
-void RouteSync::remove(RouteClass cls, const RouteKey& key) {
+void RouteDiff::remove(RouteClass cls, const RouteKey& key) {
   uint32_t id = find(key);
   if (!id) return;
   set_want(entries_[id - 1], static_cast<int>(cls), 0);
   if (empty(entries_[id - 1])) erase_entry(id - 1);
 }
 
-void RouteSync::set_complete() {
+void RouteDiff::set_complete() {
   if (complete_) return;
   complete_ = true;
   // Leftovers become deletable: look at every observed route of ours once.
@@ -352,7 +352,7 @@ void RouteSync::set_complete() {
 
 // ---------------------------------------------------------------- observed side
 
-void RouteSync::observed_reset_begin() {
+void RouteDiff::observed_reset_begin() {
   for (Entry& e : entries_) set_kernel(e, 0, 0);
 }
 
@@ -360,7 +360,7 @@ void RouteSync::observed_reset_begin() {
 // one for ("via G" reads back as "via G dev eth0"). That is the route we asked
 // for: take the desired attributes as the kernel's, or every reload (each link
 // deletion, each periodic resync) would plan a rewrite of every such route.
-AttrId RouteSync::intern_observed(const Entry& e, const Route& r) {
+AttrId RouteDiff::intern_observed(const Entry& e, const Route& r) {
   if (AttrId d = winner(e)) {
     const RouteAttrs& w = attrs_.get(d);
     bool same = w.type == r.type && w.prefsrc == r.prefsrc && w.nexthops.size() == r.nexthops.size();
@@ -377,25 +377,25 @@ AttrId RouteSync::intern_observed(const Entry& e, const Route& r) {
   return attrs_.intern(r);
 }
 
-void RouteSync::observed_reset_add(KernelRoute& kr) {
+void RouteDiff::observed_reset_add(KernelRoute& kr) {
   normalize(kr.route);
   uint32_t idx = find_or_add(key_of(kr.route));
   AttrId a = intern_observed(entries_[idx], kr.route);
   set_kernel(entries_[idx], a, kr.protocol);  // a duplicate key in one dump: last wins
 }
 
-void RouteSync::observed_reset_end() {
+void RouteDiff::observed_reset_end() {
   compact();
   mark_all_dirty();
 }
 
-void RouteSync::observed_reset(std::vector<KernelRoute> routes) {
+void RouteDiff::observed_reset(std::vector<KernelRoute> routes) {
   observed_reset_begin();
   for (auto& kr : routes) observed_reset_add(kr);
   observed_reset_end();
 }
 
-void RouteSync::observed_set(KernelRoute kr) {
+void RouteDiff::observed_set(KernelRoute kr) {
   normalize(kr.route);
   uint32_t idx = find_or_add(key_of(kr.route));
   Entry& e = entries_[idx];
@@ -408,7 +408,7 @@ void RouteSync::observed_set(KernelRoute kr) {
   dirty(e);
 }
 
-void RouteSync::observed_erase(const RouteKey& key) {
+void RouteDiff::observed_erase(const RouteKey& key) {
   uint32_t id = find(key);
   if (!id || !entries_[id - 1].kernel) return;
   Entry& e = entries_[id - 1];
@@ -417,25 +417,25 @@ void RouteSync::observed_erase(const RouteKey& key) {
   else dirty(e);
 }
 
-std::optional<uint8_t> RouteSync::observed_protocol(const RouteKey& key) const {
+std::optional<uint8_t> RouteDiff::observed_protocol(const RouteKey& key) const {
   uint32_t id = find(key);
   if (!id || !entries_[id - 1].kernel) return std::nullopt;
   return entries_[id - 1].kproto;
 }
 
-void RouteSync::mark_dirty(const RouteKey& key) {
+void RouteDiff::mark_dirty(const RouteKey& key) {
   uint32_t id = find(key);
   if (id) dirty(entries_[id - 1]);
 }
 
-void RouteSync::mark_all_dirty() {
+void RouteDiff::mark_all_dirty() {
   all_dirty_ = true;
   dirty_.clear();
 }
 
 // ---------------------------------------------------------------- planning
 
-void RouteSync::visit(uint32_t idx, const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
+void RouteDiff::visit(uint32_t idx, const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
   Entry& e = entries_[idx];
   e.flags &= static_cast<uint8_t>(~kDirty);
   clear_marks(e);
@@ -461,7 +461,7 @@ void RouteSync::visit(uint32_t idx, const std::function<bool(AttrId)>& writable,
   }
 }
 
-void RouteSync::plan_ops(const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
+void RouteDiff::plan_ops(const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
   out.clear();
   if (all_dirty_) {
     all_dirty_ = false;
@@ -478,14 +478,14 @@ void RouteSync::plan_ops(const std::function<bool(AttrId)>& writable, std::vecto
   sort_ops(out);
 }
 
-void RouteSync::plan_remove_owned(std::vector<Op>& out) {
+void RouteDiff::plan_remove_owned(std::vector<Op>& out) {
   out.clear();
   for (uint32_t i = 0; i < entries_.size(); ++i)
     if (owned(entries_[i])) out.push_back(Op{order_of(entries_[i].key), i, entries_[i].kernel, true});
   sort_ops(out);
 }
 
-void RouteSync::op_done(const Op& op, bool ok) {
+void RouteDiff::op_done(const Op& op, bool ok) {
   Entry& e = entries_[op.entry];
   if (!ok) {
     dirty(e);
@@ -500,9 +500,9 @@ void RouteSync::op_done(const Op& op, bool ok) {
   }
 }
 
-void RouteSync::ops_finished() { erase_keys(garbage_); }
+void RouteDiff::ops_finished() { erase_keys(garbage_); }
 
-RoutePlan RouteSync::plan(const std::function<bool(const RouteAttrs&)>& writable) {
+RoutePlan RouteDiff::plan(const std::function<bool(const RouteAttrs&)>& writable) {
   std::vector<Op> ops;
   plan_ops([&](AttrId a) { return writable(attrs_.get(a)); }, ops);
   RoutePlan p;
@@ -514,7 +514,7 @@ RoutePlan RouteSync::plan(const std::function<bool(const RouteAttrs&)>& writable
   return p;
 }
 
-void RouteSync::ack_upsert(const Route& r) {
+void RouteDiff::ack_upsert(const Route& r) {
   Route n = r;
   normalize(n);
   AttrId a = attrs_.intern(n);
@@ -522,7 +522,7 @@ void RouteSync::ack_upsert(const Route& r) {
   set_kernel(entries_[idx], a, kTabbyRouteProtocol);
 }
 
-void RouteSync::ack_delete(const RouteKey& key) {
+void RouteDiff::ack_delete(const RouteKey& key) {
   uint32_t id = find(key);
   if (!id || !owned(entries_[id - 1])) return;
   set_kernel(entries_[id - 1], 0, 0);
@@ -531,7 +531,7 @@ void RouteSync::ack_delete(const RouteKey& key) {
 
 // ---------------------------------------------------------------- queries
 
-Route RouteSync::materialize(const RouteKey& key, const RouteAttrs& a) {
+Route RouteDiff::materialize(const RouteKey& key, const RouteAttrs& a) {
   Route r;
   r.dst = key.dst;
   r.table = key.table;
@@ -542,7 +542,7 @@ Route RouteSync::materialize(const RouteKey& key, const RouteAttrs& a) {
   return r;
 }
 
-std::optional<Route> RouteSync::desired(const RouteKey& key) const {
+std::optional<Route> RouteDiff::desired(const RouteKey& key) const {
   uint32_t id = find(key);
   if (!id) return std::nullopt;
   AttrId a = winner(entries_[id - 1]);
@@ -550,14 +550,14 @@ std::optional<Route> RouteSync::desired(const RouteKey& key) const {
   return materialize(key, attrs_.get(a));
 }
 
-std::optional<KernelRoute> RouteSync::observed(const RouteKey& key) const {
+std::optional<KernelRoute> RouteDiff::observed(const RouteKey& key) const {
   uint32_t id = find(key);
   if (!id || !entries_[id - 1].kernel) return std::nullopt;
   const Entry& e = entries_[id - 1];
   return KernelRoute{materialize(key, attrs_.get(e.kernel)), e.kproto};
 }
 
-std::vector<Conflict> RouteSync::conflicts() const {
+std::vector<Conflict> RouteDiff::conflicts() const {
   std::vector<Conflict> v;
   v.reserve(conflicts_.size());
   for (const auto& [k, c] : conflicts_) v.push_back(c);
@@ -565,7 +565,7 @@ std::vector<Conflict> RouteSync::conflicts() const {
   return v;
 }
 
-std::vector<Route> RouteSync::owned_routes() const {
+std::vector<Route> RouteDiff::owned_routes() const {
   std::vector<Route> v;
   for (const Entry& e : entries_)
     if (owned(e)) v.push_back(materialize(e.key, attrs_.get(e.kernel)));

@@ -1,4 +1,4 @@
-// route_sync.hpp — the pure heart of the dataplane: desired routes (per class) vs
+// route_diff.hpp — RouteDiff, the pure heart of the dataplane: desired routes (per class) vs
 // the observed kernel routes, reduced to deltas. No netlink, no clocks: the Linux
 // driver and the in-memory recorder both feed it and write what it plans.
 //
@@ -133,7 +133,7 @@ struct RoutePlan {
   std::vector<Route> deletes;  // ours and no longer desired
 };
 
-class RouteSync {
+class RouteDiff {
  public:
   // --- desired side
   void set_class(RouteClass cls, std::vector<Route> routes);

@@ -1,4 +1,7 @@
-// rtnl.hpp — raw rtnetlink for routes and links (internal to the Linux dataplane).
+// netlink.hpp — the dataplane's netlink helper: raw rtnetlink for routes and links
+// (internal to the Linux dataplane; namespace dataplane::netlink). It owns a
+// NETLINK_ROUTE socket and the message codec; it may call the kernel and RouteDiff's
+// types, nothing above.
 // libnl sends one message and waits for its ACK; route sync needs thousands of
 // messages per send with the ACKs drained as they arrive, so route writes, route
 // dumps and the event stream are done here on a plain NETLINK_ROUTE socket.
@@ -14,9 +17,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "dataplane/route_sync.hpp"
+#include "dataplane/route_diff.hpp"
 
-namespace tabby::dataplane::rtnl {
+namespace tabby::dataplane::netlink {
 
 struct Link {
   int ifindex = 0;
@@ -115,4 +118,4 @@ class Socket {
 bool parse_route(const ::nlmsghdr* h, const LinkTable& links, KernelRoute& out);
 bool parse_link(const ::nlmsghdr* h, Link& out);
 
-}  // namespace tabby::dataplane::rtnl
+}  // namespace tabby::dataplane::netlink
