@@ -60,7 +60,7 @@ def body(lab):
             after = n2.kernel_routes()
             check(after == before, f"node2's kernel routes changed across the restart:\n{before}\n---\n{after}")
             with open(n2.log) as f:
-                restarts = f.read().count("restarting speaker")
+                restarts = f.read().count("starting as a restarting BGP speaker")
             check(restarts == round_, f"the agent did not come up as a restarting speaker ({restarts} of {round_})")
         out, _ = ping.communicate(timeout=60)
     finally:
