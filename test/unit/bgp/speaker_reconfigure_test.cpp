@@ -133,6 +133,10 @@ struct Triangle {
     rr = std::make_unique<bgp::Speaker>(io, rc);
     s2 = std::make_unique<bgp::Speaker>(io, c2);
     s3 = std::make_unique<bgp::Speaker>(io, c3);
+    // The speakers stand for agents whose kernel routes stay while their sessions
+    // restart (RFC 4724 §3 F bit set); without it the peers would flush our routes
+    // on the new OPEN (the bit both ways: test/unit/felix/agent/runtime_test.cpp).
+    for (auto* s : {rr.get(), s2.get(), s3.get()}) s->set_forwarding_preserved(true);
     REQUIRE(rr->start());
     REQUIRE(s2->start());
     REQUIRE(s3->start());
@@ -198,6 +202,7 @@ TEST_CASE("speaker reconfigure: a route that now carries our new cluster ID is a
   c.peers = {neighbor("127.0.0.2", port, 64512, "127.0.0.3")};
   c.announcements = {bgp::Announcement{pfx("10.3.0.0/24"), {}, {}, ip("127.0.0.3")}};
   bgp::Speaker sa(io, a), sb(io, b), sc(io, c);
+  for (auto* s : {&sa, &sb, &sc}) s->set_forwarding_preserved(true);
   REQUIRE(sa.start());
   REQUIRE(sb.start());
   REQUIRE(sc.start());
