@@ -7,7 +7,7 @@
 //   LinuxDataplaneLoop   the same on the agent's io_context (linux_dataplane_loop.hpp)
 //   RouteDiff            the pure desired-vs-kernel diff both implementations use
 //                        (route_diff.hpp)
-//   netlink::            the Linux implementation's raw rtnetlink helper (netlink.hpp)
+//   rtnl::               the Linux implementation's route/link messages (rtnl.hpp)
 //   RecordingDataplane   the in-memory implementation for tests (test/fakes/)
 //
 // Invariants the implementations keep:

@@ -1,5 +1,5 @@
-// linux_dataplane.cpp — the Linux Dataplane: RouteDiff (pure diff) + netlink (batched
-// raw rtnetlink) + ipip::TunnelDevices (libnl) + routed-veth sysctls.
+// linux_dataplane.cpp — the Linux Dataplane: RouteDiff (pure diff) + rtnl (batched
+// raw netlink) + ipip::TunnelDevices (libnl) + routed-veth sysctls.
 // Ownership: routes are written with protocol kTabbyRouteProtocol and deleted with
 // that protocol in the request, so the kernel itself refuses to delete a foreign
 // route; RouteDiff never plans a replace over a foreign route (a Conflict instead).
@@ -19,7 +19,7 @@
 #include <unordered_map>
 
 #include "dataplane/route_diff.hpp"
-#include "dataplane/netlink.hpp"
+#include "dataplane/rtnl.hpp"
 #include "ipip/ipip.hpp"
 
 namespace tabby::dataplane {
@@ -39,9 +39,9 @@ bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
 struct LinuxDataplane::Impl {
   LinuxDataplaneOptions opts;
-  netlink::Socket req;  // writes and dumps
-  netlink::Socket mon;  // notifications
-  netlink::LinkTable links;
+  rtnl::Socket req;  // writes and dumps
+  rtnl::Socket mon;  // notifications
+  rtnl::LinkTable links;
   RouteDiff sync;
   ipip::TunnelDevices tunnels;
 
@@ -90,17 +90,17 @@ struct LinuxDataplane::Impl {
 
   Status handle_events() {
     if (!opts.watch_events) return {};
-    std::vector<netlink::Socket::Event> evs;
+    std::vector<rtnl::Socket::Event> evs;
     bool overflow = false;
     Status s = mon.read_events(links, evs, overflow, req.portid());
     if (overflow) need_resync = true;
     for (auto& ev : evs) {
       switch (ev.kind) {
-        case netlink::Socket::Event::NewRoute:
+        case rtnl::Socket::Event::NewRoute:
           if (ev.sender_portid == req.portid()) break;  // our own write, already in the index
           sync.observed_set(std::move(ev.route));
           break;
-        case netlink::Socket::Event::DelRoute: {
+        case rtnl::Socket::Event::DelRoute: {
           if (ev.sender_portid == req.portid()) break;
           normalize(ev.route.route);
           RouteKey k = key_of(ev.route.route);
@@ -115,7 +115,7 @@ struct LinuxDataplane::Impl {
         //  * a link that went down, was renamed or deleted: the kernel drops IPv4
         //    routes through it without a notification: reload the routes (one
         //    route dump; the link table and the sysctls of other interfaces stay).
-        case netlink::Socket::Event::NewLink: {
+        case rtnl::Socket::Event::NewLink: {
           auto it = links.by_index.find(ev.link.ifindex);
           const unsigned watched = IFF_UP | IFF_LOWER_UP | IFF_RUNNING;
           bool is_new = it == links.by_index.end();
@@ -127,7 +127,7 @@ struct LinuxDataplane::Impl {
           else if ((is_new || (now & ~before)) && sync.pending_count() > 0) sync.mark_all_dirty();
           break;
         }
-        case netlink::Socket::Event::DelLink: {
+        case rtnl::Socket::Event::DelLink: {
           auto it = links.by_index.find(ev.link.ifindex);
           if (it != links.by_index.end()) {
             auto done = sysctl_done.find(it->second.name);
@@ -215,7 +215,7 @@ struct LinuxDataplane::Impl {
   AttrTable::Cache& encoded(AttrId id) {
     AttrTable::Cache& c = sync.attrs().cache(id);
     if (c.tag != links.generation) {
-      netlink::encode_attrs(sync.attrs().get(id), links, c);
+      rtnl::encode_attrs(sync.attrs().get(id), links, c);
       c.tag = links.generation;
     }
     return c;
@@ -250,7 +250,7 @@ struct LinuxDataplane::Impl {
       } else {
         req.queue_upsert(k, type, c, i);
       }
-      if (req.queued_bytes() >= netlink::Socket::kBatchBytes)
+      if (req.queued_bytes() >= rtnl::Socket::kBatchBytes)
         if (auto s = req.flush(done); !s && result) result = s;
     }
     if (auto s = req.flush(done); !s && result) result = s;

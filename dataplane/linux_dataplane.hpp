@@ -1,7 +1,7 @@
 // linux_dataplane.hpp — the Linux implementation of Dataplane: routes by batched
-// raw rtnetlink (dataplane/netlink.hpp), tunnel devices via ipip/, routed-veth sysctls.
+// raw rtnetlink (dataplane/rtnl.hpp), tunnel devices via ipip/, routed-veth sysctls.
 // It owns its netlink sockets and the kernel route index; it may call RouteDiff,
-// the netlink helper, ipip/'s devices and /proc/sys (this netns only).
+// rtnl (route/link messages), ipip/'s devices and /proc/sys (this netns only).
 // It keeps its own index of the kernel's routes (RouteDiff's observed side), fed by
 // one dump at start and on resync and by route/link notifications in between, so
 // a one-route change costs one netlink message and no rescan.

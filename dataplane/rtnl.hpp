@@ -1,7 +1,4 @@
-// netlink.hpp — the dataplane's netlink helper: raw rtnetlink for routes and links
-// (internal to the Linux dataplane; namespace dataplane::netlink). It owns a
-// NETLINK_ROUTE socket and the message codec; it may call the kernel and RouteDiff's
-// types, nothing above.
+// rtnl.hpp — raw rtnetlink for routes and links (internal to the Linux dataplane).
 // libnl sends one message and waits for its ACK; route sync needs thousands of
 // messages per send with the ACKs drained as they arrive, so route writes, route
 // dumps and the event stream are done here on a plain NETLINK_ROUTE socket.
@@ -19,7 +16,7 @@
 
 #include "dataplane/route_diff.hpp"
 
-namespace tabby::dataplane::netlink {
+namespace tabby::dataplane::rtnl {
 
 struct Link {
   int ifindex = 0;
@@ -118,4 +115,4 @@ class Socket {
 bool parse_route(const ::nlmsghdr* h, const LinkTable& links, KernelRoute& out);
 bool parse_link(const ::nlmsghdr* h, Link& out);
 
-}  // namespace tabby::dataplane::netlink
+}  // namespace tabby::dataplane::rtnl

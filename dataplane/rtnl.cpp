@@ -1,5 +1,5 @@
-// netlink.cpp — raw rtnetlink codec and batched socket for routes and links (see
-// netlink.hpp). Message layouts per rtnetlink(7): nlmsghdr + rtmsg + RTA_* attributes;
+// rtnl.cpp — raw rtnetlink codec and batched socket for routes and links (see
+// rtnl.hpp). Message layouts per rtnetlink(7): nlmsghdr + rtmsg + RTA_* attributes;
 // ECMP as RTA_MULTIPATH holding rtnexthop entries (weight stored as hops-1).
 // The socket sets NETLINK_CAP_ACK so an ACK is 36 bytes, and large SO_SNDBUF /
 // SO_RCVBUF so one sendmsg can carry ~256 KiB of route messages. The kernel handles
@@ -9,7 +9,7 @@
 // the receive queue holds one ACK per batch plus the errors. A route message is
 // encoded as the key part (rtmsg, RTA_DST, RTA_TABLE past 255, RTA_PRIORITY) and
 // the attribute part cached per distinct value by encode_attrs().
-#include "dataplane/netlink.hpp"
+#include "dataplane/rtnl.hpp"
 
 #include <errno.h>
 #include <linux/if_link.h>
@@ -24,7 +24,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace tabby::dataplane::netlink {
+namespace tabby::dataplane::rtnl {
 
 namespace {
 
@@ -486,4 +486,4 @@ bool parse_link(const nlmsghdr* h, Link& out) {
   return !out.name.empty();
 }
 
-}  // namespace tabby::dataplane::netlink
+}  // namespace tabby::dataplane::rtnl
