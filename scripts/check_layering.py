@@ -251,15 +251,14 @@ def check(build):
                     f"(say whether it is pure)")
                 continue
             pure = TARGETS[t["name"]]
-            for src in t["target_sources"]:
-                for p in src.get("parameters", []):
-                    if pure and any(f in p for f in FORBIDDEN_ARGS):
-                        rules["include-paths"].append(
-                            f"pure library '{t['name']}' compiles with '{p}' (an I/O dependency's include "
-                            f"path or define: drop that dependency from its meson.build)")
+            bad_args = list(dict.fromkeys(p for src in t["target_sources"] for p in src.get("parameters", [])
+                                          if pure and any(f in p for f in FORBIDDEN_ARGS)))
+            if bad_args:
+                rules["include-paths"].append(
+                    f"pure library '{t['name']}' compiles with {' '.join(bad_args)} (an I/O dependency's include "
+                    f"path or defines, from its meson dependencies or theirs: drop that dependency)")
         prefix = os.path.relpath(t["filename"][0], build) + ".p/"
         object_target[prefix] = (t["name"], TARGETS.get(t["name"], False) if t["type"] == "static library" else False)
-    rules["include-paths"] = sorted(set(rules["include-paths"]))
 
     checked_pure = set()
     for obj, deps in sorted(objs.items()):
@@ -279,9 +278,14 @@ def check(build):
             if io_module[src_mod]:
                 rules["pure-io"].append(f"{src}: compiled into pure library '{target}' but belongs to I/O module "
                                         f"'{src_mod}'")
+        last_tabby = src          # the tabby file most recently listed: what pulled in the next system header
+        system_hits = {}          # rule -> [first header, the tabby file before it, count]
+        reached = [src]           # the tabby files this object reaches
         for dep in deps[1:]:
             proj = project_path(build, dep)
             if proj is not None:
+                last_tabby = proj
+                reached.append(proj)
                 mod = module_of(proj)
                 if mod is None:
                     rules["classified"].append(f"{proj} (included by {src}): in no module of MODULES")
@@ -307,9 +311,21 @@ def check(build):
                 if (src, hit) in ALLOWED:
                     used_allowances.add((src, hit))
                     continue
-                rules["pure-io"].append(f"{src} (pure library '{target}') reaches <{name}> ({dep}): "
-                                        f"rule '{hit}' (no sockets, netlink, nftables, Asio/Beast, TLS or "
-                                        f"file I/O in pure libraries)")
+                first = system_hits.setdefault(hit, [name, last_tabby, 0])
+                first[2] += 1
+        if system_hits:
+            # One line per object: the first forbidden header, which tabby file
+            # includes it (or, for a header reached through a library, the tabby
+            # file listed just before it), and every rule it breaks.
+            hit, (name, via, _) = next(iter(system_hits.items()))
+            includer = next((f for f in reached if any(i == name or name.endswith("/" + i) for i in direct_includes(f))),
+                            None)
+            where = f"included by {includer}" if includer else f"reached through {via}"
+            total = sum(c for _, _, c in system_hits.values())
+            rules["pure-io"].append(
+                f"{src} (pure library '{target}') reaches <{name}> ({where}): rule '{hit}'; "
+                f"{total} forbidden header(s) in all, rules: {', '.join(system_hits)} "
+                f"(no Asio/Beast, libnl, libnftables, netlink/netfilter, sockets, TLS or file I/O in pure libraries)")
     for t, pure in TARGETS.items():
         if pure and t not in checked_pure and any(x["name"] == t for x in targets):
             rules["classified"].append(f"pure library '{t}': no compiled objects in {build}/.ninja_deps "
