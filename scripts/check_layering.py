@@ -65,12 +65,16 @@ MODULES = [
     ("base",            False, ["base/*"], []),
     ("log",             True,  ["log/*"], []),
     ("proto",           False, ["proto/*"], []),
+    ("netlink",         True,  ["netlink/*"], ["log"]),
     ("bgp_io",          True,  ["bgp/speaker.*", "bgp/transport.*"], ["bgp_core", "log"]),
     ("bgp_core",        False, ["bgp/*"], ["base"]),
-    ("policy_nft",      True,  ["policy/nft_executor.*"], ["policy_core", "log"]),
+    # nft_netlink encodes the typed rules as nf_tables netlink attributes: it
+    # needs the kernel's netfilter UAPI headers, so it sits on the I/O side.
+    ("policy_netlink",  True,  ["policy/nft_netlink.*"], ["policy_core"]),
+    ("policy_nft",      True,  ["policy/nft_executor.*"], ["policy_core", "policy_netlink", "log"]),
     ("policy_core",     False, ["policy/*"], ["base"]),
     ("ipip_core",       False, ["ipip/ipip.hpp", "ipip/tunnel.*"], ["base"]),
-    ("ipip_io",         True,  ["ipip/*"], ["ipip_core", "log"]),
+    ("ipip_io",         True,  ["ipip/*"], ["ipip_core", "netlink", "log"]),
     ("dataplane_core",  False, ["dataplane/dataplane.*", "dataplane/route_sync.*"], ["ipip_core"]),
     ("dataplane_io",    True,  ["dataplane/*"], ["dataplane_core", "ipip_io"]),
     ("datastore_core",  False, ["felix/datastore/datastore.hpp", "felix/datastore/codec.*",
@@ -83,10 +87,10 @@ MODULES = [
                                ["calc", "proto"]),
     ("api_io",          True,  ["felix/api/*"], ["api_core", "bgp_io", "log"]),
     ("cni_core",        False, ["felix/cni/cni.hpp", "felix/cni/netconf.*"], ["calc"]),
-    ("cni_io",          True,  ["felix/cni/*"], ["cni_core", "config_io", "datastore_io"]),
+    ("cni_io",          True,  ["felix/cni/*"], ["cni_core", "config_io", "datastore_io", "netlink"]),
     ("agent",           True,  ["felix/agent/*"], ["config_io", "api_io", "cni_io", "dataplane_io",
                                                    "datastore_io", "policy_nft"]),
-    ("fakes",           False, ["test/fakes/*"], ["dataplane_core"]),
+    ("fakes",           False, ["test/fakes/*"], ["dataplane_core", "policy_core", "datastore_core"]),
     # Tests, tools and benchmarks may use every module; nothing may use them
     # (test/fakes above is the one test-support library production code never links).
     ("tests",           True,  ["test/*", "bench/*"], ["*"]),
@@ -97,10 +101,12 @@ MODULES = [
 TARGETS = {
     "tabby_base": True,
     "tabby_log": False,
+    "tabby_netlink": False,
     "tabby_proto": True,
     "tabby_bgp_core": True,
     "tabby_bgp_io": False,
     "tabby_policy_core": True,
+    "tabby_policy_netlink": False,
     "tabby_policy_nft": False,
     "tabby_ipip_core": True,
     "tabby_ipip": False,
@@ -121,6 +127,8 @@ TARGETS = {
     "tabby_felix_cni": False,
     "tabby_felix_agent": False,
     "tabby_fakes_dataplane": True,
+    "tabby_fakes_policy": True,
+    "tabby_fakes_datastore": False,   # runs its watch callbacks on an Asio io_context
 }
 
 # System headers a pure object must not reach (suffix after an include dir;
@@ -191,12 +199,19 @@ def forbidden_match(name, patterns):
 
 
 def read_deps(build):
-    """{object path: [dependency paths]} from ninja's dependency log."""
+    """{object path: [dependency paths]} from ninja's dependency log, for the
+    outputs of the current build graph only (the log keeps records of objects
+    whose source or target has since been removed)."""
+    graph = subprocess.run(["ninja", "-C", build, "-t", "targets", "all"], capture_output=True, text=True,
+                           check=True).stdout
+    current = {line.rsplit(": ", 1)[0] for line in graph.splitlines() if ": " in line}
     out = subprocess.run(["ninja", "-C", build, "-t", "deps"], capture_output=True, text=True, check=True).stdout
     objs, cur = {}, None
     for line in out.splitlines():
         if line and not line[0].isspace():
             cur = line.split(": #deps")[0] if ": #deps" in line else None
+            if cur not in current:
+                cur = None
             if cur is not None:
                 objs[cur] = []
         elif line.strip() and cur is not None:
