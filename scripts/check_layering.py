@@ -37,7 +37,8 @@ records, which ninja keeps in .ninja_deps: `ninja -t deps`) and fails when:
   include-paths  a pure library is given an include path or define of an I/O
                  dependency (libnl3, Boost/Asio, libnftables, OpenSSL) by its
                  meson dependencies (from `meson introspect --targets`).
-  classified     a static library missing from TARGETS, a pure library with
+  classified     a pure module allowed to use an I/O module in MODULES,
+                 a static library missing from TARGETS, a pure library with
                  no compiled objects recorded (not built: nothing would be
                  checked), or a tabby file outside every module.
 
@@ -255,6 +256,10 @@ def check(build):
     objs = read_deps(build)
     closure = allowed_closure()
     io_module = {name: io for name, io, _, _ in MODULES}
+    for name, io, _, _ in MODULES:  # the table itself: a pure module may use no I/O module
+        if not io and any(io_module[m] for m in closure[name]):
+            rules["classified"].append(f"MODULES: pure module '{name}' may use I/O module(s) "
+                                       f"{sorted(m for m in closure[name] if io_module[m])}")
     used_allowances = set()
 
     object_target = {}  # "dir/libX.a.p/" -> (target name, pure?)
