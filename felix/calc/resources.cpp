@@ -16,8 +16,6 @@
 #include <cstdio>
 #include <set>
 
-#include "felix/config/config.hpp"
-
 namespace tabby::felix {
 namespace {
 
@@ -241,11 +239,11 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
     std::string value = get_string(n["value"], join(p, "value"));
     Community c;
     if (std::count(value.begin(), value.end(), ':') == 2) {
-      auto l = parse_large_community(value);
+      auto l = bgp::parse_large_community(value);
       if (!l) bad(join(p, "value"), l.error().message);
       c.large = *l;
     } else {
-      auto s = parse_community(value);
+      auto s = bgp::parse_community(value);
       if (!s) bad(join(p, "value"), s.error().message);
       c.standard = *s;
     }
@@ -264,11 +262,11 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
       }
       Community c;
       if (std::count(text.begin(), text.end(), ':') == 2) {
-        auto l = parse_large_community(text);
+        auto l = bgp::parse_large_community(text);
         if (!l) bad(cp, "'" + text + "' is neither a community defined in spec.communities nor a community value");
         c.large = *l;
       } else {
-        auto s = parse_community(text);
+        auto s = bgp::parse_community(text);
         if (!s) bad(cp, "'" + text + "' is neither a community defined in spec.communities nor a community value");
         c.standard = *s;
       }
