@@ -20,8 +20,9 @@
 //   3. After a batch of changes call NftExecutor::sync(compiler): the full ruleset
 //      the first time (libnftables), then only the delta, each as one atomic
 //      transaction: deltas go out as one raw nf_tables netlink batch (element
-//      changes, chain flush/add/delete, rules encoded from the compiler's rule
-//      text) without libnftables' O(ruleset) cache fetch; a delta that creates or
+//      changes, chain flush/add/delete, the compiler's typed rules encoded as
+//      expressions, policy/nft_netlink.hpp) without libnftables' O(ruleset)
+//      cache fetch; a delta that creates or
 //      deletes a set, or has a rule form the encoder does not cover, runs through
 //      libnftables instead; a rejected delta falls back to a full resync.
 //      The tunnel guard (TunnelGuardConfig) lives in the same table:
@@ -44,6 +45,7 @@
 #include <vector>
 
 #include "base/base.hpp"
+#include "policy/nft_ir.hpp"
 
 namespace YAML {
 class Node;
@@ -246,21 +248,22 @@ struct EndpointPolicies {
   std::string ingress_chain, egress_chain;   // empty = unrestricted
 };
 
-// One set/map element change, structured (for executors that bypass the nft
-// parser). key: "198.19.1.1", "198.19.1.1 . tcp . 80" or an interface name;
-// value: "" for sets, "accept" / "jump <chain>" for verdict maps.
+// One set/map element change, typed (for the netlink encoder, which needs
+// no parser): the elements of `set` (a selector set, a named-port set, a
+// verdict map or the tunnel-peers set) to add or delete.
 struct ElementOp {
   bool add = true;
   std::string set;
-  std::vector<std::pair<std::string, std::string>> elements;  // key, value
+  std::vector<nft::Element> elements;
 };
 
-// One chain-level change of a delta, structured (for the netlink executor).
-// text: the comment for Add (already cut to the kernel limit), the rule in nft
-// syntax for Rule; empty otherwise.
+// One chain-level change of a delta, typed (for the netlink encoder).
+// comment: the chain's comment for Add (already cut to the kernel limit);
+// rule: the rule appended for Rule.
 struct ChainOp {
   enum Kind : uint8_t { Add, Flush, Rule, Delete } kind = Rule;
-  std::string chain, text;
+  std::string chain, comment;
+  nft::Rule rule;
 };
 
 struct Delta {
@@ -325,9 +328,10 @@ class PolicyCompiler {
   const Policy* find_policy(const std::string& id) const;
 
   // The chain holding policy `id`'s rules for direction `d`, and a chain's rules
-  // as compiled (nullptr if no such chain).
+  // as compiled, typed and as nft text (nullptr / nullopt if no such chain).
   std::string chain_for(const std::string& id, Direction d) const;
-  const std::vector<std::string>* chain_rules(const std::string& chain) const;
+  const std::vector<nft::Rule>* chain_ir(const std::string& chain) const;
+  std::optional<std::vector<std::string>> chain_rules(const std::string& chain) const;
 
   // Which policies select `ep`, per direction, in evaluation order (pure helper).
   std::vector<std::string> policies_for(const Endpoint& ep, Direction d) const;
@@ -383,7 +387,7 @@ class NftExecutor {
   // skipping libnftables' parser and cache fetch (which costs O(ruleset)).
   Status apply_elements(const std::string& table, const std::vector<ElementOp>& ops);
   // Applies a structured delta (chains, rules, elements) as one nf_tables
-  // netlink batch: rules are encoded here from their nft text, no cache fetch.
+  // netlink batch: the typed rules are encoded as expressions, no cache fetch.
   // Returns false (nothing sent) when a rule uses a form the encoder does not
   // cover; the caller then runs delta.script through libnftables.
   Result<bool> apply_structured(const std::string& table, const Delta& delta);
