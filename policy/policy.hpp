@@ -108,6 +108,7 @@ struct PortMatch {
   std::vector<PortRange> ranges;
   std::vector<std::string> names;
   bool empty() const { return ranges.empty() && names.empty(); }
+  bool operator==(const PortMatch&) const = default;
 };
 
 // Which endpoints a selector applies to, by namespace.
@@ -115,6 +116,7 @@ struct NamespaceScope {
   enum Kind : uint8_t { Any, Exact, BySelector } kind = Any;
   std::string ns;          // Exact
   Selector ns_selector;    // BySelector (namespace labels)
+  bool operator==(const NamespaceScope&) const = default;
 };
 
 // One side (source or destination) of a rule, Calico-shaped.
@@ -125,10 +127,12 @@ struct EntityRule {
   NamespaceScope scope;          // namespace restriction of selector/notSelector
   std::optional<Selector> not_selector;
   PortMatch ports, not_ports;
+  bool operator==(const EntityRule&) const = default;
 };
 
 struct IcmpMatch {
   int type = -1, code = -1;  // -1: any
+  bool operator==(const IcmpMatch&) const = default;
 };
 
 struct Rule {
@@ -137,6 +141,7 @@ struct Rule {
   std::optional<IcmpMatch> icmp, not_icmp;
   std::optional<int> ip_version;  // 4 or 6
   EntityRule src, dst;
+  bool operator==(const Rule&) const = default;
 };
 
 enum class PolicyKind : uint8_t { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy };
@@ -156,6 +161,8 @@ struct Policy {
   // "knp.<ns>.<name>", "np.<ns>.<name>", "gnp.<name>": unique, used in chain names.
   std::string id() const;
   std::string display() const;  // "NetworkPolicy x/allow-a" etc.
+  // Equal policies compile to the same rules (selectors compare by canonical text).
+  bool operator==(const Policy&) const = default;
 };
 
 struct NamedPort {
@@ -186,12 +193,16 @@ struct Object {
   Endpoint endpoint;
 };
 
-// Parses one YAML document (already-decoded text). Recognises
-// networking.k8s.io/v1 NetworkPolicy, projectcalico.org/v3 NetworkPolicy,
-// GlobalNetworkPolicy and WorkloadEndpoint, v1 Namespace. Errors name the
-// object (kind namespace/name) and the field path, e.g.
-// "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...".
+// Parses one YAML document: a node the caller already loaded (read through
+// const access only, never re-emitted), or text for callers that only have
+// text (the CLI tools, the fuzz target). Recognises networking.k8s.io/v1
+// NetworkPolicy, projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy and
+// WorkloadEndpoint, v1 Namespace. Errors name the object (kind
+// namespace/name) and the field path, e.g.
+// "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...". Both check the
+// node budget (kMaxManifestNodes) first.
 inline constexpr size_t kMaxManifestNodes = 200000;
+Result<Object> parse_object(const YAML::Node& doc);
 Result<Object> parse_object(std::string_view yaml_doc);
 // Counts a document's nodes as a reader walking it would see them, aliases
 // expanded, and stops at max_nodes. False when the document is bigger: a few

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include <yaml-cpp/yaml.h>
+
 #include "policy/policy.hpp"
 
 using namespace tabby;
@@ -1096,4 +1098,62 @@ TEST_CASE("compiler: with policy not enforced the table holds only the tunnel gu
   CHECK(sh.set_elements.size() == 1);
   c.set_tunnel_peers({*IpAddress::parse("198.18.0.11"), *IpAddress::parse("198.18.0.12")});
   CHECK(c.take_delta() == "add element inet tabby tunnel-peers { 198.18.0.12 }\n");
+}
+
+TEST_CASE("manifests: a loaded YAML node parses directly, as its text would, and is left untouched") {
+  for (const char* doc : {kDenyIngressX, kAllowWeb, kCalicoGnp}) {
+    YAML::Node node = YAML::Load(doc);
+    YAML::Emitter before;
+    before << node;
+    auto from_node = parse_object(node);
+    auto from_text = parse_object(std::string_view(doc));
+    REQUIRE(from_node.ok());
+    REQUIRE(from_text.ok());
+    CHECK(from_node->policy == from_text->policy);
+    CHECK(from_node->policy.ingress_rules.size() == from_text->policy.ingress_rules.size());
+    YAML::Emitter after;
+    after << node;
+    CHECK(std::string(before.c_str()) == after.c_str());
+  }
+  // The same errors, word for word, from either entry point.
+  const char* bad[] = {
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+      "spec:\n  podSelector: {}\n  ingress:\n  - form: []\n",
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+      "spec:\n  ingress:\n  - action: Allow\n    destination: {ports: [99999]}\n",
+      "apiVersion: v1\nkind: Namespace\nmetadata: x\n",
+      "- a\n- b\n",
+      "kind: NetworkPolicy\nmetadata: {namespace: x}\n",
+  };
+  for (const char* doc : bad) {
+    CAPTURE(doc);
+    auto from_node = parse_object(YAML::Load(doc));
+    auto from_text = parse_object(std::string_view(doc));
+    REQUIRE_FALSE(from_node.ok());
+    REQUIRE_FALSE(from_text.ok());
+    CHECK(from_node.error().message == from_text.error().message);
+  }
+  // The node budget holds for nodes too (aliases expanded).
+  std::string laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";  // 10^7 nodes at h
+  for (char c = 'b'; c <= 'h'; ++c) {
+    std::string prev = std::string("*") + static_cast<char>(c - 1);
+    laughs += std::string(1, c) + ": &" + c + " [" + prev;
+    for (int i = 1; i < 10; ++i) laughs += ", " + prev;
+    laughs += "]\n";
+  }
+  auto big = parse_object(YAML::Load(laughs));
+  REQUIRE_FALSE(big.ok());
+  CHECK(big.error().message.find("manifest too large") != std::string::npos);
+}
+
+TEST_CASE("policies compare equal when they compile the same, whatever their YAML looked like") {
+  Policy a = pol(kAllowWeb);
+  std::string reordered = kAllowWeb;
+  const std::string md = "metadata: {name: web, namespace: x}";
+  reordered.replace(reordered.find(md), md.size(), "metadata: {namespace: x, name: web, labels: {team: blue}}");
+  Policy b = pol(reordered);
+  CHECK(a == b);
+  std::string changed = kAllowWeb;
+  changed.replace(changed.find("port: 80"), 8, "port: 81");
+  CHECK_FALSE(a == pol(changed));
 }
