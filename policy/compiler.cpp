@@ -86,7 +86,9 @@ std::string nft_plain(std::string_view s, size_t max = 120) {
     if (c == '"' || c == '\\') c = '\'';
   return cut;
 }
-std::string nft_text(std::string_view s, size_t max = 120) { return nft_quote(nft_plain(s, max)); }
+std::string nft_text(std::string_view s, size_t max = 120) {
+  return s.size() <= max ? nft_quote(s) : nft_quote(nft_plain(s, max));
+}
 
 bool full_range(const std::vector<PortRange>& r) {
   for (const auto& x : r)
@@ -299,6 +301,7 @@ struct PolicyCompiler::Impl {
 
   // Applied (emitted) view and pending changes.
   bool applied = false;
+  size_t last_full_bytes = 0;  // the last full script's size (reserved for the next)
   std::set<std::string> applied_chains, applied_sets;
   std::map<std::string, nft::Verdict> applied_in, applied_out;
   std::set<std::string> dirty_chains;
@@ -767,14 +770,32 @@ struct PolicyCompiler::Impl {
     }
     return out;
   }
-  void place(std::vector<std::string>& list, const std::string& id, bool present) {
-    list.erase(std::remove(list.begin(), list.end(), id), list.end());
-    if (!present) return;
-    auto key = std::make_pair(policies.at(id).order, id);
-    auto pos = std::find_if(list.begin(), list.end(), [&](const std::string& other) {
-      return key < std::make_pair(policies.at(other).order, other);
-    });
+  // Puts `id` in (or, not `present`, takes it out of) `list`, which is in
+  // evaluation order apart from `id`; true when the list changed. Checking
+  // the neighbours first spares the copy-and-compare of every endpoint's
+  // lists on each policy upsert (most keep their place).
+  bool place(std::vector<std::string>& list, const std::string& id, bool present) {
+    auto cur = std::find(list.begin(), list.end(), id);
+    if (!present) {
+      if (cur == list.end()) return false;
+      list.erase(cur);
+      return true;
+    }
+    const double order = policies.at(id).order;
+    auto goes_before = [&](const std::string& other) {  // (order, id) < other's, as std::pair compares
+      double o = policies.at(other).order;
+      return order < o || (!(o < order) && id < other);
+    };
+    if (cur != list.end()) {
+      // Where the search below would put it again: past every entry it does
+      // not go before, ahead of the next one.
+      bool stays = (cur == list.begin() || !goes_before(*(cur - 1))) && (cur + 1 == list.end() || goes_before(*(cur + 1)));
+      if (stays) return false;
+      list.erase(cur);
+    }
+    auto pos = std::find_if(list.begin(), list.end(), goes_before);
     list.insert(pos, id);
+    return true;
   }
 
   // ------------------------------------------------------------ mutations
@@ -939,10 +960,9 @@ struct PolicyCompiler::Impl {
     for (auto& [key, le] : local) {
       const LabelSet& ls = label_sets[endpoints.at(key).labels];
       bool applies = policy_applies(p, ls.ns, ls.labels());
-      auto in = le.in, out = le.out;
-      place(le.in, id, applies && p.ingress);
-      place(le.out, id, applies && p.egress);
-      if (in != le.in || out != le.out) pending_local.insert(key);
+      bool changed = place(le.in, id, applies && p.ingress);
+      if (place(le.out, id, applies && p.egress)) changed = true;
+      if (changed) pending_local.insert(key);
     }
   }
   void relist_removed(const std::string& id) {
@@ -1010,7 +1030,9 @@ struct PolicyCompiler::Impl {
 
   std::string full_script() {
     settle();
-    std::string s = "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
+    std::string s;
+    s.reserve(last_full_bytes + last_full_bytes / 8);
+    s += "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
     s += guard_text();
     if (!opts.enforce_policy) {
       s += "}\n";
@@ -1071,6 +1093,7 @@ struct PolicyCompiler::Impl {
     s += base_chains();
     s += "}\n";
     mark_applied();
+    last_full_bytes = s.size();
     return s;
   }
   void mark_applied() {

@@ -3,6 +3,7 @@
 // libnftables fallback, and of `tabby policy` / the golden tests. The text is
 // exactly what the compiler wrote before rules were typed.
 // Pure: string building only; calls nothing outside this file but Prefix::str().
+#include <charconv>
 #include <string>
 
 #include "policy/nft_ir.hpp"
@@ -11,14 +12,53 @@ namespace tabby::policy::nft {
 
 namespace {
 
+// Numbers and prefixes are appended in place: a full script renders ~10,000
+// rules, and a temporary string per number would show in its cost.
+void append_num(std::string& out, long v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+const char* known_proto(uint8_t p) {
+  switch (p) {
+    case 1: return "icmp";
+    case 6: return "tcp";
+    case 17: return "udp";
+    case 58: return "ipv6-icmp";
+    case 132: return "sctp";
+    case 136: return "udplite";
+  }
+  return nullptr;
+}
+
+void append_proto(std::string& out, uint8_t p) {
+  if (const char* n = known_proto(p)) out += n;
+  else append_num(out, p);
+}
+
 const char* side_addr(Side s) { return s == Side::Source ? "ip saddr " : "ip daddr "; }
 const char* side_port(Side s) { return s == Side::Source ? "th sport " : "th dport "; }
 
+void append_prefix(std::string& out, const Prefix& p) {
+  if (!p.is_v4()) {
+    out += p.str();
+    return;
+  }
+  const auto& b = p.addr().bytes();
+  for (int i = 0; i < 4; ++i) {
+    if (i) out += '.';
+    append_num(out, b[static_cast<size_t>(i)]);
+  }
+  out += '/';
+  append_num(out, p.len());
+}
+
 void append_span(std::string& out, const PortSpan& p) {
-  out += std::to_string(p.first);
+  append_num(out, p.first);
   if (p.last != p.first) {
     out += '-';
-    out += std::to_string(p.last);
+    append_num(out, p.last);
   }
 }
 
@@ -26,7 +66,7 @@ struct MatchText {
   std::string& out;
   void operator()(const L4Proto& m) const {
     out += m.negate ? "meta l4proto != " : "meta l4proto ";
-    out += proto_name(m.proto);
+    append_proto(out, m.proto);
   }
   void operator()(const Ipv4Only&) const { out += "meta nfproto ipv4"; }
   void operator()(const AddrIn& m) const {
@@ -34,7 +74,7 @@ struct MatchText {
     out += m.negate ? "!= { " : "{ ";
     for (size_t i = 0; i < m.nets.size(); ++i) {
       if (i) out += ", ";
-      out += m.nets[i].str();
+      append_prefix(out, m.nets[i]);
     }
     out += " }";
   }
@@ -60,14 +100,22 @@ struct MatchText {
     out += " }";
   }
   void operator()(const Icmp& m) const {
-    const std::string t = std::to_string(m.type);
     if (!m.negate) {
-      out += "icmp type " + t;
-      if (m.code >= 0) out += " icmp code " + std::to_string(m.code);
+      out += "icmp type ";
+      append_num(out, m.type);
+      if (m.code >= 0) {
+        out += " icmp code ";
+        append_num(out, m.code);
+      }
     } else if (m.code >= 0) {
-      out += "icmp type . icmp code != { " + t + " . " + std::to_string(m.code) + " }";
+      out += "icmp type . icmp code != { ";
+      append_num(out, m.type);
+      out += " . ";
+      append_num(out, m.code);
+      out += " }";
     } else {
-      out += "icmp type != " + t;
+      out += "icmp type != ";
+      append_num(out, m.type);
     }
   }
 };
@@ -76,30 +124,31 @@ void append_verdict(std::string& out, const Verdict& v) {
   switch (v.kind) {
     case Verdict::Accept: out += "accept"; break;
     case Verdict::Drop: out += "drop"; break;
-    case Verdict::Jump: out += "jump " + v.chain; break;
+    case Verdict::Jump:
+      out += "jump ";
+      out += v.chain;
+      break;
   }
+}
+
+void append_quoted(std::string& out, std::string_view s) {
+  out += '"';
+  for (char c : s) out += (c == '"' || c == '\\') ? '\'' : c;  // nft strings cannot escape these
+  out += '"';
 }
 
 }  // namespace
 
 std::string proto_name(uint8_t p) {
-  switch (p) {
-    case 1: return "icmp";
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 58: return "ipv6-icmp";
-    case 132: return "sctp";
-    case 136: return "udplite";
-  }
-  return std::to_string(p);
+  std::string s;
+  append_proto(s, p);
+  return s;
 }
 
 std::string quoted(std::string_view s) {
   std::string o;
   o.reserve(s.size() + 2);
-  o += '"';
-  for (char c : s) o += (c == '"' || c == '\\') ? '\'' : c;  // nft strings cannot escape these
-  o += '"';
+  append_quoted(o, s);
   return o;
 }
 
@@ -118,7 +167,8 @@ void append_rule(std::string& out, const Rule& r) {
   }
   if (r.log_prefix) {
     sep();
-    out += "log prefix " + quoted(*r.log_prefix);
+    out += "log prefix ";
+    append_quoted(out, *r.log_prefix);
   }
   if (r.verdict) {
     sep();
@@ -126,7 +176,8 @@ void append_rule(std::string& out, const Rule& r) {
   }
   if (!r.comment.empty()) {
     sep();
-    out += "comment " + quoted(r.comment);
+    out += "comment ";
+    append_quoted(out, r.comment);
   }
 }
 
