@@ -923,6 +923,7 @@ struct PolicyCompiler::Impl {
       std::vector<nft::Rule> compiled_rules;
       for (const auto& r : *rules)
         for (auto& t : rules_for(p, r, c.set_keys)) compiled_rules.push_back(std::move(t));
+      compiled_rules.shrink_to_fit();  // kept for the chain's lifetime: no growth slack
       set_chain(chain, std::move(compiled_rules), p.display() + (d == Direction::Ingress ? " ingress" : " egress"));
     }
     auto prev = compiled.find(id);

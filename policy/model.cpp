@@ -8,7 +8,9 @@
 // field against their API schema (schema.hpp: unknown, duplicate, mistyped and
 // unimplemented fields are errors, never skipped); the readers below then check
 // the values and build the model.
-// Pure: yaml-cpp parses text handed in; no I/O.
+// Documents come in as YAML nodes (the datastore already loaded them; read
+// through const access, never re-emitted) or as text (loaded here, then the
+// same path). Pure: yaml-cpp parses text handed in; no I/O.
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 

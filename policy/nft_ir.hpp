@@ -6,7 +6,8 @@
 // netlink expressions (nft_netlink.cpp: deltas sent as one raw batch).
 // Only the forms the compiler emits exist here; the base chains and the tunnel
 // guard are written as text by the compiler (full loads only, never deltas).
-// Pure value types: no I/O, no libnftables, no kernel headers.
+// Pure value types: no I/O, no libnftables, no kernel headers; depends on
+// base/ip.hpp only.
 #pragma once
 
 #include <cstdint>
