@@ -808,12 +808,10 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
   UnsupportedFields notes;
   try {
     if (policy_kind) {
-      YAML::Emitter em;
-      em << doc;
-      auto o = policy::parse_object(em.c_str());
+      auto o = policy::parse_object(doc);
       if (!o) return fail_msg(src + o.error().message);
       r.key = {Kind::Policy, "", o->policy.id()};
-      r.body = PolicyRes{std::move(o->policy), em.c_str()};
+      r.body = PolicyRes{std::move(o->policy)};
       return r;
     }
     r.key.name = name;
