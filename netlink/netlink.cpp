@@ -19,6 +19,7 @@ Socket::~Socket() {
 }
 
 Status Socket::open(const Options& opt) {
+  if (fd_ >= 0) ::close(fd_);  // open() again: a fresh socket, not a leaked one
   fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (fd_ < 0) {
     open_error_ = -errno;

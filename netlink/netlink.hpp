@@ -184,6 +184,7 @@ class Socket {
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
 
+  // Opens (or reopens: the old socket is closed) and binds the socket.
   Status open(const Options& opt);
   Status open() { return open(Options{}); }
   int fd() const { return fd_; }
