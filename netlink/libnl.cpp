@@ -33,7 +33,12 @@ std::optional<IpAddress> ip_of(const nl_addr* a) {
 Result<SockRef> connect_route() {
   SockRef sk{nl_socket_alloc()};
   if (!sk.p) return fail_msg("netlink: out of memory");
-  if (int err = nl_connect(sk.p, NETLINK_ROUTE); err < 0) return fail_msg("netlink: connect: " + libnl_error(err));
+  errno = 0;
+  if (int err = nl_connect(sk.p, NETLINK_ROUTE); err < 0) {
+    // libnl folds most errnos (EMFILE, ENOBUFS, ...) into "Unspecific failure": add the real one.
+    int sys = errno;
+    return fail_msg("netlink: connect: " + libnl_error(err) + (sys ? std::string(" (") + std::strerror(sys) + ")" : ""));
+  }
   return sk;
 }
 
