@@ -214,7 +214,7 @@ struct PolicyCompiler::Impl {
   std::map<std::string, Policy> policies;
   std::set<std::pair<double, std::string>> order;  // evaluation order (order, id)
 
-  // ---- endpoints, stored compactly (issue 4: 20,000 of them in a few MB).
+  // ---- endpoints, stored compactly (a cluster's 20,000 of them fit in a few MB).
   // Label sets are interned: pods share a few (one per ReplicaSet or so), and
   // an endpoint's label set, which carries projectcalico.org/namespace, also
   // names its namespace. Each label set caches whether it matches each IP set

@@ -23,7 +23,7 @@
 #include "felix/api/server.hpp"
 #include "felix/agent/bgp_kernel_routes.hpp"
 #include "felix/agent/cluster_agent.hpp"
-#include "felix/config/config.hpp"
+#include "felix/config/config_file.hpp"
 #include "felix/api/health_server.hpp"
 #include "felix/api/metrics.hpp"
 #include "proto/tabby.pb.h"

@@ -45,6 +45,7 @@
 #include "felix/api/server.hpp"
 #include "felix/calc/calc.hpp"
 #include "felix/datastore/datastore.hpp"
+#include "felix/config/config_file.hpp"
 #include "felix/calc/doc_feed.hpp"
 #include "felix/api/health_server.hpp"
 #include "dataplane/kernel_driver.hpp"

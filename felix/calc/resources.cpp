@@ -16,8 +16,6 @@
 #include <cstdio>
 #include <set>
 
-#include "felix/config/config.hpp"
-
 namespace tabby::felix {
 namespace {
 
@@ -200,7 +198,7 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
     c.node_to_node_mesh = get_bool(spec["nodeToNodeMeshEnabled"], "spec.nodeToNodeMeshEnabled");
   if (differs(spec["logSeverityScreen"], "Info"))
     notes.push_back({"spec.logSeverityScreen",
-                     unsupported("the BGP daemon's log level", "ignored: tabby logs at its own --log-level")});
+                     unsupported("the BGP daemon's log level", "ignored: tabby's log level is set by TABBY_LOG_LEVEL on the agent")});
   if (differs(spec["bindMode"], "None"))
     notes.push_back({"spec.bindMode", unsupported("BIRD listens on the node IP only", kApplies)});
   if (nonempty(spec["serviceLoadBalancerIPs"]))
@@ -241,11 +239,11 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
     std::string value = get_string(n["value"], join(p, "value"));
     Community c;
     if (std::count(value.begin(), value.end(), ':') == 2) {
-      auto l = parse_large_community(value);
+      auto l = bgp::parse_large_community(value);
       if (!l) bad(join(p, "value"), l.error().message);
       c.large = *l;
     } else {
-      auto s = parse_community(value);
+      auto s = bgp::parse_community(value);
       if (!s) bad(join(p, "value"), s.error().message);
       c.standard = *s;
     }
@@ -264,11 +262,11 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
       }
       Community c;
       if (std::count(text.begin(), text.end(), ':') == 2) {
-        auto l = parse_large_community(text);
+        auto l = bgp::parse_large_community(text);
         if (!l) bad(cp, "'" + text + "' is neither a community defined in spec.communities nor a community value");
         c.large = *l;
       } else {
-        auto s = parse_community(text);
+        auto s = bgp::parse_community(text);
         if (!s) bad(cp, "'" + text + "' is neither a community defined in spec.communities nor a community value");
         c.standard = *s;
       }
