@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""agent_churn.py — the helper of bench/agent_churn.sh (issue 4's agent benchmark).
+"""agent_churn.py — the helper of bench/agent_churn.sh (the agent under pod churn).
 
   gen  DIR [options]   writes a file datastore: IPPool 10.0.0.0/8 (/26 blocks),
                        500 Nodes (this node node-0 = 198.18.0.11/16), BlockAffinities

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# agent_churn.sh — the agent benchmark of issue 4 (prints figures; never asserts on time).
+# agent_churn.sh — the agent under pod churn, end to end (prints figures; never asserts on time).
 # `tabby agent` on a file datastore of 500 nodes and 20,000 pods (200 on this node), in a
 # throwaway network namespace per run (one with nftables policy off, one with it on):
 #   cold start   agent start -> every expected route in the kernel (local /32s, the

@@ -1,4 +1,4 @@
-// calc_bench.cpp — the calculation graph under churn (issue 4's benchmark shape):
+// calc_bench.cpp — the calculation graph under churn (the agent benchmark's cluster shape):
 // a datastore of N nodes and P pods (L of them on this node), parsed from YAML,
 // fed to felix::Calc and programmed into the in-memory RecordingDataplane; then
 // single pod add/delete round trips (datastore event -> route op -> dataplane apply).

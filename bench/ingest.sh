@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ingest benchmark (issue 2): tabby vs BIRD 2, FRR, GoBGP receiving the same pre-encoded
+# Ingest benchmark: tabby vs BIRD 2, FRR, GoBGP receiving the same pre-encoded
 # feed, in the same run. Prints a table and `BENCH ...` lines; never asserts on time.
 #   bash bench/ingest.sh                      # 1x1M and 100x10k, packed and <=4 prefixes/UPDATE
 #   bash bench/ingest.sh -n 200000 --receivers bird,tabby --shapes single --packings packed

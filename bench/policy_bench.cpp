@@ -1,5 +1,5 @@
 // policy_bench.cpp — tabby-policy-bench: programming cost of the policy
-// compiler + nft executor at cluster scale (issue 5). Runs in the network
+// compiler + nft executor at cluster scale. Runs in the network
 // namespace it is started in (bench/policy_bench.sh makes one). Prints a table
 // and `BENCH key=value` lines; asserts nothing about time.
 //

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# policy_bench.sh — the policy benchmark (issue 5). Prints figures, asserts nothing.
+# policy_bench.sh — the policy benchmark (compiler and nft executor at cluster scale). Prints figures, asserts nothing.
 #   bash bench/policy_bench.sh [--quick]
 # 1. tabby-policy-bench in a throwaway netns: 1,000 policies, 10,000 endpoints
 #    (500 local): cold programming, p50/p99 of one pod add / policy change as

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""rr_scale.py — route reflector at scale (issue 15): tabby vs BIRD 2 vs FRR.
+"""rr_scale.py — route reflector at scale: tabby vs BIRD 2 vs FRR.
 
 P iBGP clients, played by one epoll process (build/bench/tabby-bench-rr-clients, run in
 the clients' namespace, one address each on a veth), each announce k /26s to one route

@@ -2,7 +2,7 @@
 //   RFC 4271 §9.2: never back to the peer the route came from; iBGP split horizon;
 //     §5.1.2 prepend our AS towards eBGP; §5.1.3 next hop; §5.1.4 MED is not
 //     passed to other ASes; §5.1.5 LOCAL_PREF only inside the AS.
-//   RFC 4456 §6/§8 (via reflector/): client/non-client reflection, ORIGINATOR_ID
+//   RFC 4456 §6/§8 (via reflector.hpp): client/non-client reflection, ORIGINATOR_ID
 //     and CLUSTER_LIST on reflected routes, never towards the originator; both
 //     attributes are dropped towards eBGP peers (they are non-transitive).
 //   RFC 1997: NO_EXPORT, NO_ADVERTISE, NO_EXPORT_SUBCONFED (no confederations

@@ -1,7 +1,7 @@
 // rib.cpp — peers, Adj-RIB-In (post-import), Loc-RIB and change tracking, and the
 // graceful-restart helper state.
 //   Import rules: RFC 4271 §9.1.2 (AS loop), RFC 4456 §8 (ORIGINATOR_ID,
-//   CLUSTER_LIST, via reflector/), RFC 4271 §5.1.3 (unusable NEXT_HOP).
+//   CLUSTER_LIST, via reflector.hpp), RFC 4271 §5.1.3 (unusable NEXT_HOP).
 //   Implicit withdraw: RFC 4271 §3.1 / §9.1.
 //   Decision process: best_path.cpp (RFC 4271 §9.1.2, RFC 4456 §9), run
 //   incrementally here: a change is settled by comparing the pre-MED rank with

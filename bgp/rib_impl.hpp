@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "bgp/rib.hpp"
-#include "reflector/reflector.hpp"
+#include "bgp/reflector.hpp"
 
 namespace tabby::bgp::detail {
 

@@ -1,7 +1,8 @@
 // types.cpp — helpers on the shared BGP value types: AS_PATH measures (RFC 4271
 // §9.1.2.2(a), §5.1.2), End-of-RIB markers (RFC 4724 §2), shutdown
 // communication (RFC 8203/9003), notification names (RFC 4271 §4.5, RFC 4486),
-// and the PathAttributes hash used for interning.
+// the PathAttributes hash used for interning, and community text (RFC 1997,
+// RFC 8092).
 #include <algorithm>
 #include <cstring>
 
@@ -177,6 +178,49 @@ size_t hash_value(const PathAttributes& a) {
     h.bytes(u.value.data(), u.value.size());
   }
   return static_cast<size_t>(h.h);
+}
+
+Result<uint32_t> parse_community(const std::string& text) {
+  static const std::pair<const char*, uint32_t> names[] = {
+      {"no-export", kNoExport}, {"no-advertise", kNoAdvertise},
+      {"no-export-subconfed", kNoExportSubconfed}, {"blackhole", kBlackhole},
+      {"graceful-shutdown", kGracefulShutdown}};
+  for (const auto& [name, value] : names)
+    if (text == name) return value;
+  auto colon = text.find(':');
+  auto num = [](const std::string& s, uint64_t& out) {
+    if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+    out = std::stoull(s);
+    return true;
+  };
+  uint64_t hi, lo;
+  if (colon == std::string::npos || !num(text.substr(0, colon), hi) || !num(text.substr(colon + 1), lo) ||
+      hi > 65535 || lo > 65535)
+    return fail_msg("'" + text + "' is not a community (want ASN:VALUE with both parts 0-65535, or a well-known name)");
+  return static_cast<uint32_t>(hi << 16 | lo);
+}
+
+Result<LargeCommunity> parse_large_community(const std::string& text) {
+  uint64_t parts[3];
+  size_t start = 0;
+  for (int i = 0; i < 3; ++i) {
+    size_t end = i < 2 ? text.find(':', start) : text.size();
+    if (end == std::string::npos) return fail_msg("'" + text + "' is not a large community (want A:B:C)");
+    std::string s = text.substr(start, end - start);
+    if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoull(s) > 4294967295ULL)
+      return fail_msg("'" + text + "' is not a large community (want A:B:C, each 0-4294967295)");
+    parts[i] = std::stoull(s);
+    start = end + 1;
+  }
+  return LargeCommunity{static_cast<uint32_t>(parts[0]), static_cast<uint32_t>(parts[1]),
+                             static_cast<uint32_t>(parts[2])};
+}
+
+std::string community_str(uint32_t c) { return std::to_string(c >> 16) + ":" + std::to_string(c & 0xffff); }
+
+std::string large_community_str(const LargeCommunity& c) {
+  return std::to_string(c.global) + ":" + std::to_string(c.local1) + ":" + std::to_string(c.local2);
 }
 
 }  // namespace tabby::bgp

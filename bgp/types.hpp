@@ -155,6 +155,14 @@ inline constexpr uint32_t kNoExport = 0xFFFFFF01, kNoAdvertise = 0xFFFFFF02,
                           kNoExportSubconfed = 0xFFFFFF03, kBlackhole = 0xFFFF029A,
                           kGracefulShutdown = 0xFFFF0000;
 
+// Community text as users write it in config files and resources (types.cpp):
+// "64512:100" or a well-known name (no-export, no-advertise, no-export-subconfed,
+// blackhole, graceful-shutdown); large communities as "A:B:C" (RFC 8092 §3).
+Result<uint32_t> parse_community(const std::string& text);
+Result<LargeCommunity> parse_large_community(const std::string& text);
+std::string community_str(uint32_t c);  // "ASN:VALUE"
+std::string large_community_str(const LargeCommunity& c);
+
 struct UnknownAttribute {  // optional transitive attributes are passed on (RFC 4271 §5)
   uint8_t flags = 0;       // as received; the Partial bit is set when passed on
   uint8_t type = 0;

@@ -8,7 +8,8 @@
 // message is always sent on failure"); only the last message of a batch asks, so
 // the receive queue holds one ACK per batch plus the errors. A route message is
 // encoded as the key part (rtmsg, RTA_DST, RTA_TABLE past 255, RTA_PRIORITY) and
-// the attribute part cached per distinct value by encode_attrs().
+// the attribute part cached per distinct value by encode_attrs(). The socket,
+// the message builder and the message/attribute iterators are netlink/netlink.hpp's.
 #include "dataplane/rtnl.hpp"
 
 #include <errno.h>
@@ -17,9 +18,6 @@
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sys/socket.h>
-#include <unistd.h>
-
-#include <linux/filter.h>
 
 #include <algorithm>
 #include <cstring>
@@ -30,51 +28,8 @@ namespace {
 
 constexpr int kSockBuf = 16 * 1024 * 1024;
 
-// Appends a netlink message into a byte vector.
-struct Msg {
-  std::vector<char>& b;
-  size_t start;
-  Msg(std::vector<char>& buf, uint16_t type, uint16_t flags, uint32_t seq) : b(buf), start(buf.size()) {
-    b.resize(start + NLMSG_HDRLEN);
-    auto* h = reinterpret_cast<nlmsghdr*>(b.data() + start);
-    h->nlmsg_type = type;
-    h->nlmsg_flags = flags;
-    h->nlmsg_seq = seq;
-    h->nlmsg_pid = 0;
-  }
-  template <class T>
-  T* reserve_struct() {
-    size_t off = b.size();
-    b.resize(off + NLMSG_ALIGN(sizeof(T)));
-    return reinterpret_cast<T*>(b.data() + off);
-  }
-  void attr(uint16_t type, const void* data, size_t len) {
-    size_t off = b.size();
-    b.resize(off + RTA_ALIGN(RTA_LENGTH(len)));
-    auto* a = reinterpret_cast<rtattr*>(b.data() + off);
-    a->rta_type = type;
-    a->rta_len = static_cast<unsigned short>(RTA_LENGTH(len));
-    std::memcpy(RTA_DATA(a), data, len);
-  }
-  void u32(uint16_t type, uint32_t v) { attr(type, &v, 4); }
-  size_t nest_begin(uint16_t type) {
-    size_t off = b.size();
-    b.resize(off + RTA_LENGTH(0));
-    reinterpret_cast<rtattr*>(b.data() + off)->rta_type = type;
-    return off;
-  }
-  void nest_end(size_t off) {
-    reinterpret_cast<rtattr*>(b.data() + off)->rta_len = static_cast<unsigned short>(b.size() - off);
-  }
-  void finish() { reinterpret_cast<nlmsghdr*>(b.data() + start)->nlmsg_len = static_cast<uint32_t>(b.size() - start); }
-};
-
-void put_addr(Msg& m, uint16_t type, const IpAddress& a) { m.attr(type, a.bytes().data(), a.byte_width()); }
-
-IpAddress addr_from(const rtattr* a, uint8_t family) {
-  const auto* p = static_cast<const uint8_t*>(RTA_DATA(a));
-  return family == AF_INET ? IpAddress::v4_bytes(p) : IpAddress::v6_bytes(p);
-}
+using netlink::Attributes;
+using netlink::Messages;
 
 }  // namespace
 
@@ -100,52 +55,20 @@ void LinkTable::erase(int ifindex) {
   ++generation;
 }
 
-Socket::~Socket() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 Status Socket::open(const std::vector<unsigned>& groups) {
-  fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (fd_ < 0) return fail_msg(std::string("netlink socket: ") + std::strerror(errno));
-  int sz = groups.empty() ? kSockBuf : 4 * kSockBuf;
-  if (setsockopt(fd_, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof sz) < 0)
-    setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-  if (setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
-    setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-  int one = 1;
-  setsockopt(fd_, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
-  sockaddr_nl sa{};
-  sa.nl_family = AF_NETLINK;
-  if (::bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0)
-    return fail_msg(std::string("netlink bind: ") + std::strerror(errno));
-  socklen_t len = sizeof sa;
-  getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-  portid_ = sa.nl_pid;
-  for (unsigned g : groups)
-    if (setsockopt(fd_, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &g, sizeof g) < 0)
-      return fail_msg(std::string("netlink join group: ") + std::strerror(errno));
-  rx_.resize(1 << 20);
-  return {};
+  netlink::Socket::Options opt;
+  opt.groups = groups;
+  opt.buffer_bytes = groups.empty() ? kSockBuf : 4 * kSockBuf;
+  opt.cap_ack = true;
+  opt.receive_bytes = 1 << 20;
+  return sock_.open(opt);
 }
 
-Status Socket::ignore_sender(uint32_t portid) {
-  // Classic BPF over the first nlmsghdr: drop when nlmsg_pid (offset 12, host
-  // order; BPF loads big-endian) is ours, accept everything else.
-  sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 12),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __builtin_bswap32(portid), 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, 0),
-      BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
-  };
-  sock_fprog prog{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
-  if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
-    return fail_msg(std::string("netlink socket filter: ") + std::strerror(errno));
-  return {};
-}
+Status Socket::ignore_sender(uint32_t portid) { return sock_.ignore_sender(portid); }
 
 void encode_attrs(const RouteAttrs& a, const LinkTable& links, AttrTable::Cache& c) {
   std::vector<char> b;
-  Msg m(b, 0, 0, 0);  // only the attribute bytes after the header are kept
+  netlink::MessageBuilder m(b, 0, 0, 0);  // only the attribute bytes after the header are kept
   c.ok = true;
   c.scope = RT_SCOPE_UNIVERSE;
   c.flags = 0;
@@ -156,7 +79,7 @@ void encode_attrs(const RouteAttrs& a, const LinkTable& links, AttrTable::Cache&
     if (c.gw_family && c.gw_family != f) c.gw_family = AttrTable::Cache::kMixed;
     else c.gw_family = f;
   };
-  if (a.prefsrc) put_addr(m, RTA_PREFSRC, *a.prefsrc);
+  if (a.prefsrc) m.address(RTA_PREFSRC, *a.prefsrc);
   if (a.type == RouteType::Unicast && a.nexthops.size() == 1) {
     const NextHop& h = a.nexthops[0];
     if (!h.gateway) c.scope = RT_SCOPE_LINK;
@@ -166,7 +89,7 @@ void encode_attrs(const RouteAttrs& a, const LinkTable& links, AttrTable::Cache&
       c.ok = idx != 0;
       m.u32(RTA_OIF, static_cast<uint32_t>(idx));
     }
-    if (h.gateway) put_addr(m, RTA_GATEWAY, *h.gateway);
+    if (h.gateway) m.address(RTA_GATEWAY, *h.gateway);
     note_family(h);
   } else if (a.type == RouteType::Unicast && a.nexthops.size() > 1) {
     size_t mp = m.nest_begin(RTA_MULTIPATH);
@@ -176,7 +99,7 @@ void encode_attrs(const RouteAttrs& a, const LinkTable& links, AttrTable::Cache&
       int idx = h.ifname.empty() ? 0 : links.index_of(h.ifname);
       if (!h.ifname.empty() && !idx) c.ok = false;
       note_family(h);
-      if (h.gateway) put_addr(m, RTA_GATEWAY, *h.gateway);
+      if (h.gateway) m.address(RTA_GATEWAY, *h.gateway);
       auto* nh = reinterpret_cast<rtnexthop*>(b.data() + off);
       nh->rtnh_flags = h.onlink ? RTNH_F_ONLINK : 0;
       nh->rtnh_hops = static_cast<uint8_t>(h.weight ? h.weight - 1 : 0);
@@ -202,7 +125,8 @@ void Socket::queue_route(uint16_t type, uint16_t flags, const RouteKey& k, uint8
   h->nlmsg_len = static_cast<uint32_t>(len);
   h->nlmsg_type = type;
   h->nlmsg_flags = flags;
-  h->nlmsg_seq = seq_;
+  const uint32_t seq = sock_.next_seq();
+  h->nlmsg_seq = seq;
   auto* rt = reinterpret_cast<rtmsg*>(p + NLMSG_HDRLEN);
   rt->rtm_family = v4 ? AF_INET : AF_INET6;
   rt->rtm_dst_len = k.dst.len();
@@ -212,21 +136,12 @@ void Socket::queue_route(uint16_t type, uint16_t flags, const RouteKey& k, uint8
   rt->rtm_type = rtype;
   rt->rtm_flags = rflags;
   p += NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(rtmsg));
-  auto put = [&](uint16_t atype, const void* data, size_t n) {
-    auto* a = reinterpret_cast<rtattr*>(p);
-    a->rta_type = atype;
-    a->rta_len = static_cast<unsigned short>(RTA_LENGTH(n));
-    std::memcpy(RTA_DATA(a), data, n);
-    if (RTA_SPACE(n) > RTA_LENGTH(n)) std::memset(p + RTA_LENGTH(n), 0, RTA_SPACE(n) - RTA_LENGTH(n));
-    p += RTA_SPACE(n);
-  };
-  put(RTA_DST, k.dst.addr().bytes().data(), alen);
-  if (big_table) put(RTA_TABLE, &k.table, 4);
-  if (k.metric) put(RTA_PRIORITY, &k.metric, 4);
+  p = netlink::put_attr(p, RTA_DST, k.dst.addr().bytes().data(), alen);
+  if (big_table) p = netlink::put_attr(p, RTA_TABLE, &k.table, 4);
+  if (k.metric) p = netlink::put_attr(p, RTA_PRIORITY, &k.metric, 4);
   if (tail && !tail->empty()) std::memcpy(p, tail->data(), tail->size());
   out_len_ += len;
-  if (tags_.empty()) first_seq_ = seq_;
-  ++seq_;
+  if (tags_.empty()) first_seq_ = seq;
   tags_.push_back(tag);
   msg_end_.push_back(out_len_);
 }
@@ -254,17 +169,6 @@ void Socket::queue_delete(const RouteKey& k, RouteType type, size_t tag) {
               RT_SCOPE_NOWHERE, 0, nullptr, tag);
 }
 
-Status Socket::send_all(const char* data, size_t len) {
-  sockaddr_nl sa{};
-  sa.nl_family = AF_NETLINK;
-  for (;;) {
-    ssize_t n = ::sendto(fd_, data, len, 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    if (n == static_cast<ssize_t>(len)) return {};
-    if (n < 0 && errno == EINTR) continue;
-    return fail_msg(std::string("netlink send: ") + (n < 0 ? std::strerror(errno) : "short write"));
-  }
-}
-
 Status Socket::flush(const std::function<void(size_t, int)>& done) {
   size_t n = tags_.size();
   size_t first = 0;
@@ -279,7 +183,7 @@ Status Socket::flush(const std::function<void(size_t, int)>& done) {
     size_t last_begin = last - 1 > first ? msg_end_[last - 2] : begin;
     reinterpret_cast<nlmsghdr*>(out_.get() + last_begin)->nlmsg_flags |= NLM_F_ACK;
     const uint32_t barrier = first_seq_ + static_cast<uint32_t>(last - 1);
-    if (auto s = send_all(out_.get() + begin, msg_end_[last - 1] - begin); !s) {
+    if (auto s = sock_.send_all(out_.get() + begin, msg_end_[last - 1] - begin); !s) {
       result = s;
       break;
     }
@@ -289,7 +193,7 @@ Status Socket::flush(const std::function<void(size_t, int)>& done) {
     errs_.clear();
     bool closed = false;
     while (!closed) {
-      ssize_t len = ::recv(fd_, rx_.data(), rx_.size(), MSG_DONTWAIT);
+      ssize_t len = sock_.receive(MSG_DONTWAIT);
       if (len < 0) {
         if (errno == EINTR) continue;
         result = fail_msg(errno == EAGAIN || errno == EWOULDBLOCK
@@ -297,10 +201,9 @@ Status Socket::flush(const std::function<void(size_t, int)>& done) {
                               : std::string("netlink ack read: ") + std::strerror(errno));
         break;
       }
-      for (auto* h = reinterpret_cast<nlmsghdr*>(rx_.data()); NLMSG_OK(h, static_cast<unsigned>(len));
-           h = NLMSG_NEXT(h, len)) {
+      for (const nlmsghdr* h : Messages(sock_.received(), len)) {
         if (h->nlmsg_type != NLMSG_ERROR) continue;
-        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+        auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
         uint32_t idx = h->nlmsg_seq - first_seq_;
         if (idx < first || idx >= last) continue;  // a stale answer
         if (e->error) errs_.emplace_back(idx, -e->error);
@@ -327,46 +230,12 @@ Status Socket::flush(const std::function<void(size_t, int)>& done) {
   return result;
 }
 
-Status Socket::dump(uint16_t type, uint8_t family, const std::function<void(const nlmsghdr*)>& each) {
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    std::vector<char> req;
-    uint32_t seq = seq_++;
-    Msg m(req, type, NLM_F_REQUEST | NLM_F_DUMP, seq);
-    if (type == RTM_GETLINK) m.reserve_struct<ifinfomsg>()->ifi_family = family;
-    else m.reserve_struct<rtmsg>()->rtm_family = family;
-    m.finish();
-    if (auto s = send_all(req.data(), req.size()); !s) return s;
-    bool done = false, interrupted = false;
-    while (!done) {
-      ssize_t len = ::recv(fd_, rx_.data(), rx_.size(), 0);
-      if (len < 0) {
-        if (errno == EINTR) continue;
-        return fail_msg(std::string("netlink dump read: ") + std::strerror(errno));
-      }
-      for (auto* h = reinterpret_cast<nlmsghdr*>(rx_.data()); NLMSG_OK(h, static_cast<unsigned>(len));
-           h = NLMSG_NEXT(h, len)) {
-        if (h->nlmsg_seq != seq) continue;
-        if (h->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
-        if (h->nlmsg_type == NLMSG_DONE) {
-          done = true;
-          break;
-        }
-        if (h->nlmsg_type == NLMSG_ERROR) {
-          int err = -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
-          return fail_msg(std::string("netlink dump: ") + std::strerror(err));
-        }
-        if (!interrupted) each(h);
-      }
-    }
-    if (!interrupted) return {};
-  }
-  return fail_msg("netlink dump: interrupted five times in a row");
-}
-
 Status Socket::dump_routes(const LinkTable& links, const std::function<void(KernelRoute&)>& each) {
   KernelRoute kr;
   for (uint8_t fam : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
-    auto s = dump(RTM_GETROUTE, fam, [&](const nlmsghdr* h) {
+    rtmsg req{};
+    req.rtm_family = fam;
+    auto s = sock_.dump(RTM_GETROUTE, req, [&](const nlmsghdr* h) {
       if (h->nlmsg_type == RTM_NEWROUTE && parse_route(h, links, kr)) each(kr);
     });
     if (!s) return s;
@@ -376,7 +245,9 @@ Status Socket::dump_routes(const LinkTable& links, const std::function<void(Kern
 
 Result<std::vector<Link>> Socket::dump_links() {
   std::vector<Link> out;
-  auto s = dump(RTM_GETLINK, AF_UNSPEC, [&](const nlmsghdr* h) {
+  ifinfomsg req{};
+  req.ifi_family = AF_UNSPEC;
+  auto s = sock_.dump(RTM_GETLINK, req, [&](const nlmsghdr* h) {
     Link l;
     if (h->nlmsg_type == RTM_NEWLINK && parse_link(h, l)) out.push_back(l);
   });
@@ -386,7 +257,7 @@ Result<std::vector<Link>> Socket::dump_links() {
 
 Status Socket::read_events(const LinkTable& links, std::vector<Event>& out, bool& overflow, uint32_t skip_portid) {
   for (;;) {
-    ssize_t len = ::recv(fd_, rx_.data(), rx_.size(), MSG_DONTWAIT);
+    ssize_t len = sock_.receive(MSG_DONTWAIT);
     if (len < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return {};
@@ -396,8 +267,7 @@ Status Socket::read_events(const LinkTable& links, std::vector<Event>& out, bool
       }
       return fail_msg(std::string("netlink event read: ") + std::strerror(errno));
     }
-    for (auto* h = reinterpret_cast<nlmsghdr*>(rx_.data()); NLMSG_OK(h, static_cast<unsigned>(len));
-         h = NLMSG_NEXT(h, len)) {
+    for (const nlmsghdr* h : Messages(sock_.received(), len)) {
       if (skip_portid && h->nlmsg_pid == skip_portid &&
           (h->nlmsg_type == RTM_NEWROUTE || h->nlmsg_type == RTM_DELROUTE))
         continue;  // our own write: the index already follows its ACK
@@ -436,14 +306,14 @@ bool parse_route(const nlmsghdr* h, const LinkTable& links, KernelRoute& out) {
   int oif = 0;
   std::optional<IpAddress> gw;
   int len = static_cast<int>(RTM_PAYLOAD(h));
-  for (auto* a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+  for (const rtattr* a : Attributes(RTM_RTA(rt), len)) {
     switch (a->rta_type) {
       case RTA_TABLE: r.table = *static_cast<const uint32_t*>(RTA_DATA(a)); break;
-      case RTA_DST: dst = addr_from(a, rt->rtm_family); break;
+      case RTA_DST: dst = netlink::address_of(a, rt->rtm_family); break;
       case RTA_OIF: oif = *static_cast<const int*>(RTA_DATA(a)); break;
-      case RTA_GATEWAY: gw = addr_from(a, rt->rtm_family); break;
+      case RTA_GATEWAY: gw = netlink::address_of(a, rt->rtm_family); break;
       case RTA_PRIORITY: r.metric = *static_cast<const uint32_t*>(RTA_DATA(a)); break;
-      case RTA_PREFSRC: r.prefsrc = addr_from(a, rt->rtm_family); break;
+      case RTA_PREFSRC: r.prefsrc = netlink::address_of(a, rt->rtm_family); break;
       case RTA_NH_ID: return false;
       case RTA_MULTIPATH: {
         auto* nh = static_cast<const rtnexthop*>(RTA_DATA(a));
@@ -454,8 +324,8 @@ bool parse_route(const nlmsghdr* h, const LinkTable& links, KernelRoute& out) {
           hop.onlink = nh->rtnh_flags & RTNH_F_ONLINK;
           hop.weight = static_cast<uint8_t>(nh->rtnh_hops + 1);
           int alen = nh->rtnh_len - static_cast<int>(sizeof(rtnexthop));
-          for (auto* na = RTNH_DATA(nh); RTA_OK(na, alen); na = RTA_NEXT(na, alen))
-            if (na->rta_type == RTA_GATEWAY) hop.gateway = addr_from(na, rt->rtm_family);
+          for (const rtattr* na : Attributes(RTNH_DATA(nh), alen))
+            if (na->rta_type == RTA_GATEWAY) hop.gateway = netlink::address_of(na, rt->rtm_family);
           r.nexthops.push_back(std::move(hop));
           left -= NLMSG_ALIGN(nh->rtnh_len);
           nh = RTNH_NEXT(nh);
@@ -481,7 +351,7 @@ bool parse_link(const nlmsghdr* h, Link& out) {
   out.ifindex = ifi->ifi_index;
   out.flags = ifi->ifi_flags;
   int len = static_cast<int>(IFLA_PAYLOAD(h));
-  for (auto* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len))
+  for (const rtattr* a : Attributes(IFLA_RTA(ifi), len))
     if (a->rta_type == IFLA_IFNAME) out.name = static_cast<const char*>(RTA_DATA(a));
   return !out.name.empty();
 }

@@ -2,7 +2,8 @@
 // libnl sends one message and waits for its ACK; route sync needs thousands of
 // messages per send with the ACKs drained as they arrive, so route writes, route
 // dumps and the event stream are done here on a plain NETLINK_ROUTE socket.
-// Devices, addresses and neighbours (few, rare) go through libnl in ipip/.
+// Devices, addresses and neighbours (few, rare) go through libnl in ipip/. The
+// socket plumbing, message builder and parsers are netlink/netlink.hpp's.
 #pragma once
 
 #include <linux/netlink.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "dataplane/route_diff.hpp"
+#include "netlink/netlink.hpp"
 
 namespace tabby::dataplane::rtnl {
 
@@ -55,14 +57,13 @@ class Socket {
   static constexpr size_t kBatchBytes = 256 * 1024;
 
   Socket() = default;
-  ~Socket();
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
 
   // groups: RTNLGRP_* numbers to join (monitor socket); empty for a request socket.
   Status open(const std::vector<unsigned>& groups = {});
-  int fd() const { return fd_; }
-  uint32_t portid() const { return portid_; }
+  int fd() const { return sock_.fd(); }
+  uint32_t portid() const { return sock_.portid(); }
   // Monitor socket: have the kernel drop notifications caused by `portid` (our
   // own writes) before they are queued here (a socket filter on nlmsg_pid).
   Status ignore_sender(uint32_t portid);
@@ -91,21 +92,16 @@ class Socket {
   Status read_events(const LinkTable& links, std::vector<Event>& out, bool& overflow, uint32_t skip_portid = 0);
 
  private:
-  Status send_all(const char* data, size_t len);
-  Status dump(uint16_t type, uint8_t family, const std::function<void(const ::nlmsghdr*)>& each);
   void queue_route(uint16_t type, uint16_t flags, const RouteKey& k, uint8_t rtype, uint8_t scope, uint8_t rflags,
                    const std::string* tail, size_t tag);
 
-  int fd_ = -1;
-  uint32_t portid_ = 0;
-  uint32_t seq_ = 1;
+  netlink::Socket sock_;
   char* reserve_out(size_t len);  // room for len more bytes at the end of out_
   std::unique_ptr<char[]> out_;    // queued messages, back to back (out_len_ of out_cap_ used)
   size_t out_len_ = 0, out_cap_ = 0;
   std::vector<size_t> tags_;       // tag of each queued message, in order
   std::vector<size_t> msg_end_;    // end offset of each queued message in out_
   uint32_t first_seq_ = 0;         // seq of tags_[0]
-  std::vector<char> rx_;
   std::vector<std::pair<size_t, int>> errs_;  // (message index, errno) of one batch
 };
 

@@ -3,65 +3,35 @@
 // creates/adopts the VXLAN device and keeps one permanent neighbour (VTEP address ->
 // MAC) and one FDB entry (MAC -> remote node IP) per remote VTEP on it.
 // Runs in the caller's network namespace and touches only tunl0 and the VXLAN device.
+// libnl handles, nl_addr conversions and the raw socket: netlink/.
 #include <linux/if.h>
 #include <linux/neighbour.h>
-#include <netlink/netlink.h>
-#include <netlink/route/addr.h>
-#include <netlink/route/link.h>
-#include <netlink/route/link/vxlan.h>
-#include <netlink/route/neighbour.h>
 #include <linux/rtnetlink.h>
+#include <netlink/route/link/vxlan.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <functional>
+#include <set>
 #include <tuple>
 
-#include <cstring>
-#include <set>
-
 #include "ipip/ipip.hpp"
-#include "ipip/raw_nl.hpp"
+#include "netlink/libnl.hpp"
+#include "netlink/netlink.hpp"
 
 namespace tabby::ipip {
 
 namespace {
 
-struct NlAddr {
-  nl_addr* a = nullptr;
-  explicit NlAddr(const IpAddress& ip, int plen = -1) {
-    a = nl_addr_build(ip.is_v4() ? AF_INET : AF_INET6, ip.bytes().data(), ip.byte_width());
-    if (plen >= 0) nl_addr_set_prefixlen(a, plen);
-  }
-  explicit NlAddr(const std::array<uint8_t, 6>& mac) { a = nl_addr_build(AF_LLC, mac.data(), 6); }
-  ~NlAddr() { nl_addr_put(a); }
-  NlAddr(const NlAddr&) = delete;
-  NlAddr& operator=(const NlAddr&) = delete;
-};
+using netlink::AddrRef;
+using netlink::CacheRef;
+using netlink::LinkRef;
+using netlink::NeighRef;
+using netlink::ip_of;
+using netlink::nl_address;
 
-template <class T, void (*Put)(T*)>
-struct Ref {
-  T* p = nullptr;
-  ~Ref() {
-    if (p) Put(p);
-  }
-};
-void put_link(rtnl_link* l) { rtnl_link_put(l); }
-void put_cache(nl_cache* c) { nl_cache_free(c); }
-void put_addr(rtnl_addr* a) { rtnl_addr_put(a); }
-void put_neigh(rtnl_neigh* n) { rtnl_neigh_put(n); }
-using LinkRef = Ref<rtnl_link, put_link>;
-using CacheRef = Ref<nl_cache, put_cache>;
-using AddrRef = Ref<rtnl_addr, put_addr>;
-using NeighRef = Ref<rtnl_neigh, put_neigh>;
-
-std::string nlerr(const std::string& what, int err) { return what + ": " + nl_geterror(err); }
-
-IpAddress from_nl(nl_addr* a) {
-  if (nl_addr_get_family(a) == AF_INET6) return IpAddress::v6_bytes(static_cast<uint8_t*>(nl_addr_get_binary_addr(a)));
-  return IpAddress::v4_bytes(static_cast<uint8_t*>(nl_addr_get_binary_addr(a)));
-}
+std::string nlerr(const std::string& what, int err) { return what + ": " + netlink::libnl_error(err); }
 
 // FDB entries (AF_BRIDGE neighbours with an IP destination) by raw rtnetlink: libnl's
 // neighbour object rejects a destination whose family differs from the entry's.
@@ -71,44 +41,32 @@ struct FdbEntry {
   bool operator<(const FdbEntry& o) const { return std::tie(mac, dst) < std::tie(o.mac, o.dst); }
 };
 
-void add_attr(std::vector<char>& b, uint16_t type, const void* data, size_t len) {
-  size_t off = b.size();
-  b.resize(off + RTA_ALIGN(RTA_LENGTH(len)));
-  auto* a = reinterpret_cast<rtattr*>(b.data() + off);
-  a->rta_type = type;
-  a->rta_len = static_cast<unsigned short>(RTA_LENGTH(len));
-  std::memcpy(RTA_DATA(a), data, len);
-}
-
 std::vector<char> fdb_msg(uint16_t type, uint16_t flags, int ifindex, const FdbEntry* e) {
-  std::vector<char> b(NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(ndmsg)));
-  auto* h = reinterpret_cast<nlmsghdr*>(b.data());
-  h->nlmsg_type = type;
-  h->nlmsg_flags = flags;
-  auto* nd = reinterpret_cast<ndmsg*>(b.data() + NLMSG_HDRLEN);
+  std::vector<char> b;
+  netlink::MessageBuilder m(b, type, flags);
+  auto* nd = m.family_header<ndmsg>();
   nd->ndm_family = AF_BRIDGE;
   nd->ndm_ifindex = ifindex;
   nd->ndm_state = NUD_PERMANENT;
   nd->ndm_flags = NTF_SELF;
   if (e) {
-    add_attr(b, NDA_LLADDR, e->mac.data(), 6);
-    add_attr(b, NDA_DST, e->dst.bytes().data(), e->dst.byte_width());
+    m.attr(NDA_LLADDR, e->mac.data(), 6);
+    m.address(NDA_DST, e->dst);
   }
+  m.finish();
   return b;
 }
 
-std::vector<FdbEntry> fdb_dump(RawNl& nl, int ifindex, int& err) {
+std::vector<FdbEntry> fdb_dump(netlink::Socket& nl, int ifindex, int& err) {
   std::vector<FdbEntry> out;
   auto req = fdb_msg(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 0, nullptr);
   err = nl.request(req, [&](const nlmsghdr* h) {
     if (h->nlmsg_type != RTM_NEWNEIGH) return;
     const auto* nd = static_cast<const ndmsg*>(NLMSG_DATA(h));
     if (nd->ndm_family != AF_BRIDGE || nd->ndm_ifindex != ifindex) return;
-    int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)));
     FdbEntry e{};
     bool have_mac = false, have_dst = false;
-    for (auto* a = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(nd) + NLMSG_ALIGN(sizeof(ndmsg)));
-         RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+    for (const rtattr* a : netlink::attributes_after<ndmsg>(h)) {
       if (a->rta_type == NDA_LLADDR && RTA_PAYLOAD(a) == 6) {
         std::memcpy(e.mac.data(), RTA_DATA(a), 6);
         have_mac = true;
@@ -128,7 +86,14 @@ std::vector<FdbEntry> fdb_dump(RawNl& nl, int ifindex, int& err) {
 }  // namespace
 
 struct TunnelDevices::Impl {
-  nl_sock* sk = nullptr;
+  netlink::SockRef sock;
+  nl_sock* sk = nullptr;       // sock.p; null when the socket could not be opened
+  std::string connect_error;  // why not
+
+  Status connected() const {
+    if (sk) return {};
+    return fail_msg("tunnel devices: " + connect_error);
+  }
 
   // Sets MTU and up on a link if they differ.
   Status set_mtu_up(rtnl_link* link, uint32_t mtu, const std::string& name) {
@@ -152,13 +117,13 @@ struct TunnelDevices::Impl {
     for (nl_object* o = nl_cache_get_first(cache.p); o; o = nl_cache_get_next(o)) {
       auto* a = reinterpret_cast<rtnl_addr*>(o);
       if (rtnl_addr_get_ifindex(a) != ifindex) continue;
-      if (from_nl(rtnl_addr_get_local(a)) == ip) have = true;
+      if (ip_of(rtnl_addr_get_local(a)) == ip) have = true;
     }
     if (have) return {};
     AddrRef addr{rtnl_addr_alloc()};
     rtnl_addr_set_ifindex(addr.p, ifindex);
-    NlAddr local(ip, ip.bit_width());
-    rtnl_addr_set_local(addr.p, local.a);
+    auto local = nl_address(ip, ip.bit_width());
+    rtnl_addr_set_local(addr.p, local.p);
     err = rtnl_addr_add(sk, addr.p, 0);
     if (err < 0 && err != -NLE_EXIST) return fail_msg(nlerr("add address " + ip.str() + " to " + name, err));
     return {};
@@ -166,23 +131,25 @@ struct TunnelDevices::Impl {
 };
 
 TunnelDevices::TunnelDevices() : impl_(new Impl) {
-  impl_->sk = nl_socket_alloc();
-  nl_connect(impl_->sk, NETLINK_ROUTE);
+  if (auto s = netlink::connect_route()) {
+    impl_->sock = std::move(*s);
+    impl_->sk = impl_->sock.p;
+  } else {
+    impl_->connect_error = s.error().message;
+  }
 }
 
-TunnelDevices::~TunnelDevices() {
-  nl_socket_free(impl_->sk);
-  delete impl_;
-}
+TunnelDevices::~TunnelDevices() { delete impl_; }
 
 Result<Underlay> TunnelDevices::find_underlay(const IpAddress& node_ip, const std::string& ifname_hint) {
+  if (auto s = impl_->connected(); !s) return fail(s.error());
   CacheRef cache;
   int err = rtnl_addr_alloc_cache(impl_->sk, &cache.p);
   if (err < 0) return fail_msg(nlerr("dump addresses", err));
   Underlay u;
   for (nl_object* o = nl_cache_get_first(cache.p); o; o = nl_cache_get_next(o)) {
     auto* a = reinterpret_cast<rtnl_addr*>(o);
-    if (from_nl(rtnl_addr_get_local(a)) != node_ip) continue;
+    if (ip_of(rtnl_addr_get_local(a)) != node_ip) continue;
     u.ifindex = rtnl_addr_get_ifindex(a);
     u.subnet = Prefix(node_ip, static_cast<uint8_t>(rtnl_addr_get_prefixlen(a)));
     break;
@@ -203,6 +170,7 @@ Result<Underlay> TunnelDevices::find_underlay(const IpAddress& node_ip, const st
 }
 
 bool TunnelDevices::ipip_supported() {
+  if (!impl_->sk) return false;
   LinkRef link;
   if (rtnl_link_get_kernel(impl_->sk, 0, "tunl0", &link.p) == 0) return true;
   // No fallback device (e.g. fb_tunnels_only_for_init_net): try to create one.
@@ -213,6 +181,7 @@ bool TunnelDevices::ipip_supported() {
 }
 
 Status TunnelDevices::ensure_ipip(const IpipConfig& cfg, const IpAddress& node_ip) {
+  if (auto s = impl_->connected(); !s) return s;
   if (!ipip_supported()) return fail_msg(kNoIpipError);
   LinkRef link;
   int err = rtnl_link_get_kernel(impl_->sk, 0, "tunl0", &link.p);
@@ -230,13 +199,14 @@ Status TunnelDevices::ensure_ipip(const IpipConfig& cfg, const IpAddress& node_i
 }
 
 Status TunnelDevices::release_ipip(const IpipConfig& cfg) {
+  if (auto s = impl_->connected(); !s) return s;
   LinkRef link;
   if (rtnl_link_get_kernel(impl_->sk, 0, "tunl0", &link.p) < 0) return {};
   if (cfg.tunnel_address) {
     AddrRef addr{rtnl_addr_alloc()};
     rtnl_addr_set_ifindex(addr.p, rtnl_link_get_ifindex(link.p));
-    NlAddr local(*cfg.tunnel_address, cfg.tunnel_address->bit_width());
-    rtnl_addr_set_local(addr.p, local.a);
+    auto local = nl_address(*cfg.tunnel_address, cfg.tunnel_address->bit_width());
+    rtnl_addr_set_local(addr.p, local.p);
     rtnl_addr_delete(impl_->sk, addr.p, 0);
   }
   LinkRef change{rtnl_link_alloc()};
@@ -247,6 +217,7 @@ Status TunnelDevices::release_ipip(const IpipConfig& cfg) {
 }
 
 Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node_ip, const std::vector<Vtep>& vteps) {
+  if (auto s = impl_->connected(); !s) return s;
   nl_sock* sk = impl_->sk;
   auto u = find_underlay(node_ip, cfg.underlay_if);
   if (!u) return fail_msg("VXLAN underlay: " + u.error().message);
@@ -262,7 +233,7 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
     if (same) same = rtnl_link_vxlan_get_id(link.p, &vni) == 0 && vni == cfg.vni;
     if (same) same = rtnl_link_vxlan_get_port(link.p, &port) == 0 && port == cfg.port;
     nl_addr* local = nullptr;
-    if (same) same = rtnl_link_vxlan_get_local(link.p, &local) == 0 && local && from_nl(local) == node_ip;
+    if (same) same = rtnl_link_vxlan_get_local(link.p, &local) == 0 && local && ip_of(local) == node_ip;
     if (local) nl_addr_put(local);
     if (!same) {
       rtnl_link_delete(sk, link.p);
@@ -275,12 +246,12 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
     rtnl_link_set_name(fresh.p, cfg.ifname.c_str());
     rtnl_link_vxlan_set_id(fresh.p, cfg.vni);
     rtnl_link_vxlan_set_port(fresh.p, cfg.port);
-    NlAddr local(node_ip);
-    rtnl_link_vxlan_set_local(fresh.p, local.a);
+    auto local = nl_address(node_ip);
+    rtnl_link_vxlan_set_local(fresh.p, local.p);
     rtnl_link_vxlan_set_link(fresh.p, static_cast<uint32_t>(u->ifindex));
     rtnl_link_vxlan_set_learning(fresh.p, 0);
-    NlAddr ll(mac);
-    rtnl_link_set_addr(fresh.p, ll.a);
+    auto ll = nl_address(mac);
+    rtnl_link_set_addr(fresh.p, ll.p);
     rtnl_link_set_mtu(fresh.p, mtu);
     err = rtnl_link_add(sk, fresh.p, NLM_F_CREATE | NLM_F_EXCL);
     if (err < 0) return fail_msg(nlerr("create VXLAN device " + cfg.ifname, err));
@@ -290,8 +261,8 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
     nl_addr* cur = rtnl_link_get_addr(link.p);
     if (!cur || nl_addr_get_len(cur) != 6 || std::memcmp(nl_addr_get_binary_addr(cur), mac.data(), 6) != 0) {
       LinkRef change{rtnl_link_alloc()};
-      NlAddr ll(mac);
-      rtnl_link_set_addr(change.p, ll.a);
+      auto ll = nl_address(mac);
+      rtnl_link_set_addr(change.p, ll.p);
       err = rtnl_link_change(sk, link.p, change.p, 0);
       if (err < 0) return fail_msg(nlerr("set MAC of " + cfg.ifname, err));
     }
@@ -322,7 +293,9 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
     if (!ll || nl_addr_get_len(ll) != 6 || !dst) continue;
     std::array<uint8_t, 6> m;
     std::memcpy(m.data(), nl_addr_get_binary_addr(ll), 6);
-    auto e = std::make_pair(from_nl(dst), m);
+    auto ip = ip_of(dst);
+    if (!ip) continue;
+    auto e = std::make_pair(*ip, m);
     if (want_neigh.count(e)) have_neigh.insert(e);
     else stale.push_back(n);
   }
@@ -334,15 +307,16 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
     if (have_neigh.count({ip, m})) continue;
     NeighRef n{rtnl_neigh_alloc()};
     rtnl_neigh_set_ifindex(n.p, ifindex);
-    NlAddr dst(ip), ll(m);
-    rtnl_neigh_set_dst(n.p, dst.a);
-    rtnl_neigh_set_lladdr(n.p, ll.a);
+    auto dst = nl_address(ip);
+    auto ll = nl_address(m);
+    rtnl_neigh_set_dst(n.p, dst.p);
+    rtnl_neigh_set_lladdr(n.p, ll.p);
     rtnl_neigh_set_state(n.p, NUD_PERMANENT);
     err = rtnl_neigh_add(sk, n.p, NLM_F_CREATE | NLM_F_REPLACE);
     if (err < 0) errors += nlerr(" neighbour " + ip.str(), err);
   }
-  RawNl raw;
-  if (raw.open_error() < 0)
+  netlink::Socket raw;
+  if (!raw.open())
     return fail_msg("VXLAN " + cfg.ifname + ":" + errors + " rtnetlink socket for FDB entries: " +
                     std::strerror(-raw.open_error()));
   int derr = 0;
@@ -368,6 +342,7 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
 }
 
 Status TunnelDevices::remove_vxlan(const std::string& ifname) {
+  if (auto s = impl_->connected(); !s) return s;
   LinkRef link;
   if (rtnl_link_get_kernel(impl_->sk, 0, ifname.c_str(), &link.p) < 0) return {};
   if (!rtnl_link_is_vxlan(link.p)) return fail_msg(ifname + " is not a VXLAN device: left alone");

@@ -31,7 +31,13 @@
 // touches set elements and vmap entries (and adds an endpoint chain only when a
 // pod is the first with its policy list); a policy change rewrites its own
 // chains (plus endpoint chains whose policy list it changes).
-// Pure: no I/O. IPv4 only for now (IPv6 endpoint addresses are ignored).
+// Rules are built typed (nft_ir.hpp: matches, counter, log, verdict) and kept
+// that way; full scripts and delta scripts render them as text (nft_text.cpp),
+// deltas also hand them over typed (Delta::chain_ops) for the netlink encoder.
+// The base chains and the tunnel guard are written as text here: they are
+// only ever part of a full load.
+// Pure: no I/O; calls the selector/model code and the nft text renderer.
+// IPv4 only for now (IPv6 endpoint addresses are ignored).
 #include <algorithm>
 #include <cstdio>
 #include <unordered_map>
@@ -53,17 +59,7 @@ std::string hex12(std::string_view s) {
   return buf;
 }
 
-std::string proto_name(uint8_t p) {
-  switch (p) {
-    case 1: return "icmp";
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 58: return "ipv6-icmp";
-    case 132: return "sctp";
-    case 136: return "udplite";
-  }
-  return std::to_string(p);
-}
+using nft::proto_name;
 
 std::string scope_key(const NamespaceScope& s) {
   switch (s.kind) {
@@ -74,19 +70,24 @@ std::string scope_key(const NamespaceScope& s) {
   return "";
 }
 
-std::string nft_quote(std::string_view s) {
-  std::string o = "\"";
-  for (char c : s) o += (c == '"' || c == '\\') ? '\'' : c;
-  return o + "\"";
-}
+std::string nft_quote(std::string_view s) { return nft::quoted(s); }
 
 // Kernel limit for comments and log prefixes: 128 bytes with the NUL. Cut on a
-// UTF-8 character boundary.
+// UTF-8 character boundary; '"' and '\\' become '\'' (as nft_quote does), so
+// the netlink encoder sends the same bytes the text shows.
+std::string nft_plain(std::string_view s, size_t max = 120) {
+  std::string cut(s);
+  if (s.size() > max) {
+    size_t n = max - 3;
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+    cut = std::string(s.substr(0, n)) + "...";
+  }
+  for (char& c : cut)
+    if (c == '"' || c == '\\') c = '\'';
+  return cut;
+}
 std::string nft_text(std::string_view s, size_t max = 120) {
-  if (s.size() <= max) return nft_quote(s);
-  size_t n = max - 3;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return nft_quote(std::string(s.substr(0, n)) + "...");
+  return s.size() <= max ? nft_quote(s) : nft_quote(nft_plain(s, max));
 }
 
 bool full_range(const std::vector<PortRange>& r) {
@@ -95,9 +96,9 @@ bool full_range(const std::vector<PortRange>& r) {
   return false;
 }
 
-// Port ranges sorted and merged ("80", "1000-2000"): nft rejects overlapping
+// Port ranges sorted and merged (80, 1000-2000): nft rejects overlapping
 // interval elements.
-std::vector<std::string> ranges_list(const std::vector<PortRange>& r) {
+std::vector<nft::PortSpan> ranges_list(const std::vector<PortRange>& r) {
   std::vector<PortRange> v = r;
   std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.first < b.first || (a.first == b.first && a.last < b.last); });
   std::vector<PortRange> m;
@@ -105,15 +106,14 @@ std::vector<std::string> ranges_list(const std::vector<PortRange>& r) {
     if (!m.empty() && x.first <= static_cast<uint32_t>(m.back().last) + 1) m.back().last = std::max(m.back().last, x.last);
     else m.push_back(x);
   }
-  std::vector<std::string> out;
-  for (const auto& x : m) out.push_back(x.last == x.first ? std::to_string(x.first)
-                                                          : std::to_string(x.first) + "-" + std::to_string(x.last));
+  std::vector<nft::PortSpan> out;
+  for (const auto& x : m) out.push_back({x.first, x.last});
   return out;
 }
 
 // v4 prefixes with those inside another removed (overlapping intervals are an
 // error in nft), sorted; `any_v4` false when there are none.
-std::vector<std::string> nets_list(const std::vector<Prefix>& nets, bool& any_v4) {
+std::vector<Prefix> nets_list(const std::vector<Prefix>& nets, bool& any_v4) {
   std::vector<Prefix> v;
   for (const auto& p : nets)
     if (p.is_v4()) v.push_back(p);
@@ -125,15 +125,7 @@ std::vector<std::string> nets_list(const std::vector<Prefix>& nets, bool& any_v4
   std::vector<Prefix> keep;
   for (const auto& p : v)
     if (keep.empty() || !keep.back().contains(p)) keep.push_back(p);
-  std::vector<std::string> out;
-  for (const auto& p : keep) out.push_back(p.str());
-  return out;
-}
-
-std::string braced(const std::vector<std::string>& v) {
-  std::string s = "{ ";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
-  return s + " }";
+  return keep;
 }
 
 // Lists up to this long are split into single matches (see side_text), as
@@ -214,7 +206,7 @@ struct PolicyCompiler::Impl {
   std::map<std::string, Policy> policies;
   std::set<std::pair<double, std::string>> order;  // evaluation order (order, id)
 
-  // ---- endpoints, stored compactly (issue 4: 20,000 of them in a few MB).
+  // ---- endpoints, stored compactly (a cluster's 20,000 of them fit in a few MB).
   // Label sets are interned: pods share a few (one per ReplicaSet or so), and
   // an endpoint's label set, which carries projectcalico.org/namespace, also
   // names its namespace. Each label set caches whether it matches each IP set
@@ -303,17 +295,24 @@ struct PolicyCompiler::Impl {
   bool guard_peers_dirty = false;  // changed since the last delta (pod churn skips the diff)
 
   // Desired ruleset pieces that deltas track.
-  std::map<std::string, std::vector<std::string>> chains;    // non-base chains
+  std::map<std::string, std::vector<nft::Rule>> chains;      // non-base chains
   std::map<std::string, std::string> chain_comment;
-  std::map<std::string, std::string> vmap_in, vmap_out;      // iface -> verdict
+  std::map<std::string, nft::Verdict> vmap_in, vmap_out;     // iface -> verdict
 
   // Applied (emitted) view and pending changes.
   bool applied = false;
+  size_t last_full_bytes = 0;  // the last full script's size (reserved for the next)
   std::set<std::string> applied_chains, applied_sets;
-  std::map<std::string, std::string> applied_in, applied_out;
+  std::map<std::string, nft::Verdict> applied_in, applied_out;
   std::set<std::string> dirty_chains;
   std::set<std::string> dirty_in, dirty_out;
-  std::map<std::string, std::map<std::string, int>> elem_ops;  // set name -> elem -> +1/-1
+  // Pending element changes: set name -> element text (nft's order) -> the
+  // net change (+1 add / -1 delete) and the element's code (elem_code).
+  struct ElemChange {
+    int d = 0;
+    uint64_t code = 0;
+  };
+  std::map<std::string, std::map<std::string, ElemChange>> elem_ops;
   std::set<std::string> released_applied;  // applied sets released since (maybe back now)
 
   // ------------------------------------------------------------ helpers
@@ -441,10 +440,18 @@ struct PolicyCompiler::Impl {
     }
     return false;
   }
-  void elem_op(const std::string& set, const std::string& e, int d) {
-    int& v = elem_ops[set][e];
-    v += d;
-    if (v == 0) elem_ops[set].erase(e);
+  void elem_op(const IpSet& s, uint64_t e, int d) {
+    auto& ops = elem_ops[s.name];
+    std::string text = elem_str(s, e);
+    ElemChange& v = ops[text];
+    v.d += d;
+    v.code = e;
+    if (v.d == 0) ops.erase(text);
+  }
+  static nft::Element elem_typed(const IpSet& s, uint64_t e) {
+    uint32_t ip = static_cast<uint32_t>(e >> 32);
+    if (!s.named) return nft::Element::ipv4(ip);
+    return nft::Element::ipv4_proto_port(ip, static_cast<uint8_t>(e >> 16), static_cast<uint16_t>(e & 0xffff));
   }
   // Endpoint `key` goes from `was` to `now` (either may be null) in set
   // `slot`: element counts and pending element ops follow. ip_count must not
@@ -463,12 +470,12 @@ struct PolicyCompiler::Impl {
     for (uint64_t e : old_buf)
       if (!std::binary_search(new_buf.begin(), new_buf.end(), e) && !held_by_other(slot, e, key)) {
         s.count--;
-        elem_op(s.name, elem_str(s, e), -1);
+        elem_op(s, e, -1);
       }
     for (uint64_t e : new_buf)
       if (!std::binary_search(old_buf.begin(), old_buf.end(), e) && !held_by_other(slot, e, key)) {
         s.count++;
-        elem_op(s.name, elem_str(s, e), +1);
+        elem_op(s, e, +1);
       }
   }
 
@@ -524,32 +531,36 @@ struct PolicyCompiler::Impl {
     sets.erase(it);
   }
   // ------------------------------------------------------------ rules
-  struct SideText {
-    std::vector<std::string> alts;  // OR of these (each a conjunction)
-    bool never = false;             // side can never match an IPv4 packet
+  using Conj = std::vector<nft::Match>;  // matches that must all hold
+  struct SideMatches {
+    std::vector<Conj> alts;  // OR of these
+    bool never = false;      // side can never match an IPv4 packet
   };
 
   // `max_alts` caps the alternatives that splitting lists may create (a side
   // always has at most max(max_alts, 2) of them, whatever the list lengths).
-  SideText side_text(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys,
-                     size_t max_alts = kAltsMax) {
-    SideText out;
-    const std::string ipf = src ? "ip saddr" : "ip daddr";
-    const std::string thf = src ? "th sport" : "th dport";
+  SideMatches side_matches(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys,
+                           size_t max_alts = kAltsMax) {
+    SideMatches out;
+    const nft::Side side = src ? nft::Side::Source : nft::Side::Destination;
     // A conjunction per alternative (OR). Short lists of nets or ports become
     // one alternative per entry (entries are disjoint after merging, so at most
     // one matches) or, negated, a conjunction of single matches: a one-element
     // { } compiles to a plain comparison, while a longer list would be an
     // anonymous set, which the kernel creates and frees on every rewrite of the
     // chain (~1 ms each). Longer lists stay sets.
-    std::vector<std::string> bases{""};
-    auto add = [&](const std::string& s) {
-      for (auto& b : bases) b += (b.empty() ? "" : " ") + s;
+    std::vector<Conj> bases(1);
+    auto add = [&](const nft::Match& m) {
+      for (auto& b : bases) b.push_back(m);
     };
-    auto fan_out = [&](const std::vector<std::string>& items) {
-      std::vector<std::string> next;
+    auto fan_out = [&](const std::vector<nft::Match>& items) {
+      std::vector<Conj> next;
+      next.reserve(bases.size() * items.size());
       for (const auto& b : bases)
-        for (const auto& it : items) next.push_back(b.empty() ? it : b + " " + it);
+        for (const auto& it : items) {
+          next.push_back(b);
+          next.back().push_back(it);
+        }
       bases = std::move(next);
     };
     if (!e.nets.empty()) {
@@ -560,42 +571,42 @@ struct PolicyCompiler::Impl {
         return out;
       }
       if (v.size() <= kSplitMax && bases.size() * v.size() <= max_alts) {
-        std::vector<std::string> items;
-        for (const auto& n : v) items.push_back(ipf + " { " + n + " }");
+        std::vector<nft::Match> items;
+        for (const auto& n : v) items.push_back(nft::AddrIn{side, false, {n}});
         fan_out(items);
       } else {
-        add(ipf + " " + braced(v));
+        add(nft::AddrIn{side, false, std::move(v)});
       }
     }
     if (!e.not_nets.empty()) {
       bool any = false;
       auto v = nets_list(e.not_nets, any);
       if (any && v.size() <= kSplitMax)
-        for (const auto& n : v) add(ipf + " != { " + n + " }");
+        for (const auto& n : v) add(nft::AddrIn{side, true, {n}});
       else if (any)
-        add(ipf + " != " + braced(v));
+        add(nft::AddrIn{side, true, std::move(v)});
     }
     if (e.has_selector) {
       std::string k = acquire_set(e.scope, e.selector);
       keys.push_back(k);
-      add(ipf + " @" + sets[k].name);
+      add(nft::AddrInSet{side, false, sets[k].name});
     }
     if (e.not_selector) {
       std::string k = acquire_set(e.scope, *e.not_selector);
       keys.push_back(k);
-      add(ipf + " != @" + sets[k].name);
+      add(nft::AddrInSet{side, true, sets[k].name});
     }
     NamespaceScope np_scope = e.has_selector ? e.scope : NamespaceScope{};
     Selector np_sel = e.has_selector ? e.selector : Selector::all();
     // All named ports of one list share one set (the union of what each name
     // resolves to), so a list of n names is one match, not n alternatives
     // (which the other side's alternatives would multiply).
-    auto named_set = [&](std::vector<std::string> names) {
+    auto named_set = [&](std::vector<std::string> names, bool negate) {
       std::sort(names.begin(), names.end());
       names.erase(std::unique(names.begin(), names.end()), names.end());
       std::string k = acquire_set(np_scope, np_sel, true, r.protocol.value_or(0), names);
       keys.push_back(k);
-      return ipf + " . meta l4proto . " + thf + " @" + sets[k].name;
+      return nft::AddrPortInSet{side, negate, sets[k].name};
     };
     if (!e.not_ports.empty()) {
       if (full_range(e.not_ports.ranges)) {
@@ -605,78 +616,67 @@ struct PolicyCompiler::Impl {
       if (!e.not_ports.ranges.empty()) {
         auto v = ranges_list(e.not_ports.ranges);
         if (v.size() <= kSplitMax)
-          for (const auto& x : v) add(thf + " != { " + x + " }");
+          for (const auto& x : v) add(nft::PortIn{side, true, {x}});
         else
-          add(thf + " != " + braced(v));
+          add(nft::PortIn{side, true, std::move(v)});
       }
-      if (!e.not_ports.names.empty()) {
-        std::string m = named_set(e.not_ports.names);
-        m.replace(m.find(" @"), 2, " != @");
-        add(m);
-      }
+      if (!e.not_ports.names.empty()) add(named_set(e.not_ports.names, true));
     }
     if (e.ports.empty() || full_range(e.ports.ranges)) {
-      out.alts = bases;
+      out.alts = std::move(bases);
       return out;
     }
-    std::vector<std::string> items;
+    std::vector<nft::Match> items;
     if (!e.ports.ranges.empty()) {
       auto v = ranges_list(e.ports.ranges);
       size_t named = e.ports.names.empty() ? 0 : 1;
       if (v.size() <= kSplitMax && bases.size() * (v.size() + named) <= max_alts)
-        for (const auto& x : v) items.push_back(thf + " { " + x + " }");
+        for (const auto& x : v) items.push_back(nft::PortIn{side, false, {x}});
       else
-        items.push_back(thf + " " + braced(v));
+        items.push_back(nft::PortIn{side, false, std::move(v)});
     }
-    if (!e.ports.names.empty()) items.push_back(named_set(e.ports.names));
+    if (!e.ports.names.empty()) items.push_back(named_set(e.ports.names, false));
     fan_out(items);
-    out.alts = bases;
+    out.alts = std::move(bases);
     return out;
   }
 
   // The nft rules for one policy rule (several when named ports add alternatives).
-  std::vector<std::string> rule_text(const Policy& p, const Rule& r, std::vector<std::string>& keys) {
+  std::vector<nft::Rule> rules_for(const Policy& p, const Rule& r, std::vector<std::string>& keys) {
     if (r.ip_version == 6) return {};
     if (r.protocol == 58) return {};  // ICMPv6 never matches IPv4 traffic
-    std::string head;
-    auto add = [&](const std::string& s) { head += (head.empty() ? "" : " ") + s; };
-    if (r.protocol) add("meta l4proto " + proto_name(*r.protocol));
-    if (r.not_protocol) add("meta l4proto != " + proto_name(*r.not_protocol));
-    if (r.ip_version == 4) add("meta nfproto ipv4");
+    Conj head;
+    if (r.protocol) head.push_back(nft::L4Proto{*r.protocol, false});
+    if (r.not_protocol) head.push_back(nft::L4Proto{*r.not_protocol, true});
+    if (r.ip_version == 4) head.push_back(nft::Ipv4Only{});
     // The rule count is the product of both sides' alternatives: the
     // destination splits only as far as the product stays within kAltsMax.
-    auto src = side_text(r, r.src, true, keys);
-    auto dst = side_text(r, r.dst, false, keys, std::max<size_t>(1, kAltsMax / std::max<size_t>(1, src.alts.size())));
+    auto src = side_matches(r, r.src, true, keys);
+    auto dst = side_matches(r, r.dst, false, keys,
+                            std::max<size_t>(1, kAltsMax / std::max<size_t>(1, src.alts.size())));
     if (src.never || dst.never) return {};
-    std::string tail;
-    if (r.icmp && r.icmp->type >= 0) {
-      tail += " icmp type " + std::to_string(r.icmp->type);
-      if (r.icmp->code >= 0) tail += " icmp code " + std::to_string(r.icmp->code);
-    }
-    if (r.not_icmp && r.not_icmp->type >= 0) {
-      if (r.not_icmp->code >= 0)
-        tail += " icmp type . icmp code != { " + std::to_string(r.not_icmp->type) + " . " +
-                std::to_string(r.not_icmp->code) + " }";
-      else
-        tail += " icmp type != " + std::to_string(r.not_icmp->type);
-    }
-    std::string verdict;
+    Conj tail;
+    if (r.icmp && r.icmp->type >= 0) tail.push_back(nft::Icmp{r.icmp->type, r.icmp->code, false});
+    if (r.not_icmp && r.not_icmp->type >= 0) tail.push_back(nft::Icmp{r.not_icmp->type, r.not_icmp->code, true});
+    nft::Rule proto;
+    proto.counter = true;
     switch (r.action) {
-      case Action::Allow: verdict = "counter accept"; break;
-      case Action::Pass: verdict = "counter accept comment \"pass\""; break;  // single tier: Pass -> profile, which allows
-      case Action::Deny: verdict = "counter drop"; break;
-      case Action::Log: verdict = "counter log prefix " + nft_text("tabby " + p.id() + " ", 100); break;
+      case Action::Allow: proto.verdict = nft::Verdict::accept(); break;
+      case Action::Pass:  // single tier: Pass -> profile, which allows
+        proto.verdict = nft::Verdict::accept();
+        proto.comment = "pass";
+        break;
+      case Action::Deny: proto.verdict = nft::Verdict::drop(); break;
+      case Action::Log: proto.log_prefix = nft_plain("tabby " + p.id() + " ", 100); break;
     }
-    std::vector<std::string> out;
-    for (const auto& s : src.alts)
-      for (const auto& d : dst.alts) {
-        std::string t = head;
-        for (const auto* part : {&s, &d})
-          if (!part->empty()) t += (t.empty() ? "" : " ") + *part;
-        t += tail;
-        if (!t.empty() && t[0] == ' ') t.erase(0, 1);
-        t += (t.empty() ? "" : " ") + verdict;
-        out.push_back(t);
+    std::vector<nft::Rule> out;
+    out.reserve(src.alts.size() * dst.alts.size());
+    for (const auto& sa : src.alts)
+      for (const auto& da : dst.alts) {
+        nft::Rule rule = proto;
+        rule.matches.reserve(head.size() + sa.size() + da.size() + tail.size());
+        for (const Conj* part : std::initializer_list<const Conj*>{&head, &sa, &da, &tail}) rule.matches.insert(rule.matches.end(), part->begin(), part->end());
+        out.push_back(std::move(rule));
       }
     return out;
   }
@@ -687,7 +687,7 @@ struct PolicyCompiler::Impl {
     return n;
   }
 
-  void set_chain(const std::string& name, std::vector<std::string> rules, const std::string& comment) {
+  void set_chain(const std::string& name, std::vector<nft::Rule> rules, const std::string& comment) {
     auto it = chains.find(name);
     if (it != chains.end() && it->second == rules) return;
     chains[name] = std::move(rules);
@@ -708,9 +708,16 @@ struct PolicyCompiler::Impl {
     auto& c = classes[name];
     if (c.refs == 0) {
       c.ids = ids;
-      std::vector<std::string> rules;
-      for (const auto& i : ids) rules.push_back("jump " + policy_chain(i, d));
-      rules.push_back("counter drop");
+      std::vector<nft::Rule> rules;
+      for (const auto& i : ids) {
+        nft::Rule jump;
+        jump.verdict = nft::Verdict::jump(policy_chain(i, d));
+        rules.push_back(std::move(jump));
+      }
+      nft::Rule drop;
+      drop.counter = true;
+      drop.verdict = nft::Verdict::drop();
+      rules.push_back(std::move(drop));
       std::string comment = d == Direction::Ingress ? "ingress:" : "egress:";
       for (const auto& i : ids) comment += " " + i;
       set_chain(name, rules, comment);
@@ -725,16 +732,17 @@ struct PolicyCompiler::Impl {
     classes.erase(it);
     drop_chain(name);
   }
-  void set_vmap(bool ingress, const std::string& iface, const std::string& verdict) {
+  // Sets (or, with no verdict, removes) the map entry of `iface`.
+  void set_vmap(bool ingress, const std::string& iface, std::optional<nft::Verdict> verdict) {
     auto& m = ingress ? vmap_in : vmap_out;
     auto& dirty = ingress ? dirty_in : dirty_out;
-    if (verdict.empty()) {
+    if (!verdict) {
       if (m.erase(iface)) dirty.insert(iface);
       return;
     }
     auto it = m.find(iface);
-    if (it != m.end() && it->second == verdict) return;
-    m[iface] = verdict;
+    if (it != m.end() && it->second == *verdict) return;
+    m[iface] = std::move(*verdict);
     dirty.insert(iface);
   }
   // Re-derives an endpoint's chains and vmap entries from its policy lists.
@@ -747,11 +755,11 @@ struct PolicyCompiler::Impl {
     le.out_chain = out;
     (void)key;
     if (!old_iface.empty() && old_iface != le.iface) {
-      set_vmap(true, old_iface, "");
-      set_vmap(false, old_iface, "");
+      set_vmap(true, old_iface, std::nullopt);
+      set_vmap(false, old_iface, std::nullopt);
     }
-    set_vmap(true, le.iface, in.empty() ? "accept" : "jump " + in);
-    set_vmap(false, le.iface, out.empty() ? "accept" : "jump " + out);
+    set_vmap(true, le.iface, in.empty() ? nft::Verdict::accept() : nft::Verdict::jump(in));
+    set_vmap(false, le.iface, out.empty() ? nft::Verdict::accept() : nft::Verdict::jump(out));
   }
   std::vector<std::string> compute_list(const std::string& ns, const Labels& labels, Direction d) const {
     std::vector<std::string> out;
@@ -762,14 +770,32 @@ struct PolicyCompiler::Impl {
     }
     return out;
   }
-  void place(std::vector<std::string>& list, const std::string& id, bool present) {
-    list.erase(std::remove(list.begin(), list.end(), id), list.end());
-    if (!present) return;
-    auto key = std::make_pair(policies.at(id).order, id);
-    auto pos = std::find_if(list.begin(), list.end(), [&](const std::string& other) {
-      return key < std::make_pair(policies.at(other).order, other);
-    });
+  // Puts `id` in (or, not `present`, takes it out of) `list`, which is in
+  // evaluation order apart from `id`; true when the list changed. Checking
+  // the neighbours first spares the copy-and-compare of every endpoint's
+  // lists on each policy upsert (most keep their place).
+  bool place(std::vector<std::string>& list, const std::string& id, bool present) {
+    auto cur = std::find(list.begin(), list.end(), id);
+    if (!present) {
+      if (cur == list.end()) return false;
+      list.erase(cur);
+      return true;
+    }
+    const double order = policies.at(id).order;
+    auto goes_before = [&](const std::string& other) {  // (order, id) < other's, as std::pair compares
+      double o = policies.at(other).order;
+      return order < o || (!(o < order) && id < other);
+    };
+    if (cur != list.end()) {
+      // Where the search below would put it again: past every entry it does
+      // not go before, ahead of the next one.
+      bool stays = (cur == list.begin() || !goes_before(*(cur - 1))) && (cur + 1 == list.end() || goes_before(*(cur + 1)));
+      if (stays) return false;
+      list.erase(cur);
+    }
+    auto pos = std::find_if(list.begin(), list.end(), goes_before);
     list.insert(pos, id);
+    return true;
   }
 
   // ------------------------------------------------------------ mutations
@@ -816,8 +842,8 @@ struct PolicyCompiler::Impl {
       if (lit != local.end()) {
         release_class(lit->second.in_chain);
         release_class(lit->second.out_chain);
-        set_vmap(true, lit->second.iface, "");
-        set_vmap(false, lit->second.iface, "");
+        set_vmap(true, lit->second.iface, std::nullopt);
+        set_vmap(false, lit->second.iface, std::nullopt);
         local.erase(lit);
       }
       return;
@@ -869,9 +895,9 @@ struct PolicyCompiler::Impl {
       std::vector<uint64_t> after = collect_elems(slot);
       IpSet& s = *set_slots[slot];
       for (uint64_t e : before)
-        if (!std::binary_search(after.begin(), after.end(), e)) elem_op(s.name, elem_str(s, e), -1);
+        if (!std::binary_search(after.begin(), after.end(), e)) elem_op(s, e, -1);
       for (uint64_t e : after)
-        if (!std::binary_search(before.begin(), before.end(), e)) elem_op(s.name, elem_str(s, e), +1);
+        if (!std::binary_search(before.begin(), before.end(), e)) elem_op(s, e, +1);
       s.count = after.size();
     }
     for (const auto& [key, le] : local)
@@ -894,10 +920,11 @@ struct PolicyCompiler::Impl {
         drop_chain(chain);
         continue;
       }
-      std::vector<std::string> text;
+      std::vector<nft::Rule> compiled_rules;
       for (const auto& r : *rules)
-        for (auto& t : rule_text(p, r, c.set_keys)) text.push_back(std::move(t));
-      set_chain(chain, std::move(text), p.display() + (d == Direction::Ingress ? " ingress" : " egress"));
+        for (auto& t : rules_for(p, r, c.set_keys)) compiled_rules.push_back(std::move(t));
+      compiled_rules.shrink_to_fit();  // kept for the chain's lifetime: no growth slack
+      set_chain(chain, std::move(compiled_rules), p.display() + (d == Direction::Ingress ? " ingress" : " egress"));
     }
     auto prev = compiled.find(id);
     if (prev != compiled.end())
@@ -934,10 +961,9 @@ struct PolicyCompiler::Impl {
     for (auto& [key, le] : local) {
       const LabelSet& ls = label_sets[endpoints.at(key).labels];
       bool applies = policy_applies(p, ls.ns, ls.labels());
-      auto in = le.in, out = le.out;
-      place(le.in, id, applies && p.ingress);
-      place(le.out, id, applies && p.egress);
-      if (in != le.in || out != le.out) pending_local.insert(key);
+      bool changed = place(le.in, id, applies && p.ingress);
+      if (place(le.out, id, applies && p.egress)) changed = true;
+      if (changed) pending_local.insert(key);
     }
   }
   void relist_removed(const std::string& id) {
@@ -1005,7 +1031,9 @@ struct PolicyCompiler::Impl {
 
   std::string full_script() {
     settle();
-    std::string s = "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
+    std::string s;
+    s.reserve(last_full_bytes + last_full_bytes / 8);
+    s += "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
     s += guard_text();
     if (!opts.enforce_policy) {
       s += "}\n";
@@ -1036,9 +1064,13 @@ struct PolicyCompiler::Impl {
       s += " }\n";
     }
     // Policy chains before endpoint chains before maps: definitions precede uses.
-    auto emit_chain = [&](const std::string& name, const std::vector<std::string>& rules) {
+    auto emit_chain = [&](const std::string& name, const std::vector<nft::Rule>& rules) {
       s += "  chain " + name + " {\n    comment " + nft_text(chain_comment[name]) + "\n";
-      for (const auto& r : rules) s += "    " + r + "\n";
+      for (const auto& r : rules) {
+        s += "    ";
+        nft::append_rule(s, r);
+        s += '\n';
+      }
       s += "  }\n";
     };
     for (const auto& [name, rules] : chains)
@@ -1052,7 +1084,7 @@ struct PolicyCompiler::Impl {
         s += " elements = { ";
         bool first = true;
         for (const auto& [i, v] : *m) {
-          s += (first ? "" : ", ") + nft_quote(i) + " : " + v;
+          s += (first ? "" : ", ") + nft_quote(i) + " : " + nft::verdict_text(v);
           first = false;
         }
         s += " };";
@@ -1062,6 +1094,7 @@ struct PolicyCompiler::Impl {
     s += base_chains();
     s += "}\n";
     mark_applied();
+    last_full_bytes = s.size();
     return s;
   }
   void mark_applied() {
@@ -1114,37 +1147,40 @@ struct PolicyCompiler::Impl {
       if (chains.count(c) != applied_chains.count(c) || chains.count(c)) structural = true;
     for (const auto& c : dirty_chains)
       if (chains.count(c) && !applied_chains.count(c)) {
-        std::string comment = nft_text(chain_comment[c]);
-        s += "add chain " + tb + " " + c + " { comment " + comment + "; }\n";
-        out.chain_ops.push_back({ChainOp::Add, c, comment.substr(1, comment.size() - 2)});
+        std::string comment = nft_plain(chain_comment[c]);
+        s += "add chain " + tb + " " + c + " { comment " + nft_quote(comment) + "; }\n";
+        out.chain_ops.push_back({ChainOp::Add, c, std::move(comment), {}});
       }
     // 2. Element changes of existing sets: deletions, then additions.
     for (int pass = 0; pass < 2; ++pass)
       for (const auto& [name, ops] : elem_ops) {
         if (!now_sets.count(name) || !applied_sets.count(name)) continue;
+        const IpSet& set = sets.at(set_by_name.at(name));
         std::vector<std::string> v;
-        for (const auto& [e, d] : ops)
-          if ((pass == 0 && d < 0) || (pass == 1 && d > 0)) v.push_back(e);
-        if (v.empty()) continue;
-        s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + name + " " +
-             elems_text(v, 0, v.size()) + "\n";
         ElementOp op;
         op.add = pass == 1;
         op.set = name;
-        for (auto& e : v) op.elements.emplace_back(std::move(e), "");
+        for (const auto& [e, ch] : ops)
+          if ((pass == 0 && ch.d < 0) || (pass == 1 && ch.d > 0)) {
+            v.push_back(e);
+            op.elements.push_back(elem_typed(set, ch.code));
+          }
+        if (v.empty()) continue;
+        s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + name + " " +
+             elems_text(v, 0, v.size()) + "\n";
         out.elements.push_back(std::move(op));
       }
     // 2b. Tunnel guard peers (the settings are the same: a change forces a full script).
     if (guard.enabled && guard_peers_dirty) {
       ElementOp del{false, kTunnelPeersSet, {}}, add{true, kTunnelPeersSet, {}};
       for (uint32_t a : applied_guard_peers)
-        if (!guard_peers.count(a)) del.elements.emplace_back(IpAddress::v4(a).str(), "");
+        if (!guard_peers.count(a)) del.elements.push_back(nft::Element::ipv4(a));
       for (uint32_t a : guard_peers)
-        if (!applied_guard_peers.count(a)) add.elements.emplace_back(IpAddress::v4(a).str(), "");
+        if (!applied_guard_peers.count(a)) add.elements.push_back(nft::Element::ipv4(a));
       for (ElementOp* op : {&del, &add}) {
         if (op->elements.empty()) continue;
         std::vector<std::string> v;
-        for (const auto& e : op->elements) v.push_back(e.first);
+        for (const auto& e : op->elements) v.push_back(nft::element_text(e));
         s += std::string(op->add ? "add" : "delete") + " element " + tb + " " + kTunnelPeersSet + " " +
              elems_text(v, 0, v.size()) + "\n";
         out.elements.push_back(std::move(*op));
@@ -1158,11 +1194,13 @@ struct PolicyCompiler::Impl {
         if (it == chains.end()) continue;
         if (applied_chains.count(c)) {
           s += "flush chain " + tb + " " + c + "\n";
-          out.chain_ops.push_back({ChainOp::Flush, c, ""});
+          out.chain_ops.push_back({ChainOp::Flush, c, "", {}});
         }
         for (const auto& r : it->second) {
-          s += "add rule " + tb + " " + c + " " + r + "\n";
-          out.chain_ops.push_back({ChainOp::Rule, c, r});
+          s += "add rule " + tb + " " + c + " ";
+          nft::append_rule(s, r);
+          s += '\n';
+          out.chain_ops.push_back({ChainOp::Rule, c, "", r});
         }
       }
     // 4. Dispatch maps.
@@ -1174,11 +1212,11 @@ struct PolicyCompiler::Impl {
         if (w != was->end() && n != now->end() && w->second == n->second) continue;
         if (w != was->end()) {
           s += "delete element " + tb + " " + mname + " { " + nft_quote(i) + " }\n";
-          out.elements.push_back({false, mname, {{i, ""}}});
+          out.elements.push_back({false, mname, {nft::Element::iface(i)}});
         }
         if (n != now->end()) {
-          s += "add element " + tb + " " + mname + " { " + nft_quote(i) + " : " + n->second + " }\n";
-          out.elements.push_back({true, mname, {{i, n->second}}});
+          s += "add element " + tb + " " + mname + " { " + nft_quote(i) + " : " + nft::verdict_text(n->second) + " }\n";
+          out.elements.push_back({true, mname, {nft::Element::iface(i, n->second)}});
         }
       }
     }
@@ -1191,11 +1229,11 @@ struct PolicyCompiler::Impl {
     });
     for (const auto& c : gone) {
       s += "flush chain " + tb + " " + c + "\n";
-      out.chain_ops.push_back({ChainOp::Flush, c, ""});
+      out.chain_ops.push_back({ChainOp::Flush, c, "", {}});
     }
     for (const auto& c : gone) {
       s += "delete chain " + tb + " " + c + "\n";
-      out.chain_ops.push_back({ChainOp::Delete, c, ""});
+      out.chain_ops.push_back({ChainOp::Delete, c, "", {}});
     }
     // 6. Sets nobody uses any more.
     for (const auto& name : applied_sets)
@@ -1287,10 +1325,18 @@ std::vector<EndpointPolicies> PolicyCompiler::endpoint_policies() const {
 }
 
 std::string PolicyCompiler::chain_for(const std::string& id, Direction d) const { return impl_->policy_chain(id, d); }
-const std::vector<std::string>* PolicyCompiler::chain_rules(const std::string& chain) const {
+const std::vector<nft::Rule>* PolicyCompiler::chain_ir(const std::string& chain) const {
   impl_->settle();
   auto it = impl_->chains.find(chain);
   return it == impl_->chains.end() ? nullptr : &it->second;
+}
+std::optional<std::vector<std::string>> PolicyCompiler::chain_rules(const std::string& chain) const {
+  const auto* rules = chain_ir(chain);
+  if (!rules) return std::nullopt;
+  std::vector<std::string> out;
+  out.reserve(rules->size());
+  for (const auto& r : *rules) out.push_back(nft::rule_text(r));
+  return out;
 }
 
 RulesetShape PolicyCompiler::shape() const {

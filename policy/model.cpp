@@ -8,7 +8,9 @@
 // field against their API schema (schema.hpp: unknown, duplicate, mistyped and
 // unimplemented fields are errors, never skipped); the readers below then check
 // the values and build the model.
-// Pure: yaml-cpp parses text handed in; no I/O.
+// Documents come in as YAML nodes (the datastore already loaded them; read
+// through const access, never re-emitted) or as text (loaded here, then the
+// same path). Pure: yaml-cpp parses text handed in; no I/O.
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -665,16 +667,15 @@ bool yaml_within_budget(const YAML::Node& doc, size_t max_nodes) {
   return walk_within(doc, budget);
 }
 
-Result<Object> parse_object(std::string_view text) {
-  YAML::Node doc;
-  try {
-    doc = YAML::Load(std::string(text));
-  } catch (const YAML::Exception& ex) {
-    return fail_msg(std::string("invalid YAML: ") + ex.what());
-  }
-  if (!yaml_within_budget(doc))
-    return fail_msg("manifest too large: more than " + std::to_string(kMaxManifestNodes) +
-                    " nodes once YAML aliases are expanded");
+namespace {
+
+std::string too_large() {
+  return "manifest too large: more than " + std::to_string(kMaxManifestNodes) + " nodes once YAML aliases are expanded";
+}
+
+// One document whose node count the caller has bounded (yaml_within_budget).
+// Reads `doc` through const access only: the caller's node is left as it was.
+Result<Object> parse_bounded_object(const YAML::Node& doc) {
   if (!doc.IsMap()) return fail_msg("manifest is not a YAML map");
   std::string api = doc["apiVersion"] && doc["apiVersion"].IsScalar() ? doc["apiVersion"].Scalar() : "";
   std::string kind = doc["kind"] && doc["kind"].IsScalar() ? doc["kind"].Scalar() : "";
@@ -734,6 +735,23 @@ Result<Object> parse_object(std::string_view text) {
   return o;
 }
 
+}  // namespace
+
+Result<Object> parse_object(const YAML::Node& doc) {
+  if (!yaml_within_budget(doc)) return fail_msg(too_large());
+  return parse_bounded_object(doc);
+}
+
+Result<Object> parse_object(std::string_view text) {
+  YAML::Node doc;
+  try {
+    doc = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& ex) {
+    return fail_msg(std::string("invalid YAML: ") + ex.what());
+  }
+  return parse_object(doc);
+}
+
 Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_view origin) {
   std::vector<Object> out;
   std::vector<YAML::Node> docs;
@@ -747,12 +765,8 @@ Result<std::vector<Object>> parse_manifests(std::string_view yaml, std::string_v
   }
   for (size_t i = 0; i < docs.size(); ++i) {
     if (docs[i].IsNull()) continue;
-    if (!yaml_within_budget(docs[i]))
-      return fail_msg(prefix + "document " + std::to_string(i) + ": manifest too large: more than " +
-                      std::to_string(kMaxManifestNodes) + " nodes once YAML aliases are expanded");
-    YAML::Emitter em;
-    em << docs[i];
-    auto o = parse_object(em.c_str());
+    if (!yaml_within_budget(docs[i])) return fail_msg(prefix + "document " + std::to_string(i) + ": " + too_large());
+    auto o = parse_bounded_object(docs[i]);
     if (!o) return fail_msg(prefix + "document " + std::to_string(i) + ": " + o.error().message);
     out.push_back(std::move(*o));
   }

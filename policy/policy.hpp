@@ -20,8 +20,9 @@
 //   3. After a batch of changes call NftExecutor::sync(compiler): the full ruleset
 //      the first time (libnftables), then only the delta, each as one atomic
 //      transaction: deltas go out as one raw nf_tables netlink batch (element
-//      changes, chain flush/add/delete, rules encoded from the compiler's rule
-//      text) without libnftables' O(ruleset) cache fetch; a delta that creates or
+//      changes, chain flush/add/delete, the compiler's typed rules encoded as
+//      expressions, policy/nft_netlink.hpp) without libnftables' O(ruleset)
+//      cache fetch; a delta that creates or
 //      deletes a set, or has a rule form the encoder does not cover, runs through
 //      libnftables instead; a rejected delta falls back to a full resync.
 //      The tunnel guard (TunnelGuardConfig) lives in the same table:
@@ -44,6 +45,7 @@
 #include <vector>
 
 #include "base/base.hpp"
+#include "policy/nft_ir.hpp"
 
 namespace YAML {
 class Node;
@@ -106,6 +108,7 @@ struct PortMatch {
   std::vector<PortRange> ranges;
   std::vector<std::string> names;
   bool empty() const { return ranges.empty() && names.empty(); }
+  bool operator==(const PortMatch&) const = default;
 };
 
 // Which endpoints a selector applies to, by namespace.
@@ -113,6 +116,7 @@ struct NamespaceScope {
   enum Kind : uint8_t { Any, Exact, BySelector } kind = Any;
   std::string ns;          // Exact
   Selector ns_selector;    // BySelector (namespace labels)
+  bool operator==(const NamespaceScope&) const = default;
 };
 
 // One side (source or destination) of a rule, Calico-shaped.
@@ -123,10 +127,12 @@ struct EntityRule {
   NamespaceScope scope;          // namespace restriction of selector/notSelector
   std::optional<Selector> not_selector;
   PortMatch ports, not_ports;
+  bool operator==(const EntityRule&) const = default;
 };
 
 struct IcmpMatch {
   int type = -1, code = -1;  // -1: any
+  bool operator==(const IcmpMatch&) const = default;
 };
 
 struct Rule {
@@ -135,6 +141,7 @@ struct Rule {
   std::optional<IcmpMatch> icmp, not_icmp;
   std::optional<int> ip_version;  // 4 or 6
   EntityRule src, dst;
+  bool operator==(const Rule&) const = default;
 };
 
 enum class PolicyKind : uint8_t { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy };
@@ -154,6 +161,8 @@ struct Policy {
   // "knp.<ns>.<name>", "np.<ns>.<name>", "gnp.<name>": unique, used in chain names.
   std::string id() const;
   std::string display() const;  // "NetworkPolicy x/allow-a" etc.
+  // Equal policies compile to the same rules (selectors compare by canonical text).
+  bool operator==(const Policy&) const = default;
 };
 
 struct NamedPort {
@@ -184,12 +193,16 @@ struct Object {
   Endpoint endpoint;
 };
 
-// Parses one YAML document (already-decoded text). Recognises
-// networking.k8s.io/v1 NetworkPolicy, projectcalico.org/v3 NetworkPolicy,
-// GlobalNetworkPolicy and WorkloadEndpoint, v1 Namespace. Errors name the
-// object (kind namespace/name) and the field path, e.g.
-// "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...".
+// Parses one YAML document: a node the caller already loaded (read through
+// const access only, never re-emitted), or text for callers that only have
+// text (the CLI tools, the fuzz target). Recognises networking.k8s.io/v1
+// NetworkPolicy, projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy and
+// WorkloadEndpoint, v1 Namespace. Errors name the object (kind
+// namespace/name) and the field path, e.g.
+// "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...". Both check the
+// node budget (kMaxManifestNodes) first.
 inline constexpr size_t kMaxManifestNodes = 200000;
+Result<Object> parse_object(const YAML::Node& doc);
 Result<Object> parse_object(std::string_view yaml_doc);
 // Counts a document's nodes as a reader walking it would see them, aliases
 // expanded, and stops at max_nodes. False when the document is bigger: a few
@@ -246,21 +259,22 @@ struct EndpointPolicies {
   std::string ingress_chain, egress_chain;   // empty = unrestricted
 };
 
-// One set/map element change, structured (for executors that bypass the nft
-// parser). key: "198.19.1.1", "198.19.1.1 . tcp . 80" or an interface name;
-// value: "" for sets, "accept" / "jump <chain>" for verdict maps.
+// One set/map element change, typed (for the netlink encoder, which needs
+// no parser): the elements of `set` (a selector set, a named-port set, a
+// verdict map or the tunnel-peers set) to add or delete.
 struct ElementOp {
   bool add = true;
   std::string set;
-  std::vector<std::pair<std::string, std::string>> elements;  // key, value
+  std::vector<nft::Element> elements;
 };
 
-// One chain-level change of a delta, structured (for the netlink executor).
-// text: the comment for Add (already cut to the kernel limit), the rule in nft
-// syntax for Rule; empty otherwise.
+// One chain-level change of a delta, typed (for the netlink encoder).
+// comment: the chain's comment for Add (already cut to the kernel limit);
+// rule: the rule appended for Rule.
 struct ChainOp {
   enum Kind : uint8_t { Add, Flush, Rule, Delete } kind = Rule;
-  std::string chain, text;
+  std::string chain, comment;
+  nft::Rule rule;
 };
 
 struct Delta {
@@ -325,9 +339,10 @@ class PolicyCompiler {
   const Policy* find_policy(const std::string& id) const;
 
   // The chain holding policy `id`'s rules for direction `d`, and a chain's rules
-  // as compiled (nullptr if no such chain).
+  // as compiled, typed and as nft text (nullptr / nullopt if no such chain).
   std::string chain_for(const std::string& id, Direction d) const;
-  const std::vector<std::string>* chain_rules(const std::string& chain) const;
+  const std::vector<nft::Rule>* chain_ir(const std::string& chain) const;
+  std::optional<std::vector<std::string>> chain_rules(const std::string& chain) const;
 
   // Which policies select `ep`, per direction, in evaluation order (pure helper).
   std::vector<std::string> policies_for(const Endpoint& ep, Direction d) const;
@@ -407,7 +422,7 @@ class NftExecutor : public PolicyExecutor {
   // skipping libnftables' parser and cache fetch (which costs O(ruleset)).
   Status apply_elements(const std::string& table, const std::vector<ElementOp>& ops);
   // Applies a structured delta (chains, rules, elements) as one nf_tables
-  // netlink batch: rules are encoded here from their nft text, no cache fetch.
+  // netlink batch: the typed rules are encoded as expressions, no cache fetch.
   // Returns false (nothing sent) when a rule uses a form the encoder does not
   // cover; the caller then runs delta.script through libnftables.
   Result<bool> apply_structured(const std::string& table, const Delta& delta);

@@ -3,7 +3,9 @@
 
 Phases:
   1. unit    every doctest binary meson registered (in the sanitizer build);
-             each doctest test case counts as one test.
+             each doctest test case counts as one test. Then the layering
+             check (scripts/check_layering.py) on that build: one test per rule
+             (pure-io, arrows, include-paths, classified).
   2. fuzz    each libFuzzer target (test/fuzz/*_fuzz.cpp) for a fixed short budget
              (one test each; a target that is not built fails).
   3. integration  every executable script in test/integration/ (one test each),
@@ -39,6 +41,22 @@ class Tally:
             self.failed += 1
             self.failures.append(name)
         print(f"{status.upper():4} {name}" + (f" ({detail})" if detail and status != "skip" else ""), flush=True)
+
+
+def run_layering(build, tally, only):
+    # Reads the build's dependency records: a pure library reaching an I/O header,
+    # or an include against the module arrows, is a failed test (one per rule).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("check_layering", os.path.join(ROOT, "scripts", "check_layering.py"))
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    for rule, lines in checker.check(build).items():
+        name = f"layering/{rule}"
+        if only and not re.search(only, name):
+            continue
+        for line in lines:
+            print(f"  LAYERING {rule}: {line}")
+        tally.add(name, "fail" if lines else "pass", f"{len(lines)} violation(s)" if lines else "")
 
 
 def run_unit(build, tally, only):
@@ -153,6 +171,7 @@ def main():
     phases = a.phases.split(",")
     if "unit" in phases:
         run_unit(a.unit_build, tally, a.only)
+        run_layering(a.unit_build, tally, a.only)
     if "fuzz" in phases:
         run_fuzz(a.fuzz_build, tally, a.fuzz_seconds, a.only)
     if "integration" in phases:

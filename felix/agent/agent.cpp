@@ -6,6 +6,7 @@
 
 #include "felix/agent/runtime.hpp"
 #include "felix/config/config.hpp"
+#include "felix/config/config_file.hpp"
 
 namespace tabby::felix {
 

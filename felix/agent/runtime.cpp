@@ -48,6 +48,7 @@
 #include "felix/api/policy_messages.hpp"
 #include "felix/api/server.hpp"
 #include "felix/calc/calc.hpp"
+#include "felix/config/config_file.hpp"
 #include "felix/calc/doc_feed.hpp"
 #include "log/log.hpp"
 #include "proto/tabby.pb.h"

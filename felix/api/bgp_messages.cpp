@@ -5,7 +5,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "felix/config/config.hpp"
+#include "bgp/types.hpp"
 
 namespace tabby::felix {
 
@@ -92,8 +92,8 @@ std::unique_ptr<api::RouteList> routes_message(const bgp::Speaker& sp) {
       pm->set_has_med(a.med.has_value());
       pm->set_med(a.med.value_or(0));
       pm->set_local_pref(a.local_pref.value_or(100));
-      for (uint32_t c : a.communities) pm->add_communities(community_str(c));
-      for (const auto& c : a.large_communities) pm->add_large_communities(large_community_str(c));
+      for (uint32_t c : a.communities) pm->add_communities(bgp::community_str(c));
+      for (const auto& c : a.large_communities) pm->add_large_communities(bgp::large_community_str(c));
       for (uint64_t c : a.ext_communities) pm->add_ext_communities(hex8(c));
       pm->set_originator_id(a.originator_id ? a.originator_id->str() : "");
       for (uint32_t c : a.cluster_list) pm->add_cluster_list(IpAddress::v4(c).str());

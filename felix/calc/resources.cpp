@@ -16,8 +16,6 @@
 #include <cstdio>
 #include <set>
 
-#include "felix/config/config.hpp"
-
 namespace tabby::felix {
 namespace {
 
@@ -241,11 +239,11 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
     std::string value = get_string(n["value"], join(p, "value"));
     Community c;
     if (std::count(value.begin(), value.end(), ':') == 2) {
-      auto l = parse_large_community(value);
+      auto l = bgp::parse_large_community(value);
       if (!l) bad(join(p, "value"), l.error().message);
       c.large = *l;
     } else {
-      auto s = parse_community(value);
+      auto s = bgp::parse_community(value);
       if (!s) bad(join(p, "value"), s.error().message);
       c.standard = *s;
     }
@@ -264,11 +262,11 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
       }
       Community c;
       if (std::count(text.begin(), text.end(), ':') == 2) {
-        auto l = parse_large_community(text);
+        auto l = bgp::parse_large_community(text);
         if (!l) bad(cp, "'" + text + "' is neither a community defined in spec.communities nor a community value");
         c.large = *l;
       } else {
-        auto s = parse_community(text);
+        auto s = bgp::parse_community(text);
         if (!s) bad(cp, "'" + text + "' is neither a community defined in spec.communities nor a community value");
         c.standard = *s;
       }
@@ -810,12 +808,10 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
   UnsupportedFields notes;
   try {
     if (policy_kind) {
-      YAML::Emitter em;
-      em << doc;
-      auto o = policy::parse_object(em.c_str());
+      auto o = policy::parse_object(doc);
       if (!o) return fail_msg(src + o.error().message);
       r.key = {Kind::Policy, "", o->policy.id()};
-      r.body = PolicyRes{std::move(o->policy), em.c_str()};
+      r.body = PolicyRes{std::move(o->policy)};
       return r;
     }
     r.key.name = name;

@@ -213,9 +213,8 @@ struct WorkloadEndpoint {
 };
 
 struct PolicyRes {
-  policy::Policy policy;
-  std::string canonical;  // the document re-emitted by yaml-cpp: equal text = same policy
-  bool operator==(const PolicyRes& o) const { return canonical == o.canonical; }
+  policy::Policy policy;  // parsed straight from the document's node
+  bool operator==(const PolicyRes&) const = default;  // same policy = same rules
 };
 
 using ResourceBody = std::variant<BgpConfiguration, BgpPeer, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,

@@ -12,53 +12,32 @@
 // Pod side (Calico's layout): eth0 has IP/32; 169.254.1.1 is reached on-link through
 // eth0 and is the default gateway; the host side answers ARP for it by proxy ARP
 // (proxy_arp=1, proxy_delay=0). The host's /32 route to the pod is the agent's job.
+// libnl handles and the per-netns socket: netlink/libnl.hpp.
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/rtnetlink.h>
-#include <netlink/netlink.h>
-#include <netlink/route/addr.h>
-#include <netlink/route/link.h>
 #include <netlink/route/link/veth.h>
-#include <netlink/route/route.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <thread>
 
 #include "felix/cni/cni.hpp"
+#include "netlink/libnl.hpp"
 
 namespace tabby::felix::cni {
 namespace {
 
 constexpr const char* kGateway = "169.254.1.1";
 
-template <class T, void (*F)(T*)>
-struct Ref {
-  T* p = nullptr;
-  Ref() = default;
-  explicit Ref(T* x) : p(x) {}
-  ~Ref() {
-    if (p) F(p);
-  }
-  Ref(const Ref&) = delete;
-  Ref& operator=(const Ref&) = delete;
-};
-void put_link(rtnl_link* l) { rtnl_link_put(l); }
-void put_addr(rtnl_addr* a) { rtnl_addr_put(a); }
-void put_route(rtnl_route* r) { rtnl_route_put(r); }
-void put_nladdr(nl_addr* a) { nl_addr_put(a); }
-void put_cache(nl_cache* c) { nl_cache_free(c); }
-void free_sock(nl_sock* s) { nl_socket_free(s); }
-using LinkRef = Ref<rtnl_link, put_link>;
-using AddrRef = Ref<rtnl_addr, put_addr>;
-using RouteRef = Ref<rtnl_route, put_route>;
-using NlAddrRef = Ref<nl_addr, put_nladdr>;
-using CacheRef = Ref<nl_cache, put_cache>;
-using SockRef = Ref<nl_sock, free_sock>;
+using netlink::AddrRef;
+using netlink::CacheRef;
+using netlink::LinkRef;
+using netlink::NlAddrRef;
+using netlink::RouteRef;
+using netlink::SockRef;
 
 struct Fd {
   int fd = -1;
@@ -67,31 +46,7 @@ struct Fd {
   }
 };
 
-std::string nlerr(int err) { return nl_geterror(err); }
-
-Result<nl_sock*> connect_here() {
-  nl_sock* sk = nl_socket_alloc();
-  if (!sk) return fail_msg("netlink: out of memory");
-  if (int err = nl_connect(sk, NETLINK_ROUTE); err < 0) {
-    nl_socket_free(sk);
-    return fail_msg("netlink: connect: " + nlerr(err));
-  }
-  return sk;
-}
-
-// A netlink socket bound to the netns behind `nsfd` (see the header comment).
-Result<nl_sock*> connect_in_netns(int nsfd, const std::string& path) {
-  Result<nl_sock*> out = fail_msg("not run");
-  std::thread t([&] {
-    if (::setns(nsfd, CLONE_NEWNET) != 0) {
-      out = fail_msg("setns(" + path + "): " + std::strerror(errno));
-      return;
-    }
-    out = connect_here();
-  });
-  t.join();
-  return out;
-}
+std::string nlerr(int err) { return netlink::libnl_error(err); }
 
 // Opens the pod's netns file. missing = it does not exist (or is no longer a netns).
 Result<int> open_netns(const std::string& path, bool* missing = nullptr) {
@@ -205,12 +160,12 @@ Result<PodNetInfo> setup_pod_network(const PodNetSpec& s) {
   auto nsfd_r = open_netns(s.netns_path);
   if (!nsfd_r) return fail_msg(nsfd_r.error().message);
   Fd nsfd{*nsfd_r};
-  auto hsk_r = connect_here();
+  auto hsk_r = netlink::connect_route();
   if (!hsk_r) return fail_msg(hsk_r.error().message);
-  SockRef hsk{*hsk_r};
-  auto psk_r = connect_in_netns(nsfd.fd, s.netns_path);
+  SockRef hsk = std::move(*hsk_r);
+  auto psk_r = netlink::connect_route_in_netns(nsfd.fd, s.netns_path);
   if (!psk_r) return fail_msg(psk_r.error().message);
-  SockRef psk{*psk_r};
+  SockRef psk = std::move(*psk_r);
 
   // A host veth of this name belongs to an earlier sandbox of the same pod that was
   // never deleted: its pod is gone, remove it (as Calico does).
@@ -263,10 +218,10 @@ Status teardown_pod_network(const std::string& netns_path, const std::string& co
     auto nsfd_r = open_netns(netns_path, &missing);
     if (nsfd_r) {
       Fd nsfd{*nsfd_r};
-      auto psk = connect_in_netns(nsfd.fd, netns_path);
+      auto psk = netlink::connect_route_in_netns(nsfd.fd, netns_path);
       // A path that is no longer a netns (its mount is gone) counts as a missing sandbox.
       if (psk) {
-        SockRef sk{*psk};
+        SockRef sk = std::move(*psk);
         if (auto st = delete_link_named(sk.p, cont_ifname, netns_path); !st) return st;
       }
     } else if (!missing) {
@@ -274,9 +229,9 @@ Status teardown_pod_network(const std::string& netns_path, const std::string& co
     }
   }
   if (host_ifname.empty()) return {};
-  auto hsk_r = connect_here();
+  auto hsk_r = netlink::connect_route();
   if (!hsk_r) return fail_msg(hsk_r.error().message);
-  SockRef hsk{*hsk_r};
+  SockRef hsk = std::move(*hsk_r);
   return delete_link_named(hsk.p, host_ifname, "the node netns");
 }
 
@@ -285,12 +240,12 @@ std::vector<std::string> check_pod_network(const PodNetSpec& s) {
   auto nsfd_r = open_netns(s.netns_path);
   if (!nsfd_r) return {nsfd_r.error().message};
   Fd nsfd{*nsfd_r};
-  auto hsk_r = connect_here();
+  auto hsk_r = netlink::connect_route();
   if (!hsk_r) return {hsk_r.error().message};
-  SockRef hsk{*hsk_r};
-  auto psk_r = connect_in_netns(nsfd.fd, s.netns_path);
+  SockRef hsk = std::move(*hsk_r);
+  auto psk_r = netlink::connect_route_in_netns(nsfd.fd, s.netns_path);
   if (!psk_r) return {psk_r.error().message};
-  SockRef psk{*psk_r};
+  SockRef psk = std::move(*psk_r);
 
   LinkRef cont, host;
   int cont_ifindex = 0;

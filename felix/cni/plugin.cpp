@@ -37,7 +37,7 @@
 
 #include "felix/calc/calc.hpp"
 #include "felix/cni/cni.hpp"
-#include "felix/config/config.hpp"
+#include "felix/config/config_file.hpp"
 #include "felix/datastore/datastore.hpp"
 
 namespace tabby::felix::cni {

@@ -3,18 +3,11 @@
 // ttlSecurity, maxRestartTime) so Calico users recognise them.
 #include "felix/config/config.hpp"
 
-#include <unistd.h>
-
-#include <cstdio>
-#include <cstdlib>
-
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 namespace tabby::felix {
 namespace {
@@ -133,17 +126,17 @@ std::vector<bgp::Family> get_families(const YAML::Node& n, const std::string& ke
   return out;
 }
 
-std::string read_password_file(const std::string& path, const std::string& key) {
-  std::ifstream f(path);
-  if (!f) bad(key, "cannot read password file '" + path + "'");
-  std::string line;
-  std::getline(f, line);
+// The key is the file's first line (without a trailing CR).
+std::string read_password_file(const std::string& path, const std::string& key, const ConfigEnvironment& env) {
+  std::optional<std::string> text = env.read_file ? env.read_file(path) : std::nullopt;
+  if (!text) bad(key, "cannot read password file '" + path + "'");
+  std::string line = text->substr(0, text->find('\n'));
   if (!line.empty() && line.back() == '\r') line.pop_back();
   if (line.empty()) bad(key, "password file '" + path + "' is empty");
   return line;
 }
 
-bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where) {
+bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, const ConfigEnvironment& env) {
   check_keys(n, where, {"peerIP", "asNumber", "password", "passwordFile", "holdTime", "keepaliveTime",
                         "connectRetryTime", "passive", "routeReflectorClient", "families", "nextHopMode",
                         "ttlSecurity", "localAddress", "maxRestartTime", "export", "description"});
@@ -160,7 +153,7 @@ bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where) {
   }
   if (n["passwordFile"])
     p.password = read_password_file(get_string(n["passwordFile"], join(where, "passwordFile")),
-                                    join(where, "passwordFile"));
+                                    join(where, "passwordFile"), env);
   if (n["holdTime"]) {
     auto v = get_uint(n["holdTime"], join(where, "holdTime"), 0, 65535);
     if (v == 1 || v == 2) bad(join(where, "holdTime"), "must be 0 or at least 3 seconds (RFC 4271 §4.2)");
@@ -200,7 +193,7 @@ bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where) {
       });
     if (n["export"]["denyCommunities"])
       each_item(n["export"]["denyCommunities"], join(ew, "denyCommunities"), [&](const YAML::Node& it, const std::string& k) {
-        auto c = parse_community(get_string(it, k));
+        auto c = bgp::parse_community(get_string(it, k));
         if (!c) bad(k, c.error().message);
         p.export_filter.denied_communities.push_back(*c);
       });
@@ -215,13 +208,13 @@ bgp::Announcement parse_announcement(const YAML::Node& n, const std::string& whe
   a.prefix = get_prefix(n["prefix"], join(where, "prefix"));
   if (n["communities"])
     each_item(n["communities"], join(where, "communities"), [&](const YAML::Node& it, const std::string& k) {
-      auto c = parse_community(get_string(it, k));
+      auto c = bgp::parse_community(get_string(it, k));
       if (!c) bad(k, c.error().message);
       a.communities.push_back(*c);
     });
   if (n["largeCommunities"])
     each_item(n["largeCommunities"], join(where, "largeCommunities"), [&](const YAML::Node& it, const std::string& k) {
-      auto c = parse_large_community(get_string(it, k));
+      auto c = bgp::parse_large_community(get_string(it, k));
       if (!c) bad(k, c.error().message);
       a.large_communities.push_back(*c);
     });
@@ -350,7 +343,7 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   if (root["peers"]) {
     std::set<std::pair<IpAddress, uint16_t>> seen;
     each_item(root["peers"], "peers", [&](const YAML::Node& it, const std::string& k) {
-      auto p = parse_peer(it, k);
+      auto p = parse_peer(it, k, env);
       if (!seen.insert({p.address, p.port}).second) bad(k + ".peerIP", "duplicate peer " + p.address.str());
       c.bgp.peers.push_back(std::move(p));
     });
@@ -387,83 +380,6 @@ Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string
   }
 }
 
-Result<AgentConfig> load_config(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return fail_msg(path + ": cannot open the config file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_config(ss.str(), path, process_environment());
-}
-
 std::string node_name_file(const std::string& api_socket) { return api_socket + ".nodename"; }
-
-bool write_node_name_file(const std::string& path, const std::string& node_name) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    if (!(f << node_name << "\n")) return false;
-  }
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-std::string read_node_name_file(const std::string& path) {
-  std::ifstream f(path);
-  std::string name;
-  if (f) std::getline(f, name);
-  while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
-  return name;
-}
-
-ConfigEnvironment process_environment() {
-  ConfigEnvironment env;
-  if (const char* v = std::getenv("NODENAME")) env.nodename = v;
-  if (const char* v = std::getenv("IP")) env.ip = v;
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) == 0) env.hostname = host;
-  return env;
-}
-
-Result<uint32_t> parse_community(const std::string& text) {
-  static const std::pair<const char*, uint32_t> names[] = {
-      {"no-export", bgp::kNoExport}, {"no-advertise", bgp::kNoAdvertise},
-      {"no-export-subconfed", bgp::kNoExportSubconfed}, {"blackhole", bgp::kBlackhole},
-      {"graceful-shutdown", bgp::kGracefulShutdown}};
-  for (const auto& [name, value] : names)
-    if (text == name) return value;
-  auto colon = text.find(':');
-  auto num = [](const std::string& s, uint64_t& out) {
-    if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos) return false;
-    out = std::stoull(s);
-    return true;
-  };
-  uint64_t hi, lo;
-  if (colon == std::string::npos || !num(text.substr(0, colon), hi) || !num(text.substr(colon + 1), lo) ||
-      hi > 65535 || lo > 65535)
-    return fail_msg("'" + text + "' is not a community (want ASN:VALUE with both parts 0-65535, or a well-known name)");
-  return static_cast<uint32_t>(hi << 16 | lo);
-}
-
-Result<bgp::LargeCommunity> parse_large_community(const std::string& text) {
-  uint64_t parts[3];
-  size_t start = 0;
-  for (int i = 0; i < 3; ++i) {
-    size_t end = i < 2 ? text.find(':', start) : text.size();
-    if (end == std::string::npos) return fail_msg("'" + text + "' is not a large community (want A:B:C)");
-    std::string s = text.substr(start, end - start);
-    if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoull(s) > 4294967295ULL)
-      return fail_msg("'" + text + "' is not a large community (want A:B:C, each 0-4294967295)");
-    parts[i] = std::stoull(s);
-    start = end + 1;
-  }
-  return bgp::LargeCommunity{static_cast<uint32_t>(parts[0]), static_cast<uint32_t>(parts[1]),
-                             static_cast<uint32_t>(parts[2])};
-}
-
-std::string community_str(uint32_t c) { return std::to_string(c >> 16) + ":" + std::to_string(c & 0xffff); }
-
-std::string large_community_str(const bgp::LargeCommunity& c) {
-  return std::to_string(c.global) + ":" + std::to_string(c.local1) + ":" + std::to_string(c.local2);
-}
 
 }  // namespace tabby::felix

@@ -2,8 +2,13 @@
 // file"): parsed and validated into AgentConfig. Every error names the file,
 // the key path (e.g. peers[1].holdTime) and why the value is wrong; unknown
 // keys are errors too, so a typo never silently falls back to a default.
+// Pure: the text comes in, the files the config names are read through
+// ConfigEnvironment::read_file; reading the config file itself, the process
+// environment and the node-name file is the I/O side, config_file.hpp.
+// Uses base, the BGP speaker config types and the datastore config type.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -46,26 +51,18 @@ struct ConfigEnvironment {
   std::string nodename;  // $NODENAME
   std::string hostname;  // gethostname()
   std::string ip;        // $IP
+  // Reads a file the config names (peers[].passwordFile): its text, or nullopt
+  // when it cannot be read. Unset: every such file counts as unreadable.
+  std::function<std::optional<std::string>(const std::string& path)> read_file;
 };
-ConfigEnvironment process_environment();
 
 // "<apiSocket>.nodename": the running agent's node name, for the CNI plugin when
-// its config gives none (the plugin's environment has no NODENAME).
+// its config gives none (the plugin's environment has no NODENAME). Reading and
+// writing it: config_file.hpp.
 std::string node_name_file(const std::string& api_socket);
-bool write_node_name_file(const std::string& path, const std::string& node_name);
-std::string read_node_name_file(const std::string& path);  // "" when absent
 
-// Reads and validates FILE (with process_environment()).
-Result<AgentConfig> load_config(const std::string& path);
 // Parses YAML text; `origin` names the source in error messages.
 Result<AgentConfig> parse_config(const std::string& yaml_text, const std::string& origin,
                                  const ConfigEnvironment& env = {});
-
-// "64512:100" or a well-known name (no-export, no-advertise, no-export-subconfed,
-// blackhole, graceful-shutdown).
-Result<uint32_t> parse_community(const std::string& text);
-Result<bgp::LargeCommunity> parse_large_community(const std::string& text);
-std::string community_str(uint32_t c);
-std::string large_community_str(const bgp::LargeCommunity& c);
 
 }  // namespace tabby::felix

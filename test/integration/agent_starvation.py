@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""agent_starvation.py — the agent's servers cannot be starved (issue 9, "Servers that
-cannot be starved").
+"""agent_starvation.py — the agent's servers cannot be starved (idle and
+slowloris connections, fd exhaustion).
 
 Three namespaces on one bridge: the agent under test (a: 198.18.0.1, static config,
 metricsAddress 0.0.0.0:9091, fd limit 1200 set with prlimit), its BGP peer (b: a

@@ -1,4 +1,4 @@
-"""scenarios.py — the interop scenarios of issue 2, parameterized by peer kind.
+"""scenarios.py — the BGP interop scenarios against real peers, parameterized by peer kind.
 
 Role: each function builds one lab topology, starts tabby and real peers, and checks
 one family of behaviour against tabby. The executable scripts in test/integration/

@@ -91,7 +91,7 @@ TEST_CASE("transport: bytes arriving after close_after_flush are not delivered")
   io.run_for(std::chrono::milliseconds(50));
 }
 
-// Issue 15: per-session memory follows what is in flight. An open, idle connection
+// Per-session memory follows what is in flight. An open, idle connection
 // holds no receive buffer (it was 64 KiB, zero-filled, per connection); a message
 // split across reads is still framed; a burst of 1 MB of messages is delivered whole
 // and the buffer is given back afterwards; a big write buffer is freed once sent.

@@ -1,5 +1,5 @@
 // types_test.cpp — shared BGP value helpers: AS_PATH measures, End-of-RIB
-// markers, shutdown communication, attribute interning.
+// markers, shutdown communication, attribute interning, community text.
 #include <doctest/doctest.h>
 
 #include "bgp/types.hpp"
@@ -57,4 +57,13 @@ TEST_CASE("equal attribute sets are interned once and freed with their last refe
     CHECK(r3->med == 10u);
   }
   CHECK(store.size() == 0);
+}
+
+TEST_CASE("community text: well-known names, ASN:VALUE and large A:B:C (RFC 1997, RFC 8092)") {
+  CHECK(community_str(*parse_community("64512:100")) == "64512:100");
+  CHECK(*parse_community("no-export") == kNoExport);
+  CHECK_FALSE(parse_community("1:2:3").ok());
+  CHECK(large_community_str(*parse_large_community("4200000000:1:2")) == "4200000000:1:2");
+  CHECK_FALSE(parse_large_community("1:2").ok());
+  CHECK(parse_community("70000:1").error().message.find("not a community") != std::string::npos);
 }

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include <yaml-cpp/yaml.h>
+
 #include "policy/policy.hpp"
 
 using namespace tabby;
@@ -644,7 +646,7 @@ TEST_CASE("compiler: structured deltas mirror the script (netlink executor input
   auto script_lines = lines(d.script);
   for (size_t i = 1; i < d.chain_ops.size(); ++i) {
     CHECK(d.chain_ops[i].kind == ChainOp::Rule);
-    CHECK(script_lines[i] == "add rule inet tabby pi-knp.x.web " + d.chain_ops[i].text);
+    CHECK(script_lines[i] == "add rule inet tabby pi-knp.x.web " + nft::rule_text(d.chain_ops[i].rule));
   }
 
   // Deleting it removes sets: left to libnftables (not structured).
@@ -665,7 +667,7 @@ TEST_CASE("compiler: structured deltas mirror the script (netlink executor input
   for (const auto& op : d.chain_ops) {
     adds += op.kind == ChainOp::Add;
     rules += op.kind == ChainOp::Rule;
-    if (op.kind == ChainOp::Add) CHECK(d.script.find("add chain inet tabby " + op.chain + " { comment \"" + op.text + "\"; }") != std::string::npos);
+    if (op.kind == ChainOp::Add) CHECK(d.script.find("add chain inet tabby " + op.chain + " { comment \"" + op.comment + "\"; }") != std::string::npos);
   }
   CHECK(adds == 2);
   CHECK(rules == 3);
@@ -681,7 +683,7 @@ TEST_CASE("compiler: short net and port lists become single matches, long ones s
                       "    destination: {ports: [80, 443], notPorts: [8080]}\n"
                       "  - action: Deny\n    protocol: UDP\n    destination: {ports: [1, 3, 5, 7, 9, 11]}\n"));
   (void)c.full_script();
-  const auto* r = c.chain_rules("pi-gnp.lists");
+  const auto r = c.chain_rules("pi-gnp.lists");
   REQUIRE(r);
   // 2 nets x 2 ports = 4 alternatives (disjoint, so at most one matches); the
   // negated lists become conjunctions; six ports stay one anonymous set.
@@ -740,7 +742,7 @@ TEST_CASE("compiler: a list of named ports is one set, so long lists on both sid
                       "  ingress:\n  - action: Allow\n    protocol: TCP\n    source: {ports: " + names + "}\n"
                       "    destination: {ports: " + names + ", notPorts: [p1, p2]}\n"));
   std::string s = c.full_script();
-  const auto* r = c.chain_rules("pi-gnp.np");
+  const auto r = c.chain_rules("pi-gnp.np");
   REQUIRE(r);
   REQUIRE(r->size() == 1);
   CHECK((*r)[0].find("ip saddr . meta l4proto . th sport @n-") != std::string::npos);
@@ -775,7 +777,7 @@ TEST_CASE("compiler: both sides' alternatives together stay within 16 rules per 
                       "    source: {nets: [10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8], ports: [1, 3, 5, 7]}\n"
                       "    destination: {nets: [10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8], ports: [1, 3, 5, 7, http]}\n"));
   (void)c.full_script();
-  const auto* r = c.chain_rules("pi-gnp.x");
+  const auto r = c.chain_rules("pi-gnp.x");
   REQUIRE(r);
   // Source: 4 nets x 4 ports = 16; the destination then stays one set of nets
   // and, ORed, its port set and its named-port set: 2. (Was 16 x 20 = 320.)
@@ -792,7 +794,7 @@ TEST_CASE("compiler: nested and repeated nets collapse in one pass, however long
   c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: n}\nspec:\n"
                       "  ingress:\n  - action: Deny\n    source: {nets: " + nets + "}\n"));
   (void)c.full_script();
-  const auto* r = c.chain_rules("pi-gnp.n");
+  const auto r = c.chain_rules("pi-gnp.n");
   REQUIRE(r);
   CHECK(*r == std::vector<std::string>{
                   "ip saddr { 10.0.0.0/8 } counter drop", "ip saddr { 11.0.0.0/8 } counter drop",
@@ -1052,8 +1054,8 @@ TEST_CASE("compiler: tunnel guard: VXLAN/IPIP only from node addresses, peers ch
   CHECK(d.elements_only);
   CHECK(d.structured);
   REQUIRE(d.elements.size() == 2);
-  CHECK((!d.elements[0].add && d.elements[0].set == "tunnel-peers" && d.elements[0].elements[0].first == "198.18.0.12"));
-  CHECK((d.elements[1].add && d.elements[1].elements[0].first == "198.18.0.13"));
+  CHECK((!d.elements[0].add && d.elements[0].set == "tunnel-peers" && nft::element_text(d.elements[0].elements[0]) == "198.18.0.12"));
+  CHECK((d.elements[1].add && nft::element_text(d.elements[1].elements[0]) == "198.18.0.13"));
   // The same set again: nothing to do.
   c.set_tunnel_peers({v4("198.18.0.13"), v4("198.18.0.11")});
   CHECK(c.take_delta().empty());
@@ -1096,4 +1098,62 @@ TEST_CASE("compiler: with policy not enforced the table holds only the tunnel gu
   CHECK(sh.set_elements.size() == 1);
   c.set_tunnel_peers({*IpAddress::parse("198.18.0.11"), *IpAddress::parse("198.18.0.12")});
   CHECK(c.take_delta() == "add element inet tabby tunnel-peers { 198.18.0.12 }\n");
+}
+
+TEST_CASE("manifests: a loaded YAML node parses directly, as its text would, and is left untouched") {
+  for (const char* doc : {kDenyIngressX, kAllowWeb, kCalicoGnp}) {
+    YAML::Node node = YAML::Load(doc);
+    YAML::Emitter before;
+    before << node;
+    auto from_node = parse_object(node);
+    auto from_text = parse_object(std::string_view(doc));
+    REQUIRE(from_node.ok());
+    REQUIRE(from_text.ok());
+    CHECK(from_node->policy == from_text->policy);
+    CHECK(from_node->policy.ingress_rules.size() == from_text->policy.ingress_rules.size());
+    YAML::Emitter after;
+    after << node;
+    CHECK(std::string(before.c_str()) == after.c_str());
+  }
+  // The same errors, word for word, from either entry point.
+  const char* bad[] = {
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+      "spec:\n  podSelector: {}\n  ingress:\n  - form: []\n",
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+      "spec:\n  ingress:\n  - action: Allow\n    destination: {ports: [99999]}\n",
+      "apiVersion: v1\nkind: Namespace\nmetadata: x\n",
+      "- a\n- b\n",
+      "kind: NetworkPolicy\nmetadata: {namespace: x}\n",
+  };
+  for (const char* doc : bad) {
+    CAPTURE(doc);
+    auto from_node = parse_object(YAML::Load(doc));
+    auto from_text = parse_object(std::string_view(doc));
+    REQUIRE_FALSE(from_node.ok());
+    REQUIRE_FALSE(from_text.ok());
+    CHECK(from_node.error().message == from_text.error().message);
+  }
+  // The node budget holds for nodes too (aliases expanded).
+  std::string laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";  // 10^7 nodes at h
+  for (char c = 'b'; c <= 'h'; ++c) {
+    std::string prev = std::string("*") + static_cast<char>(c - 1);
+    laughs += std::string(1, c) + ": &" + c + " [" + prev;
+    for (int i = 1; i < 10; ++i) laughs += ", " + prev;
+    laughs += "]\n";
+  }
+  auto big = parse_object(YAML::Load(laughs));
+  REQUIRE_FALSE(big.ok());
+  CHECK(big.error().message.find("manifest too large") != std::string::npos);
+}
+
+TEST_CASE("policies compare equal when they compile the same, whatever their YAML looked like") {
+  Policy a = pol(kAllowWeb);
+  std::string reordered = kAllowWeb;
+  const std::string md = "metadata: {name: web, namespace: x}";
+  reordered.replace(reordered.find(md), md.size(), "metadata: {namespace: x, name: web, labels: {team: blue}}");
+  Policy b = pol(reordered);
+  CHECK(a == b);
+  std::string changed = kAllowWeb;
+  changed.replace(changed.find("port: 80"), 8, "port: 81");
+  CHECK_FALSE(a == pol(changed));
 }

@@ -17,7 +17,7 @@ namespace {
 const std::string kK8sHead =
     "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-api, namespace: default}\n";
 
-// The deny-all-but-api policy of issue 9; `rule_peer_key` is the key of its rule's peer list.
+// A deny-all-but-api policy; `rule_peer_key` is the key of its rule's peer list.
 std::string k8s_allow_api(const std::string& rule_peer_key = "from") {
   return kK8sHead +
          "spec:\n"
@@ -47,7 +47,7 @@ const std::string kGnpHead = "apiVersion: projectcalico.org/v3\nkind: GlobalNetw
 
 }  // namespace
 
-TEST_CASE("k8s NetworkPolicy: the `form:` typo of issue 9 is an error, not a rule without peers (any source)") {
+TEST_CASE("k8s NetworkPolicy: the `form:` typo (for `from:`) is an error, not a rule without peers (any source)") {
   auto good = parse_object(k8s_allow_api());
   REQUIRE(good.ok());
   REQUIRE(good->policy.ingress_rules.size() == 1);
@@ -206,7 +206,7 @@ status: {}
            R"("spec":{"podSelector":{},"ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"api"}}}]}]}})");
 }
 
-TEST_CASE("Calico policy: the `sorce:` typo of issue 9 is an error, not a rule matching every source") {
+TEST_CASE("Calico policy: the `sorce:` typo (for `source:`) is an error, not a rule matching every source") {
   std::string good = kCalicoHead +
                      "spec:\n  selector: all()\n  types: [Ingress]\n  ingress:\n  - action: Allow\n"
                      "    source: {selector: app == 'api'}\n";

@@ -85,7 +85,7 @@ TEST_CASE("an unknown kind is reported with its document") {
   CHECK(feed.problems()[0].message.find("Deployment") != std::string::npos);
 }
 
-// ---------------------------------------------------------------- policies (issue 9)
+// ---------------------------------------------------------------- policies
 namespace {
 
 DocEvent policy_doc(const std::string& qualified_kind, const std::string& ns, const std::string& name,

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-#include "felix/config/config.hpp"
+#include "felix/config/config_file.hpp"
 
 using namespace tabby;
 using namespace tabby::felix;
@@ -121,14 +121,6 @@ TEST_CASE("a missing file is an error naming it") {
   CHECK(r.error().message == "/nonexistent/tabby.yaml: cannot open the config file");
 }
 
-TEST_CASE("communities print and parse") {
-  CHECK(community_str(*parse_community("64512:100")) == "64512:100");
-  CHECK(*parse_community("no-export") == bgp::kNoExport);
-  CHECK_FALSE(parse_community("1:2:3").ok());
-  CHECK(large_community_str(*parse_large_community("4200000000:1:2")) == "4200000000:1:2");
-  CHECK_FALSE(parse_large_community("1:2").ok());
-}
-
 TEST_CASE("datastore, metrics and dataplane settings") {
   auto r = parse_config(R"(
 nodeName: node-a
@@ -208,4 +200,38 @@ TEST_CASE("config: the node name file the agent leaves for the CNI plugin") {
   REQUIRE(write_node_name_file(node_name_file(path), "k8s-node-3"));
   CHECK(read_node_name_file(node_name_file(path)) == "k8s-node-3");
   std::remove(node_name_file(path).c_str());
+}
+
+TEST_CASE("passwordFile: the first line of the named file, read through the environment's reader") {
+  const std::string yaml = "nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, passwordFile: /k}]\n";
+  ConfigEnvironment env;
+  env.read_file = [](const std::string& path) -> std::optional<std::string> {
+    if (path == "/k") return std::string("s3cret\r\nsecond line\n");
+    return std::nullopt;
+  };
+  auto r = parse_config(yaml, "node.yaml", env);
+  REQUIRE(r.ok());
+  CHECK(r->bgp.peers[0].password == "s3cret");
+  // Without a reader (or when the reader fails) the file is unreadable: an error naming the key.
+  auto bad = parse_config(yaml, "node.yaml");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message == "node.yaml: key 'peers[0].passwordFile': cannot read password file '/k'");
+  env.read_file = [](const std::string&) -> std::optional<std::string> { return std::string("\n"); };
+  auto empty = parse_config(yaml, "node.yaml", env);
+  REQUIRE_FALSE(empty.ok());
+  CHECK(empty.error().message == "node.yaml: key 'peers[0].passwordFile': password file '/k' is empty");
+}
+
+TEST_CASE("process_environment reads password files from disk") {
+  char path[] = "/tmp/tabby_pwfile_XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "fromdisk\n", 9) == 9);
+  ::close(fd);
+  auto r = parse_config("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, passwordFile: " +
+                            std::string(path) + "}]\n",
+                        "node.yaml", process_environment());
+  std::remove(path);
+  REQUIRE(r.ok());
+  CHECK(r->bgp.peers[0].password == "fromdisk");
 }

@@ -3,9 +3,9 @@
 // route may be reflected to, §6; ORIGINATOR_ID and CLUSTER_LIST, §8), plus the
 // RFC 4271 §9.2 iBGP split horizon that reflection relaxes.
 //
-// The rules the RIB calls are inline here (they are a few comparisons each), so
-// the bgp core library can apply them without a link-time cycle: this module's
-// own library (reflector.cpp) depends on bgp core, never the other way round.
+// Part of the pure bgp core: the rules act on bgp::PathAttributes and are applied
+// by the RIB (rib.cpp on import, adj_rib_out.cpp on export), so they sit beside
+// it rather than in a module of their own above or below it.
 // Pure: no I/O. Router IDs and cluster IDs are 32-bit values in host order.
 #pragma once
 
@@ -15,7 +15,7 @@
 
 #include "bgp/types.hpp"
 
-namespace tabby::reflector {
+namespace tabby::bgp::reflector {
 
 // How the peer a route came from (or goes to) stands with us.
 enum class PeerRole : uint8_t {
@@ -93,4 +93,4 @@ std::string describe(ExportDecision d);
 std::string describe(PeerRole r);
 std::string cluster_id_str(uint32_t id);  // dotted quad, as BIRD and FRR print it
 
-}  // namespace tabby::reflector
+}  // namespace tabby::bgp::reflector

@@ -3,11 +3,11 @@
 // and CLUSTER_LIST handling, cluster ID default.
 #include <doctest/doctest.h>
 
-#include "reflector/reflector.hpp"
+#include "bgp/reflector.hpp"
 
 using namespace tabby;
 using namespace tabby::bgp;
-using namespace tabby::reflector;
+using namespace tabby::bgp::reflector;
 
 namespace {
 uint32_t rid(const char* s) { return IpAddress::parse(s).value().v4_host_order(); }

@@ -1,9 +1,9 @@
-// reflector.cpp — the out-of-line part of the route-reflector module: text for
+// reflector.cpp — the out-of-line part of the route-reflection rules: text for
 // logs and `tabby routes`. The rules themselves are inline in reflector.hpp
-// (RFC 4456 §6-§8) so the bgp core RIB can apply them. Pure: no I/O.
-#include "reflector/reflector.hpp"
+// (RFC 4456 §6-§8). Pure: no I/O.
+#include "bgp/reflector.hpp"
 
-namespace tabby::reflector {
+namespace tabby::bgp::reflector {
 
 std::string describe(ImportVerdict v) {
   switch (v) {
@@ -35,4 +35,4 @@ std::string describe(PeerRole r) {
 
 std::string cluster_id_str(uint32_t id) { return IpAddress::v4(id).str(); }
 
-}  // namespace tabby::reflector
+}  // namespace tabby::bgp::reflector

@@ -1,0 +1,133 @@
+// nft_ir.hpp — the typed form of what the policy compiler puts in the kernel:
+// rules as a list of typed matches plus counter / log / verdict / comment, and
+// set or map elements as typed keys (and verdicts). The compiler builds these;
+// two renderers read them: nft text (nft_text.cpp, pure, policy_core: full
+// loads through libnftables, golden tests, `tabby policy`) and nf_tables
+// netlink expressions (nft_netlink.cpp: deltas sent as one raw batch).
+// Only the forms the compiler emits exist here; the base chains and the tunnel
+// guard are written as text by the compiler (full loads only, never deltas).
+// Pure value types: no I/O, no libnftables, no kernel headers; depends on
+// base/ip.hpp only.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/ip.hpp"
+
+namespace tabby::policy::nft {
+
+// Which end of the packet a match reads: ip saddr / th sport, or ip daddr / th dport.
+enum class Side : uint8_t { Source, Destination };
+
+// accept | drop | jump <chain>
+struct Verdict {
+  enum Kind : uint8_t { Accept, Drop, Jump } kind = Accept;
+  std::string chain;  // Jump only
+  static Verdict accept() { return {Accept, {}}; }
+  static Verdict drop() { return {Drop, {}}; }
+  static Verdict jump(std::string c) { return {Jump, std::move(c)}; }
+  bool operator==(const Verdict&) const = default;
+};
+
+// A port or an inclusive range of ports (first == last: one port).
+struct PortSpan {
+  uint16_t first = 0, last = 0;
+  bool operator==(const PortSpan&) const = default;
+};
+
+// meta l4proto [!=] <protocol>
+struct L4Proto {
+  uint8_t proto = 0;
+  bool negate = false;
+  bool operator==(const L4Proto&) const = default;
+};
+// meta nfproto ipv4
+struct Ipv4Only {
+  bool operator==(const Ipv4Only&) const = default;
+};
+// ip saddr|daddr [!=] { prefix, ... } (IPv4 prefixes, disjoint, sorted). One
+// prefix is a plain comparison in the kernel; more are an anonymous interval set.
+struct AddrIn {
+  Side side = Side::Source;
+  bool negate = false;
+  std::vector<Prefix> nets;
+  bool operator==(const AddrIn&) const = default;
+};
+// ip saddr|daddr [!=] @<set>   (a selector's address set)
+struct AddrInSet {
+  Side side = Side::Source;
+  bool negate = false;
+  std::string set;
+  bool operator==(const AddrInSet&) const = default;
+};
+// ip saddr . meta l4proto . th sport [!=] @<set>   (a named-port set; the
+// address and the port are read from the same side)
+struct AddrPortInSet {
+  Side side = Side::Source;
+  bool negate = false;
+  std::string set;
+  bool operator==(const AddrPortInSet&) const = default;
+};
+// th sport|dport [!=] { port or range, ... } (disjoint, sorted)
+struct PortIn {
+  Side side = Side::Source;
+  bool negate = false;
+  std::vector<PortSpan> ports;
+  bool operator==(const PortIn&) const = default;
+};
+// icmp type T [icmp code C]; negated: icmp type != T, or with a code
+// icmp type . icmp code != { T . C }
+struct Icmp {
+  int type = 0;   // 0-254 from manifests
+  int code = -1;  // -1: any code
+  bool negate = false;
+  bool operator==(const Icmp&) const = default;
+};
+
+using Match = std::variant<L4Proto, Ipv4Only, AddrIn, AddrInSet, AddrPortInSet, PortIn, Icmp>;
+
+// One rule: every match must hold; then the statements in this order:
+// counter, log, verdict, and the rule's comment.
+struct Rule {
+  std::vector<Match> matches;
+  bool counter = false;
+  std::optional<std::string> log_prefix;  // already cut to the kernel limit, no '"'
+  std::optional<Verdict> verdict;
+  std::string comment;                    // "" = none; no '"'
+  bool operator==(const Rule&) const = default;
+};
+
+// A set or map element: an IPv4 address (ipv4_addr sets), an address,
+// protocol and port (named-port sets: ipv4_addr . inet_proto . inet_service),
+// or an interface name (ifname : verdict maps, with the verdict when adding).
+struct Element {
+  enum Kind : uint8_t { Ipv4, Ipv4ProtoPort, Ifname } kind = Ipv4;
+  uint32_t addr = 0;  // host order
+  uint8_t proto = 0;
+  uint16_t port = 0;
+  std::string ifname;
+  std::optional<Verdict> verdict;
+  static Element ipv4(uint32_t a) { return {Ipv4, a, 0, 0, {}, {}}; }
+  static Element ipv4_proto_port(uint32_t a, uint8_t p, uint16_t port) { return {Ipv4ProtoPort, a, p, port, {}, {}}; }
+  static Element iface(std::string name, std::optional<Verdict> v = {}) {
+    return {Ifname, 0, 0, 0, std::move(name), std::move(v)};
+  }
+  bool operator==(const Element&) const = default;
+};
+
+// ---- text renderer (nft_text.cpp): the syntax nft reads and, for these
+// forms, prints back.
+std::string proto_name(uint8_t p);  // "tcp", "udp", ..., else the number
+void append_rule(std::string& out, const Rule& r);
+std::string rule_text(const Rule& r);
+std::string verdict_text(const Verdict& v);
+// The element as it appears between { } (map elements with " : <verdict>").
+std::string element_text(const Element& e);
+// "\"text\"", with '"' and '\\' (which nft strings cannot carry) replaced by '\''.
+std::string quoted(std::string_view s);
+
+}  // namespace tabby::policy::nft

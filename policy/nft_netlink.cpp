@@ -1,0 +1,511 @@
+// nft_netlink.cpp — typed rules and elements -> nf_tables netlink messages
+// (see nft_netlink.hpp). Expression sequences follow what nft 1.0.6 emits for
+// the rule text the compiler would write (`nft --debug=netlink` shows them):
+// an ip match in an inet table first loads and compares meta nfproto (once per
+// rule), a one-prefix address list is a compare (a byte-aligned prefix length
+// loads only those bytes, otherwise a bitwise mask), one port or range is a
+// compare (negated range: a range expression), several single ports an
+// anonymous constant set created in the same batch.
+// Pure: bytes only (kernel uapi constants, no sockets, no libnftables).
+#include "policy/nft_netlink.hpp"
+
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <net/if.h>
+
+#include <cstring>
+
+namespace tabby::policy::netlink {
+
+// ------------------------------------------------------------ MessageBuffer
+size_t MessageBuffer::begin(uint16_t type, uint16_t flags, uint32_t seq, uint8_t family, uint16_t res_id) {
+  align();
+  size_t at = b_.size();
+  nlmsghdr h{};
+  h.nlmsg_type = type;
+  h.nlmsg_flags = flags;
+  h.nlmsg_seq = seq;
+  put(&h, sizeof h);
+  nfgenmsg g{};
+  g.nfgen_family = family;
+  g.version = NFNETLINK_V0;
+  g.res_id = htons(res_id);
+  put(&g, sizeof g);
+  return at;
+}
+void MessageBuffer::end(size_t at) {
+  align();
+  uint32_t len = static_cast<uint32_t>(b_.size() - at);
+  std::memcpy(&b_[at] + offsetof(nlmsghdr, nlmsg_len), &len, sizeof len);
+}
+void MessageBuffer::attr(uint16_t type, const void* data, size_t len) {
+  align();
+  nlattr a{};
+  a.nla_type = type;
+  a.nla_len = static_cast<uint16_t>(sizeof a + len);
+  put(&a, sizeof a);
+  put(data, len);
+}
+void MessageBuffer::str(uint16_t type, const std::string& s) { attr(type, s.c_str(), s.size() + 1); }
+void MessageBuffer::u32be(uint16_t type, uint32_t v) {
+  v = htonl(v);
+  attr(type, &v, 4);
+}
+size_t MessageBuffer::nest(uint16_t type) {
+  align();
+  size_t at = b_.size();
+  nlattr a{};
+  a.nla_type = type | NLA_F_NESTED;
+  put(&a, sizeof a);
+  return at;
+}
+void MessageBuffer::close_nest(size_t at) {
+  align();
+  uint16_t len = static_cast<uint16_t>(b_.size() - at);
+  std::memcpy(&b_[at] + offsetof(nlattr, nla_len), &len, sizeof len);
+}
+void MessageBuffer::put(const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  b_.insert(b_.end(), c, c + n);
+}
+void MessageBuffer::align() { b_.resize(NLMSG_ALIGN(b_.size()), 0); }
+
+namespace {
+
+constexpr uint16_t msg_type(uint16_t m) { return static_cast<uint16_t>((NFNL_SUBSYS_NFTABLES << 8) | m); }
+
+std::vector<uint8_t> be16(uint32_t v) { return {static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)}; }
+
+// NFTA_DATA_VALUE inside attribute `type`.
+void put_data(MessageBuffer& b, uint16_t type, const std::vector<uint8_t>& v) {
+  size_t n = b.nest(type);
+  b.attr(NFTA_DATA_VALUE, v.data(), v.size());
+  b.close_nest(n);
+}
+
+// NFTA_DATA_VERDICT { code [, chain] }.
+void put_verdict(MessageBuffer& b, const nft::Verdict& v) {
+  size_t vn = b.nest(NFTA_DATA_VERDICT);
+  switch (v.kind) {
+    case nft::Verdict::Accept: b.u32be(NFTA_VERDICT_CODE, NF_ACCEPT); break;
+    case nft::Verdict::Drop: b.u32be(NFTA_VERDICT_CODE, NF_DROP); break;
+    case nft::Verdict::Jump:
+      b.u32be(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_JUMP));
+      b.str(NFTA_VERDICT_CHAIN, v.chain);
+      break;
+  }
+  b.close_nest(vn);
+}
+
+// libnftnl's user-data TLV (1-byte type, 1-byte length): comments of rules and
+// chains (type 0 in both) are stored this way so `nft list` shows them.
+std::vector<uint8_t> udata_comment(const std::string& text) {
+  std::vector<uint8_t> u(text.size() + 3, 0);
+  u[1] = static_cast<uint8_t>(text.size() + 1);
+  std::memcpy(u.data() + 2, text.data(), text.size());
+  return u;
+}
+
+uint32_t addr_offset(nft::Side s) { return s == nft::Side::Source ? 12 : 16; }
+uint32_t port_offset(nft::Side s) { return s == nft::Side::Source ? 0 : 2; }
+
+// Whether every match of `r` has an encoding here (see Batch::rule).
+struct Covered {
+  bool operator()(const nft::L4Proto&) const { return true; }
+  bool operator()(const nft::Ipv4Only&) const { return true; }
+  bool operator()(const nft::AddrIn& m) const {
+    return m.nets.size() == 1 && m.nets[0].is_v4() && m.nets[0].len() > 0 && m.nets[0].len() <= 32;
+  }
+  bool operator()(const nft::AddrInSet& m) const { return !m.set.empty(); }
+  bool operator()(const nft::AddrPortInSet& m) const { return !m.set.empty(); }
+  bool operator()(const nft::PortIn& m) const {
+    if (m.ports.empty()) return false;
+    if (m.ports.size() == 1) return true;
+    for (const auto& p : m.ports)  // an anonymous set of single ports; ranges would be an interval set
+      if (p.first != p.last) return false;
+    return true;
+  }
+  bool operator()(const nft::Icmp&) const { return false; }
+};
+
+bool covered(const nft::Rule& r) {
+  if (r.comment.size() >= 128 || (r.log_prefix && r.log_prefix->size() >= 128)) return false;
+  for (const auto& m : r.matches)
+    if (!std::visit(Covered{}, m)) return false;
+  return true;
+}
+
+// One expression of a rule, in the kernel's terms.
+struct Expr {
+  enum Kind : uint8_t { Meta, Cmp, Payload, Bitwise, Range, Lookup, Counter, Immediate, Log } kind;
+  uint32_t reg = NFT_REG_1;  // source (cmp, range, lookup, bitwise) or destination (meta, payload)
+  uint32_t op = 0;           // meta key, cmp / range op, payload base
+  uint32_t offset = 0, len = 0;
+  std::vector<uint8_t> v1, v2;  // data: cmp value, bitwise mask/xor, range from/to
+  std::string name;             // lookup set, log prefix
+  uint32_t set_id = 0;          // lookup of an anonymous set in this batch
+  bool invert = false;          // lookup
+  nft::Verdict verdict;         // immediate
+};
+
+struct AnonPortSet {
+  uint32_t id = 0;
+  nft::Side side = nft::Side::Source;
+  std::vector<uint16_t> ports;
+};
+
+// The expressions of one (covered) rule, and the anonymous sets it uses.
+class RuleExprs {
+ public:
+  RuleExprs(std::vector<Expr>& ex, std::vector<AnonPortSet>& anon, uint32_t* set_id)
+      : ex_(ex), anon_(anon), set_id_(set_id) {}
+
+  void operator()(const nft::L4Proto& m) {
+    meta(NFT_META_L4PROTO, NFT_REG_1);
+    cmp(m.negate ? NFT_CMP_NEQ : NFT_CMP_EQ, {m.proto});
+  }
+  void operator()(const nft::Ipv4Only&) {
+    meta(NFT_META_NFPROTO, NFT_REG_1);
+    cmp(NFT_CMP_EQ, {NFPROTO_IPV4});
+    nfproto_done_ = true;
+  }
+  void operator()(const nft::AddrIn& m) {
+    need_nfproto();
+    const Prefix& p = m.nets[0];
+    std::vector<uint8_t> addr(p.addr().bytes().begin(), p.addr().bytes().begin() + 4);
+    uint32_t op = m.negate ? NFT_CMP_NEQ : NFT_CMP_EQ;
+    if (p.len() % 8 == 0) {
+      uint32_t n = p.len() / 8u;
+      payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), n, NFT_REG_1);
+      addr.resize(n);
+      cmp(op, std::move(addr));
+    } else {
+      std::vector<uint8_t> mask(4, 0);
+      for (unsigned bit = 0; bit < p.len(); ++bit) mask[bit / 8] |= static_cast<uint8_t>(0x80u >> (bit % 8));
+      payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), 4, NFT_REG_1);
+      Expr e{Expr::Bitwise};
+      e.len = 4;
+      e.v1 = mask;
+      e.v2.assign(4, 0);
+      ex_.push_back(std::move(e));
+      cmp(op, std::move(addr));  // host bits are already clear (Prefix)
+    }
+  }
+  void operator()(const nft::AddrInSet& m) {
+    need_nfproto();
+    payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), 4, NFT_REG_1);
+    lookup(m.set, m.negate, 0);
+  }
+  void operator()(const nft::AddrPortInSet& m) {
+    need_nfproto();
+    // The concatenation ipv4_addr . inet_proto . inet_service fills 32-bit
+    // registers 1, 9 and 10 (NFT_REG_1 is NFT_REG32_00's 128-bit alias).
+    payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), 4, NFT_REG_1);
+    meta(NFT_META_L4PROTO, NFT_REG32_01);
+    payload(NFT_PAYLOAD_TRANSPORT_HEADER, port_offset(m.side), 2, NFT_REG32_02);
+    lookup(m.set, m.negate, 0);
+  }
+  void operator()(const nft::PortIn& m) {
+    payload(NFT_PAYLOAD_TRANSPORT_HEADER, port_offset(m.side), 2, NFT_REG_1);
+    if (m.ports.size() == 1) {
+      const auto& p = m.ports[0];
+      if (p.first == p.last) {
+        cmp(m.negate ? NFT_CMP_NEQ : NFT_CMP_EQ, be16(p.first));
+      } else if (m.negate) {
+        Expr e{Expr::Range};
+        e.op = NFT_RANGE_NEQ;
+        e.v1 = be16(p.first);
+        e.v2 = be16(p.last);
+        ex_.push_back(std::move(e));
+      } else {
+        cmp(NFT_CMP_GTE, be16(p.first));
+        cmp(NFT_CMP_LTE, be16(p.last));
+      }
+      return;
+    }
+    AnonPortSet s;
+    if (*set_id_ == 0) ++*set_id_;  // 0 means "no set id" in put_expr
+    s.id = (*set_id_)++;
+    s.side = m.side;
+    for (const auto& p : m.ports) s.ports.push_back(p.first);
+    lookup("__set%d", m.negate, s.id);
+    anon_.push_back(std::move(s));
+  }
+  void operator()(const nft::Icmp&) {}  // not covered (covered() refuses it first)
+
+ private:
+  void meta(uint32_t key, uint32_t reg) {
+    Expr e{Expr::Meta};
+    e.op = key;
+    e.reg = reg;
+    ex_.push_back(std::move(e));
+  }
+  void cmp(uint32_t op, std::vector<uint8_t> v) {
+    Expr e{Expr::Cmp};
+    e.op = op;
+    e.v1 = std::move(v);
+    ex_.push_back(std::move(e));
+  }
+  void payload(uint32_t base, uint32_t off, uint32_t len, uint32_t reg) {
+    Expr e{Expr::Payload};
+    e.op = base;
+    e.offset = off;
+    e.len = len;
+    e.reg = reg;
+    ex_.push_back(std::move(e));
+  }
+  void lookup(const std::string& set, bool invert, uint32_t id) {
+    Expr e{Expr::Lookup};
+    e.name = set;
+    e.invert = invert;
+    e.set_id = id;
+    ex_.push_back(std::move(e));
+  }
+  // nft's implicit dependency of an ip match in an inet table: once per rule.
+  void need_nfproto() {
+    if (nfproto_done_) return;
+    (*this)(nft::Ipv4Only{});
+  }
+  std::vector<Expr>& ex_;
+  std::vector<AnonPortSet>& anon_;
+  uint32_t* set_id_;
+  bool nfproto_done_ = false;
+};
+
+void put_expr(MessageBuffer& b, const Expr& e) {
+  static const char* names[] = {"meta", "cmp", "payload", "bitwise", "range", "lookup", "counter", "immediate", "log"};
+  size_t el = b.nest(NFTA_LIST_ELEM);
+  b.str(NFTA_EXPR_NAME, names[e.kind]);
+  size_t d = b.nest(NFTA_EXPR_DATA);
+  switch (e.kind) {
+    case Expr::Meta:
+      b.u32be(NFTA_META_KEY, e.op);
+      b.u32be(NFTA_META_DREG, e.reg);
+      break;
+    case Expr::Cmp:
+      b.u32be(NFTA_CMP_SREG, e.reg);
+      b.u32be(NFTA_CMP_OP, e.op);
+      put_data(b, NFTA_CMP_DATA, e.v1);
+      break;
+    case Expr::Payload:
+      b.u32be(NFTA_PAYLOAD_DREG, e.reg);
+      b.u32be(NFTA_PAYLOAD_BASE, e.op);
+      b.u32be(NFTA_PAYLOAD_OFFSET, e.offset);
+      b.u32be(NFTA_PAYLOAD_LEN, e.len);
+      break;
+    case Expr::Bitwise:
+      b.u32be(NFTA_BITWISE_SREG, e.reg);
+      b.u32be(NFTA_BITWISE_DREG, e.reg);
+      b.u32be(NFTA_BITWISE_LEN, e.len);
+      put_data(b, NFTA_BITWISE_MASK, e.v1);
+      put_data(b, NFTA_BITWISE_XOR, e.v2);
+      break;
+    case Expr::Range:
+      b.u32be(NFTA_RANGE_SREG, e.reg);
+      b.u32be(NFTA_RANGE_OP, e.op);
+      put_data(b, NFTA_RANGE_FROM_DATA, e.v1);
+      put_data(b, NFTA_RANGE_TO_DATA, e.v2);
+      break;
+    case Expr::Lookup:
+      b.u32be(NFTA_LOOKUP_SREG, e.reg);
+      b.str(NFTA_LOOKUP_SET, e.name);
+      if (e.set_id) b.u32be(NFTA_LOOKUP_SET_ID, e.set_id);
+      if (e.invert) b.u32be(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+      break;
+    case Expr::Counter:
+      break;
+    case Expr::Immediate: {
+      b.u32be(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+      size_t dn = b.nest(NFTA_IMMEDIATE_DATA);
+      put_verdict(b, e.verdict);
+      b.close_nest(dn);
+      break;
+    }
+    case Expr::Log:
+      b.str(NFTA_LOG_PREFIX, e.name);
+      break;
+  }
+  b.close_nest(d);
+  b.close_nest(el);
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> element_key(const nft::Element& e) {
+  std::vector<uint8_t> out;
+  switch (e.kind) {
+    case nft::Element::Ifname:
+      if (e.ifname.size() >= IFNAMSIZ) return fail_msg("interface name too long: " + e.ifname);
+      out.assign(IFNAMSIZ, 0);
+      std::memcpy(out.data(), e.ifname.data(), e.ifname.size());
+      return out;
+    case nft::Element::Ipv4:
+    case nft::Element::Ipv4ProtoPort:
+      out = {static_cast<uint8_t>(e.addr >> 24), static_cast<uint8_t>(e.addr >> 16), static_cast<uint8_t>(e.addr >> 8),
+             static_cast<uint8_t>(e.addr)};
+      if (e.kind == nft::Element::Ipv4ProtoPort) {
+        out.push_back(e.proto);
+        out.insert(out.end(), 3, 0);
+        out.push_back(static_cast<uint8_t>(e.port >> 8));
+        out.push_back(static_cast<uint8_t>(e.port & 0xff));
+        out.insert(out.end(), 2, 0);
+      }
+      return out;
+  }
+  return fail_msg("unknown element kind");
+}
+
+// ------------------------------------------------------------ Batch
+Batch::Batch(std::string table, uint32_t first_seq, uint32_t* set_id)
+    : table_(std::move(table)), first_(first_seq), seq_(first_seq), set_id_(set_id) {
+  size_t m = buf_.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq_++, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+  buf_.end(m);
+}
+
+void Batch::add_chain(const std::string& chain, const std::string& comment) {
+  size_t m = buf_.begin(msg_type(NFT_MSG_NEWCHAIN), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq_++, NFPROTO_INET, 0);
+  buf_.str(NFTA_CHAIN_TABLE, table_);
+  buf_.str(NFTA_CHAIN_NAME, chain);
+  if (!comment.empty() && comment.size() < 128) {
+    auto u = udata_comment(comment);
+    buf_.attr(NFTA_CHAIN_USERDATA, u.data(), u.size());
+  }
+  buf_.end(m);
+}
+
+void Batch::flush_chain(const std::string& chain) {
+  size_t m = buf_.begin(msg_type(NFT_MSG_DELRULE), NLM_F_REQUEST | NLM_F_ACK, seq_++, NFPROTO_INET, 0);
+  buf_.str(NFTA_RULE_TABLE, table_);
+  buf_.str(NFTA_RULE_CHAIN, chain);
+  buf_.end(m);
+}
+
+void Batch::delete_chain(const std::string& chain) {
+  size_t m = buf_.begin(msg_type(NFT_MSG_DELCHAIN), NLM_F_REQUEST | NLM_F_ACK, seq_++, NFPROTO_INET, 0);
+  buf_.str(NFTA_CHAIN_TABLE, table_);
+  buf_.str(NFTA_CHAIN_NAME, chain);
+  buf_.end(m);
+}
+
+Status Batch::elements(const ElementOp& op) {
+  // Keys first: a bad element appends nothing.
+  std::vector<std::vector<uint8_t>> keys;
+  keys.reserve(op.elements.size());
+  for (const auto& e : op.elements) {
+    auto k = element_key(e);
+    if (!k) return fail(k.error());
+    keys.push_back(std::move(*k));
+  }
+  uint16_t type = msg_type(op.add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
+  size_t m = buf_.begin(type, NLM_F_REQUEST | NLM_F_ACK | (op.add ? NLM_F_CREATE : 0), seq_++, NFPROTO_INET, 0);
+  buf_.str(NFTA_SET_ELEM_LIST_TABLE, table_);
+  buf_.str(NFTA_SET_ELEM_LIST_SET, op.set);
+  size_t list = buf_.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    size_t el = buf_.nest(NFTA_LIST_ELEM);
+    put_data(buf_, NFTA_SET_ELEM_KEY, keys[i]);
+    if (op.add && op.elements[i].verdict) {
+      size_t dn = buf_.nest(NFTA_SET_ELEM_DATA);
+      put_verdict(buf_, *op.elements[i].verdict);
+      buf_.close_nest(dn);
+    }
+    buf_.close_nest(el);
+  }
+  buf_.close_nest(list);
+  buf_.end(m);
+  return {};
+}
+
+bool Batch::rule(const std::string& chain, const nft::Rule& r) {
+  if (!covered(r)) return false;
+  std::vector<Expr> ex;
+  std::vector<AnonPortSet> anon;
+  RuleExprs enc(ex, anon, set_id_);
+  for (const auto& m : r.matches) std::visit(enc, m);
+  if (r.counter) ex.push_back(Expr{Expr::Counter});
+  if (r.log_prefix) {
+    Expr e{Expr::Log};
+    e.name = *r.log_prefix;
+    ex.push_back(std::move(e));
+  }
+  if (r.verdict) {
+    Expr e{Expr::Immediate};
+    e.verdict = *r.verdict;
+    ex.push_back(std::move(e));
+  }
+  for (const auto& s : anon) {
+    size_t m = buf_.begin(msg_type(NFT_MSG_NEWSET), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq_++, NFPROTO_INET, 0);
+    buf_.str(NFTA_SET_TABLE, table_);
+    buf_.str(NFTA_SET_NAME, "__set%d");
+    buf_.u32be(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT);
+    buf_.u32be(NFTA_SET_KEY_TYPE, 13);  // nft's inet_service datatype
+    buf_.u32be(NFTA_SET_KEY_LEN, 2);
+    buf_.u32be(NFTA_SET_ID, s.id);
+    size_t desc = buf_.nest(NFTA_SET_DESC);
+    buf_.u32be(NFTA_SET_DESC_SIZE, static_cast<uint32_t>(s.ports.size()));
+    buf_.close_nest(desc);
+    // User data as nft writes it: key byte order big endian, and "typeof th
+    // <field>" (payload expression, transport header template, field id:
+    // 1 sport, 2 dport).
+    uint8_t field = s.side == nft::Side::Source ? 1 : 2;
+    std::vector<uint8_t> u{0, 4, 2, 0, 0, 0, 3, 20, 0, 4, 7, 0, 0, 0, 1, 12, 0, 4, 11, 0, 0, 0, 1, 4, field, 0, 0, 0};
+    buf_.attr(NFTA_SET_USERDATA, u.data(), u.size());
+    buf_.end(m);
+    m = buf_.begin(msg_type(NFT_MSG_NEWSETELEM), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq_++, NFPROTO_INET, 0);
+    buf_.str(NFTA_SET_ELEM_LIST_TABLE, table_);
+    buf_.str(NFTA_SET_ELEM_LIST_SET, "__set%d");
+    buf_.u32be(NFTA_SET_ELEM_LIST_SET_ID, s.id);
+    size_t list = buf_.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (uint16_t p : s.ports) {
+      size_t el = buf_.nest(NFTA_LIST_ELEM);
+      put_data(buf_, NFTA_SET_ELEM_KEY, be16(p));
+      buf_.close_nest(el);
+    }
+    buf_.close_nest(list);
+    buf_.end(m);
+  }
+  size_t m = buf_.begin(msg_type(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, seq_++,
+                        NFPROTO_INET, 0);
+  buf_.str(NFTA_RULE_TABLE, table_);
+  buf_.str(NFTA_RULE_CHAIN, chain);
+  size_t list = buf_.nest(NFTA_RULE_EXPRESSIONS);
+  for (const auto& e : ex) put_expr(buf_, e);
+  buf_.close_nest(list);
+  if (!r.comment.empty()) {
+    auto u = udata_comment(r.comment);
+    buf_.attr(NFTA_RULE_USERDATA, u.data(), u.size());
+  }
+  buf_.end(m);
+  return true;
+}
+
+void Batch::finish() {
+  last_acked_ = seq_ - 1;
+  size_t m = buf_.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq_++, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+  buf_.end(m);
+}
+
+Result<bool> encode_delta(Batch& batch, const Delta& delta) {
+  if (!delta.structured) return false;
+  for (const auto& op : delta.chain_ops)
+    if (op.kind == ChainOp::Add) batch.add_chain(op.chain, op.comment);
+  for (const auto& op : delta.elements)
+    if (auto st = batch.elements(op); !st) return fail(st.error());
+  for (const auto& op : delta.chain_ops) {
+    switch (op.kind) {
+      case ChainOp::Add: break;
+      case ChainOp::Flush: batch.flush_chain(op.chain); break;
+      case ChainOp::Delete: batch.delete_chain(op.chain); break;
+      case ChainOp::Rule:
+        if (!batch.rule(op.chain, op.rule)) return false;
+        break;
+    }
+    if (batch.size() > (4u << 20)) return false;  // leave huge changes to libnftables
+  }
+  return true;
+}
+
+}  // namespace tabby::policy::netlink

@@ -1,0 +1,210 @@
+// nft_text.cpp — renders the typed rule form (nft_ir.hpp) as nft syntax: the
+// text of full loads (libnftables parses it), of the delta script kept for the
+// libnftables fallback, and of `tabby policy` / the golden tests. The text is
+// exactly what the compiler wrote before rules were typed.
+// Pure: string building only; calls nothing outside this file but Prefix::str().
+#include <charconv>
+#include <string>
+
+#include "policy/nft_ir.hpp"
+
+namespace tabby::policy::nft {
+
+namespace {
+
+// Numbers and prefixes are appended in place: a full script renders ~10,000
+// rules, and a temporary string per number would show in its cost.
+void append_num(std::string& out, long v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+const char* known_proto(uint8_t p) {
+  switch (p) {
+    case 1: return "icmp";
+    case 6: return "tcp";
+    case 17: return "udp";
+    case 58: return "ipv6-icmp";
+    case 132: return "sctp";
+    case 136: return "udplite";
+  }
+  return nullptr;
+}
+
+void append_proto(std::string& out, uint8_t p) {
+  if (const char* n = known_proto(p)) out += n;
+  else append_num(out, p);
+}
+
+const char* side_addr(Side s) { return s == Side::Source ? "ip saddr " : "ip daddr "; }
+const char* side_port(Side s) { return s == Side::Source ? "th sport " : "th dport "; }
+
+void append_prefix(std::string& out, const Prefix& p) {
+  if (!p.is_v4()) {
+    out += p.str();
+    return;
+  }
+  const auto& b = p.addr().bytes();
+  for (int i = 0; i < 4; ++i) {
+    if (i) out += '.';
+    append_num(out, b[static_cast<size_t>(i)]);
+  }
+  out += '/';
+  append_num(out, p.len());
+}
+
+void append_span(std::string& out, const PortSpan& p) {
+  append_num(out, p.first);
+  if (p.last != p.first) {
+    out += '-';
+    append_num(out, p.last);
+  }
+}
+
+struct MatchText {
+  std::string& out;
+  void operator()(const L4Proto& m) const {
+    out += m.negate ? "meta l4proto != " : "meta l4proto ";
+    append_proto(out, m.proto);
+  }
+  void operator()(const Ipv4Only&) const { out += "meta nfproto ipv4"; }
+  void operator()(const AddrIn& m) const {
+    out += side_addr(m.side);
+    out += m.negate ? "!= { " : "{ ";
+    for (size_t i = 0; i < m.nets.size(); ++i) {
+      if (i) out += ", ";
+      append_prefix(out, m.nets[i]);
+    }
+    out += " }";
+  }
+  void operator()(const AddrInSet& m) const {
+    out += side_addr(m.side);
+    out += m.negate ? "!= @" : "@";
+    out += m.set;
+  }
+  void operator()(const AddrPortInSet& m) const {
+    out += side_addr(m.side);
+    out += ". meta l4proto . ";
+    out += side_port(m.side);
+    out += m.negate ? "!= @" : "@";
+    out += m.set;
+  }
+  void operator()(const PortIn& m) const {
+    out += side_port(m.side);
+    out += m.negate ? "!= { " : "{ ";
+    for (size_t i = 0; i < m.ports.size(); ++i) {
+      if (i) out += ", ";
+      append_span(out, m.ports[i]);
+    }
+    out += " }";
+  }
+  void operator()(const Icmp& m) const {
+    if (!m.negate) {
+      out += "icmp type ";
+      append_num(out, m.type);
+      if (m.code >= 0) {
+        out += " icmp code ";
+        append_num(out, m.code);
+      }
+    } else if (m.code >= 0) {
+      out += "icmp type . icmp code != { ";
+      append_num(out, m.type);
+      out += " . ";
+      append_num(out, m.code);
+      out += " }";
+    } else {
+      out += "icmp type != ";
+      append_num(out, m.type);
+    }
+  }
+};
+
+void append_verdict(std::string& out, const Verdict& v) {
+  switch (v.kind) {
+    case Verdict::Accept: out += "accept"; break;
+    case Verdict::Drop: out += "drop"; break;
+    case Verdict::Jump:
+      out += "jump ";
+      out += v.chain;
+      break;
+  }
+}
+
+void append_quoted(std::string& out, std::string_view s) {
+  out += '"';
+  for (char c : s) out += (c == '"' || c == '\\') ? '\'' : c;  // nft strings cannot escape these
+  out += '"';
+}
+
+}  // namespace
+
+std::string proto_name(uint8_t p) {
+  std::string s;
+  append_proto(s, p);
+  return s;
+}
+
+std::string quoted(std::string_view s) {
+  std::string o;
+  o.reserve(s.size() + 2);
+  append_quoted(o, s);
+  return o;
+}
+
+void append_rule(std::string& out, const Rule& r) {
+  size_t start = out.size();
+  auto sep = [&] {
+    if (out.size() > start) out += ' ';
+  };
+  for (const auto& m : r.matches) {
+    sep();
+    std::visit(MatchText{out}, m);
+  }
+  if (r.counter) {
+    sep();
+    out += "counter";
+  }
+  if (r.log_prefix) {
+    sep();
+    out += "log prefix ";
+    append_quoted(out, *r.log_prefix);
+  }
+  if (r.verdict) {
+    sep();
+    append_verdict(out, *r.verdict);
+  }
+  if (!r.comment.empty()) {
+    sep();
+    out += "comment ";
+    append_quoted(out, r.comment);
+  }
+}
+
+std::string rule_text(const Rule& r) {
+  std::string s;
+  append_rule(s, r);
+  return s;
+}
+
+std::string verdict_text(const Verdict& v) {
+  std::string s;
+  append_verdict(s, v);
+  return s;
+}
+
+std::string element_text(const Element& e) {
+  switch (e.kind) {
+    case Element::Ipv4: return IpAddress::v4(e.addr).str();
+    case Element::Ipv4ProtoPort:
+      return IpAddress::v4(e.addr).str() + " . " + proto_name(e.proto) + " . " + std::to_string(e.port);
+    case Element::Ifname: {
+      std::string s = quoted(e.ifname);
+      if (e.verdict) s += " : " + verdict_text(*e.verdict);
+      return s;
+    }
+  }
+  return "";
+}
+
+}  // namespace tabby::policy::nft
