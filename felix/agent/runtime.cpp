@@ -393,8 +393,13 @@ struct AgentRuntime::Impl {
   void start_speaker() {
     speaker_ = std::make_unique<bgp::Speaker>(io_, calc_.speaker_config());
     speaker_->set_restarting(restarting_);
-    // RFC 4724 §3: the F bit only when our kernel routes really stayed.
-    speaker_->set_forwarding_preserved(dataplane_ && dataplane_->preserves_forwarding());
+    // RFC 4724 §3, the F bit: "our forwarding state survived the restart". With the
+    // dataplane on, that is true only when the kernel routes really stayed (the Linux
+    // driver keeps them; the in-memory recorder does not). With the dataplane off tabby
+    // never owned the node's forwarding, so its restart cannot have disturbed it: F=1,
+    // and a route reflector outside the forwarding path does not make its clients
+    // flush the routes it reflects each time it restarts.
+    speaker_->set_forwarding_preserved(!dataplane_ || dataplane_->preserves_forwarding());
     // Speaker -> Calc: learned best routes (kernel routes).
     speaker_->on_best_route_change([this](const std::vector<bgp::BestRouteChange>& changes) {
       calc_.set_learned_routes(changes);
