@@ -3,6 +3,9 @@
 // them together on one io_context. Reconfigurable at run time (peers and
 // announcements diffed, untouched sessions kept). Read-only snapshots feed the
 // API; a callback reports best-path changes to whoever programs the dataplane.
+//
+// Module bgp (I/O half: speaker, transport). Owns: BGP sockets, timers and the
+// session/RIB wiring. May call: the bgp core, base, log, Boost.Asio.
 #pragma once
 
 #include <boost/asio/io_context.hpp>

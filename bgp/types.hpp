@@ -7,6 +7,9 @@
 // (communities); RFC 4456 (ORIGINATOR_ID, CLUSTER_LIST); RFC 7606 (error handling);
 // RFC 8203/9003 (shutdown communication).
 // Pure: no I/O.
+//
+// Module bgp (pure core: types, codec, fsm, rib, reflector). Owns: BGP values, the wire
+// format, session state machines, the RIBs and best path. May call: base only.
 #pragma once
 
 #include <cstdint>

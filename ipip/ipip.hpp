@@ -9,6 +9,9 @@
 // Invariants: tunl0 is never created or deleted (it is the module's fallback device:
 // adopt it); the VXLAN device is adopted when its VNI/port/local match, otherwise
 // changed in place or recreated; neighbour/FDB entries on the VXLAN device are all ours.
+//
+// Module ipip. Owns: tunnel decisions (pure: tunnel.cpp) and the tunl0/VXLAN devices,
+// their neighbours and FDB entries (I/O: devices.cpp). May call: base, netlink/.
 #pragma once
 
 #include <array>

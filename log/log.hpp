@@ -8,6 +8,8 @@
 // object the line is about ("peer 10.0.0.2", "policy default/deny-all").
 // Lines below the threshold (TABBY_LOG_LEVEL: debug, info, warning, error;
 // default info) are not formatted at all.
+//
+// Owns: the log line format and the threshold. May call: the C library (write(2), getenv).
 #pragma once
 
 #include <optional>

@@ -33,6 +33,10 @@
 //   5. For `tabby policy`: NftExecutor::report(compiler).
 // IPv4 only for now: IPv6 endpoint addresses and CIDRs are ignored, so for v6
 // traffic of a policy-selected endpoint only address-free rules can match.
+//
+// Module policy. Owns: the policy model, selectors, the compiler and its typed nft rules
+// (pure core); the netlink encoding of deltas and the nft executor (I/O). May call: base,
+// yaml-cpp (core); libnftables and the kernel's nf_tables netlink (I/O half only).
 #pragma once
 
 #include <cstdint>

@@ -10,6 +10,10 @@
 // answer; headers over 8 KiB get 431, a body over 4 KiB 413; an answer must be
 // written within 60 s. Out of file descriptors, accept backs off
 // (base/accept_backoff.hpp) after closing an idle connection of its own if any.
+//
+// Module felix/api. Owns: what the agent shows: API messages and metrics (pure), the
+// local API server, CLI and health/metrics port (I/O). May call: felix/calc, policy,
+// bgp (read-only state), proto, Boost.Asio/Beast, log. It never changes agent state.
 #pragma once
 
 #include <boost/asio/io_context.hpp>

@@ -65,6 +65,10 @@
 //    (upsert returns the error, the object's previous good version stays in force) and
 //    re-admitted automatically once the conflict is gone. First come, first served,
 //    as in Calico where the API server refuses the second pool.
+//
+// Module felix/calc (pure). Owns: typed resources, the calculation graph and IPAM
+// decisions. May call: base, bgp core types, dataplane core, ipip core, policy core,
+// felix/datastore core. Never I/O: the agent runtime feeds it and applies its output.
 #pragma once
 
 #include <map>

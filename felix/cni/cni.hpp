@@ -27,6 +27,10 @@
 //   tabby.dev/v1 WorkloadEndpoint ns/pod (node, interfaceName, ips, containerID, ports,
 //                labels copied from the Pod)
 // It does not add the host /32 route to the pod: the agent programs it from the WEP.
+//
+// Module felix/cni. Owns: the CNI plugin (netconf/result JSON pure; veth, netns and the
+// IPAM transaction I/O). May call: felix/calc (IPAM plans), felix/config, felix/datastore,
+// netlink/.
 #pragma once
 
 #include <cstdint>

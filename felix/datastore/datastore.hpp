@@ -35,6 +35,10 @@
 //    never after stop() (update callback) or after the Datastore is destroyed
 //    (any callback). No exceptions cross a callback; errors are Result/Status
 //    values with text naming the file/key/URL and what failed.
+//
+// Module felix/datastore. Owns: where cluster documents come from (file, etcd,
+// Kubernetes) and what is kept per object. May call: base, policy (YAML node budget) in
+// the pure core; Boost.Asio/Beast, OpenSSL, inotify in the clients.
 #pragma once
 
 #include <compare>

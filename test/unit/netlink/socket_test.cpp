@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "netlink/netlink.hpp"
+#include "test/support/fd_exhaustion.hpp"
 
 using tabby::IpAddress;
 using tabby::netlink::Attributes;
@@ -128,21 +129,7 @@ TEST_CASE("Socket: a kernel error comes back as -errno") {
 }
 
 TEST_CASE("Socket: out of file descriptors reports EMFILE, not EBADF") {
-  rlimit old{};
-  REQUIRE(getrlimit(RLIMIT_NOFILE, &old) == 0);
-  // A soft limit a little above the descriptors in use, then fill it up.
-  int probe = dup(0);
-  REQUIRE(probe >= 0);
-  close(probe);
-  rlimit low = old;
-  low.rlim_cur = static_cast<rlim_t>(probe) + 16;
-  REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
-  std::vector<int> held;
-  for (;;) {
-    int fd = dup(0);
-    if (fd < 0) break;
-    held.push_back(fd);
-  }
+  tabby::test::FdExhaustion fds;
   int open_error = 0, request_error = 0;
   std::string open_message;
   {
@@ -153,9 +140,9 @@ TEST_CASE("Socket: out of file descriptors reports EMFILE, not EBADF") {
     auto req = link_dump_request();
     request_error = nl.request(req);
   }
-  for (int fd : held) close(fd);
-  REQUIRE(setrlimit(RLIMIT_NOFILE, &old) == 0);
-  CHECK(!held.empty());
+  size_t held = fds.held();
+  fds.release();
+  CHECK(held > 0);
   CHECK(open_error == -EMFILE);
   CHECK(request_error == -EMFILE);
   CHECK(open_message.find("Too many open files") != std::string::npos);

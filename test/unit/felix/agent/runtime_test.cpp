@@ -40,6 +40,7 @@
 #include "test/fakes/memory_datastore.hpp"
 #include "test/fakes/recording_dataplane.hpp"
 #include "test/fakes/recording_policy_executor.hpp"
+#include "test/support/loopback_port.hpp"
 
 using namespace tabby;
 using namespace tabby::felix;
@@ -50,25 +51,8 @@ namespace {
 
 IpAddress ip(const char* s) { return *IpAddress::parse(s); }
 
-// A port free on 127.0.0.1-3 (each agent listens on its own address).
-uint16_t free_port() {
-  asio::io_context io;
-  for (int tries = 0; tries < 50; ++tries) {
-    tcp::acceptor a(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    uint16_t port = a.local_endpoint().port();
-    bool ok = true;
-    for (const char* other : {"127.0.0.2", "127.0.0.3"}) {
-      boost::system::error_code ec;
-      tcp::acceptor b(io);
-      b.open(tcp::v4(), ec);
-      if (!ec) b.bind(tcp::endpoint(asio::ip::make_address(other), port), ec);
-      if (ec) ok = false;
-    }
-    if (ok) return port;
-  }
-  FAIL("no free port");
-  return 0;
-}
+// A port free on 127.0.0.1-3 (each listens on its own address).
+uint16_t free_port() { return tabby::test::free_port_on_loopback_1_to_3(); }
 
 struct TempDir {
   std::string path;
