@@ -400,11 +400,15 @@ struct AgentRuntime::Impl {
     // and a route reflector outside the forwarding path does not make its clients
     // flush the routes it reflects each time it restarts.
     speaker_->set_forwarding_preserved(!dataplane_ || dataplane_->preserves_forwarding());
-    // Speaker -> Calc: learned best routes (kernel routes).
-    speaker_->on_best_route_change([this](const std::vector<bgp::BestRouteChange>& changes) {
-      calc_.set_learned_routes(changes);
-      schedule_process();
-    });
+    // Speaker -> Calc: learned best routes, which become kernel routes. Only with a
+    // dataplane: without one nothing installs them, and a reflector or fabric speaker
+    // holding a full table must not keep a second copy of it in the Calc.
+    if (dataplane_) {
+      speaker_->on_best_route_change([this](const std::vector<bgp::BestRouteChange>& changes) {
+        calc_.set_learned_routes(changes);
+        schedule_process();
+      });
+    }
     speaker_->on_initial_sync([this] {
       kLog.info("BGP initial table complete");
       schedule_process();
