@@ -288,7 +288,7 @@ struct Speaker::Impl {
     for (auto& a : listeners) {
       if (n.password.empty()) continue;
       auto st = set_listener_md5(*a, n.address, remove ? std::string() : n.password);
-      if (!st) kLog.info("peer " + n.address.str() + ": " + st.error().message);
+      if (!st) kLog.warning("peer " + n.address.str() + ": " + st.error().message);
     }
   }
 
@@ -334,7 +334,7 @@ struct Speaker::Impl {
       return;
     }
     Peer& p = *it->second;
-    if (auto st = apply_accepted_ttl(s, addr, p.cfg.ttl_security_hops); !st) kLog.info(st.error().message);
+    if (auto st = apply_accepted_ttl(s, addr, p.cfg.ttl_security_hops); !st) kLog.warning(st.error().message);
     ConnId id = next_conn_id++;
     auto conn = std::make_shared<Connection>(std::move(s), id);
     adopt(p, conn);
@@ -755,7 +755,7 @@ struct Speaker::Impl {
     o.ttl_security_hops = n.ttl_security_hops;
     if (!ec) {
       if (auto st = apply_socket_options(*sock, n.address, o); !st) {
-        kLog.info("peer " + n.address.str() + ": " + st.error().message);
+        kLog.warning("peer " + n.address.str() + ": " + st.error().message);
       }
     }
     if (!ec && n.local_address) sock->bind(tcp::endpoint(to_asio(*n.local_address), 0), ec);

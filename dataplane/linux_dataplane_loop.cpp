@@ -30,7 +30,7 @@ struct LinuxDataplaneLoop::Impl {
   Status apply_now() {
     auto t0 = std::chrono::steady_clock::now();
     auto st = dp->apply();
-    if (!st) kLog.info("apply: " + st.error().message);
+    if (!st) kLog.warning("apply: " + st.error().message);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (applied) applied(s);
     return st;
@@ -40,9 +40,9 @@ struct LinuxDataplaneLoop::Impl {
     events.async_wait(asio::posix::stream_descriptor::wait_read,
                       [this, alive = std::weak_ptr<int>(life)](const boost::system::error_code& ec) {
                         if (ec || alive.expired()) return;
-                        if (auto st = dp->handle_events(); !st) kLog.info("events: " + st.error().message);
+                        if (auto st = dp->handle_events(); !st) kLog.warning("events: " + st.error().message);
                         if (dp->resync_needed()) {
-                          if (auto st = dp->resync(); !st) kLog.info("resync: " + st.error().message);
+                          if (auto st = dp->resync(); !st) kLog.warning("resync: " + st.error().message);
                         }
                         (void)apply_now();
                         watch();
@@ -53,7 +53,7 @@ struct LinuxDataplaneLoop::Impl {
     resync_timer.expires_after(kResyncInterval);
     resync_timer.async_wait([this, alive = std::weak_ptr<int>(life)](const boost::system::error_code& ec) {
       if (ec || alive.expired()) return;
-      if (auto st = dp->resync(); !st) kLog.info("resync: " + st.error().message);
+      if (auto st = dp->resync(); !st) kLog.warning("resync: " + st.error().message);
       (void)apply_now();
       schedule_resync();
     });

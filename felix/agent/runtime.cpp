@@ -164,7 +164,7 @@ struct AgentRuntime::Impl {
     // it out (kubelet does not pass the DaemonSet's NODENAME; Calico's
     // /var/lib/calico/nodename plays this part).
     if (config_.datastore && !write_node_name_file(node_name_file(config_.api_socket), config_.node_name))
-      kLog.info("cannot write " + node_name_file(config_.api_socket) + ": " + std::strerror(errno));
+      kLog.warning("cannot write " + node_name_file(config_.api_socket) + ": " + std::strerror(errno));
     // all modules -> Metrics: gauges are read at scrape time.
     declare_agent_metrics(metrics_);
     metrics_.add_collector([this](Metrics& m) { collect(m); });
@@ -261,7 +261,7 @@ struct AgentRuntime::Impl {
         }
         // Keyed by source (a file, an etcd key, "etcd:watch", ...): the datastore
         // clears it when the cause goes (an empty message for that source).
-        if (store_problems_[u.source.empty() ? u.message : u.source] != u.message) kLog.info("problem: " + u.message);
+        if (store_problems_[u.source.empty() ? u.message : u.source] != u.message) kLog.warning("problem: " + u.message);
         store_problems_[u.source.empty() ? u.message : u.source] = u.message;
         break;
       case DatastoreUpdate::Type::Connection:
@@ -292,7 +292,7 @@ struct AgentRuntime::Impl {
                        "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n";
     DocKey key{"Node.projectcalico.org", "", config_.node_name};
     datastore_->create(key, text, [this, addr](Result<bool> r) {
-      if (!r) kLog.info("cannot register Node " + config_.node_name + ": " + r.error().message);
+      if (!r) kLog.warning("cannot register Node " + config_.node_name + ": " + r.error().message);
       else if (*r) kLog.info("registered Node " + config_.node_name + " with ipv4Address " + addr);
     });
   }
@@ -320,7 +320,7 @@ struct AgentRuntime::Impl {
         // config applies cleanly (status, /readyz, tabby_config_apply_failures_total).
         if (auto st = speaker_->reconfigure(calc_.speaker_config()); !st) {
           std::string msg = "BGP configuration not fully applied: " + st.error().message;
-          if (msg != bgp_apply_problem_) kLog.info("problem: " + msg);
+          if (msg != bgp_apply_problem_) kLog.warning("problem: " + msg);
           bgp_apply_problem_ = msg;
           count_config_apply_failure(metrics_, apply_what);
         } else if (!bgp_apply_problem_.empty()) {
@@ -365,7 +365,7 @@ struct AgentRuntime::Impl {
   void sync_policy(bool force_full) {
     auto r = executor_->sync(*compiler_, force_full);
     if (!r) {
-      kLog.info("policy: " + r.error().message);
+      kLog.warning("policy: " + r.error().message);
       return;
     }
     if (!policy_synced_) {
@@ -384,7 +384,7 @@ struct AgentRuntime::Impl {
     policy_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping_) return;
       auto r = executor_->repair(*compiler_);
-      if (!r) kLog.info("policy repair: " + r.error().message);
+      if (!r) kLog.warning("policy repair: " + r.error().message);
       else if (*r) kLog.info("policy: the nftables table had drifted; resynced");
       schedule_policy_repair();
     });
@@ -417,7 +417,7 @@ struct AgentRuntime::Impl {
       // Running, but not as configured (no listener): a problem until a
       // reconfigure binds it.
       bgp_apply_problem_ = "BGP configuration not fully applied: " + st.error().message;
-      kLog.info("problem: " + bgp_apply_problem_);
+      kLog.warning("problem: " + bgp_apply_problem_);
       count_config_apply_failure(metrics_, "bgp");
     }
     const auto& sc = speaker_->config();
@@ -450,7 +450,7 @@ struct AgentRuntime::Impl {
     for (const auto& p : feed_.problems()) now.insert(p.message);
     for (const auto& p : calc_.problems()) now.insert(p.message);
     for (const auto& m : now)
-      if (!logged_problems_.count(m)) kLog.info("problem: " + m);
+      if (!logged_problems_.count(m)) kLog.warning("problem: " + m);
     for (const auto& m : logged_problems_)
       if (!now.count(m)) kLog.info("resolved: " + m);
     logged_problems_ = std::move(now);
