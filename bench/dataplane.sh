@@ -9,8 +9,9 @@
 #   ip       `ip -batch` of the same routes
 #   bird     BIRD 2 exporting the same static routes to the kernel (time from enabling
 #            the static protocol until the kernel protocol has exported N; removal: disable)
-#   base     (only with BENCH_BASELINE=/path/to/an-older/tabby-dp-bench) that build, for
-#            before/after figures in the same run
+#   base     (only with BENCH_BASELINE=/path/to/an-older/tabby-dp-bench) that build, run
+#            exactly as tabby's (watching events), for before/after figures in the
+#            same run; BENCH_BASELINE_ARGS adds arguments (e.g. "noevents")
 # Each tool runs BENCH_REPEAT times (default 3, alternating tools) and the median is
 # printed, with wall times, routes/s and tabby's ratios. Machine-readable lines start
 # "BENCH ". Instruction counts per route: bench/dataplane_callgrind.sh.
@@ -120,7 +121,7 @@ run_bird() {
 
 tools="tabby floor ip bird"
 [ -n "$BASELINE" ] && tools="tabby base floor ip bird"
-echo "median of $REPEAT runs per tool"
+echo "machine load (1/5/15 min): $(cut -d" " -f1-3 /proc/loadavg), $(nproc) cores; median of $REPEAT runs per tool"
 printf "%-8s %-5s %-7s %10s %12s %10s %12s\n" "routes" "ecmp" "tool" "install_s" "install_r/s" "remove_s" "remove_r/s"
 for n in $SIZES; do
   for k in 1 4; do
@@ -129,7 +130,7 @@ for n in $SIZES; do
     gen_bird $n $k
     for _ in $(seq $REPEAT); do
       run_tabby tabby "$B/bench/tabby-dp-bench"
-      [ -n "$BASELINE" ] && run_tabby base "$BASELINE" noevents
+      [ -n "$BASELINE" ] && run_tabby base "$BASELINE" ${BENCH_BASELINE_ARGS:-}
       run_floor
       run_ip
       run_bird
@@ -153,3 +154,4 @@ for n in $SIZES; do
     done
   done
 done
+echo "machine load at the end (1/5/15 min): $(cut -d" " -f1-3 /proc/loadavg)"
