@@ -258,6 +258,24 @@ def peer_list(feed):
     return [{"ip": ip, "asn": asn, "passive": True, "hold": HOLD, "keepalive": 80} for ip, asn, _ in feed.peers]
 
 
+def route_count_bin():
+    b = os.path.join(os.environ.get("TABBY_ROOT", os.getcwd()), "build", "bench", "tabby-route-count")
+    if not os.access(b, os.X_OK):
+        core.fail(f"--dataplane needs {b} (scripts/build.sh release builds it)")
+    return b
+
+
+def kernel_done(node, feed):
+    """--dataplane's end: the receiver's namespace holds a daemon-written route for
+    every prefix, counted by one netlink dump (the same probe for every daemon, and
+    none of its cost lands on the receiver process)."""
+    probe = route_count_bin()
+
+    def done():
+        return int(node.run([probe]).stdout.strip() or 0) >= len(feed.prefixes)
+    return done
+
+
 def make_receiver(kind, node, feed, port, opts=None):
     peers = peer_list(feed)
     if kind == "bird":
@@ -268,10 +286,15 @@ def make_receiver(kind, node, feed, port, opts=None):
             for p in d.peers:
                 out.append(f"protocol bgp {p['name']} {{ local as {RECV_AS}; neighbor {p['ip']} as {p['asn']}; "
                            f"passive on; hold time {HOLD}; ipv4 {{ import all; export none; }}; }}")
+            if opts and opts.dataplane:  # --dataplane: best routes to the kernel, as tabby's dataplane
+                out.append("protocol kernel kern1 { scan time 3600; learn off; ipv4 { import none; export all; }; }")
             with open(d.conf, "w") as f:
                 f.write("\n".join(out) + "\n")
         d.write_config = wc
-        return d, lambda: d.route_count()
+        count = lambda: d.route_count()  # noqa: E731
+        if opts and opts.dataplane:
+            count.best_done = kernel_done(node, feed)
+        return d, count
     if kind == "frr":
         d = Frr(node, RECV_AS, RECV_IP, peers=peers, zebra=False)
 
@@ -313,7 +336,8 @@ def make_receiver(kind, node, feed, port, opts=None):
     if kind in ("tabby", "base"):
         for p in peers:
             p["export"] = {"prefixes": ["255.255.255.255/32"]}  # send nothing back
-        d = Tabby(node, RECV_AS, RECV_IP, peers=peers, gr=False)
+        extra = {"dataplane": {"enabled": True}} if opts and opts.dataplane else None
+        d = Tabby(node, RECV_AS, RECV_IP, peers=peers, gr=False, extra=extra)
         if kind == "base":
             d.bin = opts.baseline  # the agent and its CLI both from the baseline build
         wrap = shlex.split(opts.tabby_wrap) if opts and opts.tabby_wrap else []
@@ -346,6 +370,8 @@ def make_receiver(kind, node, feed, port, opts=None):
                 return 0
             routes, paths = int(st.get("locRibRoutes", 0)), int(st.get("locRibPaths", 0))
             return min(paths, routes * feed.npeers)
+        if opts and opts.dataplane:
+            count.best_done = kernel_done(node, feed)
         return d, count
     raise ValueError(kind)
 
@@ -407,6 +433,9 @@ def run_one(kind, feed, idx, opts):
             time.sleep(interval)
         if hasattr(count, "best_done"):
             while not count.best_done():
+                if time.monotonic() > deadline:
+                    core.fail(f"{kind}: table in, but not done (best paths / kernel) after 1800 s")
+                d.check_alive()
                 time.sleep(0.05)
         t1 = time.monotonic()
         if callgrind:
@@ -511,10 +540,16 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="runs per receiver (interleaved); medians reported")
     ap.add_argument("--baseline", help="a second tabby binary, run as receiver 'base' (bisecting)")
     ap.add_argument("--tabby-wrap", help="command prefix for the tabby agent, e.g. a valgrind invocation")
+    ap.add_argument("--dataplane", action="store_true",
+                    help="receivers also write the best routes to the kernel (tabby: dataplane.enabled; "
+                         "BIRD: a kernel protocol); done when the kernel holds every prefix")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("ingest bench needs root (network namespaces)")
     receivers = a.receivers.split(",")
+    if a.dataplane and set(receivers) - {"tabby", "base", "bird"}:
+        sys.exit("--dataplane: only the receivers tabby and bird write kernel routes in this bench "
+                 f"(asked for: {a.receivers})")
     if a.baseline:
         if not os.access(a.baseline, os.X_OK):
             sys.exit(f"--baseline {a.baseline}: not an executable file")
@@ -528,7 +563,7 @@ def main():
             tabby_missing = str(e)
             receivers.remove("tabby")
             print(f"NOTE: tabby was missing, benchmarking the others only: {tabby_missing}", flush=True)
-    print(f"start: {load_text()}", flush=True)
+    print(f"start: {load_text()}" + ("  (--dataplane: timed until the kernel holds every prefix)" if a.dataplane else ""), flush=True)
     groups = []  # (shape, packing, {receiver: [results]})
     for shape in a.shapes.split(","):
         for packing in a.packings.split(","):

@@ -1174,6 +1174,20 @@ size_t Speaker::route_count() const {
   return impl_->rib->route_count(kIpv4Unicast) + impl_->rib->route_count(kIpv6Unicast);
 }
 
+std::map<std::string, uint64_t> Speaker::best_paths_per_peer(const std::function<bool(const Prefix&)>& counted) const {
+  const auto& im = *impl_;
+  std::map<PeerId, uint64_t> by_id;
+  for (Family f : kFamilies)
+    im.rib->for_each_route(f, [&](const RouteView& rv) {
+      const PathView* best = rv.best();
+      if (best && best->peer != kLocalPeer && counted(rv.prefix)) ++by_id[best->peer];
+    });
+  std::map<std::string, uint64_t> out;
+  for (const auto& [addr, p] : im.peers)
+    if (auto it = by_id.find(p->rib_id); it != by_id.end()) out[addr.str()] += it->second;
+  return out;
+}
+
 size_t Speaker::route_count(Family f) const { return impl_->rib->route_count(f); }
 size_t Speaker::path_count(Family f) const { return impl_->rib->path_count(f); }
 

@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,7 +90,10 @@ class Speaker {
   void stop(bool graceful, const std::string& reason);
 
   std::vector<PeerStatus> peers() const;
-  std::vector<RouteSnapshot> routes() const;
+  std::vector<RouteSnapshot> routes() const;  // a copy of the Loc-RIB: for `tabby routes`
+  // Per peer address: prefixes whose best path came from that peer and for which
+  // `counted` holds (no copy of the RIB: cheap enough for every /metrics scrape).
+  std::map<std::string, uint64_t> best_paths_per_peer(const std::function<bool(const Prefix&)>& counted) const;
   size_t route_count() const;
   // Loc-RIB of one family: prefixes with a best path chosen, paths held.
   size_t route_count(Family f) const;

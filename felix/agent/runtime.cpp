@@ -481,15 +481,12 @@ struct AgentRuntime::Impl {
   }
 
   void collect(Metrics& m) const {
-    std::set<Prefix> installed;
-    for (auto cls : {dataplane::RouteClass::RemoteBlock, dataplane::RouteClass::Static})
-      for (const auto& r : calc_.routes(cls)) installed.insert(r.dst);
+    auto installed = [this](const Prefix& p) {
+      return calc_.has_route(dataplane::RouteClass::RemoteBlock, p) || calc_.has_route(dataplane::RouteClass::Static, p);
+    };
     if (speaker_) {
       std::map<std::string, uint64_t> per_peer;
-      if (dataplane_)
-        for (const auto& r : speaker_->routes())
-          for (const auto& p : r.paths)
-            if (p.best && installed.count(r.prefix)) ++per_peer[p.from];
+      if (dataplane_) per_peer = speaker_->best_paths_per_peer(installed);
       std::vector<PeerSnapshot> ps;
       for (const auto& p : speaker_->peers()) {
         std::string addr = p.address.str();

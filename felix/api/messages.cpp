@@ -97,7 +97,7 @@ void collect_calc_metrics(Metrics& m, const Calc& calc, const std::string& node)
   collect_policy(m, calc.policies().size(), local);
   std::array<size_t, dataplane::kRouteClassCount> desired{};
   for (int c = 0; c < dataplane::kRouteClassCount; ++c)
-    desired[static_cast<size_t>(c)] = calc.routes(static_cast<dataplane::RouteClass>(c)).size();
+    desired[static_cast<size_t>(c)] = calc.route_count(static_cast<dataplane::RouteClass>(c));
   collect_dataplane_routes(m, desired);
 }
 

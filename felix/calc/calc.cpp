@@ -22,8 +22,21 @@ std::string RouteOp::str() const {
   return std::string(remove ? "-" : "+") + dataplane::route_class_name(cls) + " " + route.str();
 }
 
+RouteOp LearnedRouteOp::op() const { return {RouteClass::Static, remove, learned_kernel_route(dst, *hops)}; }
+
+std::vector<RouteOp> CalcChanges::route_ops() const {
+  std::vector<RouteOp> v;
+  for (bool removals : {true, false}) {
+    for (const auto& r : routes)
+      if (r.remove == removals) v.push_back(r);
+    for (const auto& l : learned)
+      if (l.remove == removals) v.push_back(l.op());
+  }
+  return v;
+}
+
 bool CalcChanges::empty() const {
-  return !bgp_changed && !tunnels_changed && !interfaces_changed && !nodes_changed && routes.empty() &&
+  return !bgp_changed && !tunnels_changed && !interfaces_changed && !nodes_changed && routes.empty() && learned.empty() &&
          namespaces_upserted.empty() &&
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
          policies_upserted.empty() && policies_removed.empty();
@@ -199,10 +212,31 @@ void Calc::set_options(CalcOptions opts) {
 const CalcOptions& Calc::options() const { return impl_->opt; }
 
 void Calc::set_learned_routes(const std::vector<bgp::BestRouteChange>& changes) {
+  auto& m = *impl_;
+  std::vector<IpAddress> gws;
   for (const auto& c : changes) {
     if (c.local) continue;
-    impl_->learned[c.prefix] = c.next_hops;  // empty: withdrawn (erased after take)
-    impl_->dirty_learned.insert(c.prefix);
+    // Next hops of the prefix's family only (an IPv6 next hop for an IPv4 prefix,
+    // RFC 8950, or the reverse is not a route the kernel takes), none unspecified;
+    // deduplicated and sorted so that an ECMP set has one spelling.
+    gws.clear();
+    for (const auto& h : c.next_hops)
+      if (h.family() == c.prefix.family() && !h.is_unspecified()) gws.push_back(h);
+    std::sort(gws.begin(), gws.end());
+    gws.erase(std::unique(gws.begin(), gws.end()), gws.end());
+    // One walk down the tree, insert or not; none when the prefix comes after every
+    // known one (a table usually arrives in ascending order).
+    auto it = m.learned.empty() || m.learned.key_comp()(std::prev(m.learned.end())->first, c.prefix)
+                  ? m.learned.end()
+                  : m.learned.lower_bound(c.prefix);
+    if (it == m.learned.end() || it->first != c.prefix) {
+      if (gws.empty()) continue;  // withdrawn, never known
+      it = m.learned.emplace_hint(it, c.prefix, calc_detail::LearnedEntry{});
+    }
+    uint32_t id = gws.empty() ? 0 : m.hop_sets.acquire(gws);
+    m.hop_sets.release(it->second.hops);
+    it->second.hops = id;
+    m.mark_learned_dirty(it);  // an entry left with nothing is erased by take
   }
 }
 
@@ -213,8 +247,25 @@ bool Calc::bgp_ready() const { return !impl_->speaker.router_id.is_unspecified()
 
 std::vector<Route> Calc::routes(RouteClass cls) const {
   std::vector<Route> v;
+  if (cls == RouteClass::Static) {
+    v.reserve(impl_->learned_installed);
+    for (const auto& [p, e] : impl_->learned)
+      if (e.installed) v.push_back(learned_kernel_route(p, impl_->hop_sets.get(e.installed)));
+    return v;
+  }
   for (const auto& [p, r] : impl_->routes[static_cast<int>(cls)]) v.push_back(r);
   return v;
+}
+size_t Calc::route_count(RouteClass cls) const {
+  if (cls == RouteClass::Static) return impl_->learned_installed;
+  return impl_->routes[static_cast<int>(cls)].size();
+}
+bool Calc::has_route(RouteClass cls, const Prefix& dst) const {
+  if (cls == RouteClass::Static) {
+    auto it = impl_->learned.find(dst);
+    return it != impl_->learned.end() && it->second.installed;
+  }
+  return impl_->routes[static_cast<int>(cls)].count(dst) > 0;
 }
 const dataplane::TunnelConfig& Calc::tunnel_config() const { return impl_->tunnels; }
 std::vector<std::string> Calc::workload_interfaces() const { return impl_->ifaces_out; }
@@ -247,6 +298,10 @@ void Calc::apply_to(dataplane::Dataplane& dp, const CalcChanges& ch) const {
   for (const auto& op : ch.routes) {
     if (op.remove) dp.remove_route(op.cls, op.route);
     else dp.upsert_route(op.cls, op.route);
+  }
+  for (const auto& l : ch.learned) {  // one full route at a time, never the whole table
+    if (l.remove) dp.remove_route(RouteClass::Static, dataplane::ecmp_route(l.dst, {}));  // by table/dst/metric
+    else dp.upsert_route(RouteClass::Static, learned_kernel_route(l.dst, *l.hops));
   }
   if (ch.tunnels_changed) dp.set_tunnels(impl_->tunnels);
   if (ch.interfaces_changed) dp.set_workload_interfaces(impl_->ifaces_out);

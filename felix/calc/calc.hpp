@@ -124,13 +124,25 @@ struct RouteOp {
   std::string str() const;  // "+remote-block 198.19.0.64/26 via ..." / "-local-workload ..."
 };
 
+// A BGP-learned route's edit (RouteClass::Static), compact because a whole table
+// (a million prefixes from a ToR) can arrive in one batch: the prefix and its
+// next hops (of the prefix's family, sorted), which point into the Calc and stay
+// valid until the next take_changes(). A removal carries the hops it had.
+struct LearnedRouteOp {
+  Prefix dst;
+  bool remove = false;
+  const std::vector<IpAddress>* hops = nullptr;
+  RouteOp op() const;  // the full edit
+};
+
 // What changed since the last take_changes().
 struct CalcChanges {
   bool bgp_changed = false;          // speaker_config() differs
   bool tunnels_changed = false;      // tunnel_config() differs
   bool interfaces_changed = false;   // workload_interfaces() differs
   bool nodes_changed = false;        // a node came, went or changed (node_ipv4_addresses())
-  std::vector<RouteOp> routes;       // per-route edits, removals before upserts
+  std::vector<RouteOp> routes;       // block and workload route edits, removals before upserts
+  std::vector<LearnedRouteOp> learned;  // BGP-learned route edits, removals before upserts
   std::vector<policy::Namespace> namespaces_upserted;
   std::vector<std::string> namespaces_removed;
   std::vector<policy::Endpoint> endpoints_upserted;
@@ -139,6 +151,8 @@ struct CalcChanges {
   std::vector<policy::Policy> policies_upserted;
   std::vector<std::string> policies_removed;   // Policy::id()
   bool empty() const;
+  size_t route_op_count() const { return routes.size() + learned.size(); }
+  std::vector<RouteOp> route_ops() const;  // every edit in full, removals first (tests, tools)
 };
 
 struct CalcProblem {
@@ -220,7 +234,9 @@ class Calc {
   // Valid after take_changes().
   const bgp::SpeakerConfig& speaker_config() const;
   bool bgp_ready() const;  // a router ID is known (Node IPv4 address or base config)
-  std::vector<dataplane::Route> routes(dataplane::RouteClass cls) const;
+  std::vector<dataplane::Route> routes(dataplane::RouteClass cls) const;  // a copy: O(routes)
+  size_t route_count(dataplane::RouteClass cls) const;                 // O(1)
+  bool has_route(dataplane::RouteClass cls, const Prefix& dst) const;  // O(log routes)
   const dataplane::TunnelConfig& tunnel_config() const;
   std::vector<std::string> workload_interfaces() const;
   std::vector<policy::Endpoint> endpoints() const;

@@ -155,10 +155,10 @@ void Calc::Impl::block_touched(const Prefix& cidr, const std::string& node) {
   // of the ordered map): never a scan of a full table learned from a ToR.
   for (int len = 0; len <= cidr.len(); ++len) {
     Prefix up(cidr.addr(), static_cast<uint8_t>(len));
-    if (learned.count(up)) dirty_learned.insert(up);
+    if (auto it = learned.find(up); it != learned.end()) mark_learned_dirty(it);
   }
   for (auto it = learned.lower_bound(cidr); it != learned.end() && cidr.contains(it->first.addr()); ++it)
-    dirty_learned.insert(it->first);
+    mark_learned_dirty(it);
 }
 
 void Calc::Impl::unlink_block(const std::string& name) {

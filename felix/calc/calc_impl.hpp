@@ -13,9 +13,13 @@
 //                       namespaces, policies)
 //   ipam.cpp            IPAM decisions and the IPAM queries over this state
 // Invariants: accepted pools never overlap while both are enabled; accepted blocks
-// never overlap; routes[cls] is exactly what the last take_changes() reported.
+// never overlap; routes[cls] is exactly what the last take_changes() reported, except
+// for RouteClass::Static (BGP-learned routes), kept compactly in `learned`: an
+// entry's `installed` next-hop set is what was last reported for it.
 #pragma once
 
+#include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -50,6 +54,54 @@ class Interner {
 
  private:
   std::map<T, size_t> refs_;
+};
+
+// The next-hop sets of BGP-learned routes, interned and reference-counted: a
+// table learned from a ToR (a million prefixes) has a handful of distinct sets,
+// so a learned prefix costs one small map node, not a route. Id 0 is "none".
+class HopSets {
+ public:
+  uint32_t acquire(const std::vector<IpAddress>& hops);  // hops non-empty
+  void acquire(uint32_t id) {
+    if (id) ++refs_[id - 1];
+  }
+  void release(uint32_t id);
+  const std::vector<IpAddress>& get(uint32_t id) const { return sets_[id - 1]; }
+  size_t size() const { return index_.size(); }
+
+ private:
+  std::deque<std::vector<IpAddress>> sets_;  // a deque: a set stays where it is (LearnedRouteOp)
+  std::vector<uint32_t> refs_;
+  std::vector<uint32_t> free_;
+  std::map<std::vector<IpAddress>, uint32_t> index_;
+  uint32_t last_ = 0;  // the set acquired last: a table's routes mostly share one
+};
+
+// Prefix order for the learned-route map, the same order as Prefix's own
+// (family, address bytes, length) but with the address read as two big-endian
+// words: a full table's million lookups compare without a memcmp call each.
+struct PrefixLess {
+  static std::pair<uint64_t, uint64_t> words(const IpAddress& a) {
+    uint64_t hi, lo;
+    std::memcpy(&hi, a.bytes().data(), 8);
+    std::memcpy(&lo, a.bytes().data() + 8, 8);
+    return {__builtin_bswap64(hi), __builtin_bswap64(lo)};
+  }
+  bool operator()(const Prefix& a, const Prefix& b) const {
+    if (a.family() != b.family()) return a.family() < b.family();
+    auto wa = words(a.addr()), wb = words(b.addr());
+    if (wa != wb) return wa < wb;
+    return a.len() < b.len();
+  }
+};
+
+// One BGP-learned prefix: its usable next hops now (the prefix's family only,
+// sorted, deduplicated; 0 = withdrawn or none usable) and the set its kernel route
+// was last reported with (0 = no route: withdrawn, or a block covers it).
+struct LearnedEntry {
+  uint32_t hops = 0;
+  uint32_t installed = 0;
+  bool dirty = false;
 };
 
 // One WorkloadEndpoint as the Calc keeps it. A cluster's endpoints are the bulk of
@@ -89,6 +141,9 @@ struct WepEntry {
 
 }  // namespace calc_detail
 
+// The kernel route of a learned prefix with these (usable, sorted) next hops.
+dataplane::Route learned_kernel_route(const Prefix& p, const std::vector<IpAddress>& hops);
+
 struct Calc::Impl {
   CalcOptions opt;
 
@@ -110,7 +165,11 @@ struct Calc::Impl {
   std::map<std::string, policy::Policy> policies;
   std::multimap<IpAddress, const std::string*> wep_ips;  // every WEP's IPs -> keys in `weps`
   std::map<std::string, int> local_ifaces;             // iface -> local WEPs using it
-  std::map<Prefix, std::vector<IpAddress>> learned;
+  using LearnedMap = std::map<Prefix, calc_detail::LearnedEntry, calc_detail::PrefixLess>;
+  LearnedMap learned;                          // the Static class's routes derive from it
+  calc_detail::HopSets hop_sets;
+  size_t learned_installed = 0;                // entries with a reported route
+  std::vector<uint32_t> hops_released;         // by the last take: the removals' hops, freed by the next
   std::set<Prefix> announced;  // opt.base.announcements' prefixes (blackholed)
   std::map<ResourceKey, std::string> rejected;
 
@@ -128,7 +187,8 @@ struct Calc::Impl {
 
   // ---- dirty marks
   bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
-  std::set<Prefix> dirty_blocks, dirty_learned;
+  std::set<Prefix> dirty_blocks;
+  std::vector<LearnedMap::iterator> dirty_learned;  // entries flagged dirty (erased only in take)
   std::set<Prefix> dirty_announced;  // LocalBlock of these: announced or not any more
   std::set<IpAddress> dirty_ips;
   std::set<std::string> dirty_endpoints, dirty_namespaces;
@@ -177,7 +237,10 @@ struct Calc::Impl {
   std::optional<dataplane::Route> local_block_route(const Prefix& p,
                                                     const std::optional<dataplane::Route>& block_local) const;
   void set_announced();  // from opt.base.announcements
-  std::optional<dataplane::Route> learned_route(const Prefix& p);
+  void mark_learned_dirty(LearnedMap::iterator it);
+  // The next-hop set the kernel route of a learned prefix should have (0 = none).
+  uint32_t learned_want(const Prefix& p, uint32_t hops);
+  void take_learned(std::vector<LearnedRouteOp>& out);
   void diff_route(dataplane::RouteClass cls, const Prefix& p, const std::optional<dataplane::Route>& want,
                   std::vector<RouteOp>& rm, std::vector<RouteOp>& add);
   // The route edits of the dirty blocks, local IPs and learned prefixes (removals first).

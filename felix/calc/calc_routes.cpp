@@ -45,43 +45,111 @@ std::pair<std::optional<Route>, std::optional<Route>> Calc::Impl::block_routes(c
   return {std::nullopt, dataplane::onlink_route(b, *vtep, opt.vxlan_ifname)};
 }
 
+// Accepted blocks never overlap, so the only block that can contain `p` is the
+// greatest one at or before it in (family, address, length) order.
 bool Calc::Impl::covered_by_block(const Prefix& p) const {
-  for (int len = p.len(); len >= 0; --len)
-    if (blocks.count(Prefix(p.addr(), static_cast<uint8_t>(len)))) return true;
-  return false;
+  auto it = blocks.upper_bound(p);
+  if (it == blocks.begin()) return false;
+  --it;
+  const Prefix& b = it->first;
+  return b.family() == p.family() && b.len() <= p.len() && b.contains(p.addr());
 }
 
-std::optional<Route> Calc::Impl::learned_route(const Prefix& p) {
+namespace calc_detail {
+uint32_t HopSets::acquire(const std::vector<IpAddress>& hops) {
+  if (last_ && refs_[last_ - 1] && sets_[last_ - 1] == hops) {
+    ++refs_[last_ - 1];
+    return last_;
+  }
+  auto [it, fresh] = index_.try_emplace(hops, 0);
+  if (fresh) {
+    if (!free_.empty()) {
+      it->second = free_.back();
+      free_.pop_back();
+      sets_[it->second - 1] = hops;
+    } else {
+      sets_.push_back(hops);
+      refs_.push_back(0);
+      it->second = static_cast<uint32_t>(sets_.size());
+    }
+  }
+  ++refs_[it->second - 1];
+  return last_ = it->second;
+}
+
+void HopSets::release(uint32_t id) {
+  if (!id || --refs_[id - 1]) return;
+  index_.erase(sets_[id - 1]);
+  sets_[id - 1].clear();
+  free_.push_back(id);
+}
+}  // namespace calc_detail
+
+Route learned_kernel_route(const Prefix& p, const std::vector<IpAddress>& hops) {
+  std::vector<dataplane::NextHop> nh;
+  nh.reserve(hops.size());
+  for (const auto& h : hops) nh.push_back(dataplane::NextHop{h, "", false, 1});
+  return dataplane::ecmp_route(p, std::move(nh));
+}
+
+void Calc::Impl::mark_learned_dirty(LearnedMap::iterator it) {
+  if (it->second.dirty) return;
+  it->second.dirty = true;
+  dirty_learned.push_back(it);
+}
+
+uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
   disagreements.erase(p);
-  auto it = learned.find(p);
-  if (it == learned.end() || it->second.empty()) return std::nullopt;
+  if (!hops) return 0;
   if (auto b = blocks.find(p); b != blocks.end()) {
     const std::string& owner = affinities.at(b->second).node;
     auto n = nodes.find(owner);
     if (owner != opt.node_name && n != nodes.end()) {
       const auto& a = p.is_v4() ? n->second.ipv4 : n->second.ipv6;
-      if (a && std::find(it->second.begin(), it->second.end(), a->addr) == it->second.end()) {
-        std::string hops;
-        for (const auto& h : it->second) hops += (hops.empty() ? "" : ",") + h.str();
-        disagreements[p] = "BGP route for block " + p.str() + " via " + hops + " disagrees with its owner node " +
+      const auto& gws = hop_sets.get(hops);
+      if (a && std::find(gws.begin(), gws.end(), a->addr) == gws.end()) {
+        std::string via;
+        for (const auto& h : gws) via += (via.empty() ? "" : ",") + h.str();
+        disagreements[p] = "BGP route for block " + p.str() + " via " + via + " disagrees with its owner node " +
                            owner + " (" + a->addr.str() + "); the datastore's owner is used";
       }
     }
-    return std::nullopt;
+    return 0;
   }
-  if (covered_by_block(p)) return std::nullopt;
-  // Next hops of the prefix's family only (an IPv6 next hop for an IPv4 prefix,
-  // RFC 8950, or the reverse is not a route the kernel takes), none unspecified;
-  // deduplicated and sorted so that an ECMP set has one spelling.
-  std::vector<IpAddress> gws;
-  for (const auto& h : it->second)
-    if (h.family() == p.family() && !h.is_unspecified()) gws.push_back(h);
-  std::sort(gws.begin(), gws.end());
-  gws.erase(std::unique(gws.begin(), gws.end()), gws.end());
-  if (gws.empty()) return std::nullopt;
-  std::vector<dataplane::NextHop> hops;
-  for (const auto& h : gws) hops.push_back(dataplane::NextHop{h, "", false, 1});
-  return dataplane::ecmp_route(p, std::move(hops));
+  if (covered_by_block(p)) return 0;
+  return hops;
+}
+
+// The Static class's edits: each dirty learned prefix against the next-hop set its
+// route was last reported with. A removed route's set is released by the next
+// take (its LearnedRouteOp points at it until then).
+void Calc::Impl::take_learned(std::vector<LearnedRouteOp>& out) {
+  for (uint32_t id : hops_released) hop_sets.release(id);
+  hops_released.clear();
+  size_t removals = 0;
+  for (auto it : dirty_learned) {
+    const Prefix& p = it->first;
+    auto& e = it->second;
+    e.dirty = false;
+    uint32_t want = learned_want(p, e.hops);
+    if (want != e.installed) {
+      if (e.installed && !want) {
+        out.push_back({p, true, &hop_sets.get(e.installed)});
+        ++removals;
+      }
+      if (want) out.push_back({p, false, &hop_sets.get(want)});
+      learned_installed += (want ? 1 : 0);
+      learned_installed -= (e.installed ? 1 : 0);
+      hop_sets.acquire(want);
+      if (e.installed) hops_released.push_back(e.installed);
+      e.installed = want;
+    }
+    if (!e.hops && !e.installed) learned.erase(it);
+  }
+  dirty_learned.clear();
+  // Removals before upserts, as for the other classes (a table arriving has none).
+  if (removals && removals != out.size())
+    std::stable_partition(out.begin(), out.end(), [](const LearnedRouteOp& o) { return o.remove; });
 }
 
 void Calc::Impl::set_announced() {
@@ -139,13 +207,7 @@ void Calc::Impl::take_routes(CalcChanges& ch) {
     diff_route(RouteClass::LocalWorkload, Prefix(ip, static_cast<uint8_t>(ip.bit_width())), local_workload_route(ip),
                rm, add);
   dirty_ips.clear();
-  for (const auto& p : dirty_learned) {
-    auto r = learned_route(p);
-    diff_route(RouteClass::Static, p, r, rm, add);
-    auto it = learned.find(p);
-    if (it != learned.end() && it->second.empty()) learned.erase(it);
-  }
-  dirty_learned.clear();
+  take_learned(ch.learned);
   ch.routes = std::move(rm);
   ch.routes.insert(ch.routes.end(), add.begin(), add.end());
 }
