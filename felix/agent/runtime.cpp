@@ -310,6 +310,13 @@ struct AgentRuntime::Impl {
     // Endpoint/namespace/policy deltas are built only for a compiler that takes
     // deltas (a full pass programs it from the Calc's state).
     CalcChanges ch = calc_.take_changes(/*with_policy=*/compiler_ != nullptr && config_.dataplane.policy && !full);
+    // BGP-learned routes stream into the dataplane one at a time (a full table is
+    // never held as a list); a full pass reprograms them below with the rest.
+    calc_.take_learned_routes([this, full](const RouteOp& op) {
+      if (!dataplane_ || full) return;
+      if (op.remove) dataplane_->remove_route(op.cls, op.route);
+      else dataplane_->upsert_route(op.cls, op.route);
+    });
     report_problems();
 
     // Calc -> Speaker.

@@ -22,21 +22,8 @@ std::string RouteOp::str() const {
   return std::string(remove ? "-" : "+") + dataplane::route_class_name(cls) + " " + route.str();
 }
 
-RouteOp LearnedRouteOp::op() const { return {RouteClass::Static, remove, learned_kernel_route(dst, *hops)}; }
-
-std::vector<RouteOp> CalcChanges::route_ops() const {
-  std::vector<RouteOp> v;
-  for (bool removals : {true, false}) {
-    for (const auto& r : routes)
-      if (r.remove == removals) v.push_back(r);
-    for (const auto& l : learned)
-      if (l.remove == removals) v.push_back(l.op());
-  }
-  return v;
-}
-
 bool CalcChanges::empty() const {
-  return !bgp_changed && !tunnels_changed && !interfaces_changed && !nodes_changed && routes.empty() && learned.empty() &&
+  return !bgp_changed && !tunnels_changed && !interfaces_changed && !nodes_changed && routes.empty() &&
          namespaces_upserted.empty() &&
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
          policies_upserted.empty() && policies_removed.empty();
@@ -224,19 +211,12 @@ void Calc::set_learned_routes(const std::vector<bgp::BestRouteChange>& changes) 
       if (h.family() == c.prefix.family() && !h.is_unspecified()) gws.push_back(h);
     std::sort(gws.begin(), gws.end());
     gws.erase(std::unique(gws.begin(), gws.end()), gws.end());
-    // One walk down the tree, insert or not; none when the prefix comes after every
-    // known one (a table usually arrives in ascending order).
-    auto it = m.learned.empty() || m.learned.key_comp()(std::prev(m.learned.end())->first, c.prefix)
-                  ? m.learned.end()
-                  : m.learned.lower_bound(c.prefix);
-    if (it == m.learned.end() || it->first != c.prefix) {
-      if (gws.empty()) continue;  // withdrawn, never known
-      it = m.learned.emplace_hint(it, c.prefix, calc_detail::LearnedEntry{});
-    }
+    auto* e = gws.empty() ? m.learned.find(c.prefix) : &m.learned.get(c.prefix);
+    if (!e) continue;  // withdrawn, never known
     uint32_t id = gws.empty() ? 0 : m.hop_sets.acquire(gws);
-    m.hop_sets.release(it->second.hops);
-    it->second.hops = id;
-    m.mark_learned_dirty(it);  // an entry left with nothing is erased by take
+    m.hop_sets.release(e->hops);
+    e->hops = id;
+    m.mark_learned_dirty(c.prefix, *e);  // an entry left with nothing is erased by take
   }
 }
 
@@ -245,12 +225,15 @@ CalcChanges Calc::take_changes(bool with_policy) { return impl_->take(with_polic
 const bgp::SpeakerConfig& Calc::speaker_config() const { return impl_->speaker; }
 bool Calc::bgp_ready() const { return !impl_->speaker.router_id.is_unspecified(); }
 
+void Calc::take_learned_routes(const std::function<void(const RouteOp&)>& sink) { impl_->take_learned(sink); }
+
 std::vector<Route> Calc::routes(RouteClass cls) const {
   std::vector<Route> v;
   if (cls == RouteClass::Static) {
     v.reserve(impl_->learned_installed);
-    for (const auto& [p, e] : impl_->learned)
+    impl_->learned.for_each([&](const Prefix& p, const calc_detail::LearnedEntry& e) {
       if (e.installed) v.push_back(learned_kernel_route(p, impl_->hop_sets.get(e.installed)));
+    });
     return v;
   }
   for (const auto& [p, r] : impl_->routes[static_cast<int>(cls)]) v.push_back(r);
@@ -262,8 +245,8 @@ size_t Calc::route_count(RouteClass cls) const {
 }
 bool Calc::has_route(RouteClass cls, const Prefix& dst) const {
   if (cls == RouteClass::Static) {
-    auto it = impl_->learned.find(dst);
-    return it != impl_->learned.end() && it->second.installed;
+    auto* e = impl_->learned.find(dst);
+    return e && e->installed;
   }
   return impl_->routes[static_cast<int>(cls)].count(dst) > 0;
 }
@@ -298,10 +281,6 @@ void Calc::apply_to(dataplane::Dataplane& dp, const CalcChanges& ch) const {
   for (const auto& op : ch.routes) {
     if (op.remove) dp.remove_route(op.cls, op.route);
     else dp.upsert_route(op.cls, op.route);
-  }
-  for (const auto& l : ch.learned) {  // one full route at a time, never the whole table
-    if (l.remove) dp.remove_route(RouteClass::Static, dataplane::ecmp_route(l.dst, {}));  // by table/dst/metric
-    else dp.upsert_route(RouteClass::Static, learned_kernel_route(l.dst, *l.hops));
   }
   if (ch.tunnels_changed) dp.set_tunnels(impl_->tunnels);
   if (ch.interfaces_changed) dp.set_workload_interfaces(impl_->ifaces_out);

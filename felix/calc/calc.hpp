@@ -16,6 +16,7 @@
 //   for BGP best-route changes: calc.set_learned_routes(...)
 //   then, once per batch:      CalcChanges ch = calc.take_changes();
 //     if (ch.bgp_changed) speaker.reconfigure(calc.speaker_config());
+//     calc.take_learned_routes(edit -> dataplane);       // BGP-learned routes, one by one
 //     calc.apply_to(dataplane, ch); dataplane.apply();   // route edits + tunnels
 //     Calc::apply_to(policy_compiler, ch);               // endpoints/namespaces/policies
 //   At start, after the initial snapshot: take_changes() (discard the op list or apply
@@ -124,25 +125,14 @@ struct RouteOp {
   std::string str() const;  // "+remote-block 198.19.0.64/26 via ..." / "-local-workload ..."
 };
 
-// A BGP-learned route's edit (RouteClass::Static), compact because a whole table
-// (a million prefixes from a ToR) can arrive in one batch: the prefix and its
-// next hops (of the prefix's family, sorted), which point into the Calc and stay
-// valid until the next take_changes(). A removal carries the hops it had.
-struct LearnedRouteOp {
-  Prefix dst;
-  bool remove = false;
-  const std::vector<IpAddress>* hops = nullptr;
-  RouteOp op() const;  // the full edit
-};
-
 // What changed since the last take_changes().
 struct CalcChanges {
   bool bgp_changed = false;          // speaker_config() differs
   bool tunnels_changed = false;      // tunnel_config() differs
   bool interfaces_changed = false;   // workload_interfaces() differs
   bool nodes_changed = false;        // a node came, went or changed (node_ipv4_addresses())
-  std::vector<RouteOp> routes;       // block and workload route edits, removals before upserts
-  std::vector<LearnedRouteOp> learned;  // BGP-learned route edits, removals before upserts
+  std::vector<RouteOp> routes;       // per-route edits, removals before upserts (BGP-learned
+                                     // ones come from take_learned_routes())
   std::vector<policy::Namespace> namespaces_upserted;
   std::vector<std::string> namespaces_removed;
   std::vector<policy::Endpoint> endpoints_upserted;
@@ -151,8 +141,6 @@ struct CalcChanges {
   std::vector<policy::Policy> policies_upserted;
   std::vector<std::string> policies_removed;   // Policy::id()
   bool empty() const;
-  size_t route_op_count() const { return routes.size() + learned.size(); }
-  std::vector<RouteOp> route_ops() const;  // every edit in full, removals first (tests, tools)
 };
 
 struct CalcProblem {
@@ -220,6 +208,12 @@ class Calc {
   // change). Learned ones become kernel routes (see the rules above); this node's
   // own (local) ones are ignored: their blackholes come from the config.
   void set_learned_routes(const std::vector<bgp::BestRouteChange>& changes);
+  // The kernel route edits (RouteClass::Static) of the learned prefixes changed since
+  // the last call (by set_learned_routes, or by a block that came or went), handed
+  // to `sink` one at a time: a whole table (a million prefixes from a ToR) can be
+  // one batch, and is never held as a list of routes. Not part of take_changes();
+  // call it before routes(Static) or program_full() to see them current.
+  void take_learned_routes(const std::function<void(const RouteOp&)>& sink);
 
   // ---- outputs
   CalcChanges take_changes();

@@ -155,10 +155,9 @@ void Calc::Impl::block_touched(const Prefix& cidr, const std::string& node) {
   // of the ordered map): never a scan of a full table learned from a ToR.
   for (int len = 0; len <= cidr.len(); ++len) {
     Prefix up(cidr.addr(), static_cast<uint8_t>(len));
-    if (auto it = learned.find(up); it != learned.end()) mark_learned_dirty(it);
+    if (auto* e = learned.find(up); e && e->live()) mark_learned_dirty(up, *e);
   }
-  for (auto it = learned.lower_bound(cidr); it != learned.end() && cidr.contains(it->first.addr()); ++it)
-    mark_learned_dirty(it);
+  learned.for_inside(cidr, [this](const Prefix& p, calc_detail::LearnedEntry& e) { mark_learned_dirty(p, e); });
 }
 
 void Calc::Impl::unlink_block(const std::string& name) {

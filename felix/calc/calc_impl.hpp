@@ -18,7 +18,6 @@
 // entry's `installed` next-hop set is what was last reported for it.
 #pragma once
 
-#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -30,6 +29,7 @@
 #include <vector>
 
 #include "felix/calc/calc.hpp"
+#include "felix/calc/learned_table.hpp"
 
 namespace tabby::felix {
 namespace calc_detail {
@@ -54,54 +54,6 @@ class Interner {
 
  private:
   std::map<T, size_t> refs_;
-};
-
-// The next-hop sets of BGP-learned routes, interned and reference-counted: a
-// table learned from a ToR (a million prefixes) has a handful of distinct sets,
-// so a learned prefix costs one small map node, not a route. Id 0 is "none".
-class HopSets {
- public:
-  uint32_t acquire(const std::vector<IpAddress>& hops);  // hops non-empty
-  void acquire(uint32_t id) {
-    if (id) ++refs_[id - 1];
-  }
-  void release(uint32_t id);
-  const std::vector<IpAddress>& get(uint32_t id) const { return sets_[id - 1]; }
-  size_t size() const { return index_.size(); }
-
- private:
-  std::deque<std::vector<IpAddress>> sets_;  // a deque: a set stays where it is (LearnedRouteOp)
-  std::vector<uint32_t> refs_;
-  std::vector<uint32_t> free_;
-  std::map<std::vector<IpAddress>, uint32_t> index_;
-  uint32_t last_ = 0;  // the set acquired last: a table's routes mostly share one
-};
-
-// Prefix order for the learned-route map, the same order as Prefix's own
-// (family, address bytes, length) but with the address read as two big-endian
-// words: a full table's million lookups compare without a memcmp call each.
-struct PrefixLess {
-  static std::pair<uint64_t, uint64_t> words(const IpAddress& a) {
-    uint64_t hi, lo;
-    std::memcpy(&hi, a.bytes().data(), 8);
-    std::memcpy(&lo, a.bytes().data() + 8, 8);
-    return {__builtin_bswap64(hi), __builtin_bswap64(lo)};
-  }
-  bool operator()(const Prefix& a, const Prefix& b) const {
-    if (a.family() != b.family()) return a.family() < b.family();
-    auto wa = words(a.addr()), wb = words(b.addr());
-    if (wa != wb) return wa < wb;
-    return a.len() < b.len();
-  }
-};
-
-// One BGP-learned prefix: its usable next hops now (the prefix's family only,
-// sorted, deduplicated; 0 = withdrawn or none usable) and the set its kernel route
-// was last reported with (0 = no route: withdrawn, or a block covers it).
-struct LearnedEntry {
-  uint32_t hops = 0;
-  uint32_t installed = 0;
-  bool dirty = false;
 };
 
 // One WorkloadEndpoint as the Calc keeps it. A cluster's endpoints are the bulk of
@@ -165,11 +117,9 @@ struct Calc::Impl {
   std::map<std::string, policy::Policy> policies;
   std::multimap<IpAddress, const std::string*> wep_ips;  // every WEP's IPs -> keys in `weps`
   std::map<std::string, int> local_ifaces;             // iface -> local WEPs using it
-  using LearnedMap = std::map<Prefix, calc_detail::LearnedEntry, calc_detail::PrefixLess>;
-  LearnedMap learned;                          // the Static class's routes derive from it
+  calc_detail::LearnedTable learned;           // the Static class's routes derive from it
   calc_detail::HopSets hop_sets;
   size_t learned_installed = 0;                // entries with a reported route
-  std::vector<uint32_t> hops_released;         // by the last take: the removals' hops, freed by the next
   std::set<Prefix> announced;  // opt.base.announcements' prefixes (blackholed)
   std::map<ResourceKey, std::string> rejected;
 
@@ -188,7 +138,9 @@ struct Calc::Impl {
   // ---- dirty marks
   bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
   std::set<Prefix> dirty_blocks;
-  std::vector<LearnedMap::iterator> dirty_learned;  // entries flagged dirty (erased only in take)
+  // Prefixes whose entry is flagged dirty: a deque, so a table's million marks
+  // grow in chunks, never by copying.
+  std::deque<Prefix> dirty_learned;
   std::set<Prefix> dirty_announced;  // LocalBlock of these: announced or not any more
   std::set<IpAddress> dirty_ips;
   std::set<std::string> dirty_endpoints, dirty_namespaces;
@@ -237,10 +189,10 @@ struct Calc::Impl {
   std::optional<dataplane::Route> local_block_route(const Prefix& p,
                                                     const std::optional<dataplane::Route>& block_local) const;
   void set_announced();  // from opt.base.announcements
-  void mark_learned_dirty(LearnedMap::iterator it);
+  void mark_learned_dirty(const Prefix& p, calc_detail::LearnedEntry& e);
   // The next-hop set the kernel route of a learned prefix should have (0 = none).
   uint32_t learned_want(const Prefix& p, uint32_t hops);
-  void take_learned(std::vector<LearnedRouteOp>& out);
+  void take_learned(const std::function<void(const RouteOp&)>& sink);
   void diff_route(dataplane::RouteClass cls, const Prefix& p, const std::optional<dataplane::Route>& want,
                   std::vector<RouteOp>& rm, std::vector<RouteOp>& add);
   // The route edits of the dirty blocks, local IPs and learned prefixes (removals first).

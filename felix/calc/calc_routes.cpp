@@ -55,35 +55,6 @@ bool Calc::Impl::covered_by_block(const Prefix& p) const {
   return b.family() == p.family() && b.len() <= p.len() && b.contains(p.addr());
 }
 
-namespace calc_detail {
-uint32_t HopSets::acquire(const std::vector<IpAddress>& hops) {
-  if (last_ && refs_[last_ - 1] && sets_[last_ - 1] == hops) {
-    ++refs_[last_ - 1];
-    return last_;
-  }
-  auto [it, fresh] = index_.try_emplace(hops, 0);
-  if (fresh) {
-    if (!free_.empty()) {
-      it->second = free_.back();
-      free_.pop_back();
-      sets_[it->second - 1] = hops;
-    } else {
-      sets_.push_back(hops);
-      refs_.push_back(0);
-      it->second = static_cast<uint32_t>(sets_.size());
-    }
-  }
-  ++refs_[it->second - 1];
-  return last_ = it->second;
-}
-
-void HopSets::release(uint32_t id) {
-  if (!id || --refs_[id - 1]) return;
-  index_.erase(sets_[id - 1]);
-  sets_[id - 1].clear();
-  free_.push_back(id);
-}
-}  // namespace calc_detail
 
 Route learned_kernel_route(const Prefix& p, const std::vector<IpAddress>& hops) {
   std::vector<dataplane::NextHop> nh;
@@ -92,10 +63,10 @@ Route learned_kernel_route(const Prefix& p, const std::vector<IpAddress>& hops) 
   return dataplane::ecmp_route(p, std::move(nh));
 }
 
-void Calc::Impl::mark_learned_dirty(LearnedMap::iterator it) {
-  if (it->second.dirty) return;
-  it->second.dirty = true;
-  dirty_learned.push_back(it);
+void Calc::Impl::mark_learned_dirty(const Prefix& p, calc_detail::LearnedEntry& e) {
+  if (e.dirty) return;
+  e.dirty = true;
+  dirty_learned.push_back(p);
 }
 
 uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
@@ -121,35 +92,28 @@ uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
 }
 
 // The Static class's edits: each dirty learned prefix against the next-hop set its
-// route was last reported with. A removed route's set is released by the next
-// take (its LearnedRouteOp points at it until then).
-void Calc::Impl::take_learned(std::vector<LearnedRouteOp>& out) {
-  for (uint32_t id : hops_released) hop_sets.release(id);
-  hops_released.clear();
-  size_t removals = 0;
-  for (auto it : dirty_learned) {
-    const Prefix& p = it->first;
-    auto& e = it->second;
+// route was last reported with, handed over one at a time.
+void Calc::Impl::take_learned(const std::function<void(const RouteOp&)>& sink) {
+  while (!dirty_learned.empty()) {
+    const Prefix p = dirty_learned.front();
+    dirty_learned.pop_front();
+    auto* ep = learned.find(p);
+    if (!ep) continue;
+    auto& e = *ep;
     e.dirty = false;
     uint32_t want = learned_want(p, e.hops);
     if (want != e.installed) {
-      if (e.installed && !want) {
-        out.push_back({p, true, &hop_sets.get(e.installed)});
-        ++removals;
-      }
-      if (want) out.push_back({p, false, &hop_sets.get(want)});
+      if (want) sink({RouteClass::Static, false, learned_kernel_route(p, hop_sets.get(want))});
+      else sink({RouteClass::Static, true, learned_kernel_route(p, hop_sets.get(e.installed))});
       learned_installed += (want ? 1 : 0);
       learned_installed -= (e.installed ? 1 : 0);
       hop_sets.acquire(want);
-      if (e.installed) hops_released.push_back(e.installed);
+      hop_sets.release(e.installed);
       e.installed = want;
     }
-    if (!e.hops && !e.installed) learned.erase(it);
+    if (!e.live()) learned.erase(p);
   }
-  dirty_learned.clear();
-  // Removals before upserts, as for the other classes (a table arriving has none).
-  if (removals && removals != out.size())
-    std::stable_partition(out.begin(), out.end(), [](const LearnedRouteOp& o) { return o.remove; });
+  learned.compact();
 }
 
 void Calc::Impl::set_announced() {
@@ -207,7 +171,6 @@ void Calc::Impl::take_routes(CalcChanges& ch) {
     diff_route(RouteClass::LocalWorkload, Prefix(ip, static_cast<uint8_t>(ip.bit_width())), local_workload_route(ip),
                rm, add);
   dirty_ips.clear();
-  take_learned(ch.learned);
   ch.routes = std::move(rm);
   ch.routes.insert(ch.routes.end(), add.begin(), add.end());
 }

@@ -98,10 +98,19 @@ std::vector<std::string> route_strs(const Calc& c, RouteClass cls) {
   return v;
 }
 
-std::vector<std::string> op_strs(const CalcChanges& ch) {
+std::vector<std::string> op_strs(const std::vector<RouteOp>& ops) {
   std::vector<std::string> v;
-  for (const auto& o : ch.route_ops()) v.push_back(o.str());
+  for (const auto& o : ops) v.push_back(o.str());
   return v;
+}
+std::vector<std::string> op_strs(const CalcChanges& ch) { return op_strs(ch.routes); }
+
+// take_changes() plus the learned-route edits, every removal first.
+std::vector<RouteOp> take_all(Calc& c) {
+  std::vector<RouteOp> ops = c.take_changes().routes;
+  c.take_learned_routes([&](const RouteOp& op) { ops.push_back(op); });
+  std::stable_partition(ops.begin(), ops.end(), [](const RouteOp& o) { return o.remove; });
+  return ops;
 }
 
 const std::string kThreeNodes = node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
@@ -560,7 +569,7 @@ TEST_CASE("dataplane: CrossSubnet encapsulates only towards other subnets") {
                                            : "198.19.0.128/26 via 198.19.0.128 dev vxlan.tabby onlink"));
     // node-1 moves into node-3's subnet: the routes flip, and only those two change.
     auto ch = n1.feed("n1.yaml", node_yaml("node-1", "198.18.1.11/24"));
-    CHECK(ch.route_op_count() == 2);
+    CHECK(ch.routes.size() == 2);
     remote = route_strs(n1.calc, RouteClass::RemoteBlock);
     CHECK(remote[1] == "198.19.0.128/26 via 198.18.1.13");
     CHECK(remote[0].find("onlink") != std::string::npos);
@@ -580,7 +589,7 @@ TEST_CASE("dataplane: two pools with different modes coexist") {
   // Switching pool-a to VXLAN changes exactly its two remote routes.
   auto ch = n1.feed("c.yaml", cluster_with_pool("  vxlanMode: Always\n") +
                                   pool_yaml("pool-v", "198.20.0.0/16", "  vxlanMode: Always\n") + block_yaml("198.20.0.0/26", "node-2"));
-  CHECK(ch.route_op_count() == 2);
+  CHECK(ch.routes.size() == 2);
   CHECK(ch.tunnels_changed);
   CHECK_FALSE(n1.calc.tunnel_config().ipip.enabled);
 }
@@ -612,14 +621,14 @@ TEST_CASE("incremental: one pod add/delete touches one route and one endpoint on
 
   // A remote pod: no route, one endpoint (for policy sets) without interface.
   ch = n1.feed("pod-r.yaml", wep_yaml("pod-r", "node-2", "198.19.0.66", "cali9"));
-  CHECK(ch.route_op_count() == 0);
+  CHECK(ch.routes.empty());
   CHECK_FALSE(ch.interfaces_changed);
   REQUIRE(ch.endpoints_upserted.size() == 1);
   CHECK(ch.endpoints_upserted[0].iface.empty());
 
   // Label change: endpoint only.
   ch = n1.feed("pod-a.yaml", wep_yaml("pod-a", "node-1", "198.19.0.1", "cali1", "app: db"));
-  CHECK(ch.route_op_count() == 0);
+  CHECK(ch.routes.empty());
   CHECK(ch.endpoints_upserted.size() == 1);
 
   before = dp.ops.size();
@@ -798,7 +807,7 @@ TEST_CASE("a bad manifest leaves the last good state") {
   n1.errors.clear();
   ch = n1.feed("c.yaml", cluster_with_pool(""));
   CHECK(n1.errors.empty());
-  CHECK(ch.route_op_count() == 2);
+  CHECK(ch.routes.size() == 2);
 }
 
 TEST_CASE("block affinities: overlap rejected; remove source readmits") {
@@ -825,8 +834,7 @@ TEST_CASE("BGP-learned routes: installed when no block covers them, ECMP, disagr
                               {*Prefix::parse("198.19.0.64/26"), {ip("198.18.0.99")}, false},
                               {*Prefix::parse("198.19.0.5/32"), {ip("198.18.0.12")}, false},
                               {*Prefix::parse("203.0.113.0/24"), {ip("198.18.0.1")}, true}});
-  auto ch = n1.calc.take_changes();
-  CHECK(op_strs(ch) == std::vector<std::string>{
+  CHECK(op_strs(take_all(n1.calc)) == std::vector<std::string>{
                            "+static 0.0.0.0/0 nexthop via 198.18.0.253 weight 1 nexthop via 198.18.0.254 weight 1"});
   auto probs = n1.calc.problems();
   CHECK(std::any_of(probs.begin(), probs.end(), [](const CalcProblem& p) {
@@ -836,15 +844,15 @@ TEST_CASE("BGP-learned routes: installed when no block covers them, ECMP, disagr
   // A block claimed later takes over a learned route inside it.
   n1.calc.set_learned_routes({{*Prefix::parse("198.19.1.0/26"), {ip("198.18.0.12")}, false},
                               {*Prefix::parse("198.19.1.0/24"), {ip("198.18.0.12")}, false}});
-  CHECK(n1.calc.take_changes().route_op_count() == 2);
+  CHECK(take_all(n1.calc).size() == 2);
   REQUIRE(n1.calc.upsert(parse_one(block_yaml("198.19.1.0/26", "node-2"))).ok());
-  CHECK(op_strs(n1.calc.take_changes()) ==
+  CHECK(op_strs(take_all(n1.calc)) ==
         std::vector<std::string>{"-static 198.19.1.0/26 via 198.18.0.12", "+remote-block 198.19.1.0/26 via 198.18.0.12"});
   CHECK(n1.calc.routes(RouteClass::Static).size() == 2);  // default route and the /24 stay
   n1.calc.set_learned_routes({{*Prefix::parse("0.0.0.0/0"), {}, false}, {*Prefix::parse("198.19.1.0/24"), {}, false}});
-  ch = n1.calc.take_changes();
-  CHECK(ch.route_op_count() == 2);
-  CHECK(ch.route_ops()[0].remove);
+  auto ops = take_all(n1.calc);
+  CHECK(ops.size() == 2);
+  CHECK(ops[0].remove);
   CHECK(n1.calc.routes(RouteClass::Static).empty());
 }
 
@@ -858,7 +866,7 @@ TEST_CASE("BGP-learned routes: next-hop changes replace, a block that goes away 
                               {pfx("203.0.114.0/24"), {ip("198.18.0.1")}, false},
                               {pfx("198.19.2.0/24"), {ip("198.18.0.1")}, false},
                               {pfx("203.0.115.0/24"), {ip("198.18.0.2"), ip("198.18.0.1")}, false}});
-  CHECK(n1.calc.take_changes().route_op_count() == 4);
+  CHECK(take_all(n1.calc).size() == 4);
   CHECK(n1.calc.route_count(RouteClass::Static) == 4);
   CHECK(n1.calc.has_route(RouteClass::Static, pfx("203.0.114.0/24")));
   CHECK_FALSE(n1.calc.has_route(RouteClass::Static, pfx("203.0.116.0/24")));
@@ -869,34 +877,34 @@ TEST_CASE("BGP-learned routes: next-hop changes replace, a block that goes away 
                               {pfx("198.19.0.192/27"), {ip("198.18.0.1")}, false},
                               {pfx("198.19.0.0/25"), {ip("198.18.0.1")}, false},
                               {pfx("198.18.255.255/32"), {ip("198.18.0.1")}, false}});
-  auto ops = op_strs(n1.calc.take_changes());  // in the order the speaker reported them
-  std::sort(ops.begin(), ops.end());
-  CHECK(ops == std::vector<std::string>{"+static 198.18.255.255/32 via 198.18.0.1", "+static 198.19.0.0/25 via 198.18.0.1",
+  auto strs = op_strs(take_all(n1.calc));  // in the order the speaker reported them
+  std::sort(strs.begin(), strs.end());
+  CHECK(strs == std::vector<std::string>{"+static 198.18.255.255/32 via 198.18.0.1", "+static 198.19.0.0/25 via 198.18.0.1",
                                         "+static 198.19.0.192/27 via 198.18.0.1"});
   n1.calc.set_learned_routes({{pfx("198.19.0.70/32"), {}, false},
                               {pfx("198.19.0.128/27"), {}, false},
                               {pfx("198.19.0.192/27"), {}, false},
                               {pfx("198.19.0.0/25"), {}, false},
                               {pfx("198.18.255.255/32"), {}, false}});
-  CHECK(n1.calc.take_changes().route_op_count() == 3);
+  CHECK(take_all(n1.calc).size() == 3);
   // A new next hop: one replace (an add of the new route), nothing removed.
   n1.calc.set_learned_routes({{pfx("203.0.114.0/24"), {ip("198.18.0.3")}, false}});
-  CHECK(op_strs(n1.calc.take_changes()) == std::vector<std::string>{"+static 203.0.114.0/24 via 198.18.0.3"});
+  CHECK(op_strs(take_all(n1.calc)) == std::vector<std::string>{"+static 203.0.114.0/24 via 198.18.0.3"});
   // The same best route again: nothing to do.
   n1.calc.set_learned_routes({{pfx("203.0.114.0/24"), {ip("198.18.0.3")}, false}});
-  CHECK(n1.calc.take_changes().route_op_count() == 0);
+  CHECK(take_all(n1.calc).empty());
   // Only wrong-family next hops: the route goes (as a withdrawal does).
   n1.calc.set_learned_routes({{pfx("203.0.113.0/24"), {ip("2001:db8::1")}, false}});
-  CHECK(op_strs(n1.calc.take_changes()) == std::vector<std::string>{"-static 203.0.113.0/24 via 198.18.0.1"});
+  CHECK(op_strs(take_all(n1.calc)) == std::vector<std::string>{"-static 203.0.113.0/24 via 198.18.0.1"});
   CHECK(n1.calc.route_count(RouteClass::Static) == 3);
   // A block inside a learned prefix does not cover it; a block equal to one takes it
   // over, and gives it back when the block goes away.
   auto blk = parse_one(block_yaml("198.19.2.0/24", "node-2"));
   REQUIRE(n1.calc.upsert(blk).ok());
-  CHECK(op_strs(n1.calc.take_changes()) ==
+  CHECK(op_strs(take_all(n1.calc)) ==
         std::vector<std::string>{"-static 198.19.2.0/24 via 198.18.0.1", "+remote-block 198.19.2.0/24 via 198.18.0.12"});
   n1.calc.remove(blk.key);
-  CHECK(op_strs(n1.calc.take_changes()) ==
+  CHECK(op_strs(take_all(n1.calc)) ==
         std::vector<std::string>{"-remote-block 198.19.2.0/24 via 198.18.0.12", "+static 198.19.2.0/24 via 198.18.0.1"});
   auto all = n1.calc.routes(RouteClass::Static);
   REQUIRE(all.size() == 3);
@@ -906,7 +914,7 @@ TEST_CASE("BGP-learned routes: next-hop changes replace, a block that goes away 
                               {pfx("198.19.2.0/24"), {}, false},
                               {pfx("203.0.115.0/24"), {}, false},
                               {pfx("203.0.113.0/24"), {}, false}});
-  CHECK(n1.calc.take_changes().route_op_count() == 3);
+  CHECK(take_all(n1.calc).size() == 3);
   CHECK(n1.calc.route_count(RouteClass::Static) == 0);
   CHECK(n1.calc.routes(RouteClass::Static).empty());
   CHECK_FALSE(n1.calc.has_route(RouteClass::Static, pfx("203.0.115.0/24")));
@@ -1198,16 +1206,16 @@ TEST_CASE("learned best routes: ECMP next hops sorted and deduplicated, wrong fa
       {pfx("10.3.0.0/24"), {ip("0.0.0.0")}, false},                        // unspecified: no route
       {pfx("10.4.0.0/24"), {}, true},                                     // our own announcement: not a kernel route
   });
-  auto ch = c.take_changes();
+  (void)take_all(c);
   CHECK(route_texts(c, RouteClass::Static) ==
         std::vector<std::string>{"10.1.0.0/24 nexthop via 198.18.0.2 weight 1 nexthop via 198.18.0.3 weight 1",
                                  "10.2.0.0/24 via 198.18.0.4"});
   CHECK(c.problems().empty());  // without a datastore no Node resource is expected
   // Withdrawn: the route goes.
   c.set_learned_routes({{pfx("10.1.0.0/24"), {}, false}});
-  ch = c.take_changes();
-  REQUIRE(ch.route_op_count() == 1);
-  CHECK(ch.route_ops()[0].remove);
+  auto ops = take_all(c);
+  REQUIRE(ops.size() == 1);
+  CHECK(ops[0].remove);
   CHECK(route_texts(c, RouteClass::Static) == std::vector<std::string>{"10.2.0.0/24 via 198.18.0.4"});
 }
 
@@ -1225,9 +1233,9 @@ TEST_CASE("announced prefixes get a blackhole; a config reload that drops one re
   c.set_options(o);
   auto ch = c.take_changes();
   CHECK(route_texts(c, RouteClass::LocalBlock) == std::vector<std::string>{"blackhole 203.0.113.0/24"});
-  REQUIRE(ch.route_op_count() == 1);
-  CHECK(ch.route_ops()[0].str().find("2001:db8:1::/48") != std::string::npos);
-  CHECK(ch.route_ops()[0].remove);
+  REQUIRE(ch.routes.size() == 1);
+  CHECK(ch.routes[0].str().find("2001:db8:1::/48") != std::string::npos);
+  CHECK(ch.routes[0].remove);
 }
 
 TEST_CASE("an announced prefix that is our block keeps one blackhole; another node's block keeps its route") {

@@ -1,0 +1,97 @@
+// learned_table.hpp — the Calc's record of BGP-learned prefixes (internal to
+// felix/calc): per prefix, the next-hop set it has now and the one its kernel route
+// was last reported with. A table learned from a ToR is a million prefixes, so the
+// record is a sorted array of 28-byte entries (a table arrives mostly in ascending
+// order and is appended), plus a small ordered overflow for prefixes that arrive
+// out of order, folded into the array by compact(). About a third of what one
+// std::map node per prefix costs. Pure: no I/O.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "base/ip.hpp"
+
+namespace tabby::felix::calc_detail {
+
+// The order of Prefix's own operator<=> (family, address bytes, length), with the
+// address read as two big-endian words: no memcmp call per comparison.
+struct PrefixLess {
+  static std::pair<uint64_t, uint64_t> words(const IpAddress& a) {
+    uint64_t hi, lo;
+    std::memcpy(&hi, a.bytes().data(), 8);
+    std::memcpy(&lo, a.bytes().data() + 8, 8);
+    return {__builtin_bswap64(hi), __builtin_bswap64(lo)};
+  }
+  bool operator()(const Prefix& a, const Prefix& b) const {
+    if (a.family() != b.family()) return a.family() < b.family();
+    auto wa = words(a.addr()), wb = words(b.addr());
+    if (wa != wb) return wa < wb;
+    return a.len() < b.len();
+  }
+};
+
+// The next-hop sets of BGP-learned routes, interned and reference-counted: a
+// table learned from a ToR (a million prefixes) has a handful of distinct sets,
+// so a learned prefix holds an id, not a route. Id 0 is "none".
+class HopSets {
+ public:
+  uint32_t acquire(const std::vector<IpAddress>& hops);  // hops non-empty
+  void acquire(uint32_t id) {
+    if (id) ++refs_[id - 1];
+  }
+  void release(uint32_t id);
+  const std::vector<IpAddress>& get(uint32_t id) const { return sets_[id - 1]; }
+  size_t size() const { return index_.size(); }
+
+ private:
+  std::vector<std::vector<IpAddress>> sets_;
+  std::vector<uint32_t> refs_;
+  std::vector<uint32_t> free_;
+  std::map<std::vector<IpAddress>, uint32_t> index_;
+  uint32_t last_ = 0;  // the set acquired last: a table's routes mostly share one
+};
+
+// One learned prefix: `hops` is its usable next-hop set now (an id of HopSets,
+// 0 = withdrawn or none usable), `installed` the set its kernel route was last
+// reported with (0 = no route). An entry with both 0 is gone.
+struct LearnedEntry {
+  uint32_t hops = 0;
+  uint32_t installed = 0;
+  bool dirty = false;  // listed for the next take
+  bool live() const { return hops || installed; }
+};
+
+// A gone entry (both ids 0) reads like an absent one; its slot is reclaimed by
+// compact(). References returned stay valid until the next get() or compact().
+class LearnedTable {
+ public:
+  LearnedEntry* find(const Prefix& p);  // nullptr if absent
+  // The entry of `p`, created empty if absent.
+  LearnedEntry& get(const Prefix& p);
+  // `p`'s entry is gone (its ids are 0): forget it.
+  void erase(const Prefix& p);
+  // Live entries of `cidr` itself and of the prefixes inside it.
+  void for_inside(const Prefix& cidr, const std::function<void(const Prefix&, LearnedEntry&)>& f);
+  // Every live entry, in prefix order.
+  void for_each(const std::function<void(const Prefix&, const LearnedEntry&)>& f) const;
+  // Folds the overflow into the array and drops gone slots, when enough have
+  // gathered that the copy is paid for (amortized O(1) per insert or erase).
+  void compact(bool force = false);
+  size_t slots() const { return sorted_.size() + extra_.size(); }  // for tests
+
+ private:
+  struct Slot {
+    Prefix key;
+    LearnedEntry e;
+  };
+  std::vector<Slot> sorted_;                          // ascending, gone slots included
+  std::map<Prefix, LearnedEntry, PrefixLess> extra_;  // arrived out of order
+  size_t gone_ = 0;                                   // gone slots in sorted_ (at least)
+};
+
+}  // namespace tabby::felix::calc_detail
