@@ -9,6 +9,7 @@
 #include "felix/agent/agent.hpp"
 #include "felix/api/cli.hpp"
 #include "felix/cni/cni.hpp"
+#include "felix/cni/install_cni.hpp"
 #include "log/log.hpp"
 
 namespace {
@@ -22,6 +23,8 @@ void usage(std::ostream& o) {
        "  policy [-o json|wide] [--socket S]  per-endpoint policies and counters\n"
        "  ipam [-o json] [--socket S]     IPAM blocks per node, totals per pool\n"
        "  endpoints [-o json] [--socket S]  workload endpoints (node, interface, IPs, labels)\n"
+       "  install-cni [--watch|--uninstall] [...]  put the CNI plugin, its conflist and kubeconfig on\n"
+       "                                  the host (the DaemonSet's init container; see README)\n"
        "  version                         print the version\n"
        "\n"
        "With CNI_COMMAND set (and no command) it runs as the CNI plugin: ADD, DEL, CHECK,\n"
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
     }
     return tabby::felix::run_agent(args);
   }
+  if (cmd == "install-cni") return tabby::felix::cni::run_install_cni(args);
   if (cmd == "status") return tabby::felix::cli_status(args);
   if (cmd == "routes") return tabby::felix::cli_routes(args);
   if (cmd == "policy") return tabby::felix::cli_policy(args);
