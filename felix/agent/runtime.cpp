@@ -289,7 +289,8 @@ struct AgentRuntime::Impl {
     if ((me && me->ipv4) || !config_.router_id_given) return;
     std::string addr = node_address_with_mask(config_.bgp.router_id);
     std::string text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: " + config_.node_name +
-                       "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n";
+                       "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n" +
+                       (config_.node_ipv6.empty() ? "" : "    ipv6Address: " + config_.node_ipv6 + "\n");
     DocKey key{"Node.projectcalico.org", "", config_.node_name};
     datastore_->create(key, text, [this, addr](Result<bool> r) {
       if (!r) kLog.warning("cannot register Node " + config_.node_name + ": " + r.error().message);

@@ -315,6 +315,14 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
     bad("routerID", "is required without a datastore (an IPv4 address unique among peers; with a datastore it "
                     "defaults to the Node resource's spec.bgp.ipv4Address)");
   }
+  if (!env.ip6.empty()) {
+    std::string addr = env.ip6.substr(0, env.ip6.find('/'));
+    auto ip6 = IpAddress::parse(addr);
+    auto with_len = Prefix::parse(env.ip6);
+    if (!ip6 || !ip6->is_v6() || ip6->is_unspecified() || !with_len)
+      bad("IP6", "$IP6 ('" + env.ip6 + "') is not an IPv6 address");
+    c.node_ipv6 = env.ip6.find('/') == std::string::npos ? addr + "/128" : env.ip6;
+  }
   if (root["metricsAddress"]) {
     c.metrics_address = get_string(root["metricsAddress"], "metricsAddress");
     auto colon = c.metrics_address.rfind(':');
