@@ -21,6 +21,7 @@
 // speaker has its initial table (every peer's End-of-RIB, or the graceful-restart
 // wait ran out; RFC 4724 §4.1).
 #include "felix/agent/runtime.hpp"
+#include "felix/agent/sd_notify.hpp"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -367,6 +368,7 @@ struct AgentRuntime::Impl {
     auto r = executor_->sync(*compiler_, force_full);
     if (!r) {
       kLog.warning("policy: " + r.error().message);
+      count_config_apply_failure(metrics_, "policy");  // alerted on: deploy/monitoring/
       return;
     }
     if (!policy_synced_) {
@@ -385,7 +387,10 @@ struct AgentRuntime::Impl {
     policy_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping_) return;
       auto r = executor_->repair(*compiler_);
-      if (!r) kLog.warning("policy repair: " + r.error().message);
+      if (!r) {
+        kLog.warning("policy repair: " + r.error().message);
+        count_config_apply_failure(metrics_, "policy");
+      }
       else if (*r) kLog.info("policy: the nftables table had drifted; resynced");
       schedule_policy_repair();
     });
@@ -507,6 +512,9 @@ struct AgentRuntime::Impl {
     }
     collect_calc_metrics(m, calc_, config_.node_name);
     if (config_.datastore) set_datastore_in_sync(m, in_sync_);
+    static constexpr const char* kStoreNames[] = {"file", "etcd", "kubernetes"};
+    set_agent_info(m, TABBY_VERSION, config_.datastore ? kStoreNames[static_cast<int>(config_.datastore->type)] : "none",
+                   dataplane_ != nullptr);
   }
 
   std::unique_ptr<google::protobuf::Message> status() const {
@@ -646,6 +654,8 @@ int run_agent_runtime(AgentConfig config, const std::string& config_path) {
     std::cerr << "tabby agent: " << st.error().message << "\n";
     return 1;
   }
+  SystemdNotifier systemd(io);  // Type=notify: READY=1, WatchdogSec= pings from this loop
+  systemd.ready();
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
                                                                              int sig) {
@@ -656,6 +666,7 @@ int run_agent_runtime(AgentConfig config, const std::string& config_path) {
       return;
     }
     kLog.info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    systemd.stopping();
     runtime.stop();
     // Let queued NOTIFICATIONs go out, but never hang on a stuck peer.
     auto deadline = std::make_shared<asio::steady_timer>(io, std::chrono::seconds(2));
