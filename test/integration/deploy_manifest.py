@@ -195,12 +195,14 @@ def body(lab):
     p = c.nodes["node1"].run([kubectl, "--kubeconfig", kubeconfig, "apply", "--validate=false", "-f", MANIFEST],
                              check_rc=False, timeout=60)
     check(p.returncode == 0, f"kubectl apply failed rc={p.returncode}:\n{p.stdout}{p.stderr}")
+    version = sh([kubectl, "version", "--client", "-o", "json"], check_rc=False).stdout
+    version = json.loads(version).get("clientVersion", {}).get("gitVersion", "?") if version.strip() else "?"
     for d in docs:
         coll = COLL_OF.get((d["apiVersion"], d["kind"]))
         check(coll, f"the stand-in does not serve {d['apiVersion']} {d['kind']}")
         got = st.get(coll, d["metadata"].get("namespace", ""), d["metadata"]["name"])
         check(got is not None, f"{d['kind']} {d['metadata']['name']} not created by kubectl apply:\n{p.stdout}")
-    step(f"kubectl apply created all {len(docs)} objects: " + "; ".join(p.stdout.strip().splitlines()[:3]) + " ...")
+    step(f"kubectl {version} apply created all {len(docs)} objects: " + "; ".join(p.stdout.strip().splitlines()[:3]) + " ...")
 
     # The cluster a user brings: kubelet-registered Nodes, a pool, BGP configuration.
     for i in (1, 2, 3):
@@ -276,6 +278,8 @@ def body(lab):
         h = kubelets[f"node{i}"].host
         lst = json.load(open(h + "/etc/cni/net.d/10-tabby.conflist"))
         check([x["type"] for x in lst["plugins"]] == ["tabby", "portmap", "bandwidth"], f"node{i} conflist: {lst}")
+        check(lst["plugins"][0].get("nodename") == f"node{i}" and lst["plugins"][0].get("mtu") == 1450,
+              f"node{i} conflist: nodename from the fieldRef, mtu from the args: {lst['plugins'][0]}")
         for b in ("tabby", "portmap", "bandwidth"):
             check(os.access(f"{h}/opt/cni/bin/{b}", os.X_OK), f"node{i}: {b} in the host's /opt/cni/bin")
         kc = open(h + "/etc/cni/net.d/tabby/tabby-kubeconfig").read()
