@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -187,6 +188,17 @@ int install(const InstallCniOptions& o) {
   // The conflist last: a runtime that sees it finds everything it references.
   if (auto st = write_file_atomic(p.conflist, conflist_json(o), 0644); !st) return fail(st.error().message);
   std::cout << "wrote " << p.conflist << std::endl;
+  // Runtimes (libcni) use the first network config in name order: say so when
+  // another one (Calico's 10-calico.conflist, say) shadows ours.
+  std::vector<std::string> configs;
+  for (const auto& e : fs::directory_iterator(o.conf_dir, ec)) {
+    std::string name = e.path().filename().string(), ext = e.path().extension().string();
+    if (e.is_regular_file(ec) && (ext == ".conf" || ext == ".conflist" || ext == ".json")) configs.push_back(name);
+  }
+  std::sort(configs.begin(), configs.end());
+  if (!configs.empty() && configs.front() != o.conf_name)
+    kLog.warning(o.conf_dir + "/" + configs.front() + " sorts before " + o.conf_name +
+                 ": the container runtime uses it, not tabby's (remove it, or pass --conf-name with a smaller name)");
   if (!o.watch) return 0;
 
   struct sigaction sa {};

@@ -92,6 +92,10 @@ def body(lab):
     step("3 agents ready on the kubernetes datastore, full mesh up")
 
     cni, pm = {}, {}
+    shadow = os.path.join(c.nodes["node3"].dir, "etc-cni-net.d")
+    os.makedirs(shadow, exist_ok=True)
+    with open(os.path.join(shadow, "05-old.conflist"), "w") as f:  # a config that sorts first
+        f.write('{"cniVersion":"1.0.0","name":"old","plugins":[{"type":"bridge"}]}')
     for i in (1, 2, 3):
         name = f"node{i}"
         cni[name] = NodeCni(c, name, c.store)
@@ -104,7 +108,11 @@ def body(lab):
         pm[name] = Podman(c.nodes[name], cni[name].bin_dir, cni[name].conf_dir)
         lab.track(_PodmanCleanup(pm[name]))
         pm[name].import_image(tar)
-    step("install-cni wrote the CNI dirs of 3 nodes; busybox image imported into each node's podman")
+    log3 = open(os.path.join(c.nodes["node3"].dir, "install-cni.log")).read()
+    check("05-old.conflist sorts before 10-tabby.conflist: the container runtime uses it" in log3,
+          f"install-cni warns about a config that shadows its own: {log3}")
+    os.unlink(os.path.join(shadow, "05-old.conflist"))
+    step("install-cni wrote the CNI dirs of 3 nodes (and warned about a shadowing config); busybox image imported")
 
     t0 = time.monotonic()
     ips = {}
