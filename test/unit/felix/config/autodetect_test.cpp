@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "felix/config/autodetect.hpp"
+#include "felix/config/config.hpp"
 
 using namespace tabby;
 using namespace tabby::felix;
@@ -64,4 +65,21 @@ TEST_CASE("autodetect: errors name the method and the part") {
         "error: can-reach=198.51.100.1: source address 192.0.2.1 is on no interface");
   CHECK(pick("cidr=192.0.2.0/24") ==
         "error: cidr=192.0.2.0/24: no IPv4 address inside on an interface that is up (interfaces: lo, docker0, ens3, ens4, cali12345, eth9 (down), bond0)");
+}
+
+TEST_CASE("$IP6: an IPv6 address (with or without a length) becomes node_ipv6, anything else is an error") {
+  ConfigEnvironment env;
+  env.nodename = "n1";
+  env.ip6 = "2001:db8::5";
+  auto c = parse_config("routerID: 198.18.0.1\n", "node.yaml", env);
+  REQUIRE(c);
+  CHECK(c->node_ipv6 == "2001:db8::5/128");
+  env.ip6 = "2001:db8:1::11/64";
+  c = parse_config("routerID: 198.18.0.1\n", "node.yaml", env);
+  REQUIRE(c);
+  CHECK(c->node_ipv6 == "2001:db8:1::11/64");
+  env.ip6 = "198.18.0.1";
+  c = parse_config("routerID: 198.18.0.1\n", "node.yaml", env);
+  REQUIRE_FALSE(c);
+  CHECK(c.error().message.find("$IP6 ('198.18.0.1') is not an IPv6 address") != std::string::npos);
 }
