@@ -284,7 +284,12 @@ def body(lab):
             check(os.access(f"{h}/opt/cni/bin/{b}", os.X_OK), f"node{i}: {b} in the host's /opt/cni/bin")
         kc = open(h + "/etc/cni/net.d/tabby/tabby-kubeconfig").read()
         check(f"https://{ak.API_IP}:{ak.API_PORT}" in kc, f"node{i}: kubeconfig names the API service: {kc}")
-    step("mesh up; Nodes registered with the autodetected addresses; CNI installed on every node's host paths")
+    # The README's first check, inside the image: `kubectl exec ... -- tabby status`.
+    p = pm.run(["exec", "node1-tabby-node", "tabby", "status"])
+    check("198.18.0.12" in p.stdout and "198.18.0.13" in p.stdout and "up" in p.stdout,
+          f"`tabby status` inside the container lists both peers up:\n{p.stdout}")
+    step("mesh up; Nodes registered with the autodetected addresses; CNI installed on every node's host paths; "
+         "`tabby status` works inside the image")
 
 
 class _Cleanup:
