@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agent_cluster_k8s import API_IP, API_PORT, BLOCKS, CALICO_NODES, CORE_NODES, WEPS, K8sStore  # noqa: E402,F401
+from agent_cluster_k8s import API_IP, API_PORT, BLOCKS, WEPS, K8sStore  # noqa: E402
 from tabbytest.cluster import Cluster, _Proc  # noqa: E402
 from tabbytest.core import check, fail, run_test, sh, step, wait_until  # noqa: E402
 from tabbytest.podman import Podman, busybox_rootfs_tar  # noqa: E402

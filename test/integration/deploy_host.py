@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tabbytest.core import check, fail, run_test, sh, step, tabby_bin, wait_until  # noqa: E402
+from tabbytest.core import check, fail, run_test, sh, step, tabby_bin  # noqa: E402
 
 ROOT = os.environ.get("TABBY_ROOT") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(ROOT, "deploy")

@@ -19,7 +19,6 @@ install-cni's conflist and binaries on every node's host paths."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
