@@ -13,6 +13,8 @@ builds FROM scratch from the local build:
   - securityContext (privileged, capabilities) as podman flags; command/args as written;
   - the init container first (it must exit 0), then the containers;
   - readiness and liveness checked through each probe's own path and port.
+The token rotates (the stand-in refuses the old one): the cni-token-watch sidecar
+replaces each node's copy within its --interval.
 Then the agents converge: every node Ready, the BGP mesh up (2 peers each),
 each node's Calico Node registered with the address IP=autodetect found, and
 install-cni's conflist and binaries on every node's host paths."""
@@ -283,6 +285,24 @@ def body(lab):
             check(os.access(f"{h}/opt/cni/bin/{b}", os.X_OK), f"node{i}: {b} in the host's /opt/cni/bin")
         kc = open(h + "/etc/cni/net.d/tabby/tabby-kubeconfig").read()
         check(f"https://{ak.API_IP}:{ak.API_PORT}" in kc, f"node{i}: kubeconfig names the API service: {kc}")
+    # The kubelet rotates the projected token: the cni-token-watch sidecar (its
+    # --interval as the manifest sets it) replaces the plugin's copy on every node.
+    new_token = "tabby-e2e-token-rotated"
+    with st.cond:
+        st.token = new_token
+    for k in kubelets.values():
+        tmp = os.path.join(k.sa, ".token.new")
+        with open(tmp, "w") as f:
+            f.write(new_token + "\n")
+        os.rename(tmp, os.path.join(k.sa, "token"))
+    sidecar = next(x for x in ds["spec"]["template"]["spec"]["containers"] if "--watch" in x.get("args", []))
+    interval = float(sidecar["args"][sidecar["args"].index("--interval") + 1])
+    for n, k in kubelets.items():
+        copy = k.host + "/etc/cni/net.d/tabby/token"
+        wait_until(lambda copy=copy: open(copy).read() == new_token + "\n", interval + 5,
+                   f"{n}: the sidecar copies the rotated token into the host's CNI dir")
+    step(f"token rotated: the {sidecar['name']} sidecar replaced every node's copy within {interval:.0f} s")
+
     # The README's first check, inside the image: `kubectl exec ... -- tabby status`.
     p = pm.run(["exec", "node1-tabby-node", "tabby", "status"])
     check("198.18.0.12" in p.stdout and "198.18.0.13" in p.stdout and "up" in p.stdout,
