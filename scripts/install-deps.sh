@@ -15,8 +15,9 @@ RUN_PKGS=(iproute2 nftables iputils-ping procps psmisc time python3 python3-yaml
 PEER_PKGS=(bird2 frr gobgpd etcd-server etcd-client tcpdump)
 # deploy/ tests: a real container runtime (podman with the CNI backend; runc because
 # crun refuses hybrid cgroups), the standard CNI plugins (portmap, bandwidth), the
-# image builder, kubectl (unless one is installed already), promtool, busybox rootfs.
-DEPLOY_PKGS=(podman buildah runc conmon containernetworking-plugins busybox-static prometheus)
+# image builder, kubectl (unless one is installed already), promtool, busybox rootfs,
+# iptables (portmap programs hostPorts with it), systemd-analyze.
+DEPLOY_PKGS=(podman buildah runc conmon containernetworking-plugins iptables busybox-static prometheus systemd)
 command -v kubectl >/dev/null 2>&1 || DEPLOY_PKGS+=(kubernetes-client)
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static cpio kmod)
 
