@@ -226,6 +226,17 @@ int install(const InstallCniOptions& o) {
 }  // namespace
 
 int run_install_cni(const std::vector<std::string>& args) {
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+    std::cout << "usage: tabby install-cni [--bin-dir D] [--conf-dir D] [--host-conf-dir D] [--conf-name N]\n"
+                 "                         [--network-name N] [--mtu N] [--node-name N] [--api-socket P]\n"
+                 "                         [--datastore kubernetes|file|etcd] [--datastore-dir D] [--etcd-endpoints U,U]\n"
+                 "                         [--server URL] [--serviceaccount-dir D] [--plugins-from D]\n"
+                 "                         [--container-namespace NS] [--no-portmap] [--no-bandwidth]\n"
+                 "                         [--watch [--interval SECONDS] | --uninstall]\n"
+                 "Installs tabby as the host's CNI plugin (binary, conflist chaining portmap and bandwidth,\n"
+                 "the plugin's config and kubeconfig); --watch keeps the token copy fresh. See README.\n";
+    return 0;
+  }
   auto opts = parse_install_cni_args(args, [](const char* name) -> std::optional<std::string> {
     const char* v = std::getenv(name);
     return v ? std::optional<std::string>(v) : std::nullopt;
