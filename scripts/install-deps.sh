@@ -13,12 +13,18 @@ BUILD_PKGS=(build-essential g++ meson ninja-build pkg-config cmake libxxhash-dev
 RUN_PKGS=(iproute2 nftables iputils-ping procps psmisc time python3 python3-yaml bc
   openssl)  # openssl: the kubernetes datastore test makes its self-signed cert
 PEER_PKGS=(bird2 frr gobgpd etcd-server etcd-client tcpdump)
+# deploy/ tests: a real container runtime (podman with the CNI backend; runc because
+# crun refuses hybrid cgroups), the standard CNI plugins (portmap, bandwidth), the
+# image builder, kubectl (unless one is installed already), promtool, busybox rootfs,
+# iptables (portmap programs hostPorts with it), systemd-analyze.
+DEPLOY_PKGS=(podman buildah runc conmon containernetworking-plugins iptables busybox-static prometheus systemd)
+command -v kubectl >/dev/null 2>&1 || DEPLOY_PKGS+=(kubernetes-client)
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static cpio kmod)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 case "${1:-all}" in
   build) ;;
-  all) want+=("${PEER_PKGS[@]}" "${VM_PKGS[@]}") ;;
+  all) want+=("${PEER_PKGS[@]}" "${VM_PKGS[@]}" "${DEPLOY_PKGS[@]}") ;;
   peers) want+=("${PEER_PKGS[@]}") ;;
   *) echo "usage: $0 [build|peers|all]" >&2; exit 2 ;;
 esac

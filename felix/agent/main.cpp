@@ -9,6 +9,8 @@
 #include "felix/agent/agent.hpp"
 #include "felix/api/cli.hpp"
 #include "felix/cni/cni.hpp"
+#include "felix/cni/install_cni.hpp"
+#include "felix/config/autodetect_host.hpp"
 #include "log/log.hpp"
 
 namespace {
@@ -22,6 +24,10 @@ void usage(std::ostream& o) {
        "  policy [-o json|wide] [--socket S]  per-endpoint policies and counters\n"
        "  ipam [-o json] [--socket S]     IPAM blocks per node, totals per pool\n"
        "  endpoints [-o json] [--socket S]  workload endpoints (node, interface, IPs, labels)\n"
+       "  install-cni [--watch|--uninstall] [...]  put the CNI plugin, its conflist and kubeconfig on\n"
+       "                                  the host (the DaemonSet's init container; see README)\n"
+       "  autodetect [-4|-6] [METHOD]     the address IP=autodetect would pick (first-found,\n"
+       "                                  can-reach=A, interface=RE, skip-interface=RE, cidr=C)\n"
        "  version                         print the version\n"
        "\n"
        "With CNI_COMMAND set (and no command) it runs as the CNI plugin: ADD, DEL, CHECK,\n"
@@ -45,6 +51,8 @@ int main(int argc, char** argv) {
     }
     return tabby::felix::run_agent(args);
   }
+  if (cmd == "autodetect") return tabby::felix::cli_autodetect(args);
+  if (cmd == "install-cni") return tabby::felix::cni::run_install_cni(args);
   if (cmd == "status") return tabby::felix::cli_status(args);
   if (cmd == "routes") return tabby::felix::cli_routes(args);
   if (cmd == "policy") return tabby::felix::cli_policy(args);

@@ -21,6 +21,7 @@
 // speaker has its initial table (every peer's End-of-RIB, or the graceful-restart
 // wait ran out; RFC 4724 §4.1).
 #include "felix/agent/runtime.hpp"
+#include "felix/agent/sd_notify.hpp"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -289,7 +290,8 @@ struct AgentRuntime::Impl {
     if ((me && me->ipv4) || !config_.router_id_given) return;
     std::string addr = node_address_with_mask(config_.bgp.router_id);
     std::string text = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: " + config_.node_name +
-                       "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n";
+                       "\nspec:\n  bgp:\n    ipv4Address: " + addr + "\n" +
+                       (config_.node_ipv6.empty() ? "" : "    ipv6Address: " + config_.node_ipv6 + "\n");
     DocKey key{"Node.projectcalico.org", "", config_.node_name};
     datastore_->create(key, text, [this, addr](Result<bool> r) {
       if (!r) kLog.warning("cannot register Node " + config_.node_name + ": " + r.error().message);
@@ -373,6 +375,7 @@ struct AgentRuntime::Impl {
     auto r = executor_->sync(*compiler_, force_full);
     if (!r) {
       kLog.warning("policy: " + r.error().message);
+      count_config_apply_failure(metrics_, "policy");  // alerted on: deploy/monitoring/
       return;
     }
     if (!policy_synced_) {
@@ -391,7 +394,10 @@ struct AgentRuntime::Impl {
     policy_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping_) return;
       auto r = executor_->repair(*compiler_);
-      if (!r) kLog.warning("policy repair: " + r.error().message);
+      if (!r) {
+        kLog.warning("policy repair: " + r.error().message);
+        count_config_apply_failure(metrics_, "policy");
+      }
       else if (*r) kLog.info("policy: the nftables table had drifted; resynced");
       schedule_policy_repair();
     });
@@ -510,6 +516,9 @@ struct AgentRuntime::Impl {
     }
     collect_calc_metrics(m, calc_, config_.node_name);
     if (config_.datastore) set_datastore_in_sync(m, in_sync_);
+    static constexpr const char* kStoreNames[] = {"file", "etcd", "kubernetes"};
+    set_agent_info(m, TABBY_VERSION, config_.datastore ? kStoreNames[static_cast<int>(config_.datastore->type)] : "none",
+                   dataplane_ != nullptr);
   }
 
   std::unique_ptr<google::protobuf::Message> status() const {
@@ -649,6 +658,8 @@ int run_agent_runtime(AgentConfig config, const std::string& config_path) {
     std::cerr << "tabby agent: " << st.error().message << "\n";
     return 1;
   }
+  SystemdNotifier systemd(io);  // Type=notify: READY=1, WatchdogSec= pings from this loop
+  systemd.ready();
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
                                                                              int sig) {
@@ -659,6 +670,7 @@ int run_agent_runtime(AgentConfig config, const std::string& config_path) {
       return;
     }
     kLog.info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    systemd.stopping();
     runtime.stop();
     // Let queued NOTIFICATIONs go out, but never hang on a stuck peer.
     auto deadline = std::make_shared<asio::steady_timer>(io, std::chrono::seconds(2));

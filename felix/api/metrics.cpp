@@ -266,6 +266,8 @@ void declare_agent_metrics(Metrics& m) {
                     "Configuration changes that could not be applied (also a problem in tabby status and /readyz).",
                     {"what"});
   m.declare_gauge("tabby_datastore_in_sync", "1 once the datastore's initial snapshot is applied and its watch runs.");
+  m.declare_gauge("tabby_agent_info", "Always 1: the agent's version, datastore type (none: static config) and whether it programs the kernel.",
+                  {"version", "datastore", "dataplane"});
 
   m.declare_histogram("tabby_dataplane_apply_seconds", "Time to write one batch of dataplane changes.",
                       std::vector<double>(kApplySecondsBuckets.begin(), kApplySecondsBuckets.end()));
@@ -316,6 +318,11 @@ void count_datastore_event(Metrics& m, const std::string& kind, bool is_delete) 
 
 void count_config_apply_failure(Metrics& m, const std::string& what) {
   m.inc("tabby_config_apply_failures_total", {what});
+}
+
+void set_agent_info(Metrics& m, const std::string& version, const std::string& datastore, bool dataplane) {
+  m.reset("tabby_agent_info");
+  m.set("tabby_agent_info", {version, datastore, dataplane ? "true" : "false"}, 1);
 }
 
 void set_datastore_in_sync(Metrics& m, bool in_sync) { m.set("tabby_datastore_in_sync", in_sync ? 1 : 0); }

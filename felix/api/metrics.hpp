@@ -122,6 +122,9 @@ void count_datastore_event(Metrics& m, const std::string& kind, bool is_delete);
 void count_config_apply_failure(Metrics& m, const std::string& what);
 // tabby_datastore_in_sync (1 once the initial snapshot was applied and the watch runs).
 void set_datastore_in_sync(Metrics& m, bool in_sync);
+// tabby_agent_info{version, datastore (file|etcd|kubernetes|none), dataplane (true|false)} 1:
+// alerts on the in-sync gauges apply only where a datastore / dataplane runs.
+void set_agent_info(Metrics& m, const std::string& version, const std::string& datastore, bool dataplane);
 
 // tabby_dataplane_apply_seconds: one observation per Dataplane::apply().
 void observe_dataplane_apply(Metrics& m, double seconds);

@@ -21,6 +21,10 @@
 //   datastoreTimeout  number of seconds (default 10) to wait for the datastore's
 //                snapshot; then error 11 (try again later)
 //   prevResult   object (CHECK): its ips are compared with the allocation
+//   containerNamespace  string (a namespace name): for runtimes outside Kubernetes that
+//                pass no K8S_POD_NAMESPACE (podman passes only K8S_POD_NAME, the container
+//                name): their containers are workloads in this namespace. Unset: such a
+//                call is error 4, as before.
 //
 // What ADD writes (the agent reads these):
 //   tabby.dev/v1 BlockAffinity  (claimed with create-if-absent; allocations[ns/pod] = IP)
@@ -81,6 +85,7 @@ struct NetConf {
   uint32_t mtu = 1500;
   double datastore_timeout_s = 10;
   std::vector<IpAddress> prev_ips;  // prevResult.ips[].address (CHECK)
+  std::string container_namespace;  // containerNamespace ("" = K8S_POD_NAMESPACE required)
 };
 // Errors: 6 (not JSON / not an object), 1 (unsupported cniVersion), 7 (a key missing
 // or of the wrong type; the message names the key).

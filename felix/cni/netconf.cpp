@@ -106,6 +106,10 @@ Result<NetConf, CniError> parse_netconf(std::string_view text) {
   if (auto e = str("tabbyConfig", true, c.tabby_config)) return Unexpected<CniError>{*e};
   if (c.tabby_config.empty()) return err(kInvalidConfig, "network config: 'tabbyConfig' must not be empty");
   if (auto e = str("nodename", false, c.nodename)) return Unexpected<CniError>{*e};
+  if (auto e = str("containerNamespace", false, c.container_namespace)) return Unexpected<CniError>{*e};
+  if (j.contains("containerNamespace") && !dns_label(c.container_namespace))
+    return err(kInvalidConfig, "network config: 'containerNamespace' '" + c.container_namespace +
+                                   "' is not a Kubernetes namespace name (at most 63 of a-z, 0-9, '-')");
   if (auto it = j.find("mtu"); it != j.end() && !it->is_null()) {
     if (!it->is_number_integer())
       return err(kInvalidConfig, std::string("network config: 'mtu' must be an integer, not ") + type_name(*it));

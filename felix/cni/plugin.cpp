@@ -408,7 +408,18 @@ int run_plugin(const std::function<std::optional<std::string>(const char*)>& get
     log << "tabby-cni: error " << e.code << ": " << e.msg << (e.details.empty() ? "" : " (" + e.details + ")") << "\n";
     return 1;
   };
-  auto env = parse_env(getenv_fn);
+  // containerNamespace: a runtime outside Kubernetes passes no K8S_POD_NAMESPACE.
+  std::function<std::optional<std::string>(const char*)> env_fn = getenv_fn;
+  if (auto peek = parse_netconf(stdin_text); peek && !peek->container_namespace.empty()) {
+    env_fn = [&getenv_fn, ns = peek->container_namespace](const char* name) -> std::optional<std::string> {
+      auto v = getenv_fn(name);
+      if (std::string_view(name) != "CNI_ARGS") return v;
+      auto args = parse_cni_args(v.value_or(""));
+      if (args && args->count("K8S_POD_NAMESPACE")) return v;
+      return (v && !v->empty() ? *v + ";" : std::string()) + "K8S_POD_NAMESPACE=" + ns;
+    };
+  }
+  auto env = parse_env(env_fn);
   if (!env) return fail(sniff_version(stdin_text), env.error());
   if (env->command == Command::Version) {
     out << version_json();

@@ -3,6 +3,8 @@
 // ttlSecurity, maxRestartTime) so Calico users recognise them.
 #include "felix/config/config.hpp"
 
+#include "felix/config/kubeconfig.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -227,9 +229,10 @@ bgp::Announcement parse_announcement(const YAML::Node& n, const std::string& whe
 }
 
 // datastore: {type: file, directory: DIR} | {type: etcd, etcdEndpoints: [...], etcdPrefix: P}
-//          | {type: kubernetes, server: URL, tokenFile: F, caFile: F}
-DatastoreConfig parse_datastore(const YAML::Node& n) {
-  check_keys(n, "datastore", {"type", "directory", "etcdEndpoints", "etcdPrefix", "server", "tokenFile", "caFile"});
+//          | {type: kubernetes, server: URL, tokenFile: F, caFile: F} | {type: kubernetes, kubeconfig: F}
+DatastoreConfig parse_datastore(const YAML::Node& n, const ConfigEnvironment& env) {
+  check_keys(n, "datastore", {"type", "directory", "etcdEndpoints", "etcdPrefix", "server", "tokenFile", "caFile",
+                              "kubeconfig"});
   DatastoreConfig d;
   if (!n["type"]) bad("datastore.type", "is required (file, etcd or kubernetes)");
   std::string type = get_string(n["type"], "datastore.type");
@@ -240,14 +243,14 @@ DatastoreConfig parse_datastore(const YAML::Node& n) {
   if (type == "file") {
     d.type = DatastoreConfig::Type::File;
     only_for({"etcdEndpoints", "etcdPrefix"}, "etcd");
-    only_for({"server", "tokenFile", "caFile"}, "kubernetes");
+    only_for({"server", "tokenFile", "caFile", "kubeconfig"}, "kubernetes");
     if (!n["directory"]) bad("datastore.directory", "is required for type file (the directory of manifests)");
     d.directory = get_string(n["directory"], "datastore.directory");
     if (d.directory.empty()) bad("datastore.directory", "must not be empty");
   } else if (type == "etcd") {
     d.type = DatastoreConfig::Type::Etcd;
     only_for({"directory"}, "file");
-    only_for({"server", "tokenFile", "caFile"}, "kubernetes");
+    only_for({"server", "tokenFile", "caFile", "kubeconfig"}, "kubernetes");
     if (n["etcdEndpoints"]) {
       d.etcd_endpoints.clear();
       each_item(n["etcdEndpoints"], "datastore.etcdEndpoints", [&](const YAML::Node& it, const std::string& k) {
@@ -266,6 +269,18 @@ DatastoreConfig parse_datastore(const YAML::Node& n) {
     if (n["server"]) d.k8s_server = get_string(n["server"], "datastore.server");
     if (n["tokenFile"]) d.k8s_token_file = get_string(n["tokenFile"], "datastore.tokenFile");
     if (n["caFile"]) d.k8s_ca_file = get_string(n["caFile"], "datastore.caFile");
+    if (n["kubeconfig"]) {  // the CNI plugin's access, written by `tabby install-cni`
+      for (const char* k : {"server", "tokenFile", "caFile"})
+        if (n[k]) bad(std::string("datastore.") + k, "conflicts with datastore.kubeconfig (which gives it)");
+      std::string path = get_string(n["kubeconfig"], "datastore.kubeconfig");
+      std::optional<std::string> text = env.read_file ? env.read_file(path) : std::nullopt;
+      if (!text) bad("datastore.kubeconfig", "cannot read " + path);
+      auto access = parse_kubeconfig(*text, path);
+      if (!access) bad("datastore.kubeconfig", access.error().message);
+      d.k8s_server = access->server;
+      d.k8s_token_file = access->token_file;
+      if (!access->ca_file.empty()) d.k8s_ca_file = access->ca_file;
+    }
   } else {
     bad("datastore.type", "must be file, etcd or kubernetes (got '" + type + "')");
   }
@@ -285,7 +300,7 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
     c.node_name = !env.nodename.empty() ? env.nodename : env.hostname;
     if (c.node_name.empty()) bad("nodeName", "is required (or set NODENAME in the environment)");
   }
-  if (root["datastore"]) c.datastore = parse_datastore(root["datastore"]);
+  if (root["datastore"]) c.datastore = parse_datastore(root["datastore"], env);
   if (root["routerID"]) {
     c.bgp.router_id = get_ip(root["routerID"], "routerID", true);
     if (c.bgp.router_id.is_unspecified()) bad("routerID", "must not be 0.0.0.0");
@@ -299,6 +314,14 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   } else if (!c.datastore) {
     bad("routerID", "is required without a datastore (an IPv4 address unique among peers; with a datastore it "
                     "defaults to the Node resource's spec.bgp.ipv4Address)");
+  }
+  if (!env.ip6.empty()) {
+    std::string addr = env.ip6.substr(0, env.ip6.find('/'));
+    auto ip6 = IpAddress::parse(addr);
+    auto with_len = Prefix::parse(env.ip6);
+    if (!ip6 || !ip6->is_v6() || ip6->is_unspecified() || !with_len)
+      bad("IP6", "$IP6 ('" + env.ip6 + "') is not an IPv6 address");
+    c.node_ipv6 = env.ip6.find('/') == std::string::npos ? addr + "/128" : env.ip6;
   }
   if (root["metricsAddress"]) {
     c.metrics_address = get_string(root["metricsAddress"], "metricsAddress");

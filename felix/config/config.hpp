@@ -40,6 +40,9 @@ struct AgentConfig {
   std::optional<DatastoreConfig> datastore;
   bool router_id_given = false;         // routerID set (file or $IP; else: the Node resource's IPv4 address)
   bool node_name_given = false;         // nodeName in the file (else: $NODENAME or the hostname)
+  // $IP6 (an address, or what IP6=autodetect found): "ADDR/LEN", registered as the
+  // Node's spec.bgp.ipv6Address; "" = none.
+  std::string node_ipv6;
   bgp::SpeakerConfig bgp;
 };
 
@@ -50,7 +53,8 @@ struct AgentConfig {
 struct ConfigEnvironment {
   std::string nodename;  // $NODENAME
   std::string hostname;  // gethostname()
-  std::string ip;        // $IP
+  std::string ip;        // $IP (load_config has resolved IP=autodetect to the address found)
+  std::string ip6;       // $IP6 (likewise IP6=autodetect)
   // Reads a file the config names (peers[].passwordFile): its text, or nullopt
   // when it cannot be read. Unset: every such file counts as unreadable.
   std::function<std::optional<std::string>(const std::string& path)> read_file;

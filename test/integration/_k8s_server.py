@@ -18,6 +18,10 @@ the protocol the kubernetes datastore uses, as the API server does:
     (Node, Pod, Namespace allow it); DELETE item (200; 404)
   - objects get metadata.uid and creationTimestamp on create, kept on update
   - unknown collections → 404 (a CRD that is not installed)
+  - discovery, as kubectl reads it before `apply`: GET /api (APIVersions), /apis
+    (APIGroupList), /api/v1 and /apis/GROUP/VERSION (APIResourceList), all derived
+    from the collections served; kubectl then creates each object with a GET (404)
+    and a POST to its collection (namespaced: /.../namespaces/NS/PLURAL)
 The test drives it: add/modify/delete objects (logged as events), change objects
 silently (no event: what a client misses while its watch is gone), compact, send
 bookmarks, end watch streams, stop and restart."""
@@ -180,7 +184,47 @@ def make_handler(state):
                 state.bodies.append((self.command, self.path, obj))
             return obj
 
+        def _discovery(self):
+            """Answers the discovery paths (True when it did)."""
+            path = urllib.parse.urlsplit(self.path).path.rstrip("/")
+            groups = {}  # "group/version" or "v1" -> [(plural, kind, namespaced)]
+            for coll, (api, kind, namespaced) in state.resources.items():
+                groups.setdefault(api, []).append((coll.rsplit("/", 1)[1], kind, namespaced))
+            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+            def resource_list(gv):
+                return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                        "resources": [{"name": p, "singularName": "", "namespaced": ns, "kind": k, "verbs": verbs}
+                                      for p, k, ns in sorted(groups.get(gv, []))]}
+            if path == "/api":
+                body = {"kind": "APIVersions", "versions": ["v1"],
+                        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.server.server_address[0]}]}
+            elif path == "/apis":
+                gl = []
+                for gv in sorted(g for g in groups if "/" in g):
+                    name, version = gv.split("/")
+                    v = {"groupVersion": gv, "version": version}
+                    gl.append({"name": name, "versions": [v], "preferredVersion": v})
+                body = {"kind": "APIGroupList", "apiVersion": "v1", "groups": gl}
+            elif path == "/api/v1":
+                body = resource_list("v1")
+            elif path.startswith("/apis/") and path.count("/") == 3 and path[len("/apis/"):] in groups:
+                body = resource_list(path[len("/apis/"):])
+            elif path in ("/version",):
+                body = {"major": "1", "minor": "28", "gitVersion": "v1.28.0-tabby-stand-in"}
+            else:
+                return False
+            with state.cond:
+                state.requests.append((self.command, path, {}))
+            if self.headers.get("Authorization") != "Bearer " + state.token:
+                self._status(401, "Unauthorized", "Unauthorized")
+            else:
+                self._send(200, body)
+            return True
+
         def do_GET(self):
+            if self._discovery():
+                return
             r = self._route()
             if not r:
                 return

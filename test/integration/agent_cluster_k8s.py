@@ -222,4 +222,5 @@ def body(lab):
          f"{len(st.writes('POST', '/'))} creates, {len(st.writes('PUT', '/'))} replaces")
 
 
-run_test("agent_cluster_k8s", body)
+if __name__ == "__main__":  # cni_podman.py imports K8sStore
+    run_test("agent_cluster_k8s", body)

@@ -88,8 +88,8 @@ struct Agent {
   std::unique_ptr<AgentRuntime> rt;
 
   Agent(asio::io_context& io, const std::string& yaml, MemoryCluster* cluster = nullptr,
-        std::set<std::string> interfaces = {}, bool keeping_dataplane = false) {
-    auto cfg = parse_config(yaml, "test.yaml");
+        std::set<std::string> interfaces = {}, bool keeping_dataplane = false, const ConfigEnvironment& env = {}) {
+    auto cfg = parse_config(yaml, "test.yaml", env);
     REQUIRE_MESSAGE(cfg.ok(), (cfg.ok() ? "" : cfg.error().message));
     RuntimeFactories f;
     f.dataplane = [this, interfaces, keeping_dataplane](asio::io_context&, std::function<void(double)>)
@@ -433,4 +433,18 @@ TEST_CASE("Forwarding State bit (RFC 4724 §3): 0 only when tabby programs the k
   // With the dataplane off tabby owns no forwarding state, so none was lost: F = 1
   // (a reflector outside the forwarding path keeps its clients' routes in place).
   CHECK(text(f_bits_of_restarting_agent(false, true)) == "F=1 F=1 ");
+}
+
+TEST_CASE("registration: $IP6 (or what IP6=autodetect found) becomes the registered Node's ipv6Address") {
+  asio::io_context io;
+  TempDir dir;
+  MemoryCluster cluster(io);
+  ConfigEnvironment env;
+  env.ip6 = "2001:db8:1::11/64";
+  Agent a(io, cluster_config(1, dir.path), &cluster, {}, false, env);
+  REQUIRE(run_until(io, [&] { return cluster.get({"Node.projectcalico.org", "", "node1"}).has_value(); }));
+  auto node = cluster.get({"Node.projectcalico.org", "", "node1"});
+  CHECK(node->find("ipv4Address: 127.0.0.1") != std::string::npos);
+  CHECK(node->find("ipv6Address: 2001:db8:1::11/64") != std::string::npos);
+  a.rt->stop();
 }
