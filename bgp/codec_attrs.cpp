@@ -4,7 +4,7 @@
 // AS4_AGGREGATOR merge for 2-octet sessions, and the attribute encoder (with
 // AS4_* generation for 2-octet sessions, RFC 6793 §4.2.2).
 // RFC 4271 §4.3, §5, §6.3; RFC 7606 §3-§7; RFC 1997; RFC 4360; RFC 8092;
-// RFC 4456; RFC 6793.
+// RFC 4456; RFC 6793; RFC 7607 (AS 0).
 //
 // Error handling summary (RFC 7606), per attribute (table `kRules` below):
 //   session reset   : unrecognized well-known attribute (RFC 4271 §6.3, data = TLV);
@@ -15,6 +15,9 @@
 //                     wrong Optional/Transitive flags on those (§3 c)
 //   attribute discard: ATOMIC_AGGREGATE, AGGREGATOR, AS4_PATH, AS4_AGGREGATOR malformed,
 //                     LOCAL_PREF from an eBGP peer, duplicates after the first (§3 g)
+//   AS 0 (RFC 7607 §2): in AS_PATH or AGGREGATOR, treat-as-withdraw (AGGREGATOR
+//                     too, although its other errors are a discard); in AS4_PATH or
+//                     AS4_AGGREGATOR, the attribute is discarded (RFC 6793's handling)
 #include <algorithm>
 
 #include "bgp/codec_internal.hpp"
@@ -26,8 +29,9 @@ namespace {
 using Span = std::span<const uint8_t>;
 constexpr uint8_t kOpt = attr_flag::Optional, kTrans = attr_flag::Transitive;
 
-// What a parser says about one attribute value.
-enum class Verdict : uint8_t { Ok, Malformed, Ignore };
+// What a parser says about one attribute value. Withdraw: malformed, and
+// treat-as-withdraw whatever the attribute's row says (RFC 7607's AS 0).
+enum class Verdict : uint8_t { Ok, Malformed, Withdraw, Ignore };
 
 struct ParseState {
   const CodecContext& ctx;
@@ -69,6 +73,12 @@ bool parse_as_path(Span v, size_t asn_size, AsPath& out, std::string& why) {
   return true;
 }
 
+bool has_as0(const AsPath& p) {
+  for (const auto& s : p)
+    if (std::find(s.asns.begin(), s.asns.end(), 0u) != s.asns.end()) return true;
+  return false;
+}
+
 bool has_confed(const AsPath& p) {
   for (const auto& s : p)
     if (s.type == AsPathSegment::Type::ConfedSequence || s.type == AsPathSegment::Type::ConfedSet) return true;
@@ -94,6 +104,10 @@ Verdict p_as_path(Span v, ParseState& st) {  // RFC 7606 §7.2
   if (!st.ctx.ibgp && has_confed(st.a.as_path)) {
     st.a.as_path.clear();
     return malformed(st, "AS_PATH with confederation segments from an external peer");
+  }
+  if (has_as0(st.a.as_path)) {  // RFC 7607 §2
+    st.a.as_path.clear();
+    return malformed(st, "AS_PATH contains AS 0");
   }
   return Verdict::Ok;
 }
@@ -132,6 +146,10 @@ Verdict p_aggregator(Span v, ParseState& st) {  // RFC 7606 §7.7, RFC 6793 §4
   size_t want = st.ctx.four_octet_as ? 8 : 6;
   if (v.size() != want) return malformed(st, "AGGREGATOR length " + std::to_string(v.size()));
   uint32_t asn = want == 8 ? rd32(v.data()) : rd16(v.data());
+  if (asn == 0) {  // RFC 7607 §2: treat-as-withdraw, unlike AGGREGATOR's other errors
+    st.why = "AGGREGATOR with AS 0";
+    return Verdict::Withdraw;
+  }
   st.a.aggregator = Aggregator{asn, IpAddress::v4_bytes(v.data() + want - 4)};
   return Verdict::Ok;
 }
@@ -183,6 +201,7 @@ Verdict p_as4_path(Span v, ParseState& st) {  // RFC 6793 §6, RFC 7606 §7.2 fo
   if (!parse_as_path(v, 4, p, st.why)) return Verdict::Malformed;
   // RFC 6793 §6: AS4_PATH must not carry confederation segments.
   if (has_confed(p)) return malformed(st, "AS4_PATH with confederation segments");
+  if (has_as0(p)) return malformed(st, "AS4_PATH contains AS 0");  // RFC 7607 §2: discarded
   st.as4_path = std::move(p);
   return Verdict::Ok;
 }
@@ -190,6 +209,7 @@ Verdict p_as4_path(Span v, ParseState& st) {  // RFC 6793 §6, RFC 7606 §7.2 fo
 Verdict p_as4_aggregator(Span v, ParseState& st) {  // RFC 6793 §6
   if (st.ctx.four_octet_as) return malformed(st, "AS4_AGGREGATOR on a 4-octet AS session");
   if (v.size() != 8) return malformed(st, "AS4_AGGREGATOR length " + std::to_string(v.size()));
+  if (rd32(v.data()) == 0) return malformed(st, "AS4_AGGREGATOR with AS 0");  // RFC 7607 §2: discarded
   st.as4_aggregator = Aggregator{rd32(v.data()), IpAddress::v4_bytes(v.data() + 4)};
   return Verdict::Ok;
 }
@@ -353,7 +373,7 @@ std::optional<NotifyError> parse_attributes(Span section, const CodecContext& ct
       out.discarded.push_back(attr_label(type) + " from an external peer");  // RFC 7606 §7.5
       continue;
     }
-    if (rule.on_error == ErrorAction::AttributeDiscard) {
+    if (rule.on_error == ErrorAction::AttributeDiscard && verdict != Verdict::Withdraw) {
       // Undo partial effects of the parser for the discarded attribute.
       if (type == attr::Aggregator) out.attrs.aggregator.reset();
       if (type == attr::AtomicAggregate) out.attrs.atomic_aggregate = false;

@@ -154,7 +154,7 @@ def header_and_open(lab):
 
 
 def update_errors(lab):
-    h = Harness(lab, 26)
+    h = Harness(lab, 28)
     P = "203.0.113.128/25"
 
     def upd(ip, attrs, nlri=(P,)):
@@ -188,6 +188,12 @@ def update_errors(lab):
         attrs = h.good_attrs(ip) + struct.pack("!BBB", rb.F_OPT | rb.F_TRANS, rb.COMMUNITIES, 8) + b"\x00\x01\x00\x02"
         return rb.update(attrs=attrs, nlri=[P])
     h.withdraw_case("attribute length beyond Total Path Attribute Length (§4)", overrun)
+    # RFC 7607 §2: AS 0 in AS_PATH or AGGREGATOR is treat-as-withdraw
+    h.withdraw_case("AS_PATH containing AS 0 (RFC 7607)",
+                    lambda ip: upd(ip, rb.a_origin(0) + rb.a_as_path([A(ip), 0]) + rb.a_next_hop(ip)))
+    h.withdraw_case("AGGREGATOR with AS 0 (RFC 7607)",
+                    lambda ip: upd(ip, h.good_attrs(ip) + rb.attr(rb.F_OPT | rb.F_TRANS, rb.AGGREGATOR,
+                                                                  struct.pack("!I4s", 0, bytes([198, 18, 0, 1])))))
 
     # ---- RFC 7606 attribute discard / first-wins
     Q = "198.51.100.64/26"

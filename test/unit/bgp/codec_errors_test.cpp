@@ -51,6 +51,28 @@ TEST_CASE("RFC 7606 §7.2: confederation segments from an external peer are trea
   CHECK_FALSE(dec(kOrigin + "40 02 06 03 01 0000fc01 " + kNh, ctx4(true)).treat_as_withdraw);
 }
 
+TEST_CASE("RFC 7607: AS 0 in AS_PATH or AGGREGATOR is treat-as-withdraw, in AS4_PATH or AS4_AGGREGATOR discarded") {
+  check_withdraw(dec(kOrigin + "40 02 0a 02 02 0000fc01 00000000 " + kNh));            // AS_PATH 64513 0
+  check_withdraw(dec(kOrigin + "40 02 06 01 01 00000000 " + kNh));                     // AS_SET {0}
+  check_withdraw(dec(kOrigin + "40 02 04 02 01 0000 " + kNh, ctx2()));                 // 2-octet session
+  auto agg = dec(kBase + "c0 07 08 00000000 c6120001");                               // AGGREGATOR AS 0
+  check_withdraw(agg);
+  CHECK(agg.treat_as_withdraw_reason.find("AS 0") != std::string::npos);
+  check_withdraw(dec(kOrigin + "40 02 04 02 01 fc01 " + kNh + "c0 07 06 0000 c6120001", ctx2()));
+  // A 2-octet session's AS4_PATH / AS4_AGGREGATOR with AS 0: those attributes go,
+  // the route stays with its AS_PATH / AGGREGATOR.
+  auto p4 = dec(kOrigin + "40 02 06 02 02 fc01 5ba0 " + kNh + "c0 11 0a 02 02 0000fc01 00000000", ctx2());
+  CHECK_FALSE(p4.treat_as_withdraw);
+  REQUIRE(p4.attrs);
+  CHECK(p4.attrs_discarded.size() == 1);
+  CHECK(as_path_length(p4.attrs->as_path) == 2);
+  CHECK(p4.attrs->as_path[0].asns == std::vector<uint32_t>{0xfc01, kAsTrans});
+  auto a4 = dec(kOrigin + "40 02 04 02 01 fc01 " + kNh + "c0 07 06 5ba0 c6120001 c0 12 08 00000000 c6120001", ctx2());
+  CHECK_FALSE(a4.treat_as_withdraw);
+  CHECK(a4.attrs_discarded.size() == 1);
+  CHECK(a4.attrs->aggregator == Aggregator{kAsTrans, ip("198.18.0.1")});
+}
+
 TEST_CASE("RFC 7606 §7.5: LOCAL_PREF from eBGP is discarded, malformed from iBGP is treat-as-withdraw") {
   auto e = dec(kBase + "40 05 04 00000064", ctx4(false));
   CHECK_FALSE(e.treat_as_withdraw);
