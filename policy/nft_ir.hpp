@@ -4,8 +4,9 @@
 // two renderers read them: nft text (nft_text.cpp, pure, policy_core: full
 // loads through libnftables, golden tests, `tabby policy`) and nf_tables
 // netlink expressions (nft_netlink.cpp: deltas sent as one raw batch).
-// Only the forms the compiler emits exist here; the base chains and the tunnel
-// guard are written as text by the compiler (full loads only, never deltas).
+// Only the forms the compiler emits exist here, the base chains' included (the
+// hook chains, the tunnel guard, outgoing NAT: full loads only, so the netlink
+// encoder does not cover their forms and a delta never carries them).
 // Pure value types: no I/O, no libnftables, no kernel headers; depends on
 // base/ip.hpp only.
 #pragma once
@@ -23,13 +24,20 @@ namespace tabby::policy::nft {
 // Which end of the packet a match reads: ip saddr / th sport, or ip daddr / th dport.
 enum class Side : uint8_t { Source, Destination };
 
-// accept | drop | jump <chain>
+// Which interface of a packet: the one it came in on, or the one it leaves by.
+enum class Iface : uint8_t { In, Out };
+
+// accept | drop | jump <chain> | masquerade (nat chains) |
+// iifname|oifname vmap @<map> (the verdict the map holds for the interface name)
 struct Verdict {
-  enum Kind : uint8_t { Accept, Drop, Jump } kind = Accept;
-  std::string chain;  // Jump only
+  enum Kind : uint8_t { Accept, Drop, Jump, Masquerade, IfnameVmap } kind = Accept;
+  std::string chain;        // Jump: the chain; IfnameVmap: the map
+  Iface iface = Iface::In;  // IfnameVmap: whose name is the key
   static Verdict accept() { return {Accept, {}}; }
   static Verdict drop() { return {Drop, {}}; }
   static Verdict jump(std::string c) { return {Jump, std::move(c)}; }
+  static Verdict masquerade() { return {Masquerade, {}}; }
+  static Verdict ifname_vmap(Iface i, std::string map) { return {IfnameVmap, std::move(map), i}; }
   bool operator==(const Verdict&) const = default;
 };
 
@@ -57,11 +65,12 @@ struct AddrIn {
   std::vector<Prefix> nets;
   bool operator==(const AddrIn&) const = default;
 };
-// ip saddr|daddr [!=] @<set>   (a selector's address set)
+// ip saddr|daddr [!=] @<set>   (a selector's address set); ip6 ... with v6
 struct AddrInSet {
   Side side = Side::Source;
   bool negate = false;
   std::string set;
+  bool v6 = false;
   bool operator==(const AddrInSet&) const = default;
 };
 // ip saddr . meta l4proto . th sport [!=] @<set>   (a named-port set; the
@@ -88,13 +97,35 @@ struct Icmp {
   bool operator==(const Icmp&) const = default;
 };
 
-using Match = std::variant<L4Proto, Ipv4Only, AddrIn, AddrInSet, AddrPortInSet, PortIn, Icmp>;
+// ct state <states>, e.g. established,related
+struct CtState {
+  enum : uint8_t { Established = 1, Related = 2, Invalid = 4 };
+  uint8_t states = 0;
+  bool operator==(const CtState&) const = default;
+};
+// iifname|oifname "<name>" (a trailing '*' matches every name it begins), or with
+// by_index iif|oif "<name>" (the interface as it is when the rule loads)
+struct IfaceName {
+  Iface iface = Iface::In;
+  bool by_index = false;
+  std::string name;
+  bool operator==(const IfaceName&) const = default;
+};
+// fib daddr type [!=] local   (addressed to one of this host's addresses)
+struct FibDaddrLocal {
+  bool negate = false;
+  bool operator==(const FibDaddrLocal&) const = default;
+};
+
+using Match = std::variant<L4Proto, Ipv4Only, AddrIn, AddrInSet, AddrPortInSet, PortIn, Icmp, CtState, IfaceName,
+                           FibDaddrLocal>;
 
 // One rule: every match must hold; then the statements in this order:
 // counter, log, verdict, and the rule's comment.
 struct Rule {
   std::vector<Match> matches;
   bool counter = false;
+  std::string counter_name;               // a named counter object instead ("" = none)
   std::optional<std::string> log_prefix;  // already cut to the kernel limit, no '"'
   std::optional<Verdict> verdict;
   std::string comment;                    // "" = none; no '"'
@@ -119,11 +150,24 @@ struct Element {
   bool operator==(const Element&) const = default;
 };
 
+// A base chain: attached to a hook, policy accept; its rules typed, its header
+// a few fixed words (full loads only).
+struct BaseChain {
+  std::string name;
+  const char* type = "filter";      // filter | nat
+  const char* hook = "forward";     // input | forward | postrouting
+  const char* priority = "filter";  // "filter", "filter + 1", "filter - 10", "srcnat"
+  std::string comment;              // "" = none
+  std::vector<Rule> rules;
+};
+
 // ---- text renderer (nft_text.cpp): the syntax nft reads and, for these
 // forms, prints back.
 std::string proto_name(uint8_t p);  // "tcp", "udp", ..., else the number
 void append_rule(std::string& out, const Rule& r);
 std::string rule_text(const Rule& r);
+// "  chain <name> {\n    type ... policy accept;\n    comment ...\n    <rule>\n ...  }\n"
+void append_base_chain(std::string& out, const BaseChain& c);
 std::string verdict_text(const Verdict& v);
 // The element as it appears between { } (map elements with " : <verdict>").
 std::string element_text(const Element& e);

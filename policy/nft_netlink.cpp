@@ -96,6 +96,9 @@ void put_verdict(MessageBuffer& b, const nft::Verdict& v) {
       b.u32be(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_JUMP));
       b.str(NFTA_VERDICT_CHAIN, v.chain);
       break;
+    case nft::Verdict::Masquerade:
+    case nft::Verdict::IfnameVmap:
+      break;  // statements, not verdict data: rules holding them are not encoded (covered())
   }
   b.close_nest(vn);
 }
@@ -119,7 +122,7 @@ struct Covered {
   bool operator()(const nft::AddrIn& m) const {
     return m.nets.size() == 1 && m.nets[0].is_v4() && m.nets[0].len() > 0 && m.nets[0].len() <= 32;
   }
-  bool operator()(const nft::AddrInSet& m) const { return !m.set.empty(); }
+  bool operator()(const nft::AddrInSet& m) const { return !m.set.empty() && !m.v6; }
   bool operator()(const nft::AddrPortInSet& m) const { return !m.set.empty(); }
   bool operator()(const nft::PortIn& m) const {
     if (m.ports.empty()) return false;
@@ -129,10 +132,18 @@ struct Covered {
     return true;
   }
   bool operator()(const nft::Icmp&) const { return false; }
+  // Forms of the base chains only (full loads through libnftables):
+  bool operator()(const nft::CtState&) const { return false; }
+  bool operator()(const nft::IfaceName&) const { return false; }
+  bool operator()(const nft::FibDaddrLocal&) const { return false; }
 };
 
 bool covered(const nft::Rule& r) {
   if (r.comment.size() >= 128 || (r.log_prefix && r.log_prefix->size() >= 128)) return false;
+  if (!r.counter_name.empty()) return false;
+  if (r.verdict && r.verdict->kind != nft::Verdict::Accept && r.verdict->kind != nft::Verdict::Drop &&
+      r.verdict->kind != nft::Verdict::Jump)
+    return false;
   for (const auto& m : r.matches)
     if (!std::visit(Covered{}, m)) return false;
   return true;
@@ -235,6 +246,9 @@ class RuleExprs {
     anon_.push_back(std::move(s));
   }
   void operator()(const nft::Icmp&) {}  // not covered (covered() refuses it first)
+  void operator()(const nft::CtState&) {}
+  void operator()(const nft::IfaceName&) {}
+  void operator()(const nft::FibDaddrLocal&) {}
 
  private:
   void meta(uint32_t key, uint32_t reg) {

@@ -4,6 +4,7 @@
 // exactly what the compiler wrote before rules were typed.
 // Pure: string building only; calls nothing outside this file but Prefix::str().
 #include <charconv>
+#include <utility>
 #include <string>
 
 #include "policy/nft_ir.hpp"
@@ -37,7 +38,10 @@ void append_proto(std::string& out, uint8_t p) {
   else append_num(out, p);
 }
 
-const char* side_addr(Side s) { return s == Side::Source ? "ip saddr " : "ip daddr "; }
+const char* side_addr(Side s, bool v6 = false) {
+  if (v6) return s == Side::Source ? "ip6 saddr " : "ip6 daddr ";
+  return s == Side::Source ? "ip saddr " : "ip daddr ";
+}
 const char* side_port(Side s) { return s == Side::Source ? "th sport " : "th dport "; }
 
 void append_prefix(std::string& out, const Prefix& p) {
@@ -62,6 +66,12 @@ void append_span(std::string& out, const PortSpan& p) {
   }
 }
 
+void append_quoted(std::string& out, std::string_view s) {
+  out += '"';
+  for (char c : s) out += (c == '"' || c == '\\') ? '\'' : c;  // nft strings cannot escape these
+  out += '"';
+}
+
 struct MatchText {
   std::string& out;
   void operator()(const L4Proto& m) const {
@@ -79,7 +89,7 @@ struct MatchText {
     out += " }";
   }
   void operator()(const AddrInSet& m) const {
-    out += side_addr(m.side);
+    out += side_addr(m.side, m.v6);
     out += m.negate ? "!= @" : "@";
     out += m.set;
   }
@@ -118,6 +128,22 @@ struct MatchText {
       append_num(out, m.type);
     }
   }
+  void operator()(const CtState& m) const {
+    out += "ct state ";
+    const char* sep = "";
+    for (auto [bit, name] : {std::pair{CtState::Established, "established"}, std::pair{CtState::Related, "related"},
+                             std::pair{CtState::Invalid, "invalid"}})
+      if (m.states & bit) {
+        out += sep;
+        out += name;
+        sep = ",";
+      }
+  }
+  void operator()(const IfaceName& m) const {
+    out += m.iface == Iface::In ? (m.by_index ? "iif " : "iifname ") : (m.by_index ? "oif " : "oifname ");
+    append_quoted(out, m.name);
+  }
+  void operator()(const FibDaddrLocal& m) const { out += m.negate ? "fib daddr type != local" : "fib daddr type local"; }
 };
 
 void append_verdict(std::string& out, const Verdict& v) {
@@ -128,13 +154,12 @@ void append_verdict(std::string& out, const Verdict& v) {
       out += "jump ";
       out += v.chain;
       break;
+    case Verdict::Masquerade: out += "masquerade"; break;
+    case Verdict::IfnameVmap:
+      out += v.iface == Iface::In ? "iifname vmap @" : "oifname vmap @";
+      out += v.chain;
+      break;
   }
-}
-
-void append_quoted(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) out += (c == '"' || c == '\\') ? '\'' : c;  // nft strings cannot escape these
-  out += '"';
 }
 
 }  // namespace
@@ -165,6 +190,11 @@ void append_rule(std::string& out, const Rule& r) {
     sep();
     out += "counter";
   }
+  if (!r.counter_name.empty()) {
+    sep();
+    out += "counter name ";
+    append_quoted(out, r.counter_name);
+  }
   if (r.log_prefix) {
     sep();
     out += "log prefix ";
@@ -185,6 +215,29 @@ std::string rule_text(const Rule& r) {
   std::string s;
   append_rule(s, r);
   return s;
+}
+
+void append_base_chain(std::string& out, const BaseChain& c) {
+  out += "  chain ";
+  out += c.name;
+  out += " {\n    type ";
+  out += c.type;
+  out += " hook ";
+  out += c.hook;
+  out += " priority ";
+  out += c.priority;
+  out += "; policy accept;\n";
+  if (!c.comment.empty()) {
+    out += "    comment ";
+    append_quoted(out, c.comment);
+    out += '\n';
+  }
+  for (const auto& r : c.rules) {
+    out += "    ";
+    append_rule(out, r);
+    out += '\n';
+  }
+  out += "  }\n";
 }
 
 std::string verdict_text(const Verdict& v) {

@@ -407,6 +407,35 @@ TEST_CASE("nft text: every match form, negated or not") {
   CHECK(nft::element_text(nft::Element::iface("cali1")) == "\"cali1\"");
 }
 
+TEST_CASE("nft text: the base chains' forms (hooks, tunnel guard, outgoing NAT)") {
+  auto text = [](nft::Match m) { return nft::rule_text(rule({std::move(m)}, std::nullopt, false)); };
+  using nft::CtState;
+  CHECK(text(CtState{CtState::Established | CtState::Related}) == "ct state established,related");
+  CHECK(text(CtState{CtState::Invalid}) == "ct state invalid");
+  CHECK(text(nft::IfaceName{nft::Iface::In, false, "cali*"}) == "iifname \"cali*\"");
+  CHECK(text(nft::IfaceName{nft::Iface::Out, false, "cali1"}) == "oifname \"cali1\"");
+  CHECK(text(nft::IfaceName{nft::Iface::In, true, "lo"}) == "iif \"lo\"");
+  CHECK(text(nft::FibDaddrLocal{true}) == "fib daddr type != local");
+  CHECK(text(nft::AddrInSet{Side::Source, false, "nat-pools-v6", true}) == "ip6 saddr @nat-pools-v6");
+  CHECK(nft::verdict_text(nft::Verdict::masquerade()) == "masquerade");
+  CHECK(nft::verdict_text(nft::Verdict::ifname_vmap(nft::Iface::Out, "wl-in")) == "oifname vmap @wl-in");
+  nft::Rule named = rule({nft::L4Proto{4, false}}, nft::Verdict::drop(), false);
+  named.counter_name = "tunnel-drop-ipip";
+  CHECK(nft::rule_text(named) == "meta l4proto 4 counter name \"tunnel-drop-ipip\" drop");
+  nft::BaseChain c;
+  c.name = "guard";
+  c.hook = "input";
+  c.priority = "filter - 10";
+  c.comment = "only from nodes";
+  c.rules = {rule({nft::IfaceName{nft::Iface::In, true, "lo"}}, nft::Verdict::accept(), false), named};
+  std::string out;
+  nft::append_base_chain(out, c);
+  CHECK(out ==
+        "  chain guard {\n    type filter hook input priority filter - 10; policy accept;\n"
+        "    comment \"only from nodes\"\n    iif \"lo\" accept\n"
+        "    meta l4proto 4 counter name \"tunnel-drop-ipip\" drop\n  }\n");
+}
+
 TEST_CASE("netlink encoder: each rule form gives the expressions nft 1.0.6 generates for its text") {
   for (const auto& c : reference_cases()) {
     CAPTURE(c.text);
@@ -460,6 +489,14 @@ TEST_CASE("netlink encoder: forms it does not cover are refused and append nothi
       rule({nft::AddrIn{Side::Source, false, {pfx("0.0.0.0/0")}}}, nft::Verdict::accept()),
       rule({nft::PortIn{Side::Destination, false, {{80, 80}, {1000, 2000}}}}, nft::Verdict::accept()),
   };
+  refused.push_back(rule({nft::CtState{nft::CtState::Invalid}}, nft::Verdict::drop()));
+  refused.push_back(rule({nft::IfaceName{nft::Iface::In, false, "cali*"}}, nft::Verdict::drop()));
+  refused.push_back(rule({nft::FibDaddrLocal{true}}, nft::Verdict::masquerade()));
+  refused.push_back(rule({nft::AddrInSet{Side::Source, false, "nat-pools-v6", true}}, nft::Verdict::accept()));
+  refused.push_back(rule({}, nft::Verdict::ifname_vmap(nft::Iface::In, "wl-out")));
+  nft::Rule named = rule({}, nft::Verdict::drop(), false);
+  named.counter_name = "c";
+  refused.push_back(named);
   nft::Rule long_comment = rule({}, nft::Verdict::accept());
   long_comment.comment = std::string(128, 'x');
   refused.push_back(long_comment);
