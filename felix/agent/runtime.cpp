@@ -11,6 +11,7 @@
 //   Calc         -> Dataplane           (routes per class, tunnel devices, VTEPs, workload veths)
 //   Calc         -> PolicyCompiler -> PolicyExecutor   (endpoints, namespaces, policies → table inet tabby)
 //   Calc         -> PolicyCompiler (tunnel guard)      (nodes' underlay addresses → set tunnel-peers)
+//   Calc         -> PolicyCompiler (outgoing NAT)      (IPPool CIDRs → sets pod-pools-*, nat-pools-*)
 //   Runtime      -> Datastore           (registers this node's Node resource when it has none)
 //   all modules  -> ApiServer           (read-only snapshots: status, routes, ipam, endpoints, policy)
 //   all modules  -> Metrics -> HealthServer   (/metrics, /readyz, /livez on metricsAddress)
@@ -197,6 +198,7 @@ struct AgentRuntime::Impl {
         executor_ = std::move(*x);
         policy::CompilerOptions po;
         po.enforce_policy = config_.dataplane.policy;
+        po.nat_outgoing = true;  // IPPool natOutgoing (Calico: per pool, no node switch)
         compiler_ = std::make_unique<policy::PolicyCompiler>(po);
       }
     }
@@ -351,6 +353,8 @@ struct AgentRuntime::Impl {
       // Calc -> tunnel guard: the nodes' addresses, as set element changes.
       compiler_->set_tunnel_guard({true, config_.dataplane.vxlan_port});
       if (full || ch.nodes_changed) compiler_->set_tunnel_peers(calc_.node_ipv4_addresses());
+      // Calc -> outgoing NAT: the pools, as interval set element changes.
+      if (full || ch.nat_pools_changed) compiler_->set_nat_outgoing_pools(calc_.nat_outgoing_pools());
       sync_policy(full || !policy_synced_);
     }
     processing_ = false;

@@ -9,6 +9,7 @@
 //  (b) the dataplane's desired state per dataplane::RouteClass + TunnelConfig +
 //      workload interfaces.
 //  (c) policy inputs: endpoints, namespaces and policies for policy::PolicyCompiler.
+//  (d) outgoing NAT: the pool CIDRs to masquerade from and never to (nat_outgoing_pools).
 //
 // How the agent drives it (single-threaded):
 //   Calc calc({.node_name = "node-1", .base = agent_config.bgp});
@@ -130,6 +131,7 @@ struct CalcChanges {
   bool tunnels_changed = false;      // tunnel_config() differs
   bool interfaces_changed = false;   // workload_interfaces() differs
   bool nodes_changed = false;        // a node came, went or changed (node_ipv4_addresses())
+  bool nat_pools_changed = false;    // nat_outgoing_pools() differs
   std::vector<RouteOp> routes;       // per-route edits, removals before upserts
   std::vector<policy::Namespace> namespaces_upserted;
   std::vector<std::string> namespaces_removed;
@@ -151,6 +153,12 @@ struct PoolView {
   std::string name;
   IpPool pool;
 };
+
+// Outgoing NAT (Calico IPPool natOutgoing): every pool's CIDR is a pod network
+// (disabled pools included, as in Calico: traffic to them is never masqueraded);
+// the CIDRs of natOutgoing pools are the sources that are. Rejected pools (an
+// overlap) are not in `pools` and count for neither.
+policy::NatOutgoingPools nat_outgoing_pools(const std::vector<PoolView>& pools);
 
 struct BlockChoice {
   Prefix block;
@@ -241,6 +249,9 @@ class Calc {
   // included: the sources tunnel traffic is accepted from (the tunnel guard).
   std::vector<IpAddress> node_ipv4_addresses() const;
   std::vector<PoolView> pools() const;  // accepted pools, name order
+  // The pools for outgoing NAT (policy::PolicyCompiler::set_nat_outgoing_pools),
+  // from the accepted pools; valid after take_changes().
+  const policy::NatOutgoingPools& nat_outgoing_pools() const;
   std::optional<std::string> block_owner(const Prefix& block) const;
   std::optional<IpAddress> tunnel_address(const std::string& node, bool vxlan) const;
 

@@ -762,6 +762,48 @@ TEST_CASE("overlapping enabled pools: the newcomer is rejected naming both, read
   CHECK_FALSE(n1.calc.pools()[0].pool.disabled);
 }
 
+TEST_CASE("outgoing NAT pools: every pool (disabled too) is a pod network, natOutgoing ones are masqueraded") {
+  auto P = [](const char* s) { return *Prefix::parse(s); };
+  Node n1("node-1");
+  auto ch = n1.feed("a.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16", "  natOutgoing: true\n") +
+                                  pool_yaml("pool-b", "198.20.0.0/16") +
+                                  pool_yaml("pool-c", "10.0.0.0/8", "  disabled: true\n  natOutgoing: true\n") +
+                                  pool_yaml("pool-6", "fd00:10::/48", "  natOutgoing: true\n"));
+  REQUIRE(n1.errors.empty());
+  CHECK(ch.nat_pools_changed);
+  const auto& np = n1.calc.nat_outgoing_pools();
+  // Name order; a disabled pool is a pod network and, with natOutgoing, a masqueraded source too (Calico).
+  CHECK(np.pools == std::vector<Prefix>{P("fd00:10::/48"), P("198.19.0.0/16"), P("198.20.0.0/16"), P("10.0.0.0/8")});
+  CHECK(np.masquerade == std::vector<Prefix>{P("fd00:10::/48"), P("198.19.0.0/16"), P("10.0.0.0/8")});
+  // An unrelated change: not reported as a pool change.
+  ch = n1.feed("n.yaml", node_yaml("node-4", "198.18.0.14/24"));
+  CHECK_FALSE(ch.nat_pools_changed);
+  // Flipping the flag is a change.
+  ch = n1.feed("a.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") + pool_yaml("pool-b", "198.20.0.0/16") +
+                             pool_yaml("pool-c", "10.0.0.0/8", "  disabled: true\n  natOutgoing: true\n") +
+                             pool_yaml("pool-6", "fd00:10::/48", "  natOutgoing: true\n"));
+  CHECK(ch.nat_pools_changed);
+  CHECK(n1.calc.nat_outgoing_pools().masquerade == std::vector<Prefix>{P("fd00:10::/48"), P("10.0.0.0/8")});
+  // A rejected (overlapping) pool counts for neither set.
+  n1.feed("b.yaml", pool_yaml("pool-d", "198.19.128.0/17", "  natOutgoing: true\n"));
+  CHECK(n1.errors.size() == 1);
+  CHECK(n1.calc.nat_outgoing_pools().pools.size() == 4);
+  CHECK(n1.calc.nat_outgoing_pools().masquerade.size() == 2);
+}
+
+// The pure helper alone.
+TEST_CASE("nat_outgoing_pools from pool views") {
+  IpPool a, b;
+  a.cidr = *Prefix::parse("198.19.0.0/16");
+  a.nat_outgoing = true;
+  b.cidr = *Prefix::parse("198.20.0.0/16");
+  b.disabled = true;
+  auto np = nat_outgoing_pools({{"a", a}, {"b", b}});
+  CHECK(np.pools == std::vector<Prefix>{a.cidr, b.cidr});
+  CHECK(np.masquerade == std::vector<Prefix>{a.cidr});
+  CHECK(nat_outgoing_pools({}).pools.empty());
+}
+
 TEST_CASE("a bad manifest leaves the last good state") {
   Node n1("node-1");
   std::string good = cluster_with_pool("  ipipMode: Always\n");
