@@ -46,7 +46,9 @@
 //    spec.bgp.ipv4Address). IPv6 blocks are always routed directly.
 //  * Tunnel (VTEP) address of a node: Node spec.ipv4VXLANTunnelAddr /
 //    spec.bgp.ipv4IPIPTunnelAddr if set, otherwise the first address of its lowest
-//    IPv4 block. IPAM therefore never hands out the first address of a block.
+//    IPv4 block. IPAM therefore never hands out the first address of a block. A node
+//    whose pools use a tunnel claims a block when it starts (tunnel_block_to_claim),
+//    so it has that address before its first pod.
 //  * Block ownership comes from BlockAffinity resources (the datastore is the source
 //    of truth). BGP-learned routes (set_learned_routes) are installed as RouteClass::
 //    Static only for prefixes no block covers (e.g. a ToR's default route or another
@@ -262,6 +264,15 @@ class Calc {
   // An address for `handle` on `node`: from its blocks (lowest block first), else
   // from a new block to claim. Error when every pool is exhausted or none matches.
   Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
+  // The block this node claims when it starts, so that it has a tunnel (VTEP)
+  // address before its first pod (a node without pods stays reachable over IPIP
+  // or VXLAN): set when an enabled IPv4 pool whose nodeSelector matches this node
+  // uses IPIP (or VXLAN) while the Node sets no ipv4IPIPTunnelAddr (or
+  // ipv4VXLANTunnelAddr), the node has its IPv4 address and no IPv4 block yet.
+  // It is the block the node's first pod would get (next_block: pool name order,
+  // the tunnel pool or not); the node's tunnel address is then the block's first
+  // address, which IPAM never hands to a pod, and pods fill the rest.
+  std::optional<BlockChoice> tunnel_block_to_claim() const;
   // CNI DEL: the BlockAffinity objects that record `handle`, with it removed (write
   // them back; the caller also deletes the WorkloadEndpoint). Empty when none does.
   std::vector<Resource> plan_release(const std::string& handle) const;

@@ -148,6 +148,24 @@ Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handl
   return plan;
 }
 
+std::optional<BlockChoice> Calc::tunnel_block_to_claim() const {
+  const std::string& me = impl_->opt.node_name;
+  const NodeInfo* n = node(me);
+  if (!impl_->opt.cluster || !n || !n->ipv4) return std::nullopt;
+  if (auto nb = impl_->node_blocks.find(me); nb != impl_->node_blocks.end())
+    for (const auto& b : nb->second)
+      if (b.is_v4()) return std::nullopt;
+  bool needs_tunnel = false;
+  for (const auto& pv : pools()) {
+    const IpPool& p = pv.pool;
+    if (p.disabled || !p.cidr.is_v4() || !p.node_selector.matches(n->labels)) continue;
+    needs_tunnel |= (p.uses_vxlan() && !n->vxlan_tunnel_addr) || (p.uses_ipip() && !n->ipip_tunnel_addr);
+  }
+  // The block its first pod would get: the tunnel address is the first address of
+  // the node's lowest block whatever its pool, and pods then fill the rest.
+  return needs_tunnel ? next_block(me, IpFamily::V4) : std::nullopt;
+}
+
 std::vector<Resource> Calc::plan_release(const std::string& handle) const {
   std::vector<Resource> out;
   for (const auto& [name, a] : impl_->affinities) {

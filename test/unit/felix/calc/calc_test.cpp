@@ -804,6 +804,54 @@ TEST_CASE("nat_outgoing_pools from pool views") {
   CHECK(nat_outgoing_pools({}).pools.empty());
 }
 
+TEST_CASE("tunnel block: a node whose pools use a tunnel claims a block before any pod") {
+  Node n1("node-1");
+  // No tunnel: nothing to claim.
+  n1.feed("a.yaml", kThreeNodes + pool_yaml("a-plain", "198.19.0.0/16"));
+  CHECK_FALSE(n1.calc.tunnel_block_to_claim());
+  // A VXLAN pool for zone b only, node-1 is in zone a: still nothing.
+  n1.feed("b.yaml", pool_yaml("b-vx", "198.20.0.0/16", "  vxlanMode: Always\n  nodeSelector: zone == 'b'\n"));
+  CHECK_FALSE(n1.calc.tunnel_block_to_claim());
+  // One that matches: the block the node's first pod would get (the first pool by
+  // name, a-plain, even though only c-vx uses the tunnel).
+  n1.feed("c.yaml", pool_yaml("c-vx", "198.21.0.0/16", "  vxlanMode: Always\n"));
+  auto b = n1.calc.tunnel_block_to_claim();
+  REQUIRE(b);
+  CHECK(b->block.str() == "198.19.0.0/26");
+  CHECK(b->pool == "a-plain");
+  CHECK(b->block == n1.calc.plan_ip("node-1", "default/p", IpFamily::V4)->block);
+  // Taken by node-2 meanwhile: the next one.
+  n1.feed("d.yaml", block_yaml("198.19.0.0/26", "node-2"));
+  b = n1.calc.tunnel_block_to_claim();
+  REQUIRE(b);
+  CHECK(b->block.str() == "198.19.0.64/26");
+  // Claimed: the node's VTEP is the block's first address, nothing more to claim,
+  // and the first pod takes the block's next address.
+  n1.feed("e.yaml", block_yaml("198.19.0.64/26", "node-1"));
+  CHECK_FALSE(n1.calc.tunnel_block_to_claim());
+  CHECK(n1.calc.tunnel_address("node-1", true)->str() == "198.19.0.64");
+  CHECK(n1.calc.tunnel_config().vxlan.tunnel_address->str() == "198.19.0.64");
+  CHECK(n1.calc.plan_ip("node-1", "default/p", IpFamily::V4)->ip.str() == "198.19.0.65");
+  // Any IPv4 block already gives the node its tunnel address (its pods' block).
+  Node n2("node-2");
+  n2.feed("a.yaml", kThreeNodes + pool_yaml("c-vx", "198.21.0.0/16", "  ipipMode: Always\n") +
+                        block_yaml("198.21.0.0/26", "node-2"));
+  CHECK_FALSE(n2.calc.tunnel_block_to_claim());
+  // A Node with its own ipv4IPIPTunnelAddr needs no block for IPIP.
+  Node n3("node-3");
+  n3.feed("a.yaml", node_yaml("node-3", "198.18.0.13/24", "    ipv4IPIPTunnelAddr: 198.21.9.9\n") +
+                        pool_yaml("c-ipip", "198.21.0.0/16", "  ipipMode: Always\n"));
+  CHECK_FALSE(n3.calc.tunnel_block_to_claim());
+  // No IPv4 address for the node yet (not registered): wait.
+  Node n4("node-4");
+  n4.feed("a.yaml", kThreeNodes + pool_yaml("c-vx", "198.21.0.0/16", "  vxlanMode: Always\n"));
+  CHECK_FALSE(n4.calc.tunnel_block_to_claim());
+  // Disabled tunnel pools are not claimed from.
+  Node n5("node-1");
+  n5.feed("a.yaml", kThreeNodes + pool_yaml("c-vx", "198.21.0.0/16", "  vxlanMode: Always\n  disabled: true\n"));
+  CHECK_FALSE(n5.calc.tunnel_block_to_claim());
+}
+
 TEST_CASE("a bad manifest leaves the last good state") {
   Node n1("node-1");
   std::string good = cluster_with_pool("  ipipMode: Always\n");
