@@ -187,6 +187,27 @@ struct IpamBlock {
   uint64_t capacity = 0;
 };
 
+// An address recorded as allocated (BlockAffinity spec.allocations) whose pod is
+// gone: no WorkloadEndpoint named by its handle, or that endpoint holds other
+// addresses (a CNI DEL that never came, an ADD that failed after allocating).
+struct IpamLeak {
+  IpAddress ip;
+  Prefix block;
+  std::string node;      // the block's owner
+  std::string handle;    // "namespace/pod"
+  std::string affinity;  // the BlockAffinity that records it
+  std::string reason;
+};
+
+// Freeing one recorded address: the BlockAffinity with the allocation removed (to
+// write back). in_use_by: the WorkloadEndpoint that holds the address now, if any.
+struct IpamRelease {
+  IpAddress ip;
+  std::string handle;
+  Resource affinity;
+  std::string in_use_by;
+};
+
 // What the CNI plugin (via the datastore claimer) must do to give `handle` an address.
 struct IpamPlan {
   Prefix block;
@@ -273,6 +294,10 @@ class Calc {
   // the tunnel pool or not); the node's tunnel address is then the block's first
   // address, which IPAM never hands to a pod, and pods fill the rest.
   std::optional<BlockChoice> tunnel_block_to_claim() const;
+  // `tabby ipam check`: the leaked allocations of the cluster, address order.
+  std::vector<IpamLeak> ipam_leaks() const;
+  // `tabby ipam release ADDR`: error when no BlockAffinity records `ip`.
+  Result<IpamRelease> plan_release_ip(const IpAddress& ip) const;
   // CNI DEL: the BlockAffinity objects that record `handle`, with it removed (write
   // them back; the caller also deletes the WorkloadEndpoint). Empty when none does.
   std::vector<Resource> plan_release(const std::string& handle) const;

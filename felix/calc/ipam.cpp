@@ -166,6 +166,42 @@ std::optional<BlockChoice> Calc::tunnel_block_to_claim() const {
   return needs_tunnel ? next_block(me, IpFamily::V4) : std::nullopt;
 }
 
+std::vector<IpamLeak> Calc::ipam_leaks() const {
+  std::vector<IpamLeak> out;
+  for (const auto& [name, a] : impl_->affinities)
+    for (const auto& [handle, ip] : a.allocations) {
+      auto w = impl_->weps.find(handle);
+      std::string reason;
+      if (w == impl_->weps.end()) {
+        reason = "no WorkloadEndpoint " + handle;
+      } else {
+        auto ips = w->second.ips();
+        if (std::find(ips.begin(), ips.end(), ip) == ips.end())
+          reason = "WorkloadEndpoint " + handle + " holds other addresses";
+      }
+      if (!reason.empty()) out.push_back({ip, a.cidr, a.node, handle, name, std::move(reason)});
+    }
+  std::sort(out.begin(), out.end(), [](const IpamLeak& x, const IpamLeak& y) { return x.ip < y.ip; });
+  return out;
+}
+
+Result<IpamRelease> Calc::plan_release_ip(const IpAddress& ip) const {
+  for (const auto& [name, a] : impl_->affinities)
+    for (const auto& [handle, at] : a.allocations) {
+      if (at != ip) continue;
+      IpamRelease r;
+      r.ip = ip;
+      r.handle = handle;
+      r.affinity.key = {Kind::BlockAffinity, "", name};
+      BlockAffinity b = a;
+      b.allocations.erase(handle);
+      r.affinity.body = std::move(b);
+      for (auto [it, end] = impl_->wep_ips.equal_range(ip); it != end; ++it) r.in_use_by = *it->second;
+      return r;
+    }
+  return fail_msg("no IPAM allocation records " + ip.str());
+}
+
 std::vector<Resource> Calc::plan_release(const std::string& handle) const {
   std::vector<Resource> out;
   for (const auto& [name, a] : impl_->affinities) {

@@ -970,6 +970,57 @@ TEST_CASE("IPAM: block choice by pool order and nodeSelector") {
   CHECK(choose_block(v6, {}, {*Prefix::parse("2001:db8::/122")}, IpFamily::V6)->block.str() == "2001:db8::40/122");
 }
 
+TEST_CASE("IPAM check and release: allocations whose pod is gone, and freeing one") {
+  auto alloc_block = [](const std::string& cidr, const std::string& node, const std::string& allocs) {
+    Prefix p = *Prefix::parse(cidr);
+    return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
+           "}\nspec: {cidr: " + cidr + ", node: " + node + ", allocations: {" + allocs + "}}\n---\n";
+  };
+  Node n1("node-1");
+  n1.feed("c.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") +
+                        alloc_block("198.19.0.0/26", "node-1",
+                                    "default/a: 198.19.0.1, default/b: 198.19.0.2, default/gone: 198.19.0.3") +
+                        alloc_block("198.19.0.64/26", "node-2", "default/c: 198.19.0.65, kube/old: 198.19.0.66") +
+                        wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("b", "node-1", "198.19.0.9", "cali2") +
+                        wep_yaml("c", "node-2", "198.19.0.65", "cali3"));
+  REQUIRE(n1.errors.empty());
+  auto leaks = n1.calc.ipam_leaks();
+  REQUIRE(leaks.size() == 3);
+  CHECK(leaks[0].ip.str() == "198.19.0.2");
+  CHECK(leaks[0].handle == "default/b");
+  CHECK(leaks[0].reason == "WorkloadEndpoint default/b holds other addresses");
+  CHECK(leaks[1].ip.str() == "198.19.0.3");
+  CHECK(leaks[1].reason == "no WorkloadEndpoint default/gone");
+  CHECK(leaks[1].node == "node-1");
+  CHECK(leaks[1].block.str() == "198.19.0.0/26");
+  CHECK(leaks[1].affinity == "198-19-0-0-26");
+  CHECK(leaks[2].ip.str() == "198.19.0.66");
+  CHECK(leaks[2].node == "node-2");
+
+  // Releasing a leaked address: its affinity without that allocation, nobody holds it.
+  auto r = n1.calc.plan_release_ip(*IpAddress::parse("198.19.0.3"));
+  REQUIRE(r);
+  CHECK(r->handle == "default/gone");
+  CHECK(r->in_use_by.empty());
+  CHECK(r->affinity.key.name == "198-19-0-0-26");
+  const auto& a = std::get<BlockAffinity>(r->affinity.body);
+  CHECK(a.allocations.size() == 2);
+  CHECK_FALSE(a.allocations.count("default/gone"));
+  // An address a live endpoint holds: the plan says who.
+  r = n1.calc.plan_release_ip(*IpAddress::parse("198.19.0.1"));
+  REQUIRE(r);
+  CHECK(r->in_use_by == "default/a");
+  // Not recorded anywhere: an error.
+  CHECK_FALSE(n1.calc.plan_release_ip(*IpAddress::parse("198.19.0.40")));
+  // Written back: the leak is gone.
+  n1.feed("c.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") +
+                        alloc_block("198.19.0.0/26", "node-1", "default/a: 198.19.0.1, default/b: 198.19.0.2") +
+                        alloc_block("198.19.0.64/26", "node-2", "default/c: 198.19.0.65, kube/old: 198.19.0.66") +
+                        wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("b", "node-1", "198.19.0.9", "cali2") +
+                        wep_yaml("c", "node-2", "198.19.0.65", "cali3"));
+  CHECK(n1.calc.ipam_leaks().size() == 2);
+}
+
 TEST_CASE("IPAM: address choice skips only the block's first address (tunnel)") {
   Prefix b = *Prefix::parse("10.0.0.0/30");
   CHECK(block_capacity(b) == 3);
