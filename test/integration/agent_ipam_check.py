@@ -4,7 +4,8 @@ came, `tabby ipam release` frees it (with a dry run first), and a new pod gets i
 back.
 
 Topology (namespaces this test creates): node1 on a bridge with the file datastore,
-one IPPool 198.19.0.0/16; pods added through the CNI plugin as a runtime does.
+one IPPool 198.19.0.0/16; pods added through the CNI plugin as a runtime does. The
+whole scenario runs twice: on the file datastore, then on a real etcd.
 
 Checks:
 1. Two pods; `tabby ipam check` lists nothing.
@@ -28,12 +29,13 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest.cluster import Cluster  # noqa: E402
-from tabbytest.core import check, run_test, sh, step  # noqa: E402
+from tabbytest.core import Lab, check, run_test, sh, step  # noqa: E402
 
 
 def ipam(c, *args):
+    """`tabby ipam ...` on node1 (in its namespace: the datastore is reached from there)."""
     conf = c.agents["node1"].conf
-    return sh([c.bin, "ipam"] + list(args) + ["--config", conf], check_rc=False)
+    return sh(c.nodes["node1"].cmd([c.bin, "ipam"] + list(args) + ["--config", conf]), check_rc=False)
 
 
 def recorded(c):
@@ -45,7 +47,15 @@ def recorded(c):
 
 
 def body(lab):
-    c = Cluster(lab)
+    step("== on the file datastore")
+    scenario(lab, "file")
+    step("== on etcd")
+    with Lab("etcdipam") as lab2:  # its own namespaces (another prefix), cleaned up on exit
+        scenario(lab2, "etcd")
+
+
+def scenario(lab, store):
+    c = Cluster(lab, store=store)
     c.pool("default-ipv4-ippool", "198.19.0.0/16")
     c.add_node("node1", 1)
     c.wait_ready(60)
@@ -101,7 +111,7 @@ def body(lab):
     check(r.returncode == 1 and "no IPAM allocation records 198.19.200.7" in r.stderr, f"{r.stdout}{r.stderr}")
     r = ipam(c, "release", "not-an-ip")
     check(r.returncode == 2 and "is not an IP address" in r.stderr, f"{r.stdout}{r.stderr}")
-    r = sh([c.bin, "ipam", "check"], check_rc=False)
+    r = sh(c.nodes["node1"].cmd([c.bin, "ipam", "check"]), check_rc=False)
     check(r.returncode == 2 and "usage" in r.stderr, f"no --config: {r.returncode} {r.stderr}")
 
 
