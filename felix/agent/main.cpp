@@ -23,6 +23,7 @@ void usage(std::ostream& o) {
        "  ipam [-o json] [--socket S]     IPAM blocks per node, totals per pool\n"
        "  ipam check --config FILE [-o json]   allocations whose pod is gone (from the datastore)\n"
        "  ipam release ADDR --config FILE [--dry-run]   free one of them\n"
+       "  ipam release --block CIDR --config FILE [--dry-run]   free a gone node's block\n"
        "  endpoints [-o json] [--socket S]  workload endpoints (node, interface, IPs, labels)\n"
        "  version                         print the version\n"
        "\n"

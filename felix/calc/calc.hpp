@@ -208,6 +208,16 @@ struct IpamRelease {
   std::string in_use_by;
 };
 
+// A claimed block whose node is gone (no Node resource of that name): what a dead
+// node leaves behind. live_endpoints: WorkloadEndpoints still holding one of its
+// addresses (while there are any, the block is not released).
+struct IpamOrphanBlock {
+  Prefix block;
+  std::string node, affinity;
+  size_t allocations = 0;
+  std::vector<std::string> live_endpoints;
+};
+
 // What the CNI plugin (via the datastore claimer) must do to give `handle` an address.
 struct IpamPlan {
   Prefix block;
@@ -296,6 +306,8 @@ class Calc {
   std::optional<BlockChoice> tunnel_block_to_claim() const;
   // `tabby ipam check`: the leaked allocations of the cluster, address order.
   std::vector<IpamLeak> ipam_leaks() const;
+  // `tabby ipam check`: blocks whose node no longer exists, address order.
+  std::vector<IpamOrphanBlock> orphan_blocks() const;
   // `tabby ipam release ADDR`: error when no BlockAffinity records `ip`.
   Result<IpamRelease> plan_release_ip(const IpAddress& ip) const;
   // CNI DEL: the BlockAffinity objects that record `handle`, with it removed (write

@@ -185,6 +185,21 @@ std::vector<IpamLeak> Calc::ipam_leaks() const {
   return out;
 }
 
+std::vector<IpamOrphanBlock> Calc::orphan_blocks() const {
+  std::vector<IpamOrphanBlock> out;
+  for (const auto& [cidr, name] : impl_->blocks) {
+    const BlockAffinity& a = impl_->affinities.at(name);
+    if (impl_->nodes.count(a.node)) continue;
+    IpamOrphanBlock o{cidr, a.node, name, a.allocations.size(), {}};
+    for (auto it = impl_->wep_ips.lower_bound(cidr.addr()); it != impl_->wep_ips.end() && cidr.contains(it->first); ++it)
+      o.live_endpoints.push_back(*it->second);
+    std::sort(o.live_endpoints.begin(), o.live_endpoints.end());
+    o.live_endpoints.erase(std::unique(o.live_endpoints.begin(), o.live_endpoints.end()), o.live_endpoints.end());
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
 Result<IpamRelease> Calc::plan_release_ip(const IpAddress& ip) const {
   for (const auto& [name, a] : impl_->affinities)
     for (const auto& [handle, at] : a.allocations) {

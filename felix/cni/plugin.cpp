@@ -474,23 +474,35 @@ std::string json_quote(const std::string& s) {
 int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   auto usage = [&] {
     err << "usage: tabby ipam check --config FILE [-o json]\n"
-           "       tabby ipam release ADDRESS --config FILE [--dry-run]\n";
+           "       tabby ipam release ADDRESS --config FILE [--dry-run]\n"
+           "       tabby ipam release --block CIDR --config FILE [--dry-run]\n";
     return 2;
   };
   if (args.empty()) return usage();
   const std::string& sub = args[0];
-  std::string config, address;
+  std::string config, address, block_text;
   bool json_out = false, dry_run = false;
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) config = args[++i];
+    else if (args[i] == "--block" && i + 1 < args.size() && sub == "release") block_text = args[++i];
     else if (args[i] == "-o" && i + 1 < args.size() && args[i + 1] == "json") json_out = true, ++i;
     else if (args[i] == "--dry-run" && sub == "release") dry_run = true;
     else if (sub == "release" && address.empty() && args[i][0] != '-') address = args[i];
     else return usage();
   }
-  if ((sub != "check" && sub != "release") || config.empty() || (sub == "release" && address.empty())) return usage();
+  if ((sub != "check" && sub != "release") || config.empty() ||
+      (sub == "release" && address.empty() == block_text.empty()))
+    return usage();
   std::optional<IpAddress> ip;
-  if (sub == "release") {
+  std::optional<Prefix> block;
+  if (!block_text.empty()) {
+    auto p = Prefix::parse(block_text);
+    if (!p || block_text.find('/') == std::string::npos) {
+      err << "tabby ipam release: '" << block_text << "' is not a CIDR\n";
+      return 2;
+    }
+    block = *p;
+  } else if (sub == "release") {
     auto p = IpAddress::parse(address);
     if (!p) {
       err << "tabby ipam release: '" << address << "' is not an IP address\n";
@@ -527,8 +539,9 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
   }
   if (sub == "check") {
     auto leaks = cs->calc->ipam_leaks();
+    auto orphans = cs->calc->orphan_blocks();
     if (json_out) {
-      out << "[";
+      out << "{\"leaks\": [";
       for (size_t i = 0; i < leaks.size(); ++i) {
         const auto& l = leaks[i];
         out << (i ? ",\n " : "") << "{\"address\": " << json_quote(l.ip.str())
@@ -536,19 +549,72 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
             << ", \"handle\": " << json_quote(l.handle) << ", \"blockAffinity\": " << json_quote(l.affinity)
             << ", \"reason\": " << json_quote(l.reason) << "}";
       }
-      out << "]\n";
+      out << "],\n \"orphanBlocks\": [";
+      for (size_t i = 0; i < orphans.size(); ++i) {
+        const auto& o = orphans[i];
+        out << (i ? ",\n " : "") << "{\"block\": " << json_quote(o.block.str()) << ", \"node\": "
+            << json_quote(o.node) << ", \"blockAffinity\": " << json_quote(o.affinity)
+            << ", \"allocations\": " << o.allocations << ", \"liveEndpoints\": [";
+        for (size_t j = 0; j < o.live_endpoints.size(); ++j) out << (j ? ", " : "") << json_quote(o.live_endpoints[j]);
+        out << "]}";
+      }
+      out << "]}\n";
       return 0;
     }
     if (leaks.empty()) {
       out << "No leaked allocations.\n";
+    } else {
+      out << pad("ADDRESS", 18) << pad("BLOCK", 22) << pad("NODE", 16) << pad("HANDLE", 28) << "REASON\n";
+      for (const auto& l : leaks)
+        out << pad(l.ip.str(), 18) << pad(l.block.str(), 22) << pad(l.node, 16) << pad(l.handle, 28) << l.reason
+            << "\n";
+      out << leaks.size() << (leaks.size() == 1 ? " leaked allocation" : " leaked allocations")
+          << "; free one with: tabby ipam release ADDRESS --config " << config << "\n";
+    }
+    if (!orphans.empty()) {
+      out << "\n" << pad("BLOCK", 22) << pad("NODE (gone)", 16) << pad("ALLOCATIONS", 13) << "LIVE ENDPOINTS\n";
+      for (const auto& o : orphans) {
+        std::string live;
+        for (const auto& e : o.live_endpoints) live += (live.empty() ? "" : ",") + e;
+        out << pad(o.block.str(), 22) << pad(o.node, 16) << pad(std::to_string(o.allocations), 13)
+            << (live.empty() ? "-" : live) << "\n";
+      }
+      out << orphans.size() << (orphans.size() == 1 ? " block" : " blocks")
+          << " of nodes that no longer exist; free one with: tabby ipam release --block CIDR --config " << config
+          << "\n";
+    }
+    return 0;
+  }
+  if (block) {
+    auto orphans = cs->calc->orphan_blocks();
+    auto it = std::find_if(orphans.begin(), orphans.end(), [&](const IpamOrphanBlock& o) { return o.block == *block; });
+    if (it == orphans.end()) {
+      auto owner = cs->calc->block_owner(*block);
+      err << "tabby ipam release: " << block->str()
+          << (owner ? " belongs to node " + *owner + ", which exists: not released"
+                    : " is not a claimed block")
+          << "\n";
+      return 1;
+    }
+    std::string what = "block " + block->str() + " of node " + it->node + " (gone; " +
+                       std::to_string(it->allocations) + " recorded allocations)";
+    if (!it->live_endpoints.empty()) {
+      std::string live;
+      for (const auto& e : it->live_endpoints) live += (live.empty() ? "" : ", ") + e;
+      err << "tabby ipam release: " << what << " still has WorkloadEndpoints holding its addresses (" << live
+          << "): not released\n";
+      return 1;
+    }
+    if (dry_run) {
+      out << "would release " << what << "\n";
       return 0;
     }
-    out << pad("ADDRESS", 18) << pad("BLOCK", 22) << pad("NODE", 16) << pad("HANDLE", 28) << "REASON\n";
-    for (const auto& l : leaks)
-      out << pad(l.ip.str(), 18) << pad(l.block.str(), 22) << pad(l.node, 16) << pad(l.handle, 28) << l.reason
-          << "\n";
-    out << leaks.size() << (leaks.size() == 1 ? " leaked allocation" : " leaked allocations")
-        << "; free one with: tabby ipam release ADDRESS --config " << config << "\n";
+    auto r = store.remove(affinity_key(it->affinity));
+    if (!r) {
+      err << "tabby ipam release: " << r.error().msg << "\n";
+      return 1;
+    }
+    out << "released " << what << "\n";
     return 0;
   }
   auto plan = cs->calc->plan_release_ip(*ip);

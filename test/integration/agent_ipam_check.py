@@ -18,6 +18,11 @@ Checks:
    longer records it, and the next pod gets that address.
 5. Errors: an address no allocation records, a bad address, no --config: non-zero
    with a message.
+6. A second node dies (agent stopped, Node resource deleted): check lists its
+   block as an orphan with its live endpoint; `release --block` is refused while
+   that WorkloadEndpoint exists, and for node1's own block; once the endpoint is
+   gone, --dry-run changes nothing, then the block's BlockAffinity is deleted and
+   node1 drops its route to it.
 
 Run against today's main (TABBY_BIN=<old build>) check 2 fails: `tabby ipam check`
 is not a command there."""
@@ -29,7 +34,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest.cluster import Cluster  # noqa: E402
-from tabbytest.core import Lab, check, run_test, sh, step  # noqa: E402
+from tabbytest.core import Lab, check, run_test, sh, step, wait_until  # noqa: E402
 
 
 def ipam(c, *args):
@@ -44,6 +49,15 @@ def recorded(c):
         obj = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
         out.update(obj["spec"].get("allocations") or {})
     return out
+
+
+def blocks(c, node):
+    out = []
+    for text in c.store.objects("BlockAffinity.tabby.dev"):
+        obj = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        if obj["spec"]["node"] == node:
+            out.append(obj["spec"]["cidr"])
+    return sorted(out)
 
 
 def body(lab):
@@ -74,7 +88,7 @@ def scenario(lab, store):
     check(recorded(c).get("default/pod2") == p2.ip, f"the allocation stays: {recorded(c)}")
     r = ipam(c, "check", "-o", "json")
     check(r.returncode == 0, f"check -o json: rc={r.returncode} {r.stdout}{r.stderr}")
-    leaks = json.loads(r.stdout)
+    leaks = json.loads(r.stdout)["leaks"]
     check(len(leaks) == 1, f"leaks: {leaks}")
     leak = leaks[0]
     check(leak["address"] == p2.ip and leak["handle"] == "default/pod2" and leak["node"] == "node1"
@@ -113,6 +127,43 @@ def scenario(lab, store):
     check(r.returncode == 2 and "is not an IP address" in r.stderr, f"{r.stdout}{r.stderr}")
     r = sh(c.nodes["node1"].cmd([c.bin, "ipam", "check"]), check_rc=False)
     check(r.returncode == 2 and "usage" in r.stderr, f"no --config: {r.returncode} {r.stderr}")
+
+    step("6. a dead node's block")
+    c.add_node("node2", 2)
+    c.agents["node2"].wait_ready(60)
+    p4 = c.add_pod("node2", "default", "pod4")
+    block2 = blocks(c, "node2")
+    check(len(block2) == 1, f"node2's blocks: {block2}")
+    block2 = block2[0]
+    wait_until(lambda: block2 in c.agents["node1"].kernel_routes(), 20, "node1 routes node2's block")
+    c.agents["node2"].stop()
+    c.delete(("Node.projectcalico.org", "", "node2"))
+    r = ipam(c, "check", "-o", "json")
+    orphans = json.loads(r.stdout)["orphanBlocks"]
+    check(orphans == [{"block": block2, "node": "node2", "blockAffinity": orphans[0]["blockAffinity"] if orphans else "",
+                       "allocations": 1, "liveEndpoints": ["default/pod4"]}], f"orphans: {orphans}")
+    r = ipam(c, "check")
+    check("1 block of nodes that no longer exist" in r.stdout and block2 in r.stdout, r.stdout)
+    r = ipam(c, "release", "--block", block2)
+    check(r.returncode == 1 and "still has WorkloadEndpoints holding its addresses (default/pod4)" in r.stderr,
+          f"{r.returncode} {r.stdout}{r.stderr}")
+    own = blocks(c, "node1")[0]
+    r = ipam(c, "release", "--block", own)
+    check(r.returncode == 1 and "belongs to node node1, which exists" in r.stderr, f"{r.returncode} {r.stderr}")
+    sh(["ip", "netns", "del", p4.netns])
+    lab.namespaces.remove(p4.netns)
+    c.pods.remove(p4)
+    c.delete(("WorkloadEndpoint.tabby.dev", "default", "pod4"))
+    r = ipam(c, "release", "--block", block2, "--dry-run")
+    check(r.returncode == 0 and r.stdout.startswith(f"would release block {block2} of node node2"), r.stdout + r.stderr)
+    check(blocks(c, "node2") == [block2], "the dry run changed the datastore")
+    r = ipam(c, "release", "--block", block2)
+    check(r.returncode == 0 and r.stdout.startswith(f"released block {block2} of node node2"), r.stdout + r.stderr)
+    step("  " + r.stdout.strip())
+    check(blocks(c, "node2") == [], f"node2's blocks after the release: {blocks(c, 'node2')}")
+    wait_until(lambda: block2 not in c.agents["node1"].kernel_routes(), 20, "node1 drops its route to the block")
+    r = ipam(c, "check", "-o", "json")
+    check(json.loads(r.stdout) == {"leaks": [], "orphanBlocks": []}, r.stdout)
 
 
 run_test("agent_ipam_check", body)

@@ -1019,6 +1019,23 @@ TEST_CASE("IPAM check and release: allocations whose pod is gone, and freeing on
                         wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("b", "node-1", "198.19.0.9", "cali2") +
                         wep_yaml("c", "node-2", "198.19.0.65", "cali3"));
   CHECK(n1.calc.ipam_leaks().size() == 2);
+  CHECK(n1.calc.orphan_blocks().empty());
+
+  // A node gone (its Node resource deleted): its block is an orphan; the endpoint
+  // still holding one of its addresses is named.
+  n1.feed("d.yaml", alloc_block("198.19.1.0/26", "node-9", "default/d: 198.19.1.1, default/e: 198.19.1.2") +
+                        wep_yaml("d", "node-9", "198.19.1.1", "cali4"));
+  auto orphans = n1.calc.orphan_blocks();
+  REQUIRE(orphans.size() == 1);
+  CHECK(orphans[0].block.str() == "198.19.1.0/26");
+  CHECK(orphans[0].node == "node-9");
+  CHECK(orphans[0].affinity == "198-19-1-0-26");
+  CHECK(orphans[0].allocations == 2);
+  CHECK(orphans[0].live_endpoints == std::vector<std::string>{"default/d"});
+  n1.feed("d.yaml", alloc_block("198.19.1.0/26", "node-9", "default/d: 198.19.1.1, default/e: 198.19.1.2"));
+  CHECK(n1.calc.orphan_blocks()[0].live_endpoints.empty());
+  n1.feed("n.yaml", node_yaml("node-9", "198.18.0.19/24"));
+  CHECK(n1.calc.orphan_blocks().empty());
 }
 
 TEST_CASE("IPAM: address choice skips only the block's first address (tunnel)") {
