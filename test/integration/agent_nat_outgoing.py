@@ -17,7 +17,9 @@ address of what reaches it (a UDP listener).
 Checks:
 1. pod1 -> outside: the outside sees 198.18.0.11 (node1's address); pod2 ->
    outside: it sees pod2's own address (b-plain has no natOutgoing).
-2. pod1 <-> pod2 (VXLAN between the nodes): each sees the other's pod address.
+2. pod1 <-> pod2 (VXLAN between the nodes): each sees the other's pod address;
+   node1 itself sees pod1's own address (a node's own addresses are never
+   masqueraded to).
 3. Both nodes' tables hold the NAT sets with the pools' CIDRs and the
    nat-outgoing chain (its IPv6 rule too).
 4. natOutgoing flipped on for b-plain: pod2 -> outside is masqueraded (198.18.0.12)
@@ -144,10 +146,11 @@ def body(lab):
     expect_seen(pod2, out_l, OUTSIDE, pod2.ip, "b-plain (no natOutgoing)")
     expect_seen(pod1, out_l, OUTSIDE_FAR, n1.ip, "a-nat to a farther outside address")
 
-    step("2. pod to pod across nodes (VXLAN) keeps the pod's address")
+    step("2. pod to pod across nodes (VXLAN) keeps the pod's address; so does pod to its own node")
     l1, l2 = Listener(pod1.netns), Listener(pod2.netns)
     expect_seen(pod1, l2, pod2.ip, pod1.ip, "pod1 -> pod2")
     expect_seen(pod2, l1, pod1.ip, pod2.ip, "pod2 -> pod1")
+    expect_seen(pod1, Listener(n1.ns), n1.ip, pod1.ip, "pod1 -> its node's own address")
 
     step("3. the NAT sets and chain in both nodes' tables")
     for n in (n1, n2):
