@@ -20,7 +20,12 @@
 //   chain ingress (hook forward, priority filter+1): the same for oifname/@wl-in.
 //   set tunnel-peers, counters tunnel-drop-*, chain tunnel-guard (hook input):
 //                    the tunnel guard (policy.hpp), when enabled; with
-//                    enforce_policy off it is all the table holds.
+//                    enforce_policy off it is all the table holds (with the
+//                    outgoing NAT below).
+//   sets pod-pools-v4/v6, nat-pools-v4/v6, chain nat-outgoing (hook
+//                    postrouting): outgoing NAT (policy.hpp, NatOutgoingPools),
+//                    when CompilerOptions::nat_outgoing; pool changes are
+//                    element changes of the four interval sets.
 // An accept in the egress base chain only ends that chain; the packet still
 // traverses the ingress base chain, so a flow passes only when the source's
 // egress side and the destination's ingress side both allow it. Host -> own pod
@@ -293,6 +298,11 @@ struct PolicyCompiler::Impl {
   TunnelGuardConfig guard;  // a change marks the table unapplied (full script)
   std::set<uint32_t> guard_peers, applied_guard_peers;
   bool guard_peers_dirty = false;  // changed since the last delta (pod churn skips the diff)
+
+  // Outgoing NAT: the pools as given, and each interval set's elements,
+  // desired and as last emitted (set name -> interval_elements()).
+  NatOutgoingPools nat_pools;
+  std::map<std::string, std::vector<Prefix>> nat_sets, applied_nat_sets;
 
   // Desired ruleset pieces that deltas track.
   std::map<std::string, std::vector<nft::Rule>> chains;      // non-base chains
@@ -1029,12 +1039,48 @@ struct PolicyCompiler::Impl {
     return s;
   }
 
+  // The outgoing-NAT sets and chain (policy.hpp, NatOutgoingPools).
+  static const char* nat_set_comment(const std::string& name) {
+    return name.rfind("pod-", 0) == 0 ? "every IPPool CIDR: pod networks, never masqueraded to"
+                                      : "CIDRs of natOutgoing IPPools: masqueraded when leaving the pools";
+  }
+  std::string nat_text() const {
+    if (!opts.nat_outgoing) return "";
+    std::string s;
+    for (const auto& [name, nets] : nat_sets) {
+      s += "  set " + name + " { type " + (name.back() == '4' ? "ipv4_addr" : "ipv6_addr") +
+           "; flags interval; comment " + nft_quote(nat_set_comment(name)) + ";";
+      if (!nets.empty()) {
+        std::vector<std::string> v;
+        for (const auto& n : nets) v.push_back(n.str());
+        s += " elements = " + elems_text(v, 0, v.size()) + ";";
+      }
+      s += " }\n";
+    }
+    s += std::string("  chain ") + kNatOutgoingChain +
+         " {\n    type nat hook postrouting priority srcnat; policy accept;\n"
+         "    comment \"natOutgoing: pod traffic leaving the pools takes the node's address\"\n"
+         "    ip saddr @" + kNatPoolsV4Set + " ip daddr != @" + kPodPoolsV4Set +
+         " fib daddr type != local counter masquerade\n"
+         "    ip6 saddr @" + kNatPoolsV6Set + " ip6 daddr != @" + kPodPoolsV6Set +
+         " fib daddr type != local counter masquerade\n  }\n";
+    return s;
+  }
+  void set_nat_pools(const NatOutgoingPools& p) {
+    nat_pools = p;
+    nat_sets[kPodPoolsV4Set] = interval_elements(p.pools, IpFamily::V4);
+    nat_sets[kPodPoolsV6Set] = interval_elements(p.pools, IpFamily::V6);
+    nat_sets[kNatPoolsV4Set] = interval_elements(p.masquerade, IpFamily::V4);
+    nat_sets[kNatPoolsV6Set] = interval_elements(p.masquerade, IpFamily::V6);
+  }
+
   std::string full_script() {
     settle();
     std::string s;
     s.reserve(last_full_bytes + last_full_bytes / 8);
     s += "table " + t() + "\ndelete table " + t() + "\ntable " + t() + " {\n";
     s += guard_text();
+    s += nat_text();
     if (!opts.enforce_policy) {
       s += "}\n";
       mark_applied();
@@ -1107,6 +1153,7 @@ struct PolicyCompiler::Impl {
     applied_out = vmap_out;
     applied_guard_peers = guard_peers;
     guard_peers_dirty = false;
+    applied_nat_sets = nat_sets;
     dirty_chains.clear();
     dirty_in.clear();
     dirty_out.clear();
@@ -1186,6 +1233,25 @@ struct PolicyCompiler::Impl {
         out.elements.push_back(std::move(*op));
       }
     }
+    // 2c. Outgoing-NAT pools: interval elements, deleted then added (an
+    // element replaced by one that covers it must be gone first). Prefix
+    // elements have no typed form: the delta runs through libnftables.
+    bool nat_changed = false;
+    if (opts.nat_outgoing && nat_sets != applied_nat_sets) {
+      for (int pass = 0; pass < 2; ++pass)
+        for (const auto& [name, nets] : nat_sets) {
+          const auto& was = applied_nat_sets[name];
+          const auto& from = pass == 0 ? was : nets;
+          const auto& other = pass == 0 ? nets : was;
+          std::vector<std::string> v;
+          for (const auto& n : from)
+            if (!std::binary_search(other.begin(), other.end(), n)) v.push_back(n.str());
+          if (v.empty()) continue;
+          s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + name + " " +
+               elems_text(v, 0, v.size()) + "\n";
+          nat_changed = true;
+        }
+    }
     // 3. Chain contents: policy chains first, then endpoint chains.
     for (int pass = 0; pass < 2; ++pass)
       for (const auto& c : dirty_chains) {
@@ -1246,7 +1312,7 @@ struct PolicyCompiler::Impl {
     out.elements_only = !structural && !out.script.empty();
     // New or deleted sets are left to libnftables (their declarations carry
     // nft's type metadata); everything else is described by the ops.
-    out.structured = !sets_changed && !out.script.empty();
+    out.structured = !sets_changed && !nat_changed && !out.script.empty();
     if (!out.structured) {
       out.elements.clear();
       out.chain_ops.clear();
@@ -1255,7 +1321,10 @@ struct PolicyCompiler::Impl {
   }
 };
 
-PolicyCompiler::PolicyCompiler(CompilerOptions opts) : impl_(std::make_unique<Impl>()) { impl_->opts = std::move(opts); }
+PolicyCompiler::PolicyCompiler(CompilerOptions opts) : impl_(std::make_unique<Impl>()) {
+  impl_->opts = std::move(opts);
+  impl_->set_nat_pools({});
+}
 PolicyCompiler::~PolicyCompiler() = default;
 
 void PolicyCompiler::upsert_namespace(const Namespace& ns) {
@@ -1293,6 +1362,37 @@ void PolicyCompiler::set_tunnel_peers(const std::vector<IpAddress>& addrs) {
   impl_->guard_peers_dirty = true;
 }
 const TunnelGuardConfig& PolicyCompiler::tunnel_guard() const { return impl_->guard; }
+void PolicyCompiler::set_nat_outgoing_pools(const NatOutgoingPools& pools) { impl_->set_nat_pools(pools); }
+const NatOutgoingPools& PolicyCompiler::nat_outgoing_pools() const { return impl_->nat_pools; }
+
+std::vector<Prefix> interval_elements(std::vector<Prefix> nets, IpFamily fam) {
+  nets.erase(std::remove_if(nets.begin(), nets.end(), [fam](const Prefix& p) { return p.family() != fam; }),
+             nets.end());
+  // Widest first within equal starts: a net inside the one before it is dropped.
+  std::sort(nets.begin(), nets.end(), [](const Prefix& a, const Prefix& b) {
+    return a.addr() != b.addr() ? a.addr() < b.addr() : a.len() < b.len();
+  });
+  bool merged = true;
+  while (merged) {
+    merged = false;
+    std::vector<Prefix> out;
+    for (const auto& n : nets) {
+      if (!out.empty() && out.back().contains(n)) continue;
+      // Two halves of one prefix become it (nft lists adjacent intervals merged).
+      if (!out.empty() && out.back().len() == n.len() && n.len() > 0) {
+        Prefix parent(out.back().addr(), static_cast<uint8_t>(n.len() - 1));
+        if (parent.contains(n) && parent.addr() == out.back().addr()) {
+          out.back() = parent;
+          merged = true;
+          continue;
+        }
+      }
+      out.push_back(n);
+    }
+    nets = std::move(out);
+  }
+  return nets;
+}
 size_t PolicyCompiler::tunnel_peer_count() const { return impl_->guard_peers.size(); }
 void PolicyCompiler::remove_policy(const std::string& id) { impl_->remove_policy(id); }
 std::string PolicyCompiler::full_script() { return impl_->full_script(); }
@@ -1345,6 +1445,10 @@ RulesetShape PolicyCompiler::shape() const {
   if (impl_->guard.enabled) {
     s.chain_rules[kTunnelGuardChain] = 3;
     s.set_elements[kTunnelPeersSet] = impl_->guard_peers.size();
+  }
+  if (impl_->opts.nat_outgoing) {
+    s.chain_rules[kNatOutgoingChain] = 2;
+    for (const auto& [name, nets] : impl_->nat_sets) s.set_elements[name] = nets.size();
   }
   if (!impl_->opts.enforce_policy) return s;
   for (const auto& [n, r] : impl_->chains) s.chain_rules[n] = r.size();

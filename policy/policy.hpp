@@ -230,7 +230,39 @@ struct CompilerOptions {
   // false: NetworkPolicy is not enforced; the table holds only the tunnel guard
   // (below) and endpoint/namespace/policy upserts are ignored.
   bool enforce_policy = true;
+  // true: the table holds the outgoing-NAT sets and chain (below), whether or
+  // not policy is enforced.
+  bool nat_outgoing = false;
 };
+
+// Outgoing NAT (Calico's IPPool natOutgoing): a packet from an address of a
+// natOutgoing pool to an address outside every pool (disabled pools count as
+// pod networks) and not local to this node is masqueraded to the address of
+// the interface it leaves by; pod-to-pod traffic, direct or through a tunnel,
+// keeps its source. In the table (CompilerOptions::nat_outgoing):
+//   set pod-pools-v4 / pod-pools-v6   ipv4_addr / ipv6_addr, flags interval:
+//                                     every pool CIDR
+//   set nat-pools-v4 / nat-pools-v6   the CIDRs of natOutgoing pools
+//   chain nat-outgoing (type nat hook postrouting priority srcnat):
+//     ip  saddr @nat-pools-v4 ip  daddr != @pod-pools-v4 fib daddr type != local masquerade
+//     ip6 saddr @nat-pools-v6 ip6 daddr != @pod-pools-v6 fib daddr type != local masquerade
+// The chain is fixed; pool changes are element changes of the four sets
+// (deltas, never a reload of the table). A nat chain sees only the first
+// packet of each connection (conntrack keeps the mapping).
+struct NatOutgoingPools {
+  std::vector<Prefix> pools;       // every pool CIDR, both families
+  std::vector<Prefix> masquerade;  // the CIDRs of pools with natOutgoing
+  bool operator==(const NatOutgoingPools&) const = default;
+};
+inline constexpr const char* kPodPoolsV4Set = "pod-pools-v4";
+inline constexpr const char* kPodPoolsV6Set = "pod-pools-v6";
+inline constexpr const char* kNatPoolsV4Set = "nat-pools-v4";
+inline constexpr const char* kNatPoolsV6Set = "nat-pools-v6";
+inline constexpr const char* kNatOutgoingChain = "nat-outgoing";
+// The elements an interval set holds for `nets` of family `fam`: the other
+// family dropped, nets inside another one dropped, two halves of one prefix
+// merged into it; sorted. (nf_tables refuses overlapping intervals.)
+std::vector<Prefix> interval_elements(std::vector<Prefix> nets, IpFamily fam);
 
 // Tunnel guard (what Calico's Felix does for its tunnels): VXLAN (UDP to the
 // agent's VXLAN port) and IPIP (IP protocol 4) addressed to this node are
@@ -320,6 +352,10 @@ class PolicyCompiler {
   void set_tunnel_peers(const std::vector<IpAddress>& addrs);
   const TunnelGuardConfig& tunnel_guard() const;
   size_t tunnel_peer_count() const;
+  // The pools for outgoing NAT (used only with CompilerOptions::nat_outgoing):
+  // deltas add and delete only the set elements that changed.
+  void set_nat_outgoing_pools(const NatOutgoingPools& pools);
+  const NatOutgoingPools& nat_outgoing_pools() const;
 
   // Full ruleset: one script that atomically replaces the table. Also marks
   // the current state as applied (the next delta starts from here).

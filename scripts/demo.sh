@@ -4,7 +4,9 @@
 # node-to-node BGP mesh; each agent registers its Node, the CNI plugin (the same
 # tabby binary, called the way a container runtime calls it) attaches 2 pods per
 # node with addresses from the node's IPAM block, and every pod pings every other
-# pod. Then the IP pool is switched to VXLAN and the pings run again.
+# pod. Then the IP pool is switched to VXLAN and the pings run again. Last, every
+# pod reaches an "outside" host (beyond the node bridge, off every pool, with no
+# route to the pods): the pool has natOutgoing, so it sees the nodes' addresses.
 # Everything lives in namespaces this script creates and removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,13 +38,13 @@ spec:
   blockSize: 26
   ipipMode: Never
   vxlanMode: $1
-  natOutgoing: false
+  natOutgoing: true
 EOF
   mv "$DS/pool.yaml.tmp" "$DS/pool.yaml"
 }
 
 mkdir -p "$DS"
-say "the datastore ($DS): one IPPool, vxlanMode Never"
+say "the datastore ($DS): one IPPool, vxlanMode Never, natOutgoing true"
 pool Never
 cat "$DS/pool.yaml"
 
@@ -62,6 +64,14 @@ for n in 1 2 3; do
   # ARP for its gateway 169.254.1.1 only when the node has a route to it.
   ip -n "$ns" route add default via 198.18.0.254 dev eth0
 done
+# The outside host: the nodes' default gateway, on the bridge, off every pool and
+# with no route to the pods (only its own subnet).
+ip netns add "${P}outside"
+ip -n "${P}outside" link set lo up
+ip link add eth0 netns "${P}outside" type veth peer name out netns "${P}fabric"
+ip -n "${P}fabric" link set out master br0 up
+ip -n "${P}outside" addr add 198.18.0.254/24 dev eth0
+ip -n "${P}outside" link set eth0 up
 
 say "starting tabby agent on each node (file datastore, full mesh, dataplane on)"
 for n in 1 2 3; do
@@ -152,6 +162,37 @@ ip -n "${P}node1" -d link show vxlan.tabby | head -3
 
 say "every pod pings every other pod (VXLAN)"
 ping_all
+
+say "every pod sends to the outside host 198.18.0.254 (no route back to the pods): natOutgoing"
+ip netns exec "${P}outside" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7777)); s.settimeout(10)
+print("ready", flush=True)
+for _ in range(int(sys.argv[1])):
+    data, addr = s.recvfrom(100)
+    print(f"  outside host: {data.decode():<30} seen as {addr[0]}", flush=True)
+' "${#PODS[@]}" > "$WORK/outside.log" 2>&1 &
+LISTENER=$!
+for i in $(seq 1 40); do grep -q ready "$WORK/outside.log" && break; sleep 0.1; done
+for pod in "${PODS[@]}"; do
+  ip netns exec "${pod%%:*}" python3 -c 'import socket, sys
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[1].encode(), ("198.18.0.254", 7777))' \
+    "from pod ${pod##*:}"
+done
+wait "$LISTENER" || true
+grep -v ready "$WORK/outside.log"
+nat_ok=0 nat_bad=0
+for pod in "${PODS[@]}"; do
+  if ip netns exec "${pod%%:*}" ping -c 2 -i 0.2 -W 1 -q 198.18.0.254 >/dev/null 2>&1; then
+    nat_ok=$((nat_ok + 1))
+  else
+    nat_bad=$((nat_bad + 1)); echo "  ${pod##*:} -> outside: FAILED"
+  fi
+done
+say "$nat_ok pods reach the outside host masqueraded, $nat_bad failed"
+ip netns exec "${P}node1" nft list chain inet tabby nat-outgoing | grep masquerade
+[ "$nat_bad" -eq 0 ]
 
 say "releasing the pods through the CNI plugin (DEL)"
 for n in 1 2 3; do

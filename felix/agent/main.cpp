@@ -23,6 +23,9 @@ void usage(std::ostream& o) {
        "  routes [-o json] [--socket S]   Loc-RIB with best-path reasons\n"
        "  policy [-o json|wide] [--socket S]  per-endpoint policies and counters\n"
        "  ipam [-o json] [--socket S]     IPAM blocks per node, totals per pool\n"
+       "  ipam check --config FILE [-o json]   allocations whose pod is gone (from the datastore)\n"
+       "  ipam release ADDR --config FILE [--dry-run]   free one of them\n"
+       "  ipam release --block CIDR --config FILE [--dry-run]   free a gone node's block\n"
        "  endpoints [-o json] [--socket S]  workload endpoints (node, interface, IPs, labels)\n"
        "  install-cni [--watch|--uninstall] [...]  put the CNI plugin, its conflist and kubeconfig on\n"
        "                                  the host (the DaemonSet's init container; see README)\n"
@@ -56,6 +59,8 @@ int main(int argc, char** argv) {
   if (cmd == "status") return tabby::felix::cli_status(args);
   if (cmd == "routes") return tabby::felix::cli_routes(args);
   if (cmd == "policy") return tabby::felix::cli_policy(args);
+  if (cmd == "ipam" && !args.empty() && (args[0] == "check" || args[0] == "release"))
+    return tabby::felix::cni::run_ipam_admin(args, std::cout, std::cerr);
   if (cmd == "ipam") return tabby::felix::cli_ipam(args);
   if (cmd == "endpoints") return tabby::felix::cli_endpoints(args);
   if (cmd == "version" || cmd == "--version") {

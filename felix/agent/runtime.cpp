@@ -11,6 +11,8 @@
 //   Calc         -> Dataplane           (routes per class, tunnel devices, VTEPs, workload veths)
 //   Calc         -> PolicyCompiler -> PolicyExecutor   (endpoints, namespaces, policies → table inet tabby)
 //   Calc         -> PolicyCompiler (tunnel guard)      (nodes' underlay addresses → set tunnel-peers)
+//   Calc         -> PolicyCompiler (outgoing NAT)      (IPPool CIDRs → sets pod-pools-*, nat-pools-*)
+//   Calc         -> Datastore (tunnel block)           (a block claimed at start for the VTEP address)
 //   Runtime      -> Datastore           (registers this node's Node resource when it has none)
 //   all modules  -> ApiServer           (read-only snapshots: status, routes, ipam, endpoints, policy)
 //   all modules  -> Metrics -> HealthServer   (/metrics, /readyz, /livez on metricsAddress)
@@ -198,6 +200,7 @@ struct AgentRuntime::Impl {
         executor_ = std::move(*x);
         policy::CompilerOptions po;
         po.enforce_policy = config_.dataplane.policy;
+        po.nat_outgoing = true;  // IPPool natOutgoing (Calico: per pool, no node switch)
         compiler_ = std::make_unique<policy::PolicyCompiler>(po);
       }
     }
@@ -299,6 +302,40 @@ struct AgentRuntime::Impl {
     });
   }
 
+  // Runtime -> Datastore: a node whose pools use IPIP or VXLAN claims an IPAM block
+  // (create-if-absent, as the CNI plugin does) once it is in sync, so it has its
+  // tunnel (VTEP) address, the block's first address, before any pod: a node
+  // without pods stays reachable through the tunnel. Lost to another node: the
+  // winner's BlockAffinity arrives as a change and the next pass tries the next
+  // free block.
+  void claim_tunnel_block() {
+    if (!datastore_ || !dataplane_ || !in_sync_ || tunnel_claim_pending_ || stopping_) return;
+    auto choice = calc_.tunnel_block_to_claim();
+    if (!choice) return;
+    const std::string name = block_affinity_name(choice->block), cidr = choice->block.str();
+    if (name == tunnel_claim_lost_) return;  // until the winner's claim shows
+    std::string text = "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata:\n  name: " + name +
+                       "\nspec:\n  cidr: " + cidr + "\n  node: " + config_.node_name + "\n";
+    tunnel_claim_pending_ = true;
+    datastore_->create(DocKey{"BlockAffinity.tabby.dev", "", name}, text,
+                       [this, name, cidr, alive = std::weak_ptr<int>(life_)](Result<bool> r) {
+                         if (alive.expired()) return;
+                         tunnel_claim_pending_ = false;
+                         if (!r) {
+                           kLog.warning("cannot claim block " + cidr + " for this node's tunnel address: " +
+                                        r.error().message);
+                           return;
+                         }
+                         if (*r) {
+                           tunnel_claim_lost_.clear();
+                           kLog.info("claimed block " + cidr + " for this node's tunnel address");
+                         } else {
+                           tunnel_claim_lost_ = name;
+                           kLog.info("block " + cidr + " was claimed by another node first; trying the next one");
+                         }
+                       });
+  }
+
   // ---------------------------------------------------------------- calculation
   // Calc -> Speaker, Dataplane, PolicyCompiler. `full` programs everything
   // (first snapshot, config reload); otherwise only the changes. `apply_what`
@@ -360,8 +397,11 @@ struct AgentRuntime::Impl {
       // Calc -> tunnel guard: the nodes' addresses, as set element changes.
       compiler_->set_tunnel_guard({true, config_.dataplane.vxlan_port});
       if (full || ch.nodes_changed) compiler_->set_tunnel_peers(calc_.node_ipv4_addresses());
+      // Calc -> outgoing NAT: the pools, as interval set element changes.
+      if (full || ch.nat_pools_changed) compiler_->set_nat_outgoing_pools(calc_.nat_outgoing_pools());
       sync_policy(full || !policy_synced_);
     }
+    claim_tunnel_block();
     processing_ = false;
     if (again_) {
       again_ = false;
@@ -623,6 +663,8 @@ struct AgentRuntime::Impl {
   mutable MirroredTotal vxlan_drops_, ipip_drops_;  // tunnel guard counters, across table replacements
   std::string marker_;
   bool restarting_ = false, in_sync_ = false, connected_ = true, dp_complete_ = false, policy_synced_ = false;
+  bool tunnel_claim_pending_ = false;  // claim_tunnel_block(): a create in flight
+  std::string tunnel_claim_lost_;      // the block another node claimed first (not retried)
   bool processing_ = false, again_ = false, process_posted_ = false, stopping_ = false, waiting_logged_ = false;
   std::set<std::string> logged_problems_;
   std::map<std::string, std::string> store_problems_;  // datastore Problems by source

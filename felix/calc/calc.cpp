@@ -23,7 +23,8 @@ std::string RouteOp::str() const {
 }
 
 bool CalcChanges::empty() const {
-  return !bgp_changed && !tunnels_changed && !interfaces_changed && !nodes_changed && routes.empty() &&
+  return !bgp_changed && !tunnels_changed && !interfaces_changed && !nodes_changed && !nat_pools_changed &&
+         routes.empty() &&
          namespaces_upserted.empty() &&
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
          policies_upserted.empty() && policies_removed.empty();
@@ -47,6 +48,14 @@ CalcChanges Calc::Impl::take(bool with_policy) {
   }
   ch.nodes_changed = nodes_dirty;
   nodes_dirty = false;
+  if (pools_dirty) {
+    std::vector<PoolView> v;
+    for (const auto& [n, p] : pools) v.push_back({n, p});
+    auto np = felix::nat_outgoing_pools(v);
+    ch.nat_pools_changed = !(np == nat_pools);
+    nat_pools = std::move(np);
+    pools_dirty = false;
+  }
   if (ifaces_dirty) {
     std::vector<std::string> v;
     for (const auto& [i, n] : local_ifaces) v.push_back(i);
@@ -306,6 +315,16 @@ std::vector<IpAddress> Calc::node_ipv4_addresses() const {
     if (i.ipv4) v.push_back(i.ipv4->addr);
   return v;
 }
+policy::NatOutgoingPools nat_outgoing_pools(const std::vector<PoolView>& pools) {
+  policy::NatOutgoingPools out;
+  for (const auto& pv : pools) {
+    out.pools.push_back(pv.pool.cidr);  // disabled pools too: still pod networks
+    if (pv.pool.nat_outgoing) out.masquerade.push_back(pv.pool.cidr);
+  }
+  return out;
+}
+const policy::NatOutgoingPools& Calc::nat_outgoing_pools() const { return impl_->nat_pools; }
+
 std::vector<PoolView> Calc::pools() const {
   std::vector<PoolView> v;
   for (const auto& [n, p] : impl_->pools) v.push_back({n, p});

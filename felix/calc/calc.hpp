@@ -9,6 +9,7 @@
 //  (b) the dataplane's desired state per dataplane::RouteClass + TunnelConfig +
 //      workload interfaces.
 //  (c) policy inputs: endpoints, namespaces and policies for policy::PolicyCompiler.
+//  (d) outgoing NAT: the pool CIDRs to masquerade from and never to (nat_outgoing_pools).
 //
 // How the agent drives it (single-threaded):
 //   Calc calc({.node_name = "node-1", .base = agent_config.bgp});
@@ -46,7 +47,9 @@
 //    spec.bgp.ipv4Address). IPv6 blocks are always routed directly.
 //  * Tunnel (VTEP) address of a node: Node spec.ipv4VXLANTunnelAddr /
 //    spec.bgp.ipv4IPIPTunnelAddr if set, otherwise the first address of its lowest
-//    IPv4 block. IPAM therefore never hands out the first address of a block.
+//    IPv4 block. IPAM therefore never hands out the first address of a block. A node
+//    whose pools use a tunnel claims a block when it starts (tunnel_block_to_claim),
+//    so it has that address before its first pod.
 //  * Block ownership comes from BlockAffinity resources (the datastore is the source
 //    of truth). BGP-learned routes (set_learned_routes) are installed as RouteClass::
 //    Static only for prefixes no block covers (e.g. a ToR's default route or another
@@ -131,6 +134,7 @@ struct CalcChanges {
   bool tunnels_changed = false;      // tunnel_config() differs
   bool interfaces_changed = false;   // workload_interfaces() differs
   bool nodes_changed = false;        // a node came, went or changed (node_ipv4_addresses())
+  bool nat_pools_changed = false;    // nat_outgoing_pools() differs
   std::vector<RouteOp> routes;       // per-route edits, removals before upserts (BGP-learned
                                      // ones come from take_learned_routes())
   std::vector<policy::Namespace> namespaces_upserted;
@@ -153,6 +157,12 @@ struct PoolView {
   std::string name;
   IpPool pool;
 };
+
+// Outgoing NAT (Calico IPPool natOutgoing): every pool's CIDR is a pod network
+// (disabled pools included, as in Calico: traffic to them is never masqueraded);
+// the CIDRs of natOutgoing pools are the sources that are. Rejected pools (an
+// overlap) are not in `pools` and count for neither.
+policy::NatOutgoingPools nat_outgoing_pools(const std::vector<PoolView>& pools);
 
 struct BlockChoice {
   Prefix block;
@@ -177,6 +187,37 @@ struct IpamBlock {
   std::string pool;                           // "" when no pool contains it any more
   std::map<IpAddress, std::string> used;      // ip -> handle (allocation record or "ns/name" of a WEP)
   uint64_t capacity = 0;
+};
+
+// An address recorded as allocated (BlockAffinity spec.allocations) whose pod is
+// gone: no WorkloadEndpoint named by its handle, or that endpoint holds other
+// addresses (a CNI DEL that never came, an ADD that failed after allocating).
+struct IpamLeak {
+  IpAddress ip;
+  Prefix block;
+  std::string node;      // the block's owner
+  std::string handle;    // "namespace/pod"
+  std::string affinity;  // the BlockAffinity that records it
+  std::string reason;
+};
+
+// Freeing one recorded address: the BlockAffinity with the allocation removed (to
+// write back). in_use_by: the WorkloadEndpoint that holds the address now, if any.
+struct IpamRelease {
+  IpAddress ip;
+  std::string handle;
+  Resource affinity;
+  std::string in_use_by;
+};
+
+// A claimed block whose node is gone (no Node resource of that name): what a dead
+// node leaves behind. live_endpoints: WorkloadEndpoints still holding one of its
+// addresses (while there are any, the block is not released).
+struct IpamOrphanBlock {
+  Prefix block;
+  std::string node, affinity;
+  size_t allocations = 0;
+  std::vector<std::string> live_endpoints;
 };
 
 // What the CNI plugin (via the datastore claimer) must do to give `handle` an address.
@@ -251,6 +292,9 @@ class Calc {
   // included: the sources tunnel traffic is accepted from (the tunnel guard).
   std::vector<IpAddress> node_ipv4_addresses() const;
   std::vector<PoolView> pools() const;  // accepted pools, name order
+  // The pools for outgoing NAT (policy::PolicyCompiler::set_nat_outgoing_pools),
+  // from the accepted pools; valid after take_changes().
+  const policy::NatOutgoingPools& nat_outgoing_pools() const;
   std::optional<std::string> block_owner(const Prefix& block) const;
   std::optional<IpAddress> tunnel_address(const std::string& node, bool vxlan) const;
 
@@ -261,6 +305,21 @@ class Calc {
   // An address for `handle` on `node`: from its blocks (lowest block first), else
   // from a new block to claim. Error when every pool is exhausted or none matches.
   Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
+  // The block this node claims when it starts, so that it has a tunnel (VTEP)
+  // address before its first pod (a node without pods stays reachable over IPIP
+  // or VXLAN): set when an enabled IPv4 pool whose nodeSelector matches this node
+  // uses IPIP (or VXLAN) while the Node sets no ipv4IPIPTunnelAddr (or
+  // ipv4VXLANTunnelAddr), the node has its IPv4 address and no IPv4 block yet.
+  // It is the block the node's first pod would get (next_block: pool name order,
+  // the tunnel pool or not); the node's tunnel address is then the block's first
+  // address, which IPAM never hands to a pod, and pods fill the rest.
+  std::optional<BlockChoice> tunnel_block_to_claim() const;
+  // `tabby ipam check`: the leaked allocations of the cluster, address order.
+  std::vector<IpamLeak> ipam_leaks() const;
+  // `tabby ipam check`: blocks whose node no longer exists, address order.
+  std::vector<IpamOrphanBlock> orphan_blocks() const;
+  // `tabby ipam release ADDR`: error when no BlockAffinity records `ip`.
+  Result<IpamRelease> plan_release_ip(const IpAddress& ip) const;
   // CNI DEL: the BlockAffinity objects that record `handle`, with it removed (write
   // them back; the caller also deletes the WorkloadEndpoint). Empty when none does.
   std::vector<Resource> plan_release(const std::string& handle) const;

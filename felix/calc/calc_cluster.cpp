@@ -67,6 +67,7 @@ void Calc::Impl::pool_touched(const Prefix& cidr) {
     if (cidr.overlaps(b)) dirty_blocks.insert(b);
   bgp_dirty = true;
   tunnels_dirty = true;
+  pools_dirty = true;
 }
 
 Status Calc::Impl::upsert_pool(const std::string& name, const IpPool& p, const std::string& source) {

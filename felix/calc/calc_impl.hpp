@@ -137,6 +137,8 @@ struct Calc::Impl {
 
   // ---- dirty marks
   bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
+  bool pools_dirty = true;                   // an accepted pool came, went or changed
+  policy::NatOutgoingPools nat_pools;        // as last reported (CalcChanges::nat_pools_changed)
   std::set<Prefix> dirty_blocks;
   // Prefixes whose entry is flagged dirty: a deque, so a table's million marks
   // grow in chunks, never by copying.

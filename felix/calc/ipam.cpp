@@ -148,6 +148,75 @@ Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handl
   return plan;
 }
 
+std::optional<BlockChoice> Calc::tunnel_block_to_claim() const {
+  const std::string& me = impl_->opt.node_name;
+  const NodeInfo* n = node(me);
+  if (!impl_->opt.cluster || !n || !n->ipv4) return std::nullopt;
+  if (auto nb = impl_->node_blocks.find(me); nb != impl_->node_blocks.end())
+    for (const auto& b : nb->second)
+      if (b.is_v4()) return std::nullopt;
+  bool needs_tunnel = false;
+  for (const auto& pv : pools()) {
+    const IpPool& p = pv.pool;
+    if (p.disabled || !p.cidr.is_v4() || !p.node_selector.matches(n->labels)) continue;
+    needs_tunnel |= (p.uses_vxlan() && !n->vxlan_tunnel_addr) || (p.uses_ipip() && !n->ipip_tunnel_addr);
+  }
+  // The block its first pod would get: the tunnel address is the first address of
+  // the node's lowest block whatever its pool, and pods then fill the rest.
+  return needs_tunnel ? next_block(me, IpFamily::V4) : std::nullopt;
+}
+
+std::vector<IpamLeak> Calc::ipam_leaks() const {
+  std::vector<IpamLeak> out;
+  for (const auto& [name, a] : impl_->affinities)
+    for (const auto& [handle, ip] : a.allocations) {
+      auto w = impl_->weps.find(handle);
+      std::string reason;
+      if (w == impl_->weps.end()) {
+        reason = "no WorkloadEndpoint " + handle;
+      } else {
+        auto ips = w->second.ips();
+        if (std::find(ips.begin(), ips.end(), ip) == ips.end())
+          reason = "WorkloadEndpoint " + handle + " holds other addresses";
+      }
+      if (!reason.empty()) out.push_back({ip, a.cidr, a.node, handle, name, std::move(reason)});
+    }
+  std::sort(out.begin(), out.end(), [](const IpamLeak& x, const IpamLeak& y) { return x.ip < y.ip; });
+  return out;
+}
+
+std::vector<IpamOrphanBlock> Calc::orphan_blocks() const {
+  std::vector<IpamOrphanBlock> out;
+  for (const auto& [cidr, name] : impl_->blocks) {
+    const BlockAffinity& a = impl_->affinities.at(name);
+    if (impl_->nodes.count(a.node)) continue;
+    IpamOrphanBlock o{cidr, a.node, name, a.allocations.size(), {}};
+    for (auto it = impl_->wep_ips.lower_bound(cidr.addr()); it != impl_->wep_ips.end() && cidr.contains(it->first); ++it)
+      o.live_endpoints.push_back(*it->second);
+    std::sort(o.live_endpoints.begin(), o.live_endpoints.end());
+    o.live_endpoints.erase(std::unique(o.live_endpoints.begin(), o.live_endpoints.end()), o.live_endpoints.end());
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+Result<IpamRelease> Calc::plan_release_ip(const IpAddress& ip) const {
+  for (const auto& [name, a] : impl_->affinities)
+    for (const auto& [handle, at] : a.allocations) {
+      if (at != ip) continue;
+      IpamRelease r;
+      r.ip = ip;
+      r.handle = handle;
+      r.affinity.key = {Kind::BlockAffinity, "", name};
+      BlockAffinity b = a;
+      b.allocations.erase(handle);
+      r.affinity.body = std::move(b);
+      for (auto [it, end] = impl_->wep_ips.equal_range(ip); it != end; ++it) r.in_use_by = *it->second;
+      return r;
+    }
+  return fail_msg("no IPAM allocation records " + ip.str());
+}
+
 std::vector<Resource> Calc::plan_release(const std::string& handle) const {
   std::vector<Resource> out;
   for (const auto& [name, a] : impl_->affinities) {

@@ -418,11 +418,6 @@ IpPool parse_ip_pool(const YAML::Node& spec, UnsupportedFields& notes) {
   if (p.uses_ipip() && p.uses_vxlan()) bad("spec.vxlanMode", "ipipMode and vxlanMode cannot both be enabled");
   if (!v4 && p.uses_ipip()) bad("spec.ipipMode", "IPIP is IPv4 only");
   if (present(spec["natOutgoing"])) p.nat_outgoing = get_bool(spec["natOutgoing"], "spec.natOutgoing");
-  if (p.nat_outgoing)
-    notes.push_back({"spec.natOutgoing", unsupported("traffic from pods in this pool to outside the pools is "
-                                                     "masqueraded to the node's address",
-                                                     "no outgoing NAT is done, pod addresses leave the node "
-                                                     "unchanged; the pool itself works")});
   if (present(spec["allowedUses"]) && nonempty(spec["allowedUses"])) {
     std::set<std::string> uses;
     const auto& au = spec["allowedUses"];

@@ -157,4 +157,15 @@ int run_plugin(const std::function<std::optional<std::string>(const char*)>& get
 // main() entry: reads the real environment and stdin.
 int run_cni_main();
 
+// `tabby ipam check --config FILE [-o json]`: the allocations recorded in the
+// datastore's BlockAffinity objects whose pod is gone (Calc::ipam_leaks).
+// `tabby ipam release ADDRESS --config FILE [--dry-run]`: frees one recorded
+// address (refused while a WorkloadEndpoint holds it); `tabby ipam release --block
+// CIDR` deletes the BlockAffinity of a node that no longer exists (refused while a
+// WorkloadEndpoint holds one of its addresses); check lists those blocks too (with
+// -o json: {"leaks": [...], "orphanBlocks": [...]}). All read the datastore
+// of the agent config FILE directly (no agent needed) and take this node's IPAM
+// lock; a release rewrites the block's BlockAffinity. Exit 0, 1 (error), 2 (usage).
+int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
 }  // namespace tabby::felix::cni

@@ -465,6 +465,194 @@ int run_plugin(const std::function<std::optional<std::string>(const char*)>& get
   return 0;
 }
 
+// ---------------------------------------------------------------- tabby ipam check / release
+namespace {
+std::string pad(std::string s, size_t w) {
+  if (s.size() < w) s.append(w - s.size(), ' ');
+  return s;
+}
+std::string json_quote(const std::string& s) {
+  std::string o = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') o += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) continue;
+    o += ch;
+  }
+  return o + "\"";
+}
+}  // namespace
+
+int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  auto usage = [&] {
+    err << "usage: tabby ipam check --config FILE [-o json]\n"
+           "       tabby ipam release ADDRESS --config FILE [--dry-run]\n"
+           "       tabby ipam release --block CIDR --config FILE [--dry-run]\n";
+    return 2;
+  };
+  if (args.empty()) return usage();
+  const std::string& sub = args[0];
+  std::string config, address, block_text;
+  bool json_out = false, dry_run = false;
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) config = args[++i];
+    else if (args[i] == "--block" && i + 1 < args.size() && sub == "release") block_text = args[++i];
+    else if (args[i] == "-o" && i + 1 < args.size() && args[i + 1] == "json") json_out = true, ++i;
+    else if (args[i] == "--dry-run" && sub == "release") dry_run = true;
+    else if (sub == "release" && address.empty() && args[i][0] != '-') address = args[i];
+    else return usage();
+  }
+  if ((sub != "check" && sub != "release") || config.empty() ||
+      (sub == "release" && address.empty() == block_text.empty()))
+    return usage();
+  std::optional<IpAddress> ip;
+  std::optional<Prefix> block;
+  if (!block_text.empty()) {
+    auto p = Prefix::parse(block_text);
+    if (!p || block_text.find('/') == std::string::npos) {
+      err << "tabby ipam release: '" << block_text << "' is not a CIDR\n";
+      return 2;
+    }
+    block = *p;
+  } else if (sub == "release") {
+    auto p = IpAddress::parse(address);
+    if (!p) {
+      err << "tabby ipam release: '" << address << "' is not an IP address\n";
+      return 2;
+    }
+    ip = *p;
+  }
+  auto agent = load_config(config);
+  if (!agent) {
+    err << "tabby ipam: " << config << ": " << agent.error().message << "\n";
+    return 1;
+  }
+  if (!agent->datastore) {
+    err << "tabby ipam: " << config << " has no datastore (IPAM lives in the datastore)\n";
+    return 1;
+  }
+  const double timeout_s = 10;
+  // Serializes with this node's CNI invocations (their read-modify-write of blocks).
+  NodeLock lock;
+  if (auto r = lock.acquire(agent->api_socket + ".ipam.lock", Clock::now() + std::chrono::seconds(30)); !r) {
+    err << "tabby ipam: " << r.error().msg << "\n";
+    return 1;
+  }
+  Store store(*agent->datastore, agent->node_name, timeout_s);
+  if (auto r = store.open(); !r) {
+    err << "tabby ipam: " << r.error().msg << "\n";
+    return 1;
+  }
+  auto cs = store.list();
+  if (!cs) {
+    err << "tabby ipam: " << cs.error().msg << (cs.error().details.empty() ? "" : " (" + cs.error().details + ")")
+        << "\n";
+    return 1;
+  }
+  if (sub == "check") {
+    auto leaks = cs->calc->ipam_leaks();
+    auto orphans = cs->calc->orphan_blocks();
+    if (json_out) {
+      out << "{\"leaks\": [";
+      for (size_t i = 0; i < leaks.size(); ++i) {
+        const auto& l = leaks[i];
+        out << (i ? ",\n " : "") << "{\"address\": " << json_quote(l.ip.str())
+            << ", \"block\": " << json_quote(l.block.str()) << ", \"node\": " << json_quote(l.node)
+            << ", \"handle\": " << json_quote(l.handle) << ", \"blockAffinity\": " << json_quote(l.affinity)
+            << ", \"reason\": " << json_quote(l.reason) << "}";
+      }
+      out << "],\n \"orphanBlocks\": [";
+      for (size_t i = 0; i < orphans.size(); ++i) {
+        const auto& o = orphans[i];
+        out << (i ? ",\n " : "") << "{\"block\": " << json_quote(o.block.str()) << ", \"node\": "
+            << json_quote(o.node) << ", \"blockAffinity\": " << json_quote(o.affinity)
+            << ", \"allocations\": " << o.allocations << ", \"liveEndpoints\": [";
+        for (size_t j = 0; j < o.live_endpoints.size(); ++j) out << (j ? ", " : "") << json_quote(o.live_endpoints[j]);
+        out << "]}";
+      }
+      out << "]}\n";
+      return 0;
+    }
+    if (leaks.empty()) {
+      out << "No leaked allocations.\n";
+    } else {
+      out << pad("ADDRESS", 18) << pad("BLOCK", 22) << pad("NODE", 16) << pad("HANDLE", 28) << "REASON\n";
+      for (const auto& l : leaks)
+        out << pad(l.ip.str(), 18) << pad(l.block.str(), 22) << pad(l.node, 16) << pad(l.handle, 28) << l.reason
+            << "\n";
+      out << leaks.size() << (leaks.size() == 1 ? " leaked allocation" : " leaked allocations")
+          << "; free one with: tabby ipam release ADDRESS --config " << config << "\n";
+    }
+    if (!orphans.empty()) {
+      out << "\n" << pad("BLOCK", 22) << pad("NODE (gone)", 16) << pad("ALLOCATIONS", 13) << "LIVE ENDPOINTS\n";
+      for (const auto& o : orphans) {
+        std::string live;
+        for (const auto& e : o.live_endpoints) live += (live.empty() ? "" : ",") + e;
+        out << pad(o.block.str(), 22) << pad(o.node, 16) << pad(std::to_string(o.allocations), 13)
+            << (live.empty() ? "-" : live) << "\n";
+      }
+      out << orphans.size() << (orphans.size() == 1 ? " block" : " blocks")
+          << " of nodes that no longer exist; free one with: tabby ipam release --block CIDR --config " << config
+          << "\n";
+    }
+    return 0;
+  }
+  if (block) {
+    auto orphans = cs->calc->orphan_blocks();
+    auto it = std::find_if(orphans.begin(), orphans.end(), [&](const IpamOrphanBlock& o) { return o.block == *block; });
+    if (it == orphans.end()) {
+      auto owner = cs->calc->block_owner(*block);
+      err << "tabby ipam release: " << block->str()
+          << (owner ? " belongs to node " + *owner + ", which exists: not released"
+                    : " is not a claimed block")
+          << "\n";
+      return 1;
+    }
+    std::string what = "block " + block->str() + " of node " + it->node + " (gone; " +
+                       std::to_string(it->allocations) + " recorded allocations)";
+    if (!it->live_endpoints.empty()) {
+      std::string live;
+      for (const auto& e : it->live_endpoints) live += (live.empty() ? "" : ", ") + e;
+      err << "tabby ipam release: " << what << " still has WorkloadEndpoints holding its addresses (" << live
+          << "): not released\n";
+      return 1;
+    }
+    if (dry_run) {
+      out << "would release " << what << "\n";
+      return 0;
+    }
+    auto r = store.remove(affinity_key(it->affinity));
+    if (!r) {
+      err << "tabby ipam release: " << r.error().msg << "\n";
+      return 1;
+    }
+    out << "released " << what << "\n";
+    return 0;
+  }
+  auto plan = cs->calc->plan_release_ip(*ip);
+  if (!plan) {
+    err << "tabby ipam release: " << plan.error().message << "\n";
+    return 1;
+  }
+  const auto& aff = std::get<BlockAffinity>(plan->affinity.body);
+  std::string what = ip->str() + " (handle " + plan->handle + ", block " + aff.cidr.str() + " of node " + aff.node + ")";
+  if (!plan->in_use_by.empty()) {
+    err << "tabby ipam release: " << what << " is held by WorkloadEndpoint " << plan->in_use_by
+        << ": not released (delete the pod, its CNI DEL frees the address)\n";
+    return 1;
+  }
+  if (dry_run) {
+    out << "would release " << what << "\n";
+    return 0;
+  }
+  const std::string& name = plan->affinity.key.name;
+  if (auto r = store.put(affinity_key(name), block_affinity_manifest(name, aff)); !r) {
+    err << "tabby ipam release: " << r.error().msg << "\n";
+    return 1;
+  }
+  out << "released " << what << "\n";
+  return 0;
+}
+
 int run_cni_main() {
   std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   auto getenv_fn = [](const char* name) -> std::optional<std::string> {

@@ -5,9 +5,9 @@ pool overlapping the existing one, an object of an unknown kind, a file with a Y
 syntax error, and the existing pool's own file broken. Each is reported in `tabby
 status` (and the log) naming the file and the field or line; the agents stay up,
 their kernel routes do not change and pods keep reaching each other. Fixing or
-removing each file clears its report. Last, natOutgoing: true (a Calico field tabby
-does not implement) on the live pool: reported naming file, object and field, the
-pool keeps working; set back to false, the report clears."""
+removing each file clears its report. Last, assignmentMode: Manual (a Calico field
+tabby does not implement) on the live pool: reported naming file, object and field,
+the pool keeps working; set back to Automatic, the report clears."""
 import os
 import sys
 
@@ -85,18 +85,21 @@ def body(lab):
         wait_until(lambda a=a: not problems(a), 10, f"{a.node.name}: no problems once pool.yaml is fixed")
     still_fine("fixing pool.yaml")
 
-    step("a Calico field tabby does not implement (natOutgoing: true on the live pool): reported, the pool keeps working")
-    c.store.put_text("pool.yaml", POOL.format(name="default-ipv4-ippool", cidr="198.19.0.0/16") + "  natOutgoing: true\n")
-    words = ["pool.yaml", "IPPool default-ipv4-ippool", "spec.natOutgoing", "not supported by tabby"]
+    step("a Calico field tabby does not implement (assignmentMode: Manual on the live pool): reported, the pool "
+         "keeps working")
+    c.store.put_text("pool.yaml", POOL.format(name="default-ipv4-ippool", cidr="198.19.0.0/16") +
+                     "  assignmentMode: Manual\n")
+    words = ["pool.yaml", "IPPool default-ipv4-ippool", "spec.assignmentMode", "not supported by tabby"]
     for a in agents:
         wait_until(lambda a=a: any(all(w in p for w in words) for p in problems(a)), 10,
-                   f"{a.node.name} reports pool.yaml's natOutgoing")
+                   f"{a.node.name} reports pool.yaml's assignmentMode")
     step("  reported: " + next(p for p in problems(agents[0]) if all(w in p for w in words)))
-    still_fine("natOutgoing: true")
-    c.store.put_text("pool.yaml", POOL.format(name="default-ipv4-ippool", cidr="198.19.0.0/16") + "  natOutgoing: false\n")
+    still_fine("assignmentMode: Manual")
+    c.store.put_text("pool.yaml", POOL.format(name="default-ipv4-ippool", cidr="198.19.0.0/16") +
+                     "  assignmentMode: Automatic\n")
     for a in agents:
-        wait_until(lambda a=a: not problems(a), 10, f"{a.node.name}: no problems once natOutgoing is back to false")
-    still_fine("natOutgoing: false")
+        wait_until(lambda a=a: not problems(a), 10, f"{a.node.name}: no problems once assignmentMode is Automatic")
+    still_fine("assignmentMode: Automatic")
 
 
 run_test("agent_bad_manifests", body)

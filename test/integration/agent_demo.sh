@@ -2,7 +2,8 @@
 # The README's demo as a test: three nodes in namespaces running tabby agent on a
 # shared file datastore, pods attached through the CNI plugin; every pod must
 # ping every other pod with plain routes and again after the pool switches to
-# VXLAN (scripts/demo.sh exits non-zero otherwise).
+# VXLAN (scripts/demo.sh exits non-zero otherwise); then every pod reaches the
+# outside host masqueraded to its node's address (natOutgoing).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=$(bash scripts/demo.sh 2>&1); rc=$?
@@ -10,4 +11,8 @@ echo "$out" | tail -60
 if [ $rc -ne 0 ]; then echo "FAIL: demo exited $rc"; exit 1; fi
 n=$(echo "$out" | grep -c "30 pings answered, 0 failed")
 [ "$n" -eq 2 ] || { echo "FAIL: expected two rounds of 30 answered pings (plain, VXLAN), saw $n"; exit 1; }
+echo "$out" | grep -q "6 pods reach the outside host masqueraded, 0 failed" ||
+  { echo "FAIL: not every pod reached the outside host (natOutgoing)"; exit 1; }
+m=$(echo "$out" | grep -cE "outside host: from pod 198\.19\.[0-9.]+ +seen as 198\.18\.0\.1[123]$")
+[ "$m" -eq 6 ] || { echo "FAIL: expected the outside host to see 6 pods as their nodes' addresses, saw $m"; exit 1; }
 echo "PASS"

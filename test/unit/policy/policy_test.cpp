@@ -1077,6 +1077,101 @@ TEST_CASE("compiler: tunnel guard: VXLAN/IPIP only from node addresses, peers ch
   CHECK(c.applied_once());
 }
 
+TEST_CASE("interval_elements: one family, nets inside others dropped, halves merged, sorted") {
+  auto P = [](const char* s) { return *Prefix::parse(s); };
+  auto str = [](const std::vector<Prefix>& v) {
+    std::string s;
+    for (const auto& p : v) s += (s.empty() ? "" : " ") + p.str();
+    return s;
+  };
+  CHECK(str(interval_elements({}, IpFamily::V4)).empty());
+  CHECK(str(interval_elements({P("198.19.0.0/16"), P("fd00:10::/48"), P("10.0.0.0/8")}, IpFamily::V4)) ==
+        "10.0.0.0/8 198.19.0.0/16");
+  CHECK(str(interval_elements({P("198.19.0.0/16"), P("fd00:10::/48")}, IpFamily::V6)) == "fd00:10::/48");
+  // A pool inside another (a disabled /8 around an enabled /16), in either order.
+  CHECK(str(interval_elements({P("10.1.0.0/16"), P("10.0.0.0/8")}, IpFamily::V4)) == "10.0.0.0/8");
+  CHECK(str(interval_elements({P("10.0.0.0/8"), P("10.1.0.0/16"), P("10.0.0.0/8")}, IpFamily::V4)) == "10.0.0.0/8");
+  // Two halves make their parent, repeatedly; neighbours that are not halves stay apart.
+  CHECK(str(interval_elements({P("10.0.128.0/17"), P("10.0.0.0/17")}, IpFamily::V4)) == "10.0.0.0/16");
+  CHECK(str(interval_elements({P("10.0.0.0/18"), P("10.0.64.0/18"), P("10.0.128.0/17")}, IpFamily::V4)) ==
+        "10.0.0.0/16");
+  CHECK(str(interval_elements({P("10.0.1.0/24"), P("10.0.2.0/24")}, IpFamily::V4)) == "10.0.1.0/24 10.0.2.0/24");
+}
+
+TEST_CASE("compiler: outgoing NAT: sets and chain in the full script, pool changes as element deltas") {
+  auto P = [](const char* s) { return *Prefix::parse(s); };
+  CompilerOptions o;
+  o.nat_outgoing = true;
+  PolicyCompiler c(o);
+  base_state(c);
+  c.set_nat_outgoing_pools({{P("198.19.0.0/16"), P("198.20.0.0/16"), P("fd00:10::/48")},
+                            {P("198.19.0.0/16"), P("fd00:10::/48")}});
+  std::string full = c.full_script();
+  CHECK(full.find("  set pod-pools-v4 { type ipv4_addr; flags interval; comment \"every IPPool CIDR: pod networks, "
+                  "never masqueraded to\"; elements = { 198.19.0.0/16, 198.20.0.0/16 }; }\n") != std::string::npos);
+  CHECK(full.find("  set pod-pools-v6 { type ipv6_addr; flags interval; comment \"every IPPool CIDR: pod networks, "
+                  "never masqueraded to\"; elements = { fd00:10::/48 }; }\n") != std::string::npos);
+  CHECK(full.find("  set nat-pools-v4 { type ipv4_addr; flags interval; comment \"CIDRs of natOutgoing IPPools: "
+                  "masqueraded when leaving the pools\"; elements = { 198.19.0.0/16 }; }\n") != std::string::npos);
+  CHECK(full.find("elements = { fd00:10::/48 }; }\n") != std::string::npos);
+  CHECK(full.find("  chain nat-outgoing {\n    type nat hook postrouting priority srcnat; policy accept;\n") !=
+        std::string::npos);
+  CHECK(full.find("    ip saddr @nat-pools-v4 ip daddr != @pod-pools-v4 fib daddr type != local counter masquerade\n"
+                  "    ip6 saddr @nat-pools-v6 ip6 daddr != @pod-pools-v6 fib daddr type != local counter "
+                  "masquerade\n") != std::string::npos);
+  CHECK(full.find("chain ingress {") != std::string::npos);  // policy is still there
+  RulesetShape sh = c.shape();
+  CHECK(sh.chain_rules.at("nat-outgoing") == 2);
+  CHECK(sh.set_elements.at("pod-pools-v4") == 2);
+  CHECK(sh.set_elements.at("nat-pools-v4") == 1);
+  CHECK(sh.set_elements.at("nat-pools-v6") == 1);
+
+  // natOutgoing flipped on for the second pool: one element added, nothing else.
+  c.set_nat_outgoing_pools({{P("198.19.0.0/16"), P("198.20.0.0/16"), P("fd00:10::/48")},
+                            {P("198.19.0.0/16"), P("198.20.0.0/16"), P("fd00:10::/48")}});
+  Delta d = c.take_delta_ops();
+  CHECK(d.script == "add element inet tabby nat-pools-v4 { 198.20.0.0/16 }\n");
+  CHECK(d.elements_only);
+  CHECK(!d.structured);  // prefix elements: libnftables runs it
+  // The same pools again: nothing to do.
+  c.set_nat_outgoing_pools({{P("198.19.0.0/16"), P("198.20.0.0/16"), P("fd00:10::/48")},
+                            {P("198.19.0.0/16"), P("198.20.0.0/16"), P("fd00:10::/48")}});
+  CHECK(c.take_delta().empty());
+  // A covering disabled pool arrives, the v6 pool loses natOutgoing: deletions before additions.
+  c.set_nat_outgoing_pools({{P("198.19.0.0/16"), P("198.20.0.0/16"), P("fd00:10::/48"), P("198.16.0.0/12")},
+                            {P("198.19.0.0/16"), P("198.20.0.0/16")}});
+  CHECK(c.take_delta() ==
+        "delete element inet tabby nat-pools-v6 { fd00:10::/48 }\n"
+        "delete element inet tabby pod-pools-v4 { 198.19.0.0/16, 198.20.0.0/16 }\n"
+        "add element inet tabby pod-pools-v4 { 198.16.0.0/12 }\n");
+  // Pod churn with a pool change: one delta, through libnftables.
+  c.upsert_endpoint(ep("x", "d", {{"role", "client"}}, "198.19.1.4", "calixd"));
+  c.set_nat_outgoing_pools({{P("198.16.0.0/12")}, {}});
+  Delta mixed = c.take_delta_ops();
+  CHECK(mixed.script.find("delete element inet tabby nat-pools-v4 { 198.19.0.0/16, 198.20.0.0/16 }\n") !=
+        std::string::npos);
+  CHECK(mixed.script.find("add element inet tabby wl-in { \"calixd\"") != std::string::npos);
+  CHECK(!mixed.structured);
+  // A full script after that holds the current elements.
+  c.mark_unapplied();
+  full = c.full_script();
+  CHECK(full.find("  set nat-pools-v4 { type ipv4_addr; flags interval; comment \"CIDRs of natOutgoing IPPools: "
+                  "masqueraded when leaving the pools\"; }\n") != std::string::npos);
+  CHECK(full.find("elements = { 198.16.0.0/12 }") != std::string::npos);
+}
+
+TEST_CASE("compiler: without nat_outgoing the table has no NAT sets or chain, and pools change nothing") {
+  PolicyCompiler c;
+  base_state(c);
+  c.set_nat_outgoing_pools({{*Prefix::parse("198.19.0.0/16")}, {*Prefix::parse("198.19.0.0/16")}});
+  std::string full = c.full_script();
+  CHECK(full.find("nat-outgoing") == std::string::npos);
+  CHECK(full.find("pools-v4") == std::string::npos);
+  CHECK(!c.shape().chain_rules.count("nat-outgoing"));
+  c.set_nat_outgoing_pools({});
+  CHECK(c.take_delta().empty());
+}
+
 TEST_CASE("compiler: with policy not enforced the table holds only the tunnel guard") {
   CompilerOptions o;
   o.enforce_policy = false;

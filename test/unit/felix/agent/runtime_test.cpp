@@ -13,7 +13,9 @@
 //   - pod add/delete: a WorkloadEndpoint in the datastore becomes a workload
 //     route, a workload interface and a policy endpoint, and goes again;
 //   - policy change: the executor sees the ruleset change;
-//   - the Forwarding State bit (RFC 4724 §3) follows the dataplane.
+//   - the Forwarding State bit (RFC 4724 §3) follows the dataplane;
+//   - tunnel address at start: two nodes with a VXLAN pool race for blocks and
+//     each ends with one, its VTEP the block's first address, before any pod.
 #include <doctest/doctest.h>
 
 #include <stdlib.h>
@@ -291,6 +293,50 @@ TEST_CASE("datastore mesh: nodes from the datastore peer; block routes and BGP-l
   // A node leaves the datastore: its block route goes from the other's dataplane.
   cluster.erase({"BlockAffinity.tabby.dev", "", block_affinity_name(*Prefix::parse("10.65.2.0/26"))});
   REQUIRE(run_until(io, [&] { return a1.kernel_route("10.65.2.0/26").empty(); }));
+  a1.rt->stop();
+  a2.rt->stop();
+}
+
+TEST_CASE("tunnel address at start: with a VXLAN pool each node claims one block before any pod") {
+  asio::io_context io;
+  TempDir dir;
+  uint16_t port = free_port();
+  MemoryCluster cluster(io);
+  REQUIRE(cluster.apply(bgp_configuration(port)));
+  REQUIRE(cluster.apply("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool}\nspec: {cidr: "
+                        "10.65.0.0/16, vxlanMode: Always}\n"));
+  for (int n = 1; n <= 2; ++n) REQUIRE(cluster.apply(node_yaml(n)));
+  // Both start at once: they race for the same first block; the loser takes the next.
+  Agent a1(io, cluster_config(1, dir.path), &cluster);
+  Agent a2(io, cluster_config(2, dir.path), &cluster);
+  auto affinity_of = [&](const std::string& cidr) {
+    return cluster.get({"BlockAffinity.tabby.dev", "", block_affinity_name(*Prefix::parse(cidr))});
+  };
+  auto vtep = [](const Agent& a) {
+    return a.dp->tunnels.vxlan.tunnel_address ? a.dp->tunnels.vxlan.tunnel_address->str() : std::string("none");
+  };
+  bool done = run_until(io, [&] {
+    return affinity_of("10.65.0.0/26") && affinity_of("10.65.0.64/26") && vtep(a1) != "none" && vtep(a2) != "none";
+  });
+  INFO("a1 VTEP ", vtep(a1), " a2 VTEP ", vtep(a2));
+  REQUIRE(done);
+  CHECK(vtep(a1) != vtep(a2));
+  std::set<std::string> owners;
+  for (const char* b : {"10.65.0.0/26", "10.65.0.64/26"}) {
+    auto text = *affinity_of(b);
+    owners.insert(text.find("node: node1") != std::string::npos ? "node1" : "node2");
+    CHECK(text.find("allocations") == std::string::npos);  // no pod address taken
+  }
+  CHECK(owners == std::set<std::string>{"node1", "node2"});
+  CHECK_FALSE(affinity_of("10.65.0.128/26"));  // one block each, no more
+  // Each VTEP is the first address of its own block, and the other node knows it.
+  for (auto [me, other] : {std::pair{&a1, &a2}, std::pair{&a2, &a1}}) {
+    REQUIRE(me->dp->tunnels.vxlan.enabled);
+    bool known = false;
+    for (const auto& v : other->dp->tunnels.vteps) known |= v.tunnel_address.str() == vtep(*me);
+    CHECK_MESSAGE(known, "the other node has no VTEP entry for ", vtep(*me));
+  }
+  CHECK((vtep(a1) == "10.65.0.0" || vtep(a1) == "10.65.0.64"));
   a1.rt->stop();
   a2.rt->stop();
 }

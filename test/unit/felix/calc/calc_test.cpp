@@ -771,6 +771,96 @@ TEST_CASE("overlapping enabled pools: the newcomer is rejected naming both, read
   CHECK_FALSE(n1.calc.pools()[0].pool.disabled);
 }
 
+TEST_CASE("outgoing NAT pools: every pool (disabled too) is a pod network, natOutgoing ones are masqueraded") {
+  auto P = [](const char* s) { return *Prefix::parse(s); };
+  Node n1("node-1");
+  auto ch = n1.feed("a.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16", "  natOutgoing: true\n") +
+                                  pool_yaml("pool-b", "198.20.0.0/16") +
+                                  pool_yaml("pool-c", "10.0.0.0/8", "  disabled: true\n  natOutgoing: true\n") +
+                                  pool_yaml("pool-6", "fd00:10::/48", "  natOutgoing: true\n"));
+  REQUIRE(n1.errors.empty());
+  CHECK(ch.nat_pools_changed);
+  const auto& np = n1.calc.nat_outgoing_pools();
+  // Name order; a disabled pool is a pod network and, with natOutgoing, a masqueraded source too (Calico).
+  CHECK(np.pools == std::vector<Prefix>{P("fd00:10::/48"), P("198.19.0.0/16"), P("198.20.0.0/16"), P("10.0.0.0/8")});
+  CHECK(np.masquerade == std::vector<Prefix>{P("fd00:10::/48"), P("198.19.0.0/16"), P("10.0.0.0/8")});
+  // An unrelated change: not reported as a pool change.
+  ch = n1.feed("n.yaml", node_yaml("node-4", "198.18.0.14/24"));
+  CHECK_FALSE(ch.nat_pools_changed);
+  // Flipping the flag is a change.
+  ch = n1.feed("a.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") + pool_yaml("pool-b", "198.20.0.0/16") +
+                             pool_yaml("pool-c", "10.0.0.0/8", "  disabled: true\n  natOutgoing: true\n") +
+                             pool_yaml("pool-6", "fd00:10::/48", "  natOutgoing: true\n"));
+  CHECK(ch.nat_pools_changed);
+  CHECK(n1.calc.nat_outgoing_pools().masquerade == std::vector<Prefix>{P("fd00:10::/48"), P("10.0.0.0/8")});
+  // A rejected (overlapping) pool counts for neither set.
+  n1.feed("b.yaml", pool_yaml("pool-d", "198.19.128.0/17", "  natOutgoing: true\n"));
+  CHECK(n1.errors.size() == 1);
+  CHECK(n1.calc.nat_outgoing_pools().pools.size() == 4);
+  CHECK(n1.calc.nat_outgoing_pools().masquerade.size() == 2);
+}
+
+// The pure helper alone.
+TEST_CASE("nat_outgoing_pools from pool views") {
+  IpPool a, b;
+  a.cidr = *Prefix::parse("198.19.0.0/16");
+  a.nat_outgoing = true;
+  b.cidr = *Prefix::parse("198.20.0.0/16");
+  b.disabled = true;
+  auto np = nat_outgoing_pools({{"a", a}, {"b", b}});
+  CHECK(np.pools == std::vector<Prefix>{a.cidr, b.cidr});
+  CHECK(np.masquerade == std::vector<Prefix>{a.cidr});
+  CHECK(nat_outgoing_pools({}).pools.empty());
+}
+
+TEST_CASE("tunnel block: a node whose pools use a tunnel claims a block before any pod") {
+  Node n1("node-1");
+  // No tunnel: nothing to claim.
+  n1.feed("a.yaml", kThreeNodes + pool_yaml("a-plain", "198.19.0.0/16"));
+  CHECK_FALSE(n1.calc.tunnel_block_to_claim());
+  // A VXLAN pool for zone b only, node-1 is in zone a: still nothing.
+  n1.feed("b.yaml", pool_yaml("b-vx", "198.20.0.0/16", "  vxlanMode: Always\n  nodeSelector: zone == 'b'\n"));
+  CHECK_FALSE(n1.calc.tunnel_block_to_claim());
+  // One that matches: the block the node's first pod would get (the first pool by
+  // name, a-plain, even though only c-vx uses the tunnel).
+  n1.feed("c.yaml", pool_yaml("c-vx", "198.21.0.0/16", "  vxlanMode: Always\n"));
+  auto b = n1.calc.tunnel_block_to_claim();
+  REQUIRE(b);
+  CHECK(b->block.str() == "198.19.0.0/26");
+  CHECK(b->pool == "a-plain");
+  CHECK(b->block == n1.calc.plan_ip("node-1", "default/p", IpFamily::V4)->block);
+  // Taken by node-2 meanwhile: the next one.
+  n1.feed("d.yaml", block_yaml("198.19.0.0/26", "node-2"));
+  b = n1.calc.tunnel_block_to_claim();
+  REQUIRE(b);
+  CHECK(b->block.str() == "198.19.0.64/26");
+  // Claimed: the node's VTEP is the block's first address, nothing more to claim,
+  // and the first pod takes the block's next address.
+  n1.feed("e.yaml", block_yaml("198.19.0.64/26", "node-1"));
+  CHECK_FALSE(n1.calc.tunnel_block_to_claim());
+  CHECK(n1.calc.tunnel_address("node-1", true)->str() == "198.19.0.64");
+  CHECK(n1.calc.tunnel_config().vxlan.tunnel_address->str() == "198.19.0.64");
+  CHECK(n1.calc.plan_ip("node-1", "default/p", IpFamily::V4)->ip.str() == "198.19.0.65");
+  // Any IPv4 block already gives the node its tunnel address (its pods' block).
+  Node n2("node-2");
+  n2.feed("a.yaml", kThreeNodes + pool_yaml("c-vx", "198.21.0.0/16", "  ipipMode: Always\n") +
+                        block_yaml("198.21.0.0/26", "node-2"));
+  CHECK_FALSE(n2.calc.tunnel_block_to_claim());
+  // A Node with its own ipv4IPIPTunnelAddr needs no block for IPIP.
+  Node n3("node-3");
+  n3.feed("a.yaml", node_yaml("node-3", "198.18.0.13/24", "    ipv4IPIPTunnelAddr: 198.21.9.9\n") +
+                        pool_yaml("c-ipip", "198.21.0.0/16", "  ipipMode: Always\n"));
+  CHECK_FALSE(n3.calc.tunnel_block_to_claim());
+  // No IPv4 address for the node yet (not registered): wait.
+  Node n4("node-4");
+  n4.feed("a.yaml", kThreeNodes + pool_yaml("c-vx", "198.21.0.0/16", "  vxlanMode: Always\n"));
+  CHECK_FALSE(n4.calc.tunnel_block_to_claim());
+  // Disabled tunnel pools are not claimed from.
+  Node n5("node-1");
+  n5.feed("a.yaml", kThreeNodes + pool_yaml("c-vx", "198.21.0.0/16", "  vxlanMode: Always\n  disabled: true\n"));
+  CHECK_FALSE(n5.calc.tunnel_block_to_claim());
+}
+
 TEST_CASE("a bad manifest leaves the last good state") {
   Node n1("node-1");
   std::string good = cluster_with_pool("  ipipMode: Always\n");
@@ -950,6 +1040,74 @@ TEST_CASE("IPAM: block choice by pool order and nodeSelector") {
   CHECK_FALSE(choose_block(pools, {}, {}, IpFamily::V6));
   std::vector<PoolView> v6{{"six", pool("2001:db8::/120", 122, "all()")}};
   CHECK(choose_block(v6, {}, {*Prefix::parse("2001:db8::/122")}, IpFamily::V6)->block.str() == "2001:db8::40/122");
+}
+
+TEST_CASE("IPAM check and release: allocations whose pod is gone, and freeing one") {
+  auto alloc_block = [](const std::string& cidr, const std::string& node, const std::string& allocs) {
+    Prefix p = *Prefix::parse(cidr);
+    return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
+           "}\nspec: {cidr: " + cidr + ", node: " + node + ", allocations: {" + allocs + "}}\n---\n";
+  };
+  Node n1("node-1");
+  n1.feed("c.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") +
+                        alloc_block("198.19.0.0/26", "node-1",
+                                    "default/a: 198.19.0.1, default/b: 198.19.0.2, default/gone: 198.19.0.3") +
+                        alloc_block("198.19.0.64/26", "node-2", "default/c: 198.19.0.65, kube/old: 198.19.0.66") +
+                        wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("b", "node-1", "198.19.0.9", "cali2") +
+                        wep_yaml("c", "node-2", "198.19.0.65", "cali3"));
+  REQUIRE(n1.errors.empty());
+  auto leaks = n1.calc.ipam_leaks();
+  REQUIRE(leaks.size() == 3);
+  CHECK(leaks[0].ip.str() == "198.19.0.2");
+  CHECK(leaks[0].handle == "default/b");
+  CHECK(leaks[0].reason == "WorkloadEndpoint default/b holds other addresses");
+  CHECK(leaks[1].ip.str() == "198.19.0.3");
+  CHECK(leaks[1].reason == "no WorkloadEndpoint default/gone");
+  CHECK(leaks[1].node == "node-1");
+  CHECK(leaks[1].block.str() == "198.19.0.0/26");
+  CHECK(leaks[1].affinity == "198-19-0-0-26");
+  CHECK(leaks[2].ip.str() == "198.19.0.66");
+  CHECK(leaks[2].node == "node-2");
+
+  // Releasing a leaked address: its affinity without that allocation, nobody holds it.
+  auto r = n1.calc.plan_release_ip(*IpAddress::parse("198.19.0.3"));
+  REQUIRE(r);
+  CHECK(r->handle == "default/gone");
+  CHECK(r->in_use_by.empty());
+  CHECK(r->affinity.key.name == "198-19-0-0-26");
+  const auto& a = std::get<BlockAffinity>(r->affinity.body);
+  CHECK(a.allocations.size() == 2);
+  CHECK_FALSE(a.allocations.count("default/gone"));
+  // An address a live endpoint holds: the plan says who.
+  r = n1.calc.plan_release_ip(*IpAddress::parse("198.19.0.1"));
+  REQUIRE(r);
+  CHECK(r->in_use_by == "default/a");
+  // Not recorded anywhere: an error.
+  CHECK_FALSE(n1.calc.plan_release_ip(*IpAddress::parse("198.19.0.40")));
+  // Written back: the leak is gone.
+  n1.feed("c.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") +
+                        alloc_block("198.19.0.0/26", "node-1", "default/a: 198.19.0.1, default/b: 198.19.0.2") +
+                        alloc_block("198.19.0.64/26", "node-2", "default/c: 198.19.0.65, kube/old: 198.19.0.66") +
+                        wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("b", "node-1", "198.19.0.9", "cali2") +
+                        wep_yaml("c", "node-2", "198.19.0.65", "cali3"));
+  CHECK(n1.calc.ipam_leaks().size() == 2);
+  CHECK(n1.calc.orphan_blocks().empty());
+
+  // A node gone (its Node resource deleted): its block is an orphan; the endpoint
+  // still holding one of its addresses is named.
+  n1.feed("d.yaml", alloc_block("198.19.1.0/26", "node-9", "default/d: 198.19.1.1, default/e: 198.19.1.2") +
+                        wep_yaml("d", "node-9", "198.19.1.1", "cali4"));
+  auto orphans = n1.calc.orphan_blocks();
+  REQUIRE(orphans.size() == 1);
+  CHECK(orphans[0].block.str() == "198.19.1.0/26");
+  CHECK(orphans[0].node == "node-9");
+  CHECK(orphans[0].affinity == "198-19-1-0-26");
+  CHECK(orphans[0].allocations == 2);
+  CHECK(orphans[0].live_endpoints == std::vector<std::string>{"default/d"});
+  n1.feed("d.yaml", alloc_block("198.19.1.0/26", "node-9", "default/d: 198.19.1.1, default/e: 198.19.1.2"));
+  CHECK(n1.calc.orphan_blocks()[0].live_endpoints.empty());
+  n1.feed("n.yaml", node_yaml("node-9", "198.18.0.19/24"));
+  CHECK(n1.calc.orphan_blocks().empty());
 }
 
 TEST_CASE("IPAM: address choice skips only the block's first address (tunnel)") {

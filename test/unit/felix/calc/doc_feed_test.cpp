@@ -326,8 +326,6 @@ TEST_CASE("each unsupported Calico field set in a manifest is a problem naming f
        "  restartMode: GracefulRestart\n", "spec.restartMode"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  birdGatewayMode: DirectIfDirectlyConnected\n",
        "  birdGatewayMode: Recursive\n", "spec.birdGatewayMode"},
-      {"IPPool.projectcalico.org", "pool-a", ippool, "  natOutgoing: true\n", "  natOutgoing: false\n",
-       "spec.natOutgoing"},
       {"IPPool.projectcalico.org", "pool-a", ippool, "  allowedUses: [LoadBalancer]\n",
        "  allowedUses: [Workload, Tunnel]\n", "spec.allowedUses"},
       {"IPPool.projectcalico.org", "pool-a", ippool, "  assignmentMode: Manual\n", "  assignmentMode: Automatic\n",
@@ -368,22 +366,24 @@ TEST_CASE("each unsupported Calico field set in a manifest is a problem naming f
 TEST_CASE("a rejected new version keeps the unsupported-field problem of the version in force") {
   Calc calc({.node_name = "node-1"});
   DocFeed feed;
-  feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  natOutgoing: true\n"))}, calc);
-  feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  natOutgoing: maybe\n"))}, calc);
+  feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  assignmentMode: Manual\n"))}, calc);
+  feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  assignmentMode: Manual\n  natOutgoing: maybe\n"))},
+            calc);
   auto probs = feed.problems();
   REQUIRE(probs.size() == 2);
   CHECK(probs[0].message.find("'maybe' is not true or false") != std::string::npos);
-  CHECK(probs[1].message.find("spec.natOutgoing: not supported by tabby") != std::string::npos);
+  CHECK(probs[1].message.find("spec.assignmentMode: not supported by tabby") != std::string::npos);
 }
 
-TEST_CASE("natOutgoing: true keeps the pool working (reported, not refused)") {
+TEST_CASE("natOutgoing is supported: no problem, and the pool is masqueraded from") {
   Calc calc({.node_name = "node-1"});
   DocFeed feed;
   feed.feed({kdoc("IPPool.projectcalico.org", "pool-a", ippool("  natOutgoing: true\n"))}, calc);
+  (void)calc.take_changes();
   REQUIRE(calc.pools().size() == 1);
-  CHECK(calc.pools()[0].pool.cidr.str() == "198.19.0.0/16");
-  REQUIRE(feed.problems().size() == 1);
-  CHECK(feed.problems()[0].message.find("no outgoing NAT is done") != std::string::npos);
+  CHECK(calc.pools()[0].pool.nat_outgoing);
+  CHECK(feed.problems().empty());
+  CHECK(calc.nat_outgoing_pools().masquerade == std::vector<Prefix>{*Prefix::parse("198.19.0.0/16")});
 }
 
 TEST_CASE("a BGPPeer with spec.filters is refused: no session without its filters") {

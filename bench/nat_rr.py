@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""nat_rr.py — what IPPool natOutgoing costs pod-to-pod traffic (which it never
+masquerades): TCP request/response between a pod on node1 and a pod on node2 of
+a real two-node tabby cluster (agents on a file datastore, pods through the CNI
+plugin, direct routes over the node bridge), with the pool's natOutgoing on and
+off in the same run. Prints figures, asserts nothing but that the setting took.
+  sudo python3 bench/nat_rr.py [--quick]           (TABBY_BIN, TABBY_BUILD as for the tests)
+rr: one connection, 1-byte request/response back to back (per-packet cost: the
+nat postrouting hook runs for every packet, its chain only for a connection's
+first); crr: a new connection per transaction (every SYN meets the nat chain and
+its set lookups). The two settings alternate (off, on, on, off, ...) so the
+shared machine's drift hits both alike; client and server are pinned to one core
+(as bench/policy_bench.sh does). A third setting, "no chain", removes chain
+nat-outgoing from both nodes' tables for the round (nft delete chain; put back
+as it was right after, so the agent never sees a drift): that is the cost of
+the nat hook itself, which both other settings pay alike. The table shows the
+median of the rounds and the median of the round-by-round ratios."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
+from tabbytest.cluster import Cluster  # noqa: E402
+from tabbytest.core import Lab, step, wait_until  # noqa: E402
+
+QUICK = "--quick" in sys.argv
+SECS, ROUNDS = (1, 2) if QUICK else (3, 6)  # ROUNDS per setting
+RR = os.path.join(os.environ.get("TABBY_BUILD", os.path.join(ROOT, "build")), "bench", "tabby-bench-rr")
+
+
+def pool(nat):
+    return {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "default-ipv4-ippool"},
+            "spec": {"cidr": "198.19.0.0/16", "blockSize": 26, "natOutgoing": nat}}
+
+
+def nat_elems(node):
+    out = json.loads(node.run(["nft", "-j", "list", "set", "inet", "tabby", "nat-pools-v4"]).stdout)
+    return next(i["set"] for i in out["nftables"] if "set" in i).get("elem", [])
+
+
+def main():
+    if not os.access(RR, os.X_OK):
+        sys.exit(f"{RR} missing: bash scripts/build.sh release")
+    pin = ["taskset", "-c", str(os.cpu_count() - 1)]
+    with Lab("natrr") as lab:
+        c = Cluster(lab)
+        c.put(pool(False))
+        c.add_node("node1", 1)
+        c.add_node("node2", 2)
+        c.wait_ready(60)
+        client = c.add_pod("node1", "default", "client")
+        server = c.add_pod("node2", "default", "server")
+        c.ping_all()
+        srv = subprocess.Popen(["ip", "netns", "exec", server.netns] + pin + [RR, "server", "5001"],
+                               stdout=subprocess.DEVNULL)
+        modes = ("off", "on", "none")
+        res = {(m, kind): [] for m in modes for kind in ("rr", "crr")}
+        try:
+            time.sleep(0.3)
+            order = []
+            while len(order) < ROUNDS * len(modes):
+                order += list(modes) + list(reversed(modes))
+            order = order[:ROUNDS * len(modes)]
+            i = 0
+            while i < len(order):
+                mode = order[i]
+                i += 1
+                nat = mode == "on"
+                c.put(pool(nat))
+                wait_until(lambda: bool(nat_elems(c.nodes["node1"])) == nat, 10, f"natOutgoing {nat} in node1's table")
+                saved = {}
+                if mode == "none":
+                    for name, n in c.nodes.items():
+                        saved[name] = n.run(["nft", "list", "chain", "inet", "tabby", "nat-outgoing"]).stdout
+                        n.run(["nft", "delete", "chain", "inet", "tabby", "nat-outgoing"])
+                time.sleep(0.5)
+                got = {}
+                for kind in ("rr", "crr"):
+                    out = subprocess.run(["ip", "netns", "exec", client.netns] + pin +
+                                         [RR, kind, server.ip, "5001", str(SECS)],
+                                         capture_output=True, text=True, check=True).stdout
+                    got[kind] = float(out.split()[0])
+                repaired = False
+                for name, text in saved.items():
+                    n = c.nodes[name]
+                    if n.run(["nft", "list", "chain", "inet", "tabby", "nat-outgoing"], check_rc=False).returncode == 0:
+                        repaired = True  # the agent's repair put it back during the round
+                    else:
+                        subprocess.run(n.cmd(["nft", "-f", "-"]), input=text, text=True, check=True)
+                if repaired:
+                    step(f"round {i}: {mode:>4}: the agent restored the chain during the round; run again")
+                    order.append(mode)
+                    continue
+                for kind in ("rr", "crr"):
+                    res[(mode, kind)].append(got[kind])
+                step(f"round {i}: {mode:>4}: rr {got['rr']:.0f}/s, crr {got['crr']:.0f}/s")
+        finally:
+            srv.terminate()
+            srv.wait()
+    print("\n| pod -> pod across nodes (transactions/s) | no nat chain | natOutgoing off | natOutgoing on | "
+          "on/off | on/no chain |")
+    print("|---|---|---|---|---|---|")
+    figures = {}
+    for kind in ("rr", "crr"):
+        none, off, on = res[("none", kind)], res[("off", kind)], res[("on", kind)]
+        r_off = [b / a for a, b in zip(off, on)]
+        r_none = [b / a for a, b in zip(none, on)]
+        med = statistics.median
+        figures[kind] = (med(none), med(off), med(on), med(r_off), med(r_none))
+        cell = lambda v: f"{med(v):.0f} ({min(v):.0f}-{max(v):.0f})"  # noqa: E731
+        ratio = lambda v: f"{med(v):.3f} ({min(v):.3f}-{max(v):.3f})"  # noqa: E731
+        print(f"| TCP {kind.upper()} | {cell(none)} | {cell(off)} | {cell(on)} | {ratio(r_off)} | {ratio(r_none)} |")
+    f = figures
+    print(f"BENCH nat_rr_nochain={f['rr'][0]:.0f} nat_rr_off={f['rr'][1]:.0f} nat_rr_on={f['rr'][2]:.0f} "
+          f"nat_rr_on_off={f['rr'][3]:.3f} nat_rr_on_nochain={f['rr'][4]:.3f} "
+          f"nat_crr_nochain={f['crr'][0]:.0f} nat_crr_off={f['crr'][1]:.0f} nat_crr_on={f['crr'][2]:.0f} "
+          f"nat_crr_on_off={f['crr'][3]:.3f} nat_crr_on_nochain={f['crr'][4]:.3f} rounds={len(res[('on', 'rr')])}")
+
+if __name__ == "__main__":
+    main()
