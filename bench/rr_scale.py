@@ -15,7 +15,8 @@ bgpd -Z cannot resolve iBGP next hops and reflects nothing; figures are bgpd's a
 
 Printed per reflector: converge seconds, CPU seconds of the reflector over the
 convergence, peak RSS (VmHWM), RSS idle / with all sessions up (=> bytes per session)
-/ converged / 3 s after the clients went (memory handed back?), session setup time.
+/ converged / 3 s after the clients went (memory handed back?), session setup time;
+bytes per route = (peak - RSS with sessions up) / (P*k).
 The machine's load average is printed with each run. Nothing is asserted.
 
 Usage: python3 bench/rr_scale.py [--clients 1000,2000,5000] [--prefixes 1,20]
@@ -197,7 +198,7 @@ def main():
     print()
     print(f"end: {load_text()}")
     hdr = (f"{'P':>5} {'k':>3} {'reflector':>9} {'converge_s':>10} {'cpu_s':>7} {'peakMB':>7} {'B/session':>9} "
-           f"{'afterMB':>7} {'tabby/x time':>12} {'tabby/x peak':>12}")
+           f"{'B/route':>8} {'afterMB':>7} {'tabby/x time':>12} {'tabby/x peak':>12}")
     print(hdr)
     print("-" * len(hdr))
     for n, k, per in rows:
@@ -213,15 +214,18 @@ def main():
                 continue
             cpu, peak = med(rs, "cpu_s"), med(rs, "rss_peak_kb")
             per_sess = (med(rs, "rss_up_kb") - med(rs, "rss_idle_kb")) * 1024 / n
+            # Routes held: P*k in the Loc-RIB, each reflected to P-1 clients.
+            per_route = (peak - med(rs, "rss_up_kb")) * 1024 / (n * k)
             after = med(rs, "rss_after_kb")
             stable = all(r.get("stable") for r in rs if "error" not in r)
             rt = tb_t / t if tb_t and kind != "tabby" else None
             rm = tb_m / peak if tb_m and kind != "tabby" else None
-            print(f"{n:>5} {k:>3} {kind:>9} {t:10.3f} {cpu:7.2f} {peak / 1024:7.1f} {per_sess:9.0f} {after / 1024:7.1f} "
+            print(f"{n:>5} {k:>3} {kind:>9} {t:10.3f} {cpu:7.2f} {peak / 1024:7.1f} {per_sess:9.0f} {per_route:8.0f} {after / 1024:7.1f} "
                   f"{'-' if rt is None else format(rt, '12.2f'):>12} {'-' if rm is None else format(rm, '12.2f'):>12}"
                   + ("" if stable else "  UNSTABLE counts"))
             print(f"BENCH rr_scale clients={n} prefixes={k} reflector={kind} converge_s={t:.3f} cpu_s={cpu:.2f} "
-                  f"rss_peak_kb={peak:.0f} bytes_per_session={per_sess:.0f} rss_after_kb={after:.0f} stable={int(stable)}"
+                  f"rss_peak_kb={peak:.0f} bytes_per_session={per_sess:.0f} bytes_per_route={per_route:.0f} "
+                  f"rss_after_kb={after:.0f} stable={int(stable)}"
                   + (f" tabby_time_ratio={rt:.3f}" if rt else "") + (f" tabby_mem_ratio={rm:.3f}" if rm else ""))
 
 

@@ -26,6 +26,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include "base/accept_backoff.hpp"
 #include "bgp/codec.hpp"
@@ -142,6 +143,7 @@ struct Speaker::Impl {
   std::unique_ptr<Rib> rib;
   std::vector<std::unique_ptr<tcp::acceptor>> listeners;
   std::map<IpAddress, std::unique_ptr<Peer>> peers;
+  std::vector<Peer*> by_rib_id;  // index = PeerId (ids are never reused); null when gone
   uint64_t next_conn_id = 1;
   bool flush_posted = false;
   bool stopped = false;
@@ -426,6 +428,7 @@ struct Speaker::Impl {
     fresh->stale_from_local_restart = graceful && was_up;
     Peer& ref = *fresh;
     it->second = std::move(fresh);  // the old peer's handlers see its life expire
+    by_rib_id[ref.rib_id] = &ref;
     if (!ref.stale_families.empty()) arm_gr_timer(ref, cfg.restart_time);
     handle(ref, ev::ManualStart{});
     schedule_flush();
@@ -464,10 +467,7 @@ struct Speaker::Impl {
       std::vector<Prefix> all;
       rib->for_each_route(f, [&](const RouteView& rv) { all.push_back(rv.prefix); });
       if (all.empty()) continue;
-      for (auto& [addr, p] : peers) {
-        if (p->session_conn == kNoConn || p->initial_update_deferred || !has_family(p->families, f)) continue;
-        send_out(*p, f, rib->export_changes(p->rib_id, f, all));
-      }
+      for (GroupId g : rib->groups(f)) send_group(g, f, rib->export_group(g, f, all));
     }
     schedule_flush();
   }
@@ -477,6 +477,8 @@ struct Speaker::Impl {
     auto p = std::make_unique<Peer>(io, n, id, session_config(n));
     Peer& ref = *p;
     peers[n.address] = std::move(p);
+    if (by_rib_id.size() <= id) by_rib_id.resize(id + 1, nullptr);
+    by_rib_id[id] = &ref;
     set_md5_keys(n, false);
     handle(ref, ev::ManualStart{});
   }
@@ -493,6 +495,7 @@ struct Speaker::Impl {
     }
     set_md5_keys(p.cfg, true);
     rib->remove_peer(p.rib_id);
+    by_rib_id[p.rib_id] = nullptr;
     peers.erase(it);
     schedule_flush();
   }
@@ -687,6 +690,8 @@ struct Speaker::Impl {
     auto it = p.conns.find(p.session_conn);
     if (it == p.conns.end()) return;
     for (Family f : p.families) {
+      // Its share of the group's table is its initial update (update groups: rib.hpp).
+      rib->join_group(p.rib_id, f, encoding_key(ctx_of(p)));
       send_out(p, f, rib->full_dump(p.rib_id, f));
       std::vector<uint8_t> eor;
       encode(make_end_of_rib(f), ctx_of(p), eor);
@@ -896,6 +901,83 @@ struct Speaker::Impl {
     conn->second->send(std::move(buf));
   }
 
+  // The capabilities that change how UPDATEs are encoded (the update group key).
+  static uint32_t encoding_key(const CodecContext& c) {
+    return uint32_t{c.four_octet_as} | uint32_t{c.ibgp} << 1 | uint32_t{c.extended_next_hop_ipv4} << 2;
+  }
+
+  // One group's update: encoded once into a buffer every member's connection
+  // queues slices of (plan_member: a member skips the batches that exclude it
+  // and gets its own withdrawals when the shared ones do not fit it). A slow
+  // member holds references to the buffers, never the group.
+  void send_group(GroupId g, Family f, const GroupUpdate& gu) {
+    if (gu.empty()) return;
+    const auto& members = rib->group_members(g);
+    if (members.empty()) return;
+    const Peer* first = by_rib_id[members.front()];
+    if (!first) return;
+    const CodecContext ctx = ctx_of(*first);
+    auto buf = std::make_shared<std::vector<uint8_t>>();
+    std::vector<Prefix> withdrawn;
+    withdrawn.reserve(gu.withdrawn.size());
+    std::unordered_set<PeerId> tag_sources;
+    std::unordered_set<uint32_t> tag_originators;
+    auto note = [&](const ExcludeTag& t) {
+      tag_sources.insert(t.source);
+      if (t.has_originator) tag_originators.insert(t.originator);
+    };
+    for (const auto& w : gu.withdrawn) {
+      withdrawn.push_back(w.prefix);
+      note(w.tag);
+    }
+    if (!withdrawn.empty()) pack_updates(f, nullptr, {}, withdrawn, ctx, *buf);
+    const size_t withdrawn_end = buf->size();
+    std::vector<size_t> batch_start(gu.announced.size() + 1);
+    for (size_t i = 0; i < gu.announced.size(); ++i) {
+      const auto& b = gu.announced[i];
+      batch_start[i] = buf->size();
+      pack_updates(f, b.attrs, b.prefixes, {}, ctx, *buf);
+      note(b.tag);
+    }
+    batch_start.back() = buf->size();
+    const size_t total = buf->size();
+    Connection::SharedBytes shared = std::move(buf);
+    for (PeerId id : members) {
+      Peer* p = id < by_rib_id.size() ? by_rib_id[id] : nullptr;
+      if (!p) continue;
+      auto conn = p->conns.find(p->session_conn);
+      if (conn == p->conns.end()) continue;
+      Connection& c = *conn->second;
+      const uint32_t rid = rib->peer_rid(id);
+      if (!tag_sources.count(id) && !tag_originators.count(rid)) {  // the common case
+        c.send_shared(shared, 0, total);
+        continue;
+      }
+      MemberPlan m = plan_member(gu, id, rid);
+      if (m.shared_withdrawals) c.send_shared(shared, 0, withdrawn_end);
+      if (!m.own_withdrawn.empty()) {
+        std::vector<uint8_t> own;
+        pack_updates(f, nullptr, {}, m.own_withdrawn, ctx, own);
+        c.send(std::move(own));
+      }
+      size_t from = withdrawn_end;
+      for (size_t i : m.skipped_batches) {
+        c.send_shared(shared, from, batch_start[i] - from);
+        from = batch_start[i + 1];
+      }
+      c.send_shared(shared, from, total - from);
+    }
+  }
+
+  // After a change of local identity or of a peer's configuration: peers whose
+  // group key changed move (and are sent the difference).
+  void regroup_all() {
+    for (auto& [addr, p] : peers) {
+      if (p->session_conn == kNoConn) continue;
+      for (Family f : p->families) send_out(*p, f, rib->regroup(p->rib_id, f));
+    }
+  }
+
   void schedule_flush() {
     if (flush_posted) return;
     flush_posted = true;
@@ -913,10 +995,8 @@ struct Speaker::Impl {
     for (Family f : kFamilies) {
       auto changed = rib->take_changes(f);
       if (changed.empty()) continue;
-      for (auto& [addr, p] : peers) {
-        if (p->session_conn == kNoConn || p->initial_update_deferred || !has_family(p->families, f)) continue;
-        send_out(*p, f, rib->export_changes(p->rib_id, f, changed));
-      }
+      // Every peer that got its initial update is in one group per family.
+      for (GroupId g : rib->groups(f)) send_group(g, f, rib->export_group(g, f, changed));
       if (on_best) {
         for (const auto& pfx : changed) {
           BestRouteChange c{pfx, {}, false};
@@ -1071,7 +1151,10 @@ Status Speaker::reconfigure(SpeakerConfig c) {
   }
   im.originate(old.announcements, c.announcements);
   im.cfg = std::move(c);
-  if (im.rib && (identity || cluster)) im.rib->set_identity(im.rib_config());
+  if (im.rib && (identity || cluster)) {
+    im.rib->set_identity(im.rib_config());
+    im.regroup_all();
+  }
   if (identity && !im.stopped) {
     std::string why = old.asn != im.cfg.asn               ? "local AS changed"
                       : old.router_id != im.cfg.router_id ? "router ID changed"
@@ -1133,9 +1216,39 @@ std::vector<PeerStatus> Speaker::peers() const {
     const auto& st = im.rib->stats(p->rib_id);
     s.prefixes_received = uint64_t{st.accepted[0]} + st.accepted[1];
     s.prefixes_stale = uint64_t{st.stale[0]} + st.stale[1];
-    s.prefixes_advertised = st.advertised[0] + st.advertised[1];
+    for (Family f : p->families) s.prefixes_advertised += im.rib->advertised_count(p->rib_id, f);
     s.flaps = p->flaps;
     out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<UpdateGroupStatus> Speaker::update_groups() const {
+  std::vector<UpdateGroupStatus> out;
+  const auto& im = *impl_;
+  if (!im.rib) return out;
+  for (Family f : kFamilies) {
+    for (GroupId g : im.rib->groups(f)) {
+      GroupInfo gi = im.rib->group_info(g);
+      UpdateGroupStatus s;
+      s.id = g;
+      s.family = f;
+      s.role = gi.role == reflector::PeerRole::Ebgp          ? "eBGP"
+               : gi.role == reflector::PeerRole::IbgpClient ? "iBGP (RR client)"
+                                                            : "iBGP";
+      s.next_hop = gi.next_hop == NextHopMode::Self ? "self" : gi.next_hop == NextHopMode::Keep ? "keep" : "auto";
+      s.export_filter = gi.export_filter;
+      s.routes = gi.routes;
+      s.table_bytes = gi.table_bytes;
+      for (PeerId id : gi.members) {
+        const Peer* p = id < im.by_rib_id.size() ? im.by_rib_id[id] : nullptr;
+        if (!p) continue;
+        s.members.push_back(p->cfg.address);
+        auto c = p->conns.find(p->session_conn);
+        if (c != p->conns.end()) s.queued_bytes += c->second->queued_bytes();
+      }
+      out.push_back(std::move(s));
+    }
   }
   return out;
 }
