@@ -428,6 +428,7 @@ GroupUpdate Rib::Impl::export_group_keys(GroupId gid, Family fam, std::span<cons
       else withdraw(k, p);
     }
   }
+  if (all || !u.empty()) g.version = ++group_versions;
   return u;
 }
 
@@ -555,6 +556,55 @@ GroupInfo Rib::group_info(GroupId g) const {
 }
 
 uint32_t Rib::peer_rid(PeerId id) const { return impl_->peers.at(id).rid; }
+
+GroupUpdate Rib::group_snapshot(GroupId g) const {
+  const auto& grp = impl_->update_groups.at(g);
+  GroupUpdate u;
+  u.family = grp.key.family;
+  std::unordered_map<BatchKey, size_t, BatchKeyHash> batch_of;
+  auto add = [&](const auto& s) {
+    ExcludeTag tag = s.val.tag();
+    auto [it, nb] = batch_of.emplace(BatchKey{s.val.attrs, tag}, u.announced.size());
+    if (nb) u.announced.push_back(GroupBatch{AttrRef(s.val.attrs), tag, {}, {}});
+    auto k = s.key;
+    k.flags = 0;
+    u.announced[it->second].prefixes.push_back(k.prefix());
+    u.announced[it->second].replaced.emplace_back();
+  };
+  grp.out4.for_each(add);
+  grp.out6.for_each(add);
+  return u;
+}
+
+uint64_t Rib::group_version(GroupId g) const { return impl_->update_groups.at(g).version; }
+
+std::vector<size_t> Rib::member_route_counts(GroupId g) const {
+  const auto& grp = impl_->update_groups.at(g);
+  // |view| = |table| - |by source| - |by ORIGINATOR_ID| + |by both|.
+  std::unordered_map<PeerId, size_t> by_source;
+  std::unordered_map<uint32_t, size_t> by_originator;
+  std::unordered_map<uint64_t, size_t> by_both;  // source << 32 | originator
+  auto count = [&](const auto& s) {
+    ++by_source[s.val.source];
+    if (!s.val.has_originator) return;
+    ++by_originator[s.val.originator];
+    ++by_both[uint64_t{s.val.source} << 32 | s.val.originator];
+  };
+  grp.out4.for_each(count);
+  grp.out6.for_each(count);
+  auto get = [](const auto& m, auto k) -> size_t {
+    auto it = m.find(k);
+    return it == m.end() ? 0 : it->second;
+  };
+  const size_t total = grp.out4.size() + grp.out6.size();
+  std::vector<size_t> out;
+  out.reserve(grp.members.size());
+  for (PeerId id : grp.members) {
+    uint32_t rid = impl_->peers[id].rid;
+    out.push_back(total - get(by_source, id) - get(by_originator, rid) + get(by_both, uint64_t{id} << 32 | rid));
+  }
+  return out;
+}
 
 MemberPlan plan_member(const GroupUpdate& u, PeerId id, uint32_t rid) {
   MemberPlan m;

@@ -325,6 +325,14 @@ class Rib {
   GroupInfo group_info(GroupId g) const;
   // Router ID (host order) the export rules use for the peer (ExcludeTag::excludes).
   uint32_t peer_rid(PeerId id) const;
+  // The whole group table as one update (every entry announced, none replaced):
+  // a member's initial table or route refresh is plan_member() of it.
+  GroupUpdate group_snapshot(GroupId g) const;
+  // Changes whenever the group's table does (or the id names a new group).
+  uint64_t group_version(GroupId g) const;
+  // Prefixes each member of a group is advertised (its view's size), indexed
+  // like group_members(g): one pass over the group's table, not one per member.
+  std::vector<size_t> member_route_counts(GroupId g) const;
 
   struct MemoryStats {
     size_t table_bytes = 0;  // Loc-RIB slots

@@ -327,6 +327,7 @@ struct GroupKey {
 
 struct UpdateGroup {
   bool exists = false;
+  uint64_t version = 0;  // Rib::group_version
   GroupKey key;
   std::vector<PeerId> members;
   GroupMap<Key4> out4;
@@ -363,6 +364,7 @@ struct Rib::Impl {
   detail::LocTable<detail::Key4> t4;
   detail::LocTable<detail::Key6> t6;
   std::vector<detail::UpdateGroup> update_groups;  // index = GroupId; !exists = free
+  uint64_t group_versions = 0;  // last version handed out
 
   // Scratch buffers reused by the decision process (single-threaded).
   std::vector<PathCandidate> cand;

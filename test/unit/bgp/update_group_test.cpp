@@ -130,8 +130,10 @@ struct Mix {
     grp_view[id].clear();
     for (Family f : {kIpv4Unicast, kIpv6Unicast}) {
       apply_update(ref_view[id], ref.full_dump(id, f));
-      grp.join_group(id, f, enc);
-      apply_update(grp_view[id], grp.full_dump(id, f));
+      // The initial table as the speaker sends it: the group's snapshot, each
+      // member skipping what excludes it (full_dump gives the same; see refresh).
+      GroupId g = grp.join_group(id, f, enc);
+      apply_update(grp_view[id], member_update(grp.group_snapshot(g), id, grp.peer_rid(id)));
     }
   }
 
@@ -295,6 +297,10 @@ TEST_CASE("update groups: every member holds what the per-peer export would send
       for (GroupId g : m.grp.groups(f)) {
         CHECK(!m.grp.group_members(g).empty());
         members += m.grp.group_members(g).size();
+        auto counts = m.grp.member_route_counts(g);
+        REQUIRE(counts.size() == m.grp.group_members(g).size());
+        for (size_t i = 0; i < counts.size(); ++i)
+          CHECK(counts[i] == m.ref.advertised_count(m.grp.group_members(g)[i], f));
       }
       size_t up = 0;
       for (PeerId id : m.ids) up += m.up(id);
