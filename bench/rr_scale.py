@@ -15,11 +15,15 @@ bgpd -Z cannot resolve iBGP next hops and reflects nothing; figures are bgpd's a
 
 Printed per reflector: converge seconds, CPU seconds of the reflector over the
 convergence, peak RSS (VmHWM), RSS idle / with all sessions up (=> bytes per session)
-/ converged / 3 s after the clients went (memory handed back?), session setup time.
+/ converged / 3 s after the clients went (memory handed back?), session setup time;
+bytes per route = (peak - RSS with sessions up) / (P*k).
 The machine's load average is printed with each run. Nothing is asserted.
 
 Usage: python3 bench/rr_scale.py [--clients 1000,2000,5000] [--prefixes 1,20]
                                  [--reflectors tabby,bird,frr] [--runs 1] [--pace 32]
+                                 [--baseline BIN]
+--baseline BIN adds reflector "base": tabby run from another binary (before/after figures
+in one run, under the same load).
 """
 import argparse
 import os
@@ -52,11 +56,14 @@ def batch(ns, lines):
     core.sh(["ip", "-n", ns, "-batch", "-"], input_="\n".join(lines) + "\n", timeout=300)
 
 
-def make_reflector(kind, node, nclients):
+def make_reflector(kind, node, nclients, baseline=None):
     ips = [client_ip(i) for i in range(nclients)]
-    if kind == "tabby":
+    if kind in ("tabby", "base"):
         peers = [{"ip": ip, "asn": AS, "passive": True, "hold": 240, "keepalive": 80, "rr_client": True} for ip in ips]
-        return Tabby(node, AS, RR_IP, peers=peers, cluster_id=RR_IP, gr=False)
+        d = Tabby(node, AS, RR_IP, peers=peers, cluster_id=RR_IP, gr=False)
+        if kind == "base":
+            d.bin = baseline  # the agent and its CLI both from the baseline build
+        return d
     if kind == "bird":
         d = Bird(node, AS, RR_IP)
 
@@ -93,7 +100,7 @@ def make_reflector(kind, node, nclients):
     raise ValueError(kind)
 
 
-def run_one(kind, nclients, k, pace, clients_bin, idx):
+def run_one(kind, nclients, k, pace, clients_bin, idx, baseline=None):
     lab = core.Lab(f"rs{idx}")
     res = {"reflector": kind, "clients": nclients, "prefixes": k, "load": load_text()}
     proc = None
@@ -105,7 +112,7 @@ def run_one(kind, nclients, k, pace, clients_bin, idx):
         cmac, rmac = mac_of(c.ns, cdev), mac_of(r.ns, rdev)
         batch(r.ns, [f"neigh replace {client_ip(i)} lladdr {cmac} dev {rdev} nud permanent" for i in range(nclients)])
         batch(c.ns, [f"neigh replace {RR_IP} lladdr {rmac} dev {cdev} nud permanent"])
-        d = make_reflector(kind, r, nclients)
+        d = make_reflector(kind, r, nclients, baseline)
         d.start()
         pids = d.pids()
         if kind == "frr":
@@ -170,6 +177,7 @@ def main():
     ap.add_argument("--reflectors", default="tabby,bird,frr")
     ap.add_argument("--runs", type=int, default=1, help="runs per reflector (interleaved); medians reported")
     ap.add_argument("--pace", type=int, default=32, help="session setups in progress at once")
+    ap.add_argument("--baseline", help="a second tabby binary, run as reflector 'base' (before/after in one run)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("rr_scale bench needs root (network namespaces)")
@@ -177,6 +185,10 @@ def main():
     if not os.access(clients_bin, os.X_OK):
         sys.exit(f"{clients_bin} missing: bash scripts/build.sh release")
     kinds = a.reflectors.split(",")
+    if a.baseline:
+        if not os.access(a.baseline, os.X_OK):
+            sys.exit(f"--baseline {a.baseline}: not an executable file")
+        kinds.append("base")
     print(f"start: {load_text()}", flush=True)
     rows = []
     for k in [int(x) for x in a.prefixes.split(",")]:
@@ -184,7 +196,7 @@ def main():
             per = {kind: [] for kind in kinds}
             for run in range(a.runs):
                 for i, kind in enumerate(kinds):
-                    r = run_one(kind, n, k, a.pace, clients_bin, i)
+                    r = run_one(kind, n, k, a.pace, clients_bin, i, a.baseline)
                     per[kind].append(r)
                     if "error" in r:
                         print(f"  P={n} k={k} run {run + 1} {kind:5} ERROR {r['error'][:300]}  [{r['load']}]", flush=True)
@@ -197,7 +209,7 @@ def main():
     print()
     print(f"end: {load_text()}")
     hdr = (f"{'P':>5} {'k':>3} {'reflector':>9} {'converge_s':>10} {'cpu_s':>7} {'peakMB':>7} {'B/session':>9} "
-           f"{'afterMB':>7} {'tabby/x time':>12} {'tabby/x peak':>12}")
+           f"{'B/route':>8} {'afterMB':>7} {'tabby/x time':>12} {'tabby/x peak':>12}")
     print(hdr)
     print("-" * len(hdr))
     for n, k, per in rows:
@@ -213,15 +225,18 @@ def main():
                 continue
             cpu, peak = med(rs, "cpu_s"), med(rs, "rss_peak_kb")
             per_sess = (med(rs, "rss_up_kb") - med(rs, "rss_idle_kb")) * 1024 / n
+            # Routes held: P*k in the Loc-RIB, each reflected to P-1 clients.
+            per_route = (peak - med(rs, "rss_up_kb")) * 1024 / (n * k)
             after = med(rs, "rss_after_kb")
             stable = all(r.get("stable") for r in rs if "error" not in r)
             rt = tb_t / t if tb_t and kind != "tabby" else None
             rm = tb_m / peak if tb_m and kind != "tabby" else None
-            print(f"{n:>5} {k:>3} {kind:>9} {t:10.3f} {cpu:7.2f} {peak / 1024:7.1f} {per_sess:9.0f} {after / 1024:7.1f} "
+            print(f"{n:>5} {k:>3} {kind:>9} {t:10.3f} {cpu:7.2f} {peak / 1024:7.1f} {per_sess:9.0f} {per_route:8.0f} {after / 1024:7.1f} "
                   f"{'-' if rt is None else format(rt, '12.2f'):>12} {'-' if rm is None else format(rm, '12.2f'):>12}"
                   + ("" if stable else "  UNSTABLE counts"))
             print(f"BENCH rr_scale clients={n} prefixes={k} reflector={kind} converge_s={t:.3f} cpu_s={cpu:.2f} "
-                  f"rss_peak_kb={peak:.0f} bytes_per_session={per_sess:.0f} rss_after_kb={after:.0f} stable={int(stable)}"
+                  f"rss_peak_kb={peak:.0f} bytes_per_session={per_sess:.0f} bytes_per_route={per_route:.0f} "
+                  f"rss_after_kb={after:.0f} stable={int(stable)}"
                   + (f" tabby_time_ratio={rt:.3f}" if rt else "") + (f" tabby_mem_ratio={rm:.3f}" if rm else ""))
 
 

@@ -12,9 +12,14 @@
 // share memory and the output is batched by set (one UPDATE per set and chunk).
 // Invariant: a peer's Adj-RIB-Out holds exactly what the speaker was told to send
 // since peer_up (it is empty while the peer is down).
+// Update groups: one Adj-RIB-Out per group of peers with identical export
+// results; the per-target rules (not back to the source, RFC 4271 §9.2; not to
+// the peer ORIGINATOR_ID names, RFC 4456 §8) become a tag on each entry that a
+// member applies when it is sent the group's update (plan_member).
 // Pure: no I/O.
 #include <algorithm>
 #include <cassert>
+#include <set>
 #include <unordered_map>
 
 #include "bgp/rib_impl.hpp"
@@ -72,20 +77,28 @@ class Exporter {
   struct Out {
     AttrRef attrs;  // null: not exported
     size_t batch = SIZE_MAX;
+    ExcludeTag tag;  // who must not get it (group mode)
   };
 
-  Exporter(Rib::Impl& im, PeerId to, Family fam) : im_(im), to_id_(to), to_(im.peers[to]), fam_(fam) {}
+  // `group`: export for an update group that `to` (a member) stands for: the
+  // rules that depend on the target peer itself (not back to the source, not to
+  // the ORIGINATOR_ID) are left to ExcludeTag, applied per member at send time.
+  Exporter(Rib::Impl& im, PeerId to, Family fam, bool group = false)
+      : im_(im), to_id_(to), to_(im.peers[to]), fam_(fam), group_(group) {}
 
   bool allowed(const Prefix& p) const { return prefix_allowed(to_.cfg.export_filter, p); }
 
   // What to advertise for p with this best path; null if nothing.
   Out* want(const Prefix& p, const Path& best) {
     if (!(best.flags & kBest)) return nullptr;
-    if (best.peer == to_id_) return nullptr;  // RFC 4271 §9.2: not back to where it came from
+    if (!group_ && best.peer == to_id_) return nullptr;  // RFC 4271 §9.2: not back to where it came from
     if (!allowed(p)) return nullptr;
     CacheKey key{best.attrs, best.peer};
     auto [it, fresh] = cache_.try_emplace(key);
-    if (fresh) it->second.attrs = compute(im_.peers[best.peer], best.peer == kLocalPeer, best.attrs->attrs);
+    if (fresh) {
+      it->second.tag.source = best.peer;
+      it->second.attrs = compute(im_.peers[best.peer], best.peer == kLocalPeer, best.attrs->attrs, it->second.tag);
+    }
     return it->second.attrs ? &it->second : nullptr;
   }
 
@@ -94,7 +107,7 @@ class Exporter {
     return fam_.afi == Afi::Ipv4 ? to_.cfg.local_v4 : to_.cfg.local_v6;
   }
 
-  AttrRef compute(const PeerState& from, bool local, const PathAttributes& a) {
+  AttrRef compute(const PeerState& from, bool local, const PathAttributes& a, ExcludeTag& tag) {
     const bool to_ebgp = to_.ebgp;
     // RFC 1997: well-known communities.
     if (has_community(a, kNoAdvertise)) return {};
@@ -108,7 +121,12 @@ class Exporter {
     switch (reflector::export_decision(from.role, to_.role)) {
       case reflector::ExportDecision::SplitHorizon: return {};
       case reflector::ExportDecision::Reflect:
-        if (reflector::names_originator(a, to_.rid)) return {};  // RFC 4456 §8
+        if (group_) {  // RFC 4456 §8, per member: not to the peer ORIGINATOR_ID names
+          tag.has_originator = a.originator_id && a.originator_id->is_v4();
+          if (tag.has_originator) tag.originator = a.originator_id->v4_host_order();
+        } else if (reflector::names_originator(a, to_.rid)) {
+          return {};  // RFC 4456 §8
+        }
         reflecting = true;
         break;
       case reflector::ExportDecision::Normal: break;
@@ -146,6 +164,7 @@ class Exporter {
   PeerId to_id_;
   const PeerState& to_;
   Family fam_;
+  bool group_;
   std::unordered_map<CacheKey, Out, CacheKeyHash> cache_;
 };
 
@@ -247,6 +266,8 @@ void Rib::peer_up(PeerId id) {
 
 void Rib::peer_down(PeerId id) {
   auto& ps = impl_->peer(id);
+  impl_->leave_group(id, kIpv4Unicast);
+  impl_->leave_group(id, kIpv6Unicast);
   ps.out4.for_each([](auto& s) { detail::release(s.val); });
   ps.out6.for_each([](auto& s) { detail::release(s.val); });
   ps.out4.clear();
@@ -258,11 +279,17 @@ void Rib::peer_down(PeerId id) {
 bool Rib::is_up(PeerId id) const { return id < impl_->peers.size() && impl_->peers[id].up; }
 
 OutUpdate Rib::export_changes(PeerId id, Family fam, std::span<const Prefix> changed) {
+  // A grouped peer's changes come from export_group().
+  if (group_of(id, fam) != kNoGroup) return OutUpdate{fam, {}, {}};
   if (fam.afi == Afi::Ipv4) return impl_->export_keys<detail::Key4>(id, fam, changed, false);
   return impl_->export_keys<detail::Key6>(id, fam, changed, false);
 }
 
 OutUpdate Rib::full_dump(PeerId id, Family fam) {
+  if (group_of(id, fam) != kNoGroup) {
+    if (fam.afi == Afi::Ipv4) return impl_->member_dump<detail::Key4>(id, fam);
+    return impl_->member_dump<detail::Key6>(id, fam);
+  }
   if (fam.afi == Afi::Ipv4) return impl_->export_keys<detail::Key4>(id, fam, {}, true);
   return impl_->export_keys<detail::Key6>(id, fam, {}, true);
 }
@@ -270,6 +297,16 @@ OutUpdate Rib::full_dump(PeerId id, Family fam) {
 AttrRef Rib::advertised(PeerId id, Family fam, const Prefix& p) const {
   auto& ps = impl_->peers.at(id);
   if (p.is_v4() != (fam.afi == Afi::Ipv4)) return {};
+  if (GroupId g = group_of(id, fam); g != kNoGroup) {
+    auto& grp = impl_->update_groups[g];
+    const detail::GroupEntry* e = nullptr;
+    if (fam.afi == Afi::Ipv4) {
+      if (auto* s = grp.out4.find(detail::Key4::of(p))) e = &s->val;
+    } else if (auto* s = grp.out6.find(detail::Key6::of(p))) {
+      e = &s->val;
+    }
+    return e && !e->tag().excludes(id, ps.rid) ? AttrRef(e->attrs) : AttrRef();
+  }
   if (fam.afi == Afi::Ipv4) {
     auto* s = ps.out4.find(detail::Key4::of(p));
     return s ? AttrRef(s->val) : AttrRef();
@@ -280,7 +317,333 @@ AttrRef Rib::advertised(PeerId id, Family fam, const Prefix& p) const {
 
 size_t Rib::advertised_count(PeerId id, Family fam) const {
   auto& ps = impl_->peers.at(id);
+  if (GroupId g = group_of(id, fam); g != kNoGroup) {
+    auto& grp = impl_->update_groups[g];
+    size_t n = 0;
+    auto count = [&](auto& s) { n += !s.val.tag().excludes(id, ps.rid); };
+    if (fam.afi == Afi::Ipv4) grp.out4.for_each(count);
+    else grp.out6.for_each(count);
+    return n;
+  }
   return fam.afi == Afi::Ipv4 ? ps.out4.size() : ps.out6.size();
+}
+
+// ---------------------------------------------------------------- update groups
+// A group's Adj-RIB-Out holds what its members would hold without the per-member
+// rules; each entry's ExcludeTag names who must not have it. Every member's view
+// is the group table minus the entries excluding it, from the moment it joins
+// (its initial table is that view) to the moment it leaves.
+
+namespace {
+
+struct BatchKey {
+  const AttrNode* attrs;
+  ExcludeTag tag;
+  bool operator==(const BatchKey&) const = default;
+};
+struct BatchKeyHash {
+  size_t operator()(const BatchKey& k) const {
+    return std::hash<const void*>()(k.attrs) ^ (size_t{k.tag.source} * 0x9E3779B97F4A7C15ULL) ^
+           (size_t{k.tag.originator} << 17) ^ k.tag.has_originator;
+  }
+};
+
+}  // namespace
+
+detail::GroupKey Rib::Impl::group_key(PeerId id, Family fam, uint32_t encoding) const {
+  const PeerState& ps = peers[id];
+  detail::GroupKey k;
+  k.family = fam;
+  k.role = ps.role;
+  k.ebgp = ps.ebgp;
+  k.next_hop = ps.cfg.next_hop;
+  k.filter = ps.cfg.export_filter;
+  k.self = fam.afi == Afi::Ipv4 ? ps.cfg.local_v4 : ps.cfg.local_v6;
+  k.encoding = encoding;
+  return k;
+}
+
+template <class K>
+GroupUpdate Rib::Impl::export_group_keys(GroupId gid, Family fam, std::span<const Prefix> changed, bool all) {
+  GroupUpdate u;
+  u.family = fam;
+  auto& g = update_groups[gid];
+  if (!g.exists || g.members.empty()) return u;
+  auto& t = table<K>();
+  auto& om = group_out<K>(g);
+  Exporter ex(*this, g.members.front(), fam, /*group=*/true);
+  std::unordered_map<BatchKey, size_t, BatchKeyHash> batch_of;
+
+  auto announce = [&](const K& k, const Prefix& p, Exporter::Out& want) {
+    auto [os, fresh] = om.insert(k, detail::GroupEntry{nullptr, 0, kLocalPeer, false});
+    std::optional<ExcludeTag> before;
+    if (!fresh) {
+      if (os->val.attrs == want.attrs.node() && os->val.tag() == want.tag) return;  // unchanged
+      before = os->val.tag();
+      detail::release(os->val.attrs);
+    }
+    detail::retain(want.attrs.node());
+    os->val = detail::GroupEntry{want.attrs.node(), want.tag.originator, want.tag.source, want.tag.has_originator};
+    if (want.batch == SIZE_MAX) {
+      auto [it, nb] = batch_of.emplace(BatchKey{want.attrs.node(), want.tag}, u.announced.size());
+      if (nb) u.announced.push_back(GroupBatch{want.attrs, want.tag, {}, {}});
+      want.batch = it->second;
+    }
+    u.announced[want.batch].prefixes.push_back(p);
+    u.announced[want.batch].replaced.push_back(before);
+  };
+  auto withdraw = [&](const K& k, const Prefix& p) {
+    if (om.size() == 0) return;
+    if (auto* os = om.find(k)) {
+      u.withdrawn.push_back(GroupWithdraw{p, os->val.tag()});
+      detail::release(os->val.attrs);
+      om.erase(os);
+    }
+  };
+
+  if (all) {
+    // Filling a new group's table from the Loc-RIB.
+    assert(om.size() == 0);
+    om.reserve(t.routes);
+    for (size_t i = 0; i < t.map.capacity(); ++i) {
+      const auto* slot = t.map.slot_at(i);
+      if (!slot || slot->val == kNil) continue;
+      K k = slot->key;
+      k.flags = 0;
+      k.epoch = 0;
+      Prefix p = k.prefix();
+      if (auto* want = ex.want(p, pool[slot->val])) announce(k, p, *want);
+    }
+  } else {
+    for (const Prefix& p : changed) {
+      if (p.is_v4() != (fam.afi == Afi::Ipv4)) continue;
+      K k = K::of(p);
+      if (!ex.allowed(p)) {
+        withdraw(k, p);
+        continue;
+      }
+      auto* ls = t.map.find(k);
+      Exporter::Out* want = ls && ls->val != kNil ? ex.want(p, pool[ls->val]) : nullptr;
+      if (want) announce(k, p, *want);
+      else withdraw(k, p);
+    }
+  }
+  if (all || !u.empty()) g.version = ++group_versions;
+  return u;
+}
+
+template <class K>
+OutUpdate Rib::Impl::member_dump(PeerId id, Family fam) {
+  OutUpdate u;
+  u.family = fam;
+  const PeerState& ps = peers[id];
+  GroupId gid = ps.group[detail::fam_index(fam)];
+  if (gid == kNoGroup) return u;
+  std::unordered_map<const AttrNode*, size_t> batch_of;
+  group_out<K>(update_groups[gid]).for_each([&](const auto& s) {
+    if (s.val.tag().excludes(id, ps.rid)) return;
+    auto [it, nb] = batch_of.emplace(s.val.attrs, u.announced.size());
+    if (nb) u.announced.push_back(OutBatch{AttrRef(s.val.attrs), {}});
+    K k = s.key;
+    k.flags = 0;
+    u.announced[it->second].prefixes.push_back(k.prefix());
+  });
+  return u;
+}
+
+void Rib::Impl::leave_group(PeerId id, Family fam) {
+  PeerState& ps = peers[id];
+  GroupId& gid = ps.group[detail::fam_index(fam)];
+  if (gid == kNoGroup) return;
+  auto& g = update_groups[gid];
+  g.members.erase(std::remove(g.members.begin(), g.members.end(), id), g.members.end());
+  if (g.members.empty()) {
+    g.out4.for_each([](auto& s) { detail::release(s.val.attrs); });
+    g.out6.for_each([](auto& s) { detail::release(s.val.attrs); });
+    g.out4.clear();
+    g.out6.clear();
+    g.exists = false;
+    std::vector<PeerId>().swap(g.members);
+  }
+  gid = kNoGroup;
+}
+
+GroupId Rib::join_group(PeerId id, Family fam, uint32_t encoding) {
+  auto& im = *impl_;
+  auto& ps = im.peer(id);
+  assert(ps.up);
+  im.leave_group(id, fam);
+  const int fi = detail::fam_index(fam);
+  ps.encoding[fi] = encoding;
+  detail::GroupKey key = im.group_key(id, fam, encoding);
+  GroupId free = kNoGroup;
+  for (GroupId g = 0; g < im.update_groups.size(); ++g) {
+    auto& grp = im.update_groups[g];
+    if (!grp.exists) {
+      if (free == kNoGroup) free = g;
+      continue;
+    }
+    if (grp.key == key) {
+      grp.members.push_back(id);
+      ps.group[fi] = g;
+      return g;
+    }
+  }
+  if (free == kNoGroup) {
+    free = static_cast<GroupId>(im.update_groups.size());
+    im.update_groups.emplace_back();
+  }
+  auto& grp = im.update_groups[free];
+  grp.exists = true;
+  grp.key = std::move(key);
+  grp.members = {id};
+  ps.group[fi] = free;
+  if (fam.afi == Afi::Ipv4) im.export_group_keys<detail::Key4>(free, fam, {}, true);
+  else im.export_group_keys<detail::Key6>(free, fam, {}, true);
+  return free;
+}
+
+GroupId Rib::group_of(PeerId id, Family fam) const {
+  return id < impl_->peers.size() ? impl_->peers[id].group[detail::fam_index(fam)] : kNoGroup;
+}
+
+OutUpdate Rib::regroup(PeerId id, Family fam) {
+  auto& im = *impl_;
+  auto& ps = im.peer(id);
+  const int fi = detail::fam_index(fam);
+  GroupId old = ps.group[fi];
+  if (old == kNoGroup || im.update_groups[old].key == im.group_key(id, fam, ps.encoding[fi])) return OutUpdate{fam, {}, {}};
+  OutUpdate before = full_dump(id, fam);
+  join_group(id, fam, ps.encoding[fi]);  // leaves the old group first
+  OutUpdate after = full_dump(id, fam);
+  std::set<Prefix> kept;
+  for (const auto& b : after.announced) kept.insert(b.prefixes.begin(), b.prefixes.end());
+  for (const auto& b : before.announced)
+    for (const auto& p : b.prefixes)
+      if (!kept.count(p)) after.withdrawn.push_back(p);
+  return after;
+}
+
+GroupUpdate Rib::export_group(GroupId g, Family fam, std::span<const Prefix> changed) {
+  if (fam.afi == Afi::Ipv4) return impl_->export_group_keys<detail::Key4>(g, fam, changed, false);
+  return impl_->export_group_keys<detail::Key6>(g, fam, changed, false);
+}
+
+std::vector<GroupId> Rib::groups(Family fam) const {
+  std::vector<GroupId> out;
+  for (GroupId g = 0; g < impl_->update_groups.size(); ++g) {
+    const auto& grp = impl_->update_groups[g];
+    if (grp.exists && grp.key.family == fam) out.push_back(g);
+  }
+  return out;
+}
+
+const std::vector<PeerId>& Rib::group_members(GroupId g) const { return impl_->update_groups.at(g).members; }
+
+GroupInfo Rib::group_info(GroupId g) const {
+  const auto& grp = impl_->update_groups.at(g);
+  GroupInfo i;
+  i.id = g;
+  i.family = grp.key.family;
+  i.role = grp.key.role;
+  i.next_hop = grp.key.next_hop;
+  i.export_filter = !(grp.key.filter == ExportFilter{});
+  i.encoding = grp.key.encoding;
+  i.members = grp.members;
+  i.routes = grp.out4.size() + grp.out6.size();
+  i.table_bytes = grp.out4.bytes() + grp.out6.bytes();
+  return i;
+}
+
+uint32_t Rib::peer_rid(PeerId id) const { return impl_->peers.at(id).rid; }
+
+GroupUpdate Rib::group_snapshot(GroupId g) const {
+  const auto& grp = impl_->update_groups.at(g);
+  GroupUpdate u;
+  u.family = grp.key.family;
+  std::unordered_map<BatchKey, size_t, BatchKeyHash> batch_of;
+  auto add = [&](const auto& s) {
+    ExcludeTag tag = s.val.tag();
+    auto [it, nb] = batch_of.emplace(BatchKey{s.val.attrs, tag}, u.announced.size());
+    if (nb) u.announced.push_back(GroupBatch{AttrRef(s.val.attrs), tag, {}, {}});
+    auto k = s.key;
+    k.flags = 0;
+    u.announced[it->second].prefixes.push_back(k.prefix());
+    u.announced[it->second].replaced.emplace_back();
+  };
+  grp.out4.for_each(add);
+  grp.out6.for_each(add);
+  return u;
+}
+
+uint64_t Rib::group_version(GroupId g) const { return impl_->update_groups.at(g).version; }
+
+std::vector<size_t> Rib::member_route_counts(GroupId g) const {
+  const auto& grp = impl_->update_groups.at(g);
+  // |view| = |table| - |by source| - |by ORIGINATOR_ID| + |by both|.
+  std::unordered_map<PeerId, size_t> by_source;
+  std::unordered_map<uint32_t, size_t> by_originator;
+  std::unordered_map<uint64_t, size_t> by_both;  // source << 32 | originator
+  auto count = [&](const auto& s) {
+    ++by_source[s.val.source];
+    if (!s.val.has_originator) return;
+    ++by_originator[s.val.originator];
+    ++by_both[uint64_t{s.val.source} << 32 | s.val.originator];
+  };
+  grp.out4.for_each(count);
+  grp.out6.for_each(count);
+  auto get = [](const auto& m, auto k) -> size_t {
+    auto it = m.find(k);
+    return it == m.end() ? 0 : it->second;
+  };
+  const size_t total = grp.out4.size() + grp.out6.size();
+  std::vector<size_t> out;
+  out.reserve(grp.members.size());
+  for (PeerId id : grp.members) {
+    uint32_t rid = impl_->peers[id].rid;
+    out.push_back(total - get(by_source, id) - get(by_originator, rid) + get(by_both, uint64_t{id} << 32 | rid));
+  }
+  return out;
+}
+
+MemberPlan plan_member(const GroupUpdate& u, PeerId id, uint32_t rid) {
+  MemberPlan m;
+  for (const auto& w : u.withdrawn) {
+    if (w.tag.excludes(id, rid)) {
+      m.shared_withdrawals = false;
+      break;
+    }
+  }
+  if (!m.shared_withdrawals)
+    for (const auto& w : u.withdrawn)
+      if (!w.tag.excludes(id, rid)) m.own_withdrawn.push_back(w.prefix);
+  for (size_t i = 0; i < u.announced.size(); ++i) {
+    const auto& b = u.announced[i];
+    if (!b.tag.excludes(id, rid)) continue;
+    m.skipped_batches.push_back(i);
+    // It had what this replaces unless the old entry excluded it too.
+    for (size_t j = 0; j < b.prefixes.size(); ++j)
+      if (b.replaced[j] && !b.replaced[j]->excludes(id, rid)) m.own_withdrawn.push_back(b.prefixes[j]);
+  }
+  return m;
+}
+
+OutUpdate member_update(const GroupUpdate& u, PeerId id, uint32_t rid) {
+  MemberPlan m = plan_member(u, id, rid);
+  OutUpdate o;
+  o.family = u.family;
+  if (m.shared_withdrawals)
+    for (const auto& w : u.withdrawn) o.withdrawn.push_back(w.prefix);
+  o.withdrawn.insert(o.withdrawn.end(), m.own_withdrawn.begin(), m.own_withdrawn.end());
+  size_t next_skip = 0;
+  for (size_t i = 0; i < u.announced.size(); ++i) {
+    if (next_skip < m.skipped_batches.size() && m.skipped_batches[next_skip] == i) {
+      ++next_skip;
+      continue;
+    }
+    o.announced.push_back(OutBatch{u.announced[i].attrs, u.announced[i].prefixes});
+  }
+  return o;
 }
 
 }  // namespace tabby::bgp

@@ -105,6 +105,10 @@ Rib::Impl::~Impl() {
     p.out4.for_each([](auto& s) { detail::release(s.val); });
     p.out6.for_each([](auto& s) { detail::release(s.val); });
   }
+  for (auto& g : update_groups) {
+    g.out4.for_each([](auto& s) { detail::release(s.val.attrs); });
+    g.out6.for_each([](auto& s) { detail::release(s.val.attrs); });
+  }
 }
 
 PeerState& Rib::Impl::peer(PeerId id) {
@@ -651,6 +655,7 @@ Rib::MemoryStats Rib::memory() const {
   m.table_bytes = im.t4.map.bytes() + im.t6.map.bytes();
   m.path_bytes = im.pool.bytes();
   for (const auto& p : im.peers) m.out_bytes += p.out4.bytes() + p.out6.bytes();
+  for (const auto& g : im.update_groups) m.out_bytes += g.out4.bytes() + g.out6.bytes();
   m.change_bytes = im.t4.dirty.capacity() * sizeof(Key4) + im.t6.dirty.capacity() * sizeof(Key6);
   return m;
 }

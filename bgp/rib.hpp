@@ -2,7 +2,7 @@
 // export rules see them, Adj-RIB-In (post-import), Loc-RIB with the RFC 4271
 // §9.1.2 decision process and ECMP sets, change tracking, graceful-restart helper
 // state (RFC 4724 §4.2) and Adj-RIB-Out with export rules (RFC 4271 §9.2, RFC 4456,
-// RFC 1997 well-known communities).
+// RFC 1997 well-known communities), per peer or shared by an update group.
 //
 // Shape (BIRD-like): one table per family keyed by a packed prefix; every path of
 // every peer for that prefix hangs off the entry (so the Adj-RIBs-In are the
@@ -13,14 +13,17 @@
 //   config:        rib.add_peer(cfg) -> PeerId            (once per configured peer)
 //   originate:     rib.announce(kLocalPeer, fam, prefixes, attrs) / rib.withdraw(kLocalPeer, ...)
 //   session up:    rib.set_peer_router_id(id, open.bgp_id); rib.peer_up(id);
-//                  for each negotiated family: send(rib.full_dump(id, fam)); send End-of-RIB
+//                  for each negotiated family: rib.join_group(id, fam, encoding);
+//                    send(rib.full_dump(id, fam)); send End-of-RIB
 //   UPDATE in:     rib.withdraw(id, fam, withdrawn); rib.announce(id, fam, nlri, attrs)
 //   after a batch of UPDATEs (each event-loop turn):
 //                  for fam: changed = rib.take_changes(fam);
 //                    dataplane: rib.lookup(fam, p) for each changed p (nullopt = gone)
-//                    for each established peer: send(rib.export_changes(peer, fam, changed))
+//                    for each group g of fam: u = rib.export_group(g, fam, changed);
+//                      encode u once; each member gets plan_member(u, member, rid) of it
+//                    (a peer kept out of groups: send(rib.export_changes(peer, fam, changed)))
 //   route refresh: send(rib.full_dump(id, fam)) (re-sends everything)
-//   session down:  rib.peer_down(id)                      (forgets its Adj-RIB-Out)
+//   session down:  rib.peer_down(id)                      (leaves its groups, forgets its Adj-RIB-Out)
 //                  no GR:  rib.withdraw_all(id, fam) for each family
 //                  GR:     rib.mark_stale(id, fam) for preserved families, withdraw_all others
 //   End-of-RIB in / restart timer fired: rib.sweep_stale(id, fam)
@@ -35,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "bgp/reflector.hpp"
 #include "bgp/types.hpp"
 
 namespace tabby::bgp {
@@ -159,6 +163,71 @@ struct OutUpdate {
   size_t announced_count() const;
 };
 
+// ---------------------------------------------------------------- update groups
+// Peers whose export result is identical (same family, role, next-hop mode,
+// export filter, session addresses and encoding) share one group: one
+// Adj-RIB-Out and one computed update stream, encoded once. What differs per
+// member is only which entries it must not get: the route's own source peer
+// (RFC 4271 §9.2) and, for a reflected route, the peer its ORIGINATOR_ID names
+// (RFC 4456 §8). Each group entry carries that as an ExcludeTag; a member's
+// view of the group is the group's table minus the entries that exclude it.
+using GroupId = uint32_t;
+inline constexpr GroupId kNoGroup = 0xFFFFFFFFu;
+
+struct ExcludeTag {
+  PeerId source = kLocalPeer;  // the peer the route came from
+  bool has_originator = false; // reflected with an ORIGINATOR_ID already present
+  uint32_t originator = 0;     // ... that router ID (host order)
+  bool operator==(const ExcludeTag&) const = default;
+  // Whether the member (`id`, router ID `rid`) must not receive the entry.
+  bool excludes(PeerId id, uint32_t rid) const { return source == id || (has_originator && originator == rid); }
+};
+
+struct GroupBatch {
+  AttrRef attrs;                 // interned outgoing attribute set
+  ExcludeTag tag;                // every prefix of the batch has this tag
+  std::vector<Prefix> prefixes;
+  // Per prefix: the tag of the group entry it replaces (nullopt: it is new). A
+  // member excluded by `tag` but not by the old one had the prefix: it must withdraw it.
+  std::vector<std::optional<ExcludeTag>> replaced;
+};
+struct GroupWithdraw {
+  Prefix prefix;
+  ExcludeTag tag;  // the tag of the entry withdrawn: members it excluded never had it
+};
+struct GroupUpdate {
+  Family family;
+  std::vector<GroupWithdraw> withdrawn;
+  std::vector<GroupBatch> announced;  // one per (outgoing attribute set, tag)
+  bool empty() const { return withdrawn.empty() && announced.empty(); }
+};
+
+// How one member gets a GroupUpdate: the shared withdrawals (all of them) unless
+// some exclude it, the shared batches except `skipped_batches`, and its own
+// withdrawals (`own_withdrawn`: the filtered list when the shared one does not
+// fit it, plus the prefixes it had that are now in a batch excluding it).
+struct MemberPlan {
+  bool shared_withdrawals = true;
+  std::vector<Prefix> own_withdrawn;
+  std::vector<size_t> skipped_batches;  // ascending indices into GroupUpdate::announced
+  bool exceptional() const { return !shared_withdrawals || !own_withdrawn.empty() || !skipped_batches.empty(); }
+};
+MemberPlan plan_member(const GroupUpdate& u, PeerId id, uint32_t rid);
+// The same as an OutUpdate (what the member alone would be sent; for tests).
+OutUpdate member_update(const GroupUpdate& u, PeerId id, uint32_t rid);
+
+struct GroupInfo {
+  GroupId id = kNoGroup;
+  Family family;
+  reflector::PeerRole role = reflector::PeerRole::Local;
+  NextHopMode next_hop = NextHopMode::Auto;
+  bool export_filter = false;  // a non-empty export filter
+  uint32_t encoding = 0;       // the caller's encoding key (capabilities)
+  std::vector<PeerId> members;
+  size_t routes = 0;           // entries in the group's Adj-RIB-Out
+  size_t table_bytes = 0;
+};
+
 // Why an import was refused (RFC 4271 §9.1.2, RFC 4456 §8).
 enum class ImportResult : uint8_t { Accepted, OwnAsInPath, OwnOriginatorId, OwnClusterId,
                                     BadNextHop };
@@ -235,10 +304,40 @@ class Rib {
   AttrRef advertised(PeerId id, Family fam, const Prefix& p) const;
   size_t advertised_count(PeerId id, Family fam) const;
 
+  // Update groups. A peer joins one group per family once its session is up
+  // (after peer_up; `encoding` is a key for the capabilities that change the
+  // encoding of UPDATEs: peers with different keys never share a group).
+  // Joining returns the group; the member's initial table is full_dump(id, fam).
+  // A grouped peer gets its changes through export_group(), not export_changes().
+  // peer_down() and remove_peer() leave every group; an empty group goes.
+  GroupId join_group(PeerId id, Family fam, uint32_t encoding);
+  GroupId group_of(PeerId id, Family fam) const;  // kNoGroup if none
+  // Moves an up, grouped peer to the group its configuration now belongs to
+  // (after update_peer or set_identity changed its role, filter or next-hop
+  // mode) and returns what it must be sent to get from its old view to the new
+  // one. Empty when it stays.
+  OutUpdate regroup(PeerId id, Family fam);
+  // The group's changes for `changed` prefixes (from take_changes): updates the
+  // group's Adj-RIB-Out. Each member gets plan_member() of it.
+  GroupUpdate export_group(GroupId g, Family fam, std::span<const Prefix> changed);
+  std::vector<GroupId> groups(Family fam) const;  // live groups of a family
+  const std::vector<PeerId>& group_members(GroupId g) const;
+  GroupInfo group_info(GroupId g) const;
+  // Router ID (host order) the export rules use for the peer (ExcludeTag::excludes).
+  uint32_t peer_rid(PeerId id) const;
+  // The whole group table as one update (every entry announced, none replaced):
+  // a member's initial table or route refresh is plan_member() of it.
+  GroupUpdate group_snapshot(GroupId g) const;
+  // Changes whenever the group's table does (or the id names a new group).
+  uint64_t group_version(GroupId g) const;
+  // Prefixes each member of a group is advertised (its view's size), indexed
+  // like group_members(g): one pass over the group's table, not one per member.
+  std::vector<size_t> member_route_counts(GroupId g) const;
+
   struct MemoryStats {
     size_t table_bytes = 0;  // Loc-RIB slots
     size_t path_bytes = 0;   // path arena
-    size_t out_bytes = 0;    // Adj-RIB-Out slots
+    size_t out_bytes = 0;    // Adj-RIB-Out slots (per-peer and per-group tables)
     size_t change_bytes = 0; // pending change list
   };
   MemoryStats memory() const;

@@ -300,6 +300,40 @@ struct LocTable {
 template <class K>
 using OutMap = PrefixMap<K, const AttrNode*>;  // prefix -> advertised set (counted)
 
+// One entry of an update group's Adj-RIB-Out: the outgoing set (counted) and
+// who must not get it (ExcludeTag, packed).
+struct GroupEntry {
+  const AttrNode* attrs;
+  uint32_t originator;
+  PeerId source;
+  bool has_originator;
+  ExcludeTag tag() const { return ExcludeTag{source, has_originator, originator}; }
+};
+static_assert(sizeof(GroupEntry) == 16);
+template <class K>
+using GroupMap = PrefixMap<K, GroupEntry>;
+
+// What makes two peers' export results identical (rib.hpp, update groups).
+struct GroupKey {
+  Family family;
+  reflector::PeerRole role = reflector::PeerRole::Local;
+  bool ebgp = false;
+  NextHopMode next_hop = NextHopMode::Auto;
+  ExportFilter filter;
+  std::optional<IpAddress> self;  // our address for the family (next hop self)
+  uint32_t encoding = 0;
+  bool operator==(const GroupKey&) const = default;
+};
+
+struct UpdateGroup {
+  bool exists = false;
+  uint64_t version = 0;  // Rib::group_version
+  GroupKey key;
+  std::vector<PeerId> members;
+  GroupMap<Key4> out4;
+  GroupMap<Key6> out6;
+};
+
 struct PeerState {
   PeerConfig cfg;
   bool exists = false;
@@ -310,6 +344,8 @@ struct PeerState {
   PeerStats stats;
   OutMap<Key4> out4;
   OutMap<Key6> out6;
+  GroupId group[2] = {kNoGroup, kNoGroup};  // per family (IPv4, IPv6)
+  uint32_t encoding[2] = {0, 0};            // the key it joined with
 };
 
 inline int fam_index(Family f) { return f.afi == Afi::Ipv4 ? 0 : 1; }
@@ -327,6 +363,8 @@ struct Rib::Impl {
   detail::PathPool pool;
   detail::LocTable<detail::Key4> t4;
   detail::LocTable<detail::Key6> t6;
+  std::vector<detail::UpdateGroup> update_groups;  // index = GroupId; !exists = free
+  uint64_t group_versions = 0;  // last version handed out
 
   // Scratch buffers reused by the decision process (single-threaded).
   std::vector<PathCandidate> cand;
@@ -367,6 +405,13 @@ struct Rib::Impl {
   // Adj-RIB-Out (adj_rib_out.cpp).
   template <class K>
   OutUpdate export_keys(PeerId id, Family fam, std::span<const Prefix> changed, bool all);
+  // Update groups (adj_rib_out.cpp).
+  detail::GroupKey group_key(PeerId id, Family fam, uint32_t encoding) const;
+  template <class K>
+  GroupUpdate export_group_keys(GroupId g, Family fam, std::span<const Prefix> changed, bool all);
+  template <class K>
+  OutUpdate member_dump(PeerId id, Family fam);
+  void leave_group(PeerId id, Family fam);
 };
 
 template <>
@@ -377,5 +422,11 @@ template <>
 inline detail::OutMap<detail::Key4>& Rib::Impl::out<detail::Key4>(detail::PeerState& p) { return p.out4; }
 template <>
 inline detail::OutMap<detail::Key6>& Rib::Impl::out<detail::Key6>(detail::PeerState& p) { return p.out6; }
+template <class K>
+detail::GroupMap<K>& group_out(detail::UpdateGroup& g);
+template <>
+inline detail::GroupMap<detail::Key4>& group_out<detail::Key4>(detail::UpdateGroup& g) { return g.out4; }
+template <>
+inline detail::GroupMap<detail::Key6>& group_out<detail::Key6>(detail::UpdateGroup& g) { return g.out6; }
 
 }  // namespace tabby::bgp

@@ -26,6 +26,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include "base/accept_backoff.hpp"
 #include "bgp/codec.hpp"
@@ -142,6 +143,7 @@ struct Speaker::Impl {
   std::unique_ptr<Rib> rib;
   std::vector<std::unique_ptr<tcp::acceptor>> listeners;
   std::map<IpAddress, std::unique_ptr<Peer>> peers;
+  std::vector<Peer*> by_rib_id;  // index = PeerId (ids are never reused); null when gone
   uint64_t next_conn_id = 1;
   bool flush_posted = false;
   bool stopped = false;
@@ -426,6 +428,7 @@ struct Speaker::Impl {
     fresh->stale_from_local_restart = graceful && was_up;
     Peer& ref = *fresh;
     it->second = std::move(fresh);  // the old peer's handlers see its life expire
+    by_rib_id[ref.rib_id] = &ref;
     if (!ref.stale_families.empty()) arm_gr_timer(ref, cfg.restart_time);
     handle(ref, ev::ManualStart{});
     schedule_flush();
@@ -464,10 +467,8 @@ struct Speaker::Impl {
       std::vector<Prefix> all;
       rib->for_each_route(f, [&](const RouteView& rv) { all.push_back(rv.prefix); });
       if (all.empty()) continue;
-      for (auto& [addr, p] : peers) {
-        if (p->session_conn == kNoConn || p->initial_update_deferred || !has_family(p->families, f)) continue;
-        send_out(*p, f, rib->export_changes(p->rib_id, f, all));
-      }
+      for (GroupId g : rib->groups(f)) send_group(g, f, rib->export_group(g, f, all));
+      snapshots.clear();
     }
     schedule_flush();
   }
@@ -477,6 +478,8 @@ struct Speaker::Impl {
     auto p = std::make_unique<Peer>(io, n, id, session_config(n));
     Peer& ref = *p;
     peers[n.address] = std::move(p);
+    if (by_rib_id.size() <= id) by_rib_id.resize(id + 1, nullptr);
+    by_rib_id[id] = &ref;
     set_md5_keys(n, false);
     handle(ref, ev::ManualStart{});
   }
@@ -493,6 +496,7 @@ struct Speaker::Impl {
     }
     set_md5_keys(p.cfg, true);
     rib->remove_peer(p.rib_id);
+    by_rib_id[p.rib_id] = nullptr;
     peers.erase(it);
     schedule_flush();
   }
@@ -687,7 +691,9 @@ struct Speaker::Impl {
     auto it = p.conns.find(p.session_conn);
     if (it == p.conns.end()) return;
     for (Family f : p.families) {
-      send_out(p, f, rib->full_dump(p.rib_id, f));
+      // Its share of the group's table is its initial update (update groups: rib.hpp).
+      rib->join_group(p.rib_id, f, encoding_key(ctx_of(p)));
+      send_table(p, f);
       std::vector<uint8_t> eor;
       encode(make_end_of_rib(f), ctx_of(p), eor);
       it->second->send(std::move(eor));
@@ -876,7 +882,7 @@ struct Speaker::Impl {
     // RFC 7313 §4: bracket the re-advertisement with BoRR / EoRR.
     if (enhanced) encode(RouteRefreshMessage{m.family, RouteRefreshMessage::Subtype::BeginOfRib}, ctx_of(p), buf);
     conn->second->send(std::move(buf));
-    send_out(p, m.family, rib->full_dump(p.rib_id, m.family));
+    send_table(p, m.family);
     if (enhanced) {
       std::vector<uint8_t> end;
       encode(RouteRefreshMessage{m.family, RouteRefreshMessage::Subtype::EndOfRib}, ctx_of(p), end);
@@ -896,6 +902,121 @@ struct Speaker::Impl {
     conn->second->send(std::move(buf));
   }
 
+  // The capabilities that change how UPDATEs are encoded (the update group key).
+  static uint32_t encoding_key(const CodecContext& c) {
+    return uint32_t{c.four_octet_as} | uint32_t{c.ibgp} << 1 | uint32_t{c.extended_next_hop_ipv4} << 2;
+  }
+
+  // One group's update encoded once: a buffer every member's connection queues
+  // slices of (plan_member: a member skips the batches that exclude it and gets
+  // its own withdrawals when the shared ones do not fit it). A slow member holds
+  // references to the buffer, never the group.
+  struct EncodedGroupUpdate {
+    GroupUpdate u;
+    Family family;
+    CodecContext ctx;
+    Connection::SharedBytes bytes;
+    size_t withdrawn_end = 0;
+    std::vector<size_t> batch_start;  // per batch, and the end
+    std::unordered_set<PeerId> tag_sources;
+    std::unordered_set<uint32_t> tag_originators;
+  };
+
+  std::shared_ptr<EncodedGroupUpdate> encode_group(GroupId g, Family f, GroupUpdate&& gu) {
+    const auto& members = rib->group_members(g);
+    if (gu.empty() || members.empty() || !by_rib_id[members.front()]) return nullptr;
+    auto e = std::make_shared<EncodedGroupUpdate>();
+    e->u = std::move(gu);
+    e->family = f;
+    e->ctx = ctx_of(*by_rib_id[members.front()]);  // the same for every member (the group key)
+    auto buf = std::make_shared<std::vector<uint8_t>>();
+    auto note = [&](const ExcludeTag& t) {
+      e->tag_sources.insert(t.source);
+      if (t.has_originator) e->tag_originators.insert(t.originator);
+    };
+    std::vector<Prefix> withdrawn;
+    withdrawn.reserve(e->u.withdrawn.size());
+    for (const auto& w : e->u.withdrawn) {
+      withdrawn.push_back(w.prefix);
+      note(w.tag);
+    }
+    if (!withdrawn.empty()) pack_updates(f, nullptr, {}, withdrawn, e->ctx, *buf);
+    e->withdrawn_end = buf->size();
+    e->batch_start.resize(e->u.announced.size() + 1);
+    for (size_t i = 0; i < e->u.announced.size(); ++i) {
+      const auto& b = e->u.announced[i];
+      e->batch_start[i] = buf->size();
+      pack_updates(f, b.attrs, b.prefixes, {}, e->ctx, *buf);
+      note(b.tag);
+    }
+    e->batch_start.back() = buf->size();
+    e->bytes = std::move(buf);
+    return e;
+  }
+
+  void deliver(const EncodedGroupUpdate& e, PeerId id) {
+    Peer* p = id < by_rib_id.size() ? by_rib_id[id] : nullptr;
+    if (!p) return;
+    auto conn = p->conns.find(p->session_conn);
+    if (conn == p->conns.end()) return;
+    Connection& c = *conn->second;
+    const size_t total = e.bytes->size();
+    const uint32_t rid = rib->peer_rid(id);
+    if (!e.tag_sources.count(id) && !e.tag_originators.count(rid)) {  // the common case
+      c.send_shared(e.bytes, 0, total);
+      return;
+    }
+    MemberPlan m = plan_member(e.u, id, rid);
+    if (m.shared_withdrawals) c.send_shared(e.bytes, 0, e.withdrawn_end);
+    if (!m.own_withdrawn.empty()) {
+      std::vector<uint8_t> own;
+      pack_updates(e.family, nullptr, {}, m.own_withdrawn, e.ctx, own);
+      c.send(std::move(own));
+    }
+    size_t from = e.withdrawn_end;
+    for (size_t i : m.skipped_batches) {
+      c.send_shared(e.bytes, from, e.batch_start[i] - from);
+      from = e.batch_start[i + 1];
+    }
+    c.send_shared(e.bytes, from, total - from);
+  }
+
+  void send_group(GroupId g, Family f, GroupUpdate&& gu) {
+    auto e = encode_group(g, f, std::move(gu));
+    if (!e) return;
+    for (PeerId id : rib->group_members(g)) deliver(*e, id);
+  }
+
+  // A member's full table (initial update, route refresh): the group's whole
+  // table encoded once and shared by every member that needs it before the table
+  // changes (many sessions coming up together, or a restarting reflector's
+  // deferred initial updates, cost one encoding). Dropped at the next flush.
+  std::map<std::pair<GroupId, Afi>, std::pair<uint64_t, std::shared_ptr<EncodedGroupUpdate>>> snapshots;
+
+  void send_table(Peer& p, Family f) {
+    GroupId g = rib->group_of(p.rib_id, f);
+    if (g == kNoGroup) {
+      send_out(p, f, rib->full_dump(p.rib_id, f));
+      return;
+    }
+    auto& slot = snapshots[{g, f.afi}];
+    if (!slot.second || slot.first != rib->group_version(g)) {
+      slot.first = rib->group_version(g);
+      slot.second = encode_group(g, f, rib->group_snapshot(g));
+      schedule_flush();  // which drops it
+    }
+    if (slot.second) deliver(*slot.second, p.rib_id);
+  }
+
+  // After a change of local identity or of a peer's configuration: peers whose
+  // group key changed move (and are sent the difference).
+  void regroup_all() {
+    for (auto& [addr, p] : peers) {
+      if (p->session_conn == kNoConn) continue;
+      for (Family f : p->families) send_out(*p, f, rib->regroup(p->rib_id, f));
+    }
+  }
+
   void schedule_flush() {
     if (flush_posted) return;
     flush_posted = true;
@@ -909,14 +1030,13 @@ struct Speaker::Impl {
   // Loc-RIB changes -> every established peer's Adj-RIB-Out, and -> the
   // best-route callback (the dataplane).
   void flush() {
+    snapshots.clear();
     std::vector<BestRouteChange> changes;
     for (Family f : kFamilies) {
       auto changed = rib->take_changes(f);
       if (changed.empty()) continue;
-      for (auto& [addr, p] : peers) {
-        if (p->session_conn == kNoConn || p->initial_update_deferred || !has_family(p->families, f)) continue;
-        send_out(*p, f, rib->export_changes(p->rib_id, f, changed));
-      }
+      // Every peer that got its initial update is in one group per family.
+      for (GroupId g : rib->groups(f)) send_group(g, f, rib->export_group(g, f, changed));
       if (on_best) {
         for (const auto& pfx : changed) {
           BestRouteChange c{pfx, {}, false};
@@ -1071,7 +1191,10 @@ Status Speaker::reconfigure(SpeakerConfig c) {
   }
   im.originate(old.announcements, c.announcements);
   im.cfg = std::move(c);
-  if (im.rib && (identity || cluster)) im.rib->set_identity(im.rib_config());
+  if (im.rib && (identity || cluster)) {
+    im.rib->set_identity(im.rib_config());
+    im.regroup_all();
+  }
   if (identity && !im.stopped) {
     std::string why = old.asn != im.cfg.asn               ? "local AS changed"
                       : old.router_id != im.cfg.router_id ? "router ID changed"
@@ -1108,6 +1231,16 @@ void Speaker::stop(bool graceful, const std::string& reason) { impl_->stop(grace
 std::vector<PeerStatus> Speaker::peers() const {
   std::vector<PeerStatus> out;
   const auto& im = *impl_;
+  // Members' advertised counts, one pass per group.
+  std::map<std::pair<PeerId, Afi>, size_t> grouped_counts;
+  for (Family f : kFamilies) {
+    if (!im.rib) break;
+    for (GroupId g : im.rib->groups(f)) {
+      auto counts = im.rib->member_route_counts(g);
+      const auto& members = im.rib->group_members(g);
+      for (size_t i = 0; i < members.size(); ++i) grouped_counts[{members[i], f.afi}] = counts[i];
+    }
+  }
   for (const auto& [addr, p] : im.peers) {
     PeerStatus s;
     s.address = addr;
@@ -1133,9 +1266,42 @@ std::vector<PeerStatus> Speaker::peers() const {
     const auto& st = im.rib->stats(p->rib_id);
     s.prefixes_received = uint64_t{st.accepted[0]} + st.accepted[1];
     s.prefixes_stale = uint64_t{st.stale[0]} + st.stale[1];
-    s.prefixes_advertised = st.advertised[0] + st.advertised[1];
+    for (Family f : p->families) {
+      if (im.rib->group_of(p->rib_id, f) != kNoGroup) s.prefixes_advertised += grouped_counts[{p->rib_id, f.afi}];
+      else s.prefixes_advertised += im.rib->advertised_count(p->rib_id, f);
+    }
     s.flaps = p->flaps;
     out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<UpdateGroupStatus> Speaker::update_groups() const {
+  std::vector<UpdateGroupStatus> out;
+  const auto& im = *impl_;
+  if (!im.rib) return out;
+  for (Family f : kFamilies) {
+    for (GroupId g : im.rib->groups(f)) {
+      GroupInfo gi = im.rib->group_info(g);
+      UpdateGroupStatus s;
+      s.id = g;
+      s.family = f;
+      s.role = gi.role == reflector::PeerRole::Ebgp          ? "eBGP"
+               : gi.role == reflector::PeerRole::IbgpClient ? "iBGP (RR client)"
+                                                            : "iBGP";
+      s.next_hop = gi.next_hop == NextHopMode::Self ? "self" : gi.next_hop == NextHopMode::Keep ? "keep" : "auto";
+      s.export_filter = gi.export_filter;
+      s.routes = gi.routes;
+      s.table_bytes = gi.table_bytes;
+      for (PeerId id : gi.members) {
+        const Peer* p = id < im.by_rib_id.size() ? im.by_rib_id[id] : nullptr;
+        if (!p) continue;
+        s.members.push_back(p->cfg.address);
+        auto c = p->conns.find(p->session_conn);
+        if (c != p->conns.end()) s.queued_bytes += c->second->queued_bytes();
+      }
+      out.push_back(std::move(s));
+    }
   }
   return out;
 }

@@ -42,6 +42,19 @@ struct PeerStatus {
   bool end_of_rib = false;
 };
 
+// One update group (rib.hpp): peers sharing an Adj-RIB-Out and encoded UPDATEs.
+struct UpdateGroupStatus {
+  uint32_t id = 0;
+  Family family;
+  std::string role;       // "eBGP", "iBGP", "iBGP (RR client)"
+  std::string next_hop;   // "auto", "self", "keep"
+  bool export_filter = false;
+  std::vector<IpAddress> members;
+  uint64_t routes = 0;        // entries in the group's Adj-RIB-Out
+  uint64_t table_bytes = 0;
+  uint64_t queued_bytes = 0;  // bytes its members have queued, not yet written
+};
+
 struct PathSnapshot {
   std::string from;             // peer address or "local"
   AttrRef attrs;
@@ -90,6 +103,7 @@ class Speaker {
   void stop(bool graceful, const std::string& reason);
 
   std::vector<PeerStatus> peers() const;
+  std::vector<UpdateGroupStatus> update_groups() const;
   std::vector<RouteSnapshot> routes() const;  // a copy of the Loc-RIB: for `tabby routes`
   // Per peer address: prefixes whose best path came from that peer and for which
   // `counted` holds (no copy of the RIB: cheap enough for every /metrics scrape).

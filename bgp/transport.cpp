@@ -142,7 +142,6 @@ void Connection::start(MessageHandler on_message, CloseHandler on_close) {
 namespace {
 constexpr size_t kMinRead = 4096;        // RFC 4271 §4: the maximum standard message
 constexpr size_t kMaxRead = 256 * 1024;  // bound on one read (and on the batch it forms)
-constexpr size_t kKeepOutput = 64 * 1024;  // larger output buffers are freed once drained
 }  // namespace
 
 void Connection::FreeBytes::operator()(uint8_t* p) const { std::free(p); }
@@ -243,30 +242,65 @@ void Connection::on_readable() {
 }
 
 void Connection::send(std::vector<uint8_t>&& bytes) {
-  if (!open_ || closing_) return;
-  if (out_pending_.empty()) out_pending_ = std::move(bytes);
-  else out_pending_.insert(out_pending_.end(), bytes.begin(), bytes.end());
+  if (!open_ || closing_ || bytes.empty()) return;
+  queued_ += bytes.size();
+  if (!out_pending_.empty() && !out_pending_.back().shared) {
+    auto& own = out_pending_.back().own;
+    own.insert(own.end(), bytes.begin(), bytes.end());
+  } else {
+    Segment s;
+    s.own = std::move(bytes);
+    out_pending_.push_back(std::move(s));
+  }
   write_more();
 }
 
 void Connection::send_copy(std::span<const uint8_t> bytes) {
-  if (!open_ || closing_) return;
-  out_pending_.insert(out_pending_.end(), bytes.begin(), bytes.end());
+  send(std::vector<uint8_t>(bytes.begin(), bytes.end()));
+}
+
+void Connection::send_shared(const SharedBytes& bytes, size_t offset, size_t len) {
+  if (!open_ || closing_ || len == 0) return;
+  queued_ += len;
+  auto& q = out_pending_;
+  // A slice that continues the previous one of the same buffer extends it.
+  if (!q.empty() && q.back().shared == bytes && q.back().offset + q.back().len == offset) {
+    q.back().len += len;
+  } else {
+    Segment s;
+    s.shared = bytes;
+    s.offset = offset;
+    s.len = len;
+    q.push_back(std::move(s));
+  }
   write_more();
+}
+
+size_t Connection::buffer_bytes() const {
+  size_t n = in_cap_ + (out_pending_.capacity() + out_inflight_.capacity()) * sizeof(Segment);
+  for (const auto* q : {&out_pending_, &out_inflight_})
+    for (const auto& s : *q) n += s.own.capacity();
+  return n;
 }
 
 void Connection::write_more() {
   if (writing_ || out_pending_.empty() || !open_) return;
   writing_ = true;
   std::swap(out_inflight_, out_pending_);
-  out_pending_.clear();
-  asio::async_write(socket_, asio::buffer(out_inflight_),
-                    [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+  std::vector<asio::const_buffer> bufs;
+  bufs.reserve(out_inflight_.size());
+  for (const auto& s : out_inflight_) {
+    if (s.shared) bufs.emplace_back(s.shared->data() + s.offset, s.len);
+    else bufs.emplace_back(s.own.data(), s.own.size());
+  }
+  asio::async_write(socket_, bufs,
+                    [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
                       self->writing_ = false;
+                      self->queued_ -= std::min(self->queued_, n);
+                      // Written: drop the references to shared buffers and free
+                      // the owned bytes (an idle connection holds no output buffer).
+                      std::vector<Segment>().swap(self->out_inflight_);
                       if (!self->open_) return;
-                      // A burst (a full table dump) grew the buffer: give it back.
-                      if (self->out_inflight_.capacity() > kKeepOutput) std::vector<uint8_t>().swap(self->out_inflight_);
-                      else self->out_inflight_.clear();
                       if (ec) {
                         self->fail("write failed: " + ec.message());
                         return;

@@ -1,7 +1,8 @@
 // transport.hpp — BGP's TCP layer on Boost.Asio (the I/O shell around the pure
 // codec and FSM): listening and connecting sockets with TCP MD5 (RFC 2385,
 // TCP_MD5SIG) and GTSM (RFC 5082, IP_MINTTL), message framing (RFC 4271 §4.1),
-// and a write queue that coalesces many small messages into few sends.
+// and a write queue that coalesces many small messages into few sends and can
+// hold slices of buffers shared between connections (update groups).
 // Memory per connection follows what is in flight: an idle connection holds no
 // receive buffer (it waits for readability, then reads what the socket has), and
 // buffers that grew for a burst are given back once it is over.
@@ -50,10 +51,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Queues bytes (one or more whole messages); they go out in order.
   void send(std::vector<uint8_t>&& bytes);
   void send_copy(std::span<const uint8_t> bytes);
+  // Queues bytes [offset, offset+len) of a buffer shared with other connections
+  // (an update group's encoded UPDATEs): nothing is copied; the buffer lives
+  // until every connection that queued it has written it.
+  using SharedBytes = std::shared_ptr<const std::vector<uint8_t>>;
+  void send_shared(const SharedBytes& bytes, size_t offset, size_t len);
   // Bytes queued but not yet written (for flow control of big table dumps).
-  size_t queued_bytes() const { return out_pending_.size() + out_inflight_.size(); }
-  // Bytes of buffer memory this connection holds now (input + output capacity).
-  size_t buffer_bytes() const { return in_cap_ + out_pending_.capacity() + out_inflight_.capacity(); }
+  size_t queued_bytes() const { return queued_; }
+  // Bytes of buffer memory this connection holds now (input + own output
+  // buffers; shared buffers are not counted: they belong to the group).
+  size_t buffer_bytes() const;
   // Called when the write queue drains (after a send completes and nothing is left).
   void on_drain(std::function<void()> f) { on_drain_ = std::move(f); }
   // Flushes what is queued, then closes. No callbacks after this returns.
@@ -89,7 +96,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_readable();
   bool reserve_input(size_t free_bytes);
   void release_input();
-  std::vector<uint8_t> out_pending_, out_inflight_;
+  // Output queue: a run of owned bytes or a slice of a shared buffer. Consecutive
+  // owned sends coalesce into one segment.
+  struct Segment {
+    std::vector<uint8_t> own;
+    SharedBytes shared;
+    size_t offset = 0, len = 0;
+  };
+  std::vector<Segment> out_pending_, out_inflight_;
+  size_t queued_ = 0;
   bool writing_ = false;
 };
 

@@ -546,6 +546,10 @@ struct AgentRuntime::Impl {
         ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps});
       }
       collect_bgp(m, ps);
+      std::vector<UpdateGroupSnapshot> gs;
+      for (const auto& g : speaker_->update_groups())
+        gs.push_back({std::to_string(g.id) + "/" + bgp::family_name(g.family), g.members.size(), g.routes, g.queued_bytes});
+      collect_bgp_update_groups(m, gs);
     }
     if (dataplane_) collect_dataplane(m, dataplane_->status());
     // PolicyExecutor -> Metrics: the tunnel guard's drop counters (one GETOBJ each).

@@ -72,6 +72,18 @@ std::unique_ptr<api::Status> status_message(const std::string& node_name, const 
     m->set_graceful_restart(p.graceful_restart);
     for (auto f : p.families) m->add_families(bgp::family_name(f));
   }
+  for (const auto& g : sp.update_groups()) {
+    auto* m = st->add_update_groups();
+    m->set_id(g.id);
+    m->set_family(bgp::family_name(g.family));
+    m->set_role(g.role);
+    m->set_next_hop(g.next_hop);
+    m->set_export_filter(g.export_filter);
+    for (const auto& a : g.members) m->add_members(a.str());
+    m->set_routes(g.routes);
+    m->set_table_bytes(g.table_bytes);
+    m->set_queued_bytes(g.queued_bytes);
+  }
   return st;
 }
 

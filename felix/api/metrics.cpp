@@ -260,6 +260,11 @@ void declare_agent_metrics(Metrics& m) {
   m.declare_gauge("tabby_bgp_peer_prefixes_installed",
                   "Prefixes learned from the peer that are best and installed in the kernel.", {"peer"});
   m.declare_counter("tabby_bgp_peer_flaps_total", "Times the session left the Established state.", {"peer"});
+  m.declare_gauge("tabby_bgp_update_groups", "BGP update groups (peers sharing an Adj-RIB-Out and encoded UPDATEs).");
+  m.declare_gauge("tabby_bgp_update_group_members", "Peers in the update group.", {"group"});
+  m.declare_gauge("tabby_bgp_update_group_routes", "Entries in the update group's Adj-RIB-Out.", {"group"});
+  m.declare_gauge("tabby_bgp_update_group_queued_bytes",
+                  "UPDATE bytes the group's members have queued and not yet written.", {"group"});
 
   m.declare_counter("tabby_datastore_events_total", "Datastore events applied to the calculation.", {"kind", "type"});
   m.declare_counter("tabby_config_apply_failures_total",
@@ -310,6 +315,18 @@ void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers) {
   m.reset("tabby_bgp_sessions");
   for (const auto& [state, n] : by_state) m.set("tabby_bgp_sessions", {state}, static_cast<double>(n));
   m.set("tabby_bgp_peers", static_cast<double>(peers.size()));
+}
+
+void collect_bgp_update_groups(Metrics& m, const std::vector<UpdateGroupSnapshot>& groups) {
+  for (const char* name : {"tabby_bgp_update_group_members", "tabby_bgp_update_group_routes",
+                           "tabby_bgp_update_group_queued_bytes"})
+    m.reset(name);
+  for (const auto& g : groups) {
+    m.set("tabby_bgp_update_group_members", {g.group}, static_cast<double>(g.members));
+    m.set("tabby_bgp_update_group_routes", {g.group}, static_cast<double>(g.routes));
+    m.set("tabby_bgp_update_group_queued_bytes", {g.group}, static_cast<double>(g.queued_bytes));
+  }
+  m.set("tabby_bgp_update_groups", static_cast<double>(groups.size()));
 }
 
 void count_datastore_event(Metrics& m, const std::string& kind, bool is_delete) {

@@ -114,6 +114,17 @@ struct PeerSnapshot {
 // tabby_bgp_peer_flaps_total{peer}. Peers absent from `peers` lose their series.
 void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers);
 
+// One BGP update group (peers sharing an Adj-RIB-Out and encoded UPDATEs).
+struct UpdateGroupSnapshot {
+  std::string group;            // label `group`: "<id>/<family>", e.g. "0/ipv4-unicast"
+  uint64_t members = 0;
+  uint64_t routes = 0;
+  uint64_t queued_bytes = 0;
+};
+// tabby_bgp_update_groups, tabby_bgp_update_group_members{group},
+// tabby_bgp_update_group_routes{group}, tabby_bgp_update_group_queued_bytes{group}.
+void collect_bgp_update_groups(Metrics& m, const std::vector<UpdateGroupSnapshot>& groups);
+
 // tabby_datastore_events_total{kind,type}: type "upsert" or "delete"; kind the
 // resource kind ("IPPool", "Node", ...). Call once per event fed to the calculation.
 void count_datastore_event(Metrics& m, const std::string& kind, bool is_delete);

@@ -287,6 +287,19 @@ def rr_tabby(lab):
     q = route_from(rr, "198.51.100.0/24", ips["c1"])
     check(q is not None, "RR does not list c1's route itself")
     check_status_output(rr, {ip: "iBGP (RR client)" for ip in ips.values()})
+    # Update groups: the clients share IPv4 groups (the two tabby clients negotiate
+    # the same capabilities, so one group holds both); each client is advertised
+    # the other clients' routes, never its own (split horizon at send time).
+    groups = [g for g in rr.status().get("updateGroups", []) if g.get("family") == "ipv4-unicast"]
+    members = sorted(m for g in groups for m in g.get("members", []))
+    check(members == sorted(ips.values()), f"RR update groups list every client once: {groups}")
+    check(any(ips["c1"] in g["members"] and ips["c2"] in g["members"] for g in groups),
+          f"the two tabby clients share one update group: {groups}")
+    check(all(g.get("role") == "iBGP (RR client)" and int(g.get("routes", 0)) == 2 for g in groups),
+          f"each group holds both reflected routes: {groups}")
+    for name, want in (("c1", 1), ("c2", 2), ("c3", 1)):  # c1 and c3 announce one route each
+        got = int(rr.peer_status(ips[name]).get("prefixesAdvertised", 0))
+        check(got == want, f"RR advertises {want} route(s) to {name} (not its own): {rr.peer_status(ips[name])}")
     t1.withdraw("198.51.100.0/24")
     wait_until(absent(t2, "198.51.100.0/24"), 20, "c2 loses the route after c1 withdraws it")
     wait_until(absent(b3, "198.51.100.0/24"), 20, "c3 loses the route after c1 withdraws it")

@@ -199,6 +199,20 @@ TEST_CASE("collect_bgp: all six states counted (0 when none), per-peer series fo
   CHECK(m.value("tabby_bgp_peer_flaps_total", {"198.18.0.12"}) == 2);
 }
 
+TEST_CASE("collect_bgp_update_groups: group count, members, routes and bytes queued per group; gone groups lose their series") {
+  Metrics m;
+  declare_agent_metrics(m);
+  collect_bgp_update_groups(m, {{"0/ipv4-unicast", 999, 999, 4096}, {"1/ipv6-unicast", 2, 10, 0}});
+  CHECK(m.value("tabby_bgp_update_groups") == 2);
+  CHECK(m.value("tabby_bgp_update_group_members", {"0/ipv4-unicast"}) == 999);
+  CHECK(m.value("tabby_bgp_update_group_routes", {"1/ipv6-unicast"}) == 10);
+  std::string text = m.render();
+  CHECK(text.find("tabby_bgp_update_group_queued_bytes{group=\"0/ipv4-unicast\"} 4096\n") != std::string::npos);
+  collect_bgp_update_groups(m, {{"1/ipv6-unicast", 1, 10, 0}});
+  CHECK(m.value("tabby_bgp_update_groups") == 1);
+  CHECK(m.render().find("0/ipv4-unicast") == std::string::npos);
+}
+
 TEST_CASE("datastore, dataplane, policy and IPAM collectors") {
   Metrics m;
   declare_agent_metrics(m);
