@@ -8,7 +8,9 @@
 // netlink/libnl.hpp (same library).
 // May call: the kernel's socket API and base/ value types. Knows nothing of routes,
 // tunnels or pods: the route writer (dataplane/rtnl), the tunnel devices (ipip/) and
-// the CNI veth code (felix/cni/) use it; pure libraries never link it.
+// the CNI veth code (felix/cni/) use it, and the policy executor's drift check
+// (policy/) reads nf_tables dumps through its socket (Options::protocol
+// NETLINK_NETFILTER); pure libraries never link it.
 #pragma once
 
 #include <linux/netlink.h>
