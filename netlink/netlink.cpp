@@ -20,7 +20,7 @@ Socket::~Socket() {
 
 Status Socket::open(const Options& opt) {
   if (fd_ >= 0) ::close(fd_);  // open() again: a fresh socket, not a leaked one
-  fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, opt.protocol);
   if (fd_ < 0) {
     open_error_ = -errno;
     return fail_msg(std::string("netlink socket: ") + std::strerror(errno));
@@ -107,14 +107,25 @@ int Socket::request(std::vector<char>& msg, const std::function<void(const nlmsg
 
 Status Socket::dump_raw(uint16_t type, const void* fam, size_t fam_len,
                         const std::function<void(const nlmsghdr*)>& each) {
+  std::vector<char> req;
+  MessageBuilder m(req, type, NLM_F_REQUEST | NLM_F_DUMP);
+  const size_t off = m.reserve(NLMSG_ALIGN(fam_len));  // before req.data(): reserve() may move it
+  std::memcpy(req.data() + off, fam, fam_len);
+  m.finish();
+  return dump_message(req, each);
+}
+
+Status Socket::dump_message(std::vector<char>& req, const std::function<void(const nlmsghdr*)>& each,
+                            const std::function<void()>& restart) {
   if (fd_ < 0) return fail_msg(std::string("netlink dump: ") + std::strerror(-open_error_));
+  if (req.size() < NLMSG_HDRLEN) return fail_msg("netlink dump: empty request");
+  auto* rh = reinterpret_cast<nlmsghdr*>(req.data());
+  rh->nlmsg_len = static_cast<uint32_t>(req.size());
+  rh->nlmsg_flags |= NLM_F_REQUEST | NLM_F_DUMP;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    std::vector<char> req;
+    if (attempt > 0 && restart) restart();
     uint32_t seq = next_seq();
-    MessageBuilder m(req, type, NLM_F_REQUEST | NLM_F_DUMP, seq);
-    const size_t off = m.reserve(NLMSG_ALIGN(fam_len));  // before req.data(): reserve() may move it
-    std::memcpy(req.data() + off, fam, fam_len);
-    m.finish();
+    rh->nlmsg_seq = seq;
     if (auto s = send_all(req.data(), req.size()); !s) return s;
     bool done = false, interrupted = false;
     while (!done) {

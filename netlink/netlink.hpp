@@ -8,7 +8,9 @@
 // netlink/libnl.hpp (same library).
 // May call: the kernel's socket API and base/ value types. Knows nothing of routes,
 // tunnels or pods: the route writer (dataplane/rtnl), the tunnel devices (ipip/) and
-// the CNI veth code (felix/cni/) use it; pure libraries never link it.
+// the CNI veth code (felix/cni/) use it, and the policy executor's drift check
+// (policy/) reads nf_tables dumps through its socket (Options::protocol
+// NETLINK_NETFILTER); pure libraries never link it.
 #pragma once
 
 #include <linux/netlink.h>
@@ -167,7 +169,7 @@ inline IpAddress address_of(const rtattr* a, uint8_t family) {
 
 // ---------------------------------------------------------------- the socket
 
-// One NETLINK_ROUTE socket. Blocking unless a call says otherwise; single-threaded.
+// One netlink socket (NETLINK_ROUTE unless Options::protocol says otherwise). Blocking unless a call says otherwise; single-threaded.
 // A socket that could not be opened reports the real errno of socket()/bind() (e.g.
 // EMFILE) from open() and from every request(), never EBADF from fd -1.
 class Socket {
@@ -177,6 +179,7 @@ class Socket {
     int buffer_bytes = 0;          // SO_SNDBUF/SO_RCVBUF (the FORCE variants when allowed); 0: kernel default
     bool cap_ack = false;          // NETLINK_CAP_ACK: an error answer does not echo the request
     size_t receive_bytes = 64 * 1024;  // the receive buffer of receive(), request() and dump()
+    int protocol = NETLINK_ROUTE;      // NETLINK_NETFILTER: nf_tables reads (policy/)
   };
 
   Socket() = default;
@@ -215,6 +218,13 @@ class Socket {
   Status dump(uint16_t type, const T& family_header, const std::function<void(const nlmsghdr*)>& each) {
     return dump_raw(type, &family_header, sizeof(T), each);
   }
+  // The same for a request built whole (family header and attributes, e.g. an
+  // nf_tables dump filtered by table): NLM_F_REQUEST | NLM_F_DUMP, its length and
+  // a fresh sequence number are set here. Messages of a pass the kernel marks
+  // interrupted may already have reached each(): `restart` (if given) is called
+  // before the dump is sent again, so the caller can drop what it counted.
+  Status dump_message(std::vector<char>& msg, const std::function<void(const nlmsghdr*)>& each,
+                      const std::function<void()>& restart = {});
 
  private:
   Status dump_raw(uint16_t type, const void* fam, size_t fam_len, const std::function<void(const nlmsghdr*)>& each);

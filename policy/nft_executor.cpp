@@ -3,9 +3,12 @@
 // atomic transaction: all of it or none), sends deltas as raw nf_tables
 // netlink batches built by policy/nft_netlink.hpp from the compiler's typed
 // ops (libnftables would first dump every chain and set of the ruleset,
-// O(ruleset) per change), reads the table back as JSON to detect drift (table
-// flushed/deleted, elements lost) and to collect counters.
-// Owns the libnftables context and the NETLINK_NETFILTER socket; calls the
+// O(ruleset) per change), reads the table back with nf_tables netlink dumps
+// (chains, rules, sets, elements: counted, not kept) to detect drift (table
+// flushed/deleted, rules or elements lost, chains added), and as JSON through
+// libnftables to collect counters (report()).
+// Owns the libnftables context and the NETLINK_NETFILTER sockets (raw, for
+// batches; the shared netlink/ socket, for the read-back dumps); calls the
 // compiler (policy.hpp) and the encoder; encodes nothing itself but the one
 // GETOBJ request of read_counter().
 // Invariant: touches only `table inet <options.table>`.
@@ -25,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "netlink/netlink.hpp"
 #include "policy/nft_netlink.hpp"
 #include "policy/policy.hpp"
 
@@ -33,6 +37,7 @@ namespace tabby::policy {
 struct NftExecutor::Ctx {
   nft_ctx* nft = nullptr;
   int nl = -1;        // NETLINK_NETFILTER socket for element batches
+  tabby::netlink::Socket reader;  // NETLINK_NETFILTER, for drift()'s dumps (opened on first use)
   uint32_t seq = 1;
   uint32_t set_id = 1;  // ids of anonymous sets within a batch
   ~Ctx() {
@@ -336,31 +341,61 @@ Result<Listed> parse_listing(const std::string& text) {
 
 }  // namespace
 
+namespace {
+
+// Table inet <table> as drift() compares it: a GETTABLE (ENOENT when the table
+// is absent), then dumps of its chains, its rules, its sets and, per named set
+// or map, its elements. Only counts are kept.
+Result<netlink::TableListing> read_listing(tabby::netlink::Socket& sock, const std::string& table) {
+  if (sock.fd() < 0) {
+    tabby::netlink::Socket::Options opt;
+    opt.protocol = NETLINK_NETFILTER;
+    opt.buffer_bytes = 1 << 20;
+    if (auto st = sock.open(opt); !st) return fail(st.error());
+  }
+  auto req = netlink::get_table_request(table);
+  if (int rc = sock.request(req); rc != 0) return fail_msg(std::strerror(-rc));
+  netlink::TableListing l;
+  req = netlink::dump_chains_request(table);
+  auto st = sock.dump_message(
+      req, [&](const nlmsghdr* h) { netlink::add_listed_chain(l, table, h); }, [&] { l.chain_rules.clear(); });
+  if (!st) return fail(st.error());
+  // Rules after chains: a restarted rule dump recounts from the chains' zeros.
+  std::map<std::string, size_t> chains = l.chain_rules;
+  req = netlink::dump_rules_request(table);
+  st = sock.dump_message(
+      req, [&](const nlmsghdr* h) { netlink::add_listed_rule(l, table, h); }, [&] { l.chain_rules = chains; });
+  if (!st) return fail(st.error());
+  std::vector<std::string> sets;
+  req = netlink::dump_sets_request(table);
+  st = sock.dump_message(
+      req,
+      [&](const nlmsghdr* h) {
+        if (auto name = netlink::listed_set(table, h)) sets.push_back(std::move(*name));
+      },
+      [&] { sets.clear(); });
+  if (!st) return fail(st.error());
+  for (const auto& set : sets) {
+    size_t& n = l.set_elements[set];
+    req = netlink::dump_elements_request(table, set);
+    st = sock.dump_message(
+        req, [&](const nlmsghdr* h) { n += netlink::listed_elements(h); }, [&] { n = 0; });
+    if (!st) return fail(st.error());
+  }
+  return l;
+}
+
+}  // namespace
+
 Result<std::vector<std::string>> NftExecutor::drift(const PolicyCompiler& c) {
-  std::vector<std::string> diffs;
-  auto text = list_json(c.options().table);
-  if (!text) {
-    diffs.push_back("table inet " + c.options().table + " cannot be listed: " + text.error().message);
-    return diffs;
-  }
-  auto l = parse_listing(*text);
-  if (!l) return fail(l.error());
-  RulesetShape want = c.shape();
-  for (const auto& [chain, n] : want.chain_rules) {
-    auto it = l->rules.find(chain);
-    if (it == l->rules.end()) diffs.push_back("chain " + chain + " missing");
-    else if (it->second.size() != n)
-      diffs.push_back("chain " + chain + " has " + std::to_string(it->second.size()) + " rules, want " + std::to_string(n));
-  }
-  for (const auto& [chain, r] : l->rules)
-    if (!want.chain_rules.count(chain)) diffs.push_back("unexpected chain " + chain);
-  for (const auto& [set, n] : want.set_elements) {
-    auto it = l->elements.find(set);
-    if (it == l->elements.end()) diffs.push_back("set " + set + " missing");
-    else if (it->second != n)
-      diffs.push_back("set " + set + " has " + std::to_string(it->second) + " elements, want " + std::to_string(n));
-  }
-  return diffs;
+  return drift(c.options().table, c.shape());
+}
+
+Result<std::vector<std::string>> NftExecutor::drift(const std::string& table, const RulesetShape& want) {
+  auto listing = read_listing(ctx_->reader, table);
+  if (!listing)
+    return std::vector<std::string>{"table inet " + table + " cannot be listed: " + listing.error().message};
+  return netlink::shape_differences(want, *listing);
 }
 
 Result<bool> NftExecutor::repair(PolicyCompiler& c) {

@@ -6,6 +6,8 @@
 // loads only those bytes, otherwise a bitwise mask), one port or range is a
 // compare (negated range: a range expression), several single ports an
 // anonymous constant set created in the same batch.
+// The read-back half (drift check) walks the attributes of dump answers with
+// the shared netlink/ iterators and counts; it keeps no rule or element.
 // Pure: bytes only (kernel uapi constants, no sockets, no libnftables).
 #include "policy/nft_netlink.hpp"
 
@@ -17,6 +19,8 @@
 #include <net/if.h>
 
 #include <cstring>
+
+#include "netlink/netlink.hpp"
 
 namespace tabby::policy::netlink {
 
@@ -520,6 +524,131 @@ Result<bool> encode_delta(Batch& batch, const Delta& delta) {
     if (batch.size() > (4u << 20)) return false;  // leave huge changes to libnftables
   }
   return true;
+}
+
+// ------------------------------------------------------------ reading back
+namespace {
+
+std::vector<char> read_request(uint16_t msg, uint16_t flags, uint16_t table_attr, const std::string& table,
+                               uint16_t name_attr = 0, const std::string& name = {}) {
+  MessageBuffer b;
+  size_t m = b.begin(msg_type(msg), NLM_F_REQUEST | flags, 0, NFPROTO_INET, 0);
+  b.str(table_attr, table);
+  if (name_attr) b.str(name_attr, name);
+  b.end(m);
+  return b.bytes();
+}
+
+using tabby::netlink::Attributes;
+
+// The attributes after the nfgenmsg of an nf_tables message.
+Attributes nft_attributes(const nlmsghdr* h) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nfgenmsg))) return {nullptr, 0};
+  return tabby::netlink::attributes_after<nfgenmsg>(h);
+}
+Attributes nested(const rtattr* a) { return {static_cast<const rtattr*>(RTA_DATA(a)), static_cast<int>(RTA_PAYLOAD(a))}; }
+uint16_t type_of(const rtattr* a) { return a->rta_type & NLA_TYPE_MASK; }
+// A NUL-terminated string attribute equal to `s`.
+bool str_is(const rtattr* a, const std::string& s) {
+  size_t n = RTA_PAYLOAD(a);
+  const char* d = static_cast<const char*>(RTA_DATA(a));
+  size_t len = strnlen(d, n);
+  return len == s.size() && std::memcmp(d, s.data(), len) == 0;
+}
+std::string str_of(const rtattr* a) {
+  const char* d = static_cast<const char*>(RTA_DATA(a));
+  return std::string(d, strnlen(d, RTA_PAYLOAD(a)));
+}
+uint32_t u32be_of(const rtattr* a) {
+  if (RTA_PAYLOAD(a) < 4) return 0;
+  uint32_t v;
+  std::memcpy(&v, RTA_DATA(a), 4);
+  return ntohl(v);
+}
+
+// The name attribute of a message of type `msg` whose table attribute names `table`.
+std::optional<std::string> named_in_table(const nlmsghdr* h, uint16_t msg, const std::string& table,
+                                          uint16_t table_attr, uint16_t name_attr) {
+  if (h->nlmsg_type != msg_type(msg)) return std::nullopt;
+  bool ours = false;
+  std::optional<std::string> name;
+  for (const rtattr* a : nft_attributes(h)) {
+    if (type_of(a) == table_attr) ours = str_is(a, table);
+    else if (type_of(a) == name_attr) name = str_of(a);
+  }
+  if (!ours) return std::nullopt;
+  return name;
+}
+
+}  // namespace
+
+std::vector<char> get_table_request(const std::string& table) {
+  return read_request(NFT_MSG_GETTABLE, NLM_F_ACK, NFTA_TABLE_NAME, table);
+}
+std::vector<char> dump_chains_request(const std::string& table) {
+  return read_request(NFT_MSG_GETCHAIN, NLM_F_DUMP, NFTA_CHAIN_TABLE, table);
+}
+std::vector<char> dump_rules_request(const std::string& table) {
+  return read_request(NFT_MSG_GETRULE, NLM_F_DUMP, NFTA_RULE_TABLE, table);
+}
+std::vector<char> dump_sets_request(const std::string& table) {
+  return read_request(NFT_MSG_GETSET, NLM_F_DUMP, NFTA_SET_TABLE, table);
+}
+std::vector<char> dump_elements_request(const std::string& table, const std::string& set) {
+  return read_request(NFT_MSG_GETSETELEM, NLM_F_DUMP, NFTA_SET_ELEM_LIST_TABLE, table, NFTA_SET_ELEM_LIST_SET, set);
+}
+
+void add_listed_chain(TableListing& l, const std::string& table, const nlmsghdr* h) {
+  if (auto chain = named_in_table(h, NFT_MSG_NEWCHAIN, table, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME))
+    l.chain_rules.try_emplace(*chain, 0);
+}
+
+void add_listed_rule(TableListing& l, const std::string& table, const nlmsghdr* h) {
+  if (auto chain = named_in_table(h, NFT_MSG_NEWRULE, table, NFTA_RULE_TABLE, NFTA_RULE_CHAIN))
+    ++l.chain_rules[*chain];
+}
+
+std::optional<std::string> listed_set(const std::string& table, const nlmsghdr* h) {
+  auto name = named_in_table(h, NFT_MSG_NEWSET, table, NFTA_SET_TABLE, NFTA_SET_NAME);
+  if (!name) return std::nullopt;
+  for (const rtattr* a : nft_attributes(h))
+    if (type_of(a) == NFTA_SET_FLAGS && (u32be_of(a) & NFT_SET_ANONYMOUS)) return std::nullopt;
+  return name;
+}
+
+size_t listed_elements(const nlmsghdr* h) {
+  if (h->nlmsg_type != msg_type(NFT_MSG_NEWSETELEM)) return 0;
+  size_t n = 0;
+  for (const rtattr* list : nft_attributes(h)) {
+    if (type_of(list) != NFTA_SET_ELEM_LIST_ELEMENTS) continue;
+    for (const rtattr* elem : nested(list)) {
+      if (type_of(elem) != NFTA_LIST_ELEM) continue;
+      bool end = false;
+      for (const rtattr* a : nested(elem))
+        if (type_of(a) == NFTA_SET_ELEM_FLAGS && (u32be_of(a) & NFT_SET_ELEM_INTERVAL_END)) end = true;
+      if (!end) ++n;
+    }
+  }
+  return n;
+}
+
+std::vector<std::string> shape_differences(const RulesetShape& want, const TableListing& have) {
+  std::vector<std::string> diffs;
+  for (const auto& [chain, n] : want.chain_rules) {
+    auto it = have.chain_rules.find(chain);
+    if (it == have.chain_rules.end()) diffs.push_back("chain " + chain + " missing");
+    else if (it->second != n)
+      diffs.push_back("chain " + chain + " has " + std::to_string(it->second) + " rules, want " + std::to_string(n));
+  }
+  for (const auto& [chain, n] : have.chain_rules)
+    if (!want.chain_rules.count(chain)) diffs.push_back("unexpected chain " + chain);
+  for (const auto& [set, n] : want.set_elements) {
+    auto it = have.set_elements.find(set);
+    if (it == have.set_elements.end()) diffs.push_back("set " + set + " missing");
+    else if (it->second != n)
+      diffs.push_back("set " + set + " has " + std::to_string(it->second) + " elements, want " + std::to_string(n));
+  }
+  return diffs;
 }
 
 }  // namespace tabby::policy::netlink

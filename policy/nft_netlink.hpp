@@ -4,17 +4,25 @@
 // those nft 1.0.6 itself generates for the same rule text (so listings,
 // counters and `policy_delta_equiv` read the same after a delta as after a
 // full load).
-// Pure: it only builds bytes (uses the kernel's uapi constants, no socket);
-// the executor (nft_executor.cpp) sends the batch and reads the acks.
+// Also the other direction, for the drift check: the GETTABLE / GETCHAIN /
+// GETRULE / GETSET / GETSETELEM requests that read the table back, and the
+// decoding of their answers into rule counts per chain and element counts per
+// set or map (as `nft list` counts them), compared with the compiler's shape.
+// Pure: it only builds and reads bytes (uses the kernel's uapi constants, no
+// socket); the executor (nft_executor.cpp) sends and receives them.
 // Library policy_netlink; it may call base/ and the policy model types only.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "policy/policy.hpp"
+
+struct nlmsghdr;
 
 namespace tabby::policy::netlink {
 
@@ -82,5 +90,42 @@ class Batch {
 // False: a rule form not covered or a batch over 4 MB (the caller runs
 // delta.script through libnftables); an error: a bad element.
 Result<bool> encode_delta(Batch& batch, const Delta& delta);
+
+// ------------------------------------------------------------ reading back
+// Requests for table inet <table> (the socket fills in length and sequence
+// number; the dumps get NLM_F_DUMP there). GETTABLE is answered by the table
+// and an ACK, or by ENOENT when the table is absent.
+std::vector<char> get_table_request(const std::string& table);
+std::vector<char> dump_chains_request(const std::string& table);
+std::vector<char> dump_rules_request(const std::string& table);
+std::vector<char> dump_sets_request(const std::string& table);
+std::vector<char> dump_elements_request(const std::string& table, const std::string& set);
+
+// What the kernel holds of the table, in the terms of RulesetShape: rules per
+// chain (a chain without rules: 0) and elements per named set or map.
+struct TableListing {
+  std::map<std::string, size_t> chain_rules;
+  std::map<std::string, size_t> set_elements;
+};
+
+// Decoders of one dump answer each; a message of another type or of another
+// table is ignored (the kernel does not filter every dump by table).
+void add_listed_chain(TableListing& l, const std::string& table, const nlmsghdr* h);  // NEWCHAIN
+void add_listed_rule(TableListing& l, const std::string& table, const nlmsghdr* h);   // NEWRULE
+// NEWSET: the set's (or map's) name; nothing for an anonymous set (nft list
+// does not show those).
+std::optional<std::string> listed_set(const std::string& table, const nlmsghdr* h);
+// NEWSETELEM: the number of elements `nft list` shows for this part of the
+// dump. An interval set holds each interval as a start element and (unless it
+// runs to the end of the key space) an end element flagged
+// NFT_SET_ELEM_INTERVAL_END; nft also stores a lone end element at key 0 when
+// no interval starts there. Elements flagged as ends are not counted, so an
+// interval counts once.
+size_t listed_elements(const nlmsghdr* h);
+
+// The differences between the compiler's shape and the listing, in the words
+// of drift(): "chain X missing", "chain X has N rules, want M", "unexpected
+// chain X", "set X missing", "set X has N elements, want M".
+std::vector<std::string> shape_differences(const RulesetShape& want, const TableListing& have);
 
 }  // namespace tabby::policy::netlink

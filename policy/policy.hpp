@@ -472,6 +472,11 @@ class NftExecutor : public PolicyExecutor {
   // Reads the table back; returns the differences from the compiler's shape
   // (empty = in sync).
   Result<std::vector<std::string>> drift(const PolicyCompiler& c);
+  // The same against a given shape of table inet <table> (drift(c) is
+  // drift(c.options().table, c.shape())). Reads the table with nf_tables
+  // netlink dumps (no libnftables): rules per chain, elements per set or map,
+  // an interval counted once as `nft list` shows it.
+  Result<std::vector<std::string>> drift(const std::string& table, const RulesetShape& want);
   // drift() and, if any, a full resync. Returns true when it repaired.
   Result<bool> repair(PolicyCompiler& c) override;
   Result<std::vector<EndpointReport>> report(const PolicyCompiler& c) override;

@@ -71,8 +71,9 @@ MODULES = [
     ("bgp_core",        False, ["bgp/*"], ["base"]),
     # nft_netlink encodes the typed rules as nf_tables netlink attributes: it
     # needs the kernel's netfilter UAPI headers, so it sits on the I/O side.
-    ("policy_netlink",  True,  ["policy/nft_netlink.*"], ["policy_core"]),
-    ("policy_nft",      True,  ["policy/nft_executor.*"], ["policy_core", "policy_netlink", "log"]),
+    # It also decodes the dump answers of the drift check with netlink/'s iterators.
+    ("policy_netlink",  True,  ["policy/nft_netlink.*"], ["policy_core", "netlink"]),
+    ("policy_nft",      True,  ["policy/nft_executor.*"], ["policy_core", "policy_netlink", "netlink", "log"]),
     ("policy_core",     False, ["policy/*"], ["base"]),
     ("ipip_core",       False, ["ipip/ipip.hpp", "ipip/tunnel.*"], ["base"]),
     ("ipip_io",         True,  ["ipip/*"], ["ipip_core", "netlink", "log"]),

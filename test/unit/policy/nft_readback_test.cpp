@@ -1,0 +1,123 @@
+// nft_readback_test.cpp — the decoding half of the drift check (nft_netlink.hpp:
+// TableListing from GETCHAIN / GETRULE / GETSET / GETSETELEM dump answers, and
+// shape_differences' words). The answers are built here byte for byte as the
+// kernel sends them (nfgenmsg, then attributes; element flags big endian),
+// including an interval set's start and INTERVAL_END elements.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+
+#include <cstring>
+
+#include "policy/nft_netlink.hpp"
+#include "policy/policy.hpp"
+
+using namespace tabby::policy;
+using namespace tabby::policy::netlink;
+
+namespace {
+
+uint16_t nft_type(uint16_t m) { return static_cast<uint16_t>((NFNL_SUBSYS_NFTABLES << 8) | m); }
+const nlmsghdr* header(const MessageBuffer& b) { return reinterpret_cast<const nlmsghdr*>(b.bytes().data()); }
+
+// An answer naming its table and itself; `extra` (if not 0): one more u32
+// attribute before them, as real answers carry handles, flags, ...
+MessageBuffer named(uint16_t msg, uint16_t table_attr, const std::string& table, uint16_t name_attr,
+                    const std::string& name, uint16_t extra = 0) {
+  MessageBuffer b;
+  size_t m = b.begin(nft_type(msg), NLM_F_MULTI, 7, NFPROTO_INET, 0);
+  if (extra) b.u32be(extra, 3);
+  b.str(table_attr, table);
+  b.str(name_attr, name);
+  b.end(m);
+  return b;
+}
+
+// One NEWSETELEM answer: keys (4 bytes) with their flags.
+MessageBuffer elements(const std::vector<std::pair<uint32_t, uint32_t>>& key_flags) {
+  MessageBuffer b;
+  size_t m = b.begin(nft_type(NFT_MSG_NEWSETELEM), NLM_F_MULTI, 7, NFPROTO_INET, 0);
+  b.str(NFTA_SET_ELEM_LIST_TABLE, "tabby");
+  b.str(NFTA_SET_ELEM_LIST_SET, "pod-pools-v4");
+  size_t list = b.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+  for (auto [key, flags] : key_flags) {
+    size_t el = b.nest(NFTA_LIST_ELEM);
+    size_t k = b.nest(NFTA_SET_ELEM_KEY);
+    uint32_t be = htonl(key);
+    b.attr(NFTA_DATA_VALUE, &be, 4);
+    b.close_nest(k);
+    if (flags) b.u32be(NFTA_SET_ELEM_FLAGS, flags);
+    b.close_nest(el);
+  }
+  b.close_nest(list);
+  b.end(m);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("drift read-back: chains and rules of our table counted, others ignored") {
+  TableListing l;
+  add_listed_chain(l, "tabby", header(named(NFT_MSG_NEWCHAIN, NFTA_CHAIN_TABLE, "tabby", NFTA_CHAIN_NAME, "a")));
+  add_listed_chain(l, "tabby", header(named(NFT_MSG_NEWCHAIN, NFTA_CHAIN_TABLE, "tabby", NFTA_CHAIN_NAME, "empty")));
+  add_listed_chain(l, "tabby", header(named(NFT_MSG_NEWCHAIN, NFTA_CHAIN_TABLE, "other", NFTA_CHAIN_NAME, "x")));
+  for (int i = 0; i < 3; ++i)
+    add_listed_rule(
+        l, "tabby", header(named(NFT_MSG_NEWRULE, NFTA_RULE_TABLE, "tabby", NFTA_RULE_CHAIN, "a", NFTA_RULE_POSITION)));
+  add_listed_rule(l, "tabby", header(named(NFT_MSG_NEWRULE, NFTA_RULE_TABLE, "tabbyx", NFTA_RULE_CHAIN, "a")));
+  // A message of another type is not a rule.
+  add_listed_rule(l, "tabby", header(named(NFT_MSG_NEWCHAIN, NFTA_RULE_TABLE, "tabby", NFTA_RULE_CHAIN, "a")));
+  CHECK(l.chain_rules == std::map<std::string, size_t>{{"a", 3}, {"empty", 0}});
+}
+
+TEST_CASE("drift read-back: named sets listed, anonymous ones not") {
+  auto s = named(NFT_MSG_NEWSET, NFTA_SET_TABLE, "tabby", NFTA_SET_NAME, "wl-in", NFTA_SET_KEY_LEN);
+  CHECK(listed_set("tabby", header(s)) == std::optional<std::string>("wl-in"));
+  CHECK(!listed_set("other", header(s)));
+  MessageBuffer anon;
+  size_t m = anon.begin(nft_type(NFT_MSG_NEWSET), NLM_F_MULTI, 7, NFPROTO_INET, 0);
+  anon.str(NFTA_SET_TABLE, "tabby");
+  anon.str(NFTA_SET_NAME, "__set0");
+  anon.u32be(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT);
+  anon.end(m);
+  CHECK(!listed_set("tabby", header(anon)));
+}
+
+TEST_CASE("drift read-back: an interval counts once, as nft lists it") {
+  // What nft 1.0.6 stores for { 10.0.1.0/24, 10.0.2.0/24, 192.168.0.1, 255.255.255.0/24 }:
+  // a lone end at 0 (no interval starts there), start + end per interval (the
+  // adjacent ones share a key), no end for the one running to the top.
+  auto msg = elements({{0x00000000, NFT_SET_ELEM_INTERVAL_END},
+                       {0x0a000100, 0},
+                       {0x0a000200, NFT_SET_ELEM_INTERVAL_END},
+                       {0x0a000200, 0},
+                       {0x0a000300, NFT_SET_ELEM_INTERVAL_END},
+                       {0xc0a80001, 0},
+                       {0xc0a80002, NFT_SET_ELEM_INTERVAL_END},
+                       {0xffffff00, 0}});
+  CHECK(listed_elements(header(msg)) == 4);
+  // A plain set: every element counts.
+  CHECK(listed_elements(header(elements({{1, 0}, {2, 0}, {3, 0}}))) == 3);
+  // Not an element answer.
+  CHECK(listed_elements(header(named(NFT_MSG_NEWSET, NFTA_SET_TABLE, "tabby", NFTA_SET_NAME, "s"))) == 0);
+}
+
+TEST_CASE("drift read-back: differences in drift()'s words and order") {
+  RulesetShape want;
+  want.chain_rules = {{"a", 3}, {"b", 1}, {"gone", 2}};
+  want.set_elements = {{"pods", 5}, {"pool", 2}, {"wl-in", 4}};
+  TableListing have;
+  have.chain_rules = {{"a", 3}, {"b", 0}, {"extra", 0}};
+  have.set_elements = {{"pods", 4}, {"wl-in", 4}, {"unlisted", 9}};
+  CHECK(shape_differences(want, have) == std::vector<std::string>{
+                                            "chain b has 0 rules, want 1", "chain gone missing",
+                                            "unexpected chain extra", "set pods has 4 elements, want 5",
+                                            "set pool missing"});
+  have.chain_rules = want.chain_rules;
+  have.set_elements = want.set_elements;
+  CHECK(shape_differences(want, have).empty());
+}
