@@ -39,12 +39,14 @@
 // Rules are built typed (nft_ir.hpp: matches, counter, log, verdict) and kept
 // that way; full scripts and delta scripts render them as text (nft_text.cpp),
 // deltas also hand them over typed (Delta::chain_ops) for the netlink encoder.
-// The base chains and the tunnel guard are written as text here: they are
-// only ever part of a full load.
+// The base chains (forward hooks, tunnel guard, outgoing NAT) are typed too
+// (nft::BaseChain); they are only ever part of a full load. Set, map and counter
+// declarations are written as text.
 // Pure: no I/O; calls the selector/model code and the nft text renderer.
 // IPv4 only for now (IPv6 endpoint addresses are ignored).
 #include <algorithm>
 #include <cstdio>
+#include <tuple>
 #include <unordered_map>
 
 #include "policy/policy.hpp"
@@ -1002,22 +1004,34 @@ struct PolicyCompiler::Impl {
     for (size_t i = from; i < to; ++i) s += (i > from ? ", " : "") + v[i];
     return s + " }";
   }
+  // The two forward-hook chains: established flows pass, then each workload
+  // interface's verdict map entry, then unknown workload interfaces drop.
   std::string base_chains() const {
-    const std::string pre = nft_quote(opts.workload_prefix + "*");
     std::string s;
-    s += "  chain egress {\n    type filter hook forward priority filter; policy accept;\n"
-         "    ct state established,related accept\n    ct state invalid drop\n"
-         "    iifname vmap @" + std::string(kEgressMap) + "\n    iifname " + pre + " counter drop comment \"unknown workload\"\n  }\n";
-    s += "  chain ingress {\n    type filter hook forward priority filter + 1; policy accept;\n"
-         "    ct state established,related accept\n    ct state invalid drop\n"
-         "    oifname vmap @" + std::string(kIngressMap) + "\n    oifname " + pre + " counter drop comment \"unknown workload\"\n  }\n";
+    for (auto [name, iface, map, prio] :
+         {std::tuple{"egress", nft::Iface::In, kEgressMap, "filter"}, std::tuple{"ingress", nft::Iface::Out, kIngressMap, "filter + 1"}}) {
+      nft::BaseChain c;
+      c.name = name;
+      c.priority = prio;
+      nft::Rule est, invalid, dispatch, unknown;
+      est.matches = {nft::CtState{nft::CtState::Established | nft::CtState::Related}};
+      est.verdict = nft::Verdict::accept();
+      invalid.matches = {nft::CtState{nft::CtState::Invalid}};
+      invalid.verdict = nft::Verdict::drop();
+      dispatch.verdict = nft::Verdict::ifname_vmap(iface, map);
+      unknown.matches = {nft::IfaceName{iface, false, opts.workload_prefix + "*"}};
+      unknown.counter = true;
+      unknown.verdict = nft::Verdict::drop();
+      unknown.comment = "unknown workload";
+      c.rules = {est, invalid, dispatch, unknown};
+      nft::append_base_chain(s, c);
+    }
     return s;
   }
 
   // The guard's set, counters and input chain (policy.hpp, TunnelGuardConfig).
   std::string guard_text() const {
     if (!guard.enabled) return "";
-    const std::string set = std::string("@") + kTunnelPeersSet;
     std::string s = std::string("  set ") + kTunnelPeersSet +
                     " { type ipv4_addr; comment \"underlay addresses of known nodes: tunnel traffic only from these\";";
     if (!guard_peers.empty()) {
@@ -1030,12 +1044,24 @@ struct PolicyCompiler::Impl {
     s += std::string("  counter ") + kTunnelDropVxlanCounter + " { comment \"VXLAN (udp " + port +
          ") from a non-node, dropped\"; }\n";
     s += std::string("  counter ") + kTunnelDropIpipCounter + " { comment \"IPIP from a non-node, dropped\"; }\n";
-    s += std::string("  chain ") + kTunnelGuardChain +
-         " {\n    type filter hook input priority filter - 10; policy accept;\n"
-         "    comment \"tunnel traffic only from nodes\"\n    iif \"lo\" accept\n"
-         "    udp dport " + port + " ip saddr != " + set + " counter name " + nft_quote(kTunnelDropVxlanCounter) +
-         " drop\n    ip protocol 4 ip saddr != " + set + " counter name " + nft_quote(kTunnelDropIpipCounter) +
-         " drop\n  }\n";
+    nft::BaseChain c;
+    c.name = kTunnelGuardChain;
+    c.hook = "input";
+    c.priority = "filter - 10";
+    c.comment = "tunnel traffic only from nodes";
+    nft::Rule lo, vxlan, ipip;
+    lo.matches = {nft::IfaceName{nft::Iface::In, true, "lo"}};
+    lo.verdict = nft::Verdict::accept();
+    const nft::AddrInSet not_a_node{nft::Side::Source, true, kTunnelPeersSet};
+    vxlan.matches = {nft::L4Proto{17, false}, nft::PortIn{nft::Side::Destination, false, {{guard.vxlan_port, guard.vxlan_port}}},
+                     not_a_node};
+    vxlan.counter_name = kTunnelDropVxlanCounter;
+    vxlan.verdict = nft::Verdict::drop();
+    ipip.matches = {nft::L4Proto{4, false}, not_a_node};
+    ipip.counter_name = kTunnelDropIpipCounter;
+    ipip.verdict = nft::Verdict::drop();
+    c.rules = {lo, vxlan, ipip};
+    nft::append_base_chain(s, c);
     return s;
   }
 
@@ -1057,13 +1083,22 @@ struct PolicyCompiler::Impl {
       }
       s += " }\n";
     }
-    s += std::string("  chain ") + kNatOutgoingChain +
-         " {\n    type nat hook postrouting priority srcnat; policy accept;\n"
-         "    comment \"natOutgoing: pod traffic leaving the pools takes the node's address\"\n"
-         "    ip saddr @" + kNatPoolsV4Set + " ip daddr != @" + kPodPoolsV4Set +
-         " fib daddr type != local counter masquerade\n"
-         "    ip6 saddr @" + kNatPoolsV6Set + " ip6 daddr != @" + kPodPoolsV6Set +
-         " fib daddr type != local counter masquerade\n  }\n";
+    nft::BaseChain c;
+    c.name = kNatOutgoingChain;
+    c.type = "nat";
+    c.hook = "postrouting";
+    c.priority = "srcnat";
+    c.comment = "natOutgoing: pod traffic leaving the pools takes the node's address";
+    for (bool v6 : {false, true}) {
+      nft::Rule r;
+      r.matches = {nft::AddrInSet{nft::Side::Source, false, v6 ? kNatPoolsV6Set : kNatPoolsV4Set, v6},
+                   nft::AddrInSet{nft::Side::Destination, true, v6 ? kPodPoolsV6Set : kPodPoolsV4Set, v6},
+                   nft::FibDaddrLocal{true}};
+      r.counter = true;
+      r.verdict = nft::Verdict::masquerade();
+      c.rules.push_back(std::move(r));
+    }
+    nft::append_base_chain(s, c);
     return s;
   }
   void set_nat_pools(const NatOutgoingPools& p) {

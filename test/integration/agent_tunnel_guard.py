@@ -19,7 +19,7 @@ Checks:
 2. The crafted VXLAN to node1 never reaches the target pod; node1's
    tabby_tunnel_packets_dropped_total{proto="vxlan"} in /metrics (and the nft
    counter) rises by the packets sent. The same against node2 (policy off).
-3. The table holds the IPIP rule (ip protocol 4, counter tunnel-drop-ipip; IPIP
+3. The table holds the IPIP rule (layer-4 protocol 4, counter tunnel-drop-ipip; IPIP
    itself cannot run on this kernel) and `tunnel-peers` holds exactly the nodes.
 4. A node added later (node3) is admitted once its Node resource appears: its
    address joins the set by element add (the drop counter is not reset, so the
@@ -200,7 +200,8 @@ def body(lab):
     check(re.search(r"hook input", chain), f"tunnel-guard is not an input hook chain: {chain}")
     check(re.search(r"udp dport 4789 .*@tunnel-peers .*counter name \"tunnel-drop-vxlan\" drop", chain),
           f"no VXLAN rule in {chain}")
-    check(re.search(r"ip protocol (4|ipencap|ipip) .*@tunnel-peers .*counter name \"tunnel-drop-ipip\" drop", chain),
+    check(re.search(r"(ip protocol|meta l4proto) (4|ipencap|ipip) .*@tunnel-peers .*counter name \"tunnel-drop-ipip\" drop",
+                    chain),
           f"no IPIP (protocol 4) rule in {chain}")
     check(metric(a1, "tabby_tunnel_packets_dropped_total", {"proto": "ipip"}) is not None,
           "no tabby_tunnel_packets_dropped_total{proto=\"ipip\"} series")

@@ -1036,8 +1036,8 @@ TEST_CASE("compiler: tunnel guard: VXLAN/IPIP only from node addresses, peers ch
   CHECK(full.find("  chain tunnel-guard {\n    type filter hook input priority filter - 10; policy accept;\n") !=
         std::string::npos);
   CHECK(full.find("    iif \"lo\" accept\n"
-                  "    udp dport 4789 ip saddr != @tunnel-peers counter name \"tunnel-drop-vxlan\" drop\n"
-                  "    ip protocol 4 ip saddr != @tunnel-peers counter name \"tunnel-drop-ipip\" drop\n") !=
+                  "    meta l4proto udp th dport { 4789 } ip saddr != @tunnel-peers counter name \"tunnel-drop-vxlan\" drop\n"
+                  "    meta l4proto 4 ip saddr != @tunnel-peers counter name \"tunnel-drop-ipip\" drop\n") !=
         std::string::npos);
   CHECK(full.find("chain ingress {") != std::string::npos);  // policy is still there
   CHECK(c.tunnel_peer_count() == 2);                         // the IPv6 address is ignored
@@ -1071,7 +1071,7 @@ TEST_CASE("compiler: tunnel guard: VXLAN/IPIP only from node addresses, peers ch
   c.set_tunnel_guard({true, 8472});
   CHECK(!c.applied_once());
   full = c.full_script();
-  CHECK(full.find("udp dport 8472 ip saddr != @tunnel-peers") != std::string::npos);
+  CHECK(full.find("meta l4proto udp th dport { 8472 } ip saddr != @tunnel-peers") != std::string::npos);
   CHECK(full.find("elements = { 198.18.0.11 }") != std::string::npos);
   c.set_tunnel_guard({true, 8472});  // unchanged: stays applied
   CHECK(c.applied_once());
