@@ -140,9 +140,11 @@ struct Calc::Impl {
   bool pools_dirty = true;                   // an accepted pool came, went or changed
   policy::NatOutgoingPools nat_pools;        // as last reported (CalcChanges::nat_pools_changed)
   std::set<Prefix> dirty_blocks;
-  // Prefixes whose entry is flagged dirty: a deque, so a table's million marks
-  // grow in chunks, never by copying.
+  // Prefixes whose entry is flagged dirty, while they are few; when a table
+  // arrives (more than a sixteenth of it dirty) learned_scan instead: the next
+  // take walks every entry's flag.
   std::deque<Prefix> dirty_learned;
+  bool learned_scan = false;
   std::set<Prefix> dirty_announced;  // LocalBlock of these: announced or not any more
   std::set<IpAddress> dirty_ips;
   std::set<std::string> dirty_endpoints, dirty_namespaces;

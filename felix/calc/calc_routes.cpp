@@ -66,6 +66,14 @@ Route learned_kernel_route(const Prefix& p, const std::vector<IpAddress>& hops) 
 void Calc::Impl::mark_learned_dirty(const Prefix& p, calc_detail::LearnedEntry& e) {
   if (e.dirty) return;
   e.dirty = true;
+  if (learned_scan) return;
+  // Past a sixteenth of the table (a table arriving), a list of the marks would cost
+  // more than one walk over the flags: the next take walks the table instead.
+  if (dirty_learned.size() >= 1024 + learned.slots() / 16) {
+    learned_scan = true;
+    std::deque<Prefix>().swap(dirty_learned);
+    return;
+  }
   dirty_learned.push_back(p);
 }
 
@@ -94,24 +102,29 @@ uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
 // The Static class's edits: each dirty learned prefix against the next-hop set its
 // route was last reported with, handed over one at a time.
 void Calc::Impl::take_learned(const std::function<void(const RouteOp&)>& sink) {
+  auto edit = [&](const Prefix& p, calc_detail::LearnedEntry& e) {
+    e.dirty = false;
+    uint32_t want = learned_want(p, e.hops);
+    if (want == e.installed) return;
+    if (want) sink({RouteClass::Static, false, learned_kernel_route(p, hop_sets.get(want))});
+    else sink({RouteClass::Static, true, learned_kernel_route(p, hop_sets.get(e.installed))});
+    learned_installed += (want ? 1 : 0);
+    learned_installed -= (e.installed ? 1 : 0);
+    hop_sets.acquire(want);
+    hop_sets.release(e.installed);
+    e.installed = want;
+  };
+  if (learned_scan) {
+    learned.drain_dirty(edit);  // drops the entries left with nothing
+    learned_scan = false;
+  }
   while (!dirty_learned.empty()) {
     const Prefix p = dirty_learned.front();
     dirty_learned.pop_front();
-    auto* ep = learned.find(p);
-    if (!ep) continue;
-    auto& e = *ep;
-    e.dirty = false;
-    uint32_t want = learned_want(p, e.hops);
-    if (want != e.installed) {
-      if (want) sink({RouteClass::Static, false, learned_kernel_route(p, hop_sets.get(want))});
-      else sink({RouteClass::Static, true, learned_kernel_route(p, hop_sets.get(e.installed))});
-      learned_installed += (want ? 1 : 0);
-      learned_installed -= (e.installed ? 1 : 0);
-      hop_sets.acquire(want);
-      hop_sets.release(e.installed);
-      e.installed = want;
-    }
-    if (!e.live()) learned.erase(p);
+    auto* e = learned.find(p);
+    if (!e || !e->dirty) continue;
+    edit(p, *e);
+    if (!e->live()) learned.erase(p);
   }
   learned.compact();
 }

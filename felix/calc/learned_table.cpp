@@ -77,6 +77,18 @@ void LearnedTable::for_inside(const Prefix& cidr, const std::function<void(const
     if (x->second.live()) f(x->first, x->second);
 }
 
+void LearnedTable::drain_dirty(const std::function<void(const Prefix&, LearnedEntry&)>& f) {
+  for (auto& s : sorted_)
+    if (s.e.dirty) {
+      f(s.key, s.e);
+      if (!s.e.live()) ++gone_;
+    }
+  for (auto x = extra_.begin(); x != extra_.end();) {
+    if (x->second.dirty) f(x->first, x->second);
+    x = x->second.live() || x->second.dirty ? std::next(x) : extra_.erase(x);
+  }
+}
+
 void LearnedTable::for_each(const std::function<void(const Prefix&, const LearnedEntry&)>& f) const {
   PrefixLess less;
   auto a = sorted_.begin();

@@ -77,6 +77,9 @@ class LearnedTable {
   void erase(const Prefix& p);
   // Live entries of `cidr` itself and of the prefixes inside it.
   void for_inside(const Prefix& cidr, const std::function<void(const Prefix&, LearnedEntry&)>& f);
+  // Calls f for every entry flagged dirty (f clears the flag), in prefix order, and
+  // drops those f leaves gone. f must not add to or remove from the table.
+  void drain_dirty(const std::function<void(const Prefix&, LearnedEntry&)>& f);
   // Every live entry, in prefix order.
   void for_each(const std::function<void(const Prefix&, const LearnedEntry&)>& f) const;
   // Folds the overflow into the array and drops gone slots, when enough have

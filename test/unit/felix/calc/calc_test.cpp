@@ -1010,6 +1010,37 @@ TEST_CASE("BGP-learned routes: next-hop changes replace, a block that goes away 
   CHECK_FALSE(n1.calc.has_route(RouteClass::Static, pfx("203.0.115.0/24")));
 }
 
+TEST_CASE("BGP-learned routes: a whole table at once (the take walks the flags) gives the same edits as a few") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool(""));
+  auto ip = [](const char* s) { return *IpAddress::parse(s); };
+  std::vector<bgp::BestRouteChange> table;
+  for (uint32_t i = 0; i < 6000; ++i)  // out of order on purpose: every third one goes to the overflow
+    table.push_back({Prefix::from_v4(0x0A000000u + ((i * 7919u) % 6000u) * 256u, 24), {ip("198.18.0.7")}, false});
+  table.push_back({*Prefix::parse("198.19.0.64/26"), {ip("198.18.0.12")}, false});  // a block: not installed
+  n1.calc.set_learned_routes(table);
+  auto ops = take_all(n1.calc);
+  CHECK(ops.size() == 6000);
+  CHECK(n1.calc.route_count(RouteClass::Static) == 6000);
+  CHECK(n1.calc.routes(RouteClass::Static).size() == 6000);
+  // Withdraw two thirds (again more than a sixteenth: a walk), then one (a list).
+  std::vector<bgp::BestRouteChange> gone;
+  for (uint32_t i = 0; i < 6000; ++i)
+    if (i % 3) gone.push_back({Prefix::from_v4(0x0A000000u + i * 256u, 24), {}, false});
+  n1.calc.set_learned_routes(gone);
+  ops = take_all(n1.calc);
+  CHECK(ops.size() == 4000);
+  CHECK(std::all_of(ops.begin(), ops.end(), [](const RouteOp& o) { return o.remove; }));
+  CHECK(n1.calc.route_count(RouteClass::Static) == 2000);
+  n1.calc.set_learned_routes({{Prefix::from_v4(0x0A000000u, 24), {}, false}});
+  CHECK(op_strs(take_all(n1.calc)) == std::vector<std::string>{"-static 10.0.0.0/24 via 198.18.0.7"});
+  auto left = n1.calc.routes(RouteClass::Static);
+  REQUIRE(left.size() == 1999);
+  CHECK(left.front().str() == "10.0.3.0/24 via 198.18.0.7");
+  CHECK(n1.calc.has_route(RouteClass::Static, *Prefix::parse("10.0.3.0/24")));
+  CHECK_FALSE(n1.calc.has_route(RouteClass::Static, *Prefix::parse("10.0.4.0/24")));
+}
+
 // ======================================================================== IPAM
 TEST_CASE("IPAM: block choice by pool order and nodeSelector") {
   auto pool = [](const char* cidr, int bs, const char* sel, bool disabled = false) {
