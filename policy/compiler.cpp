@@ -24,8 +24,10 @@
 //                    outgoing NAT below).
 //   sets pod-pools-v4/v6, nat-pools-v4/v6, chain nat-outgoing (hook
 //                    postrouting): outgoing NAT (policy.hpp, NatOutgoingPools),
-//                    when CompilerOptions::nat_outgoing; pool changes are
-//                    element changes of the four interval sets.
+//                    when CompilerOptions::nat_outgoing and a pool has
+//                    natOutgoing (a kernel without NAT support keeps its
+//                    policy otherwise); pool changes are element changes of
+//                    the four interval sets, NAT turning on or off a full load.
 // An accept in the egress base chain only ends that chain; the packet still
 // traverses the ingress base chain, so a flow passes only when the source's
 // egress side and the destination's ingress side both allow it. Host -> own pod
@@ -305,6 +307,15 @@ struct PolicyCompiler::Impl {
   // desired and as last emitted (set name -> interval_elements()).
   NatOutgoingPools nat_pools;
   std::map<std::string, std::vector<Prefix>> nat_sets, applied_nat_sets;
+  // The NAT sets and chain exist only while a pool masquerades: a node whose
+  // kernel has no NAT support (no nft_masq / nft_fib) keeps its policy table when
+  // no pool asks for NAT. Turning NAT on or off replaces the table (atomically).
+  bool nat_active() const {
+    if (!opts.nat_outgoing) return false;
+    for (const char* n : {kNatPoolsV4Set, kNatPoolsV6Set})
+      if (auto it = nat_sets.find(n); it != nat_sets.end() && !it->second.empty()) return true;
+    return false;
+  }
 
   // Desired ruleset pieces that deltas track.
   std::map<std::string, std::vector<nft::Rule>> chains;      // non-base chains
@@ -1071,7 +1082,7 @@ struct PolicyCompiler::Impl {
                                       : "CIDRs of natOutgoing IPPools: masqueraded when leaving the pools";
   }
   std::string nat_text() const {
-    if (!opts.nat_outgoing) return "";
+    if (!nat_active()) return "";
     std::string s;
     for (const auto& [name, nets] : nat_sets) {
       s += "  set " + name + " { type " + (name.back() == '4' ? "ipv4_addr" : "ipv6_addr") +
@@ -1102,11 +1113,13 @@ struct PolicyCompiler::Impl {
     return s;
   }
   void set_nat_pools(const NatOutgoingPools& p) {
+    const bool was_active = nat_active();
     nat_pools = p;
     nat_sets[kPodPoolsV4Set] = interval_elements(p.pools, IpFamily::V4);
     nat_sets[kPodPoolsV6Set] = interval_elements(p.pools, IpFamily::V6);
     nat_sets[kNatPoolsV4Set] = interval_elements(p.masquerade, IpFamily::V4);
     nat_sets[kNatPoolsV6Set] = interval_elements(p.masquerade, IpFamily::V6);
+    if (nat_active() != was_active) applied = false;  // the chain comes or goes: a full script
   }
 
   std::string full_script() {
@@ -1272,7 +1285,7 @@ struct PolicyCompiler::Impl {
     // element replaced by one that covers it must be gone first). Prefix
     // elements have no typed form: the delta runs through libnftables.
     bool nat_changed = false;
-    if (opts.nat_outgoing && nat_sets != applied_nat_sets) {
+    if (nat_active() && nat_sets != applied_nat_sets) {
       for (int pass = 0; pass < 2; ++pass)
         for (const auto& [name, nets] : nat_sets) {
           const auto& was = applied_nat_sets[name];
@@ -1481,7 +1494,7 @@ RulesetShape PolicyCompiler::shape() const {
     s.chain_rules[kTunnelGuardChain] = 3;
     s.set_elements[kTunnelPeersSet] = impl_->guard_peers.size();
   }
-  if (impl_->opts.nat_outgoing) {
+  if (impl_->nat_active()) {
     s.chain_rules[kNatOutgoingChain] = 2;
     for (const auto& [name, nets] : impl_->nat_sets) s.set_elements[name] = nets.size();
   }

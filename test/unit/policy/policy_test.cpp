@@ -1146,18 +1146,29 @@ TEST_CASE("compiler: outgoing NAT: sets and chain in the full script, pool chang
         "add element inet tabby pod-pools-v4 { 198.16.0.0/12 }\n");
   // Pod churn with a pool change: one delta, through libnftables.
   c.upsert_endpoint(ep("x", "d", {{"role", "client"}}, "198.19.1.4", "calixd"));
-  c.set_nat_outgoing_pools({{P("198.16.0.0/12")}, {}});
+  c.set_nat_outgoing_pools({{P("198.16.0.0/12")}, {P("198.16.0.0/12")}});
   Delta mixed = c.take_delta_ops();
   CHECK(mixed.script.find("delete element inet tabby nat-pools-v4 { 198.19.0.0/16, 198.20.0.0/16 }\n") !=
         std::string::npos);
+  CHECK(mixed.script.find("add element inet tabby nat-pools-v4 { 198.16.0.0/12 }\n") != std::string::npos);
   CHECK(mixed.script.find("add element inet tabby wl-in { \"calixd\"") != std::string::npos);
   CHECK(!mixed.structured);
-  // A full script after that holds the current elements.
-  c.mark_unapplied();
-  full = c.full_script();
+  // No pool masquerades any more: the NAT sets and chain go, by replacing the table
+  // (a kernel without NAT support must still take a policy table without them).
+  c.set_nat_outgoing_pools({{P("198.16.0.0/12")}, {}});
+  std::string off = c.take_delta();
+  CHECK(off.find("delete table inet tabby") != std::string::npos);
+  CHECK(off.find("nat-outgoing") == std::string::npos);
+  CHECK(off.find("pod-pools-v4") == std::string::npos);
+  CHECK(off.find("chain ingress {") != std::string::npos);
+  CHECK(c.shape().chain_rules.count("nat-outgoing") == 0);
+  // And back on: the table again, with the chain and the current elements.
+  c.set_nat_outgoing_pools({{P("198.16.0.0/12")}, {P("198.16.0.0/12")}});
+  full = c.take_delta();
+  CHECK(full.find("delete table inet tabby") != std::string::npos);
   CHECK(full.find("  set nat-pools-v4 { type ipv4_addr; flags interval; comment \"CIDRs of natOutgoing IPPools: "
-                  "masqueraded when leaving the pools\"; }\n") != std::string::npos);
-  CHECK(full.find("elements = { 198.16.0.0/12 }") != std::string::npos);
+                  "masqueraded when leaving the pools\"; elements = { 198.16.0.0/12 }; }\n") != std::string::npos);
+  CHECK(full.find("  chain nat-outgoing {") != std::string::npos);
 }
 
 TEST_CASE("compiler: without nat_outgoing the table has no NAT sets or chain, and pools change nothing") {
