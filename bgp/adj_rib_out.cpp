@@ -168,6 +168,27 @@ class Exporter {
   std::unordered_map<CacheKey, Out, CacheKeyHash> cache_;
 };
 
+// The export of changed prefixes, the same for a peer's and a group's table: each
+// changed prefix of `fam` is announced as the exporter makes its best path, or
+// withdrawn (filtered out, no best path, or nothing to export).
+template <class K, class Table, class Pool, class Announce, class Withdraw>
+void export_changed(const Table& t, const Pool& pool, Family fam, std::span<const Prefix> changed, Exporter& ex,
+                    Announce& announce, Withdraw& withdraw) {
+  for (const Prefix& p : changed) {
+    if (p.is_v4() != (fam.afi == Afi::Ipv4)) continue;
+    K k = K::of(p);
+    // Filtered out: no need to look at the Loc-RIB at all.
+    if (!ex.allowed(p)) {
+      withdraw(k, p);
+      continue;
+    }
+    auto* ls = t.map.find(k);
+    Exporter::Out* want = ls && ls->val != kNil ? ex.want(p, pool[ls->val]) : nullptr;
+    if (want) announce(k, p, *want);
+    else withdraw(k, p);
+  }
+}
+
 }  // namespace
 
 template <class K>
@@ -239,19 +260,7 @@ OutUpdate Rib::Impl::export_keys(PeerId id, Family fam, std::span<const Prefix> 
     });
     for (const K& k : gone) withdraw(k, k.prefix());
   } else {
-    for (const Prefix& p : changed) {
-      if (p.is_v4() != (fam.afi == Afi::Ipv4)) continue;
-      K k = K::of(p);
-      // Filtered out for this peer: no need to look at the Loc-RIB at all.
-      if (!ex.allowed(p)) {
-        withdraw(k, p);
-        continue;
-      }
-      auto* ls = t.map.find(k);
-      Exporter::Out* want = ls && ls->val != kNil ? ex.want(p, pool[ls->val]) : nullptr;
-      if (want) announce(k, p, *want);
-      else withdraw(k, p);
-    }
+    export_changed<K>(t, pool, fam, changed, ex, announce, withdraw);
   }
   to.stats.advertised[detail::fam_index(fam)] = om.size();
   return u;
@@ -415,18 +424,7 @@ GroupUpdate Rib::Impl::export_group_keys(GroupId gid, Family fam, std::span<cons
       if (auto* want = ex.want(p, pool[slot->val])) announce(k, p, *want);
     }
   } else {
-    for (const Prefix& p : changed) {
-      if (p.is_v4() != (fam.afi == Afi::Ipv4)) continue;
-      K k = K::of(p);
-      if (!ex.allowed(p)) {
-        withdraw(k, p);
-        continue;
-      }
-      auto* ls = t.map.find(k);
-      Exporter::Out* want = ls && ls->val != kNil ? ex.want(p, pool[ls->val]) : nullptr;
-      if (want) announce(k, p, *want);
-      else withdraw(k, p);
-    }
+    export_changed<K>(t, pool, fam, changed, ex, announce, withdraw);
   }
   if (all || !u.empty()) g.version = ++group_versions;
   return u;
