@@ -1032,6 +1032,7 @@ struct Speaker::Impl {
   void flush() {
     snapshots.clear();
     std::vector<BestRouteChange> changes;
+    if (on_best) changes.reserve(kBestChangeSlice);
     for (Family f : kFamilies) {
       auto changed = rib->take_changes(f);
       if (changed.empty()) continue;
@@ -1048,6 +1049,12 @@ struct Speaker::Impl {
             }
           }
           changes.push_back(std::move(c));
+          // In slices: a table arriving is a million changes, and holding them all
+          // (about 90 bytes each, with the next-hop vector) would double the peak.
+          if (changes.size() == kBestChangeSlice) {
+            on_best(changes);
+            changes.clear();
+          }
         }
       }
     }
