@@ -171,7 +171,7 @@ void Session::send_now(Output& out, Micros now, bool final) {
 
 void Session::set_state(State s, Diag d, Output& out, Micros now) {
   if (s == state_) return;
-  out.change = StateChange{state_, s, d};
+  out.change = StateChange{state_, s, d, remote_state_};
   state_ = s;
   diag_ = d;
   transitions_++;

@@ -94,6 +94,9 @@ using Micros = int64_t;  // a monotonic time in microseconds (the caller's clock
 struct StateChange {
   State from = State::Down, to = State::Down;
   Diag diag = Diag::None;  // local diagnostic with the change (why it went Down)
+  // The peer's state as last received: AdminDown here means the peer took the
+  // session down on purpose, which RFC 5882 §3.2 says is not a path failure.
+  State remote = State::Down;
 };
 
 struct Output {
