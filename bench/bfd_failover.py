@@ -72,7 +72,9 @@ def one_run_lab(dut_kind, mode, runs):
             peer["bfd"] = m["bfd"]
         dut_peers = [dict(peer, ip=TOR1), dict(peer, ip=TOR2)]
         if dut_kind == "tabby":
-            dut = Tabby(d, DUT_AS, DUT, peers=dut_peers, extra={"dataplane": {"enabled": True}})
+            # No graceful restart on the node (nor on BIRD and FRR below): a failed
+            # ToR's routes must go, not be kept as stale.
+            dut = Tabby(d, DUT_AS, DUT, peers=dut_peers, gr=False, extra={"dataplane": {"enabled": True}})
         elif dut_kind == "bird":
             extra = "protocol kernel {\n  ipv4 { export all; };\n  merge paths on;\n}"
             if m["bfd"]:
@@ -80,7 +82,10 @@ def one_run_lab(dut_kind, mode, runs):
             dut = Bird(d, DUT_AS, DUT, peers=dut_peers, extra=extra)
         else:
             dut = FrrDut(d, DUT_AS, DUT, peers=dut_peers)
-        tor_peer = {"ip": DUT, "asn": DUT_AS, "hold": m["hold"], "keepalive": m["keepalive"]}
+        # The ToRs offer graceful restart as fabric switches do (BIRD then sends
+        # End-of-RIB, which ends tabby's initial sync; tabby's kernel keeps every
+        # route until then).
+        tor_peer = {"ip": DUT, "asn": DUT_AS, "hold": m["hold"], "keepalive": m["keepalive"], "gr": True}
         if m["bfd"]:
             tor_peer["bfd"] = m["bfd"]
         tor_extra = bird_bfd_block(BFD_MS, BFD_MS, BFD_MULT) if m["bfd"] else ""
@@ -91,6 +96,10 @@ def one_run_lab(dut_kind, mode, runs):
         for tor in tors:
             tor.start()
         wait_until(lambda: both_hops(d), 60, f"{dut_kind}: ECMP default route via both ToRs")
+        if dut_kind == "tabby":
+            t0 = time.monotonic()
+            wait_until(lambda: (dut.status() or {}).get("ready"), 150, "tabby ready (initial BGP sync over)")
+            step(f"tabby ready after {time.monotonic() - t0:.1f}s more")
         for i in range(runs):
             time.sleep(1.5)  # a few BFD packets / keepalives since the last change
             sh(["ip", "-n", t1.ns, "link", "set", "eth0", "down"])

@@ -433,11 +433,11 @@ struct Speaker::Impl {
     fresh->last_error = why;
     fresh->stale_families = std::move(stale);
     fresh->stale_from_local_restart = graceful && was_up;
+    fresh->bfd_hold = old.bfd_hold;  // BFD still Down: BGP stays held (before `old` goes)
     Peer& ref = *fresh;
     it->second = std::move(fresh);  // the old peer's handlers see its life expire
     by_rib_id[ref.rib_id] = &ref;
     if (!ref.stale_families.empty()) arm_gr_timer(ref, cfg.restart_time);
-    ref.bfd_hold = old.bfd_hold;
     if (!ref.bfd_hold) handle(ref, ev::ManualStart{});
     schedule_flush();
   }
