@@ -107,7 +107,8 @@ def bfd_failover(lab, kind):
     down at once and the ToR's routes leave tabby's kernel within 3 × 100 ms (+ a
     scheduling margin; the time is printed). The link comes back: BFD Up, BGP
     re-established, the routes back in the kernel. `tabby status` and /metrics show
-    the BFD state."""
+    the BFD state. Last, new intervals by SIGHUP are renegotiated with the peer
+    (Poll/Final) without a BFD or BGP flap."""
     from .scenarios import T_AS, E_AS, T4, T6, lan
     t, p = lan(lab, ["tabby", "tor"])
     P4, P6 = "198.18.0.2", "2001:db8::2"
@@ -199,3 +200,20 @@ def bfd_failover(lab, kind):
     m = re.search(rf'tabby_bfd_transitions_total{{peer="{re.escape(P4)}"}} (\d+)', metrics)
     check(m and int(m.group(1)) >= 2, f"/metrics BFD transitions for {P4}: {m and m.group(0)}")
     step("link back: BFD Up, BGP re-established, routes back in the kernel")
+
+    # ---- new intervals at run time (SIGHUP): Poll/Final with the real peer, no flap
+    before = tab.peer_status(P4)
+    slower = {"minRx": 200, "minTx": 200, "multiplier": mult}
+    for q in tab.peers:
+        q["bfd"] = slower
+    tab.reload()
+    wait_until(lambda: int((tab.peer_status(P4) or {}).get("bfdTxIntervalMs", 0)) == 200, 10,
+               "tabby transmits every 200 ms after the reload (Poll/Final answered by the peer)")
+    time.sleep(1.0)
+    after = tab.peer_status(P4)
+    check(after.get("state") == "Established" and after.get("flaps") == before.get("flaps"),
+          f"the BGP session flapped on a BFD interval change: before {before}, after {after}")
+    check(after.get("bfdState") == "Up" and after.get("bfdTransitions") == before.get("bfdTransitions"),
+          f"BFD left Up on an interval change: before {before}, after {after}")
+    step(f"BFD intervals changed at run time (SIGHUP) to 200 ms: renegotiated, no BFD or BGP flap "
+         f"(detection now {after.get('bfdDetectionTimeMs')} ms)")
