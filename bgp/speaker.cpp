@@ -1378,7 +1378,7 @@ std::vector<PeerStatus> Speaker::peers() const {
       } else {
         s.bfd_state = "Down";
       }
-      if (pr != im.bfd_problems.end()) s.bfd_info = pr->second;
+      if (pr != im.bfd_problems.end()) s.bfd_info = s.bfd_problem = pr->second;
       else if (p->bfd_hold) s.bfd_info += std::string(s.bfd_info.empty() ? "" : "; ") + "BGP held until BFD is Up";
     }
     out.push_back(std::move(s));

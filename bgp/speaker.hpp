@@ -43,6 +43,7 @@ struct PeerStatus {
   // BFD (empty state: BFD off for this peer).
   std::string bfd_state;        // "Down", "Init", "Up", "AdminDown"
   std::string bfd_info;         // diagnostic / problem / "BGP held until BFD is Up"
+  std::string bfd_problem;      // why BFD cannot run for this peer (sockets), else empty
   uint64_t bfd_transitions = 0;
   uint32_t bfd_tx_interval_ms = 0;     // negotiated
   uint32_t bfd_detection_time_ms = 0;  // 0 until the peer was heard

@@ -217,3 +217,35 @@ def bfd_failover(lab, kind):
           f"BFD left Up on an interval change: before {before}, after {after}")
     step(f"BFD intervals changed at run time (SIGHUP) to 200 ms: renegotiated, no BFD or BGP flap "
          f"(detection now {after.get('bfdDetectionTimeMs')} ms)")
+
+
+def bfd_port_in_use(lab):
+    """UDP 3784 already taken in tabby's namespace (another BFD daemon): the peer's
+    BFD cannot run; `tabby status` lists it as a problem naming the peer and the
+    cause, the BGP session still comes up (on the hold timer alone)."""
+    import socket
+    from .core import socket_in_netns
+    from .scenarios import T_AS, E_AS, T4, lan
+    t, p = lan(lab, ["tabby", "peer"])
+    P4 = "198.18.0.2"
+    blocker = socket_in_netns(t.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("0.0.0.0", 3784))
+    blocker6 = socket_in_netns(t.ns, socket.AF_INET6, socket.SOCK_DGRAM)
+    blocker6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    blocker6.bind(("::", 3784))
+    try:
+        tab = Tabby(t, T_AS, T4, peers=[{"ip": P4, "asn": E_AS, "bfd": {"minRx": 100, "minTx": 100}}])
+        peer = Bird(p, E_AS, P4, peers=[{"ip": T4, "asn": T_AS}])
+        tab.start()
+        peer.start()
+        tab.wait_established(P4, 40)
+        st = tab.status()
+        probs = st.get("problems", [])
+        check(any(P4 in m and "BFD cannot run" in m and "3784" in m for m in probs),
+              f"tabby status lists no problem for the BFD it cannot run: {probs}")
+        ps = tab.peer_status(P4)
+        check(ps.get("bfdState") == "Down" and "BFD cannot run" in ps.get("bfdInfo", ""), f"peer BFD status: {ps}")
+        step(f"UDP 3784 taken: problem reported ({[m for m in probs if P4 in m][0]}); BGP up on the hold timer")
+    finally:
+        blocker.close()
+        blocker6.close()
