@@ -286,7 +286,10 @@ Output Session::reconfigure(SessionConfig config, Micros now) {
   cfg_ = std::move(config);
   apply_intervals(false);
   if (changed && state_ == State::Up) {
-    // §6.8.3: announce new intervals with a Poll Sequence, at once.
+    // §6.8.3: announce new intervals with a Poll Sequence, at once. A change
+    // during a running poll joins it (§6.5 forbids a second one): the values
+    // held back are applied at its Final, which then answers packets already
+    // carrying the newest values or, at worst, one interval earlier ones.
     poll_active_ = true;
     send_now(out, now, false);
   } else if (tx_at_ && *tx_at_ > now + static_cast<Micros>(tx_interval_us())) {

@@ -87,7 +87,6 @@ struct Service::Impl : std::enable_shared_from_this<Impl> {
     asio::steady_timer tx_timer, detect_timer;
     udp::socket sock;  // the sending socket (its own source port)
     OnChange on_change;
-    std::string problem;
     std::shared_ptr<int> life = std::make_shared<int>(0);
   };
 
@@ -346,10 +345,10 @@ void Service::remove(const IpAddress& peer) {
   im.peers.erase(it);
 }
 
-std::optional<PeerSessionInfo> Service::info(const IpAddress& peer) const {
+std::optional<SessionInfo> Service::info(const IpAddress& peer) const {
   auto it = impl_->peers.find(peer);
   if (it == impl_->peers.end()) return std::nullopt;
-  return PeerSessionInfo{it->second->session.info(), it->second->problem};
+  return it->second->session.info();
 }
 
 uint64_t Service::dropped() const { return impl_->dropped; }

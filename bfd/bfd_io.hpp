@@ -20,11 +20,6 @@
 
 namespace tabby::bfd {
 
-struct PeerSessionInfo {
-  SessionInfo session;
-  std::string problem;  // why the session cannot run (socket errors), else empty
-};
-
 class Service {
  public:
   // port: where control packets are received (3784; tests may pick another).
@@ -44,7 +39,7 @@ class Service {
   Status add(const IpAddress& peer, std::optional<IpAddress> local, SessionConfig config, OnChange on_change);
   // Stops the session: one AdminDown packet tells the peer it is not a failure.
   void remove(const IpAddress& peer);
-  std::optional<PeerSessionInfo> info(const IpAddress& peer) const;
+  std::optional<SessionInfo> info(const IpAddress& peer) const;
   // Packets dropped so far: wrong TTL, undecodable, or matching no session.
   uint64_t dropped() const;
 

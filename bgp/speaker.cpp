@@ -1370,11 +1370,11 @@ std::vector<PeerStatus> Speaker::peers() const {
       auto pr = im.bfd_problems.find(addr);
       auto bi = im.bfd_service ? im.bfd_service->info(addr) : std::nullopt;
       if (bi) {
-        s.bfd_state = bfd::state_name(bi->session.state);
-        s.bfd_transitions = bi->session.transitions;
-        s.bfd_tx_interval_ms = bi->session.tx_interval_us / 1000;
-        s.bfd_detection_time_ms = static_cast<uint32_t>(bi->session.detection_time_us / 1000);
-        if (bi->session.local_diag != bfd::Diag::None) s.bfd_info = bfd::diag_text(bi->session.local_diag);
+        s.bfd_state = bfd::state_name(bi->state);
+        s.bfd_transitions = bi->transitions;
+        s.bfd_tx_interval_ms = bi->tx_interval_us / 1000;
+        s.bfd_detection_time_ms = static_cast<uint32_t>(bi->detection_time_us / 1000);
+        if (bi->local_diag != bfd::Diag::None) s.bfd_info = bfd::diag_text(bi->local_diag);
       } else {
         s.bfd_state = "Down";
       }

@@ -46,7 +46,7 @@ TEST_CASE("two services on loopback: Up both ways; removing one takes the other 
   REQUIRE(a.add(ip("127.0.0.2"), ip("127.0.0.1"), fast(), [&](const StateChange& c) { ca.push_back(c); }));
   REQUIRE(b.add(ip("127.0.0.1"), ip("127.0.0.2"), fast(), [&](const StateChange& c) { cb.push_back(c); }));
   auto up = [&] {
-    return a.info(ip("127.0.0.2"))->session.state == State::Up && b.info(ip("127.0.0.1"))->session.state == State::Up;
+    return a.info(ip("127.0.0.2"))->state == State::Up && b.info(ip("127.0.0.1"))->state == State::Up;
   };
   REQUIRE(run_until(io, up, std::chrono::milliseconds(5000)));
   REQUIRE(run_until(io, [&] { return !ca.empty() && !cb.empty(); }, std::chrono::milliseconds(500)));
@@ -55,11 +55,11 @@ TEST_CASE("two services on loopback: Up both ways; removing one takes the other 
   // Up for a while: no spurious detection timeouts at 20 ms × 3.
   run_until(io, [] { return false; }, std::chrono::milliseconds(300));
   CHECK(up());
-  CHECK(a.info(ip("127.0.0.2"))->session.tx_interval_us == 20'000);
+  CHECK(a.info(ip("127.0.0.2"))->tx_interval_us == 20'000);
   b.remove(ip("127.0.0.1"));
-  REQUIRE(run_until(io, [&] { return a.info(ip("127.0.0.2"))->session.state == State::Down; },
+  REQUIRE(run_until(io, [&] { return a.info(ip("127.0.0.2"))->state == State::Down; },
                     std::chrono::milliseconds(1000)));
-  CHECK(a.info(ip("127.0.0.2"))->session.local_diag == Diag::NeighborSignaledDown);
+  CHECK(a.info(ip("127.0.0.2"))->local_diag == Diag::NeighborSignaledDown);
   REQUIRE(run_until(io, [&] { return ca.back().to == State::Down; }, std::chrono::milliseconds(500)));
   CHECK(ca.back().remote == State::AdminDown);  // not a failure (RFC 5882 §3.2)
   CHECK_FALSE(b.info(ip("127.0.0.1")));
@@ -92,15 +92,15 @@ TEST_CASE("a control packet not sent with TTL 255 is dropped; a bad config is re
   REQUIRE(::setsockopt(fd, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl) == 0);
   REQUIRE(::sendto(fd, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 24);
   REQUIRE(run_until(io, [&] { return a.dropped() == 1; }, std::chrono::milliseconds(1000)));
-  CHECK(a.info(ip("127.0.0.3"))->session.state == State::Down);
-  CHECK(a.info(ip("127.0.0.3"))->session.remote_discriminator == 0);
+  CHECK(a.info(ip("127.0.0.3"))->state == State::Down);
+  CHECK(a.info(ip("127.0.0.3"))->remote_discriminator == 0);
   // The same packet with TTL 255 is taken: the session moves to Init.
   ttl = 255;
   REQUIRE(::setsockopt(fd, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl) == 0);
   REQUIRE(::sendto(fd, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 24);
-  REQUIRE(run_until(io, [&] { return a.info(ip("127.0.0.3"))->session.state == State::Init; },
+  REQUIRE(run_until(io, [&] { return a.info(ip("127.0.0.3"))->state == State::Init; },
                     std::chrono::milliseconds(1000)));
-  CHECK(a.info(ip("127.0.0.3"))->session.remote_discriminator == 77);
+  CHECK(a.info(ip("127.0.0.3"))->remote_discriminator == 77);
   CHECK(a.dropped() == 1);
   ::close(fd);
   auto bad = fast();
