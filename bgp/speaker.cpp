@@ -29,6 +29,7 @@
 #include <unordered_set>
 
 #include "base/accept_backoff.hpp"
+#include "bfd/bfd_io.hpp"
 #include "bgp/codec.hpp"
 #include "bgp/fsm.hpp"
 #include "bgp/rib.hpp"
@@ -128,6 +129,9 @@ struct Peer {
   std::optional<NegotiatedSession> session;     // while Established
   ConnId session_conn = kNoConn;
   std::vector<Family> families;                 // negotiated
+  // RFC 5882 §4.3: BFD went Down and took the session down; BGP stays Idle
+  // until BFD is Up again.
+  bool bfd_hold = false;
   std::string type() const {
     if (!cfg.description.empty()) return cfg.description;
     return "";
@@ -160,6 +164,9 @@ struct Speaker::Impl {
   std::string listen_error;  // the listeners could not be bound at the last reconfigure
   std::unique_ptr<asio::steady_timer> trim_timer;  // schedule_trim()
   bool trim_pending = false;
+  // BFD sessions of the peers that enable it (created with the first one).
+  std::unique_ptr<bfd::Service> bfd_service;
+  std::map<IpAddress, std::string> bfd_problems;  // peer -> why BFD cannot run
 
   // RFC 4724 §4.1: the initial table is complete when every peer has sent
   // End-of-RIB for each family it negotiated (or the bounded wait ran out).
@@ -461,12 +468,87 @@ struct Speaker::Impl {
     fresh->last_error = why;
     fresh->stale_families = std::move(stale);
     fresh->stale_from_local_restart = graceful && was_up;
+    fresh->bfd_hold = old.bfd_hold;  // BFD still Down: BGP stays held (before `old` goes)
     Peer& ref = *fresh;
     it->second = std::move(fresh);  // the old peer's handlers see its life expire
     by_rib_id[ref.rib_id] = &ref;
     if (!ref.stale_families.empty()) arm_gr_timer(ref, cfg.restart_time);
-    handle(ref, ev::ManualStart{});
+    if (!ref.bfd_hold) handle(ref, ev::ManualStart{});
     schedule_flush();
+  }
+
+  // -------------------------------------------------------------- BFD (RFC 5882)
+  // Starts, retunes or stops the peer's BFD session to match its config.
+  void apply_bfd(Peer& p) {
+    const IpAddress addr = p.cfg.address;
+    bfd_problems.erase(addr);
+    if (!p.cfg.bfd.enabled) {
+      if (bfd_service) bfd_service->remove(addr);
+      if (p.bfd_hold) {
+        p.bfd_hold = false;
+        handle(p, ev::ManualStart{});
+      }
+      return;
+    }
+    if (!bfd_service) bfd_service = std::make_unique<bfd::Service>(io);
+    bfd::SessionConfig bc;
+    bc.desired_min_tx_us = p.cfg.bfd.min_tx_ms * 1000;
+    bc.required_min_rx_us = p.cfg.bfd.min_rx_ms * 1000;
+    bc.detect_mult = p.cfg.bfd.multiplier;
+    auto st = bfd_service->add(addr, p.cfg.local_address, bc, [this, addr, alive = LifeRef(life)](const bfd::StateChange& c) {
+      if (!alive.expired()) on_bfd_change(addr, c);
+    });
+    if (!st) {
+      bfd_problems[addr] = "BFD cannot run: " + st.error().message;
+      kLog.warning(bfd_problems[addr], "peer " + addr.str());
+    }
+  }
+
+  void on_bfd_change(const IpAddress& addr, const bfd::StateChange& c) {
+    auto it = peers.find(addr);
+    if (it == peers.end() || stopped) return;
+    Peer& p = *it->second;
+    if (c.to == bfd::State::Up && p.bfd_hold) {
+      kLog.info("BFD is Up again: BGP may reconnect", "peer " + addr.str());
+      p.bfd_hold = false;
+      handle(p, ev::ManualStart{});
+      return;
+    }
+    // RFC 5882 §3.2: the peer taking BFD down administratively is not a failure.
+    if (c.from == bfd::State::Up && c.to == bfd::State::Down && c.remote != bfd::State::AdminDown)
+      bfd_down(addr, std::string("BFD session down (") + bfd::diag_text(c.diag) + ")");
+  }
+
+  // RFC 5882 §4.3: the path to the peer failed. The session goes down at once,
+  // non-gracefully (its routes are withdrawn, stale ones too: the forwarding
+  // path is gone, so graceful-restart retention does not apply), with a Cease
+  // "BFD Down" (RFC 9384, subcode 10) in case the TCP path still carries it.
+  // BGP then stays Idle (no connect, inbound refused) until BFD is Up again.
+  void bfd_down(const IpAddress& addr, const std::string& why) {
+    auto it = peers.find(addr);
+    if (it == peers.end()) return;
+    Peer& old = *it->second;
+    constexpr uint8_t kCeaseBfdDown = 10;  // RFC 9384
+    bool was_up = old.session_conn != kNoConn;
+    send_cease(old, kCeaseBfdDown, why);
+    for (auto& [id, c] : old.conns) c->close_after_flush();
+    old.conns.clear();
+    if (old.pending_connect) {
+      boost::system::error_code ec;
+      old.pending_connect->close(ec);
+    }
+    if (was_up) rib->peer_down(old.rib_id);
+    for (Family f : kFamilies) rib->withdraw_all(old.rib_id, f);
+    kLog.warning(why + ": session taken down, routes withdrawn; BGP waits for BFD Up", "peer " + addr.str());
+    auto fresh = std::make_unique<Peer>(io, old.cfg, old.rib_id, session_config(old.cfg));
+    fresh->flaps = old.flaps + (was_up ? 1 : 0);
+    fresh->last_error = why;
+    fresh->bfd_hold = true;
+    Peer& ref = *fresh;
+    it->second = std::move(fresh);  // the old peer's handlers see its life expire
+    by_rib_id[ref.rib_id] = &ref;
+    schedule_flush();
+    schedule_trim();
   }
 
   // RFC 4456 §7-§8 after the cluster ID changed, without resetting sessions:
@@ -517,6 +599,7 @@ struct Speaker::Impl {
     by_rib_id[id] = &ref;
     set_listener_keys(ref, {}, false);
     handle(ref, ev::ManualStart{});
+    if (n.bfd.enabled) apply_bfd(ref);
   }
 
   void remove_peer(const IpAddress& addr, uint8_t cease_subcode, const std::string& why) {
@@ -530,6 +613,8 @@ struct Speaker::Impl {
       p.pending_connect->close(ec);
     }
     set_listener_keys(p, p.cfg.tcp_ao, true);
+    if (bfd_service) bfd_service->remove(addr);
+    bfd_problems.erase(addr);
     rib->remove_peer(p.rib_id);
     by_rib_id[p.rib_id] = nullptr;
     peers.erase(it);
@@ -1131,6 +1216,7 @@ struct Speaker::Impl {
   // -------------------------------------------------------------- stop
   void stop(bool graceful, const std::string& reason) {
     stopped = true;
+    bfd_service.reset();  // AdminDown to every BFD peer (RFC 5880 §6.8.16): not a failure
     if (sync_deadline) sync_deadline->cancel();
     for (auto& a : listeners) {
       boost::system::error_code ec;
@@ -1214,9 +1300,6 @@ Status Speaker::reconfigure(SpeakerConfig c) {
       if (f == fresh.end()) to_remove.push_back(addr);
       continue;
     }
-    // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
-    // mesh peers' AS together: such a peer restarts with the others below
-    // (gracefully) instead of being torn down.
     // TCP-AO keys changing on a peer that keeps TCP-AO: rolled over in place.
     NeighborConfig only_ao = p->cfg;
     only_ao.tcp_ao = f->second->tcp_ao;
@@ -1227,8 +1310,20 @@ Status Speaker::reconfigure(SpeakerConfig c) {
       }
       continue;
     }
+    // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
+    // mesh peers' AS together: such a peer restarts with the others below
+    // (gracefully) instead of being torn down.
     NeighborConfig only_as = p->cfg;
     only_as.asn = f->second->asn;
+    // Only the BFD settings changed: BFD is retuned in place (Poll Sequence),
+    // the BGP session is kept.
+    NeighborConfig only_bfd = p->cfg;
+    only_bfd.bfd = f->second->bfd;
+    if (only_bfd == *f->second) {
+      p->cfg = *f->second;
+      im.apply_bfd(*p);
+      continue;
+    }
     if (as_change && only_as == *f->second) {
       p->cfg = *f->second;
       PeerConfig rc = im.rib_peer_config(p->cfg);
@@ -1326,6 +1421,21 @@ std::vector<PeerStatus> Speaker::peers() const {
       else s.prefixes_advertised += im.rib->advertised_count(p->rib_id, f);
     }
     s.flaps = p->flaps;
+    if (p->cfg.bfd.enabled) {
+      auto pr = im.bfd_problems.find(addr);
+      auto bi = im.bfd_service ? im.bfd_service->info(addr) : std::nullopt;
+      if (bi) {
+        s.bfd_state = bfd::state_name(bi->state);
+        s.bfd_transitions = bi->transitions;
+        s.bfd_tx_interval_ms = bi->tx_interval_us / 1000;
+        s.bfd_detection_time_ms = static_cast<uint32_t>(bi->detection_time_us / 1000);
+        if (bi->local_diag != bfd::Diag::None) s.bfd_info = bfd::diag_text(bi->local_diag);
+      } else {
+        s.bfd_state = "Down";
+      }
+      if (pr != im.bfd_problems.end()) s.bfd_info = s.bfd_problem = pr->second;
+      else if (p->bfd_hold) s.bfd_info += std::string(s.bfd_info.empty() ? "" : "; ") + "BGP held until BFD is Up";
+    }
     out.push_back(std::move(s));
   }
   return out;

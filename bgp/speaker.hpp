@@ -40,6 +40,13 @@ struct PeerStatus {
   bool graceful_restart = false;
   // End-of-RIB (RFC 4724 §2) received for every negotiated family in this session.
   bool end_of_rib = false;
+  // BFD (empty state: BFD off for this peer).
+  std::string bfd_state;        // "Down", "Init", "Up", "AdminDown"
+  std::string bfd_info;         // diagnostic / problem / "BGP held until BFD is Up"
+  std::string bfd_problem;      // why BFD cannot run for this peer (sockets), else empty
+  uint64_t bfd_transitions = 0;
+  uint32_t bfd_tx_interval_ms = 0;     // negotiated
+  uint32_t bfd_detection_time_ms = 0;  // 0 until the peer was heard
 };
 
 // One update group (rib.hpp): peers sharing an Adj-RIB-Out and encoded UPDATEs.

@@ -41,6 +41,16 @@ struct TcpAoConfig {
   bool operator==(const TcpAoConfig&) const = default;
 };
 
+// BFD for the session (RFC 5880/5881, tied to BGP per RFC 5882): a BFD session
+// going Down takes the BGP session down at once (see bgp/speaker.cpp).
+struct BfdSettings {
+  bool enabled = false;
+  uint32_t min_rx_ms = 300;   // required minimum receive interval
+  uint32_t min_tx_ms = 300;   // desired minimum transmit interval
+  uint8_t multiplier = 3;     // detect multiplier
+  bool operator==(const BfdSettings&) const = default;
+};
+
 struct NeighborConfig {
   IpAddress address;
   uint16_t port = 179;
@@ -59,6 +69,7 @@ struct NeighborConfig {
   uint16_t max_restart_time = 120;       // cap on the peer's GR restart time we honour
   ExportFilter export_filter;
   std::string description;               // e.g. "node-to-node mesh", shown as the peer type
+  BfdSettings bfd;
   bool operator==(const NeighborConfig&) const = default;
 };
 

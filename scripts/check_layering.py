@@ -67,7 +67,9 @@ MODULES = [
     ("log",             True,  ["log/*"], []),
     ("proto",           False, ["proto/*"], []),
     ("netlink",         True,  ["netlink/*"], ["log"]),
-    ("bgp_io",          True,  ["bgp/speaker.*", "bgp/transport.*"], ["bgp_core", "log"]),
+    ("bfd_io",          True,  ["bfd/bfd_io.*"], ["bfd_core", "log"]),
+    ("bfd_core",        False, ["bfd/*"], ["base"]),
+    ("bgp_io",          True,  ["bgp/speaker.*", "bgp/transport.*"], ["bgp_core", "bfd_io", "log"]),
     ("bgp_core",        False, ["bgp/*"], ["base"]),
     # nft_netlink encodes the typed rules as nf_tables netlink attributes: it
     # needs the kernel's netfilter UAPI headers, so it sits on the I/O side.
@@ -107,6 +109,8 @@ TARGETS = {
     "tabby_log": False,
     "tabby_netlink": False,
     "tabby_proto": True,
+    "tabby_bfd_core": True,
+    "tabby_bfd_io": False,
     "tabby_bgp_core": True,
     "tabby_bgp_io": False,
     "tabby_policy_core": True,

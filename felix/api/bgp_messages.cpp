@@ -68,6 +68,13 @@ std::unique_ptr<api::Status> status_message(const std::string& node_name, const 
     m->set_prefixes_stale(p.prefixes_stale);
     m->set_hold_time(p.hold_time);
     m->set_flaps(p.flaps);
+    m->set_bfd_state(p.bfd_state);
+    m->set_bfd_info(p.bfd_info);
+    m->set_bfd_transitions(p.bfd_transitions);
+    m->set_bfd_tx_interval_ms(p.bfd_tx_interval_ms);
+    m->set_bfd_detection_time_ms(p.bfd_detection_time_ms);
+    // A BFD the user asked for that cannot run is a problem, not only a column.
+    if (!p.bfd_problem.empty()) st->add_problems("BGP peer " + p.address.str() + ": " + p.bfd_problem);
     m->set_last_error(p.last_error);
     m->set_graceful_restart(p.graceful_restart);
     for (auto f : p.families) m->add_families(bgp::family_name(f));

@@ -161,6 +161,18 @@ int cli_status(const std::vector<std::string>& args) {
   std::cout << "\nIPv6 BGP status\n";
   if (v6.empty()) std::cout << "No IPv6 peers found.\n";
   else std::cout << render_table(header, v6);
+  // BFD (RFC 5880), only when some peer runs it.
+  std::vector<std::vector<std::string>> bfd_rows;
+  for (const auto& p : st.peers()) {
+    if (p.bfd_state().empty()) continue;
+    std::string detect = p.bfd_detection_time_ms() ? std::to_string(p.bfd_detection_time_ms()) + " ms" : "-";
+    bfd_rows.push_back({p.peer_address(), p.bfd_state(), std::to_string(p.bfd_tx_interval_ms()) + " ms", detect,
+                        std::to_string(p.bfd_transitions()), p.bfd_info()});
+  }
+  if (!bfd_rows.empty()) {
+    std::cout << "\nBFD status\n";
+    std::cout << render_table({"PEER ADDRESS", "BFD STATE", "TX INTERVAL", "DETECT TIME", "TRANSITIONS", "INFO"}, bfd_rows);
+  }
   return 0;
 }
 

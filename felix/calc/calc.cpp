@@ -265,6 +265,7 @@ std::vector<CalcProblem> Calc::problems() const {
   std::vector<CalcProblem> v;
   for (const auto& [k, msg] : impl_->rejected) v.push_back({k.str(), msg});
   for (const auto& [p, msg] : impl_->disagreements) v.push_back({"BGP", msg});
+  for (const auto& [peer, msg] : impl_->bfd_problems) v.push_back({"BGPPeer " + peer.str(), msg});
   const NodeInfo* me = impl_->local();
   if (!me) {
     if (impl_->opt.cluster)  // without a datastore the config file is the node

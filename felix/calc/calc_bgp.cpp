@@ -60,6 +60,7 @@ void Calc::Impl::node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const
     n.route_reflector_client = me.rr_cluster_id && me.rr_cluster_id != other.rr_cluster_id;
     n.description = n.route_reflector_client ? type + " (RR client)" : type;
     if (spec) apply_peer_spec(n, *spec);
+    if (spec) apply_failure_detection(n, *spec, me);
     add_peer(out, std::move(n));
   }
 }
@@ -71,6 +72,26 @@ void Calc::Impl::apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p) {
   if (p.max_restart_time) n.max_restart_time = *p.max_restart_time;
   n.ttl_security_hops = p.ttl_security;
   if (p.source_address) n.local_address = p.source_address;
+}
+
+// spec.failureDetectionMode: BFDIfDirectlyConnected (Calico runs BFD only for
+// single-hop peers): BFD with the default intervals when the peer is inside
+// the subnet of this node's own address of its family (spec.bgp.ipv4Address /
+// ipv6Address with their mask); otherwise no BFD and a problem saying why.
+void Calc::Impl::apply_failure_detection(bgp::NeighborConfig& n, const BgpPeer& p, const NodeInfo& me) {
+  if (!p.bfd_if_directly_connected) return;
+  const auto& mine = n.address.is_v4() ? me.ipv4 : me.ipv6;
+  bool connected = mine && mine->subnet.len() < mine->subnet.addr().bit_width() && mine->subnet.contains(n.address);
+  if (connected) {
+    n.bfd.enabled = true;
+    return;
+  }
+  bfd_problems[n.address] =
+      "peer " + n.address.str() + ": failureDetectionMode BFDIfDirectlyConnected: not on a directly connected subnet (" +
+      (mine ? "this node's address is " + mine->subnet.str() + (mine->subnet.len() == mine->subnet.addr().bit_width()
+                                                                     ? ", give it its subnet mask" : "")
+            : std::string("this node has no address of that family")) +
+      "); BFD is not used, only the BGP hold timer detects a failure";
 }
 
 bool Calc::Impl::peer_applies_to(const BgpPeer& p, const NodeInfo& n) const {
@@ -89,6 +110,7 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
   if (me && me->rr_cluster_id) s.cluster_id = me->rr_cluster_id;
 
   std::map<IpAddress, bgp::NeighborConfig> computed;
+  bfd_problems.clear();
   for (const auto& p : opt.base.peers) computed.emplace(p.address, p);  // static peers win
   std::map<IpAddress, const NodeInfo*> by_addr;
   for (const auto& [name, n] : nodes) {
@@ -115,6 +137,7 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
               n.route_reflector_client = me->rr_cluster_id && me->rr_cluster_id != o->second->rr_cluster_id;
             }
             apply_peer_spec(n, p);
+            apply_failure_detection(n, p, *me);
             add_peer(computed, std::move(n));
           }
         }

@@ -134,6 +134,7 @@ struct Calc::Impl {
   // every batch, a pod add included).
   mutable std::optional<std::vector<CalcProblem>> block_problems;
   std::map<Prefix, std::string> disagreements;
+  std::map<IpAddress, std::string> bfd_problems;  // peer -> why BFDIfDirectlyConnected gives no BFD
 
   // ---- dirty marks
   bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
@@ -182,6 +183,7 @@ struct Calc::Impl {
   void node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const NodeInfo& me, const NodeInfo& other,
                   const std::string& type, const BgpPeer* spec, std::optional<uint16_t> port);
   static void apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p);
+  void apply_failure_detection(bgp::NeighborConfig& n, const BgpPeer& p, const NodeInfo& me);
   bool peer_applies_to(const BgpPeer& p, const NodeInfo& n) const;
   bgp::SpeakerConfig compute_speaker();
 

@@ -317,8 +317,8 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
   if (!present(spec)) bad("spec", "is required");
   check_keys(spec, "spec",
              {"node", "nodeSelector", "peerIP", "peerSelector", "asNumber", "password", "keepOriginalNextHop",
-              "nextHopMode", "maxRestartTime", "ttlSecurity", "sourceAddress"},
-             {"filters", "numAllowedLocalASNumbers", "reachableBy", "failureDetectionMode", "restartMode",
+              "nextHopMode", "maxRestartTime", "ttlSecurity", "sourceAddress", "failureDetectionMode"},
+             {"filters", "numAllowedLocalASNumbers", "reachableBy", "restartMode",
               "birdGatewayMode"});
   // A security control: no session without the filters the peer asks for.
   if (nonempty(spec["filters"])) {
@@ -333,9 +333,11 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
                                  "such routes are dropped as loops; " + std::string(kApplies))});
   if (nonempty(spec["reachableBy"]))
     notes.push_back({"spec.reachableBy", unsupported("a static route to the peer via this gateway is added", kApplies)});
-  if (differs(spec["failureDetectionMode"], "None"))
-    notes.push_back({"spec.failureDetectionMode", unsupported("BFD detects a failed peer", "only the BGP hold timer "
-                                                                                          "does; " + std::string(kApplies))});
+  if (present(spec["failureDetectionMode"])) {
+    std::string m = get_string(spec["failureDetectionMode"], "spec.failureDetectionMode");
+    if (m == "BFDIfDirectlyConnected") p.bfd_if_directly_connected = true;
+    else if (m != "None") bad("spec.failureDetectionMode", "'" + m + "' is not None or BFDIfDirectlyConnected");
+  }
   if (differs(spec["restartMode"], "GracefulRestart"))
     notes.push_back({"spec.restartMode", unsupported("long-lived graceful restart (RFC 9494)",
                                                      "plain graceful restart is used; " + std::string(kApplies))});
@@ -649,7 +651,8 @@ bool BgpPeer::operator==(const BgpPeer& o) const {
          sel(peer_selector, o.peer_selector) && asn == o.asn && password == o.password &&
          keep_original_next_hop == o.keep_original_next_hop && next_hop_mode == o.next_hop_mode &&
          max_restart_time == o.max_restart_time && ttl_security == o.ttl_security &&
-         source_address == o.source_address && refused == o.refused;
+         source_address == o.source_address && refused == o.refused &&
+         bfd_if_directly_connected == o.bfd_if_directly_connected;
 }
 
 bool IpPool::operator==(const IpPool& o) const {

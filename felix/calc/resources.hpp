@@ -130,6 +130,7 @@ struct BgpPeer {
   std::optional<uint16_t> max_restart_time;       // seconds, from "120s" / "2m"
   uint8_t ttl_security = 0;                // hops (GTSM), 0 = off
   std::optional<IpAddress> source_address; // spec.sourceAddress: an IP (not UseNodeIP/None)
+  bool bfd_if_directly_connected = false;  // spec.failureDetectionMode: BFDIfDirectlyConnected
   // spec.filters is set: tabby has no BGP filters, so the peer is refused (no
   // session) rather than peered without them (fail closed). Reported per document.
   bool refused = false;

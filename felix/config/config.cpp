@@ -178,8 +178,22 @@ bgp::TcpAoConfig parse_tcp_ao(const YAML::Node& n, const std::string& where, con
   return ao;
 }
 
+// bfd: {enabled, minRx, minTx, multiplier} (intervals in ms). Authentication
+// (RFC 5880 §6.7) is not implemented: asking for it is an error, never ignored.
+bgp::BfdSettings parse_bfd(const YAML::Node& n, const std::string& where) {
+  for (const char* k : {"authentication", "auth", "password", "key"})
+    if (n.IsMap() && n[k]) bad(join(where, k), "BFD authentication is not supported (tabby sends and accepts unauthenticated BFD only)");
+  check_keys(n, where, {"enabled", "minRx", "minTx", "multiplier"});
+  bgp::BfdSettings b;
+  b.enabled = n["enabled"] ? get_bool(n["enabled"], join(where, "enabled")) : true;
+  if (n["minRx"]) b.min_rx_ms = static_cast<uint32_t>(get_uint(n["minRx"], join(where, "minRx"), 1, 60000));
+  if (n["minTx"]) b.min_tx_ms = static_cast<uint32_t>(get_uint(n["minTx"], join(where, "minTx"), 1, 60000));
+  if (n["multiplier"]) b.multiplier = static_cast<uint8_t>(get_uint(n["multiplier"], join(where, "multiplier"), 1, 255));
+  return b;
+}
+
 bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, const ConfigEnvironment& env) {
-  check_keys(n, where, {"peerIP", "asNumber", "password", "passwordFile", "holdTime", "keepaliveTime",
+  check_keys(n, where, {"bfd", "peerIP", "asNumber", "password", "passwordFile", "holdTime", "keepaliveTime",
                         "connectRetryTime", "passive", "routeReflectorClient", "families", "nextHopMode",
                         "ttlSecurity", "localAddress", "maxRestartTime", "export", "description", "tcpAO"});
   bgp::NeighborConfig p;
@@ -230,6 +244,7 @@ bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, co
   if (n["maxRestartTime"])
     p.max_restart_time = static_cast<uint16_t>(get_uint(n["maxRestartTime"], join(where, "maxRestartTime"), 0, 4095));
   if (n["description"]) p.description = get_string(n["description"], join(where, "description"));
+  if (n["bfd"]) p.bfd = parse_bfd(n["bfd"], join(where, "bfd"));
   if (n["export"]) {
     std::string ew = join(where, "export");
     check_keys(n["export"], ew, {"prefixes", "denyCommunities"});

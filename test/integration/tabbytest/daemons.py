@@ -183,6 +183,8 @@ class Bird(Daemon):
                 opts.append("passive on;")
             if p["ttl_security"]:
                 opts.append("ttl security on;")
+            if p.get("bfd"):
+                opts.append("bfd on;")  # needs a `protocol bfd` (extra=)
             if p["rr_client"]:
                 opts.append("rr client;")
                 if self.cluster_id:
@@ -635,7 +637,7 @@ class Tabby(Daemon):
                 e["password"] = p["password"]
             if p["local"]:
                 e["localAddress"] = p["local"]
-            for k in ("export", "nextHopMode", "ttlSecurity", "maxRestartTime", "tcpAO"):
+            for k in ("export", "nextHopMode", "ttlSecurity", "maxRestartTime", "tcpAO", "bfd"):
                 if k in p:
                     e[k] = p[k]
             c["peers"].append(e)

@@ -276,3 +276,24 @@ TEST_CASE("tunnel guard drops: both protocols as series; the mirror stays monoto
   CHECK(m.value("tabby_tunnel_packets_dropped_total", {"vxlan"}) == 8);
   CHECK(m.value("tabby_tunnel_packets_dropped_total", {"ipip"}) == 1);
 }
+
+TEST_CASE("collect_bgp: BFD state per peer (one-hot), up gauge and transitions; peers without BFD have no series") {
+  Metrics m;
+  declare_agent_metrics(m);
+  PeerSnapshot a{"198.18.0.12", "Established", "eBGP", 0, 0, 0, 0, "Up", 3};
+  PeerSnapshot b{"198.18.0.13", "Idle", "eBGP", 0, 0, 0, 1, "Down", 4};
+  PeerSnapshot c{"198.18.0.14", "Established", "eBGP", 0, 0, 0, 0};
+  collect_bgp(m, {a, b, c});
+  std::string text = m.render();
+  CHECK(text.find("# TYPE tabby_bfd_transitions_total counter\n") != std::string::npos);
+  CHECK(m.value("tabby_bfd_session_state", {"198.18.0.12", "Up"}) == 1);
+  CHECK(m.value("tabby_bfd_session_state", {"198.18.0.12", "Down"}) == 0);
+  CHECK(m.value("tabby_bfd_session_state", {"198.18.0.13", "Down"}) == 1);
+  CHECK(m.value("tabby_bfd_session_up", {"198.18.0.12"}) == 1);
+  CHECK(m.value("tabby_bfd_session_up", {"198.18.0.13"}) == 0);
+  CHECK(m.value("tabby_bfd_transitions_total", {"198.18.0.13"}) == 4);
+  CHECK(text.find("tabby_bfd_session_up{peer=\"198.18.0.14\"}") == std::string::npos);
+  // The peer goes: its series go too.
+  collect_bgp(m, {a});
+  CHECK(m.render().find("198.18.0.13") == std::string::npos);
+}

@@ -479,6 +479,40 @@ TEST_CASE("BGPPeer: node, nodeSelector, peerIP, per-node AS") {
                                                    "198.18.0.254 as65000", "198.51.100.1 as65100"});
 }
 
+TEST_CASE("BGPPeer failureDetectionMode BFDIfDirectlyConnected: BFD on a connected subnet, else a problem saying why") {
+  auto peer = [](const std::string& name, const std::string& ip, const std::string& mode) {
+    return "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: " + name + "}\n"
+           "spec: {peerIP: " + ip + ", asNumber: 65000, failureDetectionMode: " + mode + "}\n---\n";
+  };
+  std::string y = node_yaml("node-1", "198.18.0.11/24") + peer("tor", "198.18.0.254", "BFDIfDirectlyConnected") +
+                  peer("far", "203.0.113.1", "BFDIfDirectlyConnected") + peer("plain", "198.18.0.253", "None");
+  Node n1("node-1");
+  n1.feed("c.yaml", y);
+  const auto& s = n1.calc.speaker_config();
+  REQUIRE(peer_list(s) == std::vector<std::string>{"198.18.0.253 as65000", "198.18.0.254 as65000", "203.0.113.1 as65000"});
+  CHECK_FALSE(s.peers[0].bfd.enabled);  // None
+  CHECK(s.peers[1].bfd.enabled);        // inside 198.18.0.0/24
+  CHECK(s.peers[1].bfd.multiplier == 3);
+  CHECK_FALSE(s.peers[2].bfd.enabled);  // not connected: no BFD ...
+  bool said = false;                    // ... and a problem says why
+  for (const auto& p : n1.calc.problems())
+    if (p.object == "BGPPeer 203.0.113.1" && p.message.find("not on a directly connected subnet") != std::string::npos &&
+        p.message.find("198.18.0.0/24") != std::string::npos)
+      said = true;
+  CHECK(said);
+  // A node address without a mask connects nothing: the problem says to give it.
+  n1.feed("n.yaml", node_yaml("node-1", "198.18.0.11"));
+  CHECK_FALSE(n1.calc.speaker_config().peers[1].bfd.enabled);
+  bool mask = false;
+  for (const auto& p : n1.calc.problems())
+    if (p.object == "BGPPeer 198.18.0.254" && p.message.find("give it its subnet mask") != std::string::npos) mask = true;
+  CHECK(mask);
+  // A value Calico does not have is an error naming the field.
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\n"
+                    "spec: {peerIP: 198.18.0.1, asNumber: 1, failureDetectionMode: BFD}\n")
+            .find("spec.failureDetectionMode") != std::string::npos);
+}
+
 TEST_CASE("announcements: local blocks with communities, service IPs, disableBGPExport") {
   Node n1("node-1");
   n1.feed("c.yaml", kThreeNodes + pool_yaml("pool-a", "198.19.0.0/16") +

@@ -320,8 +320,6 @@ TEST_CASE("each unsupported Calico field set in a manifest is a problem naming f
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  numAllowedLocalASNumbers: 2\n",
        "  numAllowedLocalASNumbers: 0\n", "spec.numAllowedLocalASNumbers"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  reachableBy: 198.18.0.254\n", "", "spec.reachableBy"},
-      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  failureDetectionMode: BFDIfDirectlyConnected\n",
-       "  failureDetectionMode: None\n", "spec.failureDetectionMode"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  restartMode: LongLivedGracefulRestart\n",
        "  restartMode: GracefulRestart\n", "spec.restartMode"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  birdGatewayMode: DirectIfDirectlyConnected\n",

@@ -283,3 +283,31 @@ TEST_CASE("process_environment reads password files from disk") {
   REQUIRE(r.ok());
   CHECK(r->bgp.peers[0].password == "fromdisk");
 }
+
+TEST_CASE("peers: bfd {enabled, minRx, minTx, multiplier}; authentication refused; bad values named") {
+  auto r = parse_config("nodeName: n\nrouterID: 10.0.0.1\npeers:\n"
+                        "  - {peerIP: 10.0.0.2, asNumber: 1, bfd: {minRx: 100, minTx: 150, multiplier: 5}}\n"
+                        "  - {peerIP: 10.0.0.3, asNumber: 1, bfd: {enabled: false}}\n"
+                        "  - {peerIP: 10.0.0.4, asNumber: 1}\n",
+                        "node.yaml");
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+  const auto& p = r->bgp.peers;
+  REQUIRE(p.size() == 3);
+  CHECK(p[0].bfd.enabled);  // a bfd block turns it on unless enabled: false
+  CHECK(p[0].bfd.min_rx_ms == 100);
+  CHECK(p[0].bfd.min_tx_ms == 150);
+  CHECK(p[0].bfd.multiplier == 5);
+  CHECK_FALSE(p[1].bfd.enabled);
+  CHECK_FALSE(p[2].bfd.enabled);
+  CHECK(p[2].bfd.min_rx_ms == 300);
+  auto peer = [](const std::string& bfd) {
+    return error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, bfd: " + bfd + "}]\n");
+  };
+  auto auth = peer("{authentication: {type: md5, key: x}}");
+  CHECK(auth.find("peers[0].bfd.authentication") != std::string::npos);
+  CHECK(auth.find("BFD authentication is not supported") != std::string::npos);
+  CHECK(peer("{multiplier: 0}").find("peers[0].bfd.multiplier") != std::string::npos);
+  CHECK(peer("{minRx: 0}").find("peers[0].bfd.minRx") != std::string::npos);
+  CHECK(peer("{minTx: 70000}").find("peers[0].bfd.minTx") != std::string::npos);
+  CHECK(peer("{echo: true}").find("peers[0].bfd") != std::string::npos);
+}
