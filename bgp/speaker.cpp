@@ -30,6 +30,8 @@
 
 #include "base/accept_backoff.hpp"
 #include "bfd/bfd_io.hpp"
+#include "bgp/bmp.hpp"
+#include "bgp/bmp_exporter.hpp"
 #include "bgp/codec.hpp"
 #include "bgp/fsm.hpp"
 #include "bgp/rib.hpp"
@@ -125,6 +127,9 @@ struct Peer {
   // Why its TCP MD5 / TCP-AO keys are not on the listener: its inbound
   // connections are refused meanwhile (the control fails closed).
   std::string auth_error;
+  // The OPEN messages of each connection as sent and received, for BMP's Peer Up
+  // (RFC 7854 §4.10); dropped with the connection.
+  std::map<ConnId, std::vector<uint8_t>> open_sent, open_received;
   uint32_t flaps = 0;
   std::optional<NegotiatedSession> session;     // while Established
   ConnId session_conn = kNoConn;
@@ -251,6 +256,7 @@ struct Speaker::Impl {
     // work without it, and the next reconfigure() tries to bind again.
     if (auto st = listen(); !st) listen_error = st.error().message;
     originate({}, cfg.announcements);
+    configure_bmp();
     for (const auto& n : cfg.peers) add_peer(n);
     sync_deadline = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(cfg.restart_time));
     sync_deadline->async_wait([this, alive = LifeRef(life)](const boost::system::error_code& ec) {
@@ -606,6 +612,11 @@ struct Speaker::Impl {
     auto it = peers.find(addr);
     if (it == peers.end()) return;
     Peer& p = *it->second;
+    if (bmp && bmp->active() && p.session && cease_subcode == cease_sub::PeerDeconfigured) {
+      bmp_out.clear();
+      bmp::peer_down(bmp_peer(p), bmp::DownReason::Deconfigured, {}, bmp_out);
+      bmp->send(bmp_out);
+    }
     send_cease(p, cease_subcode, why);
     for (auto& [id, c] : p.conns) c->close_after_flush();
     if (p.pending_connect) {
@@ -679,6 +690,7 @@ struct Speaker::Impl {
     if (it == p.conns.end()) return;
     std::vector<uint8_t> buf;
     encode(s.msg, ctx_of(p), buf);
+    if (std::holds_alternative<OpenMessage>(s.msg)) p.open_sent[s.conn] = buf;
     it->second->send(std::move(buf));
   }
 
@@ -689,6 +701,8 @@ struct Speaker::Impl {
       p.conns.erase(it);
     }
     p.timers.erase(c.conn);
+    p.open_sent.erase(c.conn);
+    p.open_received.erase(c.conn);
   }
 
   asio::steady_timer* timer_of(Peer& p, TimerKind k, ConnId c) {
@@ -758,6 +772,11 @@ struct Speaker::Impl {
   void act(Peer& p, act::SessionEstablished& e) {
     p.session = e.session;
     p.session_conn = e.conn;
+    if (bmp && bmp->active()) {
+      bmp_out.clear();
+      bmp_peer_up(p, bmp_out);
+      bmp->send(bmp_out);
+    }
     p.families = e.session.families;
     p.eor_received.clear();
     p.cache.clear();
@@ -822,6 +841,7 @@ struct Speaker::Impl {
 
   void act(Peer& p, act::SessionDown& d) {
     kLog.info("peer " + p.cfg.address.str() + " down: " + d.info.reason);
+    if (bmp && bmp->active() && p.session) bmp_peer_down(p, d.info);
     p.last_error = d.info.reason;
     p.flaps++;
     p.session.reset();
@@ -868,6 +888,99 @@ struct Speaker::Impl {
       ::malloc_trim(0);
     });
 #endif
+  }
+
+  // -------------------------------------------------------------- BMP (RFC 7854)
+  std::unique_ptr<BmpExporter> bmp;
+  std::vector<uint8_t> bmp_out;  // reused for each message
+
+  void configure_bmp() {
+    if (cfg.bmp.stations.empty()) {
+      if (bmp) bmp->stop();
+      bmp.reset();
+      return;
+    }
+    if (!bmp)
+      bmp = std::make_unique<BmpExporter>(
+          io, "tabby " + cfg.router_id.str(), [this](std::vector<uint8_t>& out) { bmp_dump(out); },
+          [this](std::vector<uint8_t>& out) { bmp_statistics(out); });
+    bmp->configure(cfg.bmp);
+  }
+
+  bmp::PeerHeader bmp_peer(const Peer& p) const {
+    bmp::PeerHeader h;
+    h.address = p.cfg.address;
+    h.asn = p.cfg.asn;
+    if (p.session) h.bgp_id = p.session->peer_router_id.v4_host_order();
+    h.two_octet_as = !ctx_of(p).four_octet_as;
+    auto now = std::chrono::system_clock::now().time_since_epoch();
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
+    h.seconds = static_cast<uint32_t>(us / 1000000);
+    h.microseconds = static_cast<uint32_t>(us % 1000000);
+    return h;
+  }
+
+  void bmp_peer_up(const Peer& p, std::vector<uint8_t>& out) {
+    auto c = p.conns.find(p.session_conn);
+    auto sent = p.open_sent.find(p.session_conn);
+    auto got = p.open_received.find(p.session_conn);
+    if (c == p.conns.end() || sent == p.open_sent.end() || got == p.open_received.end()) return;
+    bmp::peer_up(bmp_peer(p), c->second->local_address(), c->second->local_port(), c->second->remote_port(),
+                 sent->second, got->second, out);
+  }
+
+  void bmp_peer_down(const Peer& p, const SessionDownInfo& info) {
+    bmp_out.clear();
+    std::vector<uint8_t> pdu;
+    bmp::DownReason r = bmp::DownReason::RemoteNoNotification;
+    if (info.notification && (info.notification_sent || info.notification_received)) {
+      encode(*info.notification, ctx_of(p), pdu);
+      r = info.notification_sent ? bmp::DownReason::LocalNotification : bmp::DownReason::RemoteNotification;
+    }
+    bmp::peer_down(bmp_peer(p), r, pdu, bmp_out);
+    bmp->send(bmp_out);
+  }
+
+  // A station just connected (RFC 7854 §3.3): Peer Up for every established
+  // peer, then the routes it sent us (pre-policy Adj-RIB-In, re-encoded as the
+  // peer's UPDATEs would be), then End-of-RIB per family.
+  void bmp_dump(std::vector<uint8_t>& out) {
+    std::vector<uint8_t> updates;
+    for (auto& [addr, pp] : peers) {
+      Peer& p = *pp;
+      if (!p.session || p.session_conn == kNoConn) continue;
+      bmp_peer_up(p, out);
+      const bmp::PeerHeader h = bmp_peer(p);
+      for (Family f : p.families) {
+        updates.clear();
+        std::vector<Prefix> batch;
+        AttrRef batch_attrs;
+        auto flush_batch = [&] {
+          if (!batch.empty()) pack_updates(f, batch_attrs, batch, {}, ctx_of(p), updates);
+          batch.clear();
+        };
+        rib->for_each_path_from(p.rib_id, f, [&](const Prefix& pfx, const AttrRef& a, bool) {
+          if (a.get() != batch_attrs.get()) {
+            flush_batch();
+            batch_attrs = a;
+          }
+          batch.push_back(pfx);
+        });
+        flush_batch();
+        encode(make_end_of_rib(f), ctx_of(p), updates);
+        for (auto m : bmp::split_messages(updates)) bmp::route_monitoring(h, m, out);
+      }
+    }
+  }
+
+  void bmp_statistics(std::vector<uint8_t>& out) {
+    for (auto& [addr, pp] : peers) {
+      const Peer& p = *pp;
+      if (!p.session) continue;
+      const auto& st = rib->stats(p.rib_id);
+      uint64_t routes = uint64_t{st.accepted[0]} + st.accepted[1];
+      bmp::statistics(bmp_peer(p), static_cast<uint32_t>(st.rejected), routes, out);
+    }
   }
 
   // -------------------------------------------------------------- connecting
@@ -929,7 +1042,14 @@ struct Speaker::Impl {
         return false;
       }
       handle(p, ev::UpdateMsg{conn});
-      if (!alive.expired() && p.fsm.established_conn() == conn) process_update(p, p.update_in);
+      if (!alive.expired() && p.fsm.established_conn() == conn) {
+        if (bmp && bmp->active()) {  // RFC 7854 §4.6: pre-policy, as received
+          bmp_out.clear();
+          bmp::route_monitoring(bmp_peer(p), bytes, bmp_out);
+          bmp->send(bmp_out);
+        }
+        process_update(p, p.update_in);
+      }
       if (alive.expired()) return false;
       return p.conns.count(conn) > 0;
     }
@@ -946,6 +1066,7 @@ struct Speaker::Impl {
         [&](auto& m) {
           using T = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<T, OpenMessage>) {
+            p.open_received[conn].assign(bytes.begin(), bytes.end());
             handle(p, ev::BgpOpen{conn, std::move(m)});
           } else if constexpr (std::is_same_v<T, KeepaliveMessage>) {
             handle(p, ev::KeepAliveMsg{conn});
@@ -1216,6 +1337,7 @@ struct Speaker::Impl {
   // -------------------------------------------------------------- stop
   void stop(bool graceful, const std::string& reason) {
     stopped = true;
+    if (bmp) bmp->stop();  // Termination to the stations first (RFC 7854 §4.5)
     bfd_service.reset();  // AdminDown to every BFD peer (RFC 5880 §6.8.16): not a failure
     if (sync_deadline) sync_deadline->cancel();
     for (auto& a : listeners) {
@@ -1340,7 +1462,9 @@ Status Speaker::reconfigure(SpeakerConfig c) {
                    changed ? "peer configuration changed" : "peer removed");
   }
   im.originate(old.announcements, c.announcements);
+  bool bmp_changed = c.bmp != old.bmp;
   im.cfg = std::move(c);
+  if (bmp_changed && !im.stopped) im.configure_bmp();
   if (im.rib && (identity || cluster)) {
     im.rib->set_identity(im.rib_config());
     im.regroup_all();

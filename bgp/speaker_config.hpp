@@ -81,6 +81,20 @@ struct Announcement {
   bool operator==(const Announcement&) const = default;
 };
 
+// BMP (RFC 7854) monitoring stations tabby reports to: it connects to each
+// (active mode, §3.2) and sends peer up/down, pre-policy route monitoring and,
+// every stats_interval seconds (0: never), statistics.
+struct BmpStation {
+  IpAddress address;
+  uint16_t port = 1790;
+  bool operator==(const BmpStation&) const = default;
+};
+struct BmpConfig {
+  std::vector<BmpStation> stations;
+  uint32_t stats_interval = 60;
+  bool operator==(const BmpConfig&) const = default;
+};
+
 struct SpeakerConfig {
   IpAddress router_id;
   uint32_t asn = 64512;
@@ -91,6 +105,7 @@ struct SpeakerConfig {
   uint16_t restart_time = 120;
   std::vector<NeighborConfig> peers;
   std::vector<Announcement> announcements;
+  BmpConfig bmp;
   bool operator==(const SpeakerConfig&) const = default;
 };
 

@@ -257,7 +257,10 @@ Connection::Connection(tcp::socket socket, uint64_t id) : socket_(std::move(sock
     remote_port_ = r.port();
   }
   auto l = socket_.local_endpoint(ec);
-  if (!ec) local_ = to_ip(l.address());
+  if (!ec) {
+    local_ = to_ip(l.address());
+    local_port_ = l.port();
+  }
   socket_.non_blocking(true, ec);  // reads happen after readiness: never block
 }
 

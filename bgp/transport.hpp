@@ -46,6 +46,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   IpAddress remote_address() const { return remote_; }
   uint16_t remote_port() const { return remote_port_; }
   IpAddress local_address() const { return local_; }
+  uint16_t local_port() const { return local_port_; }
 
   // Begins reading; `max_message` bounds a frame's length field for the
   // pre-check (the codec validates the rest).
@@ -82,6 +83,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::ip::tcp::socket socket_;
   uint64_t id_;
   IpAddress remote_, local_;
+  uint16_t local_port_ = 0;
   uint16_t remote_port_ = 0;
   bool open_ = true;
   bool closing_ = false;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages tabby needs to build, test and benchmark.
 # Idempotent: packages already present are skipped without touching apt.
-# Daemons shipped by the peer packages (bird, frr, etcd) are kept from
+# Daemons shipped by the peer packages (bird, frr, etcd, pmacct) are kept from
 # starting as system services by a temporary policy-rc.d: tests start their
 # own instances inside namespaces.
 set -euo pipefail
@@ -12,7 +12,7 @@ BUILD_PKGS=(build-essential g++ meson ninja-build pkg-config cmake libxxhash-dev
   libssl-dev libspdlog-dev libfmt-dev clang libclang-rt-14-dev)
 RUN_PKGS=(iproute2 nftables iputils-ping procps psmisc time python3 python3-yaml bc
   openssl)  # openssl: the kubernetes datastore test makes its self-signed cert
-PEER_PKGS=(bird2 frr gobgpd etcd-server etcd-client tcpdump)
+PEER_PKGS=(bird2 frr gobgpd etcd-server etcd-client tcpdump pmacct)  # pmacct: pmbmpd, the BMP collector
 # deploy/ tests: a real container runtime (podman with the CNI backend; runc because
 # crun refuses hybrid cgroups), the standard CNI plugins (portmap, bandwidth), the
 # image builder, kubectl (unless one is installed already), promtool, busybox rootfs,

@@ -348,7 +348,7 @@ DatastoreConfig parse_datastore(const YAML::Node& n, const ConfigEnvironment& en
 
 AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   check_keys(root, "", {"nodeName", "routerID", "asNumber", "listenAddress", "listenPort", "apiSocket",
-                        "clusterID", "gracefulRestart", "dataplane", "peers", "announce", "datastore",
+                        "clusterID", "gracefulRestart", "dataplane", "peers", "announce", "datastore", "bmp",
                         "metricsAddress"});
   AgentConfig c;
   if (root["nodeName"]) {
@@ -397,6 +397,24 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   if (root["apiSocket"]) c.api_socket = get_string(root["apiSocket"], "apiSocket");
   if (c.api_socket.empty() || c.api_socket.size() > 100) bad("apiSocket", "must be a path of 1 to 100 characters");
   if (root["clusterID"]) c.bgp.cluster_id = get_ip(root["clusterID"], "clusterID", true);
+  if (root["bmp"]) {  // BMP (RFC 7854) monitoring stations
+    const YAML::Node& b = root["bmp"];
+    check_keys(b, "bmp", {"stations", "statisticsInterval"});
+    if (!b["stations"]) bad("bmp.stations", "is required (one or more {address, port})");
+    each_item(b["stations"], "bmp.stations", [&](const YAML::Node& it, const std::string& k) {
+      check_keys(it, k, {"address", "port"});
+      if (!it["address"]) bad(join(k, "address"), "is required");
+      bgp::BmpStation st;
+      st.address = get_ip(it["address"], join(k, "address"));
+      if (it["port"]) st.port = static_cast<uint16_t>(get_uint(it["port"], join(k, "port"), 1, 65535));
+      for (const auto& other : c.bgp.bmp.stations)
+        if (other == st) bad(k, "station " + st.address.str() + " port " + std::to_string(st.port) + " is listed twice");
+      c.bgp.bmp.stations.push_back(st);
+    });
+    if (b["statisticsInterval"])
+      c.bgp.bmp.stats_interval =
+          static_cast<uint32_t>(get_uint(b["statisticsInterval"], "bmp.statisticsInterval", 0, 86400));
+  }
   if (root["gracefulRestart"]) {
     const auto& g = root["gracefulRestart"];
     check_keys(g, "gracefulRestart", {"enabled", "restartTime"});
