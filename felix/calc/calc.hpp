@@ -305,6 +305,10 @@ class Calc {
   // An address for `handle` on `node`: from its blocks (lowest block first), else
   // from a new block to claim. Error when every pool is exhausted or none matches.
   Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
+  // Whether a pod on `node` gets an address of family `fam` by default (dual stack):
+  // an enabled pool of that family selects the node, or the node already has a block
+  // of that family in an enabled pool.
+  bool assigns_family(const std::string& node, IpFamily fam) const;
   // The block this node claims when it starts, so that it has a tunnel (VTEP)
   // address before its first pod (a node without pods stays reachable over IPIP
   // or VXLAN): set when an enabled IPv4 pool whose nodeSelector matches this node

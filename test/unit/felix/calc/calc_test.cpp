@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "felix/calc/calc.hpp"
+#include "felix/calc/doc_feed.hpp"
 #include "test/fakes/recording_dataplane.hpp"
 #include "felix/calc/resources.hpp"
 
@@ -1443,4 +1444,82 @@ TEST_CASE("an announced prefix that is our block keeps one blackhole; another no
   n.feed("b.yaml", node_yaml("node-1", "198.18.0.1/24") + pool_yaml("p", "198.19.0.0/16"));
   CHECK(route_texts(n.calc, RouteClass::LocalBlock) ==
         std::vector<std::string>{"blackhole 198.19.0.0/26", "blackhole 198.19.0.64/26"});
+}
+
+// Dual stack (issue 11): an IPv6 pool beside the IPv4 one gives every pod one address
+// of each family; IPv6 blocks are /122 by default and routed directly to the owner
+// node's IPv6 address; a local pod's IPv6 address gets a /128 host route.
+TEST_CASE("dual stack: IPv6 pool /122 blocks, one address per family, routes of both families") {
+  Node n1("node-1");
+  const std::string v6bgp = "    ipv6Address: 2001:db8:18::11/64\n";
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24", v6bgp) +
+                         node_yaml("node-2", "198.18.0.12/24", "    ipv6Address: 2001:db8:18::12/64\n") +
+                         pool_yaml("pool-v4", "198.19.0.0/16") + pool_yaml("pool-v6", "2001:db8:19::/64"));
+  REQUIRE(n1.errors.empty());
+  CHECK(n1.calc.assigns_family("node-1", IpFamily::V4));
+  CHECK(n1.calc.assigns_family("node-1", IpFamily::V6));
+  auto p4 = n1.calc.plan_ip("node-1", "default/a", IpFamily::V4);
+  auto p6 = n1.calc.plan_ip("node-1", "default/a", IpFamily::V6);
+  REQUIRE(p4);
+  REQUIRE(p6);
+  CHECK(p4->block.str() == "198.19.0.0/26");
+  CHECK(p6->block.str() == "2001:db8:19::/122");  // Calico's IPv6 default block size
+  CHECK(p6->ip.str() == "2001:db8:19::1");
+  REQUIRE(n1.calc.upsert(p4->affinity).ok());
+  REQUIRE(n1.calc.upsert(p6->affinity).ok());
+  // node-2's IPv6 block, and the pod's endpoint with both addresses.
+  n1.feed("b2.yaml", block_yaml("2001:db8:19::40/122", "node-2"));
+  n1.feed("w.yaml", wep_yaml("a", "node-1", "198.19.0.1, 2001:db8:19::1", "calia"));
+  REQUIRE(n1.errors.empty());
+  auto remote = route_strs(n1.calc, RouteClass::RemoteBlock);
+  CHECK(std::find(remote.begin(), remote.end(), "2001:db8:19::40/122 via 2001:db8:18::12") != remote.end());
+  auto local = route_strs(n1.calc, RouteClass::LocalWorkload);
+  CHECK(std::find(local.begin(), local.end(), "198.19.0.1/32 dev calia") != local.end());
+  CHECK(std::find(local.begin(), local.end(), "2001:db8:19::1/128 dev calia") != local.end());
+  auto blackholes = route_strs(n1.calc, RouteClass::LocalBlock);
+  CHECK(std::find(blackholes.begin(), blackholes.end(), "blackhole 2001:db8:19::/122") != blackholes.end());
+  // Both families in `tabby ipam`'s source.
+  auto blocks = n1.calc.ipam_blocks("node-1");
+  REQUIRE(blocks.size() == 2);
+  CHECK(blocks[0].cidr.str() == "198.19.0.0/26");
+  CHECK(blocks[1].cidr.str() == "2001:db8:19::/122");
+  CHECK(blocks[1].used.at(*IpAddress::parse("2001:db8:19::1")) == "default/a");
+  // The next pod's IPv6 address comes from the same block.
+  auto next = n1.calc.plan_ip("node-1", "default/b", IpFamily::V6);
+  REQUIRE(next);
+  CHECK_FALSE(next->claim_block);
+  CHECK(next->ip.str() == "2001:db8:19::2");
+  // The IPv6 pool disabled: its block keeps its pods, new pods get IPv4 only.
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24", v6bgp) +
+                         node_yaml("node-2", "198.18.0.12/24", "    ipv6Address: 2001:db8:18::12/64\n") +
+                         pool_yaml("pool-v4", "198.19.0.0/16") +
+                         pool_yaml("pool-v6", "2001:db8:19::/64", "  disabled: true\n"));
+  CHECK(n1.calc.assigns_family("node-1", IpFamily::V4));
+  CHECK_FALSE(n1.calc.assigns_family("node-1", IpFamily::V6));
+  // A node no IPv6 pool selects gets IPv4 only.
+  Node n3("node-3");
+  n3.feed("c.yaml", node_yaml("node-3", "198.18.0.13/24") + pool_yaml("pool-v4", "198.19.0.0/16") +
+                         pool_yaml("pool-v6", "2001:db8:19::/64", "  nodeSelector: v6 == 'yes'\n"));
+  CHECK(n3.calc.assigns_family("node-3", IpFamily::V4));
+  CHECK_FALSE(n3.calc.assigns_family("node-3", IpFamily::V6));
+}
+
+TEST_CASE("dual stack: vxlanMode on an IPv6 pool is reported (routed directly, not tunnelled)") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  const std::string text = pool_yaml("pool-v6", "2001:db8:19::/64", "  vxlanMode: Always\n");
+  auto st = feed.feed({DocEvent{{"IPPool.projectcalico.org", "", "pool-v6"}, text, "1", false, "pools.yaml"}}, calc);
+  CHECK(st.rejected == 0);
+  CHECK(st.upserts == 1);
+  auto probs = feed.problems();
+  REQUIRE(probs.size() == 1);
+  CHECK(probs[0].message.find("pools.yaml") != std::string::npos);
+  CHECK(probs[0].message.find("IPPool pool-v6: spec.vxlanMode: not supported by tabby") != std::string::npos);
+  // The same mode on an IPv4 pool is supported: no problem.
+  Calc calc4({.node_name = "node-1"});
+  DocFeed feed4;
+  (void)feed4.feed({DocEvent{{"IPPool.projectcalico.org", "", "pool-v4"},
+                             pool_yaml("pool-v4", "198.19.0.0/16", "  vxlanMode: Always\n"), "1", false, "p4.yaml"}},
+                   calc4);
+  CHECK(feed4.problems().empty());
 }
