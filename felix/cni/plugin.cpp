@@ -181,6 +181,7 @@ class Store {
     opts.node_name = node_;
     cs.calc = std::make_unique<Calc>(opts);
     for (const auto& ev : snapshot) {
+      if (ev.key.kind == kIpamLeaseKind) continue;  // the agents' IPAM GC lease: not a resource
       ParsedManifests pm = parse_manifests(ev.text, ev.source.empty() ? to_string(ev.key) : ev.source);
       for (const auto& e : pm.errors) cs.problems.push_back(e.message);
       for (auto& r : pm.resources) {

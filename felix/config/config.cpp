@@ -290,7 +290,7 @@ DatastoreConfig parse_datastore(const YAML::Node& n, const ConfigEnvironment& en
 AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   check_keys(root, "", {"nodeName", "routerID", "asNumber", "listenAddress", "listenPort", "apiSocket",
                         "clusterID", "gracefulRestart", "dataplane", "peers", "announce", "datastore",
-                        "metricsAddress"});
+                        "metricsAddress", "ipamGC"});
   AgentConfig c;
   if (root["nodeName"]) {
     c.node_name = get_string(root["nodeName"], "nodeName");
@@ -338,6 +338,27 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   if (root["apiSocket"]) c.api_socket = get_string(root["apiSocket"], "apiSocket");
   if (c.api_socket.empty() || c.api_socket.size() > 100) bad("apiSocket", "must be a path of 1 to 100 characters");
   if (root["clusterID"]) c.bgp.cluster_id = get_ip(root["clusterID"], "clusterID", true);
+  if (const auto& g = root["ipamGC"]) {
+    check_keys(g, "ipamGC", {"enabled", "gracePeriod", "interval", "leaseDuration"});
+    if (g["enabled"]) c.ipam_gc.enabled = get_bool(g["enabled"], "ipamGC.enabled");
+    auto seconds = [&](const char* key, double& out, double lo, double hi, const char* range) {
+      if (!g[key]) return;
+      const std::string where = std::string("ipamGC.") + key;
+      double v = 0;
+      try {
+        v = g[key].as<double>();
+      } catch (const YAML::Exception&) {
+        bad(where, "must be a number of seconds");
+      }
+      if (!(v >= lo && v <= hi)) bad(where, std::string("must be ") + range + " seconds");
+      out = v;
+    };
+    seconds("gracePeriod", c.ipam_gc.grace_period_s, 0, 30 * 86400, "0 to 2592000");
+    seconds("interval", c.ipam_gc.interval_s, 0.1, 86400, "0.1 to 86400");
+    seconds("leaseDuration", c.ipam_gc.lease_duration_s, 0.2, 86400, "0.2 to 86400");
+    if (c.ipam_gc.lease_duration_s < 2 * c.ipam_gc.interval_s)
+      bad("ipamGC.leaseDuration", "must be at least twice ipamGC.interval (the leader renews once per interval)");
+  }
   if (root["gracefulRestart"]) {
     const auto& g = root["gracefulRestart"];
     check_keys(g, "gracefulRestart", {"enabled", "restartTime"});

@@ -1523,3 +1523,89 @@ TEST_CASE("dual stack: vxlanMode on an IPv6 pool is reported (routed directly, n
                    calc4);
   CHECK(feed4.problems().empty());
 }
+
+// IPAM garbage collection (issue 11): the lease protocol and what the leader releases.
+TEST_CASE("IPAM GC lease: create the first, renew our own, wait for another's, take over an expired one") {
+  std::map<uint64_t, IpamLease> leases;
+  auto s = next_ipam_lease_step(leases, "node-1", 1000, 500);
+  CHECK(s.action == IpamLeaseStep::Action::Acquire);
+  CHECK(s.lease.epoch == 1);
+  CHECK(s.lease.expires_ms == 1500);
+  leases[1] = {1, "node-2", 1500};  // node-2 won the create of epoch 1
+  CHECK(next_ipam_lease_step(leases, "node-1", 1200, 500).action == IpamLeaseStep::Action::Wait);
+  s = next_ipam_lease_step(leases, "node-2", 1200, 500);
+  CHECK(s.action == IpamLeaseStep::Action::Renew);
+  CHECK(s.lease.epoch == 1);
+  CHECK(s.lease.expires_ms == 1700);
+  // Expired: the next epoch (a create-if-absent, so one of several racing agents wins).
+  s = next_ipam_lease_step(leases, "node-1", 1500, 500);
+  CHECK(s.action == IpamLeaseStep::Action::Acquire);
+  CHECK(s.lease.epoch == 2);
+  // The highest epoch is the lease, whatever older objects remain.
+  leases[2] = {2, "node-1", 2000};
+  CHECK(next_ipam_lease_step(leases, "node-2", 1600, 500).action == IpamLeaseStep::Action::Wait);
+  // The manifest round-trips; a broken one is an error naming the field.
+  auto back = parse_ipam_lease(ipam_lease_manifest({7, "node-3", 123456789012}));
+  REQUIRE(back);
+  CHECK(back->epoch == 7);
+  CHECK(back->holder == "node-3");
+  CHECK(back->expires_ms == 123456789012);
+  CHECK(ipam_lease_name(7) == "ipam-gc-7");
+  auto bad = parse_ipam_lease("{spec: {epoch: 1}}");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message.find("spec.holder") != std::string::npos);
+}
+
+TEST_CASE("IPAM GC: leaks, gone nodes' blocks and empty blocks are released after the grace period") {
+  auto alloc_block = [](const std::string& cidr, const std::string& node, const std::string& allocs) {
+    Prefix p = *Prefix::parse(cidr);
+    return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
+           "}\nspec: {cidr: " + cidr + ", node: " + node + ", allocations: {" + allocs + "}}\n---\n";
+  };
+  Node n1("node-1");
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                         pool_yaml("pool-a", "198.19.0.0/16") +
+                         // node-1: a/1 live, gone/3 leaked; its second block is empty
+                         alloc_block("198.19.0.0/26", "node-1", "default/a: 198.19.0.1, default/gone: 198.19.0.3") +
+                         block_yaml("198.19.0.64/26", "node-1") +
+                         // node-9 does not exist: its block, with no live endpoint
+                         alloc_block("198.19.1.0/26", "node-9", "default/x: 198.19.1.1") +
+                         // node-8 does not exist but a pod still holds an address of its block
+                         alloc_block("198.19.2.0/26", "node-8", "default/y: 198.19.2.1") +
+                         wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("y", "node-8", "198.19.2.1", "cali2"));
+  REQUIRE(n1.errors.empty());
+  IpamGcMemory mem;
+  auto p = n1.calc.plan_ipam_gc(mem, 10'000, 5'000);
+  CHECK(p.released.empty());  // first seen now: within the grace period
+  CHECK(p.pending == 3);
+  p = n1.calc.plan_ipam_gc(mem, 14'999, 5'000);
+  CHECK(p.released.empty());
+  p = n1.calc.plan_ipam_gc(mem, 15'000, 5'000);
+  CAPTURE(p.released.size());
+  CHECK(p.affinity_removals == std::vector<std::string>{"198-19-1-0-26", "198-19-0-64-26"});
+  REQUIRE(p.affinity_updates.size() == 1);
+  CHECK(p.affinity_updates[0].key.name == "198-19-0-0-26");
+  const auto& a = std::get<BlockAffinity>(p.affinity_updates[0].body);
+  CHECK(a.allocations.size() == 1);
+  CHECK(a.allocations.count("default/a") == 1);  // the live pod keeps its address
+  REQUIRE(p.released.size() == 3);
+  CHECK(p.released[0] == "block 198.19.1.0/26 of node node-9 (gone; 1 allocations)");
+  CHECK(p.released[1] == "block 198.19.0.64/26 of node node-1 (empty)");
+  CHECK(p.released[2] == "address 198.19.0.3 of default/gone in block 198.19.0.0/26 (no WorkloadEndpoint default/gone)");
+  // A node's only block holds its tunnel address: never released as empty.
+  Node n2("node-2");
+  n2.feed("c.yaml", node_yaml("node-2", "198.18.0.12/24") + pool_yaml("pool-a", "198.19.0.0/16") +
+                         block_yaml("198.19.0.0/26", "node-2"));
+  IpamGcMemory m0;
+  (void)n2.calc.plan_ipam_gc(m0, 0, 0);
+  CHECK(n2.calc.plan_ipam_gc(m0, 1, 0).affinity_removals.empty());
+  // Garbage that stops being garbage starts its grace period again.
+  IpamGcMemory m2;
+  n1.feed("w2.yaml", wep_yaml("gone", "node-1", "198.19.0.3", "cali3"));
+  (void)n1.calc.plan_ipam_gc(m2, 0, 5'000);
+  CHECK(m2.first_seen_ms.size() == 2);  // node-9's block, node-1's empty block
+  n1.drop("w2.yaml");
+  auto q = n1.calc.plan_ipam_gc(m2, 6'000, 5'000);
+  CHECK(q.affinity_updates.empty());  // the leak is new: its grace period starts now
+  CHECK(q.affinity_removals.size() == 2);
+}
