@@ -147,6 +147,13 @@ void IpamGarbageCollector::collect(int64_t now_ms) {
     store_.remove(affinity_key(name), [name](Result<bool> r) {
       if (!r) kLog.warning("cannot delete BlockAffinity " + name + ": " + r.error().message);
     });
+  for (const auto& key : plan.endpoint_removals) {
+    auto slash = key.find('/');
+    DocKey k{"WorkloadEndpoint.tabby.dev", key.substr(0, slash), key.substr(slash + 1)};
+    store_.remove(k, [key](Result<bool> r) {
+      if (!r) kLog.warning("cannot delete WorkloadEndpoint " + key + ": " + r.error().message);
+    });
+  }
   for (const auto& r : plan.affinity_updates) {
     const std::string& name = r.key.name;
     store_.put(affinity_key(name), cni::block_affinity_manifest(name, std::get<BlockAffinity>(r.body)), [name](Status st) {

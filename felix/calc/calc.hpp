@@ -251,8 +251,9 @@ IpamLeaseStep next_ipam_lease_step(const std::map<uint64_t, IpamLease>& leases, 
 // (IpamGcMemory remembers since when; a CNI ADD between its allocation and its
 // WorkloadEndpoint is garbage for that moment):
 //  - an allocation whose WorkloadEndpoint is gone (or holds other addresses);
-//  - the block of a node that no longer exists, once no WorkloadEndpoint holds
-//    one of its addresses (its allocations go with it);
+//  - a WorkloadEndpoint whose node no longer exists (its pod died with the node);
+//  - the block of a node that no longer exists, once no WorkloadEndpoint of an
+//    existing node holds one of its addresses (its allocations go with it);
 //  - a block with no allocation and no endpoint that does not hold its node's
 //    tunnel address (an empty block).
 struct IpamGcMemory {
@@ -261,6 +262,7 @@ struct IpamGcMemory {
 struct IpamGcPlan {
   std::vector<Resource> affinity_updates;      // BlockAffinities with allocations removed
   std::vector<std::string> affinity_removals;  // BlockAffinity names to delete
+  std::vector<std::string> endpoint_removals;  // WorkloadEndpoints ("ns/name") to delete
   std::vector<std::string> released;           // one line per thing released (logs, tests)
   size_t pending = 0;                          // garbage still within its grace period
 };

@@ -80,10 +80,22 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
     ++plan.pending;
     return false;
   };
+  // WorkloadEndpoints of nodes that are gone.
+  std::set<std::string> dead_endpoints;
+  for (const auto& [key, w] : impl_->weps) {
+    if (!w.node || impl_->nodes.count(*w.node)) continue;
+    dead_endpoints.insert(key);
+    if (!ripe("endpoint|" + key)) continue;
+    plan.endpoint_removals.push_back(key);
+    plan.released.push_back("WorkloadEndpoint " + key + " of node " + *w.node + " (gone)");
+  }
   std::set<std::string> removing;
-  // Blocks of nodes that are gone, once no endpoint holds one of their addresses.
+  // Blocks of nodes that are gone, once no endpoint of an existing node holds one of
+  // their addresses.
   for (const auto& o : orphan_blocks()) {
-    if (!o.live_endpoints.empty()) continue;
+    if (std::any_of(o.live_endpoints.begin(), o.live_endpoints.end(),
+                    [&](const std::string& k) { return !dead_endpoints.count(k); }))
+      continue;
     removing.insert(o.affinity);  // its allocations go with the block, not one by one
     if (!ripe("orphan|" + o.affinity)) continue;
     plan.affinity_removals.push_back(o.affinity);

@@ -1570,28 +1570,34 @@ TEST_CASE("IPAM GC: leaks, gone nodes' blocks and empty blocks are released afte
                          block_yaml("198.19.0.64/26", "node-1") +
                          // node-9 does not exist: its block, with no live endpoint
                          alloc_block("198.19.1.0/26", "node-9", "default/x: 198.19.1.1") +
-                         // node-8 does not exist but a pod still holds an address of its block
+                         // node-8 does not exist but a pod of an existing node holds an address of its block
                          alloc_block("198.19.2.0/26", "node-8", "default/y: 198.19.2.1") +
-                         wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("y", "node-8", "198.19.2.1", "cali2"));
+                         // node-7 does not exist: its pod's endpoint is stale, and so is its block
+                         alloc_block("198.19.3.0/26", "node-7", "default/z: 198.19.3.1") +
+                         wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("y", "node-2", "198.19.2.1", "cali2") +
+                         wep_yaml("z", "node-7", "198.19.3.1", "cali4"));
   REQUIRE(n1.errors.empty());
   IpamGcMemory mem;
   auto p = n1.calc.plan_ipam_gc(mem, 10'000, 5'000);
   CHECK(p.released.empty());  // first seen now: within the grace period
-  CHECK(p.pending == 3);
+  CHECK(p.pending == 5);
   p = n1.calc.plan_ipam_gc(mem, 14'999, 5'000);
   CHECK(p.released.empty());
   p = n1.calc.plan_ipam_gc(mem, 15'000, 5'000);
   CAPTURE(p.released.size());
-  CHECK(p.affinity_removals == std::vector<std::string>{"198-19-1-0-26", "198-19-0-64-26"});
+  CHECK(p.endpoint_removals == std::vector<std::string>{"default/z"});
+  CHECK(p.affinity_removals == std::vector<std::string>{"198-19-1-0-26", "198-19-3-0-26", "198-19-0-64-26"});
   REQUIRE(p.affinity_updates.size() == 1);
   CHECK(p.affinity_updates[0].key.name == "198-19-0-0-26");
   const auto& a = std::get<BlockAffinity>(p.affinity_updates[0].body);
   CHECK(a.allocations.size() == 1);
   CHECK(a.allocations.count("default/a") == 1);  // the live pod keeps its address
-  REQUIRE(p.released.size() == 3);
-  CHECK(p.released[0] == "block 198.19.1.0/26 of node node-9 (gone; 1 allocations)");
-  CHECK(p.released[1] == "block 198.19.0.64/26 of node node-1 (empty)");
-  CHECK(p.released[2] == "address 198.19.0.3 of default/gone in block 198.19.0.0/26 (no WorkloadEndpoint default/gone)");
+  REQUIRE(p.released.size() == 5);
+  CHECK(p.released[0] == "WorkloadEndpoint default/z of node node-7 (gone)");
+  CHECK(p.released[1] == "block 198.19.1.0/26 of node node-9 (gone; 1 allocations)");
+  CHECK(p.released[2] == "block 198.19.3.0/26 of node node-7 (gone; 1 allocations)");
+  CHECK(p.released[3] == "block 198.19.0.64/26 of node node-1 (empty)");
+  CHECK(p.released[4] == "address 198.19.0.3 of default/gone in block 198.19.0.0/26 (no WorkloadEndpoint default/gone)");
   // A node's only block holds its tunnel address: never released as empty.
   Node n2("node-2");
   n2.feed("c.yaml", node_yaml("node-2", "198.18.0.12/24") + pool_yaml("pool-a", "198.19.0.0/16") +
@@ -1603,9 +1609,9 @@ TEST_CASE("IPAM GC: leaks, gone nodes' blocks and empty blocks are released afte
   IpamGcMemory m2;
   n1.feed("w2.yaml", wep_yaml("gone", "node-1", "198.19.0.3", "cali3"));
   (void)n1.calc.plan_ipam_gc(m2, 0, 5'000);
-  CHECK(m2.first_seen_ms.size() == 2);  // node-9's block, node-1's empty block
+  CHECK(m2.first_seen_ms.size() == 4);  // node-7's endpoint and block, node-9's block, node-1's empty block
   n1.drop("w2.yaml");
   auto q = n1.calc.plan_ipam_gc(m2, 6'000, 5'000);
   CHECK(q.affinity_updates.empty());  // the leak is new: its grace period starts now
-  CHECK(q.affinity_removals.size() == 2);
+  CHECK(q.affinity_removals.size() == 3);
 }
