@@ -121,6 +121,9 @@ struct Peer {
   std::string state = "Idle";
   std::chrono::system_clock::time_point since = std::chrono::system_clock::now();
   std::string last_error;
+  // Why its TCP MD5 / TCP-AO keys are not on the listener: its inbound
+  // connections are refused meanwhile (the control fails closed).
+  std::string auth_error;
   uint32_t flaps = 0;
   std::optional<NegotiatedSession> session;     // while Established
   ConnId session_conn = kNoConn;
@@ -286,12 +289,39 @@ struct Speaker::Impl {
     return {};
   }
 
-  void set_md5_keys(const NeighborConfig& n, bool remove) {
+  // Puts the peer's TCP MD5 password or TCP-AO keys on every listener (or, with
+  // `remove`, takes them away); `had_ao` is what the listeners hold now. A key
+  // that cannot be installed refuses the peer's inbound connections until one
+  // can (a security control fails closed); the reason is its last error.
+  void set_listener_keys(Peer& p, const TcpAoConfig& had_ao, bool remove) {
+    const NeighborConfig& n = p.cfg;
+    std::string error;
     for (auto& a : listeners) {
-      if (n.password.empty()) continue;
-      auto st = set_listener_md5(*a, n.address, remove ? std::string() : n.password);
-      if (!st) kLog.warning("peer " + n.address.str() + ": " + st.error().message);
+      Status st;
+      if (!n.password.empty()) st = set_listener_md5(*a, n.address, remove ? std::string() : n.password);
+      if (st && (n.tcp_ao.enabled() || had_ao.enabled()))
+        st = set_listener_tcp_ao(*a, n.address, remove ? TcpAoConfig{} : n.tcp_ao, had_ao);
+      if (!st && error.empty()) error = st.error().message;
     }
+    if (remove) return;
+    if (!error.empty() && error != p.auth_error)
+      kLog.warning("peer " + n.address.str() + ": " + error + "; refusing its connections");
+    p.auth_error = error;
+    if (!error.empty()) p.last_error = error;
+  }
+
+  // TCP-AO keys changed on a running peer (RFC 5925 §7.5 rollover): listeners
+  // and live connections take the new keys in place, no session reset.
+  std::string update_tcp_ao(Peer& p, const TcpAoConfig& want) {
+    TcpAoConfig had = p.cfg.tcp_ao;
+    p.cfg.tcp_ao = want;
+    set_listener_keys(p, had, false);
+    std::string error = p.auth_error;
+    for (auto& [id, c] : p.conns)
+      if (auto st = c->update_tcp_ao(want, had); !st && error.empty()) error = st.error().message;
+    if (error.empty()) kLog.info("peer " + p.cfg.address.str() + ": TCP-AO keys updated, sending with key " +
+                                 std::to_string(want.current));
+    return error;
   }
 
   // A failed accept (out of fds: EMFILE...) is retried after a growing delay and
@@ -336,7 +366,12 @@ struct Speaker::Impl {
       return;
     }
     Peer& p = *it->second;
+    if (!p.auth_error.empty()) {  // its keys are not installed: never unauthenticated
+      s.close(ec);
+      return;
+    }
     if (auto st = apply_accepted_ttl(s, addr, p.cfg.ttl_security_hops); !st) kLog.warning(st.error().message);
+    if (auto st = apply_accepted_tcp_ao(s, addr, p.cfg.tcp_ao); !st) kLog.warning(st.error().message);
     ConnId id = next_conn_id++;
     auto conn = std::make_shared<Connection>(std::move(s), id);
     adopt(p, conn);
@@ -480,7 +515,7 @@ struct Speaker::Impl {
     peers[n.address] = std::move(p);
     if (by_rib_id.size() <= id) by_rib_id.resize(id + 1, nullptr);
     by_rib_id[id] = &ref;
-    set_md5_keys(n, false);
+    set_listener_keys(ref, {}, false);
     handle(ref, ev::ManualStart{});
   }
 
@@ -494,7 +529,7 @@ struct Speaker::Impl {
       boost::system::error_code ec;
       p.pending_connect->close(ec);
     }
-    set_md5_keys(p.cfg, true);
+    set_listener_keys(p, p.cfg.tcp_ao, true);
     rib->remove_peer(p.rib_id);
     by_rib_id[p.rib_id] = nullptr;
     peers.erase(it);
@@ -758,15 +793,18 @@ struct Speaker::Impl {
     sock->open(n.address.is_v4() ? tcp::v4() : tcp::v6(), ec);
     SocketOptions o;
     o.md5_password = n.password;
+    o.tcp_ao = n.tcp_ao;
     o.ttl_security_hops = n.ttl_security_hops;
+    std::string why;
     if (!ec) {
-      if (auto st = apply_socket_options(*sock, n.address, o); !st) {
-        kLog.warning("peer " + n.address.str() + ": " + st.error().message);
-      }
+      // MD5, TCP-AO and GTSM are security controls: without them, no connection.
+      if (auto st = apply_socket_options(*sock, n.address, o); !st) why = st.error().message;
     }
-    if (!ec && n.local_address) sock->bind(tcp::endpoint(to_asio(*n.local_address), 0), ec);
-    if (ec) {
-      std::string why = "cannot open a connection: " + ec.message();
+    if (!ec && why.empty() && n.local_address) sock->bind(tcp::endpoint(to_asio(*n.local_address), 0), ec);
+    if (ec || !why.empty()) {
+      if (why.empty()) why = "cannot open a connection: " + ec.message();
+      else if (p.last_error.find(why) == std::string::npos)  // once per cause, not per retry
+        kLog.warning("peer " + n.address.str() + ": " + why + "; not connecting");
       asio::post(io, [this, pp = &p, alive = LifeRef(p.life), why] {
         if (!alive.expired()) handle(*pp, ev::TcpConnectFailed{why});
       });
@@ -1032,6 +1070,7 @@ struct Speaker::Impl {
   void flush() {
     snapshots.clear();
     std::vector<BestRouteChange> changes;
+    if (on_best) changes.reserve(kBestChangeSlice);
     for (Family f : kFamilies) {
       auto changed = rib->take_changes(f);
       if (changed.empty()) continue;
@@ -1048,6 +1087,12 @@ struct Speaker::Impl {
             }
           }
           changes.push_back(std::move(c));
+          // In slices: a table arriving is a million changes, and holding them all
+          // (about 90 bytes each, with the next-hop vector) would double the peak.
+          if (changes.size() == kBestChangeSlice) {
+            on_best(changes);
+            changes.clear();
+          }
         }
       }
     }
@@ -1172,6 +1217,16 @@ Status Speaker::reconfigure(SpeakerConfig c) {
     // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
     // mesh peers' AS together: such a peer restarts with the others below
     // (gracefully) instead of being torn down.
+    // TCP-AO keys changing on a peer that keeps TCP-AO: rolled over in place.
+    NeighborConfig only_ao = p->cfg;
+    only_ao.tcp_ao = f->second->tcp_ao;
+    if (only_ao == *f->second && p->cfg.tcp_ao.enabled() && f->second->tcp_ao.enabled()) {
+      if (auto e = im.update_tcp_ao(*p, f->second->tcp_ao); !e.empty()) {
+        if (!error.empty()) error += "; ";
+        error += "peer " + addr.str() + ": " + e;
+      }
+      continue;
+    }
     NeighborConfig only_as = p->cfg;
     only_as.asn = f->second->asn;
     if (as_change && only_as == *f->second) {
@@ -1214,7 +1269,7 @@ Status Speaker::reconfigure(SpeakerConfig c) {
     im.listen_error.clear();
     if (auto st = im.listen(); !st) im.listen_error = st.error().message;
     else if (listen) kLog.info("BGP reconfigure: listening on " + (im.cfg.listen_address ? im.cfg.listen_address->str() : std::string("all addresses")) + " port " + std::to_string(im.cfg.listen_port));
-    for (auto& [addr, p] : im.peers) im.set_md5_keys(p->cfg, false);
+    for (auto& [addr, p] : im.peers) im.set_listener_keys(*p, {}, false);
   }
   if (!im.listen_error.empty()) {
     if (!error.empty()) error += "; ";

@@ -114,6 +114,9 @@ class Speaker {
   size_t path_count(Family f) const;
   const SpeakerConfig& config() const;
 
+  // Best-route changes, delivered after each batch of input in slices of at most
+  // kBestChangeSlice entries, all slices within the same turn of the event loop.
+  static constexpr size_t kBestChangeSlice = 4096;
   void on_best_route_change(std::function<void(const std::vector<BestRouteChange>&)> f);
   // Called once when the initial table is complete: every peer is Established
   // and has sent End-of-RIB for each negotiated family, or the graceful-restart

@@ -16,11 +16,37 @@ namespace tabby::bgp {
 
 // NextHopMode and ExportFilter are the RIB's (bgp/rib.hpp).
 
+// One TCP-AO master key tuple (RFC 5925 §3.1): the key ids carried in segments
+// we send (send_id) and expect from the peer (recv_id), the MAC algorithm by its
+// kernel crypto name, and the secret.
+struct TcpAoKey {
+  uint8_t send_id = 0;
+  uint8_t recv_id = 0;
+  std::string algorithm = "hmac(sha1)";  // RFC 5926's HMAC-SHA-1-96 / AES-128-CMAC-96: cmac(aes128)
+  std::string secret;
+  bool operator==(const TcpAoKey&) const = default;
+};
+
+// TCP-AO (RFC 5925) for one peer: the keys both ends hold and the one we send
+// with. Keys can be added, switched and removed on a running session.
+struct TcpAoConfig {
+  std::vector<TcpAoKey> keys;  // empty: no TCP-AO
+  uint8_t current = 0;         // send_id of the key to sign with (and to ask the peer for)
+  bool enabled() const { return !keys.empty(); }
+  const TcpAoKey* current_key() const {
+    for (const auto& k : keys)
+      if (k.send_id == current) return &k;
+    return nullptr;
+  }
+  bool operator==(const TcpAoConfig&) const = default;
+};
+
 struct NeighborConfig {
   IpAddress address;
   uint16_t port = 179;
   uint32_t asn = 0;
   std::string password;                  // TCP MD5 (RFC 2385); empty = none
+  TcpAoConfig tcp_ao;                    // TCP-AO (RFC 5925); exclusive with password
   uint16_t hold_time = 90;               // seconds; 0 = no keepalives (RFC 4271 §4.2)
   std::optional<uint16_t> keepalive_time;  // default hold/3
   uint16_t connect_retry_time = 5;       // first retry; backs off to 60 s

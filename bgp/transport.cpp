@@ -1,6 +1,7 @@
 // transport.cpp — Asio TCP connections for BGP: framing by the length field of
-// the 19-octet header (RFC 4271 §4.1), coalesced writes, TCP MD5 (RFC 2385)
-// and GTSM (RFC 5082). Receive buffers exist only while bytes are in flight.
+// the 19-octet header (RFC 4271 §4.1), coalesced writes, TCP MD5 (RFC 2385),
+// TCP-AO (RFC 5925 §3.1 master key tuples, §7.5 key rollover, through the
+// kernel's TCP_AO_* socket options) and GTSM (RFC 5082). Receive buffers exist only while bytes are in flight.
 #include "bgp/transport.hpp"
 
 #include <netinet/in.h>
@@ -69,6 +70,136 @@ Status set_md5(int fd, int family, const IpAddress& peer, const std::string& pas
   return {};
 }
 
+// The kernel's TCP-AO socket interface (Linux 6.7, uapi linux/tcp.h). Debian 12's
+// kernel headers predate it, so the option numbers and the argument layouts are
+// declared here; the static_asserts pin the sizes the kernel expects.
+constexpr int kTcpAoAddKey = 38;
+constexpr int kTcpAoDelKey = 39;
+constexpr int kTcpAoInfo = 40;
+
+struct AoAddKey {
+  sockaddr_storage addr;
+  char alg_name[64];
+  int32_t ifindex;
+  uint32_t set_current : 1, set_rnext : 1, reserved : 30;
+  uint16_t reserved2;
+  uint8_t prefix, sndid, rcvid, maclen, keyflags, keylen;
+  uint8_t key[80];
+} __attribute__((aligned(8)));
+static_assert(sizeof(AoAddKey) == 288);
+
+struct AoDelKey {
+  sockaddr_storage addr;
+  int32_t ifindex;
+  uint32_t set_current : 1, set_rnext : 1, del_async : 1, reserved : 29;
+  uint16_t reserved2;
+  uint8_t prefix, sndid, rcvid, current_key, rnext, keyflags;
+} __attribute__((aligned(8)));
+static_assert(sizeof(AoDelKey) == 144);
+
+struct AoInfo {
+  uint32_t set_current : 1, set_rnext : 1, ao_required : 1, set_counters : 1, accept_icmps : 1, reserved : 27;
+  uint16_t reserved2;
+  uint8_t current_key, rnext;
+  uint64_t pkt_good, pkt_bad, pkt_key_not_found, pkt_ao_required, pkt_dropped_icmp;
+} __attribute__((aligned(8)));
+static_assert(sizeof(AoInfo) == 48);
+
+constexpr uint8_t kAoMacLength = 12;  // 96 bits, as RFC 5926's HMAC-SHA-1-96 and AES-128-CMAC-96
+
+std::string ao_error(const char* what, const TcpAoKey& k, const IpAddress& peer, int err) {
+  std::string s = std::string("TCP-AO ") + what + " key " + std::to_string(k.send_id) + "/" +
+                  std::to_string(k.recv_id) + " for " + peer.str() + ": ";
+  if (err == ENOPROTOOPT)
+    return s + "this kernel has no TCP-AO (it needs Linux 6.7 or later built with CONFIG_TCP_AO)";
+  if (err == ENOENT && std::string(what) == "add")
+    return s + "the kernel has no MAC algorithm '" + k.algorithm + "' (" + std::strerror(err) + ")";
+  return s + std::strerror(err);
+}
+
+void fill_ao_address(const IpAddress& peer, int family, sockaddr_storage& ss, uint8_t& prefix) {
+  fill_sockaddr(peer, ss, family);
+  prefix = peer.is_v4() ? 32 : 128;  // a v4-mapped address on a dual-stack socket is an IPv4 key
+}
+
+Status ao_add(int fd, int family, const IpAddress& peer, const TcpAoKey& k) {
+  AoAddKey cmd;
+  std::memset(&cmd, 0, sizeof cmd);
+  fill_ao_address(peer, family, cmd.addr, cmd.prefix);
+  if (k.algorithm.size() >= sizeof cmd.alg_name || k.secret.empty() || k.secret.size() > sizeof cmd.key)
+    return fail_msg("TCP-AO key " + std::to_string(k.send_id) + ": bad algorithm name or secret length");
+  std::memcpy(cmd.alg_name, k.algorithm.data(), k.algorithm.size());
+  cmd.sndid = k.send_id;
+  cmd.rcvid = k.recv_id;
+  cmd.maclen = kAoMacLength;
+  cmd.keylen = static_cast<uint8_t>(k.secret.size());
+  std::memcpy(cmd.key, k.secret.data(), k.secret.size());
+  if (::setsockopt(fd, IPPROTO_TCP, kTcpAoAddKey, &cmd, sizeof cmd) != 0 && errno != EEXIST)
+    return fail_msg(ao_error("add", k, peer, errno));
+  return {};
+}
+
+Status ao_del(int fd, int family, const IpAddress& peer, const TcpAoKey& k) {
+  AoDelKey cmd;
+  std::memset(&cmd, 0, sizeof cmd);
+  fill_ao_address(peer, family, cmd.addr, cmd.prefix);
+  cmd.sndid = k.send_id;
+  cmd.rcvid = k.recv_id;
+  if (::setsockopt(fd, IPPROTO_TCP, kTcpAoDelKey, &cmd, sizeof cmd) != 0 && errno != ENOENT)
+    return fail_msg(ao_error("remove", k, peer, errno));
+  return {};
+}
+
+// Makes `ao`'s current key the one we sign with and the one we ask the peer to
+// use (RNextKeyID): on a connected socket only.
+Status ao_set_current(int fd, const IpAddress& peer, const TcpAoConfig& ao) {
+  const TcpAoKey* k = ao.current_key();
+  if (!k) return {};
+  AoInfo info;
+  std::memset(&info, 0, sizeof info);
+  info.set_current = 1;
+  info.set_rnext = 1;
+  info.current_key = k->send_id;
+  info.rnext = k->recv_id;
+  if (::setsockopt(fd, IPPROTO_TCP, kTcpAoInfo, &info, sizeof info) != 0)
+    return fail_msg(ao_error("switch to", *k, peer, errno));
+  return {};
+}
+
+enum class AoSocket { Unconnected, Listening, Connected };
+
+// Brings a socket's keys for `peer` from `have` to `want`: new keys first, then
+// the current key, then the removal of old ones (the kernel refuses to remove the
+// key in use), so a live session never lacks a valid key (RFC 5925 §7.5).
+Status ao_update(int fd, int family, const IpAddress& peer, const TcpAoConfig& want, const TcpAoConfig& have,
+                 AoSocket kind) {
+  auto holds = [](const TcpAoConfig& c, const TcpAoKey& k) {
+    return std::find(c.keys.begin(), c.keys.end(), k) != c.keys.end();
+  };
+  // On a fresh socket the first key added becomes the current one.
+  if (kind == AoSocket::Unconnected)
+    if (const TcpAoKey* cur = want.current_key())
+      if (auto st = ao_add(fd, family, peer, *cur); !st) return st;
+  for (const auto& k : want.keys) {
+    if (holds(have, k)) continue;
+    // A key id pair whose secret or algorithm changed: the old one goes first.
+    for (const auto& old : have.keys)
+      if (old.send_id == k.send_id && old.recv_id == k.recv_id)
+        if (auto st = ao_del(fd, family, peer, old); !st) return st;
+    if (auto st = ao_add(fd, family, peer, k); !st) return st;
+  }
+  if (kind == AoSocket::Connected && want.enabled())
+    if (auto st = ao_set_current(fd, peer, want); !st) return st;
+  for (const auto& k : have.keys) {
+    if (holds(want, k)) continue;
+    bool replaced = false;
+    for (const auto& n : want.keys) replaced |= n.send_id == k.send_id && n.recv_id == k.recv_id;
+    if (replaced) continue;
+    if (auto st = ao_del(fd, family, peer, k); !st) return st;
+  }
+  return {};
+}
+
 int socket_family(int fd) {
   sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -85,6 +216,8 @@ Status apply_socket_options(tcp::socket& s, const IpAddress& peer, const SocketO
     auto st = set_md5(fd, family, peer, o.md5_password);
     if (!st) return st;
   }
+  if (o.tcp_ao.enabled())
+    if (auto st = ao_update(fd, family, peer, o.tcp_ao, {}, AoSocket::Unconnected); !st) return st;
   if (o.ttl_security_hops) {
     int ttl = 255, minttl = 256 - o.ttl_security_hops;
     if (peer.is_v4()) {
@@ -344,6 +477,25 @@ void Connection::fail(const std::string& why) {
   auto cb = std::move(on_close_);
   close();
   if (cb) cb(why);
+}
+
+Status set_listener_tcp_ao(tcp::acceptor& a, const IpAddress& peer, const TcpAoConfig& want,
+                           const TcpAoConfig& have) {
+  int fd = a.native_handle();
+  int family = socket_family(fd);
+  if (family == AF_INET && !peer.is_v4()) return {};  // this listener never sees that peer
+  return ao_update(fd, family, peer, want, have, AoSocket::Listening);
+}
+
+Status apply_accepted_tcp_ao(tcp::socket& s, const IpAddress& peer, const TcpAoConfig& ao) {
+  if (!ao.enabled()) return {};
+  return ao_set_current(s.native_handle(), peer, ao);
+}
+
+Status Connection::update_tcp_ao(const TcpAoConfig& want, const TcpAoConfig& have) {
+  if (!open_) return {};
+  int fd = socket_.native_handle();
+  return ao_update(fd, socket_family(fd), remote_, want, have, AoSocket::Connected);
 }
 
 }  // namespace tabby::bgp

@@ -1,6 +1,6 @@
 // transport.hpp — BGP's TCP layer on Boost.Asio (the I/O shell around the pure
 // codec and FSM): listening and connecting sockets with TCP MD5 (RFC 2385,
-// TCP_MD5SIG) and GTSM (RFC 5082, IP_MINTTL), message framing (RFC 4271 §4.1),
+// TCP_MD5SIG) or TCP-AO (RFC 5925, TCP_AO_ADD_KEY, Linux 6.7+) and GTSM (RFC 5082, IP_MINTTL), message framing (RFC 4271 §4.1),
 // and a write queue that coalesces many small messages into few sends and can
 // hold slices of buffers shared between connections (update groups).
 // Memory per connection follows what is in flight: an idle connection holds no
@@ -18,11 +18,13 @@
 #include <vector>
 
 #include "base/base.hpp"
+#include "bgp/speaker_config.hpp"
 
 namespace tabby::bgp {
 
 struct SocketOptions {
   std::string md5_password;        // empty: no TCP MD5
+  TcpAoConfig tcp_ao;              // no keys: no TCP-AO
   uint8_t ttl_security_hops = 0;   // 0: off; else outgoing TTL 255 and min incoming TTL 256-hops
   std::optional<IpAddress> local_address;
 };
@@ -67,6 +69,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close_after_flush();
   void close();
   bool is_open() const { return open_; }
+  // Changes the TCP-AO keys of this live connection (RFC 5925 §3.1 key
+  // rollover: add, switch the current key, remove) without resetting it.
+  Status update_tcp_ao(const TcpAoConfig& want, const TcpAoConfig& have);
 
  private:
   void read_more();
@@ -108,10 +113,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writing_ = false;
 };
 
-// Applies TCP MD5 and TTL options to a socket (open, not yet connected).
+// Applies TCP MD5 or TCP-AO and TTL options to a socket (open, not yet connected).
 Status apply_socket_options(boost::asio::ip::tcp::socket& s, const IpAddress& peer, const SocketOptions& o);
 // Sets or clears (empty password) the MD5 key for `peer` on a listening socket.
 Status set_listener_md5(boost::asio::ip::tcp::acceptor& a, const IpAddress& peer, const std::string& password);
+// Installs, changes or removes (want without keys) the TCP-AO keys for `peer` on a
+// listening socket; `have` is what it holds now. Connections from `peer` then
+// need a valid MAC: the kernel drops unsigned or wrongly signed segments.
+Status set_listener_tcp_ao(boost::asio::ip::tcp::acceptor& a, const IpAddress& peer, const TcpAoConfig& want,
+                           const TcpAoConfig& have);
+// After accept: make the configured key current on the accepted connection.
+Status apply_accepted_tcp_ao(boost::asio::ip::tcp::socket& s, const IpAddress& peer, const TcpAoConfig& ao);
 // After accept: enforce GTSM for this peer.
 Status apply_accepted_ttl(boost::asio::ip::tcp::socket& s, const IpAddress& peer, uint8_t hops);
 

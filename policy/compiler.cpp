@@ -3,8 +3,15 @@
 // Ruleset layout (table inet <table>):
 //   set  s-<hash>    ipv4_addr: IPs of endpoints matching one (namespace scope,
 //                    label selector) pair; shared by every rule that uses it.
+//   set  s6-<hash>   ipv6_addr: the same for the endpoints' IPv6 addresses.
 //   set  n-<hash>    ipv4_addr . inet_proto . inet_service: named-port sets
-//                    (endpoint IP, protocol, the port that name resolves to there).
+//                    (endpoint IP, protocol, the port that name resolves to there);
+//   set  n6-<hash>   ipv6_addr . ...: the IPv6 twin.
+// IPv4 and IPv6: a rule whose matches depend on the family (CIDRs, selectors,
+// named ports, ipVersion, ICMP) becomes one nft rule per family it can match
+// (ip ... @s-x / ip6 ... @s6-x; a family none of its CIDRs belong to gets no
+// rule; a pass without an address match of its family carries meta nfproto);
+// a rule that only matches protocol/ports is one rule for both families.
 //   chain pi-<policy id> / po-<policy id>: a policy's ingress / egress rules.
 //                    Allow/Pass -> accept, Deny -> drop, Log -> log, no match ->
 //                    return to the caller. One chain per policy, shared by endpoints.
@@ -45,8 +52,8 @@
 // (nft::BaseChain); they are only ever part of a full load. Set, map and counter
 // declarations are written as text.
 // Pure: no I/O; calls the selector/model code and the nft text renderer.
-// IPv4 only for now (IPv6 endpoint addresses are ignored).
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <tuple>
 #include <unordered_map>
@@ -120,13 +127,13 @@ std::vector<nft::PortSpan> ranges_list(const std::vector<PortRange>& r) {
   return out;
 }
 
-// v4 prefixes with those inside another removed (overlapping intervals are an
-// error in nft), sorted; `any_v4` false when there are none.
-std::vector<Prefix> nets_list(const std::vector<Prefix>& nets, bool& any_v4) {
+// The prefixes of one family with those inside another removed (overlapping
+// intervals are an error in nft), sorted; `any` false when there are none.
+std::vector<Prefix> nets_list(const std::vector<Prefix>& nets, bool& any, bool v6) {
   std::vector<Prefix> v;
   for (const auto& p : nets)
-    if (p.is_v4()) v.push_back(p);
-  any_v4 = !v.empty();
+    if (p.is_v4() != v6) v.push_back(p);
+  any = !v.empty();
   // Sorted by (address, length), a prefix inside an earlier one is inside the
   // last one kept (prefixes nest or are disjoint), so one pass drops them all:
   // O(n log n) however long the list.
@@ -231,23 +238,56 @@ struct PolicyCompiler::Impl {
   std::vector<LabelSet> label_sets;
   std::vector<uint32_t> free_label_ids;
 
-  // What only some endpoints have: more than one IPv4 address, a host-side
-  // interface (local endpoints), named ports.
+  // What only some endpoints have: more than one address of a family, a
+  // host-side interface (local endpoints), named ports.
   struct EpExtra {
-    std::vector<uint32_t> ips;
+    std::vector<uint32_t> ips, ips6;  // IPv4 addresses; IPv6 address ids (v6_addrs)
     std::string iface;
     std::vector<NamedPort> ports;
   };
-  // One endpoint: its label set and its IPv4 address(es). IPv6 addresses are
-  // not kept (the compiler ignores them).
+  // One endpoint: its label set and its addresses: IPv4 ones as numbers, IPv6
+  // ones as ids of the interned address table (v6_addrs), so a set element is
+  // one 64-bit code in both families.
   struct EpRec {
     uint32_t labels = 0;
-    uint32_t ip = 0;       // the address when has_ip and there is no extra
-    bool has_ip = false;
+    uint32_t ip = 0;       // the IPv4 address when has_ip and there is no extra
+    uint32_t ip6 = 0;      // the IPv6 address id when has_ip6 and there is no extra
+    bool has_ip = false, has_ip6 = false;
     std::unique_ptr<EpExtra> x;
   };
   std::unordered_map<std::string, EpRec> endpoints;  // "ns/name" -> endpoint
-  CountTable ip_count;  // IPv4 address -> endpoints holding it (duplicates are rare)
+  CountTable ip_count;   // IPv4 address -> endpoints holding it (duplicates are rare)
+  CountTable ip6_count;  // IPv6 address id -> endpoints holding it
+
+  // Interned IPv6 addresses: id -> address and references. An id whose last
+  // endpoint went away is reused only after the next mark_applied() (pending
+  // element changes may still name it).
+  std::vector<std::array<uint8_t, 16>> v6_addrs;
+  std::vector<uint32_t> v6_refs;
+  std::map<std::array<uint8_t, 16>, uint32_t> v6_index;
+  std::vector<uint32_t> v6_free, v6_free_later;
+  uint32_t intern_v6(const IpAddress& a) {
+    auto [it, fresh] = v6_index.try_emplace(a.bytes(), 0);
+    if (fresh) {
+      if (!v6_free.empty()) {
+        it->second = v6_free.back();
+        v6_free.pop_back();
+        v6_addrs[it->second] = a.bytes();
+        v6_refs[it->second] = 0;
+      } else {
+        it->second = static_cast<uint32_t>(v6_addrs.size());
+        v6_addrs.push_back(a.bytes());
+        v6_refs.push_back(0);
+      }
+    }
+    v6_refs[it->second]++;
+    return it->second;
+  }
+  void unref_v6(uint32_t id) {
+    if (--v6_refs[id] > 0) return;
+    v6_index.erase(v6_addrs[id]);
+    v6_free_later.push_back(id);
+  }
 
   template <class F>
   static void for_ips(const EpRec& r, F&& f) {
@@ -256,6 +296,19 @@ struct PolicyCompiler::Impl {
     } else if (r.has_ip) {
       f(r.ip);
     }
+  }
+  template <class F>
+  static void for_ips6(const EpRec& r, F&& f) {
+    if (r.x) {
+      for (uint32_t id : r.x->ips6) f(id);
+    } else if (r.has_ip6) {
+      f(r.ip6);
+    }
+  }
+  template <class F>
+  static void for_family_ips(const EpRec& r, bool v6, F&& f) {
+    if (v6) for_ips6(r, f);
+    else for_ips(r, f);
   }
   static const std::string& iface_of(const EpRec& r) {
     static const std::string none;
@@ -267,6 +320,7 @@ struct PolicyCompiler::Impl {
     NamespaceScope scope;
     Selector selector;
     bool named = false;
+    bool v6 = false;                      // ipv6_addr (IPv6 address ids in the codes)
     uint8_t proto = 0;
     std::vector<std::string> port_names;  // named set: any of these (sorted, unique)
     uint32_t slot = 0;                    // index in set_slots / LabelSet::match
@@ -400,13 +454,14 @@ struct PolicyCompiler::Impl {
     return m == 2;
   }
 
-  // Set elements, encoded: address << 32, plus protocol << 16 | port in
-  // named-port sets.
+  // Set elements, encoded: address (IPv4, or the IPv6 address id in v6 sets)
+  // << 32, plus protocol << 16 | port in named-port sets.
   static uint64_t elem_code(uint32_t ip, uint8_t proto = 0, uint16_t port = 0) {
     return (static_cast<uint64_t>(ip) << 32) | (static_cast<uint64_t>(proto) << 16) | port;
   }
-  static std::string elem_str(const IpSet& s, uint64_t e) {
-    std::string t = IpAddress::v4(static_cast<uint32_t>(e >> 32)).str();
+  std::string elem_str(const IpSet& s, uint64_t e) const {
+    std::string t = s.v6 ? IpAddress::v6_bytes(v6_addrs[static_cast<uint32_t>(e >> 32)].data()).str()
+                         : IpAddress::v4(static_cast<uint32_t>(e >> 32)).str();
     if (s.named)
       t += " . " + proto_name(static_cast<uint8_t>(e >> 16)) + " . " + std::to_string(e & 0xffff);
     return t;
@@ -414,7 +469,7 @@ struct PolicyCompiler::Impl {
   // Appends what endpoint `r` puts in set `s` (when its labels match).
   static void elems_of(const IpSet& s, const EpRec& r, std::vector<uint64_t>& out) {
     if (s.named && !r.x) return;  // no named ports
-    for_ips(r, [&](uint32_t ip) {
+    for_family_ips(r, s.v6, [&](uint32_t ip) {
       if (!s.named) {
         out.push_back(elem_code(ip));
         return;
@@ -450,12 +505,13 @@ struct PolicyCompiler::Impl {
   // at this point) says whether there are any.
   bool held_by_other(uint32_t slot, uint64_t e, const std::string& key) {
     uint32_t ip = static_cast<uint32_t>(e >> 32);
-    if (ip_count.get(ip) == 0) return false;
+    const bool v6 = set_slots[slot]->v6;
+    if ((v6 ? ip6_count : ip_count).get(ip) == 0) return false;
     std::vector<uint64_t> v;
     for (const auto& [k, r] : endpoints) {
       if (k == key) continue;
       bool has = false;
-      for_ips(r, [&](uint32_t a) { has = has || a == ip; });
+      for_family_ips(r, v6, [&](uint32_t a) { has = has || a == ip; });
       if (!has || !set_match(r.labels, slot)) continue;
       v.clear();
       elems_of(*set_slots[slot], r, v);
@@ -471,8 +527,12 @@ struct PolicyCompiler::Impl {
     v.code = e;
     if (v.d == 0) ops.erase(text);
   }
-  static nft::Element elem_typed(const IpSet& s, uint64_t e) {
+  nft::Element elem_typed(const IpSet& s, uint64_t e) const {
     uint32_t ip = static_cast<uint32_t>(e >> 32);
+    if (s.v6) {
+      if (!s.named) return nft::Element::ipv6(v6_addrs[ip]);
+      return nft::Element::ipv6_proto_port(v6_addrs[ip], static_cast<uint8_t>(e >> 16), static_cast<uint16_t>(e & 0xffff));
+    }
     if (!s.named) return nft::Element::ipv4(ip);
     return nft::Element::ipv4_proto_port(ip, static_cast<uint8_t>(e >> 16), static_cast<uint16_t>(e & 0xffff));
   }
@@ -504,8 +564,8 @@ struct PolicyCompiler::Impl {
 
   // A named-port set holds every (endpoint IP, protocol, port) that one of
   // `port_names` (sorted, unique, not empty) resolves to.
-  std::string acquire_set(const NamespaceScope& scope, const Selector& sel, bool named = false, uint8_t proto = 0,
-                          const std::vector<std::string>& port_names = {}) {
+  std::string acquire_set(bool v6, const NamespaceScope& scope, const Selector& sel, bool named = false,
+                          uint8_t proto = 0, const std::vector<std::string>& port_names = {}) {
     std::string key = scope_key(scope) + "|" + sel.str();
     if (named && port_names.size() == 1) {
       key += "|port:" + proto_name(proto) + "/" + port_names[0];
@@ -514,14 +574,18 @@ struct PolicyCompiler::Impl {
       key += "|ports:" + proto_name(proto);
       for (const auto& n : port_names) key += "/" + std::to_string(n.size()) + ":" + n;
     }
+    // The IPv6 twin of a set is named by the same hash (s6-<h> beside s-<h>).
+    const std::string name = (named ? (v6 ? "n6-" : "n-") : (v6 ? "s6-" : "s-")) + hex12(key);
+    if (v6) key += "|v6";
     auto it = sets.find(key);
     if (it == sets.end()) {
       IpSet s;
-      s.name = (named ? "n-" : "s-") + hex12(key);
+      s.name = name;
       while (set_by_name.count(s.name)) s.name += "x";  // hash collision: keep names unique
       s.scope = scope;
       s.selector = sel;
       s.named = named;
+      s.v6 = v6;
       s.proto = proto;
       s.port_names = port_names;
       if (!free_set_slots.empty()) {
@@ -562,7 +626,7 @@ struct PolicyCompiler::Impl {
 
   // `max_alts` caps the alternatives that splitting lists may create (a side
   // always has at most max(max_alts, 2) of them, whatever the list lengths).
-  SideMatches side_matches(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys,
+  SideMatches side_matches(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys, bool v6,
                            size_t max_alts = kAltsMax) {
     SideMatches out;
     const nft::Side side = src ? nft::Side::Source : nft::Side::Destination;
@@ -588,7 +652,7 @@ struct PolicyCompiler::Impl {
     };
     if (!e.nets.empty()) {
       bool any = false;
-      auto v = nets_list(e.nets, any);
+      auto v = nets_list(e.nets, any, v6);
       if (!any) {
         out.never = true;
         return out;
@@ -603,21 +667,21 @@ struct PolicyCompiler::Impl {
     }
     if (!e.not_nets.empty()) {
       bool any = false;
-      auto v = nets_list(e.not_nets, any);
+      auto v = nets_list(e.not_nets, any, v6);
       if (any && v.size() <= kSplitMax)
         for (const auto& n : v) add(nft::AddrIn{side, true, {n}});
       else if (any)
         add(nft::AddrIn{side, true, std::move(v)});
     }
     if (e.has_selector) {
-      std::string k = acquire_set(e.scope, e.selector);
+      std::string k = acquire_set(v6, e.scope, e.selector);
       keys.push_back(k);
-      add(nft::AddrInSet{side, false, sets[k].name});
+      add(nft::AddrInSet{side, false, sets[k].name, v6});
     }
     if (e.not_selector) {
-      std::string k = acquire_set(e.scope, *e.not_selector);
+      std::string k = acquire_set(v6, e.scope, *e.not_selector);
       keys.push_back(k);
-      add(nft::AddrInSet{side, true, sets[k].name});
+      add(nft::AddrInSet{side, true, sets[k].name, v6});
     }
     NamespaceScope np_scope = e.has_selector ? e.scope : NamespaceScope{};
     Selector np_sel = e.has_selector ? e.selector : Selector::all();
@@ -627,9 +691,9 @@ struct PolicyCompiler::Impl {
     auto named_set = [&](std::vector<std::string> names, bool negate) {
       std::sort(names.begin(), names.end());
       names.erase(std::unique(names.begin(), names.end()), names.end());
-      std::string k = acquire_set(np_scope, np_sel, true, r.protocol.value_or(0), names);
+      std::string k = acquire_set(v6, np_scope, np_sel, true, r.protocol.value_or(0), names);
       keys.push_back(k);
-      return nft::AddrPortInSet{side, negate, sets[k].name};
+      return nft::AddrPortInSet{side, negate, sets[k].name, v6};
     };
     if (!e.not_ports.empty()) {
       if (full_range(e.not_ports.ranges)) {
@@ -664,23 +728,56 @@ struct PolicyCompiler::Impl {
     return out;
   }
 
-  // The nft rules for one policy rule (several when named ports add alternatives).
+  // Whether a rule's matches depend on the address family (then it compiles
+  // once per family it can match).
+  static bool family_specific(const Rule& r) {
+    auto side = [](const EntityRule& e) {
+      return !e.nets.empty() || !e.not_nets.empty() || e.has_selector || e.not_selector || !e.ports.names.empty() ||
+             !e.not_ports.names.empty();
+    };
+    return r.ip_version || side(r.src) || side(r.dst);
+  }
+
+  // The nft rules for one policy rule: per family when its matches depend on
+  // it, and several when lists split into alternatives.
   std::vector<nft::Rule> rules_for(const Policy& p, const Rule& r, std::vector<std::string>& keys) {
-    if (r.ip_version == 6) return {};
-    if (r.protocol == 58) return {};  // ICMPv6 never matches IPv4 traffic
+    // ICMP and ICMPv6 belong to one family each.
+    const bool icmp4 = r.protocol == 1, icmp6 = r.protocol == 58;
+    if (!family_specific(r)) return rules_for_family(p, r, keys, std::nullopt);
+    std::vector<nft::Rule> out;
+    for (bool v6 : {false, true}) {
+      if (r.ip_version && *r.ip_version != (v6 ? 6 : 4)) continue;
+      if ((v6 && icmp4) || (!v6 && icmp6)) continue;
+      for (auto& x : rules_for_family(p, r, keys, v6)) out.push_back(std::move(x));
+    }
+    return out;
+  }
+
+  static bool family_match(const nft::Match& m) {
+    return std::holds_alternative<nft::AddrIn>(m) || std::holds_alternative<nft::AddrInSet>(m) ||
+           std::holds_alternative<nft::AddrPortInSet>(m);
+  }
+
+  // `fam`: the family this pass is for (its address matches, its nfproto
+  // guard), or none for a rule whose matches hold in both.
+  std::vector<nft::Rule> rules_for_family(const Policy& p, const Rule& r, std::vector<std::string>& keys,
+                                          std::optional<bool> fam) {
+    const bool v6 = fam.value_or(r.protocol == 58);
     Conj head;
     if (r.protocol) head.push_back(nft::L4Proto{*r.protocol, false});
     if (r.not_protocol) head.push_back(nft::L4Proto{*r.not_protocol, true});
     if (r.ip_version == 4) head.push_back(nft::Ipv4Only{});
+    if (r.ip_version == 6) head.push_back(nft::Ipv6Only{});
     // The rule count is the product of both sides' alternatives: the
     // destination splits only as far as the product stays within kAltsMax.
-    auto src = side_matches(r, r.src, true, keys);
-    auto dst = side_matches(r, r.dst, false, keys,
+    auto src = side_matches(r, r.src, true, keys, v6);
+    auto dst = side_matches(r, r.dst, false, keys, v6,
                             std::max<size_t>(1, kAltsMax / std::max<size_t>(1, src.alts.size())));
     if (src.never || dst.never) return {};
     Conj tail;
-    if (r.icmp && r.icmp->type >= 0) tail.push_back(nft::Icmp{r.icmp->type, r.icmp->code, false});
-    if (r.not_icmp && r.not_icmp->type >= 0) tail.push_back(nft::Icmp{r.not_icmp->type, r.not_icmp->code, true});
+    if (r.icmp && r.icmp->type >= 0) tail.push_back(nft::Icmp{r.icmp->type, r.icmp->code, false, r.protocol == 58});
+    if (r.not_icmp && r.not_icmp->type >= 0)
+      tail.push_back(nft::Icmp{r.not_icmp->type, r.not_icmp->code, true, r.protocol == 58});
     nft::Rule proto;
     proto.counter = true;
     switch (r.action) {
@@ -697,8 +794,14 @@ struct PolicyCompiler::Impl {
     for (const auto& sa : src.alts)
       for (const auto& da : dst.alts) {
         nft::Rule rule = proto;
-        rule.matches.reserve(head.size() + sa.size() + da.size() + tail.size());
+        rule.matches.reserve(head.size() + sa.size() + da.size() + tail.size() + 1);
         for (const Conj* part : std::initializer_list<const Conj*>{&head, &sa, &da, &tail}) rule.matches.insert(rule.matches.end(), part->begin(), part->end());
+        // A family pass with no address match of its own (only CIDRs of the
+        // other family, negated) must not match the other family's packets.
+        if (fam && !r.ip_version && std::none_of(rule.matches.begin(), rule.matches.end(), family_match)) {
+          if (*fam) rule.matches.insert(rule.matches.begin(), nft::Ipv6Only{});
+          else rule.matches.insert(rule.matches.begin(), nft::Ipv4Only{});
+        }
         out.push_back(std::move(rule));
       }
     return out;
@@ -829,28 +932,47 @@ struct PolicyCompiler::Impl {
     std::string key = ep.key();
     EpRec now;
     now.labels = intern_labels(std::move(labels), ep.ns);
-    std::vector<uint32_t> v4;
-    for (const auto& ip : ep.ips)
-      if (ip.is_v4()) v4.push_back(ip.v4_host_order());
-    if (v4.size() > 1 || !ep.iface.empty() || !ep.ports.empty()) {
+    std::vector<uint32_t> v4, v6;
+    for (const auto& ip : ep.ips) {
+      if (ip.is_v4()) {
+        if (std::find(v4.begin(), v4.end(), ip.v4_host_order()) == v4.end()) v4.push_back(ip.v4_host_order());
+      } else if (ip.is_v6()) {
+        uint32_t id = intern_v6(ip);
+        if (std::find(v6.begin(), v6.end(), id) == v6.end()) v6.push_back(id);
+        else unref_v6(id);  // listed twice: one reference
+      }
+    }
+    if (v4.size() > 1 || v6.size() > 1 || !ep.iface.empty() || !ep.ports.empty()) {
       now.x = std::make_unique<EpExtra>();
       now.x->ips = std::move(v4);
+      now.x->ips6 = std::move(v6);
       now.x->iface = ep.iface;
       now.x->ports = ep.ports;
-    } else if (v4.size() == 1) {
-      now.has_ip = true;
-      now.ip = v4[0];
+    } else {
+      if (v4.size() == 1) {
+        now.has_ip = true;
+        now.ip = v4[0];
+      }
+      if (v6.size() == 1) {
+        now.has_ip6 = true;
+        now.ip6 = v6[0];
+      }
     }
     auto it = endpoints.find(key);
     const EpRec* was = it == endpoints.end() ? nullptr : &it->second;
-    if (was) for_ips(*was, [&](uint32_t ip) { ip_count.remove(ip); });
+    if (was) {
+      for_ips(*was, [&](uint32_t ip) { ip_count.remove(ip); });
+      for_ips6(*was, [&](uint32_t id) { ip6_count.remove(id); });
+    }
     for (IpSet* s : set_slots)
       // An endpoint never belongs to a set scoped to another namespace (its key
       // pins its namespace), so those sets need no look.
       if (s && (s->scope.kind != NamespaceScope::Exact || s->scope.ns == ep.ns)) sync_ep_set(s->slot, key, was, &now);
     for_ips(now, [&](uint32_t ip) { ip_count.add(ip); });
+    for_ips6(now, [&](uint32_t id) { ip6_count.add(id); });
     if (was) {
       uint32_t old_labels = it->second.labels;
+      for_ips6(it->second, [&](uint32_t id) { unref_v6(id); });
       it->second = std::move(now);
       unref_labels(old_labels);
     } else {
@@ -886,8 +1008,10 @@ struct PolicyCompiler::Impl {
     const EpRec& was = it->second;
     const std::string& ns = label_sets[was.labels].ns;
     for_ips(was, [&](uint32_t ip) { ip_count.remove(ip); });
+    for_ips6(was, [&](uint32_t id) { ip6_count.remove(id); });
     for (IpSet* s : set_slots)
       if (s && (s->scope.kind != NamespaceScope::Exact || s->scope.ns == ns)) sync_ep_set(s->slot, key, &was, nullptr);
+    for_ips6(was, [&](uint32_t id) { unref_v6(id); });
     uint32_t labels = was.labels;
     endpoints.erase(it);
     unref_labels(labels);
@@ -1002,7 +1126,8 @@ struct PolicyCompiler::Impl {
   std::string t() const { return "inet " + opts.table; }
   std::string set_decl(const IpSet& s) const {
     std::string d = "type ";
-    d += s.named ? "ipv4_addr . inet_proto . inet_service" : "ipv4_addr";
+    d += s.v6 ? "ipv6_addr" : "ipv4_addr";
+    if (s.named) d += " . inet_proto . inet_service";
     std::string names;
     for (const auto& n : s.port_names) names += (names.empty() ? "" : ",") + n;
     std::string c = s.named ? "named port " + names + " " + scope_key(s.scope) + " " + s.selector.str()
@@ -1207,6 +1332,9 @@ struct PolicyCompiler::Impl {
     dirty_out.clear();
     elem_ops.clear();
     released_applied.clear();
+    // No pending element names a released IPv6 address id any more.
+    v6_free.insert(v6_free.end(), v6_free_later.begin(), v6_free_later.end());
+    v6_free_later.clear();
   }
 
   Delta take_delta() {

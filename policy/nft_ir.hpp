@@ -11,6 +11,7 @@
 // base/ip.hpp only.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -57,8 +58,13 @@ struct L4Proto {
 struct Ipv4Only {
   bool operator==(const Ipv4Only&) const = default;
 };
-// ip saddr|daddr [!=] { prefix, ... } (IPv4 prefixes, disjoint, sorted). One
-// prefix is a plain comparison in the kernel; more are an anonymous interval set.
+// meta nfproto ipv6
+struct Ipv6Only {
+  bool operator==(const Ipv6Only&) const = default;
+};
+// ip saddr|daddr [!=] { prefix, ... } (prefixes of one family, disjoint,
+// sorted; IPv6 ones read ip6 saddr|daddr). One prefix is a plain comparison in
+// the kernel; more are an anonymous interval set.
 struct AddrIn {
   Side side = Side::Source;
   bool negate = false;
@@ -74,11 +80,12 @@ struct AddrInSet {
   bool operator==(const AddrInSet&) const = default;
 };
 // ip saddr . meta l4proto . th sport [!=] @<set>   (a named-port set; the
-// address and the port are read from the same side)
+// address and the port are read from the same side); ip6 saddr ... with v6
 struct AddrPortInSet {
   Side side = Side::Source;
   bool negate = false;
   std::string set;
+  bool v6 = false;
   bool operator==(const AddrPortInSet&) const = default;
 };
 // th sport|dport [!=] { port or range, ... } (disjoint, sorted)
@@ -89,11 +96,12 @@ struct PortIn {
   bool operator==(const PortIn&) const = default;
 };
 // icmp type T [icmp code C]; negated: icmp type != T, or with a code
-// icmp type . icmp code != { T . C }
+// icmp type . icmp code != { T . C }; icmpv6 type ... with v6
 struct Icmp {
   int type = 0;   // 0-254 from manifests
   int code = -1;  // -1: any code
   bool negate = false;
+  bool v6 = false;
   bool operator==(const Icmp&) const = default;
 };
 
@@ -117,7 +125,7 @@ struct FibDaddrLocal {
   bool operator==(const FibDaddrLocal&) const = default;
 };
 
-using Match = std::variant<L4Proto, Ipv4Only, AddrIn, AddrInSet, AddrPortInSet, PortIn, Icmp, CtState, IfaceName,
+using Match = std::variant<L4Proto, Ipv4Only, Ipv6Only, AddrIn, AddrInSet, AddrPortInSet, PortIn, Icmp, CtState, IfaceName,
                            FibDaddrLocal>;
 
 // One rule: every match must hold; then the statements in this order:
@@ -132,20 +140,26 @@ struct Rule {
   bool operator==(const Rule&) const = default;
 };
 
-// A set or map element: an IPv4 address (ipv4_addr sets), an address,
-// protocol and port (named-port sets: ipv4_addr . inet_proto . inet_service),
-// or an interface name (ifname : verdict maps, with the verdict when adding).
+// A set or map element: an IPv4 or IPv6 address (ipv4_addr / ipv6_addr
+// sets), an address, protocol and port (named-port sets: ipv4_addr|ipv6_addr .
+// inet_proto . inet_service), or an interface name (ifname : verdict maps,
+// with the verdict when adding).
 struct Element {
-  enum Kind : uint8_t { Ipv4, Ipv4ProtoPort, Ifname } kind = Ipv4;
-  uint32_t addr = 0;  // host order
+  enum Kind : uint8_t { Ipv4, Ipv4ProtoPort, Ifname, Ipv6, Ipv6ProtoPort } kind = Ipv4;
+  uint32_t addr = 0;  // host order (IPv4 kinds)
   uint8_t proto = 0;
   uint16_t port = 0;
   std::string ifname;
   std::optional<Verdict> verdict;
-  static Element ipv4(uint32_t a) { return {Ipv4, a, 0, 0, {}, {}}; }
-  static Element ipv4_proto_port(uint32_t a, uint8_t p, uint16_t port) { return {Ipv4ProtoPort, a, p, port, {}, {}}; }
+  std::array<uint8_t, 16> addr6{};  // network order (IPv6 kinds)
+  static Element ipv4(uint32_t a) { return {Ipv4, a, 0, 0, {}, {}, {}}; }
+  static Element ipv4_proto_port(uint32_t a, uint8_t p, uint16_t port) { return {Ipv4ProtoPort, a, p, port, {}, {}, {}}; }
+  static Element ipv6(const std::array<uint8_t, 16>& a) { return {Ipv6, 0, 0, 0, {}, {}, a}; }
+  static Element ipv6_proto_port(const std::array<uint8_t, 16>& a, uint8_t p, uint16_t port) {
+    return {Ipv6ProtoPort, 0, p, port, {}, {}, a};
+  }
   static Element iface(std::string name, std::optional<Verdict> v = {}) {
-    return {Ifname, 0, 0, 0, std::move(name), std::move(v)};
+    return {Ifname, 0, 0, 0, std::move(name), std::move(v), {}};
   }
   bool operator==(const Element&) const = default;
 };

@@ -116,17 +116,21 @@ std::vector<uint8_t> udata_comment(const std::string& text) {
   return u;
 }
 
-uint32_t addr_offset(nft::Side s) { return s == nft::Side::Source ? 12 : 16; }
+uint32_t addr_offset(nft::Side s, bool v6 = false) {
+  if (v6) return s == nft::Side::Source ? 8 : 24;  // RFC 8200 §3
+  return s == nft::Side::Source ? 12 : 16;           // RFC 791 §3.1
+}
 uint32_t port_offset(nft::Side s) { return s == nft::Side::Source ? 0 : 2; }
 
 // Whether every match of `r` has an encoding here (see Batch::rule).
 struct Covered {
   bool operator()(const nft::L4Proto&) const { return true; }
   bool operator()(const nft::Ipv4Only&) const { return true; }
+  bool operator()(const nft::Ipv6Only&) const { return true; }
   bool operator()(const nft::AddrIn& m) const {
-    return m.nets.size() == 1 && m.nets[0].is_v4() && m.nets[0].len() > 0 && m.nets[0].len() <= 32;
+    return m.nets.size() == 1 && m.nets[0].len() > 0 && m.nets[0].len() <= m.nets[0].addr().bit_width();
   }
-  bool operator()(const nft::AddrInSet& m) const { return !m.set.empty() && !m.v6; }
+  bool operator()(const nft::AddrInSet& m) const { return !m.set.empty(); }
   bool operator()(const nft::AddrPortInSet& m) const { return !m.set.empty(); }
   bool operator()(const nft::PortIn& m) const {
     if (m.ports.empty()) return false;
@@ -182,45 +186,46 @@ class RuleExprs {
     meta(NFT_META_L4PROTO, NFT_REG_1);
     cmp(m.negate ? NFT_CMP_NEQ : NFT_CMP_EQ, {m.proto});
   }
-  void operator()(const nft::Ipv4Only&) {
-    meta(NFT_META_NFPROTO, NFT_REG_1);
-    cmp(NFT_CMP_EQ, {NFPROTO_IPV4});
-    nfproto_done_ = true;
-  }
+  void operator()(const nft::Ipv4Only&) { nfproto(false); }
+  void operator()(const nft::Ipv6Only&) { nfproto(true); }
   void operator()(const nft::AddrIn& m) {
-    need_nfproto();
     const Prefix& p = m.nets[0];
-    std::vector<uint8_t> addr(p.addr().bytes().begin(), p.addr().bytes().begin() + 4);
+    const bool v6 = !p.is_v4();
+    const uint32_t width = v6 ? 16 : 4;
+    need_nfproto(v6);
+    std::vector<uint8_t> addr(p.addr().bytes().begin(), p.addr().bytes().begin() + width);
     uint32_t op = m.negate ? NFT_CMP_NEQ : NFT_CMP_EQ;
     if (p.len() % 8 == 0) {
       uint32_t n = p.len() / 8u;
-      payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), n, NFT_REG_1);
+      payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side, v6), n, NFT_REG_1);
       addr.resize(n);
       cmp(op, std::move(addr));
     } else {
-      std::vector<uint8_t> mask(4, 0);
+      std::vector<uint8_t> mask(width, 0);
       for (unsigned bit = 0; bit < p.len(); ++bit) mask[bit / 8] |= static_cast<uint8_t>(0x80u >> (bit % 8));
-      payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), 4, NFT_REG_1);
+      payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side, v6), width, NFT_REG_1);
       Expr e{Expr::Bitwise};
-      e.len = 4;
+      e.len = width;
       e.v1 = mask;
-      e.v2.assign(4, 0);
+      e.v2.assign(width, 0);
       ex_.push_back(std::move(e));
       cmp(op, std::move(addr));  // host bits are already clear (Prefix)
     }
   }
   void operator()(const nft::AddrInSet& m) {
-    need_nfproto();
-    payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), 4, NFT_REG_1);
+    need_nfproto(m.v6);
+    payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side, m.v6), m.v6 ? 16 : 4, NFT_REG_1);
     lookup(m.set, m.negate, 0);
   }
   void operator()(const nft::AddrPortInSet& m) {
-    need_nfproto();
+    need_nfproto(m.v6);
     // The concatenation ipv4_addr . inet_proto . inet_service fills 32-bit
-    // registers 1, 9 and 10 (NFT_REG_1 is NFT_REG32_00's 128-bit alias).
-    payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side), 4, NFT_REG_1);
-    meta(NFT_META_L4PROTO, NFT_REG32_01);
-    payload(NFT_PAYLOAD_TRANSPORT_HEADER, port_offset(m.side), 2, NFT_REG32_02);
+    // registers 1, 9 and 10 (NFT_REG_1 is NFT_REG32_00's 128-bit alias); with
+    // ipv6_addr the address takes NFT_REG32_00-03, then NFT_REG_2 (= NFT_REG32_04)
+    // and NFT_REG32_05, as nft 1.0.6 writes it.
+    payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset(m.side, m.v6), m.v6 ? 16 : 4, NFT_REG_1);
+    meta(NFT_META_L4PROTO, m.v6 ? NFT_REG_2 : NFT_REG32_01);
+    payload(NFT_PAYLOAD_TRANSPORT_HEADER, port_offset(m.side), 2, m.v6 ? NFT_REG32_05 : NFT_REG32_02);
     lookup(m.set, m.negate, 0);
   }
   void operator()(const nft::PortIn& m) {
@@ -282,10 +287,16 @@ class RuleExprs {
     e.set_id = id;
     ex_.push_back(std::move(e));
   }
-  // nft's implicit dependency of an ip match in an inet table: once per rule.
-  void need_nfproto() {
+  void nfproto(bool v6) {
+    meta(NFT_META_NFPROTO, NFT_REG_1);
+    cmp(NFT_CMP_EQ, {static_cast<uint8_t>(v6 ? NFPROTO_IPV6 : NFPROTO_IPV4)});
+    nfproto_done_ = true;
+  }
+  // nft's implicit dependency of an ip / ip6 match in an inet table: once per
+  // rule (a rule's address matches are all of one family).
+  void need_nfproto(bool v6) {
     if (nfproto_done_) return;
-    (*this)(nft::Ipv4Only{});
+    nfproto(v6);
   }
   std::vector<Expr>& ex_;
   std::vector<AnonPortSet>& anon_;
@@ -365,6 +376,17 @@ Result<std::vector<uint8_t>> element_key(const nft::Element& e) {
       out = {static_cast<uint8_t>(e.addr >> 24), static_cast<uint8_t>(e.addr >> 16), static_cast<uint8_t>(e.addr >> 8),
              static_cast<uint8_t>(e.addr)};
       if (e.kind == nft::Element::Ipv4ProtoPort) {
+        out.push_back(e.proto);
+        out.insert(out.end(), 3, 0);
+        out.push_back(static_cast<uint8_t>(e.port >> 8));
+        out.push_back(static_cast<uint8_t>(e.port & 0xff));
+        out.insert(out.end(), 2, 0);
+      }
+      return out;
+    case nft::Element::Ipv6:
+    case nft::Element::Ipv6ProtoPort:
+      out.assign(e.addr6.begin(), e.addr6.end());
+      if (e.kind == nft::Element::Ipv6ProtoPort) {
         out.push_back(e.proto);
         out.insert(out.end(), 3, 0);
         out.push_back(static_cast<uint8_t>(e.port >> 8));

@@ -79,8 +79,9 @@ struct MatchText {
     append_proto(out, m.proto);
   }
   void operator()(const Ipv4Only&) const { out += "meta nfproto ipv4"; }
+  void operator()(const Ipv6Only&) const { out += "meta nfproto ipv6"; }
   void operator()(const AddrIn& m) const {
-    out += side_addr(m.side);
+    out += side_addr(m.side, !m.nets.empty() && !m.nets[0].is_v4());
     out += m.negate ? "!= { " : "{ ";
     for (size_t i = 0; i < m.nets.size(); ++i) {
       if (i) out += ", ";
@@ -94,7 +95,7 @@ struct MatchText {
     out += m.set;
   }
   void operator()(const AddrPortInSet& m) const {
-    out += side_addr(m.side);
+    out += side_addr(m.side, m.v6);
     out += ". meta l4proto . ";
     out += side_port(m.side);
     out += m.negate ? "!= @" : "@";
@@ -110,21 +111,29 @@ struct MatchText {
     out += " }";
   }
   void operator()(const Icmp& m) const {
+    const char* icmp = m.v6 ? "icmpv6" : "icmp";
     if (!m.negate) {
-      out += "icmp type ";
+      out += icmp;
+      out += " type ";
       append_num(out, m.type);
       if (m.code >= 0) {
-        out += " icmp code ";
+        out += ' ';
+        out += icmp;
+        out += " code ";
         append_num(out, m.code);
       }
     } else if (m.code >= 0) {
-      out += "icmp type . icmp code != { ";
+      out += icmp;
+      out += " type . ";
+      out += icmp;
+      out += " code != { ";
       append_num(out, m.type);
       out += " . ";
       append_num(out, m.code);
       out += " }";
     } else {
-      out += "icmp type != ";
+      out += icmp;
+      out += " type != ";
       append_num(out, m.type);
     }
   }
@@ -251,6 +260,9 @@ std::string element_text(const Element& e) {
     case Element::Ipv4: return IpAddress::v4(e.addr).str();
     case Element::Ipv4ProtoPort:
       return IpAddress::v4(e.addr).str() + " . " + proto_name(e.proto) + " . " + std::to_string(e.port);
+    case Element::Ipv6: return IpAddress::v6_bytes(e.addr6.data()).str();
+    case Element::Ipv6ProtoPort:
+      return IpAddress::v6_bytes(e.addr6.data()).str() + " . " + proto_name(e.proto) + " . " + std::to_string(e.port);
     case Element::Ifname: {
       std::string s = quoted(e.ifname);
       if (e.verdict) s += " : " + verdict_text(*e.verdict);

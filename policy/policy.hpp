@@ -31,8 +31,8 @@
 //   4. Every minute or so NftExecutor::repair(compiler) (reads the table back,
 //      resyncs on drift; costs ~2 s at 1,000 policies / 10,000 endpoints).
 //   5. For `tabby policy`: NftExecutor::report(compiler).
-// IPv4 only for now: IPv6 endpoint addresses and CIDRs are ignored, so for v6
-// traffic of a policy-selected endpoint only address-free rules can match.
+// Both families: an endpoint's IPv4 and IPv6 addresses fill ip / ip6 sets, and
+// each rule compiles for the families it can match (compiler.cpp's header).
 //
 // Module policy. Owns: the policy model, selectors, the compiler and its typed nft rules
 // (pure core); the netlink encoding of deltas and the nft executor (I/O). May call: base,

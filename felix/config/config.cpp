@@ -138,10 +138,50 @@ std::string read_password_file(const std::string& path, const std::string& key, 
   return line;
 }
 
+// tcpAO: {keys: [{sendId, recvId, secret | secretFile, algorithm}], currentKey}
+// (RFC 5925 master key tuples; RFC 5926 algorithms plus HMAC-SHA-256).
+bgp::TcpAoConfig parse_tcp_ao(const YAML::Node& n, const std::string& where, const ConfigEnvironment& env) {
+  check_keys(n, where, {"keys", "currentKey"});
+  bgp::TcpAoConfig ao;
+  if (!n["keys"]) bad(join(where, "keys"), "is required (at least one key)");
+  each_item(n["keys"], join(where, "keys"), [&](const YAML::Node& k, const std::string& kw) {
+    check_keys(k, kw, {"sendId", "recvId", "secret", "secretFile", "algorithm"});
+    bgp::TcpAoKey key;
+    if (!k["sendId"]) bad(join(kw, "sendId"), "is required (the KeyID this end sends, 0-255)");
+    key.send_id = static_cast<uint8_t>(get_uint(k["sendId"], join(kw, "sendId"), 0, 255));
+    key.recv_id = k["recvId"] ? static_cast<uint8_t>(get_uint(k["recvId"], join(kw, "recvId"), 0, 255)) : key.send_id;
+    if (k["secret"] && k["secretFile"]) bad(join(kw, "secret"), "give secret or secretFile, not both");
+    if (k["secret"]) key.secret = get_string(k["secret"], join(kw, "secret"));
+    else if (k["secretFile"])
+      key.secret = read_password_file(get_string(k["secretFile"], join(kw, "secretFile")), join(kw, "secretFile"), env);
+    else bad(kw, "needs secret or secretFile");
+    if (key.secret.empty() || key.secret.size() > 80) bad(join(kw, "secret"), "must be 1 to 80 bytes (TCP-AO key limit)");
+    if (k["algorithm"]) {
+      std::string a = get_string(k["algorithm"], join(kw, "algorithm"));
+      if (a == "hmac-sha-1-96" || a == "hmac(sha1)") key.algorithm = "hmac(sha1)";
+      else if (a == "aes-128-cmac-96" || a == "cmac(aes128)") key.algorithm = "cmac(aes128)";
+      else if (a == "hmac-sha-256" || a == "hmac(sha256)") key.algorithm = "hmac(sha256)";
+      else bad(join(kw, "algorithm"), "must be hmac-sha-1-96, aes-128-cmac-96 or hmac-sha-256 (got '" + a + "')");
+    }
+    for (const auto& other : ao.keys) {
+      if (other.send_id == key.send_id) bad(join(kw, "sendId"), "sendId " + std::to_string(key.send_id) + " is used twice");
+      if (other.recv_id == key.recv_id) bad(join(kw, "recvId"), "recvId " + std::to_string(key.recv_id) + " is used twice");
+    }
+    ao.keys.push_back(std::move(key));
+  });
+  if (ao.keys.empty()) bad(join(where, "keys"), "needs at least one key");
+  ao.current = ao.keys.front().send_id;
+  if (n["currentKey"]) {
+    ao.current = static_cast<uint8_t>(get_uint(n["currentKey"], join(where, "currentKey"), 0, 255));
+    if (!ao.current_key()) bad(join(where, "currentKey"), "names no key's sendId");
+  }
+  return ao;
+}
+
 bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, const ConfigEnvironment& env) {
   check_keys(n, where, {"peerIP", "asNumber", "password", "passwordFile", "holdTime", "keepaliveTime",
                         "connectRetryTime", "passive", "routeReflectorClient", "families", "nextHopMode",
-                        "ttlSecurity", "localAddress", "maxRestartTime", "export", "description"});
+                        "ttlSecurity", "localAddress", "maxRestartTime", "export", "description", "tcpAO"});
   bgp::NeighborConfig p;
   if (!n["peerIP"]) bad(join(where, "peerIP"), "is required");
   parse_peer_ip(get_string(n["peerIP"], join(where, "peerIP")), join(where, "peerIP"), p);
@@ -156,6 +196,10 @@ bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, co
   if (n["passwordFile"])
     p.password = read_password_file(get_string(n["passwordFile"], join(where, "passwordFile")),
                                     join(where, "passwordFile"), env);
+  if (n["tcpAO"]) {
+    if (!p.password.empty()) bad(join(where, "tcpAO"), "give password (TCP MD5) or tcpAO, not both: a connection uses one or the other");
+    p.tcp_ao = parse_tcp_ao(n["tcpAO"], join(where, "tcpAO"), env);
+  }
   if (n["holdTime"]) {
     auto v = get_uint(n["holdTime"], join(where, "holdTime"), 0, 65535);
     if (v == 1 || v == 2) bad(join(where, "holdTime"), "must be 0 or at least 3 seconds (RFC 4271 §4.2)");

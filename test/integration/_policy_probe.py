@@ -6,6 +6,7 @@ line on stdin, writes one JSON reply per line:
    "pause": seconds between rounds}
       -> {"ok": n, "fail": m}  (probes back to back until FILE exists)
 TCP success = the connection is established; UDP success = the echo came back.
+An address with ':' is probed over IPv6.
 
 UDP probes bind source ports from a counter below the ephemeral range instead of
 letting the kernel pick: a reused ephemeral port would match the conntrack entry
@@ -25,15 +26,19 @@ _UDP_PORT_FIRST, _UDP_PORT_LAST = 20000, 32000
 _next_udp_port = _UDP_PORT_FIRST
 
 
-def udp_socket():
+def family_of(ip):
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def udp_socket(family=socket.AF_INET):
     """A UDP socket bound to the next unused source port (see the module note)."""
     global _next_udp_port
     for _ in range(_UDP_PORT_LAST - _UDP_PORT_FIRST):
         port = _next_udp_port
         _next_udp_port = _UDP_PORT_FIRST if port >= _UDP_PORT_LAST else port + 1
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
             return s
         except OSError:
             s.close()
@@ -45,7 +50,7 @@ def probe_all(targets, timeout):
     results = [False] * len(targets)
     for i, (ip, proto, port) in enumerate(targets):
         if proto == "tcp":
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family_of(ip), socket.SOCK_STREAM)
             s.setblocking(False)
             rc = s.connect_ex((ip, port))
             if rc not in (0, errno.EINPROGRESS):
@@ -56,7 +61,7 @@ def probe_all(targets, timeout):
                 s.close()
                 continue
         else:
-            s = udp_socket()
+            s = udp_socket(family_of(ip))
             s.setblocking(False)
             try:
                 s.connect((ip, port))

@@ -20,6 +20,10 @@ Two backends drive the policy edge in the node netns (env TABBY_POLICY_BACKEND):
 Both serve GET /v1/policy; lab.policy_report() reads it through the `tabby
 policy` client code.
 
+With Lab(ipv6=True) (stand-in backend) every pod also has an IPv6 address
+(POD_V6_NET, a /128 on eth0, default route via the node veth's fe80::1) listed in
+its WorkloadEndpoint's ipNetworks, and matrix(family=6) probes those.
+
 Probe matrices follow the Kubernetes network-policy e2e shape: every pod probes
 every pod on TCP/UDP 80/81, all in parallel, with short timeouts. A pod probing
 its own IP never leaves its netns (loopback) and is expected to pass."""
@@ -40,6 +44,9 @@ PORTS = [("tcp", 80), ("tcp", 81), ("udp", 80), ("udp", 81)]
 NODE_IP = "198.18.0.1"
 NODE_NAME = "node1"
 POOL_CIDR = "198.19.0.0/16"
+POD_V6_NET = "2001:db8:19::"   # pods' IPv6 addresses: 2001:db8:19::<idx hex>/128
+NODE_V6 = "2001:db8:18::1"     # the node's IPv6 address (on lo)
+NODE_V6_LL = "fe80::1"         # the node side of every pod veth (the pods' IPv6 gateway)
 POD_LABELS = {"a": {"pod": "a", "app": "web"}, "b": {"pod": "b", "app": "db"}, "c": {"pod": "c"}}
 
 
@@ -87,6 +94,7 @@ class Pod:
         self.netns = f"{lab.prefix}{ns}-{name}"
         self.iface = f"cali{ns}{name}"[:15]    # agent backend: what the CNI plugin made
         self.ip = f"198.19.1.{idx}"             # agent backend: what the CNI plugin assigned
+        self.ip6 = f"{POD_V6_NET}{idx:x}" if lab.ipv6 else None
         self.container_id = f"{lab.prefix}{ns}-{name}-{idx:04d}"
         self.attached = False
         self.labels = dict(labels)
@@ -95,10 +103,14 @@ class Pod:
 
 
 class Lab:
-    def __init__(self, extra_pods=()):
+    def __init__(self, extra_pods=(), ipv6=False):
         """extra_pods: (ns, name, labels, known) tuples; known=False pods get a
-        veth but no WorkloadEndpoint (the fail-closed case)."""
+        veth but no WorkloadEndpoint (the fail-closed case). ipv6: pods get an
+        IPv6 address too (stand-in backend only: the lab writes the endpoints)."""
         self.backend = backend()
+        self.ipv6 = ipv6
+        if ipv6 and self.backend != "standin":
+            raise RuntimeError("Lab(ipv6=True) needs TABBY_POLICY_BACKEND=standin (the lab writes the endpoints)")
         self.prefix = f"tp{os.getpid()}-"
         # A CIDR covering every pod IP (tests use it in ipBlock / nets rules).
         self.pod_cidr = "198.19.1.0/24" if self.backend == "standin" else POOL_CIDR
@@ -152,6 +164,10 @@ class Lab:
         sh("ip", "-n", self.node, "link", "set", "lo", "up")
         sh("ip", "-n", self.node, "addr", "add", NODE_IP + "/32", "dev", "lo")
         sh("ip", "netns", "exec", self.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if self.ipv6:
+            sh("ip", "netns", "exec", self.node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+            # A global source for the node's own probes (a link-local one would not do).
+            sh("ip", "-n", self.node, "addr", "add", NODE_V6 + "/128", "dev", "lo", "nodad")
         for pod in self.pods + self.unknown:
             sh("ip", "netns", "add", pod.netns)
             self.netns_made.append(pod.netns)
@@ -198,6 +214,11 @@ class Lab:
         sh("ip", "-n", n, "link", "set", pod.iface, "up")
         sh("ip", "netns", "exec", n, "sysctl", "-qw", f"net.ipv4.conf.{pod.iface}.proxy_arp=1")
         sh("ip", "-n", n, "route", "add", pod.ip + "/32", "dev", pod.iface)
+        if pod.ip6:
+            sh("ip", "-n", p, "addr", "add", pod.ip6 + "/128", "dev", "eth0", "nodad")
+            sh("ip", "-n", p, "-6", "route", "add", "default", "via", NODE_V6_LL, "dev", "eth0")
+            sh("ip", "-n", n, "addr", "add", NODE_V6_LL + "/64", "dev", pod.iface, "nodad")
+            sh("ip", "-n", n, "-6", "route", "add", pod.ip6 + "/128", "dev", pod.iface)
 
     def static_neighbours(self, pod):
         """Permanent neighbour entries both ways, so probes never wait on ARP."""
@@ -207,6 +228,9 @@ class Lab:
         pod_mac = json.loads(sh("ip", "-j", "-n", p, "link", "show", "eth0").stdout)[0]["address"]
         sh("ip", "-n", p, "neigh", "replace", "169.254.1.1", "lladdr", host_mac, "dev", "eth0", "nud", "permanent")
         sh("ip", "-n", n, "neigh", "replace", pod.ip, "lladdr", pod_mac, "dev", pod.iface, "nud", "permanent")
+        if pod.ip6:
+            sh("ip", "-n", p, "neigh", "replace", NODE_V6_LL, "lladdr", host_mac, "dev", "eth0", "nud", "permanent")
+            sh("ip", "-n", n, "neigh", "replace", pod.ip6, "lladdr", pod_mac, "dev", pod.iface, "nud", "permanent")
 
     # ------------------------------------------------------------ agent backend
     def agent_config_path(self):
@@ -373,7 +397,8 @@ class Lab:
                 continue
             docs.append({"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
                          "metadata": {"name": f"{pod.ns}-{pod.name}", "namespace": pod.ns, "labels": pod.labels},
-                         "spec": {"pod": pod.name, "interfaceName": pod.iface, "ipNetworks": [pod.ip + "/32"],
+                         "spec": {"pod": pod.name, "interfaceName": pod.iface,
+                                  "ipNetworks": [pod.ip + "/32"] + ([pod.ip6 + "/128"] if pod.ip6 else []),
                                   "ports": [{"name": name, "port": port, "protocol": proto.upper()}
                                             for name, (proto, port) in ports]}})
         return "---\n".join(json.dumps(d) + "\n" for d in docs)  # JSON is YAML
@@ -490,9 +515,12 @@ class Lab:
         pr.stdin.flush()
         return pr
 
-    def matrix(self, sources=None, targets=None, ports=PORTS, timeout=0.4, only=None):
+    def matrix(self, sources=None, targets=None, ports=PORTS, timeout=0.4, only=None, family=4):
         """Probes all (src, dst, proto, port) in parallel; returns {(s, d, proto, port): bool}.
-        Source "node" is the node netns itself. only: probe just these tuples."""
+        Source "node" is the node netns itself. only: probe just these tuples.
+        family=6: to the pods' IPv6 addresses (Lab(ipv6=True))."""
+        if family == 6 and not self.ipv6:
+            raise RuntimeError("matrix(family=6) needs Lab(ipv6=True)")
         sources = sources or (["node"] + [p.key for p in self.pods])
         targets = targets or [p.key for p in self.pods]
         pending = []
@@ -503,7 +531,8 @@ class Lab:
             if not tl:
                 continue
             pr = self.ask(netns, {"op": "probe", "timeout": timeout,
-                                  "targets": [[self.pod(d).ip, proto, port] for d, proto, port in tl]})
+                                  "targets": [[self.pod(d).ip6 if family == 6 else self.pod(d).ip, proto, port]
+                                              for d, proto, port in tl]})
             pending.append((s, tl, pr))
         out = {}
         for s, tl, pr in pending:
@@ -519,10 +548,11 @@ class Checker:
     def __init__(self, lab):
         self.lab, self.failed, self.cases = lab, [], 0
 
-    def check(self, name, expect, sources=None, targets=None, ports=PORTS):
-        """expect(src: Pod|None(node), dst: Pod, proto, port) -> bool."""
+    def check(self, name, expect, sources=None, targets=None, ports=PORTS, family=4):
+        """expect(src: Pod|None(node), dst: Pod, proto, port) -> bool. family=6:
+        the probes go to the pods' IPv6 addresses."""
         self.cases += 1
-        got = self.lab.matrix(sources, targets, ports)
+        got = self.lab.matrix(sources, targets, ports, family=family)
 
         def want_of(s, d, proto, port):
             sp = None if s == "node" else self.lab.pod(s)
@@ -536,7 +566,7 @@ class Checker:
         # Expected-closed probes are never retried: one success is already a hole.
         retry = {k for k, ok in got.items() if not ok and want_of(*k)}
         if retry:
-            again = self.lab.matrix(sources, targets, ports, timeout=1.5, only=retry)
+            again = self.lab.matrix(sources, targets, ports, timeout=1.5, only=retry, family=family)
             for k, ok in again.items():
                 got[k] = got[k] or ok
             print(f"    (re-probed {len(retry)} expected-open probes that timed out: "

@@ -60,10 +60,18 @@ std::string ns_doc(const std::string& name, const std::string& team) {
   return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + name + ", labels: {team: " + team + "}}\n";
 }
 
+// Every pod is dual-stack: 198.19.C.D also has 2001:db8:19::C:D.
+std::string v6_twin(const std::string& ip) {
+  std::string cd = ip.substr(ip.find('.', ip.find('.') + 1) + 1);
+  cd[cd.find('.')] = ':';
+  return "2001:db8:19::" + cd;
+}
+
 std::string pod_doc(const std::string& ns, const std::string& name, const std::string& app, const std::string& ip,
                      const std::string& iface) {
   std::string d = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: " + name +
-                  ", namespace: " + ns + ", labels: {app: " + app + "}}\nspec:\n  ipNetworks: [" + ip + "/32]\n";
+                  ", namespace: " + ns + ", labels: {app: " + app + "}}\nspec:\n  ipNetworks: [" + ip + "/32, \"" +
+                  v6_twin(ip) + "/128\"]\n";
   if (!iface.empty()) d += "  interfaceName: " + iface + "\n";
   d += "  ports:\n  - {name: http, protocol: TCP, port: 8080}\n  - {name: dns, protocol: UDP, port: 5353}\n";
   return d;
@@ -80,7 +88,9 @@ std::vector<std::string> policies(int v) {
               std::to_string(10 + v) + ", protocol: UDP}\n"
               "  - from:\n    - ipBlock: {cidr: 10." + std::to_string(v) + ".0.0/16, except: [10." + std::to_string(v) +
               ".1.0/24, 10." + std::to_string(v) + ".2.128/25]}\n"
-              "  egress:\n  - to:\n    - ipBlock: {cidr: 172.16.0.0/12}\n    ports:\n"
+              "  - from:\n    - ipBlock: {cidr: \"2001:db8:" + std::to_string(v) + "::/48\", except: [\"2001:db8:" +
+              std::to_string(v) + ":1::/64\"]}\n"
+              "  egress:\n  - to:\n    - ipBlock: {cidr: 172.16.0.0/12}\n    - ipBlock: {cidr: \"fd00::/8\"}\n    ports:\n"
               "    - {port: 53, protocol: UDP}\n    - {port: dns, protocol: UDP}\n");
   // Six ports: stays an anonymous set (netlink path creates it).
   d.push_back("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: many, namespace: b}\nspec:\n"
@@ -90,7 +100,8 @@ std::vector<std::string> policies(int v) {
               "  order: " + std::to_string(100 + v) + "\n  selector: app == 'web' || app == 'db'\n  types: [Ingress, Egress]\n"
               "  ingress:\n  - action: Deny\n    protocol: TCP\n    source: {notSelector: \"app == 'db'\", notNets: [192.168.0.0/16, 10.9.0.0/20]}\n"
               "    destination: {notPorts: [22, '" + q + ":9100']}\n"
-              "  - action: Log\n    source: {nets: [203.0.113.0/29]}\n"
+              "  - action: Log\n    source: {nets: [203.0.113.0/29, \"2001:db8:ffff::/47\"]}\n"
+              "  - action: Deny\n    ipVersion: 6\n    source: {nets: [\"2001:db8:19::" + std::to_string(v) + "/128\"]}\n"
               "  - action: Pass\n    notProtocol: UDP\n    source: {namespaceSelector: team == 't2'}\n"
               "  - action: Allow\n    protocol: UDP\n    destination: {ports: [dns, 53, 54, 55, 56, 57]}\n"
               "  egress:\n  - action: Allow\n    protocol: TCP\n    destination: {nets: [198.51.100.0/24], ports: ['1000:2000', 3000]}\n"
@@ -100,7 +111,8 @@ std::vector<std::string> policies(int v) {
   d.push_back("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: icmp}\nspec:\n"
               "  order: " + std::to_string(10 + v) + "\n  selector: has(app)\n  ingress:\n"
               "  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8, code: " + std::to_string(v % 2) + "}\n"
-              "  - action: Deny\n    protocol: ICMP\n    notICMP: {type: 3}\n");
+              "  - action: Deny\n    protocol: ICMP\n    notICMP: {type: 3}\n"
+              "  - action: Allow\n    protocol: ICMPv6\n    icmp: {type: 128, code: " + std::to_string(v % 2) + "}\n");
   return d;
 }
 

@@ -150,7 +150,7 @@ std::string expr_line(const Attr& elem) {
            std::to_string(a[NFTA_PAYLOAD_OFFSET].u32()) + " => " + reg(a[NFTA_PAYLOAD_DREG].u32()) + " ]";
   }
   if (name == "bitwise") {
-    CHECK(a[NFTA_BITWISE_LEN].u32() == 4);
+    CHECK((a[NFTA_BITWISE_LEN].u32() == 4 || a[NFTA_BITWISE_LEN].u32() == 16));  // IPv4 / IPv6 address
     return "[ bitwise " + reg(a[NFTA_BITWISE_DREG].u32()) + " = ( " + reg(a[NFTA_BITWISE_SREG].u32()) + " & " +
            words(a[NFTA_BITWISE_MASK]) + " ) ^ " + words(a[NFTA_BITWISE_XOR]) + " ]";
   }
@@ -338,6 +338,65 @@ std::vector<Case> reference_cases() {
   [ counter pkts 0 bytes 0 ]
   [ immediate reg 0 accept ]
 )"});
+  // IPv6 forms (nft 1.0.6 --debug=netlink output for the same text).
+  v.push_back({rule({nft::AddrIn{Side::Source, true, {pfx("2001:db8::/32")}},
+                     nft::AddrIn{Side::Destination, false, {pfx("2001:db8::/47")}},
+                     nft::AddrIn{Side::Destination, false, {pfx("2001:db8::7/128")}}},
+                    nft::Verdict::drop()),
+               "ip6 saddr != { 2001:db8::/32 } ip6 daddr { 2001:db8::/47 } ip6 daddr { 2001:db8::7/128 } counter drop",
+               R"(
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x0000000a ]
+  [ payload load 4b @ network header + 8 => reg 1 ]
+  [ cmp neq reg 1 0xb80d0120 ]
+  [ payload load 16b @ network header + 24 => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0xffffffff 0x0000feff 0x00000000 0x00000000 ) ^ 0x00000000 0x00000000 0x00000000 0x00000000 ]
+  [ cmp eq reg 1 0xb80d0120 0x00000000 0x00000000 0x00000000 ]
+  [ payload load 16b @ network header + 24 => reg 1 ]
+  [ cmp eq reg 1 0xb80d0120 0x00000000 0x00000000 0x07000000 ]
+  [ counter pkts 0 bytes 0 ]
+  [ immediate reg 0 drop ]
+)"});
+  v.push_back({rule({nft::L4Proto{17, true}, nft::Ipv6Only{}, nft::AddrInSet{Side::Source, true, "s6-1", true}},
+                    nft::Verdict::accept()),
+               "meta l4proto != udp meta nfproto ipv6 ip6 saddr != @s6-1 counter accept", R"(
+  [ meta load l4proto => reg 1 ]
+  [ cmp neq reg 1 0x00000011 ]
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x0000000a ]
+  [ payload load 16b @ network header + 8 => reg 1 ]
+  [ lookup reg 1 set s6-1 0x1 ]
+  [ counter pkts 0 bytes 0 ]
+  [ immediate reg 0 accept ]
+)"});
+  v.push_back({rule({nft::L4Proto{6, false}, nft::AddrPortInSet{Side::Destination, false, "n6-1", true}},
+                    nft::Verdict::accept()),
+               "meta l4proto tcp ip6 daddr . meta l4proto . th dport @n6-1 counter accept", R"(
+  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000006 ]
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x0000000a ]
+  [ payload load 16b @ network header + 24 => reg 1 ]
+  [ meta load l4proto => reg 2 ]
+  [ payload load 2b @ transport header + 2 => reg 13 ]
+  [ lookup reg 1 set n6-1 ]
+  [ counter pkts 0 bytes 0 ]
+  [ immediate reg 0 accept ]
+)"});
+  v.push_back({rule({nft::L4Proto{6, false}, nft::AddrPortInSet{Side::Source, true, "n6-1", true}},
+                    nft::Verdict::accept()),
+               "meta l4proto tcp ip6 saddr . meta l4proto . th sport != @n6-1 counter accept", R"(
+  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000006 ]
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x0000000a ]
+  [ payload load 16b @ network header + 8 => reg 1 ]
+  [ meta load l4proto => reg 2 ]
+  [ payload load 2b @ transport header + 0 => reg 13 ]
+  [ lookup reg 1 set n6-1 0x1 ]
+  [ counter pkts 0 bytes 0 ]
+  [ immediate reg 0 accept ]
+)"});
   v.push_back({rule({}, nft::Verdict::jump("c1"), false), "jump c1", R"(
   [ immediate reg 0 jump -> c1 ]
 )"});
@@ -396,6 +455,14 @@ TEST_CASE("nft text: every match form, negated or not") {
   CHECK(text(nft::Icmp{8, 0, false}) == "icmp type 8 icmp code 0");
   CHECK(text(nft::Icmp{3, -1, true}) == "icmp type != 3");
   CHECK(text(nft::Icmp{3, 1, true}) == "icmp type . icmp code != { 3 . 1 }");
+  CHECK(text(nft::Ipv6Only{}) == "meta nfproto ipv6");
+  CHECK(text(nft::AddrIn{Side::Destination, true, {pfx("2001:db8::/32")}}) == "ip6 daddr != { 2001:db8::/32 }");
+  CHECK(text(nft::AddrInSet{Side::Source, false, "s6-abc", true}) == "ip6 saddr @s6-abc");
+  CHECK(text(nft::AddrPortInSet{Side::Source, false, "n6-1", true}) == "ip6 saddr . meta l4proto . th sport @n6-1");
+  CHECK(text(nft::Icmp{128, -1, false, true}) == "icmpv6 type 128");
+  CHECK(text(nft::Icmp{1, 4, false, true}) == "icmpv6 type 1 icmpv6 code 4");
+  CHECK(text(nft::Icmp{1, 4, true, true}) == "icmpv6 type . icmpv6 code != { 1 . 4 }");
+  CHECK(text(nft::Icmp{135, -1, true, true}) == "icmpv6 type != 135");
   nft::Rule r = rule({nft::L4Proto{1, false}}, nft::Verdict::accept());
   r.log_prefix = "a\"b";  // quotes never reach nft: they become '
   r.comment = "c\\d";
@@ -405,6 +472,9 @@ TEST_CASE("nft text: every match form, negated or not") {
   CHECK(nft::element_text(nft::Element::ipv4_proto_port(0xC6130001, 6, 8080)) == "198.19.0.1 . tcp . 8080");
   CHECK(nft::element_text(nft::Element::iface("cali1", nft::Verdict::jump("ei-1"))) == "\"cali1\" : jump ei-1");
   CHECK(nft::element_text(nft::Element::iface("cali1")) == "\"cali1\"");
+  const auto v6a = IpAddress::parse("2001:db8::1")->bytes();
+  CHECK(nft::element_text(nft::Element::ipv6(v6a)) == "2001:db8::1");
+  CHECK(nft::element_text(nft::Element::ipv6_proto_port(v6a, 17, 53)) == "2001:db8::1 . udp . 53");
 }
 
 TEST_CASE("nft text: the base chains' forms (hooks, tunnel guard, outgoing NAT)") {
@@ -492,7 +562,6 @@ TEST_CASE("netlink encoder: forms it does not cover are refused and append nothi
   refused.push_back(rule({nft::CtState{nft::CtState::Invalid}}, nft::Verdict::drop()));
   refused.push_back(rule({nft::IfaceName{nft::Iface::In, false, "cali*"}}, nft::Verdict::drop()));
   refused.push_back(rule({nft::FibDaddrLocal{true}}, nft::Verdict::masquerade()));
-  refused.push_back(rule({nft::AddrInSet{Side::Source, false, "nat-pools-v6", true}}, nft::Verdict::accept()));
   refused.push_back(rule({}, nft::Verdict::ifname_vmap(nft::Iface::In, "wl-out")));
   nft::Rule named = rule({}, nft::Verdict::drop(), false);
   named.counter_name = "c";
@@ -526,6 +595,13 @@ TEST_CASE("netlink encoder: element keys and verdicts as nf_tables stores them")
   CHECK(std::string(ifk.begin(), ifk.begin() + 6) == "cali12");
   CHECK(std::all_of(ifk.begin() + 6, ifk.end(), [](uint8_t b) { return b == 0; }));
   CHECK_FALSE(netlink::element_key(nft::Element::iface("a-very-long-ifname")).ok());
+  const auto v6a = IpAddress::parse("2001:db8::1")->bytes();
+  CHECK(key(nft::Element::ipv6(v6a)) == std::vector<uint8_t>(v6a.begin(), v6a.end()));
+  // ipv6_addr . inet_proto . inet_service: 16 + 4 + 4 bytes (nft shows
+  // "b80d0120 00000000 00000000 01000000 00000006 00005000" for 2001:db8::1 . tcp . 80).
+  std::vector<uint8_t> want6(v6a.begin(), v6a.end());
+  for (uint8_t b : {6, 0, 0, 0, 0, 80, 0, 0}) want6.push_back(b);
+  CHECK(key(nft::Element::ipv6_proto_port(v6a, 6, 80)) == want6);
 
   uint32_t ids = 1;
   netlink::Batch b("tabby", 1, &ids);

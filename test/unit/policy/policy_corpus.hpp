@@ -7,6 +7,8 @@
 // of changes. Uses only the policy module's public API as it was before rules
 // were typed, so the same header compiled against that older compiler made
 // test/unit/policy/data/policy_corpus_7.golden (see nft_ir_test.cpp).
+// Regenerated once when rules gained their IPv6 form: the only difference
+// from the older file is the added s6-/n6- sets and ip6 rules.
 #pragma once
 
 #include <cstdint>

@@ -357,8 +357,11 @@ TEST_CASE("compiler: golden full script, Kubernetes policies") {
 delete table inet tabby
 table inet tabby {
   set n-fe288f73fa70 { type ipv4_addr . inet_proto . inet_service; comment "named port http * all()"; elements = { 198.19.1.1 . tcp . 8080, 198.19.1.2 . tcp . 8080, 198.19.2.3 . tcp . 8080 }; }
+  set n6-fe288f73fa70 { type ipv6_addr . inet_proto . inet_service; comment "named port http * all()"; }
   set s-677e347e62c3 { type ipv4_addr; comment "ns:x role == 'client'"; elements = { 198.19.1.2 }; }
   set s-b481632c6b73 { type ipv4_addr; comment "nss:team in {'blue'} all()"; elements = { 198.19.1.1, 198.19.1.2 }; }
+  set s6-677e347e62c3 { type ipv6_addr; comment "ns:x role == 'client'"; }
+  set s6-b481632c6b73 { type ipv6_addr; comment "nss:team in {'blue'} all()"; }
   chain pi-knp.x.deny {
     comment "NetworkPolicy(k8s) x/deny ingress"
   }
@@ -366,10 +369,16 @@ table inet tabby {
     comment "NetworkPolicy(k8s) x/web ingress"
     meta l4proto tcp ip saddr @s-677e347e62c3 th dport { 80 } counter accept
     meta l4proto tcp ip saddr @s-677e347e62c3 ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
+    meta l4proto tcp ip6 saddr @s6-677e347e62c3 th dport { 80 } counter accept
+    meta l4proto tcp ip6 saddr @s6-677e347e62c3 ip6 daddr . meta l4proto . th dport @n6-fe288f73fa70 counter accept
     meta l4proto udp ip saddr @s-677e347e62c3 th dport { 5000-5010 } counter accept
+    meta l4proto udp ip6 saddr @s6-677e347e62c3 th dport { 5000-5010 } counter accept
     meta l4proto tcp ip saddr @s-b481632c6b73 th dport { 80 } counter accept
     meta l4proto tcp ip saddr @s-b481632c6b73 ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
+    meta l4proto tcp ip6 saddr @s6-b481632c6b73 th dport { 80 } counter accept
+    meta l4proto tcp ip6 saddr @s6-b481632c6b73 ip6 daddr . meta l4proto . th dport @n6-fe288f73fa70 counter accept
     meta l4proto udp ip saddr @s-b481632c6b73 th dport { 5000-5010 } counter accept
+    meta l4proto udp ip6 saddr @s6-b481632c6b73 th dport { 5000-5010 } counter accept
     meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } th dport { 80 } counter accept
     meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
     meta l4proto udp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } th dport { 5000-5010 } counter accept
@@ -416,11 +425,14 @@ TEST_CASE("compiler: golden full script, Calico GlobalNetworkPolicy (Log/Deny/Pa
 delete table inet tabby
 table inet tabby {
   set s-7bd0a0c640ec { type ipv4_addr; comment "* role == 'bad'"; }
+  set s6-7bd0a0c640ec { type ipv6_addr; comment "* role == 'bad'"; }
   chain pi-gnp.guard {
     comment "GlobalNetworkPolicy guard ingress"
     counter log prefix "tabby gnp.guard "
     meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22 } counter drop
     meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 6000-6010 } counter drop
+    meta l4proto tcp ip6 saddr @s6-7bd0a0c640ec th dport { 22 } counter drop
+    meta l4proto tcp ip6 saddr @s6-7bd0a0c640ec th dport { 6000-6010 } counter drop
     meta l4proto icmp icmp type 8 icmp code 0 counter accept comment "pass"
   }
   chain po-gnp.guard {
@@ -515,7 +527,7 @@ TEST_CASE("compiler: a policy change rewrites only that policy's chain") {
   std::string d = c.take_delta();
   CHECK(d.starts_with("flush chain inet tabby pi-knp.x.web\n"));
   CHECK(all_start_with_any(d, {"flush chain inet tabby pi-knp.x.web", "add rule inet tabby pi-knp.x.web "}));
-  CHECK(lines(d).size() == 10);
+  CHECK(lines(d).size() == 16);  // flush + 9 IPv4 rules + 6 IPv6 rules (no v6 CIDR)
   CHECK(d.find("th dport { 8443 }") != std::string::npos);
 
   // Deleting it: x/a falls back to the deny-only endpoint chain; the web chains
@@ -529,8 +541,11 @@ TEST_CASE("compiler: a policy change rewrites only that policy's chain") {
         "delete chain inet tabby ei-55ed86cfe3ab\n"
         "delete chain inet tabby pi-knp.x.web\n"
         "delete set inet tabby n-fe288f73fa70\n"
+        "delete set inet tabby n6-fe288f73fa70\n"
         "delete set inet tabby s-677e347e62c3\n"
-        "delete set inet tabby s-b481632c6b73\n");
+        "delete set inet tabby s-b481632c6b73\n"
+        "delete set inet tabby s6-677e347e62c3\n"
+        "delete set inet tabby s6-b481632c6b73\n");
 
   // A new policy with a new selector: the set arrives with its elements before
   // the chain that uses it, the endpoint chain before the map entry.
@@ -540,9 +555,11 @@ TEST_CASE("compiler: a policy change rewrites only that policy's chain") {
   CHECK(c.take_delta() ==
         "add set inet tabby s-a1f437ef7f0f { type ipv4_addr; comment \"ns:x app == 'web'\"; }\n"
         "add element inet tabby s-a1f437ef7f0f { 198.19.1.1 }\n"
+        "add set inet tabby s6-a1f437ef7f0f { type ipv6_addr; comment \"ns:x app == 'web'\"; }\n"
         "add chain inet tabby eo-3289fdf9988f { comment \"egress: np.x.c1\"; }\n"
         "add chain inet tabby po-np.x.c1 { comment \"NetworkPolicy(calico) x/c1 egress\"; }\n"
         "add rule inet tabby po-np.x.c1 ip daddr @s-a1f437ef7f0f counter drop\n"
+        "add rule inet tabby po-np.x.c1 ip6 daddr @s6-a1f437ef7f0f counter drop\n"
         "add rule inet tabby eo-3289fdf9988f jump po-np.x.c1\n"
         "add rule inet tabby eo-3289fdf9988f counter drop\n"
         "delete element inet tabby wl-out { \"calixb\" }\n"
@@ -744,7 +761,8 @@ TEST_CASE("compiler: a list of named ports is one set, so long lists on both sid
   std::string s = c.full_script();
   const auto r = c.chain_rules("pi-gnp.np");
   REQUIRE(r);
-  REQUIRE(r->size() == 1);
+  REQUIRE(r->size() == 2);  // one per address family
+  CHECK((*r)[1].find("ip6 saddr . meta l4proto . th sport @n6-") != std::string::npos);
   CHECK((*r)[0].find("ip saddr . meta l4proto . th sport @n-") != std::string::npos);
   CHECK((*r)[0].find("ip daddr . meta l4proto . th dport @n-") != std::string::npos);
   CHECK((*r)[0].find("ip daddr . meta l4proto . th dport != @n-") != std::string::npos);
@@ -880,7 +898,8 @@ TEST_CASE("compiler: random churn: deltas keep every set equal to a fresh compil
       std::istringstream in(l);
       std::string verb, what, fam, table, name;
       in >> verb >> what >> fam >> table >> name;
-      if (!name.starts_with("s-") && !name.starts_with("n-")) continue;
+      if (!name.starts_with("s-") && !name.starts_with("n-") && !name.starts_with("s6-") && !name.starts_with("n6-"))
+        continue;
       if (what == "set") {
         if (verb == "add") kernel[name];
         else if (verb == "flush") kernel[name].clear();
@@ -927,7 +946,9 @@ TEST_CASE("compiler: random churn: deltas keep every set equal to a fresh compil
       if (pick(2)) e.labels["tier"] = std::to_string(pick(2) + 1);
       int nip = pick(6) == 0 ? 2 : 1;
       for (int i = 0; i < nip; ++i) e.ips.push_back(IpAddress::v4(0x0a000001u + static_cast<uint32_t>(pick(10))));
-      if (pick(5) == 0) e.ips.push_back(*IpAddress::parse("fd00::1"));
+      // IPv6 addresses, shared between endpoints as often as the IPv4 ones.
+      if (pick(3) == 0) e.ips.push_back(*IpAddress::parse("fd00::" + std::to_string(1 + pick(4))));
+      if (pick(8) == 0) e.ips.push_back(*IpAddress::parse("fd00::" + std::to_string(1 + pick(4))));
       if (pick(3) == 0) e.iface = "cali" + e.ns + e.name;
       if (pick(2)) e.ports.push_back({"http", 6, static_cast<uint16_t>(8080 + pick(2))});
       if (pick(3) == 0) e.ports.push_back({"web", 6, 8080});
@@ -1262,4 +1283,88 @@ TEST_CASE("policies compare equal when they compile the same, whatever their YAM
   std::string changed = kAllowWeb;
   changed.replace(changed.find("port: 80"), 8, "port: 81");
   CHECK_FALSE(a == pol(changed));
+}
+
+TEST_CASE("compiler: IPv6: endpoints' v6 addresses fill ip6 sets; each rule compiles for the families it can match") {
+  PolicyCompiler c;
+  base_state(c);
+  Endpoint a = ep("x", "a", {{"app", "web"}}, "198.19.1.1", "calixa");
+  a.ips.push_back(*IpAddress::parse("2001:db8:19::1"));
+  c.upsert_endpoint(a);
+  Endpoint d = ep("y", "d", {{"role", "client"}}, "2001:db8:19::4");  // remote, v6 only
+  c.upsert_endpoint(d);
+  c.upsert_policy(pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: v6}\nspec:\n"
+                      "  selector: app == 'web'\n  ingress:\n"
+                      "  - action: Allow\n    protocol: TCP\n    source: {selector: role == 'client'}\n"
+                      "    destination: {ports: [http]}\n"
+                      "  - action: Deny\n    source: {nets: [10.0.0.0/8, 2001:db8:bad::/48]}\n"
+                      "  - action: Allow\n    source: {notNets: [10.0.0.0/8]}\n    protocol: UDP\n"
+                      "  - action: Allow\n    protocol: ICMPv6\n    icmp: {type: 128, code: 0}\n"
+                      "  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
+                      "  - action: Allow\n    ipVersion: 6\n    protocol: TCP\n    destination: {ports: [22]}\n"
+                      "  - action: Deny\n    source: {nets: [192.168.0.0/16]}\n"));
+  std::string full = c.full_script();
+  const auto r = c.chain_rules("pi-gnp.v6");
+  REQUIRE(r);
+  CHECK(*r == std::vector<std::string>{
+                  "meta l4proto tcp ip saddr @s-b55dcf3e4ec8 ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept",
+                  "meta l4proto tcp ip6 saddr @s6-b55dcf3e4ec8 ip6 daddr . meta l4proto . th dport @n6-fe288f73fa70 counter accept",
+                  "ip saddr { 10.0.0.0/8 } counter drop",
+                  "ip6 saddr { 2001:db8:bad::/48 } counter drop",
+                  "meta l4proto udp ip saddr != { 10.0.0.0/8 } counter accept",
+                  // The v6 pass has no v6 net to exclude: it must still not match IPv4.
+                  "meta nfproto ipv6 meta l4proto udp counter accept",
+                  "meta l4proto ipv6-icmp icmpv6 type 128 icmpv6 code 0 counter accept",
+                  "meta l4proto icmp icmp type 8 counter accept",
+                  "meta l4proto tcp meta nfproto ipv6 th dport { 22 } counter accept",
+                  // Only IPv4 nets: no IPv6 rule at all.
+                  "ip saddr { 192.168.0.0/16 } counter drop"});
+  auto set_line = [&](const std::string& name) {
+    for (const auto& l : lines(full))
+      if (l.starts_with("  set " + name + " ")) return l;
+    return std::string();
+  };
+  CHECK(set_line("s6-b55dcf3e4ec8").find("type ipv6_addr;") != std::string::npos);
+  CHECK(set_line("s6-b55dcf3e4ec8").find("elements = { 2001:db8:19::4 }") != std::string::npos);
+  CHECK(set_line("s-b55dcf3e4ec8").find("elements = { 198.19.1.2, 198.19.2.3 }") != std::string::npos);
+  CHECK(set_line("n6-fe288f73fa70").find("type ipv6_addr . inet_proto . inet_service;") != std::string::npos);
+  CHECK(set_line("n6-fe288f73fa70").find("2001:db8:19::1 . tcp . 8080, 2001:db8:19::4 . tcp . 8080") !=
+        std::string::npos);
+
+  // Pod churn in v6: element changes only, typed for the netlink encoder.
+  Endpoint e = ep("y", "e", {{"role", "client"}}, "2001:db8:19::5");
+  e.ips.push_back(*IpAddress::parse("198.19.2.5"));
+  c.upsert_endpoint(e);
+  Delta delta = c.take_delta_ops();
+  CHECK(delta.elements_only);
+  CHECK(delta.structured);
+  CHECK(delta.script ==
+        "add element inet tabby n-fe288f73fa70 { 198.19.2.5 . tcp . 8080 }\n"
+        "add element inet tabby n6-fe288f73fa70 { 2001:db8:19::5 . tcp . 8080 }\n"
+        "add element inet tabby s-b55dcf3e4ec8 { 198.19.2.5 }\n"
+        "add element inet tabby s6-b55dcf3e4ec8 { 2001:db8:19::5 }\n");
+  const auto v6e = IpAddress::parse("2001:db8:19::5")->bytes();
+  bool typed = false;
+  for (const auto& op : delta.elements)
+    if (op.set == "s6-b55dcf3e4ec8") typed = op.add && op.elements == std::vector<nft::Element>{nft::Element::ipv6(v6e)};
+  CHECK(typed);
+  CHECK(c.shape().set_elements.at("s6-b55dcf3e4ec8") == 2);
+
+  // Two endpoints sharing one v6 address: it leaves the set with the last one.
+  Endpoint f = ep("y", "f", {{"role", "client"}}, "2001:db8:19::5");
+  c.upsert_endpoint(f);
+  CHECK(c.take_delta() == "");  // the address (and its named port) are in already
+  c.remove_endpoint("y/e");
+  CHECK(c.take_delta() ==
+        "delete element inet tabby n-fe288f73fa70 { 198.19.2.5 . tcp . 8080 }\n"
+        "delete element inet tabby s-b55dcf3e4ec8 { 198.19.2.5 }\n");
+  c.remove_endpoint("y/f");
+  CHECK(c.take_delta() ==
+        "delete element inet tabby n6-fe288f73fa70 { 2001:db8:19::5 . tcp . 8080 }\n"
+        "delete element inet tabby s6-b55dcf3e4ec8 { 2001:db8:19::5 }\n");
+  // The address id is reused for a new address after the delta: no stale text.
+  c.upsert_endpoint(ep("y", "g", {{"role", "client"}}, "2001:db8:19::7"));
+  CHECK(c.take_delta() ==
+        "add element inet tabby n6-fe288f73fa70 { 2001:db8:19::7 . tcp . 8080 }\n"
+        "add element inet tabby s6-b55dcf3e4ec8 { 2001:db8:19::7 }\n");
 }

@@ -745,6 +745,38 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
   CHECK(ch.namespaces_removed == std::vector<std::string>{"shop"});
 }
 
+TEST_CASE("policy inputs: IPv6 addresses of Pods (podIPs) and WorkloadEndpoints (ipNetworks) reach the policy sets") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool(""));
+  auto ch = n1.feed("k8s.yaml", R"(apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec: {nodeName: node-2}
+status: {podIP: 198.19.0.70, podIPs: [{ip: 198.19.0.70}, {ip: "2001:db8:19::46"}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: node--2-k8s-db--1-eth0, namespace: shop, labels: {app: web}}
+spec: {node: node-2, pod: db-1, interfaceName: cali2, ipNetworks: [198.19.0.71/32, "2001:db8:19::47/128"]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: from-web}
+spec:
+  selector: all()
+  ingress: [{action: Allow, source: {selector: app == 'web'}}]
+)");
+  REQUIRE(ch.endpoints_upserted.size() == 2);
+  policy::PolicyCompiler pc;
+  Calc::apply_to(pc, ch);
+  std::string full = pc.full_script();
+  std::string v6set;
+  for (size_t at = full.find("  set s6-"); at != std::string::npos; at = full.find("  set s6-", at + 1))
+    v6set += full.substr(at, full.find('\n', at) - at) + "\n";
+  CHECK(v6set.find("elements = { 2001:db8:19::46, 2001:db8:19::47 }") != std::string::npos);
+  CHECK(full.find("elements = { 198.19.0.70, 198.19.0.71 }") != std::string::npos);
+}
+
 // ======================================================================== validation and last good state
 TEST_CASE("overlapping enabled pools: the newcomer is rejected naming both, readmitted when fixed") {
   Node n1("node-1");

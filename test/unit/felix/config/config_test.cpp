@@ -222,6 +222,54 @@ TEST_CASE("passwordFile: the first line of the named file, read through the envi
   CHECK(empty.error().message == "node.yaml: key 'peers[0].passwordFile': password file '/k' is empty");
 }
 
+TEST_CASE("tcpAO: master key tuples, the current key, and the errors that name the field") {
+  auto peer = [](const std::string& ao) {
+    return parse_config("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, tcpAO: " + ao + "}]\n",
+                        "node.yaml");
+  };
+  auto r = peer("{keys: [{sendId: 1, secret: one}, {sendId: 2, recvId: 7, secret: two, algorithm: aes-128-cmac-96}], "
+                "currentKey: 2}");
+  REQUIRE(r.ok());
+  const auto& ao = r->bgp.peers[0].tcp_ao;
+  REQUIRE(ao.keys.size() == 2);
+  CHECK(ao.keys[0].send_id == 1);
+  CHECK(ao.keys[0].recv_id == 1);  // recvId defaults to sendId
+  CHECK(ao.keys[0].algorithm == "hmac(sha1)");
+  CHECK(ao.keys[1].recv_id == 7);
+  CHECK(ao.keys[1].algorithm == "cmac(aes128)");
+  CHECK(ao.current == 2);
+  CHECK(ao.current_key() == &ao.keys[1]);
+  // Without currentKey the first key signs.
+  auto first = peer("{keys: [{sendId: 5, secret: s}, {sendId: 6, secret: t}]}");
+  REQUIRE(first.ok());
+  CHECK(first->bgp.peers[0].tcp_ao.current == 5);
+
+  auto err = [&](const std::string& ao) {
+    auto e = peer(ao);
+    REQUIRE_FALSE(e.ok());
+    return e.error().message;
+  };
+  CHECK(err("{keys: []}") == "node.yaml: key 'peers[0].tcpAO.keys': needs at least one key");
+  CHECK(err("{keys: [{sendId: 1}]}") == "node.yaml: key 'peers[0].tcpAO.keys[0]': needs secret or secretFile");
+  CHECK(err("{keys: [{sendId: 300, secret: s}]}").find("peers[0].tcpAO.keys[0].sendId") != std::string::npos);
+  CHECK(err("{keys: [{sendId: 1, secret: s}, {sendId: 1, recvId: 2, secret: t}]}") ==
+        "node.yaml: key 'peers[0].tcpAO.keys[1].sendId': sendId 1 is used twice");
+  CHECK(err("{keys: [{sendId: 1, secret: s, algorithm: md5}]}") ==
+        "node.yaml: key 'peers[0].tcpAO.keys[0].algorithm': must be hmac-sha-1-96, aes-128-cmac-96 or hmac-sha-256 "
+        "(got 'md5')");
+  CHECK(err("{keys: [{sendId: 1, secret: s}], currentKey: 9}") ==
+        "node.yaml: key 'peers[0].tcpAO.currentKey': names no key's sendId");
+  CHECK(err("{keys: [{sendId: 1, secret: s}], window: 3}").find("window") != std::string::npos);
+  // MD5 and TCP-AO on one peer: refused.
+  auto both = parse_config(
+      "nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, password: p, "
+      "tcpAO: {keys: [{sendId: 1, secret: s}]}}]\n",
+      "node.yaml");
+  REQUIRE_FALSE(both.ok());
+  CHECK(both.error().message ==
+        "node.yaml: key 'peers[0].tcpAO': give password (TCP MD5) or tcpAO, not both: a connection uses one or the other");
+}
+
 TEST_CASE("process_environment reads password files from disk") {
   char path[] = "/tmp/tabby_pwfile_XXXXXX";
   int fd = ::mkstemp(path);
