@@ -296,13 +296,13 @@ TEST_CASE("ipamGC: defaults, values and errors naming the key") {
   CHECK(r->ipam_gc.grace_period_s == 3);
   CHECK(r->ipam_gc.interval_s == 0.5);
   CHECK(r->ipam_gc.lease_duration_s == 2);
-  auto e = parse_config("nodeName: n\nipamGC: {interval: 10, leaseDuration: 15}\n", "node.yaml");
+  auto e = parse_config("nodeName: n\nrouterID: 10.0.0.1\nipamGC: {interval: 10, leaseDuration: 15}\n", "node.yaml");
   REQUIRE_FALSE(e);
   CHECK(e.error().message.find("ipamGC.leaseDuration") != std::string::npos);
-  e = parse_config("nodeName: n\nipamGC: {grace: 3}\n", "node.yaml");
+  e = parse_config("nodeName: n\nrouterID: 10.0.0.1\nipamGC: {grace: 3}\n", "node.yaml");
   REQUIRE_FALSE(e);
   CHECK(e.error().message.find("grace") != std::string::npos);
-  e = parse_config("nodeName: n\nipamGC: {gracePeriod: soon}\n", "node.yaml");
+  e = parse_config("nodeName: n\nrouterID: 10.0.0.1\nipamGC: {gracePeriod: soon}\n", "node.yaml");
   REQUIRE_FALSE(e);
   CHECK(e.error().message.find("ipamGC.gracePeriod") != std::string::npos);
 }
