@@ -643,12 +643,17 @@ struct AgentRuntime::Impl {
     fixed_key(fresh->dataplane.enabled != config_.dataplane.enabled, "dataplane.enabled");
     fixed_key(config_.datastore && fresh->dataplane.policy != config_.dataplane.policy, "dataplane.policy");
     fixed_key(fresh->metrics_address != config_.metrics_address, "metricsAddress");
+    const auto& g0 = config_.ipam_gc;
+    const auto& g1 = fresh->ipam_gc;
+    fixed_key(g0.enabled != g1.enabled || g0.grace_period_s != g1.grace_period_s || g0.interval_s != g1.interval_s ||
+                  g0.lease_duration_s != g1.lease_duration_s,
+              "ipamGC");
     // The speaker's identity, listener, cluster ID and graceful-restart settings
     // apply at run time (bgp::Speaker::reconfigure).
     if (!fixed.empty()) {
       refuse(config_path_ + (n_fixed > 1 ? ": keys " : ": key ") + fixed +
              " cannot change while the agent runs (restart the agent for nodeName, apiSocket, datastore, "
-             "metricsAddress, dataplane.enabled/policy)");
+             "metricsAddress, dataplane.enabled/policy, ipamGC)");
       return;
     }
     if (!reload_problem_.empty()) kLog.info("resolved: " + reload_problem_);
