@@ -16,7 +16,7 @@ at 2001:db8:18::fe, off every pool, with no route to the pools.
 
 Checks:
 1. each pod's CNI result, WorkloadEndpoint and eth0 carry one IPv4 and one IPv6
-   address; `tabby ipam -o json` lists blocks of both families (the IPv6 ones /122).
+   address; CNI CHECK passes, and fails naming the IPv6 default route once it is gone; `tabby ipam -o json` lists blocks of both families (the IPv6 ones /122).
 2. all pairs ping each other over IPv6 and IPv4; all pairs connect over TCP/IPv6.
 3. every node has a kernel route for each other node's IPv6 block (via that node's
    IPv6 address) and a /128 to each of its pods; each agent has an Established
@@ -172,6 +172,18 @@ def body(lab):
               f"{p}: CNI result addresses {p.ips}")
         addrs = sh(["ip", "-n", p.netns, "-o", "addr", "show", "dev", "eth0"]).stdout
         check(f"{p.ip}/32" in addrs and f"{p.ip6}/128" in addrs, f"{p}: eth0 addresses:\n{addrs}")
+    # CNI CHECK of a dual-stack pod: both addresses, both default routes, the host side.
+    p0 = pods[0]
+    conf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
+            "tabbyConfig": c.agents[p0.node.name].conf,
+            "prevResult": {"ips": [{"address": f"{p0.ip}/32"}, {"address": f"{p0.ip6}/128"}]}}
+    r = c._cni(p0.node, "CHECK", p0.netns, p0.container_id, p0.namespace, p0.name, conf=conf)
+    check(r.returncode == 0, f"CNI CHECK of {p0} failed: {r.stdout}{r.stderr}")
+    sh(["ip", "-n", p0.netns, "-6", "route", "del", "default"])
+    r = c._cni(p0.node, "CHECK", p0.netns, p0.container_id, p0.namespace, p0.name, conf=conf)
+    check(r.returncode != 0 and "default route via fe80::ecee:eeff:feee:eeee" in r.stdout,
+          f"CNI CHECK did not notice the missing IPv6 default route: rc={r.returncode} {r.stdout}")
+    sh(["ip", "-n", p0.netns, "-6", "route", "add", "default", "via", "fe80::ecee:eeff:feee:eeee", "dev", "eth0"])
     weps = [json.loads(t) for t in c.store.objects("WorkloadEndpoint.tabby.dev")]
     check(len(weps) == len(pods), f"{len(weps)} WorkloadEndpoints for {len(pods)} pods")
     for w in weps:
