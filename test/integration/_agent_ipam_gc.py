@@ -1,5 +1,6 @@
 """_agent_ipam_gc.py — the leader-elected IPAM garbage collector (issue 11), run on
-the file (agent_ipam_gc.py) and etcd (agent_ipam_gc_etcd.py) datastores.
+the file (agent_ipam_gc.py), etcd (agent_ipam_gc_etcd.py) and kubernetes
+(agent_ipam_gc_k8s.py) datastores.
 
 Three nodes on one datastore, pool 198.19.0.0/16 (/26 blocks), every agent
 with ipamGC {gracePeriod: 3, interval: 0.5, leaseDuration: 2}; node1 and node2 start
@@ -51,6 +52,7 @@ def released_lines(c, names):
 def body(lab, store):
     c = Cluster(lab, store)
     c.pool("default-ipv4-ippool", "198.19.0.0/16")
+    c.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})  # the API server needs it
     for i, name in enumerate(["node1", "node2", "node3"], 1):
         c.add_node(name, i, start=False, extra=GC)
     step("1. node1 and node2 start together and race for the lease")
@@ -126,4 +128,5 @@ def body(lab, store):
 
 
 def main(store):
-    run_test("agent_ipam_gc" + ("" if store == "file" else "_" + store), lambda lab: body(lab, store))
+    label = store if isinstance(store, str) else "k8s"
+    run_test("agent_ipam_gc" + ("" if label == "file" else "_" + label), lambda lab: body(lab, store))
