@@ -12,9 +12,14 @@
                        state file atomically, time until the /32 is in the kernel;
                        unlink it, time until it is gone), reads VmRSS/VmHWM.
                        Prints one JSON object (the shell script formats the table).
+  gen --dual-stack     adds an IPv6 pool 2001:db8:100::/64 (/122 blocks, Calico's
+                       default): every Node gets an ipv6Address, every node the same
+                       number of IPv6 blocks as IPv4 ones, every pod an IPv6 address
+                       too; a churned pod's add/delete is timed until both its /32
+                       and its /128 are in (or gone from) the kernel.
 
 Latency is measured with a netlink route monitor (AF_NETLINK / NETLINK_ROUTE,
-joined to RTMGRP_IPV4_ROUTE) in the same namespace: the clock starts just before
+joined to RTMGRP_IPV4_ROUTE and RTMGRP_IPV6_ROUTE) in the same namespace: the clock starts just before
 rename()/unlink() and stops when the RTM_NEWROUTE / RTM_DELROUTE for the pod's /32
 arrives. Nothing here asserts on time."""
 import argparse
@@ -31,6 +36,7 @@ import time
 
 TABBY_PROTO = 44
 RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 RTA_DST = 1
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -38,6 +44,18 @@ STATE = "tabby-state"
 POOL = ipaddress.IPv4Network("10.0.0.0/8")
 BLOCK = 26
 NODE_IP = "198.18.0.11"
+POOL6 = ipaddress.IPv6Network("2001:db8:100::/64")
+BLOCK6 = 122
+
+
+def node_ip6(i):
+    """Every node's IPv6 address in 2001:db8:18::/64 (node-0 is 2001:db8:18::b, the
+    address bench/agent_churn.sh gives the node namespace's eth0)."""
+    return f"2001:db8:18::{0xb + i:x}"
+
+
+def block6(n):
+    return ipaddress.IPv6Network((int(POOL6.network_address) + (n << (128 - BLOCK6)), BLOCK6))
 
 
 def node_ip(i):
@@ -52,8 +70,8 @@ def block(n):
 
 
 def block_name(net):
-    """felix block_affinity_name(): 10.0.1.64/26 -> 10-0-1-64-26."""
-    return str(net.network_address).replace(".", "-") + f"-{net.prefixlen}"
+    """felix block_affinity_name(): 10.0.1.64/26 -> 10-0-1-64-26 (IPv6: ':' -> '-')."""
+    return str(net.network_address).replace(".", "-").replace(":", "-") + f"-{net.prefixlen}"
 
 
 def iface(n):
@@ -70,10 +88,11 @@ def state_path(d, kind, ns, name):
     return os.path.join(d, STATE, f"{kind}_{ns}_{name}.yaml")
 
 
-def wep_text(name, node, ifname, ip, app):
+def wep_text(name, node, ifname, ip, app, ip6=None):
+    ips = f"{ip}, '{ip6}'" if ip6 else f"{ip}"
     return ("apiVersion: tabby.dev/v1\nkind: WorkloadEndpoint\n"
             f"metadata: {{name: {name}, namespace: default, labels: {{app: {app}}}}}\n"
-            f"spec: {{node: {node}, interfaceName: {ifname}, ips: [{ip}]}}\n")
+            f"spec: {{node: {node}, interfaceName: {ifname}, ips: [{ips}]}}\n")
 
 
 def affinity_text(net, node):
@@ -100,9 +119,13 @@ def gen(a):
         f"spec: {{nodeToNodeMeshEnabled: {'true' if a.mesh else 'false'}, asNumber: 64512}}\n",
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {env: bench}}\n",
     ]
+    if a.dual_stack:
+        cluster.append("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool6}\n"
+                       f"spec: {{cidr: '{POOL6}', blockSize: {BLOCK6}}}\n")
     for i in range(a.nodes):
+        v6 = f", ipv6Address: '{node_ip6(i)}/64'" if a.dual_stack else ""
         cluster.append("apiVersion: projectcalico.org/v3\nkind: Node\n"
-                       f"metadata: {{name: node-{i}}}\nspec: {{bgp: {{ipv4Address: {node_ip(i)}/16}}}}\n")
+                       f"metadata: {{name: node-{i}}}\nspec: {{bgp: {{ipv4Address: {node_ip(i)}/16{v6}}}}}\n")
     for p in range(a.policies):
         cluster.append("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
                        f"metadata: {{name: allow-{p}, namespace: default}}\n"
@@ -118,7 +141,7 @@ def gen(a):
         per_node[1 + i % (a.nodes - 1)] += 1
     next_block = 0
     affinities, weps = [], []  # (kind, ns, name, text)
-    local_ifaces, local_free = [], []
+    local_ifaces, local_free, local_free6 = [], [], []
     n = 0
     for i in range(a.nodes):
         node = f"node-{i}"
@@ -127,18 +150,22 @@ def gen(a):
             need += a.spare_blocks
         nets = [block(next_block + b) for b in range(need)]
         next_block += need
-        for net in nets:
+        nets6 = [block6(next_block - need + b) for b in range(need)] if a.dual_stack else []
+        for net in nets + nets6:
             affinities.append(("BlockAffinity.tabby.dev", "", block_name(net), affinity_text(net, node)))
         hosts = [h for net in nets for h in list(net.hosts())[:per_block]]
+        # IPv6: addresses 1..62 of each /122, as many per block as the IPv4 side uses.
+        hosts6 = [net.network_address + k for net in nets6 for k in range(1, per_block + 1)]
         for p in range(per_node[i]):
             name = f"pod-{n}"
             weps.append(("WorkloadEndpoint.tabby.dev", "default", name,
-                         wep_text(name, node, iface(n), hosts[p], f"a{n % 50}")))
+                         wep_text(name, node, iface(n), hosts[p], f"a{n % 50}", hosts6[p] if hosts6 else None)))
             if i == 0:
                 local_ifaces.append(iface(n))
             n += 1
         if i == 0:
             local_free = [str(h) for h in hosts[per_node[0]:]]
+            local_free6 = [str(h) for h in hosts6[per_node[0]:]]
             local_blocks = len(nets)
     if a.layout == "state":  # one file per object, as agents and the CNI plugin write them
         for kind, ns, name, text in affinities + weps:
@@ -151,10 +178,12 @@ def gen(a):
             with open(os.path.join(d, f"workloads-{k // 1000:03d}.yaml"), "w") as f:
                 f.write("---\n".join(t for *_, t in weps[k:k + 1000]))
     remote_blocks = next_block - local_blocks
-    meta = {"local_ifaces": local_ifaces, "local_free": local_free, "local_blocks": local_blocks,
-            "remote_blocks": remote_blocks, "local_pods": a.local, "pods": a.pods, "nodes": a.nodes,
-            "expected_routes": a.local + local_blocks + remote_blocks, "first_churn_pod": n,
-            "layout": a.layout, "policies": a.policies, "mesh": a.mesh}
+    families = 2 if a.dual_stack else 1
+    meta = {"local_ifaces": local_ifaces, "local_free": local_free, "local_free6": local_free6,
+            "local_blocks": local_blocks, "remote_blocks": remote_blocks, "local_pods": a.local, "pods": a.pods,
+            "nodes": a.nodes, "expected_routes": families * (a.local + local_blocks + remote_blocks),
+            "first_churn_pod": n, "layout": a.layout, "policies": a.policies, "mesh": a.mesh,
+            "dual_stack": a.dual_stack}
     with open(os.path.join(d, "..", "bench-meta.json"), "w") as f:
         json.dump(meta, f)
     # Host sides of the local pods' veths (the other ends go to the "ext" namespace;
@@ -177,7 +206,7 @@ class RouteMonitor:
             self.s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)
         except OSError:
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-        self.s.bind((0, RTMGRP_IPV4_ROUTE))
+        self.s.bind((0, RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE))
         self.s.setblocking(False)
 
     def events(self, timeout):
@@ -209,16 +238,17 @@ class RouteMonitor:
     @staticmethod
     def _route(b, typ, t):
         family, dst_len, _, _, table, proto, _, rtype, _ = struct.unpack_from("=BBBBBBBBI", b, 0)
-        if family != socket.AF_INET or proto != TABBY_PROTO:
+        if family not in (socket.AF_INET, socket.AF_INET6) or proto != TABBY_PROTO:
             return None
-        dst = "0.0.0.0"
+        width = 4 if family == socket.AF_INET else 16
+        dst = "0.0.0.0" if family == socket.AF_INET else "::"
         off = 12
         while off + 4 <= len(b):
             rlen, rtyp = struct.unpack_from("=HH", b, off)
             if rlen < 4:
                 break
             if rtyp == RTA_DST:
-                dst = socket.inet_ntoa(b[off + 4:off + 8])
+                dst = socket.inet_ntop(family, b[off + 4:off + 4 + width])
             off += (rlen + 3) & ~3
         return ("add" if typ == RTM_NEWROUTE else "del", f"{dst}/{dst_len}", t)
 
@@ -234,6 +264,20 @@ class RouteMonitor:
                 if k == kind and d == dst:
                     return t - t0
         return None
+
+    def wait_all(self, kind, dsts, t0, timeout):
+        """Seconds from t0 until every event (kind, d) for d in dsts; None on timeout."""
+        left = set(dsts)
+        end = time.monotonic() + timeout
+        last = None
+        while left and time.monotonic() < end:
+            evs = self.events(end - time.monotonic())
+            self.seen += len(evs)
+            for k, d, t in evs:
+                if k == kind and d in left:
+                    left.discard(d)
+                    last = t - t0
+        return None if left else last
 
     def drain(self, quiet=0.05):
         while True:
@@ -269,9 +313,12 @@ def status(tabby, sock):
 
 
 def kernel_route_count():
-    p = subprocess.run(["ip", "-4", "route", "show", "table", "all", "proto", str(TABBY_PROTO)],
-                       capture_output=True, text=True, check=True)
-    return len([l for l in p.stdout.splitlines() if l.strip()])
+    n = 0
+    for fam in ("-4", "-6"):
+        p = subprocess.run(["ip", fam, "route", "show", "table", "all", "proto", str(TABBY_PROTO)],
+                           capture_output=True, text=True, check=True)
+        n += len([l for l in p.stdout.splitlines() if l.strip()])
+    return n
 
 
 def pct(v, q):
@@ -300,7 +347,7 @@ def run(a):
         json.dump(cfg, f, indent=1)
     expected = meta["expected_routes"]
     mon = RouteMonitor()
-    res = {"label": a.label, "policy": a.policy, "expected_routes": expected}
+    res = {"label": a.label, "policy": a.policy, "expected_routes": expected, "dual_stack": meta.get("dual_stack", False)}
     log = open(logp, "w")
     cmd = [a.tabby, "agent", "--config", conf]
     if a.wrap:
@@ -342,6 +389,7 @@ def run(a):
         adds, dels, missed = [], [], 0
         mon.seen = 0
         free = meta["local_free"]
+        free6 = meta.get("local_free6") or []
         first = meta["first_churn_pod"]
         for i in range(a.churn if t_routes is not None else 0):
             n = first + i
@@ -355,13 +403,15 @@ def run(a):
             time.sleep(a.settle)  # the link event is handled before the endpoint arrives
             mon.drain(0)
             path = state_path(d, "WorkloadEndpoint.tabby.dev", "default", name)
-            text = wep_text(name, "node-0", ifname, ip, "churn")
+            ip6 = free6[i % len(free6)] if free6 else None
+            dsts = [f"{ip}/32"] + ([f"{ip6}/128"] if ip6 else [])
+            text = wep_text(name, "node-0", ifname, ip, "churn", ip6)
             tmp = os.path.join(d, STATE, f".tmp-bench-{i}")
             with open(tmp, "w") as f:
                 f.write(text)
             t = time.monotonic()
             os.rename(tmp, path)
-            lat = mon.wait_for("add", f"{ip}/32", t, a.wait)
+            lat = mon.wait_all("add", dsts, t, a.wait)
             if lat is None:
                 missed += 1
             else:
@@ -369,7 +419,7 @@ def run(a):
             time.sleep(a.settle)
             t = time.monotonic()
             os.unlink(path)
-            lat = mon.wait_for("del", f"{ip}/32", t, a.wait)
+            lat = mon.wait_all("del", dsts, t, a.wait)
             if lat is None:
                 missed += 1
             else:
@@ -384,6 +434,7 @@ def run(a):
         mon.drain(0.05)
         res["route_msgs_per_round"] = mon.seen / res["churn"] if res["churn"] else None
         res["after_churn"] = proc_status(agent.pid)
+        res["loadavg_1m"] = float(open("/proc/loadavg").read().split()[0])
         res["kernel_routes_after"] = kernel_route_count()
     finally:
         stop_agent(agent, conf)
@@ -455,6 +506,7 @@ def main():
     g.add_argument("--policies", type=int, default=0)
     g.add_argument("--mesh", action="store_true")
     g.add_argument("--layout", choices=["state", "manifests"], default="state")
+    g.add_argument("--dual-stack", action="store_true", help="an IPv6 pool too: every pod gets an IPv6 address")
     r = sub.add_parser("run")
     r.add_argument("dir")
     r.add_argument("--tabby", required=True)

@@ -9,18 +9,21 @@
 #                into DIR/tabby-state/ (temp file + rename, as the CNI plugin does),
 #                time rename -> RTM_NEWROUTE of its /32; unlink it, time -> RTM_DELROUTE
 #   memory       the agent's VmRSS / VmHWM after the cold start and after the churn
+#   --dual-stack the same cluster also with an IPv6 pool (every pod an IPv4 and an IPv6
+#                address, /122 IPv6 blocks): each run is done twice in one invocation,
+#                IPv4-only then dual stack, and the table puts them side by side
 # The datastore (bench/agent_churn.py gen) and the monitor (agent_churn.py run) are in
 # the Python helper. Namespaces are named ac<pid>-*, deleted on exit.
 #
 # Usage: bash bench/agent_churn.sh [--churn N] [--policy off|on|both] [--layout state|manifests]
-#                                   [--nodes N --pods N --local N] [--policies N] [--mesh]
+#                                   [--nodes N --pods N --local N] [--policies N] [--mesh] [--dual-stack]
 #        env TABBY_BIN (default build/felix/tabby), AGENT_WRAP (e.g. "heaptrack -o /tmp/x")
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TABBY=${TABBY_BIN:-$ROOT/build/felix/tabby}
 [ -x "$TABBY" ] || { echo "build first: bash scripts/build.sh release (no $TABBY)"; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)"; exit 1; }
-CHURN=200 POLICY=both LAYOUT=state NODES=500 PODS=20000 LOCAL=200 POLICIES=0 MESH=""
+CHURN=200 POLICY=both LAYOUT=state NODES=500 PODS=20000 LOCAL=200 POLICIES=0 MESH="" DUAL=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --churn) CHURN=$2; shift ;;
@@ -31,6 +34,7 @@ while [ $# -gt 0 ]; do
     --local) LOCAL=$2; shift ;;
     --policies) POLICIES=$2; shift ;;
     --mesh) MESH=--mesh ;;
+    --dual-stack) DUAL=1 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
   shift
@@ -48,7 +52,7 @@ trap cleanup EXIT
 # The node namespace: underlay eth0 198.18.0.11/16 (all 500 nodes on-link) with a
 # default route, and the host ends (cali...) of the local pods' veths; the other ends
 # (and the underlay's peer, 198.18.0.1) are in the ext namespace.
-fresh_ns() {
+fresh_ns() {  # $1 label, $2 the datastore's directory (its ifaces.batch)
   [ -n "$NS" ] && ip netns del "$NS"
   [ -n "$EXT" ] && ip netns del "$EXT"
   NS=$P-$1 EXT=$P-$1-ext
@@ -57,21 +61,27 @@ fresh_ns() {
   ip -n "$NS" link set lo up
   ip -n "$NS" link add eth0 type veth peer name up0 netns "$EXT"
   ip -n "$NS" addr add 198.18.0.11/16 dev eth0
+  ip -n "$NS" addr add 2001:db8:18::b/64 dev eth0 nodad  # the dual-stack nodes' IPv6 subnet
   ip -n "$EXT" addr add 198.18.0.1/16 dev up0
   ip -n "$EXT" link set up0 up
   ip -n "$NS" link set eth0 up
   ip -n "$NS" route add default via 198.18.0.1 dev eth0
-  sed "s/EXTNS/$EXT/" "$W/ifaces.batch" | ip -n "$NS" -batch -
-  ip -n "$EXT" -batch "$W/ext.batch"
+  sed "s/EXTNS/$EXT/" "$2/ifaces.batch" | ip -n "$NS" -batch -
+  ip -n "$EXT" -batch "$2/ext.batch"
 }
 
-t0=$(date +%s.%N)
-python3 "$ROOT/bench/agent_churn.py" gen "$W/ds" --nodes "$NODES" --pods "$PODS" --local "$LOCAL" \
-  --policies "$POLICIES" --layout "$LAYOUT" $MESH
-objs=$(find "$W/ds" -name '*.yaml' | wc -l)
-printf "datastore: %s nodes, %s pods (%s local), %s policies, layout %s (%s files, %s MB), mesh %s; generated in %.1f s\n" \
-  "$NODES" "$PODS" "$LOCAL" "$POLICIES" "$LAYOUT" "$objs" "$(du -sm "$W/ds" | cut -f1)" "${MESH:+on}${MESH:-off}" \
-  "$(echo "$(date +%s.%N) - $t0" | bc -l)"
+STACKS="v4"
+[ -n "$DUAL" ] && STACKS="v4 dual"
+for stack in $STACKS; do
+  t0=$(date +%s.%N)
+  mkdir -p "$W/$stack"
+  python3 "$ROOT/bench/agent_churn.py" gen "$W/$stack/ds" --nodes "$NODES" --pods "$PODS" --local "$LOCAL" \
+    --policies "$POLICIES" --layout "$LAYOUT" $MESH ${DUAL:+$([ "$stack" = dual ] && echo --dual-stack)}
+  objs=$(find "$W/$stack/ds" -name '*.yaml' | wc -l)
+  printf "datastore %s: %s nodes, %s pods (%s local), %s policies, layout %s (%s files, %s MB), mesh %s; generated in %.1f s\n" \
+    "$stack" "$NODES" "$PODS" "$LOCAL" "$POLICIES" "$LAYOUT" "$objs" "$(du -sm "$W/$stack/ds" | cut -f1)" \
+    "${MESH:+on}${MESH:-off}" "$(echo "$(date +%s.%N) - $t0" | bc -l)"
+done
 
 case "$POLICY" in
   both) runs="false true" ;;
@@ -80,15 +90,18 @@ case "$POLICY" in
   *) echo "--policy off|on|both"; exit 2 ;;
 esac
 RESULTS=()
+for stack in $STACKS; do
 for pol in $runs; do
   label=policy-$([ "$pol" = true ] && echo on || echo off)
-  fresh_ns "$label"
-  out=$(ip netns exec "$NS" python3 "$ROOT/bench/agent_churn.py" run "$W/ds" --tabby "$TABBY" --label "$label" --ext "$EXT" \
+  [ -n "$DUAL" ] && label=$stack-$label
+  fresh_ns "$label" "$W/$stack"
+  out=$(ip netns exec "$NS" python3 "$ROOT/bench/agent_churn.py" run "$W/$stack/ds" --tabby "$TABBY" --label "$label" --ext "$EXT" \
     --policy "$pol" --churn "$CHURN" ${AGENT_WRAP:+--wrap "$AGENT_WRAP"}) || {
-    echo "$label: the run failed"; tail -20 "$W/agent-$label.log"; exit 1; }
+    echo "$label: the run failed"; tail -20 "$W/$stack/agent-$label.log"; exit 1; }
   echo "BENCH agent-churn $out"
   RESULTS+=("$out")
-  grep -E "problem|error" "$W/agent-$label.log" | head -5 || true
+  grep -E "problem|error" "$W/$stack/agent-$label.log" | head -5 || true
+done
 done
 
 python3 - "${RESULTS[@]}" <<'PY'
@@ -114,6 +127,7 @@ line("RSS after cold (MiB)", lambda r: r["after_cold"]["VmRSS"], "%.1f")
 line("HWM after cold (MiB)", lambda r: r["after_cold"]["VmHWM"], "%.1f")
 line("RSS after churn (MiB)", lambda r: r.get("after_churn", {}).get("VmRSS"), "%.1f")
 line("HWM after churn (MiB)", lambda r: r.get("after_churn", {}).get("VmHWM"), "%.1f")
+line("load average 1 min (end)", lambda r: r.get("loadavg_1m"), "%.2f")
 line("agent CPU cold start (s)", lambda r: r["after_cold"]["cpu_s"], "%.2f")
 line("agent CPU per add+delete (ms)", lambda r: (r["after_churn"]["cpu_s"] - r["after_cold"]["cpu_s"]) * 1000 / r["churn"]
      if r.get("churn") else None, "%.2f")

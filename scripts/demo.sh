@@ -3,8 +3,10 @@
 # runs `tabby agent` on a shared file datastore (a directory of manifests) with the
 # node-to-node BGP mesh; each agent registers its Node, the CNI plugin (the same
 # tabby binary, called the way a container runtime calls it) attaches 2 pods per
-# node with addresses from the node's IPAM block, and every pod pings every other
-# pod. Then the IP pool is switched to VXLAN and the pings run again. Last, every
+# node with addresses from the node's IPAM blocks — dual stack: an IPv4 pool and an
+# IPv6 pool, so every pod gets one address of each family — and every pod pings
+# every other pod over both. Then the IPv4 pool is switched to VXLAN and the pings
+# run again (the IPv6 pool stays routed directly: VXLAN is IPv4-only). Last, every
 # pod reaches an "outside" host (beyond the node bridge, off every pool, with no
 # route to the pods): the pool has natOutgoing, so it sees the nodes' addresses.
 # Everything lives in namespaces this script creates and removes.
@@ -27,6 +29,18 @@ cleanup() {
 trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+pool6() {  # the IPv6 pool (dual stack): /122 blocks by default, as Calico
+  cat > "$DS/pool6.yaml.tmp" <<EOF
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv6-ippool
+spec:
+  cidr: 2001:db8:19::/64
+  natOutgoing: true
+EOF
+  mv "$DS/pool6.yaml.tmp" "$DS/pool6.yaml"
+}
 pool() {  # the cluster's IP pool, in the same YAML a Calico user writes
   cat > "$DS/pool.yaml.tmp" <<EOF
 apiVersion: projectcalico.org/v3
@@ -44,9 +58,10 @@ EOF
 }
 
 mkdir -p "$DS"
-say "the datastore ($DS): one IPPool, vxlanMode Never, natOutgoing true"
+say "the datastore ($DS): an IPv4 and an IPv6 IPPool, vxlanMode Never, natOutgoing true"
 pool Never
-cat "$DS/pool.yaml"
+pool6
+cat "$DS/pool.yaml" "$DS/pool6.yaml"
 
 say "creating 3 nodes on a bridge (namespaces ${P}*)"
 ip netns add "${P}fabric"
@@ -59,6 +74,7 @@ for n in 1 2 3; do
   ip link add eth0 netns "$ns" type veth peer name "n$n" netns "${P}fabric"
   ip -n "${P}fabric" link set "n$n" master br0 up
   ip -n "$ns" addr add "198.18.0.1$n/24" dev eth0
+  ip -n "$ns" addr add "2001:db8:18::1$n/64" dev eth0 nodad
   ip -n "$ns" link set eth0 up
   # An upstream default route, as a real node has: proxy ARP answers a pod's
   # ARP for its gateway 169.254.1.1 only when the node has a route to it.
@@ -73,7 +89,7 @@ ip -n "${P}fabric" link set out master br0 up
 ip -n "${P}outside" addr add 198.18.0.254/24 dev eth0
 ip -n "${P}outside" link set eth0 up
 
-say "starting tabby agent on each node (file datastore, full mesh, dataplane on)"
+say "starting tabby agent on each node (file datastore, full mesh, dataplane on; IP6 gives the Node its IPv6 address)"
 for n in 1 2 3; do
   cat > "$WORK/node$n.yaml" <<EOF
 nodeName: node$n
@@ -82,25 +98,26 @@ apiSocket: $WORK/node$n.sock
 datastore: {type: file, directory: $DS}
 dataplane: {enabled: true}
 EOF
-  ip netns exec "${P}node$n" "$TABBY" agent --config "$WORK/node$n.yaml" > "$WORK/node$n.log" 2>&1 &
+  ip netns exec "${P}node$n" env IP6="2001:db8:18::1$n/64" "$TABBY" agent --config "$WORK/node$n.yaml" > "$WORK/node$n.log" 2>&1 &
   PIDS+=($!)
 done
 
-say "waiting for the BGP mesh (3 nodes, 6 sessions)"
+say "waiting for the BGP mesh (3 nodes, 12 sessions: one IPv4 and one IPv6 per node pair)"
 for i in $(seq 1 80); do
   up=0
   for n in 1 2 3; do
     c=$("$TABBY" status -o json --socket "$WORK/node$n.sock" 2>/dev/null | grep -c '"state": "Established"' || true)
     up=$((up + c))
   done
-  [ "$up" -ge 6 ] && break
+  [ "$up" -ge 12 ] && break
   sleep 0.25
 done
-[ "$up" -ge 6 ] || { echo "the mesh did not come up (agents' logs below)"; cat "$WORK"/node*.log; exit 1; }
+[ "$up" -ge 12 ] || { echo "the mesh did not come up (agents' logs below)"; cat "$WORK"/node*.log; exit 1; }
 
 say "attaching 2 pods per node through the CNI plugin (as a container runtime does)"
 CNI_CONF='{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"tabby","tabbyConfig":"CONF"}'
 PODS=()
+PODS6=()  # "netns|IPv6 address" (an IPv6 address has colons)
 for n in 1 2 3; do
   for p in 1 2; do
     pod="${P}n${n}pod$p"
@@ -109,9 +126,11 @@ for n in 1 2 3; do
       CNI_CONTAINERID="demo-$n-$p" CNI_NETNS="/var/run/netns/$pod" CNI_IFNAME=eth0 \
       CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-$n-$p" CNI_PATH="$(dirname "$TABBY")" "$TABBY") ||
       { echo "CNI ADD failed: $out"; cat "$WORK"/node*.log; exit 1; }
-    ip_addr=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
-    printf '  node%d  default/web-%d-%d  %s\n' "$n" "$n" "$p" "$ip_addr"
+    read -r ip_addr ip6_addr < <(echo "$out" | python3 -c 'import json,sys
+print(" ".join(i["address"].split("/")[0] for i in json.load(sys.stdin)["ips"]))')
+    printf '  node%d  default/web-%d-%d  %-14s %s\n' "$n" "$n" "$p" "$ip_addr" "${ip6_addr:-NO-IPv6}"
     PODS+=("$pod:$ip_addr")
+    PODS6+=("$pod|${ip6_addr:-none}")
   done
 done
 
@@ -151,8 +170,30 @@ say "tabby routes on node1"
 say "kernel routes tabby wrote on node1 (ip route show proto tabby)"
 ip -n "${P}node1" route show proto 44
 
+ping_all6() {
+  local ok=0 bad=0
+  for src in "${PODS6[@]}"; do
+    for dst in "${PODS6[@]}"; do
+      [ "$src" = "$dst" ] && continue
+      if ip netns exec "${src%%|*}" ping -c 2 -i 0.2 -W 1 -q "${dst##*|}" >/dev/null 2>&1; then
+        ok=$((ok + 1)); printf '  %-18s -> %-18s ok\n' "${src##*|}" "${dst##*|}"
+      else
+        bad=$((bad + 1)); printf '  %-18s -> %-18s FAILED\n' "${src##*|}" "${dst##*|}"
+      fi
+    done
+  done
+  say "$ok IPv6 pings answered, $bad failed"
+  [ "$bad" -eq 0 ]
+}
+
 say "every pod pings every other pod (plain routes)"
 ping_all
+say "kernel IPv6 routes tabby wrote on node1 (ip -6 route show proto tabby)"
+ip -n "${P}node1" -6 route show proto 44
+say "every pod pings every other pod over IPv6 (MP-BGP, /122 blocks routed directly)"
+ping_all6
+say "tabby ipam on node1 (blocks of both families)"
+"$TABBY" ipam --socket "$WORK/node1.sock"
 
 say "switching the pool to VXLAN (vxlanMode: Always)"
 pool Always
@@ -162,6 +203,8 @@ ip -n "${P}node1" -d link show vxlan.tabby | head -3
 
 say "every pod pings every other pod (VXLAN)"
 ping_all
+say "and over IPv6 (its pool routed directly)"
+ping_all6
 
 say "every pod sends to the outside host 198.18.0.254 (no route back to the pods): natOutgoing"
 ip netns exec "${P}outside" python3 -c '

@@ -23,6 +23,7 @@
 // speaker has its initial table (every peer's End-of-RIB, or the graceful-restart
 // wait ran out; RFC 4724 §4.1).
 #include "felix/agent/runtime.hpp"
+#include "felix/agent/ipam_gc.hpp"
 #include "felix/agent/sd_notify.hpp"
 
 #include <arpa/inet.h>
@@ -218,6 +219,9 @@ struct AgentRuntime::Impl {
     auto ds = factories_.datastore(io_, dsc);
     if (!ds) return fail(ds.error());
     datastore_ = std::move(*ds);
+    // Calc -> IPAM garbage collector -> Datastore (the lease holder only).
+    if (config_.ipam_gc.enabled)
+      ipam_gc_ = std::make_unique<IpamGarbageCollector>(io_, *datastore_, calc_, config_.node_name, config_.ipam_gc);
     // Datastore -> DocFeed -> Calc.
     if (auto st = datastore_->start([this](const DatastoreUpdate& u) { on_datastore(u); }); !st) return st;
     kLog.info("node " + config_.node_name + ": reading cluster resources from " + describe(*config_.datastore) +
@@ -236,11 +240,16 @@ struct AgentRuntime::Impl {
         // Snapshot's full pass programs everything from that state).
         count_events(u.events);
         feed_.feed(u.events, calc_);
+        if (ipam_gc_) ipam_gc_->observe(u.events);
         (void)calc_.take_changes(/*with_policy=*/false);
         break;
       case DatastoreUpdate::Type::Snapshot:
         count_events(u.events);
         feed_.feed(u.events, calc_);
+        if (ipam_gc_) {
+          ipam_gc_->observe(u.events);
+          ipam_gc_->start();
+        }
         in_sync_ = true;
         kLog.info("datastore in sync: " + std::to_string(u.events.size()) + " objects");
         process(true);
@@ -256,6 +265,7 @@ struct AgentRuntime::Impl {
       case DatastoreUpdate::Type::Changes:
         count_events(u.events);
         feed_.feed(u.events, calc_);
+        if (ipam_gc_) ipam_gc_->observe(u.events);
         process(false);
         break;
       case DatastoreUpdate::Type::Problem:
@@ -594,6 +604,7 @@ struct AgentRuntime::Impl {
   void stop() {
     if (stopping_) return;
     stopping_ = true;
+    if (ipam_gc_) ipam_gc_->stop();
     // Graceful restart (RFC 4724): leave without a NOTIFICATION so peers keep our
     // routes; kernel routes and the nft table stay in place (restart without loss).
     bool graceful = calc_.speaker_config().graceful_restart;
@@ -633,12 +644,17 @@ struct AgentRuntime::Impl {
     fixed_key(fresh->dataplane.enabled != config_.dataplane.enabled, "dataplane.enabled");
     fixed_key(config_.datastore && fresh->dataplane.policy != config_.dataplane.policy, "dataplane.policy");
     fixed_key(fresh->metrics_address != config_.metrics_address, "metricsAddress");
+    const auto& g0 = config_.ipam_gc;
+    const auto& g1 = fresh->ipam_gc;
+    fixed_key(g0.enabled != g1.enabled || g0.grace_period_s != g1.grace_period_s || g0.interval_s != g1.interval_s ||
+                  g0.lease_duration_s != g1.lease_duration_s,
+              "ipamGC");
     // The speaker's identity, listener, cluster ID and graceful-restart settings
     // apply at run time (bgp::Speaker::reconfigure).
     if (!fixed.empty()) {
       refuse(config_path_ + (n_fixed > 1 ? ": keys " : ": key ") + fixed +
              " cannot change while the agent runs (restart the agent for nodeName, apiSocket, datastore, "
-             "metricsAddress, dataplane.enabled/policy)");
+             "metricsAddress, dataplane.enabled/policy, ipamGC)");
       return;
     }
     if (!reload_problem_.empty()) kLog.info("resolved: " + reload_problem_);
@@ -657,6 +673,7 @@ struct AgentRuntime::Impl {
   Calc calc_;
   DocFeed feed_;
   std::unique_ptr<Datastore> datastore_;
+  std::unique_ptr<IpamGarbageCollector> ipam_gc_;  // declared after datastore_: destroyed before it
   std::unique_ptr<bgp::Speaker> speaker_;
   std::unique_ptr<dataplane::Dataplane> dataplane_;
   std::unique_ptr<policy::PolicyCompiler> compiler_;

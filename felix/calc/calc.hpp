@@ -220,6 +220,53 @@ struct IpamOrphanBlock {
   std::vector<std::string> live_endpoints;
 };
 
+// ---------------------------------------------------------------- IPAM garbage collection (pure part)
+// One agent at a time collects IPAM garbage (what Calico's calico-kube-controllers
+// does): the leader holds a lease object in the datastore. Leases are numbered
+// (epochs): the holder of the highest epoch renews it by rewriting its expiry (only
+// it writes that object); anyone may take over an expired lease by creating the
+// next epoch's object, create-if-absent, so of several agents racing exactly one
+// wins, on every datastore (file, etcd, Kubernetes). Expiry compares the holder's
+// written wall-clock time with the reader's clock (nodes' clocks are assumed to
+// agree within a fraction of the lease duration, as Kubernetes Leases assume).
+inline constexpr const char* kIpamLeaseKind = "IPAMLease.tabby.dev";
+struct IpamLease {
+  uint64_t epoch = 0;
+  std::string holder;      // node name
+  int64_t expires_ms = 0;  // Unix time, milliseconds
+};
+std::string ipam_lease_name(uint64_t epoch);  // "ipam-gc-<epoch>"
+std::string ipam_lease_manifest(const IpamLease& l);
+// Error: not a lease manifest (the message names the field).
+Result<IpamLease> parse_ipam_lease(std::string_view text);
+struct IpamLeaseStep {
+  enum class Action { Wait, Renew, Acquire } action = Action::Wait;
+  IpamLease lease;  // Renew: put it; Acquire: create it if absent
+};
+// The step `me` takes given every lease object it sees (by epoch), at `now_ms`.
+IpamLeaseStep next_ipam_lease_step(const std::map<uint64_t, IpamLease>& leases, const std::string& me,
+                                   int64_t now_ms, int64_t duration_ms);
+
+// What the leader releases, each only after it has been garbage for `grace_ms`
+// (IpamGcMemory remembers since when; a CNI ADD between its allocation and its
+// WorkloadEndpoint is garbage for that moment):
+//  - an allocation whose WorkloadEndpoint is gone (or holds other addresses);
+//  - a WorkloadEndpoint whose node no longer exists (its pod died with the node);
+//  - the block of a node that no longer exists, once no WorkloadEndpoint of an
+//    existing node holds one of its addresses (its allocations go with it);
+//  - a block with no allocation and no endpoint that does not hold its node's
+//    tunnel address (an empty block).
+struct IpamGcMemory {
+  std::map<std::string, int64_t> first_seen_ms;  // garbage id -> when first seen
+};
+struct IpamGcPlan {
+  std::vector<Resource> affinity_updates;      // BlockAffinities with allocations removed
+  std::vector<std::string> affinity_removals;  // BlockAffinity names to delete
+  std::vector<std::string> endpoint_removals;  // WorkloadEndpoints ("ns/name") to delete
+  std::vector<std::string> released;           // one line per thing released (logs, tests)
+  size_t pending = 0;                          // garbage still within its grace period
+};
+
 // What the CNI plugin (via the datastore claimer) must do to give `handle` an address.
 struct IpamPlan {
   Prefix block;
@@ -305,6 +352,10 @@ class Calc {
   // An address for `handle` on `node`: from its blocks (lowest block first), else
   // from a new block to claim. Error when every pool is exhausted or none matches.
   Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
+  // Whether a pod on `node` gets an address of family `fam` by default (dual stack):
+  // an enabled pool of that family selects the node, or the node already has a block
+  // of that family in an enabled pool.
+  bool assigns_family(const std::string& node, IpFamily fam) const;
   // The block this node claims when it starts, so that it has a tunnel (VTEP)
   // address before its first pod (a node without pods stays reachable over IPIP
   // or VXLAN): set when an enabled IPv4 pool whose nodeSelector matches this node
@@ -318,6 +369,8 @@ class Calc {
   std::vector<IpamLeak> ipam_leaks() const;
   // `tabby ipam check`: blocks whose node no longer exists, address order.
   std::vector<IpamOrphanBlock> orphan_blocks() const;
+  // The leader's collection at `now_ms` (see IpamGcPlan); updates `mem`.
+  IpamGcPlan plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_ms) const;
   // `tabby ipam release ADDR`: error when no BlockAffinity records `ip`.
   Result<IpamRelease> plan_release_ip(const IpAddress& ip) const;
   // CNI DEL: the BlockAffinity objects that record `handle`, with it removed (write

@@ -70,14 +70,16 @@ struct WepEntry {
     std::string iface;
   };
   IpAddress ip;
-  bool has_ip = false;
+  IpAddress ip2;  // dual stack: the second address, inline (an Extra per pod would cost ~6x more)
+  bool has_ip = false, has_ip2 = false;
   const std::string* node = nullptr;
   const Labels* labels = nullptr;
-  std::unique_ptr<Extra> extra;
+  std::unique_ptr<Extra> extra;  // addresses past the second, ports, a local pod's interface
 
   std::vector<IpAddress> ips() const {
     std::vector<IpAddress> v;
     if (has_ip) v.push_back(ip);
+    if (has_ip2) v.push_back(ip2);
     if (extra) v.insert(v.end(), extra->more_ips.begin(), extra->more_ips.end());
     return v;
   }

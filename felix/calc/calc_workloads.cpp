@@ -28,10 +28,12 @@ void Calc::Impl::fill_wep(WepEntry& e, const WorkloadEndpoint& w) {
   e.labels = label_sets.acquire(w.labels);
   e.has_ip = !w.ips.empty();
   if (e.has_ip) e.ip = w.ips.front();
+  e.has_ip2 = w.ips.size() > 1;
+  if (e.has_ip2) e.ip2 = w.ips[1];
   bool local = w.node == opt.node_name;
-  if (w.ips.size() > 1 || !w.ports.empty() || (local && !w.iface.empty())) {
+  if (w.ips.size() > 2 || !w.ports.empty() || (local && !w.iface.empty())) {
     e.extra = std::make_unique<WepEntry::Extra>();
-    if (w.ips.size() > 1) e.extra->more_ips.assign(w.ips.begin() + 1, w.ips.end());
+    if (w.ips.size() > 2) e.extra->more_ips.assign(w.ips.begin() + 2, w.ips.end());
     e.extra->ports = w.ports;
     if (local) e.extra->iface = w.iface;
   }

@@ -54,7 +54,8 @@ std::vector<ResourceKey> DocFeed::produced_by(const DocKey& k, const std::option
 
 FeedStats DocFeed::feed(const std::vector<DocEvent>& events, Calc& calc) {
   FeedStats st;
-  for (const auto& e : events) feed_one(e, calc, st);
+  for (const auto& e : events)
+    if (e.key.kind != kIpamLeaseKind) feed_one(e, calc, st);  // the IPAM GC lease is the agent's, not a resource
   return st;
 }
 

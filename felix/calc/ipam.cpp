@@ -148,6 +148,19 @@ Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handl
   return plan;
 }
 
+bool Calc::assigns_family(const std::string& node, IpFamily fam) const {
+  const NodeInfo* n = this->node(node);
+  Labels labels = n ? n->labels : Labels{};
+  for (const auto& pv : pools())
+    if (!pv.pool.disabled && pv.pool.cidr.family() == fam && pv.pool.node_selector.matches(labels, true)) return true;
+  for (const auto& b : ipam_blocks(node)) {
+    if (b.cidr.family() != fam) continue;
+    auto pit = impl_->pools.find(b.pool);
+    if (pit != impl_->pools.end() && !pit->second.disabled) return true;
+  }
+  return false;
+}
+
 std::optional<BlockChoice> Calc::tunnel_block_to_claim() const {
   const std::string& me = impl_->opt.node_name;
   const NodeInfo* n = node(me);

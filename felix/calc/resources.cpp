@@ -419,6 +419,12 @@ IpPool parse_ip_pool(const YAML::Node& spec, UnsupportedFields& notes) {
   if (present(spec["vxlanMode"])) p.vxlan = get_mode(spec["vxlanMode"], "spec.vxlanMode");
   if (p.uses_ipip() && p.uses_vxlan()) bad("spec.vxlanMode", "ipipMode and vxlanMode cannot both be enabled");
   if (!v4 && p.uses_ipip()) bad("spec.ipipMode", "IPIP is IPv4 only");
+  // VXLAN over an IPv6 underlay (Calico's vxlan-v6.calico device) is not built: such a
+  // pool's blocks are routed directly to the owner node's IPv6 address.
+  if (!v4 && p.uses_vxlan())
+    notes.push_back({"spec.vxlanMode", unsupported("IPv6 pods tunnelled in VXLAN between the nodes' IPv6 addresses",
+                                                   "an IPv6 pool's blocks are routed directly to the owner node's "
+                                                   "IPv6 address (nodes must share an IPv6 subnet or a BGP fabric)")});
   if (present(spec["natOutgoing"])) p.nat_outgoing = get_bool(spec["natOutgoing"], "spec.natOutgoing");
   if (present(spec["allowedUses"]) && nonempty(spec["allowedUses"])) {
     std::set<std::string> uses;

@@ -17,7 +17,11 @@
 //                apiSocket are taken from it)
 //   nodename     string: overrides the agent config's nodeName
 //   mtu          integer 68..65535 (default 1500): both veth ends
-//   ipam         object; ipam.type must be "tabby-ipam" when given
+//   ipam         object; ipam.type must be "tabby-ipam" when given;
+//                ipam.assign_ipv4 / ipam.assign_ipv6 ("true"/"false" as Calico writes them,
+//                or booleans): unset = the family is assigned when an enabled IPPool of
+//                that family selects the node (dual stack: one address of each); "true" =
+//                required (no such pool: error 100); "false" = never
 //   datastoreTimeout  number of seconds (default 10) to wait for the datastore's
 //                snapshot; then error 11 (try again later)
 //   prevResult   object (CHECK): its ips are compared with the allocation
@@ -27,10 +31,11 @@
 //                call is error 4, as before.
 //
 // What ADD writes (the agent reads these):
-//   tabby.dev/v1 BlockAffinity  (claimed with create-if-absent; allocations[ns/pod] = IP)
-//   tabby.dev/v1 WorkloadEndpoint ns/pod (node, interfaceName, ips, containerID, ports,
-//                labels copied from the Pod)
-// It does not add the host /32 route to the pod: the agent programs it from the WEP.
+//   tabby.dev/v1 BlockAffinity  (claimed with create-if-absent; allocations[ns/pod] = IP;
+//                a dual-stack pod has one allocation in an IPv4 block and one in an IPv6 one)
+//   tabby.dev/v1 WorkloadEndpoint ns/pod (node, interfaceName, ips (IPv4 first, then
+//                IPv6), containerID, ports, labels copied from the Pod)
+// It does not add the host /32 or /128 route to the pod: the agent programs it from the WEP.
 //
 // Module felix/cni. Owns: the CNI plugin (netconf/result JSON pure; veth, netns and the
 // IPAM transaction I/O). May call: felix/calc (IPAM plans), felix/config, felix/datastore,
@@ -85,6 +90,7 @@ struct NetConf {
   uint32_t mtu = 1500;
   double datastore_timeout_s = 10;
   std::vector<IpAddress> prev_ips;  // prevResult.ips[].address (CHECK)
+  std::optional<bool> assign_ipv4, assign_ipv6;  // ipam.assign_ipv4/6; unset = by the pools
   std::string container_namespace;  // containerNamespace ("" = K8S_POD_NAMESPACE required)
 };
 // Errors: 6 (not JSON / not an object), 1 (unsupported cniVersion), 7 (a key missing
@@ -116,8 +122,11 @@ std::string ipam_handle(std::string_view pod_namespace, std::string_view pod_nam
 struct AddResult {
   std::string host_ifname, host_mac;
   std::string cont_ifname, cont_mac, sandbox;
-  IpAddress ip;
+  IpAddress ip;                   // the first address (IPv4 when the pod has one)
+  std::vector<IpAddress> more_ips;  // dual stack: the other family's address
 };
+// ips[] lists every address (interface 1, the container's); routes[] one default
+// route per family the pod has.
 std::string result_json(const std::string& cni_version, const AddResult& r);
 std::string error_json(const std::string& cni_version, const CniError& e);
 std::string version_json();
@@ -131,9 +140,12 @@ struct PodNetSpec {
   std::string netns_path;   // CNI_NETNS
   std::string cont_ifname;  // CNI_IFNAME
   std::string host_ifname;  // host_veth_name()
-  IpAddress ip;
+  std::vector<IpAddress> ips;  // at most one per family
   uint32_t mtu = 1500;
 };
+// The IPv6 gateway a pod's default route points at: a link-local address the host
+// veth carries (the one Calico's host side ends up with, from its ee:ee:ee:ee:ee:ee MAC).
+inline constexpr const char* kPodGatewayV6 = "fe80::ecee:eeff:feee:eeee";
 struct PodNetInfo {
   std::string host_mac, cont_mac;
   int host_ifindex = 0, cont_ifindex = 0;

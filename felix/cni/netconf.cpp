@@ -136,6 +136,20 @@ Result<NetConf, CniError> parse_netconf(std::string_view text) {
         return err(kInvalidConfig, "network config: 'ipam.type' '" + t->get<std::string>() +
                                        "' is not supported (tabby allocates from its own pools: use \"tabby-ipam\")");
     }
+    // Calico writes these as the strings "true" / "false"; booleans are accepted too.
+    for (auto [key, out] : {std::pair<const char*, std::optional<bool>*>{"assign_ipv4", &c.assign_ipv4},
+                            {"assign_ipv6", &c.assign_ipv6}}) {
+      auto a = it->find(key);
+      if (a == it->end() || a->is_null()) continue;
+      if (a->is_boolean()) *out = a->get<bool>();
+      else if (a->is_string() && a->get<std::string>() == "true") *out = true;
+      else if (a->is_string() && a->get<std::string>() == "false") *out = false;
+      else
+        return err(kInvalidConfig, std::string("network config: 'ipam.") + key + "' must be \"true\" or \"false\", not " +
+                                       (a->is_string() ? "'" + a->get<std::string>() + "'" : std::string(type_name(*a))));
+    }
+    if (c.assign_ipv4 == false && c.assign_ipv6 == false)
+      return err(kInvalidConfig, "network config: 'ipam.assign_ipv4' and 'ipam.assign_ipv6' are both \"false\": the pod would get no address");
   }
   if (auto it = j.find("prevResult"); it != j.end() && !it->is_null()) {
     if (!it->is_object())
@@ -271,12 +285,19 @@ std::string ipam_handle(std::string_view pod_namespace, std::string_view pod_nam
 std::string result_json(const std::string& cni_version, const AddResult& r) {
   json host = {{"name", r.host_ifname}, {"mac", r.host_mac}};
   json cont = {{"name", r.cont_ifname}, {"mac", r.cont_mac}, {"sandbox", r.sandbox}};
-  json ip = {{"address", Prefix(r.ip, static_cast<uint8_t>(r.ip.bit_width())).str()}, {"interface", 1}};
-  if (pre_1_0(cni_version)) ip["version"] = r.ip.is_v4() ? "4" : "6";
-  json routes = json::array({{{"dst", r.ip.is_v4() ? "0.0.0.0/0" : "::/0"}}});
+  json ips = json::array();
+  json routes = json::array();
+  auto add = [&](const IpAddress& a) {
+    json ip = {{"address", Prefix(a, static_cast<uint8_t>(a.bit_width())).str()}, {"interface", 1}};
+    if (pre_1_0(cni_version)) ip["version"] = a.is_v4() ? "4" : "6";
+    ips.push_back(std::move(ip));
+    routes.push_back({{"dst", a.is_v4() ? "0.0.0.0/0" : "::/0"}});
+  };
+  add(r.ip);
+  for (const auto& a : r.more_ips) add(a);
   json out = {{"cniVersion", cni_version},
               {"interfaces", json::array({host, cont})},
-              {"ips", json::array({ip})},
+              {"ips", ips},
               {"routes", routes},
               {"dns", json::object()}};
   return dump(out, 2) + "\n";

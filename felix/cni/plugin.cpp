@@ -181,6 +181,7 @@ class Store {
     opts.node_name = node_;
     cs.calc = std::make_unique<Calc>(opts);
     for (const auto& ev : snapshot) {
+      if (ev.key.kind == kIpamLeaseKind) continue;  // the agents' IPAM GC lease: not a resource
       ParsedManifests pm = parse_manifests(ev.text, ev.source.empty() ? to_string(ev.key) : ev.source);
       for (const auto& e : pm.errors) cs.problems.push_back(e.message);
       for (auto& r : pm.resources) {
@@ -248,49 +249,93 @@ void undo_allocation(Ctx& c, Store& store, const std::string& name, BlockAffinit
     c.log << "tabby-cni: undo: could not release " << c.handle << ": " << r.error().msg << "\n";
 }
 
+// The families a pod on this node gets an address of: the netconf's ipam.assign_ipv4/6
+// when set, else those an enabled pool serves on this node (dual stack: both).
+Result<std::vector<IpFamily>, CniError> families_for(const Ctx& c, const ClusterState& cs) {
+  std::vector<IpFamily> out;
+  for (auto [fam, setting] : {std::pair{IpFamily::V4, c.conf.assign_ipv4}, std::pair{IpFamily::V6, c.conf.assign_ipv6}}) {
+    if (setting == false) continue;
+    if (setting == true || cs.calc->assigns_family(c.node, fam)) out.push_back(fam);
+  }
+  if (out.empty())
+    return err(kPoolExhausted, "IPAM: no free block for node " + c.node + ": no enabled IPv4 or IPv6 pool whose nodeSelector matches it");
+  return out;
+}
+
 Result<void, CniError> cmd_add(Ctx& c, Store& store) {
   std::optional<ClusterState> cs;
-  IpAddress ip;
-  std::optional<std::pair<std::string, BlockAffinity>> written;  // the affinity this ADD wrote
-  bool allocated = false;
-  for (int attempt = 0; attempt < kClaimAttempts && !allocated; ++attempt) {
+  std::vector<IpAddress> ips;
+  std::vector<std::pair<std::string, BlockAffinity>> written;  // the affinities this ADD wrote (undo)
+  auto undo_ipam = [&] {
+    for (auto& [name, aff] : written) undo_allocation(c, store, name, aff);
+  };
+  {
     auto l = store.list();
     if (!l) return Unexpected<CniError>{l.error()};
     cs = std::move(*l);
-    if (attempt == 0) log_problems(c, *cs);
-    if (auto have = cs->allocations(c.node, c.handle); !have.empty()) {
-      ip = have.front().ip;  // a re-ADD of this pod: keep its address
-      allocated = true;
-      break;
-    }
-    auto plan = cs->calc->plan_ip(c.node, c.handle, IpFamily::V4);
-    if (!plan) return err(kPoolExhausted, plan.error().message);
-    const std::string& name = plan->affinity.key.name;
-    const auto& aff = std::get<BlockAffinity>(plan->affinity.body);
-    std::string text = block_affinity_manifest(name, aff);
-    if (plan->claim_block) {
-      auto created = store.create(affinity_key(name), text);
-      if (!created) return Unexpected<CniError>{created.error()};
-      if (!*created) {
-        c.log << "tabby-cni: block " << plan->block.str() << " was claimed by another node first; retrying\n";
-        continue;
-      }
-      c.log << "tabby-cni: node " << c.node << " claimed block " << plan->block.str() << "\n";
-    } else {
-      if (auto r = store.put(affinity_key(name), text); !r) return r;
-    }
-    ip = plan->ip;
-    written.emplace(name, aff);
-    allocated = true;
+    log_problems(c, *cs);
   }
-  if (!allocated)
-    return err(kTryAgainLater, "IPAM: every block this node tried to claim was taken by another node first (" +
-                                   std::to_string(kClaimAttempts) + " attempts)");
-  auto undo_ipam = [&] {
-    if (written) undo_allocation(c, store, written->first, written->second);
-  };
+  auto fams = families_for(c, *cs);
+  if (!fams) return Unexpected<CniError>{fams.error()};
+  // One address per family, IPv4 first (as Calico assigns them). The listing is
+  // reused for the next family (its blocks are apart); a lost claim lists again.
+  for (IpFamily fam : *fams) {
+    bool allocated = false;
+    for (int attempt = 0; attempt < kClaimAttempts && !allocated; ++attempt) {
+      if (attempt > 0) {
+        auto l = store.list();
+        if (!l) {
+          undo_ipam();
+          return Unexpected<CniError>{l.error()};
+        }
+        cs = std::move(*l);
+      }
+      bool have = false;
+      for (const auto& a : cs->allocations(c.node, c.handle))
+        if (a.ip.family() == fam) {
+          ips.push_back(a.ip);  // a re-ADD of this pod: keep its address
+          have = true;
+          break;
+        }
+      if (have) {
+        allocated = true;
+        break;
+      }
+      auto plan = cs->calc->plan_ip(c.node, c.handle, fam);
+      if (!plan) {
+        undo_ipam();
+        return err(kPoolExhausted, plan.error().message);
+      }
+      const std::string& name = plan->affinity.key.name;
+      const auto& aff = std::get<BlockAffinity>(plan->affinity.body);
+      std::string text = block_affinity_manifest(name, aff);
+      if (plan->claim_block) {
+        auto created = store.create(affinity_key(name), text);
+        if (!created) {
+          undo_ipam();
+          return Unexpected<CniError>{created.error()};
+        }
+        if (!*created) {
+          c.log << "tabby-cni: block " << plan->block.str() << " was claimed by another node first; retrying\n";
+          continue;
+        }
+        c.log << "tabby-cni: node " << c.node << " claimed block " << plan->block.str() << "\n";
+      } else if (auto r = store.put(affinity_key(name), text); !r) {
+        undo_ipam();
+        return r;
+      }
+      ips.push_back(plan->ip);
+      written.emplace_back(name, aff);
+      allocated = true;
+    }
+    if (!allocated) {
+      undo_ipam();
+      return err(kTryAgainLater, "IPAM: every block this node tried to claim was taken by another node first (" +
+                                     std::to_string(kClaimAttempts) + " attempts)");
+    }
+  }
 
-  PodNetSpec spec{c.env.netns, c.env.ifname, c.host_if, ip, c.conf.mtu};
+  PodNetSpec spec{c.env.netns, c.env.ifname, c.host_if, ips, c.conf.mtu};
   auto net = setup_pod_network(spec);
   if (!net) {
     undo_ipam();
@@ -300,7 +345,7 @@ Result<void, CniError> cmd_add(Ctx& c, Store& store) {
   WorkloadEndpoint w;
   w.node = c.node;
   w.iface = c.host_if;
-  w.ips = {ip};
+  w.ips = ips;
   w.container_id = c.env.container_id;
   if (const Resource* pod = cs->find(Kind::Pod, c.env.pod_namespace, c.env.pod_name)) {
     const auto& p = std::get<Pod>(pod->body);
@@ -321,9 +366,12 @@ Result<void, CniError> cmd_add(Ctx& c, Store& store) {
   res.cont_ifname = c.env.ifname;
   res.cont_mac = net->cont_mac;
   res.sandbox = c.env.netns;
-  res.ip = ip;
+  res.ip = ips.front();
+  res.more_ips.assign(ips.begin() + 1, ips.end());
   c.out << result_json(c.conf.cni_version, res);
-  c.log << "tabby-cni: ADD " << c.handle << " (container " << c.env.container_id << "): " << ip.str() << " on "
+  std::string addrs;
+  for (const auto& a : ips) addrs += (addrs.empty() ? "" : ", ") + a.str();
+  c.log << "tabby-cni: ADD " << c.handle << " (container " << c.env.container_id << "): " << addrs << " on "
         << c.host_if << "\n";
   return {};
 }
@@ -359,14 +407,15 @@ Result<void, CniError> cmd_check(Ctx& c, Store& store) {
   if (!l) return Unexpected<CniError>{l.error()};
   ClusterState& cs = *l;
   std::vector<std::string> bad;
-  std::optional<IpAddress> ip;
-  auto allocs = cs.allocations(c.node, c.handle);
-  if (allocs.empty()) bad.push_back("no IPAM allocation for " + c.handle + " in the blocks of node " + c.node);
-  else ip = allocs.front().ip;
+  std::vector<IpAddress> ips;  // the pod's addresses, one per family
+  for (const auto& a : cs.allocations(c.node, c.handle)) ips.push_back(a.ip);
+  std::stable_partition(ips.begin(), ips.end(), [](const IpAddress& a) { return a.is_v4(); });  // IPv4 first
+  if (ips.empty()) bad.push_back("no IPAM allocation for " + c.handle + " in the blocks of node " + c.node);
   if (!c.conf.prev_ips.empty()) {
-    if (ip && std::find(c.conf.prev_ips.begin(), c.conf.prev_ips.end(), *ip) == c.conf.prev_ips.end())
-      bad.push_back("prevResult has no address " + ip->str() + " (the allocation)");
-    if (!ip) ip = c.conf.prev_ips.front();
+    for (const auto& ip : ips)
+      if (std::find(c.conf.prev_ips.begin(), c.conf.prev_ips.end(), ip) == c.conf.prev_ips.end())
+        bad.push_back("prevResult has no address " + ip.str() + " (the allocation)");
+    if (ips.empty()) ips = c.conf.prev_ips;
   }
   const WorkloadEndpoint* w = cs.wep(c.env.pod_namespace, c.env.pod_name);
   std::string wname = "WorkloadEndpoint " + c.handle;
@@ -377,12 +426,12 @@ Result<void, CniError> cmd_check(Ctx& c, Store& store) {
     if (w->iface != c.host_if) bad.push_back(wname + " names interface " + w->iface + ", not " + c.host_if);
     if (!w->container_id.empty() && w->container_id != c.env.container_id)
       bad.push_back(wname + " belongs to container " + w->container_id);
-    if (ip && std::find(w->ips.begin(), w->ips.end(), *ip) == w->ips.end())
-      bad.push_back(wname + " does not list " + ip->str());
-    if (!ip && !w->ips.empty()) ip = w->ips.front();
+    for (const auto& ip : ips)
+      if (std::find(w->ips.begin(), w->ips.end(), ip) == w->ips.end()) bad.push_back(wname + " does not list " + ip.str());
+    if (ips.empty()) ips = w->ips;
   }
-  if (ip) {
-    for (auto& s : check_pod_network({c.env.netns, c.env.ifname, c.host_if, *ip, c.conf.mtu})) bad.push_back(std::move(s));
+  if (!ips.empty()) {
+    for (auto& s : check_pod_network({c.env.netns, c.env.ifname, c.host_if, ips, c.conf.mtu})) bad.push_back(std::move(s));
   } else {
     bad.push_back("no address known for " + c.handle + ": pod network not checked");
   }

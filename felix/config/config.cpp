@@ -349,7 +349,7 @@ DatastoreConfig parse_datastore(const YAML::Node& n, const ConfigEnvironment& en
 AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   check_keys(root, "", {"nodeName", "routerID", "asNumber", "listenAddress", "listenPort", "apiSocket",
                         "clusterID", "gracefulRestart", "dataplane", "peers", "announce", "datastore", "bmp",
-                        "metricsAddress"});
+                        "metricsAddress", "ipamGC"});
   AgentConfig c;
   if (root["nodeName"]) {
     c.node_name = get_string(root["nodeName"], "nodeName");
@@ -414,6 +414,27 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
     if (b["statisticsInterval"])
       c.bgp.bmp.stats_interval =
           static_cast<uint32_t>(get_uint(b["statisticsInterval"], "bmp.statisticsInterval", 0, 86400));
+  }
+  if (const auto& g = root["ipamGC"]) {
+    check_keys(g, "ipamGC", {"enabled", "gracePeriod", "interval", "leaseDuration"});
+    if (g["enabled"]) c.ipam_gc.enabled = get_bool(g["enabled"], "ipamGC.enabled");
+    auto seconds = [&](const char* key, double& out, double lo, double hi, const char* range) {
+      if (!g[key]) return;
+      const std::string where = std::string("ipamGC.") + key;
+      double v = 0;
+      try {
+        v = g[key].as<double>();
+      } catch (const YAML::Exception&) {
+        bad(where, "must be a number of seconds");
+      }
+      if (!(v >= lo && v <= hi)) bad(where, std::string("must be ") + range + " seconds");
+      out = v;
+    };
+    seconds("gracePeriod", c.ipam_gc.grace_period_s, 0, 30 * 86400, "0 to 2592000");
+    seconds("interval", c.ipam_gc.interval_s, 0.1, 86400, "0.1 to 86400");
+    seconds("leaseDuration", c.ipam_gc.lease_duration_s, 0.2, 86400, "0.2 to 86400");
+    if (c.ipam_gc.lease_duration_s < 2 * c.ipam_gc.interval_s)
+      bad("ipamGC.leaseDuration", "must be at least twice ipamGC.interval (the leader renews once per interval)");
   }
   if (root["gracefulRestart"]) {
     const auto& g = root["gracefulRestart"];

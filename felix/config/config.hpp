@@ -44,6 +44,13 @@ struct AgentConfig {
   // Node's spec.bgp.ipv6Address; "" = none.
   std::string node_ipv6;
   bgp::SpeakerConfig bgp;
+  // ipamGC: the leader-elected IPAM garbage collector (with a datastore only).
+  struct IpamGc {
+    bool enabled = true;
+    double grace_period_s = 900;   // garbage is released only after this long (Calico: 15 min)
+    double interval_s = 60;        // how often the leader looks (and renews its lease)
+    double lease_duration_s = 150; // a lease not renewed for this long is taken over
+  } ipam_gc;
 };
 
 // What the node's environment supplies for keys the file leaves out, as

@@ -454,6 +454,7 @@ std::vector<K8sResource> default_k8s_resources() {
       {calico, "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "GlobalNetworkPolicy", "globalnetworkpolicies", false},
       {own, "v1", "BlockAffinity", "blockaffinities", false},
+      {own, "v1", "IPAMLease", "ipamleases", false},  // the IPAM garbage collector's leader lease
       {own, "v1", "WorkloadEndpoint", "workloadendpoints", true},
   };
 }

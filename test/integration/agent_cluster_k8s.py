@@ -58,6 +58,7 @@ RESOURCES = {
     "/apis/crd.projectcalico.org/v1/globalnetworkpolicies": ("crd.projectcalico.org/v1", "GlobalNetworkPolicy", False),
     "/apis/tabby.dev/v1/blockaffinities": ("tabby.dev/v1", "BlockAffinity", False),
     "/apis/tabby.dev/v1/workloadendpoints": ("tabby.dev/v1", "WorkloadEndpoint", True),
+    "/apis/tabby.dev/v1/ipamleases": ("tabby.dev/v1", "IPAMLease", False),
 }
 PATH_OF = {qualified_kind(api, kind): p for p, (api, kind, _) in RESOURCES.items()}
 CORE_NODES = "/api/v1/nodes"

@@ -331,6 +331,8 @@ class Cluster:
         host_if = next(i["name"] for i in res["interfaces"] if not i.get("sandbox"))
         pod = Pod(node, namespace, name, netns, ip, host_if)
         pod.container_id = cid
+        pod.ips = [i["address"].split("/")[0] for i in res["ips"]]  # dual stack: IPv4, then IPv6
+        pod.ip6 = next((a for a in pod.ips if ":" in a), None)
         self.pods.append(pod)
         return pod
 

@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "felix/calc/calc.hpp"
+#include "felix/calc/doc_feed.hpp"
 #include "test/fakes/recording_dataplane.hpp"
 #include "felix/calc/resources.hpp"
 
@@ -1509,4 +1510,174 @@ TEST_CASE("an announced prefix that is our block keeps one blackhole; another no
   n.feed("b.yaml", node_yaml("node-1", "198.18.0.1/24") + pool_yaml("p", "198.19.0.0/16"));
   CHECK(route_texts(n.calc, RouteClass::LocalBlock) ==
         std::vector<std::string>{"blackhole 198.19.0.0/26", "blackhole 198.19.0.64/26"});
+}
+
+// Dual stack (issue 11): an IPv6 pool beside the IPv4 one gives every pod one address
+// of each family; IPv6 blocks are /122 by default and routed directly to the owner
+// node's IPv6 address; a local pod's IPv6 address gets a /128 host route.
+TEST_CASE("dual stack: IPv6 pool /122 blocks, one address per family, routes of both families") {
+  Node n1("node-1");
+  const std::string v6bgp = "    ipv6Address: 2001:db8:18::11/64\n";
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24", v6bgp) +
+                         node_yaml("node-2", "198.18.0.12/24", "    ipv6Address: 2001:db8:18::12/64\n") +
+                         pool_yaml("pool-v4", "198.19.0.0/16") + pool_yaml("pool-v6", "2001:db8:19::/64"));
+  REQUIRE(n1.errors.empty());
+  CHECK(n1.calc.assigns_family("node-1", IpFamily::V4));
+  CHECK(n1.calc.assigns_family("node-1", IpFamily::V6));
+  auto p4 = n1.calc.plan_ip("node-1", "default/a", IpFamily::V4);
+  auto p6 = n1.calc.plan_ip("node-1", "default/a", IpFamily::V6);
+  REQUIRE(p4);
+  REQUIRE(p6);
+  CHECK(p4->block.str() == "198.19.0.0/26");
+  CHECK(p6->block.str() == "2001:db8:19::/122");  // Calico's IPv6 default block size
+  CHECK(p6->ip.str() == "2001:db8:19::1");
+  REQUIRE(n1.calc.upsert(p4->affinity).ok());
+  REQUIRE(n1.calc.upsert(p6->affinity).ok());
+  // node-2's IPv6 block, and the pod's endpoint with both addresses.
+  n1.feed("b2.yaml", block_yaml("2001:db8:19::40/122", "node-2"));
+  n1.feed("w.yaml", wep_yaml("a", "node-1", "198.19.0.1, 2001:db8:19::1", "calia"));
+  REQUIRE(n1.errors.empty());
+  auto remote = route_strs(n1.calc, RouteClass::RemoteBlock);
+  CHECK(std::find(remote.begin(), remote.end(), "2001:db8:19::40/122 via 2001:db8:18::12") != remote.end());
+  auto local = route_strs(n1.calc, RouteClass::LocalWorkload);
+  CHECK(std::find(local.begin(), local.end(), "198.19.0.1/32 dev calia") != local.end());
+  CHECK(std::find(local.begin(), local.end(), "2001:db8:19::1/128 dev calia") != local.end());
+  auto blackholes = route_strs(n1.calc, RouteClass::LocalBlock);
+  CHECK(std::find(blackholes.begin(), blackholes.end(), "blackhole 2001:db8:19::/122") != blackholes.end());
+  // Both families in `tabby ipam`'s source.
+  auto blocks = n1.calc.ipam_blocks("node-1");
+  REQUIRE(blocks.size() == 2);
+  CHECK(blocks[0].cidr.str() == "198.19.0.0/26");
+  CHECK(blocks[1].cidr.str() == "2001:db8:19::/122");
+  CHECK(blocks[1].used.at(*IpAddress::parse("2001:db8:19::1")) == "default/a");
+  // The next pod's IPv6 address comes from the same block.
+  auto next = n1.calc.plan_ip("node-1", "default/b", IpFamily::V6);
+  REQUIRE(next);
+  CHECK_FALSE(next->claim_block);
+  CHECK(next->ip.str() == "2001:db8:19::2");
+  // The IPv6 pool disabled: its block keeps its pods, new pods get IPv4 only.
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24", v6bgp) +
+                         node_yaml("node-2", "198.18.0.12/24", "    ipv6Address: 2001:db8:18::12/64\n") +
+                         pool_yaml("pool-v4", "198.19.0.0/16") +
+                         pool_yaml("pool-v6", "2001:db8:19::/64", "  disabled: true\n"));
+  CHECK(n1.calc.assigns_family("node-1", IpFamily::V4));
+  CHECK_FALSE(n1.calc.assigns_family("node-1", IpFamily::V6));
+  // A node no IPv6 pool selects gets IPv4 only.
+  Node n3("node-3");
+  n3.feed("c.yaml", node_yaml("node-3", "198.18.0.13/24") + pool_yaml("pool-v4", "198.19.0.0/16") +
+                         pool_yaml("pool-v6", "2001:db8:19::/64", "  nodeSelector: v6 == 'yes'\n"));
+  CHECK(n3.calc.assigns_family("node-3", IpFamily::V4));
+  CHECK_FALSE(n3.calc.assigns_family("node-3", IpFamily::V6));
+}
+
+TEST_CASE("dual stack: vxlanMode on an IPv6 pool is reported (routed directly, not tunnelled)") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  const std::string text = pool_yaml("pool-v6", "2001:db8:19::/64", "  vxlanMode: Always\n");
+  auto st = feed.feed({DocEvent{{"IPPool.projectcalico.org", "", "pool-v6"}, text, "1", false, "pools.yaml"}}, calc);
+  CHECK(st.rejected == 0);
+  CHECK(st.upserts == 1);
+  auto probs = feed.problems();
+  REQUIRE(probs.size() == 1);
+  CHECK(probs[0].message.find("pools.yaml") != std::string::npos);
+  CHECK(probs[0].message.find("IPPool pool-v6: spec.vxlanMode: not supported by tabby") != std::string::npos);
+  // The same mode on an IPv4 pool is supported: no problem.
+  Calc calc4({.node_name = "node-1"});
+  DocFeed feed4;
+  (void)feed4.feed({DocEvent{{"IPPool.projectcalico.org", "", "pool-v4"},
+                             pool_yaml("pool-v4", "198.19.0.0/16", "  vxlanMode: Always\n"), "1", false, "p4.yaml"}},
+                   calc4);
+  CHECK(feed4.problems().empty());
+}
+
+// IPAM garbage collection (issue 11): the lease protocol and what the leader releases.
+TEST_CASE("IPAM GC lease: create the first, renew our own, wait for another's, take over an expired one") {
+  std::map<uint64_t, IpamLease> leases;
+  auto s = next_ipam_lease_step(leases, "node-1", 1000, 500);
+  CHECK(s.action == IpamLeaseStep::Action::Acquire);
+  CHECK(s.lease.epoch == 1);
+  CHECK(s.lease.expires_ms == 1500);
+  leases[1] = {1, "node-2", 1500};  // node-2 won the create of epoch 1
+  CHECK(next_ipam_lease_step(leases, "node-1", 1200, 500).action == IpamLeaseStep::Action::Wait);
+  s = next_ipam_lease_step(leases, "node-2", 1200, 500);
+  CHECK(s.action == IpamLeaseStep::Action::Renew);
+  CHECK(s.lease.epoch == 1);
+  CHECK(s.lease.expires_ms == 1700);
+  // Expired: the next epoch (a create-if-absent, so one of several racing agents wins).
+  s = next_ipam_lease_step(leases, "node-1", 1500, 500);
+  CHECK(s.action == IpamLeaseStep::Action::Acquire);
+  CHECK(s.lease.epoch == 2);
+  // The highest epoch is the lease, whatever older objects remain.
+  leases[2] = {2, "node-1", 2000};
+  CHECK(next_ipam_lease_step(leases, "node-2", 1600, 500).action == IpamLeaseStep::Action::Wait);
+  // The manifest round-trips; a broken one is an error naming the field.
+  auto back = parse_ipam_lease(ipam_lease_manifest({7, "node-3", 123456789012}));
+  REQUIRE(back);
+  CHECK(back->epoch == 7);
+  CHECK(back->holder == "node-3");
+  CHECK(back->expires_ms == 123456789012);
+  CHECK(ipam_lease_name(7) == "ipam-gc-7");
+  auto bad = parse_ipam_lease("{spec: {epoch: 1}}");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message.find("spec.holder") != std::string::npos);
+}
+
+TEST_CASE("IPAM GC: leaks, gone nodes' blocks and empty blocks are released after the grace period") {
+  auto alloc_block = [](const std::string& cidr, const std::string& node, const std::string& allocs) {
+    Prefix p = *Prefix::parse(cidr);
+    return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
+           "}\nspec: {cidr: " + cidr + ", node: " + node + ", allocations: {" + allocs + "}}\n---\n";
+  };
+  Node n1("node-1");
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                         pool_yaml("pool-a", "198.19.0.0/16") +
+                         // node-1: a/1 live, gone/3 leaked; its second block is empty
+                         alloc_block("198.19.0.0/26", "node-1", "default/a: 198.19.0.1, default/gone: 198.19.0.3") +
+                         block_yaml("198.19.0.64/26", "node-1") +
+                         // node-9 does not exist: its block, with no live endpoint
+                         alloc_block("198.19.1.0/26", "node-9", "default/x: 198.19.1.1") +
+                         // node-8 does not exist but a pod of an existing node holds an address of its block
+                         alloc_block("198.19.2.0/26", "node-8", "default/y: 198.19.2.1") +
+                         // node-7 does not exist: its pod's endpoint is stale, and so is its block
+                         alloc_block("198.19.3.0/26", "node-7", "default/z: 198.19.3.1") +
+                         wep_yaml("a", "node-1", "198.19.0.1", "cali1") + wep_yaml("y", "node-2", "198.19.2.1", "cali2") +
+                         wep_yaml("z", "node-7", "198.19.3.1", "cali4"));
+  REQUIRE(n1.errors.empty());
+  IpamGcMemory mem;
+  auto p = n1.calc.plan_ipam_gc(mem, 10'000, 5'000);
+  CHECK(p.released.empty());  // first seen now: within the grace period
+  CHECK(p.pending == 5);
+  p = n1.calc.plan_ipam_gc(mem, 14'999, 5'000);
+  CHECK(p.released.empty());
+  p = n1.calc.plan_ipam_gc(mem, 15'000, 5'000);
+  CAPTURE(p.released.size());
+  CHECK(p.endpoint_removals == std::vector<std::string>{"default/z"});
+  CHECK(p.affinity_removals == std::vector<std::string>{"198-19-1-0-26", "198-19-3-0-26", "198-19-0-64-26"});
+  REQUIRE(p.affinity_updates.size() == 1);
+  CHECK(p.affinity_updates[0].key.name == "198-19-0-0-26");
+  const auto& a = std::get<BlockAffinity>(p.affinity_updates[0].body);
+  CHECK(a.allocations.size() == 1);
+  CHECK(a.allocations.count("default/a") == 1);  // the live pod keeps its address
+  REQUIRE(p.released.size() == 5);
+  CHECK(p.released[0] == "WorkloadEndpoint default/z of node node-7 (gone)");
+  CHECK(p.released[1] == "block 198.19.1.0/26 of node node-9 (gone; 1 allocations)");
+  CHECK(p.released[2] == "block 198.19.3.0/26 of node node-7 (gone; 1 allocations)");
+  CHECK(p.released[3] == "block 198.19.0.64/26 of node node-1 (empty)");
+  CHECK(p.released[4] == "address 198.19.0.3 of default/gone in block 198.19.0.0/26 (no WorkloadEndpoint default/gone)");
+  // A node's only block holds its tunnel address: never released as empty.
+  Node n2("node-2");
+  n2.feed("c.yaml", node_yaml("node-2", "198.18.0.12/24") + pool_yaml("pool-a", "198.19.0.0/16") +
+                         block_yaml("198.19.0.0/26", "node-2"));
+  IpamGcMemory m0;
+  (void)n2.calc.plan_ipam_gc(m0, 0, 0);
+  CHECK(n2.calc.plan_ipam_gc(m0, 1, 0).affinity_removals.empty());
+  // Garbage that stops being garbage starts its grace period again.
+  IpamGcMemory m2;
+  n1.feed("w2.yaml", wep_yaml("gone", "node-1", "198.19.0.3", "cali3"));
+  (void)n1.calc.plan_ipam_gc(m2, 0, 5'000);
+  CHECK(m2.first_seen_ms.size() == 4);  // node-7's endpoint and block, node-9's block, node-1's empty block
+  n1.drop("w2.yaml");
+  auto q = n1.calc.plan_ipam_gc(m2, 6'000, 5'000);
+  CHECK(q.affinity_updates.empty());  // the leak is new: its grace period starts now
+  CHECK(q.affinity_removals.size() == 3);
 }

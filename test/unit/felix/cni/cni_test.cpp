@@ -302,3 +302,44 @@ TEST_CASE("manifests parse back to the same BlockAffinity and WorkloadEndpoint")
   CHECK(pm.resources[0].key == ResourceKey{Kind::WorkloadEndpoint, "default", "web-1"});
   CHECK(std::get<WorkloadEndpoint>(pm.resources[0].body) == w);
 }
+
+// Dual stack (issue 11): one entry in ips[] and one default route per family.
+TEST_CASE("result JSON of a dual-stack pod lists both addresses and both default routes") {
+  AddResult r;
+  r.host_ifname = "cali0761ccbeace";
+  r.cont_ifname = "eth0";
+  r.ip = *IpAddress::parse("198.19.0.5");
+  r.more_ips = {*IpAddress::parse("2001:db8:19::5")};
+  json j = json::parse(result_json("1.0.0", r));
+  REQUIRE(j["ips"].size() == 2);
+  CHECK(j["ips"][0]["address"] == "198.19.0.5/32");
+  CHECK(j["ips"][1]["address"] == "2001:db8:19::5/128");
+  CHECK(j["ips"][1]["interface"] == 1);
+  CHECK(j["routes"] == json::parse(R"([{"dst":"0.0.0.0/0"},{"dst":"::/0"}])"));
+  json old = json::parse(result_json("0.4.0", r));
+  CHECK(old["ips"][0]["version"] == "4");
+  CHECK(old["ips"][1]["version"] == "6");
+}
+
+TEST_CASE("netconf: ipam.assign_ipv4 / assign_ipv6 (Calico's strings, or booleans)") {
+  auto c = parse_netconf(
+      R"({"cniVersion":"1.0.0","name":"n","tabbyConfig":"/x","ipam":{"type":"tabby-ipam","assign_ipv4":"true","assign_ipv6":"true"}})");
+  REQUIRE(c);
+  CHECK(c->assign_ipv4 == true);
+  CHECK(c->assign_ipv6 == true);
+  c = parse_netconf(R"({"cniVersion":"1.0.0","name":"n","tabbyConfig":"/x","ipam":{"assign_ipv6":false}})");
+  REQUIRE(c);
+  CHECK_FALSE(c->assign_ipv4.has_value());
+  CHECK(c->assign_ipv6 == false);
+  c = parse_netconf(R"({"cniVersion":"1.0.0","name":"n","tabbyConfig":"/x"})");
+  REQUIRE(c);
+  CHECK_FALSE(c->assign_ipv4.has_value());
+  CHECK_FALSE(c->assign_ipv6.has_value());
+  auto e = conf_error(R"({"cniVersion":"1.0.0","name":"n","tabbyConfig":"/x","ipam":{"assign_ipv6":"yes"}})");
+  CHECK(e.code == kInvalidConfig);
+  CHECK(e.msg.find("'ipam.assign_ipv6' must be \"true\" or \"false\", not 'yes'") != std::string::npos);
+  e = conf_error(
+      R"({"cniVersion":"1.0.0","name":"n","tabbyConfig":"/x","ipam":{"assign_ipv4":"false","assign_ipv6":"false"}})");
+  CHECK(e.code == kInvalidConfig);
+  CHECK(e.msg.find("no address") != std::string::npos);
+}

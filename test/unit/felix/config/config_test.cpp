@@ -311,3 +311,26 @@ TEST_CASE("peers: bfd {enabled, minRx, minTx, multiplier}; authentication refuse
   CHECK(peer("{minTx: 70000}").find("peers[0].bfd.minTx") != std::string::npos);
   CHECK(peer("{echo: true}").find("peers[0].bfd") != std::string::npos);
 }
+
+TEST_CASE("ipamGC: defaults, values and errors naming the key") {
+  auto d = parse_config("nodeName: n\ndatastore: {type: file, directory: /srv/m}\n", "node.yaml");
+  REQUIRE(d);
+  CHECK(d->ipam_gc.enabled);
+  CHECK(d->ipam_gc.grace_period_s == 900);
+  auto r = parse_config("nodeName: n\nrouterID: 10.0.0.1\nipamGC: {enabled: false, gracePeriod: 3, interval: 0.5, leaseDuration: 2}\n",
+                        "node.yaml");
+  REQUIRE(r);
+  CHECK_FALSE(r->ipam_gc.enabled);
+  CHECK(r->ipam_gc.grace_period_s == 3);
+  CHECK(r->ipam_gc.interval_s == 0.5);
+  CHECK(r->ipam_gc.lease_duration_s == 2);
+  auto e = parse_config("nodeName: n\nrouterID: 10.0.0.1\nipamGC: {interval: 10, leaseDuration: 15}\n", "node.yaml");
+  REQUIRE_FALSE(e);
+  CHECK(e.error().message.find("ipamGC.leaseDuration") != std::string::npos);
+  e = parse_config("nodeName: n\nrouterID: 10.0.0.1\nipamGC: {grace: 3}\n", "node.yaml");
+  REQUIRE_FALSE(e);
+  CHECK(e.error().message.find("grace") != std::string::npos);
+  e = parse_config("nodeName: n\nrouterID: 10.0.0.1\nipamGC: {gracePeriod: soon}\n", "node.yaml");
+  REQUIRE_FALSE(e);
+  CHECK(e.error().message.find("ipamGC.gracePeriod") != std::string::npos);
+}
