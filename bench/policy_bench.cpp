@@ -30,6 +30,7 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 
 struct Cfg {
   int policies = 1000, endpoints = 10000, local = 500, iters = 200, naive_iters = 10;
+  int tiers = 1;  // > 1: the policies spread over this many Calico tiers (see make_policy)
   int program = -1;
   std::string client_if, client_ip, server_if, server_ip;
 };
@@ -57,7 +58,30 @@ EntityRule peer_pods(const std::string& sel, const std::string& ns) {
   return e;
 }
 
+// With --tiers N (N > 1): policy i goes to tier "tier<i % N>" (named
+// "tier<k>.<name>", Kubernetes ones as Calico NetworkPolicies, which tiers
+// hold), every fourth one ends with a Pass rule, and the tiers (order 10, 20,
+// ...) alternate defaultAction Deny and Pass: endpoints meet several tiers,
+// tier chains and the pass-bit checks.
+int g_tiers = 1;
+
+Policy make_policy_flat(int i, int variant);
 Policy make_policy(int i, int variant = 0) {
+  Policy p = make_policy_flat(i, variant);
+  if (g_tiers <= 1) return p;
+  p.tier = "tier" + std::to_string(i % g_tiers);
+  if (p.kind == PolicyKind::K8sNetworkPolicy) p.kind = PolicyKind::CalicoNetworkPolicy;
+  p.name = p.tier + "." + p.name;
+  if (i % 4 == 0) {
+    Rule pass;
+    pass.action = Action::Pass;
+    pass.protocol = 17;
+    p.ingress_rules.push_back(pass);
+  }
+  return p;
+}
+
+Policy make_policy_flat(int i, int variant) {
   Policy p;
   int kind = i % 10;  // 0-5 k8s, 6-8 Calico NP, 9 GNP
   if (i < 10) kind = 9;  // the first ten: GNPs selecting every endpoint
@@ -130,6 +154,8 @@ void feed(PolicyCompiler& c, const Cfg& cfg, int npol) {
   for (int n = 0; n < 100; ++n)
     c.upsert_namespace({"ns-" + std::to_string(n), {{"team", "t" + std::to_string(n % 10)}}});
   for (int k = 0; k < cfg.endpoints; ++k) c.upsert_endpoint(make_ep(k, cfg.local));
+  for (int k = 0; cfg.tiers > 1 && k < cfg.tiers; ++k)
+    c.upsert_tier({"tier" + std::to_string(k), 10.0 * (k + 1), k % 2 ? Action::Pass : Action::Deny});
   for (int i = 0; i < npol; ++i) c.upsert_policy(make_policy(i));
 }
 
@@ -205,6 +231,7 @@ int main(int argc, char** argv) {
     else if (a == "--iters") cfg.iters = std::atoi(next().c_str());
     else if (a == "--naive-iters") cfg.naive_iters = std::atoi(next().c_str());
     else if (a == "--program") cfg.program = std::atoi(next().c_str());
+    else if (a == "--tiers") cfg.tiers = std::atoi(next().c_str());
     else if (a == "--client") split(next(), cfg.client_if, cfg.client_ip);
     else if (a == "--server") split(next(), cfg.server_if, cfg.server_ip);
     else {
@@ -212,6 +239,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  g_tiers = cfg.tiers;
   if (cfg.program >= 0) return program(cfg);
 
   auto exr = NftExecutor::create();
@@ -333,8 +361,8 @@ int main(int argc, char** argv) {
   (void)td2;
 
   double cold = feed_ms + script_ms + apply_ms;
-  std::printf("policy programming, %d policies, %d endpoints (%d local), %d iterations (naive: %d)\n", cfg.policies,
-              cfg.endpoints, cfg.local, cfg.iters, cfg.naive_iters);
+  std::printf("policy programming, %d policies in %d tier(s), %d endpoints (%d local), %d iterations (naive: %d)\n",
+              cfg.policies, cfg.tiers, cfg.endpoints, cfg.local, cfg.iters, cfg.naive_iters);
   std::printf("  %-40s %10s %10s\n", "", "p50 ms", "p99 ms");
   std::printf("  %-40s %10.1f\n", "cold: compile (feed state)", feed_ms);
   std::printf("  %-40s %10.1f\n", "cold: render full script", script_ms);
@@ -358,12 +386,12 @@ int main(int argc, char** argv) {
               pct(naive_add, 50) / std::max(pct(add_ms, 50), 1e-6), pct(naive_pol, 50) / std::max(pct(pol_ms, 50), 1e-6));
   std::printf("  deltas applied: %d via netlink batches, %d via libnftables\n", via_netlink, via_nft);
   std::printf("  failed applies: %d; drift after the deltas: %zu differences\n", failures, drift_n);
-  std::printf("BENCH policy_cold_ms=%.1f policy_cold_apply_ms=%.1f policy_pod_add_p50_ms=%.3f policy_pod_add_p99_ms=%.3f "
+  std::printf("BENCH tiers=%d policy_cold_ms=%.1f policy_cold_apply_ms=%.1f policy_pod_add_p50_ms=%.3f policy_pod_add_p99_ms=%.3f "
               "policy_pod_del_p50_ms=%.3f policy_pod_del_p99_ms=%.3f policy_change_p50_ms=%.3f policy_change_p99_ms=%.3f "
               "policy_change_nft_p50_ms=%.3f policy_change_nft_p99_ms=%.3f "
               "naive_pod_add_p50_ms=%.1f naive_policy_change_p50_ms=%.1f ruleset_chains=%zu ruleset_rules=%zu "
               "ruleset_elements=%zu full_script_bytes=%zu failed_applies=%d drift=%zu\n",
-              cold, apply_ms, pct(add_ms, 50), pct(add_ms, 99), pct(del_ms, 50), pct(del_ms, 99), pct(pol_ms, 50),
+              cfg.tiers, cold, apply_ms, pct(add_ms, 50), pct(add_ms, 99), pct(del_ms, 50), pct(del_ms, 99), pct(pol_ms, 50),
               pct(pol_ms, 99), pct(pol_script_ms, 50), pct(pol_script_ms, 99), pct(naive_add, 50), pct(naive_pol, 50),
               shape.chain_rules.size(), rules, elems,
               full.size(), failures, drift_n);

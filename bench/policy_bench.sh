@@ -3,7 +3,8 @@
 #   bash bench/policy_bench.sh [--quick]
 # 1. tabby-policy-bench in a throwaway netns: 1,000 policies, 10,000 endpoints
 #    (500 local): cold programming, p50/p99 of one pod add / policy change as
-#    deltas vs the naive full regenerate+reload, ruleset size.
+#    deltas vs the naive full regenerate+reload, ruleset size; then the same
+#    with the policies in 10 Calico tiers (--tiers 10), both printed side by side.
 # 2. Per-packet cost: two local "pods" (netns + veth + /32 routes into a node
 #    netns), TCP request/response rate client -> server with 0 and with 1,000
 #    policies programmed (rr: one connection, like netperf TCP_RR; crr: a new
@@ -41,9 +42,32 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== programming cost"
+echo "== programming cost (machine load before: $(cut -d' ' -f1-3 /proc/loadavg))"
 ip netns add "${P}prog"
-ip netns exec "${P}prog" "$BENCH" --iters "$ITERS" --naive-iters "$NAIVE"
+# The same cluster twice, in the same run: every policy in the default tier, then
+# the 1,000 policies spread over 10 Calico tiers (100 each; bench/policy_bench.cpp).
+OUT1=$(ip netns exec "${P}prog" "$BENCH" --iters "$ITERS" --naive-iters "$NAIVE")
+echo "$OUT1"
+ip netns del "${P}prog"; ip netns add "${P}prog"
+OUT10=$(ip netns exec "${P}prog" "$BENCH" --iters "$ITERS" --naive-iters "$NAIVE" --tiers 10)
+echo "$OUT10"
+echo "  machine load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$(echo "$OUT1" | grep '^BENCH')" "$(echo "$OUT10" | grep '^BENCH')" <<'PY'
+import sys
+def kv(line):
+    return dict(x.split("=", 1) for x in line.split()[1:])
+a, b = kv(sys.argv[1]), kv(sys.argv[2])
+print("  tiers: 1 tier vs 10 tiers x 100 policies, 10,000 endpoints (same run)")
+print(f"  {'':<34} {'1 tier':>10} {'10 tiers':>10} {'ratio':>7}")
+for key, name in [("policy_cold_ms", "cold program (ms)"), ("policy_change_p50_ms", "policy change p50 (ms)"),
+                  ("policy_change_p99_ms", "policy change p99 (ms)"), ("policy_pod_add_p50_ms", "pod add p50 (ms)"),
+                  ("policy_pod_add_p99_ms", "pod add p99 (ms)"), ("ruleset_chains", "chains"),
+                  ("ruleset_rules", "rules")]:
+    x, y = float(a[key]), float(b[key])
+    print(f"  {name:<34} {x:>10.3f} {y:>10.3f} {y / x if x else 0:>7.2f}")
+print(f"BENCH tiers10_cold_ms={b['policy_cold_ms']} tiers10_change_p99_ms={b['policy_change_p99_ms']} "
+      f"tiers1_cold_ms={a['policy_cold_ms']} tiers1_change_p99_ms={a['policy_change_p99_ms']}")
+PY
 
 echo
 echo "== per-packet cost: TCP request/response between two local pods"

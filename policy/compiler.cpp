@@ -17,9 +17,19 @@
 //                    return to the caller. One chain per policy, shared by endpoints.
 //   chain ei-<hash> / eo-<hash>: one per distinct ordered list of policies that
 //                    apply to an endpoint in a direction ("endpoint chains";
-//                    endpoints with the same list share one): jump to each policy
-//                    chain in order, then drop (Calico: a policy applied but no
-//                    rule allowed).
+//                    endpoints with the same list share one). With one tier
+//                    (Deny at its end) and no Pass rule among them: jump to each
+//                    policy chain in order, then drop (Calico: a policy applied
+//                    but no rule allowed). Otherwise (tiers, policy.hpp Tier):
+//                    clear the pass mark bit, jump to one tier chain per tier
+//                    that applies, in tier order, then accept (the profile).
+//   chain ti-<hash> / to-<hash>: one tier's policies for an endpoint group: jump
+//                    to each policy chain; after one that has a Pass rule, a set
+//                    pass bit (kPassMark) is cleared and the chain returns (the
+//                    next tier); at the end drop (defaultAction Deny) or return
+//                    (Pass). Shared by every endpoint chain with that tier list.
+//                    A Pass rule: set the bit, return. Allow: accept; Deny: drop;
+//                    Log: a rate-limited log line, then the next rule.
 //   map  wl-in  ifname : verdict   oifname -> that endpoint's ingress chain (or accept)
 //   map  wl-out ifname : verdict   iifname -> its egress chain (or accept)
 //   chain egress  (hook forward, priority filter):   ct established/related
@@ -55,6 +65,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <limits>
 #include <tuple>
 #include <unordered_map>
 
@@ -211,6 +222,14 @@ class CountTable {
   size_t used_ = 0;
 };
 
+// The packet mark bit a Pass rule sets for the tier chain to see (cleared
+// again before the next tier; never left set on a packet that leaves).
+constexpr uint32_t kPassMark = 0x10000000;
+
+// Chains in the order a full script defines them (definitions before the
+// jumps to them): policy chains, tier chains, endpoint chains.
+int chain_rank(const std::string& name) { return name[0] == 'p' ? 0 : name[0] == 't' ? 1 : 2; }
+
 const char* kIngressMap = "wl-in";
 const char* kEgressMap = "wl-out";
 
@@ -220,7 +239,24 @@ struct PolicyCompiler::Impl {
   CompilerOptions opts;
   std::map<std::string, Namespace> namespaces;
   std::map<std::string, Policy> policies;
-  std::set<std::pair<double, std::string>> order;  // evaluation order (order, id)
+  std::map<std::string, Tier> tiers;
+  // Evaluation order: (tier order, tier, policy order, id).
+  using EvalKey = std::tuple<double, std::string, double, std::string>;
+  std::set<EvalKey> order;
+  double tier_order(const std::string& tier) const {
+    auto it = tiers.find(tier);
+    if (it != tiers.end() && it->second.order) return *it->second.order;
+    if (tier == kDefaultTier) return kDefaultTierOrder;
+    return std::numeric_limits<double>::infinity();  // no order, or no Tier object: last
+  }
+  Action tier_action(const std::string& tier) const {
+    auto it = tiers.find(tier);
+    return it == tiers.end() ? Action::Deny : it->second.default_action;
+  }
+  EvalKey eval_key(const std::string& id) const {
+    const Policy& p = policies.at(id);
+    return {tier_order(p.tier), p.tier, p.order, id};
+  }
 
   // ---- endpoints, stored compactly (a cluster's 20,000 of them fit in a few MB).
   // Label sets are interned: pods share a few (one per ReplicaSet or so), and
@@ -335,12 +371,14 @@ struct PolicyCompiler::Impl {
   struct Compiled {
     std::vector<std::string> set_keys;
     bool in = false, out = false;
+    bool pass_in = false, pass_out = false;  // a Pass rule in that direction
   };
   std::map<std::string, Compiled> compiled;  // policy id -> what it holds
 
   struct Class {
     std::vector<std::string> ids;
     int refs = 0;
+    std::vector<std::string> tier_chains;  // an endpoint chain's tier chains (held refs)
   };
   std::map<std::string, Class> classes;  // chain name -> class
 
@@ -782,8 +820,9 @@ struct PolicyCompiler::Impl {
     proto.counter = true;
     switch (r.action) {
       case Action::Allow: proto.verdict = nft::Verdict::accept(); break;
-      case Action::Pass:  // single tier: Pass -> profile, which allows
-        proto.verdict = nft::Verdict::accept();
+      case Action::Pass:  // to the next tier: the tier chain sees the bit and returns
+        proto.mark_set = kPassMark;
+        proto.verdict = nft::Verdict::ret();
         proto.comment = "pass";
         break;
       case Action::Deny: proto.verdict = nft::Verdict::drop(); break;
@@ -826,11 +865,26 @@ struct PolicyCompiler::Impl {
   }
 
   // ------------------------------------------------------------ endpoint classes
-  std::string class_for(const std::vector<std::string>& ids, Direction d) {
-    if (ids.empty()) return "";
-    std::string joined;
-    for (const auto& i : ids) joined += i + "\n";
-    std::string name = (d == Direction::Ingress ? "ei-" : "eo-") + hex12(joined);
+  bool has_pass(const std::string& id, Direction d) const {
+    auto it = compiled.find(id);
+    return it != compiled.end() && (d == Direction::Ingress ? it->second.pass_in : it->second.pass_out);
+  }
+  // `ids` (in evaluation order) cut into runs of one tier each.
+  std::vector<std::pair<std::string, std::vector<std::string>>> tier_groups(const std::vector<std::string>& ids) const {
+    std::vector<std::pair<std::string, std::vector<std::string>>> g;
+    for (const auto& i : ids) {
+      const std::string& t = policies.at(i).tier;
+      if (g.empty() || g.back().first != t) g.push_back({t, {}});
+      g.back().second.push_back(i);
+    }
+    return g;
+  }
+  // One tier's chain for a group of endpoints (refcounted, like endpoint chains).
+  std::string tier_chain_for(const std::string& tier, const std::vector<std::string>& ids, Direction d) {
+    const bool deny = tier_action(tier) == Action::Deny;
+    std::string sig = tier + (deny ? "|deny\n" : "|pass\n");
+    for (const auto& i : ids) sig += i + (has_pass(i, d) ? "|p\n" : "\n");
+    std::string name = (d == Direction::Ingress ? "ti-" : "to-") + hex12(sig);
     auto& c = classes[name];
     if (c.refs == 0) {
       c.ids = ids;
@@ -839,13 +893,81 @@ struct PolicyCompiler::Impl {
         nft::Rule jump;
         jump.verdict = nft::Verdict::jump(policy_chain(i, d));
         rules.push_back(std::move(jump));
+        if (!has_pass(i, d)) continue;
+        nft::Rule passed;  // the policy passed the packet: clear the bit, on to the next tier
+        passed.matches = {nft::MarkBit{kPassMark}};
+        passed.mark_clear = kPassMark;
+        passed.verdict = nft::Verdict::ret();
+        rules.push_back(std::move(passed));
       }
-      nft::Rule drop;
-      drop.counter = true;
-      drop.verdict = nft::Verdict::drop();
-      rules.push_back(std::move(drop));
-      std::string comment = d == Direction::Ingress ? "ingress:" : "egress:";
+      if (deny) {
+        nft::Rule drop;
+        drop.counter = true;
+        drop.verdict = nft::Verdict::drop();
+        rules.push_back(std::move(drop));
+      }
+      std::string comment = std::string(d == Direction::Ingress ? "ingress" : "egress") + " tier " + tier +
+                            (deny ? "" : " (defaultAction Pass)") + ":";
       for (const auto& i : ids) comment += " " + i;
+      set_chain(name, rules, comment);
+    }
+    c.refs++;
+    return name;
+  }
+  // The endpoint chain for policy list `ids` (evaluation order) in direction d.
+  std::string class_for(const std::vector<std::string>& ids, Direction d) {
+    if (ids.empty()) return "";
+    auto groups = tier_groups(ids);
+    bool any_pass = false;
+    for (const auto& i : ids) any_pass = any_pass || has_pass(i, d);
+    // One tier that drops at its end and no Pass: the policies inline, then drop.
+    const bool inline_tier = groups.size() == 1 && !any_pass && tier_action(groups[0].first) == Action::Deny;
+    std::string joined;
+    if (inline_tier) {
+      for (const auto& i : ids) joined += i + "\n";
+    } else {
+      for (const auto& [t, g] : groups) {
+        joined += "tier " + t + (tier_action(t) == Action::Deny ? "|deny\n" : "|pass\n");
+        for (const auto& i : g) joined += i + (has_pass(i, d) ? "|p\n" : "\n");
+      }
+    }
+    std::string name = (d == Direction::Ingress ? "ei-" : "eo-") + hex12(joined);
+    auto& c = classes[name];
+    if (c.refs == 0) {
+      c.ids = ids;
+      std::vector<nft::Rule> rules;
+      std::string comment = d == Direction::Ingress ? "ingress:" : "egress:";
+      if (inline_tier) {
+        for (const auto& i : ids) {
+          nft::Rule jump;
+          jump.verdict = nft::Verdict::jump(policy_chain(i, d));
+          rules.push_back(std::move(jump));
+        }
+        nft::Rule drop;
+        drop.counter = true;
+        drop.verdict = nft::Verdict::drop();
+        rules.push_back(std::move(drop));
+        for (const auto& i : ids) comment += " " + i;
+      } else {
+        if (any_pass) {
+          nft::Rule clear;  // a bit set before this hook must not read as a Pass
+          clear.mark_clear = kPassMark;
+          rules.push_back(std::move(clear));
+        }
+        for (const auto& [t, g] : groups) {
+          nft::Rule jump;
+          jump.verdict = nft::Verdict::jump(tier_chain_for(t, g, d));
+          c.tier_chains.push_back(jump.verdict->chain);
+          rules.push_back(std::move(jump));
+          comment += " [" + t + "]";
+          for (const auto& i : g) comment += " " + i;
+        }
+        nft::Rule profile;  // every tier passed it: the profile allows
+        profile.counter = true;
+        profile.verdict = nft::Verdict::accept();
+        profile.comment = "profile";
+        rules.push_back(std::move(profile));
+      }
       set_chain(name, rules, comment);
     }
     c.refs++;
@@ -855,8 +977,26 @@ struct PolicyCompiler::Impl {
     if (name.empty()) return;
     auto it = classes.find(name);
     if (it == classes.end() || --it->second.refs > 0) return;
+    std::vector<std::string> tiers_used = std::move(it->second.tier_chains);
     classes.erase(it);
     drop_chain(name);
+    for (const auto& t : tiers_used) release_class(t);
+  }
+  // The chains of `name` (an endpoint chain) whose last rule is an end-of-tier drop.
+  std::vector<std::string> drop_chains(const std::string& name) const {
+    std::vector<std::string> out;
+    auto it = classes.find(name);
+    if (it == classes.end()) return out;
+    if (it->second.tier_chains.empty()) {
+      out.push_back(name);
+      return out;
+    }
+    for (const auto& t : it->second.tier_chains) {
+      auto ch = chains.find(t);
+      if (ch != chains.end() && !ch->second.empty() && ch->second.back().verdict == nft::Verdict::drop())
+        out.push_back(t);
+    }
+    return out;
   }
   // Sets (or, with no verdict, removes) the map entry of `iface`.
   void set_vmap(bool ingress, const std::string& iface, std::optional<nft::Verdict> verdict) {
@@ -889,7 +1029,8 @@ struct PolicyCompiler::Impl {
   }
   std::vector<std::string> compute_list(const std::string& ns, const Labels& labels, Direction d) const {
     std::vector<std::string> out;
-    for (const auto& [o, id] : order) {
+    for (const auto& key : order) {
+      const std::string& id = std::get<3>(key);
       const Policy& p = policies.at(id);
       if (p.scope.kind == NamespaceScope::Exact && p.scope.ns != ns) continue;
       if ((d == Direction::Ingress ? p.ingress : p.egress) && policy_applies(p, ns, labels)) out.push_back(id);
@@ -907,11 +1048,8 @@ struct PolicyCompiler::Impl {
       list.erase(cur);
       return true;
     }
-    const double order = policies.at(id).order;
-    auto goes_before = [&](const std::string& other) {  // (order, id) < other's, as std::pair compares
-      double o = policies.at(other).order;
-      return order < o || (!(o < order) && id < other);
-    };
+    const EvalKey mine = eval_key(id);
+    auto goes_before = [&](const std::string& other) { return mine < eval_key(other); };
     if (cur != list.end()) {
       // Where the search below would put it again: past every entry it does
       // not go before, ahead of the next one.
@@ -1053,13 +1191,26 @@ struct PolicyCompiler::Impl {
   void upsert_policy(const Policy& p) {
     std::string id = p.id();
     auto old = policies.find(id);
-    if (old != policies.end()) order.erase({old->second.order, id});
+    // A policy that gains or loses a Pass rule, or moves to another tier, changes
+    // the chains of the endpoints it applies to even where their lists keep it.
+    std::optional<std::tuple<bool, bool, std::string>> was;
+    if (old != policies.end()) {
+      order.erase(eval_key(id));
+      auto oc = compiled.find(id);
+      if (oc != compiled.end()) was = std::tuple{oc->second.pass_in, oc->second.pass_out, old->second.tier};
+    }
     policies[id] = p;
-    order.insert({p.order, id});
+    order.insert(eval_key(id));
     // Compile the new rules first (acquiring sets) so shared sets never flap.
     Compiled c;
     c.in = p.ingress;
     c.out = p.egress;
+    auto passes = [](const std::vector<Rule>& rules) {
+      return std::any_of(rules.begin(), rules.end(), [](const Rule& r) { return r.action == Action::Pass; });
+    };
+    c.pass_in = p.ingress && passes(p.ingress_rules);
+    c.pass_out = p.egress && passes(p.egress_rules);
+    const bool reshape = was && *was != std::tuple{c.pass_in, c.pass_out, p.tier};
     for (auto [on, rules, d] : {std::tuple{p.ingress, &p.ingress_rules, Direction::Ingress},
                                 std::tuple{p.egress, &p.egress_rules, Direction::Egress}}) {
       std::string chain = policy_chain(id, d);
@@ -1077,12 +1228,12 @@ struct PolicyCompiler::Impl {
     if (prev != compiled.end())
       for (const auto& k : prev->second.set_keys) release_set(k);
     compiled[id] = std::move(c);
-    relist(id);
+    relist(id, reshape);
   }
   void remove_policy(const std::string& id) {
     auto it = policies.find(id);
     if (it == policies.end()) return;
-    order.erase({it->second.order, id});
+    order.erase(eval_key(id));
     Policy p = it->second;
     policies.erase(it);
     relist_removed(id);
@@ -1102,16 +1253,47 @@ struct PolicyCompiler::Impl {
     }
     pending_local.clear();
   }
-  // Re-places policy `id` in every local endpoint's lists.
-  void relist(const std::string& id) {
+  // Re-places policy `id` in every local endpoint's lists; `reshape`: its
+  // endpoints' chains change even where their lists do not.
+  void relist(const std::string& id, bool reshape = false) {
     const Policy& p = policies.at(id);
     for (auto& [key, le] : local) {
       const LabelSet& ls = label_sets[endpoints.at(key).labels];
       bool applies = policy_applies(p, ls.ns, ls.labels());
       bool changed = place(le.in, id, applies && p.ingress);
       if (place(le.out, id, applies && p.egress)) changed = true;
-      if (changed) pending_local.insert(key);
+      if (changed || (reshape && applies)) pending_local.insert(key);
     }
+  }
+  // A tier's order or default action changed (or it came or went): lists are
+  // re-sorted and every endpoint whose lists hold one of its policies gets its
+  // chains again (all in the next delta: one transaction).
+  void tier_changed(const std::string& tier) {
+    std::set<EvalKey> fresh;
+    for (const auto& [id, p] : policies) fresh.insert(eval_key(id));
+    order = std::move(fresh);
+    auto by_key = [&](const std::string& a, const std::string& b) { return eval_key(a) < eval_key(b); };
+    for (auto& [key, le] : local) {
+      bool touched = false;
+      for (auto* list : {&le.in, &le.out}) {
+        for (const auto& id : *list) touched = touched || policies.at(id).tier == tier;
+        if (!std::is_sorted(list->begin(), list->end(), by_key)) {
+          std::sort(list->begin(), list->end(), by_key);
+          touched = true;
+        }
+      }
+      if (touched) pending_local.insert(key);
+    }
+  }
+  void upsert_tier(const Tier& t) {
+    auto it = tiers.find(t.name);
+    if (it != tiers.end() && it->second == t) return;
+    tiers[t.name] = t;
+    tier_changed(t.name);
+  }
+  void remove_tier(const std::string& name) {
+    if (!tiers.erase(name)) return;
+    tier_changed(name);
   }
   void relist_removed(const std::string& id) {
     for (auto& [key, le] : local) {
@@ -1292,10 +1474,9 @@ struct PolicyCompiler::Impl {
       }
       s += "  }\n";
     };
-    for (const auto& [name, rules] : chains)
-      if (name[0] == 'p') emit_chain(name, rules);
-    for (const auto& [name, rules] : chains)
-      if (name[0] != 'p') emit_chain(name, rules);
+    for (int rank = 0; rank < 3; ++rank)
+      for (const auto& [name, rules] : chains)
+        if (chain_rank(name) == rank) emit_chain(name, rules);
     for (auto [mname, m] : {std::pair{kIngressMap, &vmap_in}, std::pair{kEgressMap, &vmap_out}}) {
       // counter: each element (endpoint) counts the packets it dispatched.
       s += "  map " + std::string(mname) + " { type ifname : verdict; counter;";
@@ -1571,6 +1752,14 @@ std::vector<Prefix> interval_elements(std::vector<Prefix> nets, IpFamily fam) {
 }
 size_t PolicyCompiler::tunnel_peer_count() const { return impl_->guard_peers.size(); }
 void PolicyCompiler::remove_policy(const std::string& id) { impl_->remove_policy(id); }
+void PolicyCompiler::upsert_tier(const Tier& t) {
+  if (impl_->opts.enforce_policy) impl_->upsert_tier(t);
+}
+void PolicyCompiler::remove_tier(const std::string& name) { impl_->remove_tier(name); }
+const Tier* PolicyCompiler::find_tier(const std::string& name) const {
+  auto it = impl_->tiers.find(name);
+  return it == impl_->tiers.end() ? nullptr : &it->second;
+}
 std::string PolicyCompiler::full_script() { return impl_->full_script(); }
 std::string PolicyCompiler::take_delta() { return impl_->take_delta().script; }
 Delta PolicyCompiler::take_delta_ops() { return impl_->take_delta(); }
@@ -1596,7 +1785,8 @@ std::vector<EndpointPolicies> PolicyCompiler::endpoint_policies() const {
   impl_->settle();  // derived state only; the observable inputs are unchanged
   std::vector<EndpointPolicies> out;
   for (const auto& [key, le] : impl_->local)
-    out.push_back({key, le.iface, le.in, le.out, le.in_chain, le.out_chain});
+    out.push_back({key, le.iface, le.in, le.out, le.in_chain, le.out_chain, impl_->drop_chains(le.in_chain),
+                   impl_->drop_chains(le.out_chain)});
   return out;
 }
 

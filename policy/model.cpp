@@ -485,6 +485,15 @@ Result<std::vector<Rule>> calico_rules(const Ctx& c, const YAML::Node& n, const 
   return out;
 }
 
+// A tier name: a DNS label (lower-case letters, digits, '-'), at most 63
+// characters, as Calico requires (it is also the prefix of its policies' names).
+Status check_tier_name(const Ctx& c, const std::string& t, const std::string& path) {
+  bool ok = !t.empty() && t.size() <= 63 && t.front() != '-' && t.back() != '-';
+  for (char ch : t) ok = ok && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-');
+  if (!ok) return c.err(path, "\"" + t + "\" is not a tier name (lower-case letters, digits and '-', at most 63)");
+  return {};
+}
+
 Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool global, const std::string& ns,
                                    const std::string& name) {
   Policy p;
@@ -493,8 +502,14 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
   p.name = name;
   const auto& spec = doc["spec"];
   if (!spec || !spec.IsMap()) return c.err("spec", "missing or not a map");
-  // (tier, serviceAccountSelector, doNotTrack, preDNAT, applyOnForward: the schema
+  // (serviceAccountSelector, doNotTrack, preDNAT, applyOnForward: the schema
   // refused every value but their "off" one.)
+  if (spec["tier"] && spec["tier"].IsScalar() && !spec["tier"].Scalar().empty()) p.tier = spec["tier"].Scalar();
+  if (auto st = check_tier_name(c, p.tier, "spec.tier"); !st) return fail(st.error());
+  // Calico names a policy of another tier "<tier>.<name>" (the tier is in the name).
+  if (p.tier != kDefaultTier && name.rfind(p.tier + ".", 0) != 0)
+    return c.err("metadata.name", "a policy in tier \"" + p.tier + "\" must be named \"" + p.tier + ".<name>\", got \"" +
+                                      name + "\"");
   auto hints = string_list(c, spec["performanceHints"], "spec.performanceHints");
   if (!hints) return fail(hints.error());
   for (size_t i = 0; i < hints->size(); ++i)
@@ -546,6 +561,43 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
     if (!p.ingress && !p.egress) p.ingress = true;
   }
   return p;
+}
+
+// projectcalico.org/v3 Tier: spec.order (optional number), spec.defaultAction
+// (Deny, the default, or Pass). The built-in default tier keeps its order and Deny.
+Result<Tier> parse_tier(const Ctx& c, const YAML::Node& doc, const std::string& name) {
+  Tier t;
+  t.name = name;
+  if (auto st = check_tier_name(c, name, "metadata.name"); !st) return fail(st.error());
+  const auto& spec = doc["spec"];
+  if (spec && !spec.IsNull() && !spec.IsMap()) return c.err("spec", "must be a map");
+  if (spec && spec.IsMap()) {
+    for (const auto& kv : spec) {
+      std::string k = kv.first.Scalar();
+      if (k != "order" && k != "defaultAction")
+        return c.err("spec." + k, "unknown field (a Tier has spec.order and spec.defaultAction)");
+    }
+    if (spec["order"] && !spec["order"].IsNull()) {
+      try {
+        t.order = spec["order"].as<double>();
+      } catch (const YAML::Exception&) {
+        return c.err("spec.order", "expected a number");
+      }
+      if (!std::isfinite(*t.order)) return c.err("spec.order", "expected a finite number");
+    }
+    if (spec["defaultAction"] && !spec["defaultAction"].IsNull()) {
+      std::string a = spec["defaultAction"].IsScalar() ? spec["defaultAction"].Scalar() : "";
+      if (a == "Deny") t.default_action = Action::Deny;
+      else if (a == "Pass") t.default_action = Action::Pass;
+      else return c.err("spec.defaultAction", "expected Deny or Pass, got \"" + a + "\"");
+    }
+  }
+  if (name == kDefaultTier) {
+    if (t.default_action != Action::Deny) return c.err("spec.defaultAction", "the default tier's action is Deny");
+    if (t.order && *t.order != kDefaultTierOrder)
+      return c.err("spec.order", "the default tier's order is 1000000 (Calico's, fixed)");
+  }
+  return t;
 }
 
 Result<Endpoint> parse_wep(const Ctx& c, const YAML::Node& doc, const std::string& ns, const std::string& name) {
@@ -687,7 +739,7 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
   c.object = kind + " " + (ns.empty() ? "" : ns + "/") + name;
   if (kind.empty()) return c.err("kind", "missing");
   if (name.empty()) return c.err("metadata.name", "missing");
-  bool namespaced = kind != "GlobalNetworkPolicy" && kind != "Namespace";
+  bool namespaced = kind != "GlobalNetworkPolicy" && kind != "Namespace" && kind != "Tier";
   if (namespaced && ns.empty()) ns = "default";
   Object o;
   try {
@@ -696,6 +748,8 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
     else if (kind == "NetworkPolicy" && api == "projectcalico.org/v3") policy_api = schema::PolicyApi::CalicoNetworkPolicy;
     else if (kind == "GlobalNetworkPolicy" && api == "projectcalico.org/v3")
       policy_api = schema::PolicyApi::CalicoGlobalNetworkPolicy;
+    else if (kind == "Tier" && api == "projectcalico.org/v3")
+      policy_api = schema::PolicyApi::CalicoTier;
     if (policy_api) {
       bool more = false;
       auto problems = schema::validate(doc, *policy_api, &more);
@@ -715,6 +769,11 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
       auto p = parse_calico_policy(c, doc, kind == "GlobalNetworkPolicy", ns, name);
       if (!p) return fail(p.error());
       o.policy = std::move(*p);
+    } else if (kind == "Tier" && api == "projectcalico.org/v3") {
+      o.kind = Object::TierObj;
+      auto t = parse_tier(c, doc, name);
+      if (!t) return fail(t.error());
+      o.tier = std::move(*t);
     } else if (kind == "Namespace" && api == "v1") {
       o.kind = Object::NamespaceObj;
       o.ns.name = name;

@@ -452,12 +452,16 @@ Result<std::vector<EndpointReport>> NftExecutor::report(const PolicyCompiler& c)
       *pk = e->second.first;
       *by = e->second.second;
     }
-    for (auto [chain, dst] : {std::pair{&ep.ingress_chain, &r.ingress_dropped_packets},
-                              std::pair{&ep.egress_chain, &r.egress_dropped_packets}}) {
-      auto it = l->rules.find(*chain);
-      if (chain->empty() || it == l->rules.end() || it->second.empty()) continue;
-      uint64_t bytes = 0;
-      counter_of(it->second.back(), *dst, bytes);
+    // End-of-tier drops: the endpoint chain's last rule, or each tier chain's.
+    for (auto [chains, dst] : {std::pair{&ep.ingress_drop_chains, &r.ingress_dropped_packets},
+                               std::pair{&ep.egress_drop_chains, &r.egress_dropped_packets}}) {
+      for (const auto& chain : *chains) {
+        auto it = l->rules.find(chain);
+        if (it == l->rules.end() || it->second.empty()) continue;
+        uint64_t packets = 0, bytes = 0;
+        counter_of(it->second.back(), packets, bytes);
+        *dst += packets;
+      }
     }
     out.push_back(std::move(r));
   }

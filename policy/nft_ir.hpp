@@ -29,15 +29,17 @@ enum class Side : uint8_t { Source, Destination };
 enum class Iface : uint8_t { In, Out };
 
 // accept | drop | jump <chain> | masquerade (nat chains) |
-// iifname|oifname vmap @<map> (the verdict the map holds for the interface name)
+// iifname|oifname vmap @<map> (the verdict the map holds for the interface name) |
+// return (back to the chain that jumped here)
 struct Verdict {
-  enum Kind : uint8_t { Accept, Drop, Jump, Masquerade, IfnameVmap } kind = Accept;
+  enum Kind : uint8_t { Accept, Drop, Jump, Masquerade, IfnameVmap, Return } kind = Accept;
   std::string chain;        // Jump: the chain; IfnameVmap: the map
   Iface iface = Iface::In;  // IfnameVmap: whose name is the key
   static Verdict accept() { return {Accept, {}}; }
   static Verdict drop() { return {Drop, {}}; }
   static Verdict jump(std::string c) { return {Jump, std::move(c)}; }
   static Verdict masquerade() { return {Masquerade, {}}; }
+  static Verdict ret() { return {Return, {}}; }
   static Verdict ifname_vmap(Iface i, std::string map) { return {IfnameVmap, std::move(map), i}; }
   bool operator==(const Verdict&) const = default;
 };
@@ -119,6 +121,11 @@ struct IfaceName {
   std::string name;
   bool operator==(const IfaceName&) const = default;
 };
+// meta mark & <bit> == <bit>   (the packet mark has this bit set)
+struct MarkBit {
+  uint32_t bit = 0;
+  bool operator==(const MarkBit&) const = default;
+};
 // fib daddr type [!=] local   (addressed to one of this host's addresses)
 struct FibDaddrLocal {
   bool negate = false;
@@ -126,15 +133,21 @@ struct FibDaddrLocal {
 };
 
 using Match = std::variant<L4Proto, Ipv4Only, Ipv6Only, AddrIn, AddrInSet, AddrPortInSet, PortIn, Icmp, CtState, IfaceName,
-                           FibDaddrLocal>;
+                           FibDaddrLocal, MarkBit>;
+
+// Rate limit of log statements: at most this many lines per minute per rule
+// (burst 5), so a log rule cannot flood the journal.
+inline constexpr uint32_t kLogPerMinute = 60, kLogBurst = 5;
 
 // One rule: every match must hold; then the statements in this order:
-// counter, log, verdict, and the rule's comment.
+// counter, log (rate-limited: `limit rate` guards it, see append_rule), mark
+// bits set then cleared, verdict, and the rule's comment.
 struct Rule {
   std::vector<Match> matches;
   bool counter = false;
   std::string counter_name;               // a named counter object instead ("" = none)
   std::optional<std::string> log_prefix;  // already cut to the kernel limit, no '"'
+  uint32_t mark_set = 0, mark_clear = 0;  // meta mark set meta mark | set / & ~clear
   std::optional<Verdict> verdict;
   std::string comment;                    // "" = none; no '"'
   bool operator==(const Rule&) const = default;

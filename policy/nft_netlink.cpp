@@ -12,6 +12,7 @@
 #include "policy/nft_netlink.hpp"
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
@@ -100,6 +101,7 @@ void put_verdict(MessageBuffer& b, const nft::Verdict& v) {
       b.u32be(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_JUMP));
       b.str(NFTA_VERDICT_CHAIN, v.chain);
       break;
+    case nft::Verdict::Return: b.u32be(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_RETURN)); break;
     case nft::Verdict::Masquerade:
     case nft::Verdict::IfnameVmap:
       break;  // statements, not verdict data: rules holding them are not encoded (covered())
@@ -144,13 +146,14 @@ struct Covered {
   bool operator()(const nft::CtState&) const { return false; }
   bool operator()(const nft::IfaceName&) const { return false; }
   bool operator()(const nft::FibDaddrLocal&) const { return false; }
+  bool operator()(const nft::MarkBit&) const { return true; }
 };
 
 bool covered(const nft::Rule& r) {
   if (r.comment.size() >= 128 || (r.log_prefix && r.log_prefix->size() >= 128)) return false;
   if (!r.counter_name.empty()) return false;
   if (r.verdict && r.verdict->kind != nft::Verdict::Accept && r.verdict->kind != nft::Verdict::Drop &&
-      r.verdict->kind != nft::Verdict::Jump)
+      r.verdict->kind != nft::Verdict::Jump && r.verdict->kind != nft::Verdict::Return)
     return false;
   for (const auto& m : r.matches)
     if (!std::visit(Covered{}, m)) return false;
@@ -159,7 +162,7 @@ bool covered(const nft::Rule& r) {
 
 // One expression of a rule, in the kernel's terms.
 struct Expr {
-  enum Kind : uint8_t { Meta, Cmp, Payload, Bitwise, Range, Lookup, Counter, Immediate, Log } kind;
+  enum Kind : uint8_t { Meta, Cmp, Payload, Bitwise, Range, Lookup, Counter, Immediate, Log, MetaSet, Limit } kind;
   uint32_t reg = NFT_REG_1;  // source (cmp, range, lookup, bitwise) or destination (meta, payload)
   uint32_t op = 0;           // meta key, cmp / range op, payload base
   uint32_t offset = 0, len = 0;
@@ -258,6 +261,25 @@ class RuleExprs {
   void operator()(const nft::CtState&) {}
   void operator()(const nft::IfaceName&) {}
   void operator()(const nft::FibDaddrLocal&) {}
+  void operator()(const nft::MarkBit& m) {
+    meta(NFT_META_MARK, NFT_REG_1);
+    bitwise(m.bit, 0);
+    cmp(NFT_CMP_EQ, host32(m.bit));
+  }
+  // meta mark set meta mark & mask ^ xor (| bit: mask ~bit, xor bit; & ~bit: mask ~bit, xor 0).
+  void mark_set(uint32_t mask, uint32_t xor_bits) {
+    meta(NFT_META_MARK, NFT_REG_1);
+    bitwise(mask, xor_bits);
+    Expr e{Expr::MetaSet};
+    e.op = NFT_META_MARK;
+    ex_.push_back(std::move(e));
+  }
+  // The packet mark is host-endian in registers.
+  static std::vector<uint8_t> host32(uint32_t v) {
+    std::vector<uint8_t> out(4);
+    std::memcpy(out.data(), &v, 4);
+    return out;
+  }
 
  private:
   void meta(uint32_t key, uint32_t reg) {
@@ -278,6 +300,13 @@ class RuleExprs {
     e.offset = off;
     e.len = len;
     e.reg = reg;
+    ex_.push_back(std::move(e));
+  }
+  void bitwise(uint32_t mask, uint32_t xor_bits) {
+    Expr e{Expr::Bitwise};
+    e.len = 4;
+    e.v1 = host32(mask);
+    e.v2 = host32(xor_bits);
     ex_.push_back(std::move(e));
   }
   void lookup(const std::string& set, bool invert, uint32_t id) {
@@ -305,7 +334,8 @@ class RuleExprs {
 };
 
 void put_expr(MessageBuffer& b, const Expr& e) {
-  static const char* names[] = {"meta", "cmp", "payload", "bitwise", "range", "lookup", "counter", "immediate", "log"};
+  static const char* names[] = {"meta",      "cmp", "payload", "bitwise", "range", "lookup",
+                                "counter",   "immediate", "log", "meta", "limit"};
   size_t el = b.nest(NFTA_LIST_ELEM);
   b.str(NFTA_EXPR_NAME, names[e.kind]);
   size_t d = b.nest(NFTA_EXPR_DATA);
@@ -356,6 +386,19 @@ void put_expr(MessageBuffer& b, const Expr& e) {
     case Expr::Log:
       b.str(NFTA_LOG_PREFIX, e.name);
       break;
+    case Expr::MetaSet:
+      b.u32be(NFTA_META_KEY, e.op);
+      b.u32be(NFTA_META_SREG, e.reg);
+      break;
+    case Expr::Limit: {  // packets per unit (seconds), as nft writes `limit rate N/minute`
+      uint64_t rate = htobe64(e.offset), unit = htobe64(e.len);
+      b.attr(NFTA_LIMIT_RATE, &rate, 8);
+      b.attr(NFTA_LIMIT_UNIT, &unit, 8);
+      b.u32be(NFTA_LIMIT_BURST, e.op);
+      b.u32be(NFTA_LIMIT_TYPE, NFT_LIMIT_PKTS);
+      b.u32be(NFTA_LIMIT_FLAGS, 0);
+      break;
+    }
   }
   b.close_nest(d);
   b.close_nest(el);
@@ -467,10 +510,17 @@ bool Batch::rule(const std::string& chain, const nft::Rule& r) {
   for (const auto& m : r.matches) std::visit(enc, m);
   if (r.counter) ex.push_back(Expr{Expr::Counter});
   if (r.log_prefix) {
+    Expr lim{Expr::Limit};
+    lim.offset = nft::kLogPerMinute;  // rate
+    lim.len = 60;                     // per minute
+    lim.op = nft::kLogBurst;
+    ex.push_back(std::move(lim));
     Expr e{Expr::Log};
     e.name = *r.log_prefix;
     ex.push_back(std::move(e));
   }
+  if (r.mark_set) enc.mark_set(~r.mark_set, r.mark_set);
+  if (r.mark_clear) enc.mark_set(~r.mark_clear, 0);
   if (r.verdict) {
     Expr e{Expr::Immediate};
     e.verdict = *r.verdict;

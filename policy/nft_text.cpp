@@ -58,6 +58,13 @@ void append_prefix(std::string& out, const Prefix& p) {
   append_num(out, p.len());
 }
 
+// 0x%08x, as nft lists marks.
+void append_hex(std::string& out, uint32_t v) {
+  static const char digits[] = "0123456789abcdef";
+  out += "0x";
+  for (int shift = 28; shift >= 0; shift -= 4) out += digits[(v >> shift) & 0xf];
+}
+
 void append_span(std::string& out, const PortSpan& p) {
   append_num(out, p.first);
   if (p.last != p.first) {
@@ -153,6 +160,12 @@ struct MatchText {
     append_quoted(out, m.name);
   }
   void operator()(const FibDaddrLocal& m) const { out += m.negate ? "fib daddr type != local" : "fib daddr type local"; }
+  void operator()(const MarkBit& m) const {
+    out += "meta mark & ";
+    append_hex(out, m.bit);
+    out += " == ";
+    append_hex(out, m.bit);
+  }
 };
 
 void append_verdict(std::string& out, const Verdict& v) {
@@ -164,6 +177,7 @@ void append_verdict(std::string& out, const Verdict& v) {
       out += v.chain;
       break;
     case Verdict::Masquerade: out += "masquerade"; break;
+    case Verdict::Return: out += "return"; break;
     case Verdict::IfnameVmap:
       out += v.iface == Iface::In ? "iifname vmap @" : "oifname vmap @";
       out += v.chain;
@@ -206,8 +220,20 @@ void append_rule(std::string& out, const Rule& r) {
   }
   if (r.log_prefix) {
     sep();
-    out += "log prefix ";
+    out += "limit rate ";  // burst kLogBurst: nft's default, which it does not list
+    append_num(out, kLogPerMinute);
+    out += "/minute log prefix ";
     append_quoted(out, *r.log_prefix);
+  }
+  if (r.mark_set) {
+    sep();
+    out += "meta mark set meta mark | ";
+    append_hex(out, r.mark_set);
+  }
+  if (r.mark_clear) {
+    sep();
+    out += "meta mark set meta mark & ";
+    append_hex(out, ~r.mark_clear);
   }
   if (r.verdict) {
     sep();

@@ -150,12 +150,30 @@ struct Rule {
 
 enum class PolicyKind : uint8_t { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy };
 
+// Calico tiers (projectcalico.org/v3 Tier). Tiers are evaluated by order (no
+// order = last), then name; the built-in "default" tier (Kubernetes policies,
+// Calico policies without spec.tier) has order 1,000,000 and action Deny. A tier
+// applies to an endpoint (per direction) when one of its policies selects it;
+// then a policy's Allow/Deny ends evaluation, Pass skips to the next tier that
+// applies, and a packet no policy of the tier decided is dropped at the tier's
+// end (defaultAction Deny) or passed on (defaultAction Pass). Past the last tier
+// (every tier passed it) the endpoint's profile allows, as Kubernetes' do.
+inline constexpr const char* kDefaultTier = "default";
+inline constexpr double kDefaultTierOrder = 1e6;
+struct Tier {
+  std::string name;
+  std::optional<double> order;           // none: after every ordered tier
+  Action default_action = Action::Deny;  // Deny or Pass
+  bool operator==(const Tier&) const = default;
+};
+
 // The normalised policy every kind compiles from (Calico semantics; Kubernetes
 // policies become order 1000, Allow-only rules, as Calico's converter does).
 struct Policy {
   PolicyKind kind = PolicyKind::CalicoNetworkPolicy;
   std::string ns;     // empty for GlobalNetworkPolicy
-  std::string name;
+  std::string name;   // in a tier other than default: "<tier>.<name>", as Calico names it
+  std::string tier = kDefaultTier;
   double order = 1e18;  // Calico: no order = last
   Selector selector;          // endpoints the policy applies to (labels)
   NamespaceScope scope;       // and their namespace
@@ -191,16 +209,17 @@ struct Namespace {
 
 // Everything one manifest can contain.
 struct Object {
-  enum Kind : uint8_t { PolicyObj, NamespaceObj, EndpointObj } kind = PolicyObj;
+  enum Kind : uint8_t { PolicyObj, NamespaceObj, EndpointObj, TierObj } kind = PolicyObj;
   Policy policy;
   Namespace ns;
   Endpoint endpoint;
+  Tier tier;
 };
 
 // Parses one YAML document: a node the caller already loaded (read through
 // const access only, never re-emitted), or text for callers that only have
 // text (the CLI tools, the fuzz target). Recognises networking.k8s.io/v1
-// NetworkPolicy, projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy and
+// NetworkPolicy, projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy, Tier and
 // WorkloadEndpoint, v1 Namespace. Errors name the object (kind
 // namespace/name) and the field path, e.g.
 // "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...". Both check the
@@ -293,6 +312,9 @@ struct EndpointPolicies {
   std::string iface;
   std::vector<std::string> ingress, egress;  // policy ids in evaluation order
   std::string ingress_chain, egress_chain;   // empty = unrestricted
+  // The chains whose last rule is an end-of-tier drop for this endpoint (its
+  // endpoint chain, or with several tiers or a Pass its tier chains).
+  std::vector<std::string> ingress_drop_chains, egress_drop_chains;
 };
 
 // One set/map element change, typed (for the netlink encoder, which needs
@@ -344,6 +366,12 @@ class PolicyCompiler {
   void remove_endpoint(const std::string& key);  // "ns/name"
   void upsert_policy(const Policy& p);
   void remove_policy(const std::string& id);     // Policy::id()
+  // Tiers: a change of order or action rewrites the affected endpoint chains in
+  // the next delta (one transaction). A policy whose tier has no Tier object
+  // evaluates after every tier that has one, with defaultAction Deny.
+  void upsert_tier(const Tier& t);
+  void remove_tier(const std::string& name);
+  const Tier* find_tier(const std::string& name) const;
   // Tunnel guard settings: a change takes effect through a full script (the
   // next sync is one; it replaces the table atomically).
   void set_tunnel_guard(const TunnelGuardConfig& cfg);

@@ -165,7 +165,7 @@ const Type& calico_rule() {
 
 // The fields NetworkPolicySpec and GlobalNetworkPolicySpec share.
 std::vector<Field> calico_spec_fields() {
-  return {{"tier", &kString, false, "tiers other than \"default\" are not implemented", {"default", ""}},
+  return {{"tier", &kString},
           {"order", &kNumber},
           {"ingress", &calico_rule(), true},
           {"egress", &calico_rule(), true},
@@ -179,6 +179,13 @@ std::vector<Field> calico_spec_fields() {
 const Type& calico_network_policy() {
   static const Type spec{Type::Object, "a NetworkPolicySpec", calico_spec_fields()};
   static const Type t{Type::Object, "a NetworkPolicy",
+                      {{"apiVersion", &kString}, {"kind", &kString}, {"metadata", &object_meta()}, {"spec", &spec}}};
+  return t;
+}
+
+const Type& calico_tier() {
+  static const Type spec{Type::Object, "a TierSpec", {{"order", &kNumber}, {"defaultAction", &kString}}};
+  static const Type t{Type::Object, "a Tier",
                       {{"apiVersion", &kString}, {"kind", &kString}, {"metadata", &object_meta()}, {"spec", &spec}}};
   return t;
 }
@@ -348,6 +355,7 @@ std::vector<FieldProblem> validate(const YAML::Node& doc, PolicyApi api, bool* t
     case PolicyApi::K8sNetworkPolicy: t = &k8s_network_policy(); break;
     case PolicyApi::CalicoNetworkPolicy: t = &calico_network_policy(); break;
     case PolicyApi::CalicoGlobalNetworkPolicy: t = &calico_global_network_policy(); break;
+    case PolicyApi::CalicoTier: t = &calico_tier(); break;
   }
   Walker w;
   w.value(doc, *t, "");

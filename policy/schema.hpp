@@ -35,7 +35,7 @@ class Node;
 
 namespace tabby::policy::schema {
 
-enum class PolicyApi { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy };
+enum class PolicyApi { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy, CalicoTier };
 
 struct FieldProblem {
   std::string path;     // "spec.ingress[0].form"

@@ -96,7 +96,8 @@ std::unique_ptr<api::PolicyReport> policy_message(const std::vector<policy::Endp
       bool in = pc.direction == Direction::Ingress;
       p->set_id(pc.policy);
       describe(*p, pc.policy, compiler);
-      p->set_tier("default");
+      const policy::Policy* pol = compiler ? compiler->find_policy(pc.policy) : nullptr;
+      p->set_tier(pol ? pol->tier : std::string(policy::kDefaultTier));
       p->set_direction(in ? "ingress" : "egress");
       p->set_position(in ? ++pos_in : ++pos_out);
       if (!pc.rules.empty()) p->set_chain(pc.rules.front().chain);

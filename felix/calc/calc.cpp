@@ -27,7 +27,7 @@ bool CalcChanges::empty() const {
          routes.empty() &&
          namespaces_upserted.empty() &&
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
-         policies_upserted.empty() && policies_removed.empty();
+         policies_upserted.empty() && policies_removed.empty() && tiers_upserted.empty() && tiers_removed.empty();
 }
 
 CalcChanges Calc::Impl::take(bool with_policy) {
@@ -134,6 +134,12 @@ Status Calc::upsert(const Resource& r) {
       return {};
     }
     case Kind::Policy: {
+      if (const auto& t = std::get<PolicyRes>(r.body).tier) {
+        m.tiers[t->name] = *t;
+        std::erase(m.tier_removes, t->name);
+        m.tier_upserts.push_back(*t);
+        return {};
+      }
       const auto& p = std::get<PolicyRes>(r.body).policy;
       m.policies[k.name] = p;
       m.policy_removes.erase(std::remove(m.policy_removes.begin(), m.policy_removes.end(), k.name),
@@ -181,6 +187,14 @@ void Calc::remove(const ResourceKey& k) {
       if (m.namespaces.erase(k.name)) m.dirty_namespaces.insert(k.name);
       break;
     case Kind::Policy:
+      if (k.name.rfind("tier.", 0) == 0) {
+        std::string name = k.name.substr(5);
+        if (m.tiers.erase(name)) {
+          std::erase_if(m.tier_upserts, [&](const policy::Tier& t) { return t.name == name; });
+          m.tier_removes.push_back(name);
+        }
+        break;
+      }
       if (m.policies.erase(k.name)) {
         std::erase_if(m.policy_upserts, [&](const policy::Policy& p) { return p.id() == k.name; });
         m.policy_removes.push_back(k.name);

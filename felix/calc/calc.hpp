@@ -144,6 +144,8 @@ struct CalcChanges {
                                                // (a consumer ignores keys it does not know)
   std::vector<policy::Policy> policies_upserted;
   std::vector<std::string> policies_removed;   // Policy::id()
+  std::vector<policy::Tier> tiers_upserted;
+  std::vector<std::string> tiers_removed;      // Tier names
   bool empty() const;
 };
 
@@ -324,6 +326,7 @@ class Calc {
   std::vector<policy::Endpoint> endpoints() const;
   std::vector<policy::Namespace> namespaces() const;
   std::vector<policy::Policy> policies() const;
+  std::vector<policy::Tier> tiers() const;
   std::vector<CalcProblem> problems() const;
 
   // Apply a change set / the complete state.

@@ -153,6 +153,9 @@ struct Calc::Impl {
   std::set<std::string> dirty_endpoints, dirty_namespaces;
   std::vector<policy::Policy> policy_upserts;
   std::vector<std::string> policy_removes;
+  std::map<std::string, policy::Tier> tiers;  // name -> Tier (Tier resources, key "tier.<name>")
+  std::vector<policy::Tier> tier_upserts;
+  std::vector<std::string> tier_removes;
 
   explicit Impl(CalcOptions o) : opt(std::move(o)) { speaker = opt.base; }
 

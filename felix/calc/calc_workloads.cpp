@@ -140,9 +140,13 @@ void Calc::Impl::take_policy(CalcChanges& ch, bool with_policy) {
   if (with_policy) {
     ch.policies_upserted = std::move(policy_upserts);
     ch.policies_removed = std::move(policy_removes);
+    ch.tiers_upserted = std::move(tier_upserts);
+    ch.tiers_removed = std::move(tier_removes);
   }
   policy_upserts.clear();
   policy_removes.clear();
+  tier_upserts.clear();
+  tier_removes.clear();
 }
 
 std::vector<policy::Endpoint> Calc::endpoints() const {
@@ -155,6 +159,11 @@ std::vector<policy::Namespace> Calc::namespaces() const {
   for (const auto& [n, ns] : impl_->namespaces) v.push_back({n, ns.labels});
   return v;
 }
+std::vector<policy::Tier> Calc::tiers() const {
+  std::vector<policy::Tier> v;
+  for (const auto& [n, t] : impl_->tiers) v.push_back(t);
+  return v;
+}
 std::vector<policy::Policy> Calc::policies() const {
   std::vector<policy::Policy> v;
   for (const auto& [n, p] : impl_->policies) v.push_back(p);
@@ -163,15 +172,18 @@ std::vector<policy::Policy> Calc::policies() const {
 
 void Calc::apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch) {
   for (const auto& n : ch.namespaces_upserted) pc.upsert_namespace(n);
+  for (const auto& t : ch.tiers_upserted) pc.upsert_tier(t);
   for (const auto& p : ch.policies_upserted) pc.upsert_policy(p);
   for (const auto& e : ch.endpoints_upserted) pc.upsert_endpoint(e);
   for (const auto& e : ch.endpoints_removed) pc.remove_endpoint(e);
   for (const auto& p : ch.policies_removed) pc.remove_policy(p);
   for (const auto& n : ch.namespaces_removed) pc.remove_namespace(n);
+  for (const auto& t : ch.tiers_removed) pc.remove_tier(t);
 }
 
 void Calc::program_full(policy::PolicyCompiler& pc) const {
   for (const auto& n : namespaces()) pc.upsert_namespace(n);
+  for (const auto& t : tiers()) pc.upsert_tier(t);
   for (const auto& p : policies()) pc.upsert_policy(p);
   // One endpoint at a time: a vector of all of them (20,000) would be a second
   // full copy at the cold start's peak, next to the compiler's own.

@@ -4,7 +4,7 @@
 // user's existing manifests apply unchanged. Policy kinds are delegated to the policy
 // module's parser (one selector/policy parser in the project), which validates every
 // field strictly (Kubernetes NetworkPolicy included: a policy is a security control).
-// Security kinds tabby does not implement (HostEndpoint, Tier, NetworkSet, ...) are
+// Security kinds tabby does not implement (HostEndpoint, NetworkSet, ...) are
 // refused with a message saying they are not enforced.
 #include "felix/calc/resources.hpp"
 
@@ -613,7 +613,6 @@ BlockAffinity parse_block_affinity(const YAML::Node& spec) {
 std::optional<std::string> unenforced_security_kind(const std::string& api, const std::string& kind) {
   if (api == "projectcalico.org/v3") {
     if (kind == "HostEndpoint") return "host endpoints and their policies are not implemented";
-    if (kind == "Tier") return "policy tiers other than the built-in default tier are not implemented";
     if (kind == "NetworkSet" || kind == "GlobalNetworkSet")
       return "network sets are not implemented: selectors never match their addresses";
     if (kind == "Profile") return "profiles are not implemented: every endpoint has the allow-all default";
@@ -709,6 +708,7 @@ std::optional<ResourceKey> key_for(std::string_view api_version, std::string_vie
   if (k == "NetworkPolicy" && api == "networking.k8s.io/v1") return ResourceKey{Kind::Policy, "", "knp." + nsd + "." + name};
   if (k == "NetworkPolicy" && calico) return ResourceKey{Kind::Policy, "", "np." + nsd + "." + name};
   if (k == "GlobalNetworkPolicy" && calico) return ResourceKey{Kind::Policy, "", "gnp." + name};
+  if (k == "Tier" && calico) return ResourceKey{Kind::Policy, "", "tier." + name};
   return std::nullopt;
 }
 
@@ -802,7 +802,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
 
   bool calico = api == "projectcalico.org/v3", k8s = api == "v1", tabby = api == "tabby.dev/v1";
   bool policy_kind = (kind == "NetworkPolicy" && (api == "networking.k8s.io/v1" || calico)) ||
-                     (kind == "GlobalNetworkPolicy" && calico);
+                     (kind == "GlobalNetworkPolicy" && calico) || (kind == "Tier" && calico);
   bool namespaced = kind == "Pod" || kind == "WorkloadEndpoint" || (kind == "NetworkPolicy");
   if (namespaced && ns.empty()) {
     ns = "default";
@@ -814,8 +814,13 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     if (policy_kind) {
       auto o = policy::parse_object(doc);
       if (!o) return fail_msg(src + o.error().message);
+      if (o->kind == policy::Object::TierObj) {
+        r.key = {Kind::Policy, "", "tier." + o->tier.name};
+        r.body = PolicyRes{{}, std::move(o->tier)};
+        return r;
+      }
       r.key = {Kind::Policy, "", o->policy.id()};
-      r.body = PolicyRes{std::move(o->policy)};
+      r.body = PolicyRes{std::move(o->policy), std::nullopt};
       return r;
     }
     r.key.name = name;

@@ -38,7 +38,7 @@
 // silently falls back to a default); policies (any kind) are validated strictly in
 // every field, as the API server's strict field validation does (policy/schema.hpp);
 // other Kubernetes objects are read leniently (only the fields tabby needs), as they
-// carry much more. Calico security kinds tabby does not implement (HostEndpoint, Tier,
+// carry much more. Calico security kinds tabby does not implement (HostEndpoint,
 // NetworkSet, GlobalNetworkSet, Profile, staged policies) and Kubernetes admin network
 // policies are errors saying they are not enforced. Pure: yaml-cpp only.
 #pragma once
@@ -215,6 +215,9 @@ struct WorkloadEndpoint {
 
 struct PolicyRes {
   policy::Policy policy;  // parsed straight from the document's node
+  // A projectcalico.org/v3 Tier rides the policy path (key "tier.<name>"):
+  // set for a Tier, and then `policy` is unused.
+  std::optional<policy::Tier> tier;
   bool operator==(const PolicyRes&) const = default;  // same policy = same rules
 };
 

@@ -45,6 +45,7 @@ struct State {
   std::map<std::string, Policy> policies;
   std::map<std::string, Endpoint> endpoints;
   std::map<std::string, Namespace> namespaces;
+  std::map<std::string, Tier> tiers;
 };
 
 Result<State> load(const std::vector<std::string>& paths) {
@@ -70,6 +71,7 @@ Result<State> load(const std::vector<std::string>& paths) {
     for (auto& o : *objs) {
       if (o.kind == Object::PolicyObj) s.policies[o.policy.id()] = o.policy;
       else if (o.kind == Object::EndpointObj) s.endpoints[o.endpoint.key()] = o.endpoint;
+      else if (o.kind == Object::TierObj) s.tiers[o.tier.name] = o.tier;
       else s.namespaces[o.ns.name] = o.ns;
     }
   }
@@ -79,6 +81,7 @@ Result<State> load(const std::vector<std::string>& paths) {
 // Feeds the difference between two loads to the compiler.
 void feed(PolicyCompiler& c, const State& old, const State& now) {
   for (const auto& [k, n] : now.namespaces) c.upsert_namespace(n);
+  for (const auto& [k, t] : now.tiers) c.upsert_tier(t);
   for (const auto& [k, e] : now.endpoints) c.upsert_endpoint(e);
   for (const auto& [k, p] : now.policies) c.upsert_policy(p);
   for (const auto& [k, p] : old.policies)
@@ -87,6 +90,8 @@ void feed(PolicyCompiler& c, const State& old, const State& now) {
     if (!now.endpoints.count(k)) c.remove_endpoint(k);
   for (const auto& [k, n] : old.namespaces)
     if (!now.namespaces.count(k)) c.remove_namespace(k);
+  for (const auto& [k, t] : old.tiers)
+    if (!now.tiers.count(k)) c.remove_tier(k);
 }
 
 void ack(const std::string& path, int gen, const std::string& status) {

@@ -67,6 +67,11 @@ std::string v6_twin(const std::string& ip) {
   return "2001:db8:19::" + cd;
 }
 
+std::string tier_doc(const std::string& name, double order, const std::string& action) {
+  return "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: " + name + "}\nspec: {order: " +
+         std::to_string(order) + ", defaultAction: " + action + "}\n";
+}
+
 std::string pod_doc(const std::string& ns, const std::string& name, const std::string& app, const std::string& ip,
                      const std::string& iface) {
   std::string d = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: " + name +
@@ -113,6 +118,12 @@ std::vector<std::string> policies(int v) {
               "  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8, code: " + std::to_string(v % 2) + "}\n"
               "  - action: Deny\n    protocol: ICMP\n    notICMP: {type: 3}\n"
               "  - action: Allow\n    protocol: ICMPv6\n    icmp: {type: 128, code: " + std::to_string(v % 2) + "}\n");
+  // A security tier: Pass (mark bit + return), Deny, Log (rate-limited).
+  d.push_back("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.gate}\nspec:\n"
+              "  tier: sec\n  order: " + std::to_string(v) + "\n  selector: app == 'web'\n  types: [Ingress, Egress]\n"
+              "  ingress:\n  - action: Log\n    source: {selector: app == 'db'}\n"
+              "  - action: Deny\n    protocol: TCP\n    destination: {ports: [" + std::to_string(6000 + v) + "]}\n"
+              "  - action: Pass\n  egress:\n  - action: Pass\n    source: {selector: app == 'web'}\n");
   return d;
 }
 
@@ -122,6 +133,7 @@ Status feed(PolicyCompiler& c, const std::string& yaml) {
   for (const auto& o : *objs) {
     if (o.kind == Object::PolicyObj) c.upsert_policy(o.policy);
     else if (o.kind == Object::NamespaceObj) c.upsert_namespace(o.ns);
+    else if (o.kind == Object::TierObj) c.upsert_tier(o.tier);
     else c.upsert_endpoint(o.endpoint);
   }
   return {};
@@ -137,7 +149,7 @@ int main() {
   }
   NftExecutor& ex = **exr;
   PolicyCompiler c;
-  std::string yaml = ns_doc("a", "t1") + "---\n" + ns_doc("b", "t2") + "---\n";
+  std::string yaml = ns_doc("a", "t1") + "---\n" + ns_doc("b", "t2") + "---\n" + tier_doc("sec", 100, "Deny") + "---\n";
   for (int i = 0; i < 12; ++i)
     yaml += pod_doc(i % 2 ? "a" : "b", "p" + std::to_string(i), i % 3 ? "web" : "db",
                     "198.19.0." + std::to_string(i + 1), i < 8 ? "cali" + std::to_string(i) : "") + "---\n";
@@ -181,6 +193,8 @@ int main() {
                                                   "calin" + std::to_string(v)));
     step("pod relabel v" + std::to_string(v), pod_doc("b", "p0", v % 2 ? "web" : "db", "198.19.0.1", "cali0"));
     step("namespace relabel v" + std::to_string(v), ns_doc("b", v % 2 ? "t1" : "t2"));
+    // A tier order or action change rewrites endpoint chains (one delta).
+    step("tier change v" + std::to_string(v), tier_doc("sec", v % 2 ? 2000000 : 100, v % 3 ? "Pass" : "Deny"));
     c.remove_endpoint("a/n" + std::to_string(v - 1));
     step("pod remove v" + std::to_string(v), "");
   }

@@ -115,6 +115,7 @@ std::string verdict_str(const Attr& verdict_nest) {
   int c = static_cast<int>(code->u32());
   if (c == NF_ACCEPT) return "accept";
   if (c == NF_DROP) return "drop";
+  if (c == NFT_RETURN) return "return";
   if (c == NFT_JUMP) {
     const Attr* chain = verdict_nest.kid(NFTA_VERDICT_CHAIN, k2);
     REQUIRE(chain);
@@ -135,8 +136,24 @@ std::string expr_line(const Attr& elem) {
   auto reg = [](uint32_t r) { return "reg " + std::to_string(r); };
   if (name == "meta") {
     uint32_t key = a[NFTA_META_KEY].u32();
-    std::string kn = key == NFT_META_L4PROTO ? "l4proto" : key == NFT_META_NFPROTO ? "nfproto" : std::to_string(key);
+    std::string kn = key == NFT_META_L4PROTO ? "l4proto"
+                     : key == NFT_META_NFPROTO ? "nfproto"
+                     : key == NFT_META_MARK    ? "mark"
+                                               : std::to_string(key);
+    if (a.count(NFTA_META_SREG)) return "[ meta set " + kn + " with " + reg(a[NFTA_META_SREG].u32()) + " ]";
     return "[ meta load " + kn + " => " + reg(a[NFTA_META_DREG].u32()) + " ]";
+  }
+  if (name == "limit") {
+    auto be64 = [](const Attr& x) {
+      uint64_t v = 0;
+      for (uint8_t b : x.data) v = (v << 8) | b;
+      return v;
+    };
+    uint64_t rate = be64(a[NFTA_LIMIT_RATE]), unit = be64(a[NFTA_LIMIT_UNIT]);
+    CHECK(a[NFTA_LIMIT_TYPE].u32() == NFT_LIMIT_PKTS);
+    return "[ limit rate " + std::to_string(rate) + "/" + (unit == 60 ? "minute" : std::to_string(unit)) + " burst " +
+           std::to_string(a[NFTA_LIMIT_BURST].u32()) + " type packets flags 0x" +
+           std::to_string(a[NFTA_LIMIT_FLAGS].u32()) + " ]";
   }
   if (name == "cmp") {
     static const char* ops[] = {"eq", "neq", "lt", "lte", "gt", "gte"};
@@ -287,8 +304,8 @@ std::vector<Case> reference_cases() {
                        std::nullopt);
   log.log_prefix = "tabby gnp.x ";
   v.push_back({log,
-               "meta l4proto tcp th dport { 1000-2000 } th sport != { 1000-2000 } th sport != { 22 } counter log "
-               "prefix \"tabby gnp.x \"",
+               "meta l4proto tcp th dport { 1000-2000 } th sport != { 1000-2000 } th sport != { 22 } counter limit rate "
+               "60/minute log prefix \"tabby gnp.x \"",
                R"(
   [ meta load l4proto => reg 1 ]
   [ cmp eq reg 1 0x00000006 ]
@@ -300,7 +317,31 @@ std::vector<Case> reference_cases() {
   [ payload load 2b @ transport header + 0 => reg 1 ]
   [ cmp neq reg 1 0x00001600 ]
   [ counter pkts 0 bytes 0 ]
+  [ limit rate 60/minute burst 5 type packets flags 0x0 ]
   [ log prefix tabby gnp.x  ]
+)"});
+  // Tiers: a Pass rule sets the pass bit and returns; the tier chain checks and
+  // clears it (nft 1.0.6 --debug=netlink output for the same text).
+  nft::Rule pass_rule = rule({}, nft::Verdict::ret());
+  pass_rule.mark_set = 0x10000000;
+  pass_rule.comment = "pass";
+  v.push_back({pass_rule, "counter meta mark set meta mark | 0x10000000 return comment \"pass\"", R"(
+  [ counter pkts 0 bytes 0 ]
+  [ meta load mark => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0xefffffff ) ^ 0x10000000 ]
+  [ meta set mark with reg 1 ]
+  [ immediate reg 0 return ]
+)"});
+  nft::Rule passed = rule({nft::MarkBit{0x10000000}}, nft::Verdict::ret(), false);
+  passed.mark_clear = 0x10000000;
+  v.push_back({passed, "meta mark & 0x10000000 == 0x10000000 meta mark set meta mark & 0xefffffff return", R"(
+  [ meta load mark => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0x10000000 ) ^ 0x00000000 ]
+  [ cmp eq reg 1 0x10000000 ]
+  [ meta load mark => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0xefffffff ) ^ 0x00000000 ]
+  [ meta set mark with reg 1 ]
+  [ immediate reg 0 return ]
 )"});
   v.push_back({rule({nft::L4Proto{17, false}, nft::PortIn{Side::Destination, false, {{53, 53}, {54, 54}, {55, 55}, {56, 56}, {57, 57}}}},
                     nft::Verdict::accept()),
@@ -466,7 +507,7 @@ TEST_CASE("nft text: every match form, negated or not") {
   nft::Rule r = rule({nft::L4Proto{1, false}}, nft::Verdict::accept());
   r.log_prefix = "a\"b";  // quotes never reach nft: they become '
   r.comment = "c\\d";
-  CHECK(nft::rule_text(r) == "meta l4proto icmp counter log prefix \"a'b\" accept comment \"c'd\"");
+  CHECK(nft::rule_text(r) == "meta l4proto icmp counter limit rate 60/minute log prefix \"a'b\" accept comment \"c'd\"");
   CHECK(nft::rule_text(nft::Rule{}) == "");
   CHECK(nft::element_text(nft::Element::ipv4(0xC6130001)) == "198.19.0.1");
   CHECK(nft::element_text(nft::Element::ipv4_proto_port(0xC6130001, 6, 8080)) == "198.19.0.1 . tcp . 8080");

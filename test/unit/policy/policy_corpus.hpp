@@ -7,8 +7,9 @@
 // of changes. Uses only the policy module's public API as it was before rules
 // were typed, so the same header compiled against that older compiler made
 // test/unit/policy/data/policy_corpus_7.golden (see nft_ir_test.cpp).
-// Regenerated once when rules gained their IPv6 form: the only difference
-// from the older file is the added s6-/n6- sets and ip6 rules.
+// Regenerated when rules gained their IPv6 form (added s6-/n6- sets and ip6
+// rules) and when tiers came (Pass: mark bit + return, tier chains for the
+// endpoints of policies with a Pass rule; Log: a rate limit before the log).
 #pragma once
 
 #include <cstdint>

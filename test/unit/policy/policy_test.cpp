@@ -428,28 +428,35 @@ table inet tabby {
   set s6-7bd0a0c640ec { type ipv6_addr; comment "* role == 'bad'"; }
   chain pi-gnp.guard {
     comment "GlobalNetworkPolicy guard ingress"
-    counter log prefix "tabby gnp.guard "
+    counter limit rate 60/minute log prefix "tabby gnp.guard "
     meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22 } counter drop
     meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 6000-6010 } counter drop
     meta l4proto tcp ip6 saddr @s6-7bd0a0c640ec th dport { 22 } counter drop
     meta l4proto tcp ip6 saddr @s6-7bd0a0c640ec th dport { 6000-6010 } counter drop
-    meta l4proto icmp icmp type 8 icmp code 0 counter accept comment "pass"
+    meta l4proto icmp icmp type 8 icmp code 0 counter meta mark set meta mark | 0x10000000 return comment "pass"
   }
   chain po-gnp.guard {
     comment "GlobalNetworkPolicy guard egress"
     meta l4proto udp ip daddr { 10.0.0.53/32 } th dport != { 1-52 } counter accept
   }
-  chain ei-23a01cc42b59 {
-    comment "ingress: gnp.guard"
+  chain ti-2b9fb92d4486 {
+    comment "ingress tier default: gnp.guard"
     jump pi-gnp.guard
+    meta mark & 0x10000000 == 0x10000000 meta mark set meta mark & 0xefffffff return
     counter drop
+  }
+  chain ei-a8fa50cb64e4 {
+    comment "ingress: [default] gnp.guard"
+    meta mark set meta mark & 0xefffffff
+    jump ti-2b9fb92d4486
+    counter accept comment "profile"
   }
   chain eo-23a01cc42b59 {
     comment "egress: gnp.guard"
     jump po-gnp.guard
     counter drop
   }
-  map wl-in { type ifname : verdict; counter; elements = { "calixa" : jump ei-23a01cc42b59, "calixb" : accept }; }
+  map wl-in { type ifname : verdict; counter; elements = { "calixa" : jump ei-a8fa50cb64e4, "calixb" : accept }; }
   map wl-out { type ifname : verdict; counter; elements = { "calixa" : jump eo-23a01cc42b59, "calixb" : accept }; }
   chain egress {
     type filter hook forward priority filter; policy accept;

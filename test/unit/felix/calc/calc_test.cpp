@@ -811,6 +811,52 @@ spec:
   CHECK(full.find("elements = { 198.19.0.70, 198.19.0.71 }") != std::string::npos);
 }
 
+TEST_CASE("policy inputs: Tier resources reach the compiler; a tier's order change reorders endpoint lists") {
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster_with_pool(""));
+  auto ch = n1.feed("tiers.yaml", R"(apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 100}
+---
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: app}
+spec: {order: 200, defaultAction: Pass}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: security.deny}
+spec: {tier: security, selector: all(), ingress: [{action: Deny, source: {selector: bad == 'true'}}]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: app.allow}
+spec: {tier: app, selector: all(), ingress: [{action: Allow}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: node--1-k8s-a-eth0, namespace: shop}
+spec: {node: node-1, pod: a, interfaceName: cali1, ipNetworks: [198.19.0.5/32]}
+)");
+  REQUIRE(ch.tiers_upserted.size() == 2);
+  policy::PolicyCompiler pc;
+  Calc::apply_to(pc, ch);
+  REQUIRE(pc.find_tier("app"));
+  CHECK(pc.find_tier("app")->default_action == policy::Action::Pass);
+  auto eps = pc.endpoint_policies();
+  REQUIRE(eps.size() == 1);
+  CHECK(eps[0].ingress == std::vector<std::string>{"gnp.security.deny", "gnp.app.allow"});
+  ch = n1.feed("app-tier.yaml", "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: app}\n"
+                                "spec: {order: 50}\n");
+  Calc::apply_to(pc, ch);
+  CHECK(pc.endpoint_policies()[0].ingress == std::vector<std::string>{"gnp.app.allow", "gnp.security.deny"});
+  ch = n1.drop("app-tier.yaml");
+  CHECK(ch.tiers_removed == std::vector<std::string>{"app"});
+  Calc::apply_to(pc, ch);
+  CHECK(pc.find_tier("app") == nullptr);
+}
+
 // ======================================================================== validation and last good state
 TEST_CASE("overlapping enabled pools: the newcomer is rejected naming both, readmitted when fixed") {
   Node n1("node-1");

@@ -82,6 +82,9 @@ const std::map<std::string, Base>& bases() {
        {"Node.projectcalico.org", "", "node-1",
         "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-1}\n"
         "spec: {bgp: {ipv4Address: 198.18.0.11/24}}\n"}},
+      {"Tier",
+       {"Tier.projectcalico.org", "", "security",
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n"}},
       {"WorkloadEndpoint",
        {"WorkloadEndpoint.projectcalico.org", "default", "w1",
         "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w1, namespace: default}\n"
