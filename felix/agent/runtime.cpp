@@ -543,7 +543,8 @@ struct AgentRuntime::Impl {
       std::vector<PeerSnapshot> ps;
       for (const auto& p : speaker_->peers()) {
         std::string addr = p.address.str();
-        ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps});
+        ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps,
+                      p.prefixes_filtered, p.prefixes_filtered_total});
       }
       collect_bgp(m, ps);
       std::vector<UpdateGroupSnapshot> gs;

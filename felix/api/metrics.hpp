@@ -107,11 +107,14 @@ struct PeerSnapshot {
   uint64_t prefixes_advertised = 0;
   uint64_t prefixes_installed = 0;  // of its routes, those that are best and in the kernel
   uint64_t flaps = 0;               // Established -> down transitions since start
+  uint64_t prefixes_filtered = 0;   // held aside now: rejected by its import filter
+  uint64_t prefixes_filtered_total = 0;  // rejected by its import filter since start
 };
 
 // tabby_bgp_sessions{state} (all six states, 0 when none), tabby_bgp_peers,
 // tabby_bgp_peer_up{peer,type}, tabby_bgp_peer_prefixes_{received,advertised,installed}{peer},
-// tabby_bgp_peer_flaps_total{peer}. Peers absent from `peers` lose their series.
+// tabby_bgp_peer_flaps_total{peer}, tabby_bgp_peer_prefixes_filtered{peer},
+// tabby_bgp_peer_prefixes_filtered_total{peer}. Peers absent from `peers` lose their series.
 void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers);
 
 // One BGP update group (peers sharing an Adj-RIB-Out and encoded UPDATEs).

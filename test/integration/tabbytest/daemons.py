@@ -635,7 +635,8 @@ class Tabby(Daemon):
                 e["password"] = p["password"]
             if p["local"]:
                 e["localAddress"] = p["local"]
-            for k in ("export", "nextHopMode", "ttlSecurity", "maxRestartTime"):
+            for k in ("export", "nextHopMode", "ttlSecurity", "maxRestartTime", "import", "maxPrefixes",
+                      "maxPrefixesRestart", "enforceFirstAS"):
                 if k in p:
                     e[k] = p[k]
             c["peers"].append(e)
