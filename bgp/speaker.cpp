@@ -108,6 +108,7 @@ struct Peer {
   asio::steady_timer gr_timer;                  // RFC 4724 §4.2 restart timer (helper role)
   asio::steady_timer max_prefix_timer;          // RFC 4486 Cease/1: restart after maxPrefixesRestart
   bool max_prefix_stopped = false;              // stopped by maxPrefixes (a config change restarts it)
+  std::string max_prefix_reason;                // why, shown as the last error while stopped
   std::set<Family> stale_families;              // marked stale, awaiting End-of-RIB or the timer
   std::set<Family> eor_received;
   // Its routes are stale because WE restarted the session in place (identity
@@ -285,7 +286,10 @@ struct Speaker::Impl {
     handle(*pp, ev::ManualStop{});
     if (alive.expired()) return;
     pp->max_prefix_stopped = true;
-    pp->last_error = why + (pp->cfg.max_prefixes_restart ? "; restarting after " + std::to_string(pp->cfg.max_prefixes_restart) + "s" : "");
+    pp->max_prefix_reason = "Cease/Maximum Number of Prefixes Reached sent: " + why +
+                            (pp->cfg.max_prefixes_restart ? "; restarting after " + std::to_string(pp->cfg.max_prefixes_restart) + "s"
+                                                          : "; down until the configuration changes");
+    pp->last_error = pp->max_prefix_reason;
     if (!pp->cfg.max_prefixes_restart) return;
     pp->max_prefix_timer.expires_after(std::chrono::seconds(pp->cfg.max_prefixes_restart));
     pp->max_prefix_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
@@ -1335,7 +1339,7 @@ std::vector<PeerStatus> Speaker::peers() const {
                                              : "iBGP";
     s.state = p->state;
     s.since = p->since;
-    s.last_error = p->last_error;
+    s.last_error = p->max_prefix_stopped ? p->max_prefix_reason : p->last_error;
     if (p->session) {
       s.router_id = p->session->peer_router_id;
       s.hold_time = p->session->hold_time;

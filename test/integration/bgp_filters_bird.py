@@ -74,7 +74,9 @@ def body(lab):
 
     tor_node = lab.node("tor")
     lab.join(c.sw, tor_node, f"{TOR_IP}/24")
-    tor = Bird(tor_node, TOR_AS, TOR_IP, peers=[{"ip": NODE_IP, "asn": NODE_AS}])
+    # Graceful restart on: BIRD then sends End-of-RIB, which completes tabby's initial
+    # sync (until then its dataplane removes nothing, by design).
+    tor = Bird(tor_node, TOR_AS, TOR_IP, peers=[{"ip": NODE_IP, "asn": NODE_AS, "gr": True}])
     tor.announced["0.0.0.0/0"] = {}
     for p in TABLE + [ROGUE]:
         tor.announced[p] = {}
@@ -83,6 +85,7 @@ def body(lab):
     agent.start()
     wait_until(lambda: agent.established_peers() == [TOR_IP], 40, "tabby <-> ToR session Established")
     wait_until(lambda: tor.established(NODE_IP), 20, "ToR sees the session Established")
+    agent.wait_ready(40)
 
     # 1. import filter: only the default route in the kernel
     wait_until(lambda: "0.0.0.0/0" in kernel_prefixes(agent), 20, "default route from the ToR in the kernel")
@@ -133,8 +136,14 @@ def body(lab):
 
     # 5. unknown filter: fail closed
     c.put(peer(["no-such-filter"]))
-    wait_until(lambda: not (kernel_prefixes(agent) & set(TABLE + ["0.0.0.0/0"])), 20,
-               "the ToR's routes leave the kernel (unknown filter: nothing imported)")
+    try:
+        wait_until(lambda: not (kernel_prefixes(agent) & set(TABLE + ["0.0.0.0/0"])), 20,
+                   "the ToR's routes leave the kernel (unknown filter: nothing imported)")
+    except Exception:
+        print("kernel:", agent.kernel_routes())
+        print("routes:", [(r["prefix"], [(p.get("rejected"), p.get("filter")) for p in r["paths"]])
+                          for r in agent.api("routes")["routes"]][:6])
+        raise
     wait_until(lambda: not tor.route(SERVICES) and not tor.route(POD_BLOCK), 20,
                "the ToR loses tabby's routes (unknown filter: nothing exported)")
     probs = agent.status().get("problems", [])

@@ -32,14 +32,20 @@ def body(lab):
     def peer():
         return tab.peer_status(B4) or {}
 
-    wait_until(lambda: "maximum prefixes reached" in peer().get("lastError", ""), 40,
+    wait_until(lambda: "Maximum Number of Prefixes Reached" in peer().get("lastError", ""), 40,
                "tabby closes the session: maximum prefixes reached")
     t_first = time.monotonic()
     flaps1 = peer().get("flaps", 0)
-    wait_until(lambda: re.search(r"Received: Maximum number of prefixes reached", bird.proto_info(T4)), 10,
-               "BIRD received Cease/Maximum Number of Prefixes Reached")
+    def bird_log():
+        with open(bird.log, errors="replace") as f:
+            return f.read()
+    wait_until(lambda: re.search(r"Received: Maximum number of prefixes reached", bird_log()), 10,
+               "BIRD logs Cease/Maximum Number of Prefixes Reached received")
     step(f"10 prefixes > maxPrefixes 5: Cease/1 sent ({peer().get('lastError')})")
     check(peer().get("state") != "Established", f"session still Established: {peer()}")
+    time.sleep(1)
+    check(peer().get("state") != "Established" and peer().get("flaps", 0) == flaps1,
+          f"the session came back before the restart timer: {peer()}")
     wait_until(lambda: peer().get("flaps", 0) > flaps1, 20, "the session restarts after the timer (and closes again)")
     gap = time.monotonic() - t_first
     check(gap >= RESTART - 0.5, f"the session came back after {gap:.1f}s, before the {RESTART}s restart timer")

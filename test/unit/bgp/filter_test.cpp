@@ -314,3 +314,20 @@ TEST_CASE("rib export filter: rules per peer; peers with different filters are i
   l.rib.regroup(l.other, kIpv4Unicast);
   CHECK(l.rib.full_dump(l.other, kIpv4Unicast).announced_count() == 0);
 }
+
+TEST_CASE("rib import filter: turning unresolved at run time removes everything the peer sent; resolving restores it") {
+  Lab l;
+  l.ann(l.tor, {"0.0.0.0/0", "203.0.113.0/24"}, A().path({65001}).nh("198.18.0.2"));
+  l.rib.take_changes(kIpv4Unicast);
+  RouteFilter broken;
+  broken.unresolved = true;
+  l.tor_cfg.import_filter = broken;
+  l.rib.update_peer(l.tor, l.tor_cfg);
+  CHECK_FALSE(l.has("0.0.0.0/0"));
+  CHECK_FALSE(l.has("203.0.113.0/24"));
+  CHECK(l.rib.take_changes(kIpv4Unicast).size() == 2);
+  l.tor_cfg.import_filter = default_only();
+  l.rib.update_peer(l.tor, l.tor_cfg);
+  CHECK(l.has("0.0.0.0/0"));
+  CHECK_FALSE(l.has("203.0.113.0/24"));
+}
