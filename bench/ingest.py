@@ -422,7 +422,7 @@ def run_one(kind, feed, idx, opts):
         time.sleep(0.5)
         # Under callgrind: count only the feed (zero now, dump once the table is in;
         # the session teardown and exit land in the final part of the output).
-        callgrind = kind in ("tabby", "base") and opts and opts.tabby_wrap and "callgrind" in opts.tabby_wrap
+        callgrind = kind in ("tabby", "base", "tabbyf") and opts and opts.tabby_wrap and "callgrind" in opts.tabby_wrap
         if callgrind:
             core.sh(["callgrind_control", "-z", str(pids[0])])
         cpu0 = cpu_seconds(pids)

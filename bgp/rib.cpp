@@ -14,6 +14,7 @@
 // Pure: no I/O.
 #include <algorithm>
 #include <cassert>
+#include <optional>
 
 #include "bgp/rib_impl.hpp"
 
@@ -462,7 +463,7 @@ void Rib::update_peer(PeerId id, const PeerConfig& cfg) {
   const bool import_changed = !(ps.cfg.import_filter == cfg.import_filter);
   ps.cfg = cfg;
   if (import_changed) {
-    ps.cfg.import_filter = cfg.import_filter;
+    ps.import_compiled = compile_filter(cfg.import_filter);
     reapply_import_filter(id);
   }
   ps.ebgp = cfg.asn != impl_->cfg.local_as;
@@ -532,37 +533,19 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
     });
     return verdict;
   }
-  if (id != kLocalPeer && !ps.cfg.import_filter.empty()) {
-    // Import filter: each prefix accepted goes in, each rejected one is kept aside.
-    FilterEval eval(ps.cfg.import_filter, attrs.get(), true);
-    size_t refused = 0;
-    with_family(fam, [&](auto tag) {
-      using K = decltype(tag);
-      for (const auto& p : prefixes) {
-        if (!family_matches(fam, p)) continue;
-        FilterVerdict v = eval(p);
-        K k = K::of(p);
-        if (v.accepted) {
-          forget_rejected(ps, k);
-          im.upsert(k, id, attrs.node());
-        } else {
-          ++refused;
-          im.remove(k, id);
-          keep_rejected(ps, k, attrs.node(), v.rule);
-        }
-      }
-    });
-    ps.stats.rejected += refused;
-    ps.stats.filtered_out += refused;
-    return refused == prefixes.size() && refused ? ImportResult::Filtered : ImportResult::Accepted;
-  }
+  // Import filter (bgp/filter.hpp): each prefix it rejects is kept aside, the
+  // others go in. One loop for both cases, so the slot prefetching stays.
+  const bool filtering = id != kLocalPeer && !ps.cfg.import_filter.empty();
+  std::optional<FilterEval> eval;
+  if (filtering) eval.emplace(ps.cfg.import_filter, attrs.get(), true, ps.import_compiled.get());
+  size_t refused = 0;
   with_family(fam, [&](auto tag) {
     using K = decltype(tag);
     // The table is far larger than the cache: look a few prefixes ahead so the
     // slot misses of a batch overlap instead of queueing one after another.
     constexpr size_t kAhead = 8;
     auto& map = im.table<K>().map;
-    const bool had_rejects = rejected_of(ps, K{}).size() != 0;
+    auto& rejected = rejected_of(ps, K{});
     const size_t n = prefixes.size();
     for (size_t i = 0; i < std::min(n, kAhead); ++i)
       if (family_matches(fam, prefixes[i])) map.prefetch(K::of(prefixes[i]));
@@ -570,10 +553,27 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
       if (i + kAhead < n && family_matches(fam, prefixes[i + kAhead]))
         map.prefetch(K::of(prefixes[i + kAhead]));
       if (!family_matches(fam, prefixes[i])) continue;
-      if (had_rejects) forget_rejected(ps, K::of(prefixes[i]));
-      im.upsert(K::of(prefixes[i]), id, attrs.node());
+      const K k = K::of(prefixes[i]);
+      if (filtering) {
+        FilterVerdict v;
+        if constexpr (std::is_same_v<K, Key4>) v = eval->v4(k.addr, k.len);
+        else v = (*eval)(prefixes[i]);
+        if (!v.accepted) {
+          ++refused;
+          im.remove(k, id);
+          keep_rejected(ps, k, attrs.node(), v.rule);
+          continue;
+        }
+      }
+      if (rejected.size() != 0) forget_rejected(ps, k);
+      im.upsert(k, id, attrs.node());
     }
   });
+  if (refused) {
+    ps.stats.rejected += refused;
+    ps.stats.filtered_out += refused;
+    if (refused == prefixes.size()) return ImportResult::Filtered;
+  }
   return verdict;
 }
 

@@ -355,6 +355,7 @@ struct PeerState {
   OutMap<Key6> out6;
   RejectedMap<Key4> rej4;  // import-filter rejects (pre-policy), per family
   RejectedMap<Key6> rej6;
+  std::shared_ptr<const CompiledFilter> import_compiled;  // compile_filter(cfg.import_filter)
   GroupId group[2] = {kNoGroup, kNoGroup};  // per family (IPv4, IPv6)
   uint32_t encoding[2] = {0, 0};            // the key it joined with
 };

@@ -6,6 +6,8 @@
 // §6.3 enforceFirstAS (treat-as-withdraw).
 #include <doctest/doctest.h>
 
+#include <random>
+
 #include "bgp/filter.hpp"
 #include "test/unit/bgp/rib_test_util.hpp"
 
@@ -330,4 +332,134 @@ TEST_CASE("rib import filter: turning unresolved at run time removes everything 
   l.rib.update_peer(l.tor, l.tor_cfg);
   CHECK(l.has("0.0.0.0/0"));
   CHECK_FALSE(l.has("203.0.113.0/24"));
+}
+
+TEST_CASE("filter: compiled evaluation skips rules whose attribute conditions fail for the batch") {
+  RouteFilter f;
+  FilterRule by_comm = rule(FilterAction::Reject);
+  by_comm.communities = {65001u << 16 | 666};
+  f.rules.push_back(by_comm);
+  f.rules.push_back(rule(FilterAction::Accept, MatchOperator::In, "203.0.113.0/24"));
+  f.rules.push_back(rule(FilterAction::Reject));
+  auto c = compile_filter(f);
+  REQUIRE(c);
+  PathAttributes tagged = A().path({65001}).comm(65001u << 16 | 666), clean = A().path({65001});
+  FilterEval t(f, &tagged, true, c.get()), u(f, &clean, true, c.get());
+  CHECK(t(pfx("203.0.113.0/25")).rule == 0);
+  CHECK_FALSE(t(pfx("203.0.113.0/25")).accepted);
+  CHECK(u(pfx("203.0.113.0/25")).rule == 1);
+  CHECK(u(pfx("198.51.100.0/24")).rule == 2);
+  CHECK(u(pfx("2001:db8::/48")).rule == 2);  // IPv6 takes the rule-by-rule path
+}
+
+TEST_CASE("filter: the compiled IPv4 evaluation agrees with the rule-by-rule definition (random rules and prefixes)") {
+  std::mt19937 rng(7);
+  auto rand_v4 = [&](uint8_t len) { return Prefix::from_v4(static_cast<uint32_t>(rng()) & 0x0F0F00FFu, len); };
+  size_t matched = 0, total = 0;
+  for (int round = 0; round < 300; ++round) {
+    RouteFilter f;
+    const int nrules = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < nrules; ++i) {
+      FilterRule r = rule(rng() % 2 ? FilterAction::Accept : FilterAction::Reject);
+      if (rng() % 5) {
+        r.op = static_cast<MatchOperator>(rng() % 4);
+        if (rng() % 8 == 0) {
+          r.cidr = pfx("2001:db8::/32");
+        } else {
+          r.cidr = rand_v4(static_cast<uint8_t>(rng() % 33));
+          if ((*r.op == MatchOperator::In || *r.op == MatchOperator::NotIn) && rng() % 2) {
+            uint8_t lo = static_cast<uint8_t>(r.cidr.len() + rng() % (33 - r.cidr.len()));
+            r.min_len = lo;
+            r.max_len = static_cast<uint8_t>(lo + rng() % (33 - lo));
+          }
+        }
+      }
+      if (rng() % 6 == 0) r.v4 = false;
+      if (rng() % 5 == 0) r.communities = {rng() % 2 ? 65001u << 16 | 1 : 65001u << 16 | 2};
+      f.rules.push_back(r);
+    }
+    PathAttributes attrs = A().path({65001}).comm(65001u << 16 | 1);  // carries 65001:1, not 65001:2
+    FilterEval eval(f, &attrs, true);
+    auto compiled = compile_filter(f);
+    REQUIRE(compiled);
+    FilterEval fast(f, &attrs, true, compiled.get());
+    std::vector<std::pair<Prefix, FilterVerdict>> seen;
+    for (int j = 0; j < 200; ++j) {
+      Prefix p = rand_v4(static_cast<uint8_t>(rng() % 33));
+      FilterVerdict want{true, FilterVerdict::kDefault};
+      for (size_t i = 0; i < f.rules.size(); ++i)
+        if (f.rules[i].v4 && rule_prefix_matches(f.rules[i], p) &&
+            (f.rules[i].communities.empty() || f.rules[i].communities[0] == (65001u << 16 | 1))) {
+          want = FilterVerdict{f.rules[i].action == FilterAction::Accept, static_cast<int>(i)};
+          break;
+        }
+      FilterVerdict got = eval(p), got_fast = fast(p);
+      CAPTURE(p.str());
+      CHECK(got.accepted == want.accepted);
+      CHECK(got.rule == want.rule);
+      CHECK(got_fast.accepted == want.accepted);
+      CHECK(got_fast.rule == want.rule);
+      matched += want.rule != FilterVerdict::kDefault;
+      ++total;
+      seen.emplace_back(p, want);
+    }
+    // In address order (as a sorted feed arrives), the segment cache is hit.
+    std::sort(seen.begin(), seen.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    FilterEval sorted(f, &attrs, true, compiled.get());
+    FilterEval packed(f, &attrs, true, compiled.get());
+    for (const auto& [p, want] : seen) {
+      CAPTURE(p.str());
+      CHECK(sorted(p).rule == want.rule);
+      const auto& b = p.addr().bytes();
+      const uint32_t host = uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | b[3];
+      CHECK(packed.v4(host, p.len()).rule == want.rule);
+    }
+  }
+  CHECK(matched > total / 4);  // the random rules do match often enough to mean something
+  CHECK(matched < total);
+}
+
+TEST_CASE("filter: simple AS-path patterns match as the regex does (random patterns and paths)") {
+  std::mt19937 rng(11);
+  const uint32_t pool[] = {1, 12, 123, 65001, 650012, 65010, 2};
+  auto pick = [&] { return pool[rng() % 7]; };
+  size_t simple = 0, hits = 0, total = 0;
+  for (int round = 0; round < 400; ++round) {
+    std::string body;
+    const int toks = 1 + static_cast<int>(rng() % 3);
+    if (rng() % 2) body += '_';
+    for (int t = 0; t < toks; ++t) {
+      if (t) body += (rng() % 2) ? '_' : ' ';
+      std::string num = std::to_string(pick());
+      if (rng() % 4 == 0) num = num.substr(0, 1 + rng() % num.size());  // a partial number
+      body += num;
+    }
+    if (rng() % 2) body += '_';
+    std::string text = std::string(rng() % 3 == 0 ? "^" : "") + body + (rng() % 3 == 0 ? "$" : "");
+    auto re = make_as_path_regex(text);
+    REQUIRE(re);
+    simple += re->simple;
+    AsPathRegex slow = *re;
+    slow.simple = false;
+    for (int j = 0; j < 30; ++j) {
+      AsPath path;
+      const int segs = static_cast<int>(rng() % 3);
+      for (int sgi = 0; sgi < segs; ++sgi) {
+        AsPathSegment sg;
+        sg.type = rng() % 4 == 0 ? AsPathSegment::Type::Set : AsPathSegment::Type::Sequence;
+        const int n = 1 + static_cast<int>(rng() % 3);
+        for (int k = 0; k < n; ++k) sg.asns.push_back(pick());
+        path.push_back(sg);
+      }
+      CAPTURE(text);
+      CAPTURE(as_path_str(path));
+      const bool want = as_path_regex_matches(slow, path);
+      CHECK(as_path_regex_matches(*re, path) == want);
+      hits += want;
+      ++total;
+    }
+  }
+  CHECK(simple > 300);
+  CHECK(hits > total / 20);
+  CHECK(hits < total);
 }
