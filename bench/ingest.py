@@ -25,6 +25,11 @@ Usage: python3 bench/ingest.py [-n N] [--receivers tabby,bird,frr,gobgp]
                                  [--runs 5] [--baseline BIN] [--tabby-wrap CMD]
 --baseline BIN adds a receiver "base": tabby run from another binary (e.g. one built from
 an older commit with bench/build_rev.sh), to bisect a regression in the same run.
+--import-filter adds a receiver "tabbyf": tabby with a 20-rule import filter on the
+session (19 Reject rules the feed never matches: prefixes outside it, lengths it does not
+have, a community, an origin AS and an AS-path regex it does not carry, then one Accept
+for everything), so every route walks all 20 rules; the summary prints its cost against
+plain tabby (ratio of the medians).
 --tabby-wrap CMD runs the tabby agent under CMD (e.g. "valgrind --tool=callgrind
 --callgrind-out-file=/tmp/ingest.%p.cg"): instruction counts that a loaded machine does not
 disturb. Under callgrind the counters are zeroed before the sessions open and dumped (part
@@ -254,6 +259,27 @@ class Session:
 
 
 # ============================================================ receivers
+def import_filter_rules():
+    """20 rules: 19 Reject rules no feed route matches, then Accept everything (the feed
+    is IPv4 from 1.0.0.0 upwards, /20-/24, AS paths of random ASes 1-64000)."""
+    rules = []
+    for cidr in ("100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "198.18.0.0/15", "203.0.113.0/24",
+                 "198.51.100.0/24", "192.0.2.0/24", "224.0.0.0/4", "240.0.0.0/4", "169.254.0.0/16",
+                 "127.0.0.0/8", "0.0.0.0/8"):
+        rules.append({"action": "Reject", "matchOperator": "In", "cidr": cidr})
+    rules.append({"action": "Reject", "matchOperator": "Equal", "cidr": "0.0.0.0/0"})
+    rules.append({"action": "Reject", "matchOperator": "In", "cidr": "0.0.0.0/0", "prefixLength": {"min": 25}})
+    rules.append({"action": "Reject", "matchOperator": "In", "cidr": "0.0.0.0/0", "prefixLength": {"max": 7}})
+    rules.append({"action": "Reject", "communities": ["65535:666"]})
+    rules.append({"action": "Reject", "originAS": [4200000000, 4200000001]})
+    rules.append({"action": "Reject", "asPathRegex": "_4200000002_"})
+    rules.append({"action": "Reject", "matchOperator": "Equal", "cidr": "2001:db8::/32"})
+    rules.append({"action": "Accept", "matchOperator": "In", "cidr": "0.0.0.0/0"})
+    assert len(rules) == 20
+    return rules
+
+
+
 def peer_list(feed):
     return [{"ip": ip, "asn": asn, "passive": True, "hold": HOLD, "keepalive": 80} for ip, asn, _ in feed.peers]
 
@@ -333,9 +359,11 @@ def make_receiver(kind, node, feed, port, opts=None):
                 return int(tok.split()[0])
             return 0
         return d, count
-    if kind in ("tabby", "base"):
+    if kind in ("tabby", "base", "tabbyf"):
         for p in peers:
             p["export"] = {"prefixes": ["255.255.255.255/32"]}  # send nothing back
+            if kind == "tabbyf":
+                p["import"] = import_filter_rules()
         extra = {"dataplane": {"enabled": True}} if opts and opts.dataplane else None
         d = Tabby(node, RECV_AS, RECV_IP, peers=peers, gr=False, extra=extra)
         if kind == "base":
@@ -394,7 +422,7 @@ def run_one(kind, feed, idx, opts):
         time.sleep(0.5)
         # Under callgrind: count only the feed (zero now, dump once the table is in;
         # the session teardown and exit land in the final part of the output).
-        callgrind = kind in ("tabby", "base") and opts and opts.tabby_wrap and "callgrind" in opts.tabby_wrap
+        callgrind = kind in ("tabby", "base", "tabbyf") and opts and opts.tabby_wrap and "callgrind" in opts.tabby_wrap
         if callgrind:
             core.sh(["callgrind_control", "-z", str(pids[0])])
         cpu0 = cpu_seconds(pids)
@@ -539,6 +567,8 @@ def main():
     ap.add_argument("--packings", default="packed,small")
     ap.add_argument("--runs", type=int, default=5, help="runs per receiver (interleaved); medians reported")
     ap.add_argument("--baseline", help="a second tabby binary, run as receiver 'base' (bisecting)")
+    ap.add_argument("--import-filter", action="store_true",
+                    help="add receiver 'tabbyf': tabby with a 20-rule import filter; prints its cost vs tabby")
     ap.add_argument("--tabby-wrap", help="command prefix for the tabby agent, e.g. a valgrind invocation")
     ap.add_argument("--dataplane", action="store_true",
                     help="receivers also write the best routes to the kernel (tabby: dataplane.enabled; "
@@ -547,7 +577,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("ingest bench needs root (network namespaces)")
     receivers = a.receivers.split(",")
-    if a.dataplane and set(receivers) - {"tabby", "base", "bird"}:
+    if a.dataplane and set(receivers) - {"tabby", "base", "tabbyf", "bird"}:
         sys.exit("--dataplane: only the receivers tabby and bird write kernel routes in this bench "
                  f"(asked for: {a.receivers})")
     if a.baseline:
@@ -555,6 +585,8 @@ def main():
             sys.exit(f"--baseline {a.baseline}: not an executable file")
         if "base" not in receivers:
             receivers.insert(receivers.index("tabby") + 1 if "tabby" in receivers else 0, "base")
+    if a.import_filter and "tabbyf" not in receivers:
+        receivers.insert(receivers.index("tabby") + 1 if "tabby" in receivers else 0, "tabbyf")
     tabby_missing = None
     if "tabby" in receivers:
         try:
@@ -623,6 +655,15 @@ def main():
                   f"bytes_per_route={sm['bytes_per_route']:.1f}"
                   + (f" tabby_time_ratio={rt:.3f}" if rt else "") + (f" tabby_cpu_ratio={rc:.3f}" if rc else "")
                   + (f" tabby_mem_ratio={rb_:.3f}" if rb_ else ""))
+    for shape, packing, routes, per in groups:
+        tb, tf = summarize(per.get("tabby", [])), summarize(per.get("tabbyf", []))
+        if tb and tf:
+            rt, rc = tf["time"][1] / tb["time"][1], tf["cpu"][1] / tb["cpu"][1] if tb["cpu"][1] > 0 else 0
+            print(f"import filter cost ({shape} {packing}, 20 rules): time x{rt:.3f} ({(rt - 1) * 100:+.1f}%), "
+                  f"cpu x{rc:.3f} ({(rc - 1) * 100:+.1f}%) (medians of {tf['n']} and {tb['n']} runs)")
+            print(f"BENCH ingest-import-filter shape={shape} packing={packing} rules=20 time_ratio={rt:.3f} "
+                  f"cpu_ratio={rc:.3f} tabby_time_s={tb['time'][1]:.3f} tabbyf_time_s={tf['time'][1]:.3f} "
+                  f"tabby_cpu_s={tb['cpu'][1]:.2f} tabbyf_cpu_s={tf['cpu'][1]:.2f}")
     if tabby_missing:
         print(f"tabby: MISSING ({tabby_missing}); no tabby figures or ratios in this run")
         print("BENCH ingest receiver=tabby missing=1")

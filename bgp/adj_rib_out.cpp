@@ -7,7 +7,8 @@
 //     attributes are dropped towards eBGP peers (they are non-transitive).
 //   RFC 1997: NO_EXPORT, NO_ADVERTISE, NO_EXPORT_SUBCONFED (no confederations
 //     here, so it acts like NO_EXPORT).
-//   Export filter: allowed prefixes, denied communities (per peer).
+//   Export filter: allowed prefixes, denied communities, then the filter rules
+//     (bgp/filter.hpp: first match wins, default accept, unresolved = nothing).
 // Outgoing attribute sets are interned in the same AttrStore, so identical sets
 // share memory and the output is batched by set (one UPDATE per set and chunk).
 // Invariant: a peer's Adj-RIB-Out holds exactly what the speaker was told to send
@@ -40,6 +41,7 @@ bool has_community(const PathAttributes& a, uint32_t c) {
 }
 
 bool prefix_allowed(const ExportFilter& f, const Prefix& p) {
+  if (f.rules.unresolved) return false;  // fail closed: nothing is exported
   if (f.allowed_prefixes.empty()) return true;
   for (const auto& a : f.allowed_prefixes)
     if (a.family() == p.family() && a.contains(p)) return true;
@@ -93,6 +95,10 @@ class Exporter {
     if (!(best.flags & kBest)) return nullptr;
     if (!group_ && best.peer == to_id_) return nullptr;  // RFC 4271 §9.2: not back to where it came from
     if (!allowed(p)) return nullptr;
+    // Export filter rules (bgp/filter.hpp): first match decides, per prefix.
+    if (!to_.cfg.export_filter.rules.rules.empty() &&
+        !evaluate_filter(to_.cfg.export_filter.rules, p, &best.attrs->attrs, best.peer != kLocalPeer).accepted)
+      return nullptr;
     CacheKey key{best.attrs, best.peer};
     auto [it, fresh] = cache_.try_emplace(key);
     if (fresh) {

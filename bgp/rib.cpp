@@ -14,6 +14,7 @@
 // Pure: no I/O.
 #include <algorithm>
 #include <cassert>
+#include <optional>
 
 #include "bgp/rib_impl.hpp"
 
@@ -54,6 +55,42 @@ bool unusable_next_hop(const IpAddress& a) {
   return b[0] == 0xff;                // IPv6 multicast
 }
 
+// Import-filter rejects kept aside (rib_impl.hpp RejectedPath).
+template <class K>
+void forget_rejected(PeerState& ps, const K& k) {
+  auto& m = rejected_of(ps, K{});
+  if (m.size() == 0) return;
+  if (auto* s = m.find(k)) {
+    detail::release(s->val.attrs);
+    m.erase(s);
+    ps.stats.filtered[key_fam<K>()] = static_cast<uint32_t>(m.size());
+  }
+}
+template <class K>
+void keep_rejected(PeerState& ps, const K& k, const AttrNode* attrs, int rule) {
+  auto& m = rejected_of(ps, K{});
+  detail::retain(attrs);
+  auto [s, fresh] = m.insert(k, detail::RejectedPath{attrs, rule});
+  if (!fresh) {
+    detail::release(s->val.attrs);
+    s->val = detail::RejectedPath{attrs, rule};
+  }
+  ps.stats.filtered[key_fam<K>()] = static_cast<uint32_t>(m.size());
+}
+template <class K>
+void clear_rejected(PeerState& ps) {
+  auto& m = rejected_of(ps, K{});
+  m.for_each([](auto& s) { detail::release(s.val.attrs); });
+  m.clear();
+  ps.stats.filtered[key_fam<K>()] = 0;
+}
+
+// RFC 4271 §6.3 (enforceFirstAS): the leftmost AS of an eBGP path is the peer's.
+bool first_as_is(const AsPath& path, uint32_t asn) {
+  return !path.empty() && path.front().type == AsPathSegment::Type::Sequence && !path.front().asns.empty() &&
+         path.front().asns.front() == asn;
+}
+
 reflector::PeerRole role_for(const PeerConfig& c, uint32_t local_as) {
   if (c.asn != local_as) return reflector::PeerRole::Ebgp;
   return c.rr_client ? reflector::PeerRole::IbgpClient : reflector::PeerRole::IbgpNonClient;
@@ -74,6 +111,9 @@ std::string import_result_text(ImportResult r) {
     case ImportResult::OwnOriginatorId: return "ORIGINATOR_ID is our router ID (RFC 4456 §8)";
     case ImportResult::OwnClusterId: return "CLUSTER_LIST contains our cluster ID (RFC 4456 §8)";
     case ImportResult::BadNextHop: return "unusable NEXT_HOP";
+    case ImportResult::OwnNextHop: return "NEXT_HOP is our own address on the session (RFC 4271 §5.1.3)";
+    case ImportResult::FirstAsMismatch: return "AS_PATH does not start with the peer's AS (RFC 4271 §6.3, enforceFirstAS)";
+    case ImportResult::Filtered: return "rejected by the import filter";
   }
   return "?";
 }
@@ -104,6 +144,8 @@ Rib::Impl::~Impl() {
   for (auto& p : peers) {
     p.out4.for_each([](auto& s) { detail::release(s.val); });
     p.out6.for_each([](auto& s) { detail::release(s.val); });
+    p.rej4.for_each([](auto& s) { detail::release(s.val.attrs); });
+    p.rej6.for_each([](auto& s) { detail::release(s.val.attrs); });
   }
   for (auto& g : update_groups) {
     g.out4.for_each([](auto& s) { detail::release(s.val.attrs); });
@@ -418,7 +460,12 @@ PeerId Rib::add_peer(const PeerConfig& cfg) {
 void Rib::update_peer(PeerId id, const PeerConfig& cfg) {
   auto& ps = impl_->peer(id);
   assert(id != kLocalPeer);
+  const bool import_changed = !(ps.cfg.import_filter == cfg.import_filter);
   ps.cfg = cfg;
+  if (import_changed) {
+    ps.import_compiled = compile_filter(cfg.import_filter);
+    reapply_import_filter(id);
+  }
   ps.ebgp = cfg.asn != impl_->cfg.local_as;
   ps.role = role_for(cfg, impl_->cfg.local_as);
   ps.rid = cfg.router_id.is_v4() ? cfg.router_id.v4_host_order() : 0;
@@ -455,7 +502,9 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
     verdict = ImportResult::BadNextHop;
   } else if (id != kLocalPeer) {
     const PathAttributes& a = *attrs;
-    if (ps.ebgp && as_path_contains(a.as_path, im.cfg.local_as)) {
+    if (ps.ebgp && ps.cfg.enforce_first_as && !first_as_is(a.as_path, ps.cfg.asn)) {
+      verdict = ImportResult::FirstAsMismatch;  // RFC 4271 §6.3; treat-as-withdraw (RFC 7606 §7.2)
+    } else if (ps.ebgp && as_path_contains(a.as_path, im.cfg.local_as)) {
       verdict = ImportResult::OwnAsInPath;  // RFC 4271 §9.1.2: AS loop
     } else {
       switch (reflector::check_import(a, im.rid, im.cluster)) {  // RFC 4456 §8
@@ -465,6 +514,10 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
       }
       if (verdict == ImportResult::Accepted && unusable_next_hop(a.next_hop))
         verdict = ImportResult::BadNextHop;  // RFC 4271 §5.1.3
+      // RFC 4271 §5.1.3 / §6.3: a NEXT_HOP that is our own address on this session.
+      if (verdict == ImportResult::Accepted &&
+          ((ps.cfg.local_v4 && a.next_hop == *ps.cfg.local_v4) || (ps.cfg.local_v6 && a.next_hop == *ps.cfg.local_v6)))
+        verdict = ImportResult::OwnNextHop;
     }
   }
   if (verdict != ImportResult::Accepted) {
@@ -473,35 +526,137 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
     with_family(fam, [&](auto tag) {
       using K = decltype(tag);
       for (const auto& p : prefixes)
-        if (family_matches(fam, p)) im.remove(K::of(p), id);
+        if (family_matches(fam, p)) {
+          im.remove(K::of(p), id);
+          forget_rejected(ps, K::of(p));
+        }
     });
     return verdict;
   }
+  // Import filter (bgp/filter.hpp): each prefix it rejects is kept aside, the
+  // others go in. One loop for both cases, so the slot prefetching stays.
+  const bool filtering = id != kLocalPeer && !ps.cfg.import_filter.empty();
+  std::optional<FilterEval> eval;
+  if (filtering) eval.emplace(ps.cfg.import_filter, attrs.get(), true, ps.import_compiled.get());
+  size_t refused = 0;
   with_family(fam, [&](auto tag) {
     using K = decltype(tag);
     // The table is far larger than the cache: look a few prefixes ahead so the
     // slot misses of a batch overlap instead of queueing one after another.
     constexpr size_t kAhead = 8;
     auto& map = im.table<K>().map;
+    auto& rejected = rejected_of(ps, K{});
     const size_t n = prefixes.size();
     for (size_t i = 0; i < std::min(n, kAhead); ++i)
       if (family_matches(fam, prefixes[i])) map.prefetch(K::of(prefixes[i]));
     for (size_t i = 0; i < n; ++i) {
       if (i + kAhead < n && family_matches(fam, prefixes[i + kAhead]))
         map.prefetch(K::of(prefixes[i + kAhead]));
-      if (family_matches(fam, prefixes[i])) im.upsert(K::of(prefixes[i]), id, attrs.node());
+      if (!family_matches(fam, prefixes[i])) continue;
+      const K k = K::of(prefixes[i]);
+      if (filtering) {
+        FilterVerdict v;
+        if constexpr (std::is_same_v<K, Key4>) v = eval->v4(k.addr, k.len);
+        else v = (*eval)(prefixes[i]);
+        if (!v.accepted) {
+          ++refused;
+          im.remove(k, id);
+          keep_rejected(ps, k, attrs.node(), v.rule);
+          continue;
+        }
+      }
+      if (rejected.size() != 0) forget_rejected(ps, k);
+      im.upsert(k, id, attrs.node());
     }
   });
+  if (refused) {
+    ps.stats.rejected += refused;
+    ps.stats.filtered_out += refused;
+    if (refused == prefixes.size()) return ImportResult::Filtered;
+  }
   return verdict;
+}
+
+size_t Rib::reapply_import_filter(PeerId id) {
+  auto& im = *impl_;
+  PeerState& ps = im.peer(id);
+  if (id == kLocalPeer) return 0;
+  size_t flipped = 0;
+  for (Family fam : {kIpv4Unicast, kIpv6Unicast}) {
+    with_family(fam, [&](auto tag) {
+      using K = decltype(tag);
+      const RouteFilter& f = ps.cfg.import_filter;
+      // Held paths the filter now rejects.
+      std::vector<std::pair<K, int>> out;
+      im.table<K>().map.for_each([&](const auto& slot) {
+        for (uint32_t i = slot.val; i != kNil; i = im.pool[i].next)
+          if (im.pool[i].peer == id) {
+            FilterVerdict v = evaluate_filter(f, slot.key.prefix(), &im.pool[i].attrs->attrs, true);
+            if (!v.accepted) out.emplace_back(slot.key, v.rule);
+            break;
+          }
+      });
+      // Rejected paths the filter now accepts (and new reasons for the others).
+      std::vector<K> in;
+      rejected_of(ps, K{}).for_each([&](auto& slot) {
+        FilterVerdict v = evaluate_filter(f, slot.key.prefix(), &slot.val.attrs->attrs, true);
+        if (v.accepted) in.push_back(slot.key);
+        else slot.val.rule = v.rule;
+      });
+      for (auto& [k, rule] : out) {
+        K key = k;
+        key.flags = 0;
+        key.epoch = 0;
+        auto* slot = im.table<K>().map.find(key);
+        if (!slot) continue;
+        for (uint32_t i = slot->val; i != kNil; i = im.pool[i].next)
+          if (im.pool[i].peer == id) {
+            const AttrNode* a = im.pool[i].attrs;
+            keep_rejected(ps, key, a, rule);
+            break;
+          }
+        im.remove(key, id);
+      }
+      for (K k : in) {
+        k.flags = 0;
+        k.epoch = 0;
+        auto& m = rejected_of(ps, K{});
+        auto* s = m.find(k);
+        if (!s) continue;
+        const AttrNode* a = s->val.attrs;
+        m.erase(s);
+        im.upsert(k, id, a);
+        detail::release(a);
+      }
+      ps.stats.filtered[key_fam<K>()] = static_cast<uint32_t>(rejected_of(ps, K{}).size());
+      flipped += out.size() + in.size();
+    });
+  }
+  return flipped;
+}
+
+void Rib::for_each_rejected_from(PeerId id, Family fam,
+                                 const std::function<void(const Prefix&, const AttrRef&, int)>& fn) const {
+  auto& im = *impl_;
+  with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    rejected_of(im.peers.at(id), K{}).for_each(
+        [&](const auto& slot) { fn(slot.key.prefix(), AttrRef(slot.val.attrs), slot.val.rule); });
+  });
 }
 
 void Rib::withdraw(PeerId id, Family fam, std::span<const Prefix> prefixes) {
   auto& im = *impl_;
   im.peer(id).stats.withdrawn += prefixes.size();
+  PeerState& ps = im.peer(id);
   with_family(fam, [&](auto tag) {
     using K = decltype(tag);
+    const bool had_rejects = rejected_of(ps, K{}).size() != 0;
     for (const auto& p : prefixes)
-      if (family_matches(fam, p)) im.remove(K::of(p), id);
+      if (family_matches(fam, p)) {
+        im.remove(K::of(p), id);
+        if (had_rejects) forget_rejected(ps, K::of(p));
+      }
   });
 }
 
@@ -531,6 +686,7 @@ size_t Rib::withdraw_all(PeerId id, Family fam) {
   im.peer(id);
   return with_family(fam, [&](auto tag) {
     using K = decltype(tag);
+    clear_rejected<K>(im.peer(id));
     return remove_paths_where<K>(im, id, [](const Path&) { return true; });
   });
 }
@@ -558,6 +714,9 @@ size_t Rib::mark_stale(PeerId id, Family fam) {
   return with_family(fam, [&](auto tag) {
     using K = decltype(tag);
     size_t n = 0;
+    // Rejected paths are not forwarding state: forget them (the peer sends its
+    // table again after the restart, and they are re-evaluated then).
+    clear_rejected<K>(ps);
     // RFC 4724 §4.2: keep the paths for forwarding but mark them stale. Staleness
     // does not enter the decision process, so no best path changes here.
     im.table<K>().map.for_each([&](auto& slot) {

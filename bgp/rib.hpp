@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "bgp/filter.hpp"
 #include "bgp/reflector.hpp"
 #include "bgp/types.hpp"
 
@@ -56,6 +57,7 @@ enum class NextHopMode : uint8_t {
 struct ExportFilter {
   std::vector<Prefix> allowed_prefixes;    // a route passes if inside one of them; empty = all
   std::vector<uint32_t> denied_communities;  // a route carrying any of these is not sent
+  RouteFilter rules;                       // then these (bgp/filter.hpp); part of the group key
   bool operator==(const ExportFilter&) const = default;
 };
 
@@ -66,6 +68,13 @@ struct PeerConfig {
   bool rr_client = false;  // RFC 4456: this iBGP peer is our route-reflector client
   NextHopMode next_hop = NextHopMode::Auto;
   ExportFilter export_filter;
+  // Import filter (bgp/filter.hpp), applied after the loop checks. Paths it
+  // rejects are kept aside (pre-policy) so a filter change re-evaluates them.
+  RouteFilter import_filter;
+  // RFC 4271 §6.3: an eBGP path whose AS_PATH does not start with the peer's
+  // AS is treated as withdrawn (RFC 7606 §7.2). The speaker resolves the
+  // default (on for eBGP).
+  bool enforce_first_as = false;
   std::optional<IpAddress> local_v4;  // our address on the session: next hop self for IPv4
   std::optional<IpAddress> local_v6;  // ... and for IPv6
 };
@@ -79,6 +88,8 @@ struct RibConfig {
 struct PeerStats {
   uint64_t received = 0;   // prefixes announced to us (cumulative)
   uint64_t rejected = 0;   // of those, dropped by the import rules (cumulative)
+  uint64_t filtered_out = 0;  // of those, rejected by the import filter (cumulative)
+  uint32_t filtered[2] = {0, 0};  // paths held aside now as rejected by the import filter, per family
   uint64_t withdrawn = 0;  // withdrawals received (cumulative)
   uint32_t accepted[2] = {0, 0};  // paths held now, per family (IPv4, IPv6)
   uint32_t stale[2] = {0, 0};     // of those, marked stale now
@@ -230,7 +241,7 @@ struct GroupInfo {
 
 // Why an import was refused (RFC 4271 §9.1.2, RFC 4456 §8).
 enum class ImportResult : uint8_t { Accepted, OwnAsInPath, OwnOriginatorId, OwnClusterId,
-                                    BadNextHop };
+                                    BadNextHop, OwnNextHop, FirstAsMismatch, Filtered };
 std::string import_result_text(ImportResult r);
 
 // ---------------------------------------------------------------- the RIB
@@ -256,7 +267,13 @@ class Rib {
 
   // Peers. Ids are never reused; kLocalPeer is reserved.
   PeerId add_peer(const PeerConfig& cfg);
-  void update_peer(PeerId id, const PeerConfig& cfg);  // export changes apply from the next export
+  // Export changes apply from the next export (regroup() for a grouped peer);
+  // an import filter change re-evaluates the peer's paths at once (held and
+  // rejected ones flip; the Loc-RIB changes show in take_changes).
+  void update_peer(PeerId id, const PeerConfig& cfg);
+  // Re-applies the peer's import filter to its held and rejected paths.
+  // Returns how many paths changed side.
+  size_t reapply_import_filter(PeerId id);
   void set_peer_router_id(PeerId id, IpAddress router_id);
   void remove_peer(PeerId id);  // drops its routes (both families) and its Adj-RIB-Out
   const PeerConfig& peer(PeerId id) const;
@@ -270,6 +287,10 @@ class Rib {
   ImportResult announce(PeerId id, Family fam, std::span<const Prefix> prefixes, const AttrRef& attrs);
   void withdraw(PeerId id, Family fam, std::span<const Prefix> prefixes);
   size_t withdraw_all(PeerId id, Family fam);  // returns how many paths went
+  // Paths the peer's import filter rejected, kept aside (pre-policy), with the
+  // deciding rule (FilterVerdict::rule).
+  void for_each_rejected_from(PeerId id, Family fam,
+                              const std::function<void(const Prefix&, const AttrRef&, int rule)>& fn) const;
   // Iterates a peer's Adj-RIB-In (post-import) for a family.
   void for_each_path_from(PeerId id, Family fam,
                           const std::function<void(const Prefix&, const AttrRef&, bool stale)>& fn) const;

@@ -300,6 +300,15 @@ struct LocTable {
 template <class K>
 using OutMap = PrefixMap<K, const AttrNode*>;  // prefix -> advertised set (counted)
 
+// A path the peer's import filter rejected, kept aside so a filter change can
+// accept it without the peer sending it again.
+struct RejectedPath {
+  const AttrNode* attrs;  // counted
+  int32_t rule;           // FilterVerdict::rule that rejected it
+};
+template <class K>
+using RejectedMap = PrefixMap<K, RejectedPath>;
+
 // One entry of an update group's Adj-RIB-Out: the outgoing set (counted) and
 // who must not get it (ExcludeTag, packed).
 struct GroupEntry {
@@ -344,6 +353,9 @@ struct PeerState {
   PeerStats stats;
   OutMap<Key4> out4;
   OutMap<Key6> out6;
+  RejectedMap<Key4> rej4;  // import-filter rejects (pre-policy), per family
+  RejectedMap<Key6> rej6;
+  std::shared_ptr<const CompiledFilter> import_compiled;  // compile_filter(cfg.import_filter)
   GroupId group[2] = {kNoGroup, kNoGroup};  // per family (IPv4, IPv6)
   uint32_t encoding[2] = {0, 0};            // the key it joined with
 };
@@ -420,6 +432,8 @@ template <>
 inline detail::LocTable<detail::Key6>& Rib::Impl::table<detail::Key6>() { return t6; }
 template <>
 inline detail::OutMap<detail::Key4>& Rib::Impl::out<detail::Key4>(detail::PeerState& p) { return p.out4; }
+inline detail::RejectedMap<detail::Key4>& rejected_of(detail::PeerState& p, detail::Key4) { return p.rej4; }
+inline detail::RejectedMap<detail::Key6>& rejected_of(detail::PeerState& p, detail::Key6) { return p.rej6; }
 template <>
 inline detail::OutMap<detail::Key6>& Rib::Impl::out<detail::Key6>(detail::PeerState& p) { return p.out6; }
 template <class K>

@@ -98,7 +98,7 @@ struct Peer {
   };
 
   Peer(asio::io_context& io, NeighborConfig c, PeerId id, SessionConfig sc)
-      : cfg(std::move(c)), rib_id(id), fsm(std::move(sc)), connect_retry(io), gr_timer(io) {}
+      : cfg(std::move(c)), rib_id(id), fsm(std::move(sc)), connect_retry(io), gr_timer(io), max_prefix_timer(io) {}
 
   NeighborConfig cfg;
   PeerId rib_id;
@@ -109,6 +109,9 @@ struct Peer {
   std::shared_ptr<tcp::socket> pending_connect;
   asio::steady_timer connect_retry;
   asio::steady_timer gr_timer;                  // RFC 4724 §4.2 restart timer (helper role)
+  asio::steady_timer max_prefix_timer;          // RFC 4486 Cease/1: restart after maxPrefixesRestart
+  bool max_prefix_stopped = false;              // stopped by maxPrefixes (a config change restarts it)
+  std::string max_prefix_reason;                // why, shown as the last error while stopped
   std::set<Family> stale_families;              // marked stale, awaiting End-of-RIB or the timer
   std::set<Family> eor_received;
   // Its routes are stale because WE restarted the session in place (identity
@@ -247,7 +250,69 @@ struct Speaker::Impl {
     p.rr_client = n.route_reflector_client;
     p.next_hop = n.next_hop_mode;
     p.export_filter = n.export_filter;
+    p.import_filter = n.import_filter;
+    // RFC 4271 §6.3: the first-AS check is on by default for eBGP (as FRR does).
+    p.enforce_first_as = n.enforce_first_as.value_or(n.asn != cfg.asn);
     return p;
+  }
+
+  // A change of filters, enforceFirstAS or maxPrefixes only: applied in place,
+  // the session stays. The import filter re-evaluates the paths already
+  // received (held and rejected ones, Rib::reapply_import_filter); an export
+  // filter change moves the peer to the update group it now belongs to and
+  // sends it only the difference (Rib::regroup).
+  void apply_policy_change(Peer& p, const NeighborConfig& n) {
+    p.cfg = n;
+    PeerConfig rc = rib_peer_config(n);
+    const PeerConfig& old = rib->peer(p.rib_id);
+    rc.router_id = old.router_id;
+    rc.local_v4 = old.local_v4;
+    rc.local_v6 = old.local_v6;
+    rib->update_peer(p.rib_id, rc);
+    if (p.session_conn != kNoConn && !p.initial_update_deferred)
+      for (Family f : p.families) send_out(p, f, rib->regroup(p.rib_id, f));
+    kLog.info("peer " + n.address.str() + ": filters/limits changed, applied without a session reset");
+    if (p.max_prefix_stopped) {
+      p.max_prefix_stopped = false;
+      p.max_prefix_timer.cancel();
+      handle(p, ev::ManualStart{});
+    }
+    check_max_prefixes(p);
+    schedule_flush();
+  }
+
+  // RFC 4486: Cease/Maximum Number of Prefixes Reached when the peer holds more
+  // accepted paths than its maxPrefixes; the session stays down until the
+  // restart timer (if any) or a config change.
+  void check_max_prefixes(Peer& p) {
+    if (!p.cfg.max_prefixes || p.session_conn == kNoConn) return;
+    const auto& st = rib->stats(p.rib_id);
+    uint64_t held = uint64_t{st.accepted[0]} + st.accepted[1];
+    if (held <= p.cfg.max_prefixes) return;
+    std::string why = "maximum prefixes reached (" + std::to_string(held) + " > maxPrefixes " +
+                      std::to_string(p.cfg.max_prefixes) + ")";
+    kLog.warning("peer " + p.cfg.address.str() + ": " + why + ": closing the session (Cease/1, RFC 4486)" +
+                 (p.cfg.max_prefixes_restart ? ", reconnecting in " + std::to_string(p.cfg.max_prefixes_restart) + "s"
+                                             : ", until the configuration changes"));
+    Peer* pp = &p;
+    LifeRef alive = p.life;
+    handle(p, ev::AutomaticStop{cease_sub::MaxPrefixes, why});
+    if (alive.expired()) return;
+    handle(*pp, ev::ManualStop{});
+    if (alive.expired()) return;
+    pp->max_prefix_stopped = true;
+    pp->max_prefix_reason = "Cease/Maximum Number of Prefixes Reached sent: " + why +
+                            (pp->cfg.max_prefixes_restart ? "; restarting after " + std::to_string(pp->cfg.max_prefixes_restart) + "s"
+                                                          : "; down until the configuration changes");
+    pp->last_error = pp->max_prefix_reason;
+    if (!pp->cfg.max_prefixes_restart) return;
+    pp->max_prefix_timer.expires_after(std::chrono::seconds(pp->cfg.max_prefixes_restart));
+    pp->max_prefix_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
+      if (ec || alive.expired() || stopped || !pp->max_prefix_stopped) return;
+      pp->max_prefix_stopped = false;
+      kLog.info("peer " + pp->cfg.address.str() + ": maxPrefixes restart timer over: starting the session again");
+      handle(*pp, ev::ManualStart{});
+    });
   }
 
   Status start() {
@@ -1109,11 +1174,21 @@ struct Speaker::Impl {
       if (!u.nlri.empty()) rib->withdraw(p.rib_id, kIpv4Unicast, u.nlri);
       if (u.mp_reach_family && !u.mp_reach_nlri.empty()) rib->withdraw(p.rib_id, *u.mp_reach_family, u.mp_reach_nlri);
     } else if (u.attrs) {
-      if (!u.nlri.empty()) rib->announce(p.rib_id, kIpv4Unicast, u.nlri, u.attrs);
+      ImportResult r4 = ImportResult::Accepted, r6 = ImportResult::Accepted;
+      if (!u.nlri.empty()) r4 = rib->announce(p.rib_id, kIpv4Unicast, u.nlri, u.attrs);
       if (u.mp_reach_family && !u.mp_reach_nlri.empty()) {
-        if (has_family(p.families, *u.mp_reach_family)) rib->announce(p.rib_id, *u.mp_reach_family, u.mp_reach_nlri, u.attrs);
+        if (has_family(p.families, *u.mp_reach_family)) r6 = rib->announce(p.rib_id, *u.mp_reach_family, u.mp_reach_nlri, u.attrs);
       }
+      // RFC 4271 §5.1.3 / §6.3 (own NEXT_HOP) and §6.3 enforceFirstAS: ignored, logged.
+      for (ImportResult r : {r4, r6})
+        if (r == ImportResult::OwnNextHop || r == ImportResult::FirstAsMismatch) {
+          kLog.warning("peer " + p.cfg.address.str() + ": UPDATE ignored (routes treated as withdrawn): " +
+                       import_result_text(r) + "; NEXT_HOP " + u.attrs->next_hop.str() + ", AS_PATH '" +
+                       as_path_str(u.attrs->as_path) + "'");
+          break;
+        }
     }
+    check_max_prefixes(p);
     schedule_flush();
   }
 
@@ -1435,6 +1510,17 @@ Status Speaker::reconfigure(SpeakerConfig c) {
     // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
     // mesh peers' AS together: such a peer restarts with the others below
     // (gracefully) instead of being torn down.
+    // Only filters / enforceFirstAS / maxPrefixes changed: applied in place.
+    NeighborConfig only_policy = p->cfg;
+    only_policy.import_filter = f->second->import_filter;
+    only_policy.export_filter = f->second->export_filter;
+    only_policy.enforce_first_as = f->second->enforce_first_as;
+    only_policy.max_prefixes = f->second->max_prefixes;
+    only_policy.max_prefixes_restart = f->second->max_prefixes_restart;
+    if (only_policy == *f->second && im.rib) {
+      im.apply_policy_change(*p, *f->second);
+      continue;
+    }
     NeighborConfig only_as = p->cfg;
     only_as.asn = f->second->asn;
     // Only the BFD settings changed: BFD is retuned in place (Poll Sequence),
@@ -1527,7 +1613,7 @@ std::vector<PeerStatus> Speaker::peers() const {
                                              : "iBGP";
     s.state = p->state;
     s.since = p->since;
-    s.last_error = p->last_error;
+    s.last_error = p->max_prefix_stopped ? p->max_prefix_reason : p->last_error;
     if (p->session) {
       s.router_id = p->session->peer_router_id;
       s.hold_time = p->session->hold_time;
@@ -1540,6 +1626,10 @@ std::vector<PeerStatus> Speaker::peers() const {
     const auto& st = im.rib->stats(p->rib_id);
     s.prefixes_received = uint64_t{st.accepted[0]} + st.accepted[1];
     s.prefixes_stale = uint64_t{st.stale[0]} + st.stale[1];
+    s.prefixes_filtered = uint64_t{st.filtered[0]} + st.filtered[1];
+    s.prefixes_filtered_total = st.filtered_out;
+    if (p->cfg.import_filter.unresolved) s.filter_problem = "import filter: " + p->cfg.import_filter.problem;
+    else if (p->cfg.export_filter.rules.unresolved) s.filter_problem = "export filter: " + p->cfg.export_filter.rules.problem;
     for (Family f : p->families) {
       if (im.rib->group_of(p->rib_id, f) != kNoGroup) s.prefixes_advertised += grouped_counts[{p->rib_id, f.afi}];
       else s.prefixes_advertised += im.rib->advertised_count(p->rib_id, f);
@@ -1599,8 +1689,18 @@ std::vector<RouteSnapshot> Speaker::routes() const {
   std::vector<RouteSnapshot> out;
   const auto& im = *impl_;
   std::map<PeerId, std::string> names;
-  for (const auto& [addr, p] : im.peers) names[p->rib_id] = addr.str();
+  std::map<PeerId, const RouteFilter*> filters;
+  for (const auto& [addr, p] : im.peers) {
+    names[p->rib_id] = addr.str();
+    if (!p->cfg.import_filter.empty()) filters[p->rib_id] = &p->cfg.import_filter;
+  }
+  auto verdict = [&](PeerId peer, const Prefix& pfx, const AttrRef& attrs) -> std::string {
+    auto f = filters.find(peer);
+    if (f == filters.end()) return {};
+    return filter_verdict_text(*f->second, evaluate_filter(*f->second, pfx, attrs.get(), true));
+  };
   for (Family f : kFamilies) {
+    std::map<Prefix, size_t> index;
     im.rib->for_each_route(
         f,
         [&](const RouteView& rv) {
@@ -1615,11 +1715,35 @@ std::vector<RouteSnapshot> Speaker::routes() const {
             ps.best = pv.best;
             ps.ecmp = pv.multipath;
             ps.stale = pv.stale;
+            ps.filter = verdict(pv.peer, rv.prefix, pv.attrs);
             r.paths.push_back(std::move(ps));
           }
+          index[rv.prefix] = out.size();
           out.push_back(std::move(r));
         },
         true);
+    // Paths the import filters rejected (kept aside), after the held ones.
+    for (const auto& [addr, p] : im.peers) {
+      const RouteFilter& flt = p->cfg.import_filter;
+      im.rib->for_each_rejected_from(p->rib_id, f, [&](const Prefix& pfx, const AttrRef& attrs, int rule) {
+        PathSnapshot ps;
+        ps.from = addr.str();
+        ps.attrs = attrs;
+        ps.rejected = true;
+        ps.filter = filter_verdict_text(flt, FilterVerdict{false, rule});
+        auto it = index.find(pfx);
+        if (it == index.end()) {
+          RouteSnapshot r;
+          r.prefix = pfx;
+          r.family = f;
+          r.best_reason = "no usable path (rejected by import filter)";
+          index[pfx] = out.size();
+          out.push_back(std::move(r));
+          it = index.find(pfx);
+        }
+        out[it->second].paths.push_back(std::move(ps));
+      });
+    }
   }
   std::sort(out.begin(), out.end(), [](const RouteSnapshot& a, const RouteSnapshot& b) { return a.prefix < b.prefix; });
   return out;

@@ -34,6 +34,9 @@ struct PeerStatus {
   uint64_t prefixes_received = 0;
   uint64_t prefixes_advertised = 0;
   uint64_t prefixes_stale = 0;
+  uint64_t prefixes_filtered = 0;         // held aside now, rejected by its import filter
+  uint64_t prefixes_filtered_total = 0;   // rejected by its import filter since start (cumulative)
+  std::string filter_problem;             // its import/export filter is unresolved (fail closed)
   uint16_t hold_time = 0;
   uint32_t flaps = 0;
   std::vector<Family> families;
@@ -66,6 +69,8 @@ struct PathSnapshot {
   std::string from;             // peer address or "local"
   AttrRef attrs;
   bool best = false, ecmp = false, stale = false;
+  bool rejected = false;        // held aside: its peer's import filter rejected it
+  std::string filter;           // the import filter's verdict ("Accept: rule 0 (...)"); empty: no filter
 };
 
 struct RouteSnapshot {
@@ -111,7 +116,10 @@ class Speaker {
 
   std::vector<PeerStatus> peers() const;
   std::vector<UpdateGroupStatus> update_groups() const;
-  std::vector<RouteSnapshot> routes() const;  // a copy of the Loc-RIB: for `tabby routes`
+  // A copy of the Loc-RIB for `tabby routes`, with each path's import filter
+  // verdict; prefixes whose only paths were rejected by a filter are listed
+  // too (paths marked rejected).
+  std::vector<RouteSnapshot> routes() const;
   // Per peer address: prefixes whose best path came from that peer and for which
   // `counted` holds (no copy of the RIB: cheap enough for every /metrics scrape).
   std::map<std::string, uint64_t> best_paths_per_peer(const std::function<bool(const Prefix&)>& counted) const;

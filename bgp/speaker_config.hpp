@@ -14,7 +14,7 @@
 
 namespace tabby::bgp {
 
-// NextHopMode and ExportFilter are the RIB's (bgp/rib.hpp).
+// NextHopMode and ExportFilter are the RIB's (bgp/rib.hpp), RouteFilter is bgp/filter.hpp.
 
 // One TCP-AO master key tuple (RFC 5925 §3.1): the key ids carried in segments
 // we send (send_id) and expect from the peer (recv_id), the MAC algorithm by its
@@ -68,6 +68,10 @@ struct NeighborConfig {
   std::optional<IpAddress> local_address;
   uint16_t max_restart_time = 120;       // cap on the peer's GR restart time we honour
   ExportFilter export_filter;
+  RouteFilter import_filter;             // bgp/filter.hpp; changes apply without a session reset
+  std::optional<bool> enforce_first_as;  // RFC 4271 §6.3; default: on for eBGP
+  uint32_t max_prefixes = 0;             // RFC 4486 Cease/1 above this many accepted paths; 0 = no limit
+  uint32_t max_prefixes_restart = 0;     // seconds before reconnecting after Cease/1; 0 = stay down
   std::string description;               // e.g. "node-to-node mesh", shown as the peer type
   BfdSettings bfd;
   bool operator==(const NeighborConfig&) const = default;

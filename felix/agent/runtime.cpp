@@ -554,7 +554,7 @@ struct AgentRuntime::Impl {
       for (const auto& p : speaker_->peers()) {
         std::string addr = p.address.str();
         ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps,
-                      p.bfd_state, p.bfd_transitions});
+                      p.bfd_state, p.bfd_transitions, p.prefixes_filtered, p.prefixes_filtered_total});
       }
       collect_bgp(m, ps);
       std::vector<UpdateGroupSnapshot> gs;

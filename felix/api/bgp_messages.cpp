@@ -66,6 +66,8 @@ std::unique_ptr<api::Status> status_message(const std::string& node_name, const 
     m->set_prefixes_received(p.prefixes_received);
     m->set_prefixes_advertised(p.prefixes_advertised);
     m->set_prefixes_stale(p.prefixes_stale);
+    m->set_prefixes_filtered(p.prefixes_filtered);
+    m->set_filter_problem(p.filter_problem);
     m->set_hold_time(p.hold_time);
     m->set_flaps(p.flaps);
     m->set_bfd_state(p.bfd_state);
@@ -119,6 +121,8 @@ std::unique_ptr<api::RouteList> routes_message(const bgp::Speaker& sp) {
       pm->set_best(p.best);
       pm->set_ecmp(p.ecmp);
       pm->set_stale(p.stale);
+      pm->set_rejected(p.rejected);
+      pm->set_filter(p.filter);
     }
   }
   return rl;

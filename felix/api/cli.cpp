@@ -152,6 +152,8 @@ int cli_status(const std::vector<std::string>& args) {
   for (const auto& p : st.peers()) {
     std::string info = p.state() == "Established" ? "Established" : p.state();
     if (!p.last_error().empty() && p.state() != "Established") info += " (" + p.last_error() + ")";
+    if (!p.filter_problem().empty()) info += " [filter " + p.filter_problem() + ": nothing in or out]";
+    else if (p.prefixes_filtered()) info += " [" + std::to_string(p.prefixes_filtered()) + " filtered]";
     std::vector<std::string> row{p.peer_address(), p.peer_type(), short_state(p.state()), p.since(), info};
     (p.peer_address().find(':') == std::string::npos ? v4 : v6).push_back(row);
   }
@@ -189,16 +191,17 @@ int cli_routes(const std::vector<std::string>& args) {
   for (const auto& r : rl.routes()) {
     bool first = true;
     for (const auto& p : r.paths()) {
-      std::string flags = std::string(p.best() ? "*" : "") + (p.ecmp() && !p.best() ? "=" : "") + (p.stale() ? " stale" : "");
+      std::string flags = std::string(p.best() ? "*" : "") + (p.ecmp() && !p.best() ? "=" : "") + (p.stale() ? " stale" : "") +
+                          (p.rejected() ? "rejected" : "");
       std::string comms;
       for (const auto& cm : p.communities()) comms += (comms.empty() ? "" : " ") + cm;
       for (const auto& cm : p.large_communities()) comms += (comms.empty() ? "" : " ") + cm;
       rows.push_back({first ? r.prefix() : "", flags, p.next_hop(), p.peer_address(), p.as_path(),
-                      std::to_string(p.local_pref()), comms, p.best() ? r.best_reason() : ""});
+                      std::to_string(p.local_pref()), comms, p.best() ? r.best_reason() : "", p.filter()});
       first = false;
     }
   }
-  std::cout << render_table({"PREFIX", "BEST", "NEXT HOP", "FROM", "AS PATH", "LOCAL PREF", "COMMUNITIES", "WHY BEST"}, rows);
+  std::cout << render_table({"PREFIX", "BEST", "NEXT HOP", "FROM", "AS PATH", "LOCAL PREF", "COMMUNITIES", "WHY BEST", "IMPORT FILTER"}, rows);
   std::cout << rl.routes_size() << " prefixes\n";
   return 0;
 }

@@ -264,6 +264,10 @@ void declare_agent_metrics(Metrics& m) {
                   {"peer", "state"});
   m.declare_gauge("tabby_bfd_session_up", "1 when the peer's BFD session is Up, else 0.", {"peer"});
   m.declare_counter("tabby_bfd_transitions_total", "BFD session state changes.", {"peer"});
+  m.declare_gauge("tabby_bgp_peer_prefixes_filtered",
+                  "Prefixes from the peer its import filter rejects now (kept aside, re-evaluated on a filter change).", {"peer"});
+  m.declare_counter("tabby_bgp_peer_prefixes_filtered_total",
+                    "Prefix announcements from the peer its import filter rejected.", {"peer"});
   m.declare_gauge("tabby_bgp_update_groups", "BGP update groups (peers sharing an Adj-RIB-Out and encoded UPDATEs).");
   m.declare_gauge("tabby_bgp_update_group_members", "Peers in the update group.", {"group"});
   m.declare_gauge("tabby_bgp_update_group_routes", "Entries in the update group's Adj-RIB-Out.", {"group"});
@@ -307,7 +311,8 @@ void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers) {
   for (const char* s : kBgpStates) by_state[s] = 0;
   for (const char* name : {"tabby_bgp_peer_up", "tabby_bgp_peer_prefixes_received", "tabby_bgp_peer_prefixes_advertised",
                            "tabby_bgp_peer_prefixes_installed", "tabby_bgp_peer_flaps_total", "tabby_bfd_session_state",
-                           "tabby_bfd_session_up", "tabby_bfd_transitions_total"})
+                           "tabby_bfd_session_up", "tabby_bfd_transitions_total",
+                           "tabby_bgp_peer_prefixes_filtered", "tabby_bgp_peer_prefixes_filtered_total"})
     m.reset(name);
   for (const auto& p : peers) {
     ++by_state[p.state];  // an unknown name gets its own series rather than vanishing
@@ -322,6 +327,8 @@ void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers) {
       m.set("tabby_bfd_session_up", {p.address}, p.bfd_state == "Up" ? 1 : 0);
       m.set("tabby_bfd_transitions_total", {p.address}, static_cast<double>(p.bfd_transitions));
     }
+    m.set("tabby_bgp_peer_prefixes_filtered", {p.address}, static_cast<double>(p.prefixes_filtered));
+    m.set("tabby_bgp_peer_prefixes_filtered_total", {p.address}, static_cast<double>(p.prefixes_filtered_total));
   }
   m.reset("tabby_bgp_sessions");
   for (const auto& [state, n] : by_state) m.set("tabby_bgp_sessions", {state}, static_cast<double>(n));

@@ -109,11 +109,14 @@ struct PeerSnapshot {
   uint64_t flaps = 0;               // Established -> down transitions since start
   std::string bfd_state;            // empty: BFD off for this peer; else "Down", "Init", "Up", "AdminDown"
   uint64_t bfd_transitions = 0;     // BFD state changes since the session started
+  uint64_t prefixes_filtered = 0;   // held aside now: rejected by its import filter
+  uint64_t prefixes_filtered_total = 0;  // rejected by its import filter since start
 };
 
 // tabby_bgp_sessions{state} (all six states, 0 when none), tabby_bgp_peers,
 // tabby_bgp_peer_up{peer,type}, tabby_bgp_peer_prefixes_{received,advertised,installed}{peer},
-// tabby_bgp_peer_flaps_total{peer}; for peers with BFD: tabby_bfd_session_state{peer,state}
+// tabby_bgp_peer_flaps_total{peer}, tabby_bgp_peer_prefixes_filtered{peer},
+// tabby_bgp_peer_prefixes_filtered_total{peer}; for peers with BFD: tabby_bfd_session_state{peer,state}
 // (1 for the current state, 0 for the other three), tabby_bfd_session_up{peer},
 // tabby_bfd_transitions_total{peer}. Peers absent from `peers` lose their series.
 void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers);

@@ -93,6 +93,15 @@ Status Calc::upsert(const Resource& r) {
       }
       return {};
     }
+    case Kind::BGPFilter: {
+      const auto& v = std::get<BgpFilterRes>(r.body);
+      auto it = m.bgp_filters.find(k.name);
+      if (it == m.bgp_filters.end() || !(it->second == v)) {
+        m.bgp_filters[k.name] = v;
+        m.bgp_dirty = true;
+      }
+      return {};
+    }
     case Kind::IPPool: return m.upsert_pool(k.name, std::get<IpPool>(r.body), r.source);
     case Kind::CalicoNode:
       m.calico_nodes[k.name] = std::get<CalicoNode>(r.body);
@@ -159,6 +168,9 @@ void Calc::remove(const ResourceKey& k) {
       break;
     case Kind::BGPPeer:
       if (m.peers.erase(k.name)) m.bgp_dirty = true;
+      break;
+    case Kind::BGPFilter:
+      if (m.bgp_filters.erase(k.name)) m.bgp_dirty = true;
       break;
     case Kind::IPPool: m.remove_pool(k.name); break;
     case Kind::CalicoNode:
@@ -280,6 +292,13 @@ std::vector<CalcProblem> Calc::problems() const {
   for (const auto& [k, msg] : impl_->rejected) v.push_back({k.str(), msg});
   for (const auto& [p, msg] : impl_->disagreements) v.push_back({"BGP", msg});
   for (const auto& [peer, msg] : impl_->bfd_problems) v.push_back({"BGPPeer " + peer.str(), msg});
+  // BGPPeer spec.filters naming a BGPFilter that does not exist: fail closed.
+  for (const auto& [name, peer] : impl_->peers)
+    for (const auto& f : peer.filters)
+      if (!impl_->bgp_filters.count(f))
+        v.push_back({"BGPPeer " + name, "BGPPeer " + name + ": spec.filters: BGPFilter '" + f +
+                                            "' not found: nothing is imported from or exported to this peer "
+                                            "until it exists (fail closed)"});
   const NodeInfo* me = impl_->local();
   if (!me) {
     if (impl_->opt.cluster)  // without a datastore the config file is the node

@@ -1,6 +1,6 @@
 // calc_bgp.cpp — this node's bgp::SpeakerConfig (calc_impl.hpp, rules in calc.hpp):
 // router ID and AS, peers from the node-to-node mesh, route-reflector roles (RFC 4456)
-// and BGPPeer resources (peerIP, nodeSelector, symmetric peerSelector), who dials,
+// and BGPPeer resources (peerIP, nodeSelector, symmetric peerSelector, BGPFilters), who dials,
 // and the announced prefixes (own blocks, service ranges) with the communities of
 // matching prefixAdvertisements.
 #include <algorithm>
@@ -65,7 +65,32 @@ void Calc::Impl::node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const
   }
 }
 
-void Calc::Impl::apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p) {
+void Calc::Impl::resolve_filters(bgp::NeighborConfig& n, const BgpPeer& p) const {
+  if (p.filters.empty()) return;
+  bgp::RouteFilter in, out;
+  for (const auto& name : p.filters) {
+    auto it = bgp_filters.find(name);
+    if (it == bgp_filters.end()) {
+      for (bgp::RouteFilter* f : {&in, &out}) {
+        f->unresolved = true;
+        f->problem = "BGPFilter '" + name + "' not found";
+      }
+      continue;
+    }
+    // The filters apply in the order listed: their rules, concatenated.
+    auto append = [](bgp::RouteFilter& to, const bgp::RouteFilter& from) {
+      to.rules.insert(to.rules.end(), from.rules.begin(), from.rules.end());
+      to.rule_names.insert(to.rule_names.end(), from.rule_names.begin(), from.rule_names.end());
+    };
+    append(in, it->second.import_filter);
+    append(out, it->second.export_filter);
+  }
+  n.import_filter = std::move(in);
+  n.export_filter.rules = std::move(out);
+}
+
+void Calc::Impl::apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p) const {
+  resolve_filters(n, p);
   n.password = p.password;
   if (p.keep_original_next_hop) n.next_hop_mode = bgp::NextHopMode::Keep;
   if (p.next_hop_mode) n.next_hop_mode = *p.next_hop_mode;
@@ -119,7 +144,7 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
   }
   if (me) {
     for (const auto& [name, p] : peers) {
-      if (p.refused) continue;  // spec.filters set: no session without them (fail closed)
+      if (p.refused) continue;
       std::string type = (p.node.empty() && !p.node_selector) ? "global" : "node specific";
       if (peer_applies_to(p, *me)) {
         if (p.peer_ip) {

@@ -104,6 +104,7 @@ struct Calc::Impl {
   // ---- inputs
   std::map<std::string, BgpConfiguration> bgp_configs;
   std::map<std::string, BgpPeer> peers;
+  std::map<std::string, BgpFilterRes> bgp_filters;  // BGPFilter name -> rules (BGPPeer spec.filters)
   std::map<std::string, IpPool> pools, pending_pools;
   std::map<std::string, CalicoNode> calico_nodes;
   std::map<std::string, K8sNode> k8s_nodes;
@@ -187,7 +188,10 @@ struct Calc::Impl {
   void add_peer(std::map<IpAddress, bgp::NeighborConfig>& out, bgp::NeighborConfig n);
   void node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const NodeInfo& me, const NodeInfo& other,
                   const std::string& type, const BgpPeer* spec, std::optional<uint16_t> port);
-  static void apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p);
+  void apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p) const;
+  // BGPPeer spec.filters -> the peer's import and export filters; an unknown
+  // name makes both unresolved (fail closed: nothing in, nothing out).
+  void resolve_filters(bgp::NeighborConfig& n, const BgpPeer& p) const;
   void apply_failure_detection(bgp::NeighborConfig& n, const BgpPeer& p, const NodeInfo& me);
   bool peer_applies_to(const BgpPeer& p, const NodeInfo& n) const;
   bgp::SpeakerConfig compute_speaker();

@@ -317,16 +317,16 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
   if (!present(spec)) bad("spec", "is required");
   check_keys(spec, "spec",
              {"node", "nodeSelector", "peerIP", "peerSelector", "asNumber", "password", "keepOriginalNextHop",
-              "nextHopMode", "maxRestartTime", "ttlSecurity", "sourceAddress", "failureDetectionMode"},
-             {"filters", "numAllowedLocalASNumbers", "reachableBy", "restartMode",
+              "nextHopMode", "maxRestartTime", "ttlSecurity", "sourceAddress", "failureDetectionMode", "filters"},
+             {"numAllowedLocalASNumbers", "reachableBy", "restartMode",
               "birdGatewayMode"});
-  // A security control: no session without the filters the peer asks for.
-  if (nonempty(spec["filters"])) {
-    p.refused = true;
-    notes.push_back({"spec.filters", unsupported("BGPFilters limit the routes imported from and exported to this peer",
-                                                 "refused: no session is made with this peer, rather than one "
-                                                 "without its filters; remove spec.filters to peer unfiltered")});
-  }
+  // BGPFilter names; resolved (fail closed when unknown) when the speaker config is computed.
+  if (present(spec["filters"]))
+    each_item(spec["filters"], "spec.filters", [&](const YAML::Node& n, const std::string& path) {
+      std::string name = get_string(n, path);
+      if (name.empty()) bad(path, "must name a BGPFilter");
+      p.filters.push_back(name);
+    });
   if (differs(spec["numAllowedLocalASNumbers"], "0"))
     notes.push_back({"spec.numAllowedLocalASNumbers",
                      unsupported("routes whose AS path holds the local AS up to this many times are accepted",
@@ -391,6 +391,63 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
     }
   }
   return p;
+}
+
+// projectcalico.org/v3 BGPFilter: four ordered rule lists (bgp/filter.hpp).
+// `interface` cannot be evaluated on the speaker's routes: it is reported and
+// evaluated fail closed (a Reject rule with it matches, an Accept rule does not).
+BgpFilterRes parse_bgp_filter(const YAML::Node& spec, const std::string& name, UnsupportedFields& notes) {
+  BgpFilterRes f;
+  if (!present(spec)) return f;
+  check_keys(spec, "spec", {"exportV4", "importV4", "exportV6", "importV6"});
+  auto rules = [&](const char* key, bool v4, bgp::RouteFilter& out) {
+    const std::string where = std::string("spec.") + key;
+    each_item(spec[key], where, [&](const YAML::Node& n, const std::string& path) {
+      check_keys(n, path, {"action", "matchOperator", "cidr", "prefixLength", "source", "interface"});
+      bgp::FilterRule r;
+      r.v4 = v4;
+      r.v6 = !v4;
+      if (!present(n["action"])) bad(join(path, "action"), "is required (Accept or Reject)");
+      auto act = bgp::parse_filter_action(get_string(n["action"], join(path, "action")));
+      if (!act) bad(join(path, "action"), "must be Accept or Reject");
+      r.action = *act;
+      if (present(n["cidr"]) != present(n["matchOperator"]))
+        bad(join(path, present(n["cidr"]) ? "matchOperator" : "cidr"), "cidr and matchOperator go together");
+      if (present(n["cidr"])) {
+        r.cidr = get_cidr(n["cidr"], join(path, "cidr"));
+        if (r.cidr.is_v4() != v4) bad(join(path, "cidr"), std::string("must be an ") + (v4 ? "IPv4" : "IPv6") + " CIDR in " + key);
+        auto op = bgp::parse_match_operator(get_string(n["matchOperator"], join(path, "matchOperator")));
+        if (!op) bad(join(path, "matchOperator"), "must be Equal, NotEqual, In or NotIn");
+        r.op = *op;
+      }
+      if (present(n["prefixLength"])) {
+        const std::string pl = join(path, "prefixLength");
+        check_keys(n["prefixLength"], pl, {"min", "max"});
+        const unsigned top = v4 ? 32 : 128;
+        if (present(n["prefixLength"]["min"])) r.min_len = static_cast<uint8_t>(get_uint(n["prefixLength"]["min"], join(pl, "min"), 0, top));
+        if (present(n["prefixLength"]["max"])) r.max_len = static_cast<uint8_t>(get_uint(n["prefixLength"]["max"], join(pl, "max"), 0, top));
+      }
+      if (present(n["source"])) {
+        if (get_string(n["source"], join(path, "source")) != "RemotePeers") bad(join(path, "source"), "must be RemotePeers");
+        r.remote_peers_only = true;
+      }
+      if (present(n["interface"])) {
+        r.interface = get_string(n["interface"], join(path, "interface"));
+        notes.push_back({join(path, "interface"),
+                         unsupported("the rule matches routes via interfaces named like this",
+                                     "the BGP speaker's routes carry no interface, so the rule is evaluated fail "
+                                     "closed: as matching when its action is Reject, as not matching when Accept")});
+      }
+      if (auto st = bgp::validate_filter_rule(r); !st) bad(path, st.error().message);
+      out.rule_names.push_back("BGPFilter " + name + " " + path.substr(5));
+      out.rules.push_back(std::move(r));
+    });
+  };
+  rules("importV4", true, f.import_filter);
+  rules("importV6", false, f.import_filter);
+  rules("exportV4", true, f.export_filter);
+  rules("exportV6", false, f.export_filter);
+  return f;
 }
 
 IpPool parse_ip_pool(const YAML::Node& spec, UnsupportedFields& notes) {
@@ -634,6 +691,7 @@ const char* kind_name(Kind k) {
   switch (k) {
     case Kind::BGPConfiguration: return "BGPConfiguration";
     case Kind::BGPPeer: return "BGPPeer";
+    case Kind::BGPFilter: return "BGPFilter";
     case Kind::IPPool: return "IPPool";
     case Kind::CalicoNode: return "Node";
     case Kind::K8sNode: return "Node";
@@ -656,7 +714,7 @@ bool BgpPeer::operator==(const BgpPeer& o) const {
          sel(peer_selector, o.peer_selector) && asn == o.asn && password == o.password &&
          keep_original_next_hop == o.keep_original_next_hop && next_hop_mode == o.next_hop_mode &&
          max_restart_time == o.max_restart_time && ttl_security == o.ttl_security &&
-         source_address == o.source_address && refused == o.refused &&
+         source_address == o.source_address && filters == o.filters && refused == o.refused &&
          bfd_if_directly_connected == o.bfd_if_directly_connected;
 }
 
@@ -698,6 +756,7 @@ std::optional<ResourceKey> key_for(std::string_view api_version, std::string_vie
   std::string nsd = ns.empty() ? "default" : ns;
   if (calico && k == "BGPConfiguration") return ResourceKey{Kind::BGPConfiguration, "", name};
   if (calico && k == "BGPPeer") return ResourceKey{Kind::BGPPeer, "", name};
+  if (calico && k == "BGPFilter") return ResourceKey{Kind::BGPFilter, "", name};
   if (calico && k == "IPPool") return ResourceKey{Kind::IPPool, "", name};
   if (calico && k == "Node") return ResourceKey{Kind::CalicoNode, "", name};
   if (k8s && k == "Node") return ResourceKey{Kind::K8sNode, "", name};
@@ -833,6 +892,9 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     } else if (calico && kind == "BGPPeer") {
       r.key.kind = Kind::BGPPeer;
       r.body = parse_bgp_peer(doc["spec"], notes);
+    } else if (calico && kind == "BGPFilter") {
+      r.key.kind = Kind::BGPFilter;
+      r.body = parse_bgp_filter(doc["spec"], name, notes);
     } else if (calico && kind == "IPPool") {
       r.key.kind = Kind::IPPool;
       r.body = parse_ip_pool(doc["spec"], notes);
@@ -867,7 +929,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
                              *why + "); remove it, or do not rely on it");
     } else {
       return err("kind", "unknown kind '" + kind + "' for apiVersion '" + api +
-                             "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, IPPool, Node, "
+                             "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, BGPFilter, IPPool, Node, "
                              "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy; v1 Node, Pod, Namespace; "
                              "networking.k8s.io/v1 NetworkPolicy; tabby.dev/v1 BlockAffinity, WorkloadEndpoint)");
     }

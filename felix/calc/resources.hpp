@@ -2,7 +2,7 @@
 // values, and their parser/validator (YAML or JSON text → Resource).
 //
 // Kinds (apiVersion kind):
-//   projectcalico.org/v3  BGPConfiguration, BGPPeer, IPPool, Node, WorkloadEndpoint,
+//   projectcalico.org/v3  BGPConfiguration, BGPPeer, BGPFilter, IPPool, Node, WorkloadEndpoint,
 //                         NetworkPolicy, GlobalNetworkPolicy (the last two via policy/)
 //   v1                    Node, Pod, Namespace (Kubernetes)
 //   networking.k8s.io/v1  NetworkPolicy (via policy/)
@@ -69,6 +69,7 @@ using policy::Selector;
 enum class Kind : uint8_t {
   BGPConfiguration,
   BGPPeer,
+  BGPFilter,         // projectcalico.org/v3 BGPFilter (route filters for BGPPeer spec.filters)
   IPPool,
   CalicoNode,        // projectcalico.org/v3 Node
   K8sNode,           // v1 Node
@@ -131,10 +132,18 @@ struct BgpPeer {
   uint8_t ttl_security = 0;                // hops (GTSM), 0 = off
   std::optional<IpAddress> source_address; // spec.sourceAddress: an IP (not UseNodeIP/None)
   bool bfd_if_directly_connected = false;  // spec.failureDetectionMode: BFDIfDirectlyConnected
-  // spec.filters is set: tabby has no BGP filters, so the peer is refused (no
-  // session) rather than peered without them (fail closed). Reported per document.
+  // spec.filters: BGPFilter names, applied in this order (first matching rule
+  // of all of them decides). An unknown name fails closed (calc_bgp.cpp).
+  std::vector<std::string> filters;
   bool refused = false;
   bool operator==(const BgpPeer& o) const;
+};
+
+// projectcalico.org/v3 BGPFilter: importV4 + importV6 rules as one import filter
+// (each rule for its family), exportV4 + exportV6 as the export filter.
+struct BgpFilterRes {
+  bgp::RouteFilter import_filter, export_filter;
+  bool operator==(const BgpFilterRes&) const = default;
 };
 
 struct IpPool {
@@ -221,7 +230,7 @@ struct PolicyRes {
   bool operator==(const PolicyRes&) const = default;  // same policy = same rules
 };
 
-using ResourceBody = std::variant<BgpConfiguration, BgpPeer, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
+using ResourceBody = std::variant<BgpConfiguration, BgpPeer, BgpFilterRes, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
                                   BlockAffinity, WorkloadEndpoint, PolicyRes>;
 
 struct Resource {

@@ -192,10 +192,75 @@ bgp::BfdSettings parse_bfd(const YAML::Node& n, const std::string& where) {
   return b;
 }
 
+// A filter rule list (import: / export:): the Calico BGPFilter rule fields plus
+// communities, asPathRegex and originAS; a rule applies to the family of its
+// cidr, or to `family`, or to both (bgp/filter.hpp).
+bgp::RouteFilter parse_filter_rules(const YAML::Node& list, const std::string& where) {
+  bgp::RouteFilter f;
+  each_item(list, where, [&](const YAML::Node& n, const std::string& k) {
+    check_keys(n, k, {"action", "matchOperator", "cidr", "prefixLength", "source", "interface", "communities",
+                      "asPathRegex", "originAS", "family"});
+    bgp::FilterRule r;
+    if (!n["action"]) bad(join(k, "action"), "is required (Accept or Reject)");
+    auto act = bgp::parse_filter_action(get_string(n["action"], join(k, "action")));
+    if (!act) bad(join(k, "action"), "must be Accept or Reject");
+    r.action = *act;
+    if (n["cidr"].IsDefined() != n["matchOperator"].IsDefined())
+      bad(join(k, n["cidr"] ? "matchOperator" : "cidr"), "cidr and matchOperator go together");
+    if (n["cidr"]) {
+      r.cidr = get_prefix(n["cidr"], join(k, "cidr"));
+      auto op = bgp::parse_match_operator(get_string(n["matchOperator"], join(k, "matchOperator")));
+      if (!op) bad(join(k, "matchOperator"), "must be Equal, NotEqual, In or NotIn");
+      r.op = *op;
+      r.v4 = r.cidr.is_v4();
+      r.v6 = !r.v4;
+    }
+    if (n["family"]) {
+      std::string fam = get_string(n["family"], join(k, "family"));
+      if (fam != "ipv4" && fam != "ipv6") bad(join(k, "family"), "must be ipv4 or ipv6");
+      if (n["cidr"] && (fam == "ipv4") != r.cidr.is_v4()) bad(join(k, "family"), "does not match the cidr's family");
+      r.v4 = fam == "ipv4";
+      r.v6 = !r.v4;
+    }
+    if (n["prefixLength"]) {
+      std::string pw = join(k, "prefixLength");
+      check_keys(n["prefixLength"], pw, {"min", "max"});
+      if (n["prefixLength"]["min"]) r.min_len = static_cast<uint8_t>(get_uint(n["prefixLength"]["min"], join(pw, "min"), 0, 128));
+      if (n["prefixLength"]["max"]) r.max_len = static_cast<uint8_t>(get_uint(n["prefixLength"]["max"], join(pw, "max"), 0, 128));
+    }
+    if (n["source"]) {
+      if (get_string(n["source"], join(k, "source")) != "RemotePeers") bad(join(k, "source"), "must be RemotePeers");
+      r.remote_peers_only = true;
+    }
+    if (n["interface"])
+      bad(join(k, "interface"), "routes of the BGP speaker carry no interface: use cidr matches");
+    if (n["communities"])
+      each_item(n["communities"], join(k, "communities"), [&](const YAML::Node& it, const std::string& ck) {
+        auto c = bgp::parse_community(get_string(it, ck));
+        if (!c) bad(ck, c.error().message);
+        r.communities.push_back(*c);
+      });
+    if (n["asPathRegex"]) {
+      auto re = bgp::make_as_path_regex(get_string(n["asPathRegex"], join(k, "asPathRegex")));
+      if (!re) bad(join(k, "asPathRegex"), re.error().message);
+      r.as_path_regex = *re;
+    }
+    if (n["originAS"])
+      each_item(n["originAS"], join(k, "originAS"), [&](const YAML::Node& it, const std::string& ak) {
+        r.origin_as.push_back(static_cast<uint32_t>(get_uint(it, ak, 1, 4294967295u)));
+      });
+    if (auto st = bgp::validate_filter_rule(r); !st) bad(k, st.error().message);
+    f.rule_names.push_back(k);
+    f.rules.push_back(std::move(r));
+  });
+  return f;
+}
+
 bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, const ConfigEnvironment& env) {
   check_keys(n, where, {"bfd", "peerIP", "asNumber", "password", "passwordFile", "holdTime", "keepaliveTime",
                         "connectRetryTime", "passive", "routeReflectorClient", "families", "nextHopMode",
-                        "ttlSecurity", "localAddress", "maxRestartTime", "export", "description", "tcpAO"});
+                        "ttlSecurity", "localAddress", "maxRestartTime", "export", "import", "enforceFirstAS",
+                        "maxPrefixes", "maxPrefixesRestart", "description", "tcpAO"});
   bgp::NeighborConfig p;
   if (!n["peerIP"]) bad(join(where, "peerIP"), "is required");
   parse_peer_ip(get_string(n["peerIP"], join(where, "peerIP")), join(where, "peerIP"), p);
@@ -245,9 +310,21 @@ bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, co
     p.max_restart_time = static_cast<uint16_t>(get_uint(n["maxRestartTime"], join(where, "maxRestartTime"), 0, 4095));
   if (n["description"]) p.description = get_string(n["description"], join(where, "description"));
   if (n["bfd"]) p.bfd = parse_bfd(n["bfd"], join(where, "bfd"));
-  if (n["export"]) {
+  // Filters (bgp/filter.hpp): import: [rules]; export: [rules] or {prefixes, denyCommunities, rules}.
+  if (n["import"]) p.import_filter = parse_filter_rules(n["import"], join(where, "import"));
+  if (n["enforceFirstAS"]) p.enforce_first_as = get_bool(n["enforceFirstAS"], join(where, "enforceFirstAS"));
+  if (n["maxPrefixes"])
+    p.max_prefixes = static_cast<uint32_t>(get_uint(n["maxPrefixes"], join(where, "maxPrefixes"), 1, 4294967295u));
+  if (n["maxPrefixesRestart"]) {
+    if (!n["maxPrefixes"]) bad(join(where, "maxPrefixesRestart"), "needs maxPrefixes");
+    p.max_prefixes_restart = static_cast<uint32_t>(get_uint(n["maxPrefixesRestart"], join(where, "maxPrefixesRestart"), 1, 86400));
+  }
+  if (n["export"] && n["export"].IsSequence()) {
+    p.export_filter.rules = parse_filter_rules(n["export"], join(where, "export"));
+  } else if (n["export"]) {
     std::string ew = join(where, "export");
-    check_keys(n["export"], ew, {"prefixes", "denyCommunities"});
+    check_keys(n["export"], ew, {"prefixes", "denyCommunities", "rules"});
+    if (n["export"]["rules"]) p.export_filter.rules = parse_filter_rules(n["export"]["rules"], join(ew, "rules"));
     if (n["export"]["prefixes"])
       each_item(n["export"]["prefixes"], join(ew, "prefixes"), [&](const YAML::Node& it, const std::string& k) {
         p.export_filter.allowed_prefixes.push_back(get_prefix(it, k));

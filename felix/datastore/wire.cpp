@@ -449,6 +449,7 @@ std::vector<K8sResource> default_k8s_resources() {
       {"networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "BGPConfiguration", "bgpconfigurations", false},
       {calico, "v1", "BGPPeer", "bgppeers", false},
+      {calico, "v1", "BGPFilter", "bgpfilters", false},
       {calico, "v1", "IPPool", "ippools", false},
       {calico, "v1", "Node", "nodes", false},
       {calico, "v1", "NetworkPolicy", "networkpolicies", true},

@@ -52,6 +52,7 @@ RESOURCES = {
     "/apis/networking.k8s.io/v1/networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/bgpconfigurations": ("crd.projectcalico.org/v1", "BGPConfiguration", False),
     "/apis/crd.projectcalico.org/v1/bgppeers": ("crd.projectcalico.org/v1", "BGPPeer", False),
+    "/apis/crd.projectcalico.org/v1/bgpfilters": ("crd.projectcalico.org/v1", "BGPFilter", False),
     "/apis/crd.projectcalico.org/v1/ippools": ("crd.projectcalico.org/v1", "IPPool", False),
     "/apis/crd.projectcalico.org/v1/nodes": ("crd.projectcalico.org/v1", "Node", False),
     "/apis/crd.projectcalico.org/v1/networkpolicies": ("crd.projectcalico.org/v1", "NetworkPolicy", True),

@@ -637,7 +637,8 @@ class Tabby(Daemon):
                 e["password"] = p["password"]
             if p["local"]:
                 e["localAddress"] = p["local"]
-            for k in ("export", "nextHopMode", "ttlSecurity", "maxRestartTime", "tcpAO", "bfd"):
+            for k in ("export", "nextHopMode", "ttlSecurity", "maxRestartTime", "tcpAO", "bfd", "import", "maxPrefixes",
+                      "maxPrefixesRestart", "enforceFirstAS"):
                 if k in p:
                     e[k] = p[k]
             c["peers"].append(e)

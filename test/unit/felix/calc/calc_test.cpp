@@ -1727,3 +1727,64 @@ TEST_CASE("IPAM GC: leaks, gone nodes' blocks and empty blocks are released afte
   CHECK(q.affinity_updates.empty());  // the leak is new: its grace period starts now
   CHECK(q.affinity_removals.size() == 3);
 }
+
+TEST_CASE("BGPFilter: parsed per family, resolved from BGPPeer spec.filters in order; unknown names fail closed") {
+  const std::string filters =
+      "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: only-default}\nspec:\n"
+      "  importV4:\n  - {action: Accept, matchOperator: Equal, cidr: 0.0.0.0/0}\n  - {action: Reject}\n"
+      "  exportV4:\n  - {action: Reject, matchOperator: In, cidr: 198.19.0.0/16, prefixLength: {max: 26}}\n"
+      "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: v6}\nspec:\n"
+      "  importV6:\n  - {action: Reject, matchOperator: NotIn, cidr: '2001:db8::/32'}\n---\n";
+  auto f = std::get<BgpFilterRes>(parse_one(filters.substr(0, filters.find("---"))).body);
+  REQUIRE(f.import_filter.rules.size() == 2);
+  CHECK(f.import_filter.rules[1].v4);
+  CHECK_FALSE(f.import_filter.rules[1].v6);  // an importV4 catch-all does not touch IPv6
+  CHECK(f.import_filter.rule_names[1] == "BGPFilter only-default importV4[1]");
+  REQUIRE(f.export_filter.rules.size() == 1);
+  CHECK(*f.export_filter.rules[0].max_len == 26);
+
+  const std::string peer = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n"
+                           "spec: {peerIP: 198.18.0.254, asNumber: 65001, filters: [only-default, v6]}\n";
+  Node n1("node-1");
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + filters + peer);
+  CHECK(n1.errors.empty());
+  const auto& s = n1.calc.speaker_config();
+  REQUIRE(s.peers.size() == 1);
+  const auto& in = s.peers[0].import_filter;
+  CHECK_FALSE(in.unresolved);
+  REQUIRE(in.rules.size() == 3);  // only-default's two, then v6's one
+  CHECK(bgp::evaluate_filter(in, Prefix::parse("0.0.0.0/0").value(), nullptr, true).accepted);
+  CHECK_FALSE(bgp::evaluate_filter(in, Prefix::parse("203.0.113.0/24").value(), nullptr, true).accepted);
+  CHECK_FALSE(bgp::evaluate_filter(in, Prefix::parse("2001:db9::/32").value(), nullptr, true).accepted);
+  CHECK(bgp::evaluate_filter(in, Prefix::parse("2001:db8:1::/48").value(), nullptr, true).accepted);
+  CHECK(s.peers[0].export_filter.rules.rules.size() == 1);
+  for (const auto& p : n1.calc.problems()) CHECK(p.message.find("BGPFilter") == std::string::npos);
+
+  // A name that does not exist: both directions unresolved, a problem names it.
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + filters +
+                        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n"
+                        "spec: {peerIP: 198.18.0.254, asNumber: 65001, filters: [only-default, nope]}\n");
+  const auto& s2 = n1.calc.speaker_config();
+  REQUIRE(s2.peers.size() == 1);
+  CHECK(s2.peers[0].import_filter.unresolved);
+  CHECK(s2.peers[0].export_filter.rules.unresolved);
+  bool named = false;
+  for (const auto& p : n1.calc.problems())
+    named |= p.message.find("BGPPeer tor: spec.filters: BGPFilter 'nope' not found") != std::string::npos;
+  CHECK(named);
+
+  // Errors name the field.
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: x}\nspec:\n"
+                    "  importV4: [{action: Accept, cidr: 10.0.0.0/8}]\n", "f.yaml") ==
+        "f.yaml: BGPFilter x: spec.importV4[0].matchOperator: cidr and matchOperator go together");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: x}\nspec:\n"
+                    "  importV6: [{action: Accept, matchOperator: In, cidr: 10.0.0.0/8}]\n", "f.yaml") ==
+        "f.yaml: BGPFilter x: spec.importV6[0].cidr: must be an IPv6 CIDR in importV6");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: x}\nspec:\n"
+                    "  exportV4: [{action: Maybe}]\n", "f.yaml") ==
+        "f.yaml: BGPFilter x: spec.exportV4[0].action: must be Accept or Reject");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: x}\nspec:\n"
+                    "  importV4: [{action: Accept, matchOperator: In, cidr: 10.0.0.0/8, prefixLength: {min: 4}}]\n",
+                    "f.yaml") ==
+        "f.yaml: BGPFilter x: spec.importV4[0]: prefixLength.min 4 is shorter than the cidr's /8");
+}

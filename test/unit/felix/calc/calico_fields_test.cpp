@@ -75,6 +75,9 @@ const std::map<std::string, Base>& bases() {
        {"BGPPeer.projectcalico.org", "", "tor",
         "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n"
         "spec: {peerIP: 198.18.0.1, asNumber: 65001}\n"}},
+      {"BGPFilter",
+       {"BGPFilter.projectcalico.org", "", "tor-filter",
+        "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: tor-filter}\nspec: {}\n"}},
       {"IPPool",
        {"IPPool.projectcalico.org", "", "pool-a",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool-a}\nspec: {cidr: 198.19.0.0/16}\n"}},

@@ -314,7 +314,6 @@ TEST_CASE("each unsupported Calico field set in a manifest is a problem naming f
        "", "spec.localWorkloadPeeringIPV4"},
       {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  localWorkloadPeeringIPV6: fe80::179\n", "",
        "spec.localWorkloadPeeringIPV6"},
-      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  filters: [only-pods]\n", "  filters: []\n", "spec.filters"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  numAllowedLocalASNumbers: 2\n",
        "  numAllowedLocalASNumbers: 0\n", "spec.numAllowedLocalASNumbers"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  reachableBy: 198.18.0.254\n", "", "spec.reachableBy"},
@@ -382,20 +381,35 @@ TEST_CASE("natOutgoing is supported: no problem, and the pool is masqueraded fro
   CHECK(calc.nat_outgoing_pools().masquerade == std::vector<Prefix>{*Prefix::parse("198.19.0.0/16")});
 }
 
-TEST_CASE("a BGPPeer with spec.filters is refused: no session without its filters") {
+TEST_CASE("a BGPPeer with spec.filters naming no BGPFilter peers fail closed: a problem, nothing in or out") {
   Calc calc({.node_name = "node-1"});
   DocFeed feed;
   feed.feed({kdoc("Node.projectcalico.org", "nodes", two_nodes())}, calc);
-  feed.feed({kdoc("BGPPeer.projectcalico.org", "tor", bgppeer(""))}, calc);
-  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.1", "198.18.0.12"});
   feed.feed({kdoc("BGPPeer.projectcalico.org", "tor", bgppeer("  filters: [only-pods]\n"))}, calc);
-  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
-  REQUIRE(feed.problems().size() == 1);
-  CHECK(feed.problems()[0].message.find("refused: no session is made with this peer") != std::string::npos);
-  // Filters removed: the peer comes back and the problem clears.
-  feed.feed({kdoc("BGPPeer.projectcalico.org", "tor", bgppeer(""))}, calc);
+  // The session is made (filters are supported), with both directions unresolved.
   CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.1", "198.18.0.12"});
-  CHECK(feed.problems().empty());
+  CHECK(feed.problems().empty());  // the document itself is fine
+  const bgp::NeighborConfig* tor = nullptr;
+  for (const auto& p : calc.speaker_config().peers)
+    if (p.address.str() == "198.18.0.1") tor = &p;
+  REQUIRE(tor);
+  CHECK(tor->import_filter.unresolved);
+  CHECK(tor->export_filter.rules.unresolved);
+  bool named = false;
+  for (const auto& p : calc.problems()) named |= p.message.find("BGPFilter 'only-pods' not found") != std::string::npos;
+  CHECK(named);
+  // The BGPFilter appears: resolved, the problem clears.
+  feed.feed({kdoc("BGPFilter.projectcalico.org", "only-pods",
+                  "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: only-pods}\n"
+                  "spec:\n  exportV4: [{action: Accept, matchOperator: In, cidr: 198.19.0.0/16}, {action: Reject}]\n")},
+            calc);
+  (void)calc.take_changes();  // recomputes the speaker config
+  for (const auto& p : calc.speaker_config().peers)
+    if (p.address.str() == "198.18.0.1") {
+      CHECK_FALSE(p.import_filter.unresolved);
+      CHECK(p.export_filter.rules.rules.size() == 2);
+    }
+  for (const auto& p : calc.problems()) CHECK(p.message.find("only-pods") == std::string::npos);
 }
 
 TEST_CASE("nodeMeshPassword: the mesh is turned off rather than run without the password") {

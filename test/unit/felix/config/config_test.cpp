@@ -334,3 +334,62 @@ TEST_CASE("ipamGC: defaults, values and errors naming the key") {
   REQUIRE_FALSE(e);
   CHECK(e.error().message.find("ipamGC.gracePeriod") != std::string::npos);
 }
+
+TEST_CASE("peer filters: import/export rule lists, enforceFirstAS, maxPrefixes") {
+  auto r = parse_config(R"(nodeName: n
+routerID: 10.0.0.1
+peers:
+  - peerIP: 198.18.0.254
+    asNumber: 65001
+    maxPrefixes: 100
+    maxPrefixesRestart: 30
+    enforceFirstAS: false
+    import:
+      - {action: Accept, matchOperator: Equal, cidr: 0.0.0.0/0}
+      - {action: Reject, communities: ['65001:666'], originAS: [65010]}
+      - {action: Accept, asPathRegex: '^65001_', family: ipv6}
+      - {action: Reject}
+    export:
+      - {action: Reject, matchOperator: In, cidr: 198.19.0.0/16, prefixLength: {min: 26, max: 32}}
+  - peerIP: 198.18.0.253
+    asNumber: 65001
+    export: {prefixes: [198.19.0.0/16], rules: [{action: Reject, source: RemotePeers}]}
+)",
+                        "node.yaml");
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+  const auto& p = r->bgp.peers[0];
+  CHECK(p.max_prefixes == 100);
+  CHECK(p.max_prefixes_restart == 30);
+  CHECK(p.enforce_first_as == false);
+  REQUIRE(p.import_filter.rules.size() == 4);
+  CHECK(p.import_filter.rules[0].v4);
+  CHECK_FALSE(p.import_filter.rules[0].v6);
+  CHECK(p.import_filter.rules[1].communities == std::vector<uint32_t>{65001u << 16 | 666});
+  CHECK(p.import_filter.rules[1].origin_as == std::vector<uint32_t>{65010});
+  CHECK(p.import_filter.rules[2].as_path_regex->text == "^65001_");
+  CHECK_FALSE(p.import_filter.rules[2].v4);
+  CHECK(p.import_filter.rule_names[3] == "peers[0].import[3]");
+  REQUIRE(p.export_filter.rules.rules.size() == 1);
+  CHECK(*p.export_filter.rules.rules[0].min_len == 26);
+  const auto& q = r->bgp.peers[1];
+  CHECK(q.export_filter.allowed_prefixes.size() == 1);
+  REQUIRE(q.export_filter.rules.rules.size() == 1);
+  CHECK(q.export_filter.rules.rules[0].remote_peers_only);
+  CHECK_FALSE(q.enforce_first_as.has_value());  // default: on for eBGP (the speaker decides)
+
+  auto peer = [](const std::string& keys) {
+    return error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, " + keys + "}]\n");
+  };
+  CHECK(peer("import: [{action: Allow}]").find("key 'peers[0].import[0].action': must be Accept or Reject") !=
+        std::string::npos);
+  CHECK(peer("import: [{action: Accept, cidr: 10.0.0.0/8}]")
+            .find("key 'peers[0].import[0].matchOperator': cidr and matchOperator go together") != std::string::npos);
+  CHECK(peer("import: [{action: Accept, asPathRegex: '(x'}]").find("key 'peers[0].import[0].asPathRegex'") !=
+        std::string::npos);
+  CHECK(peer("import: [{action: Accept, interface: eth0}]").find("key 'peers[0].import[0].interface'") !=
+        std::string::npos);
+  CHECK(peer("import: [{action: Accept, matchOperator: Equal, cidr: 10.0.0.0/8, prefixLength: {max: 24}}]")
+            .find("prefixLength applies only with matchOperator In or NotIn") != std::string::npos);
+  CHECK(peer("maxPrefixesRestart: 5").find("key 'peers[0].maxPrefixesRestart': needs maxPrefixes") !=
+        std::string::npos);
+}
