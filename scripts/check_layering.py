@@ -69,7 +69,7 @@ MODULES = [
     ("netlink",         True,  ["netlink/*"], ["log"]),
     ("bfd_io",          True,  ["bfd/bfd_io.*"], ["bfd_core", "log"]),
     ("bfd_core",        False, ["bfd/*"], ["base"]),
-    ("bgp_io",          True,  ["bgp/speaker.*", "bgp/transport.*"], ["bgp_core", "bfd_io", "log"]),
+    ("bgp_io",          True,  ["bgp/speaker.*", "bgp/transport.*", "bgp/bmp_exporter.*"], ["bgp_core", "bfd_io", "log"]),
     ("bgp_core",        False, ["bgp/*"], ["base"]),
     # nft_netlink encodes the typed rules as nf_tables netlink attributes: it
     # needs the kernel's netfilter UAPI headers, so it sits on the I/O side.
