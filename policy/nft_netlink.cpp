@@ -404,6 +404,16 @@ void put_expr(MessageBuffer& b, const Expr& e) {
   b.close_nest(el);
 }
 
+// The protocol-and-port part of a concatenated element key (after the address):
+// the protocol byte and the port, each in its own 4-byte register slot.
+void append_proto_port(const nft::Element& e, std::vector<uint8_t>& out) {
+  out.push_back(e.proto);
+  out.insert(out.end(), 3, 0);
+  out.push_back(static_cast<uint8_t>(e.port >> 8));
+  out.push_back(static_cast<uint8_t>(e.port & 0xff));
+  out.insert(out.end(), 2, 0);
+}
+
 }  // namespace
 
 Result<std::vector<uint8_t>> element_key(const nft::Element& e) {
@@ -418,24 +428,12 @@ Result<std::vector<uint8_t>> element_key(const nft::Element& e) {
     case nft::Element::Ipv4ProtoPort:
       out = {static_cast<uint8_t>(e.addr >> 24), static_cast<uint8_t>(e.addr >> 16), static_cast<uint8_t>(e.addr >> 8),
              static_cast<uint8_t>(e.addr)};
-      if (e.kind == nft::Element::Ipv4ProtoPort) {
-        out.push_back(e.proto);
-        out.insert(out.end(), 3, 0);
-        out.push_back(static_cast<uint8_t>(e.port >> 8));
-        out.push_back(static_cast<uint8_t>(e.port & 0xff));
-        out.insert(out.end(), 2, 0);
-      }
+      if (e.kind == nft::Element::Ipv4ProtoPort) append_proto_port(e, out);
       return out;
     case nft::Element::Ipv6:
     case nft::Element::Ipv6ProtoPort:
       out.assign(e.addr6.begin(), e.addr6.end());
-      if (e.kind == nft::Element::Ipv6ProtoPort) {
-        out.push_back(e.proto);
-        out.insert(out.end(), 3, 0);
-        out.push_back(static_cast<uint8_t>(e.port >> 8));
-        out.push_back(static_cast<uint8_t>(e.port & 0xff));
-        out.insert(out.end(), 2, 0);
-      }
+      if (e.kind == nft::Element::Ipv6ProtoPort) append_proto_port(e, out);
       return out;
   }
   return fail_msg("unknown element kind");

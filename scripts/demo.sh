@@ -146,21 +146,25 @@ wait_routes() {  # $1: a regex the other nodes' block routes match
   done
   echo "block routes ($1) were not installed (agents' logs below)"; cat "$WORK"/node*.log; exit 1
 }
-ping_all() {
-  local ok=0 bad=0
-  for src in "${PODS[@]}"; do
-    for dst in "${PODS[@]}"; do
+# ping_pairs SEP WHAT ENTRY...: each ENTRY is "namespace SEP address"; every one pings
+# every other; WHAT names them in the summary ("" or "IPv6 ").
+ping_pairs() {
+  local sep=$1 what=$2 ok=0 bad=0 src dst
+  shift 2
+  for src in "$@"; do
+    for dst in "$@"; do
       [ "$src" = "$dst" ] && continue
-      if ip netns exec "${src%%:*}" ping -c 3 -i 0.2 -W 1 -q "${dst##*:}" >/dev/null 2>&1; then
-        ok=$((ok + 1)); printf '  %-14s -> %-14s ok\n' "${src##*:}" "${dst##*:}"
+      if ip netns exec "${src%%"$sep"*}" ping -c 2 -i 0.2 -W 1 -q "${dst##*"$sep"}" >/dev/null 2>&1; then
+        ok=$((ok + 1)); printf '  %-18s -> %-18s ok\n' "${src##*"$sep"}" "${dst##*"$sep"}"
       else
-        bad=$((bad + 1)); printf '  %-14s -> %-14s FAILED\n' "${src##*:}" "${dst##*:}"
+        bad=$((bad + 1)); printf '  %-18s -> %-18s FAILED\n' "${src##*"$sep"}" "${dst##*"$sep"}"
       fi
     done
   done
-  say "$ok pings answered, $bad failed"
+  say "$ok ${what}pings answered, $bad failed"
   [ "$bad" -eq 0 ]
 }
+ping_all() { ping_pairs : "" "${PODS[@]}"; }
 
 wait_routes "via 198\.18\.0\.1[0-9] dev eth0"
 say "tabby status on node1"
@@ -170,21 +174,7 @@ say "tabby routes on node1"
 say "kernel routes tabby wrote on node1 (ip route show proto tabby)"
 ip -n "${P}node1" route show proto 44
 
-ping_all6() {
-  local ok=0 bad=0
-  for src in "${PODS6[@]}"; do
-    for dst in "${PODS6[@]}"; do
-      [ "$src" = "$dst" ] && continue
-      if ip netns exec "${src%%|*}" ping -c 2 -i 0.2 -W 1 -q "${dst##*|}" >/dev/null 2>&1; then
-        ok=$((ok + 1)); printf '  %-18s -> %-18s ok\n' "${src##*|}" "${dst##*|}"
-      else
-        bad=$((bad + 1)); printf '  %-18s -> %-18s FAILED\n' "${src##*|}" "${dst##*|}"
-      fi
-    done
-  done
-  say "$ok IPv6 pings answered, $bad failed"
-  [ "$bad" -eq 0 ]
-}
+ping_all6() { ping_pairs "|" "IPv6 " "${PODS6[@]}"; }
 
 say "every pod pings every other pod (plain routes)"
 ping_all
