@@ -14,6 +14,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/script_sets.hpp"
 
 using namespace tabby;
 using namespace tabby::policy;
@@ -877,25 +878,8 @@ TEST_CASE("compiler: random churn: deltas keep every set equal to a fresh compil
     return s;
   };
   // Set name -> elements, from a full script's set declarations.
-  auto sets_of = [](const std::string& full) {
-    std::map<std::string, std::set<std::string>> out;
-    for (const auto& l : lines(full)) {
-      if (!l.starts_with("  set ")) continue;
-      std::string name = l.substr(6, l.find(' ', 6) - 6);
-      auto& s = out[name];
-      auto b = l.find(" elements = { ");
-      if (b == std::string::npos) continue;
-      b += 14;
-      std::string body = l.substr(b, l.find(" };", b) - b);
-      for (size_t p = 0; p < body.size();) {
-        size_t q = body.find(", ", p);
-        if (q == std::string::npos) q = body.size();
-        s.insert(body.substr(p, q - p));
-        p = q + 2;
-      }
-    }
-    return out;
-  };
+  auto sets_of = [](const std::string& full) { return policy_test::script_sets(full); };
+
   std::map<std::string, std::set<std::string>> kernel;
   int bad_ops = 0;
   // Applies a delta's set changes to `kernel` as nft would (deleting an absent

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/script_sets.hpp"
 
 using namespace tabby;
 using namespace tabby::policy;
@@ -60,24 +61,7 @@ Endpoint ep(const std::string& name, Labels l, const std::string& ip4, const std
 
 // The kernel's view for the interpreter: set name -> element texts.
 std::map<std::string, std::set<std::string>> sets_of(const std::string& full) {
-  std::map<std::string, std::set<std::string>> out;
-  std::istringstream in(full);
-  for (std::string l; std::getline(in, l);) {
-    if (!l.starts_with("  set ")) continue;
-    std::string name = l.substr(6, l.find(' ', 6) - 6);
-    auto& s = out[name];
-    auto b = l.find(" elements = { ");
-    if (b == std::string::npos) continue;
-    b += 14;
-    std::string body = l.substr(b, l.find(" };", b) - b);
-    for (size_t p = 0; p < body.size();) {
-      size_t q = body.find(", ", p);
-      if (q == std::string::npos) q = body.size();
-      s.insert(body.substr(p, q - p));
-      p = q + 2;
-    }
-  }
-  return out;
+  return policy_test::script_sets(full);
 }
 
 struct Packet {
