@@ -1507,9 +1507,6 @@ Status Speaker::reconfigure(SpeakerConfig c) {
       }
       continue;
     }
-    // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
-    // mesh peers' AS together: such a peer restarts with the others below
-    // (gracefully) instead of being torn down.
     // Only filters / enforceFirstAS / maxPrefixes changed: applied in place.
     NeighborConfig only_policy = p->cfg;
     only_policy.import_filter = f->second->import_filter;
@@ -1521,6 +1518,9 @@ Status Speaker::reconfigure(SpeakerConfig c) {
       im.apply_policy_change(*p, *f->second);
       continue;
     }
+    // A cluster-wide AS change (BGPConfiguration asNumber) changes our AS and the
+    // mesh peers' AS together: such a peer restarts with the others below
+    // (gracefully) instead of being torn down.
     NeighborConfig only_as = p->cfg;
     only_as.asn = f->second->asn;
     // Only the BFD settings changed: BFD is retuned in place (Poll Sequence),
