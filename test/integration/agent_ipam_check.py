@@ -30,7 +30,6 @@ import json
 import os
 import sys
 
-import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest.cluster import Cluster  # noqa: E402
@@ -41,23 +40,6 @@ def ipam(c, *args):
     """`tabby ipam ...` on node1 (in its namespace: the datastore is reached from there)."""
     conf = c.agents["node1"].conf
     return sh(c.nodes["node1"].cmd([c.bin, "ipam"] + list(args) + ["--config", conf]), check_rc=False)
-
-
-def recorded(c):
-    out = {}
-    for text in c.store.objects("BlockAffinity.tabby.dev"):
-        obj = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-        out.update(obj["spec"].get("allocations") or {})
-    return out
-
-
-def blocks(c, node):
-    out = []
-    for text in c.store.objects("BlockAffinity.tabby.dev"):
-        obj = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-        if obj["spec"]["node"] == node:
-            out.append(obj["spec"]["cidr"])
-    return sorted(out)
 
 
 def body(lab):
@@ -85,7 +67,7 @@ def scenario(lab, store):
     lab.namespaces.remove(p2.netns)
     c.pods.remove(p2)
     c.delete(("WorkloadEndpoint.tabby.dev", "default", "pod2"))
-    check(recorded(c).get("default/pod2") == p2.ip, f"the allocation stays: {recorded(c)}")
+    check(c.allocations().get("default/pod2") == p2.ip, f"the allocation stays: {c.allocations()}")
     r = ipam(c, "check", "-o", "json")
     check(r.returncode == 0, f"check -o json: rc={r.returncode} {r.stdout}{r.stderr}")
     leaks = json.loads(r.stdout)["leaks"]
@@ -102,18 +84,18 @@ def scenario(lab, store):
     r = ipam(c, "release", p1.ip)
     check(r.returncode == 1 and "held by WorkloadEndpoint default/pod1" in r.stderr,
           f"release of pod1's address: rc={r.returncode} {r.stdout}{r.stderr}")
-    check(recorded(c).get("default/pod1") == p1.ip, "pod1's allocation stays")
+    check(c.allocations().get("default/pod1") == p1.ip, "pod1's allocation stays")
 
     step("4. dry run, then release; the address is reused")
-    before = recorded(c)
+    before = c.allocations()
     r = ipam(c, "release", p2.ip, "--dry-run")
     check(r.returncode == 0 and r.stdout.startswith(f"would release {p2.ip}"), f"dry run: {r.stdout}{r.stderr}")
-    check(recorded(c) == before, "the dry run changed the datastore")
+    check(c.allocations() == before, "the dry run changed the datastore")
     r = ipam(c, "release", p2.ip)
     check(r.returncode == 0 and r.stdout.startswith(f"released {p2.ip} (handle default/pod2"),
           f"release: {r.stdout}{r.stderr}")
     step("  " + r.stdout.strip())
-    check("default/pod2" not in recorded(c) and recorded(c).get("default/pod1") == p1.ip, f"after: {recorded(c)}")
+    check("default/pod2" not in c.allocations() and c.allocations().get("default/pod1") == p1.ip, f"after: {c.allocations()}")
     r = ipam(c, "check")
     check("No leaked allocations." in r.stdout, r.stdout)
     p3 = c.add_pod("node1", "default", "pod3")
@@ -132,7 +114,7 @@ def scenario(lab, store):
     c.add_node("node2", 2)
     c.agents["node2"].wait_ready(60)
     p4 = c.add_pod("node2", "default", "pod4")
-    block2 = blocks(c, "node2")
+    block2 = c.blocks_of("node2")
     check(len(block2) == 1, f"node2's blocks: {block2}")
     block2 = block2[0]
     wait_until(lambda: block2 in c.agents["node1"].kernel_routes(), 20, "node1 routes node2's block")
@@ -147,7 +129,7 @@ def scenario(lab, store):
     r = ipam(c, "release", "--block", block2)
     check(r.returncode == 1 and "still has WorkloadEndpoints holding its addresses (default/pod4)" in r.stderr,
           f"{r.returncode} {r.stdout}{r.stderr}")
-    own = blocks(c, "node1")[0]
+    own = c.blocks_of("node1")[0]
     r = ipam(c, "release", "--block", own)
     check(r.returncode == 1 and "belongs to node node1, which exists" in r.stderr, f"{r.returncode} {r.stderr}")
     sh(["ip", "netns", "del", p4.netns])
@@ -156,11 +138,11 @@ def scenario(lab, store):
     c.delete(("WorkloadEndpoint.tabby.dev", "default", "pod4"))
     r = ipam(c, "release", "--block", block2, "--dry-run")
     check(r.returncode == 0 and r.stdout.startswith(f"would release block {block2} of node node2"), r.stdout + r.stderr)
-    check(blocks(c, "node2") == [block2], "the dry run changed the datastore")
+    check(c.blocks_of("node2") == [block2], "the dry run changed the datastore")
     r = ipam(c, "release", "--block", block2)
     check(r.returncode == 0 and r.stdout.startswith(f"released block {block2} of node node2"), r.stdout + r.stderr)
     step("  " + r.stdout.strip())
-    check(blocks(c, "node2") == [], f"node2's blocks after the release: {blocks(c, 'node2')}")
+    check(c.blocks_of("node2") == [], f"node2's blocks after the release: {c.blocks_of('node2')}")
     wait_until(lambda: block2 not in c.agents["node1"].kernel_routes(), 20, "node1 drops its route to the block")
     r = ipam(c, "check", "-o", "json")
     check(json.loads(r.stdout) == {"leaks": [], "orphanBlocks": []}, r.stdout)

@@ -23,22 +23,12 @@ import json
 import os
 import sys
 
-import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest.cluster import Cluster  # noqa: E402
 from tabbytest.core import check, run_test, step, wait_until  # noqa: E402
 
 POOL = "198.19.0.0/16"
-
-
-def blocks_of(c, node):
-    out = []
-    for text in c.store.objects("BlockAffinity.tabby.dev"):
-        obj = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-        if obj["spec"]["node"] == node:
-            out.append(obj["spec"]["cidr"])
-    return sorted(out)
 
 
 def vtep(node):
@@ -61,8 +51,8 @@ def body(lab):
 
     step("1. each node claims a block and has its VTEP address before any pod")
     for name, n in (("node1", n1), ("node2", n2)):
-        wait_until(lambda name=name: len(blocks_of(c, name)) == 1, 20, f"{name} claims one block without pods")
-        block = ipaddress.ip_network(blocks_of(c, name)[0])
+        wait_until(lambda name=name: len(c.blocks_of(name)) == 1, 20, f"{name} claims one block without pods")
+        block = ipaddress.ip_network(c.blocks_of(name)[0])
         check(block.subnet_of(ipaddress.ip_network(POOL)), f"{name}'s block {block} is not in the pool")
         wait_until(lambda n=n, block=block: vtep(n) == str(block.network_address), 20,
                    f"{name}'s vxlan.tabby carries {block.network_address} (has {vtep(n)})")
@@ -77,9 +67,9 @@ def body(lab):
 
     step("3. pods take addresses of the claimed block, never the VTEP address")
     p2 = c.add_pod("node2", "default", "pod2")
-    block2 = ipaddress.ip_network(blocks_of(c, "node2")[0])
+    block2 = ipaddress.ip_network(c.blocks_of("node2")[0])
     check(ipaddress.ip_address(p2.ip) in block2 and p2.ip != v2, f"pod2 got {p2.ip} (block {block2}, VTEP {v2})")
-    check(len(blocks_of(c, "node2")) == 1, f"node2's blocks after its first pod: {blocks_of(c, 'node2')}")
+    check(len(c.blocks_of("node2")) == 1, f"node2's blocks after its first pod: {c.blocks_of('node2')}")
     p1 = c.add_pod("node1", "default", "pod1")
     c.ping_all()
     wait_until(lambda: c.ping(p1, v2, count=1), 10, f"pod1 pings node2's VTEP {v2}")
@@ -90,7 +80,7 @@ def body(lab):
     a2.start()
     a2.wait_ready(60)
     wait_until(lambda: vtep(n2) == v2, 20, "node2's VTEP after the restart")
-    check(blocks_of(c, "node2") == [str(block2)], f"node2's blocks after a restart: {blocks_of(c, 'node2')}")
+    check(c.blocks_of("node2") == [str(block2)], f"node2's blocks after a restart: {c.blocks_of('node2')}")
     c.ping_all()
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agent_cluster_k8s import API_IP, API_PORT, BLOCKS, WEPS, K8sStore  # noqa: E402
 from tabbytest.cluster import Cluster, _Proc  # noqa: E402
 from tabbytest.core import check, fail, run_test, sh, step, wait_until  # noqa: E402
-from tabbytest.podman import Podman, busybox_rootfs_tar  # noqa: E402
+from tabbytest.podman import Podman, PodmanCleanup, busybox_rootfs_tar  # noqa: E402
 
 NETWORK = "k8s-pod-network"
 PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
@@ -106,7 +106,7 @@ def body(lab):
         check(cni[name].token() == open(c.store.token_file).read(), "the token copy is the service-account token")
         check(oct(os.stat(cni[name].token_copy).st_mode & 0o777) == "0o600", "the token copy is mode 0600")
         pm[name] = Podman(c.nodes[name], cni[name].bin_dir, cni[name].conf_dir)
-        lab.track(_PodmanCleanup(pm[name]))
+        lab.track(PodmanCleanup(pm[name]))
         pm[name].import_image(tar)
     log3 = open(os.path.join(c.nodes["node3"].dir, "install-cni.log")).read()
     check("05-old.conflist sorts before 10-tabby.conflist: the container runtime uses it" in log3,
@@ -201,20 +201,6 @@ def body(lab):
     left = sorted(f for f in os.listdir(x.conf_dir) if f != "cni.lock")  # cni.lock: podman's own
     left += [f for f in os.listdir(x.bin_dir) if f == "tabby"]
     check(not left, f"uninstall removed the conflist, tabby/ and the binary: left {left}\n{p.stdout}")
-
-
-class _PodmanCleanup:
-    """Removes the node's containers (CNI DEL through podman) before the lab stops the agents."""
-    label = "podman"
-
-    def __init__(self, podman):
-        self.podman = podman
-
-    def stop(self):
-        self.podman.cleanup()
-
-    def log_files(self):
-        return []
 
 
 run_test("cni_podman", body)

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agent_cluster_k8s as ak  # noqa: E402
 from tabbytest.cluster import Cluster  # noqa: E402
 from tabbytest.core import check, fail, run_test, sh, step, wait_until  # noqa: E402
-from tabbytest.podman import Podman  # noqa: E402
+from tabbytest.podman import Podman, PodmanCleanup  # noqa: E402
 
 ROOT = os.environ.get("TABBY_ROOT") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MANIFEST = os.path.join(ROOT, "deploy", "kubernetes", "tabby.yaml")
@@ -225,7 +225,7 @@ def body(lab):
     for d in unused:
         os.makedirs(d, exist_ok=True)
     pm = Podman(c.nodes["node1"], *unused)
-    lab.track(_Cleanup(pm))
+    lab.track(PodmanCleanup(pm))
     short = tempfile.mkdtemp(prefix="tbimg-")
     try:
         archive = os.path.join(lab.tmp, "tabby-image.tar")
@@ -309,19 +309,6 @@ def body(lab):
           f"`tabby status` inside the container lists both peers up:\n{p.stdout}")
     step("mesh up; Nodes registered with the autodetected addresses; CNI installed on every node's host paths; "
          "`tabby status` works inside the image")
-
-
-class _Cleanup:
-    label = "podman"
-
-    def __init__(self, podman):
-        self.podman = podman
-
-    def stop(self):
-        self.podman.cleanup()
-
-    def log_files(self):
-        return []
 
 
 run_test("deploy_manifest", body)

@@ -293,13 +293,32 @@ class Cluster:
         for pod in [p for p in self.pods if p.node.name == name]:
             self.pods.remove(pod)
         self.delete(("Node.projectcalico.org", "", name))
-        for text in self.store.objects("BlockAffinity.tabby.dev"):
-            obj = json.loads(text) if text.lstrip().startswith("{") else None
-            if obj is None:
-                import yaml  # noqa: PLC0415 (only for YAML written by the agent)
-                obj = yaml.safe_load(text)
+        for obj in self.block_affinities():
             if obj["spec"]["node"] == name:
                 self.delete(("BlockAffinity.tabby.dev", "", obj["metadata"]["name"]))
+
+    # ---------------------------------------------------------------- IPAM state
+    def block_affinities(self):
+        """The block claims in the store, parsed (the agent writes JSON or YAML)."""
+        out = []
+        for text in self.store.objects("BlockAffinity.tabby.dev"):
+            if text.lstrip().startswith("{"):
+                out.append(json.loads(text))
+            else:
+                import yaml  # noqa: PLC0415 (only for YAML written by the agent)
+                out.append(yaml.safe_load(text))
+        return out
+
+    def blocks_of(self, node):
+        """The CIDRs of the blocks `node` has claimed, sorted."""
+        return sorted(o["spec"]["cidr"] for o in self.block_affinities() if o["spec"]["node"] == node)
+
+    def allocations(self):
+        """Every recorded allocation of every block: handle -> address."""
+        out = {}
+        for o in self.block_affinities():
+            out.update(o["spec"].get("allocations") or {})
+        return out
 
     # ---------------------------------------------------------------- pods
     def _cni(self, node, command, netns, container_id, namespace, name, conf=None):

@@ -134,3 +134,18 @@ network_config_dir = "{cni_conf_dir}"
     def cleanup(self):
         self.stop_all()
         shutil.rmtree(self.short, ignore_errors=True)
+
+
+class PodmanCleanup:
+    """Tracked by a Lab: removes a Podman's containers (CNI DEL through podman)
+    before the lab stops the agents."""
+    label = "podman"
+
+    def __init__(self, podman):
+        self.podman = podman
+
+    def stop(self):
+        self.podman.cleanup()
+
+    def log_files(self):
+        return []
