@@ -136,9 +136,21 @@ void add_document(const YAML::Node& doc, std::string_view original, const std::s
     text = std::string(original);
     if (text.empty() || text.back() != '\n') text += '\n';
   } else {
+    // A List item is written back as YAML. The text must read back as the
+    // same object: yaml-cpp's emitter cannot write every string it reads (a
+    // name or apiVersion holding invalid UTF-8 or a control character comes
+    // back different), and an object filed under a key its own text does not
+    // name would confuse every later update of it.
     YAML::Emitter em;
     em << doc;
-    text = std::string(em.c_str()) + "\n";
+    if (em.good()) text = std::string(em.c_str()) + "\n";
+    auto back = em.good() ? document_key(text) : Result<DocKey>(fail_msg(em.GetLastError()));
+    if (!back || *back != *key) {
+      if (error.empty())
+        error = origin + ": document " + std::to_string(index + 1) + ": List item " + to_string(*key) +
+                ": its fields cannot be written back as YAML unchanged (invalid UTF-8 or a control character?)";
+      return;
+    }
   }
   out.push_back(DocEvent{std::move(*key), std::move(text), "", false, origin});
 }

@@ -46,6 +46,25 @@ TEST_CASE("manifests: several documents, List expansion, keys") {
   CHECK((*docs)[0].text.find("p1") == std::string::npos);
 }
 
+TEST_CASE("manifests: a List item whose text cannot be written back unchanged is an error, not a wrong key") {
+  // Found by resources_fuzz: invalid UTF-8 and a DEL inside an item's apiVersion.
+  // The re-emitted item read back under another kind, so the object was filed
+  // under a key its own text did not name.
+  std::string bad_api = "projectcal\xe3\xff\xff\xff\xff\xff\xff\x7fico.org/v3";
+  std::string text = "apiVersion: v1\nkind: List\nitems:\n- {\"apiVersion\": \"" + bad_api +
+                     "\", \"kind\": \"IPPool\", \"metadata\": {\"name\": \"p\"}}\n";
+  auto docs = parse_manifests(text, "m/list.yaml");
+  REQUIRE(!docs.ok());
+  CHECK(docs.error().message.find("m/list.yaml: document 1: List item") == 0);
+  CHECK(docs.error().message.find("cannot be written back") != std::string::npos);
+  // A well-formed item of the same List still parses.
+  auto good = parse_manifests("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: projectcalico.org/v3, kind: IPPool, "
+                              "metadata: {name: p}}\n", "m/list.yaml");
+  REQUIRE(good.ok());
+  REQUIRE(good->size() == 1);
+  CHECK((*good)[0].key == DocKey{"IPPool.projectcalico.org", "", "p"});
+}
+
 TEST_CASE("manifests: YAML errors carry file, line and column; missing fields are named") {
   auto bad = parse_manifests("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n", "m/bad.yaml");
   REQUIRE(!bad.ok());
