@@ -26,11 +26,22 @@ namespace tabby::dataplane {
 
 namespace {
 
-bool write_sysctl(const std::string& path, const char* value) {
-  std::ofstream f(path);
-  if (!f) return false;
-  f << value;
-  return static_cast<bool>(f);
+// Sets a sysctl, or finds it already holding `value`. An agent container
+// without privileges sees /proc/sys read-only; the CNI plugin, which the
+// container runtime runs on the host, sets a workload interface's sysctls when
+// it creates it, so the agent's write is a repair that may find nothing to do.
+bool ensure_sysctl(const std::string& path, const char* value) {
+  {
+    std::ofstream f(path);
+    if (f) {
+      f << value;
+      f.flush();  // /proc reports a refused value at write(2), not at open
+      if (f) return true;
+    }
+  }
+  std::ifstream r(path);
+  std::string current;
+  return r && std::getline(r, current) && current == value;
 }
 
 bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
@@ -189,9 +200,12 @@ struct LinuxDataplane::Impl {
   void apply_sysctls() {
     if (!opts.manage_sysctls) return;
     if (!forwarding_done && !workload_ifs.empty()) {
-      forwarding_done = write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
+      forwarding_done = ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
+      if (!forwarding_done)
+        errors.push_back("net.ipv4.ip_forward is 0 and cannot be set here (/proc/sys read-only?): "
+                         "pods on this node are unreachable until it is 1");
       if (file_exists("/proc/sys/net/ipv6/conf/all/forwarding"))
-        write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1");
+        ensure_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1");
     }
     for (const auto& name : workload_ifs) {
       int idx = links.index_of(name);
@@ -199,15 +213,17 @@ struct LinuxDataplane::Impl {
       auto it = sysctl_done.find(name);
       if (it != sysctl_done.end() && it->second == idx) continue;
       std::string v4 = "/proc/sys/net/ipv4/conf/" + name + "/";
-      bool ok = write_sysctl(v4 + "proxy_arp", "1") && write_sysctl(v4 + "forwarding", "1");
-      write_sysctl("/proc/sys/net/ipv4/neigh/" + name + "/proxy_delay", "0");  // answer ARP at once
+      bool ok = ensure_sysctl(v4 + "proxy_arp", "1") && ensure_sysctl(v4 + "forwarding", "1");
+      ensure_sysctl("/proc/sys/net/ipv4/neigh/" + name + "/proxy_delay", "0");  // answer ARP at once
       std::string v6 = "/proc/sys/net/ipv6/conf/" + name + "/";
       if (file_exists(v6 + "forwarding")) {
-        write_sysctl(v6 + "forwarding", "1");
-        write_sysctl(v6 + "proxy_ndp", "1");
+        ensure_sysctl(v6 + "forwarding", "1");
+        ensure_sysctl(v6 + "proxy_ndp", "1");
       }
       if (ok) sysctl_done[name] = idx;
-      else errors.push_back("sysctls of workload interface " + name + " could not be set");
+      else
+        errors.push_back("workload interface " + name + ": proxy_arp or forwarding is off and cannot be set here "
+                         "(/proc/sys read-only?): its pod is unreachable");
     }
   }
 

@@ -3,6 +3,7 @@
 #include "felix/config/autodetect.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <regex>
 
 namespace tabby::felix {
@@ -59,6 +60,17 @@ std::string names(const std::vector<HostInterface>& ifs) {
 
 }  // namespace
 
+bool valid_host_name(std::string_view name) {
+  if (name.empty() || name.size() > 253 || name.front() == '.' || name.front() == '-') return false;
+  char prev = '.';
+  for (char c : name) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+    if (!ok || (c == '.' && prev == '.')) return false;
+    prev = c;
+  }
+  return true;
+}
+
 Result<AutodetectMethod> parse_autodetection_method(std::string_view text, IpFamily family) {
   AutodetectMethod m;
   std::string t(text);
@@ -88,12 +100,17 @@ Result<AutodetectMethod> parse_autodetection_method(std::string_view text, IpFam
   } else if (auto v4 = value_of("can-reach=")) {
     m.kind = AutodetectMethod::Kind::CanReach;
     auto a = IpAddress::parse(*v4);
-    if (!a) return bad("'" + *v4 + "' is not an IP address (tabby does not resolve names here)");
+    if (!a) {
+      // Not an address: a host name, resolved by the caller in this family.
+      if (!valid_host_name(*v4)) return bad("'" + *v4 + "' is neither an IP address nor a host name");
+      m.reach_name = *v4;
+      return m;
+    }
     if (a->family() != family) return bad("'" + *v4 + "' is not an " + family_name(family) + " address");
     m.reach = *a;
     return m;
   } else {
-    return bad("unknown method (first-found, can-reach=ADDRESS, interface=REGEX, skip-interface=REGEX, cidr=CIDR)");
+    return bad("unknown method (first-found, can-reach=ADDRESS|NAME, interface=REGEX, skip-interface=REGEX, cidr=CIDR)");
   }
   if (m.patterns.empty()) return bad("needs at least one regular expression");
   for (const auto& p : m.patterns) {
@@ -113,11 +130,13 @@ Result<std::string> autodetect_address(const AutodetectMethod& m, IpFamily famil
   const auto ordered = by_index(interfaces);
   const std::string fam = family_name(family);
   if (m.kind == K::CanReach) {
-    if (!route_source) return fail_msg("can-reach=" + m.reach->str() + ": no route to it");
+    if (!m.reach) return fail_msg("can-reach=" + m.reach_name + ": the name is not resolved");
+    const std::string target = m.reach_name.empty() ? m.reach->str() : m.reach_name + " (" + m.reach->str() + ")";
+    if (!route_source) return fail_msg("can-reach=" + target + ": no route to it");
     for (const auto* i : ordered)
       for (const auto& a : i->addresses)
         if (a.address == *route_source) return text(a);
-    return fail_msg("can-reach=" + m.reach->str() + ": source address " + route_source->str() +
+    return fail_msg("can-reach=" + target + ": source address " + route_source->str() +
                     " is on no interface");
   }
   if (m.kind == K::Cidr) {

@@ -42,7 +42,8 @@ struct AutodetectMethod {
   Kind kind = Kind::FirstFound;
   std::vector<std::string> patterns;  // Interface, SkipInterface
   std::vector<Prefix> cidrs;          // Cidr
-  std::optional<IpAddress> reach;     // CanReach
+  std::optional<IpAddress> reach;     // CanReach: the target (resolved by the caller when named)
+  std::string reach_name;             // CanReach given as a host name (calico-node resolves it too)
 };
 
 inline constexpr const char* kDefaultSkippedInterfaces[] = {
@@ -53,6 +54,10 @@ inline constexpr const char* kDefaultSkippedInterfaces[] = {
 // "" means first-found. Errors name the method and the bad part (an unknown method,
 // an invalid regular expression, CIDR or address, or one of the other family).
 Result<AutodetectMethod> parse_autodetection_method(std::string_view text, IpFamily family);
+
+// True for a host name can-reach= accepts: letters, digits, '-' and '.', at most
+// 253 characters, no empty label.
+bool valid_host_name(std::string_view name);
 
 // One address text "ADDR/LEN". `route_source` is, for can-reach, the source address
 // the host's routing chose toward the target (nullopt: no route). Errors say which

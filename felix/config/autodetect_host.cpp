@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -59,6 +60,20 @@ std::vector<HostInterface> read_host_interfaces() {
   return out;
 }
 
+Result<IpAddress> resolve_host_name(const std::string& name, IpFamily family) {
+  addrinfo hints{};
+  hints.ai_family = family == IpFamily::V4 ? AF_INET : AF_INET6;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(name.c_str(), nullptr, &hints, &res);
+  if (rc != 0) return fail_msg(std::string("cannot resolve it (") + ::gai_strerror(rc) + ")");
+  std::optional<IpAddress> out;
+  for (addrinfo* i = res; i && !out; i = i->ai_next) out = from_sockaddr(i->ai_addr);
+  ::freeaddrinfo(res);
+  if (!out) return fail_msg(std::string("no ") + (family == IpFamily::V4 ? "IPv4" : "IPv6") + " address for it");
+  return *out;
+}
+
 std::optional<IpAddress> route_source_toward(const IpAddress& target) {
   int fd = ::socket(target.is_v4() ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return std::nullopt;
@@ -92,7 +107,14 @@ Result<std::string> autodetect_node_address(std::string_view method_text, IpFami
   auto m = parse_autodetection_method(method_text, family);
   if (!m) return Unexpected<Error>{m.error()};
   std::optional<IpAddress> source;
-  if (m->kind == AutodetectMethod::Kind::CanReach) source = route_source_toward(*m->reach);
+  if (m->kind == AutodetectMethod::Kind::CanReach) {
+    if (!m->reach) {
+      auto a = resolve_host_name(m->reach_name, family);
+      if (!a) return fail_msg("can-reach=" + m->reach_name + ": " + a.error().message);
+      m->reach = *a;
+    }
+    source = route_source_toward(*m->reach);
+  }
   return autodetect_address(*m, family, read_host_interfaces(), source);
 }
 

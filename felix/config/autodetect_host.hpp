@@ -15,6 +15,8 @@
 namespace tabby::felix {
 
 std::vector<HostInterface> read_host_interfaces();
+// A host name's first address of `family` (getaddrinfo: /etc/hosts, then DNS).
+Result<IpAddress> resolve_host_name(const std::string& name, IpFamily family);
 std::optional<IpAddress> route_source_toward(const IpAddress& target);
 
 // Parses `method_text` and picks this host's address of `family`: "ADDR/LEN".

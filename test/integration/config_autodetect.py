@@ -7,16 +7,32 @@ runs for IP=autodetect) must pick, per method:
   first-found -> ens3's; interface=ens4 -> ens4's; skip-interface=ens3 -> ens4's;
   cidr=203.0.113.0/24 -> ens4's; can-reach=203.0.113.1 -> ens4's (connected route);
   can-reach=198.51.100.1 -> ens3's (default route); and the IPv6 equivalents;
+  can-reach by host name (the node namespace's /etc/netns hosts file) likewise;
 an unknown interface is an error naming the method. Then `tabby agent` with
 IP=autodetect + IP_AUTODETECTION_METHOD=interface=ens4 and no routerID runs with
 router ID 203.0.113.5, and a bad method stops it with exit 2 and the reason."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest.core import check, run_test, sh, step, tabby_bin, wait_until  # noqa: E402
+
+
+class EtcNetnsDir:
+    """Tracked by the lab: removes the /etc/netns/<ns> directory of a namespace the test made."""
+    label = "etc-netns"
+
+    def __init__(self, path):
+        self.path = path
+
+    def stop(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def log_files(self):
+        return []
 
 
 def body(lab):
@@ -63,6 +79,18 @@ def body(lab):
         (["-6", "can-reach=2001:db8:2::1"], "2001:db8:2::5/64"),
         (["-6", "can-reach=2001:db8:99::1"], "2001:db8:1::11/64"),
     ]
+    # can-reach= with a host name, resolved in the node's own view: `ip netns exec`
+    # puts /etc/netns/<ns>/hosts over /etc/hosts.
+    hosts_dir = os.path.join("/etc/netns", n.ns)
+    os.makedirs(hosts_dir, exist_ok=True)
+    lab.track(EtcNetnsDir(hosts_dir))
+    with open(os.path.join(hosts_dir, "hosts"), "w") as f:
+        f.write("203.0.113.1 tor-b.fabric.test\n2001:db8:2::1 tor-b.fabric.test\n198.51.100.1 far.fabric.test\n")
+    cases += [
+        (["can-reach=tor-b.fabric.test"], "203.0.113.5/24"),
+        (["can-reach=far.fabric.test"], "198.18.0.11/24"),
+        (["-6", "can-reach=tor-b.fabric.test"], "2001:db8:2::5/64"),
+    ]
     for args, want in cases:
         p = detect(*args)
         check(p.returncode == 0 and p.stdout.strip() == want,
@@ -72,7 +100,10 @@ def body(lab):
     p = detect("interface=eth7")
     check(p.returncode == 1 and "interface=eth7: no interface that is up has a usable IPv4 address" in p.stderr,
           f"an interface that is not there: {p.stderr}")
-    step(f"{len(cases)} autodetection cases pick the expected address")
+    p = detect("can-reach=nowhere.fabric.test")
+    check(p.returncode == 1 and "can-reach=nowhere.fabric.test: cannot resolve it" in p.stderr,
+          f"a name that does not resolve: {p.stderr}")
+    step(f"{len(cases)} autodetection cases pick the expected address (3 of them by host name)")
 
     conf = os.path.join(n.dir, "tabby.yaml")
     sock = os.path.join(n.dir, "tabby.sock")

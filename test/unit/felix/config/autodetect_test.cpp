@@ -48,17 +48,25 @@ TEST_CASE("autodetect: each method picks the expected address") {
   CHECK(pick("cidr=2001:db8:2::/48", IpFamily::V6) == "2001:db8:2::5/64");
   CHECK(pick("can-reach=198.51.100.1", IpFamily::V4, *IpAddress::parse("198.51.100.7")) == "198.51.100.7/24");
   CHECK(pick("can-reach=2001:db8:2::1", IpFamily::V6, *IpAddress::parse("2001:db8:2::5")) == "2001:db8:2::5/64");
+  auto named = parse_autodetection_method("can-reach=gw.example", IpFamily::V4);
+  REQUIRE(named);
+  CHECK(named->reach_name == "gw.example");
+  CHECK(!named->reach);
 }
 
 TEST_CASE("autodetect: errors name the method and the part") {
   CHECK(pick("nearest") ==
-        "parse: autodetection method 'nearest': unknown method (first-found, can-reach=ADDRESS, interface=REGEX, "
+        "parse: autodetection method 'nearest': unknown method (first-found, can-reach=ADDRESS|NAME, interface=REGEX, "
         "skip-interface=REGEX, cidr=CIDR)");
   CHECK(pick("interface=(") .find("'(' is not a valid regular expression") != std::string::npos);
   CHECK(pick("interface=") == "parse: autodetection method 'interface=': needs at least one regular expression");
   CHECK(pick("cidr=10.0.0.0") == "parse: autodetection method 'cidr=10.0.0.0': '10.0.0.0' is not a CIDR like 198.18.0.0/16");
   CHECK(pick("cidr=2001:db8::/32") == "parse: autodetection method 'cidr=2001:db8::/32': '2001:db8::/32' is not an IPv4 CIDR");
-  CHECK(pick("can-reach=example.com").find("is not an IP address") != std::string::npos);
+  // A name is resolved by the host side (autodetect_host.cpp); unresolved, the
+  // pure choice says so instead of guessing.
+  CHECK(pick("can-reach=example.com") == "error: can-reach=example.com: the name is not resolved");
+  CHECK(pick("can-reach=bad_name!").find("is neither an IP address nor a host name") != std::string::npos);
+  CHECK(pick("can-reach=a..b").find("is neither an IP address nor a host name") != std::string::npos);
   CHECK(pick("can-reach=2001:db8::1").find("is not an IPv4 address") != std::string::npos);
   CHECK(pick("can-reach=198.51.100.1") == "error: can-reach=198.51.100.1: no route to it");
   CHECK(pick("can-reach=198.51.100.1", IpFamily::V4, *IpAddress::parse("192.0.2.1")) ==
