@@ -200,6 +200,26 @@ int program(const Cfg& cfg) {
     r.dst.ports.ranges = {{5001, 5001}};
     p.ingress_rules.push_back(r);
     c.upsert_policy(p);
+    // With tiers, the pods' traffic crosses every tier: each tier's last policy
+    // (after its other policies' rules) passes the benchmark's flow on to the
+    // next tier, and the default tier's policy above allows it.
+    for (int k = 0; cfg.tiers > 1 && k < cfg.tiers; ++k) {
+      Policy pass;
+      pass.kind = PolicyKind::CalicoGlobalNetworkPolicy;
+      pass.tier = "tier" + std::to_string(k);
+      pass.name = pass.tier + ".rr-pass";
+      pass.order = 1e9;
+      pass.selector = S("app in {'rr-client', 'rr-server'}");
+      pass.scope = {NamespaceScope::Any, "", {}};
+      pass.ingress = pass.egress = true;
+      Rule rr;
+      rr.action = Action::Pass;
+      rr.protocol = 6;
+      rr.dst.ports.ranges = {{5001, 5001}};
+      pass.ingress_rules.push_back(rr);
+      pass.egress_rules.push_back(rr);
+      c.upsert_policy(pass);
+    }
   }
   auto s = (*ex)->sync(c, true);
   if (!s) {

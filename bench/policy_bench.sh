@@ -7,9 +7,10 @@
 #    with the policies in 10 Calico tiers (--tiers 10), both printed side by side.
 # 2. Per-packet cost: two local "pods" (netns + veth + /32 routes into a node
 #    netns), TCP request/response rate client -> server with 0 and with 1,000
-#    policies programmed (rr: one connection, like netperf TCP_RR; crr: a new
-#    connection per transaction, every SYN walks the policy chains). The two
-#    configurations alternate (0, 1000, 1000, 0, 0, 1000, ...: drift of the
+#    policies programmed, and with the 1,000 in 10 tiers that the flow crosses
+#    by Pass (rr: one connection, like netperf TCP_RR; crr: a new
+#    connection per transaction, every SYN walks the policy chains). The
+#    configurations alternate (0 1000 t10, t10 1000 0, ...: drift of the
 #    shared machine hits both alike), client and server pinned to one core
 #    (see PIN below); the table shows the median and the spread (min-max) of
 #    the rounds and of the round-by-round ratios.
@@ -103,22 +104,26 @@ run_rr() {  # prints rr crr
   crr=$(ip netns exec "${P}client" "${PIN_C[@]}" "$RR" crr 198.19.250.2 5001 "$SECS")
   echo "$rr $crr"
 }
+# Three configurations: no policy, 1,000 policies in the default tier, and the
+# same 1,000 in 10 tiers (the flow passes through every tier: see --program).
 declare -A RRS CRRS
-for n in 0 1000; do RRS[$n]=""; CRRS[$n]=""; done
+CONFS="0 1000 1000t10"
+for n in $CONFS; do RRS[$n]=""; CRRS[$n]=""; done
 for round in $(seq "$ROUNDS"); do
-  order="0 1000"; [ $((round % 2)) -eq 0 ] && order="1000 0"
+  order="$CONFS"; [ $((round % 2)) -eq 0 ] && order="1000t10 1000 0"
   for n in $order; do
-    ip netns exec "$N" "$BENCH" --program "$n" --client caliclient,198.19.250.1 --server caliserver,198.19.250.2 \
-      | sed 's/^/  /'
+    tiers=(); [ "$n" = 1000t10 ] && tiers=(--tiers 10)
+    ip netns exec "$N" "$BENCH" --program "${n%t10}" "${tiers[@]}" \
+      --client caliclient,198.19.250.1 --server caliserver,198.19.250.2 | sed 's/^/  /'
     sleep 1  # let the kernel's deferred release of the replaced table finish
     read -r rr crr < <(run_rr)
     echo "  round $round, $n policies: rr $rr/s, crr $crr/s"
     RRS[$n]+="$rr "; CRRS[$n]+="$crr "
   done
 done
-python3 - "${RRS[0]}" "${RRS[1000]}" "${CRRS[0]}" "${CRRS[1000]}" <<'PY'
+python3 - "${RRS[0]}" "${RRS[1000]}" "${CRRS[0]}" "${CRRS[1000]}" "${RRS[1000t10]}" "${CRRS[1000t10]}" <<'PY'
 import statistics, sys
-r0, r1, c0, c1 = ([int(x) for x in a.split()] for a in sys.argv[1:5])
+r0, r1, c0, c1, r10, c10 = ([int(x) for x in a.split()] for a in sys.argv[1:7])
 def row(name, a, b):
     ma, mb = statistics.median(a), statistics.median(b)
     # Paired ratios (round by round) show whether the difference exceeds the noise.
@@ -130,6 +135,11 @@ print(f"  {'median of %d rounds' % len(r0):<26} {'0 policies':>10} {'(min-max)':
       f"{'ratio':>6} paired: median (range)")
 a, b = row("TCP_RR (transactions/s)", r0, r1)
 c, d = row("TCP_CRR (connections/s)", c0, c1)
+print(f"  {'':<26} {'0 policies':>10} {'':^15} {'10 tiers':>10}")
+_, b10 = row("TCP_RR, 10 tiers x 100", r0, r10)
+_, d10 = row("TCP_CRR, 10 tiers x 100", c0, c10)
 print(f"BENCH policy_rr_0={a:.0f} policy_rr_1000={b:.0f} policy_crr_0={c:.0f} policy_crr_1000={d:.0f} "
-      f"policy_rr_ratio={b / a:.3f} policy_crr_ratio={d / c:.3f} rounds={len(r0)}")
+      f"policy_rr_ratio={b / a:.3f} policy_crr_ratio={d / c:.3f} policy_rr_tiers10={b10:.0f} "
+      f"policy_crr_tiers10={d10:.0f} policy_rr_tiers10_ratio={b10 / a:.3f} policy_crr_tiers10_ratio={d10 / c:.3f} "
+      f"rounds={len(r0)}")
 PY
