@@ -35,7 +35,13 @@ class Node;
 
 namespace tabby::policy::schema {
 
-enum class PolicyApi { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy, CalicoTier };
+enum class PolicyApi {
+  K8sNetworkPolicy,
+  CalicoNetworkPolicy,
+  CalicoGlobalNetworkPolicy,
+  CalicoTier,
+  CalicoNetworkSet,  // NetworkSet and GlobalNetworkSet (spec.nets)
+};
 
 struct FieldProblem {
   std::string path;     // "spec.ingress[0].form"

@@ -57,6 +57,8 @@ RESOURCES = {
     "/apis/crd.projectcalico.org/v1/nodes": ("crd.projectcalico.org/v1", "Node", False),
     "/apis/crd.projectcalico.org/v1/networkpolicies": ("crd.projectcalico.org/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/globalnetworkpolicies": ("crd.projectcalico.org/v1", "GlobalNetworkPolicy", False),
+    "/apis/crd.projectcalico.org/v1/networksets": ("crd.projectcalico.org/v1", "NetworkSet", True),
+    "/apis/crd.projectcalico.org/v1/globalnetworksets": ("crd.projectcalico.org/v1", "GlobalNetworkSet", False),
     "/apis/tabby.dev/v1/blockaffinities": ("tabby.dev/v1", "BlockAffinity", False),
     "/apis/tabby.dev/v1/workloadendpoints": ("tabby.dev/v1", "WorkloadEndpoint", True),
     "/apis/tabby.dev/v1/ipamleases": ("tabby.dev/v1", "IPAMLease", False),
