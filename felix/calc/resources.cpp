@@ -4,7 +4,7 @@
 // user's existing manifests apply unchanged. Policy kinds are delegated to the policy
 // module's parser (one selector/policy parser in the project), which validates every
 // field strictly (Kubernetes NetworkPolicy included: a policy is a security control).
-// Security kinds tabby does not implement (HostEndpoint, NetworkSet, ...) are
+// Security kinds tabby does not implement (HostEndpoint, Profile, ...) are
 // refused with a message saying they are not enforced.
 #include "felix/calc/resources.hpp"
 

@@ -49,6 +49,7 @@ RESOURCES = {
     "/api/v1/nodes": ("v1", "Node", False),
     "/api/v1/pods": ("v1", "Pod", True),
     "/api/v1/namespaces": ("v1", "Namespace", False),
+    "/api/v1/serviceaccounts": ("v1", "ServiceAccount", True),
     "/apis/networking.k8s.io/v1/networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/bgpconfigurations": ("crd.projectcalico.org/v1", "BGPConfiguration", False),
     "/apis/crd.projectcalico.org/v1/bgppeers": ("crd.projectcalico.org/v1", "BGPPeer", False),
