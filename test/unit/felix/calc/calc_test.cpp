@@ -1837,3 +1837,26 @@ TEST_CASE("policy inputs: service accounts label their pods' endpoints; network 
   CHECK_MESSAGE(n.errors[0].find("bad.yaml: GlobalNetworkSet g: spec.nets[0]: invalid CIDR") != std::string::npos,
                 n.errors[0]);
 }
+
+TEST_CASE("a rejected network set's problem speaks of the network set, not of a policy") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  const std::string bad = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: office}\n"
+                          "spec: {nets: [203.0.113.0/33]}\n";
+  const std::string good = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: office}\n"
+                           "spec: {nets: [203.0.113.0/24]}\n";
+  feed.feed({DocEvent{{"GlobalNetworkSet.projectcalico.org", "", "office"}, bad, "1", false, "sets.yaml"}}, calc);
+  auto p = feed.problems();
+  REQUIRE(p.size() == 1);
+  CHECK_MESSAGE(p[0].message.find("this network set never had a valid version") != std::string::npos, p[0].message);
+  CHECK(p[0].message.find("policy") == p[0].message.find("policy selector"));
+  feed.feed({DocEvent{{"GlobalNetworkSet.projectcalico.org", "", "office"}, good, "2", false, "sets.yaml"}}, calc);
+  CHECK(feed.problems().empty());
+  feed.feed({DocEvent{{"GlobalNetworkSet.projectcalico.org", "", "office"}, bad, "3", false, "sets.yaml"}}, calc);
+  p = feed.problems();
+  REQUIRE(p.size() == 1);
+  CHECK_MESSAGE(p[0].message.find("the last good version of this network set stays in force") != std::string::npos,
+                p[0].message);
+  REQUIRE(calc.network_sets().size() == 1);
+  CHECK(calc.network_sets()[0].nets.at(0).str() == "203.0.113.0/24");
+}
