@@ -7,6 +7,13 @@
 //   set  n-<hash>    ipv4_addr . inet_proto . inet_service: named-port sets
 //                    (endpoint IP, protocol, the port that name resolves to there);
 //   set  n6-<hash>   ipv6_addr . ...: the IPv6 twin.
+//   set  c-<hash> / c6-<hash>  ipv4_addr / ipv6_addr, flags interval: the
+//                    CIDRs of the NetworkSets / GlobalNetworkSets a Calico rule
+//                    selector matches (network_set.cpp); only while it matches
+//                    one with CIDRs of that family. The rule then matches
+//                    `@s-<h>` or `@c-<h>` (two nft rules; notSelector: neither).
+//                    A set's CIDRs changing is element changes; a selector
+//                    starting or stopping to match rewrites its policies' chains.
 // IPv4 and IPv6: a rule whose matches depend on the family (CIDRs, selectors,
 // named ports, ipVersion, ICMP) becomes one nft rule per family it can match
 // (ip ... @s-x / ip6 ... @s6-x; a family none of its CIDRs belong to gets no
@@ -368,12 +375,37 @@ struct PolicyCompiler::Impl {
   std::vector<IpSet*> set_slots;                 // slot -> set (nullptr: free)
   std::vector<uint32_t> free_set_slots;
 
+  // A rule selector's look for network sets at compile time, and whether it
+  // found CIDRs (a change of that answer recompiles the policy).
+  struct CidrQuery {
+    NamespaceScope scope;
+    Selector selector;
+    bool v6 = false;
+    bool found = false;
+  };
   struct Compiled {
     std::vector<std::string> set_keys;
+    std::vector<CidrQuery> cidr_queries;
     bool in = false, out = false;
     bool pass_in = false, pass_out = false;  // a Pass rule in that direction
   };
   std::map<std::string, Compiled> compiled;  // policy id -> what it holds
+
+  // ---- network sets (network_set.cpp): each rule selector that matches some
+  // gets an interval set of their CIDRs per family (c-<h> / c6-<h>), keyed
+  // "cidr|<scope>|<selector>[|v6]" in Compiled::set_keys.
+  std::map<std::string, NetworkSet> network_sets;  // NetworkSet::key() -> set
+  struct CidrSet {
+    std::string name;
+    NamespaceScope scope;
+    Selector selector;
+    bool v6 = false;
+    std::vector<Prefix> elems;  // interval_elements() of the matching sets' nets
+    int refs = 0;
+  };
+  std::map<std::string, CidrSet> cidr_sets;                      // key -> set
+  std::map<std::string, std::vector<Prefix>> applied_cidr_sets;  // name -> elements last emitted
+  std::vector<CidrQuery>* cidr_log = nullptr;  // the policy being compiled records its looks here
 
   struct Class {
     std::vector<std::string> ids;
@@ -644,6 +676,11 @@ struct PolicyCompiler::Impl {
     return key;
   }
   void release_set(const std::string& key) {
+    if (key.rfind("cidr|", 0) == 0) {
+      auto c = cidr_sets.find(key);
+      if (c != cidr_sets.end() && --c->second.refs <= 0) cidr_sets.erase(c);
+      return;
+    }
     auto it = sets.find(key);
     if (it == sets.end() || --it->second.refs > 0) return;
     elem_ops.erase(it->second.name);
@@ -655,6 +692,84 @@ struct PolicyCompiler::Impl {
     free_set_slots.push_back(it->second.slot);
     sets.erase(it);
   }
+  // ------------------------------------------------------------ network sets
+  // The CIDRs (one family) of the network sets a rule selector matches.
+  std::vector<Prefix> cidrs_for(PolicyKind kind, bool v6, const NamespaceScope& scope, const Selector& sel) const {
+    std::vector<Prefix> nets;
+    for (const auto& [k, ns] : network_sets)
+      if (network_set_matches(ns, kind, scope, sel, ns.global() ? Labels{} : ns_labels(ns.ns)))
+        nets.insert(nets.end(), ns.nets.begin(), ns.nets.end());
+    return interval_elements(std::move(nets), v6 ? IpFamily::V6 : IpFamily::V4);
+  }
+  // The interval set of the network-set CIDRs a rule selector matches (its
+  // key goes to `keys`), or none when it matches no CIDR of this family.
+  // Kubernetes policies never look (their peers are pods only).
+  std::optional<std::string> acquire_cidr_set(PolicyKind kind, bool v6, const NamespaceScope& scope, const Selector& sel,
+                                              std::vector<std::string>& keys) {
+    if (kind == PolicyKind::K8sNetworkPolicy) return std::nullopt;
+    auto nets = cidrs_for(kind, v6, scope, sel);
+    if (cidr_log) cidr_log->push_back({scope, sel, v6, !nets.empty()});
+    if (nets.empty()) return std::nullopt;
+    std::string base = "cidr|" + scope_key(scope) + "|" + sel.str();
+    std::string key = base + (v6 ? "|v6" : "");
+    auto it = cidr_sets.find(key);
+    if (it == cidr_sets.end()) {
+      CidrSet c;
+      c.name = (v6 ? "c6-" : "c-") + hex12(base);
+      auto taken = [&](const std::string& n) {
+        for (const auto& [k, x] : cidr_sets)
+          if (x.name == n) return true;
+        return false;
+      };
+      while (taken(c.name)) c.name += "x";  // hash collision: keep names unique
+      c.scope = scope;
+      c.selector = sel;
+      c.v6 = v6;
+      it = cidr_sets.emplace(key, std::move(c)).first;
+    }
+    it->second.elems = std::move(nets);
+    it->second.refs++;
+    keys.push_back(key);
+    return it->second.name;
+  }
+  // A network set (or a namespace's labels) changed: every CIDR set is
+  // recomputed (element changes in the next delta), and the policies whose
+  // selectors start or stop matching CIDRs are compiled again.
+  void network_sets_changed() {
+    for (auto& [k, c] : cidr_sets) c.elems = cidrs_for(PolicyKind::CalicoGlobalNetworkPolicy, c.v6, c.scope, c.selector);
+    std::vector<std::string> redo;
+    for (const auto& [id, c] : compiled) {
+      const PolicyKind kind = policies.at(id).kind;
+      for (const auto& q : c.cidr_queries)
+        if (cidrs_for(kind, q.v6, q.scope, q.selector).empty() == q.found) {
+          redo.push_back(id);
+          break;
+        }
+    }
+    for (const auto& id : redo) {
+      Policy p = policies.at(id);
+      upsert_policy(p);
+    }
+  }
+  void upsert_network_set(const NetworkSet& ns) {
+    auto it = network_sets.find(ns.key());
+    if (it != network_sets.end() && it->second == ns) return;
+    network_sets[ns.key()] = ns;
+    network_sets_changed();
+  }
+  void remove_network_set(const std::string& key) {
+    if (network_sets.erase(key)) network_sets_changed();
+  }
+  std::string cidr_set_decl(const CidrSet& c) const {
+    return std::string("type ") + (c.v6 ? "ipv6_addr" : "ipv4_addr") + "; flags interval; comment " +
+           nft_text("network sets " + scope_key(c.scope) + " " + c.selector.str()) + ";";
+  }
+  static std::string prefixes_text(const std::vector<Prefix>& v) {
+    std::string s = "{ ";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i].str();
+    return s + " }";
+  }
+
   // ------------------------------------------------------------ rules
   using Conj = std::vector<nft::Match>;  // matches that must all hold
   struct SideMatches {
@@ -664,8 +779,8 @@ struct PolicyCompiler::Impl {
 
   // `max_alts` caps the alternatives that splitting lists may create (a side
   // always has at most max(max_alts, 2) of them, whatever the list lengths).
-  SideMatches side_matches(const Rule& r, const EntityRule& e, bool src, std::vector<std::string>& keys, bool v6,
-                           size_t max_alts = kAltsMax) {
+  SideMatches side_matches(PolicyKind kind, const Rule& r, const EntityRule& e, bool src,
+                           std::vector<std::string>& keys, bool v6, size_t max_alts = kAltsMax) {
     SideMatches out;
     const nft::Side side = src ? nft::Side::Source : nft::Side::Destination;
     // A conjunction per alternative (OR). Short lists of nets or ports become
@@ -714,12 +829,19 @@ struct PolicyCompiler::Impl {
     if (e.has_selector) {
       std::string k = acquire_set(v6, e.scope, e.selector);
       keys.push_back(k);
-      add(nft::AddrInSet{side, false, sets[k].name, v6});
+      nft::Match eps = nft::AddrInSet{side, false, sets[k].name, v6};
+      // The endpoints' addresses or the CIDRs of the network sets it matches.
+      if (auto c = acquire_cidr_set(kind, v6, e.scope, e.selector, keys))
+        fan_out({eps, nft::AddrInSet{side, false, *c, v6}});
+      else
+        add(eps);
     }
     if (e.not_selector) {
       std::string k = acquire_set(v6, e.scope, *e.not_selector);
       keys.push_back(k);
       add(nft::AddrInSet{side, true, sets[k].name, v6});
+      if (auto c = acquire_cidr_set(kind, v6, e.scope, *e.not_selector, keys))
+        add(nft::AddrInSet{side, true, *c, v6});
     }
     NamespaceScope np_scope = e.has_selector ? e.scope : NamespaceScope{};
     Selector np_sel = e.has_selector ? e.selector : Selector::all();
@@ -808,8 +930,8 @@ struct PolicyCompiler::Impl {
     if (r.ip_version == 6) head.push_back(nft::Ipv6Only{});
     // The rule count is the product of both sides' alternatives: the
     // destination splits only as far as the product stays within kAltsMax.
-    auto src = side_matches(r, r.src, true, keys, v6);
-    auto dst = side_matches(r, r.dst, false, keys, v6,
+    auto src = side_matches(p.kind, r, r.src, true, keys, v6);
+    auto dst = side_matches(p.kind, r, r.dst, false, keys, v6,
                             std::max<size_t>(1, kAltsMax / std::max<size_t>(1, src.alts.size())));
     if (src.never || dst.never) return {};
     Conj tail;
@@ -1219,8 +1341,10 @@ struct PolicyCompiler::Impl {
         continue;
       }
       std::vector<nft::Rule> compiled_rules;
+      cidr_log = &c.cidr_queries;
       for (const auto& r : *rules)
         for (auto& t : rules_for(p, r, c.set_keys)) compiled_rules.push_back(std::move(t));
+      cidr_log = nullptr;
       compiled_rules.shrink_to_fit();  // kept for the chain's lifetime: no growth slack
       set_chain(chain, std::move(compiled_rules), p.display() + (d == Direction::Ingress ? " ingress" : " egress"));
     }
@@ -1464,6 +1588,11 @@ struct PolicyCompiler::Impl {
       }
       s += " }\n";
     }
+    for (const auto& [k, c] : cidr_sets) {
+      s += "  set " + c.name + " { " + cidr_set_decl(c);
+      if (!c.elems.empty()) s += " elements = " + prefixes_text(c.elems) + ";";
+      s += " }\n";
+    }
     // Policy chains before endpoint chains before maps: definitions precede uses.
     auto emit_chain = [&](const std::string& name, const std::vector<nft::Rule>& rules) {
       s += "  chain " + name + " {\n    comment " + nft_text(chain_comment[name]) + "\n";
@@ -1508,6 +1637,8 @@ struct PolicyCompiler::Impl {
     applied_guard_peers = guard_peers;
     guard_peers_dirty = false;
     applied_nat_sets = nat_sets;
+    applied_cidr_sets.clear();
+    for (const auto& [k, c] : cidr_sets) applied_cidr_sets[c.name] = c.elems;
     dirty_chains.clear();
     dirty_in.clear();
     dirty_out.clear();
@@ -1546,6 +1677,15 @@ struct PolicyCompiler::Impl {
       for (size_t i = 0; i < v.size(); i += 1000)
         s += "add element " + tb + " " + set.name + " " + elems_text(v, i, std::min(v.size(), i + 1000)) + "\n";
       elem_ops.erase(set.name);
+    }
+    // 1b. New network-set CIDR sets, with their elements.
+    std::set<std::string> now_cidr;
+    for (const auto& [k, c] : cidr_sets) {
+      now_cidr.insert(c.name);
+      if (applied_cidr_sets.count(c.name)) continue;
+      s += "add set " + tb + " " + c.name + " { " + cidr_set_decl(c) + " }\n";
+      if (!c.elems.empty()) s += "add element " + tb + " " + c.name + " " + prefixes_text(c.elems) + "\n";
+      structural = sets_changed = true;
     }
     for (const auto& c : dirty_chains)
       if (chains.count(c) != applied_chains.count(c) || chains.count(c)) structural = true;
@@ -1594,6 +1734,21 @@ struct PolicyCompiler::Impl {
     // element replaced by one that covers it must be gone first). Prefix
     // elements have no typed form: the delta runs through libnftables.
     bool nat_changed = false;
+    // 2d. Network-set CIDRs of existing sets: interval elements like the NAT
+    // pools (deleted, then added; through libnftables).
+    for (int pass = 0; pass < 2; ++pass)
+      for (const auto& [k, c] : cidr_sets) {
+        auto was = applied_cidr_sets.find(c.name);
+        if (was == applied_cidr_sets.end() || was->second == c.elems) continue;
+        const auto& from = pass == 0 ? was->second : c.elems;
+        const auto& other = pass == 0 ? c.elems : was->second;
+        std::vector<Prefix> v;
+        for (const auto& n : from)
+          if (std::find(other.begin(), other.end(), n) == other.end()) v.push_back(n);
+        if (v.empty()) continue;
+        s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + c.name + " " + prefixes_text(v) + "\n";
+        nat_changed = true;
+      }
     if (nat_active() && nat_sets != applied_nat_sets) {
       for (int pass = 0; pass < 2; ++pass)
         for (const auto& [name, nets] : nat_sets) {
@@ -1659,6 +1814,11 @@ struct PolicyCompiler::Impl {
       out.chain_ops.push_back({ChainOp::Delete, c, "", {}});
     }
     // 6. Sets nobody uses any more.
+    for (const auto& [name, elems] : applied_cidr_sets)
+      if (!now_cidr.count(name)) {
+        s += "delete set " + tb + " " + name + "\n";
+        structural = sets_changed = true;
+      }
     for (const auto& name : applied_sets)
       if (!now_sets.count(name)) {
         s += "delete set " + tb + " " + name + "\n";
@@ -1688,6 +1848,7 @@ void PolicyCompiler::upsert_namespace(const Namespace& ns) {
   if (!impl_->opts.enforce_policy) return;
   impl_->namespaces[ns.name] = ns;
   impl_->namespace_changed(ns.name);
+  if (!impl_->network_sets.empty()) impl_->network_sets_changed();  // namespaceSelector matches may move
   // Policies scoped by namespace selector may now apply differently.
   for (const auto& [id, p] : impl_->policies)
     if (p.scope.kind == NamespaceScope::BySelector) impl_->relist(id);
@@ -1695,6 +1856,7 @@ void PolicyCompiler::upsert_namespace(const Namespace& ns) {
 void PolicyCompiler::remove_namespace(const std::string& name) {
   if (!impl_->namespaces.erase(name)) return;
   impl_->namespace_changed(name);
+  if (!impl_->network_sets.empty()) impl_->network_sets_changed();
   for (const auto& [id, p] : impl_->policies)
     if (p.scope.kind == NamespaceScope::BySelector) impl_->relist(id);
 }
@@ -1752,6 +1914,11 @@ std::vector<Prefix> interval_elements(std::vector<Prefix> nets, IpFamily fam) {
 }
 size_t PolicyCompiler::tunnel_peer_count() const { return impl_->guard_peers.size(); }
 void PolicyCompiler::remove_policy(const std::string& id) { impl_->remove_policy(id); }
+void PolicyCompiler::upsert_network_set(const NetworkSet& s) {
+  if (impl_->opts.enforce_policy) impl_->upsert_network_set(s);
+}
+void PolicyCompiler::remove_network_set(const std::string& key) { impl_->remove_network_set(key); }
+size_t PolicyCompiler::network_set_count() const { return impl_->network_sets.size(); }
 void PolicyCompiler::upsert_tier(const Tier& t) {
   if (impl_->opts.enforce_policy) impl_->upsert_tier(t);
 }
@@ -1779,6 +1946,52 @@ std::vector<std::string> PolicyCompiler::policies_for(const Endpoint& ep, Direct
   labels["projectcalico.org/namespace"] = ep.ns;
   labels["projectcalico.org/orchestrator"] = "k8s";
   return impl_->compute_list(ep.ns, labels, d);
+}
+
+namespace {
+// An endpoint as the compiler holds it (labels with projectcalico.org/namespace
+// and orchestrator, as selectors see them).
+template <class Rec, class Impl>
+Endpoint endpoint_of(const Impl& m, const std::string& key, const Rec& r) {
+  Endpoint e;
+  auto slash = key.find('/');
+  e.ns = key.substr(0, slash);
+  e.name = key.substr(slash + 1);
+  e.labels = m.label_sets[r.labels].labels();
+  Impl::for_ips(r, [&](uint32_t ip) { e.ips.push_back(IpAddress::v4(ip)); });
+  Impl::for_ips6(r, [&](uint32_t id) { e.ips.push_back(IpAddress::v6_bytes(m.v6_addrs[id].data())); });
+  if (r.x) {
+    e.iface = r.x->iface;
+    e.ports = r.x->ports;
+  }
+  return e;
+}
+}  // namespace
+
+std::optional<Endpoint> PolicyCompiler::find_endpoint(const std::string& key) const {
+  auto it = impl_->endpoints.find(key);
+  if (it == impl_->endpoints.end()) return std::nullopt;
+  return endpoint_of(*impl_, key, it->second);
+}
+
+std::optional<Endpoint> PolicyCompiler::endpoint_at(const IpAddress& a) const {
+  const std::string* best = nullptr;
+  for (const auto& [key, r] : impl_->endpoints) {
+    bool has = false;
+    if (a.is_v4()) Impl::for_ips(r, [&](uint32_t ip) { has = has || ip == a.v4_host_order(); });
+    else Impl::for_ips6(r, [&](uint32_t id) { has = has || impl_->v6_addrs[id] == a.bytes(); });
+    if (has && (!best || key < *best)) best = &key;
+  }
+  if (!best) return std::nullopt;
+  return find_endpoint(*best);
+}
+
+Labels PolicyCompiler::namespace_labels(const std::string& ns) const { return impl_->ns_labels(ns); }
+
+std::vector<NetworkSet> PolicyCompiler::network_sets() const {
+  std::vector<NetworkSet> v;
+  for (const auto& [k, s] : impl_->network_sets) v.push_back(s);
+  return v;
 }
 
 std::vector<EndpointPolicies> PolicyCompiler::endpoint_policies() const {
@@ -1821,6 +2034,7 @@ RulesetShape PolicyCompiler::shape() const {
   s.chain_rules["egress"] = 4;
   s.chain_rules["ingress"] = 4;
   for (const auto& [k, set] : impl_->sets) s.set_elements[set.name] = set.count;
+  for (const auto& [k, c] : impl_->cidr_sets) s.set_elements[c.name] = c.elems.size();
   s.set_elements[kIngressMap] = impl_->vmap_in.size();
   s.set_elements[kEgressMap] = impl_->vmap_out.size();
   return s;

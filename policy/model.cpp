@@ -2,7 +2,8 @@
 //   networking.k8s.io/v1 NetworkPolicy  (converted the way Calico converts it:
 //       order 1000, one Allow rule per peer x protocol group),
 //   projectcalico.org/v3 NetworkPolicy / GlobalNetworkPolicy,
-//   projectcalico.org/v3 WorkloadEndpoint and v1 Namespace (state inputs).
+//   projectcalico.org/v3 WorkloadEndpoint, NetworkSet, GlobalNetworkSet and v1
+//   Namespace (state inputs; network sets are read in network_set.cpp).
 // Every error names the object ("NetworkPolicy x/foo") and the field path
 // ("spec.ingress[0].from[1].ipBlock.cidr"). Policies are first checked field by
 // field against their API schema (schema.hpp: unknown, duplicate, mistyped and
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "policy/network_set.hpp"
 #include "policy/policy.hpp"
 #include "policy/schema.hpp"
 
@@ -365,6 +367,30 @@ Result<PortMatch> calico_ports(const Ctx& c, const YAML::Node& n, const std::str
   return pm;
 }
 
+// A service-account match ({names, selector}) as a selector over the labels
+// every endpoint carries for its service account (policy.hpp,
+// kServiceAccountLabel and kServiceAccountLabelPrefix). Neither given: all().
+Result<Selector> service_account_selector(const Ctx& c, const YAML::Node& n, const std::string& path) {
+  if (!n || n.IsNull()) return Selector::all();
+  if (!n.IsMap()) return c.err(path, "expected {names, selector}");
+  auto names = string_list(c, n["names"], path + ".names");
+  if (!names) return fail(names.error());
+  Selector s = Selector::all();
+  if (!names->empty()) {
+    auto by_name = Selector::from_k8s({}, {{kServiceAccountLabel, "In", *names}});
+    if (!by_name) return c.err(path + ".names", by_name.error().message);
+    s = *by_name;
+  }
+  if (n["selector"] && !n["selector"].IsNull()) {
+    auto sel = calico_selector(c, n["selector"], path + ".selector");
+    if (!sel) return fail(sel.error());
+    // An endpoint without a service account never matches a service-account match.
+    s = s && *Selector::parse(std::string("has(") + kServiceAccountLabel + ")") &&
+        sel->with_key_prefix(kServiceAccountLabelPrefix);
+  }
+  return s;
+}
+
 Result<EntityRule> calico_entity(const Ctx& c, const YAML::Node& n, const std::string& path, const Policy& pol) {
   EntityRule e;
   if (!n || n.IsNull()) return e;
@@ -399,6 +425,14 @@ Result<EntityRule> calico_entity(const Ctx& c, const YAML::Node& n, const std::s
   } else if (pol.kind == PolicyKind::CalicoNetworkPolicy) {
     e.scope.kind = NamespaceScope::Exact;  // a namespaced policy's selectors stay in its namespace
     e.scope.ns = pol.ns;
+  }
+  // serviceAccounts narrows the selector (same namespace scope): endpoints
+  // whose service account has one of the names and labels the selector matches.
+  auto sa = service_account_selector(c, n["serviceAccounts"], path + ".serviceAccounts");
+  if (!sa) return fail(sa.error());
+  if (!sa->is_all()) {
+    e.selector = e.selector && *sa;
+    e.has_selector = true;
   }
   if (n["notSelector"] && !n["notSelector"].IsNull()) {
     auto ns = calico_selector(c, n["notSelector"], path + ".notSelector");
@@ -502,8 +536,8 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
   p.name = name;
   const auto& spec = doc["spec"];
   if (!spec || !spec.IsMap()) return c.err("spec", "missing or not a map");
-  // (serviceAccountSelector, doNotTrack, preDNAT, applyOnForward: the schema
-  // refused every value but their "off" one.)
+  // (doNotTrack, preDNAT, applyOnForward: the schema refused every value but
+  // their "off" one.)
   if (spec["tier"] && spec["tier"].IsScalar() && !spec["tier"].Scalar().empty()) p.tier = spec["tier"].Scalar();
   if (auto st = check_tier_name(c, p.tier, "spec.tier"); !st) return fail(st.error());
   // Calico names a policy of another tier "<tier>.<name>" (the tier is in the name).
@@ -526,6 +560,15 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
   auto sel = calico_selector(c, spec["selector"], "spec.selector");
   if (!sel) return fail(sel.error());
   p.selector = *sel;
+  // spec.serviceAccountSelector: only endpoints whose service account's labels match.
+  if (spec["serviceAccountSelector"] && spec["serviceAccountSelector"].IsScalar() &&
+      !spec["serviceAccountSelector"].Scalar().empty()) {
+    auto sas = calico_selector(c, spec["serviceAccountSelector"], "spec.serviceAccountSelector");
+    if (!sas) return fail(sas.error());
+    // Calico: an endpoint with no service account never matches (so all() needs one).
+    p.selector = p.selector && *Selector::parse(std::string("has(") + kServiceAccountLabel + ")") &&
+                 sas->with_key_prefix(kServiceAccountLabelPrefix);
+  }
   if (global) {
     if (spec["namespaceSelector"] && !spec["namespaceSelector"].IsNull()) {
       auto nss = calico_selector(c, spec["namespaceSelector"], "spec.namespaceSelector");
@@ -739,7 +782,7 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
   c.object = kind + " " + (ns.empty() ? "" : ns + "/") + name;
   if (kind.empty()) return c.err("kind", "missing");
   if (name.empty()) return c.err("metadata.name", "missing");
-  bool namespaced = kind != "GlobalNetworkPolicy" && kind != "Namespace" && kind != "Tier";
+  bool namespaced = kind != "GlobalNetworkPolicy" && kind != "Namespace" && kind != "Tier" && kind != "GlobalNetworkSet";
   if (namespaced && ns.empty()) ns = "default";
   Object o;
   try {
@@ -750,6 +793,8 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
       policy_api = schema::PolicyApi::CalicoGlobalNetworkPolicy;
     else if (kind == "Tier" && api == "projectcalico.org/v3")
       policy_api = schema::PolicyApi::CalicoTier;
+    else if ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && api == "projectcalico.org/v3")
+      policy_api = schema::PolicyApi::CalicoNetworkSet;
     if (policy_api) {
       bool more = false;
       auto problems = schema::validate(doc, *policy_api, &more);
@@ -774,6 +819,11 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
       auto t = parse_tier(c, doc, name);
       if (!t) return fail(t.error());
       o.tier = std::move(*t);
+    } else if ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && api == "projectcalico.org/v3") {
+      o.kind = Object::NetworkSetObj;
+      auto n = parse_network_set(doc, kind == "GlobalNetworkSet" ? "" : ns, name, c.object);
+      if (!n) return fail(n.error());
+      o.network_set = std::move(*n);
     } else if (kind == "Namespace" && api == "v1") {
       o.kind = Object::NamespaceObj;
       o.ns.name = name;

@@ -90,6 +90,9 @@ class Selector {
   // Canonical text: equal selectors print equally (used as set keys).
   const std::string& str() const { return text_; }
   Selector operator&&(const Selector& o) const;
+  // The same selector over keys `prefix` + key (how service-account labels,
+  // carried by endpoints as pcsa.<key>, are selected).
+  Selector with_key_prefix(const std::string& prefix) const;
   bool operator==(const Selector& o) const { return text_ == o.text_; }
 
  private:
@@ -193,6 +196,13 @@ struct NamedPort {
   uint16_t port = 0;
 };
 
+// An endpoint's service account, as labels (Calico's own): its name under
+// kServiceAccountLabel, the ServiceAccount object's labels under
+// kServiceAccountLabelPrefix + key. Rule `serviceAccounts` matches and a
+// policy's `serviceAccountSelector` are selectors over these.
+inline constexpr const char* kServiceAccountLabel = "projectcalico.org/serviceaccount";
+inline constexpr const char* kServiceAccountLabelPrefix = "pcsa.";
+
 struct Endpoint {
   std::string ns, name;         // pod namespace/name
   Labels labels;
@@ -207,20 +217,45 @@ struct Namespace {
   Labels labels;
 };
 
+// Calico NetworkSet (namespaced) / GlobalNetworkSet (ns empty): labelled CIDRs
+// that rule selectors of Calico policies match alongside endpoints
+// (network_set.cpp says which selectors see which sets).
+struct NetworkSet {
+  std::string ns, name;  // ns empty: a GlobalNetworkSet
+  Labels labels;
+  std::vector<Prefix> nets;  // spec.nets, both families
+  bool global() const { return ns.empty(); }
+  std::string key() const { return global() ? name : ns + "/" + name; }  // "ns/name" or "name"
+  bool operator==(const NetworkSet&) const = default;
+};
+
+// Whether a rule selector (its namespace scope and label selector) of a
+// policy of kind `kind` matches network set `s`; `ns_labels` are the labels of
+// s's namespace (unused for a global set). Calico's rules: a namespaced
+// policy's selector sees NetworkSets of its own namespace; a rule with a
+// namespaceSelector sees the NetworkSets of the namespaces it selects, and
+// GlobalNetworkSets only when it selects global() (e.g. `namespaceSelector:
+// global()`); a GlobalNetworkPolicy's selector without namespaceSelector sees
+// every NetworkSet and every GlobalNetworkSet. Kubernetes NetworkPolicy peers
+// never match network sets (Calico limits them to pods).
+bool network_set_matches(const NetworkSet& s, PolicyKind kind, const NamespaceScope& scope, const Selector& sel,
+                         const Labels& ns_labels);
+
 // Everything one manifest can contain.
 struct Object {
-  enum Kind : uint8_t { PolicyObj, NamespaceObj, EndpointObj, TierObj } kind = PolicyObj;
+  enum Kind : uint8_t { PolicyObj, NamespaceObj, EndpointObj, TierObj, NetworkSetObj } kind = PolicyObj;
   Policy policy;
   Namespace ns;
   Endpoint endpoint;
   Tier tier;
+  NetworkSet network_set;
 };
 
 // Parses one YAML document: a node the caller already loaded (read through
 // const access only, never re-emitted), or text for callers that only have
 // text (the CLI tools, the fuzz target). Recognises networking.k8s.io/v1
-// NetworkPolicy, projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy, Tier and
-// WorkloadEndpoint, v1 Namespace. Errors name the object (kind
+// NetworkPolicy, projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy, Tier,
+// WorkloadEndpoint, NetworkSet and GlobalNetworkSet, v1 Namespace. Errors name the object (kind
 // namespace/name) and the field path, e.g.
 // "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...". Both check the
 // node budget (kMaxManifestNodes) first.
@@ -347,6 +382,41 @@ struct Delta {
   std::vector<ChainOp> chain_ops;  // chain changes, when structured
 };
 
+// ---------------------------------------------------------------- trace
+// `tabby policy trace`: what the policy model decides for one flow, and why
+// (trace.cpp). Evaluated on the compiler's inputs (policies, tiers, endpoints,
+// namespaces, network sets) with Calico's semantics, the same the compiled
+// chains implement; no packet is sent.
+struct TraceFlow {
+  IpAddress src, dst;
+  uint8_t protocol = 6;
+  uint16_t src_port = 0, dst_port = 0;  // TCP/UDP/SCTP/UDPLite
+  int icmp_type = -1, icmp_code = -1;   // ICMP/ICMPv6 (-1: unknown)
+};
+// One policy met on one side of the flow.
+struct TraceStep {
+  std::string tier, policy;  // tier name, Policy::id()
+  int rule = -1;             // index among the direction's rules; -1: none matched
+  Action action = Action::Allow;  // of that rule (Log: logged, evaluation went on)
+};
+struct TraceSide {
+  Direction direction = Direction::Egress;
+  std::string endpoint;    // "ns/name" holding the address ("" = none known)
+  bool enforced = false;   // a local endpoint: this node's chains see the packet
+  bool allowed = true;
+  std::vector<TraceStep> steps;  // policies met, in evaluation order
+  // What decided: "rule", "tier-end" (a tier's policies selected the endpoint and
+  // none decided; defaultAction Deny), "profile" (every tier passed it),
+  // "no-policy" (no policy selects the endpoint), "not-local".
+  std::string decided_by;
+  std::string tier, policy;  // for "rule" and "tier-end"
+  int rule = -1;             // for "rule"
+};
+struct TraceResult {
+  TraceSide egress, ingress;  // the source's egress, the destination's ingress
+  bool allowed = true;        // both sides allow
+};
+
 struct RulesetShape {  // for drift detection: what must be present
   std::map<std::string, size_t> chain_rules;  // chain -> rule count
   std::map<std::string, size_t> set_elements; // set/map -> element count
@@ -371,6 +441,13 @@ class PolicyCompiler {
   // evaluates after every tier that has one, with defaultAction Deny.
   void upsert_tier(const Tier& t);
   void remove_tier(const std::string& name);
+  // Network sets (NetworkSet::key()): their CIDRs join the address matches of
+  // the rule selectors that match them (an interval set `c-<h>` / `c6-<h>`
+  // beside the selector's `s-<h>`); a change is element changes of those sets,
+  // and a rewrite of the policies whose selectors start or stop matching one.
+  void upsert_network_set(const NetworkSet& s);
+  void remove_network_set(const std::string& key);
+  size_t network_set_count() const;
   const Tier* find_tier(const std::string& name) const;
   // Tunnel guard settings: a change takes effect through a full script (the
   // next sync is one; it replaces the table atomically).
@@ -414,6 +491,17 @@ class PolicyCompiler {
 
   // Which policies select `ep`, per direction, in evaluation order (pure helper).
   std::vector<std::string> policies_for(const Endpoint& ep, Direction d) const;
+
+  // What the model decides for `flow` (trace.cpp; `tabby policy trace`).
+  TraceResult trace(const TraceFlow& flow) const;
+  // The endpoint "ns/name", or the one holding address `a` (first by key), as
+  // last upserted (labels as given; local ones carry their interface).
+  std::optional<Endpoint> find_endpoint(const std::string& key) const;
+  std::optional<Endpoint> endpoint_at(const IpAddress& a) const;
+  // A namespace's labels as selectors see them (with kubernetes.io/metadata.name
+  // and projectcalico.org/name), and the network sets (NetworkSet::key() order).
+  Labels namespace_labels(const std::string& ns) const;
+  std::vector<NetworkSet> network_sets() const;
 
  private:
   struct Impl;

@@ -143,8 +143,7 @@ const Type& calico_rule() {
                             {"ports", &kIntOrString, true},
                             {"notPorts", &kIntOrString, true},
                             {"services", &service_match, false, "service matches are not implemented"},
-                            {"serviceAccounts", &service_account_match, false,
-                             "service account matches are not implemented"}}};
+                            {"serviceAccounts", &service_account_match}}};
   static const Type http_path{Type::Object, "an HTTP path", {{"exact", &kString}, {"prefix", &kString}}};
   static const Type http{Type::Object, "an HTTP match",
                          {{"methods", &kString, true}, {"paths", &http_path, true}}};
@@ -171,7 +170,7 @@ std::vector<Field> calico_spec_fields() {
           {"egress", &calico_rule(), true},
           {"selector", &kString},
           {"types", &kString, true},
-          {"serviceAccountSelector", &kString, false, "service account selectors are not implemented", {""}},
+          {"serviceAccountSelector", &kString},
           // A hint about where Felix precomputes the policy: it changes no verdict.
           {"performanceHints", &kString, true}};
 }
@@ -186,6 +185,14 @@ const Type& calico_network_policy() {
 const Type& calico_tier() {
   static const Type spec{Type::Object, "a TierSpec", {{"order", &kNumber}, {"defaultAction", &kString}}};
   static const Type t{Type::Object, "a Tier",
+                      {{"apiVersion", &kString}, {"kind", &kString}, {"metadata", &object_meta()}, {"spec", &spec}}};
+  return t;
+}
+
+// NetworkSetSpec and GlobalNetworkSetSpec: the same single field.
+const Type& calico_network_set() {
+  static const Type spec{Type::Object, "a NetworkSetSpec", {{"nets", &kString, true}}};
+  static const Type t{Type::Object, "a network set",
                       {{"apiVersion", &kString}, {"kind", &kString}, {"metadata", &object_meta()}, {"spec", &spec}}};
   return t;
 }
@@ -356,6 +363,7 @@ std::vector<FieldProblem> validate(const YAML::Node& doc, PolicyApi api, bool* t
     case PolicyApi::CalicoNetworkPolicy: t = &calico_network_policy(); break;
     case PolicyApi::CalicoGlobalNetworkPolicy: t = &calico_global_network_policy(); break;
     case PolicyApi::CalicoTier: t = &calico_tier(); break;
+    case PolicyApi::CalicoNetworkSet: t = &calico_network_set(); break;
   }
   Walker w;
   w.value(doc, *t, "");

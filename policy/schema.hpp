@@ -17,10 +17,10 @@
 //     ManagedFieldsEntry); `status` is taken in the shape 1.24-1.26 servers had
 //     ({conditions: [...]}) because object exports carry it, and not interpreted.
 //   projectcalico.org/v3 NetworkPolicy and GlobalNetworkPolicy: the spec, Rule,
-//     EntityRule, ICMPFields, RuleMetadata, ObjectMeta.
-// Calico fields tabby does not implement (http, services, serviceAccounts,
-// serviceAccountSelector, doNotTrack, preDNAT, applyOnForward, tiers other than
-// "default") are refused as "not supported" whenever they hold anything but
+//     EntityRule, ICMPFields, RuleMetadata, ObjectMeta; Tier; NetworkSet and
+//     GlobalNetworkSet (spec.nets).
+// Calico fields tabby does not implement (http, services, doNotTrack, preDNAT,
+// applyOnForward) are refused as "not supported" whenever they hold anything but
 // their "off" value: accepting and ignoring them would enforce less than the
 // author wrote. Values (CIDRs, selectors, port ranges, enums) are checked by the
 // reader in model.cpp, not here. Pure: yaml-cpp nodes in, problems out.
@@ -35,7 +35,13 @@ class Node;
 
 namespace tabby::policy::schema {
 
-enum class PolicyApi { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy, CalicoTier };
+enum class PolicyApi {
+  K8sNetworkPolicy,
+  CalicoNetworkPolicy,
+  CalicoGlobalNetworkPolicy,
+  CalicoTier,
+  CalicoNetworkSet,  // NetworkSet and GlobalNetworkSet (spec.nets)
+};
 
 struct FieldProblem {
   std::string path;     // "spec.ingress[0].form"

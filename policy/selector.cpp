@@ -101,6 +101,16 @@ bool eval(const SelectorNode& n, const Labels& l, bool global) {
 
 NodeP make(SelectorNode n) { return std::make_shared<const SelectorNode>(std::move(n)); }
 
+// A copy of `n` whose label keys carry `prefix` (service-account labels: pcsa.).
+NodeP prefixed(const NodeP& n, const std::string& prefix) {
+  if (!n) return n;
+  SelectorNode c = *n;
+  if (!c.key.empty()) c.key = prefix + c.key;
+  c.a = prefixed(n->a, prefix);
+  c.b = prefixed(n->b, prefix);
+  return make(std::move(c));
+}
+
 class Parser {
  public:
   explicit Parser(std::string_view s) : s_(s) {}
@@ -298,6 +308,7 @@ Result<Selector> Selector::parse(std::string_view text) {
 
 bool Selector::matches(const Labels& labels, bool is_global) const { return eval(*root_, labels, is_global); }
 bool Selector::is_all() const { return root_->op == SelectorNode::All; }
+Selector Selector::with_key_prefix(const std::string& prefix) const { return Selector(prefixed(root_, prefix)); }
 
 Selector Selector::operator&&(const Selector& o) const {
   if (is_all()) return o;

@@ -50,6 +50,7 @@
 #include "felix/api/messages.hpp"
 #include "felix/api/metrics.hpp"
 #include "felix/api/policy_messages.hpp"
+#include "felix/api/trace_messages.hpp"
 #include "felix/api/server.hpp"
 #include "felix/calc/calc.hpp"
 #include "felix/config/config_file.hpp"
@@ -160,6 +161,9 @@ struct AgentRuntime::Impl {
       auto r = executor_->report(*compiler_);
       if (!r) return policy_error_message(compiler_.get(), r.error().message);
       return policy_message(*r, compiler_.get());
+    });
+    api_.handle_query("/v1/policy/trace", [this](const std::string& q) -> std::unique_ptr<google::protobuf::Message> {
+      return policy_trace_message(config_.dataplane.policy ? compiler_.get() : nullptr, q);
     });
     api_.handle("/v1/ipam", [this] { return ipam_message(calc_); });
     api_.handle("/v1/endpoints", [this] { return endpoints_message(calc_, config_.node_name); });

@@ -342,6 +342,7 @@ std::string render_policy_table(const api::PolicyReport& m, bool wide) {
 }
 
 int cli_policy(const std::vector<std::string>& args) {
+  if (!args.empty() && args[0] == "trace") return cli_policy_trace({args.begin() + 1, args.end()});
   CommonArgs c;
   if (!parse_common(args, "policy", c)) return 2;
   api::PolicyReport rep;

@@ -10,6 +10,7 @@ namespace tabby::api {
 class IpamBlockList;
 class EndpointList;
 class PolicyReport;
+class PolicyTrace;
 }  // namespace tabby::api
 
 namespace tabby::felix {
@@ -31,6 +32,10 @@ std::string utilization(uint64_t used, uint64_t capacity);
 
 // `tabby policy [-o json|wide] [--socket PATH]`: GET /v1/policy.
 int cli_policy(const std::vector<std::string>& args);
+
+// `tabby policy trace --from A --to B ...` (trace_cli.cpp): GET /v1/policy/trace.
+int cli_policy_trace(const std::vector<std::string>& args);
+std::string render_policy_trace(const api::PolicyTrace& m);
 
 // The `tabby policy` table: a pure function of the message. `wide` adds one row
 // per nft rule of each policy with its counters.

@@ -37,6 +37,9 @@ class ApiServer {
   ~ApiServer();
   // Register before start(): e.g. "/v1/status".
   void handle(const std::string& path, Handler h);
+  // A handler that reads the request's query string (the text after '?').
+  using QueryHandler = std::function<std::unique_ptr<google::protobuf::Message>(const std::string& query)>;
+  void handle_query(const std::string& path, QueryHandler h);
   // Binds the socket (replacing a stale socket file left by a dead agent, but
   // refusing if another agent is answering on it) and starts accepting.
   Status start(const std::string& socket_path);

@@ -27,7 +27,8 @@ bool CalcChanges::empty() const {
          routes.empty() &&
          namespaces_upserted.empty() &&
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
-         policies_upserted.empty() && policies_removed.empty() && tiers_upserted.empty() && tiers_removed.empty();
+         policies_upserted.empty() && policies_removed.empty() && tiers_upserted.empty() && tiers_removed.empty() &&
+         network_sets_upserted.empty() && network_sets_removed.empty();
 }
 
 CalcChanges Calc::Impl::take(bool with_policy) {
@@ -125,6 +126,15 @@ Status Calc::upsert(const Resource& r) {
       m.dirty_endpoints.insert(it->first);
       return {};
     }
+    case Kind::ServiceAccount: {
+      const auto& v = std::get<ServiceAccountRes>(r.body);
+      std::string key = wep_key(k);
+      auto it = m.service_accounts.find(key);
+      if (it != m.service_accounts.end() && it->second == v.labels) return {};
+      m.service_accounts[key] = v.labels;
+      m.dirty_namespace_endpoints(k.ns);
+      return {};
+    }
     case Kind::Pod: {
       const auto& v = std::get<Pod>(r.body);
       std::string key = wep_key(k);
@@ -147,6 +157,12 @@ Status Calc::upsert(const Resource& r) {
         m.tiers[t->name] = *t;
         std::erase(m.tier_removes, t->name);
         m.tier_upserts.push_back(*t);
+        return {};
+      }
+      if (const auto& n = std::get<PolicyRes>(r.body).network_set) {
+        m.network_sets[k.name] = *n;
+        std::erase(m.network_set_removes, n->key());
+        m.network_set_upserts.push_back(*n);
         return {};
       }
       const auto& p = std::get<PolicyRes>(r.body).policy;
@@ -195,6 +211,9 @@ void Calc::remove(const ResourceKey& k) {
     case Kind::Pod:
       if (m.pods.erase(wep_key(k))) m.dirty_endpoints.insert(wep_key(k));
       break;
+    case Kind::ServiceAccount:
+      if (m.service_accounts.erase(wep_key(k))) m.dirty_namespace_endpoints(k.ns);
+      break;
     case Kind::Namespace:
       if (m.namespaces.erase(k.name)) m.dirty_namespaces.insert(k.name);
       break;
@@ -205,6 +224,13 @@ void Calc::remove(const ResourceKey& k) {
           std::erase_if(m.tier_upserts, [&](const policy::Tier& t) { return t.name == name; });
           m.tier_removes.push_back(name);
         }
+        break;
+      }
+      if (auto it = m.network_sets.find(k.name); it != m.network_sets.end()) {
+        std::string key = it->second.key();
+        std::erase_if(m.network_set_upserts, [&](const policy::NetworkSet& n) { return n.key() == key; });
+        m.network_set_removes.push_back(key);
+        m.network_sets.erase(it);
         break;
       }
       if (m.policies.erase(k.name)) {

@@ -146,6 +146,8 @@ struct CalcChanges {
   std::vector<std::string> policies_removed;   // Policy::id()
   std::vector<policy::Tier> tiers_upserted;
   std::vector<std::string> tiers_removed;      // Tier names
+  std::vector<policy::NetworkSet> network_sets_upserted;
+  std::vector<std::string> network_sets_removed;  // NetworkSet::key()
   bool empty() const;
 };
 
@@ -327,6 +329,7 @@ class Calc {
   std::vector<policy::Namespace> namespaces() const;
   std::vector<policy::Policy> policies() const;
   std::vector<policy::Tier> tiers() const;
+  std::vector<policy::NetworkSet> network_sets() const;
   std::vector<CalcProblem> problems() const;
 
   // Apply a change set / the complete state.

@@ -116,6 +116,9 @@ struct Calc::Impl {
   calc_detail::Interner<std::string> node_names;     // WepEntry::node
   calc_detail::Interner<Labels> label_sets;          // WepEntry::labels
   std::map<std::string, Pod> pods;
+  std::map<std::string, Labels> service_accounts;  // "ns/name" -> the ServiceAccount's labels
+  // Every endpoint (Pod or WEP) of namespace `ns` is computed again (a service account there changed).
+  void dirty_namespace_endpoints(const std::string& ns);
   std::map<std::string, NamespaceRes> namespaces;
   std::map<std::string, policy::Policy> policies;
   std::multimap<IpAddress, const std::string*> wep_ips;  // every WEP's IPs -> keys in `weps`
@@ -157,6 +160,10 @@ struct Calc::Impl {
   std::map<std::string, policy::Tier> tiers;  // name -> Tier (Tier resources, key "tier.<name>")
   std::vector<policy::Tier> tier_upserts;
   std::vector<std::string> tier_removes;
+  // NetworkSets / GlobalNetworkSets, by their Kind::Policy key name.
+  std::map<std::string, policy::NetworkSet> network_sets;
+  std::vector<policy::NetworkSet> network_set_upserts;
+  std::vector<std::string> network_set_removes;  // NetworkSet::key()
 
   explicit Impl(CalcOptions o) : opt(std::move(o)) { speaker = opt.base; }
 

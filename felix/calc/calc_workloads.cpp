@@ -93,8 +93,23 @@ std::optional<policy::Endpoint> Calc::Impl::compute_endpoint(const std::string& 
   if (p != pods.end()) {
     e.labels = p->second.labels;
     if (!p->second.ports.empty()) e.ports = p->second.ports;
+    if (!p->second.service_account.empty()) e.labels[policy::kServiceAccountLabel] = p->second.service_account;
+  }
+  // The service account's labels (pcsa.<key>), for serviceAccounts matches.
+  if (auto sa = e.labels.find(policy::kServiceAccountLabel); sa != e.labels.end()) {
+    auto acct = service_accounts.find(e.ns + "/" + sa->second);
+    if (acct != service_accounts.end())
+      for (const auto& [k, v] : acct->second) e.labels[policy::kServiceAccountLabelPrefix + k] = v;
   }
   return e;
+}
+
+void Calc::Impl::dirty_namespace_endpoints(const std::string& ns) {
+  const std::string prefix = ns + "/";
+  for (auto it = weps.lower_bound(prefix); it != weps.end() && it->first.starts_with(prefix); ++it)
+    dirty_endpoints.insert(it->first);
+  for (auto it = pods.lower_bound(prefix); it != pods.end() && it->first.starts_with(prefix); ++it)
+    dirty_endpoints.insert(it->first);
 }
 
 void Calc::Impl::for_each_endpoint(const std::function<void(policy::Endpoint&&)>& f) const {
@@ -142,7 +157,11 @@ void Calc::Impl::take_policy(CalcChanges& ch, bool with_policy) {
     ch.policies_removed = std::move(policy_removes);
     ch.tiers_upserted = std::move(tier_upserts);
     ch.tiers_removed = std::move(tier_removes);
+    ch.network_sets_upserted = std::move(network_set_upserts);
+    ch.network_sets_removed = std::move(network_set_removes);
   }
+  network_set_upserts.clear();
+  network_set_removes.clear();
   policy_upserts.clear();
   policy_removes.clear();
   tier_upserts.clear();
@@ -164,6 +183,11 @@ std::vector<policy::Tier> Calc::tiers() const {
   for (const auto& [n, t] : impl_->tiers) v.push_back(t);
   return v;
 }
+std::vector<policy::NetworkSet> Calc::network_sets() const {
+  std::vector<policy::NetworkSet> v;
+  for (const auto& [k, n] : impl_->network_sets) v.push_back(n);
+  return v;
+}
 std::vector<policy::Policy> Calc::policies() const {
   std::vector<policy::Policy> v;
   for (const auto& [n, p] : impl_->policies) v.push_back(p);
@@ -173,17 +197,20 @@ std::vector<policy::Policy> Calc::policies() const {
 void Calc::apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch) {
   for (const auto& n : ch.namespaces_upserted) pc.upsert_namespace(n);
   for (const auto& t : ch.tiers_upserted) pc.upsert_tier(t);
+  for (const auto& n : ch.network_sets_upserted) pc.upsert_network_set(n);
   for (const auto& p : ch.policies_upserted) pc.upsert_policy(p);
   for (const auto& e : ch.endpoints_upserted) pc.upsert_endpoint(e);
   for (const auto& e : ch.endpoints_removed) pc.remove_endpoint(e);
   for (const auto& p : ch.policies_removed) pc.remove_policy(p);
   for (const auto& n : ch.namespaces_removed) pc.remove_namespace(n);
   for (const auto& t : ch.tiers_removed) pc.remove_tier(t);
+  for (const auto& n : ch.network_sets_removed) pc.remove_network_set(n);
 }
 
 void Calc::program_full(policy::PolicyCompiler& pc) const {
   for (const auto& n : namespaces()) pc.upsert_namespace(n);
   for (const auto& t : tiers()) pc.upsert_tier(t);
+  for (const auto& n : network_sets()) pc.upsert_network_set(n);
   for (const auto& p : policies()) pc.upsert_policy(p);
   // One endpoint at a time: a vector of all of them (20,000) would be a second
   // full copy at the cold start's peak, next to the compiler's own.

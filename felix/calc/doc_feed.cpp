@@ -38,6 +38,11 @@ std::optional<ResourceKey> plain_key(const DocKey& key) {
 
 std::string rejection_consequence(const std::optional<ResourceKey>& plain, bool had_good_version) {
   bool policy = plain && plain->kind == Kind::Policy;
+  // Network sets ride the policy path (key "netset.<ns>.<name>" / "gnetset.<name>").
+  if (policy && (plain->name.starts_with("netset.") || plain->name.starts_with("gnetset.")))
+    return had_good_version ? " (rejected: the last good version of this network set stays in force)"
+                            : " (rejected: this network set never had a valid version: no policy selector matches "
+                              "its CIDRs, so rules that allow or deny them do not apply to them)";
   if (had_good_version)
     return policy ? " (rejected: the last good version of this policy stays programmed)"
                   : " (rejected: the last good version stays in force)";

@@ -4,7 +4,7 @@
 // user's existing manifests apply unchanged. Policy kinds are delegated to the policy
 // module's parser (one selector/policy parser in the project), which validates every
 // field strictly (Kubernetes NetworkPolicy included: a policy is a security control).
-// Security kinds tabby does not implement (HostEndpoint, NetworkSet, ...) are
+// Security kinds tabby does not implement (HostEndpoint, Profile, ...) are
 // refused with a message saying they are not enforced.
 #include "felix/calc/resources.hpp"
 
@@ -564,6 +564,9 @@ Pod parse_pod(const YAML::Node& doc) {
   if (present(spec)) {
     if (present(spec["nodeName"])) p.node = get_string(spec["nodeName"], "spec.nodeName");
     if (present(spec["hostNetwork"])) p.host_network = get_bool(spec["hostNetwork"], "spec.hostNetwork");
+    // The service account (policy serviceAccounts matches); spec.serviceAccount is its deprecated alias.
+    if (present(spec["serviceAccountName"])) p.service_account = get_string(spec["serviceAccountName"], "spec.serviceAccountName");
+    else if (present(spec["serviceAccount"])) p.service_account = get_string(spec["serviceAccount"], "spec.serviceAccount");
     each_item(spec["containers"], "spec.containers", [&](const YAML::Node& c, const std::string& cp) {
       auto ports = get_ports(c["ports"], join(cp, "ports"), false);
       p.ports.insert(p.ports.end(), ports.begin(), ports.end());
@@ -619,9 +622,12 @@ WorkloadEndpoint parse_calico_wep(const YAML::Node& doc, std::string& name, Unsu
   w.labels = get_labels(doc["metadata"]["labels"], "metadata.labels");
   const auto& spec = doc["spec"];
   if (!present(spec)) bad("spec", "is required");
-  check_keys(spec, "spec", {"node", "pod", "interfaceName", "ipNetworks", "ports", "containerID"},
-             {"orchestrator", "workload", "endpoint", "mac", "ipNATs", "profiles", "serviceAccountName",
+  check_keys(spec, "spec", {"node", "pod", "interfaceName", "ipNetworks", "ports", "containerID", "serviceAccountName"},
+             {"orchestrator", "workload", "endpoint", "mac", "ipNATs", "profiles",
               "ipv4Gateway", "ipv6Gateway", "allowSpoofedSourcePrefixes"});
+  // The service account rides the labels, as Calico's own WorkloadEndpoints carry it.
+  if (present(spec["serviceAccountName"]))
+    w.labels[policy::kServiceAccountLabel] = get_string(spec["serviceAccountName"], "spec.serviceAccountName");
   if (!present(spec["node"])) bad("spec.node", "is required");
   w.node = get_string(spec["node"], "spec.node");
   if (nonempty(spec["allowSpoofedSourcePrefixes"]))
@@ -670,8 +676,6 @@ BlockAffinity parse_block_affinity(const YAML::Node& spec) {
 std::optional<std::string> unenforced_security_kind(const std::string& api, const std::string& kind) {
   if (api == "projectcalico.org/v3") {
     if (kind == "HostEndpoint") return "host endpoints and their policies are not implemented";
-    if (kind == "NetworkSet" || kind == "GlobalNetworkSet")
-      return "network sets are not implemented: selectors never match their addresses";
     if (kind == "Profile") return "profiles are not implemented: every endpoint has the allow-all default";
     if (kind == "StagedNetworkPolicy" || kind == "StagedGlobalNetworkPolicy" || kind == "StagedKubernetesNetworkPolicy")
       return "staged policies are not implemented";
@@ -697,6 +701,7 @@ const char* kind_name(Kind k) {
     case Kind::K8sNode: return "Node";
     case Kind::Pod: return "Pod";
     case Kind::Namespace: return "Namespace";
+    case Kind::ServiceAccount: return "ServiceAccount";
     case Kind::BlockAffinity: return "BlockAffinity";
     case Kind::WorkloadEndpoint: return "WorkloadEndpoint";
     case Kind::Policy: return "Policy";
@@ -733,12 +738,16 @@ static bool ports_eq(const std::vector<policy::NamedPort>& a, const std::vector<
 
 bool Pod::operator==(const Pod& o) const {
   return labels == o.labels && node == o.node && ips == o.ips && ports_eq(ports, o.ports) &&
-         host_network == o.host_network;
+         host_network == o.host_network && service_account == o.service_account;
 }
 
 bool WorkloadEndpoint::operator==(const WorkloadEndpoint& o) const {
   return node == o.node && iface == o.iface && ips == o.ips && labels == o.labels && ports_eq(ports, o.ports) &&
          container_id == o.container_id;
+}
+
+std::string network_set_key_name(const std::string& ns, const std::string& name) {
+  return ns.empty() ? "gnetset." + name : "netset." + ns + "." + name;
 }
 
 std::string block_affinity_name(const Prefix& block) {
@@ -762,12 +771,15 @@ std::optional<ResourceKey> key_for(std::string_view api_version, std::string_vie
   if (k8s && k == "Node") return ResourceKey{Kind::K8sNode, "", name};
   if (k8s && k == "Pod") return ResourceKey{Kind::Pod, nsd, name};
   if (k8s && k == "Namespace") return ResourceKey{Kind::Namespace, "", name};
+  if (k8s && k == "ServiceAccount") return ResourceKey{Kind::ServiceAccount, nsd, name};
   if (tabby && k == "BlockAffinity") return ResourceKey{Kind::BlockAffinity, "", name};
   if ((tabby || calico) && k == "WorkloadEndpoint") return ResourceKey{Kind::WorkloadEndpoint, nsd, name};
   if (k == "NetworkPolicy" && api == "networking.k8s.io/v1") return ResourceKey{Kind::Policy, "", "knp." + nsd + "." + name};
   if (k == "NetworkPolicy" && calico) return ResourceKey{Kind::Policy, "", "np." + nsd + "." + name};
   if (k == "GlobalNetworkPolicy" && calico) return ResourceKey{Kind::Policy, "", "gnp." + name};
   if (k == "Tier" && calico) return ResourceKey{Kind::Policy, "", "tier." + name};
+  if (k == "NetworkSet" && calico) return ResourceKey{Kind::Policy, "", network_set_key_name(nsd, name)};
+  if (k == "GlobalNetworkSet" && calico) return ResourceKey{Kind::Policy, "", network_set_key_name("", name)};
   return std::nullopt;
 }
 
@@ -861,8 +873,10 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
 
   bool calico = api == "projectcalico.org/v3", k8s = api == "v1", tabby = api == "tabby.dev/v1";
   bool policy_kind = (kind == "NetworkPolicy" && (api == "networking.k8s.io/v1" || calico)) ||
-                     (kind == "GlobalNetworkPolicy" && calico) || (kind == "Tier" && calico);
-  bool namespaced = kind == "Pod" || kind == "WorkloadEndpoint" || (kind == "NetworkPolicy");
+                     (kind == "GlobalNetworkPolicy" && calico) || (kind == "Tier" && calico) ||
+                     ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && calico);
+  bool namespaced = kind == "Pod" || kind == "WorkloadEndpoint" || (kind == "NetworkPolicy") || kind == "NetworkSet" ||
+                    (k8s && kind == "ServiceAccount");
   if (namespaced && ns.empty()) {
     ns = "default";
     object = kind + " " + ns + "/" + name;
@@ -875,11 +889,16 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
       if (!o) return fail_msg(src + o.error().message);
       if (o->kind == policy::Object::TierObj) {
         r.key = {Kind::Policy, "", "tier." + o->tier.name};
-        r.body = PolicyRes{{}, std::move(o->tier)};
+        r.body = PolicyRes{{}, std::move(o->tier), std::nullopt};
+        return r;
+      }
+      if (o->kind == policy::Object::NetworkSetObj) {
+        r.key = {Kind::Policy, "", network_set_key_name(o->network_set.ns, o->network_set.name)};
+        r.body = PolicyRes{{}, std::nullopt, std::move(o->network_set)};
         return r;
       }
       r.key = {Kind::Policy, "", o->policy.id()};
-      r.body = PolicyRes{std::move(o->policy), std::nullopt};
+      r.body = PolicyRes{std::move(o->policy), std::nullopt, std::nullopt};
       return r;
     }
     r.key.name = name;
@@ -912,6 +931,11 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
       NamespaceRes n;
       n.labels = get_labels(doc["metadata"]["labels"], "metadata.labels");
       r.body = std::move(n);
+    } else if (k8s && kind == "ServiceAccount") {
+      r.key.kind = Kind::ServiceAccount;
+      ServiceAccountRes sa;
+      sa.labels = get_labels(doc["metadata"]["labels"], "metadata.labels");
+      r.body = std::move(sa);
     } else if (tabby && kind == "BlockAffinity") {
       r.key.kind = Kind::BlockAffinity;
       auto b = parse_block_affinity(doc["spec"]);

@@ -39,7 +39,7 @@
 // every field, as the API server's strict field validation does (policy/schema.hpp);
 // other Kubernetes objects are read leniently (only the fields tabby needs), as they
 // carry much more. Calico security kinds tabby does not implement (HostEndpoint,
-// NetworkSet, GlobalNetworkSet, Profile, staged policies) and Kubernetes admin network
+// Profile, staged policies) and Kubernetes admin network
 // policies are errors saying they are not enforced. Pure: yaml-cpp only.
 #pragma once
 
@@ -75,6 +75,7 @@ enum class Kind : uint8_t {
   K8sNode,           // v1 Node
   Pod,               // v1 Pod
   Namespace,         // v1 Namespace
+  ServiceAccount,    // v1 ServiceAccount (its labels, for policy serviceAccounts matches)
   BlockAffinity,     // tabby.dev/v1
   WorkloadEndpoint,  // tabby.dev/v1 (or projectcalico.org/v3)
   Policy,            // any NetworkPolicy kind (name = policy::Policy::id())
@@ -195,12 +196,18 @@ struct Pod {
   std::vector<IpAddress> ips;              // status.podIPs / status.podIP
   std::vector<policy::NamedPort> ports;    // spec.containers[].ports[] with a name
   bool host_network = false;               // spec.hostNetwork: not tabby's to route
+  std::string service_account;             // spec.serviceAccountName (or the older spec.serviceAccount)
   bool operator==(const Pod& o) const;
 };
 
 struct NamespaceRes {
   Labels labels;
   bool operator==(const NamespaceRes&) const = default;
+};
+
+struct ServiceAccountRes {
+  Labels labels;  // metadata.labels: what serviceAccounts selectors match (as pcsa.<key>)
+  bool operator==(const ServiceAccountRes&) const = default;
 };
 
 // ---------------------------------------------------------------- tabby kinds
@@ -211,6 +218,9 @@ struct BlockAffinity {
   bool operator==(const BlockAffinity&) const = default;
 };
 std::string block_affinity_name(const Prefix& block);  // "198-19-0-64-26"
+// The Kind::Policy key name of a NetworkSet ("netset.<ns>.<name>") or, with ns
+// empty, a GlobalNetworkSet ("gnetset.<name>").
+std::string network_set_key_name(const std::string& ns, const std::string& name);
 
 struct WorkloadEndpoint {
   std::string node;
@@ -227,11 +237,14 @@ struct PolicyRes {
   // A projectcalico.org/v3 Tier rides the policy path (key "tier.<name>"):
   // set for a Tier, and then `policy` is unused.
   std::optional<policy::Tier> tier;
+  // A projectcalico.org/v3 NetworkSet ("netset.<ns>.<name>") or GlobalNetworkSet
+  // ("gnetset.<name>") rides it too: set for those, and then `policy` is unused.
+  std::optional<policy::NetworkSet> network_set;
   bool operator==(const PolicyRes&) const = default;  // same policy = same rules
 };
 
 using ResourceBody = std::variant<BgpConfiguration, BgpPeer, BgpFilterRes, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
-                                  BlockAffinity, WorkloadEndpoint, PolicyRes>;
+                                  BlockAffinity, WorkloadEndpoint, PolicyRes, ServiceAccountRes>;
 
 struct Resource {
   ResourceKey key;

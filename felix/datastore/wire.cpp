@@ -446,6 +446,7 @@ std::vector<K8sResource> default_k8s_resources() {
       {"", "v1", "Node", "nodes", false},
       {"", "v1", "Pod", "pods", true},
       {"", "v1", "Namespace", "namespaces", false},
+      {"", "v1", "ServiceAccount", "serviceaccounts", true},
       {"networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "BGPConfiguration", "bgpconfigurations", false},
       {calico, "v1", "BGPPeer", "bgppeers", false},
@@ -454,6 +455,8 @@ std::vector<K8sResource> default_k8s_resources() {
       {calico, "v1", "Node", "nodes", false},
       {calico, "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "GlobalNetworkPolicy", "globalnetworkpolicies", false},
+      {calico, "v1", "NetworkSet", "networksets", true},
+      {calico, "v1", "GlobalNetworkSet", "globalnetworksets", false},
       {own, "v1", "BlockAffinity", "blockaffinities", false},
       {own, "v1", "IPAMLease", "ipamleases", false},  // the IPAM garbage collector's leader lease
       {own, "v1", "WorkloadEndpoint", "workloadendpoints", true},

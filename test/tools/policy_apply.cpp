@@ -46,6 +46,7 @@ struct State {
   std::map<std::string, Endpoint> endpoints;
   std::map<std::string, Namespace> namespaces;
   std::map<std::string, Tier> tiers;
+  std::map<std::string, NetworkSet> network_sets;
 };
 
 Result<State> load(const std::vector<std::string>& paths) {
@@ -72,6 +73,7 @@ Result<State> load(const std::vector<std::string>& paths) {
       if (o.kind == Object::PolicyObj) s.policies[o.policy.id()] = o.policy;
       else if (o.kind == Object::EndpointObj) s.endpoints[o.endpoint.key()] = o.endpoint;
       else if (o.kind == Object::TierObj) s.tiers[o.tier.name] = o.tier;
+      else if (o.kind == Object::NetworkSetObj) s.network_sets[o.network_set.key()] = o.network_set;
       else s.namespaces[o.ns.name] = o.ns;
     }
   }
@@ -82,6 +84,7 @@ Result<State> load(const std::vector<std::string>& paths) {
 void feed(PolicyCompiler& c, const State& old, const State& now) {
   for (const auto& [k, n] : now.namespaces) c.upsert_namespace(n);
   for (const auto& [k, t] : now.tiers) c.upsert_tier(t);
+  for (const auto& [k, n] : now.network_sets) c.upsert_network_set(n);
   for (const auto& [k, e] : now.endpoints) c.upsert_endpoint(e);
   for (const auto& [k, p] : now.policies) c.upsert_policy(p);
   for (const auto& [k, p] : old.policies)
@@ -92,6 +95,8 @@ void feed(PolicyCompiler& c, const State& old, const State& now) {
     if (!now.namespaces.count(k)) c.remove_namespace(k);
   for (const auto& [k, t] : old.tiers)
     if (!now.tiers.count(k)) c.remove_tier(k);
+  for (const auto& [k, n] : old.network_sets)
+    if (!now.network_sets.count(k)) c.remove_network_set(k);
 }
 
 void ack(const std::string& path, int gen, const std::string& status) {

@@ -118,6 +118,11 @@ std::vector<std::string> policies(int v) {
               "  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8, code: " + std::to_string(v % 2) + "}\n"
               "  - action: Deny\n    protocol: ICMP\n    notICMP: {type: 3}\n"
               "  - action: Allow\n    protocol: ICMPv6\n    icmp: {type: 128, code: " + std::to_string(v % 2) + "}\n");
+  // Network sets: an allow from the CIDRs of role=office sets, a deny of everything else.
+  d.push_back("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: office}\nspec:\n"
+              "  order: " + std::to_string(20 + v) + "\n  selector: app == 'db'\n  types: [Ingress]\n  ingress:\n"
+              "  - action: Allow\n    source: {selector: role == 'office'}\n"
+              "  - action: Deny\n    source: {notSelector: role == 'office'}\n");
   // A security tier: Pass (mark bit + return), Deny, Log (rate-limited).
   d.push_back("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.gate}\nspec:\n"
               "  tier: sec\n  order: " + std::to_string(v) + "\n  selector: app == 'web'\n  types: [Ingress, Egress]\n"
@@ -134,6 +139,7 @@ Status feed(PolicyCompiler& c, const std::string& yaml) {
     if (o.kind == Object::PolicyObj) c.upsert_policy(o.policy);
     else if (o.kind == Object::NamespaceObj) c.upsert_namespace(o.ns);
     else if (o.kind == Object::TierObj) c.upsert_tier(o.tier);
+    else if (o.kind == Object::NetworkSetObj) c.upsert_network_set(o.network_set);
     else c.upsert_endpoint(o.endpoint);
   }
   return {};
@@ -193,6 +199,14 @@ int main() {
                                                   "calin" + std::to_string(v)));
     step("pod relabel v" + std::to_string(v), pod_doc("b", "p0", v % 2 ? "web" : "db", "198.19.0.1", "cali0"));
     step("namespace relabel v" + std::to_string(v), ns_doc("b", v % 2 ? "t1" : "t2"));
+    // A GlobalNetworkSet a policy's selectors match: its CIDRs change (interval
+    // element changes), it is relabelled away (the c- set goes, the chain is
+    // rewritten) and back.
+    std::string nets = v % 3 == 0 ? "[]" : v % 2 ? "[203.0.113.0/25, 203.0.113.128/25, \"2001:db8:5::/48\"]"
+                                                  : "[203.0.113.0/24, 198.51.100.7]";
+    step("network set v" + std::to_string(v), "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: "
+                                               "{name: office, labels: {role: " + std::string(v == 4 ? "away" : "office") +
+                                               "}}\nspec: {nets: " + nets + "}\n");
     // A tier order or action change rewrites endpoint chains (one delta).
     step("tier change v" + std::to_string(v), tier_doc("sec", v % 2 ? 2000000 : 100, v % 3 ? "Pass" : "Deny"));
     c.remove_endpoint("a/n" + std::to_string(v - 1));

@@ -275,9 +275,8 @@ TEST_CASE("manifest errors name the object and the field path") {
              "spec:\n  ingress:\n  - action: Bounce\n") ==
         "GlobalNetworkPolicy g: spec.ingress[0].action: expected Allow, Deny, Log or Pass, got \"Bounce\"");
   CHECK(perr("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
-             "spec:\n  ingress:\n  - action: Allow\n    source: {serviceAccounts: {names: [a]}}\n") ==
-        "GlobalNetworkPolicy g: spec.ingress[0].source.serviceAccounts: not supported by tabby: service account "
-        "matches are not implemented (refused rather than ignored)");
+             "spec:\n  ingress:\n  - action: Allow\n    source: {serviceAccounts: {names: [a], selector: 'x ='}}\n")
+            .starts_with("GlobalNetworkPolicy g: spec.ingress[0].source.serviceAccounts.selector: selector \"x =\""));
   CHECK(perr("apiVersion: v9\nkind: Gadget\nmetadata: {name: g}\n") ==
         "Gadget g: apiVersion/kind: unsupported \"v9\" Gadget");
 }

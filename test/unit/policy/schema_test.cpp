@@ -276,12 +276,9 @@ TEST_CASE("Calico policy: fields tabby does not implement are refused as not sup
       {kGnpHead + "spec: {doNotTrack: true, applyOnForward: true}\n", "spec.doNotTrack"},
       {kGnpHead + "spec: {preDNAT: true, applyOnForward: true}\n", "spec.preDNAT"},
       {kGnpHead + "spec: {applyOnForward: true}\n", "spec.applyOnForward"},
-      {kCalicoHead + "spec: {serviceAccountSelector: role == 'x'}\n", "spec.serviceAccountSelector"},
       {kCalicoHead + "spec:\n  ingress:\n  - action: Allow\n    http: {methods: [GET]}\n", "spec.ingress[0].http"},
       {kCalicoHead + "spec:\n  ingress:\n  - action: Allow\n    source: {services: {name: api}}\n",
        "spec.ingress[0].source.services"},
-      {kCalicoHead + "spec:\n  egress:\n  - action: Allow\n    destination: {serviceAccounts: {names: [a]}}\n",
-       "spec.egress[0].destination.serviceAccounts"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.yaml);

@@ -1788,3 +1788,75 @@ TEST_CASE("BGPFilter: parsed per family, resolved from BGPPeer spec.filters in o
                     "f.yaml") ==
         "f.yaml: BGPFilter x: spec.importV4[0]: prefixLength.min 4 is shorter than the cidr's /8");
 }
+
+TEST_CASE("policy inputs: service accounts label their pods' endpoints; network sets reach the compiler") {
+  Node n("node-1");
+  const std::string pods =
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: x, labels: {app: web}}\n"
+      "spec: {nodeName: node-1, serviceAccountName: frontend}\nstatus: {podIP: 198.19.0.5}\n---\n"
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: job, namespace: x}\n"
+      "spec: {nodeName: node-2, serviceAccount: batch}\nstatus: {podIP: 198.19.0.6}\n";
+  const std::string sa = [](const std::string& tier) {
+    return "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: frontend, namespace: x, labels: {tier: " + tier +
+           "}}\n";
+  }("front");
+  auto ch = n.feed("pods.yaml", pods);
+  ch = n.feed("sa.yaml", sa);
+  CHECK(n.errors.empty());
+  auto by_name = [&] {
+    std::map<std::string, policy::Labels> m;
+    for (const auto& e : n.calc.endpoints()) m[e.key()] = e.labels;
+    return m;
+  };
+  auto eps = by_name();
+  CHECK(eps["x/web"].at(policy::kServiceAccountLabel) == "frontend");
+  CHECK(eps["x/web"].at("pcsa.tier") == "front");
+  CHECK(eps["x/job"].at(policy::kServiceAccountLabel) == "batch");  // the deprecated alias
+  CHECK(!eps["x/job"].count("pcsa.tier"));                          // no such ServiceAccount object
+  // A relabel of the ServiceAccount reaches its pods' endpoints as a change.
+  ch = n.feed("sa.yaml", "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: frontend, namespace: x, labels: "
+                         "{tier: back}}\n");
+  bool web_changed = false;
+  for (const auto& e : ch.endpoints_upserted)
+    if (e.key() == "x/web") web_changed = e.labels.at("pcsa.tier") == "back";
+  CHECK(web_changed);
+  // Network sets: upserted and removed through the policy path.
+  ch = n.feed("sets.yaml", "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: office, labels: "
+                           "{role: office}}\nspec: {nets: [203.0.113.0/24]}\n---\napiVersion: projectcalico.org/v3\n"
+                           "kind: NetworkSet\nmetadata: {name: partner, namespace: x}\nspec: {nets: [192.0.2.0/24]}\n");
+  CHECK(n.errors.empty());
+  REQUIRE(ch.network_sets_upserted.size() == 2);
+  CHECK(n.calc.network_sets().size() == 2);
+  ch = n.drop("sets.yaml");
+  CHECK(ch.network_sets_removed.size() == 2);
+  CHECK(n.calc.network_sets().empty());
+  // A bad CIDR names the file, object and field.
+  n.feed("bad.yaml", "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: g}\n"
+                     "spec: {nets: [10.0.0.0/33]}\n");
+  REQUIRE(n.errors.size() == 1);
+  CHECK_MESSAGE(n.errors[0].find("bad.yaml: GlobalNetworkSet g: spec.nets[0]: invalid CIDR") != std::string::npos,
+                n.errors[0]);
+}
+
+TEST_CASE("a rejected network set's problem speaks of the network set, not of a policy") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  const std::string bad = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: office}\n"
+                          "spec: {nets: [203.0.113.0/33]}\n";
+  const std::string good = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: office}\n"
+                           "spec: {nets: [203.0.113.0/24]}\n";
+  feed.feed({DocEvent{{"GlobalNetworkSet.projectcalico.org", "", "office"}, bad, "1", false, "sets.yaml"}}, calc);
+  auto p = feed.problems();
+  REQUIRE(p.size() == 1);
+  CHECK_MESSAGE(p[0].message.find("this network set never had a valid version") != std::string::npos, p[0].message);
+  CHECK(p[0].message.find("policy") == p[0].message.find("policy selector"));
+  feed.feed({DocEvent{{"GlobalNetworkSet.projectcalico.org", "", "office"}, good, "2", false, "sets.yaml"}}, calc);
+  CHECK(feed.problems().empty());
+  feed.feed({DocEvent{{"GlobalNetworkSet.projectcalico.org", "", "office"}, bad, "3", false, "sets.yaml"}}, calc);
+  p = feed.problems();
+  REQUIRE(p.size() == 1);
+  CHECK_MESSAGE(p[0].message.find("the last good version of this network set stays in force") != std::string::npos,
+                p[0].message);
+  REQUIRE(calc.network_sets().size() == 1);
+  CHECK(calc.network_sets()[0].nets.at(0).str() == "203.0.113.0/24");
+}

@@ -85,6 +85,14 @@ const std::map<std::string, Base>& bases() {
        {"Node.projectcalico.org", "", "node-1",
         "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node-1}\n"
         "spec: {bgp: {ipv4Address: 198.18.0.11/24}}\n"}},
+      {"NetworkSet",
+       {"NetworkSet.projectcalico.org", "default", "partner",
+        "apiVersion: projectcalico.org/v3\nkind: NetworkSet\nmetadata: {name: partner, namespace: default}\n"
+        "spec: {nets: [192.0.2.0/24]}\n"}},
+      {"GlobalNetworkSet",
+       {"GlobalNetworkSet.projectcalico.org", "", "office",
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: office}\n"
+        "spec: {nets: [192.0.2.0/24]}\n"}},
       {"Tier",
        {"Tier.projectcalico.org", "", "security",
         "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n"}},

@@ -201,10 +201,6 @@ TEST_CASE("security kinds tabby does not implement are refused as not enforced")
   const std::pair<const char*, const char*> kinds[] = {
       {"HostEndpoint.projectcalico.org", "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\n"
                                          "spec: {node: node-1, interfaceName: eth0}\n"},
-      {"NetworkSet.projectcalico.org", "apiVersion: projectcalico.org/v3\nkind: NetworkSet\n"
-                                       "metadata: {name: n, namespace: default}\nspec: {nets: [10.0.0.0/8]}\n"},
-      {"GlobalNetworkSet.projectcalico.org", "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\n"
-                                             "metadata: {name: n}\nspec: {nets: [10.0.0.0/8]}\n"},
       {"Profile.projectcalico.org", "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: p}\nspec: {}\n"},
       {"AdminNetworkPolicy.policy.networking.k8s.io",
        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: a}\nspec: {}\n"},

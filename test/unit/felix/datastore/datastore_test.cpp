@@ -742,6 +742,7 @@ TEST_CASE("default kubernetes resources cover core, networking, Calico and tabby
   for (const char* k : {"Node", "Pod", "Namespace", "NetworkPolicy.networking.k8s.io", "BGPConfiguration.projectcalico.org",
                         "BGPPeer.projectcalico.org", "BGPFilter.projectcalico.org", "IPPool.projectcalico.org", "NetworkPolicy.projectcalico.org",
                         "GlobalNetworkPolicy.projectcalico.org", "Node.projectcalico.org",
+                        "NetworkSet.projectcalico.org", "GlobalNetworkSet.projectcalico.org", "ServiceAccount",
                         "BlockAffinity.tabby.dev", "WorkloadEndpoint.tabby.dev"})
     CHECK(kinds.count(k) == 1);
 }
