@@ -310,7 +310,6 @@ TEST_CASE("each unsupported Calico field set in a manifest is a problem naming f
        "", "spec.localWorkloadPeeringIPV4"},
       {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  localWorkloadPeeringIPV6: fe80::179\n", "",
        "spec.localWorkloadPeeringIPV6"},
-      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  reachableBy: 198.18.0.254\n", "", "spec.reachableBy"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  birdGatewayMode: DirectIfDirectlyConnected\n",
        "  birdGatewayMode: Recursive\n", "spec.birdGatewayMode"},
       {"IPPool.projectcalico.org", "pool-a", ippool, "  allowedUses: [LoadBalancer]\n",
