@@ -396,9 +396,9 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
     if (m == "BFDIfDirectlyConnected") p.bfd_if_directly_connected = true;
     else if (m != "None") bad("spec.failureDetectionMode", "'" + m + "' is not None or BFDIfDirectlyConnected");
   }
-  // spec.restartMode: LongLivedGracefulRestart adds RFC 9494 to graceful
-  // restart; spec.maxRestartTime is then the long-lived stale time (as
-  // Calico's BIRD template uses it), not the graceful-restart time.
+  // spec.restartMode (a Calico Enterprise field): LongLivedGracefulRestart adds
+  // RFC 9494 to graceful restart; spec.maxRestartTime is then the long-lived
+  // stale time, not the graceful-restart time.
   if (present(spec["restartMode"])) {
     std::string m = get_string(spec["restartMode"], "spec.restartMode");
     if (m == "LongLivedGracefulRestart") p.long_lived_restart = true;
