@@ -2,12 +2,14 @@
 """interop_bird_llgr.py — long-lived graceful restart (RFC 9494) against BIRD 2, both roles.
 
 tabby (dataplane on) peers with BIRD b1 (GR time 4 s, `long lived graceful restart on`,
-stale time 12 s) and BIRD b2 (GR, LLGR off). b1 and b2 both announce 198.51.100.0/24
+stale time 12 s), BIRD b2 (GR, LLGR off) and BIRD b3 (GR; LLGR-aware, BIRD's default:
+an empty capability 71). b1 and b2 both announce 198.51.100.0/24
 (b1's path wins on router ID); b1 also announces 203.0.113.0/25 and 203.0.113.128/25
 with NO_LLGR (65535:7).
 1. receiver: b1 is killed (SIGKILL, no NOTIFICATION). tabby keeps b1's routes as stale
    through the GR time, then past it as LLGR_STALE (65535:6, least preferred: b2's path
-   wins 198.51.100.0/24; the NO_LLGR route goes), withdraws them from b2 (no LLGR), keeps
+   wins 198.51.100.0/24; the NO_LLGR route goes), passes them to b3 with LLGR_STALE,
+   withdraws them from b2 (no LLGR), keeps
    203.0.113.0/25 in the kernel, and removes it when the long-lived stale time is over
    (printed: measured times);
 2. End-of-RIB: b1 comes back, is killed again, and restarts (graceful recovery) without
@@ -27,8 +29,8 @@ from tabbytest.core import check, fail, holds_for, step, wait_until  # noqa: E40
 from tabbytest.daemons import Bird, Tabby, route_from  # noqa: E402
 from tabbytest.scenarios import lan  # noqa: E402
 
-T4, B1, B2 = "198.18.0.1", "198.18.0.2", "198.18.0.3"
-T_AS, B1_AS, B2_AS = 64512, 64513, 64514
+T4, B1, B2, B3 = "198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"
+T_AS, B1_AS, B2_AS, B3_AS = 64512, 64513, 64514, 64515
 SHARED, ONLY, NOLLGR, MINE = "198.51.100.0/24", "203.0.113.0/25", "203.0.113.128/25", "203.0.113.0/24"
 LLGR_STALE, NO_LLGR = "65535:6", "65535:7"
 B1_GR, B1_LLGR, T_GR, T_LLGR = 4, 12, 4, 14
@@ -46,10 +48,10 @@ def in_kernel(tab, prefix, via=None):
 
 
 def body(lab):
-    t, n1, n2 = lan(lab, ["tabby", "b1", "b2"])
+    t, n1, n2, n3 = lan(lab, ["tabby", "b1", "b2", "b3"])
     tab = Tabby(t, T_AS, T4,
                 peers=[{"ip": B1, "asn": B1_AS, "gr": True, "longLivedStaleTime": T_LLGR},
-                       {"ip": B2, "asn": B2_AS, "gr": True}],
+                       {"ip": B2, "asn": B2_AS, "gr": True}, {"ip": B3, "asn": B3_AS, "gr": True}],
                 announce=[{"prefix": MINE}],
                 extra={"dataplane": {"enabled": True}, "gracefulRestart": {"enabled": True, "restartTime": T_GR}})
     b1 = Bird(n1, B1_AS, B1, peers=[{"ip": T4, "asn": T_AS, "gr": True, "gr_time": B1_GR,
@@ -57,17 +59,20 @@ def body(lab):
                                                    f"long lived stale time {B1_LLGR};"]}])
     b2 = Bird(n2, B2_AS, B2, peers=[{"ip": T4, "asn": T_AS, "gr": True,
                                      "bird_opts": ["long lived graceful restart off;"]}])
+    b3 = Bird(n3, B3_AS, B3, peers=[{"ip": T4, "asn": T_AS, "gr": True}])
     b1.announce(SHARED)
     b1.announce(ONLY)
     b1.announce(NOLLGR, communities=[NO_LLGR])
     b2.announce(SHARED)
-    for d in (tab, b1, b2):
+    for d in (tab, b1, b2, b3):
         d.start()
     tab.wait_established(B1, 40)
     tab.wait_established(B2, 40)
+    tab.wait_established(B3, 40)
     wait_until(lambda: (route_from(tab, SHARED, B1) or {}).get("best"), 20, "tabby: b1's 198.51.100.0/24 best")
     wait_until(lambda: route_from(tab, NOLLGR, B1), 20, "tabby: b1's NO_LLGR route")
     wait_until(lambda: route_from(b2, ONLY, T4), 20, "b2 has b1's 203.0.113.0/25 through tabby")
+    wait_until(lambda: route_from(b3, ONLY, T4), 20, "b3 has b1's 203.0.113.0/25 through tabby")
     wait_until(lambda: in_kernel(tab, ONLY, B1) and in_kernel(tab, SHARED, B1), 20,
                "b1's routes in tabby's kernel table")
     wait_until(lambda: route_from(b1, MINE, T4) and route_from(b2, MINE, T4), 20, "b1 and b2 have tabby's route")
@@ -103,6 +108,9 @@ def body(lab):
           f"the LLGR_STALE path must be least preferred (b2's wins): {tab.route(SHARED)}")
     check(LLGR_STALE in shared[B1]["communities"], f"b1's {SHARED} path lacks LLGR_STALE: {shared[B1]}")
     wait_until(lambda: not route_from(b2, ONLY, T4), 5, "b2 (no LLGR) no longer gets b1's LLGR_STALE route")
+    x3 = wait_until(lambda: (lambda r: r if r and LLGR_STALE in r["communities"] else None)(route_from(b3, ONLY, T4)),
+                    5, "b3 (LLGR-aware) gets b1's route from tabby with LLGR_STALE")
+    step(f"b3 (LLGR-aware) has it with LLGR_STALE: {x3['communities']}; b2 (no LLGR) had it withdrawn")
     wait_until(lambda: in_kernel(tab, SHARED, B2), 5, f"kernel: {SHARED} now via b2")
     check(in_kernel(tab, ONLY, B1), f"kernel lost {ONLY} during the long-lived period:\n{kernel(tab)}")
     check(not in_kernel(tab, NOLLGR), f"kernel keeps the NO_LLGR route:\n{kernel(tab)}")
