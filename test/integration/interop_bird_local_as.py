@@ -50,7 +50,9 @@ def body(lab):
     p = wait_until(lambda: route_from(tab, B1_NET, B1), 20, "tabby has b1's route")
     expect_attrs("tabby", p, as_path=[B1_AS])
 
-    # b2's routes hold our AS: loops without allowOwnAS.
+    # b2's routes hold our AS: loops without allowOwnAS (b2 did send them to tabby).
+    wait_until(lambda: all(p in b2.birdc(f"show route export {b2._peer_name(T4)}").stdout for p in (TWICE, THRICE)),
+               20, "b2 exported both routes to tabby")
     holds_for(lambda: not tab.route(TWICE) and not tab.route(THRICE), 3,
               "b2's routes with our AS in AS_PATH are not accepted without allowOwnAS")
     step("without allowOwnAS both of b2's routes are loops")
