@@ -121,6 +121,8 @@ class Exporter {
     // Export filter: denied communities.
     for (uint32_t c : to_.cfg.export_filter.denied_communities)
       if (has_community(a, c)) return {};
+    // RFC 9494 §4.5: LLGR_STALE routes only to peers that advertised LLGR.
+    if (!to_.cfg.long_lived_peer && has_community(a, kLlgrStale)) return {};
 
     // RFC 4456 §6 / RFC 4271 §9.2: iBGP-to-iBGP only by reflection.
     bool reflecting = false;
@@ -141,7 +143,7 @@ class Exporter {
     PathAttributes out = a;
     bool self = false;
     if (to_ebgp) {
-      prepend_as(out.as_path, im_.cfg.local_as);  // RFC 4271 §5.1.2
+      prepend_as(out.as_path, im_.local_as_for(to_.cfg));  // RFC 4271 §5.1.2 (the AS this peer knows us by)
       out.local_pref.reset();                     // RFC 4271 §5.1.5
       if (!local) out.med.reset();                // RFC 4271 §5.1.4: a received MED stays in our AS
       out.originator_id.reset();                  // RFC 4456 §8: non-transitive,
@@ -373,6 +375,8 @@ detail::GroupKey Rib::Impl::group_key(PeerId id, Family fam, uint32_t encoding) 
   k.ebgp = ps.ebgp;
   k.next_hop = ps.cfg.next_hop;
   k.filter = ps.cfg.export_filter;
+  k.long_lived = ps.cfg.long_lived_peer;
+  k.local_as = local_as_for(ps.cfg);
   k.self = fam.afi == Afi::Ipv4 ? ps.cfg.local_v4 : ps.cfg.local_v6;
   k.encoding = encoding;
   return k;

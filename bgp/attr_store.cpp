@@ -46,6 +46,8 @@ AttrRef AttrStore::intern(PathAttributes attrs) {
   if (auto it = impl_->nodes.find(Probe{&attrs, h}); it != impl_->nodes.end()) return AttrRef(*it);
   auto* node = new AttrNode{std::move(attrs), h, 0, 0, this};
   node->as_path_len = as_path_length(node->attrs.as_path);
+  for (uint32_t c : node->attrs.communities)
+    if (c == kLlgrStale) node->llgr_stale = true;
   impl_->nodes.insert(node);
   return AttrRef(node);
 }

@@ -1,6 +1,6 @@
 // best_path.cpp — the BGP decision process as a free function: RFC 4271 §9.1.2
 // (degree of preference, then the §9.1.2.2 tie-breaking rules a-g) with the
-// RFC 4456 §9 reflection tie-breakers, returning the winner, the rule that
+// RFC 4456 §9 reflection tie-breakers, after RFC 9494 §4.3 (LLGR_STALE last), returning the winner, the rule that
 // decided, and the ECMP set.
 //
 // Method: elimination, as §9.1.2.2 is written. Each rule removes candidates
@@ -117,6 +117,16 @@ BestPathResult best_path(std::span<PathCandidate> cand, uint32_t local_as) {
       r.runner_up = removed;
     }
   };
+
+  // RFC 9494 §4.3: a path carrying LLGR_STALE is less preferred than any
+  // path without it, before every other rule.
+  bool any_fresh = false, any_llgr = false;
+  for (size_t i = 0; i < alive.size(); ++i) {
+    any_fresh |= !cand[alive[i]].llgr_stale;
+    any_llgr |= cand[alive[i]].llgr_stale;
+  }
+  if (any_fresh && any_llgr)
+    step(BestPathReason::NotLongLivedStale, alive.filter([&](uint32_t i) { return !cand[i].llgr_stale; }));
 
   // Locally originated routes win over learned ones (as BIRD and FRR do: a
   // route this speaker injects is preferred to any copy it hears back).
@@ -235,6 +245,7 @@ std::string best_path_reason_name(BestPathReason r) {
   switch (r) {
     case BestPathReason::None: return "none";
     case BestPathReason::OnlyPath: return "only-path";
+    case BestPathReason::NotLongLivedStale: return "not-llgr-stale";
     case BestPathReason::LocallyOriginated: return "locally-originated";
     case BestPathReason::LocalPref: return "local-pref";
     case BestPathReason::AsPathLength: return "as-path-length";
@@ -269,6 +280,8 @@ std::string best_path_reason_text(const BestPathResult& r, std::span<const PathC
   const auto& w = cand[r.best];
   const auto& l = cand[r.runner_up];
   switch (r.reason) {
+    case BestPathReason::NotLongLivedStale:
+      return "not LLGR_STALE (RFC 9494)";
     case BestPathReason::LocallyOriginated:
       return "locally originated";
     case BestPathReason::LocalPref:

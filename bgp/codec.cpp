@@ -1,7 +1,7 @@
 // codec.cpp — BGP message framing and the non-UPDATE messages: header check
 // (RFC 4271 §4.1, §6.1), OPEN with optional parameters and capabilities
 // (RFC 4271 §4.2, §6.2; RFC 5492; RFC 9072 extended parameters; RFC 4760 MP;
-// RFC 2918/7313 route refresh; RFC 4724/8538 graceful restart; RFC 6793 4-octet
+// RFC 2918/7313 route refresh; RFC 4724/8538 graceful restart; RFC 9494 long-lived graceful restart; RFC 6793 4-octet
 // AS; RFC 8950 extended next hop), NOTIFICATION (§4.5, RFC 8203/9003 text is
 // carried in data), KEEPALIVE (§4.4), ROUTE-REFRESH (RFC 2918 §3, RFC 7313 §3),
 // and the decode()/encode() dispatchers. UPDATE lives in codec_update.cpp.
@@ -192,6 +192,16 @@ std::optional<NotifyError> parse_capability(uint8_t code, std::span<const uint8_
       if (!v.empty()) return bad("enhanced route refresh");
       caps.enhanced_route_refresh = true;
       return std::nullopt;
+    case 71: {  // RFC 9494 §3: (AFI(2) SAFI(1) flags(1: F bit) stale time(3))*
+      if (v.size() % 7 != 0) return bad("long-lived graceful restart");
+      LongLivedGracefulRestartCapability ll;
+      for (size_t i = 0; i < v.size(); i += 7)
+        ll.families.push_back({Family{static_cast<Afi>(rd16(&v[i])), static_cast<Safi>(v[i + 2])},
+                               (v[i + 3] & 0x80) != 0,
+                               uint32_t{v[i + 4]} << 16 | uint32_t{v[i + 5]} << 8 | v[i + 6]});
+      caps.long_lived_graceful_restart = std::move(ll);
+      return std::nullopt;
+    }
     default:
       caps.unknown.push_back(UnknownCapability{code, std::vector<uint8_t>(v.begin(), v.end())});
       return std::nullopt;
@@ -316,6 +326,21 @@ void encode_open(const OpenMessage& o, std::vector<uint8_t>& out) {
     put32(caps, *o.caps.four_octet_as);
   }
   if (o.caps.enhanced_route_refresh) put_cap(caps, 70, {});
+  if (const auto& ll = o.caps.long_lived_graceful_restart) {  // RFC 9494 §3 (at most 36 tuples fit)
+    size_t n = std::min<size_t>(ll->families.size(), 36);
+    put8(caps, 71);
+    put8(caps, static_cast<uint8_t>(7 * n));
+    for (size_t i = 0; i < n; ++i) {
+      const auto& f = ll->families[i];
+      put16(caps, static_cast<uint16_t>(f.family.afi));
+      put8(caps, static_cast<uint8_t>(f.family.safi));
+      put8(caps, f.forwarding_preserved ? 0x80 : 0);
+      uint32_t t = std::min<uint32_t>(f.stale_time, 0xFFFFFF);
+      put8(caps, static_cast<uint8_t>(t >> 16));
+      put8(caps, static_cast<uint8_t>(t >> 8));
+      put8(caps, static_cast<uint8_t>(t));
+    }
+  }
   for (const auto& u : o.caps.unknown) put_cap(caps, u.code, u.value);
 
   size_t start = begin_message(out, MessageType::Open);

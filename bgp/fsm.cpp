@@ -238,13 +238,25 @@ SessionDownInfo PeerSession::down_info(const Conn& c, std::string reason, bool n
   // NOTIFICATION either way means flush (we do not send the RFC 8538 N bit).
   if (notification_exchanged || !c.neg || !cfg_.graceful_restart.enabled || !c.neg->peer_graceful_restart)
     return info;
+  auto negotiated = [&](Family f) {
+    return std::find(c.neg->families.begin(), c.neg->families.end(), f) != c.neg->families.end();
+  };
   const GracefulRestartCapability& gr = *c.neg->peer_graceful_restart;
   uint16_t rt = std::min(gr.restart_time, cfg_.graceful_restart.max_restart_time);
-  if (rt == 0) return info;
-  for (const auto& ff : gr.families)
-    if (std::find(c.neg->families.begin(), c.neg->families.end(), ff.family) != c.neg->families.end())
-      info.retain_stale.push_back(ff.family);
+  if (rt != 0)
+    for (const auto& ff : gr.families)
+      if (negotiated(ff.family)) info.retain_stale.push_back(ff.family);
   if (!info.retain_stale.empty()) info.restart_time = rt;
+  // RFC 9494 §4.2: with the long-lived capability exchanged both ways (ours
+  // only goes out beside graceful restart, §3), the families the peer listed
+  // with a non-zero stale time are kept as LLGR_STALE after the restart time
+  // (at once for families graceful restart does not keep), for its stale time
+  // capped by ours.
+  if (c.neg->local_long_lived && c.neg->peer_long_lived)
+    for (const auto& ff : c.neg->peer_long_lived->families) {
+      uint32_t t = std::min(ff.stale_time, cfg_.long_lived_stale_time);
+      if (t != 0 && negotiated(ff.family)) info.long_lived.push_back({ff.family, t});
+    }
   return info;
 }
 

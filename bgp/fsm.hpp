@@ -8,7 +8,7 @@
 // RFCs: RFC 4271 §4.2, §6.2, §6.8, §8 (FSM, collision detection), §10 (timers);
 // RFC 5492 (capabilities); RFC 4760 (multiprotocol); RFC 6793 (4-octet AS);
 // RFC 6286 (BGP identifier); RFC 2918/7313 (route refresh); RFC 4724 (graceful
-// restart, Receiving Speaker role); RFC 8950 (extended next hop); RFC 4486 /
+// restart, Receiving Speaker role); RFC 9494 (long-lived graceful restart); RFC 8950 (extended next hop); RFC 4486 /
 // RFC 8203 (Cease subcodes, shutdown communication); RFC 6608 (FSM error subcodes).
 //
 // Connections. The driver names every TCP connection with a non-zero ConnId of
@@ -100,6 +100,10 @@ struct SessionConfig {
     std::vector<Family> forwarding_preserved;  // families whose F bit we set
     uint16_t max_restart_time = 120;       // cap on the peer's restart time we honour
   } graceful_restart;
+  // RFC 9494: long-lived graceful restart (needs graceful_restart.enabled). A
+  // non-zero stale time advertises capability 71 for our families with it and
+  // makes us keep a peer's routes as LLGR_STALE for its stale time, capped by ours.
+  uint32_t long_lived_stale_time = 0;      // seconds (24 bits); 0 = off
   // RFC 4271 §10 jitter: maps a duration (ms) to the duration actually used,
   // e.g. d * uniform(0.75, 1.0). Applied to ConnectRetry and Keepalive timers.
   // Empty: no jitter (deterministic; tests).
@@ -124,6 +128,8 @@ struct NegotiatedSession {
   bool extended_next_hop_ipv4 = false;  // RFC 8950: IPv4 unicast NLRI over IPv6 next hops
   std::optional<GracefulRestartCapability> peer_graceful_restart;   // as the peer sent it
   std::optional<GracefulRestartCapability> local_graceful_restart;  // as we sent it
+  std::optional<LongLivedGracefulRestartCapability> peer_long_lived{};   // RFC 9494, as the peer sent it
+  std::optional<LongLivedGracefulRestartCapability> local_long_lived{};  // as we sent it
   std::vector<uint8_t> ignored_capabilities;  // codes we do not understand (RFC 5492 §3)
   CodecContext codec;
   OpenMessage peer_open;
@@ -188,6 +194,15 @@ struct SessionDownInfo {
   // flush every route of the peer now.
   std::vector<Family> retain_stale;
   uint16_t restart_time = 0;  // the peer's, capped by max_restart_time
+  // RFC 9494 §4.2: families whose routes are kept as LLGR_STALE once the
+  // restart time is over (or at once when not in retain_stale), and for how
+  // long (the peer's long-lived stale time, capped by ours). Empty: no LLGR.
+  struct LongLivedFamily {
+    Family family;
+    uint32_t stale_time = 0;
+    bool operator==(const LongLivedFamily&) const = default;
+  };
+  std::vector<LongLivedFamily> long_lived{};
   bool peer_restarted = false;  // the old session was replaced by a new connection (§4.2)
 };
 

@@ -5,7 +5,7 @@
 // RFC 4271 §4.2, §6.2 (OPEN errors), §10 (hold time); RFC 5492 (capabilities);
 // RFC 4760 §8 (no multiprotocol capability = IPv4 unicast); RFC 6793 (4-octet AS,
 // AS_TRANS); RFC 6286 (BGP identifier); RFC 2918/7313 (route refresh);
-// RFC 4724 §3 (graceful restart); RFC 8950 (extended next hop).
+// RFC 4724 §3 (graceful restart); RFC 9494 §3 (long-lived graceful restart); RFC 8950 (extended next hop).
 #include <algorithm>
 
 #include "bgp/fsm.hpp"
@@ -45,6 +45,8 @@ Status check_config(const SessionConfig& cfg) {
   if (cfg.connect_retry_ms == 0) return fail_msg("connect retry time must be positive");
   if (cfg.connect_retry_max_ms < cfg.connect_retry_ms)
     return fail_msg("connect retry cap must be at least the connect retry time");
+  if (cfg.long_lived_stale_time > 0xFFFFFF)
+    return fail_msg("long-lived stale time must fit in 24 bits (<= 16777215 s)");
   if (cfg.graceful_restart.restart_time > 0xFFF)
     return fail_msg("graceful restart time must fit in 12 bits (<= 4095 s)");
   return {};
@@ -71,6 +73,13 @@ OpenMessage build_open(const SessionConfig& cfg) {
     for (Family f : cfg.families)
       gr.families.push_back({f, contains(cfg.graceful_restart.forwarding_preserved, f)});
     c.graceful_restart = gr;
+    // RFC 9494 §3: sent together with the graceful restart capability.
+    if (cfg.long_lived_stale_time > 0) {
+      LongLivedGracefulRestartCapability ll;
+      for (Family f : cfg.families)
+        ll.families.push_back({f, contains(cfg.graceful_restart.forwarding_preserved, f), cfg.long_lived_stale_time});
+      c.long_lived_graceful_restart = ll;
+    }
   }
   return o;
 }
@@ -144,6 +153,8 @@ Result<NegotiatedSession, NotifyError> negotiate(const SessionConfig& cfg, const
   s.peer_graceful_restart = peer.caps.graceful_restart;
   OpenMessage ours = build_open(cfg);
   s.local_graceful_restart = ours.caps.graceful_restart;
+  s.peer_long_lived = peer.caps.long_lived_graceful_restart;
+  s.local_long_lived = ours.caps.long_lived_graceful_restart;
   // RFC 5492 §3: capabilities we do not understand are ignored (noted for logs).
   for (const auto& u : peer.caps.unknown) s.ignored_capabilities.push_back(u.code);
 
@@ -159,6 +170,11 @@ std::vector<Family> gr_forwarding_preserved(const NegotiatedSession& s) {
   if (!s.peer_graceful_restart || !s.local_graceful_restart) return out;
   for (const auto& ff : s.peer_graceful_restart->families)
     if (ff.forwarding_preserved && contains(s.families, ff.family)) out.push_back(ff.family);
+  // RFC 9494 §4.2: the F bit of the long-lived capability counts the same way.
+  if (s.peer_long_lived && s.local_long_lived)
+    for (const auto& ff : s.peer_long_lived->families)
+      if (ff.forwarding_preserved && contains(s.families, ff.family) && !contains(out, ff.family))
+        out.push_back(ff.family);
   return out;
 }
 

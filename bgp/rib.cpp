@@ -7,7 +7,8 @@
 //   incrementally here: a change is settled by comparing the pre-MED rank with
 //   the best path's when that is conclusive, otherwise best_path() runs over the
 //   paths that tie on that rank (see upsert(), remove_at(), recompute()).
-//   Graceful restart helper: RFC 4724 §4.2 (stale marking, sweep at End-of-RIB).
+//   Graceful restart helper: RFC 4724 §4.2 (stale marking, sweep at End-of-RIB);
+//   RFC 9494 §4.2-4.3 (long-lived stale: NO_LLGR dropped, LLGR_STALE added and least preferred).
 // Invariants (see rib_impl.hpp): an entry exists iff it has paths or is in the
 // change list; its first path is the best; a prefix is in the change list at
 // most once (its key's epoch, see LocTable), so take_changes reports each prefix once.
@@ -158,6 +159,16 @@ PeerState& Rib::Impl::peer(PeerId id) {
   return peers[id];
 }
 
+bool Rib::Impl::as_loop(const PathAttributes& a, const PeerConfig& c) const {
+  const uint32_t mine = cfg.local_as, presented = local_as_for(c);
+  if (c.allow_own_as == 0)
+    return as_path_contains(a.as_path, mine) || (presented != mine && as_path_contains(a.as_path, presented));
+  size_t n = 0;
+  for (const auto& seg : a.as_path)
+    for (uint32_t asn : seg.asns) n += asn == mine || asn == presented;
+  return n > c.allow_own_as;
+}
+
 void Rib::Impl::fill_candidate(PathCandidate& c, const Path& p) const {
   const PeerState& ps = peers[p.peer];
   c.attrs = &p.attrs->attrs;
@@ -165,6 +176,7 @@ void Rib::Impl::fill_candidate(PathCandidate& c, const Path& p) const {
   c.ebgp = ps.ebgp;
   c.peer_router_id = ps.rid;
   c.peer_address = ps.cfg.address;
+  c.llgr_stale = p.attrs->llgr_stale;
   c.multipath = false;
 }
 
@@ -184,9 +196,10 @@ uint64_t Rib::Impl::pre_med_rank(const Path& p) const {
   const uint64_t learned = p.peer == kLocalPeer ? 0 : 1;  // locally originated first
   // RFC 4271 §9.1.1: higher first (as effective_local_pref(): 100 for eBGP-learned and when absent).
   const uint64_t lp = peers[p.peer].ebgp ? 100 : a.local_pref.value_or(100);
-  const uint64_t len = std::min<uint32_t>(p.attrs->as_path_len, (1u << 23) - 1);  // §9.1.2.2(a)
+  const uint64_t len = std::min<uint32_t>(p.attrs->as_path_len, (1u << 22) - 1);  // §9.1.2.2(a)
   const uint64_t origin = static_cast<uint8_t>(a.origin);  // §9.1.2.2(b)
-  return learned << 63 | (0xFFFFFFFFu - lp) << 31 | len << 8 | origin;
+  const uint64_t llgr = p.attrs->llgr_stale ? 1 : 0;  // RFC 9494 §4.3: LLGR_STALE last of all
+  return llgr << 63 | learned << 62 | (0xFFFFFFFFu - lp) << 30 | len << 8 | origin;
 }
 
 // The full decision for one entry, after a change that the incremental rules in
@@ -418,8 +431,8 @@ void Rib::set_identity(const RibConfig& cfg) {
   for (size_t id = 1; id < im.peers.size(); ++id) {
     auto& ps = im.peers[id];
     if (!ps.exists) continue;
-    ps.ebgp = ps.cfg.asn != cfg.local_as;
-    ps.role = role_for(ps.cfg, cfg.local_as);
+    ps.ebgp = ps.cfg.asn != im.local_as_for(ps.cfg);
+    ps.role = role_for(ps.cfg, im.local_as_for(ps.cfg));
   }
 }
 
@@ -434,7 +447,7 @@ size_t Rib::recheck_imports() {
       std::vector<Prefix> looping;
       for_each_path_from(id, fam, [&](const Prefix& p, const AttrRef& a, bool) {
         if (!a) return;
-        if ((ebgp && as_path_contains(a->as_path, im.cfg.local_as)) ||
+        if ((ebgp && im.as_loop(*a, im.peers[i].cfg)) ||
             reflector::check_import(*a, im.rid, im.cluster) != reflector::ImportVerdict::Accept)
           looping.push_back(p);
       });
@@ -466,8 +479,8 @@ void Rib::update_peer(PeerId id, const PeerConfig& cfg) {
     ps.import_compiled = compile_filter(cfg.import_filter);
     reapply_import_filter(id);
   }
-  ps.ebgp = cfg.asn != impl_->cfg.local_as;
-  ps.role = role_for(cfg, impl_->cfg.local_as);
+  ps.ebgp = cfg.asn != impl_->local_as_for(cfg);
+  ps.role = role_for(cfg, impl_->local_as_for(cfg));
   ps.rid = cfg.router_id.is_v4() ? cfg.router_id.v4_host_order() : 0;
 }
 
@@ -504,7 +517,7 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
     const PathAttributes& a = *attrs;
     if (ps.ebgp && ps.cfg.enforce_first_as && !first_as_is(a.as_path, ps.cfg.asn)) {
       verdict = ImportResult::FirstAsMismatch;  // RFC 4271 §6.3; treat-as-withdraw (RFC 7606 §7.2)
-    } else if (ps.ebgp && as_path_contains(a.as_path, im.cfg.local_as)) {
+    } else if (ps.ebgp && im.as_loop(a, ps.cfg)) {
       verdict = ImportResult::OwnAsInPath;  // RFC 4271 §9.1.2: AS loop
     } else {
       switch (reflector::check_import(a, im.rid, im.cluster)) {  // RFC 4456 §8
@@ -731,6 +744,53 @@ size_t Rib::mark_stale(PeerId id, Family fam) {
     });
     ps.stats.stale[key_fam<K>()] += static_cast<uint32_t>(n);
     return n;
+  });
+}
+
+std::pair<size_t, size_t> Rib::mark_long_lived_stale(PeerId id, Family fam) {
+  auto& im = *impl_;
+  PeerState& ps = im.peer(id);
+  return with_family(fam, [&](auto tag) {
+    using K = decltype(tag);
+    constexpr int fi = key_fam<K>();
+    // RFC 9494 §4.2: a stale path carrying NO_LLGR is not kept into the
+    // long-lived period.
+    size_t removed = remove_paths_where<K>(im, id, [](const Path& p) {
+      if (!(p.flags & kStale)) return false;
+      const auto& cs = p.attrs->attrs.communities;
+      return std::find(cs.begin(), cs.end(), kNoLlgr) != cs.end();
+    });
+    // The rest get LLGR_STALE (§4.3). Their attribute sets change, so they go
+    // through upsert() (re-ranked, reported as changes, re-advertised) and get
+    // their stale mark back afterwards.
+    std::vector<std::pair<K, AttrRef>> restamp;
+    im.table<K>().map.for_each([&](auto& slot) {
+      for (uint32_t i = slot.val; i != kNil; i = im.pool[i].next)
+        if (im.pool[i].peer == id) {
+          const Path& p = im.pool[i];
+          if ((p.flags & kStale) && !p.attrs->llgr_stale) {
+            PathAttributes a = p.attrs->attrs;
+            a.communities.push_back(kLlgrStale);
+            restamp.emplace_back(K::of(slot.key.prefix()), im.store.intern(std::move(a)));
+          }
+          break;
+        }
+    });
+    size_t kept = 0;
+    for (auto& [k, attrs] : restamp) {
+      im.upsert<K>(k, id, attrs.node());
+      auto* slot = im.table<K>().map.find(k);
+      for (uint32_t i = slot->val; i != kNil; i = im.pool[i].next)
+        if (im.pool[i].peer == id) {
+          if (!(im.pool[i].flags & kStale)) {
+            im.pool[i].flags |= kStale;
+            ++ps.stats.stale[fi];
+          }
+          break;
+        }
+      ++kept;
+    }
+    return std::make_pair(kept, removed);
   });
 }
 

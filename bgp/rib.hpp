@@ -1,7 +1,7 @@
 // rib.hpp — the public header of the BGP RIBs: peers as the decision process and
 // export rules see them, Adj-RIB-In (post-import), Loc-RIB with the RFC 4271
 // §9.1.2 decision process and ECMP sets, change tracking, graceful-restart helper
-// state (RFC 4724 §4.2) and Adj-RIB-Out with export rules (RFC 4271 §9.2, RFC 4456,
+// state (RFC 4724 §4.2, RFC 9494 §4.2-4.3) and Adj-RIB-Out with export rules (RFC 4271 §9.2, RFC 4456,
 // RFC 1997 well-known communities), per peer or shared by an update group.
 //
 // Shape (BIRD-like): one table per family keyed by a packed prefix; every path of
@@ -26,7 +26,8 @@
 //   session down:  rib.peer_down(id)                      (leaves its groups, forgets its Adj-RIB-Out)
 //                  no GR:  rib.withdraw_all(id, fam) for each family
 //                  GR:     rib.mark_stale(id, fam) for preserved families, withdraw_all others
-//   End-of-RIB in / restart timer fired: rib.sweep_stale(id, fam)
+//   restart timer fired, LLGR negotiated: rib.mark_long_lived_stale(id, fam)  (RFC 9494)
+//   End-of-RIB in / restart (or long-lived stale) timer fired: rib.sweep_stale(id, fam)
 //   peer deconfigured: rib.remove_peer(id) (drops routes and Adj-RIB-Out; id not reused)
 #pragma once
 
@@ -63,7 +64,14 @@ struct ExportFilter {
 
 struct PeerConfig {
   IpAddress address;     // the peer's address (last tie-breaker, RFC 4271 §9.1.2.2(g))
-  uint32_t asn = 0;      // == RibConfig::local_as makes it iBGP
+  uint32_t asn = 0;      // == the local AS (local_as, else RibConfig::local_as) makes it iBGP
+  // The AS we present to this peer (Calico BGPPeer localASNumber): prepended on
+  // export to it and counted by the loop check. None: RibConfig::local_as.
+  std::optional<uint32_t> local_as{};
+  // Allow-own-AS (Calico numAllowedLocalASNumbers): a path from this eBGP peer
+  // whose AS_PATH holds our AS (or local_as) at most this many times is not a
+  // loop (RFC 4271 §9.1.2 relaxed on purpose); 0 = any occurrence is a loop.
+  uint8_t allow_own_as = 0;
   IpAddress router_id;   // the peer's BGP Identifier (from its OPEN; set_peer_router_id)
   bool rr_client = false;  // RFC 4456: this iBGP peer is our route-reflector client
   NextHopMode next_hop = NextHopMode::Auto;
@@ -75,6 +83,9 @@ struct PeerConfig {
   // AS is treated as withdrawn (RFC 7606 §7.2). The speaker resolves the
   // default (on for eBGP).
   bool enforce_first_as = false;
+  // RFC 9494 §4.5: the peer advertised the long-lived graceful restart
+  // capability on its session; routes carrying LLGR_STALE go only to such peers.
+  bool long_lived_peer = false;
   std::optional<IpAddress> local_v4;  // our address on the session: next hop self for IPv4
   std::optional<IpAddress> local_v6;  // ... and for IPv6
 };
@@ -101,6 +112,7 @@ struct PeerStats {
 enum class BestPathReason : uint8_t {
   None,               // no paths
   OnlyPath,           // a single candidate
+  NotLongLivedStale,  // RFC 9494 §4.3: a path without LLGR_STALE over those with it
   LocallyOriginated,  // locally originated routes are preferred
   LocalPref,          // §9.1.1/§9.1.2: higher degree of preference (LOCAL_PREF)
   AsPathLength,       // §9.1.2.2(a)
@@ -121,6 +133,7 @@ struct PathCandidate {
   bool ebgp = false;         // learned over eBGP
   uint32_t peer_router_id = 0;  // BGP Identifier of the peer it came from
   IpAddress peer_address;
+  bool llgr_stale = false;   // carries LLGR_STALE (RFC 9494 §4.3): least preferred
   bool multipath = false;    // OUTPUT: in the ECMP set of the winner (the winner included)
 };
 
@@ -297,6 +310,11 @@ class Rib {
 
   // Graceful restart helper (RFC 4724 §4.2).
   size_t mark_stale(PeerId id, Family fam);   // returns paths marked
+  // Long-lived stale period (RFC 9494 §4.2) for the peer's stale paths of fam:
+  // those carrying NO_LLGR are removed, the others get LLGR_STALE added to
+  // their attributes (least preferred; re-advertised with it) and stay stale
+  // for sweep_stale(). Returns {kept, removed}.
+  std::pair<size_t, size_t> mark_long_lived_stale(PeerId id, Family fam);
   size_t sweep_stale(PeerId id, Family fam);  // removes those still stale; returns how many
 
   // Loc-RIB.

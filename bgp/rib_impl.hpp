@@ -329,6 +329,8 @@ struct GroupKey {
   bool ebgp = false;
   NextHopMode next_hop = NextHopMode::Auto;
   ExportFilter filter;
+  bool long_lived = false;        // PeerConfig::long_lived_peer
+  uint32_t local_as = 0;          // the AS prepended towards the members
   std::optional<IpAddress> self;  // our address for the family (next hop self)
   uint32_t encoding = 0;
   bool operator==(const GroupKey&) const = default;
@@ -393,6 +395,11 @@ struct Rib::Impl {
   detail::OutMap<K>& out(detail::PeerState& p);
 
   detail::PeerState& peer(PeerId id);
+  // The AS we present to a peer (PeerConfig::local_as, else ours).
+  uint32_t local_as_for(const PeerConfig& c) const { return c.local_as.value_or(cfg.local_as); }
+  // RFC 4271 §9.1.2 AS loop, relaxed by allow-own-AS: our AS (and the peer's
+  // local AS) appear in the path more often than the peer allows.
+  bool as_loop(const PathAttributes& a, const PeerConfig& c) const;
   void fill_candidate(PathCandidate& c, const detail::Path& p) const;
   // The path's standing on the rules before MED (locally originated, degree of
   // preference, AS_PATH length, ORIGIN: RFC 4271 §9.1.1, §9.1.2.2(a)-(b)) as one

@@ -10,7 +10,7 @@
 //  - RIB changes are exported in one pass per event-loop turn (flush()), so a
 //    burst of UPDATEs becomes few outgoing UPDATEs and one dataplane callback.
 // RFC 4271 §8 (FSM driving), §9 (UPDATE processing), RFC 4724 (graceful
-// restart, both roles), RFC 2918/7313 (route refresh), RFC 4760 (families).
+// restart, both roles), RFC 9494 (long-lived graceful restart, both roles), RFC 2918/7313 (route refresh), RFC 4760 (families).
 #include "bgp/speaker.hpp"
 
 #include <ifaddrs.h>
@@ -98,7 +98,8 @@ struct Peer {
   };
 
   Peer(asio::io_context& io, NeighborConfig c, PeerId id, SessionConfig sc)
-      : cfg(std::move(c)), rib_id(id), fsm(std::move(sc)), connect_retry(io), gr_timer(io), max_prefix_timer(io) {}
+      : cfg(std::move(c)), rib_id(id), fsm(std::move(sc)), connect_retry(io), gr_timer(io), llgr_timer(io),
+        max_prefix_timer(io) {}
 
   NeighborConfig cfg;
   PeerId rib_id;
@@ -109,6 +110,11 @@ struct Peer {
   std::shared_ptr<tcp::socket> pending_connect;
   asio::steady_timer connect_retry;
   asio::steady_timer gr_timer;                  // RFC 4724 §4.2 restart timer (helper role)
+  asio::steady_timer llgr_timer;                // RFC 9494 §4.2 long-lived stale timer (earliest deadline)
+  // RFC 9494: stale families that turn long-lived when the restart time is
+  // over (with their stale time), and those already long-lived (until when).
+  std::map<Family, uint32_t> llgr_pending;
+  std::map<Family, Clock::time_point> llgr_until;
   asio::steady_timer max_prefix_timer;          // RFC 4486 Cease/1: restart after maxPrefixesRestart
   bool max_prefix_stopped = false;              // stopped by maxPrefixes (a config change restarts it)
   std::string max_prefix_reason;                // why, shown as the last error while stopped
@@ -218,7 +224,7 @@ struct Speaker::Impl {
 
   SessionConfig session_config(const NeighborConfig& n, bool restarting_now = false) const {
     SessionConfig s;
-    s.local_as = cfg.asn;
+    s.local_as = n.local_as.value_or(cfg.asn);  // BGPPeer localASNumber: the AS this peer sees
     s.local_router_id = cfg.router_id;
     s.peer_as = n.asn;
     s.hold_time = n.hold_time;
@@ -229,6 +235,7 @@ struct Speaker::Impl {
     s.graceful_restart.enabled = cfg.graceful_restart;
     s.graceful_restart.restart_time = cfg.restart_time;
     s.graceful_restart.max_restart_time = n.max_restart_time;
+    s.long_lived_stale_time = cfg.graceful_restart ? n.long_lived_stale_time : 0;
     if (cfg.graceful_restart && (restarting || restarting_now)) {
       s.graceful_restart.restarting = true;
       if (forwarding_preserved) s.graceful_restart.forwarding_preserved = n.families;
@@ -252,7 +259,13 @@ struct Speaker::Impl {
     p.export_filter = n.export_filter;
     p.import_filter = n.import_filter;
     // RFC 4271 §6.3: the first-AS check is on by default for eBGP (as FRR does).
-    p.enforce_first_as = n.enforce_first_as.value_or(n.asn != cfg.asn);
+    p.local_as = n.local_as;
+    p.allow_own_as = n.allow_own_as;
+    p.enforce_first_as = n.enforce_first_as.value_or(n.asn != n.local_as.value_or(cfg.asn));
+    // RFC 9494 §4.5: a route carrying LLGR_STALE is not advertised to a peer
+    // that did not advertise the long-lived capability on its session.
+    auto it = peers.find(n.address);
+    p.long_lived_peer = it != peers.end() && it->second->session && it->second->session->peer_long_lived;
     return p;
   }
 
@@ -485,15 +498,79 @@ struct Speaker::Impl {
     Peer* pp = &p;
     p.gr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
       if (ec || alive.expired()) return;
-      for (Family f : pp->stale_families) {
+      for (auto it = pp->stale_families.begin(); it != pp->stale_families.end();) {
+        Family f = *it;
+        if (pp->llgr_until.count(f)) {  // long-lived already: its own timer ends it
+          ++it;
+          continue;
+        }
+        if (auto lp = pp->llgr_pending.find(f); lp != pp->llgr_pending.end()) {
+          uint32_t t = lp->second;
+          pp->llgr_pending.erase(lp);
+          enter_long_lived(*pp, f, t);
+          ++it;
+          continue;
+        }
         size_t n = rib->sweep_stale(pp->rib_id, f);
         kLog.info("peer " + pp->cfg.address.str() + ": restart time over, " + std::to_string(n) + " stale " +
             family_name(f) + " routes removed");
+        it = pp->stale_families.erase(it);
       }
-      pp->stale_families.clear();
       schedule_flush();
       schedule_trim();
     });
+  }
+
+  // RFC 9494 §4.2: the family's stale routes enter the long-lived stale period:
+  // NO_LLGR ones go, the rest carry LLGR_STALE (least preferred, §4.3) for
+  // `seconds`, until End-of-RIB on a new session or the timer.
+  void enter_long_lived(Peer& p, Family f, uint32_t seconds) {
+    auto [kept, removed] = rib->mark_long_lived_stale(p.rib_id, f);
+    kLog.info("peer " + p.cfg.address.str() + ": " + family_name(f) + ": long-lived stale for " +
+        std::to_string(seconds) + "s (RFC 9494): " + std::to_string(kept) + " routes kept as LLGR_STALE, " +
+        std::to_string(removed) + " with NO_LLGR removed");
+    p.stale_families.insert(f);
+    p.llgr_until[f] = Clock::now() + std::chrono::seconds(seconds);
+    arm_llgr_timer(p);
+  }
+
+  void arm_llgr_timer(Peer& p) {
+    if (p.llgr_until.empty()) {
+      p.llgr_timer.cancel();
+      return;
+    }
+    Clock::time_point first = Clock::time_point::max();
+    for (const auto& [f, t] : p.llgr_until) first = std::min(first, t);
+    p.llgr_timer.expires_at(first);
+    LifeRef alive = p.life;
+    Peer* pp = &p;
+    p.llgr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
+      if (ec || alive.expired()) return;
+      auto now = Clock::now();
+      for (auto it = pp->llgr_until.begin(); it != pp->llgr_until.end();) {
+        if (it->second > now) {
+          ++it;
+          continue;
+        }
+        size_t n = rib->sweep_stale(pp->rib_id, it->first);
+        kLog.info("peer " + pp->cfg.address.str() + ": long-lived stale time over, " + std::to_string(n) + " " +
+            family_name(it->first) + " routes removed");
+        pp->stale_families.erase(it->first);
+        it = pp->llgr_until.erase(it);
+      }
+      arm_llgr_timer(*pp);
+      schedule_flush();
+      schedule_trim();
+    });
+  }
+
+  // The stale period of family f is over (End-of-RIB, or the family is not kept
+  // over a new session): its stale routes go, graceful or long-lived.
+  void end_stale(Peer& p, Family f) {
+    p.stale_families.erase(f);
+    p.llgr_pending.erase(f);
+    if (p.llgr_until.erase(f)) arm_llgr_timer(p);
+    if (p.stale_families.empty()) p.gr_timer.cancel();
   }
 
   // Restarts one peer's session in place with the current cfg (new OPEN: local
@@ -538,12 +615,15 @@ struct Speaker::Impl {
     fresh->flaps = old.flaps + (was_up ? 1 : 0);
     fresh->last_error = why;
     fresh->stale_families = std::move(stale);
+    fresh->llgr_pending = old.llgr_pending;
+    fresh->llgr_until = old.llgr_until;
     fresh->stale_from_local_restart = graceful && was_up;
     fresh->bfd_hold = old.bfd_hold;  // BFD still Down: BGP stays held (before `old` goes)
     Peer& ref = *fresh;
     it->second = std::move(fresh);  // the old peer's handlers see its life expire
     by_rib_id[ref.rib_id] = &ref;
     if (!ref.stale_families.empty()) arm_gr_timer(ref, cfg.restart_time);
+    arm_llgr_timer(ref);
     if (!ref.bfd_hold) handle(ref, ev::ManualStart{});
     schedule_flush();
   }
@@ -868,15 +948,16 @@ struct Speaker::Impl {
       // nothing about the routes we kept; only families no longer negotiated go.
       auto preserved = p.stale_from_local_restart ? p.families : gr_forwarding_preserved(e.session);
       p.stale_from_local_restart = false;
-      for (auto it = p.stale_families.begin(); it != p.stale_families.end();) {
-        if (!has_family(preserved, *it) || !has_family(p.families, *it)) {
-          rib->sweep_stale(p.rib_id, *it);
-          it = p.stale_families.erase(it);
-        } else {
-          ++it;
-        }
+      std::vector<Family> gone;
+      for (Family f : p.stale_families)
+        if (!has_family(preserved, f) || !has_family(p.families, f)) gone.push_back(f);
+      for (Family f : gone) {
+        rib->sweep_stale(p.rib_id, f);
+        end_stale(p, f);
       }
-      if (p.stale_families.empty()) p.gr_timer.cancel();
+      // RFC 9494 §4.2: the peer is back within its restart time: no long-lived
+      // period follows; what it does not re-send goes at End-of-RIB (or the timer).
+      p.llgr_pending.clear();
     }
     rib->peer_up(p.rib_id);
     // RFC 4724 §4.1: a restarting speaker defers route selection until the
@@ -919,21 +1000,33 @@ struct Speaker::Impl {
     p.update_in = UpdateMessage{};
     rib->peer_down(p.rib_id);
     // RFC 4724 §4.2 (helper): keep the families the peer asked us to keep,
-    // marked stale, for its restart time; flush the rest.
+    // marked stale, for its restart time; RFC 9494 §4.2: then (or at once,
+    // for families graceful restart does not keep) long-lived; flush the rest.
+    p.llgr_pending.clear();
+    std::vector<std::pair<Family, uint32_t>> long_lived_now;
     for (Family f : kFamilies) {
-      if (has_family(d.info.retain_stale, f)) {
+      const SessionDownInfo::LongLivedFamily* ll = nullptr;
+      for (const auto& x : d.info.long_lived)
+        if (x.family == f) ll = &x;
+      if (has_family(d.info.retain_stale, f) || ll) {
         rib->mark_stale(p.rib_id, f);
         p.stale_families.insert(f);
+        p.llgr_until.erase(f);
+        if (ll && has_family(d.info.retain_stale, f)) p.llgr_pending[f] = ll->stale_time;
+        else if (ll) long_lived_now.emplace_back(f, ll->stale_time);
       } else {
         rib->withdraw_all(p.rib_id, f);
-        p.stale_families.erase(f);
+        end_stale(p, f);
       }
     }
-    if (!p.stale_families.empty()) {
+    if (!d.info.retain_stale.empty()) {
       kLog.info("peer " + p.cfg.address.str() + ": keeping its routes as stale for up to " +
-          std::to_string(d.info.restart_time) + "s (graceful restart)");
+          std::to_string(d.info.restart_time) + "s (graceful restart" +
+          (p.llgr_pending.empty() ? "" : ", then long-lived") + ")");
       arm_gr_timer(p, d.info.restart_time);
     }
+    for (auto [f, t] : long_lived_now) enter_long_lived(p, f, t);
+    arm_llgr_timer(p);
     schedule_flush();
     schedule_trim();
   }
@@ -1156,10 +1249,10 @@ struct Speaker::Impl {
       p.eor_received.insert(*eor);
       check_initial_sync(false);
       // RFC 4724 §4.2: End-of-RIB from a restarted peer ends the stale period.
-      if (p.stale_families.erase(*eor)) {
+      if (p.stale_families.count(*eor)) {
         size_t n = rib->sweep_stale(p.rib_id, *eor);
         if (n) kLog.info("peer " + p.cfg.address.str() + ": End-of-RIB, " + std::to_string(n) + " stale routes removed");
-        if (p.stale_families.empty()) p.gr_timer.cancel();
+        end_stale(p, *eor);
       }
       schedule_flush();
       return;
@@ -1429,6 +1522,7 @@ struct Speaker::Impl {
       }
       p->connect_retry.cancel();
       p->gr_timer.cancel();
+      p->llgr_timer.cancel();
       for (auto& [id, t] : p->timers) {
         t->hold.cancel();
         t->keepalive.cancel();
@@ -1606,7 +1700,7 @@ std::vector<PeerStatus> Speaker::peers() const {
     s.address = addr;
     s.port = p->cfg.port;
     s.asn = p->cfg.asn;
-    bool ibgp = p->cfg.asn == im.cfg.asn;
+    bool ibgp = p->cfg.asn == p->cfg.local_as.value_or(im.cfg.asn);
     s.type = !p->cfg.description.empty() ? p->cfg.description
              : !ibgp                     ? "eBGP"
              : p->cfg.route_reflector_client ? "iBGP (RR client)"

@@ -55,6 +55,8 @@ struct NeighborConfig {
   IpAddress address;
   uint16_t port = 179;
   uint32_t asn = 0;
+  std::optional<uint32_t> local_as{};    // the AS we present to this peer; none = SpeakerConfig::asn
+  uint8_t allow_own_as = 0;              // accept paths with our AS in AS_PATH up to this many times
   std::string password;                  // TCP MD5 (RFC 2385); empty = none
   TcpAoConfig tcp_ao;                    // TCP-AO (RFC 5925); exclusive with password
   uint16_t hold_time = 90;               // seconds; 0 = no keepalives (RFC 4271 §4.2)
@@ -67,6 +69,9 @@ struct NeighborConfig {
   uint8_t ttl_security_hops = 0;         // GTSM (RFC 5082); 0 = off
   std::optional<IpAddress> local_address;
   uint16_t max_restart_time = 120;       // cap on the peer's GR restart time we honour
+  // RFC 9494 long-lived graceful restart: a non-zero stale time (seconds) is
+  // advertised for our families and caps the peer's we honour; 0 = off.
+  uint32_t long_lived_stale_time = 0;
   ExportFilter export_filter;
   RouteFilter import_filter;             // bgp/filter.hpp; changes apply without a session reset
   std::optional<bool> enforce_first_as;  // RFC 4271 §6.3; default: on for eBGP

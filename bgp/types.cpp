@@ -184,7 +184,7 @@ Result<uint32_t> parse_community(const std::string& text) {
   static const std::pair<const char*, uint32_t> names[] = {
       {"no-export", kNoExport}, {"no-advertise", kNoAdvertise},
       {"no-export-subconfed", kNoExportSubconfed}, {"blackhole", kBlackhole},
-      {"graceful-shutdown", kGracefulShutdown}};
+      {"graceful-shutdown", kGracefulShutdown}, {"llgr-stale", kLlgrStale}, {"no-llgr", kNoLlgr}};
   for (const auto& [name, value] : names)
     if (text == name) return value;
   auto colon = text.find(':');

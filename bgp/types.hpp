@@ -3,7 +3,7 @@
 // NOTIFICATION errors, and interned (shared) attribute sets.
 // RFC 4271 §4 (messages), §5 (path attributes); RFC 4760 (MP-BGP);
 // RFC 5492 (capabilities); RFC 6793 (4-octet AS); RFC 2918/7313 (route refresh);
-// RFC 4724 (graceful restart); RFC 8950 (extended next hop); RFC 1997/4360/8092
+// RFC 4724 (graceful restart); RFC 9494 (long-lived graceful restart); RFC 8950 (extended next hop); RFC 1997/4360/8092
 // (communities); RFC 4456 (ORIGINATOR_ID, CLUSTER_LIST); RFC 7606 (error handling);
 // RFC 8203/9003 (shutdown communication).
 // Pure: no I/O.
@@ -100,6 +100,19 @@ struct GracefulRestartCapability {  // RFC 4724 §3
   bool operator==(const GracefulRestartCapability&) const = default;
 };
 
+// RFC 9494 §3: the Long-Lived Graceful Restart capability (code 71): per
+// family, the F bit and the long-lived stale time (seconds, 24 bits).
+struct LongLivedGracefulRestartCapability {
+  struct FamilyTime {
+    Family family;
+    bool forwarding_preserved = false;  // F bit
+    uint32_t stale_time = 0;            // seconds, 24 bits
+    bool operator==(const FamilyTime&) const = default;
+  };
+  std::vector<FamilyTime> families;
+  bool operator==(const LongLivedGracefulRestartCapability&) const = default;
+};
+
 struct ExtendedNextHopEntry {  // RFC 8950 §3
   Family nlri;
   Afi next_hop_afi = Afi::Ipv6;
@@ -119,6 +132,7 @@ struct Capabilities {
   std::optional<GracefulRestartCapability> graceful_restart;  // code 64
   std::optional<uint32_t> four_octet_as;         // code 65
   bool enhanced_route_refresh = false;           // code 70
+  std::optional<LongLivedGracefulRestartCapability> long_lived_graceful_restart{};  // code 71
   std::vector<UnknownCapability> unknown;        // kept for logging, never echoed
   bool operator==(const Capabilities&) const = default;
 };
@@ -156,11 +170,12 @@ struct LargeCommunity {  // RFC 8092
 // Well-known communities, RFC 1997 / RFC 7999 / RFC 8326.
 inline constexpr uint32_t kNoExport = 0xFFFFFF01, kNoAdvertise = 0xFFFFFF02,
                           kNoExportSubconfed = 0xFFFFFF03, kBlackhole = 0xFFFF029A,
-                          kGracefulShutdown = 0xFFFF0000;
+                          kGracefulShutdown = 0xFFFF0000,
+                          kLlgrStale = 0xFFFF0006, kNoLlgr = 0xFFFF0007;  // RFC 9494 §6
 
 // Community text as users write it in config files and resources (types.cpp):
 // "64512:100" or a well-known name (no-export, no-advertise, no-export-subconfed,
-// blackhole, graceful-shutdown); large communities as "A:B:C" (RFC 8092 §3).
+// blackhole, graceful-shutdown, llgr-stale, no-llgr); large communities as "A:B:C" (RFC 8092 §3).
 Result<uint32_t> parse_community(const std::string& text);
 Result<LargeCommunity> parse_large_community(const std::string& text);
 std::string community_str(uint32_t c);  // "ASN:VALUE"
@@ -218,6 +233,7 @@ struct AttrNode {
   mutable uint32_t refs = 0;
   uint32_t as_path_len = 0;  // as_path_length(attrs.as_path), for the decision process
   AttrStore* store = nullptr;
+  bool llgr_stale = false;   // carries LLGR_STALE (RFC 9494 §4.3: least preferred)
 };
 
 class AttrRef {

@@ -79,6 +79,7 @@ CalcOptions calc_options(const AgentConfig& c) {
   o.vxlan_port = c.dataplane.vxlan_port;
   o.underlay_mtu = c.dataplane.mtu;
   o.cluster = c.datastore.has_value();
+  if (c.datastore) o.secret_namespace = c.datastore->secret_namespace;  // BGP passwords (secretKeyRef)
   return o;
 }
 

@@ -41,6 +41,7 @@ CalcChanges Calc::Impl::take(bool with_policy) {
     speaker = std::move(s);
     bgp_dirty = false;
   }
+  take_reachable(ch);
   if (tunnels_dirty) {
     auto t = compute_tunnels();
     ch.tunnels_changed = !(t == tunnels);
@@ -90,6 +91,17 @@ Status Calc::upsert(const Resource& r) {
       auto it = m.peers.find(k.name);
       if (it == m.peers.end() || !(it->second == v)) {
         m.peers[k.name] = v;
+        m.bgp_dirty = true;
+      }
+      return {};
+    }
+    case Kind::Secret: {
+      // Only Secrets of the agent's secret namespace are ever read (BGP passwords).
+      if (k.ns != m.opt.secret_namespace) return {};
+      const auto& v = std::get<SecretRes>(r.body);
+      auto it = m.secrets.find(k.name);
+      if (it == m.secrets.end() || !(it->second == v)) {
+        m.secrets[k.name] = v;
         m.bgp_dirty = true;
       }
       return {};
@@ -187,6 +199,9 @@ void Calc::remove(const ResourceKey& k) {
       break;
     case Kind::BGPFilter:
       if (m.bgp_filters.erase(k.name)) m.bgp_dirty = true;
+      break;
+    case Kind::Secret:
+      if (k.ns == m.opt.secret_namespace && m.secrets.erase(k.name)) m.bgp_dirty = true;
       break;
     case Kind::IPPool: m.remove_pool(k.name); break;
     case Kind::CalicoNode:
@@ -295,19 +310,20 @@ std::vector<Route> Calc::routes(RouteClass cls) const {
     impl_->learned.for_each([&](const Prefix& p, const calc_detail::LearnedEntry& e) {
       if (e.installed) v.push_back(learned_kernel_route(p, impl_->hop_sets.get(e.installed)));
     });
+    for (const auto& [p, r] : impl_->routes[static_cast<int>(cls)]) v.push_back(r);  // reachableBy
     return v;
   }
   for (const auto& [p, r] : impl_->routes[static_cast<int>(cls)]) v.push_back(r);
   return v;
 }
 size_t Calc::route_count(RouteClass cls) const {
-  if (cls == RouteClass::Static) return impl_->learned_installed;
+  if (cls == RouteClass::Static) return impl_->learned_installed + impl_->routes[static_cast<int>(cls)].size();
   return impl_->routes[static_cast<int>(cls)].size();
 }
 bool Calc::has_route(RouteClass cls, const Prefix& dst) const {
   if (cls == RouteClass::Static) {
     auto* e = impl_->learned.find(dst);
-    return e && e->installed;
+    return (e && e->installed) || impl_->routes[static_cast<int>(cls)].count(dst) > 0;
   }
   return impl_->routes[static_cast<int>(cls)].count(dst) > 0;
 }
@@ -318,6 +334,7 @@ std::vector<CalcProblem> Calc::problems() const {
   for (const auto& [k, msg] : impl_->rejected) v.push_back({k.str(), msg});
   for (const auto& [p, msg] : impl_->disagreements) v.push_back({"BGP", msg});
   for (const auto& [peer, msg] : impl_->bfd_problems) v.push_back({"BGPPeer " + peer.str(), msg});
+  for (const auto& [object, msg] : impl_->secret_problems) v.push_back({object, msg});
   // BGPPeer spec.filters naming a BGPFilter that does not exist: fail closed.
   for (const auto& [name, peer] : impl_->peers)
     for (const auto& f : peer.filters)

@@ -106,6 +106,10 @@ struct CalcOptions {
   // false: the agent runs without a datastore (static config): this config is
   // the Calc's whole input, and no Node resource is expected.
   bool cluster = true;
+  // The namespace whose v1 Secrets hold BGP passwords (secretKeyRef; the
+  // agent's datastore.secretNamespace). Empty: no Secret is read, and a
+  // secretKeyRef fails closed.
+  std::string secret_namespace{};
 };
 
 // The merged view of one node (Calico Node + Kubernetes Node of the same name).

@@ -23,10 +23,26 @@ BgpConfiguration Calc::Impl::effective_bgp() const {
     if (!n.prefix_advertisements.empty()) c.prefix_advertisements = n.prefix_advertisements;
     if (!n.service_cluster_ips.empty()) c.service_cluster_ips = n.service_cluster_ips;
     if (!n.service_external_ips.empty()) c.service_external_ips = n.service_external_ips;
-    c.mesh_refused = c.mesh_refused || n.mesh_refused;
+    if (n.node_mesh_password) c.node_mesh_password = n.node_mesh_password;
+    if (n.node_mesh_max_restart_time) c.node_mesh_max_restart_time = n.node_mesh_max_restart_time;
   }
-  if (c.mesh_refused) c.node_to_node_mesh = false;  // nodeMeshPassword anywhere: no unauthenticated mesh
   return c;
+}
+
+Result<std::string> Calc::Impl::secret_password(const SecretKeyRef& ref) const {
+  if (opt.secret_namespace.empty())
+    return fail_msg("Secret '" + ref.name + "' cannot be read: this agent reads no Secrets (set "
+                    "datastore.secretNamespace in its config to the namespace holding them)");
+  auto it = secrets.find(ref.name);
+  if (it == secrets.end()) return fail_msg("Secret " + opt.secret_namespace + "/" + ref.name + " not found");
+  auto k = it->second.data.find(ref.key);
+  if (k == it->second.data.end())
+    return fail_msg("Secret " + opt.secret_namespace + "/" + ref.name + " has no key '" + ref.key + "'");
+  // TCP MD5 (RFC 2385) keys: 1 to 80 bytes (TCP_MD5SIG_MAXKEYLEN).
+  if (k->second.empty() || k->second.size() > 80)
+    return fail_msg("Secret " + opt.secret_namespace + "/" + ref.name + " key '" + ref.key +
+                    "' must hold 1 to 80 bytes (a TCP MD5 key), not " + std::to_string(k->second.size()));
+  return k->second;
 }
 
 uint32_t Calc::Impl::node_asn(const NodeInfo& n) const {
@@ -59,6 +75,10 @@ void Calc::Impl::node_peers(std::map<IpAddress, bgp::NeighborConfig>& out, const
     n.families = {fam == 0 ? bgp::kIpv4Unicast : bgp::kIpv6Unicast};
     n.route_reflector_client = me.rr_cluster_id && me.rr_cluster_id != other.rr_cluster_id;
     n.description = n.route_reflector_client ? type + " (RR client)" : type;
+    if (!spec) {  // the automatic mesh: BGPConfiguration's password and restart time
+      n.password = mesh_password;
+      if (mesh_max_restart_time) n.max_restart_time = *mesh_max_restart_time;
+    }
     if (spec) apply_peer_spec(n, *spec);
     if (spec) apply_failure_detection(n, *spec, me);
     add_peer(out, std::move(n));
@@ -94,8 +114,14 @@ void Calc::Impl::apply_peer_spec(bgp::NeighborConfig& n, const BgpPeer& p) const
   n.password = p.password;
   if (p.keep_original_next_hop) n.next_hop_mode = bgp::NextHopMode::Keep;
   if (p.next_hop_mode) n.next_hop_mode = *p.next_hop_mode;
-  if (p.max_restart_time) n.max_restart_time = *p.max_restart_time;
+  // Calico: with restartMode LongLivedGracefulRestart, maxRestartTime is the
+  // long-lived stale time (BIRD's default 3600 s when unset); otherwise the
+  // graceful-restart time honoured.
+  if (p.long_lived_restart) n.long_lived_stale_time = p.max_restart_time.value_or(3600);
+  else if (p.max_restart_time) n.max_restart_time = *p.max_restart_time;
   n.ttl_security_hops = p.ttl_security;
+  n.local_as = p.local_asn;  // spec.localASNumber (the AS tabby presents to this peer)
+  n.allow_own_as = p.allowed_local_as;
   if (p.source_address) n.local_address = p.source_address;
 }
 
@@ -135,7 +161,11 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
   if (me && me->rr_cluster_id) s.cluster_id = me->rr_cluster_id;
 
   std::map<IpAddress, bgp::NeighborConfig> computed;
+  std::map<Prefix, IpAddress> reachable;  // BGPPeer reachableBy of the peers this node has
   bfd_problems.clear();
+  secret_problems.clear();
+  mesh_password.clear();
+  mesh_max_restart_time = eff.node_mesh_max_restart_time;
   for (const auto& p : opt.base.peers) computed.emplace(p.address, p);  // static peers win
   std::map<IpAddress, const NodeInfo*> by_addr;
   for (const auto& [name, n] : nodes) {
@@ -143,8 +173,20 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
     if (n.ipv6) by_addr[n.ipv6->addr] = &n;
   }
   if (me) {
-    for (const auto& [name, p] : peers) {
-      if (p.refused) continue;
+    for (const auto& [name, spec] : peers) {
+      if (spec.refused) continue;
+      // spec.password.secretKeyRef: resolved here; a password that cannot be read
+      // means no session with this BGPPeer's peers (fail closed), and a problem.
+      BgpPeer p = spec;
+      if (p.password_secret) {
+        auto pw = secret_password(*p.password_secret);
+        if (!pw) {
+          secret_problems["BGPPeer " + name] = "BGPPeer " + name + ": spec.password.secretKeyRef: " +
+                                               pw.error().message + ": no session with its peers (fail closed)";
+          continue;
+        }
+        p.password = *pw;
+      }
       std::string type = (p.node.empty() && !p.node_selector) ? "global" : "node specific";
       if (peer_applies_to(p, *me)) {
         if (p.peer_ip) {
@@ -163,6 +205,8 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
             }
             apply_peer_spec(n, p);
             apply_failure_detection(n, p, *me);
+            if (p.reachable_by)
+              reachable.emplace(Prefix(*p.peer_ip, static_cast<uint8_t>(p.peer_ip->bit_width())), *p.reachable_by);
             add_peer(computed, std::move(n));
           }
         }
@@ -175,7 +219,20 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
         for (const auto& [oname, o] : nodes)
           if (oname != me->name && peer_applies_to(p, o)) node_peers(computed, *me, o, type, &p, eff.listen_port);
     }
-    if (eff.node_to_node_mesh.value_or(true)) {
+    // spec.nodeMeshPassword: the mesh runs with the password, or not at all.
+    bool mesh_ok = true;
+    if (eff.node_mesh_password && eff.node_to_node_mesh.value_or(true)) {
+      auto pw = secret_password(*eff.node_mesh_password);
+      if (pw) {
+        mesh_password = *pw;
+      } else {
+        mesh_ok = false;
+        secret_problems["BGPConfiguration"] = "BGPConfiguration: spec.nodeMeshPassword.secretKeyRef: " +
+                                              pw.error().message +
+                                              ": the node-to-node mesh is OFF until it can be read (fail closed)";
+      }
+    }
+    if (mesh_ok && eff.node_to_node_mesh.value_or(true)) {
       for (const auto& [oname, o] : nodes) {
         if (oname == me->name) continue;
         // Mesh among non-reflectors; clients peer with every reflector; reflectors
@@ -186,6 +243,10 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
         node_peers(computed, *me, o, type, nullptr, eff.listen_port);
       }
     }
+  }
+  if (reachable != reachable_want) {
+    reachable_want = std::move(reachable);
+    reachable_dirty = true;
   }
   s.peers.clear();
   for (const auto& p : opt.base.peers) s.peers.push_back(computed.at(p.address));

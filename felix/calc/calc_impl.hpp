@@ -141,6 +141,18 @@ struct Calc::Impl {
   mutable std::optional<std::vector<CalcProblem>> block_problems;
   std::map<Prefix, std::string> disagreements;
   std::map<IpAddress, std::string> bfd_problems;  // peer -> why BFDIfDirectlyConnected gives no BFD
+  // BGPPeer spec.reachableBy: the peer's /32 (/128) -> the gateway, for the peers
+  // this node has (compute_speaker), and as last reported (routes[Static]).
+  std::map<Prefix, IpAddress> reachable_want;
+  bool reachable_dirty = false;
+  std::map<std::string, SecretRes> secrets;  // v1 Secrets of opt.secret_namespace, by name
+  // BGPPeer / BGPConfiguration -> why its secretKeyRef password cannot be read
+  // (fail closed: no session for it), from the last compute_speaker.
+  std::map<std::string, std::string> secret_problems;
+  // The password of secretKeyRef `ref`, or why not.
+  Result<std::string> secret_password(const SecretKeyRef& ref) const;
+  std::string mesh_password;                        // resolved nodeMeshPassword, for node_peers()
+  std::optional<uint16_t> mesh_max_restart_time;    // nodeMeshMaxRestartTime, for node_peers()
 
   // ---- dirty marks
   bool all_blocks_dirty = true, bgp_dirty = true, tunnels_dirty = true, ifaces_dirty = true, nodes_dirty = true;
@@ -219,6 +231,8 @@ struct Calc::Impl {
                   std::vector<RouteOp>& rm, std::vector<RouteOp>& add);
   // The route edits of the dirty blocks, local IPs and learned prefixes (removals first).
   void take_routes(CalcChanges& ch);
+  // The Static-class edits of the reachableBy routes (after compute_speaker).
+  void take_reachable(CalcChanges& ch);
 
   // ---- calc_tunnels.cpp: tunnel devices
   std::optional<IpAddress> tunnel_addr(const std::string& node, bool vxlan) const;

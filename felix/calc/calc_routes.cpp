@@ -96,6 +96,7 @@ uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
     return 0;
   }
   if (covered_by_block(p)) return 0;
+  if (reachable_want.count(p)) return 0;  // a BGPPeer's reachableBy route owns its peer's /32
   return hops;
 }
 
@@ -161,6 +162,28 @@ void Calc::Impl::diff_route(RouteClass cls, const Prefix& p, const std::optional
   if (it != m.end() && it->second == *want) return;
   add.push_back({cls, false, *want});
   m[p] = *want;
+}
+
+// BGPPeer reachableBy (Calico: a /32 to the peer via the gateway, so the session
+// does not follow routes learned over itself): one Static route per peer this
+// node has, kept while the peer is configured.
+void Calc::Impl::take_reachable(CalcChanges& ch) {
+  if (!reachable_dirty) return;
+  reachable_dirty = false;
+  std::vector<RouteOp> rm, add;
+  auto& have = routes[static_cast<int>(RouteClass::Static)];
+  std::vector<Prefix> gone;
+  for (const auto& [p, r] : have)
+    if (!reachable_want.count(p)) gone.push_back(p);
+  for (const auto& p : gone) diff_route(RouteClass::Static, p, std::nullopt, rm, add);
+  for (const auto& [p, gw] : reachable_want) diff_route(RouteClass::Static, p, dataplane::direct_route(p, gw), rm, add);
+  // A learned route for such a /32 steps aside while reachableBy holds it.
+  for (const auto& p : gone)
+    if (auto* e = learned.find(p)) mark_learned_dirty(p, *e);
+  for (const auto& [p, gw] : reachable_want)
+    if (auto* e = learned.find(p)) mark_learned_dirty(p, *e);
+  ch.routes.insert(ch.routes.begin(), rm.begin(), rm.end());
+  ch.routes.insert(ch.routes.end(), add.begin(), add.end());
 }
 
 void Calc::Impl::take_routes(CalcChanges& ch) {

@@ -183,15 +183,83 @@ std::string unsupported(const std::string& calico_meaning, const std::string& ta
 const char* kApplies = "ignored, the rest of the object applies";
 
 // ---------------------------------------------------------------- kinds
+// Calico's {secretKeyRef: {name, key}} (a core/v1 SecretKeySelector).
+SecretKeyRef get_secret_key_ref(const YAML::Node& n, const std::string& path) {
+  if (!n.IsMap()) bad(path, "must be a mapping {secretKeyRef: {name: <Secret>, key: <key>}}");
+  check_keys(n, path, {"secretKeyRef"});
+  const std::string where = path + ".secretKeyRef";
+  const YAML::Node& r = n["secretKeyRef"];
+  if (!present(r) || !r.IsMap()) bad(where, "is required: {name: <Secret>, key: <key>}");
+  check_keys(r, where, {"name", "key", "optional"});
+  SecretKeyRef ref;
+  if (!present(r["name"])) bad(where + ".name", "is required");
+  if (!present(r["key"])) bad(where + ".key", "is required");
+  ref.name = get_string(r["name"], where + ".name");
+  ref.key = get_string(r["key"], where + ".key");
+  if (ref.name.empty()) bad(where + ".name", "must not be empty");
+  if (ref.key.empty()) bad(where + ".key", "must not be empty");
+  // A password is a security control: tabby never treats it as optional.
+  if (present(r["optional"]) && get_bool(r["optional"], where + ".optional"))
+    bad(where + ".optional", "true is not supported: a password that may be missing would run the session unprotected");
+  return ref;
+}
+
+// RFC 4648 base64 (standard alphabet, padding optional), as Secret data holds it.
+std::optional<std::string> decode_base64(std::string_view in) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = val(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  if (bits >= 6) return std::nullopt;  // a lone trailing character
+  return out;
+}
+
+// v1 Secret: data (base64) and stringData (plain; wins for a key in both, as the API server does).
+SecretRes parse_secret(const YAML::Node& doc) {
+  SecretRes s;
+  if (present(doc["data"])) {
+    if (!doc["data"].IsMap()) bad("data", "must be a mapping of keys to base64 values");
+    for (const auto& kv : doc["data"]) {
+      std::string k = kv.first.as<std::string>();
+      std::string v = get_string(kv.second, "data." + k);
+      auto d = decode_base64(v);
+      if (!d) bad("data." + k, "is not base64");
+      s.data[k] = *d;
+    }
+  }
+  if (present(doc["stringData"])) {
+    if (!doc["stringData"].IsMap()) bad("stringData", "must be a mapping of keys to strings");
+    for (const auto& kv : doc["stringData"]) s.data[kv.first.as<std::string>()] = get_string(kv.second, "stringData");
+  }
+  return s;
+}
+
 BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFields& notes) {
   BgpConfiguration c;
   if (!present(spec)) return c;
   check_keys(spec, "spec",
              {"asNumber", "nodeToNodeMeshEnabled", "listenPort", "communities", "prefixAdvertisements",
-              "serviceClusterIPs", "serviceExternalIPs"},
+              "serviceClusterIPs", "serviceExternalIPs", "nodeMeshPassword", "nodeMeshMaxRestartTime"},
              // Accepted, not used by tabby (logging, BIRD bind mode, LB IPs, ...).
-             {"logSeverityScreen", "bindMode", "serviceLoadBalancerIPs", "nodeMeshPassword",
-              "nodeMeshMaxRestartTime", "ignoredInterfaces", "localWorkloadPeeringIPV4",
+             {"logSeverityScreen", "bindMode", "serviceLoadBalancerIPs", "ignoredInterfaces", "localWorkloadPeeringIPV4",
               "localWorkloadPeeringIPV6"});
   if (present(spec["asNumber"])) c.asn = get_asn(spec["asNumber"], "spec.asNumber");
   if (present(spec["nodeToNodeMeshEnabled"]))
@@ -205,29 +273,21 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
     notes.push_back({"spec.serviceLoadBalancerIPs",
                      unsupported("LoadBalancer service IPs are advertised over BGP", "not advertised; " +
                                                                                        std::string(kApplies))});
+  // spec.nodeMeshMaxRestartTime: the graceful-restart time honoured on mesh
+  // sessions (what BGPPeer spec.maxRestartTime is for a BGPPeer).
   if (present(spec["nodeMeshMaxRestartTime"])) {
-    const auto& t = spec["nodeMeshMaxRestartTime"];
-    auto d = parse_duration_seconds(t.IsScalar() ? t.Scalar() : "");
-    if (!d || *d != 120)
-      notes.push_back({"spec.nodeMeshMaxRestartTime",
-                       unsupported("graceful-restart time of mesh sessions", "tabby's own restart time is used; " +
-                                                                                 std::string(kApplies))});
+    auto d = parse_duration_seconds(get_string(spec["nodeMeshMaxRestartTime"], "spec.nodeMeshMaxRestartTime"));
+    if (!d) bad("spec.nodeMeshMaxRestartTime", d.error().message);
+    c.node_mesh_max_restart_time = *d;
   }
   if (nonempty(spec["ignoredInterfaces"]))
     notes.push_back({"spec.ignoredInterfaces", unsupported("BIRD ignores routes on these interfaces", kApplies)});
   for (const char* k : {"localWorkloadPeeringIPV4", "localWorkloadPeeringIPV6"})
     if (nonempty(spec[k]))
       notes.push_back({std::string("spec.") + k, unsupported("BGP peering with local workloads at this address", kApplies)});
-  // A security control: the mesh must not run without the password it asks for.
-  if (present(spec["nodeMeshPassword"])) {
-    c.node_to_node_mesh = false;
-    c.mesh_refused = true;
-    notes.push_back({"spec.nodeMeshPassword",
-                     unsupported("node-to-node mesh sessions are protected by this TCP MD5 password",
-                                 "refused: the node-to-node mesh is OFF under this BGPConfiguration, so no mesh "
-                                 "session runs without the password (BGPPeers with spec.password still apply); "
-                                 "remove the field to run the mesh unauthenticated")});
-  }
+  // A security control: the mesh runs with this password or not at all (calc_bgp.cpp).
+  if (present(spec["nodeMeshPassword"]))
+    c.node_mesh_password = get_secret_key_ref(spec["nodeMeshPassword"], "spec.nodeMeshPassword");
   if (present(spec["listenPort"]))
     c.listen_port = static_cast<uint16_t>(get_uint(spec["listenPort"], "spec.listenPort", 1, 65535));
   std::map<std::string, Community> named;
@@ -317,9 +377,9 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
   if (!present(spec)) bad("spec", "is required");
   check_keys(spec, "spec",
              {"node", "nodeSelector", "peerIP", "peerSelector", "asNumber", "password", "keepOriginalNextHop",
-              "nextHopMode", "maxRestartTime", "ttlSecurity", "sourceAddress", "failureDetectionMode", "filters"},
-             {"numAllowedLocalASNumbers", "reachableBy", "restartMode",
-              "birdGatewayMode"});
+              "nextHopMode", "maxRestartTime", "ttlSecurity", "sourceAddress", "failureDetectionMode", "filters",
+              "restartMode", "localASNumber", "numAllowedLocalASNumbers", "reachableBy"},
+             {"birdGatewayMode"});
   // BGPFilter names; resolved (fail closed when unknown) when the speaker config is computed.
   if (present(spec["filters"]))
     each_item(spec["filters"], "spec.filters", [&](const YAML::Node& n, const std::string& path) {
@@ -327,20 +387,23 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
       if (name.empty()) bad(path, "must name a BGPFilter");
       p.filters.push_back(name);
     });
-  if (differs(spec["numAllowedLocalASNumbers"], "0"))
-    notes.push_back({"spec.numAllowedLocalASNumbers",
-                     unsupported("routes whose AS path holds the local AS up to this many times are accepted",
-                                 "such routes are dropped as loops; " + std::string(kApplies))});
-  if (nonempty(spec["reachableBy"]))
-    notes.push_back({"spec.reachableBy", unsupported("a static route to the peer via this gateway is added", kApplies)});
+  if (present(spec["numAllowedLocalASNumbers"]))
+    p.allowed_local_as = static_cast<uint8_t>(
+        get_uint(spec["numAllowedLocalASNumbers"], "spec.numAllowedLocalASNumbers", 0, 255));
+  if (present(spec["localASNumber"])) p.local_asn = get_asn(spec["localASNumber"], "spec.localASNumber");
   if (present(spec["failureDetectionMode"])) {
     std::string m = get_string(spec["failureDetectionMode"], "spec.failureDetectionMode");
     if (m == "BFDIfDirectlyConnected") p.bfd_if_directly_connected = true;
     else if (m != "None") bad("spec.failureDetectionMode", "'" + m + "' is not None or BFDIfDirectlyConnected");
   }
-  if (differs(spec["restartMode"], "GracefulRestart"))
-    notes.push_back({"spec.restartMode", unsupported("long-lived graceful restart (RFC 9494)",
-                                                     "plain graceful restart is used; " + std::string(kApplies))});
+  // spec.restartMode (a Calico Enterprise field): LongLivedGracefulRestart adds
+  // RFC 9494 to graceful restart; spec.maxRestartTime is then the long-lived
+  // stale time, not the graceful-restart time.
+  if (present(spec["restartMode"])) {
+    std::string m = get_string(spec["restartMode"], "spec.restartMode");
+    if (m == "LongLivedGracefulRestart") p.long_lived_restart = true;
+    else if (m != "GracefulRestart") bad("spec.restartMode", "'" + m + "' is not GracefulRestart or LongLivedGracefulRestart");
+  }
   if (differs(spec["birdGatewayMode"], "Recursive"))
     notes.push_back({"spec.birdGatewayMode", unsupported("BIRD's next-hop resolution mode", kApplies)});
   if (present(spec["node"])) p.node = get_string(spec["node"], "spec.node");
@@ -356,13 +419,21 @@ BgpPeer parse_bgp_peer(const YAML::Node& spec, UnsupportedFields& notes) {
     const auto& pw = spec["password"];
     if (pw.IsScalar()) {
       p.password = pw.Scalar();
-    } else if (pw.IsMap() && present(pw["secretKeyRef"])) {
-      bad("spec.password.secretKeyRef",
-          "Kubernetes secrets are not supported by tabby: give the password inline (spec.password: <text>)");
+    } else if (pw.IsMap()) {
+      p.password_secret = get_secret_key_ref(pw, "spec.password");
     } else {
       bad("spec.password", "must be a string (the TCP MD5 password)");
     }
     if (p.password.size() > 80) bad("spec.password", "longer than 80 characters (TCP MD5 key limit)");
+  }
+  // spec.reachableBy: a static /32 (/128) route to peerIP via this gateway.
+  if (nonempty(spec["reachableBy"])) {
+    std::string g = get_string(spec["reachableBy"], "spec.reachableBy");
+    auto ip = IpAddress::parse(g);
+    if (!ip) bad("spec.reachableBy", "'" + g + "' is not an IP address");
+    if (!p.peer_ip) bad("spec.reachableBy", "needs spec.peerIP (a route to one peer address)");
+    if (ip->family() != p.peer_ip->family()) bad("spec.reachableBy", "must be of the same family as spec.peerIP");
+    p.reachable_by = *ip;
   }
   if (present(spec["keepOriginalNextHop"]))
     p.keep_original_next_hop = get_bool(spec["keepOriginalNextHop"], "spec.keepOriginalNextHop");
@@ -702,6 +773,7 @@ const char* kind_name(Kind k) {
     case Kind::Pod: return "Pod";
     case Kind::Namespace: return "Namespace";
     case Kind::ServiceAccount: return "ServiceAccount";
+    case Kind::Secret: return "Secret";
     case Kind::BlockAffinity: return "BlockAffinity";
     case Kind::WorkloadEndpoint: return "WorkloadEndpoint";
     case Kind::Policy: return "Policy";
@@ -716,11 +788,12 @@ bool BgpPeer::operator==(const BgpPeer& o) const {
     return a.has_value() == b.has_value() && (!a || a->str() == b->str());
   };
   return node == o.node && sel(node_selector, o.node_selector) && peer_ip == o.peer_ip && port == o.port &&
-         sel(peer_selector, o.peer_selector) && asn == o.asn && password == o.password &&
+         sel(peer_selector, o.peer_selector) && asn == o.asn && password == o.password && password_secret == o.password_secret &&
          keep_original_next_hop == o.keep_original_next_hop && next_hop_mode == o.next_hop_mode &&
          max_restart_time == o.max_restart_time && ttl_security == o.ttl_security &&
          source_address == o.source_address && filters == o.filters && refused == o.refused &&
-         bfd_if_directly_connected == o.bfd_if_directly_connected;
+         bfd_if_directly_connected == o.bfd_if_directly_connected && long_lived_restart == o.long_lived_restart &&
+         local_asn == o.local_asn && allowed_local_as == o.allowed_local_as && reachable_by == o.reachable_by;
 }
 
 bool IpPool::operator==(const IpPool& o) const {
@@ -772,6 +845,7 @@ std::optional<ResourceKey> key_for(std::string_view api_version, std::string_vie
   if (k8s && k == "Pod") return ResourceKey{Kind::Pod, nsd, name};
   if (k8s && k == "Namespace") return ResourceKey{Kind::Namespace, "", name};
   if (k8s && k == "ServiceAccount") return ResourceKey{Kind::ServiceAccount, nsd, name};
+  if (k8s && k == "Secret") return ResourceKey{Kind::Secret, nsd, name};
   if (tabby && k == "BlockAffinity") return ResourceKey{Kind::BlockAffinity, "", name};
   if ((tabby || calico) && k == "WorkloadEndpoint") return ResourceKey{Kind::WorkloadEndpoint, nsd, name};
   if (k == "NetworkPolicy" && api == "networking.k8s.io/v1") return ResourceKey{Kind::Policy, "", "knp." + nsd + "." + name};
@@ -876,7 +950,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
                      (kind == "GlobalNetworkPolicy" && calico) || (kind == "Tier" && calico) ||
                      ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && calico);
   bool namespaced = kind == "Pod" || kind == "WorkloadEndpoint" || (kind == "NetworkPolicy") || kind == "NetworkSet" ||
-                    (k8s && kind == "ServiceAccount");
+                    (k8s && kind == "ServiceAccount") || (k8s && kind == "Secret");
   if (namespaced && ns.empty()) {
     ns = "default";
     object = kind + " " + ns + "/" + name;
@@ -936,6 +1010,9 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
       ServiceAccountRes sa;
       sa.labels = get_labels(doc["metadata"]["labels"], "metadata.labels");
       r.body = std::move(sa);
+    } else if (k8s && kind == "Secret") {
+      r.key.kind = Kind::Secret;
+      r.body = parse_secret(doc);
     } else if (tabby && kind == "BlockAffinity") {
       r.key.kind = Kind::BlockAffinity;
       auto b = parse_block_affinity(doc["spec"]);
@@ -954,7 +1031,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     } else {
       return err("kind", "unknown kind '" + kind + "' for apiVersion '" + api +
                              "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, BGPFilter, IPPool, Node, "
-                             "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy; v1 Node, Pod, Namespace; "
+                             "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy; v1 Node, Pod, Namespace, Secret; "
                              "networking.k8s.io/v1 NetworkPolicy; tabby.dev/v1 BlockAffinity, WorkloadEndpoint)");
     }
   } catch (const FieldError& e) {

@@ -79,6 +79,7 @@ enum class Kind : uint8_t {
   BlockAffinity,     // tabby.dev/v1
   WorkloadEndpoint,  // tabby.dev/v1 (or projectcalico.org/v3)
   Policy,            // any NetworkPolicy kind (name = policy::Policy::id())
+  Secret,            // v1 Secret (BGP passwords by secretKeyRef)
 };
 const char* kind_name(Kind k);  // "IPPool", "Node" (both node kinds), ...
 
@@ -105,6 +106,19 @@ struct PrefixAdvertisement {
   bool operator==(const PrefixAdvertisement&) const = default;
 };
 
+// Calico's secretKeyRef: one key of a v1 Secret in the agent's secret namespace
+// (datastore.secretNamespace).
+struct SecretKeyRef {
+  std::string name, key;
+  bool operator==(const SecretKeyRef&) const = default;
+};
+
+// v1 Secret: its data decoded (`data` is base64, `stringData` plain text).
+struct SecretRes {
+  std::map<std::string, std::string> data;
+  bool operator==(const SecretRes&) const = default;
+};
+
 // Name "default" holds the cluster-wide values; "node.<nodename>" overrides the
 // fields it sets for that node (Calico's per-node BGPConfiguration).
 struct BgpConfiguration {
@@ -113,9 +127,10 @@ struct BgpConfiguration {
   std::optional<uint16_t> listen_port;     // spec.listenPort (default 179)
   std::vector<PrefixAdvertisement> prefix_advertisements;
   std::vector<Prefix> service_cluster_ips, service_external_ips;
-  // spec.nodeMeshPassword is set: tabby cannot put a password on the mesh, so the
-  // mesh is off (node_to_node_mesh = false) and no node override turns it back on.
-  bool mesh_refused = false;
+  // spec.nodeMeshPassword.secretKeyRef: the TCP MD5 password of the mesh
+  // sessions; when it cannot be read the mesh is off (fail closed, calc_bgp.cpp).
+  std::optional<SecretKeyRef> node_mesh_password{};
+  std::optional<uint16_t> node_mesh_max_restart_time{};  // spec.nodeMeshMaxRestartTime (seconds)
   bool operator==(const BgpConfiguration&) const = default;
 };
 
@@ -127,12 +142,17 @@ struct BgpPeer {
   std::optional<Selector> peer_selector;   // spec.peerSelector: other tabby nodes
   uint32_t asn = 0;                        // spec.asNumber (required with peerIP)
   std::string password;                    // spec.password (inline string)
+  std::optional<SecretKeyRef> password_secret{};  // spec.password.secretKeyRef
   bool keep_original_next_hop = false;
   std::optional<bgp::NextHopMode> next_hop_mode;  // spec.nextHopMode Auto|Self|Keep
   std::optional<uint16_t> max_restart_time;       // seconds, from "120s" / "2m"
   uint8_t ttl_security = 0;                // hops (GTSM), 0 = off
   std::optional<IpAddress> source_address; // spec.sourceAddress: an IP (not UseNodeIP/None)
   bool bfd_if_directly_connected = false;  // spec.failureDetectionMode: BFDIfDirectlyConnected
+  bool long_lived_restart = false;         // spec.restartMode: LongLivedGracefulRestart (RFC 9494)
+  std::optional<uint32_t> local_asn{};     // spec.localASNumber: the AS tabby presents to this peer
+  uint8_t allowed_local_as = 0;            // spec.numAllowedLocalASNumbers
+  std::optional<IpAddress> reachable_by{}; // spec.reachableBy: gateway of a static route to peerIP
   // spec.filters: BGPFilter names, applied in this order (first matching rule
   // of all of them decides). An unknown name fails closed (calc_bgp.cpp).
   std::vector<std::string> filters;
@@ -244,7 +264,7 @@ struct PolicyRes {
 };
 
 using ResourceBody = std::variant<BgpConfiguration, BgpPeer, BgpFilterRes, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
-                                  BlockAffinity, WorkloadEndpoint, PolicyRes, ServiceAccountRes>;
+                                  BlockAffinity, WorkloadEndpoint, PolicyRes, ServiceAccountRes, SecretRes>;
 
 struct Resource {
   ResourceKey key;

@@ -260,7 +260,8 @@ bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, co
   check_keys(n, where, {"bfd", "peerIP", "asNumber", "password", "passwordFile", "holdTime", "keepaliveTime",
                         "connectRetryTime", "passive", "routeReflectorClient", "families", "nextHopMode",
                         "ttlSecurity", "localAddress", "maxRestartTime", "export", "import", "enforceFirstAS",
-                        "maxPrefixes", "maxPrefixesRestart", "description", "tcpAO"});
+                        "maxPrefixes", "maxPrefixesRestart", "description", "tcpAO", "longLivedStaleTime",
+                        "localAS", "allowOwnAS"});
   bgp::NeighborConfig p;
   if (!n["peerIP"]) bad(join(where, "peerIP"), "is required");
   parse_peer_ip(get_string(n["peerIP"], join(where, "peerIP")), join(where, "peerIP"), p);
@@ -308,6 +309,14 @@ bgp::NeighborConfig parse_peer(const YAML::Node& n, const std::string& where, co
     bad(join(where, "localAddress"), "must be of the same family as peerIP");
   if (n["maxRestartTime"])
     p.max_restart_time = static_cast<uint16_t>(get_uint(n["maxRestartTime"], join(where, "maxRestartTime"), 0, 4095));
+  // The AS presented to this peer (instead of asNumber), and allow-own-AS.
+  if (n["localAS"]) p.local_as = static_cast<uint32_t>(get_uint(n["localAS"], join(where, "localAS"), 1, 4294967295u));
+  if (n["allowOwnAS"])
+    p.allow_own_as = static_cast<uint8_t>(get_uint(n["allowOwnAS"], join(where, "allowOwnAS"), 0, 255));
+  // RFC 9494: long-lived graceful restart with this stale time (seconds); 0 = off.
+  if (n["longLivedStaleTime"])
+    p.long_lived_stale_time = static_cast<uint32_t>(
+        get_uint(n["longLivedStaleTime"], join(where, "longLivedStaleTime"), 0, 16777215));
   if (n["description"]) p.description = get_string(n["description"], join(where, "description"));
   if (n["bfd"]) p.bfd = parse_bfd(n["bfd"], join(where, "bfd"));
   // Filters (bgp/filter.hpp): import: [rules]; export: [rules] or {prefixes, denyCommunities, rules}.
@@ -368,7 +377,7 @@ bgp::Announcement parse_announcement(const YAML::Node& n, const std::string& whe
 //          | {type: kubernetes, server: URL, tokenFile: F, caFile: F} | {type: kubernetes, kubeconfig: F}
 DatastoreConfig parse_datastore(const YAML::Node& n, const ConfigEnvironment& env) {
   check_keys(n, "datastore", {"type", "directory", "etcdEndpoints", "etcdPrefix", "server", "tokenFile", "caFile",
-                              "kubeconfig"});
+                              "kubeconfig", "secretNamespace"});
   DatastoreConfig d;
   if (!n["type"]) bad("datastore.type", "is required (file, etcd or kubernetes)");
   std::string type = get_string(n["type"], "datastore.type");
@@ -419,6 +428,11 @@ DatastoreConfig parse_datastore(const YAML::Node& n, const ConfigEnvironment& en
     }
   } else {
     bad("datastore.type", "must be file, etcd or kubernetes (got '" + type + "')");
+  }
+  // The namespace of the Secrets holding BGP passwords (secretKeyRef).
+  if (n["secretNamespace"]) {
+    d.secret_namespace = get_string(n["secretNamespace"], "datastore.secretNamespace");
+    if (d.secret_namespace.empty()) bad("datastore.secretNamespace", "must not be empty (omit it to read no Secrets)");
   }
   return d;
 }

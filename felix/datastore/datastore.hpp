@@ -188,6 +188,10 @@ struct DatastoreConfig {
   std::vector<K8sResource> k8s_resources = default_k8s_resources();
   int k8s_watch_timeout_s = 300;  // server-side timeoutSeconds of each watch
   int k8s_page_size = 500;        // list pages (?limit=, followed by ?continue=)
+  // All types: v1 Secrets (BGP passwords by secretKeyRef) are read from this
+  // namespace only; kubernetes lists and watches /api/v1/namespaces/<it>/secrets
+  // (least privilege: a Role there suffices). Empty: no Secret is read.
+  std::string secret_namespace{};
 
   // etcd and kubernetes: reconnect backoff (doubling from min to max) and the
   // timeout of one request (not of a watch stream).

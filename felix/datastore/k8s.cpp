@@ -55,6 +55,14 @@ struct K8sState {
   K8sState(asio::io_context& io, DatastoreConfig c, Url u, std::shared_ptr<asio::ssl::context> tls)
       : io(io), cfg(std::move(c)), url(std::move(u)), http(io, std::move(tls)) {
     sync.part_size = cfg.snapshot_part_size;
+    if (!cfg.secret_namespace.empty()) {  // BGP passwords (secretKeyRef): one namespace's Secrets
+      K8sResource secrets;
+      secrets.version = "v1";
+      secrets.kind = "Secret";
+      secrets.plural = "secrets";
+      secrets.namespaced = true;
+      cfg.k8s_resources.push_back(secrets);
+    }
     std::string token_file = cfg.k8s_token_file;
     http.authorization = [token_file] {
       std::string t = read_token(token_file);
@@ -103,7 +111,10 @@ struct K8sState {
     const K8sResource r = self->cfg.k8s_resources[index];
     asio::steady_timer& timer = *self->timers[index];
     const std::string qkind = k8s_qualified_kind(r);
-    const std::string path = k8s_collection_path(r);
+    // Secrets: only those of the configured namespace are listed and watched.
+    const std::string path = r.kind == "Secret" && r.group.empty()
+                                 ? k8s_object_path(r, self->cfg.secret_namespace, "")
+                                 : k8s_collection_path(r);
     bool listed_once = false;
     bool watch_problem = false;  // a problem raised for this watch is still listed
     std::string rv;  // empty: (re)list needed

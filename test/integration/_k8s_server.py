@@ -2,7 +2,8 @@
 (no real one is installable here), for datastore_k8s.py. It speaks the parts of
 the protocol the kubernetes datastore uses, as the API server does:
   - HTTPS (self-signed cert made by openssl at test time), Bearer token (else 401)
-  - GET collection → List JSON (items without apiVersion/kind, metadata.resourceVersion),
+  - GET collection → List JSON (items without apiVersion/kind, metadata.resourceVersion);
+    /.../namespaces/NS/PLURAL lists (and watches) namespace NS only,
     paged with ?limit= / ?continue= (410 for a continue token older than a compaction)
   - GET collection?watch=1&resourceVersion=RV&allowWatchBookmarks=true → 200 with a
     chunked stream of {"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object"} lines of the
@@ -230,7 +231,7 @@ def make_handler(state):
                 return
             coll, ns, name, q = r
             if q.get("watch") in ("1", "true"):
-                return self._watch(coll, q)
+                return self._watch(coll, q, ns)
             if name is not None:
                 obj = state.get(coll, ns or "", name)
                 if obj is None:
@@ -250,7 +251,8 @@ def make_handler(state):
                         return
                 else:
                     offset, list_rv = 0, state.rv
-                keys = sorted(state.objects[coll])
+                # /.../namespaces/NS/PLURAL lists that namespace only
+                keys = sorted(k for k in state.objects[coll] if not ns or k[0] == ns)
                 limit = int(q.get("limit") or 0) or len(keys) or 1
                 page = keys[offset:offset + limit]
                 items = []
@@ -272,7 +274,7 @@ def make_handler(state):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
 
-        def _watch(self, coll, q):
+        def _watch(self, coll, q, ns=None):
             rv = int(q.get("resourceVersion") or 0)
             with state.cond:
                 too_old = rv < state.compacted
@@ -301,9 +303,12 @@ def make_handler(state):
                             state.cond.wait(0.5)
                             pending = [e for e in state.events[coll] if e[0] > sent]
                         ended = state.kick != kick
+                    if ns:  # a namespaced watch sees its namespace's events only
+                        sent = max([sent] + [e[0] for e in pending])
+                        pending = [e for e in pending if e[2].get("metadata", {}).get("namespace", "") == ns]
                     for erv, typ, obj in pending:
                         self._chunk(json.dumps({"type": typ, "object": obj}).encode() + b"\n")
-                        sent = erv
+                        sent = max(sent, erv)
                     if ended:
                         self._chunk(b"")
                         return

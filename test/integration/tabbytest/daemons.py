@@ -171,10 +171,12 @@ class Bird(Daemon):
         for p in self.peers:
             opts = [f"local as {self.asn};", f"neighbor {p['ip']} port {p['port']} as {p['asn']};",
                     f"hold time {p['hold']};", f"keepalive time {p['keepalive']};",
-                    "connect retry time 1;", "connect delay time 1;", "error wait time 1, 5;", "direct;",
+                    "connect retry time 1;", "connect delay time 1;", "error wait time 1, 5;",
+                    f"multihop {p['multihop']};" if p.get("multihop") else "direct;",
                     f"graceful restart {'on' if p['gr'] else 'off'};"]
             if p["gr"]:
-                opts.append("graceful restart time 60;")
+                opts.append(f"graceful restart time {p.get('gr_time', 60)};")
+            opts += list(p.get("bird_opts", ()))  # extra BIRD bgp options (e.g. long lived graceful restart)
             if p["local"]:
                 opts.append(f"source address {p['local']};")
             if p["password"]:
@@ -194,7 +196,9 @@ class Bird(Daemon):
                 exp = "all" if ibgp and self.cluster_id else "where source = RTS_STATIC || source = RTS_BGP"
                 if not ibgp:
                     exp = "where source = RTS_STATIC || source = RTS_BGP"
-                opts.append(f"{fam} {{ import all; export {exp}; gateway direct; }};")
+                exp = p.get("bird_export", exp)  # e.g. "filter { ... }" (a test's own export filter)
+                gw = "recursive" if p.get("multihop") else "direct"  # BIRD: multihop cannot use direct
+                opts.append(f"{fam} {{ import all; export {exp}; gateway {gw}; }};")
             out.append(f"protocol bgp {p['name']} {{\n  " + "\n  ".join(opts) + "\n}")
         with open(self.conf, "w") as f:
             f.write("\n".join(out) + "\n")
@@ -638,7 +642,7 @@ class Tabby(Daemon):
             if p["local"]:
                 e["localAddress"] = p["local"]
             for k in ("export", "nextHopMode", "ttlSecurity", "maxRestartTime", "tcpAO", "bfd", "import", "maxPrefixes",
-                      "maxPrefixesRestart", "enforceFirstAS"):
+                      "maxPrefixesRestart", "enforceFirstAS", "longLivedStaleTime", "localAS", "allowOwnAS"):
                 if k in p:
                     e[k] = p[k]
             c["peers"].append(e)

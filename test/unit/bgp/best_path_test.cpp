@@ -258,3 +258,20 @@ TEST_CASE("best path: reason names") {
   CHECK(best_path_reason_name(BestPathReason::AsPathLength) == "as-path-length");
   CHECK(best_path_reason_name(BestPathReason::OnlyPath) == "only-path");
 }
+
+TEST_CASE("best path: LLGR_STALE is least preferred, before every other rule (RFC 9494 §4.3)") {
+  Cands c;
+  c.add(A().path({65001}).lp(300), false, "1.1.1.1", "10.0.0.1");
+  c.c.back().llgr_stale = true;
+  c.add(A().path({65002, 1, 2, 3}).lp(100), false, "2.2.2.2", "10.0.0.2");
+  auto r = c.run();
+  CHECK(r.best == 1);
+  CHECK(r.reason == BestPathReason::NotLongLivedStale);
+  CHECK(c.text(r) == "not LLGR_STALE (RFC 9494)");
+  CHECK_FALSE(c.c[0].multipath);
+  // Among LLGR_STALE paths alone the usual rules decide.
+  c.c[1].llgr_stale = true;
+  r = c.run();
+  CHECK(r.best == 0);
+  CHECK(r.reason == BestPathReason::LocalPref);
+}

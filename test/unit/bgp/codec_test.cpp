@@ -77,6 +77,30 @@ TEST_CASE("OPEN golden with every capability") {
   golden(bytes, o);
 }
 
+TEST_CASE("OPEN golden with the long-lived graceful restart capability (RFC 9494 §3)") {
+  OpenMessage o;
+  o.my_as = 65001;
+  o.hold_time = 90;
+  o.bgp_id = ip("198.18.0.1");
+  o.caps.four_octet_as = 65001;
+  o.caps.long_lived_graceful_restart = LongLivedGracefulRestartCapability{
+      {{kIpv4Unicast, true, 3600}, {kIpv6Unicast, false, 0x123456}}};
+  golden(frame(1, "04 fde9 005a c6120001 18 02 16"
+                  "41 04 0000fde9"              // 4-octet AS
+                  "47 0e 0001 01 80 000e10"     // LLGR IPv4 unicast, F, 3600 s
+                  "     0002 01 00 123456"),    // IPv6 unicast, 0x123456 s
+         o);
+  // An empty capability (a speaker that is only LLGR-aware) is valid.
+  OpenMessage aware = o;
+  aware.caps.long_lived_graceful_restart = LongLivedGracefulRestartCapability{};
+  golden(frame(1, "04 fde9 005a c6120001 0a 02 08 41 04 0000fde9 47 00"), aware);
+  // A value that is not a whole number of 7-byte tuples is malformed.
+  AttrStore store;
+  auto e = decode_err(frame(1, "04 fde9 005a c6120001 0c 02 0a 41 04 0000fde9 47 02 0001"), ctx4(), store);
+  CHECK(e.code == 2);
+  CHECK(e.reason.find("long-lived graceful restart") != std::string::npos);
+}
+
 TEST_CASE("OPEN with a 4-octet AS puts AS_TRANS in the 2-octet field") {
   OpenMessage o;
   o.my_as = 4200000000u;

@@ -683,3 +683,70 @@ TEST_CASE("handle() appends to a reused vector") {
   CHECK(st.ms == 90000);
   CHECK(describe(Event{ev::UpdateMsg{1}}) == "UpdateMsg(c1)");
 }
+
+TEST_CASE("long-lived graceful restart (RFC 9494): capability sent with GR, families kept on a TCP failure") {
+  SessionConfig c = ebgp_config();
+  c.families = {kIpv4Unicast, kIpv6Unicast};
+  c.graceful_restart.enabled = true;
+  c.long_lived_stale_time = 600;
+  OpenMessage ours = build_open(c);
+  REQUIRE(ours.caps.long_lived_graceful_restart);
+  CHECK(ours.caps.long_lived_graceful_restart->families ==
+        std::vector<LongLivedGracefulRestartCapability::FamilyTime>{{kIpv4Unicast, false, 600}, {kIpv6Unicast, false, 600}});
+
+  OpenMessage o = peer_open();
+  o.caps.multiprotocol = {kIpv4Unicast, kIpv6Unicast};
+  o.caps.graceful_restart = peer_gr(90);
+  o.caps.graceful_restart->families = {{kIpv4Unicast, false}};
+  o.caps.long_lived_graceful_restart = LongLivedGracefulRestartCapability{
+      {{kIpv4Unicast, false, 3600}, {kIpv6Unicast, false, 30}}};
+
+  SUBCASE("GR first for IPv4, long-lived at once for IPv6; stale times capped by ours") {
+    Script t(c);
+    establish(t, 1, o);
+    t(ev::TcpConnectionFails{1, "Connection reset"});
+    const auto* down = t.find<act::SessionDown>();
+    REQUIRE(down);
+    CHECK(down->info.retain_stale == std::vector<Family>{kIpv4Unicast});
+    CHECK(down->info.restart_time == 90);
+    CHECK(down->info.long_lived ==
+          std::vector<SessionDownInfo::LongLivedFamily>{{kIpv4Unicast, 600}, {kIpv6Unicast, 30}});
+  }
+  SUBCASE("a GR restart time of 0 leaves only the long-lived period") {
+    o.caps.graceful_restart->restart_time = 0;
+    Script t(c);
+    establish(t, 1, o);
+    t(ev::TcpConnectionFails{1});
+    const auto* down = t.find<act::SessionDown>();
+    CHECK(down->info.retain_stale.empty());
+    CHECK(down->info.long_lived.size() == 2);
+  }
+  SUBCASE("not when we did not advertise LLGR") {
+    c.long_lived_stale_time = 0;
+    CHECK_FALSE(build_open(c).caps.long_lived_graceful_restart);
+    Script t(c);
+    establish(t, 1, o);
+    t(ev::TcpConnectionFails{1});
+    CHECK(t.find<act::SessionDown>()->info.long_lived.empty());
+  }
+  SUBCASE("not when the peer sent LLGR without GR") {
+    o.caps.graceful_restart.reset();
+    Script t(c);
+    establish(t, 1, o);
+    t(ev::TcpConnectionFails{1});
+    CHECK(t.find<act::SessionDown>()->info.long_lived.empty());
+  }
+  SUBCASE("not after a NOTIFICATION") {
+    Script t(c);
+    establish(t, 1, o);
+    t(ev::NotifMsg{1, NotificationMessage{6, 2, {}}});
+    CHECK(t.find<act::SessionDown>()->info.long_lived.empty());
+  }
+  SUBCASE("the LLGR F bit counts as preserved forwarding state on the new session") {
+    Script t(c);
+    o.caps.long_lived_graceful_restart->families[1].forwarding_preserved = true;
+    establish(t, 1, o);
+    REQUIRE(t.s.negotiated());
+    CHECK(gr_forwarding_preserved(*t.s.negotiated()) == std::vector<Family>{kIpv6Unicast});
+  }
+}

@@ -304,6 +304,109 @@ TEST_CASE("rib: graceful restart stale mark, refresh and sweep (RFC 4724 §4.2)"
   CHECK(f.rib.sweep_stale(e1, kIpv4Unicast) == 0);
 }
 
+TEST_CASE("rib: long-lived stale (RFC 9494): NO_LLGR dropped, LLGR_STALE added and least preferred, export") {
+  Fixture f;
+  PeerId e1 = f.add("10.1.0.2", 65001, "1.1.1.1");
+  PeerId e2 = f.add("10.1.0.3", 65002, "2.2.2.2");
+  PeerId plain = f.add("10.1.0.4", 65003, "3.3.3.3");   // did not advertise LLGR
+  PeerId aware = f.add("10.1.0.5", 65004, "4.4.4.4");       // did
+  PeerConfig llc = f.rib.peer(aware);
+  llc.long_lived_peer = true;
+  f.rib.update_peer(aware, llc);
+  f.ann(e1, "198.19.0.0/26", A().path({65001}));            // e1 best (shorter path)
+  f.ann(e2, "198.19.0.0/26", A().path({65002, 7, 8}));
+  f.ann(e1, "198.19.0.64/26", A().path({65001}).comm(kNoLlgr));
+  f.ann(e1, "198.19.0.128/26", A().path({65001}));          // e1 only
+  f.changes();
+  for (PeerId p : {plain, aware}) {
+    f.rib.peer_up(p);
+    auto u = f.rib.full_dump(p, kIpv4Unicast);
+    CHECK(u.announced_count() == 3);
+  }
+
+  REQUIRE(f.rib.mark_stale(e1, kIpv4Unicast) == 3);
+  auto [kept, removed] = f.rib.mark_long_lived_stale(e1, kIpv4Unicast);
+  CHECK(kept == 2);
+  CHECK(removed == 1);
+  CHECK_FALSE(f.get("198.19.0.64/26"));  // NO_LLGR: not kept
+  CHECK(f.rib.stats(e1).stale[0] == 2);
+  // The alternative without LLGR_STALE wins, though its AS path is longer.
+  auto v = f.get("198.19.0.0/26", true);
+  REQUIRE(v);
+  CHECK(v->paths[0].peer == e2);
+  CHECK(v->reason == BestPathReason::NotLongLivedStale);
+  CHECK(v->paths[1].stale);
+  CHECK(std::count(v->paths[1].attrs->communities.begin(), v->paths[1].attrs->communities.end(), kLlgrStale) == 1);
+  // The only path stays in use, with LLGR_STALE.
+  v = f.get("198.19.0.128/26");
+  REQUIRE(v);
+  CHECK(v->paths[0].peer == e1);
+  CHECK(v->paths[0].stale);
+  auto changed = f.rib.take_changes(kIpv4Unicast);
+  CHECK(changed.size() == 3);
+  // Export: the LLGR_STALE route is withdrawn from the peer without LLGR and
+  // sent with the community to the one with it.
+  auto up = f.rib.export_changes(plain, kIpv4Unicast, changed);
+  std::vector<std::string> wd;
+  for (const auto& p : up.withdrawn) wd.push_back(p.str());
+  std::sort(wd.begin(), wd.end());
+  CHECK(wd == std::vector<std::string>{"198.19.0.128/26", "198.19.0.64/26"});
+  auto ua = f.rib.export_changes(aware, kIpv4Unicast, changed);
+  CHECK(ua.withdrawn.size() == 1);
+  AttrRef sent = f.rib.advertised(aware, kIpv4Unicast, pfx("198.19.0.128/26"));
+  REQUIRE(sent);
+  CHECK(std::count(sent->communities.begin(), sent->communities.end(), kLlgrStale) == 1);
+
+  // The peer is back: a re-announce replaces the long-lived path and its mark.
+  f.ann(e1, "198.19.0.0/26", A().path({65001}));
+  v = f.get("198.19.0.0/26");
+  CHECK(v->paths[0].peer == e1);
+  CHECK_FALSE(v->paths[0].stale);
+  // End-of-RIB (or the stale timer): what is still stale goes.
+  CHECK(f.rib.sweep_stale(e1, kIpv4Unicast) == 1);
+  CHECK_FALSE(f.get("198.19.0.128/26"));
+  CHECK(f.rib.stats(e1).stale[0] == 0);
+}
+
+TEST_CASE("rib: allow-own-AS (numAllowedLocalASNumbers) and a per-peer local AS (localASNumber)") {
+  Fixture f;
+  PeerId e = f.add("10.1.0.2", 65001, "1.1.1.1");
+  // Default: any occurrence of our AS is a loop.
+  CHECK(f.ann(e, "198.19.0.0/26", A().path({65001, kLocalAs, 7})) == ImportResult::OwnAsInPath);
+  PeerConfig c = f.rib.peer(e);
+  c.allow_own_as = 2;
+  f.rib.update_peer(e, c);
+  CHECK(f.ann(e, "198.19.0.0/26", A().path({65001, kLocalAs, 7})) == ImportResult::Accepted);
+  CHECK(f.ann(e, "198.19.0.64/26", A().path({65001, kLocalAs, kLocalAs, 7})) == ImportResult::Accepted);
+  CHECK(f.ann(e, "198.19.0.128/26", A().path({65001, kLocalAs, 7, kLocalAs, kLocalAs})) ==
+        ImportResult::OwnAsInPath);
+  CHECK(f.get("198.19.0.0/26"));
+  CHECK(f.get("198.19.0.64/26"));
+  CHECK_FALSE(f.get("198.19.0.128/26"));
+
+  // A peer we present AS 65100 to: the AS it sees is prepended, and the same AS
+  // on that peer makes the session iBGP.
+  PeerId l = f.add("10.1.0.3", 65002, "2.2.2.2");
+  c = f.rib.peer(l);
+  c.local_as = 65100;
+  f.rib.update_peer(l, c);
+  CHECK(f.rib.is_ebgp(l));
+  // A path holding the presented AS is a loop too.
+  CHECK(f.ann(l, "198.19.1.0/26", A().path({65002, 65100})) == ImportResult::OwnAsInPath);
+  f.rib.peer_up(l);
+  f.rib.full_dump(l, kIpv4Unicast);
+  auto changed = f.rib.take_changes(kIpv4Unicast);
+  f.rib.export_changes(l, kIpv4Unicast, changed);
+  AttrRef sent = f.rib.advertised(l, kIpv4Unicast, pfx("198.19.0.0/26"));
+  REQUIRE(sent);
+  CHECK(as_path_str(sent->as_path) == "65100 65001 64512 7");
+  PeerId i = f.add("10.1.0.4", 65100, "3.3.3.3");
+  c = f.rib.peer(i);
+  c.local_as = 65100;
+  f.rib.update_peer(i, c);
+  CHECK_FALSE(f.rib.is_ebgp(i));
+}
+
 TEST_CASE("rib: withdraw_all and for_each_path_from") {
   Fixture f;
   PeerId e1 = f.add("10.1.0.2", 65001, "1.1.1.1");

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "felix/calc/calc.hpp"
 #include "felix/calc/doc_feed.hpp"
@@ -263,11 +264,18 @@ spec:
   CHECK(v6.peer_ip->str() == "2001:db8::1");
   CHECK(v6.asn == 65546);
   CHECK(*v6.next_hop_mode == bgp::NextHopMode::Self);
+  auto sk = std::get<BgpPeer>(parse_one("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec:\n"
+                                        "  peerIP: 198.18.0.1\n  asNumber: 65001\n"
+                                        "  password: {secretKeyRef: {name: s, key: k}}\n")
+                              .body);
+  REQUIRE(sk.password_secret);
+  CHECK(sk.password_secret->name == "s");
+  CHECK(sk.password_secret->key == "k");
+  CHECK(sk.password.empty());
   CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec:\n  peerIP: 198.18.0.1\n"
-                    "  asNumber: 65001\n  password: {secretKeyRef: {name: s, key: k}}\n",
-                    "peers.yaml") ==
-        "peers.yaml: BGPPeer x: spec.password.secretKeyRef: Kubernetes secrets are not supported by tabby: give the "
-        "password inline (spec.password: <text>)");
+                    "  asNumber: 65001\n  password: {secretKeyRef: {name: s, key: k, optional: true}}\n",
+                    "peers.yaml")
+            .find("spec.password.secretKeyRef.optional: true is not supported") != std::string::npos);
   CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 198.18.0.1}\n",
                     "peers.yaml") == "peers.yaml: BGPPeer x: spec.asNumber: is required with spec.peerIP");
   CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {node: a}\n",
@@ -412,6 +420,75 @@ TEST_CASE("route reflectors: 2 reflectors (same cluster ID) + 4 clients, mesh of
                                                  "198.18.0.12 as64512 rr-client", "198.18.0.13 as64512 rr-client",
                                                  "198.18.0.14 as64512 rr-client"});
   CHECK(s.peers[0].description == "node specific");
+}
+
+TEST_CASE("BGPPeer restartMode, localASNumber and numAllowedLocalASNumbers reach the speaker's peer") {
+  std::string y = kThreeNodes +
+                  "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n"
+                  "spec: {nodeToNodeMeshEnabled: false}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n"
+                  "spec: {peerIP: 198.18.0.254, asNumber: 65001, restartMode: LongLivedGracefulRestart,\n"
+                  "       maxRestartTime: 10m, localASNumber: 65100, numAllowedLocalASNumbers: 2}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor2}\n"
+                  "spec: {peerIP: 198.18.0.253, asNumber: 65001, restartMode: LongLivedGracefulRestart}\n---\n"
+                  "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor3}\n"
+                  "spec: {peerIP: 198.18.0.252, asNumber: 65001, maxRestartTime: 5m}\n";
+  Node n("node-1");
+  n.feed("cluster.yaml", y);
+  CHECK(n.errors.empty());
+  const auto& s = n.calc.speaker_config();
+  REQUIRE(s.peers.size() == 3);
+  std::map<std::string, bgp::NeighborConfig> by;
+  for (const auto& p : s.peers) by[p.address.str()] = p;
+  // LLGR: maxRestartTime is the long-lived stale time; the GR cap stays the default.
+  CHECK(by["198.18.0.254"].long_lived_stale_time == 600);
+  CHECK(by["198.18.0.254"].max_restart_time == 120);
+  CHECK(by["198.18.0.254"].local_as == std::optional<uint32_t>(65100));
+  CHECK(by["198.18.0.254"].allow_own_as == 2);
+  CHECK(by["198.18.0.253"].long_lived_stale_time == 3600);
+  CHECK_FALSE(by["198.18.0.253"].local_as);
+  CHECK(by["198.18.0.252"].long_lived_stale_time == 0);
+  CHECK(by["198.18.0.252"].max_restart_time == 300);
+  CHECK(by["198.18.0.252"].allow_own_as == 0);
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 198.18.0.1, "
+                    "asNumber: 1, restartMode: Fast}\n",
+                    "peers.yaml") ==
+        "peers.yaml: BGPPeer x: spec.restartMode: 'Fast' is not GracefulRestart or LongLivedGracefulRestart");
+}
+
+TEST_CASE("BGPPeer reachableBy: a static route to the peer via the gateway while the peer applies") {
+  auto peer = [](const std::string& extra) {
+    return "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n"
+           "spec: {peerIP: 198.18.9.254, asNumber: 65001, reachableBy: 198.18.0.1" + extra + "}\n";
+  };
+  Node n("node-1");
+  n.feed("nodes.yaml", kThreeNodes);
+  auto ch = n.feed("peers.yaml", peer(""));
+  CHECK(n.errors.empty());
+  auto ops = op_strs(ch);
+  REQUIRE(ops.size() == 1);
+  CHECK(ops[0].rfind("+static 198.18.9.254/32", 0) == 0);
+  CHECK(ops[0].find("via 198.18.0.1") != std::string::npos);
+  CHECK(n.calc.has_route(RouteClass::Static, *Prefix::parse("198.18.9.254/32")));
+  CHECK(route_strs(n.calc, RouteClass::Static) == std::vector<std::string>{ops[0].substr(8)});
+  // A node the peer does not apply to has no such route.
+  Node other("node-2");
+  other.feed("nodes.yaml", kThreeNodes);
+  CHECK(op_strs(other.feed("peers.yaml", peer(", node: node-1"))).empty());
+  // Unchanged: nothing; the peer gone: the route goes.
+  CHECK(op_strs(n.feed("peers.yaml", peer(""))).empty());
+  ops = op_strs(n.drop("peers.yaml"));
+  REQUIRE(ops.size() == 1);
+  CHECK(ops[0].rfind("-static 198.18.9.254/32", 0) == 0);
+  CHECK(route_strs(n.calc, RouteClass::Static).empty());
+  // Errors name the field.
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerIP: 198.18.0.1, "
+                    "asNumber: 1, reachableBy: '2001:db8::1'}\n",
+                    "peers.yaml") == "peers.yaml: BGPPeer x: spec.reachableBy: must be of the same family as spec.peerIP");
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\nspec: {peerSelector: all(), "
+                    "reachableBy: 198.18.0.1}\n",
+                    "peers.yaml") ==
+        "peers.yaml: BGPPeer x: spec.reachableBy: needs spec.peerIP (a route to one peer address)");
 }
 
 TEST_CASE("hardened mesh: mesh off + one BGPPeer all() -> all() with password and ttlSecurity (GTSM)") {

@@ -174,8 +174,10 @@ TEST_CASE("docs/calico_fields.md: every listed field does what its row says") {
       CHECK((m.find("refused") != std::string::npos) == (r.verdict == "refused"));
     }
   }
-  // The table covers every kind and every verdict.
-  for (const auto& v : verdicts) CHECK_MESSAGE(per_verdict[v] > 0, "no row is " << v);
+  // The table covers every kind and every verdict (no field is refused any more:
+  // nodeMeshPassword works, from a Secret).
+  for (const auto& v : verdicts)
+    if (v != "refused") CHECK_MESSAGE(per_verdict[v] > 0, "no row is " << v);
 }
 
 TEST_CASE("a field in no row of the table is an error naming it (the table's 'error' holds for any unknown)") {

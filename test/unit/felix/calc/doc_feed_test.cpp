@@ -300,21 +300,12 @@ TEST_CASE("each unsupported Calico field set in a manifest is a problem naming f
       {"BGPConfiguration.projectcalico.org", "default", bgpconfig,
        "  serviceLoadBalancerIPs:\n  - cidr: 203.0.113.0/24\n", "  serviceLoadBalancerIPs: []\n",
        "spec.serviceLoadBalancerIPs"},
-      {"BGPConfiguration.projectcalico.org", "default", bgpconfig,
-       "  nodeMeshPassword:\n    secretKeyRef: {name: bgp, key: pw}\n", "", "spec.nodeMeshPassword"},
-      {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  nodeMeshMaxRestartTime: 300s\n",
-       "  nodeMeshMaxRestartTime: 120s\n", "spec.nodeMeshMaxRestartTime"},
       {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  ignoredInterfaces: [eth9]\n",
        "  ignoredInterfaces: []\n", "spec.ignoredInterfaces"},
       {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  localWorkloadPeeringIPV4: 169.254.0.179\n",
        "", "spec.localWorkloadPeeringIPV4"},
       {"BGPConfiguration.projectcalico.org", "default", bgpconfig, "  localWorkloadPeeringIPV6: fe80::179\n", "",
        "spec.localWorkloadPeeringIPV6"},
-      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  numAllowedLocalASNumbers: 2\n",
-       "  numAllowedLocalASNumbers: 0\n", "spec.numAllowedLocalASNumbers"},
-      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  reachableBy: 198.18.0.254\n", "", "spec.reachableBy"},
-      {"BGPPeer.projectcalico.org", "tor", bgppeer, "  restartMode: LongLivedGracefulRestart\n",
-       "  restartMode: GracefulRestart\n", "spec.restartMode"},
       {"BGPPeer.projectcalico.org", "tor", bgppeer, "  birdGatewayMode: DirectIfDirectlyConnected\n",
        "  birdGatewayMode: Recursive\n", "spec.birdGatewayMode"},
       {"IPPool.projectcalico.org", "pool-a", ippool, "  allowedUses: [LoadBalancer]\n",
@@ -408,24 +399,113 @@ TEST_CASE("a BGPPeer with spec.filters naming no BGPFilter peers fail closed: a 
   for (const auto& p : calc.problems()) CHECK(p.message.find("only-pods") == std::string::npos);
 }
 
-TEST_CASE("nodeMeshPassword: the mesh is turned off rather than run without the password") {
-  Calc calc({.node_name = "node-1"});
+namespace {
+DocEvent secret_doc(const std::string& ns, const std::string& name, const std::string& data) {
+  return DocEvent{{"Secret", ns, name},
+                  "apiVersion: v1\nkind: Secret\nmetadata: {name: " + name + ", namespace: " + ns + "}\n" + data, "1",
+                  false, "manifests/secret-" + name + ".yaml"};
+}
+std::string calc_problems(const Calc& calc) {
+  std::string all;
+  for (const auto& p : calc.problems()) all += p.message + "\n";
+  return all;
+}
+const bgp::NeighborConfig* peer_at(const Calc& calc, const std::string& addr) {
+  for (const auto& p : calc.speaker_config().peers)
+    if (p.address.str() == addr) return &p;
+  return nullptr;
+}
+}  // namespace
+
+TEST_CASE("nodeMeshPassword: the mesh runs with the Secret's password, and is off while it cannot be read") {
+  Calc calc({.node_name = "node-1", .secret_namespace = "tabby-system"});
   DocFeed feed;
   feed.feed({kdoc("Node.projectcalico.org", "nodes", two_nodes())}, calc);
   CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
+  CHECK(peer_at(calc, "198.18.0.12")->password.empty());
   feed.feed({kdoc("BGPConfiguration.projectcalico.org", "default",
-                  bgpconfig("  nodeMeshPassword:\n    secretKeyRef: {name: bgp, key: pw}\n"))},
+                  bgpconfig("  nodeMeshPassword:\n    secretKeyRef: {name: bgp, key: pw}\n"
+                            "  nodeMeshMaxRestartTime: 5m\n"))},
             calc);
+  // No Secret yet: fail closed, the mesh is off and the problem says why.
   CHECK(peer_addrs(calc).empty());
-  REQUIRE(feed.problems().size() == 1);
-  CHECK(feed.problems()[0].message.find("the node-to-node mesh is OFF") != std::string::npos);
-  // A per-node BGPConfiguration turning the mesh on does not override the refusal.
+  CHECK(feed.problems().empty());  // the document is fine
+  std::string probs = calc_problems(calc);
+  CAPTURE(probs);
+  CHECK(probs.find("spec.nodeMeshPassword.secretKeyRef: Secret tabby-system/bgp not found") != std::string::npos);
+  CHECK(probs.find("the node-to-node mesh is OFF") != std::string::npos);
+  // A per-node BGPConfiguration turning the mesh on does not run it without the password.
   feed.feed({kdoc("BGPConfiguration.projectcalico.org", "node.node-1",
                   "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: node.node-1}\n"
                   "spec: {nodeToNodeMeshEnabled: true}\n")},
             calc);
   CHECK(peer_addrs(calc).empty());
+  // A Secret of another namespace is not read; one without the key is not enough.
+  feed.feed({secret_doc("default", "bgp", "stringData: {pw: wrong-namespace}\n")}, calc);
+  CHECK(peer_addrs(calc).empty());
+  feed.feed({secret_doc("tabby-system", "bgp", "stringData: {other: x}\n")}, calc);
+  CHECK(peer_addrs(calc).empty());
+  CHECK(calc_problems(calc).find("has no key 'pw'") != std::string::npos);
+  // The Secret (base64 data): the mesh comes up with its password and restart time.
+  feed.feed({secret_doc("tabby-system", "bgp", "data: {pw: czNjcmV0LW1lc2g=}\n")}, calc);  // "s3cret-mesh"
+  REQUIRE(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
+  CHECK(peer_at(calc, "198.18.0.12")->password == "s3cret-mesh");
+  CHECK(peer_at(calc, "198.18.0.12")->max_restart_time == 300);
+  CHECK(calc.problems().empty());
+  // Rotated: the new password.
+  feed.feed({secret_doc("tabby-system", "bgp", "stringData: {pw: rotated}\n")}, calc);
+  (void)calc.take_changes();
+  CHECK(peer_at(calc, "198.18.0.12")->password == "rotated");
+  // Deleted: off again.
+  DocEvent del = secret_doc("tabby-system", "bgp", "");
+  del.deleted = true;
+  feed.feed({del}, calc);
+  CHECK(peer_addrs(calc).empty());
   feed.feed({kdoc("BGPConfiguration.projectcalico.org", "default", bgpconfig(""))}, calc);
   CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
+  CHECK(peer_at(calc, "198.18.0.12")->password.empty());
+}
+
+TEST_CASE("BGPPeer password.secretKeyRef: no session until the Secret's key can be read; rotation re-keys") {
+  Calc calc({.node_name = "node-1", .secret_namespace = "tabby-system"});
+  DocFeed feed;
+  feed.feed({kdoc("Node.projectcalico.org", "nodes", two_nodes())}, calc);
+  feed.feed({kdoc("BGPPeer.projectcalico.org", "tor",
+                  bgppeer("  password:\n    secretKeyRef: {name: tor-md5, key: password}\n"))},
+            calc);
   CHECK(feed.problems().empty());
+  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});  // the mesh; no session with the ToR
+  CHECK(calc_problems(calc).find("BGPPeer tor: spec.password.secretKeyRef: Secret tabby-system/tor-md5 not found: "
+                                 "no session with its peers (fail closed)") != std::string::npos);
+  feed.feed({secret_doc("tabby-system", "tor-md5", "stringData: {password: first}\n")}, calc);
+  REQUIRE(peer_addrs(calc) == std::vector<std::string>{"198.18.0.1", "198.18.0.12"});
+  CHECK(peer_at(calc, "198.18.0.1")->password == "first");
+  CHECK(calc.problems().empty());
+  feed.feed({secret_doc("tabby-system", "tor-md5", "stringData: {password: second}\n")}, calc);
+  (void)calc.take_changes();
+  CHECK(peer_at(calc, "198.18.0.1")->password == "second");
+  // Longer than a TCP MD5 key can be: fail closed.
+  feed.feed({secret_doc("tabby-system", "tor-md5", "stringData: {password: " + std::string(81, 'x') + "}\n")}, calc);
+  CHECK(peer_addrs(calc) == std::vector<std::string>{"198.18.0.12"});
+  CHECK(calc_problems(calc).find("must hold 1 to 80 bytes") != std::string::npos);
+  // An agent that reads no Secrets says how to fix it.
+  Calc plain({.node_name = "node-1"});
+  DocFeed f2;
+  f2.feed({kdoc("Node.projectcalico.org", "nodes", two_nodes())}, plain);
+  f2.feed({kdoc("BGPPeer.projectcalico.org", "tor",
+                bgppeer("  password:\n    secretKeyRef: {name: tor-md5, key: password}\n"))},
+          plain);
+  f2.feed({secret_doc("tabby-system", "tor-md5", "stringData: {password: first}\n")}, plain);
+  CHECK(peer_addrs(plain) == std::vector<std::string>{"198.18.0.12"});
+  CHECK(calc_problems(plain).find("set datastore.secretNamespace") != std::string::npos);
+  // Bad references and bad Secrets are errors naming the field.
+  auto bad = feed.feed({kdoc("BGPPeer.projectcalico.org", "tor", bgppeer("  password:\n    secretKeyRef: {name: x}\n"))},
+                       calc);
+  CHECK(bad.rejected == 1);
+  auto bad64 = feed.feed({secret_doc("tabby-system", "b", "data: {pw: '!!notbase64'}\n")}, calc);
+  CHECK(bad64.rejected == 1);
+  std::string fp;
+  for (const auto& p : feed.problems()) fp += p.message + "\n";
+  CHECK(fp.find("spec.password.secretKeyRef.key: is required") != std::string::npos);
+  CHECK(fp.find("data.pw: is not base64") != std::string::npos);
 }

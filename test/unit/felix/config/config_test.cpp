@@ -43,6 +43,9 @@ peers:
     ttlSecurity: 1
     localAddress: 198.18.0.1
     maxRestartTime: 30
+    longLivedStaleTime: 3600
+    localAS: 65100
+    allowOwnAS: 2
     export: {prefixes: [203.0.113.0/24], denyCommunities: ["65535:666", no-export]}
   - peerIP: "[2001:db8::2]:1179"
     asNumber: 4200000000
@@ -74,6 +77,11 @@ announce:
   CHECK(p.next_hop_mode == bgp::NextHopMode::Self);
   CHECK(p.ttl_security_hops == 1);
   CHECK(p.max_restart_time == 30);
+  CHECK(p.long_lived_stale_time == 3600);
+  CHECK(p.local_as == std::optional<uint32_t>(65100));
+  CHECK(p.allow_own_as == 2);
+  CHECK_FALSE(c.bgp.peers[1].local_as);
+  CHECK(c.bgp.peers[1].long_lived_stale_time == 0);
   CHECK(p.export_filter.allowed_prefixes.size() == 1);
   CHECK(p.export_filter.denied_communities == std::vector<uint32_t>{65535u << 16 | 666, bgp::kNoExport});
   CHECK(c.bgp.peers[1].address.str() == "2001:db8::2");
@@ -103,6 +111,8 @@ TEST_CASE("errors name the file, the key and the reason") {
   CHECK(hold.find("key 'peers[0].holdTime': must be 0 or at least 3") != std::string::npos);
   auto asn = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: abc}]\n");
   CHECK(asn.find("key 'peers[0].asNumber': must be a whole number (got 'abc')") != std::string::npos);
+  auto llgr = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, longLivedStaleTime: 16777216}]\n");
+  CHECK(llgr.find("key 'peers[0].longLivedStaleTime'") != std::string::npos);
   auto fam = error_of("nodeName: n\nrouterID: 10.0.0.1\npeers: [{peerIP: 10.0.0.2, asNumber: 1, families: [ipx]}]\n");
   CHECK(fam.find("key 'peers[0].families[0]': unknown family 'ipx'") != std::string::npos);
   auto host = error_of("nodeName: n\nrouterID: 10.0.0.1\nannounce: [{prefix: 203.0.113.7/24}]\n");
