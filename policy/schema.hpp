@@ -18,9 +18,9 @@
 //     ({conditions: [...]}) because object exports carry it, and not interpreted.
 //   projectcalico.org/v3 NetworkPolicy and GlobalNetworkPolicy: the spec, Rule,
 //     EntityRule, ICMPFields, RuleMetadata, ObjectMeta.
+//   projectcalico.org/v3 HostEndpoint: HostEndpointSpec, ObjectMeta.
 // Calico fields tabby does not implement (http, services, serviceAccounts,
-// serviceAccountSelector, doNotTrack, preDNAT, applyOnForward, tiers other than
-// "default") are refused as "not supported" whenever they hold anything but
+// serviceAccountSelector, a host endpoint's named ports) are refused as "not supported" whenever they hold anything but
 // their "off" value: accepting and ignoring them would enforce less than the
 // author wrote. Values (CIDRs, selectors, port ranges, enums) are checked by the
 // reader in model.cpp, not here. Pure: yaml-cpp nodes in, problems out.
@@ -35,7 +35,7 @@ class Node;
 
 namespace tabby::policy::schema {
 
-enum class PolicyApi { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy, CalicoTier };
+enum class PolicyApi { K8sNetworkPolicy, CalicoNetworkPolicy, CalicoGlobalNetworkPolicy, CalicoTier, CalicoHostEndpoint };
 
 struct FieldProblem {
   std::string path;     // "spec.ingress[0].form"

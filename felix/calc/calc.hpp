@@ -146,6 +146,10 @@ struct CalcChanges {
   std::vector<std::string> policies_removed;   // Policy::id()
   std::vector<policy::Tier> tiers_upserted;
   std::vector<std::string> tiers_removed;      // Tier names
+  // The local node's HostEndpoints (spec.node == this node); one that moves to
+  // another node is removed here.
+  std::vector<policy::HostEndpoint> host_endpoints_upserted;
+  std::vector<std::string> host_endpoints_removed;  // HostEndpoint names
   bool empty() const;
 };
 
@@ -327,6 +331,7 @@ class Calc {
   std::vector<policy::Namespace> namespaces() const;
   std::vector<policy::Policy> policies() const;
   std::vector<policy::Tier> tiers() const;
+  std::vector<policy::HostEndpoint> host_endpoints() const;  // the local node's
   std::vector<CalcProblem> problems() const;
 
   // Apply a change set / the complete state.

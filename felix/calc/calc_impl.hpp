@@ -157,6 +157,9 @@ struct Calc::Impl {
   std::map<std::string, policy::Tier> tiers;  // name -> Tier (Tier resources, key "tier.<name>")
   std::vector<policy::Tier> tier_upserts;
   std::vector<std::string> tier_removes;
+  std::map<std::string, policy::HostEndpoint> host_endpoints;  // the local node's (key "hep.<name>")
+  std::vector<policy::HostEndpoint> hep_upserts;
+  std::vector<std::string> hep_removes;
 
   explicit Impl(CalcOptions o) : opt(std::move(o)) { speaker = opt.base; }
 
