@@ -55,7 +55,9 @@
 //                    profile's verdict (forward: accept; preDNAT/doNotTrack: empty).
 //   base chains, each: conntrack'd flows (and doNotTrack-allowed untracked
 //                    ones) accept, lo and workload interfaces accept (their own
-//                    policy decides), the failsafe ports accept, then
+//                    policy decides), VXLAN/IPIP from/to tunnel-peers accept
+//                    (host-in/out, with the tunnel guard), the failsafe ports
+//                    accept, then
 //                    `iifname|oifname "<iface>" goto <dispatch chain>` per named
 //                    host endpoint and a last `goto` for the "*" one:
 //     host-in       hook input, priority filter: to the host (failsafe inbound)
@@ -1542,6 +1544,15 @@ struct PolicyCompiler::Impl {
         c.rules.push_back(accept_if({nft::IfaceName{sp.iface, false, "lo"}}));
       c.rules.push_back(accept_if({nft::IfaceName{sp.iface, false, wl}}, "workload: its own policy"));
       if (sp.host_hook == kHostIn || sp.host_hook == kHostOut) c.rules.push_back(ct(nft::CtState::Invalid, true));
+      // The nodes' tunnels (VXLAN, IPIP) to and from known nodes pass, as Felix
+      // lets them past host endpoint policy (the tunnel guard drops the others).
+      if (guard.enabled && (sp.host_hook == kHostIn || sp.host_hook == kHostOut)) {
+        const nft::AddrInSet node{sp.host_hook == kHostIn ? src : dst, false, kTunnelPeersSet};
+        c.rules.push_back(accept_if({nft::L4Proto{17, false},
+                                     nft::PortIn{dst, false, {{guard.vxlan_port, guard.vxlan_port}}}, node},
+                                    "VXLAN between nodes"));
+        c.rules.push_back(accept_if({nft::L4Proto{4, false}, node}, "IPIP between nodes"));
+      }
       switch (sp.host_hook) {
         case kHostIn:
         case kPreDnat: failsafe_rules(failsafe.inbound, dst, src, c.rules); break;

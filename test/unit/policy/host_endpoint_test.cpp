@@ -455,3 +455,24 @@ TEST_CASE("host endpoints: changes go out as deltas; endpoint set changes as ful
   off.upsert_host_endpoint(hep("eth1", "eth1"));
   CHECK(off.host_endpoint_count() == 0);
 }
+
+TEST_CASE("host endpoints: tunnels between known nodes pass a default-deny host endpoint, as Felix lets them") {
+  PolicyCompiler c;
+  c.set_tunnel_guard({true, 4789});
+  c.set_tunnel_peers({*IpAddress::parse("192.0.2.2")});
+  c.upsert_host_endpoint(hep("all", "*"));
+  Interpreter in(c);
+  const IpAddress peer = *IpAddress::parse("192.0.2.2");
+  auto p = to_host("eth0", 4789, peer, 17);
+  CHECK(in.passes("host-in", p));  // VXLAN from a node
+  p = to_host("eth0", 4789, kRemote, 17);
+  CHECK_FALSE(in.passes("host-in", p));  // from elsewhere: the endpoint's default deny
+  p = to_host("eth0", 0, peer, 4);
+  CHECK(in.passes("host-in", p));  // IPIP from a node
+  Packet out{"", "eth0", kNode, peer, 17, 40000, 4789, 0, false};
+  CHECK(in.passes("host-out", out));  // VXLAN to a node
+  out.dst = kRemote;
+  CHECK_FALSE(in.passes("host-out", out));
+  p = to_host("eth0", 8080, peer);
+  CHECK_FALSE(in.passes("host-in", p));  // other traffic from a node: the policy decides
+}
