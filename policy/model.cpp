@@ -619,6 +619,12 @@ Result<HostEndpoint> parse_host_endpoint(const Ctx& c, const YAML::Node& doc, co
     name_ok = name_ok && ch != '/' && ch != ' ' && ch != '"' && ch != '\\' && (h.iface == "*" || ch != '*');
   if (!name_ok)
     return c.err("spec.interfaceName", "\"" + h.iface + "\" is not an interface name (1-15 characters, no '/', ' ', '*') or \"*\"");
+  // The host chains pass these before any host endpoint (compiler.cpp): an
+  // endpoint on one would silently police nothing.
+  if (h.iface == "lo" || h.iface.rfind("cali", 0) == 0)
+    return c.err("spec.interfaceName", "\"" + h.iface + "\" is " +
+                                           (h.iface == "lo" ? std::string("loopback, which host endpoints never police")
+                                                            : "a workload interface (cali*): its pod's policy applies"));
   auto ips = string_list(c, spec["expectedIPs"], "spec.expectedIPs");
   if (!ips) return fail(ips.error());
   for (size_t i = 0; i < ips->size(); ++i) {

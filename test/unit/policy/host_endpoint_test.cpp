@@ -183,6 +183,9 @@ TEST_CASE("host endpoint manifests: fields, flags and their validation") {
   CHECK(parse_error(head + "spec: {node: n1, interfaceName: eth0, ports: [{name: ssh, port: 22}]}\n")
             .find("spec.ports: not supported by tabby") != std::string::npos);
   CHECK(parse_error(head + "spec: {node: n1, interfaceName: \"eth*\"}\n").find("spec.interfaceName") != std::string::npos);
+  CHECK(parse_error(head + "spec: {node: n1, interfaceName: cali12345}\n") ==
+        "HostEndpoint h: spec.interfaceName: \"cali12345\" is a workload interface (cali*): its pod's policy applies");
+  CHECK(parse_error(head + "spec: {node: n1, interfaceName: lo}\n").find("loopback") != std::string::npos);
   CHECK(parse_error(head + "spec: {node: n1, interfaceName: averyveryverylongname}\n").find("spec.interfaceName") !=
         std::string::npos);
 
