@@ -1462,6 +1462,7 @@ struct PolicyCompiler::Impl {
     ep.name = h.name;
     ep.labels = h.labels;
     ep.ips = h.expected_ips;
+    ep.ports = h.ports;
     upsert_endpoint(ep, true);
   }
   void remove_host_endpoint(const std::string& name) {

@@ -594,6 +594,33 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
   return p;
 }
 
+// An endpoint's spec.ports (WorkloadEndpoint, HostEndpoint): named ports.
+Result<std::vector<NamedPort>> endpoint_ports(const Ctx& c, const YAML::Node& ports) {
+  std::vector<NamedPort> out;
+  if (!ports || ports.IsNull()) return out;
+  if (!ports.IsSequence()) return c.err("spec.ports", "expected a list");
+  for (size_t i = 0; i < ports.size(); ++i) {
+    std::string p = idx("spec.ports", i);
+    NamedPort np;
+    auto n = scalar(c, ports[i]["name"], p + ".name");
+    if (!n) return fail(n.error());
+    np.name = *n;
+    auto port = integer(c, ports[i]["port"], p + ".port");
+    if (!port) return fail(port.error());
+    if (!*port || **port < 1 || **port > 65535) return c.err(p + ".port", "required, 1-65535");
+    np.port = static_cast<uint16_t>(**port);
+    if (ports[i]["protocol"]) {
+      auto t = scalar(c, ports[i]["protocol"], p + ".protocol");
+      if (!t) return fail(t.error());
+      auto proto = parse_protocol(*t);
+      if (!proto) return c.err(p + ".protocol", proto.error().message);
+      np.protocol = *proto;
+    }
+    out.push_back(np);
+  }
+  return out;
+}
+
 // projectcalico.org/v3 HostEndpoint (the schema checked the shape). tabby finds
 // the interface by name only: an empty interfaceName (Calico then looks it up by
 // expectedIPs) is refused rather than guessed.
@@ -635,6 +662,9 @@ Result<HostEndpoint> parse_host_endpoint(const Ctx& c, const YAML::Node& doc, co
   auto profiles = string_list(c, spec["profiles"], "spec.profiles");
   if (!profiles) return fail(profiles.error());
   h.profiles = std::move(*profiles);
+  auto ports = endpoint_ports(c, spec["ports"]);
+  if (!ports) return fail(ports.error());
+  h.ports = std::move(*ports);
   return h;
 }
 
@@ -698,29 +728,9 @@ Result<Endpoint> parse_wep(const Ctx& c, const YAML::Node& doc, const std::strin
       return c.err(idx("spec.ipNetworks", i), "expected a host address (/32 or /128), got \"" + (*nets)[i] + "\"");
     e.ips.push_back(p->addr());
   }
-  const auto& ports = spec["ports"];
-  if (ports && !ports.IsNull()) {
-    if (!ports.IsSequence()) return c.err("spec.ports", "expected a list");
-    for (size_t i = 0; i < ports.size(); ++i) {
-      std::string p = idx("spec.ports", i);
-      NamedPort np;
-      auto n = scalar(c, ports[i]["name"], p + ".name");
-      if (!n) return fail(n.error());
-      np.name = *n;
-      auto port = integer(c, ports[i]["port"], p + ".port");
-      if (!port) return fail(port.error());
-      if (!*port || **port < 1 || **port > 65535) return c.err(p + ".port", "required, 1-65535");
-      np.port = static_cast<uint16_t>(**port);
-      if (ports[i]["protocol"]) {
-        auto t = scalar(c, ports[i]["protocol"], p + ".protocol");
-        if (!t) return fail(t.error());
-        auto proto = parse_protocol(*t);
-        if (!proto) return c.err(p + ".protocol", proto.error().message);
-        np.protocol = *proto;
-      }
-      e.ports.push_back(np);
-    }
-  }
+  auto ports = endpoint_ports(c, spec["ports"]);
+  if (!ports) return fail(ports.error());
+  e.ports = std::move(*ports);
   return e;
 }
 

@@ -199,6 +199,7 @@ struct NamedPort {
   std::string name;
   uint8_t protocol = 6;
   uint16_t port = 0;
+  bool operator==(const NamedPort&) const = default;
 };
 
 struct Endpoint {
@@ -233,6 +234,7 @@ struct HostEndpoint {
   std::vector<IpAddress> expected_ips;  // spec.expectedIPs: fill selector sets
   Labels labels;
   std::vector<std::string> profiles;  // spec.profiles
+  std::vector<NamedPort> ports;       // spec.ports: named ports (with expectedIPs, in named-port sets)
   bool all_interfaces() const { return iface == "*"; }
   bool default_allow() const;         // a profile is projectcalico-default-allow
   bool operator==(const HostEndpoint&) const = default;

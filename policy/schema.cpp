@@ -205,8 +205,7 @@ const Type& calico_global_network_policy() {
   return t;
 }
 
-// projectcalico.org/v3 HostEndpoint (HostEndpointSpec). Named ports are refused:
-// a policy naming one would match nothing on the host.
+// projectcalico.org/v3 HostEndpoint (HostEndpointSpec).
 const Type& calico_host_endpoint() {
   static const Type port{Type::Object, "an endpoint port",
                          {{"name", &kString}, {"protocol", &kIntOrString}, {"port", &kInteger}}};
@@ -215,7 +214,7 @@ const Type& calico_host_endpoint() {
                           {"interfaceName", &kString},
                           {"expectedIPs", &kString, true},
                           {"profiles", &kString, true},
-                          {"ports", &port, true, "named ports of host endpoints are not implemented", {}}}};
+                          {"ports", &port, true}}};
   static const Type t{Type::Object, "a HostEndpoint",
                       {{"apiVersion", &kString}, {"kind", &kString}, {"metadata", &object_meta()}, {"spec", &spec}}};
   return t;

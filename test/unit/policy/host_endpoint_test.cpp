@@ -180,8 +180,12 @@ TEST_CASE("host endpoint manifests: fields, flags and their validation") {
             .find("spec.expectedIP: unknown field (did you mean \"expectedIPs\"?") != std::string::npos);
   CHECK(parse_error(head + "spec: {node: n1, interfaceName: eth0, expectedIPs: [1.2.3]}\n") ==
         "HostEndpoint h: spec.expectedIPs[0]: \"1.2.3\" is not an IP address");
-  CHECK(parse_error(head + "spec: {node: n1, interfaceName: eth0, ports: [{name: ssh, port: 22}]}\n")
-            .find("spec.ports: not supported by tabby") != std::string::npos);
+  auto with_ports = obj(head + "spec: {node: n1, interfaceName: eth0, ports: [{name: ssh, port: 22}, "
+                               "{name: dns, port: 53, protocol: UDP}]}\n");
+  REQUIRE(with_ports.host_endpoint.ports.size() == 2);
+  CHECK(with_ports.host_endpoint.ports[1] == NamedPort{"dns", 17, 53});
+  CHECK(parse_error(head + "spec: {node: n1, interfaceName: eth0, ports: [{name: ssh, port: 0}]}\n") ==
+        "HostEndpoint h: spec.ports[0].port: required, 1-65535");
   CHECK(parse_error(head + "spec: {node: n1, interfaceName: \"eth*\"}\n").find("spec.interfaceName") != std::string::npos);
   CHECK(parse_error(head + "spec: {node: n1, interfaceName: cali12345}\n") ==
         "HostEndpoint h: spec.interfaceName: \"cali12345\" is a workload interface (cali*): its pod's policy applies");
@@ -351,6 +355,18 @@ TEST_CASE("host endpoints: \"*\", the default-allow profile, labels and selector
   bool found = false;
   for (const auto& [name, elems] : sets) found = found || elems.count("192.0.2.50") != 0;
   CHECK(found);
+  // Named ports: a rule naming the host endpoint's port matches its expectedIPs there.
+  PolicyCompiler c4;
+  c4.upsert_host_endpoint(hep("n1-eth0", "eth0", "{role: node}", ", expectedIPs: [192.0.2.50], "
+                                                                 "ports: [{name: ssh, port: 2222, protocol: TCP}]"));
+  c4.upsert_policy(obj("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: to-ssh}\nspec:\n"
+                       "  selector: role == 'node'\n  egress: [{action: Allow, protocol: TCP, destination: "
+                       "{selector: role == 'node', ports: [ssh]}}]\n")
+                       .policy);
+  bool named = false;
+  for (const auto& [name, elems] : policy_test::script_sets(c4.full_script()))
+    named = named || elems.count("192.0.2.50 . tcp . 2222") != 0;
+  CHECK(named);
   // Only global policies select host endpoints (this one selects app == 'web' only).
   CHECK(c2.host_endpoint_policies()[0].ingress.empty());
   // A namespaced policy's rule selectors never pick a host endpoint's addresses.
