@@ -52,6 +52,32 @@
 //                    natOutgoing (a kernel without NAT support keeps its
 //                    policy otherwise); pool changes are element changes of
 //                    the four interval sets, NAT turning on or off a full load.
+//   Host endpoints (policy.hpp HostEndpoint; only while the node has one):
+//   chain hi-/ho-/hfi-/hfo-/hp-/hri-/hro-<name>: one per host endpoint and hook
+//                    ("dispatch chains"): jump to the endpoint chain of the
+//                    policies selecting it there (built like a workload's, with
+//                    the host endpoint's profile: drop unless it lists
+//                    projectcalico-default-allow; forward: accept; preDNAT and
+//                    doNotTrack: no default at all), or with no such policy the
+//                    profile's verdict (forward: accept; preDNAT/doNotTrack: empty).
+//   base chains, each: conntrack'd flows (and doNotTrack-allowed untracked
+//                    ones) accept, lo and workload interfaces accept (their own
+//                    policy decides), VXLAN/IPIP from/to tunnel-peers accept
+//                    (host-in/out, with the tunnel guard), the failsafe ports
+//                    accept, then
+//                    `iifname|oifname "<iface>" goto <dispatch chain>` per named
+//                    host endpoint and a last `goto` for the "*" one:
+//     host-in       hook input, priority filter: to the host (failsafe inbound)
+//     host-out      hook output, priority filter: from the host (failsafe outbound)
+//     host-fwd-in   hook forward, priority filter - 2: forwarded, arriving through
+//                   a host endpoint (applyOnForward policies)
+//     host-fwd-out  hook forward, priority filter - 1: forwarded, leaving through one
+//     host-prednat  hook prerouting, priority dstnat - 10: preDNAT policies (ingress)
+//     host-raw-in / host-raw-out  hook prerouting / output, priority raw:
+//                   doNotTrack policies; their Allow is `notrack accept`
+//   A goto's chain ending without a verdict ends the base chain (accept).
+//   Adding or removing a host endpoint, or a failsafe change, is a full load
+//   (base chains); a policy change rewrites dispatch chains in the delta.
 // An accept in the egress base chain only ends that chain; the packet still
 // traverses the ingress base chain, so a flow passes only when the source's
 // egress side and the destination's ingress side both allow it. Host -> own pod
@@ -474,10 +500,13 @@ struct PolicyCompiler::Impl {
     switch (s.kind) {
       case NamespaceScope::Any: return true;
       case NamespaceScope::Exact: return s.ns == ns;
-      case NamespaceScope::BySelector: return s.ns_selector.matches(ns_labels(ns), false);
+      // A host endpoint (no namespace) is never in a namespace a selector picks.
+      case NamespaceScope::BySelector: return !ns.empty() && s.ns_selector.matches(ns_labels(ns), false);
     }
     return false;
   }
+  // preDNAT and doNotTrack policies concern host endpoints only.
+  static bool workload_policy(const Policy& p) { return !p.pre_dnat && !p.do_not_track; }
   bool policy_applies(const Policy& p, const std::string& ns, const Labels& labels) const {
     return scope_matches(p.scope, ns) && p.selector.matches(labels);
   }
@@ -941,7 +970,10 @@ struct PolicyCompiler::Impl {
     nft::Rule proto;
     proto.counter = true;
     switch (r.action) {
-      case Action::Allow: proto.verdict = nft::Verdict::accept(); break;
+      case Action::Allow:
+        proto.verdict = nft::Verdict::accept();
+        proto.notrack = p.do_not_track;  // raw hook: the flow gets no conntrack entry
+        break;
       case Action::Pass:  // to the next tier: the tier chain sees the bit and returns
         proto.mark_set = kPassMark;
         proto.verdict = nft::Verdict::ret();
@@ -1001,10 +1033,20 @@ struct PolicyCompiler::Impl {
     }
     return g;
   }
+  // How an endpoint chain ends where no policy decided. Profile: a tier that
+  // selected the endpoint drops at its end (defaultAction Deny), past the last
+  // tier the profile accepts (workloads; host endpoints with the default-allow
+  // profile). ProfileDrop: the same with a profile that drops (a host endpoint
+  // without it). NoDefault: preDNAT and doNotTrack chains: neither tiers nor a
+  // profile decide, the packet goes on (return).
+  enum class ChainEnd : uint8_t { Profile, ProfileDrop, NoDefault };
+
   // One tier's chain for a group of endpoints (refcounted, like endpoint chains).
-  std::string tier_chain_for(const std::string& tier, const std::vector<std::string>& ids, Direction d) {
-    const bool deny = tier_action(tier) == Action::Deny;
-    std::string sig = tier + (deny ? "|deny\n" : "|pass\n");
+  // no_default: it never drops at its end (preDNAT, doNotTrack).
+  std::string tier_chain_for(const std::string& tier, const std::vector<std::string>& ids, Direction d,
+                             bool no_default = false) {
+    const bool deny = !no_default && tier_action(tier) == Action::Deny;
+    std::string sig = tier + (no_default ? "|none\n" : deny ? "|deny\n" : "|pass\n");
     for (const auto& i : ids) sig += i + (has_pass(i, d) ? "|p\n" : "\n");
     std::string name = (d == Direction::Ingress ? "ti-" : "to-") + hex12(sig);
     auto& c = classes[name];
@@ -1029,7 +1071,7 @@ struct PolicyCompiler::Impl {
         rules.push_back(std::move(drop));
       }
       std::string comment = std::string(d == Direction::Ingress ? "ingress" : "egress") + " tier " + tier +
-                            (deny ? "" : " (defaultAction Pass)") + ":";
+                            (no_default ? " (no default)" : deny ? "" : " (defaultAction Pass)") + ":";
       for (const auto& i : ids) comment += " " + i;
       set_chain(name, rules, comment);
     }
@@ -1037,13 +1079,16 @@ struct PolicyCompiler::Impl {
     return name;
   }
   // The endpoint chain for policy list `ids` (evaluation order) in direction d.
-  std::string class_for(const std::vector<std::string>& ids, Direction d) {
+  std::string class_for(const std::vector<std::string>& ids, Direction d, ChainEnd end = ChainEnd::Profile) {
     if (ids.empty()) return "";
+    const bool no_default = end == ChainEnd::NoDefault;
     auto groups = tier_groups(ids);
     bool any_pass = false;
     for (const auto& i : ids) any_pass = any_pass || has_pass(i, d);
-    // One tier that drops at its end and no Pass: the policies inline, then drop.
-    const bool inline_tier = groups.size() == 1 && !any_pass && tier_action(groups[0].first) == Action::Deny;
+    // One tier that drops at its end (or, no_default, never) and no Pass: the
+    // policies inline, then drop (or nothing).
+    const bool inline_tier =
+        groups.size() == 1 && !any_pass && (no_default || tier_action(groups[0].first) == Action::Deny);
     std::string joined;
     if (inline_tier) {
       for (const auto& i : ids) joined += i + "\n";
@@ -1052,23 +1097,28 @@ struct PolicyCompiler::Impl {
         joined += "tier " + t + (tier_action(t) == Action::Deny ? "|deny\n" : "|pass\n");
         for (const auto& i : g) joined += i + (has_pass(i, d) ? "|p\n" : "\n");
       }
+      if (end == ChainEnd::ProfileDrop) joined += "|profile drop\n";
     }
+    if (no_default) joined += "|no default\n";  // (workload chains keep their names)
     std::string name = (d == Direction::Ingress ? "ei-" : "eo-") + hex12(joined);
     auto& c = classes[name];
     if (c.refs == 0) {
       c.ids = ids;
       std::vector<nft::Rule> rules;
       std::string comment = d == Direction::Ingress ? "ingress:" : "egress:";
+      if (no_default) comment = d == Direction::Ingress ? "ingress (no default):" : "egress (no default):";
       if (inline_tier) {
         for (const auto& i : ids) {
           nft::Rule jump;
           jump.verdict = nft::Verdict::jump(policy_chain(i, d));
           rules.push_back(std::move(jump));
         }
-        nft::Rule drop;
-        drop.counter = true;
-        drop.verdict = nft::Verdict::drop();
-        rules.push_back(std::move(drop));
+        if (!no_default) {
+          nft::Rule drop;
+          drop.counter = true;
+          drop.verdict = nft::Verdict::drop();
+          rules.push_back(std::move(drop));
+        }
         for (const auto& i : ids) comment += " " + i;
       } else {
         if (any_pass) {
@@ -1078,17 +1128,19 @@ struct PolicyCompiler::Impl {
         }
         for (const auto& [t, g] : groups) {
           nft::Rule jump;
-          jump.verdict = nft::Verdict::jump(tier_chain_for(t, g, d));
+          jump.verdict = nft::Verdict::jump(tier_chain_for(t, g, d, no_default));
           c.tier_chains.push_back(jump.verdict->chain);
           rules.push_back(std::move(jump));
           comment += " [" + t + "]";
           for (const auto& i : g) comment += " " + i;
         }
-        nft::Rule profile;  // every tier passed it: the profile allows
-        profile.counter = true;
-        profile.verdict = nft::Verdict::accept();
-        profile.comment = "profile";
-        rules.push_back(std::move(profile));
+        if (!no_default) {
+          nft::Rule profile;  // every tier passed it: the profile decides
+          profile.counter = true;
+          profile.verdict = end == ChainEnd::ProfileDrop ? nft::Verdict::drop() : nft::Verdict::accept();
+          profile.comment = "profile";
+          rules.push_back(std::move(profile));
+        }
       }
       set_chain(name, rules, comment);
     }
@@ -1155,6 +1207,7 @@ struct PolicyCompiler::Impl {
       const std::string& id = std::get<3>(key);
       const Policy& p = policies.at(id);
       if (p.scope.kind == NamespaceScope::Exact && p.scope.ns != ns) continue;
+      if (!workload_policy(p)) continue;
       if ((d == Direction::Ingress ? p.ingress : p.egress) && policy_applies(p, ns, labels)) out.push_back(id);
     }
     return out;
@@ -1185,10 +1238,13 @@ struct PolicyCompiler::Impl {
   }
 
   // ------------------------------------------------------------ mutations
-  void upsert_endpoint(const Endpoint& ep) {
+  // host: a host endpoint's addresses (no namespace, its labels as given, never local).
+  void upsert_endpoint(const Endpoint& ep, bool host = false) {
     Labels labels = ep.labels;
-    labels["projectcalico.org/namespace"] = ep.ns;
-    labels["projectcalico.org/orchestrator"] = "k8s";
+    if (!host) {
+      labels["projectcalico.org/namespace"] = ep.ns;
+      labels["projectcalico.org/orchestrator"] = "k8s";
+    }
     std::string key = ep.key();
     EpRec now;
     now.labels = intern_labels(std::move(labels), ep.ns);
@@ -1353,6 +1409,7 @@ struct PolicyCompiler::Impl {
       for (const auto& k : prev->second.set_keys) release_set(k);
     compiled[id] = std::move(c);
     relist(id, reshape);
+    if (!hosts.empty()) hosts_dirty = true;
   }
   void remove_policy(const std::string& id) {
     auto it = policies.find(id);
@@ -1365,12 +1422,14 @@ struct PolicyCompiler::Impl {
     drop_chain(policy_chain(id, Direction::Egress));
     for (const auto& k : compiled[id].set_keys) release_set(k);
     compiled.erase(id);
+    if (!hosts.empty()) hosts_dirty = true;
   }
   // Endpoints whose policy lists changed; their endpoint chains and map entries
   // are derived once, before rendering (a batch of policy changes touching the
   // same endpoint then builds its chain once, not once per policy).
   std::set<std::string> pending_local;
   void settle() {
+    if (hosts_dirty) refresh_hosts();
     for (const auto& key : pending_local) {
       auto it = local.find(key);
       if (it != local.end()) refresh_local(key, it->second, it->second.iface);
@@ -1383,7 +1442,7 @@ struct PolicyCompiler::Impl {
     const Policy& p = policies.at(id);
     for (auto& [key, le] : local) {
       const LabelSet& ls = label_sets[endpoints.at(key).labels];
-      bool applies = policy_applies(p, ls.ns, ls.labels());
+      bool applies = workload_policy(p) && policy_applies(p, ls.ns, ls.labels());
       bool changed = place(le.in, id, applies && p.ingress);
       if (place(le.out, id, applies && p.egress)) changed = true;
       if (changed || (reshape && applies)) pending_local.insert(key);
@@ -1408,6 +1467,7 @@ struct PolicyCompiler::Impl {
       }
       if (touched) pending_local.insert(key);
     }
+    if (!hosts.empty()) hosts_dirty = true;
   }
   void upsert_tier(const Tier& t) {
     auto it = tiers.find(t.name);
@@ -1426,6 +1486,226 @@ struct PolicyCompiler::Impl {
       le.out.erase(std::remove(le.out.begin(), le.out.end(), id), le.out.end());
       if (le.in.size() + le.out.size() != n) pending_local.insert(key);
     }
+  }
+
+
+  // ------------------------------------------------------------ host endpoints
+  // The hooks a host endpoint's policies apply at, and the tag of its dispatch
+  // chain there (compiler.cpp's header).
+  enum HostHook : uint8_t { kHostIn, kHostOut, kFwdIn, kFwdOut, kPreDnat, kRawIn, kRawOut, kHostHooks };
+  static constexpr std::array<const char*, kHostHooks> kHookTag = {"hi-", "ho-", "hfi-", "hfo-", "hp-", "hri-", "hro-"};
+  static constexpr std::array<const char*, kHostHooks> kHookName = {
+      "to the host", "from the host", "forwarded in (applyOnForward)", "forwarded out (applyOnForward)",
+      "preDNAT", "untracked in (doNotTrack)", "untracked out (doNotTrack)"};
+  static Direction hook_dir(int h) {
+    return h == kHostOut || h == kFwdOut || h == kRawOut ? Direction::Egress : Direction::Ingress;
+  }
+  struct HostState {
+    HostEndpoint hep;
+    std::array<std::vector<std::string>, kHostHooks> ids;  // policy ids per hook, evaluation order
+    std::array<std::string, kHostHooks> classes;           // endpoint chains held ("" = none)
+  };
+  std::map<std::string, HostState> hosts;  // name -> the local node's host endpoints
+  FailsafePorts failsafe = calico_default_failsafe();
+  bool hosts_dirty = false;  // a policy, tier or host endpoint changed: refresh_hosts()
+
+  std::string host_chain(int hook, const std::string& name) const {
+    std::string n = kHookTag[hook] + name;
+    if (n.size() > 200) n = std::string(kHookTag[hook]) + "h" + hex12(name);
+    return n;
+  }
+  // Calico: only GlobalNetworkPolicies select host endpoints (they are not in a
+  // namespace, so a policy-level namespaceSelector excludes them); global() holds.
+  static bool host_selected(const Policy& p, const HostEndpoint& h) {
+    return p.kind == PolicyKind::CalicoGlobalNetworkPolicy && p.scope.kind == NamespaceScope::Any &&
+           p.selector.matches(h.labels, true);
+  }
+  std::array<std::vector<std::string>, kHostHooks> host_lists(const HostEndpoint& h) const {
+    std::array<std::vector<std::string>, kHostHooks> out;
+    for (const auto& key : order) {
+      const std::string& id = std::get<3>(key);
+      const Policy& p = policies.at(id);
+      if (!host_selected(p, h)) continue;
+      if (p.do_not_track) {
+        if (p.ingress) out[kRawIn].push_back(id);
+        if (p.egress) out[kRawOut].push_back(id);
+      } else if (p.pre_dnat) {
+        if (p.ingress) out[kPreDnat].push_back(id);
+      } else {
+        if (p.ingress) out[kHostIn].push_back(id);
+        if (p.egress) out[kHostOut].push_back(id);
+        if (p.apply_on_forward && p.ingress) out[kFwdIn].push_back(id);
+        if (p.apply_on_forward && p.egress) out[kFwdOut].push_back(id);
+      }
+    }
+    return out;
+  }
+  // Re-derives every host endpoint's policy lists and dispatch chains (a node
+  // has a few host endpoints: done whole after any policy, tier or host
+  // endpoint change, inside the same delta).
+  void refresh_hosts() {
+    hosts_dirty = false;
+    for (auto& [name, hs] : hosts) {
+      hs.ids = host_lists(hs.hep);
+      const bool allow = hs.hep.default_allow();
+      for (int h = 0; h < kHostHooks; ++h) {
+        const bool host_hook = h == kHostIn || h == kHostOut, fwd = h == kFwdIn || h == kFwdOut;
+        const ChainEnd end = host_hook ? (allow ? ChainEnd::Profile : ChainEnd::ProfileDrop)
+                             : fwd     ? ChainEnd::Profile
+                                       : ChainEnd::NoDefault;
+        std::string cls = class_for(hs.ids[h], hook_dir(h), end);  // acquired before the old one goes
+        release_class(hs.classes[h]);
+        hs.classes[h] = cls;
+        std::vector<nft::Rule> rules;
+        nft::Rule r;
+        if (!cls.empty()) {
+          r.verdict = nft::Verdict::jump(cls);
+          rules.push_back(std::move(r));
+        } else if (host_hook) {  // no policy selects it: the profile (Calico: deny but failsafe)
+          r.counter = true;
+          r.verdict = allow ? nft::Verdict::accept() : nft::Verdict::drop();
+          r.comment = allow ? std::string("profile ") + kDefaultAllowProfile : "no policy: default deny";
+          rules.push_back(std::move(r));
+        } else if (fwd) {  // no applyOnForward policy for this direction: forwarded traffic passes
+          r.verdict = nft::Verdict::accept();
+          r.comment = "no applyOnForward policy";
+          rules.push_back(std::move(r));
+        }  // preDNAT / doNotTrack without policies: empty, the packet goes on
+        set_chain(host_chain(h, name), std::move(rules),
+                  "host endpoint " + name + " (" + hs.hep.iface + "): " + kHookName[h]);
+      }
+    }
+  }
+  void upsert_host_endpoint(const HostEndpoint& h) {
+    auto it = hosts.find(h.name);
+    if (it == hosts.end() || it->second.hep.iface != h.iface) applied = false;  // base chains change: full load
+    hosts[h.name].hep = h;
+    hosts_dirty = true;
+    // Its expected IPs fill the selector sets its labels match (no namespace).
+    Endpoint ep;
+    ep.name = h.name;
+    ep.labels = h.labels;
+    ep.ips = h.expected_ips;
+    ep.ports = h.ports;
+    upsert_endpoint(ep, true);
+  }
+  void remove_host_endpoint(const std::string& name) {
+    auto it = hosts.find(name);
+    if (it == hosts.end()) return;
+    for (int h = 0; h < kHostHooks; ++h) {
+      release_class(it->second.classes[h]);
+      drop_chain(host_chain(h, name));
+    }
+    hosts.erase(it);
+    applied = false;
+    remove_endpoint("/" + name);
+  }
+  // The host base chains (only while there is a host endpoint): conntrack'd
+  // and local/workload traffic pass, failsafe ports pass, then each named host
+  // endpoint's interface goes to its dispatch chain, the "*" one last.
+  std::vector<nft::BaseChain> host_base_chains() const {
+    std::vector<nft::BaseChain> out;
+    if (hosts.empty()) return out;
+    using nft::Rule;
+    auto accept_if = [](std::vector<nft::Match> m, const char* comment = "") {
+      Rule r;
+      r.matches = std::move(m);
+      r.verdict = nft::Verdict::accept();
+      r.comment = comment;
+      return r;
+    };
+    auto ct = [&](uint8_t states, bool drop = false) {
+      Rule r = accept_if({nft::CtState{states}});
+      if (drop) r.verdict = nft::Verdict::drop();
+      return r;
+    };
+    const std::string wl = opts.workload_prefix + "*";
+    // Failsafe entries: the port on `port_side`, the remote address (net) on `addr_side`.
+    auto failsafe_rules = [&](const std::vector<FailsafePort>& v, nft::Side port_side, nft::Side addr_side,
+                              std::vector<Rule>& rules) {
+      for (const auto& fp : v) {
+        Rule r = accept_if({nft::L4Proto{fp.protocol, false}, nft::PortIn{port_side, false, {{fp.port, fp.port}}}},
+                           "failsafe");
+        if (fp.net) r.matches.push_back(nft::AddrIn{addr_side, false, {*fp.net}});
+        r.counter = true;
+        rules.push_back(std::move(r));
+      }
+    };
+    const nft::Side src = nft::Side::Source, dst = nft::Side::Destination;
+    struct Spec {
+      const char* name;
+      const char* hook;
+      const char* priority;
+      nft::Iface iface;
+      int host_hook;
+      const char* comment;
+    };
+    const Spec specs[] = {
+        {"host-in", "input", "filter", nft::Iface::In, kHostIn, "host endpoints: traffic to the host"},
+        {"host-out", "output", "filter", nft::Iface::Out, kHostOut, "host endpoints: traffic from the host"},
+        {"host-fwd-in", "forward", "filter - 2", nft::Iface::In, kFwdIn, "host endpoints: forwarded, arriving"},
+        {"host-fwd-out", "forward", "filter - 1", nft::Iface::Out, kFwdOut, "host endpoints: forwarded, leaving"},
+        {"host-prednat", "prerouting", "dstnat - 10", nft::Iface::In, kPreDnat, "host endpoints: preDNAT"},
+        {"host-raw-in", "prerouting", "raw", nft::Iface::In, kRawIn, "host endpoints: doNotTrack, arriving"},
+        {"host-raw-out", "output", "raw", nft::Iface::Out, kRawOut, "host endpoints: doNotTrack, leaving"},
+    };
+    std::vector<const HostState*> order_named;
+    const HostState* wild = nullptr;
+    for (const auto& [n, hs] : hosts) {
+      if (!hs.hep.all_interfaces()) order_named.push_back(&hs);
+      else if (!wild) wild = &hs;
+    }
+    for (const auto& sp : specs) {
+      nft::BaseChain c;
+      c.name = sp.name;
+      c.hook = sp.hook;
+      c.priority = sp.priority;
+      c.comment = sp.comment;
+      const bool raw = sp.host_hook == kRawIn || sp.host_hook == kRawOut;
+      if (!raw) c.rules.push_back(ct(nft::CtState::Established | nft::CtState::Related));
+      if (!raw && sp.host_hook != kPreDnat)  // a doNotTrack Allow decided (host-raw-*)
+        c.rules.push_back(ct(nft::CtState::Untracked));
+      if (sp.host_hook != kFwdIn && sp.host_hook != kFwdOut)
+        c.rules.push_back(accept_if({nft::IfaceName{sp.iface, false, "lo"}}));
+      c.rules.push_back(accept_if({nft::IfaceName{sp.iface, false, wl}}, "workload: its own policy"));
+      if (sp.host_hook == kHostIn || sp.host_hook == kHostOut) c.rules.push_back(ct(nft::CtState::Invalid, true));
+      // The nodes' tunnels (VXLAN, IPIP) to and from known nodes pass, as Felix
+      // lets them past host endpoint policy (the tunnel guard drops the others).
+      if (guard.enabled && (sp.host_hook == kHostIn || sp.host_hook == kHostOut)) {
+        const nft::AddrInSet node{sp.host_hook == kHostIn ? src : dst, false, kTunnelPeersSet};
+        c.rules.push_back(accept_if({nft::L4Proto{17, false},
+                                     nft::PortIn{dst, false, {{guard.vxlan_port, guard.vxlan_port}}}, node},
+                                    "VXLAN between nodes"));
+        c.rules.push_back(accept_if({nft::L4Proto{4, false}, node}, "IPIP between nodes"));
+      }
+      switch (sp.host_hook) {
+        case kHostIn:
+        case kPreDnat: failsafe_rules(failsafe.inbound, dst, src, c.rules); break;
+        case kHostOut: failsafe_rules(failsafe.outbound, dst, dst, c.rules); break;
+        case kRawIn:  // before conntrack: the replies of outbound failsafe flows too
+          failsafe_rules(failsafe.inbound, dst, src, c.rules);
+          failsafe_rules(failsafe.outbound, src, src, c.rules);
+          break;
+        case kRawOut:
+          failsafe_rules(failsafe.outbound, dst, dst, c.rules);
+          failsafe_rules(failsafe.inbound, src, dst, c.rules);
+          break;
+        default: break;
+      }
+      for (const HostState* hs : order_named) {
+        Rule r;
+        r.matches = {nft::IfaceName{sp.iface, false, hs->hep.iface}};
+        r.verdict = nft::Verdict::go(host_chain(sp.host_hook, hs->hep.name));
+        c.rules.push_back(std::move(r));
+      }
+      if (wild) {
+        Rule r;
+        r.verdict = nft::Verdict::go(host_chain(sp.host_hook, wild->hep.name));
+        c.rules.push_back(std::move(r));
+      }
+      out.push_back(std::move(c));
+    }
+    return out;
   }
 
   // ------------------------------------------------------------ rendering
@@ -1621,6 +1901,7 @@ struct PolicyCompiler::Impl {
       s += " }\n";
     }
     s += base_chains();
+    for (const auto& c : host_base_chains()) nft::append_base_chain(s, c);
     s += "}\n";
     mark_applied();
     last_full_bytes = s.size();
@@ -1927,6 +2208,42 @@ const Tier* PolicyCompiler::find_tier(const std::string& name) const {
   auto it = impl_->tiers.find(name);
   return it == impl_->tiers.end() ? nullptr : &it->second;
 }
+void PolicyCompiler::upsert_host_endpoint(const HostEndpoint& h) {
+  if (impl_->opts.enforce_policy) impl_->upsert_host_endpoint(h);
+}
+void PolicyCompiler::remove_host_endpoint(const std::string& name) { impl_->remove_host_endpoint(name); }
+size_t PolicyCompiler::host_endpoint_count() const { return impl_->hosts.size(); }
+void PolicyCompiler::set_failsafe(const FailsafePorts& f) {
+  if (f == impl_->failsafe) return;
+  impl_->failsafe = f;
+  if (!impl_->hosts.empty()) impl_->applied = false;  // base chain rules: a full load
+}
+const FailsafePorts& PolicyCompiler::failsafe() const { return impl_->failsafe; }
+std::vector<PolicyCompiler::HostEndpointPolicies> PolicyCompiler::host_endpoint_policies() const {
+  impl_->settle();
+  std::vector<HostEndpointPolicies> out;
+  using I = Impl;
+  for (const auto& [name, hs] : impl_->hosts) {
+    HostEndpointPolicies h;
+    h.name = name;
+    h.iface = hs.hep.iface;
+    h.ingress = hs.ids[I::kHostIn];
+    h.egress = hs.ids[I::kHostOut];
+    h.forward_in = hs.ids[I::kFwdIn];
+    h.forward_out = hs.ids[I::kFwdOut];
+    h.pre_dnat = hs.ids[I::kPreDnat];
+    h.untracked_in = hs.ids[I::kRawIn];
+    h.untracked_out = hs.ids[I::kRawOut];
+    h.ingress_chain = impl_->host_chain(I::kHostIn, name);
+    h.egress_chain = impl_->host_chain(I::kHostOut, name);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+std::vector<nft::BaseChain> PolicyCompiler::host_base_chains() const {
+  impl_->settle();
+  return impl_->host_base_chains();
+}
 std::string PolicyCompiler::full_script() { return impl_->full_script(); }
 std::string PolicyCompiler::take_delta() { return impl_->take_delta().script; }
 Delta PolicyCompiler::take_delta_ops() { return impl_->take_delta(); }
@@ -2033,6 +2350,7 @@ RulesetShape PolicyCompiler::shape() const {
   for (const auto& [n, r] : impl_->chains) s.chain_rules[n] = r.size();
   s.chain_rules["egress"] = 4;
   s.chain_rules["ingress"] = 4;
+  for (const auto& c : impl_->host_base_chains()) s.chain_rules[c.name] = c.rules.size();
   for (const auto& [k, set] : impl_->sets) s.set_elements[set.name] = set.count;
   for (const auto& [k, c] : impl_->cidr_sets) s.set_elements[c.name] = c.elems.size();
   s.set_elements[kIngressMap] = impl_->vmap_in.size();

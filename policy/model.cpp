@@ -44,6 +44,19 @@ std::string Policy::display() const {
   return name;
 }
 
+bool HostEndpoint::default_allow() const {
+  return std::find(profiles.begin(), profiles.end(), kDefaultAllowProfile) != profiles.end();
+}
+
+FailsafePorts calico_default_failsafe() {
+  FailsafePorts f;
+  f.inbound = {{6, 22, {}}, {17, 68, {}}, {6, 179, {}}, {6, 2379, {}}, {6, 2380, {}},
+               {6, 5473, {}}, {6, 6443, {}}, {6, 6666, {}}, {6, 6667, {}}};
+  f.outbound = {{17, 53, {}}, {17, 67, {}}, {6, 179, {}}, {6, 2379, {}}, {6, 2380, {}},
+                {6, 5473, {}}, {6, 6443, {}}, {6, 6666, {}}, {6, 6667, {}}};
+  return f;
+}
+
 Result<uint8_t> parse_protocol(std::string_view t) {
   std::string u;
   for (char c : t) u += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -582,6 +595,23 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
     p.scope.kind = NamespaceScope::Exact;
     p.scope.ns = ns;
   }
+  if (global) {
+    // Host endpoint flags (Calico's validation: preDNAT and doNotTrack need
+    // applyOnForward, exclude each other, and preDNAT is ingress only).
+    auto flag = [&](const char* key) {
+      const auto& n = spec[key];
+      return n && n.IsScalar() && (n.Scalar() == "true" || n.Scalar() == "True" || n.Scalar() == "TRUE");
+    };
+    p.apply_on_forward = flag("applyOnForward");
+    p.pre_dnat = flag("preDNAT");
+    p.do_not_track = flag("doNotTrack");
+    if (p.pre_dnat && p.do_not_track) return c.err("spec.preDNAT", "preDNAT and doNotTrack cannot both be true");
+    if ((p.pre_dnat || p.do_not_track) && !p.apply_on_forward)
+      return c.err(p.pre_dnat ? "spec.preDNAT" : "spec.doNotTrack",
+                   "needs applyOnForward: true (it applies to forwarded traffic too, as in Calico)");
+    if (p.pre_dnat && spec["egress"] && spec["egress"].IsSequence() && spec["egress"].size() > 0)
+      return c.err("spec.egress", "a preDNAT policy has ingress rules only");
+  }
   auto in = calico_rules(c, spec["ingress"], "spec.ingress", p);
   if (!in) return fail(in.error());
   auto out = calico_rules(c, spec["egress"], "spec.egress", p);
@@ -603,7 +633,82 @@ Result<Policy> parse_calico_policy(const Ctx& c, const YAML::Node& doc, bool glo
     p.egress = !p.egress_rules.empty();
     if (!p.ingress && !p.egress) p.ingress = true;
   }
+  if (p.pre_dnat && p.egress) return c.err("spec.types", "a preDNAT policy is Ingress only");
   return p;
+}
+
+// An endpoint's spec.ports (WorkloadEndpoint, HostEndpoint): named ports.
+Result<std::vector<NamedPort>> endpoint_ports(const Ctx& c, const YAML::Node& ports) {
+  std::vector<NamedPort> out;
+  if (!ports || ports.IsNull()) return out;
+  if (!ports.IsSequence()) return c.err("spec.ports", "expected a list");
+  for (size_t i = 0; i < ports.size(); ++i) {
+    std::string p = idx("spec.ports", i);
+    NamedPort np;
+    auto n = scalar(c, ports[i]["name"], p + ".name");
+    if (!n) return fail(n.error());
+    np.name = *n;
+    auto port = integer(c, ports[i]["port"], p + ".port");
+    if (!port) return fail(port.error());
+    if (!*port || **port < 1 || **port > 65535) return c.err(p + ".port", "required, 1-65535");
+    np.port = static_cast<uint16_t>(**port);
+    if (ports[i]["protocol"]) {
+      auto t = scalar(c, ports[i]["protocol"], p + ".protocol");
+      if (!t) return fail(t.error());
+      auto proto = parse_protocol(*t);
+      if (!proto) return c.err(p + ".protocol", proto.error().message);
+      np.protocol = *proto;
+    }
+    out.push_back(np);
+  }
+  return out;
+}
+
+// projectcalico.org/v3 HostEndpoint (the schema checked the shape). tabby finds
+// the interface by name only: an empty interfaceName (Calico then looks it up by
+// expectedIPs) is refused rather than guessed.
+Result<HostEndpoint> parse_host_endpoint(const Ctx& c, const YAML::Node& doc, const std::string& name) {
+  HostEndpoint h;
+  h.name = name;
+  const auto& spec = doc["spec"];
+  if (!spec || !spec.IsMap()) return c.err("spec", "missing or not a map");
+  auto labels = string_map(c, doc["metadata"]["labels"], "metadata.labels");
+  if (!labels) return fail(labels.error());
+  h.labels = std::move(*labels);
+  auto node = scalar(c, spec["node"], "spec.node");
+  if (!node) return fail(node.error());
+  if (node->empty()) return c.err("spec.node", "required");
+  h.node = *node;
+  const auto& iface = spec["interfaceName"];
+  if (!iface || iface.IsNull() || !iface.IsScalar() || iface.Scalar().empty())
+    return c.err("spec.interfaceName",
+                 "required: an interface name or \"*\" (tabby does not pick the interface by expectedIPs)");
+  h.iface = iface.Scalar();
+  bool name_ok = h.iface == "*" || (h.iface.size() <= 15 && h.iface != "." && h.iface != "..");
+  for (char ch : h.iface)
+    name_ok = name_ok && ch != '/' && ch != ' ' && ch != '"' && ch != '\\' && (h.iface == "*" || ch != '*');
+  if (!name_ok)
+    return c.err("spec.interfaceName", "\"" + h.iface + "\" is not an interface name (1-15 characters, no '/', ' ', '*') or \"*\"");
+  // The host chains pass these before any host endpoint (compiler.cpp): an
+  // endpoint on one would silently police nothing.
+  if (h.iface == "lo" || h.iface.rfind("cali", 0) == 0)
+    return c.err("spec.interfaceName", "\"" + h.iface + "\" is " +
+                                           (h.iface == "lo" ? std::string("loopback, which host endpoints never police")
+                                                            : "a workload interface (cali*): its pod's policy applies"));
+  auto ips = string_list(c, spec["expectedIPs"], "spec.expectedIPs");
+  if (!ips) return fail(ips.error());
+  for (size_t i = 0; i < ips->size(); ++i) {
+    auto a = IpAddress::parse((*ips)[i]);
+    if (!a) return c.err(idx("spec.expectedIPs", i), "\"" + (*ips)[i] + "\" is not an IP address");
+    h.expected_ips.push_back(*a);
+  }
+  auto profiles = string_list(c, spec["profiles"], "spec.profiles");
+  if (!profiles) return fail(profiles.error());
+  h.profiles = std::move(*profiles);
+  auto ports = endpoint_ports(c, spec["ports"]);
+  if (!ports) return fail(ports.error());
+  h.ports = std::move(*ports);
+  return h;
 }
 
 // projectcalico.org/v3 Tier: spec.order (optional number), spec.defaultAction
@@ -666,29 +771,9 @@ Result<Endpoint> parse_wep(const Ctx& c, const YAML::Node& doc, const std::strin
       return c.err(idx("spec.ipNetworks", i), "expected a host address (/32 or /128), got \"" + (*nets)[i] + "\"");
     e.ips.push_back(p->addr());
   }
-  const auto& ports = spec["ports"];
-  if (ports && !ports.IsNull()) {
-    if (!ports.IsSequence()) return c.err("spec.ports", "expected a list");
-    for (size_t i = 0; i < ports.size(); ++i) {
-      std::string p = idx("spec.ports", i);
-      NamedPort np;
-      auto n = scalar(c, ports[i]["name"], p + ".name");
-      if (!n) return fail(n.error());
-      np.name = *n;
-      auto port = integer(c, ports[i]["port"], p + ".port");
-      if (!port) return fail(port.error());
-      if (!*port || **port < 1 || **port > 65535) return c.err(p + ".port", "required, 1-65535");
-      np.port = static_cast<uint16_t>(**port);
-      if (ports[i]["protocol"]) {
-        auto t = scalar(c, ports[i]["protocol"], p + ".protocol");
-        if (!t) return fail(t.error());
-        auto proto = parse_protocol(*t);
-        if (!proto) return c.err(p + ".protocol", proto.error().message);
-        np.protocol = *proto;
-      }
-      e.ports.push_back(np);
-    }
-  }
+  auto ports = endpoint_ports(c, spec["ports"]);
+  if (!ports) return fail(ports.error());
+  e.ports = std::move(*ports);
   return e;
 }
 
@@ -782,7 +867,8 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
   c.object = kind + " " + (ns.empty() ? "" : ns + "/") + name;
   if (kind.empty()) return c.err("kind", "missing");
   if (name.empty()) return c.err("metadata.name", "missing");
-  bool namespaced = kind != "GlobalNetworkPolicy" && kind != "Namespace" && kind != "Tier" && kind != "GlobalNetworkSet";
+  bool namespaced = kind != "GlobalNetworkPolicy" && kind != "Namespace" && kind != "Tier" && kind != "GlobalNetworkSet" &&
+                    kind != "HostEndpoint";
   if (namespaced && ns.empty()) ns = "default";
   Object o;
   try {
@@ -795,6 +881,8 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
       policy_api = schema::PolicyApi::CalicoTier;
     else if ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && api == "projectcalico.org/v3")
       policy_api = schema::PolicyApi::CalicoNetworkSet;
+    else if (kind == "HostEndpoint" && api == "projectcalico.org/v3")
+      policy_api = schema::PolicyApi::CalicoHostEndpoint;
     if (policy_api) {
       bool more = false;
       auto problems = schema::validate(doc, *policy_api, &more);
@@ -824,6 +912,11 @@ Result<Object> parse_bounded_object(const YAML::Node& doc) {
       auto n = parse_network_set(doc, kind == "GlobalNetworkSet" ? "" : ns, name, c.object);
       if (!n) return fail(n.error());
       o.network_set = std::move(*n);
+    } else if (kind == "HostEndpoint" && api == "projectcalico.org/v3") {
+      o.kind = Object::HostEndpointObj;
+      auto h = parse_host_endpoint(c, doc, name);
+      if (!h) return fail(h.error());
+      o.host_endpoint = std::move(*h);
     } else if (kind == "Namespace" && api == "v1") {
       o.kind = Object::NamespaceObj;
       o.ns.name = name;

@@ -28,11 +28,13 @@ enum class Side : uint8_t { Source, Destination };
 // Which interface of a packet: the one it came in on, or the one it leaves by.
 enum class Iface : uint8_t { In, Out };
 
-// accept | drop | jump <chain> | masquerade (nat chains) |
+// accept | drop | jump <chain> | goto <chain> | masquerade (nat chains) |
 // iifname|oifname vmap @<map> (the verdict the map holds for the interface name) |
 // return (back to the chain that jumped here)
 struct Verdict {
-  enum Kind : uint8_t { Accept, Drop, Jump, Masquerade, IfnameVmap, Return } kind = Accept;
+  // Goto: like Jump, but the chain's end returns past the caller (base chains
+  // only: the base chain's policy then applies).
+  enum Kind : uint8_t { Accept, Drop, Jump, Masquerade, IfnameVmap, Return, Goto } kind = Accept;
   std::string chain;        // Jump: the chain; IfnameVmap: the map
   Iface iface = Iface::In;  // IfnameVmap: whose name is the key
   static Verdict accept() { return {Accept, {}}; }
@@ -40,6 +42,7 @@ struct Verdict {
   static Verdict jump(std::string c) { return {Jump, std::move(c)}; }
   static Verdict masquerade() { return {Masquerade, {}}; }
   static Verdict ret() { return {Return, {}}; }
+  static Verdict go(std::string c) { return {Goto, std::move(c)}; }
   static Verdict ifname_vmap(Iface i, std::string map) { return {IfnameVmap, std::move(map), i}; }
   bool operator==(const Verdict&) const = default;
 };
@@ -107,9 +110,10 @@ struct Icmp {
   bool operator==(const Icmp&) const = default;
 };
 
-// ct state <states>, e.g. established,related
+// ct state <states>, e.g. established,related (untracked: a packet a raw-hook
+// rule exempted from connection tracking, `notrack`)
 struct CtState {
-  enum : uint8_t { Established = 1, Related = 2, Invalid = 4 };
+  enum : uint8_t { Established = 1, Related = 2, Invalid = 4, Untracked = 8 };
   uint8_t states = 0;
   bool operator==(const CtState&) const = default;
 };
@@ -141,13 +145,15 @@ inline constexpr uint32_t kLogPerMinute = 60, kLogBurst = 5;
 
 // One rule: every match must hold; then the statements in this order:
 // counter, log (rate-limited: `limit rate` guards it, see append_rule), mark
-// bits set then cleared, verdict, and the rule's comment.
+// bits set then cleared, notrack (raw-priority chains only: the packet gets no
+// conntrack entry), verdict, and the rule's comment.
 struct Rule {
   std::vector<Match> matches;
   bool counter = false;
   std::string counter_name;               // a named counter object instead ("" = none)
   std::optional<std::string> log_prefix;  // already cut to the kernel limit, no '"'
   uint32_t mark_set = 0, mark_clear = 0;  // meta mark set meta mark | set / & ~clear
+  bool notrack = false;                   // notrack (the netlink encoder leaves it to libnftables)
   std::optional<Verdict> verdict;
   std::string comment;                    // "" = none; no '"'
   bool operator==(const Rule&) const = default;
@@ -182,8 +188,9 @@ struct Element {
 struct BaseChain {
   std::string name;
   const char* type = "filter";      // filter | nat
-  const char* hook = "forward";     // input | forward | postrouting
-  const char* priority = "filter";  // "filter", "filter + 1", "filter - 10", "srcnat"
+  const char* hook = "forward";     // input | output | forward | prerouting | postrouting
+  // "filter", "filter + 1", "filter - 10", "srcnat", "raw", "dstnat - 10"
+  const char* priority = "filter";
   std::string comment;              // "" = none
   std::vector<Rule> rules;
 };

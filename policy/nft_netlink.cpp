@@ -104,6 +104,7 @@ void put_verdict(MessageBuffer& b, const nft::Verdict& v) {
     case nft::Verdict::Return: b.u32be(NFTA_VERDICT_CODE, static_cast<uint32_t>(NFT_RETURN)); break;
     case nft::Verdict::Masquerade:
     case nft::Verdict::IfnameVmap:
+    case nft::Verdict::Goto:  // base chains only (full loads)
       break;  // statements, not verdict data: rules holding them are not encoded (covered())
   }
   b.close_nest(vn);
@@ -151,7 +152,7 @@ struct Covered {
 
 bool covered(const nft::Rule& r) {
   if (r.comment.size() >= 128 || (r.log_prefix && r.log_prefix->size() >= 128)) return false;
-  if (!r.counter_name.empty()) return false;
+  if (!r.counter_name.empty() || r.notrack) return false;  // notrack: raw chains, rare: libnftables
   if (r.verdict && r.verdict->kind != nft::Verdict::Accept && r.verdict->kind != nft::Verdict::Drop &&
       r.verdict->kind != nft::Verdict::Jump && r.verdict->kind != nft::Verdict::Return)
     return false;

@@ -148,7 +148,7 @@ struct MatchText {
     out += "ct state ";
     const char* sep = "";
     for (auto [bit, name] : {std::pair{CtState::Established, "established"}, std::pair{CtState::Related, "related"},
-                             std::pair{CtState::Invalid, "invalid"}})
+                             std::pair{CtState::Invalid, "invalid"}, std::pair{CtState::Untracked, "untracked"}})
       if (m.states & bit) {
         out += sep;
         out += name;
@@ -174,6 +174,10 @@ void append_verdict(std::string& out, const Verdict& v) {
     case Verdict::Drop: out += "drop"; break;
     case Verdict::Jump:
       out += "jump ";
+      out += v.chain;
+      break;
+    case Verdict::Goto:
+      out += "goto ";
       out += v.chain;
       break;
     case Verdict::Masquerade: out += "masquerade"; break;
@@ -234,6 +238,10 @@ void append_rule(std::string& out, const Rule& r) {
     sep();
     out += "meta mark set meta mark & ";
     append_hex(out, ~r.mark_clear);
+  }
+  if (r.notrack) {
+    sep();
+    out += "notrack";
   }
   if (r.verdict) {
     sep();

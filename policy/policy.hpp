@@ -17,6 +17,8 @@
 //      the cluster (its IPs fill the selector sets); local pods also carry the
 //      host-side interface name (Endpoint.iface) and get chains + map entries.
 //      Policies come from parse_object()/parse_manifests() or are built directly.
+//      The local node's host endpoints: upsert_host_endpoint / remove_host_endpoint;
+//      failsafe ports: set_failsafe (compiler.cpp's header: the host chains).
 //   3. After a batch of changes call NftExecutor::sync(compiler): the full ruleset
 //      the first time (libnftables), then only the delta, each as one atomic
 //      transaction: deltas go out as one raw nf_tables netlink batch (element
@@ -182,6 +184,12 @@ struct Policy {
   NamespaceScope scope;       // and their namespace
   bool ingress = false, egress = false;  // types
   std::vector<Rule> ingress_rules, egress_rules;
+  // GlobalNetworkPolicy only; they concern host endpoints (HostEndpoint below).
+  // apply_on_forward: also forwarded traffic through the host endpoint; pre_dnat:
+  // ingress before DNAT (prerouting), no default drop; do_not_track: raw
+  // priority, Allow = notrack. pre_dnat and do_not_track need apply_on_forward
+  // and never apply to workloads.
+  bool apply_on_forward = false, pre_dnat = false, do_not_track = false;
 
   // "knp.<ns>.<name>", "np.<ns>.<name>", "gnp.<name>": unique, used in chain names.
   std::string id() const;
@@ -194,6 +202,7 @@ struct NamedPort {
   std::string name;
   uint8_t protocol = 6;
   uint16_t port = 0;
+  bool operator==(const NamedPort&) const = default;
 };
 
 // An endpoint's service account, as labels (Calico's own): its name under
@@ -241,21 +250,65 @@ struct NetworkSet {
 bool network_set_matches(const NetworkSet& s, PolicyKind kind, const NamespaceScope& scope, const Selector& sel,
                          const Labels& ns_labels);
 
+// projectcalico.org/v3 HostEndpoint: one interface of a node (or every host
+// interface, iface "*") whose traffic to and from the host itself is policed by
+// the GlobalNetworkPolicies selecting its labels (with applyOnForward also the
+// traffic forwarded through it; preDNAT and doNotTrack policies at their own
+// hooks). Only the HostEndpoints of the local node (spec.node) are programmed.
+// Semantics (Calico's): a host endpoint no policy selects denies what the
+// failsafe ports do not allow, unless a profile is Calico's
+// `projectcalico-default-allow`; forwarded traffic is allowed in a direction no
+// applyOnForward policy covers; preDNAT and doNotTrack policies never drop by
+// default (no verdict = the packet goes on to normal policy).
+inline constexpr const char* kDefaultAllowProfile = "projectcalico-default-allow";
+struct HostEndpoint {
+  std::string name;
+  std::string node;                   // spec.node
+  std::string iface;                  // spec.interfaceName: a name, or "*"
+  std::vector<IpAddress> expected_ips;  // spec.expectedIPs: fill selector sets
+  Labels labels;
+  std::vector<std::string> profiles;  // spec.profiles
+  std::vector<NamedPort> ports;       // spec.ports: named ports (with expectedIPs, in named-port sets)
+  bool all_interfaces() const { return iface == "*"; }
+  bool default_allow() const;         // a profile is projectcalico-default-allow
+  bool operator==(const HostEndpoint&) const = default;
+};
+
+// Failsafe ports (Calico's FelixConfiguration failsafeInboundHostPorts /
+// failsafeOutboundHostPorts): accepted to and from the host before any host
+// endpoint policy, so no policy can cut the node off. Inbound entries match
+// the destination port of packets into the host, outbound ones the destination
+// port of packets it sends; `net` (optional) restricts the remote address.
+struct FailsafePort {
+  uint8_t protocol = 6;  // 6 tcp, 17 udp, 132 sctp
+  uint16_t port = 0;
+  std::optional<Prefix> net;
+  bool operator==(const FailsafePort&) const = default;
+};
+struct FailsafePorts {
+  std::vector<FailsafePort> inbound, outbound;
+  bool operator==(const FailsafePorts&) const = default;
+};
+// Calico's defaults: in tcp 22, udp 68, tcp 179, 2379, 2380, 5473, 6443, 6666,
+// 6667; out udp 53, udp 67, tcp 179, 2379, 2380, 5473, 6443, 6666, 6667.
+FailsafePorts calico_default_failsafe();
+
 // Everything one manifest can contain.
 struct Object {
-  enum Kind : uint8_t { PolicyObj, NamespaceObj, EndpointObj, TierObj, NetworkSetObj } kind = PolicyObj;
+  enum Kind : uint8_t { PolicyObj, NamespaceObj, EndpointObj, TierObj, NetworkSetObj, HostEndpointObj } kind = PolicyObj;
   Policy policy;
   Namespace ns;
   Endpoint endpoint;
   Tier tier;
   NetworkSet network_set;
+  HostEndpoint host_endpoint;
 };
 
 // Parses one YAML document: a node the caller already loaded (read through
 // const access only, never re-emitted), or text for callers that only have
 // text (the CLI tools, the fuzz target). Recognises networking.k8s.io/v1
 // NetworkPolicy, projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy, Tier,
-// WorkloadEndpoint, NetworkSet and GlobalNetworkSet, v1 Namespace. Errors name the object (kind
+// HostEndpoint, WorkloadEndpoint, NetworkSet and GlobalNetworkSet, v1 Namespace. Errors name the object (kind
 // namespace/name) and the field path, e.g.
 // "NetworkPolicy x/foo: spec.ingress[0].ports[1].port: ...". Both check the
 // node budget (kMaxManifestNodes) first.
@@ -449,6 +502,29 @@ class PolicyCompiler {
   void remove_network_set(const std::string& key);
   size_t network_set_count() const;
   const Tier* find_tier(const std::string& name) const;
+  // Host endpoints (HostEndpoint above; the caller passes only the local node's).
+  // The table then holds the host base chains (compiler.cpp's header): adding or
+  // removing one, or moving it to another interface, replaces the table (one
+  // transaction); a label or profile change, like a policy change, is a delta.
+  void upsert_host_endpoint(const HostEndpoint& h);
+  void remove_host_endpoint(const std::string& name);
+  size_t host_endpoint_count() const;
+  // Failsafe ports (default calico_default_failsafe()); a change replaces the
+  // table (one transaction).
+  void set_failsafe(const FailsafePorts& f);
+  const FailsafePorts& failsafe() const;
+  // Per host endpoint: the policy ids applied at each hook, in evaluation
+  // order, and the chain its base chains go to for it.
+  struct HostEndpointPolicies {
+    std::string name, iface;
+    std::vector<std::string> ingress, egress;          // input / output
+    std::vector<std::string> forward_in, forward_out;  // applyOnForward
+    std::vector<std::string> pre_dnat, untracked_in, untracked_out;
+    std::string ingress_chain, egress_chain;           // the hi-/ho- dispatch chains
+  };
+  std::vector<HostEndpointPolicies> host_endpoint_policies() const;
+  // The host base chains as compiled (none while there is no host endpoint).
+  std::vector<nft::BaseChain> host_base_chains() const;
   // Tunnel guard settings: a change takes effect through a full script (the
   // next sync is one; it replaces the table atomically).
   void set_tunnel_guard(const TunnelGuardConfig& cfg);

@@ -200,15 +200,29 @@ const Type& calico_network_set() {
 const Type& calico_global_network_policy() {
   static const Type spec = [] {
     Type s{Type::Object, "a GlobalNetworkPolicySpec", calico_spec_fields()};
-    const std::vector<std::string_view> off = {"false", "False", "FALSE"};
-    s.fields.push_back({"doNotTrack", &kBoolean, false, "untracked (doNotTrack) policies are not implemented", off});
-    s.fields.push_back({"preDNAT", &kBoolean, false, "pre-DNAT policies (host endpoints) are not implemented", off});
-    s.fields.push_back({"applyOnForward", &kBoolean, false,
-                        "applyOnForward concerns host endpoints, which tabby does not implement", off});
+    // Host endpoint policy flags (model.cpp checks how they combine).
+    s.fields.push_back({"doNotTrack", &kBoolean});
+    s.fields.push_back({"preDNAT", &kBoolean});
+    s.fields.push_back({"applyOnForward", &kBoolean});
     s.fields.push_back({"namespaceSelector", &kString});
     return s;
   }();
   static const Type t{Type::Object, "a GlobalNetworkPolicy",
+                      {{"apiVersion", &kString}, {"kind", &kString}, {"metadata", &object_meta()}, {"spec", &spec}}};
+  return t;
+}
+
+// projectcalico.org/v3 HostEndpoint (HostEndpointSpec).
+const Type& calico_host_endpoint() {
+  static const Type port{Type::Object, "an endpoint port",
+                         {{"name", &kString}, {"protocol", &kIntOrString}, {"port", &kInteger}}};
+  static const Type spec{Type::Object, "a HostEndpointSpec",
+                         {{"node", &kString},
+                          {"interfaceName", &kString},
+                          {"expectedIPs", &kString, true},
+                          {"profiles", &kString, true},
+                          {"ports", &port, true}}};
+  static const Type t{Type::Object, "a HostEndpoint",
                       {{"apiVersion", &kString}, {"kind", &kString}, {"metadata", &object_meta()}, {"spec", &spec}}};
   return t;
 }
@@ -364,6 +378,7 @@ std::vector<FieldProblem> validate(const YAML::Node& doc, PolicyApi api, bool* t
     case PolicyApi::CalicoGlobalNetworkPolicy: t = &calico_global_network_policy(); break;
     case PolicyApi::CalicoTier: t = &calico_tier(); break;
     case PolicyApi::CalicoNetworkSet: t = &calico_network_set(); break;
+    case PolicyApi::CalicoHostEndpoint: t = &calico_host_endpoint(); break;
   }
   Walker w;
   w.value(doc, *t, "");

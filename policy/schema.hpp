@@ -19,10 +19,10 @@
 //   projectcalico.org/v3 NetworkPolicy and GlobalNetworkPolicy: the spec, Rule,
 //     EntityRule, ICMPFields, RuleMetadata, ObjectMeta; Tier; NetworkSet and
 //     GlobalNetworkSet (spec.nets).
-// Calico fields tabby does not implement (http, services, doNotTrack, preDNAT,
-// applyOnForward) are refused as "not supported" whenever they hold anything but
-// their "off" value: accepting and ignoring them would enforce less than the
-// author wrote. Values (CIDRs, selectors, port ranges, enums) are checked by the
+//   projectcalico.org/v3 HostEndpoint: HostEndpointSpec, ObjectMeta.
+// Calico fields tabby does not implement (http, services) are refused as "not
+// supported" whenever they hold anything but their "off" value: accepting and
+// ignoring them would enforce less than the author wrote. Values (CIDRs, selectors, port ranges, enums) are checked by the
 // reader in model.cpp, not here. Pure: yaml-cpp nodes in, problems out.
 #pragma once
 
@@ -41,6 +41,7 @@ enum class PolicyApi {
   CalicoGlobalNetworkPolicy,
   CalicoTier,
   CalicoNetworkSet,  // NetworkSet and GlobalNetworkSet (spec.nets)
+  CalicoHostEndpoint,
 };
 
 struct FieldProblem {

@@ -63,6 +63,18 @@ namespace tabby::felix {
 namespace asio = boost::asio;
 
 namespace {
+// The agent config's failsafe ports as the policy compiler takes them.
+policy::FailsafePorts failsafe_ports(const DataplaneSettings& d) {
+  policy::FailsafePorts f = policy::calico_default_failsafe();
+  auto conv = [](const std::vector<FailsafePortSetting>& v) {
+    std::vector<policy::FailsafePort> out;
+    for (const auto& x : v) out.push_back({x.protocol, x.port, x.net});
+    return out;
+  };
+  if (d.failsafe_inbound) f.inbound = conv(*d.failsafe_inbound);
+  if (d.failsafe_outbound) f.outbound = conv(*d.failsafe_outbound);
+  return f;
+}
 
 constexpr logging::Logger kLog{"agent"};
 
@@ -411,6 +423,8 @@ struct AgentRuntime::Impl {
       }
       // Calc -> tunnel guard: the nodes' addresses, as set element changes.
       compiler_->set_tunnel_guard({true, config_.dataplane.vxlan_port});
+      // Failsafe ports of the host endpoints (unset: Calico's defaults).
+      compiler_->set_failsafe(failsafe_ports(config_.dataplane));
       if (full || ch.nodes_changed) compiler_->set_tunnel_peers(calc_.node_ipv4_addresses());
       // Calc -> outgoing NAT: the pools, as interval set element changes.
       if (full || ch.nat_pools_changed) compiler_->set_nat_outgoing_pools(calc_.nat_outgoing_pools());

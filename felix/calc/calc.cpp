@@ -28,7 +28,8 @@ bool CalcChanges::empty() const {
          namespaces_upserted.empty() &&
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
          policies_upserted.empty() && policies_removed.empty() && tiers_upserted.empty() && tiers_removed.empty() &&
-         network_sets_upserted.empty() && network_sets_removed.empty();
+         network_sets_upserted.empty() && network_sets_removed.empty() &&
+         host_endpoints_upserted.empty() && host_endpoints_removed.empty();
 }
 
 CalcChanges Calc::Impl::take(bool with_policy) {
@@ -165,6 +166,22 @@ Status Calc::upsert(const Resource& r) {
       return {};
     }
     case Kind::Policy: {
+      if (const auto& h = std::get<PolicyRes>(r.body).host_endpoint) {
+        auto it = m.host_endpoints.find(h->name);
+        if (h->node != m.opt.node_name) {  // another node's (or moved away): not ours to program
+          if (it != m.host_endpoints.end()) {
+            m.host_endpoints.erase(it);
+            std::erase_if(m.hep_upserts, [&](const policy::HostEndpoint& x) { return x.name == h->name; });
+            m.hep_removes.push_back(h->name);
+          }
+          return {};
+        }
+        if (it != m.host_endpoints.end() && it->second == *h) return {};
+        m.host_endpoints[h->name] = *h;
+        std::erase(m.hep_removes, h->name);
+        m.hep_upserts.push_back(*h);
+        return {};
+      }
       if (const auto& t = std::get<PolicyRes>(r.body).tier) {
         m.tiers[t->name] = *t;
         std::erase(m.tier_removes, t->name);
@@ -233,6 +250,14 @@ void Calc::remove(const ResourceKey& k) {
       if (m.namespaces.erase(k.name)) m.dirty_namespaces.insert(k.name);
       break;
     case Kind::Policy:
+      if (k.name.rfind("hep.", 0) == 0) {
+        std::string name = k.name.substr(4);
+        if (m.host_endpoints.erase(name)) {
+          std::erase_if(m.hep_upserts, [&](const policy::HostEndpoint& x) { return x.name == name; });
+          m.hep_removes.push_back(name);
+        }
+        break;
+      }
       if (k.name.rfind("tier.", 0) == 0) {
         std::string name = k.name.substr(5);
         if (m.tiers.erase(name)) {

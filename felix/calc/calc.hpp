@@ -152,6 +152,10 @@ struct CalcChanges {
   std::vector<std::string> tiers_removed;      // Tier names
   std::vector<policy::NetworkSet> network_sets_upserted;
   std::vector<std::string> network_sets_removed;  // NetworkSet::key()
+  // The local node's HostEndpoints (spec.node == this node); one that moves to
+  // another node is removed here.
+  std::vector<policy::HostEndpoint> host_endpoints_upserted;
+  std::vector<std::string> host_endpoints_removed;  // HostEndpoint names
   bool empty() const;
 };
 
@@ -334,6 +338,7 @@ class Calc {
   std::vector<policy::Policy> policies() const;
   std::vector<policy::Tier> tiers() const;
   std::vector<policy::NetworkSet> network_sets() const;
+  std::vector<policy::HostEndpoint> host_endpoints() const;  // the local node's
   std::vector<CalcProblem> problems() const;
 
   // Apply a change set / the complete state.

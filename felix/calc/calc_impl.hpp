@@ -176,6 +176,9 @@ struct Calc::Impl {
   std::map<std::string, policy::NetworkSet> network_sets;
   std::vector<policy::NetworkSet> network_set_upserts;
   std::vector<std::string> network_set_removes;  // NetworkSet::key()
+  std::map<std::string, policy::HostEndpoint> host_endpoints;  // the local node's (key "hep.<name>")
+  std::vector<policy::HostEndpoint> hep_upserts;
+  std::vector<std::string> hep_removes;
 
   explicit Impl(CalcOptions o) : opt(std::move(o)) { speaker = opt.base; }
 

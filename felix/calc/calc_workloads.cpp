@@ -159,6 +159,8 @@ void Calc::Impl::take_policy(CalcChanges& ch, bool with_policy) {
     ch.tiers_removed = std::move(tier_removes);
     ch.network_sets_upserted = std::move(network_set_upserts);
     ch.network_sets_removed = std::move(network_set_removes);
+    ch.host_endpoints_upserted = std::move(hep_upserts);
+    ch.host_endpoints_removed = std::move(hep_removes);
   }
   network_set_upserts.clear();
   network_set_removes.clear();
@@ -166,6 +168,8 @@ void Calc::Impl::take_policy(CalcChanges& ch, bool with_policy) {
   policy_removes.clear();
   tier_upserts.clear();
   tier_removes.clear();
+  hep_upserts.clear();
+  hep_removes.clear();
 }
 
 std::vector<policy::Endpoint> Calc::endpoints() const {
@@ -188,6 +192,11 @@ std::vector<policy::NetworkSet> Calc::network_sets() const {
   for (const auto& [k, n] : impl_->network_sets) v.push_back(n);
   return v;
 }
+std::vector<policy::HostEndpoint> Calc::host_endpoints() const {
+  std::vector<policy::HostEndpoint> v;
+  for (const auto& [n, h] : impl_->host_endpoints) v.push_back(h);
+  return v;
+}
 std::vector<policy::Policy> Calc::policies() const {
   std::vector<policy::Policy> v;
   for (const auto& [n, p] : impl_->policies) v.push_back(p);
@@ -200,6 +209,8 @@ void Calc::apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch) {
   for (const auto& n : ch.network_sets_upserted) pc.upsert_network_set(n);
   for (const auto& p : ch.policies_upserted) pc.upsert_policy(p);
   for (const auto& e : ch.endpoints_upserted) pc.upsert_endpoint(e);
+  for (const auto& h : ch.host_endpoints_upserted) pc.upsert_host_endpoint(h);
+  for (const auto& h : ch.host_endpoints_removed) pc.remove_host_endpoint(h);
   for (const auto& e : ch.endpoints_removed) pc.remove_endpoint(e);
   for (const auto& p : ch.policies_removed) pc.remove_policy(p);
   for (const auto& n : ch.namespaces_removed) pc.remove_namespace(n);
@@ -215,6 +226,7 @@ void Calc::program_full(policy::PolicyCompiler& pc) const {
   // One endpoint at a time: a vector of all of them (20,000) would be a second
   // full copy at the cold start's peak, next to the compiler's own.
   impl_->for_each_endpoint([&](policy::Endpoint&& e) { pc.upsert_endpoint(e); });
+  for (const auto& [n, h] : impl_->host_endpoints) pc.upsert_host_endpoint(h);
 }
 
 }  // namespace tabby::felix

@@ -4,8 +4,9 @@
 // user's existing manifests apply unchanged. Policy kinds are delegated to the policy
 // module's parser (one selector/policy parser in the project), which validates every
 // field strictly (Kubernetes NetworkPolicy included: a policy is a security control).
-// Security kinds tabby does not implement (HostEndpoint, Profile, ...) are
-// refused with a message saying they are not enforced.
+// HostEndpoint, NetworkSet and GlobalNetworkSet ride the policy path too
+// (policy/ parses them). Security kinds tabby does not implement (Profile, ...)
+// are refused with a message saying they are not enforced.
 #include "felix/calc/resources.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -746,7 +747,6 @@ BlockAffinity parse_block_affinity(const YAML::Node& spec) {
 // generic "unknown kind", which reads like a typo).
 std::optional<std::string> unenforced_security_kind(const std::string& api, const std::string& kind) {
   if (api == "projectcalico.org/v3") {
-    if (kind == "HostEndpoint") return "host endpoints and their policies are not implemented";
     if (kind == "Profile") return "profiles are not implemented: every endpoint has the allow-all default";
     if (kind == "StagedNetworkPolicy" || kind == "StagedGlobalNetworkPolicy" || kind == "StagedKubernetesNetworkPolicy")
       return "staged policies are not implemented";
@@ -854,6 +854,7 @@ std::optional<ResourceKey> key_for(std::string_view api_version, std::string_vie
   if (k == "Tier" && calico) return ResourceKey{Kind::Policy, "", "tier." + name};
   if (k == "NetworkSet" && calico) return ResourceKey{Kind::Policy, "", network_set_key_name(nsd, name)};
   if (k == "GlobalNetworkSet" && calico) return ResourceKey{Kind::Policy, "", network_set_key_name("", name)};
+  if (k == "HostEndpoint" && calico) return ResourceKey{Kind::Policy, "", "hep." + name};
   return std::nullopt;
 }
 
@@ -948,7 +949,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
   bool calico = api == "projectcalico.org/v3", k8s = api == "v1", tabby = api == "tabby.dev/v1";
   bool policy_kind = (kind == "NetworkPolicy" && (api == "networking.k8s.io/v1" || calico)) ||
                      (kind == "GlobalNetworkPolicy" && calico) || (kind == "Tier" && calico) ||
-                     ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && calico);
+                     ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && calico) || (kind == "HostEndpoint" && calico);
   bool namespaced = kind == "Pod" || kind == "WorkloadEndpoint" || (kind == "NetworkPolicy") || kind == "NetworkSet" ||
                     (k8s && kind == "ServiceAccount") || (k8s && kind == "Secret");
   if (namespaced && ns.empty()) {
@@ -963,16 +964,30 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
       if (!o) return fail_msg(src + o.error().message);
       if (o->kind == policy::Object::TierObj) {
         r.key = {Kind::Policy, "", "tier." + o->tier.name};
-        r.body = PolicyRes{{}, std::move(o->tier), std::nullopt};
+        r.body = PolicyRes{{}, std::move(o->tier), std::nullopt, std::nullopt};
         return r;
       }
       if (o->kind == policy::Object::NetworkSetObj) {
         r.key = {Kind::Policy, "", network_set_key_name(o->network_set.ns, o->network_set.name)};
-        r.body = PolicyRes{{}, std::nullopt, std::move(o->network_set)};
+        r.body = PolicyRes{{}, std::nullopt, std::move(o->network_set), std::nullopt};
+        return r;
+      }
+      if (o->kind == policy::Object::HostEndpointObj) {
+        // Profiles other than the default-allow one would need the Profile kind,
+        // which tabby does not read: the endpoint keeps its default deny.
+        for (const auto& prof : o->host_endpoint.profiles)
+          if (prof != policy::kDefaultAllowProfile)
+            r.unsupported.push_back(src + object + ": spec.profiles: " +
+                                    unsupported("profile " + prof + "'s rules apply where no policy decided",
+                                                "refused: profiles are not read (only " +
+                                                    std::string(policy::kDefaultAllowProfile) +
+                                                    " is known), this host endpoint denies what no policy allows"));
+        r.key = {Kind::Policy, "", "hep." + o->host_endpoint.name};
+        r.body = PolicyRes{{}, std::nullopt, std::nullopt, std::move(o->host_endpoint)};
         return r;
       }
       r.key = {Kind::Policy, "", o->policy.id()};
-      r.body = PolicyRes{std::move(o->policy), std::nullopt, std::nullopt};
+      r.body = PolicyRes{std::move(o->policy), std::nullopt, std::nullopt, std::nullopt};
       return r;
     }
     r.key.name = name;
@@ -1031,7 +1046,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     } else {
       return err("kind", "unknown kind '" + kind + "' for apiVersion '" + api +
                              "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, BGPFilter, IPPool, Node, "
-                             "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy; v1 Node, Pod, Namespace, Secret; "
+                             "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy, Tier, HostEndpoint, NetworkSet, GlobalNetworkSet; v1 Node, Pod, Namespace, Secret; "
                              "networking.k8s.io/v1 NetworkPolicy; tabby.dev/v1 BlockAffinity, WorkloadEndpoint)");
     }
   } catch (const FieldError& e) {

@@ -3,7 +3,8 @@
 //
 // Kinds (apiVersion kind):
 //   projectcalico.org/v3  BGPConfiguration, BGPPeer, BGPFilter, IPPool, Node, WorkloadEndpoint,
-//                         NetworkPolicy, GlobalNetworkPolicy (the last two via policy/)
+//                         NetworkPolicy, GlobalNetworkPolicy, Tier, HostEndpoint (the last
+//                         four via policy/)
 //   v1                    Node, Pod, Namespace (Kubernetes)
 //   networking.k8s.io/v1  NetworkPolicy (via policy/)
 //   tabby.dev/v1          BlockAffinity, WorkloadEndpoint (tabby's own; shapes below)
@@ -38,8 +39,8 @@
 // silently falls back to a default); policies (any kind) are validated strictly in
 // every field, as the API server's strict field validation does (policy/schema.hpp);
 // other Kubernetes objects are read leniently (only the fields tabby needs), as they
-// carry much more. Calico security kinds tabby does not implement (HostEndpoint,
-// Profile, staged policies) and Kubernetes admin network
+// carry much more. Calico security kinds tabby does not implement (Profile,
+// staged policies) and Kubernetes admin network
 // policies are errors saying they are not enforced. Pure: yaml-cpp only.
 #pragma once
 
@@ -260,6 +261,9 @@ struct PolicyRes {
   // A projectcalico.org/v3 NetworkSet ("netset.<ns>.<name>") or GlobalNetworkSet
   // ("gnetset.<name>") rides it too: set for those, and then `policy` is unused.
   std::optional<policy::NetworkSet> network_set;
+  // A projectcalico.org/v3 HostEndpoint rides it too (key "hep.<name>"): set
+  // for a HostEndpoint (any node's; the Calc keeps the local node's).
+  std::optional<policy::HostEndpoint> host_endpoint;
   bool operator==(const PolicyRes&) const = default;  // same policy = same rules
 };
 

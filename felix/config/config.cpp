@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 #include <set>
 
@@ -537,7 +538,8 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
   if (root["dataplane"]) {
     const auto& d = root["dataplane"];
     auto& o = c.dataplane;
-    check_keys(d, "dataplane", {"enabled", "policy", "vxlanInterface", "vxlanVNI", "vxlanPort", "mtu"});
+    check_keys(d, "dataplane", {"enabled", "policy", "vxlanInterface", "vxlanVNI", "vxlanPort", "mtu",
+                                "failsafeInboundHostPorts", "failsafeOutboundHostPorts"});
     if (d["enabled"]) o.enabled = get_bool(d["enabled"], "dataplane.enabled");
     if (d["policy"]) o.policy = get_bool(d["policy"], "dataplane.policy");
     auto ifname = [&](const char* key, std::string& out) {
@@ -550,6 +552,42 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
     if (d["vxlanVNI"]) o.vxlan_vni = static_cast<uint32_t>(get_uint(d["vxlanVNI"], "dataplane.vxlanVNI", 1, 16777215));
     if (d["vxlanPort"]) o.vxlan_port = static_cast<uint16_t>(get_uint(d["vxlanPort"], "dataplane.vxlanPort", 1, 65535));
     if (d["mtu"]) o.mtu = static_cast<uint32_t>(get_uint(d["mtu"], "dataplane.mtu", 576, 65535));
+    // Failsafe ports as Calico's FelixConfiguration writes them: a list of
+    // {protocol: TCP|UDP|SCTP, port: N, net: CIDR}; "tcp:22" strings (Felix's
+    // environment form) are accepted too.
+    for (auto [key, out] : {std::pair{"failsafeInboundHostPorts", &o.failsafe_inbound},
+                            std::pair{"failsafeOutboundHostPorts", &o.failsafe_outbound}}) {
+      if (!d[key]) continue;
+      const std::string base = std::string("dataplane.") + key;
+      std::vector<FailsafePortSetting> v;
+      if (!d[key].IsNull())
+        each_item(d[key], base, [&](const YAML::Node& it, const std::string& k) {
+          FailsafePortSetting f;
+          std::string proto = "tcp", port_text;
+          if (it.IsScalar()) {
+            std::string s = it.Scalar();
+            auto colon = s.find(':');
+            if (colon != std::string::npos) proto = s.substr(0, colon);
+            port_text = colon == std::string::npos ? s : s.substr(colon + 1);
+            YAML::Node pn(port_text);
+            f.port = static_cast<uint16_t>(get_uint(pn, k, 1, 65535));
+          } else {
+            check_keys(it, k, {"protocol", "port", "net"});
+            if (it["protocol"]) proto = get_string(it["protocol"], k + ".protocol");
+            if (!it["port"]) bad(k + ".port", "is required");
+            f.port = static_cast<uint16_t>(get_uint(it["port"], k + ".port", 1, 65535));
+            if (it["net"]) f.net = get_prefix(it["net"], k + ".net");
+          }
+          std::string lower;
+          for (char ch : proto) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          if (lower == "tcp") f.protocol = 6;
+          else if (lower == "udp") f.protocol = 17;
+          else if (lower == "sctp") f.protocol = 132;
+          else bad(it.IsScalar() ? k : k + ".protocol", "must be TCP, UDP or SCTP (got '" + proto + "')");
+          v.push_back(f);
+        });
+      *out = std::move(v);
+    }
     c.dataplane_enabled = o.enabled;
   }
   if (root["peers"]) {

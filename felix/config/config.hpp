@@ -18,6 +18,16 @@
 
 namespace tabby::felix {
 
+// One failsafe port (Calico's FelixConfiguration ProtoPort): traffic to the host on
+// it (inbound) or from the host to it (outbound) passes whatever the host endpoint
+// policy says; `net` restricts the remote address.
+struct FailsafePortSetting {
+  uint8_t protocol = 6;  // 6 tcp, 17 udp, 132 sctp
+  uint16_t port = 0;
+  std::optional<Prefix> net;
+  bool operator==(const FailsafePortSetting&) const = default;
+};
+
 struct DataplaneSettings {
   bool enabled = false;                 // dataplane.enabled
   bool policy = true;                   // dataplane.policy: nftables NetworkPolicy (needs a datastore)
@@ -25,6 +35,9 @@ struct DataplaneSettings {
   uint32_t vxlan_vni = 4096;
   uint16_t vxlan_port = 4789;
   uint32_t mtu = 0;                     // underlay MTU; 0 = detect from the node address's interface
+  // dataplane.failsafeInboundHostPorts / failsafeOutboundHostPorts: unset =
+  // Calico's defaults (policy::calico_default_failsafe()); [] = none.
+  std::optional<std::vector<FailsafePortSetting>> failsafe_inbound, failsafe_outbound;
   bool operator==(const DataplaneSettings&) const = default;
 };
 

@@ -1,6 +1,6 @@
 // policy_apply.cpp — tabby-policy-apply: the test harness that stands in for the
 // agent at the policy edge. Reads Namespace / WorkloadEndpoint / NetworkPolicy /
-// GlobalNetworkPolicy manifests from files or directories, feeds them to the
+// GlobalNetworkPolicy / Tier / HostEndpoint manifests from files or directories, feeds them to the
 // PolicyCompiler and programs the result with the NftExecutor in the network
 // namespace it runs in. Keeps running: SIGHUP re-reads the manifests and applies
 // the delta; SIGUSR1 checks for drift and repairs; SIGUSR2 writes a counters
@@ -47,6 +47,7 @@ struct State {
   std::map<std::string, Namespace> namespaces;
   std::map<std::string, Tier> tiers;
   std::map<std::string, NetworkSet> network_sets;
+  std::map<std::string, HostEndpoint> host_endpoints;  // every one read (a test node has them all)
 };
 
 Result<State> load(const std::vector<std::string>& paths) {
@@ -74,6 +75,7 @@ Result<State> load(const std::vector<std::string>& paths) {
       else if (o.kind == Object::EndpointObj) s.endpoints[o.endpoint.key()] = o.endpoint;
       else if (o.kind == Object::TierObj) s.tiers[o.tier.name] = o.tier;
       else if (o.kind == Object::NetworkSetObj) s.network_sets[o.network_set.key()] = o.network_set;
+      else if (o.kind == Object::HostEndpointObj) s.host_endpoints[o.host_endpoint.name] = o.host_endpoint;
       else s.namespaces[o.ns.name] = o.ns;
     }
   }
@@ -87,6 +89,9 @@ void feed(PolicyCompiler& c, const State& old, const State& now) {
   for (const auto& [k, n] : now.network_sets) c.upsert_network_set(n);
   for (const auto& [k, e] : now.endpoints) c.upsert_endpoint(e);
   for (const auto& [k, p] : now.policies) c.upsert_policy(p);
+  for (const auto& [k, h] : now.host_endpoints) c.upsert_host_endpoint(h);
+  for (const auto& [k, h] : old.host_endpoints)
+    if (!now.host_endpoints.count(k)) c.remove_host_endpoint(k);
   for (const auto& [k, p] : old.policies)
     if (!now.policies.count(k)) c.remove_policy(k);
   for (const auto& [k, e] : old.endpoints)

@@ -96,6 +96,10 @@ const std::map<std::string, Base>& bases() {
       {"Tier",
        {"Tier.projectcalico.org", "", "security",
         "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n"}},
+      {"HostEndpoint",
+       {"HostEndpoint.projectcalico.org", "", "node-1-eth0",
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-1-eth0}\n"
+        "spec: {node: node-1, interfaceName: eth0}\n"}},
       {"WorkloadEndpoint",
        {"WorkloadEndpoint.projectcalico.org", "default", "w1",
         "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w1, namespace: default}\n"

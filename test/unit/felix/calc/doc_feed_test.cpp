@@ -3,6 +3,8 @@
 // fixed, a deletion removes what the document produced.
 #include <doctest/doctest.h>
 
+#include <set>
+
 #include "felix/calc/doc_feed.hpp"
 
 using namespace tabby;
@@ -199,8 +201,6 @@ TEST_CASE("security kinds tabby does not implement are refused as not enforced")
   Calc calc({.node_name = "node-1"});
   DocFeed feed;
   const std::pair<const char*, const char*> kinds[] = {
-      {"HostEndpoint.projectcalico.org", "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\n"
-                                         "spec: {node: node-1, interfaceName: eth0}\n"},
       {"Profile.projectcalico.org", "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: p}\nspec: {}\n"},
       {"AdminNetworkPolicy.policy.networking.k8s.io",
        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: a}\nspec: {}\n"},
@@ -217,6 +217,45 @@ TEST_CASE("security kinds tabby does not implement are refused as not enforced")
     CHECK(p.message.starts_with("security.yaml: "));
     CHECK(p.message.find("is a security control tabby does not implement: it is NOT enforced") != std::string::npos);
   }
+}
+
+TEST_CASE("HostEndpoints: read, only the local node's reach the policy compiler, deletes and moves remove them") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  auto doc = [](const std::string& name, const std::string& node, const std::string& iface) {
+    return DocEvent{{"HostEndpoint.projectcalico.org", "", name},
+                    "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: " + name +
+                        ", labels: {role: node}}\nspec: {node: " + node + ", interfaceName: \"" + iface + "\"}\n",
+                    "1", false, "heps.yaml"};
+  };
+  auto st = feed.feed({doc("n1-eth0", "node-1", "eth0"), doc("n2-eth0", "node-2", "eth0"), doc("n1-all", "node-1", "*")},
+                      calc);
+  CHECK(st.rejected == 0);
+  CHECK(feed.problems().empty());
+  auto ch = calc.take_changes(true);
+  std::set<std::string> up;
+  for (const auto& h : ch.host_endpoints_upserted) up.insert(h.name);
+  CHECK(up == std::set<std::string>{"n1-all", "n1-eth0"});
+  REQUIRE(calc.host_endpoints().size() == 2);
+  CHECK(calc.host_endpoints()[1].labels == policy::Labels{{"role", "node"}});
+  // Moved to another node: removed here.
+  feed.feed({doc("n1-eth0", "node-2", "eth0")}, calc);
+  ch = calc.take_changes(true);
+  CHECK(ch.host_endpoints_removed == std::vector<std::string>{"n1-eth0"});
+  // Deleted.
+  DocEvent del{{"HostEndpoint.projectcalico.org", "", "n1-all"}, "", "2", true, "heps.yaml"};
+  feed.feed({del}, calc);
+  ch = calc.take_changes(true);
+  CHECK(ch.host_endpoints_removed == std::vector<std::string>{"n1-all"});
+  CHECK(calc.host_endpoints().empty());
+  // A bad one is an error naming the field; another profile is reported, the object applies.
+  DocEvent bad{{"HostEndpoint.projectcalico.org", "", "h"},
+               "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\nspec: {node: node-1}\n", "1",
+               false, "bad.yaml"};
+  st = feed.feed({bad}, calc);
+  CHECK(st.rejected == 1);
+  REQUIRE(feed.problems().size() == 1);
+  CHECK(feed.problems()[0].message.find("bad.yaml: HostEndpoint h: spec.interfaceName: required") == 0);
 }
 
 TEST_CASE("policy strictness holds through the resource reader (JSON documents, duplicate fields)") {

@@ -403,3 +403,35 @@ peers:
   CHECK(peer("maxPrefixesRestart: 5").find("key 'peers[0].maxPrefixesRestart': needs maxPrefixes") !=
         std::string::npos);
 }
+
+TEST_CASE("dataplane failsafe ports: Calico's FelixConfiguration forms, defaults when unset, errors naming the key") {
+  const std::string head = "nodeName: n\nrouterID: 1.2.3.4\n";
+  auto r = parse_config(head + "dataplane: {enabled: true}\n", "node.yaml");
+  REQUIRE(r);
+  CHECK_FALSE(r->dataplane.failsafe_inbound);  // unset: Calico's defaults (the runtime fills them)
+  CHECK_FALSE(r->dataplane.failsafe_outbound);
+  r = parse_config(head + "dataplane:\n  failsafeInboundHostPorts: [{protocol: TCP, port: 22}, "
+                          "{protocol: udp, port: 68, net: 10.0.0.0/8}, \"tcp:2222\", 6443]\n"
+                          "  failsafeOutboundHostPorts: []\n",
+                   "node.yaml");
+  REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  REQUIRE(r->dataplane.failsafe_inbound);
+  const auto& in = *r->dataplane.failsafe_inbound;
+  REQUIRE(in.size() == 4);
+  CHECK(in[0] == FailsafePortSetting{6, 22, {}});
+  CHECK(in[1] == FailsafePortSetting{17, 68, Prefix::parse("10.0.0.0/8").value()});
+  CHECK(in[2] == FailsafePortSetting{6, 2222, {}});
+  CHECK(in[3] == FailsafePortSetting{6, 6443, {}});  // no protocol: tcp, as Calico
+  REQUIRE(r->dataplane.failsafe_outbound);
+  CHECK(r->dataplane.failsafe_outbound->empty());  // [] = none
+  CHECK(error_of(head + "dataplane: {failsafeInboundHostPorts: [{protocol: ICMP, port: 1}]}\n") ==
+        "node.yaml: key 'dataplane.failsafeInboundHostPorts[0].protocol': must be TCP, UDP or SCTP (got 'ICMP')");
+  CHECK(error_of(head + "dataplane: {failsafeOutboundHostPorts: [{port: 70000}]}\n") ==
+        "node.yaml: key 'dataplane.failsafeOutboundHostPorts[0].port': must be between 1 and 65535 (got 70000)");
+  CHECK(error_of(head + "dataplane: {failsafeInboundHostPorts: [{prot: tcp, port: 22}]}\n")
+            .find("key 'dataplane.failsafeInboundHostPorts[0].prot': unknown") != std::string::npos);
+  CHECK(error_of(head + "dataplane: {failsafeInboundHostPorts: [\"sctp:x\"]}\n")
+            .find("key 'dataplane.failsafeInboundHostPorts[0]'") != std::string::npos);
+  CHECK(error_of(head + "dataplane: {failsafeInboundHostPorts: tcp:22}\n") ==
+        "node.yaml: key 'dataplane.failsafeInboundHostPorts': must be a list");
+}
