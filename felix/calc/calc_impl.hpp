@@ -106,6 +106,7 @@ struct Calc::Impl {
   std::map<std::string, BgpPeer> peers;
   std::map<std::string, BgpFilterRes> bgp_filters;  // BGPFilter name -> rules (BGPPeer spec.filters)
   std::map<std::string, IpPool> pools, pending_pools;
+  IpamConfig ipam_config;  // IPAMConfiguration "default" (Calico's defaults when there is none)
   std::map<std::string, CalicoNode> calico_nodes;
   std::map<std::string, K8sNode> k8s_nodes;
   std::map<std::string, NodeInfo> nodes;  // merged
@@ -175,6 +176,14 @@ struct Calc::Impl {
   void remove_pool(const std::string& name);
   void readmit_pools();
   const IpPool* pool_for(const Prefix& block, std::string* name = nullptr) const;
+  // Can the block hold its node's tunnel address: its pool serves tunnels (allowedUses),
+  // or no pool contains it any more (the address it had stays).
+  bool tunnel_capable(const Prefix& block) const {
+    const IpPool* p = pool_for(block);
+    return !p || p->for_tunnels;
+  }
+  // Why `node` may claim no new block of `fam` (IPAMConfiguration), if so (ipam.cpp).
+  std::optional<std::string> claim_refusal(const std::string& node, IpFamily fam) const;
   std::optional<std::string> block_conflict(const std::string& name, const Prefix& cidr) const;
   void block_touched(const Prefix& cidr, const std::string& node);
   void unlink_block(const std::string& name);
