@@ -95,10 +95,10 @@ std::vector<IpamBlock> Calc::ipam_blocks(const std::string& node) const {
     for (const auto& [handle, ip] : aff.allocations) ib.used[ip] = handle;
     // Other addresses: the endpoint's key (the first by key when several claim one).
     std::map<IpAddress, const std::string*> by_wep;
-    for (auto it = impl_->wep_ips.lower_bound(b.addr()); it != impl_->wep_ips.end() && b.contains(it->first); ++it) {
-      auto [slot, fresh] = by_wep.try_emplace(it->first, it->second);
-      if (!fresh && *it->second < *slot->second) slot->second = it->second;
-    }
+    impl_->wep_ips.for_each_in(b, [&](const IpAddress& ip, const std::string& key) {
+      auto [slot, fresh] = by_wep.try_emplace(ip, &key);
+      if (!fresh && key < *slot->second) slot->second = &key;
+    });
     for (const auto& [ip, key] : by_wep) ib.used.try_emplace(ip, *key);
     out.push_back(std::move(ib));
   }
@@ -237,8 +237,7 @@ std::vector<IpamOrphanBlock> Calc::orphan_blocks() const {
     const BlockAffinity& a = impl_->affinities.at(name);
     if (impl_->nodes.count(a.node)) continue;
     IpamOrphanBlock o{cidr, a.node, name, a.allocations.size(), {}};
-    for (auto it = impl_->wep_ips.lower_bound(cidr.addr()); it != impl_->wep_ips.end() && cidr.contains(it->first); ++it)
-      o.live_endpoints.push_back(*it->second);
+    impl_->wep_ips.for_each_in(cidr, [&](const IpAddress&, const std::string& key) { o.live_endpoints.push_back(key); });
     std::sort(o.live_endpoints.begin(), o.live_endpoints.end());
     o.live_endpoints.erase(std::unique(o.live_endpoints.begin(), o.live_endpoints.end()), o.live_endpoints.end());
     out.push_back(std::move(o));
@@ -257,7 +256,7 @@ Result<IpamRelease> Calc::plan_release_ip(const IpAddress& ip) const {
       BlockAffinity b = a;
       b.allocations.erase(handle);
       r.affinity.body = std::move(b);
-      for (auto [it, end] = impl_->wep_ips.equal_range(ip); it != end; ++it) r.in_use_by = *it->second;
+      impl_->wep_ips.for_each_equal(ip, [&](const std::string& key) { r.in_use_by = key; });
       return r;
     }
   return fail_msg("no IPAM allocation records " + ip.str());

@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "felix/calc/calc.hpp"
+#include "felix/calc/calc_impl.hpp"  // IpOwners
 #include "felix/calc/doc_feed.hpp"
 #include "test/fakes/recording_dataplane.hpp"
 #include "felix/calc/resources.hpp"
@@ -1968,4 +1969,59 @@ TEST_CASE("IPAM GC: empty IPv6 blocks of live nodes are released too") {
   auto p = n1.calc.plan_ipam_gc(mem, 1'000, 1'000);
   CHECK(p.affinity_removals == std::vector<std::string>{"2001-db8-19---122"});
   CHECK(p.released == std::vector<std::string>{"block 2001:db8:19::/122 of node node-1 (empty)"});
+}
+
+// The endpoint address index (calc_impl.hpp IpOwners) against a std::multimap
+// under random adds and removals: same owners per address and per prefix, through
+// both of its merge paths (in place and rebuilt) and its holes.
+TEST_CASE("IpOwners: the same answers as a multimap, both families, duplicates, removals") {
+  calc_detail::IpOwners idx;
+  std::multimap<IpAddress, const std::string*> ref;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 64; ++i) keys.push_back("ns/pod-" + std::to_string(i));
+  uint64_t seed = 12345;
+  auto rnd = [&](uint64_t n) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return (seed >> 33) % n;
+  };
+  auto addr = [&](uint64_t v) {
+    return v % 2 ? *IpAddress::parse("10.0." + std::to_string(v / 256 % 4) + "." + std::to_string(v % 256))
+                 : *IpAddress::parse("2001:db8::" + std::to_string(v % 1000));
+  };
+  auto check_all = [&] {
+    for (const char* p : {"10.0.0.0/24", "10.0.1.0/26", "10.0.0.0/8", "2001:db8::/120", "2001:db8::100/122", "::/0"}) {
+      Prefix pre = *Prefix::parse(p);
+      std::multiset<std::pair<IpAddress, std::string>> got, want;
+      idx.for_each_in(pre, [&](const IpAddress& ip, const std::string& k) { got.insert({ip, k}); });
+      for (const auto& [ip, k] : ref)
+        if (pre.contains(ip)) want.insert({ip, *k});
+      REQUIRE(got == want);
+      CHECK(idx.any_in(pre) == !want.empty());
+    }
+  };
+  for (int round = 0; round < 3000; ++round) {
+    IpAddress ip = addr(rnd(1200));
+    const std::string* k = &keys[rnd(keys.size())];
+    if (rnd(3) > 0) {
+      idx.add(ip, k);
+      ref.emplace(ip, k);
+    } else if (!ref.empty()) {
+      auto it = std::next(ref.begin(), static_cast<long>(rnd(ref.size())));
+      idx.remove(it->first, it->second);
+      ref.erase(it);
+    }
+    if (round % 97 == 0) {
+      check_all();
+      std::multiset<std::string> got, want;
+      idx.for_each_equal(ip, [&](const std::string& key) { got.insert(key); });
+      for (auto [a, b] = ref.equal_range(ip); a != b; ++a) want.insert(*a->second);
+      CHECK(got == want);
+    }
+  }
+  check_all();
+  while (!ref.empty()) {  // everything removed: nothing left anywhere
+    idx.remove(ref.begin()->first, ref.begin()->second);
+    ref.erase(ref.begin());
+  }
+  check_all();
 }
