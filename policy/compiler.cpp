@@ -265,12 +265,19 @@ class V6Index {
  private:
   size_t mask() const { return slots_.size() - 1; }
   size_t index(const std::array<uint8_t, 16>& a) const {
+    // Both halves folded, then a 64-bit finalizer (xor-shift-multiply) so that
+    // every input bit reaches the low bits used: addresses of one pool differ only
+    // in their last bytes.
     uint64_t hi = 0, lo = 0;
     std::memcpy(&hi, a.data(), 8);
     std::memcpy(&lo, a.data() + 8, 8);
-    uint64_t h = (hi * 0x9E3779B97F4A7C15ull) ^ (lo + 0x632BE59BD9B4E019ull + (hi << 6) + (hi >> 2));
-    h *= 0xBF58476D1CE4E5B9ull;
-    return static_cast<size_t>(h >> 32) & mask();
+    uint64_t h = hi * 0x9E3779B97F4A7C15ull ^ lo;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    h ^= h >> 32;
+    return static_cast<size_t>(h) & mask();
   }
   void grow(const Table& addrs) {
     std::vector<uint32_t> old = std::move(slots_);
