@@ -71,6 +71,8 @@ def verdict(ratios, name):
     return f"{name}: natOutgoing on is {abs(med - 1.0) * 100:.1f}% {'slower' if med < 1 else 'faster'} " \
            f"(on/off median {med:.3f}, spread {lo:.3f}-{hi:.3f})"
 RR = os.path.join(os.environ.get("TABBY_BUILD", os.path.join(ROOT, "build")), "bench", "tabby-bench-rr")
+# The test library looks for the binary relative to test/: default it to this tree's build.
+os.environ.setdefault("TABBY_BIN", os.path.join(os.environ.get("TABBY_BUILD", os.path.join(ROOT, "build")), "felix", "tabby"))
 
 
 def pool(nat):
