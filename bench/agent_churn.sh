@@ -17,13 +17,14 @@
 #
 # Usage: bash bench/agent_churn.sh [--churn N] [--policy off|on|both] [--layout state|manifests]
 #                                   [--nodes N --pods N --local N] [--policies N] [--mesh] [--dual-stack]
+#                                   [--stacks "v4 dual"]   (with --dual-stack: run only these)
 #        env TABBY_BIN (default build/felix/tabby), AGENT_WRAP (e.g. "heaptrack -o /tmp/x")
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TABBY=${TABBY_BIN:-$ROOT/build/felix/tabby}
 [ -x "$TABBY" ] || { echo "build first: bash scripts/build.sh release (no $TABBY)"; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)"; exit 1; }
-CHURN=200 POLICY=both LAYOUT=state NODES=500 PODS=20000 LOCAL=200 POLICIES=0 MESH="" DUAL=""
+CHURN=200 POLICY=both LAYOUT=state NODES=500 PODS=20000 LOCAL=200 POLICIES=0 MESH="" DUAL="" ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --churn) CHURN=$2; shift ;;
@@ -35,6 +36,7 @@ while [ $# -gt 0 ]; do
     --policies) POLICIES=$2; shift ;;
     --mesh) MESH=--mesh ;;
     --dual-stack) DUAL=1 ;;
+    --stacks) ONLY=$2; shift ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
   shift
@@ -72,6 +74,7 @@ fresh_ns() {  # $1 label, $2 the datastore's directory (its ifaces.batch)
 
 STACKS="v4"
 [ -n "$DUAL" ] && STACKS="v4 dual"
+[ -n "$DUAL" ] && [ -n "$ONLY" ] && STACKS=$ONLY
 for stack in $STACKS; do
   t0=$(date +%s.%N)
   mkdir -p "$W/$stack"

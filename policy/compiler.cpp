@@ -98,6 +98,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <tuple>
 #include <unordered_map>
@@ -255,6 +256,76 @@ class CountTable {
   size_t used_ = 0;
 };
 
+// IPv6 address -> its id in an interned address table (the addresses live in
+// the table, a vector indexed by id; this holds only ids): open addressing
+// (linear probing, backward-shift deletion) keyed by a hash of the address.
+class V6Index {
+ public:
+  static constexpr uint32_t kNone = UINT32_MAX;
+  using Table = std::vector<std::array<uint8_t, 16>>;
+  uint32_t find(const std::array<uint8_t, 16>& a, const Table& addrs) const {
+    if (slots_.empty()) return kNone;
+    for (size_t i = index(a);; i = (i + 1) & mask()) {
+      if (slots_[i] == kNone) return kNone;
+      if (addrs[slots_[i]] == a) return slots_[i];
+    }
+  }
+  void insert(uint32_t id, const Table& addrs) {  // addrs[id] must not be present
+    if ((used_ + 1) * 4 > slots_.size() * 3) grow(addrs);  // load <= 3/4
+    size_t i = index(addrs[id]);
+    while (slots_[i] != kNone) i = (i + 1) & mask();
+    slots_[i] = id;
+    ++used_;
+  }
+  void erase(uint32_t id, const Table& addrs) {  // addrs[id] must still hold the address
+    if (slots_.empty()) return;
+    size_t i = index(addrs[id]);
+    while (slots_[i] != kNone && slots_[i] != id) i = (i + 1) & mask();
+    if (slots_[i] == kNone) return;
+    slots_[i] = kNone;
+    --used_;
+    for (size_t j = (i + 1) & mask(); slots_[j] != kNone; j = (j + 1) & mask()) {
+      size_t home = index(addrs[slots_[j]]);
+      bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+      if (stays) continue;
+      slots_[i] = slots_[j];
+      slots_[j] = kNone;
+      i = j;
+    }
+  }
+  size_t size() const { return used_; }
+
+ private:
+  size_t mask() const { return slots_.size() - 1; }
+  size_t index(const std::array<uint8_t, 16>& a) const {
+    // Both halves folded, then a 64-bit finalizer (xor-shift-multiply) so that
+    // every input bit reaches the low bits used: addresses of one pool differ only
+    // in their last bytes.
+    uint64_t hi = 0, lo = 0;
+    std::memcpy(&hi, a.data(), 8);
+    std::memcpy(&lo, a.data() + 8, 8);
+    uint64_t h = hi * 0x9E3779B97F4A7C15ull ^ lo;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    h ^= h >> 32;
+    return static_cast<size_t>(h) & mask();
+  }
+  void grow(const Table& addrs) {
+    std::vector<uint32_t> old = std::move(slots_);
+    slots_.assign(old.empty() ? 16 : old.size() * 2, kNone);
+    for (uint32_t id : old) {
+      if (id == kNone) continue;
+      size_t i = index(addrs[id]);
+      while (slots_[i] != kNone) i = (i + 1) & mask();
+      slots_[i] = id;
+    }
+  }
+  std::vector<uint32_t> slots_;
+  size_t used_ = 0;
+};
+
 // The packet mark bit a Pass rule sets for the tier chain to see (cleared
 // again before the next tier; never left set on a packet that leaves).
 constexpr uint32_t kPassMark = 0x10000000;
@@ -333,28 +404,29 @@ struct PolicyCompiler::Impl {
   // element changes may still name it).
   std::vector<std::array<uint8_t, 16>> v6_addrs;
   std::vector<uint32_t> v6_refs;
-  std::map<std::array<uint8_t, 16>, uint32_t> v6_index;
+  V6Index v6_index;  // address -> id (4-8 bytes an address where a std::map node took ~64)
   std::vector<uint32_t> v6_free, v6_free_later;
   uint32_t intern_v6(const IpAddress& a) {
-    auto [it, fresh] = v6_index.try_emplace(a.bytes(), 0);
-    if (fresh) {
+    uint32_t id = v6_index.find(a.bytes(), v6_addrs);
+    if (id == V6Index::kNone) {
       if (!v6_free.empty()) {
-        it->second = v6_free.back();
+        id = v6_free.back();
         v6_free.pop_back();
-        v6_addrs[it->second] = a.bytes();
-        v6_refs[it->second] = 0;
+        v6_addrs[id] = a.bytes();
+        v6_refs[id] = 0;
       } else {
-        it->second = static_cast<uint32_t>(v6_addrs.size());
+        id = static_cast<uint32_t>(v6_addrs.size());
         v6_addrs.push_back(a.bytes());
         v6_refs.push_back(0);
       }
+      v6_index.insert(id, v6_addrs);
     }
-    v6_refs[it->second]++;
-    return it->second;
+    v6_refs[id]++;
+    return id;
   }
   void unref_v6(uint32_t id) {
     if (--v6_refs[id] > 0) return;
-    v6_index.erase(v6_addrs[id]);
+    v6_index.erase(id, v6_addrs);
     v6_free_later.push_back(id);
   }
 

@@ -117,6 +117,9 @@ Status Calc::upsert(const Resource& r) {
       return {};
     }
     case Kind::IPPool: return m.upsert_pool(k.name, std::get<IpPool>(r.body), r.source);
+    case Kind::IPAMConfig:  // read by the IPAM decisions only (ipam.cpp): nothing to recompute
+      m.ipam_config = std::get<IpamConfig>(r.body);
+      return {};
     case Kind::CalicoNode:
       m.calico_nodes[k.name] = std::get<CalicoNode>(r.body);
       m.rebuild_node(k.name);
@@ -221,6 +224,7 @@ void Calc::remove(const ResourceKey& k) {
       if (k.ns == m.opt.secret_namespace && m.secrets.erase(k.name)) m.bgp_dirty = true;
       break;
     case Kind::IPPool: m.remove_pool(k.name); break;
+    case Kind::IPAMConfig: m.ipam_config = IpamConfig{}; break;
     case Kind::CalicoNode:
       m.calico_nodes.erase(k.name);
       m.rebuild_node(k.name);

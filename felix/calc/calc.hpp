@@ -47,7 +47,9 @@
 //    spec.bgp.ipv4Address). IPv6 blocks are always routed directly.
 //  * Tunnel (VTEP) address of a node: Node spec.ipv4VXLANTunnelAddr /
 //    spec.bgp.ipv4IPIPTunnelAddr if set, otherwise the first address of its lowest
-//    IPv4 block. IPAM therefore never hands out the first address of a block. A node
+//    IPv4 block whose pool serves tunnels (IPPool allowedUses includes Tunnel; a
+//    block no pool contains any more counts too). IPAM therefore never hands out
+//    the first address of a block. A node
 //    whose pools use a tunnel claims a block when it starts (tunnel_block_to_claim),
 //    so it has that address before its first pod.
 //  * Block ownership comes from BlockAffinity resources (the datastore is the source
@@ -181,11 +183,18 @@ struct BlockChoice {
   std::string pool;
 };
 
+// What an address is for (IPPool allowedUses): a pod's, or a node's tunnel address.
+enum class PoolUse : uint8_t { Workload, Tunnel };
+// Enabled and allowed to serve `use`.
+bool pool_serves(const IpPool& p, PoolUse use);
+
 // The first free block (address order) of the first pool (in the given order) that
-// is enabled, of family `fam`, and whose nodeSelector matches `node_labels`. `claimed`
-// holds every claimed block of the cluster (any node; claimed blocks never overlap).
+// serves `use` (pool_serves), of family `fam`, and whose nodeSelector matches
+// `node_labels`. `claimed` holds every claimed block of the cluster (any node;
+// claimed blocks never overlap).
 std::optional<BlockChoice> choose_block(const std::vector<PoolView>& pools, const Labels& node_labels,
-                                        const std::set<Prefix>& claimed, IpFamily fam);
+                                        const std::set<Prefix>& claimed, IpFamily fam,
+                                        PoolUse use = PoolUse::Workload);
 // The lowest address of `block` not in `used` and not the block's first address
 // (reserved for the owner's tunnel address, see above). Every other address is
 // handed out, network- and broadcast-looking ones included (as Calico does: pod
@@ -363,22 +372,26 @@ class Calc {
   // ---- IPAM
   std::vector<IpamBlock> ipam_blocks(const std::string& node) const;
   // Next block for `node` (see choose_block; pool order = name order).
-  std::optional<BlockChoice> next_block(const std::string& node, IpFamily fam) const;
-  // An address for `handle` on `node`: from its blocks (lowest block first), else
-  // from a new block to claim. Error when every pool is exhausted or none matches.
+  std::optional<BlockChoice> next_block(const std::string& node, IpFamily fam, PoolUse use = PoolUse::Workload) const;
+  // An address for `handle` on `node`: from its blocks of pools that serve pods
+  // (lowest block first), else from a new block to claim. Error (naming the setting)
+  // when every pool is exhausted or none matches, or IPAMConfiguration forbids the
+  // claim (autoAllocateBlocks false, maxBlocksPerHost reached): never an address of
+  // another node's block (Calico's borrowing; strictAffinity).
   Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
   // Whether a pod on `node` gets an address of family `fam` by default (dual stack):
-  // an enabled pool of that family selects the node, or the node already has a block
-  // of that family in an enabled pool.
+  // an enabled pool of that family that serves pods selects the node, or the node
+  // already has a block of that family in such a pool.
   bool assigns_family(const std::string& node, IpFamily fam) const;
   // The block this node claims when it starts, so that it has a tunnel (VTEP)
   // address before its first pod (a node without pods stays reachable over IPIP
   // or VXLAN): set when an enabled IPv4 pool whose nodeSelector matches this node
   // uses IPIP (or VXLAN) while the Node sets no ipv4IPIPTunnelAddr (or
-  // ipv4VXLANTunnelAddr), the node has its IPv4 address and no IPv4 block yet.
-  // It is the block the node's first pod would get (next_block: pool name order,
-  // the tunnel pool or not); the node's tunnel address is then the block's first
-  // address, which IPAM never hands to a pod, and pods fill the rest.
+  // ipv4VXLANTunnelAddr), the node has its IPv4 address and no IPv4 block of a pool
+  // that serves tunnels (allowedUses Tunnel) yet, and IPAMConfiguration allows a
+  // claim. It is the first free block of the first such pool (name order); the
+  // node's tunnel address is then the block's first address, which IPAM never
+  // hands to a pod, and pods fill the rest when the pool serves them too.
   std::optional<BlockChoice> tunnel_block_to_claim() const;
   // `tabby ipam check`: the leaked allocations of the cluster, address order.
   std::vector<IpamLeak> ipam_leaks() const;

@@ -83,6 +83,9 @@ Status Calc::Impl::upsert_pool(const std::string& name, const IpPool& p, const s
   auto it = pools.find(name);
   if (it != pools.end() && it->second == p) return {};
   if (it != pools.end()) pool_touched(it->second.cidr);
+  // A pool that serves no tunnels (allowedUses) can move a node's tunnel address to
+  // a block of another pool: every block's VXLAN route may follow.
+  if (!p.for_tunnels || (it != pools.end() && !it->second.for_tunnels)) all_blocks_dirty = true;
   pools[name] = p;
   pool_touched(p.cidr);
   readmit_pools();
@@ -95,6 +98,7 @@ void Calc::Impl::remove_pool(const std::string& name) {
   auto it = pools.find(name);
   if (it == pools.end()) return;
   pool_touched(it->second.cidr);
+  if (!it->second.for_tunnels) all_blocks_dirty = true;  // see upsert_pool
   pools.erase(it);
   readmit_pools();
 }

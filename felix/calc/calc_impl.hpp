@@ -18,6 +18,7 @@
 // entry's `installed` next-hop set is what was last reported for it.
 #pragma once
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
@@ -54,6 +55,100 @@ class Interner {
 
  private:
   std::map<T, size_t> refs_;
+};
+
+// Every endpoint address -> the endpoint's key, in address order (several
+// endpoints may claim one address). A node-based multimap spent ~80 bytes an
+// address (40,000 of them in a dual-stack cluster of 20,000 pods); this is one
+// sorted array of 32-byte entries: additions wait in a small unsorted batch and
+// removals leave holes, both settled (one merge pass) before the next read.
+class IpOwners {
+ public:
+  void add(const IpAddress& ip, const std::string* key) {
+    pending_.push_back({ip, key});
+    if (pending_.size() >= kBatch) settle();
+  }
+  void remove(const IpAddress& ip, const std::string* key) {
+    for (auto it = pending_.begin(); it != pending_.end(); ++it)
+      if (it->key == key && it->ip == ip) {
+        *it = pending_.back();
+        pending_.pop_back();
+        return;
+      }
+    auto it = std::lower_bound(sorted_.begin(), sorted_.end(), ip, before);
+    for (; it != sorted_.end() && it->ip == ip; ++it)
+      if (it->key == key) {
+        it->key = nullptr;
+        ++holes_;
+        return;
+      }
+  }
+  // f(key) for each endpoint holding `ip`.
+  template <class F>
+  void for_each_equal(const IpAddress& ip, F&& f) const {
+    settle();
+    for (auto it = std::lower_bound(sorted_.begin(), sorted_.end(), ip, before); it != sorted_.end() && it->ip == ip;
+         ++it)
+      if (it->key) f(*it->key);
+  }
+  // f(ip, key) for each address inside `p`, address order.
+  template <class F>
+  void for_each_in(const Prefix& p, F&& f) const {
+    settle();
+    for (auto it = std::lower_bound(sorted_.begin(), sorted_.end(), p.addr(), before);
+         it != sorted_.end() && p.contains(it->ip); ++it)
+      if (it->key) f(it->ip, *it->key);
+  }
+  bool any_in(const Prefix& p) const {
+    bool any = false;
+    for_each_in(p, [&](const IpAddress&, const std::string&) { any = true; });
+    return any;
+  }
+
+ private:
+  struct Entry {
+    IpAddress ip;
+    const std::string* key;  // nullptr: removed (a hole until the next settle)
+  };
+  static constexpr size_t kBatch = 256;
+  static bool before(const Entry& e, const IpAddress& ip) { return e.ip < ip; }
+  static bool by_ip(const Entry& a, const Entry& b) { return a.ip < b.ip; }
+  void settle() const {
+    if (pending_.empty() && holes_ * 8 <= sorted_.size()) return;
+    std::sort(pending_.begin(), pending_.end(), by_ip);
+    if (holes_ * 8 <= sorted_.size() && sorted_.size() + pending_.size() <= sorted_.capacity()) {
+      // In place, from the back (holes keep their address, so their order holds):
+      // no allocation on a pod add.
+      size_t i = sorted_.size(), j = pending_.size();
+      sorted_.resize(i + j);
+      for (size_t k = i + j; j > 0;) {
+        if (i > 0 && pending_[j - 1].ip < sorted_[i - 1].ip) sorted_[--k] = sorted_[--i];
+        else sorted_[--k] = pending_[--j];
+      }
+      pending_.clear();
+      return;
+    }
+    std::vector<Entry> out;
+    size_t n = sorted_.size() - holes_ + pending_.size();
+    out.reserve(n + n / 32 + 16);  // room for the adds to come (merged in place)
+    auto a = sorted_.begin();
+    auto b = pending_.begin();
+    while (a != sorted_.end() || b != pending_.end()) {
+      if (a != sorted_.end() && !a->key) {
+        ++a;
+        continue;
+      }
+      if (b == pending_.end() || (a != sorted_.end() && !(b->ip < a->ip))) out.push_back(*a++);
+      else out.push_back(*b++);
+    }
+    sorted_.swap(out);
+    pending_.clear();
+    pending_.shrink_to_fit();
+    holes_ = 0;
+  }
+  mutable std::vector<Entry> sorted_;
+  mutable std::vector<Entry> pending_;
+  mutable size_t holes_ = 0;
 };
 
 // One WorkloadEndpoint as the Calc keeps it. A cluster's endpoints are the bulk of
@@ -106,6 +201,7 @@ struct Calc::Impl {
   std::map<std::string, BgpPeer> peers;
   std::map<std::string, BgpFilterRes> bgp_filters;  // BGPFilter name -> rules (BGPPeer spec.filters)
   std::map<std::string, IpPool> pools, pending_pools;
+  IpamConfig ipam_config;  // IPAMConfiguration "default" (Calico's defaults when there is none)
   std::map<std::string, CalicoNode> calico_nodes;
   std::map<std::string, K8sNode> k8s_nodes;
   std::map<std::string, NodeInfo> nodes;  // merged
@@ -121,7 +217,7 @@ struct Calc::Impl {
   void dirty_namespace_endpoints(const std::string& ns);
   std::map<std::string, NamespaceRes> namespaces;
   std::map<std::string, policy::Policy> policies;
-  std::multimap<IpAddress, const std::string*> wep_ips;  // every WEP's IPs -> keys in `weps`
+  calc_detail::IpOwners wep_ips;  // every WEP's IPs -> keys in `weps`
   std::map<std::string, int> local_ifaces;             // iface -> local WEPs using it
   calc_detail::LearnedTable learned;           // the Static class's routes derive from it
   calc_detail::HopSets hop_sets;
@@ -197,6 +293,14 @@ struct Calc::Impl {
   void remove_pool(const std::string& name);
   void readmit_pools();
   const IpPool* pool_for(const Prefix& block, std::string* name = nullptr) const;
+  // Can the block hold its node's tunnel address: its pool serves tunnels (allowedUses),
+  // or no pool contains it any more (the address it had stays).
+  bool tunnel_capable(const Prefix& block) const {
+    const IpPool* p = pool_for(block);
+    return !p || p->for_tunnels;
+  }
+  // Why `node` may claim no new block of `fam` (IPAMConfiguration), if so (ipam.cpp).
+  std::optional<std::string> claim_refusal(const std::string& node, IpFamily fam) const;
   std::optional<std::string> block_conflict(const std::string& name, const Prefix& cidr) const;
   void block_touched(const Prefix& cidr, const std::string& node);
   void unlink_block(const std::string& name);

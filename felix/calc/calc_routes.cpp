@@ -15,9 +15,9 @@ using dataplane::RouteClass;
 
 std::optional<Route> Calc::Impl::local_workload_route(const IpAddress& ip) const {
   const std::string* owner = nullptr;  // the first local owner by key (deterministic)
-  auto [b, e] = wep_ips.equal_range(ip);
-  for (auto it = b; it != e; ++it)
-    if ((!owner || *it->second < *owner) && is_local(weps.at(*it->second))) owner = it->second;
+  wep_ips.for_each_equal(ip, [&](const std::string& key) {
+    if ((!owner || key < *owner) && is_local(weps.at(key))) owner = &key;
+  });
   if (!owner) return std::nullopt;
   return dataplane::workload_route(ip, weps.at(*owner).iface());
 }

@@ -15,7 +15,7 @@ std::optional<IpAddress> Calc::Impl::tunnel_addr(const std::string& node, bool v
   auto nb = node_blocks.find(node);
   if (nb == node_blocks.end()) return std::nullopt;
   for (const auto& b : nb->second)
-    if (b.is_v4()) return b.addr();
+    if (b.is_v4() && tunnel_capable(b)) return b.addr();
   return std::nullopt;
 }
 

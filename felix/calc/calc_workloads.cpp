@@ -48,7 +48,7 @@ void Calc::Impl::clear_wep(WepEntry& e) {
 void Calc::Impl::wep_ips_add(const std::string& key, const WepEntry& w) {
   bool local = is_local(w);
   for (const auto& ip : w.ips()) {
-    wep_ips.emplace(ip, &key);
+    wep_ips.add(ip, &key);
     if (local) dirty_ips.insert(ip);
   }
   if (local && local_ifaces[w.iface()]++ == 0) ifaces_dirty = true;
@@ -57,12 +57,7 @@ void Calc::Impl::wep_ips_add(const std::string& key, const WepEntry& w) {
 void Calc::Impl::wep_ips_remove(const std::string& key, const WepEntry& w) {
   bool local = is_local(w);
   for (const auto& ip : w.ips()) {
-    auto [b, e] = wep_ips.equal_range(ip);
-    for (auto it = b; it != e; ++it)
-      if (it->second == &key) {
-        wep_ips.erase(it);
-        break;
-      }
+    wep_ips.remove(ip, &key);
     if (local) dirty_ips.insert(ip);
   }
   if (local) {

@@ -42,11 +42,15 @@ uint64_t block_capacity(const Prefix& block) {
   return (uint64_t{1} << host_bits) - 1;  // the first address is the tunnel address
 }
 
+bool pool_serves(const IpPool& p, PoolUse use) {
+  return !p.disabled && (use == PoolUse::Workload ? p.for_workloads : p.for_tunnels);
+}
+
 std::optional<BlockChoice> choose_block(const std::vector<PoolView>& pools, const Labels& node_labels,
-                                        const std::set<Prefix>& claimed, IpFamily fam) {
+                                        const std::set<Prefix>& claimed, IpFamily fam, PoolUse use) {
   for (const auto& pv : pools) {
     const IpPool& p = pv.pool;
-    if (p.disabled || p.cidr.family() != fam || !p.node_selector.matches(node_labels, true)) continue;
+    if (!pool_serves(p, use) || p.cidr.family() != fam || !p.node_selector.matches(node_labels, true)) continue;
     int width = p.cidr.addr().bit_width();
     int step_bits = width - p.block_size;
     if (step_bits >= 64) continue;  // not a block size tabby supports (Calico: /116+ for IPv6)
@@ -91,30 +95,53 @@ std::vector<IpamBlock> Calc::ipam_blocks(const std::string& node) const {
     for (const auto& [handle, ip] : aff.allocations) ib.used[ip] = handle;
     // Other addresses: the endpoint's key (the first by key when several claim one).
     std::map<IpAddress, const std::string*> by_wep;
-    for (auto it = impl_->wep_ips.lower_bound(b.addr()); it != impl_->wep_ips.end() && b.contains(it->first); ++it) {
-      auto [slot, fresh] = by_wep.try_emplace(it->first, it->second);
-      if (!fresh && *it->second < *slot->second) slot->second = it->second;
-    }
+    impl_->wep_ips.for_each_in(b, [&](const IpAddress& ip, const std::string& key) {
+      auto [slot, fresh] = by_wep.try_emplace(ip, &key);
+      if (!fresh && key < *slot->second) slot->second = &key;
+    });
     for (const auto& [ip, key] : by_wep) ib.used.try_emplace(ip, *key);
     out.push_back(std::move(ib));
   }
   return out;
 }
 
-std::optional<BlockChoice> Calc::next_block(const std::string& node, IpFamily fam) const {
+std::optional<BlockChoice> Calc::next_block(const std::string& node, IpFamily fam, PoolUse use) const {
   const NodeInfo* n = this->node(node);
   Labels labels = n ? n->labels : Labels{};
   std::set<Prefix> claimed;
   for (const auto& [b, name] : impl_->blocks) claimed.insert(b);
-  return choose_block(pools(), labels, claimed, fam);
+  return choose_block(pools(), labels, claimed, fam, use);
 }
+
+std::optional<std::string> Calc::Impl::claim_refusal(const std::string& node, IpFamily fam) const {
+  const char* family = fam == IpFamily::V4 ? "IPv4" : "IPv6";
+  if (!ipam_config.auto_allocate_blocks)
+    return std::string("IPAMConfiguration default: spec.autoAllocateBlocks is false: node ") + node +
+           " may claim no new " + family + " block";
+  if (ipam_config.max_blocks_per_host == 0) return std::nullopt;
+  size_t have = 0;
+  if (auto nb = node_blocks.find(node); nb != node_blocks.end())
+    for (const auto& b : nb->second) have += b.family() == fam;
+  if (have < ipam_config.max_blocks_per_host) return std::nullopt;
+  return "node " + node + " has " + std::to_string(have) + " " + family +
+         " blocks, IPAMConfiguration default: spec.maxBlocksPerHost is " +
+         std::to_string(ipam_config.max_blocks_per_host);
+}
+
+// tabby never borrows an address from another node's block (Calico does unless
+// strictAffinity is true): said in every "no address" error, as that is where a
+// Calico user would expect the borrowing.
+static const char* kNoBorrowing =
+    "; tabby never borrows addresses from another node's block (it always behaves as IPAMConfiguration "
+    "strictAffinity: true)";
 
 Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const {
   for (const auto& b : ipam_blocks(node)) {
     if (b.cidr.family() != fam) continue;
     // A block whose pool is gone or disabled keeps its pods but gets no new ones.
+    // A block of a pool that serves no pods (allowedUses without Workload) neither.
     auto pit = impl_->pools.find(b.pool);
-    if (b.pool.empty() || pit == impl_->pools.end() || pit->second.disabled) continue;
+    if (b.pool.empty() || pit == impl_->pools.end() || !pool_serves(pit->second, PoolUse::Workload)) continue;
     std::set<IpAddress> used;
     for (const auto& [ip, h] : b.used) used.insert(ip);
     if (auto ip = choose_ip(b.cidr, used)) {
@@ -129,10 +156,13 @@ Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handl
       return plan;
     }
   }
-  auto choice = next_block(node, fam);
+  if (auto why = impl_->claim_refusal(node, fam))
+    return fail_msg("IPAM: no free address in node " + node + "'s blocks and " + *why + kNoBorrowing);
+  auto choice = next_block(node, fam, PoolUse::Workload);
   if (!choice)
     return fail_msg("IPAM: no free block for node " + node + " in any enabled " +
-                    (fam == IpFamily::V4 ? "IPv4" : "IPv6") + " pool whose nodeSelector matches it");
+                    (fam == IpFamily::V4 ? "IPv4" : "IPv6") +
+                    " pool whose nodeSelector matches it and whose allowedUses include Workload" + kNoBorrowing);
   IpamPlan plan;
   plan.block = choice->block;
   plan.claim_block = true;
@@ -152,11 +182,13 @@ bool Calc::assigns_family(const std::string& node, IpFamily fam) const {
   const NodeInfo* n = this->node(node);
   Labels labels = n ? n->labels : Labels{};
   for (const auto& pv : pools())
-    if (!pv.pool.disabled && pv.pool.cidr.family() == fam && pv.pool.node_selector.matches(labels, true)) return true;
+    if (pool_serves(pv.pool, PoolUse::Workload) && pv.pool.cidr.family() == fam &&
+        pv.pool.node_selector.matches(labels, true))
+      return true;
   for (const auto& b : ipam_blocks(node)) {
     if (b.cidr.family() != fam) continue;
     auto pit = impl_->pools.find(b.pool);
-    if (pit != impl_->pools.end() && !pit->second.disabled) return true;
+    if (pit != impl_->pools.end() && pool_serves(pit->second, PoolUse::Workload)) return true;
   }
   return false;
 }
@@ -167,16 +199,17 @@ std::optional<BlockChoice> Calc::tunnel_block_to_claim() const {
   if (!impl_->opt.cluster || !n || !n->ipv4) return std::nullopt;
   if (auto nb = impl_->node_blocks.find(me); nb != impl_->node_blocks.end())
     for (const auto& b : nb->second)
-      if (b.is_v4()) return std::nullopt;
+      if (b.is_v4() && impl_->tunnel_capable(b)) return std::nullopt;
   bool needs_tunnel = false;
   for (const auto& pv : pools()) {
     const IpPool& p = pv.pool;
     if (p.disabled || !p.cidr.is_v4() || !p.node_selector.matches(n->labels)) continue;
     needs_tunnel |= (p.uses_vxlan() && !n->vxlan_tunnel_addr) || (p.uses_ipip() && !n->ipip_tunnel_addr);
   }
-  // The block its first pod would get: the tunnel address is the first address of
-  // the node's lowest block whatever its pool, and pods then fill the rest.
-  return needs_tunnel ? next_block(me, IpFamily::V4) : std::nullopt;
+  if (!needs_tunnel || impl_->claim_refusal(me, IpFamily::V4)) return std::nullopt;
+  // The first free block of a pool that serves tunnels: the tunnel address is its
+  // first address, and pods fill the rest when the pool serves them too.
+  return next_block(me, IpFamily::V4, PoolUse::Tunnel);
 }
 
 std::vector<IpamLeak> Calc::ipam_leaks() const {
@@ -204,8 +237,7 @@ std::vector<IpamOrphanBlock> Calc::orphan_blocks() const {
     const BlockAffinity& a = impl_->affinities.at(name);
     if (impl_->nodes.count(a.node)) continue;
     IpamOrphanBlock o{cidr, a.node, name, a.allocations.size(), {}};
-    for (auto it = impl_->wep_ips.lower_bound(cidr.addr()); it != impl_->wep_ips.end() && cidr.contains(it->first); ++it)
-      o.live_endpoints.push_back(*it->second);
+    impl_->wep_ips.for_each_in(cidr, [&](const IpAddress&, const std::string& key) { o.live_endpoints.push_back(key); });
     std::sort(o.live_endpoints.begin(), o.live_endpoints.end());
     o.live_endpoints.erase(std::unique(o.live_endpoints.begin(), o.live_endpoints.end()), o.live_endpoints.end());
     out.push_back(std::move(o));
@@ -224,7 +256,7 @@ Result<IpamRelease> Calc::plan_release_ip(const IpAddress& ip) const {
       BlockAffinity b = a;
       b.allocations.erase(handle);
       r.affinity.body = std::move(b);
-      for (auto [it, end] = impl_->wep_ips.equal_range(ip); it != end; ++it) r.in_use_by = *it->second;
+      impl_->wep_ips.for_each_equal(ip, [&](const std::string& key) { r.in_use_by = key; });
       return r;
     }
   return fail_msg("no IPAM allocation records " + ip.str());

@@ -106,8 +106,7 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
   for (const auto& [cidr, name] : impl_->blocks) {
     const BlockAffinity& a = impl_->affinities.at(name);
     if (!a.allocations.empty() || removing.count(name) || !impl_->nodes.count(a.node)) continue;
-    auto w = impl_->wep_ips.lower_bound(cidr.addr());
-    if (w != impl_->wep_ips.end() && cidr.contains(w->first)) continue;
+    if (impl_->wep_ips.any_in(cidr)) continue;
     bool tunnel = false;
     for (bool vxlan : {false, true})
       if (auto ta = tunnel_address(a.node, vxlan); ta && cidr.contains(*ta)) tunnel = true;

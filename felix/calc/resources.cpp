@@ -527,8 +527,8 @@ IpPool parse_ip_pool(const YAML::Node& spec, UnsupportedFields& notes) {
   if (!present(spec)) bad("spec", "is required");
   check_keys(spec, "spec",
              {"cidr", "blockSize", "ipipMode", "vxlanMode", "natOutgoing", "disabled", "disableBGPExport",
-              "nodeSelector"},
-             {"allowedUses", "assignmentMode"});
+              "nodeSelector", "allowedUses"},
+             {"assignmentMode"});
   if (!present(spec["cidr"])) bad("spec.cidr", "is required");
   p.cidr = get_cidr(spec["cidr"], "spec.cidr");
   bool v4 = p.cidr.is_v4();
@@ -555,16 +555,33 @@ IpPool parse_ip_pool(const YAML::Node& spec, UnsupportedFields& notes) {
                                                    "an IPv6 pool's blocks are routed directly to the owner node's "
                                                    "IPv6 address (nodes must share an IPv6 subnet or a BGP fabric)")});
   if (present(spec["natOutgoing"])) p.nat_outgoing = get_bool(spec["natOutgoing"], "spec.natOutgoing");
-  if (present(spec["allowedUses"]) && nonempty(spec["allowedUses"])) {
-    std::set<std::string> uses;
+  if (present(spec["allowedUses"])) {
+    // Calico: Workload, Tunnel (this pool's addresses go to pods and/or to the nodes'
+    // tunnel devices) and LoadBalancer (Service addresses for Calico's own load-balancer
+    // controller). An empty list means the default, both.
     const auto& au = spec["allowedUses"];
-    if (au.IsSequence())
-      for (const auto& u : au) uses.insert(u.IsScalar() ? u.Scalar() : "?");
-    if (uses != std::set<std::string>{"Workload", "Tunnel"})
-      notes.push_back({"spec.allowedUses", unsupported("the pool serves only these uses (Workload, Tunnel, "
-                                                       "LoadBalancer)",
-                                                       "the pool is used as an ordinary workload pool; " +
-                                                           std::string(kApplies))});
+    if (!au.IsSequence()) bad("spec.allowedUses", "must be a list of Workload, Tunnel, LoadBalancer");
+    if (au.size() > 0) {
+      p.for_workloads = p.for_tunnels = false;
+      bool load_balancer = false;
+      for (size_t i = 0; i < au.size(); ++i) {
+        const std::string path = "spec.allowedUses[" + std::to_string(i) + "]";
+        std::string u = get_string(au[i], path);
+        if (u == "Workload") p.for_workloads = true;
+        else if (u == "Tunnel") p.for_tunnels = true;
+        else if (u == "LoadBalancer") load_balancer = true;
+        else bad(path, "'" + u + "' is not Workload, Tunnel or LoadBalancer");
+      }
+      // Calico refuses LoadBalancer with another use; tabby has no load-balancer
+      // address controller: such a pool serves nothing (its CIDR still counts as a
+      // pod network for natOutgoing, as every pool's does).
+      if (load_balancer && (p.for_workloads || p.for_tunnels))
+        bad("spec.allowedUses", "LoadBalancer cannot be combined with Workload or Tunnel");
+      if (load_balancer)
+        notes.push_back({"spec.allowedUses", unsupported("the pool's addresses go to LoadBalancer Services (Calico's "
+                                                         "kube-controllers assign them)",
+                                                         "no address of the pool is handed out")});
+    }
   }
   if (differs(spec["assignmentMode"], "Automatic"))
     notes.push_back({"spec.assignmentMode", unsupported("Manual: addresses are handed out only on explicit request",
@@ -574,6 +591,24 @@ IpPool parse_ip_pool(const YAML::Node& spec, UnsupportedFields& notes) {
   if (present(spec["disableBGPExport"])) p.disable_bgp_export = get_bool(spec["disableBGPExport"], "spec.disableBGPExport");
   if (present(spec["nodeSelector"])) p.node_selector = get_selector(spec["nodeSelector"], "spec.nodeSelector");
   return p;
+}
+
+// projectcalico.org/v3 IPAMConfiguration (resources.hpp IpamConfig).
+IpamConfig parse_ipam_config(const YAML::Node& spec, UnsupportedFields& notes) {
+  IpamConfig c;
+  if (!present(spec)) return c;
+  check_keys(spec, "spec", {"strictAffinity", "autoAllocateBlocks", "maxBlocksPerHost"},
+             {"kubeVirtVMAddressPersistence"});
+  if (present(spec["strictAffinity"])) c.strict_affinity = get_bool(spec["strictAffinity"], "spec.strictAffinity");
+  if (present(spec["autoAllocateBlocks"]))
+    c.auto_allocate_blocks = get_bool(spec["autoAllocateBlocks"], "spec.autoAllocateBlocks");
+  if (present(spec["maxBlocksPerHost"]))
+    c.max_blocks_per_host = static_cast<uint32_t>(get_uint(spec["maxBlocksPerHost"], "spec.maxBlocksPerHost", 0, INT32_MAX));
+  if (differs(spec["kubeVirtVMAddressPersistence"], "Enabled"))
+    notes.push_back({"spec.kubeVirtVMAddressPersistence",
+                     unsupported("whether KubeVirt VMs keep their addresses across restarts and migrations",
+                                 "tabby keeps no address beyond its pod's life; " + std::string(kApplies))});
+  return c;
 }
 
 std::optional<NodeAddress> node_address(const YAML::Node& n, const std::string& path, IpFamily fam) {
@@ -777,6 +812,7 @@ const char* kind_name(Kind k) {
     case Kind::BlockAffinity: return "BlockAffinity";
     case Kind::WorkloadEndpoint: return "WorkloadEndpoint";
     case Kind::Policy: return "Policy";
+    case Kind::IPAMConfig: return "IPAMConfiguration";
   }
   return "?";
 }
@@ -799,7 +835,7 @@ bool BgpPeer::operator==(const BgpPeer& o) const {
 bool IpPool::operator==(const IpPool& o) const {
   return cidr == o.cidr && block_size == o.block_size && ipip == o.ipip && vxlan == o.vxlan &&
          nat_outgoing == o.nat_outgoing && disabled == o.disabled && disable_bgp_export == o.disable_bgp_export &&
-         node_selector.str() == o.node_selector.str();
+         for_workloads == o.for_workloads && for_tunnels == o.for_tunnels && node_selector.str() == o.node_selector.str();
 }
 
 static bool ports_eq(const std::vector<policy::NamedPort>& a, const std::vector<policy::NamedPort>& b) {
@@ -840,6 +876,7 @@ std::optional<ResourceKey> key_for(std::string_view api_version, std::string_vie
   if (calico && k == "BGPPeer") return ResourceKey{Kind::BGPPeer, "", name};
   if (calico && k == "BGPFilter") return ResourceKey{Kind::BGPFilter, "", name};
   if (calico && k == "IPPool") return ResourceKey{Kind::IPPool, "", name};
+  if (calico && (k == "IPAMConfiguration" || k == "IPAMConfig")) return ResourceKey{Kind::IPAMConfig, "", name};
   if (calico && k == "Node") return ResourceKey{Kind::CalicoNode, "", name};
   if (k8s && k == "Node") return ResourceKey{Kind::K8sNode, "", name};
   if (k8s && k == "Pod") return ResourceKey{Kind::Pod, nsd, name};
@@ -1006,6 +1043,11 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     } else if (calico && kind == "IPPool") {
       r.key.kind = Kind::IPPool;
       r.body = parse_ip_pool(doc["spec"], notes);
+    } else if (calico && (kind == "IPAMConfiguration" || kind == "IPAMConfig")) {
+      // IPAMConfig: the kind's name in Calico's CRD (crd.projectcalico.org/v1).
+      r.key.kind = Kind::IPAMConfig;
+      if (name != "default") return err("metadata.name", "must be 'default' (Calico's IPAMConfiguration is a singleton)");
+      r.body = parse_ipam_config(doc["spec"], notes);
     } else if (calico && kind == "Node") {
       r.key.kind = Kind::CalicoNode;
       r.body = parse_calico_node(doc);
@@ -1045,7 +1087,7 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
                              *why + "); remove it, or do not rely on it");
     } else {
       return err("kind", "unknown kind '" + kind + "' for apiVersion '" + api +
-                             "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, BGPFilter, IPPool, Node, "
+                             "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, BGPFilter, IPPool, IPAMConfiguration, Node, "
                              "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy, Tier, HostEndpoint, NetworkSet, GlobalNetworkSet; v1 Node, Pod, Namespace, Secret; "
                              "networking.k8s.io/v1 NetworkPolicy; tabby.dev/v1 BlockAffinity, WorkloadEndpoint)");
     }

@@ -2,10 +2,10 @@
 // values, and their parser/validator (YAML or JSON text → Resource).
 //
 // Kinds (apiVersion kind):
-//   projectcalico.org/v3  BGPConfiguration, BGPPeer, BGPFilter, IPPool, Node, WorkloadEndpoint,
-//                         NetworkPolicy, GlobalNetworkPolicy, Tier, HostEndpoint (the last
-//                         four via policy/)
-//   v1                    Node, Pod, Namespace (Kubernetes)
+//   projectcalico.org/v3  BGPConfiguration, BGPPeer, BGPFilter, IPPool, IPAMConfiguration, Node,
+//                         WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy, Tier,
+//                         HostEndpoint, NetworkSet, GlobalNetworkSet (the last six via policy/)
+//   v1                    Node, Pod, Namespace, ServiceAccount, Secret (Kubernetes)
 //   networking.k8s.io/v1  NetworkPolicy (via policy/)
 //   tabby.dev/v1          BlockAffinity, WorkloadEndpoint (tabby's own; shapes below)
 //
@@ -81,6 +81,7 @@ enum class Kind : uint8_t {
   WorkloadEndpoint,  // tabby.dev/v1 (or projectcalico.org/v3)
   Policy,            // any NetworkPolicy kind (name = policy::Policy::id())
   Secret,            // v1 Secret (BGP passwords by secretKeyRef)
+  IPAMConfig,        // projectcalico.org/v3 IPAMConfiguration (CRD kind IPAMConfig), name "default"
 };
 const char* kind_name(Kind k);  // "IPPool", "Node" (both node kinds), ...
 
@@ -177,6 +178,9 @@ struct IpPool {
   bool disabled = false;
   bool disable_bgp_export = false;
   Selector node_selector;                  // default all()
+  // spec.allowedUses (default both): pod addresses (Workload) and/or the nodes'
+  // IPIP/VXLAN tunnel addresses (Tunnel) come from this pool.
+  bool for_workloads = true, for_tunnels = true;
   bool operator==(const IpPool& o) const;
   // The encapsulation of this pool's routes (VXLAN wins over IPIP; both set is rejected).
   bool uses_vxlan() const { return vxlan != ipip::EncapMode::Never; }
@@ -188,6 +192,19 @@ struct NodeAddress {
   IpAddress addr;
   Prefix subnet;  // /32 (/128) when no mask was given
   bool operator==(const NodeAddress&) const = default;
+};
+
+// projectcalico.org/v3 IPAMConfiguration "default" (the cluster's IPAM settings).
+// strictAffinity: Calico lets a node borrow addresses from another node's block
+// when it may claim no block of its own unless this is true; tabby never borrows,
+// so it always behaves as true (kept to name it in errors). maxBlocksPerHost: a
+// node claims at most this many blocks per address family (0: no limit).
+// autoAllocateBlocks false: nodes claim no new blocks (only existing ones serve).
+struct IpamConfig {
+  bool strict_affinity = false;
+  bool auto_allocate_blocks = true;
+  uint32_t max_blocks_per_host = 0;
+  bool operator==(const IpamConfig&) const = default;
 };
 
 struct CalicoNode {
@@ -268,7 +285,7 @@ struct PolicyRes {
 };
 
 using ResourceBody = std::variant<BgpConfiguration, BgpPeer, BgpFilterRes, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
-                                  BlockAffinity, WorkloadEndpoint, PolicyRes, ServiceAccountRes, SecretRes>;
+                                  BlockAffinity, WorkloadEndpoint, PolicyRes, ServiceAccountRes, SecretRes, IpamConfig>;
 
 struct Resource {
   ResourceKey key;

@@ -258,7 +258,9 @@ Result<std::vector<IpFamily>, CniError> families_for(const Ctx& c, const Cluster
     if (setting == true || cs.calc->assigns_family(c.node, fam)) out.push_back(fam);
   }
   if (out.empty())
-    return err(kPoolExhausted, "IPAM: no free block for node " + c.node + ": no enabled IPv4 or IPv6 pool whose nodeSelector matches it");
+    return err(kPoolExhausted, "IPAM: no free block for node " + c.node +
+                                   ": no enabled IPv4 or IPv6 pool whose nodeSelector matches it and whose allowedUses "
+                                   "include Workload");
   return out;
 }
 

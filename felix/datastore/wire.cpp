@@ -452,6 +452,7 @@ std::vector<K8sResource> default_k8s_resources() {
       {calico, "v1", "BGPPeer", "bgppeers", false},
       {calico, "v1", "BGPFilter", "bgpfilters", false},
       {calico, "v1", "IPPool", "ippools", false},
+      {calico, "v1", "IPAMConfig", "ipamconfigs", false},  // IPAMConfiguration "default"
       {calico, "v1", "Node", "nodes", false},
       {calico, "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "GlobalNetworkPolicy", "globalnetworkpolicies", false},

@@ -13,10 +13,15 @@ at the same moment (they race for the lease).
    address are released, each exactly once (by the collector only), and
    `tabby ipam check` finds nothing.
 3. node2's first pod claims the block node3 had (the lowest free one).
+3b. An IPv6 pool is added; a dual-stack pod on node1 claims node1's first IPv6
+   block and is deleted with a CNI DEL: after the grace period the collector
+   releases that empty IPv6 block (logged once), node1's IPv4 block (its
+   tunnel address, a live pod) stays.
 4. The collector's agent stops: the other agent takes the lease over (the next
    epoch) once it has expired.
 
 Against main before this work: step 1 fails (no agent collects: no lease)."""
+import ipaddress
 import json
 import os
 import sys
@@ -113,10 +118,28 @@ def body(lab, store):
 
     step("3. node2's first pod claims the freed block")
     p2 = c.add_pod("node2", "default", "reuse")
-    import ipaddress  # noqa: PLC0415
     check(ipaddress.ip_address(p2.ip) in ipaddress.ip_network(block3), f"node2's pod got {p2.ip}, not from {block3}")
     c.ping_all([keep, p2])
     step(f"  node2's pod {p2.ip} is in node3's former block {block3}")
+
+    step("3b. an IPv6 pool: node1's dual-stack pod is deleted; its empty IPv6 block is released")
+    c.pool("default-ipv6-ippool", "2001:db8:19::/64", block_size=122)
+    six = c.add_pod("node1", "default", "six")
+    check(six.ip6 is not None, f"the pod got no IPv6 address: {six.ips}")
+    block6 = next(b for b in c.blocks_of("node1") if ":" in b)
+    check(ipaddress.ip_address(six.ip6) in ipaddress.ip_network(block6), f"{six.ip6} is not in {block6}")
+    v4_before = [b for b in c.blocks_of("node1") if ":" not in b]
+    c.del_pod(six)
+    t0 = time.monotonic()
+    wait_until(lambda: block6 not in c.blocks_of("node1"), 20, f"node1's empty IPv6 block {block6} released")
+    took = time.monotonic() - t0
+    check(took >= 2.5, f"released after {took:.1f}s, before the 3 s grace period")
+    time.sleep(1.0)
+    got6 = [l for l in released_lines(c, [leader])[leader] if block6 in l]
+    check(len(got6) == 1 and "(empty)" in got6[0], f"{leader}'s release lines for {block6}: {got6}")
+    check([b for b in c.blocks_of("node1") if ":" not in b] == v4_before,
+          f"node1's IPv4 blocks changed: {v4_before} -> {c.blocks_of('node1')}")
+    step(f"  {block6} released after {took:.1f}s by {leader}; node1 keeps {v4_before}")
 
     step("4. the collector stops: the other agent takes over the lease")
     c.agents[leader].stop()

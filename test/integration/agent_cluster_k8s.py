@@ -55,6 +55,7 @@ RESOURCES = {
     "/apis/crd.projectcalico.org/v1/bgppeers": ("crd.projectcalico.org/v1", "BGPPeer", False),
     "/apis/crd.projectcalico.org/v1/bgpfilters": ("crd.projectcalico.org/v1", "BGPFilter", False),
     "/apis/crd.projectcalico.org/v1/ippools": ("crd.projectcalico.org/v1", "IPPool", False),
+    "/apis/crd.projectcalico.org/v1/ipamconfigs": ("crd.projectcalico.org/v1", "IPAMConfig", False),
     "/apis/crd.projectcalico.org/v1/nodes": ("crd.projectcalico.org/v1", "Node", False),
     "/apis/crd.projectcalico.org/v1/networkpolicies": ("crd.projectcalico.org/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/globalnetworkpolicies": ("crd.projectcalico.org/v1", "GlobalNetworkPolicy", False),

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "felix/calc/calc.hpp"
+#include "felix/calc/calc_impl.hpp"  // IpOwners
 #include "felix/calc/doc_feed.hpp"
 #include "test/fakes/recording_dataplane.hpp"
 #include "felix/calc/resources.hpp"
@@ -156,7 +157,7 @@ TEST_CASE("IPPool: error texts name source, object and field") {
   CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  ipipMode: Always\n  vxlanMode: Always\n")) ==
         "pools.yaml: IPPool pool-a: spec.vxlanMode: ipipMode and vxlanMode cannot both be enabled");
   CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  blocksize: 24\n")).starts_with(
-      "pools.yaml: IPPool pool-a: spec.blocksize: unknown field (known here: blockSize, cidr,"));
+      "pools.yaml: IPPool pool-a: spec.blocksize: unknown field (known here: allowedUses, blockSize, cidr,"));
   CHECK(parse_error(pool_yaml("pool-a", "10.0.0.0/16", "  nodeSelector: \"zone ==\"\n"))
             .starts_with("pools.yaml: IPPool pool-a: spec.nodeSelector: selector"));
   CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n") ==
@@ -1383,7 +1384,10 @@ TEST_CASE("IPAM through the calculation: allocations from affinities and endpoin
   // No IPv6 pool: a clear error.
   auto none = n1.calc.plan_ip("node-1", "default/e", IpFamily::V6);
   REQUIRE_FALSE(none);
-  CHECK(none.error().message == "IPAM: no free block for node node-1 in any enabled IPv6 pool whose nodeSelector matches it");
+  CHECK(none.error().message ==
+        "IPAM: no free block for node node-1 in any enabled IPv6 pool whose nodeSelector matches it and whose "
+        "allowedUses include Workload; tabby never borrows addresses from another node's block (it always behaves "
+        "as IPAMConfiguration strictAffinity: true)");
 }
 
 TEST_CASE("ManifestTracker: unchanged files produce no events; key_for matches parsed keys") {
@@ -1936,4 +1940,237 @@ TEST_CASE("a rejected network set's problem speaks of the network set, not of a 
                 p[0].message);
   REQUIRE(calc.network_sets().size() == 1);
   CHECK(calc.network_sets()[0].nets.at(0).str() == "203.0.113.0/24");
+}
+
+// IPPool allowedUses (issue 11): Tunnel-only pools give the nodes' tunnel addresses
+// and no pod address; Workload-only pools give pod addresses and never a node's
+// tunnel address; a LoadBalancer pool serves neither (reported).
+TEST_CASE("IPPool allowedUses: tunnel addresses from Tunnel pools, pod addresses from Workload pools") {
+  auto pool = [](const std::string& name, const std::string& cidr, const std::string& uses) {
+    return pool_yaml(name, cidr, "  vxlanMode: Always\n  allowedUses: " + uses + "\n");
+  };
+  // Name order would give "a-pods" first: the Tunnel use decides, not the order.
+  Node n1("node-1");
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                         pool("a-pods", "198.20.0.0/16", "[Workload]") + pool("b-tunnel", "198.19.0.0/24", "[Tunnel]"));
+  REQUIRE(n1.errors.empty());
+  auto tb = n1.calc.tunnel_block_to_claim();
+  REQUIRE(tb);
+  CHECK(tb->block.str() == "198.19.0.0/26");
+  CHECK(tb->pool == "b-tunnel");
+  n1.feed("t.yaml", block_yaml("198.19.0.0/26", "node-1"));
+  CHECK_FALSE(n1.calc.tunnel_block_to_claim());
+  CHECK(n1.calc.tunnel_address("node-1", true)->str() == "198.19.0.0");
+  // Pods: never from the tunnel block (it has 62 free addresses), a block of a-pods.
+  CHECK(n1.calc.assigns_family("node-1", IpFamily::V4));
+  auto p = n1.calc.plan_ip("node-1", "default/a", IpFamily::V4);
+  REQUIRE(p);
+  CHECK(p->claim_block);
+  CHECK(p->block.str() == "198.20.0.0/26");
+  CHECK(p->ip.str() == "198.20.0.1");
+  REQUIRE(n1.calc.upsert(p->affinity).ok());
+  // A remote node's VTEP address is the first of its tunnel block, never of its
+  // pod block, and its pod block's VXLAN route goes via it.
+  n1.feed("n2.yaml", block_yaml("198.20.0.64/26", "node-2") + block_yaml("198.19.0.64/26", "node-2"));
+  CHECK(n1.calc.tunnel_address("node-2", true)->str() == "198.19.0.64");
+  auto remote = route_strs(n1.calc, RouteClass::RemoteBlock);
+  CAPTURE(remote);
+  CHECK(std::find(remote.begin(), remote.end(), "198.20.0.64/26 via 198.19.0.64 dev vxlan.tabby onlink") !=
+        remote.end());
+  // The tunnel block is never released as empty; an empty pod block is.
+  Node g("node-1");
+  g.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + pool("a-pods", "198.20.0.0/16", "[Workload]") +
+                       pool("b-tunnel", "198.19.0.0/24", "[Tunnel]") + block_yaml("198.20.0.0/26", "node-1") +
+                       block_yaml("198.19.0.0/26", "node-1"));
+  IpamGcMemory mem;
+  (void)g.calc.plan_ipam_gc(mem, 0, 0);
+  auto gc = g.calc.plan_ipam_gc(mem, 1, 0);
+  CHECK(gc.affinity_removals == std::vector<std::string>{"198-20-0-0-26"});
+
+  // Only a Tunnel pool: the node has its tunnel address, a pod gets no address.
+  Node n3("node-3");
+  n3.feed("c.yaml", node_yaml("node-3", "198.18.0.13/24") + pool("b-tunnel", "198.19.0.0/24", "[Tunnel]"));
+  CHECK(n3.calc.tunnel_block_to_claim());
+  CHECK_FALSE(n3.calc.assigns_family("node-3", IpFamily::V4));
+  n3.feed("t.yaml", block_yaml("198.19.0.0/26", "node-3"));
+  auto none = n3.calc.plan_ip("node-3", "default/x", IpFamily::V4);
+  REQUIRE_FALSE(none);
+  CHECK(none.error().message.find("whose allowedUses include Workload") != std::string::npos);
+  // Only a Workload pool with VXLAN: no tunnel block to claim (Calico: no tunnel address).
+  Node n4("node-4");
+  n4.feed("c.yaml", node_yaml("node-4", "198.18.0.14/24") + pool("a-pods", "198.20.0.0/16", "[Workload]"));
+  CHECK_FALSE(n4.calc.tunnel_block_to_claim());
+  n4.feed("p.yaml", block_yaml("198.20.0.0/26", "node-4"));
+  CHECK_FALSE(n4.calc.tunnel_address("node-4", true));
+
+  // Parsing: the default (both, or an empty list), each use, bad values name the item.
+  CHECK(std::get<IpPool>(parse_one(pool_yaml("p", "10.0.0.0/16")).body).for_tunnels);
+  auto both = std::get<IpPool>(parse_one(pool_yaml("p", "10.0.0.0/16", "  allowedUses: []\n")).body);
+  CHECK((both.for_workloads && both.for_tunnels));
+  auto t = std::get<IpPool>(parse_one(pool_yaml("p", "10.0.0.0/16", "  allowedUses: [Tunnel]\n")).body);
+  CHECK((!t.for_workloads && t.for_tunnels));
+  auto lb = parse_one(pool_yaml("p", "10.0.0.0/16", "  allowedUses: [LoadBalancer]\n"));
+  CHECK((!std::get<IpPool>(lb.body).for_workloads && !std::get<IpPool>(lb.body).for_tunnels));
+  REQUIRE(lb.unsupported.size() == 1);
+  CHECK(lb.unsupported[0].find("spec.allowedUses: not supported by tabby") != std::string::npos);
+  CHECK(parse_error(pool_yaml("p", "10.0.0.0/16", "  allowedUses: [Workload, Pods]\n")) ==
+        "pools.yaml: IPPool p: spec.allowedUses[1]: 'Pods' is not Workload, Tunnel or LoadBalancer");
+  CHECK(parse_error(pool_yaml("p", "10.0.0.0/16", "  allowedUses: [LoadBalancer, Workload]\n")) ==
+        "pools.yaml: IPPool p: spec.allowedUses: LoadBalancer cannot be combined with Workload or Tunnel");
+}
+
+// IPAMConfiguration (issue 11): maxBlocksPerHost and autoAllocateBlocks limit the
+// claims; with every own block full and no claim allowed, or no free block left,
+// the pod gets an error naming the setting, never an address of another node's
+// block (tabby never borrows: Calico's strictAffinity true).
+TEST_CASE("IPAMConfiguration: maxBlocksPerHost, autoAllocateBlocks; no borrowing from another node's block") {
+  auto ipam = [](const std::string& spec) {
+    return "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: default}\nspec: " + spec +
+           "\n---\n";
+  };
+  auto full_block = [](const std::string& cidr, const std::string& node, const std::string& allocs) {
+    Prefix p = *Prefix::parse(cidr);
+    return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
+           "}\nspec: {cidr: " + cidr + ", node: " + node + ", allocations: {" + allocs + "}}\n---\n";
+  };
+  // /30 blocks: three pod addresses each. node-1's block is full; node-2's has room.
+  const std::string cluster = node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                              pool_yaml("pool-a", "198.19.0.0/24", "  blockSize: 30\n") +
+                              full_block("198.19.0.0/30", "node-1",
+                                         "default/a: 198.19.0.1, default/b: 198.19.0.2, default/c: 198.19.0.3") +
+                              block_yaml("198.19.0.4/30", "node-2");
+  Node n1("node-1");
+  n1.feed("c.yaml", cluster + ipam("{strictAffinity: true, maxBlocksPerHost: 1}"));
+  REQUIRE(n1.errors.empty());
+  auto p = n1.calc.plan_ip("node-1", "default/d", IpFamily::V4);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().message ==
+        "IPAM: no free address in node node-1's blocks and node node-1 has 1 IPv4 blocks, IPAMConfiguration "
+        "default: spec.maxBlocksPerHost is 1; tabby never borrows addresses from another node's block (it always "
+        "behaves as IPAMConfiguration strictAffinity: true)");
+  // A limit of 2: the next block is claimed (node-2's free addresses stay node-2's).
+  n1.feed("i.yaml", ipam("{strictAffinity: true, maxBlocksPerHost: 2}"));
+  p = n1.calc.plan_ip("node-1", "default/d", IpFamily::V4);
+  REQUIRE(p);
+  CHECK(p->claim_block);
+  CHECK(p->block.str() == "198.19.0.8/30");
+  // autoAllocateBlocks false: no new block at all.
+  n1.feed("i.yaml", ipam("{strictAffinity: true, autoAllocateBlocks: false}"));
+  p = n1.calc.plan_ip("node-1", "default/d", IpFamily::V4);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().message.find("spec.autoAllocateBlocks is false: node node-1 may claim no new IPv4 block") !=
+        std::string::npos);
+  // The object deleted: Calico's defaults (no limit) again.
+  n1.drop("i.yaml");
+  n1.feed("c.yaml", cluster);
+  CHECK(n1.calc.plan_ip("node-1", "default/d", IpFamily::V4));
+  // The pool exhausted (two /30 blocks, both claimed): node-2 has free addresses, but
+  // node-1 does not borrow them.
+  Node n2("node-1");
+  n2.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24") + node_yaml("node-2", "198.18.0.12/24") +
+                        pool_yaml("pool-a", "198.19.0.0/29", "  blockSize: 30\n") +
+                        full_block("198.19.0.0/30", "node-1",
+                                   "default/a: 198.19.0.1, default/b: 198.19.0.2, default/c: 198.19.0.3") +
+                        block_yaml("198.19.0.4/30", "node-2") + ipam("{strictAffinity: true}"));
+  REQUIRE(n2.errors.empty());
+  p = n2.calc.plan_ip("node-1", "default/d", IpFamily::V4);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().message.find("IPAM: no free block for node node-1 in any enabled IPv4 pool") != std::string::npos);
+  CHECK(p.error().message.find("never borrows") != std::string::npos);
+  // The tunnel block obeys the limits too (Calico's tunnel addresses come from the same IPAM).
+  Node n3("node-3");
+  n3.feed("c.yaml", node_yaml("node-3", "198.18.0.13/24") + pool_yaml("pool-a", "198.19.0.0/24", "  vxlanMode: Always\n") +
+                        ipam("{strictAffinity: false, autoAllocateBlocks: false}"));
+  CHECK_FALSE(n3.calc.tunnel_block_to_claim());
+
+  // Parsing: the singleton's name, the fields' types, an unknown field; KubeVirt reported.
+  auto c = std::get<IpamConfig>(parse_one(ipam("{strictAffinity: true, maxBlocksPerHost: 4}")).body);
+  CHECK(c.strict_affinity);
+  CHECK(c.max_blocks_per_host == 4);
+  CHECK(c.auto_allocate_blocks);
+  CHECK(parse_error("apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: other}\nspec: {}\n",
+                    "i.yaml") ==
+        "i.yaml: IPAMConfiguration other: metadata.name: must be 'default' (Calico's IPAMConfiguration is a singleton)");
+  CHECK(parse_error(ipam("{maxBlocksPerHost: -1}"), "i.yaml") ==
+        "i.yaml: IPAMConfiguration default: spec.maxBlocksPerHost: '-1' is not a whole number");
+  CHECK(parse_error(ipam("{strictAffinity: yes please}"), "i.yaml") ==
+        "i.yaml: IPAMConfiguration default: spec.strictAffinity: 'yes please' is not true or false");
+  // Calico's CRD kind (crd.projectcalico.org/v1 IPAMConfig, delivered as v3) reads the same.
+  auto crd = parse_one("apiVersion: projectcalico.org/v3\nkind: IPAMConfig\nmetadata: {name: default}\n"
+                       "spec: {strictAffinity: true, autoAllocateBlocks: true, maxBlocksPerHost: 0}\n");
+  CHECK(crd.key.kind == Kind::IPAMConfig);
+  CHECK(std::get<IpamConfig>(crd.body).strict_affinity);
+}
+
+// The collector releases empty blocks of both families (issue 11): a dual-stack
+// node's IPv6 block without allocations or endpoints goes like an IPv4 one; the
+// IPv4 block holding the tunnel address stays; a used IPv6 block stays.
+TEST_CASE("IPAM GC: empty IPv6 blocks of live nodes are released too") {
+  Node n1("node-1");
+  const std::string v6 = "    ipv6Address: 2001:db8:18::11/64\n";
+  n1.feed("c.yaml", node_yaml("node-1", "198.18.0.11/24", v6) + pool_yaml("pool-v4", "198.19.0.0/16") +
+                         pool_yaml("pool-v6", "2001:db8:19::/64") + block_yaml("198.19.0.0/26", "node-1") +
+                         block_yaml("2001:db8:19::/122", "node-1") + block_yaml("2001:db8:19::40/122", "node-1") +
+                         wep_yaml("a", "node-1", "198.19.0.1, 2001:db8:19::41", "calia"));
+  REQUIRE(n1.errors.empty());
+  IpamGcMemory mem;
+  (void)n1.calc.plan_ipam_gc(mem, 0, 1'000);
+  auto p = n1.calc.plan_ipam_gc(mem, 1'000, 1'000);
+  CHECK(p.affinity_removals == std::vector<std::string>{"2001-db8-19---122"});
+  CHECK(p.released == std::vector<std::string>{"block 2001:db8:19::/122 of node node-1 (empty)"});
+}
+
+// The endpoint address index (calc_impl.hpp IpOwners) against a std::multimap
+// under random adds and removals: same owners per address and per prefix, through
+// both of its merge paths (in place and rebuilt) and its holes.
+TEST_CASE("IpOwners: the same answers as a multimap, both families, duplicates, removals") {
+  calc_detail::IpOwners idx;
+  std::multimap<IpAddress, const std::string*> ref;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 64; ++i) keys.push_back("ns/pod-" + std::to_string(i));
+  uint64_t seed = 12345;
+  auto rnd = [&](uint64_t n) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return (seed >> 33) % n;
+  };
+  auto addr = [&](uint64_t v) {
+    return v % 2 ? *IpAddress::parse("10.0." + std::to_string(v / 256 % 4) + "." + std::to_string(v % 256))
+                 : *IpAddress::parse("2001:db8::" + std::to_string(v % 1000));
+  };
+  auto check_all = [&] {
+    for (const char* p : {"10.0.0.0/24", "10.0.1.0/26", "10.0.0.0/8", "2001:db8::/120", "2001:db8::100/122", "::/0"}) {
+      Prefix pre = *Prefix::parse(p);
+      std::multiset<std::pair<IpAddress, std::string>> got, want;
+      idx.for_each_in(pre, [&](const IpAddress& ip, const std::string& k) { got.insert({ip, k}); });
+      for (const auto& [ip, k] : ref)
+        if (pre.contains(ip)) want.insert({ip, *k});
+      REQUIRE(got == want);
+      CHECK(idx.any_in(pre) == !want.empty());
+    }
+  };
+  for (int round = 0; round < 3000; ++round) {
+    IpAddress ip = addr(rnd(1200));
+    const std::string* k = &keys[rnd(keys.size())];
+    if (rnd(3) > 0) {
+      idx.add(ip, k);
+      ref.emplace(ip, k);
+    } else if (!ref.empty()) {
+      auto it = std::next(ref.begin(), static_cast<long>(rnd(ref.size())));
+      idx.remove(it->first, it->second);
+      ref.erase(it);
+    }
+    if (round % 97 == 0) {
+      check_all();
+      std::multiset<std::string> got, want;
+      idx.for_each_equal(ip, [&](const std::string& key) { got.insert(key); });
+      for (auto [a, b] = ref.equal_range(ip); a != b; ++a) want.insert(*a->second);
+      CHECK(got == want);
+    }
+  }
+  check_all();
+  while (!ref.empty()) {  // everything removed: nothing left anywhere
+    idx.remove(ref.begin()->first, ref.begin()->second);
+    ref.erase(ref.begin());
+  }
+  check_all();
 }
