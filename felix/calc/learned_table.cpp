@@ -3,6 +3,7 @@
 #include "felix/calc/learned_table.hpp"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace tabby::felix::calc_detail {
 
@@ -34,10 +35,25 @@ void HopSets::release(uint32_t id) {
   free_.push_back(id);
 }
 
+namespace {
+uint64_t order_of_v4(const Prefix& p) { return uint64_t{p.addr().v4_host_order()} << 8 | p.len(); }
+}  // namespace
+
+// The first slot not ordered before `p` (`p` of the array's family).
+template <class Slots>
+auto LearnedTable::lower_bound_in(Slots& v, const Prefix& p) {
+  if constexpr (std::is_same_v<typename std::remove_const_t<Slots>::value_type, Slot4>) {
+    const uint64_t k = order_of_v4(p);
+    return std::lower_bound(v.begin(), v.end(), k, [](const Slot4& s, uint64_t x) { return s.order() < x; });
+  } else {
+    PrefixLess less;
+    return std::lower_bound(v.begin(), v.end(), p, [&](const auto& s, const Prefix& x) { return less(s.key(), x); });
+  }
+}
+
 template <class Slots>
 LearnedEntry* LearnedTable::find_in(Slots& v, const Prefix& p) {
-  PrefixLess less;
-  auto it = std::lower_bound(v.begin(), v.end(), p, [&](const auto& s, const Prefix& k) { return less(s.key(), k); });
+  auto it = lower_bound_in(v, p);
   if (it != v.end() && it->key() == p) return &it->e;
   return nullptr;
 }
@@ -54,7 +70,7 @@ LearnedEntry& LearnedTable::get(const Prefix& p) {
   // A table arriving in order: append (unless the overflow has it already).
   auto append_ok = [&] { return extra_.empty() || less(std::prev(extra_.end())->first, p) || !extra_.count(p); };
   if (p.is_v4()) {
-    if ((sorted4_.empty() || less(sorted4_.back().key(), p)) && append_ok()) {
+    if ((sorted4_.empty() || sorted4_.back().order() < order_of_v4(p)) && append_ok()) {
       sorted4_.push_back(slot_of(p, {}));
       return sorted4_.back().e;
     }
@@ -77,10 +93,9 @@ void LearnedTable::erase(const Prefix& p) {
 // The prefixes inside `cidr` follow it in order, contiguously: their addresses lie
 // in its range, and one shorter than `cidr` cannot start inside it.
 void LearnedTable::for_inside(const Prefix& cidr, const std::function<void(const Prefix&, LearnedEntry&)>& f) {
-  PrefixLess less;
   auto inside = [&](const Prefix& k) { return k.family() == cidr.family() && cidr.contains(k.addr()); };
   auto walk = [&](auto& v) {
-    auto it = std::lower_bound(v.begin(), v.end(), cidr, [&](const auto& s, const Prefix& k) { return less(s.key(), k); });
+    auto it = lower_bound_in(v, cidr);
     for (; it != v.end(); ++it) {
       Prefix k = it->key();
       if (!inside(k)) break;

@@ -94,6 +94,7 @@ class LearnedTable {
     LearnedEntry e;
     uint8_t len;
     Prefix key() const { return Prefix::from_v4(addr, len); }
+    uint64_t order() const { return uint64_t{addr} << 8 | len; }  // PrefixLess among IPv4 prefixes
   };
   static_assert(sizeof(Slot4) == 16);
   struct Slot6 {  // an IPv6 prefix
@@ -105,6 +106,8 @@ class LearnedTable {
   static Slot4 slot_of(const Prefix& p, const LearnedEntry& e) {
     return Slot4{p.addr().v4_host_order(), e, p.len()};
   }
+  template <class Slots>
+  static auto lower_bound_in(Slots& v, const Prefix& p);
   template <class Slots>
   static LearnedEntry* find_in(Slots& v, const Prefix& p);
   template <class Slots>
