@@ -72,19 +72,25 @@ size_t RouteKeyHash::operator()(const RouteKey& k) const noexcept {
   return static_cast<size_t>(mix(h, (uint64_t{k.table} << 32) | k.metric));
 }
 
+namespace {
+inline uint32_t hash_inline(uint32_t addr, uint8_t len) {
+  uint64_t h = mix(0x9e3779b97f4a7c15ULL, (uint64_t{addr} << 8) | len);
+  return static_cast<uint32_t>(h ^ (h >> 32));
+}
+}  // namespace
+
 uint32_t RouteDiff::hash_key(const RouteKey& k) {
   // An inline key hashes from its two words alone (the same value hash_entry derives
   // from the entry without building a RouteKey).
-  uint64_t h = inline_key(k) ? mix(0x9e3779b97f4a7c15ULL, (uint64_t{k.dst.addr().v4_host_order()} << 8) | k.dst.len())
-                             : RouteKeyHash{}(k);
+  if (inline_key(k)) return hash_inline(k.dst.addr().v4_host_order(), k.dst.len());
+  uint64_t h = RouteKeyHash{}(k);
   return static_cast<uint32_t>(h ^ (h >> 32));
 }
 
 uint32_t RouteDiff::hash_entry(uint32_t id) const {
   const Entry& e = entries_[id - 1];
   if (e.len == kWide) return hash_key(wide_keys_[e.key]);
-  uint64_t h = mix(0x9e3779b97f4a7c15ULL, (uint64_t{e.key} << 8) | e.len);
-  return static_cast<uint32_t>(h ^ (h >> 32));
+  return hash_inline(e.key, e.len);
 }
 
 RouteKey RouteDiff::key_at(const Entry& e) const {
@@ -102,11 +108,7 @@ uint64_t RouteDiff::order_at(const Entry& e) const {
   return uint64_t{e.key} << 8 | e.len;  // order_of() of the same key
 }
 
-AttrId RouteDiff::class_want(const Entry& e, int cls) const {
-  if (!(e.classes & (1u << cls))) return 0;
-  if (!(e.classes & (e.classes - 1))) return e.want;  // the only class: its attributes are the winner's
-  return multi_.at(key_at(e))[cls];
-}
+AttrId RouteDiff::multi_want(const Entry& e, int cls) const { return multi_.at(key_at(e))[cls]; }
 
 void normalize(Route& r) {
   // The kernel stores an IPv6 route added with metric 0 as metric 1024 (IP6_RT_PRIO_USER).
@@ -298,6 +300,14 @@ uint32_t RouteDiff::find(const RouteKey& k) const {
   return index_.find(hash_key(k), [&](uint32_t id) { return key_is(entries_[id - 1], k); });
 }
 
+uint32_t RouteDiff::find(EntryKey k) const {
+  if (k.len == kWide) return k.key < wide_keys_.size() ? find(wide_keys_[k.key]) : 0;
+  return index_.find(hash_inline(k.key, k.len), [&](uint32_t id) {
+    const Entry& e = entries_[id - 1];
+    return e.key == k.key && e.len == k.len;
+  });
+}
+
 uint32_t RouteDiff::find_or_add(const RouteKey& k) {
   uint32_t h = hash_key(k);
   uint32_t id = index_.find(h, [&](uint32_t c) { return key_is(entries_[c - 1], k); });
@@ -375,14 +385,14 @@ void RouteDiff::compact() {
   rebuild_index();
 }
 
-void RouteDiff::erase_keys(std::vector<RouteKey>& keys) {
+void RouteDiff::erase_keys(std::vector<EntryKey>& keys) {
   if (keys.size() > entries_.size() / 8) compact();
   else
     for (const auto& k : keys) erase_if_empty(k);
   keys.clear();
 }
 
-void RouteDiff::erase_if_empty(const RouteKey& k) {
+void RouteDiff::erase_if_empty(EntryKey k) {
   uint32_t id = find(k);
   if (id && empty(entries_[id - 1])) erase_entry(id - 1);
 }
@@ -390,7 +400,7 @@ void RouteDiff::erase_if_empty(const RouteKey& k) {
 void RouteDiff::dirty(Entry& e) {
   if (all_dirty_ || (e.flags & kDirty)) return;
   e.flags |= kDirty;
-  dirty_.push_back(key_at(e));
+  dirty_.push_back(ekey(e));
 }
 
 void RouteDiff::set_want(Entry& e, int cls, AttrId a) {
@@ -469,7 +479,7 @@ void RouteDiff::set_class(RouteClass cls, std::vector<Route> routes) {
     if (!(e.flags & kSeen)) {
       e.flags |= kSeen;
       seen.push_back(idx);
-      kept += class_want(e, c) != 0;
+      kept += (e.classes >> c) & 1;
     }
     set_want(e, c, a);
   }
@@ -479,7 +489,7 @@ void RouteDiff::set_class(RouteClass cls, std::vector<Route> routes) {
     return;
   }
   // Some routes left the class: find them (one pass over the dense entries).
-  std::vector<RouteKey> gone;
+  std::vector<EntryKey> gone;
   for (Entry& e : entries_) {
     if (e.flags & kSeen) {
       e.flags &= static_cast<uint8_t>(~kSeen);
@@ -487,7 +497,7 @@ void RouteDiff::set_class(RouteClass cls, std::vector<Route> routes) {
     }
     if (!(e.classes & (1u << c))) continue;
     set_want(e, c, 0);
-    if (empty(e)) gone.push_back(key_at(e));
+    if (empty(e)) gone.push_back(ekey(e));
   }
   erase_keys(gone);
 }
@@ -623,7 +633,7 @@ void RouteDiff::visit(uint32_t idx, const std::function<bool(AttrId)>& writable,
   } else if (owned(e) && complete_) {
     out.push_back(Op{order_at(e), idx, e.kernel, true});
   } else if (!e.kernel) {
-    garbage_.push_back(key_at(e));
+    garbage_.push_back(ekey(e));
   }
 }
 
@@ -635,7 +645,7 @@ void RouteDiff::plan_ops(const std::function<bool(AttrId)>& writable, std::vecto
     for (uint32_t i = 0; i < entries_.size(); ++i) visit(i, writable, out);
   } else {
     out.reserve(dirty_.size());
-    for (const RouteKey& k : dirty_) {
+    for (EntryKey k : dirty_) {
       uint32_t id = find(k);
       if (id && (entries_[id - 1].flags & kDirty)) visit(id - 1, writable, out);
     }
@@ -659,7 +669,7 @@ void RouteDiff::op_done(const Op& op, bool ok) {
   }
   if (op.del) {
     set_kernel(e, 0, 0);
-    if (!winner(e)) garbage_.push_back(key_at(e));
+    if (!winner(e)) garbage_.push_back(ekey(e));
   } else {
     attrs_.ref(op.attrs);
     set_kernel(e, op.attrs, kTabbyRouteProtocol);

@@ -216,6 +216,15 @@ class RouteDiff {
     uint8_t classes = 0;  // bit c: class c wants this key
   };
   static_assert(sizeof(Entry) == 16);
+  // An entry's key as the entry spells it (8 bytes): what the dirty and garbage lists
+  // hold. A wide key's slot may be freed and reused before the list is read; the key
+  // found there then names another entry, which is visited only if it is flagged
+  // itself, so a stale name costs a lookup and nothing else.
+  struct EntryKey {
+    uint32_t key;
+    uint8_t len;
+  };
+  static EntryKey ekey(const Entry& e) { return EntryKey{e.key, e.len}; }
   using ClassWants = std::array<AttrId, kRouteClassCount>;
 
   // Open-addressing index of the entries: a slot holds the entry number (1-based,
@@ -262,15 +271,21 @@ class RouteDiff {
   uint64_t order_at(const Entry& e) const;  // order_of(key_at(e)), without building the key
   bool key_is(const Entry& e, const RouteKey& k) const;
   static AttrId winner(const Entry& e) { return e.want; }
-  AttrId class_want(const Entry& e, int cls) const;
+  AttrId class_want(const Entry& e, int cls) const {
+    if (!(e.classes & (1u << cls))) return 0;
+    if (!(e.classes & (e.classes - 1))) return e.want;  // the only class: its attributes are the winner's
+    return multi_want(e, cls);
+  }
+  AttrId multi_want(const Entry& e, int cls) const;  // a key several classes want
   static bool empty(const Entry& e) { return !e.kernel && !e.want; }
   bool owned(const Entry& e) const { return e.kernel && e.kproto == kTabbyRouteProtocol; }
   uint32_t find(const RouteKey& k) const;      // entry index + 1, 0 if none
   uint32_t find_or_add(const RouteKey& k);     // entry index; kMaxEntries when full (counted in dropped_)
   void release_key(const Entry& e);            // its wide key slot, if any
   void erase_entry(uint32_t idx);
-  void erase_if_empty(const RouteKey& k);
-  void erase_keys(std::vector<RouteKey>& keys);  // those of `keys` left empty; clears keys
+  uint32_t find(EntryKey k) const;             // entry index + 1, 0 if none
+  void erase_if_empty(EntryKey k);
+  void erase_keys(std::vector<EntryKey>& keys);  // those of `keys` left empty; clears keys
   void compact();                                  // every empty entry
   void rebuild_index();
   void dirty(Entry& e);
@@ -286,8 +301,8 @@ class RouteDiff {
   std::vector<uint32_t> wide_free_;   // free slots of wide_keys_
   std::unordered_map<RouteKey, ClassWants, RouteKeyHash> multi_;  // keys more than one class wants
   AttrTable attrs_;
-  std::vector<RouteKey> dirty_;    // keys flagged kDirty (a key may repeat: the flag decides)
-  std::vector<RouteKey> garbage_;  // entries that may have become empty while ops were out
+  std::vector<EntryKey> dirty_;    // keys flagged kDirty (a key may repeat: the flag decides)
+  std::vector<EntryKey> garbage_;  // entries that may have become empty while ops were out
   std::unordered_map<RouteKey, Conflict, RouteKeyHash> conflicts_;
   size_t class_size_[kRouteClassCount] = {};
   size_t desired_ = 0, owned_ = 0, pending_ = 0;
