@@ -611,6 +611,8 @@ void RouteDiff::mark_all_dirty() {
 
 // ---------------------------------------------------------------- planning
 
+static_assert(sizeof(RouteDiff::Op) == 16);
+
 void RouteDiff::visit(uint32_t idx, const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
   Entry& e = entries_[idx];
   e.flags &= static_cast<uint8_t>(~kDirty);
@@ -629,9 +631,9 @@ void RouteDiff::visit(uint32_t idx, const std::function<bool(AttrId)>& writable,
       ++pending_;
       return;
     }
-    out.push_back(Op{order_at(e), idx, d, false});
+    out.push_back(Op{order_at(e), idx, false, d});
   } else if (owned(e) && complete_) {
-    out.push_back(Op{order_at(e), idx, e.kernel, true});
+    out.push_back(Op{order_at(e), idx, true, e.kernel});
   } else if (!e.kernel) {
     garbage_.push_back(ekey(e));
   }
@@ -657,7 +659,7 @@ void RouteDiff::plan_ops(const std::function<bool(AttrId)>& writable, std::vecto
 void RouteDiff::plan_remove_owned(std::vector<Op>& out) {
   out.clear();
   for (uint32_t i = 0; i < entries_.size(); ++i)
-    if (owned(entries_[i])) out.push_back(Op{order_at(entries_[i]), i, entries_[i].kernel, true});
+    if (owned(entries_[i])) out.push_back(Op{order_at(entries_[i]), i, true, entries_[i].kernel});
   sort_ops(out);
 }
 

@@ -163,9 +163,9 @@ class RouteDiff {
   // --- planning for the Linux driver: ops refer to entries, in address order.
   struct Op {
     uint64_t order;  // address-order key (the kernel's FIB trie likes neighbours together)
-    uint32_t entry;
+    uint32_t entry : 31;  // (entries stay below kMaxEntries)
+    uint32_t del : 1;
     AttrId attrs;    // upsert: the attributes to write; delete: what the kernel holds
-    bool del;
   };
   // Visits the dirty keys; `writable(id)` says whether the attributes' interfaces
   // exist (a desired route that is not writable is pending). Entries stay put
