@@ -468,15 +468,18 @@ void RouteDiff::set_class(RouteClass cls, std::vector<Route> routes) {
   const size_t grow = routes.size() > before ? routes.size() - before : 0;  // a guess: the class replaced in place
   entries_.reserve(entries_.size() + grow);
   index_.reserve(entries_.size() + grow, [this](uint32_t id) { return hash_entry(id); });
-  std::vector<uint32_t> seen;  // entries flagged kSeen (indexes stay put until erase_keys)
-  seen.reserve(routes.size());
+  // Entries flagged kSeen (indexes stay put until erase_keys). A class that was
+  // empty cannot lose routes: nothing to track.
+  const bool track = before > 0;
+  std::vector<uint32_t> seen;
+  if (track) seen.reserve(routes.size());
   for (Route& r : routes) {
     normalize(r);
     uint32_t idx = find_or_add(key_of(r));
     if (idx == kMaxEntries) continue;
     AttrId a = attrs_.intern(r);
     Entry& e = entries_[idx];
-    if (!(e.flags & kSeen)) {
+    if (track && !(e.flags & kSeen)) {
       e.flags |= kSeen;
       seen.push_back(idx);
       kept += (e.classes >> c) & 1;
