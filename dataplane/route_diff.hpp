@@ -2,7 +2,7 @@
 // the observed kernel routes, reduced to deltas. No netlink, no clocks: the Linux
 // driver and the in-memory recorder both feed it and write what it plans.
 //
-// Shape (chosen for 1M routes at a few hundred instructions and ~28 bytes per route):
+// Shape (chosen for 1M routes at a few hundred instructions and ~20-24 bytes per route):
 //  * one dense vector of 16-byte entries, one per key (table, destination, metric):
 //    the key, the attributes the winning class wants, the attributes the kernel holds
 //    with its protocol, and a bit per class that wants the key. The key is inline for
