@@ -289,6 +289,7 @@ void AttrTable::unref(AttrId id) {
   Slot& s = slots_[id - 1];
   if (--s.refs) return;
   index_.erase(s.hash, id);
+  ++freed_;
   s.attrs = RouteAttrs{};
   s.cache = Cache{};
   free_.push_back(id);
@@ -535,23 +536,48 @@ void RouteDiff::observed_reset_begin() {
 
 // The kernel names the interface of a gateway the route was written without
 // one for ("via G" reads back as "via G dev eth0"). That is the route we asked
-// for: take the desired attributes as the kernel's, or every reload (each link
-// deletion, each periodic resync) would plan a rewrite of every such route.
+// for: the kernel's attributes count as the desired ones, or every reload (each
+// link deletion, each periodic resync, each restart) would plan a rewrite of
+// every such route. Hops are matched as sets (the interface names the kernel
+// adds can change their sorted order).
+static bool reads_back_as(const RouteAttrs& want, RouteType type, const std::optional<IpAddress>& prefsrc,
+                   const std::vector<NextHop>& hops) {
+  if (want.type != type || want.prefsrc != prefsrc || want.nexthops.size() != hops.size()) return false;
+  auto same = [](const NextHop& w, const NextHop& k) {
+    if (w.ifname.empty() && w.gateway) return w.gateway == k.gateway && w.onlink == k.onlink && w.weight == k.weight;
+    return w == k;
+  };
+  bool in_order = true;
+  for (size_t i = 0; in_order && i < hops.size(); ++i) in_order = same(want.nexthops[i], hops[i]);
+  if (in_order) return true;
+  std::vector<bool> used(hops.size());
+  for (const NextHop& w : want.nexthops) {
+    size_t j = 0;
+    while (j < hops.size() && (used[j] || !same(w, hops[j]))) ++j;
+    if (j == hops.size()) return false;
+    used[j] = true;
+  }
+  return true;
+}
+
 AttrId RouteDiff::intern_observed(const Entry& e, const Route& r) {
-  if (AttrId d = winner(e)) {
-    const RouteAttrs& w = attrs_.get(d);
-    bool same = w.type == r.type && w.prefsrc == r.prefsrc && w.nexthops.size() == r.nexthops.size();
-    for (size_t i = 0; same && i < w.nexthops.size(); ++i) {
-      NextHop h = r.nexthops[i];
-      if (w.nexthops[i].ifname.empty() && w.nexthops[i].gateway) h.ifname.clear();
-      same = h == w.nexthops[i];
-    }
-    if (same) {
-      attrs_.ref(d);
-      return d;
-    }
+  if (AttrId d = winner(e); d && reads_back_as(attrs_.get(d), r.type, r.prefsrc, r.nexthops)) {
+    attrs_.ref(d);
+    return d;
   }
   return attrs_.intern(r);
+}
+
+// The same rule when the kernel's route was read first (adopted at start, before
+// anything was desired): is what the kernel holds the desired route? The answer
+// for the last pair of ids is kept (a relearned table repeats one pair a million times).
+bool RouteDiff::kernel_is(AttrId desired, AttrId kernel) {
+  if (desired == kernel) return true;
+  if (desired != same_memo_.desired || kernel != same_memo_.kernel || same_memo_.generation != attrs_.generation()) {
+    const RouteAttrs& k = attrs_.get(kernel);
+    same_memo_ = {desired, kernel, attrs_.generation(), reads_back_as(attrs_.get(desired), k.type, k.prefsrc, k.nexthops)};
+  }
+  return same_memo_.same;
 }
 
 void RouteDiff::observed_reset_add(KernelRoute& kr) {
@@ -629,6 +655,11 @@ void RouteDiff::visit(uint32_t idx, const std::function<bool(AttrId)>& writable,
       return;
     }
     if (e.kernel == d) return;
+    if (owned(e) && kernel_is(d, e.kernel)) {  // adopted at start: now known as the desired value
+      attrs_.ref(d);
+      set_kernel(e, d, kTabbyRouteProtocol);
+      return;
+    }
     if (!writable(d)) {
       e.flags |= kPending;
       ++pending_;

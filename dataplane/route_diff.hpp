@@ -120,6 +120,7 @@ class AttrTable {
   const RouteAttrs& get(AttrId id) const { return slots_[id - 1].attrs; }
   Cache& cache(AttrId id) { return slots_[id - 1].cache; }
   size_t live() const { return slots_.size() - free_.size(); }
+  uint64_t generation() const { return freed_; }  // changes whenever an id is freed (and may be reused)
 
  private:
   struct Slot {
@@ -132,6 +133,7 @@ class AttrTable {
   std::vector<AttrId> free_;
   FlatIndex index_;
   AttrId last_ = 0;  // the value interned last (bulk sets repeat it)
+  uint64_t freed_ = 0;
 };
 
 struct RoutePlan {
@@ -292,6 +294,13 @@ class RouteDiff {
   void set_want(Entry& e, int cls, AttrId a);  // takes over a's reference
   void set_kernel(Entry& e, AttrId a, uint8_t proto);  // takes over a's reference
   AttrId intern_observed(const Entry& e, const Route& normalized_route);  // with one more reference
+  bool kernel_is(AttrId desired, AttrId kernel);  // the kernel's value reads back as the desired one
+  struct SameMemo {
+    AttrId desired = 0, kernel = 0;
+    uint64_t generation = 0;
+    bool same = false;
+  };
+  SameMemo same_memo_;
   void clear_marks(Entry& e);
   void visit(uint32_t idx, const std::function<bool(AttrId)>& writable, std::vector<Op>& out);
 

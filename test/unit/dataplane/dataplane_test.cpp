@@ -654,3 +654,38 @@ TEST_CASE("RouteDiff keys: inline IPv4, IPv6 and other table/metric keys, severa
   CHECK(t.desired(key_of(v4_table)));
   CHECK(t.desired(key_of(v6n)));
 }
+
+TEST_CASE("restart: a gateway route adopted before anything is desired is not rewritten when it is desired again") {
+  // The agent's start: the kernel dump comes first (the kernel names the device it
+  // resolved), BGP relearns the route (no device) afterwards: same route, no write.
+  RouteDiff s;
+  s.observed_reset_begin();
+  KernelRoute a{direct_route(pfx("10.2.0.0/24"), ip("198.18.1.1"), "eth0"), kTabbyRouteProtocol};
+  KernelRoute b{ecmp_route(pfx("10.2.1.0/24"), {NextHop{ip("198.18.1.1"), "eth0", false, 1},
+                                                NextHop{ip("198.18.1.2"), "eth0", false, 1}}),
+                kTabbyRouteProtocol};
+  KernelRoute c{direct_route(pfx("10.2.2.0/24"), ip("198.18.1.1"), "eth0"), kTabbyRouteProtocol};
+  s.observed_reset_add(a);
+  s.observed_reset_add(b);
+  s.observed_reset_add(c);
+  s.observed_reset_end();
+  CHECK(s.plan(all_writable).upserts.empty());
+  s.upsert(RouteClass::Static, direct_route(pfx("10.2.0.0/24"), ip("198.18.1.1")));
+  s.upsert(RouteClass::Static, ecmp_route(pfx("10.2.1.0/24"), {NextHop{ip("198.18.1.2"), "", false, 1},
+                                                                NextHop{ip("198.18.1.1"), "", false, 1}}));
+  s.upsert(RouteClass::Static, direct_route(pfx("10.2.2.0/24"), ip("198.18.1.9")));  // a real change
+  s.set_complete();
+  auto p = s.plan(all_writable);
+  REQUIRE(p.upserts.size() == 1);
+  CHECK(p.upserts[0].str() == "10.2.2.0/24 via 198.18.1.9");
+  CHECK(p.deletes.empty());
+  // The adopted routes now read as the desired ones: a later reload changes nothing.
+  ack_all(s, p);
+  s.observed_reset_begin();
+  c.route = direct_route(pfx("10.2.2.0/24"), ip("198.18.1.9"), "eth0");
+  for (KernelRoute* k : {&a, &b, &c}) s.observed_reset_add(*k);
+  s.observed_reset_end();
+  p = s.plan(all_writable);
+  CHECK(p.upserts.empty());
+  CHECK(p.deletes.empty());
+}
