@@ -290,6 +290,9 @@ struct LinuxDataplane::Impl {
     apply_tunnels();
     apply_sysctls();
     Status s = write_ops();
+    if (sync.dropped_count())
+      errors.push_back(std::to_string(sync.dropped_count()) + " routes not tracked: the route index is full (" +
+                       std::to_string(RouteDiff::kMaxEntries) + " keys)");
     ++st.applies;
     st.last_apply_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     st.errors = errors;

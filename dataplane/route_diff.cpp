@@ -72,10 +72,43 @@ size_t RouteKeyHash::operator()(const RouteKey& k) const noexcept {
   return static_cast<size_t>(mix(h, (uint64_t{k.table} << 32) | k.metric));
 }
 
+namespace {
+inline uint32_t hash_inline(uint32_t addr, uint8_t len) {
+  uint64_t h = mix(0x9e3779b97f4a7c15ULL, (uint64_t{addr} << 8) | len);
+  return static_cast<uint32_t>(h ^ (h >> 32));
+}
+}  // namespace
+
 uint32_t RouteDiff::hash_key(const RouteKey& k) {
+  // An inline key hashes from its two words alone (the same value hash_entry derives
+  // from the entry without building a RouteKey).
+  if (inline_key(k)) return hash_inline(k.dst.addr().v4_host_order(), k.dst.len());
   uint64_t h = RouteKeyHash{}(k);
   return static_cast<uint32_t>(h ^ (h >> 32));
 }
+
+uint32_t RouteDiff::hash_entry(uint32_t id) const {
+  const Entry& e = entries_[id - 1];
+  if (e.len == kWide) return hash_key(wide_keys_[e.key]);
+  return hash_inline(e.key, e.len);
+}
+
+RouteKey RouteDiff::key_at(const Entry& e) const {
+  if (e.len == kWide) return wide_keys_[e.key];
+  return RouteKey{Prefix::from_v4(e.key, e.len), kMainTable, 0};
+}
+
+bool RouteDiff::key_is(const Entry& e, const RouteKey& k) const {
+  if (e.len == kWide) return wide_keys_[e.key] == k;
+  return inline_key(k) && k.dst.len() == e.len && k.dst.addr().v4_host_order() == e.key;
+}
+
+uint64_t RouteDiff::order_at(const Entry& e) const {
+  if (e.len == kWide) return order_of(wide_keys_[e.key]);
+  return uint64_t{e.key} << 8 | e.len;  // order_of() of the same key
+}
+
+AttrId RouteDiff::multi_want(const Entry& e, int cls) const { return multi_.at(key_at(e))[cls]; }
 
 void normalize(Route& r) {
   // The kernel stores an IPv6 route added with metric 0 as metric 1024 (IP6_RT_PRIO_USER).
@@ -155,6 +188,71 @@ void FlatIndex::clear() {
   mask_ = size_ = 0;
 }
 
+// ---------------------------------------------------------------- EntryIndex
+
+template <class HashOf>
+void RouteDiff::EntryIndex::grow(size_t cap, const HashOf& hash_of) {
+  std::vector<uint32_t> old = std::move(slots_);
+  slots_.assign(cap, 0);
+  mask_ = cap - 1;
+  for (uint32_t s : old)
+    if (s) {
+      size_t i = hash_of(s & kIdMask) & mask_;
+      while (slots_[i]) i = (i + 1) & mask_;
+      slots_[i] = s;
+    }
+}
+
+template <class HashOf>
+void RouteDiff::EntryIndex::reserve(size_t n, const HashOf& hash_of) {
+  size_t cap = 16;
+  while (cap * 3 < n * 4) cap *= 2;  // load factor at most 3/4, as insert keeps it
+  if (cap > slots_.size()) grow(cap, hash_of);
+}
+
+template <class HashOf>
+void RouteDiff::EntryIndex::insert(uint32_t h, uint32_t id, const HashOf& hash_of) {
+  if ((size_ + 1) * 4 > slots_.size() * 3) grow(slots_.empty() ? 16 : slots_.size() * 2, hash_of);
+  size_t i = h & mask_;
+  while (slots_[i]) i = (i + 1) & mask_;
+  slots_[i] = id | (h & kTagMask);
+  ++size_;
+}
+
+template <class HashOf>
+void RouteDiff::EntryIndex::erase(uint32_t h, uint32_t id, const HashOf& hash_of) {
+  if (slots_.empty()) return;
+  size_t i = h & mask_;
+  while ((slots_[i] & kIdMask) != id) {
+    if (!slots_[i]) return;
+    i = (i + 1) & mask_;
+  }
+  // Backward shift: pull later members of the probe run into the hole.
+  for (size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+    if (!slots_[j]) break;
+    size_t home = hash_of(slots_[j] & kIdMask) & mask_;
+    // Move j into i when home is not cyclically in (i, j].
+    bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+    if (!between) {
+      slots_[i] = slots_[j];
+      i = j;
+    }
+  }
+  slots_[i] = 0;
+  --size_;
+}
+
+void RouteDiff::EntryIndex::repoint(uint32_t h, uint32_t old_id, uint32_t new_id) {
+  if (slots_.empty()) return;
+  for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+    if ((slots_[i] & kIdMask) == old_id) {
+      slots_[i] = (slots_[i] & kTagMask) | new_id;
+      return;
+    }
+    if (!slots_[i]) return;
+  }
+}
+
 // ---------------------------------------------------------------- AttrTable
 
 AttrId AttrTable::intern(const Route& r) {
@@ -191,6 +289,7 @@ void AttrTable::unref(AttrId id) {
   Slot& s = slots_[id - 1];
   if (--s.refs) return;
   index_.erase(s.hash, id);
+  ++freed_;
   s.attrs = RouteAttrs{};
   s.cache = Cache{};
   free_.push_back(id);
@@ -199,29 +298,68 @@ void AttrTable::unref(AttrId id) {
 // ---------------------------------------------------------------- entries
 
 uint32_t RouteDiff::find(const RouteKey& k) const {
-  return index_.find(hash_key(k), [&](uint32_t id) { return entries_[id - 1].key == k; });
+  return index_.find(hash_key(k), [&](uint32_t id) { return key_is(entries_[id - 1], k); });
+}
+
+uint32_t RouteDiff::find(EntryKey k) const {
+  if (k.len == kWide) return k.key < wide_keys_.size() ? find(wide_keys_[k.key]) : 0;
+  return index_.find(hash_inline(k.key, k.len), [&](uint32_t id) {
+    const Entry& e = entries_[id - 1];
+    return e.key == k.key && e.len == k.len;
+  });
 }
 
 uint32_t RouteDiff::find_or_add(const RouteKey& k) {
   uint32_t h = hash_key(k);
-  uint32_t id = index_.find(h, [&](uint32_t c) { return entries_[c - 1].key == k; });
+  uint32_t id = index_.find(h, [&](uint32_t c) { return key_is(entries_[c - 1], k); });
   if (id) return id - 1;
-  entries_.push_back(Entry{});
-  entries_.back().key = k;
-  index_.insert(h, static_cast<uint32_t>(entries_.size()));
+  if (entries_.size() >= kMaxEntries) {
+    ++dropped_;
+    return kMaxEntries;
+  }
+  Entry e;
+  if (inline_key(k)) {
+    e.key = k.dst.addr().v4_host_order();
+    e.len = k.dst.len();
+  } else {
+    if (!wide_free_.empty()) {
+      e.key = wide_free_.back();
+      wide_free_.pop_back();
+      wide_keys_[e.key] = k;
+    } else {
+      e.key = static_cast<uint32_t>(wide_keys_.size());
+      wide_keys_.push_back(k);
+    }
+    e.len = kWide;
+  }
+  entries_.push_back(e);
+  index_.insert(h, static_cast<uint32_t>(entries_.size()), [this](uint32_t c) { return hash_entry(c); });
   return static_cast<uint32_t>(entries_.size() - 1);
+}
+
+void RouteDiff::release_key(const Entry& e) {
+  if (e.len == kWide) wide_free_.push_back(e.key);
 }
 
 void RouteDiff::erase_entry(uint32_t idx) {
   Entry& e = entries_[idx];
   clear_marks(e);
-  index_.erase(hash_key(e.key), idx + 1);
+  auto hash_of = [this](uint32_t c) { return hash_entry(c); };
+  index_.erase(hash_entry(idx + 1), idx + 1, hash_of);
+  release_key(e);
   uint32_t last = static_cast<uint32_t>(entries_.size() - 1);
   if (idx != last) {
-    index_.repoint(hash_key(entries_[last].key), last + 1, idx + 1);
+    index_.repoint(hash_entry(last + 1), last + 1, idx + 1);
     entries_[idx] = entries_[last];
   }
   entries_.pop_back();
+}
+
+void RouteDiff::rebuild_index() {
+  index_.clear();
+  auto hash_of = [this](uint32_t c) { return hash_entry(c); };
+  index_.reserve(entries_.size(), hash_of);
+  for (uint32_t i = 0; i < entries_.size(); ++i) index_.insert(hash_entry(i + 1), i + 1, hash_of);
 }
 
 void RouteDiff::compact() {
@@ -232,6 +370,7 @@ void RouteDiff::compact() {
     Entry& e = entries_[i];
     if (empty(e)) {
       clear_marks(e);
+      release_key(e);
       continue;
     }
     if (out != i) entries_[out] = entries_[i];
@@ -239,19 +378,22 @@ void RouteDiff::compact() {
   }
   if (out == entries_.size()) return;
   entries_.resize(out);
-  index_.clear();
-  index_.reserve(out);
-  for (uint32_t i = 0; i < out; ++i) index_.insert(hash_key(entries_[i].key), i + 1);
+  if (entries_.capacity() > 2 * out + 1024) entries_.shrink_to_fit();  // most of a table went
+  if (wide_free_.size() == wide_keys_.size()) {
+    wide_keys_.clear();
+    wide_free_.clear();
+  }
+  rebuild_index();
 }
 
-void RouteDiff::erase_keys(std::vector<RouteKey>& keys) {
+void RouteDiff::erase_keys(std::vector<EntryKey>& keys) {
   if (keys.size() > entries_.size() / 8) compact();
   else
     for (const auto& k : keys) erase_if_empty(k);
   keys.clear();
 }
 
-void RouteDiff::erase_if_empty(const RouteKey& k) {
+void RouteDiff::erase_if_empty(EntryKey k) {
   uint32_t id = find(k);
   if (id && empty(entries_[id - 1])) erase_entry(id - 1);
 }
@@ -259,21 +401,44 @@ void RouteDiff::erase_if_empty(const RouteKey& k) {
 void RouteDiff::dirty(Entry& e) {
   if (all_dirty_ || (e.flags & kDirty)) return;
   e.flags |= kDirty;
-  dirty_.push_back(e.key);
+  dirty_.push_back(ekey(e));
 }
 
 void RouteDiff::set_want(Entry& e, int cls, AttrId a) {
-  bool was = winner(e) != 0;
-  AttrId old = e.want[cls];
+  AttrId old = class_want(e, cls);
   if (old == a) {
     if (a) attrs_.unref(a);  // same value: drop the extra reference
     return;
   }
+  const bool was = e.want != 0;
+  const uint8_t bit = static_cast<uint8_t>(1u << cls);
+  const uint8_t before = e.classes, after = a ? (before | bit) : (before & ~bit);
+  const bool multi_before = before & (before - 1), multi_after = after & (after - 1);
+  if (multi_before || multi_after) {
+    // The rare key more than one class wants: its per-class attributes live in multi_.
+    RouteKey k = key_at(e);
+    ClassWants w{};
+    if (multi_before) w = multi_.at(k);
+    else
+      for (int c = 0; c < kRouteClassCount; ++c)
+        if (before & (1u << c)) w[c] = e.want;
+    w[cls] = a;
+    e.want = 0;
+    for (AttrId x : w)
+      if (x) {
+        e.want = x;
+        break;
+      }
+    if (multi_after) multi_[k] = w;
+    else multi_.erase(k);
+  } else {
+    e.want = a;
+  }
+  e.classes = after;
   if (old) attrs_.unref(old);
-  e.want[cls] = a;
   if (!old) ++class_size_[cls];
   if (!a) --class_size_[cls];
-  desired_ += (winner(e) != 0) - was;
+  desired_ += (e.want != 0) - was;
   dirty(e);
 }
 
@@ -291,7 +456,7 @@ void RouteDiff::set_kernel(Entry& e, AttrId a, uint8_t proto) {
 
 void RouteDiff::clear_marks(Entry& e) {
   if (e.flags & kPending) --pending_;
-  if (e.flags & kConflict) conflicts_.erase(e.key);
+  if (e.flags & kConflict) conflicts_.erase(key_at(e));
   e.flags &= static_cast<uint8_t>(~(kPending | kConflict));
 }
 
@@ -301,38 +466,51 @@ void RouteDiff::set_class(RouteClass cls, std::vector<Route> routes) {
   const int c = static_cast<int>(cls);
   const size_t before = class_size_[c];
   size_t kept = 0;  // routes of the new set that the class already wanted
-  ++epoch_;
   const size_t grow = routes.size() > before ? routes.size() - before : 0;  // a guess: the class replaced in place
   entries_.reserve(entries_.size() + grow);
-  index_.reserve(entries_.size() + grow);
+  index_.reserve(entries_.size() + grow, [this](uint32_t id) { return hash_entry(id); });
+  // Entries flagged kSeen (indexes stay put until erase_keys). A class that was
+  // empty cannot lose routes: nothing to track.
+  const bool track = before > 0;
+  std::vector<uint32_t> seen;
+  if (track) seen.reserve(routes.size());
   for (Route& r : routes) {
     normalize(r);
-    AttrId a = attrs_.intern(r);
     uint32_t idx = find_or_add(key_of(r));
+    if (idx == kMaxEntries) continue;
+    AttrId a = attrs_.intern(r);
     Entry& e = entries_[idx];
-    if (e.seen != epoch_) {
-      e.seen = epoch_;
-      kept += e.want[c] != 0;
+    if (track && !(e.flags & kSeen)) {
+      e.flags |= kSeen;
+      seen.push_back(idx);
+      kept += (e.classes >> c) & 1;
     }
     set_want(e, c, a);
   }
   routes.clear();
-  if (kept == before) return;  // every route the class had is still in it
+  if (kept == before) {  // every route the class had is still in it
+    for (uint32_t idx : seen) entries_[idx].flags &= static_cast<uint8_t>(~kSeen);
+    return;
+  }
   // Some routes left the class: find them (one pass over the dense entries).
-  std::vector<RouteKey> gone;
+  std::vector<EntryKey> gone;
   for (Entry& e : entries_) {
-    if (!e.want[c] || e.seen == epoch_) continue;
+    if (e.flags & kSeen) {
+      e.flags &= static_cast<uint8_t>(~kSeen);
+      continue;
+    }
+    if (!(e.classes & (1u << c))) continue;
     set_want(e, c, 0);
-    if (empty(e)) gone.push_back(e.key);
+    if (empty(e)) gone.push_back(ekey(e));
   }
   erase_keys(gone);
 }
 
 void RouteDiff::upsert(RouteClass cls, Route route) {
   normalize(route);
-  AttrId a = attrs_.intern(route);
   uint32_t idx = find_or_add(key_of(route));
-  set_want(entries_[idx], static_cast<int>(cls), a);
+  if (idx == kMaxEntries) return;
+  set_want(entries_[idx], static_cast<int>(cls), attrs_.intern(route));
 }
 
 void RouteDiff::remove(RouteClass cls, const RouteKey& key) {
@@ -358,28 +536,54 @@ void RouteDiff::observed_reset_begin() {
 
 // The kernel names the interface of a gateway the route was written without
 // one for ("via G" reads back as "via G dev eth0"). That is the route we asked
-// for: take the desired attributes as the kernel's, or every reload (each link
-// deletion, each periodic resync) would plan a rewrite of every such route.
+// for: the kernel's attributes count as the desired ones, or every reload (each
+// link deletion, each periodic resync, each restart) would plan a rewrite of
+// every such route. Hops are matched as sets (the interface names the kernel
+// adds can change their sorted order).
+static bool reads_back_as(const RouteAttrs& want, RouteType type, const std::optional<IpAddress>& prefsrc,
+                   const std::vector<NextHop>& hops) {
+  if (want.type != type || want.prefsrc != prefsrc || want.nexthops.size() != hops.size()) return false;
+  auto same = [](const NextHop& w, const NextHop& k) {
+    if (w.ifname.empty() && w.gateway) return w.gateway == k.gateway && w.onlink == k.onlink && w.weight == k.weight;
+    return w == k;
+  };
+  bool in_order = true;
+  for (size_t i = 0; in_order && i < hops.size(); ++i) in_order = same(want.nexthops[i], hops[i]);
+  if (in_order) return true;
+  std::vector<bool> used(hops.size());
+  for (const NextHop& w : want.nexthops) {
+    size_t j = 0;
+    while (j < hops.size() && (used[j] || !same(w, hops[j]))) ++j;
+    if (j == hops.size()) return false;
+    used[j] = true;
+  }
+  return true;
+}
+
 AttrId RouteDiff::intern_observed(const Entry& e, const Route& r) {
-  if (AttrId d = winner(e)) {
-    const RouteAttrs& w = attrs_.get(d);
-    bool same = w.type == r.type && w.prefsrc == r.prefsrc && w.nexthops.size() == r.nexthops.size();
-    for (size_t i = 0; same && i < w.nexthops.size(); ++i) {
-      NextHop h = r.nexthops[i];
-      if (w.nexthops[i].ifname.empty() && w.nexthops[i].gateway) h.ifname.clear();
-      same = h == w.nexthops[i];
-    }
-    if (same) {
-      attrs_.ref(d);
-      return d;
-    }
+  if (AttrId d = winner(e); d && reads_back_as(attrs_.get(d), r.type, r.prefsrc, r.nexthops)) {
+    attrs_.ref(d);
+    return d;
   }
   return attrs_.intern(r);
+}
+
+// The same rule when the kernel's route was read first (adopted at start, before
+// anything was desired): is what the kernel holds the desired route? The answer
+// for the last pair of ids is kept (a relearned table repeats one pair a million times).
+bool RouteDiff::kernel_is(AttrId desired, AttrId kernel) {
+  if (desired == kernel) return true;
+  if (desired != same_memo_.desired || kernel != same_memo_.kernel || same_memo_.generation != attrs_.generation()) {
+    const RouteAttrs& k = attrs_.get(kernel);
+    same_memo_ = {desired, kernel, attrs_.generation(), reads_back_as(attrs_.get(desired), k.type, k.prefsrc, k.nexthops)};
+  }
+  return same_memo_.same;
 }
 
 void RouteDiff::observed_reset_add(KernelRoute& kr) {
   normalize(kr.route);
   uint32_t idx = find_or_add(key_of(kr.route));
+  if (idx == kMaxEntries) return;
   AttrId a = intern_observed(entries_[idx], kr.route);
   set_kernel(entries_[idx], a, kr.protocol);  // a duplicate key in one dump: last wins
 }
@@ -398,6 +602,7 @@ void RouteDiff::observed_reset(std::vector<KernelRoute> routes) {
 void RouteDiff::observed_set(KernelRoute kr) {
   normalize(kr.route);
   uint32_t idx = find_or_add(key_of(kr.route));
+  if (idx == kMaxEntries) return;
   Entry& e = entries_[idx];
   AttrId a = intern_observed(e, kr.route);
   if (e.kernel == a && e.kproto == kr.protocol) {  // echo of what we hold
@@ -435,6 +640,8 @@ void RouteDiff::mark_all_dirty() {
 
 // ---------------------------------------------------------------- planning
 
+static_assert(sizeof(RouteDiff::Op) == 16);
+
 void RouteDiff::visit(uint32_t idx, const std::function<bool(AttrId)>& writable, std::vector<Op>& out) {
   Entry& e = entries_[idx];
   e.flags &= static_cast<uint8_t>(~kDirty);
@@ -443,21 +650,26 @@ void RouteDiff::visit(uint32_t idx, const std::function<bool(AttrId)>& writable,
   if (d) {
     if (e.kernel && e.kproto != kTabbyRouteProtocol) {
       e.flags |= kConflict;
-      conflicts_[e.key] = Conflict{materialize(e.key, attrs_.get(d)), e.kproto,
-                                   materialize(e.key, attrs_.get(e.kernel)).str()};
+      RouteKey k = key_at(e);
+      conflicts_[k] = Conflict{materialize(k, attrs_.get(d)), e.kproto, materialize(k, attrs_.get(e.kernel)).str()};
       return;
     }
     if (e.kernel == d) return;
+    if (owned(e) && kernel_is(d, e.kernel)) {  // adopted at start: now known as the desired value
+      attrs_.ref(d);
+      set_kernel(e, d, kTabbyRouteProtocol);
+      return;
+    }
     if (!writable(d)) {
       e.flags |= kPending;
       ++pending_;
       return;
     }
-    out.push_back(Op{order_of(e.key), idx, d, false});
+    out.push_back(Op{order_at(e), idx, false, d});
   } else if (owned(e) && complete_) {
-    out.push_back(Op{order_of(e.key), idx, e.kernel, true});
+    out.push_back(Op{order_at(e), idx, true, e.kernel});
   } else if (!e.kernel) {
-    garbage_.push_back(e.key);
+    garbage_.push_back(ekey(e));
   }
 }
 
@@ -469,7 +681,7 @@ void RouteDiff::plan_ops(const std::function<bool(AttrId)>& writable, std::vecto
     for (uint32_t i = 0; i < entries_.size(); ++i) visit(i, writable, out);
   } else {
     out.reserve(dirty_.size());
-    for (const RouteKey& k : dirty_) {
+    for (EntryKey k : dirty_) {
       uint32_t id = find(k);
       if (id && (entries_[id - 1].flags & kDirty)) visit(id - 1, writable, out);
     }
@@ -481,7 +693,7 @@ void RouteDiff::plan_ops(const std::function<bool(AttrId)>& writable, std::vecto
 void RouteDiff::plan_remove_owned(std::vector<Op>& out) {
   out.clear();
   for (uint32_t i = 0; i < entries_.size(); ++i)
-    if (owned(entries_[i])) out.push_back(Op{order_of(entries_[i].key), i, entries_[i].kernel, true});
+    if (owned(entries_[i])) out.push_back(Op{order_at(entries_[i]), i, true, entries_[i].kernel});
   sort_ops(out);
 }
 
@@ -493,7 +705,7 @@ void RouteDiff::op_done(const Op& op, bool ok) {
   }
   if (op.del) {
     set_kernel(e, 0, 0);
-    if (!winner(e)) garbage_.push_back(e.key);
+    if (!winner(e)) garbage_.push_back(ekey(e));
   } else {
     attrs_.ref(op.attrs);
     set_kernel(e, op.attrs, kTabbyRouteProtocol);
@@ -507,7 +719,7 @@ RoutePlan RouteDiff::plan(const std::function<bool(const RouteAttrs&)>& writable
   plan_ops([&](AttrId a) { return writable(attrs_.get(a)); }, ops);
   RoutePlan p;
   for (const Op& op : ops) {
-    Route r = materialize(entries_[op.entry].key, attrs_.get(op.attrs));
+    Route r = materialize(key_at(entries_[op.entry]), attrs_.get(op.attrs));
     (op.del ? p.deletes : p.upserts).push_back(std::move(r));
   }
   ops_finished();
@@ -517,9 +729,9 @@ RoutePlan RouteDiff::plan(const std::function<bool(const RouteAttrs&)>& writable
 void RouteDiff::ack_upsert(const Route& r) {
   Route n = r;
   normalize(n);
-  AttrId a = attrs_.intern(n);
   uint32_t idx = find_or_add(key_of(n));
-  set_kernel(entries_[idx], a, kTabbyRouteProtocol);
+  if (idx == kMaxEntries) return;
+  set_kernel(entries_[idx], attrs_.intern(n), kTabbyRouteProtocol);
 }
 
 void RouteDiff::ack_delete(const RouteKey& key) {
@@ -568,7 +780,7 @@ std::vector<Conflict> RouteDiff::conflicts() const {
 std::vector<Route> RouteDiff::owned_routes() const {
   std::vector<Route> v;
   for (const Entry& e : entries_)
-    if (owned(e)) v.push_back(materialize(e.key, attrs_.get(e.kernel)));
+    if (owned(e)) v.push_back(materialize(key_at(e), attrs_.get(e.kernel)));
   return v;
 }
 

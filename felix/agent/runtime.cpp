@@ -493,6 +493,7 @@ struct AgentRuntime::Impl {
     }
     speaker_->on_initial_sync([this] {
       kLog.info("BGP initial table complete");
+      bgp_table_delivered_ = true;  // every best route of the initial table has reached the Calc
       schedule_process();
     });
     if (auto st = speaker_->start(); !st) {
@@ -518,9 +519,12 @@ struct AgentRuntime::Impl {
   }
 
   // The first complete desired state: the snapshot is in and BGP has its initial
-  // table. Leftover routes of an earlier run may go only now.
+  // table. Leftover routes of an earlier run may go only now. Not on the speaker's
+  // initial_sync_done() alone: that turns true when the last End-of-RIB is read,
+  // before the best routes of the UPDATEs just ahead of it are handed over (a
+  // pass in between would delete the kernel routes those are about to desire).
   void maybe_complete() {
-    if (dp_complete_ || !in_sync_ || !speaker_ || !speaker_->initial_sync_done()) return;
+    if (dp_complete_ || !in_sync_ || !speaker_ || !bgp_table_delivered_) return;
     dp_complete_ = true;
     dataplane_->desired_state_complete();
     (void)dataplane_->apply();
@@ -704,6 +708,7 @@ struct AgentRuntime::Impl {
   mutable MirroredTotal vxlan_drops_, ipip_drops_;  // tunnel guard counters, across table replacements
   std::string marker_;
   bool restarting_ = false, in_sync_ = false, connected_ = true, dp_complete_ = false, policy_synced_ = false;
+  bool bgp_table_delivered_ = false;  // the speaker handed over its initial table (on_initial_sync ran)
   bool tunnel_claim_pending_ = false;  // claim_tunnel_block(): a create in flight
   std::string tunnel_claim_lost_;      // the block another node claimed first (not retried)
   bool processing_ = false, again_ = false, process_posted_ = false, stopping_ = false, waiting_logged_ = false;

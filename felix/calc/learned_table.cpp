@@ -3,6 +3,7 @@
 #include "felix/calc/learned_table.hpp"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace tabby::felix::calc_detail {
 
@@ -34,11 +35,31 @@ void HopSets::release(uint32_t id) {
   free_.push_back(id);
 }
 
+namespace {
+uint64_t order_of_v4(const Prefix& p) { return uint64_t{p.addr().v4_host_order()} << 8 | p.len(); }
+}  // namespace
+
+// The first slot not ordered before `p` (`p` of the array's family).
+template <class Slots>
+auto LearnedTable::lower_bound_in(Slots& v, const Prefix& p) {
+  if constexpr (std::is_same_v<typename std::remove_const_t<Slots>::value_type, Slot4>) {
+    const uint64_t k = order_of_v4(p);
+    return std::lower_bound(v.begin(), v.end(), k, [](const Slot4& s, uint64_t x) { return s.order() < x; });
+  } else {
+    PrefixLess less;
+    return std::lower_bound(v.begin(), v.end(), p, [&](const auto& s, const Prefix& x) { return less(s.key(), x); });
+  }
+}
+
+template <class Slots>
+LearnedEntry* LearnedTable::find_in(Slots& v, const Prefix& p) {
+  auto it = lower_bound_in(v, p);
+  if (it != v.end() && it->key() == p) return &it->e;
+  return nullptr;
+}
+
 LearnedEntry* LearnedTable::find(const Prefix& p) {
-  PrefixLess less;
-  auto it = std::lower_bound(sorted_.begin(), sorted_.end(), p,
-                             [&](const Slot& s, const Prefix& k) { return less(s.key, k); });
-  if (it != sorted_.end() && it->key == p) return &it->e;
+  if (auto* e = p.is_v4() ? find_in(sorted4_, p) : find_in(sorted6_, p)) return e;
   if (extra_.empty()) return nullptr;
   auto x = extra_.find(p);
   return x == extra_.end() ? nullptr : &x->second;
@@ -46,11 +67,16 @@ LearnedEntry* LearnedTable::find(const Prefix& p) {
 
 LearnedEntry& LearnedTable::get(const Prefix& p) {
   PrefixLess less;
-  if (sorted_.empty() || less(sorted_.back().key, p)) {  // a table arriving in order: append
-    if (extra_.empty() || less(std::prev(extra_.end())->first, p)) {
-      sorted_.push_back({p, {}});
-      return sorted_.back().e;
+  // A table arriving in order: append (unless the overflow has it already).
+  auto append_ok = [&] { return extra_.empty() || less(std::prev(extra_.end())->first, p) || !extra_.count(p); };
+  if (p.is_v4()) {
+    if ((sorted4_.empty() || sorted4_.back().order() < order_of_v4(p)) && append_ok()) {
+      sorted4_.push_back(slot_of(p, {}));
+      return sorted4_.back().e;
     }
+  } else if ((sorted6_.empty() || less(sorted6_.back().key(), p)) && append_ok()) {
+    sorted6_.push_back({p, {}});
+    return sorted6_.back().e;
   }
   if (auto* e = find(p)) return *e;
   return extra_[p];
@@ -61,74 +87,105 @@ void LearnedTable::erase(const Prefix& p) {
     extra_.erase(x);
     return;
   }
-  ++gone_;  // a slot of the array: reclaimed by compact()
+  ++gone_;  // a slot of an array: reclaimed by compact()
 }
 
 // The prefixes inside `cidr` follow it in order, contiguously: their addresses lie
 // in its range, and one shorter than `cidr` cannot start inside it.
 void LearnedTable::for_inside(const Prefix& cidr, const std::function<void(const Prefix&, LearnedEntry&)>& f) {
-  PrefixLess less;
   auto inside = [&](const Prefix& k) { return k.family() == cidr.family() && cidr.contains(k.addr()); };
-  auto it = std::lower_bound(sorted_.begin(), sorted_.end(), cidr,
-                             [&](const Slot& s, const Prefix& k) { return less(s.key, k); });
-  for (; it != sorted_.end() && inside(it->key); ++it)
-    if (it->e.live()) f(it->key, it->e);
+  auto walk = [&](auto& v) {
+    auto it = lower_bound_in(v, cidr);
+    for (; it != v.end(); ++it) {
+      Prefix k = it->key();
+      if (!inside(k)) break;
+      if (it->e.live()) f(k, it->e);
+    }
+  };
+  if (cidr.is_v4()) walk(sorted4_);
+  else walk(sorted6_);
   for (auto x = extra_.lower_bound(cidr); x != extra_.end() && inside(x->first); ++x)
     if (x->second.live()) f(x->first, x->second);
 }
 
 void LearnedTable::drain_dirty(const std::function<void(const Prefix&, LearnedEntry&)>& f) {
-  for (auto& s : sorted_)
-    if (s.e.dirty) {
-      f(s.key, s.e);
-      if (!s.e.live()) ++gone_;
-    }
+  auto drain = [&](auto& v) {
+    for (auto& s : v)
+      if (s.e.dirty) {
+        f(s.key(), s.e);
+        if (!s.e.live()) ++gone_;
+      }
+  };
+  drain(sorted4_);
+  drain(sorted6_);
   for (auto x = extra_.begin(); x != extra_.end();) {
     if (x->second.dirty) f(x->first, x->second);
     x = x->second.live() || x->second.dirty ? std::next(x) : extra_.erase(x);
   }
 }
 
-void LearnedTable::for_each(const std::function<void(const Prefix&, const LearnedEntry&)>& f) const {
+// The slots of one array merged with the overflow's entries up to `end`.
+template <class Slots>
+void LearnedTable::merge_walk(const Slots& v, Extra::const_iterator& x, Extra::const_iterator end,
+                              const std::function<void(const Prefix&, const LearnedEntry&)>& f) {
   PrefixLess less;
-  auto a = sorted_.begin();
-  auto b = extra_.begin();
-  while (a != sorted_.end() || b != extra_.end()) {
-    if (b == extra_.end() || (a != sorted_.end() && less(a->key, b->first))) {
-      if (a->e.live()) f(a->key, a->e);
+  auto a = v.begin();
+  while (a != v.end() || x != end) {
+    if (x == end || (a != v.end() && less(a->key(), x->first))) {
+      if (a->e.live()) f(a->key(), a->e);
       ++a;
     } else {
-      if (b->second.live()) f(b->first, b->second);
-      ++b;
+      if (x->second.live()) f(x->first, x->second);
+      ++x;
     }
   }
 }
 
+void LearnedTable::for_each(const std::function<void(const Prefix&, const LearnedEntry&)>& f) const {
+  auto x = extra_.cbegin();
+  // The overflow's IPv4 prefixes come first (PrefixLess orders by family first).
+  auto first6 = std::find_if(extra_.cbegin(), extra_.cend(), [](const auto& kv) { return !kv.first.is_v4(); });
+  merge_walk(sorted4_, x, first6, f);
+  merge_walk(sorted6_, x, extra_.cend(), f);
+}
+
 void LearnedTable::compact(bool force) {
-  const size_t n = sorted_.size();
-  // Fold when the overflow or the dead slots reach 1/16 of the array (or 4096
-  // entries, whichever is larger): each fold copies the array once.
+  const size_t n = sorted4_.size() + sorted6_.size();
+  // Fold when the overflow or the dead slots reach 1/16 of the arrays (or 4096
+  // entries, whichever is larger): each fold copies the arrays once.
   const size_t due = std::max<size_t>(4096, n / 16);
   if (!force && extra_.size() < due && gone_ < due) return;
   if (extra_.empty() && gone_ == 0) return;
   PrefixLess less;
-  std::vector<Slot> out;
-  out.reserve(n + extra_.size() - std::min(gone_, n));
-  auto a = sorted_.begin();
-  auto b = extra_.begin();
+  std::vector<Slot4> out4;
+  std::vector<Slot6> out6;
+  size_t extra4 = 0;
+  for (const auto& [k, e] : extra_) extra4 += k.is_v4();
+  out4.reserve(sorted4_.size() + extra4);
+  out6.reserve(sorted6_.size() + extra_.size() - extra4);
   auto keep = [&](const Prefix& k, const LearnedEntry& e) {
-    if (e.live() || e.dirty) out.push_back({k, e});
+    if (!e.live() && !e.dirty) return;
+    if (k.is_v4()) out4.push_back(slot_of(k, e));
+    else out6.push_back({k, e});
   };
-  while (a != sorted_.end() || b != extra_.end()) {
-    if (b == extra_.end() || (a != sorted_.end() && less(a->key, b->first))) {
-      keep(a->key, a->e);
-      ++a;
-    } else {
-      keep(b->first, b->second);
-      ++b;
+  auto fold = [&](const auto& v, Extra::const_iterator& x, Extra::const_iterator end) {
+    auto a = v.begin();
+    while (a != v.end() || x != end) {
+      if (x == end || (a != v.end() && less(a->key(), x->first))) {
+        keep(a->key(), a->e);
+        ++a;
+      } else {
+        keep(x->first, x->second);
+        ++x;
+      }
     }
-  }
-  sorted_ = std::move(out);
+  };
+  auto x = extra_.cbegin();
+  auto first6 = std::find_if(extra_.cbegin(), extra_.cend(), [](const auto& kv) { return !kv.first.is_v4(); });
+  fold(sorted4_, x, first6);
+  fold(sorted6_, x, extra_.cend());
+  sorted4_ = std::move(out4);
+  sorted6_ = std::move(out6);
   extra_.clear();
   gone_ = 0;
 }

@@ -517,13 +517,32 @@ TEST_CASE("random edits through the recorder: the kernel ends equal to the desir
   auto rnd = [&]() { return static_cast<uint32_t>((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33); };
   const char* gws[] = {"198.18.0.2", "198.18.0.3", "198.18.0.4"};
   std::map<std::string, Route> want[kRouteClassCount];  // key text -> route, per class
+  const char* gws6[] = {"fd00::2", "fd00::3", "fd00::4"};
+  // Keys of every storage shape: IPv4 main table metric 0 (kept inline in the entry),
+  // IPv6, another table, another metric (kept aside): `i` picks the shape.
   auto make = [&](uint32_t i) {
-    Route r = direct_route(Prefix(IpAddress::v4(0x0A000000u + i), 32), ip(gws[rnd() % 3]), "eth0");
-    if (rnd() % 5 == 0) r = block_blackhole(r.dst);
+    Route r;
+    if (i % 4 == 1) {
+      uint8_t b[16] = {0xfd, 0x01};
+      b[15] = static_cast<uint8_t>(i);
+      r = direct_route(Prefix(IpAddress::v6_bytes(b), 128), ip(gws6[rnd() % 3]), "eth0");
+      r.metric = 1024;  // the kernel's spelling of IPv6 metric 0
+    } else {
+      r = direct_route(Prefix(IpAddress::v4(0x0A000000u + i), 32), ip(gws[rnd() % 3]), "eth0");
+      if (i % 4 == 2) r.table = 100;
+      if (i % 4 == 3) r.metric = 7;
+    }
+    if (rnd() % 5 == 0) {
+      Route b = block_blackhole(r.dst);
+      b.table = r.table;
+      b.metric = r.metric;
+      r = b;
+    }
     return r;
   };
+  auto key_text = [](const Route& r) { return r.dst.str() + " " + std::to_string(r.table) + " " + std::to_string(r.metric); };
   dp.desired_state_complete();
-  for (int round = 0; round < 60; ++round) {
+  for (int round = 0; round < 200; ++round) {
     int cls = static_cast<int>(rnd() % kRouteClassCount);
     switch (rnd() % 3) {
       case 0: {  // replace the class with a random set
@@ -531,7 +550,7 @@ TEST_CASE("random edits through the recorder: the kernel ends equal to the desir
         want[cls].clear();
         for (int i = 0; i < 40; ++i) {
           Route r = make(rnd() % 64);
-          want[cls][r.dst.str()] = r;
+          want[cls][key_text(r)] = r;
           v.push_back(r);
         }
         dp.set_routes(static_cast<RouteClass>(cls), v);
@@ -539,13 +558,13 @@ TEST_CASE("random edits through the recorder: the kernel ends equal to the desir
       }
       case 1: {
         Route r = make(rnd() % 64);
-        want[cls][r.dst.str()] = r;
+        want[cls][key_text(r)] = r;
         dp.upsert_route(static_cast<RouteClass>(cls), r);
         break;
       }
       default: {
         Route r = make(rnd() % 64);
-        want[cls].erase(r.dst.str());
+        want[cls].erase(key_text(r));
         dp.remove_route(static_cast<RouteClass>(cls), r);
       }
     }
@@ -562,4 +581,111 @@ TEST_CASE("random edits through the recorder: the kernel ends equal to the desir
     CHECK(dp.status().routes_desired == expect.size());
     CHECK(dp.status().routes_programmed == expect.size());
   }
+}
+
+TEST_CASE("RouteDiff keys: inline IPv4, IPv6 and other table/metric keys, several classes at one key") {
+  RouteDiff t;
+  auto all_writable = [](const RouteAttrs&) { return true; };
+  Route v4 = direct_route(pfx("10.9.0.0/24"), ip("198.18.0.2"), "eth0");
+  Route v4_table = v4;
+  v4_table.table = 100;
+  Route v4_metric = v4;
+  v4_metric.metric = 20;
+  Route v6 = direct_route(pfx("fd10::/64"), ip("fd00::2"), "eth0");
+  // Same address, other length: a different key.
+  Route v4_other_len = direct_route(pfx("10.9.0.0/25"), ip("198.18.0.2"), "eth0");
+  t.set_class(RouteClass::Static, {v4, v4_table, v4_metric, v6, v4_other_len});
+  CHECK(t.entry_count() == 5);
+  auto plan = t.plan(all_writable);
+  CHECK(plan.upserts.size() == 5);
+  for (const auto& r : plan.upserts) t.ack_upsert(r);
+  Route v6n = v6;
+  normalize(v6n);
+  for (const Route* r : {&v4, &v4_table, &v4_metric, &v6n, &v4_other_len}) {
+    auto d = t.desired(key_of(*r));
+    REQUIRE(d);
+    CHECK(*d == *r);
+    CHECK(t.observed_protocol(key_of(*r)) == kTabbyRouteProtocol);
+  }
+  // A second and third class want the table-100 key and the inline key: the lowest wins,
+  // and dropping it gives the key back to the next one.
+  Route bh = block_blackhole(pfx("10.9.0.0/24"));
+  Route wl = v4;
+  wl.nexthops = {NextHop{std::nullopt, "cali1", false, 1}};
+  t.upsert(RouteClass::LocalBlock, bh);
+  t.upsert(RouteClass::LocalWorkload, wl);
+  CHECK(t.class_count(RouteClass::LocalBlock) == 1);
+  CHECK(*t.desired(key_of(v4)) == wl);
+  t.remove(RouteClass::LocalWorkload, key_of(wl));
+  CHECK(*t.desired(key_of(v4)) == bh);
+  t.remove(RouteClass::LocalBlock, key_of(bh));
+  CHECK(*t.desired(key_of(v4)) == v4);
+  CHECK(t.desired_count() == 5);
+  // The class set shrinks to the wide keys only: the inline ones are planned for deletion.
+  t.set_complete();
+  t.set_class(RouteClass::Static, {v4_table, v6});
+  plan = t.plan(all_writable);
+  CHECK(plan.upserts.empty());
+  std::vector<std::string> dels;
+  for (const auto& r : plan.deletes) dels.push_back(r.str());
+  std::sort(dels.begin(), dels.end());
+  CHECK(dels == std::vector<std::string>{"10.9.0.0/24 metric 20 via 198.18.0.2 dev eth0",
+                                         "10.9.0.0/24 via 198.18.0.2 dev eth0",
+                                         "10.9.0.0/25 via 198.18.0.2 dev eth0"});
+  for (const auto& r : plan.deletes) t.ack_delete(key_of(r));
+  CHECK(t.entry_count() == 2);
+  CHECK(t.desired(key_of(v4_table)));
+  CHECK(t.desired(key_of(v6n)));
+  CHECK(!t.desired(key_of(v4)));
+  // Wide key slots are reused: adding and removing many leaves the lookups right.
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Route> v;
+    for (uint32_t i = 0; i < 300; ++i) {
+      Route r = direct_route(Prefix(IpAddress::v4(0x0B000000u + i * 256), 24), ip("198.18.0.2"), "eth0");
+      r.metric = round + 1;
+      v.push_back(r);
+    }
+    t.set_class(RouteClass::RemoteBlock, v);
+    CHECK(t.entry_count() == 302);
+    for (const auto& r : v) CHECK(t.desired(key_of(r)));
+    t.set_class(RouteClass::RemoteBlock, {});
+    CHECK(t.entry_count() == 2);
+  }
+  CHECK(t.desired(key_of(v4_table)));
+  CHECK(t.desired(key_of(v6n)));
+}
+
+TEST_CASE("restart: a gateway route adopted before anything is desired is not rewritten when it is desired again") {
+  // The agent's start: the kernel dump comes first (the kernel names the device it
+  // resolved), BGP relearns the route (no device) afterwards: same route, no write.
+  RouteDiff s;
+  s.observed_reset_begin();
+  KernelRoute a{direct_route(pfx("10.2.0.0/24"), ip("198.18.1.1"), "eth0"), kTabbyRouteProtocol};
+  KernelRoute b{ecmp_route(pfx("10.2.1.0/24"), {NextHop{ip("198.18.1.1"), "eth0", false, 1},
+                                                NextHop{ip("198.18.1.2"), "eth0", false, 1}}),
+                kTabbyRouteProtocol};
+  KernelRoute c{direct_route(pfx("10.2.2.0/24"), ip("198.18.1.1"), "eth0"), kTabbyRouteProtocol};
+  s.observed_reset_add(a);
+  s.observed_reset_add(b);
+  s.observed_reset_add(c);
+  s.observed_reset_end();
+  CHECK(s.plan(all_writable).upserts.empty());
+  s.upsert(RouteClass::Static, direct_route(pfx("10.2.0.0/24"), ip("198.18.1.1")));
+  s.upsert(RouteClass::Static, ecmp_route(pfx("10.2.1.0/24"), {NextHop{ip("198.18.1.2"), "", false, 1},
+                                                                NextHop{ip("198.18.1.1"), "", false, 1}}));
+  s.upsert(RouteClass::Static, direct_route(pfx("10.2.2.0/24"), ip("198.18.1.9")));  // a real change
+  s.set_complete();
+  auto p = s.plan(all_writable);
+  REQUIRE(p.upserts.size() == 1);
+  CHECK(p.upserts[0].str() == "10.2.2.0/24 via 198.18.1.9");
+  CHECK(p.deletes.empty());
+  // The adopted routes now read as the desired ones: a later reload changes nothing.
+  ack_all(s, p);
+  s.observed_reset_begin();
+  c.route = direct_route(pfx("10.2.2.0/24"), ip("198.18.1.9"), "eth0");
+  for (KernelRoute* k : {&a, &b, &c}) s.observed_reset_add(*k);
+  s.observed_reset_end();
+  p = s.plan(all_writable);
+  CHECK(p.upserts.empty());
+  CHECK(p.deletes.empty());
 }

@@ -15,6 +15,12 @@ using tabby::felix::calc_detail::PrefixLess;
 
 namespace {
 Prefix v4(uint32_t a, uint8_t len) { return Prefix::from_v4(a, len); }
+// fd00::/16 with `a` in bytes 4..7 (big-endian): v6(a, len + 32) inside v6(b, len) as for v4.
+Prefix v6(uint32_t a, uint8_t len) {
+  uint8_t b[16] = {0xfd, 0x00};
+  for (int i = 0; i < 4; ++i) b[4 + i] = static_cast<uint8_t>(a >> (24 - 8 * i));
+  return Prefix(IpAddress::v6_bytes(b), len);
+}
 
 std::vector<std::pair<Prefix, uint32_t>> listing(const LearnedTable& t) {
   std::vector<std::pair<Prefix, uint32_t>> v;
@@ -49,13 +55,16 @@ TEST_CASE("learned table: random inserts, erases, folds and range walks agree wi
   uint32_t next = 0x0A000000u;
   for (int step = 0; step < 30000; ++step) {
     int op = static_cast<int>(rng() % 10);
+    const bool six = rng() % 4 == 0;  // a quarter IPv6 (their own array, after every IPv4 one)
     if (op < 4) {  // append in order (a table arriving)
       next += 256;
-      Prefix p = v4(next, 24);
+      Prefix p = six ? v6(next, 56) : v4(next, 24);
       t.get(p).hops = 1 + step;
       model[p] = 1 + step;
     } else if (op < 7) {  // anywhere, any length (churn)
-      Prefix p = v4(0x0A000000u + (rng() % (next - 0x0A000000u + 1)), static_cast<uint8_t>(20 + rng() % 13));
+      uint32_t a = 0x0A000000u + (rng() % (next - 0x0A000000u + 1));
+      uint8_t len = static_cast<uint8_t>(20 + rng() % 13);
+      Prefix p = six ? v6(a, static_cast<uint8_t>(len + 32)) : v4(a, len);
       t.get(p).hops = 1 + step;
       model[p] = 1 + step;
     } else if (op < 9 && !model.empty()) {  // withdraw one
@@ -72,11 +81,13 @@ TEST_CASE("learned table: random inserts, erases, folds and range walks agree wi
     if (step % 997 == 0) {
       REQUIRE(listing(t) == listing(model));
       // Everything inside a random block, as a map range would give it.
-      Prefix blk = v4(0x0A000000u + (rng() % (next - 0x0A000000u + 1)), static_cast<uint8_t>(18 + rng() % 8));
+      uint32_t a = 0x0A000000u + (rng() % (next - 0x0A000000u + 1));
+      uint8_t len = static_cast<uint8_t>(18 + rng() % 8);
+      Prefix blk = step % 2 ? v6(a, static_cast<uint8_t>(len + 32)) : v4(a, len);
       std::vector<Prefix> got, want;
       t.for_inside(blk, [&](const Prefix& p, LearnedEntry&) { got.push_back(p); });
       for (const auto& [p, h] : model)
-        if (blk.contains(p.addr()) && p.len() >= blk.len()) want.push_back(p);
+        if (p.family() == blk.family() && blk.contains(p.addr()) && p.len() >= blk.len()) want.push_back(p);
       std::sort(got.begin(), got.end(), PrefixLess{});
       CHECK(got == want);
     }
