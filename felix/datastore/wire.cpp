@@ -455,6 +455,7 @@ std::vector<K8sResource> default_k8s_resources() {
       {calico, "v1", "Node", "nodes", false},
       {calico, "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "GlobalNetworkPolicy", "globalnetworkpolicies", false},
+      {calico, "v1", "Tier", "tiers", false},
       {calico, "v1", "NetworkSet", "networksets", true},
       {calico, "v1", "GlobalNetworkSet", "globalnetworksets", false},
       {own, "v1", "BlockAffinity", "blockaffinities", false},

@@ -58,6 +58,7 @@ RESOURCES = {
     "/apis/crd.projectcalico.org/v1/nodes": ("crd.projectcalico.org/v1", "Node", False),
     "/apis/crd.projectcalico.org/v1/networkpolicies": ("crd.projectcalico.org/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/globalnetworkpolicies": ("crd.projectcalico.org/v1", "GlobalNetworkPolicy", False),
+    "/apis/crd.projectcalico.org/v1/tiers": ("crd.projectcalico.org/v1", "Tier", False),
     "/apis/crd.projectcalico.org/v1/networksets": ("crd.projectcalico.org/v1", "NetworkSet", True),
     "/apis/crd.projectcalico.org/v1/globalnetworksets": ("crd.projectcalico.org/v1", "GlobalNetworkSet", False),
     "/apis/tabby.dev/v1/blockaffinities": ("tabby.dev/v1", "BlockAffinity", False),
@@ -151,8 +152,8 @@ def body(lab):
                                                       "logSeverityScreen": "Info"}})
     default_pool = c.pool("default-ipv4-ippool", "198.19.0.0/16")
 
-    for i in (1, 2, 3):
-        c.add_node(f"node{i}", i)
+    for i in (1, 2, 3):  # policy enforced: a Tier must arrive from the API server (step below)
+        c.add_node(f"node{i}", i, extra={"dataplane": {"enabled": True, "policy": True}})
     c.wait_ready()
     wait_until(lambda: all(len(a.established_peers()) == 2 for a in c.agents.values()), 30, "full mesh (2 peers each)")
     regs = sorted(n for _, n in st.objects[CALICO_NODES])
@@ -186,6 +187,37 @@ def body(lab):
     c.put(default_pool)
     wait_until(lambda: all(len(block_routes(a, r"via \S+ dev vxlan\.tabby onlink")) == 2 for a in c.agents.values()),
                20, "block routes via vxlan.tabby on every node")
+    c.ping_all()
+
+    step("a Tier and a policy in it arrive from the API server")
+    tier = {"apiVersion": "projectcalico.org/v3", "kind": "Tier", "metadata": {"name": "security"},
+            "spec": {"order": 100}}
+    gnp = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+           "metadata": {"name": "security.deny-web-icmp"},
+           "spec": {"tier": "security", "order": 10, "selector": "app == 'web'", "types": ["Ingress"],
+                    "ingress": [{"action": "Deny", "protocol": "ICMP"}]}}
+    # A default-tier policy allows the same ICMP: only the Tier object's order
+    # (100, before the default tier's 1,000,000) puts the deny first; a tier
+    # with no Tier object evaluates after the default tier, and ping would pass.
+    allow = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+             "metadata": {"name": "allow-web-icmp"},
+             "spec": {"order": 10, "selector": "app == 'web'", "types": ["Ingress"],
+                      "ingress": [{"action": "Allow", "protocol": "ICMP"}]}}
+    c.put(allow)
+    c.put(tier)
+    c.put(gnp)
+    a, b = c.pods[0], c.pods[3]  # node1 -> node2
+
+    def tiers_on(agent):
+        out = agent.api("policy") or {}
+        return {p.get("tier") for e in out.get("endpoints", []) for p in e.get("policies", [])}
+    wait_until(lambda: all("security" in tiers_on(ag) for ag in c.agents.values()), 20,
+               "every agent shows the security tier's policy on its pods (tabby policy)")
+    wait_until(lambda: not c.ping(a, b.ip, count=1), 10,
+               f"{a} -> {b}: ICMP denied by the security tier (order 100) before the default tier's allow")
+    c.delete(gnp)
+    c.delete(tier)
+    c.delete(allow)
     c.ping_all()
 
     step("a pod is deleted (CNI DEL)")

@@ -741,7 +741,7 @@ TEST_CASE("default kubernetes resources cover core, networking, Calico and tabby
   for (const auto& r : default_k8s_resources()) kinds.insert(k8s_qualified_kind(r));
   for (const char* k : {"Node", "Pod", "Namespace", "NetworkPolicy.networking.k8s.io", "BGPConfiguration.projectcalico.org",
                         "BGPPeer.projectcalico.org", "BGPFilter.projectcalico.org", "IPPool.projectcalico.org", "NetworkPolicy.projectcalico.org",
-                        "GlobalNetworkPolicy.projectcalico.org", "Node.projectcalico.org",
+                        "GlobalNetworkPolicy.projectcalico.org", "Tier.projectcalico.org", "Node.projectcalico.org",
                         "NetworkSet.projectcalico.org", "GlobalNetworkSet.projectcalico.org", "ServiceAccount",
                         "BlockAffinity.tabby.dev", "WorkloadEndpoint.tabby.dev"})
     CHECK(kinds.count(k) == 1);
