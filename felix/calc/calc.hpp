@@ -148,6 +148,8 @@ struct CalcChanges {
   std::vector<std::string> tiers_removed;      // Tier names
   std::vector<policy::NetworkSet> network_sets_upserted;
   std::vector<std::string> network_sets_removed;  // NetworkSet::key()
+  std::vector<policy::ServiceEndpoints> services_upserted;  // a Service's endpoints (its EndpointSlices)
+  std::vector<std::string> services_removed;                // ServiceEndpoints::key()
   bool empty() const;
 };
 
@@ -330,6 +332,9 @@ class Calc {
   std::vector<policy::Policy> policies() const;
   std::vector<policy::Tier> tiers() const;
   std::vector<policy::NetworkSet> network_sets() const;
+  std::vector<policy::ServiceEndpoints> service_endpoints() const;
+  // The v1 Services read ("ns/name" -> Service).
+  const std::map<std::string, ServiceRes>& k8s_services() const;
   std::vector<CalcProblem> problems() const;
 
   // Apply a change set / the complete state.

@@ -447,6 +447,8 @@ std::vector<K8sResource> default_k8s_resources() {
       {"", "v1", "Pod", "pods", true},
       {"", "v1", "Namespace", "namespaces", false},
       {"", "v1", "ServiceAccount", "serviceaccounts", true},
+      {"", "v1", "Service", "services", true},
+      {"discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true},
       {"networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true},
       {calico, "v1", "BGPConfiguration", "bgpconfigurations", false},
       {calico, "v1", "BGPPeer", "bgppeers", false},

@@ -50,6 +50,8 @@ RESOURCES = {
     "/api/v1/pods": ("v1", "Pod", True),
     "/api/v1/namespaces": ("v1", "Namespace", False),
     "/api/v1/serviceaccounts": ("v1", "ServiceAccount", True),
+    "/api/v1/services": ("v1", "Service", True),
+    "/apis/discovery.k8s.io/v1/endpointslices": ("discovery.k8s.io/v1", "EndpointSlice", True),
     "/apis/networking.k8s.io/v1/networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/bgpconfigurations": ("crd.projectcalico.org/v1", "BGPConfiguration", False),
     "/apis/crd.projectcalico.org/v1/bgppeers": ("crd.projectcalico.org/v1", "BGPPeer", False),

@@ -96,6 +96,13 @@ const std::map<std::string, Base>& bases() {
       {"Tier",
        {"Tier.projectcalico.org", "", "security",
         "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n"}},
+      {"NetworkPolicy",
+       {"NetworkPolicy.projectcalico.org", "default", "p",
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\n"
+        "spec: {selector: all()}\n"}},
+      {"GlobalNetworkPolicy",
+       {"GlobalNetworkPolicy.projectcalico.org", "", "g",
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec: {selector: all()}\n"}},
       {"WorkloadEndpoint",
        {"WorkloadEndpoint.projectcalico.org", "default", "w1",
         "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w1, namespace: default}\n"
