@@ -20,12 +20,18 @@ crd.projectcalico.org/v1 IPPool and BGPConfiguration, core v1 Pods. Then:
    nodes' blocks; every pod pings every other pod;
 3. the IPPool CRD is modified (vxlanMode Always; a watch MODIFIED event): routes
    move to vxlan.tabby, pings pass;
+   (policy is enforced on every node) a crd.projectcalico.org/v1 Tier (order 100)
+   holding an ICMP deny on the web pods, beside a default-tier policy allowing the
+   same ICMP: ping is denied (the Tier's order, read from the API, puts it first);
+   a v1 Service and a discovery.k8s.io/v1 EndpointSlice listing web-1-1 with a
+   policy denying ICMP from `source.services`: web-1-1 cannot ping, web-1-2 can;
+   all removed, pings pass;
 4. a pod is deleted (CNI DEL): its WorkloadEndpoint is deleted on the server, its
    address leaves the block's allocations, its /32 goes; pings pass;
 5. node3 is removed (agent stopped, Node CRD, core Node and block claims deleted):
    node1 and node2 drop its routes and session; pings pass;
 6. the API server refused no write as malformed (no 400/422/500), and the CNI
-   plugin's one-shot lists opened no watches (only the agents' 3 x 12).
+   plugin's one-shot lists opened no watches (only the agents' own, one per resource).
 """
 import ipaddress
 import json
@@ -222,6 +228,28 @@ def body(lab):
     c.delete(allow)
     c.ping_all()
 
+    step("a Service's EndpointSlice and a policy's services: match arrive from the API server")
+    src = c.pods[0]  # web-1-1: the service's one endpoint
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+           "spec": {"clusterIP": "10.96.0.80", "ports": [{"name": "http", "port": 80}]}}
+    es = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+          "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+          "addressType": "IPv4", "endpoints": [{"addresses": [src.ip]}], "ports": [{"name": "http", "port": 80}]}
+    deny_svc = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+                "metadata": {"name": "deny-icmp-from-web-svc"},
+                "spec": {"order": 10, "selector": "app == 'web'", "types": ["Ingress"],
+                         "ingress": [{"action": "Deny", "protocol": "ICMP",
+                                      "source": {"services": {"name": "web", "namespace": "default"}}},
+                                     {"action": "Allow"}]}}
+    for obj in (svc, es, deny_svc):
+        c.put(obj)
+    other = c.pods[1]  # web-1-2: not an endpoint of the service
+    wait_until(lambda: not c.ping(src, b.ip, count=1), 10, f"{src} -> {b}: denied (source is service web's endpoint)")
+    check(c.ping(other, b.ip, count=2), f"{other} -> {b}: allowed (not an endpoint of service web)")
+    for obj in (deny_svc, es, svc):
+        c.delete(obj)
+    c.ping_all()
+
     step("a pod is deleted (CNI DEL)")
     gone = next(p for p in c.pods if p.name == "web-1-1")
     c.del_pod(gone)
@@ -248,7 +276,7 @@ def body(lab):
         bad = [r for r in st.responses if r[2] in (400, 422, 500)]
         conflicts = [r for r in st.responses if r[2] == 409 and r[0] == "PUT"]
     check(not bad, f"the API server refused writes as malformed: {bad}")
-    # Each of the 3 agents watches the 12 resources once (the stand-in never ends a
+    # Each of the 3 agents watches each resource once (the stand-in never ends a
     # stream here); the CNI plugin lists per command and stops at the Snapshot,
     # before any watch (it would leave up to 11 abandoned watch requests per
     # command otherwise).
