@@ -7,6 +7,7 @@
 #include <string>
 
 #include "felix/calc/calc.hpp"
+#include "felix/calc/doc_feed.hpp"
 #include "felix/calc/resources.hpp"
 
 using namespace tabby;
@@ -111,4 +112,20 @@ TEST_CASE("a Service's endpoints: its slices merged; changes reach the policy in
   REQUIRE(ch.services_removed.size() == 1);
   CHECK(ch.services_removed[0] == "x/web");
   CHECK(calc.service_endpoints().size() == 1);  // api
+}
+
+TEST_CASE("EndpointSlices through the document feed: a deleted slice removes the Service's endpoints") {
+  Calc calc({.node_name = "node-1"});
+  DocFeed feed;
+  const DocKey key{"EndpointSlice.discovery.k8s.io", "x", "web-1"};
+  auto st = feed.feed({DocEvent{key, slice("web-1", "web", "[198.19.0.1]"), "1", false, "api"}}, calc);
+  CHECK(st.upserts == 1);
+  CHECK(feed.problems().empty());
+  auto ch = calc.take_changes();
+  REQUIRE(ch.services_upserted.size() == 1);
+  CHECK(plain_key(key) == ResourceKey{Kind::EndpointSlice, "x", "web-1"});
+  feed.feed({DocEvent{key, "", "2", true, "api"}}, calc);
+  ch = calc.take_changes();
+  REQUIRE(ch.services_removed.size() == 1);
+  CHECK(ch.services_removed[0] == "x/web");
 }
