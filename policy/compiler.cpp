@@ -14,6 +14,13 @@
 //                    `@s-<h>` or `@c-<h>` (two nft rules; notSelector: neither).
 //                    A set's CIDRs changing is element changes; a selector
 //                    starting or stopping to match rewrites its policies' chains.
+//   set  v-<hash> / v6-<hash>  ipv4_addr / ipv6_addr . inet_proto . inet_service:
+//                    the endpoints (address, protocol, port) of the Kubernetes
+//                    Service a rule's `destination.services` names;
+//   set  vs-<hash> / vs6-<hash>  ipv4_addr / ipv6_addr: its endpoint addresses,
+//                    for `source.services`. Both exist while a rule names the
+//                    service (empty while it has no endpoints); EndpointSlice
+//                    changes are element changes of these sets.
 // IPv4 and IPv6: a rule whose matches depend on the family (CIDRs, selectors,
 // named ports, ipVersion, ICMP) becomes one nft rule per family it can match
 // (ip ... @s-x / ip6 ... @s6-x; a family none of its CIDRs belong to gets no
@@ -99,6 +106,8 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <set>
 #include <limits>
 #include <tuple>
 #include <unordered_map>
@@ -505,6 +514,18 @@ struct PolicyCompiler::Impl {
   std::map<std::string, std::vector<Prefix>> applied_cidr_sets;  // name -> elements last emitted
   std::vector<CidrQuery>* cidr_log = nullptr;  // the policy being compiled records its looks here
 
+  // ---- Kubernetes Services named by rules' `services` matches, keyed
+  // "svc|dst|<ns/name>[|v6]" / "svc|src|..." in Compiled::set_keys.
+  std::map<std::string, ServiceEndpoints> services;  // ServiceEndpoints::key() -> endpoints
+  struct SvcSet {
+    std::string name, service;  // set name, ServiceRef::key()
+    bool dst = false, v6 = false;
+    std::vector<std::string> elems;  // nft element texts, sorted
+    int refs = 0;
+  };
+  std::map<std::string, SvcSet> svc_sets;
+  std::map<std::string, std::vector<std::string>> applied_svc_sets;  // name -> elements last emitted
+
   struct Class {
     std::vector<std::string> ids;
     int refs = 0;
@@ -777,6 +798,11 @@ struct PolicyCompiler::Impl {
     return key;
   }
   void release_set(const std::string& key) {
+    if (key.rfind("svc|", 0) == 0) {
+      auto v = svc_sets.find(key);
+      if (v != svc_sets.end() && --v->second.refs <= 0) svc_sets.erase(v);
+      return;
+    }
     if (key.rfind("cidr|", 0) == 0) {
       auto c = cidr_sets.find(key);
       if (c != cidr_sets.end() && --c->second.refs <= 0) cidr_sets.erase(c);
@@ -861,6 +887,64 @@ struct PolicyCompiler::Impl {
   void remove_network_set(const std::string& key) {
     if (network_sets.erase(key)) network_sets_changed();
   }
+  // ------------------------------------------------------------ services
+  // The elements of a service set: the service's (address . protocol . port)
+  // of one family (destination), or its addresses (source).
+  std::vector<std::string> svc_elems(const std::string& service, bool dst, bool v6) const {
+    std::vector<std::string> out;
+    auto it = services.find(service);
+    if (it == services.end()) return out;
+    if (dst) {
+      for (const auto& t : it->second.targets)
+        if (t.addr.is_v6() == v6) out.push_back(t.addr.str() + " . " + proto_name(t.protocol) + " . " + std::to_string(t.port));
+    } else {
+      for (const auto& a : it->second.addrs)
+        if (a.is_v6() == v6) out.push_back(a.str());
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+  std::string acquire_svc_set(const ServiceRef& ref, bool dst, bool v6, std::vector<std::string>& keys) {
+    const std::string base = std::string("svc|") + (dst ? "dst|" : "src|") + ref.key();
+    const std::string key = base + (v6 ? "|v6" : "");
+    auto it = svc_sets.find(key);
+    if (it == svc_sets.end()) {
+      SvcSet v;
+      v.name = std::string(dst ? (v6 ? "v6-" : "v-") : (v6 ? "vs6-" : "vs-")) + hex12(base);
+      auto taken = [&](const std::string& n) {
+        for (const auto& [k, x] : svc_sets)
+          if (x.name == n) return true;
+        return false;
+      };
+      while (taken(v.name)) v.name += "x";  // hash collision: keep names unique
+      v.service = ref.key();
+      v.dst = dst;
+      v.v6 = v6;
+      v.elems = svc_elems(v.service, dst, v6);
+      it = svc_sets.emplace(key, std::move(v)).first;
+    }
+    it->second.refs++;
+    keys.push_back(key);
+    return it->second.name;
+  }
+  void service_changed(const std::string& key) {
+    for (auto& [k, v] : svc_sets)
+      if (v.service == key) v.elems = svc_elems(v.service, v.dst, v.v6);
+  }
+  void upsert_service(const ServiceEndpoints& sv) {
+    auto it = services.find(sv.key());
+    if (it != services.end() && it->second == sv) return;
+    services[sv.key()] = sv;
+    service_changed(sv.key());
+  }
+  void remove_service(const std::string& key) {
+    if (services.erase(key)) service_changed(key);
+  }
+  static std::string svc_set_decl(const SvcSet& v) {
+    return std::string("type ") + (v.v6 ? "ipv6_addr" : "ipv4_addr") + (v.dst ? " . inet_proto . inet_service" : "") +
+           "; comment " + nft_text(std::string("service ") + v.service + (v.dst ? " endpoints" : " endpoint addresses")) + ";";
+  }
   std::string cidr_set_decl(const CidrSet& c) const {
     return std::string("type ") + (c.v6 ? "ipv6_addr" : "ipv4_addr") + "; flags interval; comment " +
            nft_text("network sets " + scope_key(c.scope) + " " + c.selector.str()) + ";";
@@ -926,6 +1010,13 @@ struct PolicyCompiler::Impl {
         for (const auto& n : v) add(nft::AddrIn{side, true, {n}});
       else if (any)
         add(nft::AddrIn{side, true, std::move(v)});
+    }
+    if (e.service) {
+      // The Service's endpoints: destination address, protocol and port
+      // together (one set lookup); source addresses.
+      std::string name = acquire_svc_set(*e.service, !src, v6, keys);
+      if (src) add(nft::AddrInSet{side, false, name, v6});
+      else add(nft::AddrPortInSet{side, false, name, v6});
     }
     if (e.has_selector) {
       std::string k = acquire_set(v6, e.scope, e.selector);
@@ -993,7 +1084,7 @@ struct PolicyCompiler::Impl {
   // once per family it can match).
   static bool family_specific(const Rule& r) {
     auto side = [](const EntityRule& e) {
-      return !e.nets.empty() || !e.not_nets.empty() || e.has_selector || e.not_selector || !e.ports.names.empty() ||
+      return !e.nets.empty() || !e.not_nets.empty() || e.has_selector || e.not_selector || e.service || !e.ports.names.empty() ||
              !e.not_ports.names.empty();
     };
     return r.ip_version || side(r.src) || side(r.dst);
@@ -1940,6 +2031,11 @@ struct PolicyCompiler::Impl {
       }
       s += " }\n";
     }
+    for (const auto& [k, v] : svc_sets) {
+      s += "  set " + v.name + " { " + svc_set_decl(v);
+      if (!v.elems.empty()) s += " elements = " + elems_text(v.elems, 0, v.elems.size()) + ";";
+      s += " }\n";
+    }
     for (const auto& [k, c] : cidr_sets) {
       s += "  set " + c.name + " { " + cidr_set_decl(c);
       if (!c.elems.empty()) s += " elements = " + prefixes_text(c.elems) + ";";
@@ -1992,6 +2088,8 @@ struct PolicyCompiler::Impl {
     applied_nat_sets = nat_sets;
     applied_cidr_sets.clear();
     for (const auto& [k, c] : cidr_sets) applied_cidr_sets[c.name] = c.elems;
+    applied_svc_sets.clear();
+    for (const auto& [k, v] : svc_sets) applied_svc_sets[v.name] = v.elems;
     dirty_chains.clear();
     dirty_in.clear();
     dirty_out.clear();
@@ -2038,6 +2136,15 @@ struct PolicyCompiler::Impl {
       if (applied_cidr_sets.count(c.name)) continue;
       s += "add set " + tb + " " + c.name + " { " + cidr_set_decl(c) + " }\n";
       if (!c.elems.empty()) s += "add element " + tb + " " + c.name + " " + prefixes_text(c.elems) + "\n";
+      structural = sets_changed = true;
+    }
+    // 1c. New service sets, with their elements.
+    std::set<std::string> now_svc;
+    for (const auto& [k, v] : svc_sets) {
+      now_svc.insert(v.name);
+      if (applied_svc_sets.count(v.name)) continue;
+      s += "add set " + tb + " " + v.name + " { " + svc_set_decl(v) + " }\n";
+      if (!v.elems.empty()) s += "add element " + tb + " " + v.name + " " + elems_text(v.elems, 0, v.elems.size()) + "\n";
       structural = sets_changed = true;
     }
     for (const auto& c : dirty_chains)
@@ -2100,6 +2207,21 @@ struct PolicyCompiler::Impl {
           if (std::find(other.begin(), other.end(), n) == other.end()) v.push_back(n);
         if (v.empty()) continue;
         s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + c.name + " " + prefixes_text(v) + "\n";
+        nat_changed = true;
+      }
+    // 2e. Service endpoints of existing service sets (EndpointSlice changes):
+    // the elements gone, then the new ones (through libnftables, in the same
+    // transaction as the rest of this delta).
+    for (int pass = 0; pass < 2; ++pass)
+      for (const auto& [k, v] : svc_sets) {
+        auto was = applied_svc_sets.find(v.name);
+        if (was == applied_svc_sets.end() || was->second == v.elems) continue;
+        const auto& from = pass == 0 ? was->second : v.elems;
+        const auto& other = pass == 0 ? v.elems : was->second;
+        std::vector<std::string> d;
+        std::set_difference(from.begin(), from.end(), other.begin(), other.end(), std::back_inserter(d));
+        if (d.empty()) continue;
+        s += std::string(pass == 0 ? "delete" : "add") + " element " + tb + " " + v.name + " " + elems_text(d, 0, d.size()) + "\n";
         nat_changed = true;
       }
     if (nat_active() && nat_sets != applied_nat_sets) {
@@ -2167,6 +2289,11 @@ struct PolicyCompiler::Impl {
       out.chain_ops.push_back({ChainOp::Delete, c, "", {}});
     }
     // 6. Sets nobody uses any more.
+    for (const auto& [name, elems] : applied_svc_sets)
+      if (!now_svc.count(name)) {
+        s += "delete set " + tb + " " + name + "\n";
+        structural = sets_changed = true;
+      }
     for (const auto& [name, elems] : applied_cidr_sets)
       if (!now_cidr.count(name)) {
         s += "delete set " + tb + " " + name + "\n";
@@ -2272,6 +2399,16 @@ void PolicyCompiler::upsert_network_set(const NetworkSet& s) {
 }
 void PolicyCompiler::remove_network_set(const std::string& key) { impl_->remove_network_set(key); }
 size_t PolicyCompiler::network_set_count() const { return impl_->network_sets.size(); }
+void PolicyCompiler::upsert_service(const ServiceEndpoints& s) {
+  if (impl_->opts.enforce_policy) impl_->upsert_service(s);
+}
+void PolicyCompiler::remove_service(const std::string& key) { impl_->remove_service(key); }
+size_t PolicyCompiler::service_count() const { return impl_->services.size(); }
+std::optional<ServiceEndpoints> PolicyCompiler::find_service(const std::string& key) const {
+  auto it = impl_->services.find(key);
+  if (it == impl_->services.end()) return std::nullopt;
+  return it->second;
+}
 void PolicyCompiler::upsert_tier(const Tier& t) {
   if (impl_->opts.enforce_policy) impl_->upsert_tier(t);
 }
@@ -2425,6 +2562,7 @@ RulesetShape PolicyCompiler::shape() const {
   for (const auto& c : impl_->host_base_chains()) s.chain_rules[c.name] = c.rules.size();
   for (const auto& [k, set] : impl_->sets) s.set_elements[set.name] = set.count;
   for (const auto& [k, c] : impl_->cidr_sets) s.set_elements[c.name] = c.elems.size();
+  for (const auto& [k, v] : impl_->svc_sets) s.set_elements[v.name] = v.elems.size();
   s.set_elements[kIngressMap] = impl_->vmap_in.size();
   s.set_elements[kEgressMap] = impl_->vmap_out.size();
   return s;

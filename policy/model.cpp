@@ -458,6 +458,32 @@ Result<EntityRule> calico_entity(const Ctx& c, const YAML::Node& n, const std::s
   auto nports = calico_ports(c, n["notPorts"], path + ".notPorts");
   if (!nports) return fail(nports.error());
   e.not_ports = std::move(*nports);
+  // services: {name, namespace}: the Service's endpoints. Calico's rules: it
+  // stands alone on its side (no selector, notSelector, namespaceSelector,
+  // nets, notNets or serviceAccounts beside it), the destination's ports come
+  // from the Service (so none may be given there), and a namespaced policy's
+  // service defaults to the policy's namespace.
+  if (const auto& sv = n["services"]; sv && !sv.IsNull()) {
+    const std::string sp = path + ".services";
+    if (!sv.IsMap()) return c.err(sp, "expected {name, namespace}");
+    ServiceRef ref;
+    if (sv["name"] && sv["name"].IsScalar()) ref.name = sv["name"].Scalar();
+    if (sv["namespace"] && sv["namespace"].IsScalar()) ref.ns = sv["namespace"].Scalar();
+    if (ref.name.empty()) return c.err(sp + ".name", "missing (the Service's name)");
+    if (ref.ns.empty()) {
+      if (pol.kind != PolicyKind::CalicoNetworkPolicy)
+        return c.err(sp + ".namespace", "missing (a GlobalNetworkPolicy must name the Service's namespace)");
+      ref.ns = pol.ns;
+    }
+    for (const char* other : {"selector", "notSelector", "namespaceSelector", "nets", "notNets", "serviceAccounts"})
+      if (n[other] && !n[other].IsNull())
+        return c.err(path + "." + other, "cannot be combined with services (the Service names the endpoints)");
+    const bool destination = path.size() >= 12 && path.compare(path.size() - 12, 12, ".destination") == 0;
+    if (destination && (!e.ports.empty() || !e.not_ports.empty()))
+      return c.err(path + (e.ports.empty() ? ".notPorts" : ".ports"),
+                   "cannot be combined with services on the destination (the Service's ports apply)");
+    e.service = std::move(ref);
+  }
   return e;
 }
 

@@ -129,8 +129,18 @@ struct NamespaceScope {
 };
 
 // One side (source or destination) of a rule, Calico-shaped.
+// A Kubernetes Service a Calico rule names (`services: {name, namespace}`).
+struct ServiceRef {
+  std::string ns, name;
+  std::string key() const { return ns + "/" + name; }
+  bool operator==(const ServiceRef&) const = default;
+};
+
 struct EntityRule {
   std::vector<Prefix> nets, not_nets;
+  // `services`: the Service's endpoints (destination: their address, protocol
+  // and port; source: their addresses). Alone on its side (Calico's rule).
+  std::optional<ServiceRef> service;
   bool has_selector = false;     // selector or namespaceSelector given
   Selector selector;             // endpoint labels
   NamespaceScope scope;          // namespace restriction of selector/notSelector
@@ -292,6 +302,23 @@ struct FailsafePorts {
 // Calico's defaults: in tcp 22, udp 68, tcp 179, 2379, 2380, 5473, 6443, 6666,
 // 6667; out udp 53, udp 67, tcp 179, 2379, 2380, 5473, 6443, 6666, 6667.
 FailsafePorts calico_default_failsafe();
+// The endpoints of one Kubernetes Service, as its EndpointSlices list them
+// (felix/calc/k8s_services.cpp merges the slices): every address, and every
+// (address, protocol, port) a slice pairs them with. What `services` rule
+// matches compare against.
+struct ServiceTarget {
+  IpAddress addr;
+  uint8_t protocol = 6;
+  uint16_t port = 0;
+  auto operator<=>(const ServiceTarget&) const = default;
+};
+struct ServiceEndpoints {
+  std::string ns, name;
+  std::vector<IpAddress> addrs;        // sorted, unique
+  std::vector<ServiceTarget> targets;  // sorted, unique
+  std::string key() const { return ns + "/" + name; }
+  bool operator==(const ServiceEndpoints&) const = default;
+};
 
 // Everything one manifest can contain.
 struct Object {
@@ -501,6 +528,15 @@ class PolicyCompiler {
   void upsert_network_set(const NetworkSet& s);
   void remove_network_set(const std::string& key);
   size_t network_set_count() const;
+  // Kubernetes Services' endpoints (ServiceEndpoints::key()): each service a
+  // rule names has a set per family and side (v-/v6-: address . protocol .
+  // port for destination matches; vs-/vs6-: addresses for source matches),
+  // present while a rule uses it (empty while the service is unknown: the
+  // rule matches nothing). A change of endpoints is element changes only.
+  void upsert_service(const ServiceEndpoints& s);
+  void remove_service(const std::string& key);
+  size_t service_count() const;
+  std::optional<ServiceEndpoints> find_service(const std::string& key) const;
   const Tier* find_tier(const std::string& name) const;
   // Host endpoints (HostEndpoint above; the caller passes only the local node's).
   // The table then holds the host base chains (compiler.cpp's header): adding or

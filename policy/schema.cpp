@@ -142,7 +142,7 @@ const Type& calico_rule() {
                             {"namespaceSelector", &kString},
                             {"ports", &kIntOrString, true},
                             {"notPorts", &kIntOrString, true},
-                            {"services", &service_match, false, "service matches are not implemented"},
+                            {"services", &service_match},
                             {"serviceAccounts", &service_account_match}}};
   static const Type http_path{Type::Object, "an HTTP path", {{"exact", &kString}, {"prefix", &kString}}};
   static const Type http{Type::Object, "an HTTP match",

@@ -12,8 +12,9 @@
 // when every one of its matches holds: protocol, ipVersion, ICMP type/code,
 // and on each side nets/notNets, selector/notSelector (endpoints holding the
 // address, in the rule's namespace scope, or CIDRs of the network sets the
-// selector sees), ports/notPorts (numbers, or named ports of the endpoint
-// holding the address). An established flow's later packets are not traced:
+// selector sees), services (the Service's endpoint address, protocol and port
+// as destination; its endpoint addresses as source), ports/notPorts (numbers,
+// or named ports of the endpoint holding the address). An established flow's later packets are not traced:
 // conntrack lets them through whatever the policy says now.
 // Pure: reads the compiler, no I/O.
 #include <algorithm>
@@ -71,6 +72,16 @@ class Evaluator {
     if (!e.nets.empty() && !in(e.nets)) return false;
     if (!e.not_nets.empty() && in(e.not_nets)) return false;
     if (e.has_selector && !selected(pol.kind, e.scope, e.selector, p)) return false;
+    if (e.service) {  // the Service's endpoints: (address, protocol, port) as destination, address as source
+      auto sv = c_.find_service(e.service->key());
+      if (!sv) return false;
+      if (&p == &dst_) {
+        const ServiceTarget t{p.addr, f_.protocol, p.port};
+        if (!std::binary_search(sv->targets.begin(), sv->targets.end(), t)) return false;
+      } else if (!std::binary_search(sv->addrs.begin(), sv->addrs.end(), p.addr)) {
+        return false;
+      }
+    }
     if (e.not_selector && selected(pol.kind, e.scope, *e.not_selector, p)) return false;
     const uint8_t proto = r.protocol.value_or(0);
     if (!e.ports.empty() && !port_in(e.ports, proto, p)) return false;

@@ -29,7 +29,8 @@ bool CalcChanges::empty() const {
          namespaces_removed.empty() && endpoints_upserted.empty() && endpoints_removed.empty() &&
          policies_upserted.empty() && policies_removed.empty() && tiers_upserted.empty() && tiers_removed.empty() &&
          network_sets_upserted.empty() && network_sets_removed.empty() &&
-         host_endpoints_upserted.empty() && host_endpoints_removed.empty();
+         host_endpoints_upserted.empty() && host_endpoints_removed.empty() && services_upserted.empty() &&
+         services_removed.empty();
 }
 
 CalcChanges Calc::Impl::take(bool with_policy) {
@@ -151,6 +152,20 @@ Status Calc::upsert(const Resource& r) {
       m.dirty_namespace_endpoints(k.ns);
       return {};
     }
+    case Kind::Service:
+      m.k8s_services[wep_key(k)] = std::get<ServiceRes>(r.body);
+      return {};
+    case Kind::EndpointSlice: {
+      const auto& v = std::get<EndpointSliceRes>(r.body);
+      std::string key = wep_key(k);
+      auto it = m.endpoint_slices.find(key);
+      if (it != m.endpoint_slices.end() && it->second == v) return {};
+      std::string before = it != m.endpoint_slices.end() ? it->second.service : "";
+      m.endpoint_slices[key] = v;
+      if (!before.empty() && before != v.service) m.refresh_service_endpoints(k.ns, before);
+      if (!v.service.empty()) m.refresh_service_endpoints(k.ns, v.service);
+      return {};
+    }
     case Kind::Pod: {
       const auto& v = std::get<Pod>(r.body);
       std::string key = wep_key(k);
@@ -250,6 +265,15 @@ void Calc::remove(const ResourceKey& k) {
     case Kind::ServiceAccount:
       if (m.service_accounts.erase(wep_key(k))) m.dirty_namespace_endpoints(k.ns);
       break;
+    case Kind::Service: m.k8s_services.erase(wep_key(k)); break;
+    case Kind::EndpointSlice: {
+      auto it = m.endpoint_slices.find(wep_key(k));
+      if (it == m.endpoint_slices.end()) break;
+      std::string service = it->second.service;
+      m.endpoint_slices.erase(it);
+      if (!service.empty()) m.refresh_service_endpoints(k.ns, service);
+      break;
+    }
     case Kind::Namespace:
       if (m.namespaces.erase(k.name)) m.dirty_namespaces.insert(k.name);
       break;

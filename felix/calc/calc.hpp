@@ -158,6 +158,8 @@ struct CalcChanges {
   // another node is removed here.
   std::vector<policy::HostEndpoint> host_endpoints_upserted;
   std::vector<std::string> host_endpoints_removed;  // HostEndpoint names
+  std::vector<policy::ServiceEndpoints> services_upserted;  // a Service's endpoints (its EndpointSlices)
+  std::vector<std::string> services_removed;                // ServiceEndpoints::key()
   bool empty() const;
 };
 
@@ -348,6 +350,9 @@ class Calc {
   std::vector<policy::Tier> tiers() const;
   std::vector<policy::NetworkSet> network_sets() const;
   std::vector<policy::HostEndpoint> host_endpoints() const;  // the local node's
+  std::vector<policy::ServiceEndpoints> service_endpoints() const;
+  // The v1 Services read ("ns/name" -> Service).
+  const std::map<std::string, ServiceRes>& k8s_services() const;
   std::vector<CalcProblem> problems() const;
 
   // Apply a change set / the complete state.

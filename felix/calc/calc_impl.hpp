@@ -275,6 +275,15 @@ struct Calc::Impl {
   std::map<std::string, policy::HostEndpoint> host_endpoints;  // the local node's (key "hep.<name>")
   std::vector<policy::HostEndpoint> hep_upserts;
   std::vector<std::string> hep_removes;
+  // Kubernetes Services and EndpointSlices ("ns/name"), and the endpoints of
+  // each service that has slices (ServiceEndpoints::key()), for `services:` matches.
+  std::map<std::string, ServiceRes> k8s_services;
+  std::map<std::string, EndpointSliceRes> endpoint_slices;
+  std::map<std::string, policy::ServiceEndpoints> service_endpoints;
+  std::vector<policy::ServiceEndpoints> service_upserts;
+  std::vector<std::string> service_removes;  // ServiceEndpoints::key()
+  // Recomputes service ns/name's endpoints from its slices; queues the change.
+  void refresh_service_endpoints(const std::string& ns, const std::string& name);
 
   explicit Impl(CalcOptions o) : opt(std::move(o)) { speaker = opt.base; }
 

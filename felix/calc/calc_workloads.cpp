@@ -99,6 +99,25 @@ std::optional<policy::Endpoint> Calc::Impl::compute_endpoint(const std::string& 
   return e;
 }
 
+void Calc::Impl::refresh_service_endpoints(const std::string& ns, const std::string& name) {
+  std::vector<const EndpointSliceRes*> slices;
+  const std::string prefix = ns + "/";
+  for (auto it = endpoint_slices.lower_bound(prefix); it != endpoint_slices.end() && it->first.starts_with(prefix); ++it)
+    if (it->second.service == name) slices.push_back(&it->second);
+  const std::string key = ns + "/" + name;
+  std::erase_if(service_upserts, [&](const policy::ServiceEndpoints& s) { return s.key() == key; });
+  std::erase(service_removes, key);
+  if (slices.empty()) {
+    if (service_endpoints.erase(key)) service_removes.push_back(key);
+    return;
+  }
+  auto eps = merge_service_endpoints(ns, name, slices);
+  auto it = service_endpoints.find(key);
+  if (it != service_endpoints.end() && it->second == eps) return;
+  service_endpoints[key] = eps;
+  service_upserts.push_back(std::move(eps));
+}
+
 void Calc::Impl::dirty_namespace_endpoints(const std::string& ns) {
   const std::string prefix = ns + "/";
   for (auto it = weps.lower_bound(prefix); it != weps.end() && it->first.starts_with(prefix); ++it)
@@ -156,7 +175,11 @@ void Calc::Impl::take_policy(CalcChanges& ch, bool with_policy) {
     ch.network_sets_removed = std::move(network_set_removes);
     ch.host_endpoints_upserted = std::move(hep_upserts);
     ch.host_endpoints_removed = std::move(hep_removes);
+    ch.services_upserted = std::move(service_upserts);
+    ch.services_removed = std::move(service_removes);
   }
+  service_upserts.clear();
+  service_removes.clear();
   network_set_upserts.clear();
   network_set_removes.clear();
   policy_upserts.clear();
@@ -192,6 +215,12 @@ std::vector<policy::HostEndpoint> Calc::host_endpoints() const {
   for (const auto& [n, h] : impl_->host_endpoints) v.push_back(h);
   return v;
 }
+std::vector<policy::ServiceEndpoints> Calc::service_endpoints() const {
+  std::vector<policy::ServiceEndpoints> v;
+  for (const auto& [k, s] : impl_->service_endpoints) v.push_back(s);
+  return v;
+}
+const std::map<std::string, ServiceRes>& Calc::k8s_services() const { return impl_->k8s_services; }
 std::vector<policy::Policy> Calc::policies() const {
   std::vector<policy::Policy> v;
   for (const auto& [n, p] : impl_->policies) v.push_back(p);
@@ -202,6 +231,7 @@ void Calc::apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch) {
   for (const auto& n : ch.namespaces_upserted) pc.upsert_namespace(n);
   for (const auto& t : ch.tiers_upserted) pc.upsert_tier(t);
   for (const auto& n : ch.network_sets_upserted) pc.upsert_network_set(n);
+  for (const auto& s : ch.services_upserted) pc.upsert_service(s);
   for (const auto& p : ch.policies_upserted) pc.upsert_policy(p);
   for (const auto& e : ch.endpoints_upserted) pc.upsert_endpoint(e);
   for (const auto& h : ch.host_endpoints_upserted) pc.upsert_host_endpoint(h);
@@ -211,12 +241,14 @@ void Calc::apply_to(policy::PolicyCompiler& pc, const CalcChanges& ch) {
   for (const auto& n : ch.namespaces_removed) pc.remove_namespace(n);
   for (const auto& t : ch.tiers_removed) pc.remove_tier(t);
   for (const auto& n : ch.network_sets_removed) pc.remove_network_set(n);
+  for (const auto& s : ch.services_removed) pc.remove_service(s);
 }
 
 void Calc::program_full(policy::PolicyCompiler& pc) const {
   for (const auto& n : namespaces()) pc.upsert_namespace(n);
   for (const auto& t : tiers()) pc.upsert_tier(t);
   for (const auto& n : network_sets()) pc.upsert_network_set(n);
+  for (const auto& s : service_endpoints()) pc.upsert_service(s);
   for (const auto& p : policies()) pc.upsert_policy(p);
   // One endpoint at a time: a vector of all of them (20,000) would be a second
   // full copy at the cold start's peak, next to the compiler's own.

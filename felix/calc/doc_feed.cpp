@@ -31,6 +31,7 @@ std::optional<ResourceKey> plain_key(const DocKey& key) {
   if (group.empty()) api = "v1";
   else if (group == "projectcalico.org") api = "projectcalico.org/v3";
   else if (group == "networking.k8s.io") api = "networking.k8s.io/v1";
+  else if (group == "discovery.k8s.io") api = "discovery.k8s.io/v1";
   else if (group == "tabby.dev") api = "tabby.dev/v1";
   else return std::nullopt;
   return key_for(api, kind, key.ns, key.name);

@@ -809,6 +809,8 @@ const char* kind_name(Kind k) {
     case Kind::Namespace: return "Namespace";
     case Kind::ServiceAccount: return "ServiceAccount";
     case Kind::Secret: return "Secret";
+    case Kind::Service: return "Service";
+    case Kind::EndpointSlice: return "EndpointSlice";
     case Kind::BlockAffinity: return "BlockAffinity";
     case Kind::WorkloadEndpoint: return "WorkloadEndpoint";
     case Kind::Policy: return "Policy";
@@ -883,6 +885,8 @@ std::optional<ResourceKey> key_for(std::string_view api_version, std::string_vie
   if (k8s && k == "Namespace") return ResourceKey{Kind::Namespace, "", name};
   if (k8s && k == "ServiceAccount") return ResourceKey{Kind::ServiceAccount, nsd, name};
   if (k8s && k == "Secret") return ResourceKey{Kind::Secret, nsd, name};
+  if (k8s && k == "Service") return ResourceKey{Kind::Service, nsd, name};
+  if (api == "discovery.k8s.io/v1" && k == "EndpointSlice") return ResourceKey{Kind::EndpointSlice, nsd, name};
   if (tabby && k == "BlockAffinity") return ResourceKey{Kind::BlockAffinity, "", name};
   if ((tabby || calico) && k == "WorkloadEndpoint") return ResourceKey{Kind::WorkloadEndpoint, nsd, name};
   if (k == "NetworkPolicy" && api == "networking.k8s.io/v1") return ResourceKey{Kind::Policy, "", "knp." + nsd + "." + name};
@@ -988,7 +992,8 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
                      (kind == "GlobalNetworkPolicy" && calico) || (kind == "Tier" && calico) ||
                      ((kind == "NetworkSet" || kind == "GlobalNetworkSet") && calico) || (kind == "HostEndpoint" && calico);
   bool namespaced = kind == "Pod" || kind == "WorkloadEndpoint" || (kind == "NetworkPolicy") || kind == "NetworkSet" ||
-                    (k8s && kind == "ServiceAccount") || (k8s && kind == "Secret");
+                    (k8s && kind == "ServiceAccount") || (k8s && kind == "Secret") || (k8s && kind == "Service") ||
+                    (api == "discovery.k8s.io/v1" && kind == "EndpointSlice");
   if (namespaced && ns.empty()) {
     ns = "default";
     object = kind + " " + ns + "/" + name;
@@ -1070,6 +1075,16 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     } else if (k8s && kind == "Secret") {
       r.key.kind = Kind::Secret;
       r.body = parse_secret(doc);
+    } else if (k8s && kind == "Service") {
+      r.key.kind = Kind::Service;
+      auto s = parse_k8s_service(doc);
+      if (!s) return fail_msg(src + object + ": " + s.error().message);
+      r.body = std::move(*s);
+    } else if (api == "discovery.k8s.io/v1" && kind == "EndpointSlice") {
+      r.key.kind = Kind::EndpointSlice;
+      auto e = parse_endpoint_slice(doc);
+      if (!e) return fail_msg(src + object + ": " + e.error().message);
+      r.body = std::move(*e);
     } else if (tabby && kind == "BlockAffinity") {
       r.key.kind = Kind::BlockAffinity;
       auto b = parse_block_affinity(doc["spec"]);
@@ -1088,8 +1103,9 @@ Result<Resource> parse_resource(const YAML::Node& doc, std::string_view source) 
     } else {
       return err("kind", "unknown kind '" + kind + "' for apiVersion '" + api +
                              "' (tabby reads projectcalico.org/v3 BGPConfiguration, BGPPeer, BGPFilter, IPPool, IPAMConfiguration, Node, "
-                             "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy, Tier, HostEndpoint, NetworkSet, GlobalNetworkSet; v1 Node, Pod, Namespace, Secret; "
-                             "networking.k8s.io/v1 NetworkPolicy; tabby.dev/v1 BlockAffinity, WorkloadEndpoint)");
+                             "WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy, Tier, HostEndpoint, NetworkSet, GlobalNetworkSet; "
+                             "v1 Node, Pod, Namespace, ServiceAccount, Secret, Service; networking.k8s.io/v1 NetworkPolicy; "
+                             "discovery.k8s.io/v1 EndpointSlice; tabby.dev/v1 BlockAffinity, WorkloadEndpoint)");
     }
   } catch (const FieldError& e) {
     return err(e.path, e.why);

@@ -7,6 +7,7 @@
 //                         HostEndpoint, NetworkSet, GlobalNetworkSet (the last six via policy/)
 //   v1                    Node, Pod, Namespace, ServiceAccount, Secret (Kubernetes)
 //   networking.k8s.io/v1  NetworkPolicy (via policy/)
+//   v1 Service, discovery.k8s.io/v1 EndpointSlice (k8s_services.hpp)
 //   tabby.dev/v1          BlockAffinity, WorkloadEndpoint (tabby's own; shapes below)
 //
 // tabby.dev/v1 BlockAffinity — an IPAM block claimed by a node (one object per block;
@@ -56,6 +57,7 @@
 #include "bgp/rib.hpp"
 #include "bgp/types.hpp"
 #include "ipip/ipip.hpp"
+#include "felix/calc/k8s_services.hpp"
 #include "policy/policy.hpp"
 
 namespace YAML {
@@ -77,6 +79,8 @@ enum class Kind : uint8_t {
   Pod,               // v1 Pod
   Namespace,         // v1 Namespace
   ServiceAccount,    // v1 ServiceAccount (its labels, for policy serviceAccounts matches)
+  Service,           // v1 Service (k8s_services.hpp)
+  EndpointSlice,     // discovery.k8s.io/v1 EndpointSlice (policy `services:` matches)
   BlockAffinity,     // tabby.dev/v1
   WorkloadEndpoint,  // tabby.dev/v1 (or projectcalico.org/v3)
   Policy,            // any NetworkPolicy kind (name = policy::Policy::id())
@@ -285,7 +289,8 @@ struct PolicyRes {
 };
 
 using ResourceBody = std::variant<BgpConfiguration, BgpPeer, BgpFilterRes, IpPool, CalicoNode, K8sNode, Pod, NamespaceRes,
-                                  BlockAffinity, WorkloadEndpoint, PolicyRes, ServiceAccountRes, SecretRes, IpamConfig>;
+                                  BlockAffinity, WorkloadEndpoint, PolicyRes, ServiceAccountRes, SecretRes, IpamConfig,
+                                  ServiceRes, EndpointSliceRes>;
 
 struct Resource {
   ResourceKey key;

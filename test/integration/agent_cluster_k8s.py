@@ -20,12 +20,18 @@ crd.projectcalico.org/v1 IPPool and BGPConfiguration, core v1 Pods. Then:
    nodes' blocks; every pod pings every other pod;
 3. the IPPool CRD is modified (vxlanMode Always; a watch MODIFIED event): routes
    move to vxlan.tabby, pings pass;
+   (policy is enforced on every node) a crd.projectcalico.org/v1 Tier (order 100)
+   holding an ICMP deny on the web pods, beside a default-tier policy allowing the
+   same ICMP: ping is denied (the Tier's order, read from the API, puts it first);
+   a v1 Service and a discovery.k8s.io/v1 EndpointSlice listing web-1-1 with a
+   policy denying ICMP from `source.services`: web-1-1 cannot ping, web-1-2 can;
+   all removed, pings pass;
 4. a pod is deleted (CNI DEL): its WorkloadEndpoint is deleted on the server, its
    address leaves the block's allocations, its /32 goes; pings pass;
 5. node3 is removed (agent stopped, Node CRD, core Node and block claims deleted):
    node1 and node2 drop its routes and session; pings pass;
 6. the API server refused no write as malformed (no 400/422/500), and the CNI
-   plugin's one-shot lists opened no watches (only the agents' 3 x 12).
+   plugin's one-shot lists opened no watches (only the agents' own, one per resource).
 """
 import ipaddress
 import json
@@ -50,6 +56,8 @@ RESOURCES = {
     "/api/v1/pods": ("v1", "Pod", True),
     "/api/v1/namespaces": ("v1", "Namespace", False),
     "/api/v1/serviceaccounts": ("v1", "ServiceAccount", True),
+    "/api/v1/services": ("v1", "Service", True),
+    "/apis/discovery.k8s.io/v1/endpointslices": ("discovery.k8s.io/v1", "EndpointSlice", True),
     "/apis/networking.k8s.io/v1/networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/bgpconfigurations": ("crd.projectcalico.org/v1", "BGPConfiguration", False),
     "/apis/crd.projectcalico.org/v1/bgppeers": ("crd.projectcalico.org/v1", "BGPPeer", False),
@@ -59,6 +67,7 @@ RESOURCES = {
     "/apis/crd.projectcalico.org/v1/nodes": ("crd.projectcalico.org/v1", "Node", False),
     "/apis/crd.projectcalico.org/v1/networkpolicies": ("crd.projectcalico.org/v1", "NetworkPolicy", True),
     "/apis/crd.projectcalico.org/v1/globalnetworkpolicies": ("crd.projectcalico.org/v1", "GlobalNetworkPolicy", False),
+    "/apis/crd.projectcalico.org/v1/tiers": ("crd.projectcalico.org/v1", "Tier", False),
     "/apis/crd.projectcalico.org/v1/networksets": ("crd.projectcalico.org/v1", "NetworkSet", True),
     "/apis/crd.projectcalico.org/v1/globalnetworksets": ("crd.projectcalico.org/v1", "GlobalNetworkSet", False),
     "/apis/tabby.dev/v1/blockaffinities": ("tabby.dev/v1", "BlockAffinity", False),
@@ -152,8 +161,8 @@ def body(lab):
                                                       "logSeverityScreen": "Info"}})
     default_pool = c.pool("default-ipv4-ippool", "198.19.0.0/16")
 
-    for i in (1, 2, 3):
-        c.add_node(f"node{i}", i)
+    for i in (1, 2, 3):  # policy enforced: a Tier must arrive from the API server (step below)
+        c.add_node(f"node{i}", i, extra={"dataplane": {"enabled": True, "policy": True}})
     c.wait_ready()
     wait_until(lambda: all(len(a.established_peers()) == 2 for a in c.agents.values()), 30, "full mesh (2 peers each)")
     regs = sorted(n for _, n in st.objects[CALICO_NODES])
@@ -189,6 +198,59 @@ def body(lab):
                20, "block routes via vxlan.tabby on every node")
     c.ping_all()
 
+    step("a Tier and a policy in it arrive from the API server")
+    tier = {"apiVersion": "projectcalico.org/v3", "kind": "Tier", "metadata": {"name": "security"},
+            "spec": {"order": 100}}
+    gnp = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+           "metadata": {"name": "security.deny-web-icmp"},
+           "spec": {"tier": "security", "order": 10, "selector": "app == 'web'", "types": ["Ingress"],
+                    "ingress": [{"action": "Deny", "protocol": "ICMP"}]}}
+    # A default-tier policy allows the same ICMP: only the Tier object's order
+    # (100, before the default tier's 1,000,000) puts the deny first; a tier
+    # with no Tier object evaluates after the default tier, and ping would pass.
+    allow = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+             "metadata": {"name": "allow-web-icmp"},
+             "spec": {"order": 10, "selector": "app == 'web'", "types": ["Ingress"],
+                      "ingress": [{"action": "Allow", "protocol": "ICMP"}]}}
+    c.put(allow)
+    c.put(tier)
+    c.put(gnp)
+    a, b = c.pods[0], c.pods[3]  # node1 -> node2
+
+    def tiers_on(agent):
+        out = agent.api("policy") or {}
+        return {p.get("tier") for e in out.get("endpoints", []) for p in e.get("policies", [])}
+    wait_until(lambda: all("security" in tiers_on(ag) for ag in c.agents.values()), 20,
+               "every agent shows the security tier's policy on its pods (tabby policy)")
+    wait_until(lambda: not c.ping(a, b.ip, count=1), 10,
+               f"{a} -> {b}: ICMP denied by the security tier (order 100) before the default tier's allow")
+    c.delete(gnp)
+    c.delete(tier)
+    c.delete(allow)
+    c.ping_all()
+
+    step("a Service's EndpointSlice and a policy's services: match arrive from the API server")
+    src = c.pods[0]  # web-1-1: the service's one endpoint
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+           "spec": {"clusterIP": "10.96.0.80", "ports": [{"name": "http", "port": 80}]}}
+    es = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+          "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+          "addressType": "IPv4", "endpoints": [{"addresses": [src.ip]}], "ports": [{"name": "http", "port": 80}]}
+    deny_svc = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+                "metadata": {"name": "deny-icmp-from-web-svc"},
+                "spec": {"order": 10, "selector": "app == 'web'", "types": ["Ingress"],
+                         "ingress": [{"action": "Deny", "protocol": "ICMP",
+                                      "source": {"services": {"name": "web", "namespace": "default"}}},
+                                     {"action": "Allow"}]}}
+    for obj in (svc, es, deny_svc):
+        c.put(obj)
+    other = c.pods[1]  # web-1-2: not an endpoint of the service
+    wait_until(lambda: not c.ping(src, b.ip, count=1), 10, f"{src} -> {b}: denied (source is service web's endpoint)")
+    check(c.ping(other, b.ip, count=2), f"{other} -> {b}: allowed (not an endpoint of service web)")
+    for obj in (deny_svc, es, svc):
+        c.delete(obj)
+    c.ping_all()
+
     step("a pod is deleted (CNI DEL)")
     gone = next(p for p in c.pods if p.name == "web-1-1")
     c.del_pod(gone)
@@ -215,7 +277,7 @@ def body(lab):
         bad = [r for r in st.responses if r[2] in (400, 422, 500)]
         conflicts = [r for r in st.responses if r[2] == 409 and r[0] == "PUT"]
     check(not bad, f"the API server refused writes as malformed: {bad}")
-    # Each of the 3 agents watches the 12 resources once (the stand-in never ends a
+    # Each of the 3 agents watches each resource once (the stand-in never ends a
     # stream here); the CNI plugin lists per command and stops at the Snapshot,
     # before any watch (it would leave up to 11 abandoned watch requests per
     # command otherwise).

@@ -7,7 +7,7 @@
 // policy_delta_equiv makes one). Builds a cluster from manifests covering the
 // rule forms the compiler emits, applies a sequence of changes (pods added,
 // relabelled, removed; policies changed, added, deleted; namespaces
-// relabelled) one sync() each, then compares `nft -j list table inet tabby`
+// relabelled; network sets and a Service's endpoints changed) one sync() each, then compares `nft -j list table inet tabby`
 // with the listing after a full reload. Prints the differences; exit 0 = equal
 // and both delta paths were used, 1 = not.
 #include <algorithm>
@@ -123,6 +123,11 @@ std::vector<std::string> policies(int v) {
               "  order: " + std::to_string(20 + v) + "\n  selector: app == 'db'\n  types: [Ingress]\n  ingress:\n"
               "  - action: Allow\n    source: {selector: role == 'office'}\n"
               "  - action: Deny\n    source: {notSelector: role == 'office'}\n");
+  // Services: egress to x/db's endpoints (address . protocol . port sets), a deny from them.
+  d.push_back("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: svc}\nspec:\n"
+              "  order: " + std::to_string(30 + v) + "\n  selector: app == 'web'\n  types: [Ingress, Egress]\n"
+              "  egress:\n  - action: Allow\n    destination: {services: {name: db, namespace: x}}\n"
+              "  ingress:\n  - action: Deny\n    source: {services: {name: db, namespace: x}}\n  - action: Allow\n");
   // A security tier: Pass (mark bit + return), Deny, Log (rate-limited).
   d.push_back("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.gate}\nspec:\n"
               "  tier: sec\n  order: " + std::to_string(v) + "\n  selector: app == 'web'\n  types: [Ingress, Egress]\n"
@@ -207,6 +212,27 @@ int main() {
     step("network set v" + std::to_string(v), "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: "
                                                "{name: office, labels: {role: " + std::string(v == 4 ? "away" : "office") +
                                                "}}\nspec: {nets: " + nets + "}\n");
+    // The service's endpoints change (EndpointSlices): element changes of its
+    // v-/vs- sets, both families; none at all on v == 5.
+    {
+      ServiceEndpoints sv;
+      sv.ns = "x";
+      sv.name = "db";
+      if (v != 5)
+        for (int i = 0; i < v; ++i) {
+          IpAddress a = *IpAddress::parse("198.19.2." + std::to_string(i + v));
+          IpAddress a6 = *IpAddress::parse("fd00:2::" + std::to_string(i + v));
+          for (const auto& x : {a, a6}) {
+            sv.addrs.push_back(x);
+            sv.targets.push_back({x, 6, static_cast<uint16_t>(5432 + v % 2)});
+            sv.targets.push_back({x, 17, 53});
+          }
+        }
+      std::sort(sv.addrs.begin(), sv.addrs.end());
+      std::sort(sv.targets.begin(), sv.targets.end());
+      c.upsert_service(sv);
+      step("service endpoints v" + std::to_string(v), "");
+    }
     // A tier order or action change rewrites endpoint chains (one delta).
     step("tier change v" + std::to_string(v), tier_doc("sec", v % 2 ? 2000000 : 100, v % 3 ? "Pass" : "Deny"));
     c.remove_endpoint("a/n" + std::to_string(v - 1));

@@ -103,6 +103,13 @@ const std::map<std::string, Base>& bases() {
        {"HostEndpoint.projectcalico.org", "", "node-1-eth0",
         "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-1-eth0}\n"
         "spec: {node: node-1, interfaceName: eth0}\n"}},
+      {"NetworkPolicy",
+       {"NetworkPolicy.projectcalico.org", "default", "p",
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\n"
+        "spec: {selector: all()}\n"}},
+      {"GlobalNetworkPolicy",
+       {"GlobalNetworkPolicy.projectcalico.org", "", "g",
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec: {selector: all()}\n"}},
       {"WorkloadEndpoint",
        {"WorkloadEndpoint.projectcalico.org", "default", "w1",
         "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w1, namespace: default}\n"
