@@ -20,10 +20,10 @@
 //     EntityRule, ICMPFields, RuleMetadata, ObjectMeta; Tier; NetworkSet and
 //     GlobalNetworkSet (spec.nets).
 //   projectcalico.org/v3 HostEndpoint: HostEndpointSpec, ObjectMeta.
-// Calico fields tabby does not implement (http) are refused as "not
-// supported" whenever they hold anything but their "off" value: accepting and
-// ignoring them would enforce less than the author wrote. Values (CIDRs, selectors, port ranges, enums) are checked by the
-// reader in model.cpp, not here. Pure: yaml-cpp nodes in, problems out.
+// Calico fields tabby does not implement (http) are refused as "not supported"
+// whenever they hold anything but their "off" value: accepting and ignoring
+// them would enforce less than the author wrote. Values (CIDRs, selectors, port
+// ranges, enums) are checked by the reader in model.cpp, not here. Pure: yaml-cpp nodes in, problems out.
 #pragma once
 
 #include <string>
