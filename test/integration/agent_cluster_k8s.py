@@ -74,7 +74,6 @@ RESOURCES = {
     "/apis/tabby.dev/v1/workloadendpoints": ("tabby.dev/v1", "WorkloadEndpoint", True),
     "/apis/tabby.dev/v1/ipamleases": ("tabby.dev/v1", "IPAMLease", False),
 }
-PATH_OF = {qualified_kind(api, kind): p for p, (api, kind, _) in RESOURCES.items()}
 CORE_NODES = "/api/v1/nodes"
 CALICO_NODES = "/apis/crd.projectcalico.org/v1/nodes"
 BLOCKS = "/apis/tabby.dev/v1/blockaffinities"
@@ -85,7 +84,11 @@ class K8sStore:
     """The stand-in API server in its own namespace on the bridge, as a Cluster store."""
     kind = "kubernetes"
 
-    def __init__(self, lab, sw):
+    def __init__(self, lab, sw, resources=None):
+        # resources: the collections served (path -> (apiVersion, kind, namespaced));
+        # default this test's RESOURCES.
+        resources = resources or RESOURCES
+        self.path_of = {qualified_kind(api, kind): p for p, (api, kind, _) in resources.items()}
         self.node = lab.node("apisrv")
         lab.join(sw, self.node, f"{API_IP}/24")
         d = os.path.join(lab.tmp, "k8s")
@@ -97,7 +100,7 @@ class K8sStore:
         self.token_file = os.path.join(d, "token")
         with open(self.token_file, "w") as f:
             f.write(TOKEN + "\n")
-        self.state = State(RESOURCES, TOKEN)
+        self.state = State(resources, TOKEN)
         self.server = Server(self.state, self.ca, key, port=API_PORT, host=API_IP, netns=self.node.ns)
         self.server.start()
         self.label = "k8s-apiserver"
@@ -115,7 +118,7 @@ class K8sStore:
 
     def _path(self, obj):
         api, kind = obj["apiVersion"], obj["kind"]
-        p = PATH_OF.get(qualified_kind(api, kind))
+        p = self.path_of.get(qualified_kind(api, kind))
         if not p:
             fail(f"the stand-in serves no {api} {kind}")
         return p
@@ -129,15 +132,15 @@ class K8sStore:
 
     def delete(self, obj_id):
         k, ns, name = obj_id
-        if self.state.delete(PATH_OF[k], ns, name) is None:
+        if self.state.delete(self.path_of[k], ns, name) is None:
             fail(f"no {obj_id} on the API server")
 
     def objects(self, kind):
         with self.state.cond:
-            return [json.dumps(o) for o in self.state.objects[PATH_OF[kind]].values()]
+            return [json.dumps(o) for o in self.state.objects[self.path_of[kind]].values()]
 
     def get(self, kind, ns, name):
-        return self.state.get(PATH_OF[kind], ns, name)
+        return self.state.get(self.path_of[kind], ns, name)
 
 
 def block_routes(agent, pattern):
