@@ -16,18 +16,14 @@
 #include <string>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/manifest_objects.hpp"
 #include "test/unit/policy/script_sets.hpp"
 
 using namespace tabby;
 using namespace tabby::policy;
+using tabby::policy_test::obj;
 
 namespace {
-
-Object obj(const std::string& yaml) {
-  auto o = parse_object(yaml);
-  REQUIRE_MESSAGE(o.ok(), (o.ok() ? "" : o.error().message));
-  return *o;
-}
 
 std::string parse_error(const std::string& yaml) {
   auto o = parse_object(yaml);

@@ -11,18 +11,15 @@
 #include <string>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/manifest_objects.hpp"
 #include "test/unit/policy/script_sets.hpp"
 
 using namespace tabby;
 using namespace tabby::policy;
+using tabby::policy_test::obj;
+using tabby::policy_test::pol;
 
 namespace {
-
-Object obj(const std::string& yaml) {
-  auto o = parse_object(yaml);
-  REQUIRE_MESSAGE(o.ok(), (o.ok() ? "" : o.error().message));
-  return *o;
-}
 
 NetworkSet gns(const std::string& name, const std::string& labels, const std::string& nets) {
   auto o = obj("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: " + name +
@@ -36,12 +33,6 @@ NetworkSet nset(const std::string& ns, const std::string& name, const std::strin
                ", labels: " + labels + "}\nspec: {nets: " + nets + "}\n");
   REQUIRE(o.kind == Object::NetworkSetObj);
   return o.network_set;
-}
-
-Policy pol(const std::string& yaml) {
-  auto o = obj(yaml);
-  REQUIRE(o.kind == Object::PolicyObj);
-  return o.policy;
 }
 
 // A GlobalNetworkPolicy on app == 'web' with one ingress rule whose source is `source`.

@@ -14,10 +14,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/manifest_objects.hpp"
 #include "test/unit/policy/script_sets.hpp"
 
 using namespace tabby;
 using namespace tabby::policy;
+using tabby::policy_test::pol;
 
 namespace {
 
@@ -25,13 +27,6 @@ Selector sel(const char* s) {
   auto r = Selector::parse(s);
   REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
   return *r;
-}
-
-Policy pol(const std::string& yaml) {
-  auto o = parse_object(yaml);
-  REQUIRE_MESSAGE(o.ok(), (o.ok() ? "" : o.error().message));
-  REQUIRE(o->kind == Object::PolicyObj);
-  return o->policy;
 }
 
 std::string perr(const std::string& yaml) {

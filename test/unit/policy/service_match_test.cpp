@@ -10,19 +10,14 @@
 #include <string>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/manifest_objects.hpp"
 #include "test/unit/policy/script_sets.hpp"
 
 using namespace tabby;
 using namespace tabby::policy;
+using tabby::policy_test::pol;
 
 namespace {
-
-Policy pol(const std::string& yaml) {
-  auto o = parse_object(yaml);
-  REQUIRE_MESSAGE(o.ok(), (o.ok() ? "" : o.error().message));
-  REQUIRE(o->kind == Object::PolicyObj);
-  return o->policy;
-}
 
 std::string error_of(const std::string& yaml) {
   auto o = parse_object(yaml);

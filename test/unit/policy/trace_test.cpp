@@ -8,17 +8,13 @@
 #include <string>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/manifest_objects.hpp"
 
 using namespace tabby;
 using namespace tabby::policy;
+using tabby::policy_test::obj;
 
 namespace {
-
-Object obj(const std::string& yaml) {
-  auto o = parse_object(yaml);
-  REQUIRE_MESSAGE(o.ok(), (o.ok() ? "" : o.error().message));
-  return *o;
-}
 
 Endpoint ep(const std::string& ns, const std::string& name, Labels l, const std::string& ip, bool local = true) {
   Endpoint e;
