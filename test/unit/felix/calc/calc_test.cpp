@@ -111,7 +111,7 @@ std::vector<std::string> op_strs(const CalcChanges& ch) { return op_strs(ch.rout
 // take_changes() plus the learned-route edits, every removal first.
 std::vector<RouteOp> take_all(Calc& c) {
   std::vector<RouteOp> ops = c.take_changes().routes;
-  c.take_learned_routes([&](const RouteOp& op) { ops.push_back(op); });
+  c.take_learned_routes([&](RouteOp&& op) { ops.push_back(std::move(op)); });
   std::stable_partition(ops.begin(), ops.end(), [](const RouteOp& o) { return o.remove; });
   return ops;
 }
