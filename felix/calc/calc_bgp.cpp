@@ -23,6 +23,8 @@ BgpConfiguration Calc::Impl::effective_bgp() const {
     if (!n.prefix_advertisements.empty()) c.prefix_advertisements = n.prefix_advertisements;
     if (!n.service_cluster_ips.empty()) c.service_cluster_ips = n.service_cluster_ips;
     if (!n.service_external_ips.empty()) c.service_external_ips = n.service_external_ips;
+    if (!n.service_load_balancer_ips.empty()) c.service_load_balancer_ips = n.service_load_balancer_ips;
+    if (n.service_load_balancer_aggregation) c.service_load_balancer_aggregation = n.service_load_balancer_aggregation;
     if (n.node_mesh_password) c.node_mesh_password = n.node_mesh_password;
     if (n.node_mesh_max_restart_time) c.node_mesh_max_restart_time = n.node_mesh_max_restart_time;
   }
@@ -43,6 +45,43 @@ Result<std::string> Calc::Impl::secret_password(const SecretKeyRef& ref) const {
     return fail_msg("Secret " + opt.secret_namespace + "/" + ref.name + " key '" + ref.key +
                     "' must hold 1 to 80 bytes (a TCP MD5 key), not " + std::to_string(k->second.size()));
   return k->second;
+}
+
+std::vector<const EndpointSliceRes*> Calc::Impl::slices_of(const std::string& ns, const std::string& name) const {
+  std::vector<const EndpointSliceRes*> out;
+  const std::string prefix = ns + "/";
+  for (auto it = endpoint_slices.lower_bound(prefix); it != endpoint_slices.end() && it->first.starts_with(prefix); ++it)
+    if (it->second.service == name) out.push_back(&it->second);
+  return out;
+}
+
+void Calc::Impl::update_service_advertisement(const ServiceAdvertisementConfig& cfg, bool excluded) {
+  auto refresh = [&](const std::string& key) {
+    auto svc = k8s_services.find(key);
+    std::vector<Prefix> v;
+    if (svc != k8s_services.end()) {
+      auto slash = key.find('/');
+      v = service_address_prefixes(cfg, opt.node_name, svc->second,
+                                   slices_of(key.substr(0, slash), key.substr(slash + 1)));
+    }
+    if (v.empty()) service_prefixes.erase(key);
+    else service_prefixes[key] = std::move(v);
+  };
+  if (!(cfg == svc_adv)) {
+    // Learned routes inside a range that comes or goes: into or out of the kernel.
+    auto reject = service_kernel_reject_prefixes(cfg);
+    for (const auto& set : {service_kernel_reject, reject})
+      for (const auto& r : set)
+        learned.for_inside(r, [&](const Prefix& p, calc_detail::LearnedEntry& e) { mark_learned_dirty(p, e); });
+    service_kernel_reject = std::move(reject);
+    svc_adv = cfg;
+    service_prefixes.clear();
+    for (const auto& [key, svc] : k8s_services) refresh(key);
+  } else {
+    for (const auto& key : dirty_adv_services) refresh(key);
+  }
+  dirty_adv_services.clear();
+  svc_adv_excluded = excluded;
 }
 
 uint32_t Calc::Impl::node_asn(const NodeInfo& n) const {
@@ -279,8 +318,16 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
       if (pool && pool->disable_bgp_export) continue;
       announce(b);
     }
-  for (const auto& p : eff.service_cluster_ips) announce(p);
-  for (const auto& p : eff.service_external_ips) announce(p);
+  // Service addresses (service_advertisement.hpp): the ranges, and the host
+  // prefixes of the Services this node announces.
+  ServiceAdvertisementConfig sa{eff.service_cluster_ips, eff.service_external_ips, eff.service_load_balancer_ips,
+                                eff.service_load_balancer_aggregation.value_or(true)};
+  update_service_advertisement(sa, me && excluded_from_service_advertisement(me->labels));
+  if (!svc_adv_excluded) {
+    for (const auto& p : service_range_prefixes(svc_adv)) announce(p);
+    for (const auto& [key, prefixes] : service_prefixes)
+      for (const auto& p : prefixes) announce(p);
+  }
   s.announcements = opt.base.announcements;
   for (auto& [p, a] : ann) {
     bool dup = std::any_of(s.announcements.begin(), s.announcements.end(),
