@@ -259,7 +259,7 @@ TEST_CASE("Calc: routes learned inside a service range stay out of the kernel") 
   put(calc, node("node-2", "198.18.0.12/24"));
   (void)calc.take_changes();
   calc.set_learned_routes({{pfx("203.0.113.10/32"), {ip("198.18.0.12")}, false},
-                           {pfx("198.51.100.0/24"), {ip("198.18.0.12")}, false}});
+                           {pfx("198.51.100.0/25"), {ip("198.18.0.12")}, false}});
   auto ops = [&] {
     std::vector<std::string> v;
     (void)calc.take_changes();
@@ -272,11 +272,17 @@ TEST_CASE("Calc: routes learned inside a service range stay out of the kernel") 
   auto o = ops();
   REQUIRE(o.size() == 1);
   CHECK(o[0].find("-static 203.0.113.10/32") == 0);
-  CHECK(calc.has_route(dataplane::RouteClass::Static, pfx("198.51.100.0/24")));
+  CHECK(calc.has_route(dataplane::RouteClass::Static, pfx("198.51.100.0/25")));
+  // Another range: what it covers leaves the kernel, what the old one covered comes back.
+  put(calc, bgp_config("[{cidr: 198.51.100.0/24}]"));
+  o = ops();
+  REQUIRE(o.size() == 2);
+  CHECK(o[0].find("+static 203.0.113.10/32") == 0);
+  CHECK(o[1].find("-static 198.51.100.0/25") == 0);
   calc.remove({Kind::BGPConfiguration, "", "default"});
   o = ops();
   REQUIRE(o.size() == 1);
-  CHECK(o[0].find("+static 203.0.113.10/32") == 0);
+  CHECK(o[0].find("+static 198.51.100.0/25") == 0);
 }
 
 TEST_CASE("BGPConfiguration serviceLoadBalancerIPs and serviceLoadBalancerAggregation") {
@@ -291,4 +297,28 @@ TEST_CASE("BGPConfiguration serviceLoadBalancerIPs and serviceLoadBalancerAggreg
   auto bad_cidr = parse_manifests(bgp_config("[{cidr: 203.0.113.0/33}]"), "b.yaml");
   REQUIRE(bad_cidr.errors.size() == 1);
   CHECK(bad_cidr.errors[0].message.find("spec.serviceLoadBalancerIPs[0].cidr") != std::string::npos);
+}
+
+TEST_CASE("Calc: a range configured before the routes are learned, then moved") {
+  Calc calc({.node_name = "node-1"});
+  put(calc, node("node-1", "198.18.0.11/24"));
+  put(calc, bgp_config("[{cidr: 203.0.113.0/24}]"));
+  (void)calc.take_changes();
+  auto ops = [&] {
+    std::vector<std::string> v;
+    (void)calc.take_changes();
+    calc.take_learned_routes([&](const RouteOp& op) { v.push_back(op.str()); });
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  calc.set_learned_routes({{pfx("203.0.113.128/25"), {ip("198.18.0.254")}, false},
+                           {pfx("198.51.100.0/25"), {ip("198.18.0.254")}, false}});
+  auto o = ops();
+  REQUIRE(o.size() == 1);
+  CHECK(o[0].find("+static 198.51.100.0/25") == 0);
+  put(calc, bgp_config("[{cidr: 198.51.100.0/24}]"));
+  o = ops();
+  REQUIRE(o.size() == 2);
+  CHECK(o[0].find("+static 203.0.113.128/25") == 0);
+  CHECK(o[1].find("-static 198.51.100.0/25") == 0);
 }
