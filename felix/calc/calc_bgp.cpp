@@ -55,33 +55,41 @@ std::vector<const EndpointSliceRes*> Calc::Impl::slices_of(const std::string& ns
   return out;
 }
 
+void Calc::Impl::service_adv_touched(const std::string& ns, const std::string& name) {
+  if (!svc_adv.any()) return;
+  const std::string key = ns + "/" + name;
+  std::vector<Prefix> v;
+  if (auto svc = k8s_services.find(key); svc != k8s_services.end())
+    v = service_address_prefixes(svc_adv, opt.node_name, svc->second, slices_of(ns, name));
+  auto it = service_prefixes.find(key);
+  if (it == service_prefixes.end() ? v.empty() : it->second == v) return;
+  if (v.empty()) service_prefixes.erase(it);
+  else service_prefixes[key] = std::move(v);
+  bgp_dirty = true;
+}
+
 void Calc::Impl::update_service_advertisement(const ServiceAdvertisementConfig& cfg, bool excluded) {
-  auto refresh = [&](const std::string& key) {
-    auto svc = k8s_services.find(key);
-    std::vector<Prefix> v;
-    if (svc != k8s_services.end()) {
-      auto slash = key.find('/');
-      v = service_address_prefixes(cfg, opt.node_name, svc->second,
-                                   slices_of(key.substr(0, slash), key.substr(slash + 1)));
-    }
-    if (v.empty()) service_prefixes.erase(key);
-    else service_prefixes[key] = std::move(v);
-  };
-  if (!(cfg == svc_adv)) {
-    // Learned routes inside a range that comes or goes: into or out of the kernel.
-    auto reject = service_kernel_reject_prefixes(cfg);
-    for (const auto& set : {service_kernel_reject, reject})
-      for (const auto& r : set)
-        learned.for_inside(r, [&](const Prefix& p, calc_detail::LearnedEntry& e) { mark_learned_dirty(p, e); });
-    service_kernel_reject = std::move(reject);
-    svc_adv = cfg;
-    service_prefixes.clear();
-    for (const auto& [key, svc] : k8s_services) refresh(key);
-  } else {
-    for (const auto& key : dirty_adv_services) refresh(key);
-  }
-  dirty_adv_services.clear();
   svc_adv_excluded = excluded;
+  if (cfg == svc_adv) return;  // per-Service changes are applied as they come (service_adv_touched)
+  // Learned routes inside a range that comes or goes: into or out of the kernel.
+  auto reject = service_kernel_reject_prefixes(cfg);
+  for (const auto& set : {service_kernel_reject, reject})
+    for (const auto& r : set)
+      learned.for_inside(r, [&](const Prefix& p, calc_detail::LearnedEntry& e) { mark_learned_dirty(p, e); });
+  service_kernel_reject = std::move(reject);
+  svc_adv = cfg;
+  service_prefixes.clear();
+  if (!cfg.any()) return;
+  // Every Service again, its slices gathered in one pass ("ns/service").
+  std::map<std::string, std::vector<const EndpointSliceRes*>> slices;
+  for (const auto& [key, s] : endpoint_slices)
+    if (!s.service.empty()) slices[key.substr(0, key.find('/') + 1) + s.service].push_back(&s);
+  static const std::vector<const EndpointSliceRes*> kNone;
+  for (const auto& [key, svc] : k8s_services) {
+    auto sl = slices.find(key);
+    auto v = service_address_prefixes(cfg, opt.node_name, svc, sl == slices.end() ? kNone : sl->second);
+    if (!v.empty()) service_prefixes[key] = std::move(v);
+  }
 }
 
 uint32_t Calc::Impl::node_asn(const NodeInfo& n) const {

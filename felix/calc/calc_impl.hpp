@@ -289,20 +289,16 @@ struct Calc::Impl {
   std::vector<const EndpointSliceRes*> slices_of(const std::string& ns, const std::string& name) const;
   // Service address advertisement (service_advertisement.hpp), as of the last
   // compute_speaker: the config, whether this node is excluded, each Service's
-  // host prefixes on this node ("ns/name", non-empty only), the Services
-  // changed since, and the ranges kept out of the kernel (learned_want).
+  // host prefixes on this node ("ns/name", non-empty only), and the ranges kept
+  // out of the kernel (learned_want).
   ServiceAdvertisementConfig svc_adv;
   bool svc_adv_excluded = false;
   std::map<std::string, std::vector<Prefix>> service_prefixes;
-  std::set<std::string> dirty_adv_services;
   std::vector<Prefix> service_kernel_reject;
-  // A Service or one of its slices changed: recompute its prefixes (only when
-  // service addresses are advertised at all).
-  void service_adv_touched(const std::string& ns, const std::string& name) {
-    if (!svc_adv.any()) return;
-    dirty_adv_services.insert(ns + "/" + name);
-    bgp_dirty = true;
-  }
+  // A Service or one of its slices changed: its prefixes again, and the speaker
+  // config only when they differ (an endpoint elsewhere changes nothing here).
+  // Nothing while no service address is advertised: a config change recomputes all.
+  void service_adv_touched(const std::string& ns, const std::string& name);
   // compute_speaker's part: brings the fields above up to date with `cfg`.
   void update_service_advertisement(const ServiceAdvertisementConfig& cfg, bool excluded);
 

@@ -103,8 +103,10 @@ Result<ServiceRes> parse_k8s_service(const YAML::Node& doc) {
     } else {
       s.type = "ClusterIP";
     }
-    // The API server's defaults, for manifests read from files.
-    if (s.external_traffic_policy.empty() && (s.type == "NodePort" || s.type == "LoadBalancer"))
+    // The API server's defaults, for manifests read from files: an externally
+    // reachable Service (NodePort, LoadBalancer, or with external IPs) is Cluster.
+    if (s.external_traffic_policy.empty() &&
+        (s.type == "NodePort" || s.type == "LoadBalancer" || !s.external_ips.empty()))
       s.external_traffic_policy = "Cluster";
     if (s.ip_families.empty())
       for (const auto& ip : s.cluster_ips) {

@@ -39,7 +39,8 @@ struct ServiceRes {
   std::vector<IpAddress> cluster_ips, external_ips, load_balancer_ips;
   std::vector<K8sServicePort> ports;
   // spec.externalTrafficPolicy: "Cluster" or "Local"; absent: "Cluster" for
-  // types NodePort and LoadBalancer (the API server's default), else "".
+  // types NodePort and LoadBalancer and for Services with external IPs (the API
+  // server's default), else "".
   std::string external_traffic_policy;
   std::optional<IpAddress> spec_load_balancer_ip;  // spec.loadBalancerIP (deprecated)
   // spec.ipFamilies ("IPv4", "IPv6"); absent: the families of the cluster IPs.

@@ -75,6 +75,8 @@ TEST_CASE("Service fields used for advertisement: defaults as the API server set
   CHECK(s.external_traffic_policy == "Cluster");  // LoadBalancer default
   CHECK(s.ip_families == std::vector<std::string>{"IPv4"});
   CHECK(svc_of("apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 10.96.0.1}\n").external_traffic_policy.empty());
+  CHECK(svc_of("apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 10.96.0.1, externalIPs: [192.0.2.1]}\n")
+            .external_traffic_policy == "Cluster");  // externally reachable
   auto d = svc_of("apiVersion: v1\nkind: Service\nmetadata: {name: d}\nspec: {clusterIPs: ['fd00:96::1', 10.96.0.1], "
                   "loadBalancerIP: 203.0.113.7, externalTrafficPolicy: Local}\n");
   CHECK(d.ip_families == std::vector<std::string>{"IPv6", "IPv4"});
@@ -210,6 +212,11 @@ TEST_CASE("Calc: LB addresses announced and withdrawn as Services, slices, label
   put(calc, slice("web-1", "web", {{"node-1", ""}}));
   (void)calc.take_changes();
   CHECK(announced(calc) == std::vector<std::string>{"203.0.113.0/24", "203.0.113.10/32"});
+  // Another node's endpoint comes and goes: nothing to do here (no speaker recompute).
+  put(calc, slice("web-2", "web", {{"node-2", ""}}));
+  CHECK_FALSE(calc.take_changes().bgp_changed);
+  calc.remove({Kind::EndpointSlice, "x", "web-2"});
+  CHECK_FALSE(calc.take_changes().bgp_changed);
   put(calc, slice("web-1", "web", {{"node-2", ""}}));
   (void)calc.take_changes();
   CHECK(announced(calc) == std::vector<std::string>{"203.0.113.0/24"});
