@@ -1731,6 +1731,31 @@ std::vector<PeerStatus> Speaker::peers() const {
       else s.prefixes_advertised += im.rib->advertised_count(p->rib_id, f);
     }
     s.flaps = p->flaps;
+    // RFC 4724 §4.2 / RFC 9494 §4.2: a stale family is long-lived once it is in
+    // llgr_until; the others wait for the restart timer.
+    {
+      auto now = Clock::now();
+      auto secs_until = [&](Clock::time_point t) {
+        if (t <= now) return uint32_t{0};
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
+        return static_cast<uint32_t>((ms + 999) / 1000);
+      };
+      bool gr = false;
+      for (Family f : p->stale_families) {
+        if (p->llgr_until.count(f)) s.prefixes_llgr_stale += st.stale[f == kIpv4Unicast ? 0 : 1];
+        else gr = true;
+      }
+      if (gr) s.gr_stale_remaining_s = secs_until(p->gr_timer.expiry());
+      if (!p->llgr_until.empty()) {
+        Clock::time_point first = Clock::time_point::max();
+        for (const auto& [f, t] : p->llgr_until) first = std::min(first, t);
+        s.llgr_stale_remaining_s = secs_until(first);
+      }
+      s.stale_state = gr && !p->llgr_until.empty() ? "graceful-restart, long-lived"
+                      : gr                          ? "graceful-restart"
+                      : !p->llgr_until.empty()      ? "long-lived"
+                                                    : "";
+    }
     if (p->cfg.bfd.enabled) {
       auto pr = im.bfd_problems.find(addr);
       auto bi = im.bfd_service ? im.bfd_service->info(addr) : std::nullopt;

@@ -576,7 +576,8 @@ struct AgentRuntime::Impl {
       for (const auto& p : speaker_->peers()) {
         std::string addr = p.address.str();
         ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps,
-                      p.bfd_state, p.bfd_transitions, p.prefixes_filtered, p.prefixes_filtered_total});
+                      p.bfd_state, p.bfd_transitions, p.prefixes_filtered, p.prefixes_filtered_total, p.stale_state,
+                      p.prefixes_stale, p.prefixes_llgr_stale, p.gr_stale_remaining_s, p.llgr_stale_remaining_s});
       }
       collect_bgp(m, ps);
       std::vector<UpdateGroupSnapshot> gs;
