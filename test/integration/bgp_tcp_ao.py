@@ -218,12 +218,14 @@ def run_in_vm():
         vm_fail(f"the TCP-AO kernel could not be built (rc={p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
     kernel = p.stdout.strip().splitlines()[-1]
     built = "built now" if "built " in p.stderr else "cached"
-    try:
-        with open(os.path.join(os.path.dirname(kernel), "build-seconds")) as f:
-            build_secs = f.read().strip()
-    except OSError:
-        build_secs = "?"
-    print(f"kernel: {kernel} ({built}; its build took {build_secs}s; this step {time.monotonic() - t0:.1f}s)")
+    def recorded(name):
+        try:
+            with open(os.path.join(os.path.dirname(kernel), name)) as f:
+                return f.read().strip()
+        except OSError:
+            return "?"
+    print(f"kernel: {kernel} ({built}; its build took {recorded('build-seconds')}s, {recorded('build-times')}; "
+          f"this step {time.monotonic() - t0:.1f}s)")
 
     # The guest sees the host's / read-only but an empty tmpfs on /tmp, and the checkout may
     # live under /tmp (CI's fresh clone can): stage what the guest runs into the shared work
