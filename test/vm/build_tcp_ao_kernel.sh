@@ -4,8 +4,8 @@
 # too). Source: Debian's linux-source-6.12 tarball; config: `make tinyconfig` plus
 # test/vm/tcp_ao_kernel.config, everything built in (no modules, no initramfs tools).
 # The bzImage is cached under $TABBY_VM_KERNEL_CACHE (default /var/cache/tabby-vm-kernel),
-# keyed by the source package's version and a hash of the config fragment and this
-# script, so a second run (or another checkout) reuses it. Prints the bzImage's path as
+# keyed by the source package's version, a hash of the config fragment and the recipe
+# version below, so a second run (or another checkout) reuses it. Prints the bzImage's path as
 # the last line of stdout; progress and the build time go to stderr.
 #   usage: build_tcp_ao_kernel.sh            (needs: linux-source-6.12 flex bison bc
 #          libelf-dev libssl-dev build-essential: scripts/install-deps.sh all)
@@ -25,14 +25,16 @@ done
 [ -f /usr/include/libelf.h ] || die "libelf-dev not installed (scripts/install-deps.sh all installs it)"
 version=$(dpkg-query -W -f='${Version}' $SRC_PKG 2>/dev/null || true)
 [ -n "$version" ] || version=$(stat -c %Y "$TARBALL")
-key=$(cat "$FRAGMENT" "$0" | sha256sum | cut -c1-16)
+# Bump RECIPE when the build steps below change what comes out (comments do not count).
+RECIPE=1
+key=$( (cat "$FRAGMENT"; echo "recipe $RECIPE") | sha256sum | cut -c1-16)
 out=$CACHE/$SRC_PKG-${version//[^A-Za-z0-9.+-]/_}-$key
 if [ -f "$out/bzImage" ]; then
   echo "build_tcp_ao_kernel: cached kernel $out/bzImage" >&2
   echo "$out/bzImage"; exit 0
 fi
 
-mkdir -p "$CACHE"
+mkdir -p "$CACHE" 2>/dev/null && [ -w "$CACHE" ] || die "cannot write the cache directory $CACHE"
 exec 9>"$CACHE/.lock"
 flock 9  # one build at a time; a concurrent caller waits, then finds the cached kernel
 if [ -f "$out/bzImage" ]; then echo "$out/bzImage"; exit 0; fi
