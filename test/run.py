@@ -10,7 +10,8 @@ Phases:
              (one test each; a target that is not built fails).
   3. integration  every executable script in test/integration/ (one test each),
              run in parallel; exit 0 = pass, 77 = skipped (the script must print
-             why), anything else = fail. Scripts get TABBY_BIN / TABBY_BUILD in the
+             why), anything else = fail; a passing script's "FIGURE ..." lines
+             (times it measured) are shown. Scripts get TABBY_BIN / TABBY_BUILD in the
              environment.
 """
 import argparse
@@ -173,6 +174,9 @@ def run_integration(tally, only, jobs, env, timeout):
             name = "integration/" + os.path.basename(path)
             if rc == 0:
                 tally.add(name, "pass", f"{secs:.1f}s")
+                for line in out.splitlines():  # measured figures a passing test reports
+                    if line.startswith("FIGURE "):
+                        print("  " + line, flush=True)
             elif rc == 77:
                 reason = out.strip().splitlines()[-1] if out.strip() else "no reason given"
                 tally.add(name, "skip", reason)

@@ -224,8 +224,8 @@ def run_in_vm():
                 return f.read().strip()
         except OSError:
             return "?"
-    print(f"kernel: {kernel} ({built}; its build took {recorded('build-seconds')}s, {recorded('build-times')}; "
-          f"this step {time.monotonic() - t0:.1f}s)")
+    print(f"FIGURE kernel with TCP-AO: {built}; its build took {recorded('build-seconds')}s "
+          f"({recorded('build-times')}); this step {time.monotonic() - t0:.1f}s; {kernel}")
 
     # The guest sees the host's / read-only but an empty tmpfs on /tmp, and the checkout may
     # live under /tmp (CI's fresh clone can): stage what the guest runs into the shared work
@@ -277,7 +277,7 @@ def run_in_vm():
                 log.write(line + "\n")
                 if line.startswith("GUEST-BOOTED") and booted_at is None:
                     booted_at = time.monotonic()
-                    print(f"VM boot: {booted_at - t_boot:.1f}s from qemu start to the guest script ({line})",
+                    print(f"FIGURE VM boot: {booted_at - t_boot:.1f}s from qemu start to the guest script ({line})",
                           flush=True)
         log.close()
         try:
@@ -291,7 +291,7 @@ def run_in_vm():
         if booted_at is None:
             print("----- VM console (last 60 lines)\n" + "\n".join(lines[-60:]))
             vm_fail("the VM did not boot to the guest script" + (f" within {VM_LIMIT}s" if timed_out else ""))
-        print(f"checks in the VM: {t_end - booted_at:.1f}s; whole test {t_end - t0:.1f}s", flush=True)
+        print(f"FIGURE checks in the VM: {t_end - booted_at:.1f}s; whole test {t_end - t0:.1f}s", flush=True)
         want = ["GUEST-RESULT bgp_tcp_ao.py rc=0", "GUEST-RESULT bgp_tcp_ao_fail_closed.py rc=0", "VMTEST rc=0"]
         missing = [m for m in want if m not in lines]
         if timed_out or missing:
