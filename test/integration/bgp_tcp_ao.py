@@ -24,7 +24,10 @@ runs these checks and bgp_tcp_ao_fail_closed inside the VM (test/vm/guest_tcp_ao
 It passes only if every check passed in the VM; a kernel that cannot be built or a VM
 that does not boot is a failure with the reason. Prints the kernel build time, the VM
 boot time and the time the checks took. bgp_tcp_ao_fail_closed covers what tabby does
-on the host's kernel without TCP-AO."""
+on the host's kernel without TCP-AO.
+Knobs: TABBY_TCP_AO_FORCE_VM=1 uses the VM even on a kernel with TCP-AO; TABBY_VM_ACCEL
+(default tcg: KVM guests hang on these machines), TABBY_VM_SMP (default 2),
+TABBY_TCP_AO_VM_TIMEOUT (default 540 s), TABBY_VM_KERNEL_CACHE (the kernel's cache dir)."""
 import errno
 import os
 import re
@@ -295,7 +298,7 @@ def run_in_vm():
         want = ["GUEST-RESULT bgp_tcp_ao.py rc=0", "GUEST-RESULT bgp_tcp_ao_fail_closed.py rc=0", "VMTEST rc=0"]
         missing = [m for m in want if m not in lines]
         if timed_out or missing:
-            print("----- VM console (last 80 lines)\n" + "\n".join(lines[-80:]))
+            print("----- VM console (last 200 lines)\n" + "\n".join(lines[-200:]))
             vm_fail(("timed out after %ds; " % VM_LIMIT if timed_out else "") + f"not seen in the VM: {missing}")
         print("PASS bgp_tcp_ao (every check passed in the VM on a kernel with TCP-AO)")
     finally:
