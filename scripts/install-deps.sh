@@ -19,7 +19,9 @@ PEER_PKGS=(bird2 frr gobgpd etcd-server etcd-client tcpdump pmacct)  # pmacct: p
 # iptables (portmap programs hostPorts with it), systemd-analyze.
 DEPLOY_PKGS=(podman buildah runc conmon containernetworking-plugins iptables busybox-static prometheus systemd)
 command -v kubectl >/dev/null 2>&1 || DEPLOY_PKGS+=(kubernetes-client)
-VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static cpio kmod)
+VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static cpio kmod
+  # the TCP-AO test's own kernel (test/vm/build_tcp_ao_kernel.sh): Debian's source and what building it takes
+  linux-source-6.12 flex bison bc libelf-dev libssl-dev xz-utils)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 case "${1:-all}" in

@@ -10,7 +10,8 @@ Phases:
              (one test each; a target that is not built fails).
   3. integration  every executable script in test/integration/ (one test each),
              run in parallel; exit 0 = pass, 77 = skipped (the script must print
-             why), anything else = fail. Scripts get TABBY_BIN / TABBY_BUILD in the
+             why), anything else = fail; a passing script's "FIGURE ..." lines
+             (times it measured) are shown. Scripts get TABBY_BIN / TABBY_BUILD in the
              environment.
 """
 import argparse
@@ -154,17 +155,45 @@ def run_one_integration(path, env, timeout):
     return path, rc, out, time.time() - start
 
 
+# What a test needs built before the integration tests start, run once, serially and
+# without the per-test timeout (not inside the test, beside other tests): the kernel
+# with TCP-AO that bgp_tcp_ao boots under qemu (cached after the first build). A
+# preparation that fails fails its test with the reason, without running it.
+PREPARE = {"bgp_tcp_ao.py": ["bash", os.path.join(ROOT, "test", "vm", "build_tcp_ao_kernel.sh")]}
+
+
+def prepare(scripts, tally):
+    ready = []
+    for path in scripts:
+        cmd = PREPARE.get(os.path.basename(path))
+        if cmd:
+            start = time.time()
+            p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            print(f"PREPARE {os.path.basename(path)}: {' '.join(cmd)}: rc={p.returncode} "
+                  f"({time.time() - start:.1f}s)\n{p.stderr.strip()}", flush=True)
+            if p.returncode != 0:
+                tally.add("integration/" + os.path.basename(path), "fail",
+                          f"preparation failed: {(p.stderr.strip().splitlines() or ['no output'])[-1]}")
+                continue
+        ready.append(path)
+    return ready
+
+
 def run_integration(tally, only, jobs, env, timeout):
     d = os.path.join(ROOT, "test", "integration")
     scripts = sorted(os.path.join(d, f) for f in os.listdir(d)
                      if os.access(os.path.join(d, f), os.X_OK) and not f.startswith("_") and os.path.isfile(os.path.join(d, f)))
     if only:
         scripts = [s for s in scripts if re.search(only, os.path.basename(s))]
+    scripts = prepare(scripts, tally)
     with ThreadPoolExecutor(max_workers=jobs) as ex:
         for path, rc, out, secs in ex.map(lambda s: run_one_integration(s, env, timeout), scripts):
             name = "integration/" + os.path.basename(path)
             if rc == 0:
                 tally.add(name, "pass", f"{secs:.1f}s")
+                for line in out.splitlines():  # measured figures a passing test reports
+                    if line.startswith("FIGURE "):
+                        print("  " + line, flush=True)
             elif rc == 77:
                 reason = out.strip().splitlines()[-1] if out.strip() else "no reason given"
                 tally.add(name, "skip", reason)
