@@ -1135,7 +1135,7 @@ struct PolicyCompiler::Impl {
     if (r.not_icmp && r.not_icmp->type >= 0)
       tail.push_back(nft::Icmp{r.not_icmp->type, r.not_icmp->code, true, r.protocol == 58});
     nft::Rule proto;
-    proto.counter = true;
+    proto.counter = opts.rule_counters;
     switch (r.action) {
       case Action::Allow:
         proto.verdict = nft::Verdict::accept();

@@ -367,6 +367,10 @@ struct CompilerOptions {
   // true: the table holds the outgoing-NAT sets and chain (below), whether or
   // not policy is enforced.
   bool nat_outgoing = false;
+  // true: every policy rule carries a counter (`tabby policy`, `tabby policy
+  // trace` read them). false only for bench/policy_bench.sh, which measures
+  // what the counters cost against the same ruleset without them.
+  bool rule_counters = true;
 };
 
 // Outgoing NAT (Calico's IPPool natOutgoing): a packet from an address of a
