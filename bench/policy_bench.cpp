@@ -10,6 +10,8 @@
 //       programs the same cluster with N policies plus two real pods (client
 //       -> server TCP 5001 allowed) and exits, leaving the ruleset in place for
 //       the per-packet test.
+//   Both take --tiers N (policies over N Calico tiers) and --no-rule-counters
+//   (policy rules without their counter: what the counters cost).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -64,6 +66,14 @@ EntityRule peer_pods(const std::string& sel, const std::string& ns) {
 // ...) alternate defaultAction Deny and Pass: endpoints meet several tiers,
 // tier chains and the pass-bit checks.
 int g_tiers = 1;
+// --no-rule-counters: policy rules without their counter (what the counters
+// that `tabby policy` and `tabby policy trace` read cost; same run).
+bool g_rule_counters = true;
+CompilerOptions bench_options() {
+  CompilerOptions o;
+  o.rule_counters = g_rule_counters;
+  return o;
+}
 
 Policy make_policy_flat(int i, int variant);
 Policy make_policy(int i, int variant = 0) {
@@ -172,7 +182,7 @@ int program(const Cfg& cfg) {
     std::fprintf(stderr, "%s\n", ex.error().message.c_str());
     return 1;
   }
-  PolicyCompiler c;
+  PolicyCompiler c(bench_options());
   feed(c, cfg, cfg.program > 0 ? cfg.program - 1 : 0);
   c.upsert_namespace({"bench", {}});
   for (auto [name, iface, ip] : {std::tuple{"rr-client", cfg.client_if, cfg.client_ip},
@@ -252,6 +262,7 @@ int main(int argc, char** argv) {
     else if (a == "--naive-iters") cfg.naive_iters = std::atoi(next().c_str());
     else if (a == "--program") cfg.program = std::atoi(next().c_str());
     else if (a == "--tiers") cfg.tiers = std::atoi(next().c_str());
+    else if (a == "--no-rule-counters") g_rule_counters = false;
     else if (a == "--client") split(next(), cfg.client_if, cfg.client_ip);
     else if (a == "--server") split(next(), cfg.server_if, cfg.server_ip);
     else {
@@ -268,7 +279,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   NftExecutor& ex = **exr;
-  PolicyCompiler c;
+  PolicyCompiler c(bench_options());
   auto t0 = Clock::now();
   feed(c, cfg, cfg.policies);
   double feed_ms = ms_since(t0);

@@ -13,7 +13,9 @@
 #    configurations alternate (0 1000 t10, t10 1000 0, ...: drift of the
 #    shared machine hits both alike), client and server pinned to one core
 #    (see PIN below); the table shows the median and the spread (min-max) of
-#    the rounds and of the round-by-round ratios.
+#    the rounds and of the round-by-round ratios. A fourth configuration, the
+#    1,000 policies without rule counters (--no-rule-counters), and a first
+#    programming run without them, show what the per-rule counters cost.
 # Everything runs in namespaces named pb<pid>-*, deleted on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,13 +49,19 @@ echo "== programming cost (machine load before: $(cut -d' ' -f1-3 /proc/loadavg)
 ip netns add "${P}prog"
 # The same cluster twice, in the same run: every policy in the default tier, then
 # the 1,000 policies spread over 10 Calico tiers (100 each; bench/policy_bench.cpp).
+# Rule counters: first the 1-tier cluster with its policy rules compiled without
+# their counter (what `tabby policy` and `tabby policy trace` read), then as
+# tabby runs it, with them (the "before/after" of the counters, same run).
+OUTNC=$(ip netns exec "${P}prog" "$BENCH" --iters "$ITERS" --naive-iters "$NAIVE" --no-rule-counters)
+echo "$OUTNC"
+ip netns del "${P}prog"; ip netns add "${P}prog"
 OUT1=$(ip netns exec "${P}prog" "$BENCH" --iters "$ITERS" --naive-iters "$NAIVE")
 echo "$OUT1"
 ip netns del "${P}prog"; ip netns add "${P}prog"
 OUT10=$(ip netns exec "${P}prog" "$BENCH" --iters "$ITERS" --naive-iters "$NAIVE" --tiers 10)
 echo "$OUT10"
 echo "  machine load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$(echo "$OUT1" | grep '^BENCH')" "$(echo "$OUT10" | grep '^BENCH')" <<'PY'
+python3 - "$(echo "$OUT1" | grep '^BENCH')" "$(echo "$OUT10" | grep '^BENCH')" "$(echo "$OUTNC" | grep '^BENCH')" <<'PY'
 import sys
 def kv(line):
     return dict(x.split("=", 1) for x in line.split()[1:])
@@ -68,6 +76,16 @@ for key, name in [("policy_cold_ms", "cold program (ms)"), ("policy_change_p50_m
     print(f"  {name:<34} {x:>10.3f} {y:>10.3f} {y / x if x else 0:>7.2f}")
 print(f"BENCH tiers10_cold_ms={b['policy_cold_ms']} tiers10_change_p99_ms={b['policy_change_p99_ms']} "
       f"tiers1_cold_ms={a['policy_cold_ms']} tiers1_change_p99_ms={a['policy_change_p99_ms']}")
+n = kv(sys.argv[3])
+print("  rule counters: 1 tier without vs with a counter on every policy rule (same run)")
+print(f"  {'':<34} {'without':>10} {'with':>10} {'ratio':>7}")
+for key, name in [("policy_cold_ms", "cold program (ms)"), ("policy_change_p50_ms", "policy change p50 (ms)"),
+                  ("policy_change_p99_ms", "policy change p99 (ms)"), ("policy_pod_add_p99_ms", "pod add p99 (ms)"),
+                  ("full_script_bytes", "full script (bytes)")]:
+    x, y = float(n[key]), float(a[key])
+    print(f"  {name:<34} {x:>10.3f} {y:>10.3f} {y / x if x else 0:>7.2f}")
+print(f"BENCH counters_off_cold_ms={n['policy_cold_ms']} counters_on_cold_ms={a['policy_cold_ms']} "
+      f"counters_off_change_p99_ms={n['policy_change_p99_ms']} counters_on_change_p99_ms={a['policy_change_p99_ms']}")
 PY
 
 echo
@@ -107,13 +125,16 @@ run_rr() {  # prints rr crr
 # Three configurations: no policy, 1,000 policies in the default tier, and the
 # same 1,000 in 10 tiers (the flow passes through every tier: see --program).
 declare -A RRS CRRS
-CONFS="0 1000 1000t10"
+# A fourth: the 1,000 in the default tier without rule counters (1000nc).
+CONFS="0 1000 1000t10 1000nc"
 for n in $CONFS; do RRS[$n]=""; CRRS[$n]=""; done
 for round in $(seq "$ROUNDS"); do
-  order="$CONFS"; [ $((round % 2)) -eq 0 ] && order="1000t10 1000 0"
+  order="$CONFS"; [ $((round % 2)) -eq 0 ] && order="1000nc 1000t10 1000 0"
   for n in $order; do
     tiers=(); [ "$n" = 1000t10 ] && tiers=(--tiers 10)
-    ip netns exec "$N" "$BENCH" --program "${n%t10}" "${tiers[@]}" \
+    [ "$n" = 1000nc ] && tiers=(--no-rule-counters)
+    count=${n%t10}; count=${count%nc}
+    ip netns exec "$N" "$BENCH" --program "$count" "${tiers[@]}" \
       --client caliclient,198.19.250.1 --server caliserver,198.19.250.2 | sed 's/^/  /'
     sleep 1  # let the kernel's deferred release of the replaced table finish
     read -r rr crr < <(run_rr)
@@ -121,9 +142,10 @@ for round in $(seq "$ROUNDS"); do
     RRS[$n]+="$rr "; CRRS[$n]+="$crr "
   done
 done
-python3 - "${RRS[0]}" "${RRS[1000]}" "${CRRS[0]}" "${CRRS[1000]}" "${RRS[1000t10]}" "${CRRS[1000t10]}" <<'PY'
+python3 - "${RRS[0]}" "${RRS[1000]}" "${CRRS[0]}" "${CRRS[1000]}" "${RRS[1000t10]}" "${CRRS[1000t10]}" \
+  "${RRS[1000nc]}" "${CRRS[1000nc]}" <<'PY'
 import statistics, sys
-r0, r1, c0, c1, r10, c10 = ([int(x) for x in a.split()] for a in sys.argv[1:7])
+r0, r1, c0, c1, r10, c10, rnc, cnc = ([int(x) for x in a.split()] for a in sys.argv[1:9])
 def row(name, a, b):
     ma, mb = statistics.median(a), statistics.median(b)
     # Paired ratios (round by round) show whether the difference exceeds the noise.
@@ -138,6 +160,11 @@ c, d = row("TCP_CRR (connections/s)", c0, c1)
 print(f"  {'':<26} {'0 policies':>10} {'':^15} {'10 tiers':>10}")
 _, b10 = row("TCP_RR, 10 tiers x 100", r0, r10)
 _, d10 = row("TCP_CRR, 10 tiers x 100", c0, c10)
+print(f"  {'':<26} {'no counters':>10} {'':^15} {'counters':>10}")
+rn, _ = row("TCP_RR, 1000: counters", rnc, r1)
+cn, _ = row("TCP_CRR, 1000: counters", cnc, c1)
+print(f"BENCH policy_rr_1000_nocounters={rn:.0f} policy_crr_1000_nocounters={cn:.0f} "
+      f"policy_rr_counters_ratio={b / rn:.3f} policy_crr_counters_ratio={d / cn:.3f}")
 print(f"BENCH policy_rr_0={a:.0f} policy_rr_1000={b:.0f} policy_crr_0={c:.0f} policy_crr_1000={d:.0f} "
       f"policy_rr_ratio={b / a:.3f} policy_crr_ratio={d / c:.3f} policy_rr_tiers10={b10:.0f} "
       f"policy_crr_tiers10={d10:.0f} policy_rr_tiers10_ratio={b10 / a:.3f} policy_crr_tiers10_ratio={d10 / c:.3f} "

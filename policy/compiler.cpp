@@ -497,6 +497,10 @@ struct PolicyCompiler::Impl {
     std::vector<CidrQuery> cidr_queries;
     bool in = false, out = false;
     bool pass_in = false, pass_out = false;  // a Pass rule in that direction
+    // Per nft rule of the pi-/po- chain, in order: the index of the policy rule
+    // it was compiled from (a rule can become several, or none); for the trace's
+    // live counters (PolicyCompiler::rule_positions).
+    std::vector<uint32_t> origin_in, origin_out;
   };
   std::map<std::string, Compiled> compiled;  // policy id -> what it holds
 
@@ -1154,7 +1158,7 @@ struct PolicyCompiler::Impl {
     if (r.not_icmp && r.not_icmp->type >= 0)
       tail.push_back(nft::Icmp{r.not_icmp->type, r.not_icmp->code, true, r.protocol == 58});
     nft::Rule proto;
-    proto.counter = true;
+    proto.counter = opts.rule_counters;
     switch (r.action) {
       case Action::Allow:
         proto.verdict = nft::Verdict::accept();
@@ -1584,10 +1588,15 @@ struct PolicyCompiler::Impl {
         continue;
       }
       std::vector<nft::Rule> compiled_rules;
+      auto& origin = d == Direction::Ingress ? c.origin_in : c.origin_out;
       cidr_log = &c.cidr_queries;
-      for (const auto& r : *rules)
-        for (auto& t : rules_for(p, r, c.set_keys)) compiled_rules.push_back(std::move(t));
+      for (size_t k = 0; k < rules->size(); ++k)
+        for (auto& t : rules_for(p, (*rules)[k], c.set_keys)) {
+          compiled_rules.push_back(std::move(t));
+          origin.push_back(static_cast<uint32_t>(k));
+        }
       cidr_log = nullptr;
+      origin.shrink_to_fit();
       compiled_rules.shrink_to_fit();  // kept for the chain's lifetime: no growth slack
       set_chain(chain, std::move(compiled_rules), p.display() + (d == Direction::Ingress ? " ingress" : " egress"));
     }
@@ -2558,6 +2567,20 @@ const std::vector<nft::Rule>* PolicyCompiler::chain_ir(const std::string& chain)
   impl_->settle();
   auto it = impl_->chains.find(chain);
   return it == impl_->chains.end() ? nullptr : &it->second;
+}
+std::optional<RulePositions> PolicyCompiler::rule_positions(const std::string& id, Direction d, int rule) const {
+  impl_->settle();
+  auto it = impl_->compiled.find(id);
+  if (it == impl_->compiled.end() || rule < 0) return std::nullopt;
+  RulePositions out;
+  out.chain = impl_->policy_chain(id, d);
+  auto ch = impl_->chains.find(out.chain);
+  if (ch == impl_->chains.end()) return std::nullopt;
+  out.chain_rules = ch->second.size();
+  const auto& origin = d == Direction::Ingress ? it->second.origin_in : it->second.origin_out;
+  for (size_t i = 0; i < origin.size(); ++i)
+    if (origin[i] == static_cast<uint32_t>(rule)) out.positions.push_back(i);
+  return out;
 }
 std::optional<std::vector<std::string>> PolicyCompiler::chain_rules(const std::string& chain) const {
   const auto* rules = chain_ir(chain);

@@ -10,7 +10,8 @@
 // Owns the libnftables context and the NETLINK_NETFILTER sockets (raw, for
 // batches; the shared netlink/ socket, for the read-back dumps); calls the
 // compiler (policy.hpp) and the encoder; encodes nothing itself but the one
-// GETOBJ request of read_counter().
+// GETOBJ request of read_counter(). list_chain() dumps one chain's rules with
+// their counters for `tabby policy trace`.
 // Invariant: touches only `table inet <options.table>`.
 #include <arpa/inet.h>
 #include <linux/netfilter.h>
@@ -386,6 +387,26 @@ Result<netlink::TableListing> read_listing(tabby::netlink::Socket& sock, const s
 }
 
 }  // namespace
+
+Result<std::vector<ListedRule>> NftExecutor::list_chain(const std::string& table, const std::string& chain) {
+  auto& sock = ctx_->reader;
+  if (sock.fd() < 0) {
+    tabby::netlink::Socket::Options opt;
+    opt.protocol = NETLINK_NETFILTER;
+    opt.buffer_bytes = 1 << 20;
+    if (auto st = sock.open(opt); !st) return fail(st.error());
+  }
+  std::vector<ListedRule> rules;
+  auto req = netlink::dump_chain_rules_request(table, chain);
+  auto st = sock.dump_message(
+      req,
+      [&](const nlmsghdr* h) {
+        if (auto r = netlink::listed_rule(table, chain, h)) rules.push_back(*r);
+      },
+      [&] { rules.clear(); });
+  if (!st) return fail_msg("chain " + chain + " of table inet " + table + ": " + st.error().message);
+  return rules;
+}
 
 Result<std::vector<std::string>> NftExecutor::drift(const PolicyCompiler& c) {
   return drift(c.options().table, c.shape());

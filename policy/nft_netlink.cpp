@@ -669,6 +669,43 @@ std::vector<char> dump_elements_request(const std::string& table, const std::str
   return read_request(NFT_MSG_GETSETELEM, NLM_F_DUMP, NFTA_SET_ELEM_LIST_TABLE, table, NFTA_SET_ELEM_LIST_SET, set);
 }
 
+std::vector<char> dump_chain_rules_request(const std::string& table, const std::string& chain) {
+  return read_request(NFT_MSG_GETRULE, NLM_F_DUMP, NFTA_RULE_TABLE, table, NFTA_RULE_CHAIN, chain);
+}
+
+std::optional<ListedRule> listed_rule(const std::string& table, const std::string& chain, const nlmsghdr* h) {
+  auto name = named_in_table(h, NFT_MSG_NEWRULE, table, NFTA_RULE_TABLE, NFTA_RULE_CHAIN);
+  if (!name || *name != chain) return std::nullopt;
+  auto u64be_of = [](const rtattr* a) {
+    uint64_t v = 0;
+    if (RTA_PAYLOAD(a) < 8) return v;
+    const auto* d = static_cast<const uint8_t*>(RTA_DATA(a));
+    for (int i = 0; i < 8; ++i) v = (v << 8) | d[i];
+    return v;
+  };
+  ListedRule r;
+  for (const rtattr* a : nft_attributes(h)) {
+    if (type_of(a) == NFTA_RULE_HANDLE) r.handle = u64be_of(a);
+    if (type_of(a) != NFTA_RULE_EXPRESSIONS) continue;
+    for (const rtattr* elem : nested(a)) {
+      if (type_of(elem) != NFTA_LIST_ELEM) continue;
+      bool counter = false;
+      const rtattr* data = nullptr;
+      for (const rtattr* x : nested(elem)) {
+        if (type_of(x) == NFTA_EXPR_NAME) counter = str_is(x, "counter");
+        if (type_of(x) == NFTA_EXPR_DATA) data = x;
+      }
+      if (!counter || !data) continue;
+      r.has_counter = true;
+      for (const rtattr* c : nested(data)) {
+        if (type_of(c) == NFTA_COUNTER_PACKETS) r.packets = u64be_of(c);
+        if (type_of(c) == NFTA_COUNTER_BYTES) r.bytes = u64be_of(c);
+      }
+    }
+  }
+  return r;
+}
+
 void add_listed_chain(TableListing& l, const std::string& table, const nlmsghdr* h) {
   if (auto chain = named_in_table(h, NFT_MSG_NEWCHAIN, table, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME))
     l.chain_rules.try_emplace(*chain, 0);

@@ -7,7 +7,8 @@
 // Also the other direction, for the drift check: the GETTABLE / GETCHAIN /
 // GETRULE / GETSET / GETSETELEM requests that read the table back, and the
 // decoding of their answers into rule counts per chain and element counts per
-// set or map (as `nft list` counts them), compared with the compiler's shape.
+// set or map (as `nft list` counts them), compared with the compiler's shape;
+// and one chain's rules with their handles and counters (the trace's counters).
 // Pure: it only builds and reads bytes (uses the kernel's uapi constants, no
 // socket); the executor (nft_executor.cpp) sends and receives them.
 // Library policy_netlink; it may call base/ and the policy model types only.
@@ -100,6 +101,8 @@ std::vector<char> dump_chains_request(const std::string& table);
 std::vector<char> dump_rules_request(const std::string& table);
 std::vector<char> dump_sets_request(const std::string& table);
 std::vector<char> dump_elements_request(const std::string& table, const std::string& set);
+// The rules of one chain only (the kernel filters a rule dump by table and chain).
+std::vector<char> dump_chain_rules_request(const std::string& table, const std::string& chain);
 
 // What the kernel holds of the table, in the terms of RulesetShape: rules per
 // chain (a chain without rules: 0) and elements per named set or map.
@@ -122,6 +125,9 @@ std::optional<std::string> listed_set(const std::string& table, const nlmsghdr* 
 // no interval starts there. Elements flagged as ends are not counted, so an
 // interval counts once.
 size_t listed_elements(const nlmsghdr* h);
+// NEWRULE of chain `chain` of `table`: its handle and its counter expression's
+// packets/bytes (`tabby policy trace`); nothing for another message, table or chain.
+std::optional<ListedRule> listed_rule(const std::string& table, const std::string& chain, const nlmsghdr* h);
 
 // The differences between the compiler's shape and the listing, in the words
 // of drift(): "chain X missing", "chain X has N rules, want M", "unexpected

@@ -367,6 +367,10 @@ struct CompilerOptions {
   // true: the table holds the outgoing-NAT sets and chain (below), whether or
   // not policy is enforced.
   bool nat_outgoing = false;
+  // true: every policy rule carries a counter (`tabby policy`, `tabby policy
+  // trace` read them). false only for bench/policy_bench.sh, which measures
+  // what the counters cost against the same ruleset without them.
+  bool rule_counters = true;
 };
 
 // Outgoing NAT (Calico's IPPool natOutgoing): a packet from an address of a
@@ -497,6 +501,33 @@ struct TraceResult {
   bool allowed = true;        // both sides allow
 };
 
+// Live counters for a traced rule (`tabby policy trace`): where the compiler
+// put a policy rule's nft rules, the kernel's listing of that chain, and the
+// two matched by position (trace.cpp). One policy rule becomes one nft rule per
+// address family and alternative it can match, or none; the counters of a
+// policy chain's rules are shared by every endpoint the policy selects.
+struct RulePositions {
+  std::string chain;               // pi-/po-<policy id>
+  std::vector<size_t> positions;   // the nft rules compiled from that rule
+  size_t chain_rules = 0;          // how many rules the chain has, as compiled
+};
+// One rule of a chain as the kernel lists it (an nf_tables rule dump, in order).
+struct ListedRule {
+  uint64_t handle = 0;
+  bool has_counter = false;
+  uint64_t packets = 0, bytes = 0;
+};
+struct RuleCounterMatch {
+  std::string problem;             // non-empty: no counters (why)
+  uint64_t packets = 0, bytes = 0; // summed over the rule's nft rules
+  std::vector<uint64_t> handles;   // their kernel handles
+};
+// Matches the compiled positions to the kernel's listing of the chain. The
+// listing must have the compiled number of rules (else the table drifted from
+// the compiler, which the drift check repairs: no counters are claimed), and
+// every matched rule must carry a counter.
+RuleCounterMatch match_rule_counters(const RulePositions& want, const std::vector<ListedRule>& listed);
+
 struct RulesetShape {  // for drift detection: what must be present
   std::map<std::string, size_t> chain_rules;  // chain -> rule count
   std::map<std::string, size_t> set_elements; // set/map -> element count
@@ -606,6 +637,9 @@ class PolicyCompiler {
 
   // What the model decides for `flow` (trace.cpp; `tabby policy trace`).
   TraceResult trace(const TraceFlow& flow) const;
+  // Where rule `rule` (index among direction d's rules) of policy `id` sits in
+  // its policy chain (nullopt: no such policy, direction or rule).
+  std::optional<RulePositions> rule_positions(const std::string& id, Direction d, int rule) const;
   // The endpoint "ns/name", or the one holding address `a` (first by key), as
   // last upserted (labels as given; local ones carry their interface).
   std::optional<Endpoint> find_endpoint(const std::string& key) const;
@@ -677,6 +711,9 @@ class PolicyExecutor {
   virtual Result<std::vector<EndpointReport>> report(const PolicyCompiler& c) = 0;
   // Named counter `name` of table inet <table>.
   virtual Result<CounterValue> read_counter(const std::string& table, const std::string& name) = 0;
+  // The rules of one chain of table inet <table> as the kernel holds them, in
+  // order, with their counters (`tabby policy trace`'s live counters).
+  virtual Result<std::vector<ListedRule>> list_chain(const std::string& table, const std::string& chain) = 0;
 };
 
 class NftExecutor : public PolicyExecutor {
@@ -714,6 +751,8 @@ class NftExecutor : public PolicyExecutor {
   // nf_tables GETOBJ request (no listing of the table, no libnftables cache).
   using CounterValue = policy::CounterValue;
   Result<CounterValue> read_counter(const std::string& table, const std::string& name) override;
+  // One nf_tables GETRULE dump filtered to the chain (netlink, no libnftables).
+  Result<std::vector<ListedRule>> list_chain(const std::string& table, const std::string& chain) override;
 
  private:
   NftExecutor() = default;

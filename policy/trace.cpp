@@ -16,7 +16,10 @@
 // as destination; its endpoint addresses as source), ports/notPorts (numbers,
 // or named ports of the endpoint holding the address). An established flow's later packets are not traced:
 // conntrack lets them through whatever the policy says now.
-// Pure: reads the compiler, no I/O.
+// Also the matching of a traced rule to its live counters (match_rule_counters):
+// by position in the policy chain, only while the kernel's chain has the
+// compiled number of rules.
+// Pure: reads the compiler and values the executor listed, no I/O.
 #include <algorithm>
 
 #include "policy/policy.hpp"
@@ -184,5 +187,31 @@ class Evaluator {
 }  // namespace
 
 TraceResult PolicyCompiler::trace(const TraceFlow& flow) const { return Evaluator(*this, flow).run(); }
+
+RuleCounterMatch match_rule_counters(const RulePositions& want, const std::vector<ListedRule>& listed) {
+  RuleCounterMatch m;
+  if (listed.size() != want.chain_rules) {
+    m.problem = "chain " + want.chain + " has " + std::to_string(listed.size()) + " rules in the kernel, " +
+                std::to_string(want.chain_rules) + " compiled (the table drifted; the drift check repairs it)";
+    return m;
+  }
+  if (want.positions.empty()) {
+    m.problem = "the rule compiled to no nft rule (it can match no packet of any family)";
+    return m;
+  }
+  for (size_t pos : want.positions) {
+    const ListedRule& r = listed.at(pos);
+    if (!r.has_counter) {
+      m.problem = "rule " + std::to_string(pos) + " of chain " + want.chain + " has no counter in the kernel";
+      m.packets = m.bytes = 0;
+      m.handles.clear();
+      return m;
+    }
+    m.packets += r.packets;
+    m.bytes += r.bytes;
+    m.handles.push_back(r.handle);
+  }
+  return m;
+}
 
 }  // namespace tabby::policy

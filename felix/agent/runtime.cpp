@@ -50,6 +50,7 @@
 #include "felix/api/messages.hpp"
 #include "felix/api/metrics.hpp"
 #include "felix/api/policy_messages.hpp"
+#include "felix/agent/trace_probe.hpp"
 #include "felix/api/trace_messages.hpp"
 #include "felix/api/server.hpp"
 #include "felix/calc/calc.hpp"
@@ -176,7 +177,8 @@ struct AgentRuntime::Impl {
       return policy_message(*r, compiler_.get());
     });
     api_.handle_query("/v1/policy/trace", [this](const std::string& q) -> std::unique_ptr<google::protobuf::Message> {
-      return policy_trace_message(config_.dataplane.policy ? compiler_.get() : nullptr, q);
+      // policy compiler + executor -> trace: the model's path, live counters, --check's probe.
+      return policy_trace_with_kernel(config_.dataplane.policy ? compiler_.get() : nullptr, executor_.get(), q);
     });
     api_.handle("/v1/ipam", [this] { return ipam_message(calc_); });
     api_.handle("/v1/endpoints", [this] { return endpoints_message(calc_, config_.node_name); });

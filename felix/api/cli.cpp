@@ -287,6 +287,24 @@ int cli_endpoints(const std::vector<std::string>& args) {
   return 0;
 }
 
+// This node's host endpoints: per hook that has policies, the policy ids in
+// evaluation order ("" when the node has none).
+static std::string render_host_endpoints(const api::PolicyReport& m) {
+  if (m.host_endpoints().empty()) return "";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& h : m.host_endpoints()) {
+    if (h.hooks().empty()) rows.push_back({h.name(), h.interface(), "", "(no policy)"});
+    bool first = true;
+    for (const auto& k : h.hooks()) {
+      std::string ids;
+      for (const auto& id : k.policies()) ids += (ids.empty() ? "" : ", ") + id;
+      rows.push_back({first ? h.name() : "", first ? h.interface() : "", k.hook(), ids});
+      first = false;
+    }
+  }
+  return "\nHost endpoints\n" + render_table({"HOST ENDPOINT", "INTERFACE", "HOOK", "POLICIES (in order)"}, rows);
+}
+
 std::string render_policy_table(const api::PolicyReport& m, bool wide) {
   size_t restricted = 0;
   for (const auto& e : m.endpoints())
@@ -296,7 +314,7 @@ std::string render_policy_table(const api::PolicyReport& m, bool wide) {
                     std::to_string(m.endpoints_size()) + " local endpoints, " + std::to_string(restricted) +
                     " selected by a policy\n";
   if (!m.error().empty()) out += "error: " + m.error() + "\n";
-  if (m.endpoints().empty()) return out + "No local endpoints.\n";
+  if (m.endpoints().empty()) return out + "No local endpoints.\n" + render_host_endpoints(m);
 
   // Table 1: per endpoint, its policies in evaluation order (ingress, then
   // egress), each with its rules' packet/byte totals; a direction with
@@ -345,7 +363,7 @@ std::string render_policy_table(const api::PolicyReport& m, bool wide) {
                    std::to_string(e.egress_packets()), std::to_string(e.egress_bytes())});
   out += "\nNew-flow packets dispatched per endpoint\n";
   out += render_table({"ENDPOINT", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES"}, own);
-  return out;
+  return out + render_host_endpoints(m);
 }
 
 int cli_policy(const std::vector<std::string>& args) {

@@ -1,5 +1,6 @@
 // policy_messages.cpp — policy::EndpointReport (nft counters read back by the
-// executor) -> api::PolicyReport (the /v1/policy answer). Pure.
+// executor) -> api::PolicyReport (the /v1/policy answer), with the node's host
+// endpoints and their policies per hook from the compiler. Pure.
 #include "felix/api/policy_messages.hpp"
 
 #include <algorithm>
@@ -63,6 +64,23 @@ void fill_counts(api::PolicyReport& m, const policy::PolicyCompiler* c) {
   if (!c) return;
   m.set_policies(static_cast<uint32_t>(c->policy_count()));
   m.set_endpoints_total(static_cast<uint32_t>(c->endpoint_count()));
+  // The node's host endpoints and the policies at each hook, as compiled.
+  auto heps = c->host_endpoint_policies();
+  std::sort(heps.begin(), heps.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (const auto& h : heps) {
+    auto* hm = m.add_host_endpoints();
+    hm->set_name(h.name);
+    hm->set_interface(h.iface);
+    for (auto [hook, ids] : {std::pair{"input", &h.ingress}, std::pair{"output", &h.egress},
+                             std::pair{"forward-in", &h.forward_in}, std::pair{"forward-out", &h.forward_out},
+                             std::pair{"prednat", &h.pre_dnat}, std::pair{"untracked-in", &h.untracked_in},
+                             std::pair{"untracked-out", &h.untracked_out}}) {
+      if (ids->empty()) continue;
+      auto* k = hm->add_hooks();
+      k->set_hook(hook);
+      for (const auto& id : *ids) k->add_policies(id);
+    }
+  }
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // trace_cli.cpp — `tabby policy trace --from A --to B [--proto P] [--port N]
 // [--sport N] [--icmp-type T --icmp-code C] [-o json] [--socket PATH]`: asks
 // the agent (GET /v1/policy/trace) what its policy model decides for one flow
-// and prints the verdict with the tier, policy and rule that decided each side.
+// and prints the verdict with the tier, policy and rule that decided each side,
+// each matched rule's live packet/byte counters, and with `--check` the outcome
+// of a real probe (exit 3 when model and kernel disagree, 1 when no probe ran).
 #include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
@@ -53,9 +55,30 @@ std::string render_policy_trace(const api::PolicyTrace& m) {
     out += std::string(egress ? "  egress  " : "  ingress ") + (s->endpoint().empty() ? "-" : s->endpoint()) + ": " +
            why(*s) + "\n";
     int n = 0;
-    for (const auto& st : s->steps())
+    for (const auto& st : s->steps()) {
       out += "    " + std::to_string(++n) + ". tier " + st.tier() + "  " + st.policy() + "  " +
-             (st.rule() < 0 ? "no rule matched" : "rule " + std::to_string(st.rule()) + " " + st.action()) + "\n";
+             (st.rule() < 0 ? "no rule matched" : "rule " + std::to_string(st.rule()) + " " + st.action());
+      if (st.rule() >= 0 && st.counted())
+        out += "  [" + std::to_string(st.packets()) + " packets, " + std::to_string(st.bytes()) + " bytes" +
+               (m.check().ran() ? ", +" + std::to_string(st.probe_packets()) + " during the probe" : "") + "]";
+      else if (st.rule() >= 0 && !st.counter_error().empty())
+        out += "  [no counters: " + st.counter_error() + "]";
+      out += "\n";
+    }
+  }
+  if (m.has_check()) {
+    const auto& k = m.check();
+    if (!k.ran()) {
+      out += "  check: no probe sent: " + k.error() + "\n";
+    } else {
+      out += "  check: probe " + k.probe() + ": " +
+             (k.delivered() ? "the kernel DELIVERED it" : "the kernel DROPPED it (not seen at the destination within " +
+                                                              std::to_string(k.timeout_ms()) + " ms)") +
+             "; the model says " + (m.allowed() ? "ALLOWED" : "DROPPED") + "\n";
+      if (k.agrees())
+        out += "  check: model and kernel AGREE\n";
+      for (const auto& d : k.disagreements()) out += "  check: DISAGREE: " + d + "\n";
+    }
   }
   return out;
 }
@@ -66,12 +89,20 @@ int cli_policy_trace(const std::vector<std::string>& args) {
   const std::pair<const char*, const char*> params[] = {{"--from", "from"},           {"--to", "to"},
                                                         {"--proto", "proto"},         {"--port", "port"},
                                                         {"--sport", "sport"},         {"--icmp-type", "icmp_type"},
-                                                        {"--icmp-code", "icmp_code"}};
+                                                        {"--icmp-code", "icmp_code"},
+                                                        {"--check-timeout", "check_timeout_ms"}};
   const char* usage =
       "usage: tabby policy trace --from ns/pod|IP --to ns/pod|IP [--proto tcp] [--port N] [--sport N]\n"
-      "                          [--icmp-type T] [--icmp-code C] [-o json|table] [--socket PATH]\n";
+      "                          [--icmp-type T] [--icmp-code C] [--check [--check-timeout MS]] [-o json|table] [--socket PATH]\n"
+      "  --check: the agent sends one probe of the flow between the two pods (both on this node) and\n"
+      "           compares what the kernel did with the model (exit 3 when they disagree)\n";
+  bool check = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    if (a == "--check") {
+      check = true;
+      continue;
+    }
     if (i + 1 >= args.size()) {
       std::cerr << "tabby policy trace: " << (a.rfind("-", 0) == 0 ? a + " needs a value" : "unknown argument '" + a + "'")
                 << "\n"
@@ -99,6 +130,7 @@ int cli_policy_trace(const std::vector<std::string>& args) {
       return 2;
     }
   }
+  if (check) query += std::string(query.empty() ? "" : "&") + "check=1";
   auto body = api_get(socket, "/v1/policy/trace?" + query);
   if (!body) {
     std::cerr << "tabby: " << body.error().message << "\n";
@@ -122,6 +154,18 @@ int cli_policy_trace(const std::vector<std::string>& args) {
   if (!m.error().empty()) {
     std::cerr << "tabby policy trace: " << m.error() << "\n";
     return 1;
+  }
+  if (check && !m.check().ran()) {
+    std::cerr << "tabby policy trace: " << (m.check().error().empty() ? "the agent sent no probe (an agent without --check?)"
+                                                                     : m.check().error())
+              << "\n";
+    return 1;
+  }
+  if (check && !m.check().agrees()) {
+    std::cerr << "tabby policy trace: model and kernel DISAGREE";
+    for (const auto& d : m.check().disagreements()) std::cerr << "\n  " << d;
+    std::cerr << "\n";
+    return 3;
   }
   return 0;
 }

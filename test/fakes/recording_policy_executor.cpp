@@ -49,6 +49,13 @@ Result<CounterValue> RecordingPolicyExecutor::read_counter(const std::string&, c
   return CounterValue{};
 }
 
+Result<std::vector<ListedRule>> RecordingPolicyExecutor::list_chain(const std::string& table, const std::string& chain) {
+  calls.push_back("list " + chain);
+  auto it = listed_chains.find(chain);
+  if (it == listed_chains.end()) return fail_msg("chain " + chain + " not in table inet " + table);
+  return it->second;
+}
+
 std::string RecordingPolicyExecutor::programmed() const {
   std::string s = ruleset;
   for (const auto& d : deltas) s += d;

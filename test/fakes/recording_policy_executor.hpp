@@ -5,6 +5,7 @@
 // Pure: no libnftables.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ class RecordingPolicyExecutor : public PolicyExecutor {
   Result<bool> repair(PolicyCompiler& c) override;
   Result<std::vector<EndpointReport>> report(const PolicyCompiler& c) override;
   Result<CounterValue> read_counter(const std::string& table, const std::string& name) override;
+  // The chain as set in `listed_chains` (an error for a chain not there).
+  Result<std::vector<ListedRule>> list_chain(const std::string& table, const std::string& chain) override;
+  std::map<std::string, std::vector<ListedRule>> listed_chains;  // chain -> what "the kernel" lists
 
   // --- what happened
   std::vector<std::string> calls;  // "sync full", "sync delta", "repair", ...

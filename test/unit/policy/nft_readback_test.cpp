@@ -121,3 +121,60 @@ TEST_CASE("drift read-back: differences in drift()'s words and order") {
   have.set_elements = want.set_elements;
   CHECK(shape_differences(want, have).empty());
 }
+
+// A NEWRULE answer as the kernel sends it: table, chain, handle (u64 big
+// endian), then the expressions; `counter` adds a counter expression.
+MessageBuffer listed_rule_msg(const std::string& table, const std::string& chain, uint64_t handle, bool counter,
+                              uint64_t packets, uint64_t bytes) {
+  MessageBuffer b;
+  size_t m = b.begin(nft_type(NFT_MSG_NEWRULE), NLM_F_MULTI, 7, NFPROTO_INET, 0);
+  b.str(NFTA_RULE_TABLE, table);
+  b.str(NFTA_RULE_CHAIN, chain);
+  auto u64be = [&](uint16_t type, uint64_t v) {
+    uint8_t d[8];
+    for (int i = 0; i < 8; ++i) d[i] = static_cast<uint8_t>(v >> (56 - 8 * i));
+    b.attr(type, d, 8);
+  };
+  u64be(NFTA_RULE_HANDLE, handle);
+  size_t exprs = b.nest(NFTA_RULE_EXPRESSIONS);
+  size_t e = b.nest(NFTA_LIST_ELEM);  // a payload load first, as real rules have
+  b.str(NFTA_EXPR_NAME, "payload");
+  size_t d = b.nest(NFTA_EXPR_DATA);
+  b.u32be(NFTA_PAYLOAD_DREG, 1);
+  b.close_nest(d);
+  b.close_nest(e);
+  if (counter) {
+    e = b.nest(NFTA_LIST_ELEM);
+    b.str(NFTA_EXPR_NAME, "counter");
+    d = b.nest(NFTA_EXPR_DATA);
+    u64be(NFTA_COUNTER_BYTES, bytes);
+    u64be(NFTA_COUNTER_PACKETS, packets);
+    b.close_nest(d);
+    b.close_nest(e);
+  }
+  b.close_nest(exprs);
+  b.end(m);
+  return b;
+}
+
+TEST_CASE("trace counters: a rule dump's handle and counter decoded, other chains and tables ignored") {
+  auto b = listed_rule_msg("tabby", "pi-gnp.a", 0x1234567890ULL, true, 5000000000ULL, 42);
+  auto r = listed_rule("tabby", "pi-gnp.a", header(b));
+  REQUIRE(r);
+  CHECK(r->handle == 0x1234567890ULL);
+  CHECK(r->has_counter);
+  CHECK(r->packets == 5000000000ULL);  // all 64 bits
+  CHECK(r->bytes == 42);
+  CHECK(!listed_rule("tabby", "pi-gnp.b", header(b)));
+  CHECK(!listed_rule("other", "pi-gnp.a", header(b)));
+  auto nc = listed_rule_msg("tabby", "pi-gnp.a", 9, false, 0, 0);
+  r = listed_rule("tabby", "pi-gnp.a", header(nc));
+  REQUIRE(r);
+  CHECK(!r->has_counter);
+  CHECK(r->handle == 9);
+  // The request names table and chain (the kernel filters the dump by both).
+  auto req = dump_chain_rules_request("tabby", "pi-gnp.a");
+  std::string bytes(req.begin(), req.end());
+  CHECK(bytes.find(std::string("pi-gnp.a\0", 9)) != std::string::npos);
+  CHECK(bytes.find(std::string("tabby\0", 6)) != std::string::npos);
+}

@@ -170,3 +170,49 @@ TEST_CASE("service accounts: rule serviceAccounts and policy serviceAccountSelec
   REQUIRE(!bad.ok());
   CHECK(bad.error().message.find("GlobalNetworkPolicy g: spec.serviceAccountSelector: selector") != std::string::npos);
 }
+
+TEST_CASE("trace counters: a policy rule's nft rules found by position and summed") {
+  PolicyCompiler c;
+  // Rule 0 matches by selector: one nft rule per family; rule 1 only by port:
+  // one rule for both; rule 2 only IPv4 CIDRs: one rule.
+  auto p = parse_object(
+      "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: db, namespace: x}\n"
+      "spec:\n  selector: app == 'db'\n  types: [Ingress]\n  ingress:\n"
+      "  - action: Allow\n    source: {selector: app == 'web'}\n"
+      "  - action: Deny\n    protocol: TCP\n    destination: {ports: [22]}\n"
+      "  - action: Allow\n    source: {nets: [10.0.0.0/8]}\n");
+  REQUIRE(p.ok());
+  c.upsert_policy(p->policy);
+  auto r0 = c.rule_positions(p->policy.id(), Direction::Ingress, 0);
+  auto r1 = c.rule_positions(p->policy.id(), Direction::Ingress, 1);
+  auto r2 = c.rule_positions(p->policy.id(), Direction::Ingress, 2);
+  REQUIRE((r0 && r1 && r2));
+  CHECK(r0->chain == c.chain_for(p->policy.id(), Direction::Ingress));
+  CHECK(r0->positions == std::vector<size_t>{0, 1});
+  CHECK(r1->positions == std::vector<size_t>{2});
+  CHECK(r2->positions == std::vector<size_t>{3});
+  CHECK(r0->chain_rules == 4);
+  CHECK(r0->chain_rules == c.chain_ir(r0->chain)->size());
+  CHECK(!c.rule_positions(p->policy.id(), Direction::Egress, 0));  // no egress chain
+  CHECK(!c.rule_positions("gnp.nope", Direction::Ingress, 0));
+
+  std::vector<ListedRule> listed = {{11, true, 3, 300}, {12, true, 4, 400}, {13, true, 1, 60}, {14, true, 0, 0}};
+  auto m = match_rule_counters(*r0, listed);
+  CHECK(m.problem.empty());
+  CHECK(m.packets == 7);
+  CHECK(m.bytes == 700);
+  CHECK(m.handles == std::vector<uint64_t>{11, 12});
+  m = match_rule_counters(*r1, listed);
+  CHECK(m.packets == 1);
+  CHECK(m.handles == std::vector<uint64_t>{13});
+  // The kernel's chain differs from the compiler's: no counters are claimed.
+  listed.push_back({15, true, 9, 9});
+  m = match_rule_counters(*r0, listed);
+  CHECK(m.packets == 0);
+  CHECK_MESSAGE(m.problem.find("has 5 rules in the kernel, 4 compiled") != std::string::npos, m.problem);
+  listed.pop_back();
+  listed[1].has_counter = false;
+  m = match_rule_counters(*r0, listed);
+  CHECK(m.packets == 0);
+  CHECK_MESSAGE(m.problem.find("has no counter") != std::string::npos, m.problem);
+}

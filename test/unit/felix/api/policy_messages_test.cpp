@@ -178,3 +178,44 @@ TEST_CASE("render_policy_table: exact table, and per-rule rows with -o wide") {
   CHECK(wide.find("[1] udp dport 80 counter accept") != std::string::npos);
   CHECK(got.find("[1] udp dport 80") == std::string::npos);
 }
+
+TEST_CASE("policy_message lists the node's host endpoints with their policies per hook") {
+  PolicyCompiler c;
+  HostEndpoint eth0;
+  eth0.name = "node1-eth0";
+  eth0.node = "node1";
+  eth0.iface = "eth0";
+  eth0.labels = {{"role", "node"}};
+  HostEndpoint all = eth0;
+  all.name = "node1-all";
+  all.iface = "*";
+  all.labels = {{"role", "other"}};
+  c.upsert_host_endpoint(eth0);
+  c.upsert_host_endpoint(all);
+  auto p = parse_object(
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: ssh-only}\n"
+      "spec:\n  selector: role == 'node'\n  applyOnForward: true\n  types: [Ingress]\n  ingress:\n"
+      "  - action: Allow\n    protocol: TCP\n    destination: {ports: [22]}\n");
+  REQUIRE(p.ok());
+  c.upsert_policy(p->policy);
+  auto m = felix::policy_message({}, &c);
+  REQUIRE(m->host_endpoints_size() == 2);
+  CHECK(m->host_endpoints(0).name() == "node1-all");  // by name
+  CHECK(m->host_endpoints(0).interface() == "*");
+  CHECK(m->host_endpoints(0).hooks_size() == 0);
+  const auto& h = m->host_endpoints(1);
+  CHECK(h.interface() == "eth0");
+  REQUIRE(h.hooks_size() == 2);
+  CHECK(h.hooks(0).hook() == "input");
+  CHECK(h.hooks(0).policies(0) == "gnp.ssh-only");
+  CHECK(h.hooks(1).hook() == "forward-in");
+  std::string text = felix::render_policy_table(*m, false);
+  CHECK_MESSAGE(text.find("No local endpoints.") != std::string::npos, text);
+  CHECK_MESSAGE(text.find("Host endpoints") != std::string::npos, text);
+  CHECK_MESSAGE(text.find("node1-all") != std::string::npos, text);
+  CHECK_MESSAGE(text.find("(no policy)") != std::string::npos, text);
+  CHECK_MESSAGE(text.find("forward-in") != std::string::npos, text);
+  // A node without host endpoints: no such section.
+  PolicyCompiler none;
+  CHECK(felix::render_policy_table(*felix::policy_message({}, &none), false).find("Host endpoints") == std::string::npos);
+}
