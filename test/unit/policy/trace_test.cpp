@@ -173,8 +173,10 @@ TEST_CASE("service accounts: rule serviceAccounts and policy serviceAccountSelec
 
 TEST_CASE("trace counters: a policy rule's nft rules found by position and summed") {
   PolicyCompiler c;
-  // Rule 0 matches by selector: one nft rule per family; rule 1 only by port:
-  // one rule for both; rule 2 only IPv4 CIDRs: one rule.
+  // Rule 0 matches by selector: one nft rule per family (an endpoint has an IPv6
+  // address, so selector rules have their IPv6 form); rule 1 only by port: one
+  // rule for both; rule 2 only IPv4 CIDRs: one rule.
+  c.upsert_endpoint(ep("x", "web6", {{"app", "web"}}, "fd00:19::5"));
   auto p = parse_object(
       "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: db, namespace: x}\n"
       "spec:\n  selector: app == 'db'\n  types: [Ingress]\n  ingress:\n"
