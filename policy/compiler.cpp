@@ -1779,7 +1779,10 @@ struct PolicyCompiler::Impl {
   void set_host_interfaces(const std::map<std::string, std::vector<IpAddress>>& ifaces) {
     std::map<std::string, std::vector<IpAddress>> v;
     for (const auto& [ifn, addrs] : ifaces) {
-      if (ifn == "lo" || ifn.rfind(opts.workload_prefix, 0) == 0) continue;
+      // Felix ignores workload interfaces here and, by its default
+      // InterfaceExclude, kube-ipvs0 (it holds every Service address in IPVS
+      // mode); the host chains pass lo before any host endpoint.
+      if (ifn == "lo" || ifn == "kube-ipvs0" || ifn.rfind(opts.workload_prefix, 0) == 0) continue;
       auto& a = v[ifn];
       a = addrs;
       std::sort(a.begin(), a.end());

@@ -575,8 +575,8 @@ class PolicyCompiler {
   // above; default Accept, as Calico's manifests); a change replaces the table.
   void set_endpoint_to_host(EndpointToHostAction a);
   EndpointToHostAction endpoint_to_host() const;
-  // The host's interfaces and their addresses (lo and workload interfaces are
-  // ignored), for host endpoints found by expectedIPs alone. A change that
+  // The host's interfaces and their addresses (lo, workload interfaces and
+  // kube-ipvs0 are ignored), for host endpoints found by expectedIPs alone. A change that
   // moves such an endpoint to other interfaces replaces the table.
   void set_host_interfaces(const std::map<std::string, std::vector<IpAddress>>& ifaces);
   bool has_host_endpoint_by_ip() const;  // a local host endpoint without interfaceName

@@ -433,9 +433,10 @@ TEST_CASE("host endpoints found by expectedIPs alone: the interfaces holding one
     CHECK(in.passes("host-in", p));
   }
   (void)c.take_delta();
-  // The host's interfaces: eth1 holds the address (lo and workload interfaces never count).
+  // The host's interfaces: eth1 holds the address (lo, workload interfaces and kube-ipvs0 never count).
   const IpAddress other = *IpAddress::parse("198.18.0.9");
-  c.set_host_interfaces(Ifaces{{"eth0", {other}}, {"eth1", {kNode}}, {"lo", {kNode}}, {"cali1", {kNode}}});
+  c.set_host_interfaces(
+      Ifaces{{"eth0", {other}}, {"eth1", {kNode}}, {"lo", {kNode}}, {"cali1", {kNode}}, {"kube-ipvs0", {kNode}}});
   CHECK(c.host_endpoint_interfaces() == std::map<std::string, std::string>{{"eth1", "by-ip"}});
   CHECK(c.take_delta().find("delete table") != std::string::npos);  // base chains changed: a full load
   {
