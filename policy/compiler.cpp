@@ -1704,6 +1704,12 @@ struct PolicyCompiler::Impl {
   std::map<std::string, HostState> hosts;  // name -> the local node's host endpoints
   FailsafePorts failsafe = calico_default_failsafe();
   bool hosts_dirty = false;  // a policy, tier or host endpoint changed: refresh_hosts()
+  EndpointToHostAction wl_to_host = EndpointToHostAction::Accept;
+  // The host's interfaces and addresses (set_host_interfaces; lo and workload
+  // interfaces left out), and interface -> governing host endpoint as resolved
+  // from them and the host endpoints (HostEndpoint's header in policy.hpp).
+  std::map<std::string, std::vector<IpAddress>> host_ifaces;
+  std::map<std::string, std::string> iface_owner;
 
   std::string host_chain(int hook, const std::string& name) const {
     std::string n = kHookTag[hook] + name;
@@ -1768,15 +1774,63 @@ struct PolicyCompiler::Impl {
           rules.push_back(std::move(r));
         }  // preDNAT / doNotTrack without policies: empty, the packet goes on
         set_chain(host_chain(h, name), std::move(rules),
-                  "host endpoint " + name + " (" + hs.hep.iface + "): " + kHookName[h]);
+                  "host endpoint " + name + " (" + (hs.hep.iface.empty() ? std::string("by expectedIPs") : hs.hep.iface) +
+                      "): " + kHookName[h]);
       }
     }
+  }
+  // Interface -> the host endpoint governing it (Felix's rule): every endpoint
+  // claims its interfaceName, or with none every host interface holding one of
+  // its expectedIPs; of several claims on one interface the smallest name wins.
+  // "*" is the all-interfaces endpoint (again the smallest name).
+  std::map<std::string, std::string> resolve_host_ifaces() const {
+    std::map<std::string, std::string> out;
+    auto claim = [&](const std::string& ifn, const std::string& name) {
+      auto [it, fresh] = out.emplace(ifn, name);
+      if (!fresh && name < it->second) it->second = name;
+    };
+    for (const auto& [name, hs] : hosts) {
+      const HostEndpoint& h = hs.hep;
+      if (!h.iface.empty()) {
+        claim(h.iface, name);  // a name (it may not exist yet) or "*"
+        continue;
+      }
+      for (const auto& [ifn, addrs] : host_ifaces)
+        if (std::any_of(h.expected_ips.begin(), h.expected_ips.end(),
+                        [&](const IpAddress& a) { return std::find(addrs.begin(), addrs.end(), a) != addrs.end(); }))
+          claim(ifn, name);
+    }
+    return out;
+  }
+  // The base chains dispatch on iface_owner: a change is a full load.
+  void reresolve_hosts() {
+    auto now = resolve_host_ifaces();
+    if (now == iface_owner) return;
+    iface_owner = std::move(now);
+    applied = false;
+  }
+  void set_host_interfaces(const std::map<std::string, std::vector<IpAddress>>& ifaces) {
+    std::map<std::string, std::vector<IpAddress>> v;
+    for (const auto& [ifn, addrs] : ifaces) {
+      // Felix ignores workload interfaces here and, by its default
+      // InterfaceExclude, kube-ipvs0 (it holds every Service address in IPVS
+      // mode); the host chains pass lo before any host endpoint.
+      if (ifn == "lo" || ifn == "kube-ipvs0" || ifn.rfind(opts.workload_prefix, 0) == 0) continue;
+      auto& a = v[ifn];
+      a = addrs;
+      std::sort(a.begin(), a.end());
+      a.erase(std::unique(a.begin(), a.end()), a.end());
+    }
+    if (v == host_ifaces) return;
+    host_ifaces = std::move(v);
+    reresolve_hosts();
   }
   void upsert_host_endpoint(const HostEndpoint& h) {
     auto it = hosts.find(h.name);
     if (it == hosts.end() || it->second.hep.iface != h.iface) applied = false;  // base chains change: full load
     hosts[h.name].hep = h;
     hosts_dirty = true;
+    reresolve_hosts();
     // Its expected IPs fill the selector sets its labels match (no namespace).
     Endpoint ep;
     ep.name = h.name;
@@ -1794,6 +1848,7 @@ struct PolicyCompiler::Impl {
     }
     hosts.erase(it);
     applied = false;
+    reresolve_hosts();
     remove_endpoint("/" + name);
   }
   // The host base chains (only while there is a host endpoint): conntrack'd
@@ -1845,12 +1900,6 @@ struct PolicyCompiler::Impl {
         {"host-raw-in", "prerouting", "raw", nft::Iface::In, kRawIn, "host endpoints: doNotTrack, arriving"},
         {"host-raw-out", "output", "raw", nft::Iface::Out, kRawOut, "host endpoints: doNotTrack, leaving"},
     };
-    std::vector<const HostState*> order_named;
-    const HostState* wild = nullptr;
-    for (const auto& [n, hs] : hosts) {
-      if (!hs.hep.all_interfaces()) order_named.push_back(&hs);
-      else if (!wild) wild = &hs;
-    }
     for (const auto& sp : specs) {
       nft::BaseChain c;
       c.name = sp.name;
@@ -1888,15 +1937,18 @@ struct PolicyCompiler::Impl {
           break;
         default: break;
       }
-      for (const HostState* hs : order_named) {
+      // One goto per governed interface (iface_owner: named, or found by
+      // expectedIPs), the "*" endpoint's last.
+      for (const auto& [ifn, owner] : iface_owner) {
+        if (ifn == "*") continue;
         Rule r;
-        r.matches = {nft::IfaceName{sp.iface, false, hs->hep.iface}};
-        r.verdict = nft::Verdict::go(host_chain(sp.host_hook, hs->hep.name));
+        r.matches = {nft::IfaceName{sp.iface, false, ifn}};
+        r.verdict = nft::Verdict::go(host_chain(sp.host_hook, owner));
         c.rules.push_back(std::move(r));
       }
-      if (wild) {
+      if (auto w = iface_owner.find("*"); w != iface_owner.end()) {
         Rule r;
-        r.verdict = nft::Verdict::go(host_chain(sp.host_hook, wild->hep.name));
+        r.verdict = nft::Verdict::go(host_chain(sp.host_hook, w->second));
         c.rules.push_back(std::move(r));
       }
       out.push_back(std::move(c));
@@ -1945,6 +1997,55 @@ struct PolicyCompiler::Impl {
       nft::append_base_chain(s, c);
     }
     return s;
+  }
+
+  // Pod -> own host (policy.hpp, EndpointToHostAction): the input hook runs the
+  // pod's egress chain through the same verdict map as the forward hook
+  // (wl-to-host); with Drop a second input chain one priority later drops what
+  // the first accepted (an accept ends only its own base chain). Conntrack'd
+  // flows and ICMPv6 ND/RS/MLD from pods pass both first, as in Felix.
+  std::vector<nft::BaseChain> wl_to_host_chains() const {
+    std::vector<nft::BaseChain> out;
+    const std::string wl = opts.workload_prefix + "*";
+    auto rule = [](std::vector<nft::Match> m, nft::Verdict v, const char* comment = "", bool counter = false) {
+      nft::Rule r;
+      r.matches = std::move(m);
+      r.verdict = v;
+      r.comment = comment;
+      r.counter = counter;
+      return r;
+    };
+    const nft::Match from_pod = nft::IfaceName{nft::Iface::In, false, wl};
+    auto common = [&](nft::BaseChain& c) {
+      c.rules.push_back(rule({nft::CtState{nft::CtState::Established | nft::CtState::Related}}, nft::Verdict::accept()));
+      c.rules.push_back(rule({from_pod, nft::CtState{nft::CtState::Invalid}}, nft::Verdict::drop()));
+      // ICMPv6 130-132 (MLD), 133 (router solicitation), 135/136 (neighbour
+      // solicitation/advertisement): a pod's IPv6 needs them whatever its policy.
+      for (int t : {130, 131, 132, 133, 135, 136})
+        c.rules.push_back(rule({from_pod, nft::Icmp{t, -1, false, true}}, nft::Verdict::accept()));
+    };
+    nft::BaseChain c;
+    c.name = "wl-to-host";
+    c.hook = "input";
+    c.priority = "filter - 5";
+    c.comment = "pod -> own host: the pod's egress policy";
+    common(c);
+    nft::Rule dispatch;
+    dispatch.verdict = nft::Verdict::ifname_vmap(nft::Iface::In, kEgressMap);
+    c.rules.push_back(std::move(dispatch));
+    c.rules.push_back(rule({from_pod}, nft::Verdict::drop(), "unknown workload", true));
+    out.push_back(std::move(c));
+    if (wl_to_host == EndpointToHostAction::Drop) {
+      nft::BaseChain d;
+      d.name = "wl-to-host-action";
+      d.hook = "input";
+      d.priority = "filter - 4";
+      d.comment = "pod -> own host after its egress policy: defaultEndpointToHostAction Drop";
+      common(d);
+      d.rules.push_back(rule({from_pod}, nft::Verdict::drop(), "defaultEndpointToHostAction Drop", true));
+      out.push_back(std::move(d));
+    }
+    return out;
   }
 
   // The guard's set, counters and input chain (policy.hpp, TunnelGuardConfig).
@@ -2102,6 +2203,7 @@ struct PolicyCompiler::Impl {
       s += " }\n";
     }
     s += base_chains();
+    for (const auto& c : wl_to_host_chains()) nft::append_base_chain(s, c);
     for (const auto& c : host_base_chains()) nft::append_base_chain(s, c);
     s += "}\n";
     mark_applied();
@@ -2461,6 +2563,27 @@ void PolicyCompiler::set_failsafe(const FailsafePorts& f) {
   if (!impl_->hosts.empty()) impl_->applied = false;  // base chain rules: a full load
 }
 const FailsafePorts& PolicyCompiler::failsafe() const { return impl_->failsafe; }
+void PolicyCompiler::set_endpoint_to_host(EndpointToHostAction a) {
+  if (a == impl_->wl_to_host) return;
+  impl_->wl_to_host = a;
+  impl_->applied = false;  // a base chain comes or goes: a full load
+}
+EndpointToHostAction PolicyCompiler::endpoint_to_host() const { return impl_->wl_to_host; }
+const char* endpoint_to_host_name(EndpointToHostAction a) {
+  switch (a) {
+    case EndpointToHostAction::Drop: return "Drop";
+    case EndpointToHostAction::Accept: return "Accept";
+    case EndpointToHostAction::Return: return "Return";
+  }
+  return "?";
+}
+void PolicyCompiler::set_host_interfaces(const std::map<std::string, std::vector<IpAddress>>& ifaces) {
+  impl_->set_host_interfaces(ifaces);
+}
+bool PolicyCompiler::has_host_endpoint_by_ip() const {
+  return std::any_of(impl_->hosts.begin(), impl_->hosts.end(), [](const auto& kv) { return kv.second.hep.iface.empty(); });
+}
+std::map<std::string, std::string> PolicyCompiler::host_endpoint_interfaces() const { return impl_->iface_owner; }
 std::vector<PolicyCompiler::HostEndpointPolicies> PolicyCompiler::host_endpoint_policies() const {
   impl_->settle();
   std::vector<HostEndpointPolicies> out;
@@ -2469,6 +2592,9 @@ std::vector<PolicyCompiler::HostEndpointPolicies> PolicyCompiler::host_endpoint_
     HostEndpointPolicies h;
     h.name = name;
     h.iface = hs.hep.iface;
+    if (h.iface.empty())  // found by expectedIPs: the interfaces it governs now
+      for (const auto& [ifn, owner] : impl_->iface_owner)
+        if (owner == name) h.iface += (h.iface.empty() ? "" : ",") + ifn;
     h.ingress = hs.ids[I::kHostIn];
     h.egress = hs.ids[I::kHostOut];
     h.forward_in = hs.ids[I::kFwdIn];
@@ -2485,6 +2611,10 @@ std::vector<PolicyCompiler::HostEndpointPolicies> PolicyCompiler::host_endpoint_
 std::vector<nft::BaseChain> PolicyCompiler::host_base_chains() const {
   impl_->settle();
   return impl_->host_base_chains();
+}
+std::vector<nft::BaseChain> PolicyCompiler::workload_to_host_chains() const {
+  if (!impl_->opts.enforce_policy) return {};
+  return impl_->wl_to_host_chains();
 }
 std::string PolicyCompiler::full_script() { return impl_->full_script(); }
 std::string PolicyCompiler::take_delta() { return impl_->take_delta().script; }
@@ -2607,6 +2737,7 @@ RulesetShape PolicyCompiler::shape() const {
   s.chain_rules["egress"] = 4;
   s.chain_rules["ingress"] = 4;
   for (const auto& c : impl_->host_base_chains()) s.chain_rules[c.name] = c.rules.size();
+  for (const auto& c : impl_->wl_to_host_chains()) s.chain_rules[c.name] = c.rules.size();
   for (const auto& [k, set] : impl_->sets) s.set_elements[set.name] = set.count;
   for (const auto& [k, c] : impl_->cidr_sets) s.set_elements[c.name] = c.elems.size();
   for (const auto& [k, v] : impl_->svc_sets) s.set_elements[v.name] = v.elems.size();

@@ -690,9 +690,9 @@ Result<std::vector<NamedPort>> endpoint_ports(const Ctx& c, const YAML::Node& po
   return out;
 }
 
-// projectcalico.org/v3 HostEndpoint (the schema checked the shape). tabby finds
-// the interface by name only: an empty interfaceName (Calico then looks it up by
-// expectedIPs) is refused rather than guessed.
+// projectcalico.org/v3 HostEndpoint (the schema checked the shape). Calico's
+// rule: interfaceName, expectedIPs or both; without interfaceName the compiler
+// finds the interfaces holding one of the expectedIPs (policy.hpp HostEndpoint).
 Result<HostEndpoint> parse_host_endpoint(const Ctx& c, const YAML::Node& doc, const std::string& name) {
   HostEndpoint h;
   h.name = name;
@@ -706,11 +706,19 @@ Result<HostEndpoint> parse_host_endpoint(const Ctx& c, const YAML::Node& doc, co
   if (node->empty()) return c.err("spec.node", "required");
   h.node = *node;
   const auto& iface = spec["interfaceName"];
-  if (!iface || iface.IsNull() || !iface.IsScalar() || iface.Scalar().empty())
-    return c.err("spec.interfaceName",
-                 "required: an interface name or \"*\" (tabby does not pick the interface by expectedIPs)");
-  h.iface = iface.Scalar();
-  bool name_ok = h.iface == "*" || (h.iface.size() <= 15 && h.iface != "." && h.iface != "..");
+  if (iface && !iface.IsNull() && !iface.IsScalar()) return c.err("spec.interfaceName", "expected a string");
+  h.iface = iface && iface.IsScalar() ? iface.Scalar() : "";
+  auto ips = string_list(c, spec["expectedIPs"], "spec.expectedIPs");
+  if (!ips) return fail(ips.error());
+  for (size_t i = 0; i < ips->size(); ++i) {
+    auto a = IpAddress::parse((*ips)[i]);
+    if (!a) return c.err(idx("spec.expectedIPs", i), "\"" + (*ips)[i] + "\" is not an IP address");
+    h.expected_ips.push_back(*a);
+  }
+  if (h.iface.empty() && h.expected_ips.empty())
+    return c.err("spec.interfaceName", "required when spec.expectedIPs is empty: an interface name, \"*\", or "
+                                       "expectedIPs to find the interface by (Calico's rule)");
+  bool name_ok = h.iface.empty() || h.iface == "*" || (h.iface.size() <= 15 && h.iface != "." && h.iface != "..");
   for (char ch : h.iface)
     name_ok = name_ok && ch != '/' && ch != ' ' && ch != '"' && ch != '\\' && (h.iface == "*" || ch != '*');
   if (!name_ok)
@@ -721,13 +729,6 @@ Result<HostEndpoint> parse_host_endpoint(const Ctx& c, const YAML::Node& doc, co
     return c.err("spec.interfaceName", "\"" + h.iface + "\" is " +
                                            (h.iface == "lo" ? std::string("loopback, which host endpoints never police")
                                                             : "a workload interface (cali*): its pod's policy applies"));
-  auto ips = string_list(c, spec["expectedIPs"], "spec.expectedIPs");
-  if (!ips) return fail(ips.error());
-  for (size_t i = 0; i < ips->size(); ++i) {
-    auto a = IpAddress::parse((*ips)[i]);
-    if (!a) return c.err(idx("spec.expectedIPs", i), "\"" + (*ips)[i] + "\" is not an IP address");
-    h.expected_ips.push_back(*a);
-  }
   auto profiles = string_list(c, spec["profiles"], "spec.profiles");
   if (!profiles) return fail(profiles.error());
   h.profiles = std::move(*profiles);

@@ -271,10 +271,16 @@ bool network_set_matches(const NetworkSet& s, PolicyKind kind, const NamespaceSc
 // applyOnForward policy covers; preDNAT and doNotTrack policies never drop by
 // default (no verdict = the packet goes on to normal policy).
 inline constexpr const char* kDefaultAllowProfile = "projectcalico-default-allow";
+// Which interface a host endpoint governs (Calico's Felix, endpoint manager):
+// interfaceName when given; with only expectedIPs (iface ""), every host
+// interface holding one of those addresses, re-resolved as addresses come and
+// go (PolicyCompiler::set_host_interfaces). One interface is governed by one
+// host endpoint: of all that name it or hold one of its addresses, the one
+// whose name sorts first. "*" governs every interface no other one does.
 struct HostEndpoint {
   std::string name;
   std::string node;                   // spec.node
-  std::string iface;                  // spec.interfaceName: a name, or "*"
+  std::string iface;                  // spec.interfaceName: a name, "*", or "" (found by expectedIPs)
   std::vector<IpAddress> expected_ips;  // spec.expectedIPs: fill selector sets
   Labels labels;
   std::vector<std::string> profiles;  // spec.profiles
@@ -283,6 +289,22 @@ struct HostEndpoint {
   bool default_allow() const;         // a profile is projectcalico-default-allow
   bool operator==(const HostEndpoint&) const = default;
 };
+
+// What happens to a packet from a local pod to its own host (Felix's
+// DefaultEndpointToHostAction) once the pod's egress policy allowed it. The
+// pod's egress policy always applies first (an input-hook base chain dispatches
+// the workload interface to its egress chain, as the forward hook does);
+// conntrack'd flows (e.g. replies to the kubelet's probes) and ICMPv6 neighbour
+// discovery / router solicitation / MLD pass before it, as in Felix.
+//   Drop   (Felix's built-in default): dropped.
+//   Accept (what Calico's manifests set, FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT):
+//          accepted by tabby's table.
+//   Return: "go on to the host's own rules": in nftables every table's input
+//          chains see the packet anyway, so it is what Accept is here (an
+//          accept in tabby's table does not skip another table's rules).
+// Host endpoint policy never applies to pod -> host traffic (as in Felix).
+enum class EndpointToHostAction : uint8_t { Drop, Accept, Return };
+const char* endpoint_to_host_name(EndpointToHostAction a);  // "Drop", "Accept", "Return"
 
 // Failsafe ports (Calico's FelixConfiguration failsafeInboundHostPorts /
 // failsafeOutboundHostPorts): accepted to and from the host before any host
@@ -580,6 +602,18 @@ class PolicyCompiler {
   // table (one transaction).
   void set_failsafe(const FailsafePorts& f);
   const FailsafePorts& failsafe() const;
+  // Pod -> own host traffic after the pod's egress policy (EndpointToHostAction
+  // above; default Accept, as Calico's manifests); a change replaces the table.
+  void set_endpoint_to_host(EndpointToHostAction a);
+  EndpointToHostAction endpoint_to_host() const;
+  // The host's interfaces and their addresses (lo, workload interfaces and
+  // kube-ipvs0 are ignored), for host endpoints found by expectedIPs alone. A change that
+  // moves such an endpoint to other interfaces replaces the table.
+  void set_host_interfaces(const std::map<std::string, std::vector<IpAddress>>& ifaces);
+  bool has_host_endpoint_by_ip() const;  // a local host endpoint without interfaceName
+  // Interface -> the host endpoint governing it, as resolved now ("*": the
+  // all-interfaces one). What the host base chains dispatch on.
+  std::map<std::string, std::string> host_endpoint_interfaces() const;
   // Per host endpoint: the policy ids applied at each hook, in evaluation
   // order, and the chain its base chains go to for it.
   struct HostEndpointPolicies {
@@ -592,6 +626,9 @@ class PolicyCompiler {
   std::vector<HostEndpointPolicies> host_endpoint_policies() const;
   // The host base chains as compiled (none while there is no host endpoint).
   std::vector<nft::BaseChain> host_base_chains() const;
+  // The input-hook chains for pod -> own host traffic (EndpointToHostAction):
+  // wl-to-host, and wl-to-host-action with Drop (none without enforce_policy).
+  std::vector<nft::BaseChain> workload_to_host_chains() const;
   // Tunnel guard settings: a change takes effect through a full script (the
   // next sync is one; it replaces the table atomically).
   void set_tunnel_guard(const TunnelGuardConfig& cfg);

@@ -80,6 +80,7 @@ policy::FailsafePorts failsafe_ports(const DataplaneSettings& d) {
 constexpr logging::Logger kLog{"agent"};
 
 constexpr auto kPolicyRepairInterval = std::chrono::seconds(60);
+constexpr auto kHostInterfacePollInterval = std::chrono::seconds(1);
 // The initial listing arrives in pieces of this many objects (see datastore.hpp).
 constexpr size_t kSnapshotPartSize = 256;
 
@@ -110,6 +111,38 @@ std::string describe(const DatastoreConfig& d) {
 }
 
 std::string describe(const std::optional<DatastoreConfig>& d) { return d ? describe(*d) : std::string("none"); }
+
+policy::EndpointToHostAction endpoint_to_host(const DataplaneSettings& d) {
+  using E = DataplaneSettings::EndpointToHost;
+  switch (d.endpoint_to_host) {
+    case E::Drop: return policy::EndpointToHostAction::Drop;
+    case E::Accept: return policy::EndpointToHostAction::Accept;
+    case E::Return: return policy::EndpointToHostAction::Return;
+  }
+  return policy::EndpointToHostAction::Drop;  // unreachable; fail closed
+}
+
+// Every interface of this network namespace with its addresses (getifaddrs):
+// what host endpoints found by expectedIPs resolve against.
+std::map<std::string, std::vector<IpAddress>> host_interface_addresses() {
+  std::map<std::string, std::vector<IpAddress>> out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (ifaddrs* a = list; a; a = a->ifa_next) {
+    if (!a->ifa_name) continue;
+    auto& v = out[a->ifa_name];
+    if (!a->ifa_addr) continue;
+    if (a->ifa_addr->sa_family == AF_INET) {
+      v.push_back(IpAddress::v4(ntohl(reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr)));
+    } else if (a->ifa_addr->sa_family == AF_INET6) {
+      char buf[INET6_ADDRSTRLEN];
+      if (::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr, buf, sizeof buf))
+        if (auto ip = IpAddress::parse(buf)) v.push_back(*ip);
+    }
+  }
+  ::freeifaddrs(list);
+  return out;
+}
 
 // The interface address (with its subnet) that holds `addr` in this network
 // namespace: "198.18.0.11/24". Without it, the bare address (a /32: CrossSubnet
@@ -158,7 +191,8 @@ struct AgentRuntime::Impl {
         calc_(calc_options(config_)),
         api_(io),
         health_(io, [this] { return metrics_.scrape(); }, [this] { return health(); }),
-        policy_timer_(io) {}
+        policy_timer_(io),
+        host_iface_timer_(io) {}
 
   Status start() {
     started_ = std::chrono::system_clock::now();
@@ -427,6 +461,13 @@ struct AgentRuntime::Impl {
       compiler_->set_tunnel_guard({true, config_.dataplane.vxlan_port});
       // Failsafe ports of the host endpoints (unset: Calico's defaults).
       compiler_->set_failsafe(failsafe_ports(config_.dataplane));
+      // dataplane.defaultEndpointToHostAction: pod -> own host after its egress policy.
+      compiler_->set_endpoint_to_host(endpoint_to_host(config_.dataplane));
+      // The host's interface addresses, for host endpoints found by expectedIPs.
+      if (compiler_->has_host_endpoint_by_ip()) {
+        compiler_->set_host_interfaces(host_interface_addresses());
+        schedule_host_iface_poll();
+      }
       if (full || ch.nodes_changed) compiler_->set_tunnel_peers(calc_.node_ipv4_addresses());
       // Calc -> outgoing NAT: the pools, as interval set element changes.
       if (full || ch.nat_pools_changed) compiler_->set_nat_outgoing_pools(calc_.nat_outgoing_pools());
@@ -458,6 +499,26 @@ struct AgentRuntime::Impl {
           std::to_string(compiler_->tunnel_peer_count()) + " node addresses");
       schedule_policy_repair();
     }
+  }
+
+  // Host endpoints found by expectedIPs follow the host's addresses: while one
+  // exists, the interface addresses are read again every second and a change
+  // re-resolves them (one full load when an endpoint moves).
+  void schedule_host_iface_poll() {
+    if (host_iface_poll_armed_) return;
+    host_iface_poll_armed_ = true;
+    host_iface_timer_.expires_after(kHostInterfacePollInterval);
+    host_iface_timer_.async_wait([this](const boost::system::error_code& ec) {
+      host_iface_poll_armed_ = false;
+      if (ec || stopping_ || !compiler_ || !compiler_->has_host_endpoint_by_ip()) return;
+      auto before = compiler_->host_endpoint_interfaces();
+      compiler_->set_host_interfaces(host_interface_addresses());
+      if (compiler_->host_endpoint_interfaces() != before) {
+        kLog.info("host endpoints found by expectedIPs re-resolved after an address change");
+        sync_policy(false);
+      }
+      schedule_host_iface_poll();
+    });
   }
 
   void schedule_policy_repair() {
@@ -636,6 +697,7 @@ struct AgentRuntime::Impl {
     if (speaker_) speaker_->stop(graceful, "tabby agent stopping");
     dataplane_.reset();  // no more writes; the kernel keeps what is there
     policy_timer_.cancel();
+    host_iface_timer_.cancel();
     if (datastore_) datastore_->stop();
     if (!graceful && !marker_.empty()) ::unlink(marker_.c_str());
     api_.stop();
@@ -707,6 +769,8 @@ struct AgentRuntime::Impl {
   Metrics metrics_;
   HealthServer health_;
   asio::steady_timer policy_timer_;
+  asio::steady_timer host_iface_timer_;  // host endpoints by expectedIPs (schedule_host_iface_poll)
+  bool host_iface_poll_armed_ = false;
   mutable MirroredTotal vxlan_drops_, ipip_drops_;  // tunnel guard counters, across table replacements
   std::string marker_;
   bool restarting_ = false, in_sync_ = false, connected_ = true, dp_complete_ = false, policy_synced_ = false;

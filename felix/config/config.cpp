@@ -539,7 +539,7 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
     const auto& d = root["dataplane"];
     auto& o = c.dataplane;
     check_keys(d, "dataplane", {"enabled", "policy", "vxlanInterface", "vxlanVNI", "vxlanPort", "mtu",
-                                "failsafeInboundHostPorts", "failsafeOutboundHostPorts"});
+                                "failsafeInboundHostPorts", "failsafeOutboundHostPorts", "defaultEndpointToHostAction"});
     if (d["enabled"]) o.enabled = get_bool(d["enabled"], "dataplane.enabled");
     if (d["policy"]) o.policy = get_bool(d["policy"], "dataplane.policy");
     auto ifname = [&](const char* key, std::string& out) {
@@ -552,6 +552,18 @@ AgentConfig parse_root(const YAML::Node& root, const ConfigEnvironment& env) {
     if (d["vxlanVNI"]) o.vxlan_vni = static_cast<uint32_t>(get_uint(d["vxlanVNI"], "dataplane.vxlanVNI", 1, 16777215));
     if (d["vxlanPort"]) o.vxlan_port = static_cast<uint16_t>(get_uint(d["vxlanPort"], "dataplane.vxlanPort", 1, 65535));
     if (d["mtu"]) o.mtu = static_cast<uint32_t>(get_uint(d["mtu"], "dataplane.mtu", 576, 65535));
+    // Felix's DefaultEndpointToHostAction: Drop, Accept or Return, any case
+    // (Felix reads "ACCEPT" from the environment and "Accept" from FelixConfiguration).
+    if (d["defaultEndpointToHostAction"]) {
+      const std::string key = "dataplane.defaultEndpointToHostAction";
+      std::string v = get_string(d["defaultEndpointToHostAction"], key), lower;
+      for (char ch : v) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      using E = DataplaneSettings::EndpointToHost;
+      if (lower == "drop") o.endpoint_to_host = E::Drop;
+      else if (lower == "accept") o.endpoint_to_host = E::Accept;
+      else if (lower == "return") o.endpoint_to_host = E::Return;
+      else bad(key, "must be Drop, Accept or Return (got '" + v + "')");
+    }
     // Failsafe ports as Calico's FelixConfiguration writes them: a list of
     // {protocol: TCP|UDP|SCTP, port: N, net: CIDR}; "tcp:22" strings (Felix's
     // environment form) are accepted too.

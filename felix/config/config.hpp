@@ -38,6 +38,11 @@ struct DataplaneSettings {
   // dataplane.failsafeInboundHostPorts / failsafeOutboundHostPorts: unset =
   // Calico's defaults (policy::calico_default_failsafe()); [] = none.
   std::optional<std::vector<FailsafePortSetting>> failsafe_inbound, failsafe_outbound;
+  // dataplane.defaultEndpointToHostAction (Felix's DefaultEndpointToHostAction):
+  // pod -> own host traffic after the pod's egress policy. Default Accept, what
+  // Calico's manifests set (Felix's own default is Drop). policy.hpp says how
+  // each maps to nftables.
+  enum class EndpointToHost : uint8_t { Drop, Accept, Return } endpoint_to_host = EndpointToHost::Accept;
   bool operator==(const DataplaneSettings&) const = default;
 };
 

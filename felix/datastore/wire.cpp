@@ -461,6 +461,7 @@ std::vector<K8sResource> default_k8s_resources() {
       {calico, "v1", "Tier", "tiers", false},
       {calico, "v1", "NetworkSet", "networksets", true},
       {calico, "v1", "GlobalNetworkSet", "globalnetworksets", false},
+      {calico, "v1", "HostEndpoint", "hostendpoints", false},  // the Calc keeps the local node's
       {own, "v1", "BlockAffinity", "blockaffinities", false},
       {own, "v1", "IPAMLease", "ipamleases", false},  // the IPAM garbage collector's leader lease
       {own, "v1", "WorkloadEndpoint", "workloadendpoints", true},

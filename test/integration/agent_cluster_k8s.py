@@ -26,6 +26,10 @@ crd.projectcalico.org/v1 IPPool and BGPConfiguration, core v1 Pods. Then:
    a v1 Service and a discovery.k8s.io/v1 EndpointSlice listing web-1-1 with a
    policy denying ICMP from `source.services`: web-1-1 cannot ping, web-1-2 can;
    all removed, pings pass;
+   a HostEndpoint on node2's eth0, a GlobalNetworkSet holding node1's address and a
+   host policy denying ICMP from it: node1 cannot ping node2's host address,
+   node3 can, BGP stays up (failsafe), pods still ping; the HostEndpoint deleted,
+   node1 pings node2 again;
 4. a pod is deleted (CNI DEL): its WorkloadEndpoint is deleted on the server, its
    address leaves the block's allocations, its /32 goes; pings pass;
 5. node3 is removed (agent stopped, Node CRD, core Node and block claims deleted):
@@ -70,6 +74,7 @@ RESOURCES = {
     "/apis/crd.projectcalico.org/v1/tiers": ("crd.projectcalico.org/v1", "Tier", False),
     "/apis/crd.projectcalico.org/v1/networksets": ("crd.projectcalico.org/v1", "NetworkSet", True),
     "/apis/crd.projectcalico.org/v1/globalnetworksets": ("crd.projectcalico.org/v1", "GlobalNetworkSet", False),
+    "/apis/crd.projectcalico.org/v1/hostendpoints": ("crd.projectcalico.org/v1", "HostEndpoint", False),
     "/apis/tabby.dev/v1/blockaffinities": ("tabby.dev/v1", "BlockAffinity", False),
     "/apis/tabby.dev/v1/workloadendpoints": ("tabby.dev/v1", "WorkloadEndpoint", True),
     "/apis/tabby.dev/v1/ipamleases": ("tabby.dev/v1", "IPAMLease", False),
@@ -253,6 +258,39 @@ def body(lab):
     for obj in (deny_svc, es, svc):
         c.delete(obj)
     c.ping_all()
+
+    step("a HostEndpoint, a GlobalNetworkSet and a host policy arrive from the API server")
+    # node2's fabric interface becomes a host endpoint; a GlobalNetworkSet names
+    # node1's address; the host policy denies ICMP from that set into node2 and
+    # allows the rest (BGP and the API server stay failsafe anyway).
+    hep = {"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
+           "metadata": {"name": "node2-eth0", "labels": {"role": "node"}},
+           "spec": {"node": "node2", "interfaceName": "eth0", "expectedIPs": ["198.18.0.12"]}}
+    gns = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
+           "metadata": {"name": "node1-addr", "labels": {"peer": "node1"}}, "spec": {"nets": ["198.18.0.11/32"]}}
+    host_pol = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+                "metadata": {"name": "node-deny-icmp-from-node1"},
+                "spec": {"order": 10, "selector": "role == 'node'", "types": ["Ingress", "Egress"],
+                         "ingress": [{"action": "Deny", "protocol": "ICMP", "source": {"selector": "peer == 'node1'"}},
+                                     {"action": "Allow"}],
+                         "egress": [{"action": "Allow"}]}}
+    n1, n2, n3 = c.nodes["node1"], c.nodes["node2"], c.nodes["node3"]
+
+    def node_ping(src, dst):
+        return src.run(["ping", "-c", "1", "-W", "1", "-q", dst], check_rc=False).returncode == 0
+    check(node_ping(n1, "198.18.0.12"), "before: node1 pings node2's host address")
+    for obj in (gns, host_pol, hep):
+        c.put(obj)
+    wait_until(lambda: not node_ping(n1, "198.18.0.12"), 15,
+               "node1 -> node2 host: ICMP denied by the host policy on node2's HostEndpoint (read from the API server)")
+    check(node_ping(n3, "198.18.0.12"), "node3 -> node2 host: allowed (not in the GlobalNetworkSet)")
+    check(node_ping(n2, "198.18.0.11"), "node2 -> node1: allowed (egress Allow; the ICMP reply is conntrack'd)")
+    check(len(c.agents["node2"].established_peers()) == 2, "node2 keeps its BGP sessions (failsafe 179)")
+    c.ping_all()
+    c.delete(hep)
+    wait_until(lambda: node_ping(n1, "198.18.0.12"), 15, "HostEndpoint deleted: node1 pings node2's host again")
+    for obj in (host_pol, gns):
+        c.delete(obj)
 
     step("a pod is deleted (CNI DEL)")
     gone = next(p for p in c.pods if p.name == "web-1-1")

@@ -71,12 +71,19 @@ Result<State> load(const std::vector<std::string>& paths) {
     auto objs = parse_manifests(ss.str(), f.string());
     if (!objs) return fail(objs.error());
     for (auto& o : *objs) {
-      if (o.kind == Object::PolicyObj) s.policies[o.policy.id()] = o.policy;
-      else if (o.kind == Object::EndpointObj) s.endpoints[o.endpoint.key()] = o.endpoint;
-      else if (o.kind == Object::TierObj) s.tiers[o.tier.name] = o.tier;
-      else if (o.kind == Object::NetworkSetObj) s.network_sets[o.network_set.key()] = o.network_set;
-      else if (o.kind == Object::HostEndpointObj) s.host_endpoints[o.host_endpoint.name] = o.host_endpoint;
-      else s.namespaces[o.ns.name] = o.ns;
+      // Every kind by name (no catch-all: parse_manifests refuses an unknown
+      // apiVersion/kind, and a kind added to policy::Object without a case here
+      // fails the build through -Wswitch instead of being filed as something else).
+      switch (o.kind) {
+        case Object::PolicyObj: s.policies[o.policy.id()] = o.policy; continue;
+        case Object::EndpointObj: s.endpoints[o.endpoint.key()] = o.endpoint; continue;
+        case Object::TierObj: s.tiers[o.tier.name] = o.tier; continue;
+        case Object::NetworkSetObj: s.network_sets[o.network_set.key()] = o.network_set; continue;
+        case Object::HostEndpointObj: s.host_endpoints[o.host_endpoint.name] = o.host_endpoint; continue;
+        case Object::NamespaceObj: s.namespaces[o.ns.name] = o.ns; continue;
+      }
+      return fail_msg(f.string() + ": an object of kind #" + std::to_string(int(o.kind)) +
+                      " that tabby-policy-apply does not handle");
     }
   }
   return s;

@@ -1,5 +1,5 @@
-// host_endpoint_test.cpp — Calico HostEndpoints, truth-table style: a small
-// interpreter runs a packet through the host base chains the compiler built
+// host_endpoint_test.cpp — Calico HostEndpoints, truth-table style: the shared
+// interpreter (chain_interpreter.hpp) runs a packet through the host base chains the compiler built
 // (host-in, host-out, host-fwd-*, host-prednat, host-raw-*) and the chains they
 // go to, as the kernel's hook would, and the verdicts are checked against
 // Calico's host endpoint semantics (policy.hpp HostEndpoint): a named host
@@ -16,6 +16,7 @@
 #include <string>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/chain_interpreter.hpp"
 #include "test/unit/policy/manifest_objects.hpp"
 #include "test/unit/policy/script_sets.hpp"
 
@@ -46,99 +47,8 @@ Policy gnp(const std::string& name, const std::string& spec) {
   return o.policy;
 }
 
-struct Packet {
-  std::string iif, oif;  // "" = none (locally generated / locally delivered)
-  IpAddress src, dst;
-  uint8_t proto = 6;
-  uint16_t sport = 40000, dport = 80;
-  uint8_t ct = nft::CtState::Untracked;  // 0 = new (tracked), or Established/Untracked
-  bool notracked = false;                // a raw rule said notrack
-};
-
-enum class Verdict { Accept, Drop, None };
-
-bool iface_matches(const std::string& pattern, const std::string& name) {
-  if (!pattern.empty() && pattern.back() == '*') return name.rfind(pattern.substr(0, pattern.size() - 1), 0) == 0;
-  return pattern == name;
-}
-
-class Interpreter {
- public:
-  explicit Interpreter(PolicyCompiler& c) : c_(c), sets_(policy_test::script_sets(c.full_script())) {
-    for (auto& b : c.host_base_chains()) base_[b.name] = b;
-  }
-  bool has_base(const std::string& name) const { return base_.count(name) != 0; }
-  // The verdict of base chain `name` (policy accept: no verdict = accept).
-  bool passes(const std::string& name, Packet& p) {
-    auto it = base_.find(name);
-    REQUIRE_MESSAGE(it != base_.end(), "no base chain " << name);
-    return run_rules(it->second.rules, p, 0) != Verdict::Drop;
-  }
-
- private:
-  bool holds(const nft::Match& m, const Packet& p) {
-    if (auto* x = std::get_if<nft::L4Proto>(&m)) return (p.proto == x->proto) != x->negate;
-    if (std::holds_alternative<nft::Ipv4Only>(m)) return p.src.is_v4();
-    if (std::holds_alternative<nft::Ipv6Only>(m)) return p.src.is_v6();
-    if (auto* x = std::get_if<nft::AddrInSet>(&m)) {
-      const IpAddress& a = x->side == nft::Side::Source ? p.src : p.dst;
-      if (a.is_v6() != x->v6) return false;
-      return sets_[x->set].count(a.str()) != 0 ? !x->negate : x->negate;
-    }
-    if (auto* x = std::get_if<nft::AddrIn>(&m)) {
-      const IpAddress& a = x->side == nft::Side::Source ? p.src : p.dst;
-      if (x->nets.empty() || a.family() != x->nets[0].family()) return false;
-      bool in = false;
-      for (const auto& n : x->nets) in = in || n.contains(a);
-      return in != x->negate;
-    }
-    if (auto* x = std::get_if<nft::PortIn>(&m)) {
-      uint16_t port = x->side == nft::Side::Source ? p.sport : p.dport;
-      bool in = false;
-      for (const auto& s : x->ports) in = in || (port >= s.first && port <= s.last);
-      return in != x->negate;
-    }
-    if (auto* x = std::get_if<nft::CtState>(&m)) {
-      uint8_t state = p.notracked ? uint8_t{nft::CtState::Untracked} : p.ct;
-      return (x->states & state) != 0;
-    }
-    if (auto* x = std::get_if<nft::IfaceName>(&m))
-      return iface_matches(x->name, x->iface == nft::Iface::In ? p.iif : p.oif);
-    FAIL("match form not modelled by the test interpreter: " << nft::rule_text(nft::Rule{{m}}));
-    return false;
-  }
-  Verdict run_rules(const std::vector<nft::Rule>& rules, Packet& p, int depth) {
-    REQUIRE(depth < 16);
-    for (const auto& r : rules) {
-      bool all = true;
-      for (const auto& m : r.matches) all = all && holds(m, p);
-      if (!all) continue;
-      if (r.notrack) p.notracked = true;
-      if (!r.verdict) continue;
-      switch (r.verdict->kind) {
-        case nft::Verdict::Accept: return Verdict::Accept;
-        case nft::Verdict::Drop: return Verdict::Drop;
-        case nft::Verdict::Return: return Verdict::None;
-        case nft::Verdict::Goto: return run(r.verdict->chain, p, depth + 1);
-        case nft::Verdict::Jump: {
-          Verdict v = run(r.verdict->chain, p, depth + 1);
-          if (v != Verdict::None) return v;
-          break;
-        }
-        default: FAIL("verdict not modelled: " << nft::verdict_text(*r.verdict));
-      }
-    }
-    return Verdict::None;
-  }
-  Verdict run(const std::string& chain, Packet& p, int depth) {
-    const auto* rules = c_.chain_ir(chain);
-    REQUIRE_MESSAGE(rules, "no chain " << chain);
-    return run_rules(*rules, p, depth);
-  }
-  PolicyCompiler& c_;
-  std::map<std::string, std::set<std::string>> sets_;
-  std::map<std::string, nft::BaseChain> base_;
-};
+using policy_test::Packet;
+using Interpreter = policy_test::ChainInterpreter;
 
 const IpAddress kNode = *IpAddress::parse("192.0.2.1");
 const IpAddress kRemote = *IpAddress::parse("203.0.113.7");
@@ -490,4 +400,189 @@ TEST_CASE("host endpoints: tunnels between known nodes pass a default-deny host 
   CHECK_FALSE(in.passes("host-out", out));
   p = to_host("eth0", 8080, peer);
   CHECK_FALSE(in.passes("host-in", p));  // other traffic from a node: the policy decides
+}
+
+namespace {
+// A HostEndpoint without interfaceName: found by its expectedIPs.
+HostEndpoint hep_by_ip(const std::string& name, const std::string& ips, const std::string& labels = "{role: node}") {
+  auto o = obj("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: " + name + ", labels: " + labels +
+               "}\nspec: {node: n1, expectedIPs: " + ips + "}\n");
+  REQUIRE(o.kind == Object::HostEndpointObj);
+  return o.host_endpoint;
+}
+using Ifaces = std::map<std::string, std::vector<IpAddress>>;
+}  // namespace
+
+TEST_CASE("host endpoints found by expectedIPs alone: the interfaces holding one, re-resolved as addresses move") {
+  // Calico's rule: interfaceName or expectedIPs (or both); neither is an error.
+  const std::string head = "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\n";
+  CHECK(parse_error(head + "spec: {node: n1, expectedIPs: []}\n").find("HostEndpoint h: spec.interfaceName: required when "
+                                                                       "spec.expectedIPs is empty") == 0);
+  auto h = hep_by_ip("by-ip", "[192.0.2.1]");
+  CHECK(h.iface.empty());
+  CHECK_FALSE(h.all_interfaces());
+
+  PolicyCompiler c;
+  c.upsert_host_endpoint(h);
+  CHECK(c.has_host_endpoint_by_ip());
+  // No interface holds the address yet: it governs nothing (Felix: inactive).
+  CHECK(c.host_endpoint_interfaces().empty());
+  {
+    Interpreter in(c);
+    auto p = to_host("eth1", 8080);
+    CHECK(in.passes("host-in", p));
+  }
+  (void)c.take_delta();
+  // The host's interfaces: eth1 holds the address (lo, workload interfaces and kube-ipvs0 never count).
+  const IpAddress other = *IpAddress::parse("198.18.0.9");
+  c.set_host_interfaces(
+      Ifaces{{"eth0", {other}}, {"eth1", {kNode}}, {"lo", {kNode}}, {"cali1", {kNode}}, {"kube-ipvs0", {kNode}}});
+  CHECK(c.host_endpoint_interfaces() == std::map<std::string, std::string>{{"eth1", "by-ip"}});
+  CHECK(c.take_delta().find("delete table") != std::string::npos);  // base chains changed: a full load
+  {
+    Interpreter in(c);
+    auto p = to_host("eth1", 8080);
+    CHECK_FALSE(in.passes("host-in", p));  // no policy: default deny
+    p = to_host("eth1", 22);
+    CHECK(in.passes("host-in", p));  // failsafe
+    p = to_host("eth0", 8080);
+    CHECK(in.passes("host-in", p));  // eth0 does not hold the address
+  }
+  // Unchanged addresses: nothing to do.
+  c.set_host_interfaces(Ifaces{{"eth0", {other}}, {"eth1", {kNode}}});
+  CHECK(c.take_delta().empty());
+  // The address moves to eth0: the endpoint follows it.
+  c.set_host_interfaces(Ifaces{{"eth0", {other, kNode}}, {"eth1", {}}});
+  CHECK(c.host_endpoint_interfaces() == std::map<std::string, std::string>{{"eth0", "by-ip"}});
+  {
+    Interpreter in(c);
+    auto p = to_host("eth0", 8080);
+    CHECK_FALSE(in.passes("host-in", p));
+    p = to_host("eth1", 8080);
+    CHECK(in.passes("host-in", p));
+  }
+  // Two interfaces holding its addresses (one of each family): both governed.
+  c.upsert_host_endpoint(hep_by_ip("by-ip", "[192.0.2.1, \"2001:db8::1\"]"));
+  c.set_host_interfaces(Ifaces{{"eth0", {kNode}}, {"eth1", {*IpAddress::parse("2001:db8::1")}}});
+  CHECK(c.host_endpoint_interfaces() ==
+        std::map<std::string, std::string>{{"eth0", "by-ip"}, {"eth1", "by-ip"}});
+  auto pols = c.host_endpoint_policies();
+  REQUIRE(pols.size() == 1);
+  CHECK(pols[0].iface == "eth0,eth1");  // `tabby policy` shows where it applies
+
+  // One interface, several claimants: the host endpoint whose name sorts first
+  // governs it, named or found by address (Felix's endpoint manager).
+  c.upsert_host_endpoint(hep("z-named", "eth0", "{role: other}", ", profiles: [projectcalico-default-allow]"));
+  CHECK(c.host_endpoint_interfaces().at("eth0") == "by-ip");
+  c.upsert_host_endpoint(hep("a-named", "eth0", "{role: other}", ", profiles: [projectcalico-default-allow]"));
+  CHECK(c.host_endpoint_interfaces().at("eth0") == "a-named");
+  CHECK(c.host_endpoint_interfaces().at("eth1") == "by-ip");
+  {
+    Interpreter in(c);
+    auto p = to_host("eth0", 8080);
+    CHECK(in.passes("host-in", p));  // a-named's default-allow profile decides eth0
+    p = to_host("eth1", 8080);
+    CHECK_FALSE(in.passes("host-in", p));  // by-ip still governs eth1
+  }
+  // A policy selecting the endpoint found by address applies on its interfaces.
+  c.upsert_policy(gnp("node-web", "  ingress: [{action: Allow, protocol: TCP, destination: {ports: [8080]}}]\n"));
+  {
+    Interpreter in(c);
+    auto p = to_host("eth1", 8080);
+    CHECK(in.passes("host-in", p));
+    p = to_host("eth1", 8081);
+    CHECK_FALSE(in.passes("host-in", p));
+  }
+  c.remove_host_endpoint("by-ip");
+  CHECK_FALSE(c.has_host_endpoint_by_ip());
+  CHECK(c.host_endpoint_interfaces() == std::map<std::string, std::string>{{"eth0", "a-named"}});
+}
+
+namespace {
+// The input hook's chains of the table, in priority order: the tunnel guard
+// has none here; wl-to-host (filter - 5), wl-to-host-action (filter - 4), host-in (filter).
+const std::vector<std::string> kInputChains = {"wl-to-host", "wl-to-host-action", "host-in"};
+
+Endpoint local_pod(const std::string& name, const std::string& iface, const IpAddress& ip, Labels labels) {
+  Endpoint e;
+  e.ns = "x";
+  e.name = name;
+  e.labels = std::move(labels);
+  e.ips = {ip};
+  e.iface = iface;
+  return e;
+}
+// A new connection from a local pod (on its veth `iif`) to the host's port.
+Packet pod_to_host(const std::string& iif, const IpAddress& src, uint16_t port) {
+  return Packet{iif, "", src, kNode, 6, 40000, port, 0, false};
+}
+}  // namespace
+
+TEST_CASE("pod -> own host: the pod's egress policy, then defaultEndpointToHostAction (Drop, Accept, Return)") {
+  const IpAddress web_ip = *IpAddress::parse("198.19.0.10"), db_ip = *IpAddress::parse("198.19.0.11");
+  const IpAddress web6 = *IpAddress::parse("2001:db8:19::10");
+  auto lab = [&](PolicyCompiler& c) {
+    c.upsert_endpoint(local_pod("web", "caliweb", web_ip, {{"app", "web"}}));
+    c.upsert_endpoint(local_pod("db", "calidb", db_ip, {{"app", "db"}}));
+    // web may reach tcp 8080 only (its egress policy), db has no policy.
+    c.upsert_policy(policy_test::pol("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: web-out, "
+                                     "namespace: x}\nspec:\n  selector: app == 'web'\n  types: [Egress]\n  egress:\n"
+                                     "  - {action: Allow, protocol: TCP, destination: {ports: [8080]}}\n"));
+  };
+  struct Row {
+    EndpointToHostAction action;
+    bool web_8080, web_9090, db_9090;
+  };
+  // Truth table: with Drop nothing from a pod reaches its host; with Accept and
+  // Return the pod's egress policy alone decides (Return is Accept in nftables:
+  // every table's input chains see the packet either way).
+  for (const Row& row : {Row{EndpointToHostAction::Drop, false, false, false},
+                         Row{EndpointToHostAction::Accept, true, false, true},
+                         Row{EndpointToHostAction::Return, true, false, true}}) {
+    CAPTURE(endpoint_to_host_name(row.action));
+    PolicyCompiler c;
+    lab(c);
+    c.set_endpoint_to_host(row.action);
+    CHECK(c.endpoint_to_host() == row.action);
+    Interpreter in(c);
+    CHECK(in.passes_all(kInputChains, pod_to_host("caliweb", web_ip, 8080)) == row.web_8080);
+    CHECK(in.passes_all(kInputChains, pod_to_host("caliweb", web_ip, 9090)) == row.web_9090);
+    CHECK(in.passes_all(kInputChains, pod_to_host("calidb", db_ip, 9090)) == row.db_9090);
+    CHECK(in.has_base("wl-to-host-action") == (row.action == EndpointToHostAction::Drop));
+    // Whatever the action: replies of the host's own connections to a pod (the
+    // kubelet's probes) pass, and so does ICMPv6 neighbour discovery.
+    Packet reply = pod_to_host("caliweb", web_ip, 9090);
+    reply.ct = nft::CtState::Established;
+    CHECK(in.passes_all(kInputChains, reply));
+    Packet ns6{"caliweb", "", web6, *IpAddress::parse("fe80::1"), 58, 0, 0, 0, false, 0, 135};
+    CHECK(in.passes_all(kInputChains, ns6));
+    Packet echo6 = ns6;
+    echo6.icmp_type = 128;  // an echo request is ordinary traffic: web's policy denies it
+    CHECK_FALSE(in.passes_all(kInputChains, echo6));
+    // An unknown workload interface: dropped (fail closed).
+    CHECK_FALSE(in.passes_all(kInputChains, pod_to_host("caliunknown", web_ip, 8080)));
+    // Not from a pod: untouched by these chains.
+    CHECK(in.passes_all({"wl-to-host", "wl-to-host-action"}, to_host("eth0", 9090)));
+  }
+  // Changing the action replaces the table (a base chain comes or goes).
+  PolicyCompiler c;
+  lab(c);
+  (void)c.take_delta();
+  c.set_endpoint_to_host(EndpointToHostAction::Drop);
+  std::string d = c.take_delta();
+  CHECK(d.find("delete table") != std::string::npos);
+  CHECK(d.find("chain wl-to-host-action") != std::string::npos);
+  CHECK(c.shape().chain_rules.count("wl-to-host-action") == 1);
+  c.set_endpoint_to_host(EndpointToHostAction::Drop);
+  CHECK(c.take_delta().empty());
+  // Host endpoint policy never applies to pod -> host traffic (Felix): a
+  // deny-all "*" host endpoint leaves db's traffic to the host as it was.
+  c.set_endpoint_to_host(EndpointToHostAction::Accept);
+  c.upsert_host_endpoint(hep("all", "*"));
+  Interpreter in(c);
+  CHECK(in.passes_all(kInputChains, pod_to_host("calidb", db_ip, 9090)));
+  CHECK_FALSE(in.passes_all(kInputChains, to_host("eth0", 9090)));
+  // enforce_policy off: no workload chains at all.
+  PolicyCompiler off(CompilerOptions{"tabby", "cali", false, false});
+  CHECK(off.workload_to_host_chains().empty());
 }

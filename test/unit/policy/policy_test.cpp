@@ -396,6 +396,20 @@ table inet tabby {
     oifname vmap @wl-in
     oifname "cali*" counter drop comment "unknown workload"
   }
+  chain wl-to-host {
+    type filter hook input priority filter - 5; policy accept;
+    comment "pod -> own host: the pod's egress policy"
+    ct state established,related accept
+    iifname "cali*" ct state invalid drop
+    iifname "cali*" icmpv6 type 130 accept
+    iifname "cali*" icmpv6 type 131 accept
+    iifname "cali*" icmpv6 type 132 accept
+    iifname "cali*" icmpv6 type 133 accept
+    iifname "cali*" icmpv6 type 135 accept
+    iifname "cali*" icmpv6 type 136 accept
+    iifname vmap @wl-out
+    iifname "cali*" counter drop comment "unknown workload"
+  }
 }
 )nft";
   CHECK(got == want);
@@ -454,6 +468,20 @@ table inet tabby {
     ct state invalid drop
     oifname vmap @wl-in
     oifname "veth*" counter drop comment "unknown workload"
+  }
+  chain wl-to-host {
+    type filter hook input priority filter - 5; policy accept;
+    comment "pod -> own host: the pod's egress policy"
+    ct state established,related accept
+    iifname "veth*" ct state invalid drop
+    iifname "veth*" icmpv6 type 130 accept
+    iifname "veth*" icmpv6 type 131 accept
+    iifname "veth*" icmpv6 type 132 accept
+    iifname "veth*" icmpv6 type 133 accept
+    iifname "veth*" icmpv6 type 135 accept
+    iifname "veth*" icmpv6 type 136 accept
+    iifname vmap @wl-out
+    iifname "veth*" counter drop comment "unknown workload"
   }
 }
 )nft";

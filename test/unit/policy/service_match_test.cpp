@@ -7,6 +7,7 @@
 
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "policy/policy.hpp"
@@ -183,4 +184,31 @@ TEST_CASE("trace: services matches on both sides") {
   TraceFlow other = in;
   other.src = *IpAddress::parse("198.19.2.9");
   CHECK(c.trace(other).ingress.allowed);
+}
+
+TEST_CASE("source services beside source ports: both must hold (Calico allows ports on the source side)") {
+  // Felix adds the service's address set to the rule's source sets and keeps
+  // the rule's source ports as a separate match: address AND port.
+  PolicyCompiler c;
+  c.upsert_endpoint(web());
+  c.upsert_service(db({"198.19.2.5"}, {{6, 5432}}));
+  c.upsert_policy(gnp("from-db-port", "ingress",
+                      "action: Allow\n    protocol: TCP\n    source: {services: {name: db, namespace: x}, ports: [5432]}"));
+  (void)c.full_script();
+  auto sets = sets_with(c, "vs-");
+  REQUIRE(sets.size() == 1);
+  const std::string name = sets.begin()->first;
+  std::string rules = joined_rules(c, "gnp.from-db-port", Direction::Ingress);
+  bool both = false;
+  std::istringstream in(rules);
+  for (std::string line; std::getline(in, line);)
+    both = both || (line.find("ip saddr @" + name) != std::string::npos && line.find("th sport { 5432 }") != std::string::npos);
+  CHECK_MESSAGE(both, rules);
+  // Destination services with source ports: allowed too (only destination ports are refused).
+  auto p = pol("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec:\n"
+               "  selector: all()\n  egress:\n  - action: Allow\n    protocol: TCP\n"
+               "    source: {ports: [1024]}\n    destination: {services: {name: db, namespace: x}}\n");
+  REQUIRE(p.egress_rules.size() == 1);
+  CHECK(p.egress_rules[0].dst.service);
+  CHECK(!p.egress_rules[0].src.ports.ranges.empty());
 }

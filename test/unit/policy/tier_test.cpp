@@ -1,5 +1,5 @@
-// tier_test.cpp — Calico tiers, truth-table style: a small interpreter runs a
-// packet through the chains the compiler built (its typed rules, the set
+// tier_test.cpp — Calico tiers, truth-table style: the shared interpreter
+// (chain_interpreter.hpp) runs a packet through the chains the compiler built (its typed rules, the set
 // elements of its full script) the way the kernel's ingress hook would, and
 // the verdicts are checked against Calico's tier semantics (policy.hpp, Tier):
 // a security tier's deny above an application tier's allow, Pass reaching the
@@ -14,6 +14,7 @@
 #include <string>
 
 #include "policy/policy.hpp"
+#include "test/unit/policy/chain_interpreter.hpp"
 #include "test/unit/policy/manifest_objects.hpp"
 #include "test/unit/policy/script_sets.hpp"
 
@@ -54,92 +55,8 @@ Endpoint ep(const std::string& name, Labels l, const std::string& ip4, const std
   return e;
 }
 
-// The kernel's view for the interpreter: set name -> element texts.
-std::map<std::string, std::set<std::string>> sets_of(const std::string& full) {
-  return policy_test::script_sets(full);
-}
-
-struct Packet {
-  IpAddress src, dst;
-  uint8_t proto = 6;
-  uint16_t dport = 80;
-  uint32_t mark = 0;  // as it arrives at the hook
-};
-
-enum class Verdict { Accept, Drop, None };
-
-class Interpreter {
- public:
-  Interpreter(PolicyCompiler& c) : c_(c), sets_(sets_of(c.full_script())) {}
-
-  // Whether `dst_key`'s ingress lets `p` in (the forward hook's ingress side).
-  bool admits(const std::string& dst_key, Packet p) {
-    for (const auto& e : c_.endpoint_policies()) {
-      if (e.endpoint != dst_key) continue;
-      if (e.ingress_chain.empty()) return true;  // unrestricted
-      Verdict v = run(e.ingress_chain, p, 0);
-      // No verdict: the base chain goes on to its "unknown workload" drop.
-      return v == Verdict::Accept;
-    }
-    FAIL("no local endpoint " << dst_key);
-    return false;
-  }
-
- private:
-  bool holds(const nft::Match& m, const Packet& p) {
-    if (auto* x = std::get_if<nft::L4Proto>(&m)) return (p.proto == x->proto) != x->negate;
-    if (std::holds_alternative<nft::Ipv4Only>(m)) return p.src.is_v4();
-    if (std::holds_alternative<nft::Ipv6Only>(m)) return p.src.is_v6();
-    if (auto* x = std::get_if<nft::AddrInSet>(&m)) {
-      const IpAddress& a = x->side == nft::Side::Source ? p.src : p.dst;
-      if (a.is_v6() != x->v6) return false;  // an ip match never holds for the other family
-      return sets_[x->set].count(a.str()) != 0 ? !x->negate : x->negate;
-    }
-    if (auto* x = std::get_if<nft::AddrIn>(&m)) {
-      const IpAddress& a = x->side == nft::Side::Source ? p.src : p.dst;
-      if (x->nets.empty() || a.family() != x->nets[0].family()) return false;
-      bool in = false;
-      for (const auto& n : x->nets) in = in || n.contains(a);
-      return in != x->negate;
-    }
-    if (auto* x = std::get_if<nft::PortIn>(&m)) {
-      if (x->side != nft::Side::Destination) FAIL("source ports not modelled");
-      bool in = false;
-      for (const auto& s : x->ports) in = in || (p.dport >= s.first && p.dport <= s.last);
-      return in != x->negate;
-    }
-    if (auto* x = std::get_if<nft::MarkBit>(&m)) return (p.mark & x->bit) == x->bit;
-    FAIL("match form not modelled by the test interpreter: " << nft::rule_text(nft::Rule{{m}}));
-    return false;
-  }
-  Verdict run(const std::string& chain, Packet& p, int depth) {
-    REQUIRE(depth < 16);
-    const auto* rules = c_.chain_ir(chain);
-    REQUIRE_MESSAGE(rules, "no chain " << chain);
-    for (const auto& r : *rules) {
-      bool all = true;
-      for (const auto& m : r.matches) all = all && holds(m, p);
-      if (!all) continue;
-      p.mark |= r.mark_set;
-      p.mark &= ~r.mark_clear;
-      if (!r.verdict) continue;
-      switch (r.verdict->kind) {
-        case nft::Verdict::Accept: return Verdict::Accept;
-        case nft::Verdict::Drop: return Verdict::Drop;
-        case nft::Verdict::Return: return Verdict::None;
-        case nft::Verdict::Jump: {
-          Verdict v = run(r.verdict->chain, p, depth + 1);
-          if (v != Verdict::None) return v;
-          break;
-        }
-        default: FAIL("verdict not modelled: " << nft::verdict_text(*r.verdict));
-      }
-    }
-    return Verdict::None;
-  }
-  PolicyCompiler& c_;
-  std::map<std::string, std::set<std::string>> sets_;
-};
+using policy_test::Packet;
+using Interpreter = policy_test::ChainInterpreter;
 
 // The lab: a target pod and four sources, each in both families.
 struct Lab {
@@ -161,7 +78,7 @@ struct Lab {
     Interpreter in(c);
     const auto& s = pods.at(src).ips[family == 4 ? 0 : 1];
     const auto& d = pods.at("target").ips[family == 4 ? 0 : 1];
-    return in.admits("x/target", Packet{s, d, 6, 80, mark});
+    return in.admits("x/target", Packet{.src = s, .dst = d, .proto = 6, .dport = 80, .mark = mark});
   }
   std::string table(const std::vector<std::string>& sources) {
     std::string out;

@@ -129,3 +129,28 @@ TEST_CASE("EndpointSlices through the document feed: a deleted slice removes the
   REQUIRE(ch.services_removed.size() == 1);
   CHECK(ch.services_removed[0] == "x/web");
 }
+
+TEST_CASE("services: Calico's reading of an EndpointSlice (checked against Felix's service index)") {
+  // Felix pairs each endpoint address with each slice port that has a number;
+  // a port without one gives no destination member, while the source match
+  // (addresses only) still lists the address. Endpoint conditions are not read:
+  // a not-ready endpoint is a member like a ready one.
+  Calc calc({.node_name = "node-1"});
+  (void)calc.take_changes();
+  REQUIRE(calc.upsert(one(slice("web-1", "web", "[198.19.0.1]", "IPv4", "[{name: http}, {name: dns, port: 53, "
+                                                                           "protocol: UDP}]"))).ok());
+  auto ch = calc.take_changes();
+  REQUIRE(ch.services_upserted.size() == 1);
+  const auto& eps = ch.services_upserted[0];
+  REQUIRE(eps.addrs.size() == 1);  // the not-ready endpoint (the slice() helper marks it ready: false)
+  CHECK(eps.addrs[0].str() == "198.19.0.1");
+  REQUIRE(eps.targets.size() == 1);  // only the numbered port
+  CHECK(eps.targets[0].protocol == 17);
+  CHECK(eps.targets[0].port == 53);
+  // A slice whose only port has no number: the address for source matches, no destination target.
+  REQUIRE(calc.upsert(one(slice("web-1", "web", "[198.19.0.1]", "IPv4", "[{name: http}]"))).ok());
+  ch = calc.take_changes();
+  REQUIRE(ch.services_upserted.size() == 1);
+  CHECK(ch.services_upserted[0].addrs.size() == 1);
+  CHECK(ch.services_upserted[0].targets.empty());
+}

@@ -435,3 +435,19 @@ TEST_CASE("dataplane failsafe ports: Calico's FelixConfiguration forms, defaults
   CHECK(error_of(head + "dataplane: {failsafeInboundHostPorts: tcp:22}\n") ==
         "node.yaml: key 'dataplane.failsafeInboundHostPorts': must be a list");
 }
+
+TEST_CASE("dataplane.defaultEndpointToHostAction: Accept by default (Calico's manifests), any case, errors name the key") {
+  const std::string head = "nodeName: n\nrouterID: 1.2.3.4\n";
+  using E = DataplaneSettings::EndpointToHost;
+  auto r = parse_config(head + "dataplane: {enabled: true}\n", "node.yaml");
+  REQUIRE(r);
+  CHECK(r->dataplane.endpoint_to_host == E::Accept);
+  for (auto [text, want] : {std::pair{"Drop", E::Drop}, std::pair{"DROP", E::Drop}, std::pair{"accept", E::Accept},
+                            std::pair{"Return", E::Return}, std::pair{"RETURN", E::Return}}) {
+    r = parse_config(head + "dataplane: {defaultEndpointToHostAction: " + text + "}\n", "node.yaml");
+    REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+    CHECK(r->dataplane.endpoint_to_host == want);
+  }
+  CHECK(error_of(head + "dataplane: {defaultEndpointToHostAction: Reject}\n") ==
+        "node.yaml: key 'dataplane.defaultEndpointToHostAction': must be Drop, Accept or Return (got 'Reject')");
+}

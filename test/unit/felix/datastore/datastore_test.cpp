@@ -742,7 +742,8 @@ TEST_CASE("default kubernetes resources cover core, networking, Calico and tabby
   for (const char* k : {"Node", "Pod", "Namespace", "NetworkPolicy.networking.k8s.io", "BGPConfiguration.projectcalico.org",
                         "BGPPeer.projectcalico.org", "BGPFilter.projectcalico.org", "IPPool.projectcalico.org", "NetworkPolicy.projectcalico.org",
                         "GlobalNetworkPolicy.projectcalico.org", "Tier.projectcalico.org", "Node.projectcalico.org",
-                        "NetworkSet.projectcalico.org", "GlobalNetworkSet.projectcalico.org", "ServiceAccount", "Service",
+                        "NetworkSet.projectcalico.org", "GlobalNetworkSet.projectcalico.org", "HostEndpoint.projectcalico.org",
+                        "ServiceAccount", "Service",
                         "EndpointSlice.discovery.k8s.io",
                         "BlockAffinity.tabby.dev", "WorkloadEndpoint.tabby.dev"})
     CHECK(kinds.count(k) == 1);
