@@ -123,6 +123,7 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
     if (!ripe("leak|" + l.affinity + "|" + l.handle + "|" + l.ip.str())) continue;
     auto [it, fresh] = updates.try_emplace(l.affinity, impl_->affinities.at(l.affinity));
     it->second.allocations.erase(l.handle);
+    it->second.borrowed.erase(l.handle);
     plan.released.push_back("address " + l.ip.str() + " of " + l.handle + " in block " + l.block.str() + " (" +
                             l.reason + ")");
   }
