@@ -59,6 +59,23 @@ def run_layering(build, tally, only):
         tally.add(name, "fail" if lines else "pass", f"{len(lines)} violation(s)" if lines else "")
 
 
+def run_hygiene(tally, only):
+    # Tracker notes ("(issue 11)") belong in commit messages and closing notes, not in
+    # the code, tests or docs a newcomer reads: every tracked text file is searched.
+    name = "hygiene/no-tracker-notes"
+    if only and not re.search(only, name):
+        return
+    p = subprocess.run(["git", "-C", ROOT, "grep", "-n", "-I", "-i", "-E", r"\bissues? #?[0-9]+\b"],
+                       capture_output=True, text=True)
+    if p.returncode not in (0, 1):
+        tally.add(name, "fail", f"git grep failed: {p.stderr.strip()}")
+        return
+    hits = [l for l in p.stdout.splitlines() if not l.startswith("test/run.py:")]
+    for line in hits:
+        print(f"  TRACKER NOTE: {line[:200]}")
+    tally.add(name, "fail" if hits else "pass", f"{len(hits)} line(s)" if hits else "")
+
+
 def run_unit(build, tally, only):
     out = subprocess.run(["meson", "introspect", "--tests", build], capture_output=True, text=True, check=True)
     for t in json.loads(out.stdout):
@@ -172,6 +189,7 @@ def main():
     if "unit" in phases:
         run_unit(a.unit_build, tally, a.only)
         run_layering(a.unit_build, tally, a.only)
+        run_hygiene(tally, a.only)
     if "fuzz" in phases:
         run_fuzz(a.fuzz_build, tally, a.fuzz_seconds, a.only)
     if "integration" in phases:

@@ -378,10 +378,10 @@ struct AgentRuntime::Impl {
     CalcChanges ch = calc_.take_changes(/*with_policy=*/compiler_ != nullptr && config_.dataplane.policy && !full);
     // BGP-learned routes stream into the dataplane one at a time (a full table is
     // never held as a list); a full pass reprograms them below with the rest.
-    calc_.take_learned_routes([this, full](const RouteOp& op) {
+    calc_.take_learned_routes([this, full](RouteOp&& op) {
       if (!dataplane_ || full) return;
       if (op.remove) dataplane_->remove_route(op.cls, op.route);
-      else dataplane_->upsert_route(op.cls, op.route);
+      else dataplane_->upsert_route(op.cls, std::move(op.route));  // no copy of the next hops
     });
     report_problems();
 

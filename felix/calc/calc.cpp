@@ -338,8 +338,10 @@ void Calc::set_learned_routes(const std::vector<bgp::BestRouteChange>& changes) 
     gws.clear();
     for (const auto& h : c.next_hops)
       if (h.family() == c.prefix.family() && !h.is_unspecified()) gws.push_back(h);
-    std::sort(gws.begin(), gws.end());
-    gws.erase(std::unique(gws.begin(), gws.end()), gws.end());
+    if (gws.size() > 1) {
+      std::sort(gws.begin(), gws.end());
+      gws.erase(std::unique(gws.begin(), gws.end()), gws.end());
+    }
     auto* e = gws.empty() ? m.learned.find(c.prefix) : &m.learned.get(c.prefix);
     if (!e) continue;  // withdrawn, never known
     uint32_t id = gws.empty() ? 0 : m.hop_sets.acquire(gws);
@@ -354,7 +356,7 @@ CalcChanges Calc::take_changes(bool with_policy) { return impl_->take(with_polic
 const bgp::SpeakerConfig& Calc::speaker_config() const { return impl_->speaker; }
 bool Calc::bgp_ready() const { return !impl_->speaker.router_id.is_unspecified(); }
 
-void Calc::take_learned_routes(const std::function<void(const RouteOp&)>& sink) { impl_->take_learned(sink); }
+void Calc::take_learned_routes(const std::function<void(RouteOp&&)>& sink) { impl_->take_learned(sink); }
 
 std::vector<Route> Calc::routes(RouteClass cls) const {
   std::vector<Route> v;

@@ -330,7 +330,7 @@ class Calc {
   // to `sink` one at a time: a whole table (a million prefixes from a ToR) can be
   // one batch, and is never held as a list of routes. Not part of take_changes();
   // call it before routes(Static) or program_full() to see them current.
-  void take_learned_routes(const std::function<void(const RouteOp&)>& sink);
+  void take_learned_routes(const std::function<void(RouteOp&&)>& sink);
 
   // ---- outputs
   CalcChanges take_changes();

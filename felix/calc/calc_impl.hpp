@@ -360,7 +360,7 @@ struct Calc::Impl {
   void mark_learned_dirty(const Prefix& p, calc_detail::LearnedEntry& e);
   // The next-hop set the kernel route of a learned prefix should have (0 = none).
   uint32_t learned_want(const Prefix& p, uint32_t hops);
-  void take_learned(const std::function<void(const RouteOp&)>& sink);
+  void take_learned(const std::function<void(RouteOp&&)>& sink);
   void diff_route(dataplane::RouteClass cls, const Prefix& p, const std::optional<dataplane::Route>& want,
                   std::vector<RouteOp>& rm, std::vector<RouteOp>& add);
   // The route edits of the dirty blocks, local IPs and learned prefixes (removals first).

@@ -96,10 +96,11 @@ bool Calc::Impl::covered_by_block(const Prefix& p) const {
 
 
 Route learned_kernel_route(const Prefix& p, const std::vector<IpAddress>& hops) {
-  std::vector<dataplane::NextHop> nh;
-  nh.reserve(hops.size());
-  for (const auto& h : hops) nh.push_back(dataplane::NextHop{h, "", false, 1});
-  return dataplane::ecmp_route(p, std::move(nh));
+  Route r;
+  r.dst = p;
+  r.nexthops.reserve(hops.size());
+  for (const auto& h : hops) r.nexthops.push_back(dataplane::NextHop{h, {}, false, 1});
+  return r;
 }
 
 void Calc::Impl::mark_learned_dirty(const Prefix& p, calc_detail::LearnedEntry& e) {
@@ -117,7 +118,7 @@ void Calc::Impl::mark_learned_dirty(const Prefix& p, calc_detail::LearnedEntry& 
 }
 
 uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
-  disagreements.erase(p);
+  if (!disagreements.empty()) disagreements.erase(p);
   if (!hops) return 0;
   if (auto b = blocks.find(p); b != blocks.end()) {
     const std::string& owner = affinities.at(b->second).node;
@@ -141,7 +142,7 @@ uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
 
 // The Static class's edits: each dirty learned prefix against the next-hop set its
 // route was last reported with, handed over one at a time.
-void Calc::Impl::take_learned(const std::function<void(const RouteOp&)>& sink) {
+void Calc::Impl::take_learned(const std::function<void(RouteOp&&)>& sink) {
   auto edit = [&](const Prefix& p, calc_detail::LearnedEntry& e) {
     e.dirty = false;
     uint32_t want = learned_want(p, e.hops);

@@ -108,22 +108,6 @@ void LearnedTable::for_inside(const Prefix& cidr, const std::function<void(const
     if (x->second.live()) f(x->first, x->second);
 }
 
-void LearnedTable::drain_dirty(const std::function<void(const Prefix&, LearnedEntry&)>& f) {
-  auto drain = [&](auto& v) {
-    for (auto& s : v)
-      if (s.e.dirty) {
-        f(s.key(), s.e);
-        if (!s.e.live()) ++gone_;
-      }
-  };
-  drain(sorted4_);
-  drain(sorted6_);
-  for (auto x = extra_.begin(); x != extra_.end();) {
-    if (x->second.dirty) f(x->first, x->second);
-    x = x->second.live() || x->second.dirty ? std::next(x) : extra_.erase(x);
-  }
-}
-
 // The slots of one array merged with the overflow's entries up to `end`.
 template <class Slots>
 void LearnedTable::merge_walk(const Slots& v, Extra::const_iterator& x, Extra::const_iterator end,

@@ -80,7 +80,9 @@ class LearnedTable {
   void for_inside(const Prefix& cidr, const std::function<void(const Prefix&, LearnedEntry&)>& f);
   // Calls f for every entry flagged dirty (f clears the flag), in prefix order, and
   // drops those f leaves gone. f must not add to or remove from the table.
-  void drain_dirty(const std::function<void(const Prefix&, LearnedEntry&)>& f);
+  // (A template: the ingest of a table calls f once per prefix.)
+  template <class F>
+  void drain_dirty(F&& f);
   // Every live entry, in prefix order.
   void for_each(const std::function<void(const Prefix&, const LearnedEntry&)>& f) const;
   // Folds the overflow into the array and drops gone slots, when enough have
@@ -119,5 +121,22 @@ class LearnedTable {
   Extra extra_;                 // arrived out of order
   size_t gone_ = 0;             // gone slots in the arrays (at least)
 };
+
+template <class F>
+void LearnedTable::drain_dirty(F&& f) {
+  auto drain = [&](auto& v) {
+    for (auto& s : v)
+      if (s.e.dirty) {
+        f(s.key(), s.e);
+        if (!s.e.live()) ++gone_;
+      }
+  };
+  drain(sorted4_);
+  drain(sorted6_);
+  for (auto x = extra_.begin(); x != extra_.end();) {
+    if (x->second.dirty) f(x->first, x->second);
+    x = x->second.live() || x->second.dirty ? std::next(x) : extra_.erase(x);
+  }
+}
 
 }  // namespace tabby::felix::calc_detail

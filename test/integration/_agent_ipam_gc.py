@@ -1,4 +1,4 @@
-"""_agent_ipam_gc.py — the leader-elected IPAM garbage collector (issue 11), run on
+"""_agent_ipam_gc.py — the leader-elected IPAM garbage collector, run on
 the file (agent_ipam_gc.py), etcd (agent_ipam_gc_etcd.py) and kubernetes
 (agent_ipam_gc_k8s.py) datastores.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""agent_dual_stack.py — dual-stack pods end to end (issue 11): an IPv4 and an IPv6
+"""agent_dual_stack.py — dual-stack pods end to end: an IPv4 and an IPv6
 IPPool, three nodes with both address families, pods attached by the tabby CNI
 plugin get one address of each family, and every pair reaches every other over
 IPv6 (ping and TCP) as over IPv4. Blocks of both families are routed on every

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""agent_ipam_uses.py — IPPool allowedUses and IPAMConfiguration (issue 11), with
+"""agent_ipam_uses.py — IPPool allowedUses and IPAMConfiguration, with
 real agents and the CNI plugin on the file datastore.
 
 Topology (namespaces this test creates): node1, node2 and node3 on one bridge.

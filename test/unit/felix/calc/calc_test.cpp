@@ -111,7 +111,7 @@ std::vector<std::string> op_strs(const CalcChanges& ch) { return op_strs(ch.rout
 // take_changes() plus the learned-route edits, every removal first.
 std::vector<RouteOp> take_all(Calc& c) {
   std::vector<RouteOp> ops = c.take_changes().routes;
-  c.take_learned_routes([&](const RouteOp& op) { ops.push_back(op); });
+  c.take_learned_routes([&](RouteOp&& op) { ops.push_back(std::move(op)); });
   std::stable_partition(ops.begin(), ops.end(), [](const RouteOp& o) { return o.remove; });
   return ops;
 }
@@ -1638,7 +1638,7 @@ TEST_CASE("an announced prefix that is our block keeps one blackhole; another no
         std::vector<std::string>{"blackhole 198.19.0.0/26", "blackhole 198.19.0.64/26"});
 }
 
-// Dual stack (issue 11): an IPv6 pool beside the IPv4 one gives every pod one address
+// Dual stack: an IPv6 pool beside the IPv4 one gives every pod one address
 // of each family; IPv6 blocks are /122 by default and routed directly to the owner
 // node's IPv6 address; a local pod's IPv6 address gets a /128 host route.
 TEST_CASE("dual stack: IPv6 pool /122 blocks, one address per family, routes of both families") {
@@ -1716,7 +1716,7 @@ TEST_CASE("dual stack: vxlanMode on an IPv6 pool is reported (routed directly, n
   CHECK(feed4.problems().empty());
 }
 
-// IPAM garbage collection (issue 11): the lease protocol and what the leader releases.
+// IPAM garbage collection: the lease protocol and what the leader releases.
 TEST_CASE("IPAM GC lease: create the first, renew our own, wait for another's, take over an expired one") {
   std::map<uint64_t, IpamLease> leases;
   auto s = next_ipam_lease_step(leases, "node-1", 1000, 500);
@@ -1941,7 +1941,7 @@ TEST_CASE("a rejected network set's problem speaks of the network set, not of a 
   CHECK(calc.network_sets()[0].nets.at(0).str() == "203.0.113.0/24");
 }
 
-// IPPool allowedUses (issue 11): Tunnel-only pools give the nodes' tunnel addresses
+// IPPool allowedUses: Tunnel-only pools give the nodes' tunnel addresses
 // and no pod address; Workload-only pools give pod addresses and never a node's
 // tunnel address; a LoadBalancer pool serves neither (reported).
 TEST_CASE("IPPool allowedUses: tunnel addresses from Tunnel pools, pod addresses from Workload pools") {
@@ -2018,7 +2018,7 @@ TEST_CASE("IPPool allowedUses: tunnel addresses from Tunnel pools, pod addresses
         "pools.yaml: IPPool p: spec.allowedUses: LoadBalancer cannot be combined with Workload or Tunnel");
 }
 
-// IPAMConfiguration (issue 11): maxBlocksPerHost and autoAllocateBlocks limit the
+// IPAMConfiguration: maxBlocksPerHost and autoAllocateBlocks limit the
 // claims; with every own block full and no claim allowed, or no free block left,
 // the pod gets an error naming the setting under strictAffinity true (borrowing:
 // ipam_borrow_test.cpp).
@@ -2101,7 +2101,7 @@ TEST_CASE("IPAMConfiguration: maxBlocksPerHost, autoAllocateBlocks; no borrowing
   CHECK(std::get<IpamConfig>(crd.body).strict_affinity);
 }
 
-// The collector releases empty blocks of both families (issue 11): a dual-stack
+// The collector releases empty blocks of both families: a dual-stack
 // node's IPv6 block without allocations or endpoints goes like an IPv4 one; the
 // IPv4 block holding the tunnel address stays; a used IPv6 block stays.
 TEST_CASE("IPAM GC: empty IPv6 blocks of live nodes are released too") {

@@ -303,7 +303,7 @@ TEST_CASE("manifests parse back to the same BlockAffinity and WorkloadEndpoint")
   CHECK(std::get<WorkloadEndpoint>(pm.resources[0].body) == w);
 }
 
-// Dual stack (issue 11): one entry in ips[] and one default route per family.
+// Dual stack: one entry in ips[] and one default route per family.
 TEST_CASE("result JSON of a dual-stack pod lists both addresses and both default routes") {
   AddResult r;
   r.host_ifname = "cali0761ccbeace";
