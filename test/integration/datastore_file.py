@@ -10,7 +10,7 @@ the directory) converge on the same state."""
 import os
 import tempfile
 
-from _dsprobe import Fail, Watcher, check, main, race_create, write
+from _dsprobe import Fail, Watcher, check, check_compare_and_swap, main, race_create, write
 
 POOL = """apiVersion: projectcalico.org/v3
 kind: IPPool
@@ -120,6 +120,11 @@ def body():
             w1.wait(lambda w: key in w.state, 5, f"block {name} seen")
             check("owner: " + winners[0].split("owner: ")[1].strip() in w1.state[key],
                   f"stored block is the winner's: {w1.state[key]}")
+        # Compare-and-swap (Datastore::replace, how IPAM blocks shared by their node and
+        # the nodes that borrow from them are written): stale versions lose.
+        check_compare_and_swap(args, w1, "IPAMBlock.tabby.io", "198-19-9-0-26",
+                               lambda i: f"apiVersion: tabby.io/v1\nkind: IPAMBlock\nmetadata:\n  name: 198-19-9-0-26\nspec:\n  version: v{i}\n",
+                               lambda t, i: f"version: v{i}\n" in t)
         stray = [f for f in os.listdir(os.path.join(d, "tabby-state")) if f.startswith(".tmp")]
         check(not stray, f"temp files left behind: {stray}")
         # create of an object defined in a manifest: already exists.
