@@ -244,8 +244,14 @@ void Calc::Impl::take_routes(CalcChanges& ch) {
   // (or stopped being) borrowed ones. (Not every dirty block: a pod add dirties all
   // of its node's blocks, and their addresses keep their status.)
   for (const auto& b : dirty_borrow_blocks) {
-    wep_ips.for_each_in(b, [&](const IpAddress& ip, const std::string&) { dirty_borrowed.insert(ip); });
-    mark_borrowed_in(b);
+    mark_borrowed_in(b);  // those that were borrowed (the block may be gone)
+    auto it = blocks.find(b);
+    if (it == blocks.end()) continue;
+    const std::string& owner = affinities.at(it->second).node;
+    wep_ips.for_each_in(b, [&](const IpAddress& ip, const std::string& key) {
+      const auto& w = weps.at(key);
+      if (w.node && *w.node != owner) dirty_borrowed.insert(ip);
+    });
   }
   dirty_borrow_blocks.clear();
   for (const auto& b : dirty_blocks) {
