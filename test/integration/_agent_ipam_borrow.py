@@ -4,14 +4,15 @@ Calico's default), with real agents and the CNI plugin, run on the file
 (agent_ipam_borrow_k8s.py) datastores.
 
 Topology (namespaces this test creates): node1, node2, node3 on one bridge, BGP
-full mesh, direct routing. Pool 198.19.0.0/27 with /28 blocks: two blocks only.
+full mesh, direct routing (agent_ipam_borrow_vxlan.py: VXLAN, the VTEP addresses
+from a second, Tunnel-only pool). Pool 198.19.0.0/27 with /28 blocks: two blocks only.
 1. A pod on node1 and one on node3 claim the two blocks: the pool has no block
    left for node2.
 2. No IPAMConfiguration (strictAffinity false): a pod on node2 gets an address of
    node1's block, recorded there with spec.borrowed naming node2; the pods of
    node1, node2 and node3 ping each other; node1 and node3 have the /32 of the
    borrowed address via node2 in their kernel, node1 its block's blackhole too;
-   node2 announces the /32 over BGP (node3's `tabby routes` has it from node2);
+   (VXLAN: via node2's VTEP on vxlan.tabby); node2 announces the /32 over BGP (node3's `tabby routes` has it from node2);
    `tabby ipam` on node1 lists the borrowed address.
 3. Owner and borrower write node1's block at the same time: three ADDs on node1
    and three on node2 run concurrently; every pod gets its own address, every
@@ -36,6 +37,7 @@ from tabbytest.cluster import Cluster  # noqa: E402
 from tabbytest.core import check, run_test, sh, step, wait_until  # noqa: E402
 
 POOL = "198.19.0.0/27"
+TUNNELS = "198.20.0.0/24"
 
 
 def ipam_config(store_kind, strict):
@@ -80,33 +82,55 @@ def host_route(agent, ip):
     return next((l for l in agent.kernel_routes().splitlines() if l.split()[0] in (ip, f"{ip}/32")), "")
 
 
-def body(lab, store):
+def vtep(node):
+    out = json.loads(node.run(["ip", "-j", "-4", "addr", "show", "dev", "vxlan.tabby"], check_rc=False).stdout or "[]")
+    addrs = [a["local"] for i in out for a in i.get("addr_info", [])]
+    return addrs[0] if addrs else None
+
+
+def body(lab, store, vxlan=False):
     c = Cluster(lab, store)
     kind = c.store.kind
     c.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})  # the API server needs it
-    c.pool("tiny", POOL, block_size=28)
+    if vxlan:
+        # Pods from the tiny pool, over VXLAN; each node's VTEP address from a pool
+        # of its own (allowedUses Tunnel), so node2 has a VTEP though it holds no pod block.
+        for name, cidr, block, uses in (("tiny", POOL, 28, ["Workload"]), ("tunnels", TUNNELS, 26, ["Tunnel"])):
+            c.put({"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": name},
+                   "spec": {"cidr": cidr, "blockSize": block, "vxlanMode": "Always", "ipipMode": "Never",
+                            "allowedUses": uses}})
+    else:
+        c.pool("tiny", POOL, block_size=28)
     for i, name in enumerate(["node1", "node2", "node3"], 1):
         c.add_node(name, i)
     c.wait_ready(60)
+    via_node2 = "via 198.18.0.12"
+    if vxlan:
+        wait_until(lambda: vtep(c.nodes["node2"]), 20, "node2 has its VTEP address")
+        via_node2 = f"via {vtep(c.nodes['node2'])} dev vxlan.tabby"
+        step(f"  VXLAN: node2's VTEP {vtep(c.nodes['node2'])} (a block of {TUNNELS})")
 
     step("1. node1 and node3 claim the pool's two blocks; none is left for node2")
     pa = c.add_pod("node1", "default", "pa")
     pc = c.add_pod("node3", "default", "pc")
-    b1, b3 = block_of(c, "node1"), block_of(c, "node3")
+    pod_blocks = lambda n: [b for b in c.blocks_of(n) if ipaddress.ip_network(b).subnet_of(ipaddress.ip_network(POOL))]  # noqa: E731
+    b1, b3 = pod_blocks("node1"), pod_blocks("node3")
+    check(len(b1) == 1 and len(b3) == 1, f"pod blocks: node1 {b1}, node3 {b3}")
+    b1, b3 = b1[0], b3[0]
     check(sorted([b1, b3]) == ["198.19.0.0/28", "198.19.0.16/28"], f"blocks: node1 {b1}, node3 {b3}")
-    step(f"  node1 {b1} (pa {pa.ip}), node3 {b3} (pc {pc.ip}); node2 has {c.blocks_of('node2')}")
+    step(f"  node1 {b1} (pa {pa.ip}), node3 {b3} (pc {pc.ip}); node2 has {pod_blocks('node2')}")
 
     step("2. strictAffinity false (no IPAMConfiguration): node2's pod borrows from node1's block")
     pb = c.add_pod("node2", "default", "pb")
     check(in_net(pb.ip, b1), f"pb got {pb.ip}, not an address of node1's block {b1}")
-    check(c.blocks_of("node2") == [], f"node2 claimed {c.blocks_of('node2')}")
+    check(pod_blocks("node2") == [], f"node2 claimed {pod_blocks('node2')}")
     spec = affinity(c, b1)["spec"]
     check(spec["node"] == "node1", f"block {b1} now belongs to {spec['node']}")
     check(spec.get("allocations", {}).get("default/pb") == pb.ip, f"{b1}'s allocations: {spec.get('allocations')}")
     check(spec.get("borrowed") == {"default/pb": "node2"}, f"{b1}'s borrowed record: {spec.get('borrowed')}")
     c.ping_all()
     for n in ("node1", "node3"):
-        wait_until(lambda n=n: "via 198.18.0.12" in host_route(c.agents[n], pb.ip), 20,
+        wait_until(lambda n=n: via_node2 in host_route(c.agents[n], pb.ip), 20,
                    f"{n} has the /32 of {pb.ip} via node2 (its routes: {c.agents[n].kernel_routes()!r})")
     check(f"blackhole {b1}" in c.agents["node1"].kernel_routes(), f"node1 lost its blackhole for {b1}")
     check(host_route(c.agents["node2"], pb.ip).find("dev cali") >= 0,
@@ -175,6 +199,7 @@ def body(lab, store):
     step(f"  strictAffinity false again: pe borrows {pe.ip}")
 
 
-def main(store):
+def main(store, vxlan=False):
     label = store if isinstance(store, str) else "k8s"
-    run_test("agent_ipam_borrow" + ("" if label == "file" else "_" + label), lambda lab: body(lab, store))
+    name = "agent_ipam_borrow" + ("" if label == "file" else "_" + label) + ("_vxlan" if vxlan else "")
+    run_test(name, lambda lab: body(lab, store, vxlan))
