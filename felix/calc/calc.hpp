@@ -287,6 +287,7 @@ struct IpamGcMemory {
 };
 struct IpamGcPlan {
   std::vector<Resource> affinity_updates;      // BlockAffinities with allocations removed
+  std::vector<Resource> affinity_originals;    // each of those as it was (same order)
   std::vector<std::string> affinity_removals;  // BlockAffinity names to delete
   std::vector<std::string> endpoint_removals;  // WorkloadEndpoints ("ns/name") to delete
   std::vector<std::string> released;           // one line per thing released (logs, tests)

@@ -132,6 +132,10 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
     r.key = {Kind::BlockAffinity, "", name};
     r.body = std::move(a);
     plan.affinity_updates.push_back(std::move(r));
+    Resource was;
+    was.key = {Kind::BlockAffinity, "", name};
+    was.body = impl_->affinities.at(name);
+    plan.affinity_originals.push_back(std::move(was));
   }
   for (auto it = mem.first_seen_ms.begin(); it != mem.first_seen_ms.end();)
     it = seen.count(it->first) ? std::next(it) : mem.first_seen_ms.erase(it);

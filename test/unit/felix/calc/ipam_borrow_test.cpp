@@ -210,6 +210,8 @@ TEST_CASE("IPAM borrowing: the record, release, tabby ipam, the collector") {
                        wep_doc("b", "node-1", "198.19.0.2", "calib"));
   gc = n.calc.plan_ipam_gc(mem, 0, 0);
   REQUIRE(gc.affinity_updates.size() == 1);
+  REQUIRE(gc.affinity_originals.size() == 1);  // the version the rewrite is compared against
+  CHECK(std::get<BlockAffinity>(gc.affinity_originals[0].body).borrowed.count("default/x") == 1);
   const auto& gcd = std::get<BlockAffinity>(gc.affinity_updates[0].body);
   CHECK(gcd.allocations.count("default/x") == 0);
   CHECK(gcd.borrowed.empty());
