@@ -479,8 +479,8 @@ class FileDatastore final : public Datastore {
   }
 
   // Compare-and-swap under an exclusive flock on <state dir>/.replace.lock (every
-  // replace, in any process, takes it): the state file must still hold exactly
-  // the one object `current` with its text.
+  // replace, in any process, takes it): the state file (else the user's manifest
+  // defining the key) must still hold the object `current` with its text.
   Result<bool> do_replace(const DocKey& key, const DocEvent& current, const std::string& text) {
     auto& s = *st_;
     if (auto ok = check_text_key(key, text); !ok) return fail(ok.error());
@@ -496,13 +496,20 @@ class FileDatastore final : public Datastore {
     Result<bool> out = false;
     std::string final_path = s.state_dir + "/" + state_file_name(key);
     struct stat sb;
-    if (::stat(final_path.c_str(), &sb) == 0) {  // absent: deleted since (false)
-      auto now = read_file(final_path);
+    // No state file: the object as a user's manifest defines it, if one does (the
+    // state file written then shadows it, as a put's does); else deleted (false).
+    std::string path = final_path;
+    if (::stat(path.c_str(), &sb) != 0) path = s.manifest_owner(key);
+    if (!path.empty() && ::stat(path.c_str(), &sb) == 0) {
+      auto now = read_file(path);
       if (!now) {
         out = fail_msg("file datastore: " + now.error().message);
       } else {
-        auto docs = parse_manifests(*now, final_path);
-        if (docs && docs->size() == 1 && (*docs)[0].key == key && (*docs)[0].text == current.text) {
+        auto docs = parse_manifests(*now, path);
+        bool same = false;
+        if (docs)
+          for (const auto& d : *docs) same |= d.key == key && d.text == current.text;
+        if (same && (path != final_path || docs->size() == 1)) {
           auto w = do_put(key, text);
           out = w ? Result<bool>(true) : Result<bool>(fail(w.error()));
         }
