@@ -172,7 +172,8 @@ struct Speaker::Impl {
   bool forwarding_preserved = false;  // F bit allowed (the dataplane keeps its routes)
   std::function<void(const std::vector<BestRouteChange>&)> on_best;
   std::function<void()> on_synced;
-  bool synced = false;
+  bool sync_decided = false;  // every End-of-RIB is in (or the wait ran out)
+  bool synced = false;        // ...and the best routes before them were handed over
   std::unique_ptr<asio::steady_timer> sync_deadline;
   std::vector<uint8_t> out_buf;
   std::string listen_error;  // the listeners could not be bound at the last reconfigure
@@ -185,7 +186,7 @@ struct Speaker::Impl {
   // RFC 4724 §4.1: the initial table is complete when every peer has sent
   // End-of-RIB for each family it negotiated (or the bounded wait ran out).
   void check_initial_sync(bool deadline_passed) {
-    if (synced) return;
+    if (sync_decided) return;
     bool all = true;
     for (const auto& [addr, p] : peers) {
       if (p->session_conn == kNoConn) { all = false; break; }
@@ -198,7 +199,7 @@ struct Speaker::Impl {
         if (!p->eor_received.count(f)) all = false;
     }
     if (!all && !deadline_passed) return;
-    synced = true;
+    sync_decided = true;
     if (sync_deadline) sync_deadline->cancel();
     kLog.info(all ? "initial BGP sync complete (End-of-RIB from every peer)"
             : "initial BGP sync wait over after " + std::to_string(cfg.restart_time) + "s; continuing without some peers");
@@ -206,6 +207,7 @@ struct Speaker::Impl {
     asio::post(io, [this, alive = LifeRef(life)] {
       if (alive.expired()) return;
       flush();
+      synced = true;  // initial_sync_done(): only now is the initial table handed over
       // Route selection is complete: the deferred initial updates go out now.
       for (auto& [addr, p] : peers)
         if (p->initial_update_deferred) send_initial_update(*p);
@@ -1729,6 +1731,31 @@ std::vector<PeerStatus> Speaker::peers() const {
       else s.prefixes_advertised += im.rib->advertised_count(p->rib_id, f);
     }
     s.flaps = p->flaps;
+    // RFC 4724 §4.2 / RFC 9494 §4.2: a stale family is long-lived once it is in
+    // llgr_until; the others wait for the restart timer.
+    {
+      auto now = Clock::now();
+      auto secs_until = [&](Clock::time_point t) {
+        if (t <= now) return uint32_t{0};
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
+        return static_cast<uint32_t>((ms + 999) / 1000);
+      };
+      bool gr = false;
+      for (Family f : p->stale_families) {
+        if (p->llgr_until.count(f)) s.prefixes_llgr_stale += st.stale[f == kIpv4Unicast ? 0 : 1];
+        else gr = true;
+      }
+      if (gr) s.gr_stale_remaining_s = secs_until(p->gr_timer.expiry());
+      if (!p->llgr_until.empty()) {
+        Clock::time_point first = Clock::time_point::max();
+        for (const auto& [f, t] : p->llgr_until) first = std::min(first, t);
+        s.llgr_stale_remaining_s = secs_until(first);
+      }
+      s.stale_state = gr && !p->llgr_until.empty() ? "graceful-restart, long-lived"
+                      : gr                          ? "graceful-restart"
+                      : !p->llgr_until.empty()      ? "long-lived"
+                                                    : "";
+    }
     if (p->cfg.bfd.enabled) {
       auto pr = im.bfd_problems.find(addr);
       auto bi = im.bfd_service ? im.bfd_service->info(addr) : std::nullopt;

@@ -50,6 +50,12 @@ struct PeerStatus {
   uint64_t bfd_transitions = 0;
   uint32_t bfd_tx_interval_ms = 0;     // negotiated
   uint32_t bfd_detection_time_ms = 0;  // 0 until the peer was heard
+  // Helper role of graceful restart (RFC 4724 §4.2) and long-lived graceful
+  // restart (RFC 9494 §4.2): whether this peer's routes are kept stale now.
+  std::string stale_state;              // "", "graceful-restart", "long-lived" or "graceful-restart, long-lived"
+  uint32_t gr_stale_remaining_s = 0;    // seconds (rounded up) until the restart timer ends the GR phase
+  uint32_t llgr_stale_remaining_s = 0;  // seconds (rounded up) until the first long-lived stale time ends
+  uint64_t prefixes_llgr_stale = 0;     // its routes kept as LLGR_STALE now (in long-lived families)
 };
 
 // One update group (rib.hpp): peers sharing an Adj-RIB-Out and encoded UPDATEs.

@@ -24,7 +24,9 @@
 // IPv4 and IPv6: a rule whose matches depend on the family (CIDRs, selectors,
 // named ports, ipVersion, ICMP) becomes one nft rule per family it can match
 // (ip ... @s-x / ip6 ... @s6-x; a family none of its CIDRs belong to gets no
-// rule; a pass without an address match of its family carries meta nfproto);
+// rule; a pass without an address match of its family carries meta nfproto;
+// while nothing in the cluster has an IPv6 address, a rule with a selector gets
+// no IPv6 twin, see v6_in_use);
 // a rule that only matches protocol/ports is one rule for both families.
 //   chain pi-<policy id> / po-<policy id>: a policy's ingress / egress rules.
 //                    Allow/Pass -> accept, Deny -> drop, Log -> log, no match ->
@@ -878,9 +880,28 @@ struct PolicyCompiler::Impl {
       upsert_policy(p);
     }
   }
+  // IPv6 twins of selector rules. Until some endpoint, host endpoint or network
+  // set brings an IPv6 address, every selector set's IPv6 half is empty, so the
+  // IPv6 twin of a rule with a (positive) selector could never match: it is not
+  // written (an IPv4-only cluster would carry ~60% more rules for nothing). The
+  // first IPv6 address turns the twins on for good: every policy is compiled
+  // again, in the same delta as the address. Negated selectors, CIDRs, services
+  // and ipVersion rules keep their twins throughout (those can match IPv6).
+  bool v6_in_use = false;
+  void note_v6() {
+    if (v6_in_use) return;
+    v6_in_use = true;
+    std::vector<Policy> all;
+    all.reserve(policies.size());
+    for (const auto& [id, p] : policies) all.push_back(p);
+    for (const auto& p : all) upsert_policy(p);
+  }
+  static bool v6_twin_void(const Rule& r) { return r.src.has_selector || r.dst.has_selector; }
+
   void upsert_network_set(const NetworkSet& ns) {
     auto it = network_sets.find(ns.key());
     if (it != network_sets.end() && it->second == ns) return;
+    if (std::any_of(ns.nets.begin(), ns.nets.end(), [](const Prefix& p) { return !p.is_v4(); })) note_v6();
     network_sets[ns.key()] = ns;
     network_sets_changed();
   }
@@ -1100,6 +1121,7 @@ struct PolicyCompiler::Impl {
     for (bool v6 : {false, true}) {
       if (r.ip_version && *r.ip_version != (v6 ? 6 : 4)) continue;
       if ((v6 && icmp4) || (!v6 && icmp6)) continue;
+      if (v6 && !v6_in_use && !icmp6 && !r.ip_version && v6_twin_void(r)) continue;
       for (auto& x : rules_for_family(p, r, keys, v6)) out.push_back(std::move(x));
     }
     return out;
@@ -1123,6 +1145,7 @@ struct PolicyCompiler::Impl {
     // The rule count is the product of both sides' alternatives: the
     // destination splits only as far as the product stays within kAltsMax.
     auto src = side_matches(p.kind, r, r.src, true, keys, v6);
+    if (src.never) return {};  // (the destination's sets would be held for nothing)
     auto dst = side_matches(p.kind, r, r.dst, false, keys, v6,
                             std::max<size_t>(1, kAltsMax / std::max<size_t>(1, src.alts.size())));
     if (src.never || dst.never) return {};
@@ -1408,6 +1431,7 @@ struct PolicyCompiler::Impl {
       labels["projectcalico.org/namespace"] = ep.ns;
       labels["projectcalico.org/orchestrator"] = "k8s";
     }
+    if (std::any_of(ep.ips.begin(), ep.ips.end(), [](const IpAddress& ip) { return ip.is_v6(); })) note_v6();
     std::string key = ep.key();
     EpRec now;
     now.labels = intern_labels(std::move(labels), ep.ns);

@@ -519,10 +519,9 @@ struct AgentRuntime::Impl {
   }
 
   // The first complete desired state: the snapshot is in and BGP has its initial
-  // table. Leftover routes of an earlier run may go only now. Not on the speaker's
-  // initial_sync_done() alone: that turns true when the last End-of-RIB is read,
-  // before the best routes of the UPDATEs just ahead of it are handed over (a
-  // pass in between would delete the kernel routes those are about to desire).
+  // table (on_initial_sync ran: the best routes of the UPDATEs ahead of the last
+  // End-of-RIB have reached the Calc). Leftover routes of an earlier run may go
+  // only now; a pass before that would delete kernel routes about to be desired.
   void maybe_complete() {
     if (dp_complete_ || !in_sync_ || !speaker_ || !bgp_table_delivered_) return;
     dp_complete_ = true;
@@ -577,7 +576,8 @@ struct AgentRuntime::Impl {
       for (const auto& p : speaker_->peers()) {
         std::string addr = p.address.str();
         ps.push_back({addr, p.state, p.type, p.prefixes_received, p.prefixes_advertised, per_peer[addr], p.flaps,
-                      p.bfd_state, p.bfd_transitions, p.prefixes_filtered, p.prefixes_filtered_total});
+                      p.bfd_state, p.bfd_transitions, p.prefixes_filtered, p.prefixes_filtered_total, p.stale_state,
+                      p.prefixes_stale, p.prefixes_llgr_stale, p.gr_stale_remaining_s, p.llgr_stale_remaining_s});
       }
       collect_bgp(m, ps);
       std::vector<UpdateGroupSnapshot> gs;

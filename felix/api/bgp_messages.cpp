@@ -68,6 +68,10 @@ std::unique_ptr<api::Status> status_message(const std::string& node_name, const 
     m->set_prefixes_stale(p.prefixes_stale);
     m->set_prefixes_filtered(p.prefixes_filtered);
     m->set_filter_problem(p.filter_problem);
+    m->set_stale_state(p.stale_state);
+    m->set_gr_stale_remaining_s(p.gr_stale_remaining_s);
+    m->set_llgr_stale_remaining_s(p.llgr_stale_remaining_s);
+    m->set_prefixes_llgr_stale(p.prefixes_llgr_stale);
     m->set_hold_time(p.hold_time);
     m->set_flaps(p.flaps);
     m->set_bfd_state(p.bfd_state);

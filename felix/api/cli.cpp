@@ -154,6 +154,13 @@ int cli_status(const std::vector<std::string>& args) {
     if (!p.last_error().empty() && p.state() != "Established") info += " (" + p.last_error() + ")";
     if (!p.filter_problem().empty()) info += " [filter " + p.filter_problem() + ": nothing in or out]";
     else if (p.prefixes_filtered()) info += " [" + std::to_string(p.prefixes_filtered()) + " filtered]";
+    // Its routes kept stale (graceful restart, then long-lived): which phase, how long.
+    if (p.gr_stale_remaining_s() || p.stale_state().find("graceful") != std::string::npos)
+      info += " [GR stale: " + std::to_string(p.prefixes_stale() - p.prefixes_llgr_stale()) + " routes, " +
+              std::to_string(p.gr_stale_remaining_s()) + "s left]";
+    if (p.stale_state().find("long-lived") != std::string::npos)
+      info += " [LLGR stale: " + std::to_string(p.prefixes_llgr_stale()) + " routes, " +
+              std::to_string(p.llgr_stale_remaining_s()) + "s left]";
     std::vector<std::string> row{p.peer_address(), p.peer_type(), short_state(p.state()), p.since(), info};
     (p.peer_address().find(':') == std::string::npos ? v4 : v6).push_back(row);
   }

@@ -268,6 +268,16 @@ void declare_agent_metrics(Metrics& m) {
                   "Prefixes from the peer its import filter rejects now (kept aside, re-evaluated on a filter change).", {"peer"});
   m.declare_counter("tabby_bgp_peer_prefixes_filtered_total",
                     "Prefix announcements from the peer its import filter rejected.", {"peer"});
+  m.declare_gauge("tabby_bgp_peer_prefixes_stale",
+                  "Routes from the peer kept stale now (graceful restart, RFC 4724, or long-lived, RFC 9494).", {"peer"});
+  m.declare_gauge("tabby_bgp_peer_prefixes_llgr_stale",
+                  "Routes from the peer kept as LLGR_STALE now (long-lived graceful restart, RFC 9494).", {"peer"});
+  m.declare_gauge("tabby_bgp_peer_stale",
+                  "1 while the peer's routes are kept stale in this phase (graceful-restart or long-lived), else 0.",
+                  {"peer", "phase"});
+  m.declare_gauge("tabby_bgp_peer_stale_remaining_seconds",
+                  "Seconds left before the phase's timer removes the peer's stale routes (0 when not in it).",
+                  {"peer", "phase"});
   m.declare_gauge("tabby_bgp_update_groups", "BGP update groups (peers sharing an Adj-RIB-Out and encoded UPDATEs).");
   m.declare_gauge("tabby_bgp_update_group_members", "Peers in the update group.", {"group"});
   m.declare_gauge("tabby_bgp_update_group_routes", "Entries in the update group's Adj-RIB-Out.", {"group"});
@@ -312,7 +322,9 @@ void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers) {
   for (const char* name : {"tabby_bgp_peer_up", "tabby_bgp_peer_prefixes_received", "tabby_bgp_peer_prefixes_advertised",
                            "tabby_bgp_peer_prefixes_installed", "tabby_bgp_peer_flaps_total", "tabby_bfd_session_state",
                            "tabby_bfd_session_up", "tabby_bfd_transitions_total",
-                           "tabby_bgp_peer_prefixes_filtered", "tabby_bgp_peer_prefixes_filtered_total"})
+                           "tabby_bgp_peer_prefixes_filtered", "tabby_bgp_peer_prefixes_filtered_total",
+                           "tabby_bgp_peer_prefixes_stale", "tabby_bgp_peer_prefixes_llgr_stale", "tabby_bgp_peer_stale",
+                           "tabby_bgp_peer_stale_remaining_seconds"})
     m.reset(name);
   for (const auto& p : peers) {
     ++by_state[p.state];  // an unknown name gets its own series rather than vanishing
@@ -329,6 +341,16 @@ void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers) {
     }
     m.set("tabby_bgp_peer_prefixes_filtered", {p.address}, static_cast<double>(p.prefixes_filtered));
     m.set("tabby_bgp_peer_prefixes_filtered_total", {p.address}, static_cast<double>(p.prefixes_filtered_total));
+    m.set("tabby_bgp_peer_prefixes_stale", {p.address}, static_cast<double>(p.prefixes_stale));
+    m.set("tabby_bgp_peer_prefixes_llgr_stale", {p.address}, static_cast<double>(p.prefixes_llgr_stale));
+    const bool gr = p.stale_state.find("graceful-restart") != std::string::npos;
+    const bool llgr = p.stale_state.find("long-lived") != std::string::npos;
+    m.set("tabby_bgp_peer_stale", {p.address, "graceful-restart"}, gr ? 1 : 0);
+    m.set("tabby_bgp_peer_stale", {p.address, "long-lived"}, llgr ? 1 : 0);
+    m.set("tabby_bgp_peer_stale_remaining_seconds", {p.address, "graceful-restart"},
+          gr ? static_cast<double>(p.gr_stale_remaining_s) : 0);
+    m.set("tabby_bgp_peer_stale_remaining_seconds", {p.address, "long-lived"},
+          llgr ? static_cast<double>(p.llgr_stale_remaining_s) : 0);
   }
   m.reset("tabby_bgp_sessions");
   for (const auto& [state, n] : by_state) m.set("tabby_bgp_sessions", {state}, static_cast<double>(n));

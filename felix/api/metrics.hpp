@@ -111,12 +111,20 @@ struct PeerSnapshot {
   uint64_t bfd_transitions = 0;     // BFD state changes since the session started
   uint64_t prefixes_filtered = 0;   // held aside now: rejected by its import filter
   uint64_t prefixes_filtered_total = 0;  // rejected by its import filter since start
+  // Graceful restart helper state: routes kept stale now, and seconds left.
+  std::string stale_state;               // "", "graceful-restart", "long-lived", or both
+  uint64_t prefixes_stale = 0;           // all stale routes of the peer
+  uint64_t prefixes_llgr_stale = 0;      // of those, LLGR_STALE (long-lived phase)
+  uint32_t gr_stale_remaining_s = 0;
+  uint32_t llgr_stale_remaining_s = 0;
 };
 
 // tabby_bgp_sessions{state} (all six states, 0 when none), tabby_bgp_peers,
 // tabby_bgp_peer_up{peer,type}, tabby_bgp_peer_prefixes_{received,advertised,installed}{peer},
 // tabby_bgp_peer_flaps_total{peer}, tabby_bgp_peer_prefixes_filtered{peer},
-// tabby_bgp_peer_prefixes_filtered_total{peer}; for peers with BFD: tabby_bfd_session_state{peer,state}
+// tabby_bgp_peer_prefixes_filtered_total{peer}, tabby_bgp_peer_prefixes_{stale,llgr_stale}{peer},
+// tabby_bgp_peer_stale{peer,phase} and tabby_bgp_peer_stale_remaining_seconds{peer,phase}
+// (phase graceful-restart / long-lived); for peers with BFD: tabby_bfd_session_state{peer,state}
 // (1 for the current state, 0 for the other three), tabby_bfd_session_up{peer},
 // tabby_bfd_transitions_total{peer}. Peers absent from `peers` lose their series.
 void collect_bgp(Metrics& m, const std::vector<PeerSnapshot>& peers);

@@ -152,9 +152,14 @@ Status Calc::upsert(const Resource& r) {
       m.dirty_namespace_endpoints(k.ns);
       return {};
     }
-    case Kind::Service:
-      m.k8s_services[wep_key(k)] = std::get<ServiceRes>(r.body);
+    case Kind::Service: {
+      const auto& v = std::get<ServiceRes>(r.body);
+      auto it = m.k8s_services.find(wep_key(k));
+      if (it != m.k8s_services.end() && it->second == v) return {};
+      m.k8s_services[wep_key(k)] = v;
+      m.service_adv_touched(k.ns, k.name);
       return {};
+    }
     case Kind::EndpointSlice: {
       const auto& v = std::get<EndpointSliceRes>(r.body);
       std::string key = wep_key(k);
@@ -164,6 +169,8 @@ Status Calc::upsert(const Resource& r) {
       m.endpoint_slices[key] = v;
       if (!before.empty() && before != v.service) m.refresh_service_endpoints(k.ns, before);
       if (!v.service.empty()) m.refresh_service_endpoints(k.ns, v.service);
+      if (!before.empty() && before != v.service) m.service_adv_touched(k.ns, before);
+      if (!v.service.empty()) m.service_adv_touched(k.ns, v.service);
       return {};
     }
     case Kind::Pod: {
@@ -265,13 +272,16 @@ void Calc::remove(const ResourceKey& k) {
     case Kind::ServiceAccount:
       if (m.service_accounts.erase(wep_key(k))) m.dirty_namespace_endpoints(k.ns);
       break;
-    case Kind::Service: m.k8s_services.erase(wep_key(k)); break;
+    case Kind::Service:
+      if (m.k8s_services.erase(wep_key(k))) m.service_adv_touched(k.ns, k.name);
+      break;
     case Kind::EndpointSlice: {
       auto it = m.endpoint_slices.find(wep_key(k));
       if (it == m.endpoint_slices.end()) break;
       std::string service = it->second.service;
       m.endpoint_slices.erase(it);
       if (!service.empty()) m.refresh_service_endpoints(k.ns, service);
+      if (!service.empty()) m.service_adv_touched(k.ns, service);
       break;
     }
     case Kind::Namespace:

@@ -23,6 +23,8 @@ BgpConfiguration Calc::Impl::effective_bgp() const {
     if (!n.prefix_advertisements.empty()) c.prefix_advertisements = n.prefix_advertisements;
     if (!n.service_cluster_ips.empty()) c.service_cluster_ips = n.service_cluster_ips;
     if (!n.service_external_ips.empty()) c.service_external_ips = n.service_external_ips;
+    if (!n.service_load_balancer_ips.empty()) c.service_load_balancer_ips = n.service_load_balancer_ips;
+    if (n.service_load_balancer_aggregation) c.service_load_balancer_aggregation = n.service_load_balancer_aggregation;
     if (n.node_mesh_password) c.node_mesh_password = n.node_mesh_password;
     if (n.node_mesh_max_restart_time) c.node_mesh_max_restart_time = n.node_mesh_max_restart_time;
   }
@@ -43,6 +45,51 @@ Result<std::string> Calc::Impl::secret_password(const SecretKeyRef& ref) const {
     return fail_msg("Secret " + opt.secret_namespace + "/" + ref.name + " key '" + ref.key +
                     "' must hold 1 to 80 bytes (a TCP MD5 key), not " + std::to_string(k->second.size()));
   return k->second;
+}
+
+std::vector<const EndpointSliceRes*> Calc::Impl::slices_of(const std::string& ns, const std::string& name) const {
+  std::vector<const EndpointSliceRes*> out;
+  const std::string prefix = ns + "/";
+  for (auto it = endpoint_slices.lower_bound(prefix); it != endpoint_slices.end() && it->first.starts_with(prefix); ++it)
+    if (it->second.service == name) out.push_back(&it->second);
+  return out;
+}
+
+void Calc::Impl::service_adv_touched(const std::string& ns, const std::string& name) {
+  if (!svc_adv.any()) return;
+  const std::string key = ns + "/" + name;
+  std::vector<Prefix> v;
+  if (auto svc = k8s_services.find(key); svc != k8s_services.end())
+    v = service_address_prefixes(svc_adv, opt.node_name, svc->second, slices_of(ns, name));
+  auto it = service_prefixes.find(key);
+  if (it == service_prefixes.end() ? v.empty() : it->second == v) return;
+  if (v.empty()) service_prefixes.erase(it);
+  else service_prefixes[key] = std::move(v);
+  bgp_dirty = true;
+}
+
+void Calc::Impl::update_service_advertisement(const ServiceAdvertisementConfig& cfg, bool excluded) {
+  svc_adv_excluded = excluded;
+  if (cfg == svc_adv) return;  // per-Service changes are applied as they come (service_adv_touched)
+  // Learned routes inside a range that comes or goes: into or out of the kernel.
+  auto reject = service_kernel_reject_prefixes(cfg);
+  for (const auto& set : {service_kernel_reject, reject})
+    for (const auto& r : set)
+      learned.for_inside(r, [&](const Prefix& p, calc_detail::LearnedEntry& e) { mark_learned_dirty(p, e); });
+  service_kernel_reject = std::move(reject);
+  svc_adv = cfg;
+  service_prefixes.clear();
+  if (!cfg.any()) return;
+  // Every Service again, its slices gathered in one pass ("ns/service").
+  std::map<std::string, std::vector<const EndpointSliceRes*>> slices;
+  for (const auto& [key, s] : endpoint_slices)
+    if (!s.service.empty()) slices[key.substr(0, key.find('/') + 1) + s.service].push_back(&s);
+  static const std::vector<const EndpointSliceRes*> kNone;
+  for (const auto& [key, svc] : k8s_services) {
+    auto sl = slices.find(key);
+    auto v = service_address_prefixes(cfg, opt.node_name, svc, sl == slices.end() ? kNone : sl->second);
+    if (!v.empty()) service_prefixes[key] = std::move(v);
+  }
 }
 
 uint32_t Calc::Impl::node_asn(const NodeInfo& n) const {
@@ -288,8 +335,16 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
     if (pool && pool->disable_bgp_export) continue;
     announce(host);
   }
-  for (const auto& p : eff.service_cluster_ips) announce(p);
-  for (const auto& p : eff.service_external_ips) announce(p);
+  // Service addresses (service_advertisement.hpp): the ranges, and the host
+  // prefixes of the Services this node announces.
+  ServiceAdvertisementConfig sa{eff.service_cluster_ips, eff.service_external_ips, eff.service_load_balancer_ips,
+                                eff.service_load_balancer_aggregation.value_or(true)};
+  update_service_advertisement(sa, me && excluded_from_service_advertisement(me->labels));
+  if (!svc_adv_excluded) {
+    for (const auto& p : service_range_prefixes(svc_adv)) announce(p);
+    for (const auto& [key, prefixes] : service_prefixes)
+      for (const auto& p : prefixes) announce(p);
+  }
   s.announcements = opt.base.announcements;
   for (auto& [p, a] : ann) {
     bool dup = std::any_of(s.announcements.begin(), s.announcements.end(),

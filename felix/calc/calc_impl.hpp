@@ -31,6 +31,7 @@
 
 #include "felix/calc/calc.hpp"
 #include "felix/calc/learned_table.hpp"
+#include "felix/calc/service_advertisement.hpp"
 
 namespace tabby::felix {
 namespace calc_detail {
@@ -293,6 +294,22 @@ struct Calc::Impl {
   std::vector<std::string> service_removes;  // ServiceEndpoints::key()
   // Recomputes service ns/name's endpoints from its slices; queues the change.
   void refresh_service_endpoints(const std::string& ns, const std::string& name);
+  // The EndpointSlices of Service ns/name.
+  std::vector<const EndpointSliceRes*> slices_of(const std::string& ns, const std::string& name) const;
+  // Service address advertisement (service_advertisement.hpp), as of the last
+  // compute_speaker: the config, whether this node is excluded, each Service's
+  // host prefixes on this node ("ns/name", non-empty only), and the ranges kept
+  // out of the kernel (learned_want).
+  ServiceAdvertisementConfig svc_adv;
+  bool svc_adv_excluded = false;
+  std::map<std::string, std::vector<Prefix>> service_prefixes;
+  std::vector<Prefix> service_kernel_reject;
+  // A Service or one of its slices changed: its prefixes again, and the speaker
+  // config only when they differ (an endpoint elsewhere changes nothing here).
+  // Nothing while no service address is advertised: a config change recomputes all.
+  void service_adv_touched(const std::string& ns, const std::string& name);
+  // compute_speaker's part: brings the fields above up to date with `cfg`.
+  void update_service_advertisement(const ServiceAdvertisementConfig& cfg, bool excluded);
 
   explicit Impl(CalcOptions o) : opt(std::move(o)) { speaker = opt.base; }
 

@@ -137,6 +137,9 @@ uint32_t Calc::Impl::learned_want(const Prefix& p, uint32_t hops) {
   }
   if (covered_by_block(p)) return 0;
   if (reachable_want.count(p)) return 0;  // a BGPPeer's reachableBy route owns its peer's /32
+  // Service ranges: kube-proxy serves these addresses on every node (service_advertisement.hpp).
+  for (const auto& r : service_kernel_reject)
+    if (r.contains(p)) return 0;
   return hops;
 }
 

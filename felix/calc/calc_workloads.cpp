@@ -103,10 +103,7 @@ std::optional<policy::Endpoint> Calc::Impl::compute_endpoint(const std::string& 
 }
 
 void Calc::Impl::refresh_service_endpoints(const std::string& ns, const std::string& name) {
-  std::vector<const EndpointSliceRes*> slices;
-  const std::string prefix = ns + "/";
-  for (auto it = endpoint_slices.lower_bound(prefix); it != endpoint_slices.end() && it->first.starts_with(prefix); ++it)
-    if (it->second.service == name) slices.push_back(&it->second);
+  std::vector<const EndpointSliceRes*> slices = slices_of(ns, name);
   const std::string key = ns + "/" + name;
   std::erase_if(service_upserts, [&](const policy::ServiceEndpoints& s) { return s.key() == key; });
   std::erase(service_removes, key);

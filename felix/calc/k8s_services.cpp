@@ -88,9 +88,31 @@ Result<ServiceRes> parse_k8s_service(const YAML::Node& doc) {
            [&](const YAML::Node& n, const std::string& path) { s.external_ips.push_back(ip_at(n, path)); });
       each(spec["ports"], "spec.ports",
            [&](const YAML::Node& n, const std::string& path) { s.ports.push_back(port_at(n, path, true)); });
+      if (given(spec["externalTrafficPolicy"])) {
+        s.external_traffic_policy = str_at(spec["externalTrafficPolicy"], "spec.externalTrafficPolicy");
+        if (s.external_traffic_policy != "Cluster" && s.external_traffic_policy != "Local")
+          throw Bad{"spec.externalTrafficPolicy: '" + s.external_traffic_policy + "' is not Cluster or Local"};
+      }
+      if (given(spec["loadBalancerIP"]) && spec["loadBalancerIP"].IsScalar() && !spec["loadBalancerIP"].Scalar().empty())
+        s.spec_load_balancer_ip = ip_at(spec["loadBalancerIP"], "spec.loadBalancerIP");
+      each(spec["ipFamilies"], "spec.ipFamilies", [&](const YAML::Node& n, const std::string& path) {
+        std::string f = str_at(n, path);
+        if (f != "IPv4" && f != "IPv6") throw Bad{path + ": '" + f + "' is not IPv4 or IPv6"};
+        s.ip_families.push_back(f);
+      });
     } else {
       s.type = "ClusterIP";
     }
+    // The API server's defaults, for manifests read from files: an externally
+    // reachable Service (NodePort, LoadBalancer, or with external IPs) is Cluster.
+    if (s.external_traffic_policy.empty() &&
+        (s.type == "NodePort" || s.type == "LoadBalancer" || !s.external_ips.empty()))
+      s.external_traffic_policy = "Cluster";
+    if (s.ip_families.empty())
+      for (const auto& ip : s.cluster_ips) {
+        std::string f = ip.is_v6() ? "IPv6" : "IPv4";
+        if (std::find(s.ip_families.begin(), s.ip_families.end(), f) == s.ip_families.end()) s.ip_families.push_back(f);
+      }
     const auto& status = doc["status"];
     if (given(status) && status.IsMap() && given(status["loadBalancer"]) && status["loadBalancer"].IsMap())
       each(status["loadBalancer"]["ingress"], "status.loadBalancer.ingress", [&](const YAML::Node& n, const std::string& path) {
@@ -112,8 +134,21 @@ Result<EndpointSliceRes> parse_endpoint_slice(const YAML::Node& doc) {
     std::string type = given(doc["addressType"]) ? str_at(doc["addressType"], "addressType") : "";
     if (type.empty()) throw Bad{"addressType: is required (IPv4, IPv6 or FQDN)"};
     if (type != "IPv4" && type != "IPv6" && type != "FQDN") throw Bad{"addressType: '" + type + "' is not IPv4, IPv6 or FQDN"};
+    e.address_type = type;
     each(doc["endpoints"], "endpoints", [&](const YAML::Node& ep, const std::string& path) {
       if (!ep.IsMap()) throw Bad{path + ": expected a map"};
+      EndpointSliceRes::Endpoint where;
+      if (given(ep["nodeName"])) where.node_name = str_at(ep["nodeName"], path + ".nodeName");
+      const auto& cond = ep["conditions"];
+      if (given(cond)) {
+        if (!cond.IsMap()) throw Bad{path + ".conditions: expected a map"};
+        if (given(cond["ready"])) {
+          std::string r = str_at(cond["ready"], path + ".conditions.ready");
+          if (r != "true" && r != "false") throw Bad{path + ".conditions.ready: '" + r + "' is not true or false"};
+          where.ready = r == "true";
+        }
+      }
+      e.endpoints.push_back(std::move(where));
       each(ep["addresses"], path + ".addresses", [&](const YAML::Node& n, const std::string& ap) {
         if (type == "FQDN") return;  // names, not addresses: nothing to match
         IpAddress a = ip_at(n, ap);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,13 @@ struct ServiceRes {
   std::string type;  // spec.type ("ClusterIP" when absent)
   std::vector<IpAddress> cluster_ips, external_ips, load_balancer_ips;
   std::vector<K8sServicePort> ports;
+  // spec.externalTrafficPolicy: "Cluster" or "Local"; absent: "Cluster" for
+  // types NodePort and LoadBalancer and for Services with external IPs (the API
+  // server's default), else "".
+  std::string external_traffic_policy;
+  std::optional<IpAddress> spec_load_balancer_ip;  // spec.loadBalancerIP (deprecated)
+  // spec.ipFamilies ("IPv4", "IPv6"); absent: the families of the cluster IPs.
+  std::vector<std::string> ip_families;
   bool operator==(const ServiceRes&) const = default;
 };
 
@@ -47,8 +55,18 @@ struct ServiceRes {
 // endpoint either way; readiness only steers load balancing).
 struct EndpointSliceRes {
   std::string service;
+  std::string address_type;          // IPv4, IPv6 or FQDN
   std::vector<IpAddress> addresses;  // sorted, unique
   std::vector<K8sServicePort> ports;
+  // Per endpoint, where it runs and whether it is ready (conditions.ready;
+  // absent means ready, as the EndpointSlice API defines): what service
+  // address advertisement (service_advertisement.hpp) looks at.
+  struct Endpoint {
+    std::string node_name;  // endpoints[].nodeName ("" when absent)
+    bool ready = true;
+    bool operator==(const Endpoint&) const = default;
+  };
+  std::vector<Endpoint> endpoints;
   bool operator==(const EndpointSliceRes&) const = default;
 };
 

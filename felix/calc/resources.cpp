@@ -258,9 +258,10 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
   if (!present(spec)) return c;
   check_keys(spec, "spec",
              {"asNumber", "nodeToNodeMeshEnabled", "listenPort", "communities", "prefixAdvertisements",
-              "serviceClusterIPs", "serviceExternalIPs", "nodeMeshPassword", "nodeMeshMaxRestartTime"},
-             // Accepted, not used by tabby (logging, BIRD bind mode, LB IPs, ...).
-             {"logSeverityScreen", "bindMode", "serviceLoadBalancerIPs", "ignoredInterfaces", "localWorkloadPeeringIPV4",
+              "serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs", "serviceLoadBalancerAggregation",
+              "nodeMeshPassword", "nodeMeshMaxRestartTime"},
+             // Accepted, not used by tabby (logging, BIRD bind mode, ...).
+             {"logSeverityScreen", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
               "localWorkloadPeeringIPV6"});
   if (present(spec["asNumber"])) c.asn = get_asn(spec["asNumber"], "spec.asNumber");
   if (present(spec["nodeToNodeMeshEnabled"]))
@@ -270,10 +271,6 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
                      unsupported("the BGP daemon's log level", "ignored: tabby's log level is set by TABBY_LOG_LEVEL on the agent")});
   if (differs(spec["bindMode"], "None"))
     notes.push_back({"spec.bindMode", unsupported("BIRD listens on the node IP only", kApplies)});
-  if (nonempty(spec["serviceLoadBalancerIPs"]))
-    notes.push_back({"spec.serviceLoadBalancerIPs",
-                     unsupported("LoadBalancer service IPs are advertised over BGP", "not advertised; " +
-                                                                                       std::string(kApplies))});
   // spec.nodeMeshMaxRestartTime: the graceful-restart time honoured on mesh
   // sessions (what BGPPeer spec.maxRestartTime is for a BGPPeer).
   if (present(spec["nodeMeshMaxRestartTime"])) {
@@ -344,6 +341,12 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
   };
   cidrs("serviceClusterIPs", c.service_cluster_ips);
   cidrs("serviceExternalIPs", c.service_external_ips);
+  cidrs("serviceLoadBalancerIPs", c.service_load_balancer_ips);
+  if (present(spec["serviceLoadBalancerAggregation"])) {
+    std::string a = get_string(spec["serviceLoadBalancerAggregation"], "spec.serviceLoadBalancerAggregation");
+    if (a != "Enabled" && a != "Disabled") bad("spec.serviceLoadBalancerAggregation", "'" + a + "' is not Enabled or Disabled");
+    c.service_load_balancer_aggregation = a == "Enabled";
+  }
   return c;
 }
 

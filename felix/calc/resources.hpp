@@ -133,6 +133,8 @@ struct BgpConfiguration {
   std::optional<uint16_t> listen_port;     // spec.listenPort (default 179)
   std::vector<PrefixAdvertisement> prefix_advertisements;
   std::vector<Prefix> service_cluster_ips, service_external_ips;
+  std::vector<Prefix> service_load_balancer_ips;  // spec.serviceLoadBalancerIPs (service_advertisement.hpp)
+  std::optional<bool> service_load_balancer_aggregation;  // spec.serviceLoadBalancerAggregation (default Enabled)
   // spec.nodeMeshPassword.secretKeyRef: the TCP MD5 password of the mesh
   // sessions; when it cannot be read the mesh is off (fail closed, calc_bgp.cpp).
   std::optional<SecretKeyRef> node_mesh_password{};

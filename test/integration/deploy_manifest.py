@@ -15,9 +15,15 @@ builds FROM scratch from the local build:
   - readiness and liveness checked through each probe's own path and port.
 The token rotates (the stand-in refuses the old one): the cni-token-watch sidecar
 replaces each node's copy within its --interval.
+The RBAC for BGP passwords is Calico's shape: a Role reading Secrets in the
+namespace the ConfigMap's datastore.secretNamespace names, bound to the DaemonSet's
+service account; the mesh runs with nodeMeshPassword from a Secret there (so it
+comes up only if the manifest's config reads it), and no agent asks for Secrets
+elsewhere.
 Then the agents converge: every node Ready, the BGP mesh up (2 peers each),
 each node's Calico Node registered with the address IP=autodetect found, and
 install-cni's conflist and binaries on every node's host paths."""
+import base64
 import json
 import os
 import shutil
@@ -36,6 +42,9 @@ MANIFEST = os.path.join(ROOT, "deploy", "kubernetes", "tabby.yaml")
 ak.RESOURCES.update({
     "/api/v1/serviceaccounts": ("v1", "ServiceAccount", True),
     "/api/v1/configmaps": ("v1", "ConfigMap", True),
+    "/api/v1/secrets": ("v1", "Secret", True),
+    "/apis/rbac.authorization.k8s.io/v1/roles": ("rbac.authorization.k8s.io/v1", "Role", True),
+    "/apis/rbac.authorization.k8s.io/v1/rolebindings": ("rbac.authorization.k8s.io/v1", "RoleBinding", True),
     "/apis/apps/v1/daemonsets": ("apps/v1", "DaemonSet", True),
     "/apis/rbac.authorization.k8s.io/v1/clusterroles": ("rbac.authorization.k8s.io/v1", "ClusterRole", False),
     "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings": ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", False),
@@ -215,12 +224,34 @@ def body(lab):
         st.put(ak.CORE_NODES, {"metadata": {"name": f"node{i}", "labels": {"kubernetes.io/os": "linux"}},
                                "status": {"addresses": [{"type": "InternalIP", "address": f"198.18.0.{10 + i}"}]}})
     st.put("/api/v1/namespaces", {"metadata": {"name": "default"}})
-    st.put("/apis/crd.projectcalico.org/v1/bgpconfigurations",
-           {"metadata": {"name": "default"}, "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": True}})
     c.pool("default-ipv4-ippool", "198.19.0.0/16")
 
     ds = st.get("/apis/apps/v1/daemonsets", "tabby-system", "tabby-node")
     configmaps = {n: o for (ns, n), o in st.objects["/api/v1/configmaps"].items() if ns == ds["metadata"]["namespace"]}
+    # Secrets for BGP passwords: the namespace the config names, readable by the
+    # DaemonSet's service account through a Role there (not cluster-wide).
+    agent_cfg = next(yaml.safe_load(o["data"]["tabby.yaml"]) for o in configmaps.values() if "tabby.yaml" in o["data"])
+    secret_ns = agent_cfg.get("datastore", {}).get("secretNamespace")
+    check(secret_ns, f"the ConfigMap's agent config sets no datastore.secretNamespace: {agent_cfg}")
+    sa = ds["spec"]["template"]["spec"]["serviceAccountName"]
+    roles = {n: o for (ns, n), o in st.objects["/apis/rbac.authorization.k8s.io/v1/roles"].items() if ns == secret_ns}
+    readers = {n for n, o in roles.items() for r in o.get("rules", [])
+               if "secrets" in r.get("resources", []) and {"get", "list", "watch"} <= set(r.get("verbs", []))}
+    bound = [o for (ns, n), o in st.objects["/apis/rbac.authorization.k8s.io/v1/rolebindings"].items()
+             if ns == secret_ns and o["roleRef"]["kind"] == "Role" and o["roleRef"]["name"] in readers and
+             any(x.get("kind") == "ServiceAccount" and x.get("name") == sa and x.get("namespace") == ds["metadata"]["namespace"]
+                 for x in o.get("subjects", []))]
+    check(bound, f"no Role in {secret_ns} granting get/list/watch on secrets is bound to ServiceAccount {sa}")
+    check(not any("secrets" in r.get("resources", []) for o in docs if o["kind"] == "ClusterRole" for r in o["rules"]),
+          "Secrets must not be readable cluster-wide (ClusterRole)")
+    step(f"Secrets: Role {sorted(readers)} in {secret_ns} bound to {sa} (datastore.secretNamespace: {secret_ns})")
+    # The mesh's password in a Secret there: the mesh comes up only if the agents read it.
+    st.put("/api/v1/secrets", {"metadata": {"name": "bgp-mesh", "namespace": secret_ns}, "type": "Opaque",
+                               "data": {"password": base64.b64encode(b"mesh-key-1").decode()}})
+    st.put("/apis/crd.projectcalico.org/v1/bgpconfigurations",
+           {"metadata": {"name": "default"}, "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": True,
+                                                      "nodeMeshPassword": {"secretKeyRef": {"name": "bgp-mesh",
+                                                                                            "key": "password"}}}})
     images = {x["image"] for x in ds["spec"]["template"]["spec"]["containers"] +
               ds["spec"]["template"]["spec"].get("initContainers", [])}
     check(len(images) == 1, f"one image for every container: {images}")
@@ -276,7 +307,12 @@ def body(lab):
             if len(up) != 2:
                 return False
         return True
-    wait_until(mesh, 30, "BGP mesh: 2 established peers per node (status through the host's /run/tabby socket)")
+    wait_until(mesh, 30, "BGP mesh (TCP MD5 from the Secret): 2 established peers per node "
+               "(status through the host's /run/tabby socket)")
+    with st.cond:
+        secret_reqs = sorted({p for _, p, _ in st.requests if p.endswith("/secrets") or "/secrets/" in p})
+    check(secret_reqs == [f"/api/v1/namespaces/{secret_ns}/secrets"],
+          f"the agents asked for Secrets outside {secret_ns}: {secret_reqs}")
     for i in (1, 2, 3):
         cn = st.get(ak.CALICO_NODES, "", f"node{i}")
         got = cn and cn["spec"].get("bgp", {}).get("ipv4Address")

@@ -11,7 +11,9 @@ with NO_LLGR (65535:7).
    wins 198.51.100.0/24; the NO_LLGR route goes), passes them to b3 with LLGR_STALE,
    withdraws them from b2 (no LLGR), keeps
    203.0.113.0/25 in the kernel, and removes it when the long-lived stale time is over
-   (printed: measured times);
+   (printed: measured times); `tabby status` (table and -o json) and /metrics show
+   the peer's stale phase (graceful-restart, then long-lived), the seconds left of
+   each timer (checked against the time measured) and the LLGR-stale route count;
 2. End-of-RIB: b1 comes back, is killed again, and restarts (graceful recovery) without
    203.0.113.0/25: after its End-of-RIB that route is gone and 198.51.100.0/24 from b1 is
    fresh and best again;
@@ -20,12 +22,13 @@ with NO_LLGR (65535:7).
    while b2 (no LLGR) drops it when the GR time is over.
 """
 import os
+import re
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest import run_test  # noqa: E402
-from tabbytest.core import check, fail, holds_for, step, wait_until  # noqa: E402
+from tabbytest.core import check, fail, holds_for, sh, step, wait_until  # noqa: E402
 from tabbytest.daemons import Bird, Tabby, route_from  # noqa: E402
 from tabbytest.scenarios import lan  # noqa: E402
 
@@ -47,13 +50,30 @@ def in_kernel(tab, prefix, via=None):
     return False
 
 
+def stale_view(tab, peer):
+    """The peer's stale state as `tabby status -o json` reports it (uint64 fields are
+    JSON strings, defaults left out)."""
+    p = tab.peer_status(peer) or {}
+    return {"state": p.get("staleState", ""), "gr_left": int(p.get("grStaleRemainingS", 0)),
+            "llgr_left": int(p.get("llgrStaleRemainingS", 0)), "stale": int(p.get("prefixesStale", 0)),
+            "llgr": int(p.get("prefixesLlgrStale", 0))}
+
+
+def metric(tab, name, **labels):
+    text = sh(["ip", "netns", "exec", tab.node.ns, "curl", "-s", "http://127.0.0.1:19099/metrics"]).stdout
+    want = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    m = re.search(rf"^{name}{re.escape(want)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
 def body(lab):
     t, n1, n2, n3 = lan(lab, ["tabby", "b1", "b2", "b3"])
     tab = Tabby(t, T_AS, T4,
                 peers=[{"ip": B1, "asn": B1_AS, "gr": True, "longLivedStaleTime": T_LLGR},
                        {"ip": B2, "asn": B2_AS, "gr": True}, {"ip": B3, "asn": B3_AS, "gr": True}],
                 announce=[{"prefix": MINE}],
-                extra={"dataplane": {"enabled": True}, "gracefulRestart": {"enabled": True, "restartTime": T_GR}})
+                extra={"dataplane": {"enabled": True}, "gracefulRestart": {"enabled": True, "restartTime": T_GR},
+                       "metricsAddress": "127.0.0.1:19099"})
     b1 = Bird(n1, B1_AS, B1, peers=[{"ip": T4, "asn": T_AS, "gr": True, "gr_time": B1_GR,
                                      "bird_opts": ["long lived graceful restart on;",
                                                    f"long lived stale time {B1_LLGR};"]}])
@@ -89,6 +109,11 @@ def body(lab):
     p = route_from(tab, ONLY, B1)
     check(p and p["stale"] and LLGR_STALE not in p["communities"],
           f"during the GR time b1's route is stale without LLGR_STALE: {p}")
+    sv, el = stale_view(tab, B1), time.monotonic() - t0
+    check(sv["state"] == "graceful-restart" and sv["llgr"] == 0 and sv["stale"] == 3 and
+          0 < sv["gr_left"] <= B1_GR and abs(sv["gr_left"] - (B1_GR - el)) <= 1.5,
+          f"status during the GR time ({el:.1f}s in): {sv}")
+    step(f"status at {el:.1f}s: stale {sv['state']}, {sv['gr_left']}s left, {sv['stale']} stale routes")
 
     def long_lived():
         q = route_from(tab, ONLY, B1)
@@ -101,6 +126,24 @@ def body(lab):
     step(f"LLGR_STALE after {t_llgr:.1f}s (b1's GR time {B1_GR}s): {q}")
     check(t_llgr >= B1_GR - 0.5, f"long-lived period began at {t_llgr:.1f}s, before b1's GR time {B1_GR}s")
     check(q["stale"], f"the long-lived route is not marked stale: {q}")
+    # The NO_LLGR route goes and LLGR_STALE is stamped in one step: read once both show.
+    sv = wait_until(lambda: (lambda v: v if v["llgr"] == 2 else None)(stale_view(tab, B1)), 3,
+                    "status: 2 routes LLGR-stale")
+    el = time.monotonic() - t0
+    check(sv["state"] == "long-lived" and sv["stale"] == 2 and sv["gr_left"] == 0 and
+          abs(sv["llgr_left"] - (B1_GR + B1_LLGR - el)) <= 1.5, f"status in the long-lived period ({el:.1f}s in): {sv}")
+    table = sh([tab.bin, "status", "--socket", tab.sock]).stdout
+    row = next((x for x in table.splitlines() if f" {B1} " in x), "")
+    check(re.search(r"LLGR stale: 2 routes, \d+s left", row), f"`tabby status` row of b1 shows no LLGR state:\n{table}")
+    lm = {"llgr": metric(tab, "tabby_bgp_peer_prefixes_llgr_stale", peer=B1),
+          "phase": metric(tab, "tabby_bgp_peer_stale", peer=B1, phase="long-lived"),
+          "gr_phase": metric(tab, "tabby_bgp_peer_stale", peer=B1, phase="graceful-restart"),
+          "left": metric(tab, "tabby_bgp_peer_stale_remaining_seconds", peer=B1, phase="long-lived")}
+    el = time.monotonic() - t0
+    check(lm["llgr"] == 2 and lm["phase"] == 1 and lm["gr_phase"] == 0 and lm["left"] is not None and
+          abs(lm["left"] - (B1_GR + B1_LLGR - el)) <= 1.5, f"/metrics in the long-lived period ({el:.1f}s in): {lm}")
+    step(f"status at {el:.1f}s: {sv['state']}, {sv['llgr_left']}s left, {sv['llgr']} LLGR-stale routes; "
+         f"table: {row.split('|')[-2].strip() if '|' in row else row.strip()}; /metrics: {lm}")
     check(not tab.route(NOLLGR), f"the NO_LLGR route was kept into the long-lived period: {tab.route(NOLLGR)}")
     shared = {x["source"]: x for x in tab.route(SHARED)}
     check(B1 in shared and B2 in shared, f"both paths of {SHARED} kept: {tab.route(SHARED)}")
@@ -123,6 +166,9 @@ def body(lab):
     check(B1_GR + B1_LLGR - 1.5 <= t_gone <= B1_GR + B1_LLGR + 4,
           f"removed at {t_gone:.1f}s, expected about {B1_GR + B1_LLGR}s")
     wait_until(lambda: not in_kernel(tab, ONLY), 5, f"{ONLY} leaves the kernel")
+    sv = stale_view(tab, B1)
+    check(sv["state"] == "" and sv["llgr"] == 0 and metric(tab, "tabby_bgp_peer_stale", peer=B1, phase="long-lived") == 0,
+          f"status after the stale time: {sv}")
 
     # ---------------------------------------------------------------- 2. End-of-RIB ends it
     b1.start()

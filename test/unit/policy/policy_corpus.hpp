@@ -9,7 +9,9 @@
 // test/unit/policy/data/policy_corpus_7.golden (see nft_ir_test.cpp).
 // Regenerated when rules gained their IPv6 form (added s6-/n6- sets and ip6
 // rules) and when tiers came (Pass: mark bit + return, tier chains for the
-// endpoints of policies with a Pass rule; Log: a rate limit before the log).
+// endpoints of policies with a Pass rule; Log: a rate limit before the log),
+// and when selector rules lost their IPv6 twins while no endpoint has an IPv6
+// address (the corpus has none: its ip6 rules are the CIDR and notSelector ones).
 #pragma once
 
 #include <cstdint>

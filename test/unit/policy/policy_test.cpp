@@ -352,11 +352,8 @@ TEST_CASE("compiler: golden full script, Kubernetes policies") {
 delete table inet tabby
 table inet tabby {
   set n-fe288f73fa70 { type ipv4_addr . inet_proto . inet_service; comment "named port http * all()"; elements = { 198.19.1.1 . tcp . 8080, 198.19.1.2 . tcp . 8080, 198.19.2.3 . tcp . 8080 }; }
-  set n6-fe288f73fa70 { type ipv6_addr . inet_proto . inet_service; comment "named port http * all()"; }
   set s-677e347e62c3 { type ipv4_addr; comment "ns:x role == 'client'"; elements = { 198.19.1.2 }; }
   set s-b481632c6b73 { type ipv4_addr; comment "nss:team in {'blue'} all()"; elements = { 198.19.1.1, 198.19.1.2 }; }
-  set s6-677e347e62c3 { type ipv6_addr; comment "ns:x role == 'client'"; }
-  set s6-b481632c6b73 { type ipv6_addr; comment "nss:team in {'blue'} all()"; }
   chain pi-knp.x.deny {
     comment "NetworkPolicy(k8s) x/deny ingress"
   }
@@ -364,16 +361,10 @@ table inet tabby {
     comment "NetworkPolicy(k8s) x/web ingress"
     meta l4proto tcp ip saddr @s-677e347e62c3 th dport { 80 } counter accept
     meta l4proto tcp ip saddr @s-677e347e62c3 ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
-    meta l4proto tcp ip6 saddr @s6-677e347e62c3 th dport { 80 } counter accept
-    meta l4proto tcp ip6 saddr @s6-677e347e62c3 ip6 daddr . meta l4proto . th dport @n6-fe288f73fa70 counter accept
     meta l4proto udp ip saddr @s-677e347e62c3 th dport { 5000-5010 } counter accept
-    meta l4proto udp ip6 saddr @s6-677e347e62c3 th dport { 5000-5010 } counter accept
     meta l4proto tcp ip saddr @s-b481632c6b73 th dport { 80 } counter accept
     meta l4proto tcp ip saddr @s-b481632c6b73 ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
-    meta l4proto tcp ip6 saddr @s6-b481632c6b73 th dport { 80 } counter accept
-    meta l4proto tcp ip6 saddr @s6-b481632c6b73 ip6 daddr . meta l4proto . th dport @n6-fe288f73fa70 counter accept
     meta l4proto udp ip saddr @s-b481632c6b73 th dport { 5000-5010 } counter accept
-    meta l4proto udp ip6 saddr @s6-b481632c6b73 th dport { 5000-5010 } counter accept
     meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } th dport { 80 } counter accept
     meta l4proto tcp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } ip daddr . meta l4proto . th dport @n-fe288f73fa70 counter accept
     meta l4proto udp ip saddr { 10.0.0.0/8 } ip saddr != { 10.1.0.0/16 } th dport { 5000-5010 } counter accept
@@ -420,14 +411,11 @@ TEST_CASE("compiler: golden full script, Calico GlobalNetworkPolicy (Log/Deny/Pa
 delete table inet tabby
 table inet tabby {
   set s-7bd0a0c640ec { type ipv4_addr; comment "* role == 'bad'"; }
-  set s6-7bd0a0c640ec { type ipv6_addr; comment "* role == 'bad'"; }
   chain pi-gnp.guard {
     comment "GlobalNetworkPolicy guard ingress"
     counter limit rate 60/minute log prefix "tabby gnp.guard "
     meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 22 } counter drop
     meta l4proto tcp ip saddr != { 192.168.0.0/16 } ip saddr @s-7bd0a0c640ec th dport { 6000-6010 } counter drop
-    meta l4proto tcp ip6 saddr @s6-7bd0a0c640ec th dport { 22 } counter drop
-    meta l4proto tcp ip6 saddr @s6-7bd0a0c640ec th dport { 6000-6010 } counter drop
     meta l4proto icmp icmp type 8 icmp code 0 counter meta mark set meta mark | 0x10000000 return comment "pass"
   }
   chain po-gnp.guard {
@@ -529,7 +517,7 @@ TEST_CASE("compiler: a policy change rewrites only that policy's chain") {
   std::string d = c.take_delta();
   CHECK(d.starts_with("flush chain inet tabby pi-knp.x.web\n"));
   CHECK(all_start_with_any(d, {"flush chain inet tabby pi-knp.x.web", "add rule inet tabby pi-knp.x.web "}));
-  CHECK(lines(d).size() == 16);  // flush + 9 IPv4 rules + 6 IPv6 rules (no v6 CIDR)
+  CHECK(lines(d).size() == 10);  // flush + 9 IPv4 rules (no endpoint has an IPv6 address: no twins)
   CHECK(d.find("th dport { 8443 }") != std::string::npos);
 
   // Deleting it: x/a falls back to the deny-only endpoint chain; the web chains
@@ -543,11 +531,8 @@ TEST_CASE("compiler: a policy change rewrites only that policy's chain") {
         "delete chain inet tabby ei-55ed86cfe3ab\n"
         "delete chain inet tabby pi-knp.x.web\n"
         "delete set inet tabby n-fe288f73fa70\n"
-        "delete set inet tabby n6-fe288f73fa70\n"
         "delete set inet tabby s-677e347e62c3\n"
-        "delete set inet tabby s-b481632c6b73\n"
-        "delete set inet tabby s6-677e347e62c3\n"
-        "delete set inet tabby s6-b481632c6b73\n");
+        "delete set inet tabby s-b481632c6b73\n");
 
   // A new policy with a new selector: the set arrives with its elements before
   // the chain that uses it, the endpoint chain before the map entry.
@@ -557,15 +542,52 @@ TEST_CASE("compiler: a policy change rewrites only that policy's chain") {
   CHECK(c.take_delta() ==
         "add set inet tabby s-a1f437ef7f0f { type ipv4_addr; comment \"ns:x app == 'web'\"; }\n"
         "add element inet tabby s-a1f437ef7f0f { 198.19.1.1 }\n"
-        "add set inet tabby s6-a1f437ef7f0f { type ipv6_addr; comment \"ns:x app == 'web'\"; }\n"
         "add chain inet tabby eo-3289fdf9988f { comment \"egress: np.x.c1\"; }\n"
         "add chain inet tabby po-np.x.c1 { comment \"NetworkPolicy(calico) x/c1 egress\"; }\n"
         "add rule inet tabby po-np.x.c1 ip daddr @s-a1f437ef7f0f counter drop\n"
-        "add rule inet tabby po-np.x.c1 ip6 daddr @s6-a1f437ef7f0f counter drop\n"
         "add rule inet tabby eo-3289fdf9988f jump po-np.x.c1\n"
         "add rule inet tabby eo-3289fdf9988f counter drop\n"
         "delete element inet tabby wl-out { \"calixb\" }\n"
         "add element inet tabby wl-out { \"calixb\" : jump eo-3289fdf9988f }\n");
+}
+
+TEST_CASE("compiler: selector rules get IPv6 twins from the first IPv6 address on, in the same delta") {
+  // While no endpoint, host endpoint or network set has an IPv6 address, every
+  // selector set's IPv6 half is empty: the IPv6 twin of a rule with a selector
+  // could never match and is not written. Rules that can match IPv6 without one
+  // (a notSelector, an IPv6 CIDR) keep their twins. The first IPv6 address
+  // brings every twin in the delta that adds it: the result equals a compile of
+  // the same state from scratch.
+  const char* kNot = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: not-bad}\n"
+                     "spec:\n  selector: all()\n  ingress:\n  - action: Deny\n    source: {notSelector: role == 'bad'}\n"
+                     "  - action: Deny\n    source: {nets: ['2001:db8::/32']}\n";
+  PolicyCompiler c;
+  base_state(c);
+  c.upsert_policy(pol(kAllowWeb));
+  c.upsert_policy(pol(kNot));
+  std::string v4only = c.full_script();
+  CHECK(v4only.find("ip6 saddr @s6-") == std::string::npos);          // no twin of a positive selector
+  CHECK(v4only.find("ip6 saddr != @s6-") != std::string::npos);       // the notSelector keeps its twin
+  CHECK(v4only.find("ip6 saddr { 2001:db8::/32 }") != std::string::npos);  // and the IPv6 CIDR its rule
+  (void)c.take_delta();
+
+  Endpoint v6 = ep("x", "d", {{"role", "client"}}, "198.19.1.4", "calixd");
+  v6.ips.push_back(*IpAddress::parse("fd00:19::4"));
+  c.upsert_endpoint(v6);
+  std::string d = c.take_delta();
+  CHECK(d.find("add rule inet tabby pi-knp.x.web meta l4proto tcp ip6 saddr @s6-") != std::string::npos);
+  CHECK(d.find("fd00:19::4") != std::string::npos);
+
+  PolicyCompiler fresh;
+  base_state(fresh);
+  fresh.upsert_policy(pol(kAllowWeb));
+  fresh.upsert_policy(pol(kNot));
+  fresh.upsert_endpoint(v6);
+  CHECK(c.full_script() == fresh.full_script());
+
+  // It stays on (no flapping) when the address goes again.
+  c.remove_endpoint(v6.key());
+  CHECK(c.full_script().find("ip6 saddr @s6-") != std::string::npos);
 }
 
 TEST_CASE("compiler: evaluation order — Calico order, then Kubernetes at 1000, then no-order") {

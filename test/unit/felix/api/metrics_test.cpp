@@ -199,6 +199,38 @@ TEST_CASE("collect_bgp: all six states counted (0 when none), per-peer series fo
   CHECK(m.value("tabby_bgp_peer_flaps_total", {"198.18.0.12"}) == 2);
 }
 
+TEST_CASE("collect_bgp: graceful-restart / long-lived stale phase, seconds left and LLGR-stale routes per peer") {
+  Metrics m;
+  declare_agent_metrics(m);
+  PeerSnapshot gr{"198.18.0.2", "Active", "eBGP"};
+  gr.stale_state = "graceful-restart";
+  gr.prefixes_stale = 3;
+  gr.gr_stale_remaining_s = 4;
+  PeerSnapshot llgr{"198.18.0.3", "Active", "eBGP"};
+  llgr.stale_state = "long-lived";
+  llgr.prefixes_stale = 2;
+  llgr.prefixes_llgr_stale = 2;
+  llgr.llgr_stale_remaining_s = 3590;
+  PeerSnapshot up{"198.18.0.4", "Established", "eBGP"};
+  collect_bgp(m, {gr, llgr, up});
+  CHECK(m.value("tabby_bgp_peer_stale", {"198.18.0.2", "graceful-restart"}) == 1);
+  CHECK(m.value("tabby_bgp_peer_stale", {"198.18.0.2", "long-lived"}) == 0);
+  CHECK(m.value("tabby_bgp_peer_stale_remaining_seconds", {"198.18.0.2", "graceful-restart"}) == 4);
+  CHECK(m.value("tabby_bgp_peer_prefixes_stale", {"198.18.0.2"}) == 3);
+  CHECK(m.value("tabby_bgp_peer_prefixes_llgr_stale", {"198.18.0.2"}) == 0);
+  CHECK(m.value("tabby_bgp_peer_stale", {"198.18.0.3", "long-lived"}) == 1);
+  CHECK(m.value("tabby_bgp_peer_stale_remaining_seconds", {"198.18.0.3", "long-lived"}) == 3590);
+  CHECK(m.value("tabby_bgp_peer_stale_remaining_seconds", {"198.18.0.3", "graceful-restart"}) == 0);
+  CHECK(m.value("tabby_bgp_peer_prefixes_llgr_stale", {"198.18.0.3"}) == 2);
+  CHECK(m.value("tabby_bgp_peer_stale", {"198.18.0.4", "graceful-restart"}) == 0);
+  CHECK(m.value("tabby_bgp_peer_stale", {"198.18.0.4", "long-lived"}) == 0);
+  std::string text = m.render();
+  CHECK(text.find("# TYPE tabby_bgp_peer_stale_remaining_seconds gauge\n") != std::string::npos);
+  // The peer gone: its series too.
+  collect_bgp(m, {up});
+  CHECK(m.render().find("198.18.0.3") == std::string::npos);
+}
+
 TEST_CASE("collect_bgp_update_groups: group count, members, routes and bytes queued per group; gone groups lose their series") {
   Metrics m;
   declare_agent_metrics(m);
