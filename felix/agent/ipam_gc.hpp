@@ -1,9 +1,10 @@
 // ipam_gc.hpp — the I/O half of IPAM garbage collection: on a timer, every agent
 // takes its lease step (felix::next_ipam_lease_step: wait, renew its lease, or
 // create the next lease object, create-if-absent) and the one holding the lease
-// applies Calc::plan_ipam_gc to the datastore (BlockAffinity rewrites and
-// deletions). The lease objects reach it from the datastore's updates (observe());
-// DocFeed ignores them. All on the agent's event loop.
+// applies Calc::plan_ipam_gc to the datastore (BlockAffinity rewrites, by
+// compare-and-swap, and deletions). The lease objects and the BlockAffinities'
+// versions reach it from the datastore's updates (observe()); DocFeed ignores the
+// leases. All on the agent's event loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -45,6 +46,11 @@ class IpamGarbageCollector {
   AgentConfig::IpamGc cfg_;
   boost::asio::steady_timer timer_;
   std::map<uint64_t, IpamLease> leases_;  // by epoch
+  struct SeenVersion {
+    std::string revision;
+    size_t digest = 0;  // std::hash of its text
+  };
+  std::map<std::string, SeenVersion> affinity_seen_;  // BlockAffinity name -> last version seen
   IpamGcMemory memory_;
   bool leader_ = false, busy_ = false, stopped_ = true;
   uint64_t held_epoch_ = 0;

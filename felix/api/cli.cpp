@@ -248,6 +248,13 @@ std::string render_ipam(const api::IpamBlockList& m) {
                       utilization(t.used, t.capacity)});
   if (!totals.empty())
     out += "\n" + render_table({"POOL", "CIDR", "BLOCKS", "USED", "CAPACITY", "UTILIZATION"}, totals);
+  // Addresses handed from a block to a pod on another node (strictAffinity false).
+  std::vector<std::vector<std::string>> borrowed;
+  for (const auto& b : m.blocks())
+    for (const auto& a : b.allocations())
+      if (!a.borrowed_by().empty()) borrowed.push_back({a.ip(), a.borrowed_by(), b.cidr(), b.node(), a.handle()});
+  if (!borrowed.empty())
+    out += "\n" + render_table({"BORROWED ADDRESS", "HELD BY NODE", "BLOCK", "BLOCK NODE", "HANDLE"}, borrowed);
   return out;
 }
 

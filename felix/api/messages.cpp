@@ -34,6 +34,7 @@ std::unique_ptr<api::IpamBlockList> ipam_message(const Calc& calc) {
         auto* a = m->add_allocations();
         a->set_ip(ip.str());
         a->set_handle(handle);
+        if (auto l = b.lent.find(ip); l != b.lent.end()) a->set_borrowed_by(l->second);
       }
     }
   }

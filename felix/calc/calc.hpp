@@ -209,6 +209,9 @@ struct IpamBlock {
   Prefix cidr;
   std::string pool;                           // "" when no pool contains it any more
   std::map<IpAddress, std::string> used;      // ip -> handle (allocation record or "ns/name" of a WEP)
+  // Addresses of this block held by a pod on another node (borrowed, strictAffinity
+  // false): ip -> that node (the allocation's spec.borrowed, else the endpoint's node).
+  std::map<IpAddress, std::string> lent;
   uint64_t capacity = 0;
 };
 
@@ -284,6 +287,7 @@ struct IpamGcMemory {
 };
 struct IpamGcPlan {
   std::vector<Resource> affinity_updates;      // BlockAffinities with allocations removed
+  std::vector<Resource> affinity_originals;    // each of those as it was (same order)
   std::vector<std::string> affinity_removals;  // BlockAffinity names to delete
   std::vector<std::string> endpoint_removals;  // WorkloadEndpoints ("ns/name") to delete
   std::vector<std::string> released;           // one line per thing released (logs, tests)
@@ -296,6 +300,9 @@ struct IpamPlan {
   IpAddress ip;
   bool claim_block = false;   // the block is free: create its BlockAffinity first
   Resource affinity;          // the BlockAffinity to create (claim) or update (record)
+  // Set when the address is borrowed from another node's block (strictAffinity
+  // false): that block's node. The update then records the borrower (spec.borrowed).
+  std::string borrowed_from;
 };
 
 class Calc {
@@ -378,12 +385,17 @@ class Calc {
   std::vector<IpamBlock> ipam_blocks(const std::string& node) const;
   // Next block for `node` (see choose_block; pool order = name order).
   std::optional<BlockChoice> next_block(const std::string& node, IpFamily fam, PoolUse use = PoolUse::Workload) const;
-  // An address for `handle` on `node`: from its blocks of pools that serve pods
-  // (lowest block first), else from a new block to claim. Error (naming the setting)
-  // when every pool is exhausted or none matches, or IPAMConfiguration forbids the
-  // claim (autoAllocateBlocks false, maxBlocksPerHost reached): never an address of
-  // another node's block (Calico's borrowing; strictAffinity).
+  // An address for `handle` on `node`, in Calico's order: from its blocks of pools
+  // that serve pods (lowest block first), else from a new block to claim, else --
+  // only with IPAMConfiguration strictAffinity false and when the node could not
+  // claim because no block is free or autoAllocateBlocks is false -- a free address
+  // of another node's block (borrowing: lowest block first among the enabled pools
+  // that serve pods and select the node). Error (naming the setting) when nothing
+  // is left, or maxBlocksPerHost is reached (Calico borrows nothing then either).
   Result<IpamPlan> plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const;
+  // The borrowing step of plan_ip alone (whatever strictAffinity says): nullopt when
+  // no other node's block has a free address.
+  std::optional<IpamPlan> plan_borrow(const std::string& node, const std::string& handle, IpFamily fam) const;
   // Whether a pod on `node` gets an address of family `fam` by default (dual stack):
   // an enabled pool of that family that serves pods selects the node, or the node
   // already has a block of that family in such a pool.

@@ -326,6 +326,15 @@ bgp::SpeakerConfig Calc::Impl::compute_speaker() {
       if (pool && pool->disable_bgp_export) continue;
       announce(b);
     }
+  // Addresses this node's pods borrowed from other nodes' blocks (strictAffinity
+  // false): a /32 (/128) each, more specific than the block its owner announces.
+  for (const auto& [ip, holder] : borrowed_now) {
+    if (holder != opt.node_name) continue;
+    Prefix host(ip, static_cast<uint8_t>(ip.bit_width()));
+    const IpPool* pool = pool_for(host);
+    if (pool && pool->disable_bgp_export) continue;
+    announce(host);
+  }
   // Service addresses (service_advertisement.hpp): the ranges, and the host
   // prefixes of the Services this node announces.
   ServiceAdvertisementConfig sa{eff.service_cluster_ips, eff.service_external_ips, eff.service_load_balancer_ips,

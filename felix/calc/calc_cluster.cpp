@@ -52,6 +52,7 @@ void Calc::Impl::node_changed(const std::string& name) {
   } else if (auto nb = node_blocks.find(name); nb != node_blocks.end()) {
     dirty_blocks.insert(nb->second.begin(), nb->second.end());
   }
+  mark_borrowed_of(name);  // the routes to its borrowed addresses follow its address
 }
 
 std::optional<std::string> Calc::Impl::pool_conflict(const std::string& name, const IpPool& p) const {
@@ -65,6 +66,7 @@ std::optional<std::string> Calc::Impl::pool_conflict(const std::string& name, co
 void Calc::Impl::pool_touched(const Prefix& cidr) {
   for (const auto& [b, aff] : blocks)
     if (cidr.overlaps(b)) dirty_blocks.insert(b);
+  mark_borrowed_in(cidr);  // their routes follow the pool's encapsulation
   bgp_dirty = true;
   tunnels_dirty = true;
   pools_dirty = true;
@@ -154,6 +156,8 @@ void Calc::Impl::block_touched(const Prefix& cidr, const std::string& node) {
   // VXLAN routes and VTEP follow.
   if (auto nb = node_blocks.find(node); nb != node_blocks.end())
     dirty_blocks.insert(nb->second.begin(), nb->second.end());
+  mark_borrowed_of(node);  // and the VXLAN routes to the addresses it borrowed
+  dirty_borrow_blocks.insert(cidr);
   tunnels_dirty = true;
   if (node == opt.node_name) bgp_dirty = true;  // our announcements
   // Learned prefixes that cover the block (<= 129 lookups) or lie inside it (a range
@@ -199,8 +203,13 @@ Status Calc::Impl::upsert_block(const std::string& name, const BlockAffinity& a,
   rejected.erase(key);
   auto it = affinities.find(name);
   if (it != affinities.end() && it->second == a) return {};
+  // Only its allocations changed (every pod add): no address changes owner, so
+  // none becomes or stops being borrowed.
+  bool same_owner = it != affinities.end() && it->second.cidr == a.cidr && it->second.node == a.node;
+  bool was_dirty = dirty_borrow_blocks.count(a.cidr) > 0;
   unlink_block(name);
   link_block(name, a);
+  if (same_owner && !was_dirty) dirty_borrow_blocks.erase(a.cidr);
   return {};
 }
 

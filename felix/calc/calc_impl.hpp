@@ -263,6 +263,15 @@ struct Calc::Impl {
   bool learned_scan = false;
   std::set<Prefix> dirty_announced;  // LocalBlock of these: announced or not any more
   std::set<IpAddress> dirty_ips;
+  // Borrowed addresses (IPAMConfiguration strictAffinity false): an endpoint's
+  // address inside a block of another node. borrowed_now: each one -> the node of
+  // the endpoint holding it, as last computed (take_routes); dirty_borrowed: the
+  // addresses to compute again. Routes: a /32 (/128) to that node in the
+  // RemoteBlock class (more specific than the block's route on every node, the
+  // blackhole on the block's own node included); this node announces its own.
+  std::map<IpAddress, std::string> borrowed_now;
+  std::set<IpAddress> dirty_borrowed;
+  std::set<Prefix> dirty_borrow_blocks;  // blocks linked or unlinked: their addresses, dirty
   std::set<std::string> dirty_endpoints, dirty_namespaces;
   std::vector<policy::Policy> policy_upserts;
   std::vector<std::string> policy_removes;
@@ -351,6 +360,15 @@ struct Calc::Impl {
   // ---- calc_routes.cpp: routes per class
   std::optional<dataplane::Route> local_workload_route(const IpAddress& ip) const;
   std::pair<std::optional<dataplane::Route>, std::optional<dataplane::Route>> block_routes(const Prefix& b) const;
+  // The route to `dst` (a block, or a borrowed address) held by the other node
+  // `node`: direct, IPIP or VXLAN by the pool containing dst.
+  std::optional<dataplane::Route> route_to_node(const Prefix& dst, const std::string& node) const;
+  // The node of the block containing `ip`, if a block does.
+  const std::string* block_node_of(const IpAddress& ip) const;
+  // The node of an endpoint holding `ip` when that is not the node of ip's block.
+  std::optional<std::string> borrower_of(const IpAddress& ip) const;
+  void mark_borrowed_of(const std::string& node);  // its borrowed addresses: dirty
+  void mark_borrowed_in(const Prefix& p);          // the borrowed addresses inside p: dirty
   bool covered_by_block(const Prefix& p) const;
   // The LocalBlock route of `p`: the blackhole of our block, or of a prefix we announce.
   std::optional<dataplane::Route> local_block_route(const Prefix& p,

@@ -28,21 +28,60 @@ std::pair<std::optional<Route>, std::optional<Route>> Calc::Impl::block_routes(c
   if (it == blocks.end()) return {};
   const std::string& owner = affinities.at(it->second).node;
   if (owner == opt.node_name) return {dataplane::block_blackhole(b), std::nullopt};
+  return {std::nullopt, route_to_node(b, owner)};
+}
+
+std::optional<Route> Calc::Impl::route_to_node(const Prefix& b, const std::string& owner) const {
   auto n = nodes.find(owner);
   if (n == nodes.end()) return {};
   const auto& addr = b.is_v4() ? n->second.ipv4 : n->second.ipv6;
   if (!addr) return {};
   const IpPool* pool = pool_for(b);
-  if (!b.is_v4() || !pool || (!pool->uses_vxlan() && !pool->uses_ipip()))
-    return {std::nullopt, dataplane::direct_route(b, addr->addr)};
+  if (!b.is_v4() || !pool || (!pool->uses_vxlan() && !pool->uses_ipip())) return dataplane::direct_route(b, addr->addr);
   const NodeInfo* me = local();
   Prefix my_subnet = me && me->ipv4 ? me->ipv4->subnet : Prefix(IpAddress(), 32);  // unknown: tunnel
   ipip::EncapMode mode = pool->uses_vxlan() ? pool->vxlan : pool->ipip;
-  if (!ipip::use_tunnel(mode, my_subnet, addr->addr)) return {std::nullopt, dataplane::direct_route(b, addr->addr)};
-  if (pool->uses_ipip()) return {std::nullopt, dataplane::onlink_route(b, addr->addr, opt.ipip_ifname)};
+  if (!ipip::use_tunnel(mode, my_subnet, addr->addr)) return dataplane::direct_route(b, addr->addr);
+  if (pool->uses_ipip()) return dataplane::onlink_route(b, addr->addr, opt.ipip_ifname);
   auto vtep = tunnel_addr(owner, true);
   if (!vtep) return {};
-  return {std::nullopt, dataplane::onlink_route(b, *vtep, opt.vxlan_ifname)};
+  return dataplane::onlink_route(b, *vtep, opt.vxlan_ifname);
+}
+
+const std::string* Calc::Impl::block_node_of(const IpAddress& ip) const {
+  Prefix host(ip, static_cast<uint8_t>(ip.bit_width()));
+  auto it = blocks.upper_bound(host);
+  if (it == blocks.begin()) return nullptr;
+  --it;
+  if (it->first.family() != host.family() || !it->first.contains(ip)) return nullptr;
+  return &affinities.at(it->second).node;
+}
+
+std::optional<std::string> Calc::Impl::borrower_of(const IpAddress& ip) const {
+  const std::string* owner = block_node_of(ip);
+  if (!owner) return std::nullopt;
+  const std::string* holder = nullptr;  // the first holder by key (deterministic)
+  const std::string* holder_key = nullptr;
+  wep_ips.for_each_equal(ip, [&](const std::string& key) {
+    const auto& w = weps.at(key);
+    if (!w.node || *w.node == *owner) return;
+    if (!holder_key || key < *holder_key) {
+      holder_key = &key;
+      holder = w.node;
+    }
+  });
+  if (!holder) return std::nullopt;
+  return *holder;
+}
+
+void Calc::Impl::mark_borrowed_in(const Prefix& p) {
+  for (auto it = borrowed_now.lower_bound(p.addr()); it != borrowed_now.end() && p.contains(it->first); ++it)
+    dirty_borrowed.insert(it->first);
+}
+
+void Calc::Impl::mark_borrowed_of(const std::string& node) {
+  for (const auto& [ip, n] : borrowed_now)
+    if (n == node) dirty_borrowed.insert(ip);
 }
 
 // Accepted blocks never overlap, so the only block that can contain `p` is the
@@ -194,10 +233,30 @@ void Calc::Impl::take_routes(CalcChanges& ch) {
   std::vector<RouteOp> rm, add;
   if (all_blocks_dirty) {
     for (int c : {1, 2})
-      for (const auto& [p, r] : routes[c]) dirty_blocks.insert(p);
+      for (const auto& [p, r] : routes[c]) {
+        // A borrowed address's /32 is computed below, not as a block.
+        if (c == static_cast<int>(RouteClass::RemoteBlock) && !blocks.count(p) && p.len() == p.addr().bit_width())
+          dirty_borrowed.insert(p.addr());
+        else dirty_blocks.insert(p);
+      }
     for (const auto& [p, name] : blocks) dirty_blocks.insert(p);
+    for (const auto& [ip, node] : borrowed_now) dirty_borrowed.insert(ip);
     all_blocks_dirty = false;
   }
+  // A block claimed, released or given another node: its addresses may have become
+  // (or stopped being) borrowed ones. (Not every dirty block: a pod add dirties all
+  // of its node's blocks, and their addresses keep their status.)
+  for (const auto& b : dirty_borrow_blocks) {
+    mark_borrowed_in(b);  // those that were borrowed (the block may be gone)
+    auto it = blocks.find(b);
+    if (it == blocks.end()) continue;
+    const std::string& owner = affinities.at(it->second).node;
+    wep_ips.for_each_in(b, [&](const IpAddress& ip, const std::string& key) {
+      const auto& w = weps.at(key);
+      if (w.node && *w.node != owner) dirty_borrowed.insert(ip);
+    });
+  }
+  dirty_borrow_blocks.clear();
   for (const auto& b : dirty_blocks) {
     auto [lb, rb] = block_routes(b);
     diff_route(RouteClass::LocalBlock, b, local_block_route(b, lb), rm, add);
@@ -211,6 +270,21 @@ void Calc::Impl::take_routes(CalcChanges& ch) {
     diff_route(RouteClass::LocalWorkload, Prefix(ip, static_cast<uint8_t>(ip.bit_width())), local_workload_route(ip),
                rm, add);
   dirty_ips.clear();
+  for (const auto& ip : dirty_borrowed) {
+    Prefix host(ip, static_cast<uint8_t>(ip.bit_width()));
+    if (blocks.count(host)) continue;  // a block of one address: its block route
+    auto borrower = borrower_of(ip);
+    auto was = borrowed_now.find(ip);
+    bool local_before = was != borrowed_now.end() && was->second == opt.node_name;
+    bool local_now = borrower && *borrower == opt.node_name;
+    if (local_before != local_now) bgp_dirty = true;  // this node announces its borrowed addresses
+    if (borrower) borrowed_now[ip] = *borrower;
+    else if (was != borrowed_now.end()) borrowed_now.erase(was);
+    std::optional<Route> want;
+    if (borrower && !local_now) want = route_to_node(host, *borrower);
+    diff_route(RouteClass::RemoteBlock, host, want, rm, add);
+  }
+  dirty_borrowed.clear();
   ch.routes = std::move(rm);
   ch.routes.insert(ch.routes.end(), add.begin(), add.end());
 }

@@ -50,6 +50,8 @@ void Calc::Impl::wep_ips_add(const std::string& key, const WepEntry& w) {
   for (const auto& ip : w.ips()) {
     wep_ips.add(ip, &key);
     if (local) dirty_ips.insert(ip);
+    // Inside another node's block: a borrowed address (its /32 route, announcement).
+    if (const std::string* owner = block_node_of(ip); owner && w.node && *owner != *w.node) dirty_borrowed.insert(ip);
   }
   if (local && local_ifaces[w.iface()]++ == 0) ifaces_dirty = true;
 }
@@ -59,6 +61,7 @@ void Calc::Impl::wep_ips_remove(const std::string& key, const WepEntry& w) {
   for (const auto& ip : w.ips()) {
     wep_ips.remove(ip, &key);
     if (local) dirty_ips.insert(ip);
+    if (borrowed_now.count(ip)) dirty_borrowed.insert(ip);
   }
   if (local) {
     auto it = local_ifaces.find(w.iface());

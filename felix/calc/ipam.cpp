@@ -100,6 +100,12 @@ std::vector<IpamBlock> Calc::ipam_blocks(const std::string& node) const {
       if (!fresh && key < *slot->second) slot->second = &key;
     });
     for (const auto& [ip, key] : by_wep) ib.used.try_emplace(ip, *key);
+    for (const auto& [handle, borrower] : aff.borrowed)
+      if (auto at = aff.allocations.find(handle); at != aff.allocations.end()) ib.lent[at->second] = borrower;
+    for (const auto& [ip, key] : by_wep) {
+      const auto& w = impl_->weps.at(*key);
+      if (w.node && *w.node != node) ib.lent.try_emplace(ip, *w.node);
+    }
     out.push_back(std::move(ib));
   }
   return out;
@@ -128,12 +134,16 @@ std::optional<std::string> Calc::Impl::claim_refusal(const std::string& node, Ip
          std::to_string(ipam_config.max_blocks_per_host);
 }
 
-// tabby never borrows an address from another node's block (Calico does unless
-// strictAffinity is true): said in every "no address" error, as that is where a
-// Calico user would expect the borrowing.
-static const char* kNoBorrowing =
-    "; tabby never borrows addresses from another node's block (it always behaves as IPAMConfiguration "
-    "strictAffinity: true)";
+namespace {
+const char* family_name(IpFamily fam) { return fam == IpFamily::V4 ? "IPv4" : "IPv6"; }
+}  // namespace
+
+// The used addresses of block `b` (allocation records and endpoints' addresses).
+static std::set<IpAddress> used_in(const IpamBlock& b) {
+  std::set<IpAddress> used;
+  for (const auto& [ip, h] : b.used) used.insert(ip);
+  return used;
+}
 
 Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handle, IpFamily fam) const {
   for (const auto& b : ipam_blocks(node)) {
@@ -142,9 +152,7 @@ Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handl
     // A block of a pool that serves no pods (allowedUses without Workload) neither.
     auto pit = impl_->pools.find(b.pool);
     if (b.pool.empty() || pit == impl_->pools.end() || !pool_serves(pit->second, PoolUse::Workload)) continue;
-    std::set<IpAddress> used;
-    for (const auto& [ip, h] : b.used) used.insert(ip);
-    if (auto ip = choose_ip(b.cidr, used)) {
+    if (auto ip = choose_ip(b.cidr, used_in(b))) {
       IpamPlan plan;
       plan.block = b.cidr;
       plan.ip = *ip;
@@ -152,30 +160,72 @@ Result<IpamPlan> Calc::plan_ip(const std::string& node, const std::string& handl
       plan.affinity.key = {Kind::BlockAffinity, "", impl_->blocks.at(b.cidr)};
       BlockAffinity a = aff;
       a.allocations[handle] = *ip;
+      a.borrowed.erase(handle);
       plan.affinity.body = std::move(a);
       return plan;
     }
   }
-  if (auto why = impl_->claim_refusal(node, fam))
-    return fail_msg("IPAM: no free address in node " + node + "'s blocks and " + *why + kNoBorrowing);
-  auto choice = next_block(node, fam, PoolUse::Workload);
-  if (!choice)
-    return fail_msg("IPAM: no free block for node " + node + " in any enabled " +
-                    (fam == IpFamily::V4 ? "IPv4" : "IPv6") +
-                    " pool whose nodeSelector matches it and whose allowedUses include Workload" + kNoBorrowing);
-  IpamPlan plan;
-  plan.block = choice->block;
-  plan.claim_block = true;
-  auto ip = choose_ip(choice->block, {});
-  if (!ip) return fail_msg("IPAM: block " + choice->block.str() + " has no usable address");
-  plan.ip = *ip;
-  BlockAffinity a;
-  a.cidr = choice->block;
-  a.node = node;
-  a.allocations[handle] = *ip;
-  plan.affinity.key = {Kind::BlockAffinity, "", block_affinity_name(choice->block)};
-  plan.affinity.body = std::move(a);
-  return plan;
+  const bool strict = impl_->ipam_config.strict_affinity;
+  // Calico: reaching maxBlocksPerHost fails the request (no borrowing); with no free
+  // block or autoAllocateBlocks false, a node that is not strict borrows.
+  auto why = impl_->claim_refusal(node, fam);
+  if (why && impl_->ipam_config.auto_allocate_blocks)
+    return fail_msg("IPAM: no free address in node " + node + "'s blocks and " + *why +
+                    " (no address is borrowed from another node's block once that limit is reached)");
+  std::optional<BlockChoice> choice;
+  if (!why) choice = next_block(node, fam, PoolUse::Workload);
+  if (choice) {
+    IpamPlan plan;
+    plan.block = choice->block;
+    plan.claim_block = true;
+    auto ip = choose_ip(choice->block, {});
+    if (!ip) return fail_msg("IPAM: block " + choice->block.str() + " has no usable address");
+    plan.ip = *ip;
+    BlockAffinity a;
+    a.cidr = choice->block;
+    a.node = node;
+    a.allocations[handle] = *ip;
+    plan.affinity.key = {Kind::BlockAffinity, "", block_affinity_name(choice->block)};
+    plan.affinity.body = std::move(a);
+    return plan;
+  }
+  std::string no_claim = why ? "IPAM: no free address in node " + node + "'s blocks and " + *why
+                             : "IPAM: no free block for node " + node + " in any enabled " + family_name(fam) +
+                                   " pool whose nodeSelector matches it and whose allowedUses include Workload";
+  if (strict)
+    return fail_msg(no_claim +
+                    "; IPAMConfiguration default: spec.strictAffinity is true, so no address is borrowed from "
+                    "another node's block");
+  if (auto plan = plan_borrow(node, handle, fam)) return *plan;
+  return fail_msg(no_claim + ", and no other node's block in such a pool has a free address to borrow");
+}
+
+std::optional<IpamPlan> Calc::plan_borrow(const std::string& node, const std::string& handle, IpFamily fam) const {
+  const NodeInfo* n = this->node(node);
+  Labels labels = n ? n->labels : Labels{};
+  for (const auto& [cidr, name] : impl_->blocks) {
+    if (cidr.family() != fam) continue;
+    const BlockAffinity& aff = impl_->affinities.at(name);
+    if (aff.node == node) continue;  // its own blocks are full (plan_ip tried them)
+    const IpPool* pool = impl_->pool_for(cidr);
+    if (!pool || !pool_serves(*pool, PoolUse::Workload) || !pool->node_selector.matches(labels, true)) continue;
+    std::set<IpAddress> used;
+    for (const auto& [h, ip] : aff.allocations) used.insert(ip);
+    impl_->wep_ips.for_each_in(cidr, [&](const IpAddress& ip, const std::string&) { used.insert(ip); });
+    auto ip = choose_ip(cidr, used);
+    if (!ip) continue;
+    IpamPlan plan;
+    plan.block = cidr;
+    plan.ip = *ip;
+    plan.borrowed_from = aff.node;
+    plan.affinity.key = {Kind::BlockAffinity, "", name};
+    BlockAffinity a = aff;
+    a.allocations[handle] = *ip;
+    a.borrowed[handle] = node;
+    plan.affinity.body = std::move(a);
+    return plan;
+  }
+  return std::nullopt;
 }
 
 bool Calc::assigns_family(const std::string& node, IpFamily fam) const {
@@ -255,6 +305,7 @@ Result<IpamRelease> Calc::plan_release_ip(const IpAddress& ip) const {
       r.affinity.key = {Kind::BlockAffinity, "", name};
       BlockAffinity b = a;
       b.allocations.erase(handle);
+      b.borrowed.erase(handle);
       r.affinity.body = std::move(b);
       impl_->wep_ips.for_each_equal(ip, [&](const std::string& key) { r.in_use_by = key; });
       return r;
@@ -270,6 +321,7 @@ std::vector<Resource> Calc::plan_release(const std::string& handle) const {
     r.key = {Kind::BlockAffinity, "", name};
     BlockAffinity b = a;
     b.allocations.erase(handle);
+    b.borrowed.erase(handle);
     r.body = std::move(b);
     out.push_back(std::move(r));
   }

@@ -123,6 +123,7 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
     if (!ripe("leak|" + l.affinity + "|" + l.handle + "|" + l.ip.str())) continue;
     auto [it, fresh] = updates.try_emplace(l.affinity, impl_->affinities.at(l.affinity));
     it->second.allocations.erase(l.handle);
+    it->second.borrowed.erase(l.handle);
     plan.released.push_back("address " + l.ip.str() + " of " + l.handle + " in block " + l.block.str() + " (" +
                             l.reason + ")");
   }
@@ -131,6 +132,10 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
     r.key = {Kind::BlockAffinity, "", name};
     r.body = std::move(a);
     plan.affinity_updates.push_back(std::move(r));
+    Resource was;
+    was.key = {Kind::BlockAffinity, "", name};
+    was.body = impl_->affinities.at(name);
+    plan.affinity_originals.push_back(std::move(was));
   }
   for (auto it = mem.first_seen_ms.begin(); it != mem.first_seen_ms.end();)
     it = seen.count(it->first) ? std::next(it) : mem.first_seen_ms.erase(it);

@@ -759,7 +759,7 @@ WorkloadEndpoint parse_calico_wep(const YAML::Node& doc, std::string& name, Unsu
 BlockAffinity parse_block_affinity(const YAML::Node& spec) {
   BlockAffinity b;
   if (!present(spec)) bad("spec", "is required");
-  check_keys(spec, "spec", {"cidr", "node", "allocations"});
+  check_keys(spec, "spec", {"cidr", "node", "allocations", "borrowed"});
   if (!present(spec["cidr"])) bad("spec.cidr", "is required");
   b.cidr = get_cidr(spec["cidr"], "spec.cidr");
   if (!present(spec["node"])) bad("spec.node", "is required");
@@ -775,6 +775,17 @@ BlockAffinity parse_block_affinity(const YAML::Node& spec) {
       if (!b.cidr.contains(ip)) bad(path, ip.str() + " is not inside the block " + b.cidr.str());
       if (!seen.insert(ip).second) bad(path, ip.str() + " is allocated twice");
       b.allocations[kv.first.Scalar()] = ip;
+    }
+  }
+  const auto& bo = spec["borrowed"];
+  if (present(bo)) {
+    if (!bo.IsMap()) bad("spec.borrowed", "must be a map of handle to node name");
+    for (const auto& kv : bo) {
+      std::string path = "spec.borrowed." + kv.first.Scalar();
+      if (!b.allocations.count(kv.first.Scalar())) bad(path, "has no allocation in spec.allocations");
+      std::string node = get_string(kv.second, path);
+      if (node.empty()) bad(path, "must not be empty");
+      b.borrowed[kv.first.Scalar()] = node;
     }
   }
   return b;

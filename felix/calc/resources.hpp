@@ -201,10 +201,11 @@ struct NodeAddress {
 };
 
 // projectcalico.org/v3 IPAMConfiguration "default" (the cluster's IPAM settings).
-// strictAffinity: Calico lets a node borrow addresses from another node's block
-// when it may claim no block of its own unless this is true; tabby never borrows,
-// so it always behaves as true (kept to name it in errors). maxBlocksPerHost: a
-// node claims at most this many blocks per address family (0: no limit).
+// strictAffinity false (Calico's default): a node whose blocks are full and that
+// can claim no new block (the pools have none left, or autoAllocateBlocks is
+// false) borrows a free address of another node's block; true: it never borrows.
+// maxBlocksPerHost: a node claims at most this many blocks per address family (0:
+// no limit); reaching it fails the pod as in Calico (no borrowing then).
 // autoAllocateBlocks false: nodes claim no new blocks (only existing ones serve).
 struct IpamConfig {
   bool strict_affinity = false;
@@ -259,6 +260,11 @@ struct BlockAffinity {
   Prefix cidr;
   std::string node;
   std::map<std::string, IpAddress> allocations;  // handle -> IP (optional record)
+  // spec.borrowed: handle -> the node that borrowed that allocation (IPAMConfiguration
+  // strictAffinity false: an address of this block handed to a pod on another node;
+  // Calico keeps the same fact as the allocation's node attribute). Every handle here
+  // has an allocation.
+  std::map<std::string, std::string> borrowed;
   bool operator==(const BlockAffinity&) const = default;
 };
 std::string block_affinity_name(const Prefix& block);  // "198-19-0-64-26"

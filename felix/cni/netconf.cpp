@@ -323,6 +323,11 @@ std::string block_affinity_manifest(const std::string& name, const BlockAffinity
     for (const auto& [h, ip] : a.allocations) al[h] = ip.str();
     spec["allocations"] = al;
   }
+  if (!a.borrowed.empty()) {
+    json bo = json::object();
+    for (const auto& [h, node] : a.borrowed) bo[h] = node;
+    spec["borrowed"] = bo;
+  }
   json m = {{"apiVersion", "tabby.dev/v1"}, {"kind", "BlockAffinity"}, {"metadata", {{"name", name}}}, {"spec", spec}};
   return dump(m) + "\n";
 }

@@ -6,12 +6,14 @@
 // host lock does; nodes only contend on block claims):
 //   1. list the datastore (one Snapshot, bounded by datastoreTimeout → error 11) and
 //      feed every object into a felix::Calc;
-//   2. an allocation this pod already has in one of this node's blocks is reused
-//      (a re-ADD of the same pod); else Calc::plan_ip decides: claim a free block
-//      (create-if-absent of its BlockAffinity, which carries the allocation; lost
-//      race → list again and re-plan, bounded) or record the address in one of the
-//      node's blocks (put of the BlockAffinity: only this node writes its blocks, and
-//      the lock serializes this node's writers);
+//   2. an allocation this pod already has (in one of this node's blocks, or one it
+//      borrowed) is reused (a re-ADD of the same pod); else Calc::plan_ip decides:
+//      claim a free block (create-if-absent of its BlockAffinity, which carries the
+//      allocation) or record the address in a block that exists -- one of the
+//      node's, or another node's when it borrows (IPAMConfiguration strictAffinity
+//      false) -- by compare-and-swap of that BlockAffinity against the version
+//      listed (Datastore::replace: the owner and borrowers write one block). A lost
+//      race either way → list again and re-plan, bounded;
 //   3. veth pair, address, routes (cni_netns.cpp);
 //   4. put the WorkloadEndpoint (labels and named ports from the Pod).
 // A failure after step 2 undoes what this ADD did (veth, allocation) before the
@@ -104,6 +106,7 @@ bool run_until(asio::io_context& io, Pred done, Clock::time_point deadline) {
 struct ClusterState {
   std::unique_ptr<Calc> calc;
   std::map<ResourceKey, Resource> objects;  // Pods, WorkloadEndpoints, BlockAffinities
+  std::map<std::string, DocEvent> affinity_docs;  // BlockAffinity name -> as listed (compare-and-swap)
   std::vector<std::string> problems;
 
   const Resource* find(Kind k, const std::string& ns, const std::string& name) const {
@@ -125,8 +128,10 @@ struct ClusterState {
     for (const auto& [k, r] : objects) {
       if (k.kind != Kind::BlockAffinity) continue;
       const auto& a = std::get<BlockAffinity>(r.body);
-      if (a.node != node) continue;
-      if (auto it = a.allocations.find(handle); it != a.allocations.end()) out.push_back({k.name, a, it->second});
+      auto it = a.allocations.find(handle);
+      if (it == a.allocations.end()) continue;
+      auto b = a.borrowed.find(handle);  // borrowed from another node's block: the borrower holds it
+      if ((b == a.borrowed.end() ? a.node : b->second) == node) out.push_back({k.name, a, it->second});
     }
     return out;
   }
@@ -180,8 +185,10 @@ class Store {
     CalcOptions opts;
     opts.node_name = node_;
     cs.calc = std::make_unique<Calc>(opts);
+    const std::string affinity_kind = qualified_kind("tabby.dev/v1", "BlockAffinity");
     for (const auto& ev : snapshot) {
       if (ev.key.kind == kIpamLeaseKind) continue;  // the agents' IPAM GC lease: not a resource
+      if (ev.key.kind == affinity_kind && ev.key.ns.empty()) cs.affinity_docs[ev.key.name] = ev;
       ParsedManifests pm = parse_manifests(ev.text, ev.source.empty() ? to_string(ev.key) : ev.source);
       for (const auto& e : pm.errors) cs.problems.push_back(e.message);
       for (auto& r : pm.resources) {
@@ -208,6 +215,15 @@ class Store {
       return err(kTryAgainLater, "datastore: put " + to_string(key) + " timed out");
     if (!*r) return err(kDatastoreError, "datastore: put " + to_string(key) + ": " + r->error().message);
     return {};
+  }
+  // Compare-and-swap (Datastore::replace): false when the object changed since `current`.
+  Result<bool, CniError> replace(const DocKey& key, const DocEvent& current, std::string text) {
+    std::optional<Result<bool>> r;
+    writer_->replace(key, current, std::move(text), [&](Result<bool> x) { r = std::move(x); });
+    if (!run_until(io_, [&] { return r.has_value(); }, Clock::now() + timeout_))
+      return err(kTryAgainLater, "datastore: replace " + to_string(key) + " timed out");
+    if (!*r) return err(kDatastoreError, "datastore: replace " + to_string(key) + ": " + r->error().message);
+    return **r;
   }
   Result<bool, CniError> remove(const DocKey& key) {
     std::optional<Result<bool>> r;
@@ -242,10 +258,34 @@ void log_problems(const Ctx& c, const ClusterState& cs) {
   for (const auto& p : cs.problems) c.log << "tabby-cni: datastore object ignored: " << p << "\n";
 }
 
-// Removes `handle` from the affinity it was recorded in (undo of step 2).
-void undo_allocation(Ctx& c, Store& store, const std::string& name, BlockAffinity a) {
-  a.allocations.erase(c.handle);
-  if (auto r = store.put(affinity_key(name), block_affinity_manifest(name, a)); !r)
+// Removes c.handle's allocation from the BlockAffinity `name` by compare-and-swap
+// against the listing `cs`, listing again after a lost race (bounded). Absent
+// (block or allocation): nothing to do.
+Result<void, CniError> release_allocation(Ctx& c, Store& store, std::optional<ClusterState>& cs, const std::string& name) {
+  for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
+    if (attempt > 0 || !cs) {
+      auto l = store.list();
+      if (!l) return Unexpected<CniError>{l.error()};
+      cs = std::move(*l);
+    }
+    const Resource* r = cs->find(Kind::BlockAffinity, "", name);
+    auto doc = cs->affinity_docs.find(name);
+    if (!r || doc == cs->affinity_docs.end()) return {};
+    BlockAffinity a = std::get<BlockAffinity>(r->body);
+    if (!a.allocations.erase(c.handle)) return {};
+    a.borrowed.erase(c.handle);
+    auto swapped = store.replace(affinity_key(name), doc->second, block_affinity_manifest(name, a));
+    if (!swapped) return Unexpected<CniError>{swapped.error()};
+    if (*swapped) return {};
+  }
+  return err(kTryAgainLater, "IPAM: BlockAffinity " + name + " kept changing while releasing " + c.handle + " (" +
+                                 std::to_string(kClaimAttempts) + " attempts)");
+}
+
+// Undo of step 2: the allocation this ADD recorded in `name` goes again.
+void undo_allocation(Ctx& c, Store& store, const std::string& name) {
+  std::optional<ClusterState> none;
+  if (auto r = release_allocation(c, store, none, name); !r)
     c.log << "tabby-cni: undo: could not release " << c.handle << ": " << r.error().msg << "\n";
 }
 
@@ -267,9 +307,9 @@ Result<std::vector<IpFamily>, CniError> families_for(const Ctx& c, const Cluster
 Result<void, CniError> cmd_add(Ctx& c, Store& store) {
   std::optional<ClusterState> cs;
   std::vector<IpAddress> ips;
-  std::vector<std::pair<std::string, BlockAffinity>> written;  // the affinities this ADD wrote (undo)
+  std::vector<std::string> written;  // the affinities this ADD recorded an address in (undo)
   auto undo_ipam = [&] {
-    for (auto& [name, aff] : written) undo_allocation(c, store, name, aff);
+    for (const auto& name : written) undo_allocation(c, store, name);
   };
   {
     auto l = store.list();
@@ -322,18 +362,31 @@ Result<void, CniError> cmd_add(Ctx& c, Store& store) {
           continue;
         }
         c.log << "tabby-cni: node " << c.node << " claimed block " << plan->block.str() << "\n";
-      } else if (auto r = store.put(affinity_key(name), text); !r) {
-        undo_ipam();
-        return r;
+      } else {
+        auto doc = cs->affinity_docs.find(name);
+        if (doc == cs->affinity_docs.end()) continue;  // not as listed (cannot happen): list again
+        auto swapped = store.replace(affinity_key(name), doc->second, text);
+        if (!swapped) {
+          undo_ipam();
+          return Unexpected<CniError>{swapped.error()};
+        }
+        if (!*swapped) {
+          c.log << "tabby-cni: block " << plan->block.str() << " changed since it was listed; retrying\n";
+          continue;
+        }
+        if (!plan->borrowed_from.empty())
+          c.log << "tabby-cni: node " << c.node << " borrowed " << plan->ip.str() << " from block "
+                << plan->block.str() << " of node " << plan->borrowed_from
+                << " (IPAMConfiguration strictAffinity is false)\n";
       }
       ips.push_back(plan->ip);
-      written.emplace_back(name, aff);
+      written.push_back(name);
       allocated = true;
     }
     if (!allocated) {
       undo_ipam();
-      return err(kTryAgainLater, "IPAM: every block this node tried to claim was taken by another node first (" +
-                                     std::to_string(kClaimAttempts) + " attempts)");
+      return err(kTryAgainLater, "IPAM: every block this node tried to claim or write was taken or changed by "
+                                 "another writer first (" + std::to_string(kClaimAttempts) + " attempts)");
     }
   }
 
@@ -392,12 +445,14 @@ Result<void, CniError> cmd_del(Ctx& c, Store& store) {
           << "): the pod now runs in container " << w->container_id << "; only this sandbox's interface removed\n";
     return {};
   }
-  for (auto& a : cs.allocations(c.node, c.handle)) {
-    a.affinity.allocations.erase(c.handle);
-    if (auto r = store.put(affinity_key(a.name), block_affinity_manifest(a.name, a.affinity)); !r) return r;
-    c.log << "tabby-cni: released " << a.ip.str() << " of " << c.handle << "\n";
+  const bool own_wep = w && w->node == c.node;  // (w points into the listing, which may be read again)
+  std::optional<ClusterState> listing = std::move(cs);
+  for (const auto& a : listing->allocations(c.node, c.handle)) {
+    if (auto r = release_allocation(c, store, listing, a.name); !r) return r;
+    c.log << "tabby-cni: released " << a.ip.str() << " of " << c.handle
+          << (a.affinity.node != c.node ? " (borrowed from node " + a.affinity.node + "'s block)" : "") << "\n";
   }
-  if (w && w->node == c.node) {
+  if (own_wep) {
     auto r = store.remove(wep_key(c.env.pod_namespace, c.env.pod_name));
     if (!r) return Unexpected<CniError>{r.error()};
   }
@@ -696,8 +751,21 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
     return 0;
   }
   const std::string& name = plan->affinity.key.name;
-  if (auto r = store.put(affinity_key(name), block_affinity_manifest(name, aff)); !r) {
+  auto doc = cs->affinity_docs.find(name);
+  if (doc == cs->affinity_docs.end()) {
+    err << "tabby ipam release: BlockAffinity " << name << " was not in the listing\n";
+    return 1;
+  }
+  // Compare-and-swap: a CNI ADD on the block's node (or one borrowing from it)
+  // may be writing it right now; then nothing is lost and the user runs it again.
+  auto r = store.replace(affinity_key(name), doc->second, block_affinity_manifest(name, aff));
+  if (!r) {
     err << "tabby ipam release: " << r.error().msg << "\n";
+    return 1;
+  }
+  if (!*r) {
+    err << "tabby ipam release: BlockAffinity " << name << " changed while releasing " << ip->str()
+        << ": not released, run it again\n";
     return 1;
   }
   out << "released " << what << "\n";

@@ -215,6 +215,8 @@ std::string etcd_put_request(const std::string& key, std::string_view value);
 std::string etcd_delete_request(const std::string& key);
 // Txn: if create_revision(key) == 0 then put.
 std::string etcd_create_request(const std::string& key, std::string_view value);
+// Txn: if mod_revision(key) == mod_revision then put (compare-and-swap).
+std::string etcd_replace_request(const std::string& key, const std::string& mod_revision, std::string_view value);
 Result<bool> parse_etcd_txn_succeeded(std::string_view body);
 Result<int64_t> parse_etcd_deleted(std::string_view body);
 // The gateway's error body ({"error": "...", "message": "...", "code": N}) as text.

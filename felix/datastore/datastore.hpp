@@ -141,6 +141,13 @@ class Datastore {
   virtual void create(const DocKey& key, std::string text, CreateCallback done) = 0;
   // Create or replace.
   virtual void put(const DocKey& key, std::string text, WriteCallback done) = 0;
+  // Atomic compare-and-swap: replaces the object only while it is still the
+  // version `current` this store delivered (etcd: its mod_revision; kubernetes:
+  // its resourceVersion; file: its text, under a lock shared by every writer of
+  // the state directory). true: replaced; false: it changed or was deleted since
+  // (read it again). How writers that share an object (IPAM blocks: the owner
+  // and the nodes that borrow from it) avoid losing each other's updates.
+  virtual void replace(const DocKey& key, const DocEvent& current, std::string text, CreateCallback done) = 0;
   // Delete (what this store can delete: the file store never deletes a
   // user's manifest, only objects written through it).
   virtual void remove(const DocKey& key, RemoveCallback done) = 0;

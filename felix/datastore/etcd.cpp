@@ -7,7 +7,8 @@
 // watch from the last revision seen, trying the next endpoint. Only when the
 // watch reports that revision compacted does it relist and diff. While etcd is
 // away nothing but one Connection(false) notice is delivered: the state stays.
-// Writes: create = txn(create_revision == 0 → put), put, deleterange.
+// Writes: create = txn(create_revision == 0 → put), replace = txn(mod_revision ==
+// the delivered one → put), put, deleterange.
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
@@ -219,6 +220,26 @@ class EtcdDatastore final : public Datastore {
       Status out;
       if (!r) out = fail(r.error());
       else if (r->status != 200) out = fail_msg("etcd put " + k + ": HTTP " + std::to_string(r->status) + ": " + etcd_error_text(r->body));
+      if (st->alive) done(std::move(out));
+    }, [done](Error e) { done(fail(std::move(e))); });
+  }
+
+  void replace(const DocKey& key, const DocEvent& current, std::string text, CreateCallback done) override {
+    auto st = st_;
+    std::string k = etcd_key(st->cfg.etcd_prefix, key);
+    std::string rev = current.revision;
+    if (rev.empty() || rev.find_first_not_of("0123456789") != std::string::npos) {
+      asio::post(io_, [st, done, k] {
+        if (st->alive) done(fail_msg("etcd replace " + k + ": the object was not read from etcd (no mod_revision)"));
+      });
+      return;
+    }
+    spawn_write(key, text, [st, k, rev, text, done]() -> asio::awaitable<void> {
+      auto r = co_await st->write("/v3/kv/txn", etcd_replace_request(k, rev, text));
+      Result<bool> out = fail_msg("");
+      if (!r) out = fail(r.error());
+      else if (r->status != 200) out = fail_msg("etcd txn " + k + ": HTTP " + std::to_string(r->status) + ": " + etcd_error_text(r->body));
+      else out = parse_etcd_txn_succeeded(r->body);
       if (st->alive) done(std::move(out));
     }, [done](Error e) { done(fail(std::move(e))); });
   }

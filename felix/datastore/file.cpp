@@ -23,6 +23,7 @@
 // rename() (put) or link() (create: fails with EEXIST when the object exists,
 // so exactly one of several racing creators wins), then the temp is removed.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -431,6 +432,10 @@ class FileDatastore final : public Datastore {
     Status r = do_put(key, text);
     finish(std::move(done), std::move(r));
   }
+  void replace(const DocKey& key, const DocEvent& current, std::string text, CreateCallback done) override {
+    Result<bool> r = do_replace(key, current, text);
+    finish(std::move(done), std::move(r));
+  }
   void remove(const DocKey& key, RemoveCallback done) override {
     Result<bool> r = do_remove(key);
     finish(std::move(done), std::move(r));
@@ -471,6 +476,47 @@ class FileDatastore final : public Datastore {
       return fail_msg("file datastore: write " + final_path + ": " + err);
     }
     return {};
+  }
+
+  // Compare-and-swap under an exclusive flock on <state dir>/.replace.lock (every
+  // replace, in any process, takes it): the state file (else the user's manifest
+  // defining the key) must still hold the object `current` with its text.
+  Result<bool> do_replace(const DocKey& key, const DocEvent& current, const std::string& text) {
+    auto& s = *st_;
+    if (auto ok = check_text_key(key, text); !ok) return fail(ok.error());
+    std::string lock_path = s.state_dir + "/.replace.lock";
+    int fd = ::open(lock_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return fail_msg("file datastore: " + lock_path + ": " + std::strerror(errno));
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno == EINTR) continue;
+      std::string err = std::strerror(errno);
+      ::close(fd);
+      return fail_msg("file datastore: lock " + lock_path + ": " + err);
+    }
+    Result<bool> out = false;
+    std::string final_path = s.state_dir + "/" + state_file_name(key);
+    struct stat sb;
+    // No state file: the object as a user's manifest defines it, if one does (the
+    // state file written then shadows it, as a put's does); else deleted (false).
+    std::string path = final_path;
+    if (::stat(path.c_str(), &sb) != 0) path = s.manifest_owner(key);
+    if (!path.empty() && ::stat(path.c_str(), &sb) == 0) {
+      auto now = read_file(path);
+      if (!now) {
+        out = fail_msg("file datastore: " + now.error().message);
+      } else {
+        auto docs = parse_manifests(*now, path);
+        bool same = false;
+        if (docs)
+          for (const auto& d : *docs) same |= d.key == key && d.text == current.text;
+        if (same && (path != final_path || docs->size() == 1)) {
+          auto w = do_put(key, text);
+          out = w ? Result<bool>(true) : Result<bool>(fail(w.error()));
+        }
+      }
+    }
+    ::close(fd);  // releases the lock
+    return out;
   }
 
   Result<bool> do_remove(const DocKey& key) {

@@ -345,6 +345,27 @@ class K8sDatastore final : public Datastore {
     }, asio::detached);
   }
 
+  // A PUT carrying the delivered resourceVersion: the API server's optimistic
+  // concurrency refuses it (409) when the object changed since, 404 when gone.
+  void replace(const DocKey& key, const DocEvent& current, std::string text, CreateCallback done) override {
+    auto st = st_;
+    auto refuse = [&](Error e) { asio::post(io_, [st, done, e = std::move(e)] { if (st->alive) done(fail(e)); }); };
+    auto prep = prepare(key, text);
+    if (!prep) return refuse(prep.error());
+    if (current.revision.empty()) return refuse(Error{"kubernetes: replace " + to_string(key) + ": no resourceVersion"});
+    auto body = k8s_with_resource_version(prep->body, current.revision);
+    if (!body) return refuse(body.error());
+    asio::co_spawn(io_, [st, item = prep->item, b = std::move(*body), done = std::move(done)]() -> asio::awaitable<void> {
+      auto r = co_await st->http.request(st->url, http::verb::put, item, b, "application/json", st->timeout());
+      Result<bool> out = false;
+      if (!r) out = fail(r.error());
+      else if (r->status == 409 || r->status == 404) out = false;
+      else if (is_2xx(r->status)) out = true;
+      else out = fail_msg("kubernetes: PUT " + item + ": HTTP " + std::to_string(r->status) + ": " + k8s_status_text(r->body));
+      if (st->alive) done(std::move(out));
+    }, asio::detached);
+  }
+
   void remove(const DocKey& key, RemoveCallback done) override {
     auto st = st_;
     const K8sResource* r = st->resource_for(key);

@@ -251,6 +251,12 @@ std::string etcd_create_request(const std::string& key, std::string_view value) 
   return json{{"compare", json::array({compare})}, {"success", json::array({put})}, {"failure", json::array()}}.dump();
 }
 
+std::string etcd_replace_request(const std::string& key, const std::string& mod_revision, std::string_view value) {
+  json compare = {{"key", base64_encode(key)}, {"result", "EQUAL"}, {"target", "MOD"}, {"mod_revision", mod_revision}};
+  json put = {{"request_put", {{"key", base64_encode(key)}, {"value", base64_encode(value)}}}};
+  return json{{"compare", json::array({compare})}, {"success", json::array({put})}, {"failure", json::array()}}.dump();
+}
+
 Result<bool> parse_etcd_txn_succeeded(std::string_view body) {
   auto j = parse_json(body, "etcd txn response");
   if (!j) return fail(j.error());

@@ -110,6 +110,17 @@ class MemoryClient final : public Datastore {
     later([done = std::move(done), checked = std::move(checked)]() mutable { done(std::move(checked)); });
   }
 
+  // Compare-and-swap by text (the fake keeps every text).
+  void replace(const DocKey& key, const DocEvent& current, std::string text, CreateCallback done) override {
+    auto checked = check(key, text);
+    Result<bool> r = checked ? Result<bool>(false) : Result<bool>(fail(checked.error()));
+    if (auto it = st_->objects.find(key); checked && it != st_->objects.end() && it->second == current.text) {
+      st_->set(key, std::move(text));
+      r = true;
+    }
+    later([done = std::move(done), r = std::move(r)]() mutable { done(std::move(r)); });
+  }
+
   void remove(const DocKey& key, RemoveCallback done) override {
     bool gone = st_->del(key);
     later([done = std::move(done), gone] { done(gone); });

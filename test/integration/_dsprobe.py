@@ -46,6 +46,7 @@ class Watcher:
         self.name = name
         self.updates = []
         self.state = {}
+        self.revs = {}  # key -> the revision its latest event carried
         self.parts_seen = False
         self.lock = threading.RLock()
         self.proc = subprocess.Popen([PROBE] + args + ["watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -70,8 +71,10 @@ class Watcher:
                     k = (e["kind"], e["ns"], e["name"])
                     if e["deleted"]:
                         self.state.pop(k, None)
+                        self.revs.pop(k, None)
                     else:
                         self.state[k] = e["text"]
+                        self.revs[k] = e["revision"]
 
     def of_type(self, t):
         with self.lock:
@@ -133,6 +136,53 @@ def write(args, op, kind, ns, name, text=None, timeout=30):
         return json.loads(p.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise Fail(f"probe {op} printed no JSON (rc={p.returncode}): {p.stdout} {p.stderr}")
+
+
+def replace(args, kind, ns, name, text, current_text, revision, timeout=30):
+    """One compare-and-swap through the probe against (current_text, revision)."""
+    need_probe()
+    import tempfile  # noqa: PLC0415
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as cur:
+        cur.write(current_text)
+        cur.flush()
+        cmd = [PROBE] + args + ["replace", kind, ns or "-", name, "-", cur.name, revision or "-"]
+        p = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=timeout)
+    _scan_stderr("probe replace", p.stderr)
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise Fail(f"probe replace printed no JSON (rc={p.returncode}): {p.stdout} {p.stderr}")
+
+
+def check_compare_and_swap(args, w, kind, name, make_text, holds):
+    """Datastore::replace against the real store, watched by `w`: a replace
+    against the version the watch delivered wins once; the same stale version
+    loses (the object is unchanged), a fresh one wins again; after a delete it
+    loses. make_text(i) is a manifest of the object; holds(stored, i) says the
+    store's text is version i."""
+    key = (kind, "", name)
+    check(write(args, "put", kind, "", name, make_text(0)).get("ok"), "put version 0")
+    w.wait(lambda w: key in w.state and holds(w.state[key], 0), 5, "version 0 watched")
+    with w.lock:
+        v0 = (w.state[key], w.revs[key])
+    r = replace(args, kind, "", name, make_text(1), *v0)
+    check(r.get("ok") and r["result"] is True, f"replace against the current version: {r}")
+    w.wait(lambda w: holds(w.state.get(key, ""), 1), 5, "version 1 watched")
+    r = replace(args, kind, "", name, make_text(2), *v0)
+    check(r.get("ok") and r["result"] is False, f"replace against a stale version must lose: {r}")
+    time.sleep(0.3)
+    with w.lock:
+        check(holds(w.state[key], 1), f"a lost replace changed the object: {w.state[key]!r}")
+        v1 = (w.state[key], w.revs[key])
+    r = replace(args, kind, "", name, make_text(3), *v1)
+    check(r.get("ok") and r["result"] is True, f"replace against the fresh version: {r}")
+    w.wait(lambda w: holds(w.state.get(key, ""), 3), 5, "version 3 watched")
+    with w.lock:
+        v3 = (w.state[key], w.revs[key])
+    check(write(args, "remove", kind, "", name).get("result") is True, "remove")
+    w.wait(lambda w: key not in w.state, 5, "removal watched")
+    r = replace(args, kind, "", name, make_text(4), *v3)
+    check(r.get("ok") and r["result"] is False, f"replace of a deleted object must lose: {r}")
 
 
 def race_create(args, kind, ns, name, texts, timeout=30):

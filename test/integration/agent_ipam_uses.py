@@ -16,7 +16,7 @@ Checks:
    free addresses); pods on node1 and node2 ping each other over VXLAN.
 3. strictAffinity with full blocks: node1 fills its /30 (three pods); with
    maxBlocksPerHost 2 (tunnel block + that one) the fourth pod's CNI ADD fails
-   with an error naming maxBlocksPerHost and saying tabby does not borrow; no
+   with an error naming maxBlocksPerHost and saying nothing is borrowed then; no
    address of node2's block (which has two free) is taken, nothing is recorded
    for the pod and no block is claimed. With maxBlocksPerHost 3 the same ADD
    claims a new a-pods block.
@@ -118,7 +118,7 @@ def body(lab):
     blocks_before = sorted(o["metadata"]["name"] for o in c.block_affinities())
     rc, msg = failed_add(c, lab, "node1", "p1d")
     check(rc != 0, "CNI ADD of a fourth pod on node1 succeeded (its block is full and maxBlocksPerHost is 2)")
-    check("spec.maxBlocksPerHost is 2" in msg and "never borrows" in msg, f"the CNI error: {msg}")
+    check("spec.maxBlocksPerHost is 2" in msg and "no address is borrowed" in msg, f"the CNI error: {msg}")
     check("default/p1d" not in c.allocations(), f"an address was recorded for p1d: {c.allocations().get('default/p1d')}")
     check(sorted(o["metadata"]["name"] for o in c.block_affinities()) == blocks_before,
           "a block was claimed by the failed ADD")

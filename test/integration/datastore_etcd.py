@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.request
 
-from _dsprobe import Fail, Watcher, check, main, race_create, write
+from _dsprobe import Fail, Watcher, check, check_compare_and_swap, main, race_create, write
 
 ETCD = shutil.which("etcd")
 
@@ -126,6 +126,11 @@ def body():
             check(stored == winners[0], f"etcd holds the winner's block: {stored!r}")
             w.wait(lambda w: w.state.get(("IPAMBlock.tabby.io", "", name)) == winners[0], 5, f"block {name} watched")
 
+        # Compare-and-swap (Datastore::replace, how IPAM blocks shared by their node and
+        # the nodes that borrow from them are written): stale versions lose.
+        check_compare_and_swap(ep, w, "IPAMBlock.tabby.io", "198-19-9-0-26",
+                               lambda i: f"apiVersion: tabby.io/v1\nkind: IPAMBlock\nmetadata:\n  name: 198-19-9-0-26\nspec:\n  version: v{i}\n",
+                               lambda t, i: f"version: v{i}\n" in t)
         # ---- outage 1: resume from the last revision
         before = dict(w.state)
         m = w.mark()

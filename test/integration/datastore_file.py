@@ -10,7 +10,7 @@ the directory) converge on the same state."""
 import os
 import tempfile
 
-from _dsprobe import Fail, Watcher, check, main, race_create, write
+from _dsprobe import Fail, Watcher, check, check_compare_and_swap, main, race_create, replace, write
 
 POOL = """apiVersion: projectcalico.org/v3
 kind: IPPool
@@ -120,6 +120,11 @@ def body():
             w1.wait(lambda w: key in w.state, 5, f"block {name} seen")
             check("owner: " + winners[0].split("owner: ")[1].strip() in w1.state[key],
                   f"stored block is the winner's: {w1.state[key]}")
+        # Compare-and-swap (Datastore::replace, how IPAM blocks shared by their node and
+        # the nodes that borrow from them are written): stale versions lose.
+        check_compare_and_swap(args, w1, "IPAMBlock.tabby.io", "198-19-9-0-26",
+                               lambda i: f"apiVersion: tabby.io/v1\nkind: IPAMBlock\nmetadata:\n  name: 198-19-9-0-26\nspec:\n  version: v{i}\n",
+                               lambda t, i: f"version: v{i}\n" in t)
         stray = [f for f in os.listdir(os.path.join(d, "tabby-state")) if f.startswith(".tmp")]
         check(not stray, f"temp files left behind: {stray}")
         # create of an object defined in a manifest: already exists.
@@ -144,6 +149,16 @@ def body():
         check(r.get("ok") and r["result"] is False, f"second remove says absent: {r}")
         r = write(args, "remove", "IPPool.projectcalico.org", "", "pool-a")
         check(not r.get("ok") and "a.yaml" in r["error"], f"removing a manifest object is refused: {r}")
+        # Compare-and-swap of an object a user's manifest defines: against its text there,
+        # then the state file written shadows it; a stale text loses.
+        n3key = ("Node", "", "n3")
+        with w1.lock:
+            n3 = (w1.state[n3key], w1.revs[n3key])
+        r = replace(args, *n3key, node("n3") + "metadata3: x\n", *n3)
+        check(r.get("ok") and r["result"] is True, f"replace of a manifest object: {r}")
+        w1.wait(lambda w: "metadata3" in w.state.get(n3key, ""), 5, "the replaced manifest object")
+        r = replace(args, *n3key, node("n3") + "metadata3: y\n", *n3)
+        check(r.get("ok") and r["result"] is False, f"replace against the manifest's stale text: {r}")
         # A state object shadows a manifest definition of the same key.
         r = write(args, "put", "Node", "", "n2", node("n2") + "metadata2: x\n")
         check(r.get("ok"), f"put over manifest key: {r}")

@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 
-from _dsprobe import Fail, Watcher, check, main, race_create, write
+from _dsprobe import Fail, Watcher, check, check_compare_and_swap, main, race_create, write
 from _k8s_server import Server, State
 from _k8s_server import make_cert as _make_cert
 
@@ -143,6 +143,11 @@ def body():
         posted = [b for m_, p, b in state.bodies if m_ == "POST" and p == BLOCKS]
         check(posted and posted[0]["apiVersion"] == "tabby.dev/v1" and posted[0]["kind"] == "BlockAffinity",
               f"POST body {posted[:1]}")
+        # Compare-and-swap (Datastore::replace, how IPAM blocks shared by their node and
+        # the nodes that borrow from them are written): stale versions lose.
+        check_compare_and_swap(args, w, "BlockAffinity.tabby.dev", "198-19-9-0-26",
+                               lambda i: f"apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata:\n  name: 198-19-9-0-26\nspec:\n  version: v{i}\n",
+                               lambda t, i: f'"version":"v{i}"' in t)
         # PUT of a Calico v3 manifest (existing object) and of a new one (404 → POST).
         v3 = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: {n}\nspec:\n  cidr: {c}\n  blockSize: 26\n"
         r = write(args, "put", "IPPool.projectcalico.org", "", "pool-a", v3.format(n="pool-a", c="198.19.0.0/16"))

@@ -1,12 +1,14 @@
 // ds_probe.cpp — tabby-ds-probe: runs one datastore client (felix/datastore/datastore.hpp)
 // for the integration tests. `watch` prints every update as one JSON line on
-// stdout (flushed); `create`/`put`/`remove` perform one write and print its
-// outcome as JSON. Usage:
+// stdout (flushed); `create`/`put`/`replace`/`remove` perform one write and print
+// its outcome as JSON (`replace`: compare-and-swap against the version whose text
+// is in CURRENT and whose revision is REV, as a watch delivered it). Usage:
 //   tabby-ds-probe --type file --dir D [--debounce-ms N] CMD ...
 //   (any type: --part-size N delivers the initial listing as snapshot_part updates)
 //   tabby-ds-probe --type etcd --endpoints URL[,URL] [--prefix P] CMD ...
 //   tabby-ds-probe --type kubernetes --server URL --token F --ca F [--resources plural[.group],...] [--page-size N] CMD ...
 //   CMD: watch [--for SECONDS] | create KIND NS NAME FILE | put KIND NS NAME FILE | remove KIND NS NAME
+//        | replace KIND NS NAME FILE CURRENT REV
 //   (NS "-" = cluster-scoped; FILE "-" = stdin; common: --backoff-min-ms, --backoff-max-ms)
 #include <utility>
 
@@ -150,7 +152,18 @@ int main(int argc, char** argv) {
   if (rest.size() < 3) return usage(cmd + " needs KIND NS NAME");
   DocKey key{rest[0], rest[1] == "-" ? "" : rest[1], rest[2]};
   std::string text;
-  if (cmd == "create" || cmd == "put") {
+  DocEvent current;
+  if (cmd == "replace") {
+    if (rest.size() < 6) return usage("replace needs FILE CURRENT REV");
+    std::ifstream in(rest[4]);
+    if (!in) return usage("cannot read " + rest[4]);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    current.key = key;
+    current.text = ss.str();
+    current.revision = rest[5];
+  }
+  if (cmd == "create" || cmd == "put" || cmd == "replace") {
     if (rest.size() < 4) return usage(cmd + " needs a FILE");
     std::stringstream ss;
     if (rest[3] == "-") {
@@ -173,6 +186,10 @@ int main(int argc, char** argv) {
     store->create(key, text, [&](Result<bool> r) { print("create", r.ok(), r ? "" : r.error().message, r ? json(*r) : json()); });
   } else if (cmd == "put") {
     store->put(key, text, [&](Status r) { print("put", r.ok(), r ? "" : r.error().message, true); });
+  } else if (cmd == "replace") {
+    store->replace(key, current, text, [&](Result<bool> r) {
+      print("replace", r.ok(), r ? "" : r.error().message, r ? json(*r) : json());
+    });
   } else if (cmd == "remove") {
     store->remove(key, [&](Result<bool> r) { print("remove", r.ok(), r ? "" : r.error().message, r ? json(*r) : json()); });
   } else {

@@ -1386,8 +1386,7 @@ TEST_CASE("IPAM through the calculation: allocations from affinities and endpoin
   REQUIRE_FALSE(none);
   CHECK(none.error().message ==
         "IPAM: no free block for node node-1 in any enabled IPv6 pool whose nodeSelector matches it and whose "
-        "allowedUses include Workload; tabby never borrows addresses from another node's block (it always behaves "
-        "as IPAMConfiguration strictAffinity: true)");
+        "allowedUses include Workload, and no other node's block in such a pool has a free address to borrow");
 }
 
 TEST_CASE("ManifestTracker: unchanged files produce no events; key_for matches parsed keys") {
@@ -2021,9 +2020,9 @@ TEST_CASE("IPPool allowedUses: tunnel addresses from Tunnel pools, pod addresses
 
 // IPAMConfiguration: maxBlocksPerHost and autoAllocateBlocks limit the
 // claims; with every own block full and no claim allowed, or no free block left,
-// the pod gets an error naming the setting, never an address of another node's
-// block (tabby never borrows: Calico's strictAffinity true).
-TEST_CASE("IPAMConfiguration: maxBlocksPerHost, autoAllocateBlocks; no borrowing from another node's block") {
+// the pod gets an error naming the setting under strictAffinity true (borrowing:
+// ipam_borrow_test.cpp).
+TEST_CASE("IPAMConfiguration: maxBlocksPerHost, autoAllocateBlocks; no borrowing under strictAffinity true") {
   auto ipam = [](const std::string& spec) {
     return "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: default}\nspec: " + spec +
            "\n---\n";
@@ -2046,8 +2045,8 @@ TEST_CASE("IPAMConfiguration: maxBlocksPerHost, autoAllocateBlocks; no borrowing
   REQUIRE_FALSE(p);
   CHECK(p.error().message ==
         "IPAM: no free address in node node-1's blocks and node node-1 has 1 IPv4 blocks, IPAMConfiguration "
-        "default: spec.maxBlocksPerHost is 1; tabby never borrows addresses from another node's block (it always "
-        "behaves as IPAMConfiguration strictAffinity: true)");
+        "default: spec.maxBlocksPerHost is 1 (no address is borrowed from another node's block once that limit is "
+        "reached)");
   // A limit of 2: the next block is claimed (node-2's free addresses stay node-2's).
   n1.feed("i.yaml", ipam("{strictAffinity: true, maxBlocksPerHost: 2}"));
   p = n1.calc.plan_ip("node-1", "default/d", IpFamily::V4);
@@ -2076,7 +2075,7 @@ TEST_CASE("IPAMConfiguration: maxBlocksPerHost, autoAllocateBlocks; no borrowing
   p = n2.calc.plan_ip("node-1", "default/d", IpFamily::V4);
   REQUIRE_FALSE(p);
   CHECK(p.error().message.find("IPAM: no free block for node node-1 in any enabled IPv4 pool") != std::string::npos);
-  CHECK(p.error().message.find("never borrows") != std::string::npos);
+  CHECK(p.error().message.find("spec.strictAffinity is true, so no address is borrowed") != std::string::npos);
   // The tunnel block obeys the limits too (Calico's tunnel addresses come from the same IPAM).
   Node n3("node-3");
   n3.feed("c.yaml", node_yaml("node-3", "198.18.0.13/24") + pool_yaml("pool-a", "198.19.0.0/24", "  vxlanMode: Always\n") +

@@ -622,6 +622,17 @@ const K8sResource kPods{"", "v1", "Pod", "pods", true};
 const K8sResource kPools{"crd.projectcalico.org", "v1", "IPPool", "ippools", false};
 }  // namespace
 
+TEST_CASE("etcd compare-and-swap: put only while the key's mod_revision is the one read") {
+  auto txn = json::parse(etcd_replace_request("/tabby/BlockAffinity.tabby.dev/b", "42", "v"));
+  REQUIRE(txn["compare"].size() == 1);
+  CHECK(txn["compare"][0]["key"] == base64_encode("/tabby/BlockAffinity.tabby.dev/b"));
+  CHECK(txn["compare"][0]["target"] == "MOD");
+  CHECK(txn["compare"][0]["result"] == "EQUAL");
+  CHECK(txn["compare"][0]["mod_revision"] == "42");  // int64 as a string, as the gateway wants
+  CHECK(txn["success"][0]["request_put"]["value"] == "dg==");
+  CHECK(txn["failure"].empty());
+}
+
 TEST_CASE("kubernetes paths") {
   CHECK(k8s_collection_path(kPods) == "/api/v1/pods");
   CHECK(k8s_collection_path(kPools) == "/apis/crd.projectcalico.org/v1/ippools");
