@@ -78,6 +78,23 @@ void establish(Script& t, ConnId conn, OpenMessage open) {
 
 }  // namespace
 
+// A speaker keeps one reused action vector per peer (capacity kept), so an
+// Action's size is paid per configured peer: the negotiated session travels by
+// pointer (it was inline, 464-byte actions), and Established hands over the
+// FSM's own copy rather than a new one.
+TEST_CASE("actions stay small: SessionEstablished shares the connection's negotiated session") {
+  CHECK(sizeof(Action) <= 256);
+  Script t(ebgp_config());
+  t(ev::ManualStart{});
+  t(ev::TcpCrAcked{1});
+  t(ev::BgpOpen{1, peer_open()});
+  t(ev::KeepAliveMsg{1});
+  const auto* up = t.find<act::SessionEstablished>();
+  REQUIRE(up);
+  REQUIRE(up->session);
+  CHECK(up->session.get() == t.s.negotiated());
+}
+
 TEST_CASE("active open: Idle → Connect → OpenSent → OpenConfirm → Established") {
   Script t(ebgp_config());
   CHECK(t.s.state() == SessionState::Idle);
