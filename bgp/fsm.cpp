@@ -544,7 +544,7 @@ void PeerSession::on(const ev::BgpOpen& e, Actions& out) {
   }
 
   c = find(id);  // drop() may have moved elements
-  c->neg = std::move(r.value());
+  c->neg = std::make_shared<const NegotiatedSession>(std::move(r.value()));
   c->st = ConnState::OpenConfirm;
   // RFC 4271 §8.2.2 OpenSent + BGPOpen: send KEEPALIVE, set hold and keepalive
   // timers to the negotiated values (hold 0: neither runs) → OpenConfirm.
@@ -601,7 +601,7 @@ void PeerSession::on(const ev::KeepAliveMsg& e, Actions& out) {
   ++counters_.established;
   backoff_ms_ = cfg_.connect_retry_ms;  // reset the backoff on success
   last_error_.clear();
-  out.push_back(act::SessionEstablished{c->id, *c->neg});
+  out.push_back(act::SessionEstablished{c->id, c->neg});
   // RFC 4724 §3: the R bit is only for the OPEN right after our restart.
   if (cfg_.graceful_restart.restarting) {
     cfg_.graceful_restart.restarting = false;

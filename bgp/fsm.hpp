@@ -59,6 +59,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -213,7 +214,10 @@ struct Send { ConnId conn = kNoConn; Message msg; };
 struct Close { ConnId conn = kNoConn; };
 struct StartTimer { TimerKind timer = TimerKind::ConnectRetry; ConnId conn = kNoConn; uint32_t ms = 0; };
 struct StopTimer { TimerKind timer = TimerKind::ConnectRetry; ConnId conn = kNoConn; };
-struct SessionEstablished { ConnId conn = kNoConn; NegotiatedSession session; };
+// The session as negotiated, shared with the FSM's connection (and kept by the
+// driver while Established): held by pointer, an Action is ~230 bytes, not ~460,
+// and a driver's reused action vector keeps its capacity per peer.
+struct SessionEstablished { ConnId conn = kNoConn; std::shared_ptr<const NegotiatedSession> session; };
 struct SessionDown { ConnId conn = kNoConn; SessionDownInfo info; };
 }  // namespace act
 
@@ -275,7 +279,7 @@ class PeerSession {
     bool outbound = false;
     bool accepted_while_established = false;  // RFC 4724 §4.2 candidate
     ConnState st = ConnState::OpenSent;
-    std::optional<NegotiatedSession> neg;  // after its OPEN was accepted
+    std::shared_ptr<const NegotiatedSession> neg;  // after its OPEN was accepted (one copy, shared)
   };
 
   void on(const ev::ManualStart&, Actions& out);

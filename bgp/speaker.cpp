@@ -98,8 +98,32 @@ struct Peer {
   };
 
   Peer(asio::io_context& io, NeighborConfig c, PeerId id, SessionConfig sc)
-      : cfg(std::move(c)), rib_id(id), fsm(std::move(sc)), connect_retry(io), gr_timer(io), llgr_timer(io),
-        max_prefix_timer(io) {}
+      : io(io), cfg(std::move(c)), rib_id(id), fsm(std::move(sc)), connect_retry(io) {}
+
+  // Graceful restart in the helper role (RFC 4724 §4.2) and long-lived graceful
+  // restart (RFC 9494 §4.2): made on first use, when a session goes down with
+  // routes kept stale. Most peers never need it (two timers and two maps
+  // inline were ~320 bytes of every configured peer).
+  struct Restart {
+    explicit Restart(asio::io_context& io) : gr_timer(io), llgr_timer(io) {}
+    asio::steady_timer gr_timer;    // RFC 4724 §4.2 restart timer
+    asio::steady_timer llgr_timer;  // RFC 9494 §4.2 long-lived stale timer (earliest deadline)
+    // RFC 9494: stale families that turn long-lived when the restart time is
+    // over (with their stale time), and those already long-lived (until when).
+    std::map<Family, uint32_t> llgr_pending;
+    std::map<Family, Clock::time_point> llgr_until;
+  };
+  Restart& restart() {
+    if (!restart_state) restart_state = std::make_unique<Restart>(io);
+    return *restart_state;
+  }
+  // RFC 4486 Cease/1: restart after maxPrefixesRestart (made on first use).
+  asio::steady_timer& max_prefix_timer() {
+    if (!max_prefix_timer_) max_prefix_timer_ = std::make_unique<asio::steady_timer>(io);
+    return *max_prefix_timer_;
+  }
+
+  asio::io_context& io;
 
   NeighborConfig cfg;
   PeerId rib_id;
@@ -109,13 +133,8 @@ struct Peer {
   std::map<ConnId, std::unique_ptr<ConnTimers>> timers;
   std::shared_ptr<tcp::socket> pending_connect;
   asio::steady_timer connect_retry;
-  asio::steady_timer gr_timer;                  // RFC 4724 §4.2 restart timer (helper role)
-  asio::steady_timer llgr_timer;                // RFC 9494 §4.2 long-lived stale timer (earliest deadline)
-  // RFC 9494: stale families that turn long-lived when the restart time is
-  // over (with their stale time), and those already long-lived (until when).
-  std::map<Family, uint32_t> llgr_pending;
-  std::map<Family, Clock::time_point> llgr_until;
-  asio::steady_timer max_prefix_timer;          // RFC 4486 Cease/1: restart after maxPrefixesRestart
+  std::unique_ptr<Restart> restart_state;       // null until first needed (restart())
+  std::unique_ptr<asio::steady_timer> max_prefix_timer_;  // null until first needed
   bool max_prefix_stopped = false;              // stopped by maxPrefixes (a config change restarts it)
   std::string max_prefix_reason;                // why, shown as the last error while stopped
   std::set<Family> stale_families;              // marked stale, awaiting End-of-RIB or the timer
@@ -140,7 +159,7 @@ struct Peer {
   // (RFC 7854 §4.10); dropped with the connection.
   std::map<ConnId, std::vector<uint8_t>> open_sent, open_received;
   uint32_t flaps = 0;
-  std::optional<NegotiatedSession> session;     // while Established
+  std::shared_ptr<const NegotiatedSession> session;  // while Established (shared with the FSM's connection)
   ConnId session_conn = kNoConn;
   std::vector<Family> families;                 // negotiated
   // RFC 5882 §4.3: BFD went Down and took the session down; BGP stays Idle
@@ -289,7 +308,7 @@ struct Speaker::Impl {
     kLog.info("peer " + n.address.str() + ": filters/limits changed, applied without a session reset");
     if (p.max_prefix_stopped) {
       p.max_prefix_stopped = false;
-      p.max_prefix_timer.cancel();
+      if (p.max_prefix_timer_) p.max_prefix_timer_->cancel();
       handle(p, ev::ManualStart{});
     }
     check_max_prefixes(p);
@@ -321,8 +340,8 @@ struct Speaker::Impl {
                                                           : "; down until the configuration changes");
     pp->last_error = pp->max_prefix_reason;
     if (!pp->cfg.max_prefixes_restart) return;
-    pp->max_prefix_timer.expires_after(std::chrono::seconds(pp->cfg.max_prefixes_restart));
-    pp->max_prefix_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
+    pp->max_prefix_timer().expires_after(std::chrono::seconds(pp->cfg.max_prefixes_restart));
+    pp->max_prefix_timer().async_wait([this, pp, alive](const boost::system::error_code& ec) {
       if (ec || alive.expired() || stopped || !pp->max_prefix_stopped) return;
       pp->max_prefix_stopped = false;
       kLog.info("peer " + pp->cfg.address.str() + ": maxPrefixes restart timer over: starting the session again");
@@ -495,20 +514,22 @@ struct Speaker::Impl {
   }
 
   void arm_gr_timer(Peer& p, uint16_t seconds) {
-    p.gr_timer.expires_after(std::chrono::seconds(seconds));
+    Peer::Restart& r = p.restart();
+    r.gr_timer.expires_after(std::chrono::seconds(seconds));
     LifeRef alive = p.life;
     Peer* pp = &p;
-    p.gr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
+    r.gr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
       if (ec || alive.expired()) return;
+      Peer::Restart& r = pp->restart();
       for (auto it = pp->stale_families.begin(); it != pp->stale_families.end();) {
         Family f = *it;
-        if (pp->llgr_until.count(f)) {  // long-lived already: its own timer ends it
+        if (r.llgr_until.count(f)) {  // long-lived already: its own timer ends it
           ++it;
           continue;
         }
-        if (auto lp = pp->llgr_pending.find(f); lp != pp->llgr_pending.end()) {
+        if (auto lp = r.llgr_pending.find(f); lp != r.llgr_pending.end()) {
           uint32_t t = lp->second;
-          pp->llgr_pending.erase(lp);
+          r.llgr_pending.erase(lp);
           enter_long_lived(*pp, f, t);
           ++it;
           continue;
@@ -532,24 +553,27 @@ struct Speaker::Impl {
         std::to_string(seconds) + "s (RFC 9494): " + std::to_string(kept) + " routes kept as LLGR_STALE, " +
         std::to_string(removed) + " with NO_LLGR removed");
     p.stale_families.insert(f);
-    p.llgr_until[f] = Clock::now() + std::chrono::seconds(seconds);
+    p.restart().llgr_until[f] = Clock::now() + std::chrono::seconds(seconds);
     arm_llgr_timer(p);
   }
 
   void arm_llgr_timer(Peer& p) {
-    if (p.llgr_until.empty()) {
-      p.llgr_timer.cancel();
+    if (!p.restart_state) return;  // never long-lived: no timer to arm or cancel
+    Peer::Restart& r = *p.restart_state;
+    if (r.llgr_until.empty()) {
+      r.llgr_timer.cancel();
       return;
     }
     Clock::time_point first = Clock::time_point::max();
-    for (const auto& [f, t] : p.llgr_until) first = std::min(first, t);
-    p.llgr_timer.expires_at(first);
+    for (const auto& [f, t] : r.llgr_until) first = std::min(first, t);
+    r.llgr_timer.expires_at(first);
     LifeRef alive = p.life;
     Peer* pp = &p;
-    p.llgr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
+    r.llgr_timer.async_wait([this, pp, alive](const boost::system::error_code& ec) {
       if (ec || alive.expired()) return;
       auto now = Clock::now();
-      for (auto it = pp->llgr_until.begin(); it != pp->llgr_until.end();) {
+      auto& until = pp->restart().llgr_until;
+      for (auto it = until.begin(); it != until.end();) {
         if (it->second > now) {
           ++it;
           continue;
@@ -558,7 +582,7 @@ struct Speaker::Impl {
         kLog.info("peer " + pp->cfg.address.str() + ": long-lived stale time over, " + std::to_string(n) + " " +
             family_name(it->first) + " routes removed");
         pp->stale_families.erase(it->first);
-        it = pp->llgr_until.erase(it);
+        it = until.erase(it);
       }
       arm_llgr_timer(*pp);
       schedule_flush();
@@ -570,9 +594,10 @@ struct Speaker::Impl {
   // over a new session): its stale routes go, graceful or long-lived.
   void end_stale(Peer& p, Family f) {
     p.stale_families.erase(f);
-    p.llgr_pending.erase(f);
-    if (p.llgr_until.erase(f)) arm_llgr_timer(p);
-    if (p.stale_families.empty()) p.gr_timer.cancel();
+    if (!p.restart_state) return;  // nothing was ever kept stale for it: no timers
+    p.restart_state->llgr_pending.erase(f);
+    if (p.restart_state->llgr_until.erase(f)) arm_llgr_timer(p);
+    if (p.stale_families.empty()) p.restart_state->gr_timer.cancel();
   }
 
   // Restarts one peer's session in place with the current cfg (new OPEN: local
@@ -617,8 +642,10 @@ struct Speaker::Impl {
     fresh->flaps = old.flaps + (was_up ? 1 : 0);
     fresh->last_error = why;
     fresh->stale_families = std::move(stale);
-    fresh->llgr_pending = old.llgr_pending;
-    fresh->llgr_until = old.llgr_until;
+    if (old.restart_state) {
+      fresh->restart().llgr_pending = old.restart_state->llgr_pending;
+      fresh->restart().llgr_until = old.restart_state->llgr_until;
+    }
     fresh->stale_from_local_restart = graceful && was_up;
     fresh->bfd_hold = old.bfd_hold;  // BFD still Down: BGP stays held (before `old` goes)
     Peer& ref = *fresh;
@@ -924,7 +951,7 @@ struct Speaker::Impl {
       bmp_peer_up(p, bmp_out);
       bmp->send(bmp_out);
     }
-    p.families = e.session.families;
+    p.families = e.session->families;
     p.eor_received.clear();
     p.cache.clear();
     auto conn = p.conns.at(e.conn);
@@ -939,16 +966,16 @@ struct Speaker::Impl {
       rc.local_v4 = sibling_address(local, IpFamily::V4);
     }
     rib->update_peer(p.rib_id, rc);
-    rib->set_peer_router_id(p.rib_id, e.session.peer_router_id);
-    kLog.info("peer " + p.cfg.address.str() + " established (AS " + std::to_string(e.session.peer_as) + ", hold " +
-        std::to_string(e.session.hold_time) + "s)");
+    rib->set_peer_router_id(p.rib_id, e.session->peer_router_id);
+    kLog.info("peer " + p.cfg.address.str() + " established (AS " + std::to_string(e.session->peer_as) + ", hold " +
+        std::to_string(e.session->hold_time) + "s)");
     // RFC 4724 §4.2: the peer came back after a restart. Families it did not
     // preserve forwarding state for are flushed now; the others wait for its
     // End-of-RIB (or the restart timer).
     if (!p.stale_families.empty()) {
       // After our own in-place restart the peer did not restart: its F bits say
       // nothing about the routes we kept; only families no longer negotiated go.
-      auto preserved = p.stale_from_local_restart ? p.families : gr_forwarding_preserved(e.session);
+      auto preserved = p.stale_from_local_restart ? p.families : gr_forwarding_preserved(*e.session);
       p.stale_from_local_restart = false;
       std::vector<Family> gone;
       for (Family f : p.stale_families)
@@ -959,7 +986,7 @@ struct Speaker::Impl {
       }
       // RFC 9494 §4.2: the peer is back within its restart time: no long-lived
       // period follows; what it does not re-send goes at End-of-RIB (or the timer).
-      p.llgr_pending.clear();
+      if (p.restart_state) p.restart_state->llgr_pending.clear();
     }
     rib->peer_up(p.rib_id);
     // RFC 4724 §4.1: a restarting speaker defers route selection until the
@@ -1004,7 +1031,7 @@ struct Speaker::Impl {
     // RFC 4724 §4.2 (helper): keep the families the peer asked us to keep,
     // marked stale, for its restart time; RFC 9494 §4.2: then (or at once,
     // for families graceful restart does not keep) long-lived; flush the rest.
-    p.llgr_pending.clear();
+    if (p.restart_state) p.restart_state->llgr_pending.clear();
     std::vector<std::pair<Family, uint32_t>> long_lived_now;
     for (Family f : kFamilies) {
       const SessionDownInfo::LongLivedFamily* ll = nullptr;
@@ -1013,8 +1040,8 @@ struct Speaker::Impl {
       if (has_family(d.info.retain_stale, f) || ll) {
         rib->mark_stale(p.rib_id, f);
         p.stale_families.insert(f);
-        p.llgr_until.erase(f);
-        if (ll && has_family(d.info.retain_stale, f)) p.llgr_pending[f] = ll->stale_time;
+        p.restart().llgr_until.erase(f);
+        if (ll && has_family(d.info.retain_stale, f)) p.restart().llgr_pending[f] = ll->stale_time;
         else if (ll) long_lived_now.emplace_back(f, ll->stale_time);
       } else {
         rib->withdraw_all(p.rib_id, f);
@@ -1024,7 +1051,7 @@ struct Speaker::Impl {
     if (!d.info.retain_stale.empty()) {
       kLog.info("peer " + p.cfg.address.str() + ": keeping its routes as stale for up to " +
           std::to_string(d.info.restart_time) + "s (graceful restart" +
-          (p.llgr_pending.empty() ? "" : ", then long-lived") + ")");
+          (!p.restart_state || p.restart_state->llgr_pending.empty() ? "" : ", then long-lived") + ")");
       arm_gr_timer(p, d.info.restart_time);
     }
     for (auto [f, t] : long_lived_now) enter_long_lived(p, f, t);
@@ -1523,8 +1550,10 @@ struct Speaker::Impl {
         handle(*p, ev::ManualStop{reason});
       }
       p->connect_retry.cancel();
-      p->gr_timer.cancel();
-      p->llgr_timer.cancel();
+      if (p->restart_state) {
+        p->restart_state->gr_timer.cancel();
+        p->restart_state->llgr_timer.cancel();
+      }
       for (auto& [id, t] : p->timers) {
         t->hold.cancel();
         t->keepalive.cancel();

@@ -50,7 +50,10 @@ Status Socket::open(const Options& opt) {
   for (unsigned g : opt.groups)
     if (setsockopt(fd_, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &g, sizeof g) < 0)
       return fail_msg(std::string("netlink join group: ") + std::strerror(errno));
-  rx_.resize(opt.receive_bytes);
+  if (rx_size_ != opt.receive_bytes) {
+    rx_ = std::make_unique_for_overwrite<char[]>(opt.receive_bytes);
+    rx_size_ = opt.receive_bytes;
+  }
   return {};
 }
 
@@ -80,7 +83,7 @@ Status Socket::send_all(const char* data, size_t len) {
   }
 }
 
-ssize_t Socket::receive(int flags) { return ::recv(fd_, rx_.data(), rx_.size(), flags); }
+ssize_t Socket::receive(int flags) { return ::recv(fd_, rx_.get(), rx_size_, flags); }
 
 int Socket::request(std::vector<char>& msg, const std::function<void(const nlmsghdr*)>& each) {
   if (fd_ < 0) return open_error_;

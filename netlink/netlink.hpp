@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "base/base.hpp"
@@ -205,7 +206,7 @@ class Socket {
   // One recv into the receive buffer (flags as for recv(2)); the result and errno of
   // recv. The bytes are at received().
   ssize_t receive(int flags);
-  const char* received() const { return rx_.data(); }
+  const char* received() const { return rx_.get(); }
 
   // Sends one request (its length and a fresh sequence number are filled in) and
   // reads until its ACK, error or NLMSG_DONE; calls each() for every other answer to
@@ -233,7 +234,9 @@ class Socket {
   int open_error_ = -EBADF;
   uint32_t portid_ = 0;
   uint32_t seq_ = 1;
-  std::vector<char> rx_;
+  // Not zero-filled: a page of it is resident only once the kernel has written there.
+  std::unique_ptr<char[]> rx_;
+  size_t rx_size_ = 0;
 };
 
 }  // namespace tabby::netlink

@@ -78,6 +78,23 @@ void establish(Script& t, ConnId conn, OpenMessage open) {
 
 }  // namespace
 
+// A speaker keeps one reused action vector per peer (capacity kept), so an
+// Action's size is paid per configured peer: the negotiated session travels by
+// pointer (it was inline, 464-byte actions), and Established hands over the
+// FSM's own copy rather than a new one.
+TEST_CASE("actions stay small: SessionEstablished shares the connection's negotiated session") {
+  CHECK(sizeof(Action) <= 256);
+  Script t(ebgp_config());
+  t(ev::ManualStart{});
+  t(ev::TcpCrAcked{1});
+  t(ev::BgpOpen{1, peer_open()});
+  t(ev::KeepAliveMsg{1});
+  const auto* up = t.find<act::SessionEstablished>();
+  REQUIRE(up);
+  REQUIRE(up->session);
+  CHECK(up->session.get() == t.s.negotiated());
+}
+
 TEST_CASE("active open: Idle → Connect → OpenSent → OpenConfirm → Established") {
   Script t(ebgp_config());
   CHECK(t.s.state() == SessionState::Idle);
@@ -105,12 +122,12 @@ TEST_CASE("active open: Idle → Connect → OpenSent → OpenConfirm → Establ
   CHECK(t.s.established_conn() == 1);
   const auto* up = t.find<act::SessionEstablished>();
   REQUIRE(up);
-  CHECK(up->session.peer_as == 64513u);
-  CHECK(up->session.peer_router_id == ip("10.0.0.9"));
-  CHECK_FALSE(up->session.ibgp);
-  CHECK(up->session.hold_time == 90);
-  CHECK(up->session.keepalive_time == 30);
-  CHECK(up->session.families == std::vector<Family>{kIpv4Unicast});
+  CHECK(up->session->peer_as == 64513u);
+  CHECK(up->session->peer_router_id == ip("10.0.0.9"));
+  CHECK_FALSE(up->session->ibgp);
+  CHECK(up->session->hold_time == 90);
+  CHECK(up->session->keepalive_time == 30);
+  CHECK(up->session->families == std::vector<Family>{kIpv4Unicast});
   REQUIRE(t.s.negotiated());
   CHECK(t.s.negotiated()->peer_as == 64513u);
 
@@ -167,7 +184,7 @@ TEST_CASE("hold time 0: no hold timer, no keepalives") {
   t(ev::TcpCrAcked{1});
   CHECK(t(ev::BgpOpen{1, peer_open("10.0.0.9", 0)}) == L{"Send(c1, KEEPALIVE)", "StopTimer(Hold, c1)"});
   CHECK(t(ev::KeepAliveMsg{1}) == L{"SessionEstablished(c1)"});
-  CHECK(t.find<act::SessionEstablished>()->session.hold_time == 0);
+  CHECK(t.find<act::SessionEstablished>()->session->hold_time == 0);
   CHECK(t(ev::UpdateMsg{1}) == L{});
   CHECK(t(ev::KeepaliveTimerExpires{1}) == L{});
 }
@@ -426,8 +443,8 @@ TEST_CASE("a restarting peer reconnects while the old session is Established (RF
     CHECK(t(ev::KeepAliveMsg{2}) == L{"StartTimer(Hold, c2, 90000)", "SessionEstablished(c2)"});
     const auto* up = t.find<act::SessionEstablished>();
     REQUIRE(up);
-    CHECK(up->session.peer_graceful_restart->restart_state);
-    CHECK(gr_forwarding_preserved(up->session) == std::vector<Family>{kIpv4Unicast});
+    CHECK(up->session->peer_graceful_restart->restart_state);
+    CHECK(gr_forwarding_preserved(*up->session) == std::vector<Family>{kIpv4Unicast});
     CHECK(t.s.counters().established == 2);
     CHECK(t.s.counters().flaps == 1);
   }
@@ -609,7 +626,7 @@ TEST_CASE("unknown capabilities do not stop the session; no common family does")
     OpenMessage o = peer_open();
     o.caps.unknown = {{200, {7, 7}}};
     establish(t, 1, o);
-    CHECK(t.find<act::SessionEstablished>()->session.ignored_capabilities == std::vector<uint8_t>{200});
+    CHECK(t.find<act::SessionEstablished>()->session->ignored_capabilities == std::vector<uint8_t>{200});
   }
   SUBCASE("no common family: Unsupported Capability") {
     SessionConfig c = ebgp_config();
@@ -658,7 +675,7 @@ TEST_CASE("the R bit is sent only in the first OPEN after our restart") {
   CHECK(std::get<OpenMessage>(t.find<act::Send>()->msg).caps.graceful_restart->restart_state);
   t(ev::BgpOpen{1, peer_open()});
   t(ev::KeepAliveMsg{1});
-  CHECK(t.find<act::SessionEstablished>()->session.local_graceful_restart->restart_state);
+  CHECK(t.find<act::SessionEstablished>()->session->local_graceful_restart->restart_state);
   t(ev::TcpConnectionFails{1});
   t(ev::ConnectRetryTimerExpires{});
   t(ev::TcpCrAcked{2});
