@@ -1769,20 +1769,22 @@ std::vector<PeerStatus> Speaker::peers() const {
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
         return static_cast<uint32_t>((ms + 999) / 1000);
       };
+      static const std::map<Family, Clock::time_point> kNoDeadlines;
+      const auto& llgr_until = p->restart_state ? p->restart_state->llgr_until : kNoDeadlines;
       bool gr = false;
       for (Family f : p->stale_families) {
-        if (p->llgr_until.count(f)) s.prefixes_llgr_stale += st.stale[f == kIpv4Unicast ? 0 : 1];
+        if (llgr_until.count(f)) s.prefixes_llgr_stale += st.stale[f == kIpv4Unicast ? 0 : 1];
         else gr = true;
       }
-      if (gr) s.gr_stale_remaining_s = secs_until(p->gr_timer.expiry());
-      if (!p->llgr_until.empty()) {
+      if (gr && p->restart_state) s.gr_stale_remaining_s = secs_until(p->restart_state->gr_timer.expiry());
+      if (!llgr_until.empty()) {
         Clock::time_point first = Clock::time_point::max();
-        for (const auto& [f, t] : p->llgr_until) first = std::min(first, t);
+        for (const auto& [f, t] : llgr_until) first = std::min(first, t);
         s.llgr_stale_remaining_s = secs_until(first);
       }
-      s.stale_state = gr && !p->llgr_until.empty() ? "graceful-restart, long-lived"
+      s.stale_state = gr && !llgr_until.empty() ? "graceful-restart, long-lived"
                       : gr                          ? "graceful-restart"
-                      : !p->llgr_until.empty()      ? "long-lived"
+                      : !llgr_until.empty()      ? "long-lived"
                                                     : "";
     }
     if (p->cfg.bfd.enabled) {
