@@ -1795,10 +1795,12 @@ struct PolicyCompiler::Impl {
         claim(h.iface, name);  // a name (it may not exist yet) or "*"
         continue;
       }
-      for (const auto& [ifn, addrs] : host_ifaces)
+      for (const auto& iface : host_ifaces) {
+        const auto& addrs = iface.second;  // (not a structured binding: a lambda below uses it)
         if (std::any_of(h.expected_ips.begin(), h.expected_ips.end(),
                         [&](const IpAddress& a) { return std::find(addrs.begin(), addrs.end(), a) != addrs.end(); }))
-          claim(ifn, name);
+          claim(iface.first, name);
+      }
     }
     return out;
   }
