@@ -498,6 +498,9 @@ struct TraceFlow {
   uint8_t protocol = 6;
   uint16_t src_port = 0, dst_port = 0;  // TCP/UDP/SCTP/UDPLite
   int icmp_type = -1, icmp_code = -1;   // ICMP/ICMPv6 (-1: unknown)
+  // `dst` is an address of this node itself: a local pod's packet to it meets
+  // the pod's egress policy, then DefaultEndpointToHostAction (not a pod's ingress).
+  bool dst_is_host = false;
 };
 // One policy met on one side of the flow.
 struct TraceStep {
@@ -513,7 +516,8 @@ struct TraceSide {
   std::vector<TraceStep> steps;  // policies met, in evaluation order
   // What decided: "rule", "tier-end" (a tier's policies selected the endpoint and
   // none decided; defaultAction Deny), "profile" (every tier passed it),
-  // "no-policy" (no policy selects the endpoint), "not-local".
+  // "no-policy" (no policy selects the endpoint), "not-local", "endpoint-to-host"
+  // (ingress of a local pod's packet to its own host: DefaultEndpointToHostAction).
   std::string decided_by;
   std::string tier, policy;  // for "rule" and "tier-end"
   int rule = -1;             // for "rule"

@@ -173,6 +173,16 @@ class Evaluator {
       if (peer->ep && !peer->ep->iface.empty()) evaluate(*peer->ep, d, *side);
       else side->decided_by = "not-local";
     }
+    // A local pod's packet to its own host: after its egress policy, the input
+    // hook applies DefaultEndpointToHostAction (compiler.cpp's wl-to-host chains).
+    if (f_.dst_is_host && src_.ep && !src_.ep->iface.empty()) {
+      r.ingress = TraceSide{};
+      r.ingress.direction = Direction::Ingress;
+      r.ingress.enforced = true;
+      r.ingress.decided_by = "endpoint-to-host";
+      r.ingress.policy = endpoint_to_host_name(c_.endpoint_to_host());
+      r.ingress.allowed = c_.endpoint_to_host() != EndpointToHostAction::Drop;
+    }
     r.allowed = r.egress.allowed && r.ingress.allowed;
     return r;
   }

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/net_namespace.h>
@@ -308,6 +309,24 @@ ProbeOutcome send_probe(const policy::TraceFlow& f, const std::string& src_iface
   return o;
 }
 
+// Whether `a` is an address of an interface in the agent's (the node's) namespace.
+static bool is_local_address(const IpAddress& a) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return false;
+  bool found = false;
+  for (ifaddrs* i = list; i && !found; i = i->ifa_next) {
+    if (!i->ifa_addr) continue;
+    if (i->ifa_addr->sa_family == AF_INET && a.is_v4())
+      found = IpAddress::v4_bytes(reinterpret_cast<const uint8_t*>(
+                  &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr)) == a;
+    else if (i->ifa_addr->sa_family == AF_INET6 && a.is_v6())
+      found = IpAddress::v6_bytes(reinterpret_cast<const uint8_t*>(
+                  &reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr)) == a;
+  }
+  freeifaddrs(list);
+  return found;
+}
+
 std::unique_ptr<api::PolicyTrace> policy_trace_with_kernel(const policy::PolicyCompiler* c,
                                                            policy::PolicyExecutor* x, const std::string& query) {
   if (!c || !x) return policy_trace_message(nullptr, query);
@@ -317,6 +336,7 @@ std::unique_ptr<api::PolicyTrace> policy_trace_with_kernel(const policy::PolicyC
     m->set_error(req.error().message);
     return m;
   }
+  req->flow.dst_is_host = is_local_address(req->flow.dst);
   // A probe from a source port of its own: a flow conntrack already knows
   // would pass as established, past every policy rule.
   if (req->check && !req->sport_given) {

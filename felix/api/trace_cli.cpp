@@ -35,6 +35,9 @@ std::string why(const api::PolicyTraceSide& s) {
   const std::string& d = s.decided_by();
   if (d == "not-local") return "not filtered on this node (not a local endpoint)";
   if (d == "no-policy") return "allowed: no policy selects it";
+  if (d == "endpoint-to-host")
+    return std::string(s.allowed() ? "allowed" : "dropped") + " by DefaultEndpointToHostAction " + s.policy() +
+           " (a pod's packet to its own host)";
   if (d == "profile") return "allowed: every tier passed it (profile)";
   if (d == "tier-end")
     return "dropped at the end of tier " + s.tier() + " (its policies select the endpoint; none decided)";

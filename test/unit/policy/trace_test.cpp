@@ -218,3 +218,48 @@ TEST_CASE("trace counters: a policy rule's nft rules found by position and summe
   CHECK(m.packets == 0);
   CHECK_MESSAGE(m.problem.find("has no counter") != std::string::npos, m.problem);
 }
+
+TEST_CASE("trace: a pod's packet to its own host meets its egress policy, then DefaultEndpointToHostAction") {
+  PolicyCompiler c;
+  c.upsert_namespace({"x", {}});
+  c.upsert_endpoint(ep("x", "a", {{"app", "a"}}, "198.19.1.1"));
+  c.upsert_endpoint(ep("x", "b", {{"app", "b"}}, "198.19.1.2"));
+  // b may not send to TCP 10250 (a kubelet-like port); a may send anything.
+  auto p = obj("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: b-out, namespace: x}\n"
+               "spec:\n  selector: app == 'b'\n  types: [Egress]\n  egress:\n"
+               "  - action: Deny\n    protocol: TCP\n    destination: {ports: [10250]}\n  - action: Allow\n");
+  c.upsert_policy(p.policy);
+  auto to_host = [&](const char* src, uint16_t port) {
+    TraceFlow f;
+    f.src = *IpAddress::parse(src);
+    f.dst = *IpAddress::parse("10.0.0.1");  // the node's own address
+    f.dst_is_host = true;
+    f.protocol = 6;
+    f.src_port = 40000;
+    f.dst_port = port;
+    return c.trace(f);
+  };
+  // Accept (the default, as Calico's manifests set it): the egress policy decides.
+  auto r = to_host("198.19.1.1", 10250);
+  CHECK(r.allowed);
+  CHECK(r.ingress.decided_by == "endpoint-to-host");
+  CHECK(r.ingress.policy == "Accept");
+  r = to_host("198.19.1.2", 10250);
+  CHECK(!r.allowed);
+  CHECK(r.egress.decided_by == "rule");
+  // Drop: what the egress policy allows is dropped at the host.
+  c.set_endpoint_to_host(EndpointToHostAction::Drop);
+  r = to_host("198.19.1.2", 80);
+  CHECK(r.egress.allowed);
+  CHECK(!r.ingress.allowed);
+  CHECK(r.ingress.decided_by == "endpoint-to-host");
+  CHECK(!r.allowed);
+  // Not to the host: the action plays no part.
+  TraceFlow f;
+  f.src = *IpAddress::parse("198.19.1.2");
+  f.dst = *IpAddress::parse("198.19.1.1");
+  f.protocol = 6;
+  f.src_port = 40000;
+  f.dst_port = 80;
+  CHECK(c.trace(f).allowed);
+}
