@@ -61,22 +61,6 @@ def affinity(c, cidr):
     return next(o for o in c.block_affinities() if o["spec"]["cidr"] == cidr)
 
 
-def failed_add(c, lab, node_name, name):
-    """A CNI ADD expected to fail: (rc, the error message); its namespace removed."""
-    netns = f"{lab.prefix}{node_name[:6]}-x-{name[:8]}"
-    sh(["ip", "netns", "add", netns])
-    try:
-        p = c._cni(c.nodes[node_name], "ADD", netns, f"c-{netns}", "default", name)
-    finally:
-        sh(["ip", "netns", "del", netns])
-    msg = p.stdout
-    try:
-        msg = json.loads(p.stdout).get("msg", p.stdout)
-    except ValueError:
-        pass
-    return p.returncode, msg
-
-
 def host_route(agent, ip):
     """The kernel's tabby route for ip/32 in the agent's node (a line, or '')."""
     return next((l for l in agent.kernel_routes().splitlines() if l.split()[0] in (ip, f"{ip}/32")), "")
@@ -188,7 +172,7 @@ def body(lab, store, vxlan=False):
     step("5. strictAffinity true: node2's ADD fails with a clear error, nothing recorded")
     c.put(ipam_config(kind, True))
     # node1's block has free addresses again: without strictAffinity node2 would borrow.
-    rc, msg = failed_add(c, lab, "node2", "pd")
+    rc, msg = c.failed_add("node2", "pd")
     check(rc != 0, "CNI ADD on node2 succeeded under strictAffinity true")
     check("spec.strictAffinity is true" in msg, f"the CNI error: {msg}")
     check("default/pd" not in c.allocations(), f"an address was recorded for pd: {c.allocations().get('default/pd')}")

@@ -36,7 +36,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest.cluster import Cluster  # noqa: E402
-from tabbytest.core import check, run_test, sh, step, wait_until  # noqa: E402
+from tabbytest.core import check, run_test, step, wait_until  # noqa: E402
 
 PODS, TUNNEL = "198.20.0.0/16", "198.19.0.0/24"
 
@@ -60,22 +60,6 @@ def vtep(node):
 
 def in_net(ip, cidr):
     return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
-
-
-def failed_add(c, lab, node_name, name):
-    """A CNI ADD expected to fail: (rc, the error message); its namespace removed."""
-    netns = f"{lab.prefix}{node_name[:6]}-x-{name[:8]}"
-    sh(["ip", "netns", "add", netns])
-    try:
-        p = c._cni(c.nodes[node_name], "ADD", netns, f"c-{netns}", "default", name)
-    finally:
-        sh(["ip", "netns", "del", netns])
-    msg = p.stdout
-    try:
-        msg = json.loads(p.stdout).get("msg", p.stdout)
-    except ValueError:
-        pass
-    return p.returncode, msg
 
 
 def body(lab):
@@ -116,7 +100,7 @@ def body(lab):
     c.add_pod("node1", "default", "p1c")
     node1_pod_block = next(b for b in c.blocks_of("node1") if in_net(ipaddress.ip_network(b).network_address, PODS))
     blocks_before = sorted(o["metadata"]["name"] for o in c.block_affinities())
-    rc, msg = failed_add(c, lab, "node1", "p1d")
+    rc, msg = c.failed_add("node1", "p1d")
     check(rc != 0, "CNI ADD of a fourth pod on node1 succeeded (its block is full and maxBlocksPerHost is 2)")
     check("spec.maxBlocksPerHost is 2" in msg and "no address is borrowed" in msg, f"the CNI error: {msg}")
     check("default/p1d" not in c.allocations(), f"an address was recorded for p1d: {c.allocations().get('default/p1d')}")
@@ -133,7 +117,7 @@ def body(lab):
     v3 = vtep(c.nodes["node3"])
     wait_until(lambda: n1.run(["ping", "-c", "1", "-W", "1", "-q", v3], check_rc=False).returncode == 0, 20,
                f"node1 pings node3's VTEP {v3} over VXLAN")
-    rc, msg = failed_add(c, lab, "node3", "p3")
+    rc, msg = c.failed_add("node3", "p3")
     check(rc != 0, "CNI ADD on node3 succeeded although no Workload pool selects it")
     check("allowedUses include Workload" in msg, f"the CNI error: {msg}")
     check("default/p3" not in c.allocations(), "an address was recorded for p3")

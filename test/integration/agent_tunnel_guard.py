@@ -45,6 +45,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tabbytest.cluster import Cluster  # noqa: E402
 from tabbytest.core import check, run_test, socket_in_netns, step, wait_until  # noqa: E402
+from tabbytest.rawtcp import checksum  # noqa: E402
 
 VX = "vxlan.tabby"
 VNI = 4096
@@ -54,22 +55,13 @@ ROGUE_IP = "198.18.0.99"
 LISTEN_PORT = 5555
 
 
-def csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def crafted_vxlan(inner_dst_mac, inner_src_ip, inner_dst_ip, payload):
     """VXLAN header + inner Ethernet + IPv4 + UDP (RFC 7348 §5): the UDP payload an
     attacker sends to a node's VXLAN port."""
     udp = struct.pack("!HHHH", 40000, LISTEN_PORT, 8 + len(payload), 0) + payload  # UDP checksum 0: none
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0x1234, 0x4000, 64, 17, 0,
                      socket.inet_aton(inner_src_ip), socket.inet_aton(inner_dst_ip))
-    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     eth = bytes.fromhex(inner_dst_mac.replace(":", "")) + bytes.fromhex("02aabbccdd01") + b"\x08\x00"
     vxlan = struct.pack("!II", 0x08000000, VNI << 8)  # I flag, VNI
     return vxlan + eth + ip + udp

@@ -332,6 +332,21 @@ class Cluster:
                            timeout=60)
         return p
 
+    def failed_add(self, node_name, name, namespace="default"):
+        """A CNI ADD expected to fail: (rc, the error message); its namespace is removed."""
+        netns = f"{self.lab.prefix}{node_name[:6]}-x-{name[:8]}"
+        sh(["ip", "netns", "add", netns])
+        try:
+            p = self._cni(self.nodes[node_name], "ADD", netns, f"c-{netns}", namespace, name)
+        finally:
+            sh(["ip", "netns", "del", netns])
+        msg = p.stdout
+        try:
+            msg = json.loads(p.stdout).get("msg", p.stdout)
+        except ValueError:
+            pass
+        return p.returncode, msg
+
     def add_pod(self, node_name, namespace, name, labels=None):
         node = self.nodes[node_name]
         netns = f"{self.lab.prefix}{node_name[:6]}-{namespace[:4]}-{name[:8]}"
