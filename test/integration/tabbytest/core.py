@@ -77,7 +77,9 @@ def tabby_bin():
     """The tabby binary under test; fail (never skip) if it is missing."""
     b = os.environ.get("TABBY_BIN")
     if not b:
-        root = os.environ.get("TABBY_ROOT") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # the repository: core.py is test/integration/tabbytest/core.py
+        root = os.environ.get("TABBY_ROOT") or os.path.dirname(
+            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         b = os.path.join(root, "build", "felix", "tabby")
     if not os.access(b, os.X_OK):
         fail(f"tabby binary not found or not executable at {b} (set TABBY_BIN or build with scripts/build.sh release)")
