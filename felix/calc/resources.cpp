@@ -260,7 +260,9 @@ BgpConfiguration parse_bgp_configuration(const YAML::Node& spec, UnsupportedFiel
              {"asNumber", "nodeToNodeMeshEnabled", "listenPort", "communities", "prefixAdvertisements",
               "serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs", "serviceLoadBalancerAggregation",
               "nodeMeshPassword", "nodeMeshMaxRestartTime"},
-             // Accepted, not used by tabby (logging, BIRD bind mode, ...).
+             // Calico fields tabby does not implement: parsed so that a value other than
+             // Calico's default is reported below (status problem naming the field), never
+             // dropped in silence.
              {"logSeverityScreen", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
               "localWorkloadPeeringIPV6"});
   if (present(spec["asNumber"])) c.asn = get_asn(spec["asNumber"], "spec.asNumber");
