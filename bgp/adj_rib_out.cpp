@@ -411,13 +411,17 @@ GroupUpdate Rib::Impl::export_group_keys(GroupId gid, Family fam, std::span<cons
     u.announced[want.batch].prefixes.push_back(p);
     u.announced[want.batch].replaced.push_back(before);
   };
-  auto withdraw = [&](const K& k, const Prefix& p) {
-    if (om.size() == 0) return;
+  auto withdraw_entry = [&](const K& k, const Prefix& p) {
     if (auto* os = om.find(k)) {
       u.withdrawn.push_back(GroupWithdraw{p, os->val.tag()});
       detail::release(os->val.attrs);
       om.erase(os);
     }
+  };
+  // Small enough to inline: an empty table (a group whose only member sent the
+  // routes) costs no call per prefix.
+  auto withdraw = [&](const K& k, const Prefix& p) {
+    if (om.size() != 0) withdraw_entry(k, p);
   };
 
   if (all) {

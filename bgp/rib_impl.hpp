@@ -259,11 +259,7 @@ class PathPool {
       free_ = (*this)[i].next;
       return i;
     }
-    if ((used_ & (kChunkSize - 1)) == 0 && (used_ >> kChunkBits) == chunks_.size()) {
-      auto* c = static_cast<Path*>(std::malloc(sizeof(Path) * kChunkSize));
-      if (!c) throw std::bad_alloc();
-      chunks_.push_back(c);
-    }
+    if ((used_ & (kChunkSize - 1)) == 0 && (used_ >> kChunkBits) == chunks_.size()) grow();
     return used_++;
   }
   void free(uint32_t i) {
@@ -276,6 +272,13 @@ class PathPool {
   size_t bytes() const { return chunks_.size() * sizeof(Path) * kChunkSize; }
 
  private:
+  // Once per 65,536 paths: kept out of line so alloc() stays small enough to inline.
+  [[gnu::noinline]] void grow() {
+    auto* c = static_cast<Path*>(std::malloc(sizeof(Path) * kChunkSize));
+    if (!c) throw std::bad_alloc();
+    chunks_.push_back(c);
+  }
+
   std::vector<Path*> chunks_;
   uint32_t used_ = 0;
   uint32_t free_ = kNil;
