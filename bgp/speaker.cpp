@@ -22,6 +22,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <random>
@@ -149,7 +150,7 @@ struct Peer {
   DecodeCache cache;
   UpdateMessage update_in;                      // reused by every received UPDATE
   Actions scratch;                              // reused by handle() (capacity kept)
-  std::string state = "Idle";
+  const char* state = "Idle";  // PeerSession::state_str(): a static name
   std::chrono::system_clock::time_point since = std::chrono::system_clock::now();
   std::string last_error;
   // Why its TCP MD5 / TCP-AO keys are not on the listener: its inbound
@@ -834,7 +835,7 @@ struct Speaker::Impl {
     if (alive.expired()) return;
     p.scratch = std::move(acts);
     const char* st = p.fsm.state_str();
-    if (p.state != st) {
+    if (p.state != st && std::strcmp(p.state, st) != 0) {
       p.state = st;
       p.since = std::chrono::system_clock::now();
     }
