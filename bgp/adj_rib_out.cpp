@@ -289,6 +289,7 @@ void Rib::peer_down(PeerId id) {
   ps.out6.for_each([](auto& s) { detail::release(s.val); });
   ps.out4.clear();
   ps.out6.clear();
+  detail::forget_evals(ps);
   ps.up = false;
   ps.stats.advertised[0] = ps.stats.advertised[1] = 0;
 }

@@ -86,6 +86,24 @@ void clear_rejected(PeerState& ps) {
   ps.stats.filtered[key_fam<K>()] = 0;
 }
 
+// The import filter's evaluator for one attribute set of the peer (PeerState::evals).
+FilterEval& import_eval(PeerState& ps, const AttrNode* attrs) {
+  const CompiledFilter* compiled = ps.import_compiled.get();
+  if (!ps.evals) ps.evals = std::make_unique<PeerState::EvalCache>();
+  auto& cache = *ps.evals;
+  for (auto& e : cache.entries)
+    if (e.attrs == attrs && e.filter == &ps.cfg.import_filter && e.compiled == compiled) return *e.eval;
+  auto& e = cache.entries[cache.next];
+  cache.next = static_cast<uint8_t>((cache.next + 1) % cache.entries.size());
+  detail::retain(attrs);
+  if (e.attrs) detail::release(e.attrs);
+  e.attrs = attrs;
+  e.filter = &ps.cfg.import_filter;
+  e.compiled = compiled;
+  e.eval = std::make_unique<FilterEval>(ps.cfg.import_filter, &attrs->attrs, true, compiled);
+  return *e.eval;
+}
+
 // RFC 4271 §6.3 (enforceFirstAS): the leftmost AS of an eBGP path is the peer's.
 bool first_as_is(const AsPath& path, uint32_t asn) {
   return !path.empty() && path.front().type == AsPathSegment::Type::Sequence && !path.front().asns.empty() &&
@@ -147,6 +165,7 @@ Rib::Impl::~Impl() {
     p.out6.for_each([](auto& s) { detail::release(s.val); });
     p.rej4.for_each([](auto& s) { detail::release(s.val.attrs); });
     p.rej6.for_each([](auto& s) { detail::release(s.val.attrs); });
+    detail::forget_evals(p);
   }
   for (auto& g : update_groups) {
     g.out4.for_each([](auto& s) { detail::release(s.val.attrs); });
@@ -474,6 +493,7 @@ void Rib::update_peer(PeerId id, const PeerConfig& cfg) {
   auto& ps = impl_->peer(id);
   assert(id != kLocalPeer);
   const bool import_changed = !(ps.cfg.import_filter == cfg.import_filter);
+  detail::forget_evals(ps);
   ps.cfg = cfg;
   if (import_changed) {
     ps.import_compiled = compile_filter(cfg.import_filter);
@@ -584,8 +604,7 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
     });
   };
   if (id != kLocalPeer && !ps.cfg.import_filter.empty()) {
-    FilterEval eval(ps.cfg.import_filter, attrs.get(), true, ps.import_compiled.get());
-    import_all(&eval);
+    import_all(&import_eval(ps, attrs.node()));
   } else {
     import_all(nullptr);
   }

@@ -16,7 +16,9 @@
 // has paths, the first one is the best (flag kBest); kMultipath marks the ECMP set.
 #pragma once
 
+#include <array>
 #include <cstdlib>
+#include <memory>
 #include <cstring>
 #include <new>
 #include <unordered_map>
@@ -361,11 +363,35 @@ struct PeerState {
   RejectedMap<Key4> rej4;  // import-filter rejects (pre-policy), per family
   RejectedMap<Key6> rej6;
   std::shared_ptr<const CompiledFilter> import_compiled;  // compile_filter(cfg.import_filter)
+  // Import-filter evaluators of the attribute sets this peer sent last (rib.cpp
+  // import_eval): a peer sends one set in UPDATE after UPDATE, so the per-rule
+  // attribute tests (AS-path regexes among them) run once per set, not per UPDATE.
+  // An entry counts its set, so the pointer cannot be reused for another one; it
+  // is used only while the filter and its compiled form are the ones it was built on.
+  struct CachedEval {
+    const AttrNode* attrs = nullptr;  // counted
+    const RouteFilter* filter = nullptr;
+    const CompiledFilter* compiled = nullptr;
+    std::unique_ptr<FilterEval> eval;
+  };
+  struct EvalCache {
+    std::array<CachedEval, 4> entries;
+    uint8_t next = 0;  // the entry replaced next (round robin)
+  };
+  std::unique_ptr<EvalCache> evals;  // made on the first filtered UPDATE
   GroupId group[2] = {kNoGroup, kNoGroup};  // per family (IPv4, IPv6)
   uint32_t encoding[2] = {0, 0};            // the key it joined with
 };
 
 inline int fam_index(Family f) { return f.afi == Afi::Ipv4 ? 0 : 1; }
+
+// Drops PeerState::evals (the filter changed, the session went down, the RIB goes).
+inline void forget_evals(PeerState& ps) {
+  if (!ps.evals) return;
+  for (auto& e : ps.evals->entries)
+    if (e.attrs) release(e.attrs);
+  ps.evals.reset();
+}
 
 }  // namespace tabby::bgp::detail
 

@@ -256,6 +256,59 @@ TEST_CASE("rib import filter: the peers are sent only the difference after a cha
   CHECK(second.withdrawn.empty());
 }
 
+TEST_CASE("rib import filter: evaluators reused across UPDATEs follow the attribute set, the filter and peer moves") {
+  // The RIB keeps the evaluator of a peer's recent attribute sets (rib_impl.hpp
+  // PeerState::evals). Each verdict here must be the one a fresh evaluation gives.
+  Lab l;
+  RouteFilter f;
+  FilterRule r = rule(FilterAction::Reject);
+  auto rx = make_as_path_regex("_65010_");
+  REQUIRE(rx);
+  r.as_path_regex = *rx;
+  f.rules.push_back(r);
+  f.rules.push_back(rule(FilterAction::Accept, MatchOperator::In, "203.0.113.0/24"));
+  f.rules.push_back(rule(FilterAction::Reject));
+  l.tor_cfg.import_filter = f;
+  l.rib.update_peer(l.tor, l.tor_cfg);
+  // More attribute sets than the evaluator cache holds, interleaved.
+  std::vector<PathAttributes> sets;
+  for (uint32_t i = 0; i < 7; ++i) sets.push_back(A().path({65001, i % 2 ? 65010u : 65020u, 64600 + i}).nh("198.18.0.2"));
+  auto p = [](uint32_t i, uint32_t k) { return "203.0.113." + std::to_string(i * 16 + k) + "/32"; };
+  auto check_all = [&](bool regex_rejects, bool only_test_net) {
+    for (uint32_t k = 0; k < 3; ++k)
+      for (uint32_t i = 0; i < sets.size(); ++i) {
+        std::string a = p(i, k), b = "198.51.100." + std::to_string(i * 16 + k) + "/32";
+        l.ann(l.tor, {a.c_str(), b.c_str()}, sets[i]);
+        const bool odd = i % 2;
+        CHECK(l.has(a.c_str()) == !(regex_rejects && odd));
+        CHECK(l.has(b.c_str()) == (!(regex_rejects && odd) && !only_test_net));
+      }
+  };
+  check_all(true, true);
+  // The filter changes: no evaluator built on the old one may answer.
+  RouteFilter g;
+  g.rules.push_back(rule(FilterAction::Accept));
+  l.tor_cfg.import_filter = g;
+  l.rib.update_peer(l.tor, l.tor_cfg);
+  check_all(false, false);
+  l.tor_cfg.import_filter = f;
+  l.rib.update_peer(l.tor, l.tor_cfg);
+  // Peers added after the evaluators were built move the peer table.
+  for (int i = 0; i < 40; ++i) {
+    PeerConfig c;
+    c.address = IpAddress::v4(0xC6120100u + static_cast<uint32_t>(i));
+    c.asn = 65100;
+    l.rib.add_peer(c);
+  }
+  check_all(true, true);
+  // The evaluators count their attribute sets; the session going down lets them go.
+  l.rib.withdraw_all(l.tor, kIpv4Unicast);
+  l.rib.peer_down(l.tor);
+  l.rib.peer_down(l.other);
+  l.rib.take_changes(kIpv4Unicast);
+  CHECK(l.store.size() == 0);
+}
+
 TEST_CASE("rib import filter: unresolved filter rejects everything (fail closed)") {
   Lab l;
   RouteFilter broken;
