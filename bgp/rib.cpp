@@ -567,11 +567,11 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
     return verdict;
   }
   // Import filter (bgp/filter.hpp): each prefix it rejects is kept aside, the
-  // others go in. One loop for both cases, so the slot prefetching stays; the
-  // evaluator (1.3 KB of per-length caches) is built only when there is a filter,
-  // not zeroed on every UPDATE of an unfiltered peer.
+  // others go in. One loop, instantiated with and without the filter (the
+  // unfiltered one tests nothing per prefix); the evaluator comes from the peer's
+  // cache of recent attribute sets (import_eval).
   size_t refused = 0;
-  auto import_all = [&](FilterEval* eval) {
+  auto import_all = [&](auto filtered, FilterEval* eval) {
     with_family(fam, [&](auto tag) {
       using K = decltype(tag);
       // The table is far larger than the cache: look a few prefixes ahead so the
@@ -579,6 +579,7 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
       constexpr size_t kAhead = 8;
       auto& map = im.table<K>().map;
       auto& rejected = rejected_of(ps, K{});
+      bool any_rejected = rejected.size() != 0;  // else nothing to forget
       const size_t n = prefixes.size();
       for (size_t i = 0; i < std::min(n, kAhead); ++i)
         if (family_matches(fam, prefixes[i])) map.prefetch(K::of(prefixes[i]));
@@ -587,7 +588,7 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
           map.prefetch(K::of(prefixes[i + kAhead]));
         if (!family_matches(fam, prefixes[i])) continue;
         const K k = K::of(prefixes[i]);
-        if (eval) {
+        if constexpr (decltype(filtered)::value) {
           FilterVerdict v;
           if constexpr (std::is_same_v<K, Key4>) v = eval->v4(k.addr, k.len);
           else v = (*eval)(prefixes[i]);
@@ -595,18 +596,19 @@ ImportResult Rib::announce(PeerId id, Family fam, std::span<const Prefix> prefix
             ++refused;
             im.remove(k, id);
             keep_rejected(ps, k, attrs.node(), v.rule);
+            any_rejected = true;
             continue;
           }
         }
-        if (rejected.size() != 0) forget_rejected(ps, k);
+        if (any_rejected) forget_rejected(ps, k);
         im.upsert(k, id, attrs.node());
       }
     });
   };
   if (id != kLocalPeer && !ps.cfg.import_filter.empty()) {
-    import_all(&import_eval(ps, attrs.node()));
+    import_all(std::true_type{}, &import_eval(ps, attrs.node()));
   } else {
-    import_all(nullptr);
+    import_all(std::false_type{}, nullptr);
   }
   if (refused) {
     ps.stats.rejected += refused;
