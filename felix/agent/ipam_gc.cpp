@@ -37,12 +37,11 @@ void IpamGarbageCollector::observe(const std::vector<DocEvent>& events) {
         affinity_seen_.erase(e.key.name);
         continue;
       }
-      size_t digest = 0;  // unreadable: never matches a plan
+      std::string text;  // unreadable: never matches a plan
       ParsedManifests pm = parse_manifests(e.text, e.source);
       if (pm.errors.empty() && pm.resources.size() == 1 && pm.resources[0].key.kind == Kind::BlockAffinity)
-        digest = std::hash<std::string>{}(
-            cni::block_affinity_manifest(e.key.name, std::get<BlockAffinity>(pm.resources[0].body)));
-      affinity_seen_[e.key.name] = {e.revision, digest};
+        text = cni::block_affinity_manifest(e.key.name, std::get<BlockAffinity>(pm.resources[0].body));
+      affinity_seen_[e.key.name] = {e.revision, std::move(text)};
       continue;
     }
     if (e.key.kind != kIpamLeaseKind) continue;
@@ -160,10 +159,21 @@ void IpamGarbageCollector::collect(int64_t now_ms) {
   IpamGcPlan plan = calc_.plan_ipam_gc(memory_, now_ms, static_cast<int64_t>(cfg_.grace_period_s * 1000));
   for (const auto& line : plan.released) kLog.info("released " + line);
   released_total_ += plan.released.size();
-  for (const auto& name : plan.affinity_removals)
-    store_.remove(affinity_key(name), [name](Result<bool> r) {
+  // Block releases are compare-and-delete against the version last seen (the one
+  // the plan was computed from): a CNI ADD or a borrower may record an address in
+  // the block right now; then the block stays and the next round plans again.
+  for (const auto& name : plan.affinity_removals) {
+    auto seen = affinity_seen_.find(name);
+    if (seen == affinity_seen_.end() || seen->second.text.empty()) {
+      kLog.info("BlockAffinity " + name + " has no version seen to delete against; next round");
+      continue;
+    }
+    DocEvent current{affinity_key(name), seen->second.text, seen->second.revision, false, ""};
+    store_.remove_if(affinity_key(name), current, [name](Result<bool> r) {
       if (!r) kLog.warning("cannot delete BlockAffinity " + name + ": " + r.error().message);
+      else if (!*r) kLog.info("BlockAffinity " + name + " changed (or went) while releasing it; next round");
     });
+  }
   for (const auto& key : plan.endpoint_removals) {
     auto slash = key.find('/');
     DocKey k{"WorkloadEndpoint.tabby.dev", key.substr(0, slash), key.substr(slash + 1)};
@@ -180,7 +190,7 @@ void IpamGarbageCollector::collect(int64_t now_ms) {
     const std::string& name = plan.affinity_updates[i].key.name;
     std::string was = cni::block_affinity_manifest(name, std::get<BlockAffinity>(plan.affinity_originals[i].body));
     auto seen = affinity_seen_.find(name);
-    if (seen == affinity_seen_.end() || seen->second.digest != std::hash<std::string>{}(was)) {
+    if (seen == affinity_seen_.end() || seen->second.text != was) {
       kLog.info("BlockAffinity " + name + " is not as planned from (changed meanwhile); next round");
       continue;
     }

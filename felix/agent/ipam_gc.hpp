@@ -48,7 +48,7 @@ class IpamGarbageCollector {
   std::map<uint64_t, IpamLease> leases_;  // by epoch
   struct SeenVersion {
     std::string revision;
-    size_t digest = 0;  // std::hash of its text
+    std::string text;  // the block as tabby writes it; empty: unreadable (matches no plan)
   };
   std::map<std::string, SeenVersion> affinity_seen_;  // BlockAffinity name -> last version seen
   IpamGcMemory memory_;

@@ -56,6 +56,7 @@
 #include "felix/calc/calc.hpp"
 #include "felix/config/config_file.hpp"
 #include "felix/calc/doc_feed.hpp"
+#include "felix/cni/cni.hpp"
 #include "log/log.hpp"
 #include "proto/tabby.pb.h"
 
@@ -377,8 +378,10 @@ struct AgentRuntime::Impl {
     if (!choice) return;
     const std::string name = block_affinity_name(choice->block), cidr = choice->block.str();
     if (name == tunnel_claim_lost_) return;  // until the winner's claim shows
-    std::string text = "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata:\n  name: " + name +
-                       "\nspec:\n  cidr: " + cidr + "\n  node: " + config_.node_name + "\n";
+    // Written as the CNI plugin writes blocks: the file store's compare-and-swap
+    // (a pod's address recorded in it later, a release by the IPAM GC) compares
+    // the stored text with this rendering.
+    std::string text = cni::block_affinity_manifest(name, BlockAffinity{choice->block, config_.node_name, {}, {}});
     tunnel_claim_pending_ = true;
     datastore_->create(DocKey{"BlockAffinity.tabby.dev", "", name}, text,
                        [this, name, cidr, alive = std::weak_ptr<int>(life_)](Result<bool> r) {

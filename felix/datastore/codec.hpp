@@ -217,6 +217,8 @@ std::string etcd_delete_request(const std::string& key);
 std::string etcd_create_request(const std::string& key, std::string_view value);
 // Txn: if mod_revision(key) == mod_revision then put (compare-and-swap).
 std::string etcd_replace_request(const std::string& key, const std::string& mod_revision, std::string_view value);
+// The txn deleting `key` only while its mod_revision is the one read.
+std::string etcd_delete_if_request(const std::string& key, const std::string& mod_revision);
 Result<bool> parse_etcd_txn_succeeded(std::string_view body);
 Result<int64_t> parse_etcd_deleted(std::string_view body);
 // The gateway's error body ({"error": "...", "message": "...", "code": N}) as text.
@@ -263,6 +265,9 @@ std::string k8s_resource_version(std::string_view object);
 // server is conditional on it (409 Conflict when stale; a CRD refuses a PUT
 // without one).
 Result<std::string> k8s_with_resource_version(std::string_view body, const std::string& resource_version);
+// The DeleteOptions body of a DELETE that holds only while the object still has
+// `resource_version` (preconditions; the API server answers 409 otherwise).
+std::string k8s_delete_options(const std::string& resource_version);
 // A Status body's message (or the raw body, shortened).
 std::string k8s_status_text(std::string_view body);
 

@@ -151,6 +151,11 @@ class Datastore {
   // Delete (what this store can delete: the file store never deletes a
   // user's manifest, only objects written through it).
   virtual void remove(const DocKey& key, RemoveCallback done) = 0;
+  // Atomic compare-and-delete, replace()'s rules: deletes the object only while
+  // it is still the version `current` this store delivered. true: deleted;
+  // false: it changed or was already gone. How the IPAM garbage collector
+  // releases a block without losing an address written into it meanwhile.
+  virtual void remove_if(const DocKey& key, const DocEvent& current, RemoveCallback done) = 0;
 };
 
 // One Kubernetes resource the kubernetes datastore lists and watches.

@@ -8,7 +8,8 @@
 // watch reports that revision compacted does it relist and diff. While etcd is
 // away nothing but one Connection(false) notice is delivered: the state stays.
 // Writes: create = txn(create_revision == 0 → put), replace = txn(mod_revision ==
-// the delivered one → put), put, deleterange.
+// the delivered one → put), put, deleterange, remove_if = txn(mod_revision == the
+// delivered one → deleterange).
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
@@ -254,6 +255,26 @@ class EtcdDatastore final : public Datastore {
       else if (r->status != 200) out = fail_msg("etcd delete " + k + ": HTTP " + std::to_string(r->status) + ": " + etcd_error_text(r->body));
       else if (auto n = parse_etcd_deleted(r->body); !n) out = fail(n.error());
       else out = *n > 0;
+      if (st->alive) done(std::move(out));
+    }, asio::detached);
+  }
+
+  void remove_if(const DocKey& key, const DocEvent& current, RemoveCallback done) override {
+    auto st = st_;
+    std::string k = etcd_key(st->cfg.etcd_prefix, key);
+    std::string rev = current.revision;
+    if (rev.empty() || rev.find_first_not_of("0123456789") != std::string::npos) {
+      asio::post(io_, [st, done, k] {
+        if (st->alive) done(fail_msg("etcd delete " + k + ": the object was not read from etcd (no mod_revision)"));
+      });
+      return;
+    }
+    asio::co_spawn(io_, [st, k, rev, done = std::move(done)]() -> asio::awaitable<void> {
+      auto r = co_await st->write("/v3/kv/txn", etcd_delete_if_request(k, rev));
+      Result<bool> out = fail_msg("");
+      if (!r) out = fail(r.error());
+      else if (r->status != 200) out = fail_msg("etcd txn " + k + ": HTTP " + std::to_string(r->status) + ": " + etcd_error_text(r->body));
+      else out = parse_etcd_txn_succeeded(r->body);
       if (st->alive) done(std::move(out));
     }, asio::detached);
   }

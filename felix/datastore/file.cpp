@@ -22,6 +22,8 @@
 // one host): the text goes to a temp file in the state directory, then
 // rename() (put) or link() (create: fails with EEXIST when the object exists,
 // so exactly one of several racing creators wins), then the temp is removed.
+// replace and remove_if compare the stored text with the version the caller
+// read and write or unlink under one flock on <state dir>/.replace.lock.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
@@ -440,6 +442,10 @@ class FileDatastore final : public Datastore {
     Result<bool> r = do_remove(key);
     finish(std::move(done), std::move(r));
   }
+  void remove_if(const DocKey& key, const DocEvent& current, RemoveCallback done) override {
+    Result<bool> r = do_remove_if(key, current);
+    finish(std::move(done), std::move(r));
+  }
 
  private:
   template <class Cb, class R>
@@ -478,45 +484,94 @@ class FileDatastore final : public Datastore {
     return {};
   }
 
-  // Compare-and-swap under an exclusive flock on <state dir>/.replace.lock (every
-  // replace, in any process, takes it): the state file (else the user's manifest
-  // defining the key) must still hold the object `current` with its text.
+  // The exclusive flock on <state dir>/.replace.lock that every compare-and-swap
+  // (replace, remove_if), in any process, holds while it compares and writes.
+  class ReplaceLock {
+   public:
+    explicit ReplaceLock(const std::string& state_dir) : path_(state_dir + "/.replace.lock") {
+      fd_ = ::open(path_.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+      if (fd_ < 0) {
+        error_ = "file datastore: " + path_ + ": " + std::strerror(errno);
+        return;
+      }
+      while (::flock(fd_, LOCK_EX) != 0) {
+        if (errno == EINTR) continue;
+        error_ = "file datastore: lock " + path_ + ": " + std::strerror(errno);
+        ::close(fd_);
+        fd_ = -1;
+        return;
+      }
+    }
+    ~ReplaceLock() {
+      if (fd_ >= 0) ::close(fd_);  // releases the lock
+    }
+    ReplaceLock(const ReplaceLock&) = delete;
+    ReplaceLock& operator=(const ReplaceLock&) = delete;
+    const std::string& error() const { return error_; }  // empty: held
+
+   private:
+    std::string path_, error_;
+    int fd_ = -1;
+  };
+
+  // Is `key` in the file at `path` still the object `current` (its text)? And is it
+  // alone in that file (a state file: one object each)?
+  struct Stored {
+    bool same = false, alone = false;
+  };
+  static Result<Stored> stored_as(const std::string& path, const DocKey& key, const DocEvent& current) {
+    auto now = read_file(path);
+    if (!now) return fail_msg("file datastore: " + now.error().message);
+    Stored out;
+    auto docs = parse_manifests(*now, path);
+    if (!docs) return out;
+    for (const auto& d : *docs) out.same |= d.key == key && d.text == current.text;
+    out.alone = docs->size() == 1;
+    return out;
+  }
+
+  // Compare-and-swap under the replace lock: the state file (else the user's
+  // manifest defining the key) must still hold the object `current` with its text.
   Result<bool> do_replace(const DocKey& key, const DocEvent& current, const std::string& text) {
     auto& s = *st_;
     if (auto ok = check_text_key(key, text); !ok) return fail(ok.error());
-    std::string lock_path = s.state_dir + "/.replace.lock";
-    int fd = ::open(lock_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return fail_msg("file datastore: " + lock_path + ": " + std::strerror(errno));
-    while (::flock(fd, LOCK_EX) != 0) {
-      if (errno == EINTR) continue;
-      std::string err = std::strerror(errno);
-      ::close(fd);
-      return fail_msg("file datastore: lock " + lock_path + ": " + err);
-    }
-    Result<bool> out = false;
+    ReplaceLock lock(s.state_dir);
+    if (!lock.error().empty()) return fail_msg(lock.error());
     std::string final_path = s.state_dir + "/" + state_file_name(key);
     struct stat sb;
     // No state file: the object as a user's manifest defines it, if one does (the
     // state file written then shadows it, as a put's does); else deleted (false).
     std::string path = final_path;
     if (::stat(path.c_str(), &sb) != 0) path = s.manifest_owner(key);
-    if (!path.empty() && ::stat(path.c_str(), &sb) == 0) {
-      auto now = read_file(path);
-      if (!now) {
-        out = fail_msg("file datastore: " + now.error().message);
-      } else {
-        auto docs = parse_manifests(*now, path);
-        bool same = false;
-        if (docs)
-          for (const auto& d : *docs) same |= d.key == key && d.text == current.text;
-        if (same && (path != final_path || docs->size() == 1)) {
-          auto w = do_put(key, text);
-          out = w ? Result<bool>(true) : Result<bool>(fail(w.error()));
-        }
-      }
+    if (path.empty() || ::stat(path.c_str(), &sb) != 0) return false;
+    auto now = stored_as(path, key, current);
+    if (!now) return fail(now.error());
+    if (!now->same || (path == final_path && !now->alone)) return false;
+    auto w = do_put(key, text);
+    return w ? Result<bool>(true) : Result<bool>(fail(w.error()));
+  }
+
+  // Compare-and-delete under the replace lock: only a state file this store
+  // wrote, and only while it still holds `current`.
+  Result<bool> do_remove_if(const DocKey& key, const DocEvent& current) {
+    auto& s = *st_;
+    ReplaceLock lock(s.state_dir);
+    if (!lock.error().empty()) return fail_msg(lock.error());
+    std::string final_path = s.state_dir + "/" + state_file_name(key);
+    struct stat sb;
+    if (::stat(final_path.c_str(), &sb) != 0) {
+      std::string owner = s.manifest_owner(key);
+      if (!owner.empty())
+        return fail_msg("file datastore: " + to_string(key) + " is defined in the manifest " + owner +
+                        "; edit that file to remove it");
+      return false;
     }
-    ::close(fd);  // releases the lock
-    return out;
+    auto now = stored_as(final_path, key, current);
+    if (!now) return fail(now.error());
+    if (!now->same || !now->alone) return false;
+    if (::unlink(final_path.c_str()) != 0)
+      return fail_msg("file datastore: delete " + final_path + ": " + std::strerror(errno));
+    return true;
   }
 
   Result<bool> do_remove(const DocKey& key) {

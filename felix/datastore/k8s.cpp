@@ -387,6 +387,26 @@ class K8sDatastore final : public Datastore {
     }, asio::detached);
   }
 
+  // A DELETE with a resourceVersion precondition: 409 when the object changed
+  // since it was delivered, 404 when it is already gone.
+  void remove_if(const DocKey& key, const DocEvent& current, RemoveCallback done) override {
+    auto st = st_;
+    auto refuse = [&](std::string msg) { asio::post(io_, [st, done, msg] { if (st->alive) done(fail_msg(msg)); }); };
+    const K8sResource* r = st->resource_for(key);
+    if (!r) return refuse("kubernetes datastore: kind " + key.kind + " is not one of its resources");
+    if (current.revision.empty()) return refuse("kubernetes: delete " + to_string(key) + ": no resourceVersion");
+    std::string item = k8s_object_path(*r, key.ns, key.name);
+    asio::co_spawn(io_, [st, item, body = k8s_delete_options(current.revision), done = std::move(done)]() -> asio::awaitable<void> {
+      auto resp = co_await st->http.request(st->url, http::verb::delete_, item, body, "application/json", st->timeout());
+      Result<bool> out = false;
+      if (!resp) out = fail(resp.error());
+      else if (resp->status == 404 || resp->status == 409) out = false;
+      else if (is_2xx(resp->status)) out = true;
+      else out = fail_msg("kubernetes: DELETE " + item + ": HTTP " + std::to_string(resp->status) + ": " + k8s_status_text(resp->body));
+      if (st->alive) done(std::move(out));
+    }, asio::detached);
+  }
+
  private:
   struct Prepared {
     std::string collection, item, body;

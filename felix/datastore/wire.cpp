@@ -257,6 +257,12 @@ std::string etcd_replace_request(const std::string& key, const std::string& mod_
   return json{{"compare", json::array({compare})}, {"success", json::array({put})}, {"failure", json::array()}}.dump();
 }
 
+std::string etcd_delete_if_request(const std::string& key, const std::string& mod_revision) {
+  json compare = {{"key", base64_encode(key)}, {"result", "EQUAL"}, {"target", "MOD"}, {"mod_revision", mod_revision}};
+  json del = {{"request_delete_range", {{"key", base64_encode(key)}}}};
+  return json{{"compare", json::array({compare})}, {"success", json::array({del})}, {"failure", json::array()}}.dump();
+}
+
 Result<bool> parse_etcd_txn_succeeded(std::string_view body) {
   auto j = parse_json(body, "etcd txn response");
   if (!j) return fail(j.error());
@@ -423,6 +429,12 @@ std::string k8s_resource_version(std::string_view object) {
   if (!j.is_object()) return {};
   auto meta = j.find("metadata");
   return meta != j.end() && meta->is_object() ? get_str(*meta, "resourceVersion") : std::string();
+}
+
+std::string k8s_delete_options(const std::string& resource_version) {
+  return json{{"apiVersion", "v1"},
+              {"kind", "DeleteOptions"},
+              {"preconditions", {{"resourceVersion", resource_version}}}}.dump();
 }
 
 Result<std::string> k8s_with_resource_version(std::string_view body, const std::string& resource_version) {

@@ -126,6 +126,13 @@ class MemoryClient final : public Datastore {
     later([done = std::move(done), gone] { done(gone); });
   }
 
+  // Compare-and-delete by text.
+  void remove_if(const DocKey& key, const DocEvent& current, RemoveCallback done) override {
+    bool gone = false;
+    if (auto it = st_->objects.find(key); it != st_->objects.end() && it->second == current.text) gone = st_->del(key);
+    later([done = std::move(done), gone] { done(gone); });
+  }
+
  private:
   static Status check(const DocKey& key, const std::string& text) {
     auto k = document_key(text);

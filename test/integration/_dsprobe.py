@@ -155,11 +155,12 @@ def replace(args, kind, ns, name, text, current_text, revision, timeout=30):
 
 
 def check_compare_and_swap(args, w, kind, name, make_text, holds):
-    """Datastore::replace against the real store, watched by `w`: a replace
-    against the version the watch delivered wins once; the same stale version
-    loses (the object is unchanged), a fresh one wins again; after a delete it
-    loses. make_text(i) is a manifest of the object; holds(stored, i) says the
-    store's text is version i."""
+    """Datastore::replace and remove_if against the real store, watched by `w`: a
+    replace against the version the watch delivered wins once; the same stale
+    version loses (the object is unchanged), a fresh one wins again; a
+    compare-and-delete against a stale version loses and one against the current
+    version deletes; after a delete both lose. make_text(i) is a manifest of the
+    object; holds(stored, i) says the store's text is version i."""
     key = (kind, "", name)
     check(write(args, "put", kind, "", name, make_text(0)).get("ok"), "put version 0")
     w.wait(lambda w: key in w.state and holds(w.state[key], 0), 5, "version 0 watched")
@@ -179,10 +180,34 @@ def check_compare_and_swap(args, w, kind, name, make_text, holds):
     w.wait(lambda w: holds(w.state.get(key, ""), 3), 5, "version 3 watched")
     with w.lock:
         v3 = (w.state[key], w.revs[key])
-    check(write(args, "remove", kind, "", name).get("result") is True, "remove")
+    r = remove_if(args, kind, "", name, *v1)
+    check(r.get("ok") and r["result"] is False, f"remove-if against a stale version must lose: {r}")
+    time.sleep(0.3)
+    with w.lock:
+        check(key in w.state and holds(w.state[key], 3), f"a lost remove-if changed the object: {w.state.get(key)!r}")
+    r = remove_if(args, kind, "", name, *v3)
+    check(r.get("ok") and r["result"] is True, f"remove-if against the current version: {r}")
     w.wait(lambda w: key not in w.state, 5, "removal watched")
     r = replace(args, kind, "", name, make_text(4), *v3)
     check(r.get("ok") and r["result"] is False, f"replace of a deleted object must lose: {r}")
+    r = remove_if(args, kind, "", name, *v3)
+    check(r.get("ok") and r["result"] is False, f"remove-if of a deleted object must lose: {r}")
+
+
+def remove_if(args, kind, ns, name, current_text, revision, timeout=30):
+    """One compare-and-delete through the probe against (current_text, revision)."""
+    need_probe()
+    import tempfile  # noqa: PLC0415
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as cur:
+        cur.write(current_text)
+        cur.flush()
+        cmd = [PROBE] + args + ["remove-if", kind, ns or "-", name, cur.name, revision or "-"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    _scan_stderr("probe remove-if", p.stderr)
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise Fail(f"probe remove-if printed no JSON (rc={p.returncode}): {p.stdout} {p.stderr}")
 
 
 def race_create(args, kind, ns, name, texts, timeout=30):

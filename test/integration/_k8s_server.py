@@ -16,7 +16,8 @@ the protocol the kubernetes datastore uses, as the API server does:
     server's optimistic concurrency: a PUT carrying a resourceVersion other than
     the stored one → 409 Conflict; without one → 422 Invalid for a custom
     resource (CRDs allow no unconditional update), accepted for core v1 kinds
-    (Node, Pod, Namespace allow it); DELETE item (200; 404)
+    (Node, Pod, Namespace allow it); DELETE item (200; 404; 409 when DeleteOptions'
+    preconditions.resourceVersion is not the stored one)
   - objects get metadata.uid and creationTimestamp on create, kept on update
   - unknown collections → 404 (a CRD that is not installed)
   - discovery, as kubectl reads it before `apply`: GET /api (APIVersions), /apis
@@ -373,7 +374,18 @@ def make_handler(state):
             if not r:
                 return
             coll, ns, name, q = r
-            gone = state.delete(coll, ns or "", name)
+            # DeleteOptions.preconditions.resourceVersion: delete only that version.
+            want = None
+            if int(self.headers.get("Content-Length", "0")):
+                want = ((self._body() or {}).get("preconditions") or {}).get("resourceVersion")
+            with state.cond:
+                cur = state.objects[coll].get((ns or "", name))
+                if cur is not None and want and want != cur["metadata"]["resourceVersion"]:
+                    self._status(409, "Conflict", f'Operation cannot be fulfilled on "{name}": Precondition failed: '
+                                 f'ResourceVersion in precondition: {want}, ResourceVersion in object meta: '
+                                 f'{cur["metadata"]["resourceVersion"]}')
+                    return
+                gone = state.delete(coll, ns or "", name)
             if gone is None:
                 self._status(404, "NotFound", f'"{name}" not found')
             else:

@@ -1,14 +1,15 @@
 // ds_probe.cpp — tabby-ds-probe: runs one datastore client (felix/datastore/datastore.hpp)
 // for the integration tests. `watch` prints every update as one JSON line on
-// stdout (flushed); `create`/`put`/`replace`/`remove` perform one write and print
-// its outcome as JSON (`replace`: compare-and-swap against the version whose text
-// is in CURRENT and whose revision is REV, as a watch delivered it). Usage:
+// stdout (flushed); `create`/`put`/`replace`/`remove`/`remove-if` perform one write
+// and print its outcome as JSON (`replace`, `remove-if`: compare-and-swap /
+// compare-and-delete against the version whose text is in CURRENT and whose
+// revision is REV, as a watch delivered it). Usage:
 //   tabby-ds-probe --type file --dir D [--debounce-ms N] CMD ...
 //   (any type: --part-size N delivers the initial listing as snapshot_part updates)
 //   tabby-ds-probe --type etcd --endpoints URL[,URL] [--prefix P] CMD ...
 //   tabby-ds-probe --type kubernetes --server URL --token F --ca F [--resources plural[.group],...] [--page-size N] CMD ...
 //   CMD: watch [--for SECONDS] | create KIND NS NAME FILE | put KIND NS NAME FILE | remove KIND NS NAME
-//        | replace KIND NS NAME FILE CURRENT REV
+//        | replace KIND NS NAME FILE CURRENT REV | remove-if KIND NS NAME CURRENT REV
 //   (NS "-" = cluster-scoped; FILE "-" = stdin; common: --backoff-min-ms, --backoff-max-ms)
 #include <utility>
 
@@ -153,15 +154,16 @@ int main(int argc, char** argv) {
   DocKey key{rest[0], rest[1] == "-" ? "" : rest[1], rest[2]};
   std::string text;
   DocEvent current;
-  if (cmd == "replace") {
-    if (rest.size() < 6) return usage("replace needs FILE CURRENT REV");
-    std::ifstream in(rest[4]);
-    if (!in) return usage("cannot read " + rest[4]);
+  if (cmd == "replace" || cmd == "remove-if") {
+    const size_t at = cmd == "replace" ? 4 : 3;  // CURRENT's position
+    if (rest.size() < at + 2) return usage(cmd + " needs " + (cmd == "replace" ? "FILE " : "") + "CURRENT REV");
+    std::ifstream in(rest[at]);
+    if (!in) return usage("cannot read " + rest[at]);
     std::stringstream ss;
     ss << in.rdbuf();
     current.key = key;
     current.text = ss.str();
-    current.revision = rest[5];
+    current.revision = rest[at + 1];
   }
   if (cmd == "create" || cmd == "put" || cmd == "replace") {
     if (rest.size() < 4) return usage(cmd + " needs a FILE");
@@ -192,6 +194,10 @@ int main(int argc, char** argv) {
     });
   } else if (cmd == "remove") {
     store->remove(key, [&](Result<bool> r) { print("remove", r.ok(), r ? "" : r.error().message, r ? json(*r) : json()); });
+  } else if (cmd == "remove-if") {
+    store->remove_if(key, current, [&](Result<bool> r) {
+      print("remove-if", r.ok(), r ? "" : r.error().message, r ? json(*r) : json());
+    });
   } else {
     return usage("unknown command " + cmd);
   }

@@ -633,6 +633,21 @@ TEST_CASE("etcd compare-and-swap: put only while the key's mod_revision is the o
   CHECK(txn["failure"].empty());
 }
 
+TEST_CASE("compare-and-delete: etcd deletes only at the read mod_revision, kubernetes sends a precondition") {
+  auto txn = json::parse(etcd_delete_if_request("/tabby/BlockAffinity.tabby.dev/b", "42"));
+  REQUIRE(txn["compare"].size() == 1);
+  CHECK(txn["compare"][0]["target"] == "MOD");
+  CHECK(txn["compare"][0]["result"] == "EQUAL");
+  CHECK(txn["compare"][0]["mod_revision"] == "42");
+  REQUIRE(txn["success"].size() == 1);
+  CHECK(txn["success"][0]["request_delete_range"]["key"] == base64_encode("/tabby/BlockAffinity.tabby.dev/b"));
+  CHECK(txn["failure"].empty());
+  auto opts = json::parse(k8s_delete_options("990"));
+  CHECK(opts["kind"] == "DeleteOptions");
+  CHECK(opts["apiVersion"] == "v1");
+  CHECK(opts["preconditions"]["resourceVersion"] == "990");
+}
+
 TEST_CASE("kubernetes paths") {
   CHECK(k8s_collection_path(kPods) == "/api/v1/pods");
   CHECK(k8s_collection_path(kPools) == "/apis/crd.projectcalico.org/v1/ippools");
