@@ -91,9 +91,10 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
   }
   std::set<std::string> removing;
   // Blocks of nodes that are gone, once no endpoint of an existing node holds one of
-  // their addresses.
+  // their addresses and no existing node's tunnel address is one of them.
   for (const auto& o : orphan_blocks()) {
-    if (std::any_of(o.live_endpoints.begin(), o.live_endpoints.end(),
+    if (!o.live_tunnels.empty() ||
+        std::any_of(o.live_endpoints.begin(), o.live_endpoints.end(),
                     [&](const std::string& k) { return !dead_endpoints.count(k); }))
       continue;
     removing.insert(o.affinity);  // its allocations go with the block, not one by one
