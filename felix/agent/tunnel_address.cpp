@@ -11,7 +11,7 @@
 namespace tabby::felix {
 namespace {
 constexpr logging::Logger kLog{"tunnel-address"};
-constexpr auto kRetryAfterError = std::chrono::seconds(5);
+constexpr auto kRetryPause = std::chrono::seconds(5);  // after an error, or a write whose echo is late
 
 std::string describe(const TunnelAddressStep& s) {
   return std::string(s.vxlan ? "VXLAN" : "IPIP") + " tunnel address " + s.ip.str() + " (handle " + s.handle +
@@ -32,13 +32,24 @@ void TunnelAddressKeeper::stop() {
 
 void TunnelAddressKeeper::observe(const std::vector<DocEvent>& events) {
   versions_.observe(events);
-  if (!pending_) return;
-  for (const auto& e : events)
-    if (e.key.kind == kBlockAffinityKind) changed_while_pending_ = true;
+  for (const auto& e : events) {
+    if (e.key.kind != kBlockAffinityKind) continue;
+    if (pending_) changed_while_pending_ = true;
+    if (e.key.name == awaiting_block_) awaiting_block_.clear();
+  }
+}
+
+void TunnelAddressKeeper::rerun_after(std::chrono::seconds pause) {
+  retry_.expires_after(pause);
+  retry_.async_wait([this, alive = std::weak_ptr<int>(life_)](const boost::system::error_code& ec) {
+    if (ec || alive.expired() || stopped_) return;
+    awaiting_block_.clear();
+    rerun_();
+  });
 }
 
 void TunnelAddressKeeper::step() {
-  if (pending_ || stopped_) return;
+  if (pending_ || stopped_ || !awaiting_block_.empty()) return;
   TunnelAddressStep s = calc_.tunnel_address_step();
   if (s.action == TunnelAddressStep::Action::None) return;
   // The datastore's last version of the block must be the one planned from;
@@ -63,10 +74,7 @@ void TunnelAddressKeeper::finish(const TunnelAddressStep& s, Result<bool> r) {
   if (!r) {
     kLog.warning(std::string("cannot ") + (borrow ? "borrow " : "release ") + describe(s) + ": " +
                  r.error().message + " (trying again shortly)");
-    retry_.expires_after(kRetryAfterError);
-    retry_.async_wait([this, alive = std::weak_ptr<int>(life_)](const boost::system::error_code& ec) {
-      if (!ec && !alive.expired() && !stopped_) rerun_();
-    });
+    rerun_after(kRetryPause);
     return;
   }
   if (!*r) {
@@ -76,6 +84,9 @@ void TunnelAddressKeeper::finish(const TunnelAddressStep& s, Result<bool> r) {
     if (changed_while_pending_) rerun_();
     return;
   }
+  // Written: the next step waits for this version to arrive (at most a pause).
+  awaiting_block_ = s.affinity.key.name;
+  rerun_after(kRetryPause);
   if (borrow)
     kLog.info("borrowed " + describe(s) +
               " as this node's tunnel address: no block was left to claim (IPAMConfiguration strictAffinity false)");

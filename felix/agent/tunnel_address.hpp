@@ -10,8 +10,10 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "felix/agent/block_versions.hpp"
@@ -39,8 +41,13 @@ class TunnelAddressKeeper {
   std::function<void()> rerun_;
   boost::asio::steady_timer retry_;
   BlockVersions versions_;
+  void rerun_after(std::chrono::seconds pause);
+
   bool pending_ = false;              // a write in flight
   bool changed_while_pending_ = false;  // a BlockAffinity event came meanwhile
+  // The block this agent just wrote, until its new version arrives (the
+  // calculation holds the old one till then: planning on it would only lose).
+  std::string awaiting_block_;
   bool stopped_ = false;
   std::shared_ptr<int> life_ = std::make_shared<int>(0);
 };
