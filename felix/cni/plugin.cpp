@@ -673,9 +673,13 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
             << json_quote(o.node) << ", \"blockAffinity\": " << json_quote(o.affinity)
             << ", \"allocations\": " << o.allocations << ", \"liveEndpoints\": [";
         for (size_t j = 0; j < o.live_endpoints.size(); ++j) out << (j ? ", " : "") << json_quote(o.live_endpoints[j]);
-        out << "], \"liveTunnelAddresses\": [";
-        for (size_t j = 0; j < o.live_tunnels.size(); ++j) out << (j ? ", " : "") << json_quote(o.live_tunnels[j]);
-        out << "]}";
+        out << "]";
+        if (!o.live_tunnels.empty()) {  // other nodes' tunnel addresses in it (rare: only then)
+          out << ", \"liveTunnelAddresses\": [";
+          for (size_t j = 0; j < o.live_tunnels.size(); ++j) out << (j ? ", " : "") << json_quote(o.live_tunnels[j]);
+          out << "]";
+        }
+        out << "}";
       }
       out << "]}\n";
       return 0;
