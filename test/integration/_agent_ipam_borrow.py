@@ -33,7 +33,7 @@ with /28 blocks: two blocks only.
    false again: node4 borrows one.
 6. VXLAN only: borrowed VTEPs of live nodes are no leak (`tabby ipam check`);
    node4 deleted: its borrowed VTEP allocation is one ("node node4 no longer
-   exists"; the collector releases such after its grace period).
+   exists"), and the IPAM collector (a 3 s grace period here) releases it.
 7. VXLAN only: a second VXLAN pool lets node2 claim a block of its own: its VTEP
    moves to that block's first address (the old one leaves its vxlan.tabby), its
    agent releases the borrowed one, node1 reaches the new one and every pod
@@ -96,16 +96,20 @@ def vxlan_peer(node, peer_vtep, peer_underlay):
     return f, n
 
 
+# VXLAN variant: a quick IPAM collector (it releases a deleted node's borrowed VTEP in step 6).
+GC = {"ipamGC": {"gracePeriod": 3, "interval": 0.5, "leaseDuration": 2}}
+
+
 def borrow_vtep(c):
     """Step 0 (VXLAN): node2 borrows its VTEP address from node1's block."""
     step("0. node1 and node3 claim the pool's two blocks for their VTEPs; node2 borrows its VTEP")
-    c.add_node("node1", 1)
+    c.add_node("node1", 1, extra=GC)
     wait_until(lambda: len(c.blocks_of("node1")) == 1, 30, "node1 claimed a block for its VTEP")
-    c.add_node("node3", 3)
+    c.add_node("node3", 3, extra=GC)
     wait_until(lambda: len(c.blocks_of("node3")) == 1, 30, "node3 claimed a block for its VTEP")
     b1, b3 = block_of(c, "node1"), block_of(c, "node3")
     check(sorted([b1, b3]) == ["198.19.0.0/28", "198.19.0.16/28"], f"VTEP blocks: node1 {b1}, node3 {b3}")
-    c.add_node("node2", 2)
+    c.add_node("node2", 2, extra=GC)
     c.wait_ready(60)
     n1, n2 = c.nodes["node1"], c.nodes["node2"]
     wait_until(lambda: vtep(n2), 30, "node2 has a VTEP address")
@@ -243,7 +247,7 @@ def body(lab, store, vxlan=False):
     step(f"  CNI ADD refused: {msg}")
     if vxlan:
         # A new node has no block to claim and may not borrow its VTEP: a problem says why.
-        c.add_node("node4", 4)
+        c.add_node("node4", 4, extra=GC)
         c.agents["node4"].wait_ready(60)
 
         def strict_problem():
@@ -286,6 +290,10 @@ def tunnel_lifecycle(c, v2, v4):
     check(leak["address"] == v4 and leak["reason"] == "node node4 no longer exists", f"leak: {leak}")
     check(not [l for l in ipam_check(c) if l["handle"] == "vxlan-tunnel-addr-node2"], "node2's VTEP listed as a leak")
     step(f"  tabby ipam check: {leak['address']} {leak['handle']}: {leak['reason']}")
+    wait_until(lambda: "vxlan-tunnel-addr-node4" not in c.allocations(), 20,
+               "the IPAM collector releases node4's tunnel address (grace period 3 s)")
+    check(c.allocations().get("vxlan-tunnel-addr-node2") == v2, f"node2's VTEP allocation went too: {c.allocations()}")
+    step(f"  the collector released {v4}; node2's {v2} stays")
 
     step("7. node2 gets a block of its own: its VTEP moves there and the borrowed one is released")
     # A second VXLAN pool: node2 can claim a block of its own now.
