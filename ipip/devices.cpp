@@ -13,8 +13,10 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <set>
 #include <tuple>
+#include <vector>
 
 #include "ipip/ipip.hpp"
 #include "netlink/libnl.hpp"
@@ -108,24 +110,41 @@ struct TunnelDevices::Impl {
     return {};
   }
 
-  // Makes `ip` (as /32 or /128) the only address of ours on the link: adds it if missing.
-  Status ensure_host_addr(int ifindex, const IpAddress& ip, const std::string& name) {
+  // The device (a tunnel device of tabby's) holds `ip` and no other address of its
+  // family: a tunnel address that moved (a block of the node's own replacing a
+  // borrowed one, an explicit address) leaves no stale one behind, which would
+  // shadow that address once IPAM hands it to someone else. The new address goes
+  // on first (removing a device's last IPv4 address flushes its routes). No `ip`:
+  // no IPv4 address.
+  Status ensure_host_addr(int ifindex, const std::optional<IpAddress>& ip, const std::string& name) {
     CacheRef cache;
     int err = rtnl_addr_alloc_cache(sk, &cache.p);
     if (err < 0) return fail_msg(nlerr("dump addresses", err));
     bool have = false;
+    const bool v4 = !ip || ip->is_v4();
+    std::vector<rtnl_addr*> stale;  // owned by the cache
     for (nl_object* o = nl_cache_get_first(cache.p); o; o = nl_cache_get_next(o)) {
       auto* a = reinterpret_cast<rtnl_addr*>(o);
       if (rtnl_addr_get_ifindex(a) != ifindex) continue;
-      if (ip_of(rtnl_addr_get_local(a)) == ip) have = true;
+      auto local = ip_of(rtnl_addr_get_local(a));
+      if (!local) continue;
+      if (ip && *local == *ip) have = true;
+      else if (local->is_v4() == v4) stale.push_back(a);
     }
-    if (have) return {};
-    AddrRef addr{rtnl_addr_alloc()};
-    rtnl_addr_set_ifindex(addr.p, ifindex);
-    auto local = nl_address(ip, ip.bit_width());
-    rtnl_addr_set_local(addr.p, local.p);
-    err = rtnl_addr_add(sk, addr.p, 0);
-    if (err < 0 && err != -NLE_EXIST) return fail_msg(nlerr("add address " + ip.str() + " to " + name, err));
+    if (ip && !have) {
+      AddrRef addr{rtnl_addr_alloc()};
+      rtnl_addr_set_ifindex(addr.p, ifindex);
+      auto local = nl_address(*ip, ip->bit_width());
+      rtnl_addr_set_local(addr.p, local.p);
+      err = rtnl_addr_add(sk, addr.p, 0);
+      if (err < 0 && err != -NLE_EXIST) return fail_msg(nlerr("add address " + ip->str() + " to " + name, err));
+    }
+    for (auto* a : stale) {
+      err = rtnl_addr_delete(sk, a, 0);
+      if (err < 0 && err != -NLE_NOADDR && err != -NLE_OBJ_NOTFOUND)
+        return fail_msg(nlerr("remove stale address " + ip_of(rtnl_addr_get_local(a)).value_or(IpAddress()).str() +
+                              " from " + name, err));
+    }
     return {};
   }
 };
@@ -269,8 +288,7 @@ Status TunnelDevices::ensure_vxlan(const VxlanConfig& cfg, const IpAddress& node
   }
   if (auto s = impl_->set_mtu_up(link.p, mtu, cfg.ifname); !s) return s;
   int ifindex = rtnl_link_get_ifindex(link.p);
-  if (cfg.tunnel_address)
-    if (auto s = impl_->ensure_host_addr(ifindex, *cfg.tunnel_address, cfg.ifname); !s) return s;
+  if (auto s = impl_->ensure_host_addr(ifindex, cfg.tunnel_address, cfg.ifname); !s) return s;
 
   // Neighbours and FDB entries: what is on the device vs what the VTEPs want.
   std::set<std::pair<IpAddress, std::array<uint8_t, 6>>> want_neigh, have_neigh;

@@ -29,21 +29,8 @@ IpamGarbageCollector::IpamGarbageCollector(boost::asio::io_context& io, Datastor
 IpamGarbageCollector::~IpamGarbageCollector() { stop(); }
 
 void IpamGarbageCollector::observe(const std::vector<DocEvent>& events) {
+  affinity_versions_.observe(events);
   for (const auto& e : events) {
-    if (e.key.kind == "BlockAffinity.tabby.dev" && e.key.ns.empty()) {
-      // Its version, for the compare-and-swap of a rewrite: the revision, and a hash
-      // of the block as tabby writes it (the text a store hands back differs by store).
-      if (e.deleted) {
-        affinity_seen_.erase(e.key.name);
-        continue;
-      }
-      std::string text;  // unreadable: never matches a plan
-      ParsedManifests pm = parse_manifests(e.text, e.source);
-      if (pm.errors.empty() && pm.resources.size() == 1 && pm.resources[0].key.kind == Kind::BlockAffinity)
-        text = cni::block_affinity_manifest(e.key.name, std::get<BlockAffinity>(pm.resources[0].body));
-      affinity_seen_[e.key.name] = {e.revision, std::move(text)};
-      continue;
-    }
     if (e.key.kind != kIpamLeaseKind) continue;
     // The epoch is in the name; a deleted object has no text.
     const std::string prefix = ipam_lease_name(0).substr(0, ipam_lease_name(0).size() - 1);
@@ -162,14 +149,14 @@ void IpamGarbageCollector::collect(int64_t now_ms) {
   // Block releases are compare-and-delete against the version last seen (the one
   // the plan was computed from): a CNI ADD or a borrower may record an address in
   // the block right now; then the block stays and the next round plans again.
-  for (const auto& name : plan.affinity_removals) {
-    auto seen = affinity_seen_.find(name);
-    if (seen == affinity_seen_.end() || seen->second.text.empty()) {
-      kLog.info("BlockAffinity " + name + " has no version seen to delete against; next round");
+  for (size_t i = 0; i < plan.affinity_removals.size(); ++i) {
+    const std::string& name = plan.affinity_removals[i];
+    auto current = affinity_versions_.current(plan.affinity_removal_originals[i]);
+    if (!current) {
+      kLog.info("BlockAffinity " + name + " is not as planned from (changed meanwhile); next round");
       continue;
     }
-    DocEvent current{affinity_key(name), seen->second.text, seen->second.revision, false, ""};
-    store_.remove_if(affinity_key(name), current, [name](Result<bool> r) {
+    store_.remove_if(affinity_key(name), *current, [name](Result<bool> r) {
       if (!r) kLog.warning("cannot delete BlockAffinity " + name + ": " + r.error().message);
       else if (!*r) kLog.info("BlockAffinity " + name + " changed (or went) while releasing it; next round");
     });
@@ -188,15 +175,13 @@ void IpamGarbageCollector::collect(int64_t now_ms) {
   // otherwise, or when another writer got in first, the next round plans again.
   for (size_t i = 0; i < plan.affinity_updates.size(); ++i) {
     const std::string& name = plan.affinity_updates[i].key.name;
-    std::string was = cni::block_affinity_manifest(name, std::get<BlockAffinity>(plan.affinity_originals[i].body));
-    auto seen = affinity_seen_.find(name);
-    if (seen == affinity_seen_.end() || seen->second.text != was) {
+    auto current = affinity_versions_.current(plan.affinity_originals[i]);
+    if (!current) {
       kLog.info("BlockAffinity " + name + " is not as planned from (changed meanwhile); next round");
       continue;
     }
-    DocEvent current{affinity_key(name), std::move(was), seen->second.revision, false, ""};
     std::string text = cni::block_affinity_manifest(name, std::get<BlockAffinity>(plan.affinity_updates[i].body));
-    store_.replace(affinity_key(name), current, std::move(text), [name](Result<bool> r) {
+    store_.replace(affinity_key(name), *current, std::move(text), [name](Result<bool> r) {
       if (!r) kLog.warning("cannot rewrite BlockAffinity " + name + ": " + r.error().message);
       else if (!*r) kLog.info("BlockAffinity " + name + " changed while releasing from it; next round");
     });

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "felix/agent/block_versions.hpp"
 #include "felix/calc/calc.hpp"
 #include "felix/config/config.hpp"
 #include "felix/datastore/datastore.hpp"
@@ -46,11 +47,7 @@ class IpamGarbageCollector {
   AgentConfig::IpamGc cfg_;
   boost::asio::steady_timer timer_;
   std::map<uint64_t, IpamLease> leases_;  // by epoch
-  struct SeenVersion {
-    std::string revision;
-    std::string text;  // the block as tabby writes it; empty: unreadable (matches no plan)
-  };
-  std::map<std::string, SeenVersion> affinity_seen_;  // BlockAffinity name -> last version seen
+  BlockVersions affinity_versions_;  // for the compare-and-swap of rewrites
   IpamGcMemory memory_;
   bool leader_ = false, busy_ = false, stopped_ = true;
   uint64_t held_epoch_ = 0;

@@ -13,6 +13,7 @@
 //   Calc         -> PolicyCompiler (tunnel guard)      (nodes' underlay addresses → set tunnel-peers)
 //   Calc         -> PolicyCompiler (outgoing NAT)      (IPPool CIDRs → sets pod-pools-*, nat-pools-*)
 //   Calc         -> Datastore (tunnel block)           (a block claimed at start for the VTEP address)
+//   Calc         -> TunnelAddressKeeper -> Datastore   (no block left: a borrowed tunnel address)
 //   Runtime      -> Datastore           (registers this node's Node resource when it has none)
 //   all modules  -> ApiServer           (read-only snapshots: status, routes, ipam, endpoints, policy)
 //   all modules  -> Metrics -> HealthServer   (/metrics, /readyz, /livez on metricsAddress)
@@ -25,6 +26,7 @@
 #include "felix/agent/runtime.hpp"
 #include "felix/agent/ipam_gc.hpp"
 #include "felix/agent/sd_notify.hpp"
+#include "felix/agent/tunnel_address.hpp"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -54,9 +56,9 @@
 #include "felix/api/trace_messages.hpp"
 #include "felix/api/server.hpp"
 #include "felix/calc/calc.hpp"
+#include "felix/cni/cni.hpp"
 #include "felix/config/config_file.hpp"
 #include "felix/calc/doc_feed.hpp"
-#include "felix/cni/cni.hpp"
 #include "log/log.hpp"
 #include "proto/tabby.pb.h"
 
@@ -276,6 +278,9 @@ struct AgentRuntime::Impl {
     // Calc -> IPAM garbage collector -> Datastore (the lease holder only).
     if (config_.ipam_gc.enabled)
       ipam_gc_ = std::make_unique<IpamGarbageCollector>(io_, *datastore_, calc_, config_.node_name, config_.ipam_gc);
+    // Calc -> TunnelAddressKeeper -> Datastore (a tunnel address borrowed when no
+    // block is left to claim); it asks for another pass after a lost race.
+    tunnel_addrs_ = std::make_unique<TunnelAddressKeeper>(io_, *datastore_, calc_, [this] { schedule_process(); });
     // Datastore -> DocFeed -> Calc.
     if (auto st = datastore_->start([this](const DatastoreUpdate& u) { on_datastore(u); }); !st) return st;
     kLog.info("node " + config_.node_name + ": reading cluster resources from " + describe(*config_.datastore) +
@@ -295,11 +300,13 @@ struct AgentRuntime::Impl {
         count_events(u.events);
         feed_.feed(u.events, calc_);
         if (ipam_gc_) ipam_gc_->observe(u.events);
+        if (tunnel_addrs_) tunnel_addrs_->observe(u.events);
         (void)calc_.take_changes(/*with_policy=*/false);
         break;
       case DatastoreUpdate::Type::Snapshot:
         count_events(u.events);
         feed_.feed(u.events, calc_);
+        if (tunnel_addrs_) tunnel_addrs_->observe(u.events);
         if (ipam_gc_) {
           ipam_gc_->observe(u.events);
           ipam_gc_->start();
@@ -320,6 +327,7 @@ struct AgentRuntime::Impl {
         count_events(u.events);
         feed_.feed(u.events, calc_);
         if (ipam_gc_) ipam_gc_->observe(u.events);
+        if (tunnel_addrs_) tunnel_addrs_->observe(u.events);
         process(false);
         break;
       case DatastoreUpdate::Type::Problem:
@@ -378,10 +386,12 @@ struct AgentRuntime::Impl {
     if (!choice) return;
     const std::string name = block_affinity_name(choice->block), cidr = choice->block.str();
     if (name == tunnel_claim_lost_) return;  // until the winner's claim shows
-    // Written as the CNI plugin writes blocks: the file store's compare-and-swap
-    // (a pod's address recorded in it later, a release by the IPAM GC) compares
-    // the stored text with this rendering.
-    std::string text = cni::block_affinity_manifest(name, BlockAffinity{choice->block, config_.node_name, {}, {}});
+    // As the CNI plugin writes blocks (a later compare-and-swap on the file store
+    // compares the text tabby renders).
+    BlockAffinity claim;
+    claim.cidr = choice->block;
+    claim.node = config_.node_name;
+    std::string text = cni::block_affinity_manifest(name, claim);
     tunnel_claim_pending_ = true;
     datastore_->create(DocKey{"BlockAffinity.tabby.dev", "", name}, text,
                        [this, name, cidr, alive = std::weak_ptr<int>(life_)](Result<bool> r) {
@@ -477,6 +487,8 @@ struct AgentRuntime::Impl {
       sync_policy(full || !policy_synced_);
     }
     claim_tunnel_block();
+    // Calc -> TunnelAddressKeeper: no block to claim: borrow (or release) one address.
+    if (tunnel_addrs_ && dataplane_ && in_sync_ && !tunnel_claim_pending_ && !stopping_) tunnel_addrs_->step();
     processing_ = false;
     if (again_) {
       again_ = false;
@@ -694,6 +706,7 @@ struct AgentRuntime::Impl {
     if (stopping_) return;
     stopping_ = true;
     if (ipam_gc_) ipam_gc_->stop();
+    if (tunnel_addrs_) tunnel_addrs_->stop();
     // Graceful restart (RFC 4724): leave without a NOTIFICATION so peers keep our
     // routes; kernel routes and the nft table stay in place (restart without loss).
     bool graceful = calc_.speaker_config().graceful_restart;
@@ -764,6 +777,7 @@ struct AgentRuntime::Impl {
   DocFeed feed_;
   std::unique_ptr<Datastore> datastore_;
   std::unique_ptr<IpamGarbageCollector> ipam_gc_;  // declared after datastore_: destroyed before it
+  std::unique_ptr<TunnelAddressKeeper> tunnel_addrs_;  // the same
   std::unique_ptr<bgp::Speaker> speaker_;
   std::unique_ptr<dataplane::Dataplane> dataplane_;
   std::unique_ptr<policy::PolicyCompiler> compiler_;

@@ -425,6 +425,8 @@ std::vector<CalcProblem> Calc::problems() const {
     }
   }
   v.insert(v.end(), impl_->block_problems->begin(), impl_->block_problems->end());
+  // A tunnel address this node needs and can neither claim nor borrow.
+  for (auto& msg : tunnel_address_problems()) v.push_back({"Node " + impl_->opt.node_name, std::move(msg)});
   return v;
 }
 

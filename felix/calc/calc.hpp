@@ -51,7 +51,13 @@
 //    block no pool contains any more counts too). IPAM therefore never hands out
 //    the first address of a block. A node
 //    whose pools use a tunnel claims a block when it starts (tunnel_block_to_claim),
-//    so it has that address before its first pod.
+//    so it has that address before its first pod. When no block is left to claim
+//    (and IPAMConfiguration strictAffinity is false), it borrows one address of
+//    another node's block instead (tunnel_address_step), recorded there as the
+//    allocation of handle "vxlan-tunnel-addr-<node>" / "ipip-tunnel-addr-<node>"
+//    (Calico's handles): that allocation, found in any block, is then the node's
+//    tunnel address for every node (VTEP, FDB/ARP, and a /32 route like any
+//    borrowed address).
 //  * Block ownership comes from BlockAffinity resources (the datastore is the source
 //    of truth). BGP-learned routes (set_learned_routes) are installed as RouteClass::
 //    Static only for prefixes no block covers (e.g. a ToR's default route or another
@@ -82,6 +88,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/base.hpp"
@@ -222,7 +229,7 @@ struct IpamLeak {
   IpAddress ip;
   Prefix block;
   std::string node;      // the block's owner
-  std::string handle;    // "namespace/pod"
+  std::string handle;    // "namespace/pod", or a tunnel handle (tunnel_handle)
   std::string affinity;  // the BlockAffinity that records it
   std::string reason;
 };
@@ -234,6 +241,35 @@ struct IpamRelease {
   std::string handle;
   Resource affinity;
   std::string in_use_by;
+  // Set when the address is a node's tunnel address in use: "node-2's VXLAN tunnel address".
+  std::string in_use_as_tunnel;
+};
+
+// ---------------------------------------------------------------- tunnel addresses by IPAM
+// A node's tunnel address allocated through IPAM (borrowed from another node's
+// block) is recorded under Calico's handle: "vxlan-tunnel-addr-<node>" (VXLAN) or
+// "ipip-tunnel-addr-<node>" (IPIP); a node using both tunnels has one of each, as
+// in Calico. Such a handle names no WorkloadEndpoint.
+std::string tunnel_handle(const std::string& node, bool vxlan);
+struct TunnelHandle {
+  std::string node;
+  bool vxlan = false;
+};
+std::optional<TunnelHandle> parse_tunnel_handle(std::string_view handle);
+
+// The next write this node's agent makes for its own IPAM tunnel addresses
+// (Calc::tunnel_address_step): at most one per pass, each a compare-and-swap of one
+// BlockAffinity against the version it was planned from.
+struct TunnelAddressStep {
+  enum class Action { None, Borrow, Release } action = Action::None;
+  bool vxlan = false;
+  std::string handle;
+  IpAddress ip;
+  Prefix block;
+  std::string block_node;  // the node the block belongs to
+  Resource affinity;       // the BlockAffinity to write
+  Resource original;       // that BlockAffinity as it is now (the version compared)
+  std::string why;         // Release: why the allocation is no longer this node's tunnel address
 };
 
 // A claimed block whose node is gone (no Node resource of that name): what a dead
@@ -244,6 +280,9 @@ struct IpamOrphanBlock {
   std::string node, affinity;
   size_t allocations = 0;
   std::vector<std::string> live_endpoints;
+  // Tunnel address allocations of nodes that exist, in use (tunnel_handle): they
+  // keep the block too, as live endpoints do.
+  std::vector<std::string> live_tunnels;
 };
 
 // ---------------------------------------------------------------- IPAM garbage collection (pure part)
@@ -276,10 +315,13 @@ IpamLeaseStep next_ipam_lease_step(const std::map<uint64_t, IpamLease>& leases, 
 // What the leader releases, each only after it has been garbage for `grace_ms`
 // (IpamGcMemory remembers since when; a CNI ADD between its allocation and its
 // WorkloadEndpoint is garbage for that moment):
-//  - an allocation whose WorkloadEndpoint is gone (or holds other addresses);
+//  - an allocation whose WorkloadEndpoint is gone (or holds other addresses), or a
+//    tunnel handle's allocation that is not its node's tunnel address in use (its
+//    node is gone: Calico releases a deleted node's tunnel addresses too);
 //  - a WorkloadEndpoint whose node no longer exists (its pod died with the node);
 //  - the block of a node that no longer exists, once no WorkloadEndpoint of an
-//    existing node holds one of its addresses (its allocations go with it);
+//    existing node holds one of its addresses and no existing node's tunnel
+//    address is one of them (its allocations go with it);
 //  - a block with no allocation and no endpoint that does not hold its node's
 //    tunnel address (an empty block).
 struct IpamGcMemory {
@@ -289,6 +331,7 @@ struct IpamGcPlan {
   std::vector<Resource> affinity_updates;      // BlockAffinities with allocations removed
   std::vector<Resource> affinity_originals;    // each of those as it was (same order)
   std::vector<std::string> affinity_removals;  // BlockAffinity names to delete
+  std::vector<Resource> affinity_removal_originals;  // each of those as planned from (same order)
   std::vector<std::string> endpoint_removals;  // WorkloadEndpoints ("ns/name") to delete
   std::vector<std::string> released;           // one line per thing released (logs, tests)
   size_t pending = 0;                          // garbage still within its grace period
@@ -410,7 +453,32 @@ class Calc {
   // node's tunnel address is then the block's first address, which IPAM never
   // hands to a pod, and pods fill the rest when the pool serves them too.
   std::optional<BlockChoice> tunnel_block_to_claim() const;
-  // `tabby ipam check`: the leaked allocations of the cluster, address order.
+  // This node's next write for its tunnel addresses through IPAM, in this order:
+  //  - Release an allocation of its tunnel handles that is no longer its tunnel
+  //    address (tunnel_allocation_unused: the Node sets the address, the node got
+  //    a tunnel-capable block of its own, no pool needs that tunnel any more, or
+  //    its pool no longer fits);
+  //  - Borrow: when an enabled IPv4 pool whose nodeSelector matches this node uses
+  //    VXLAN (or IPIP), the Node sets no such address, the node has no
+  //    tunnel-capable IPv4 block and no allocation of that handle, and no block
+  //    can be claimed (tunnel_block_to_claim gives none): the lowest free address
+  //    (choose_ip) of the lowest block of another node in an enabled IPv4 pool of
+  //    that tunnel mode whose allowedUses include Tunnel and whose nodeSelector
+  //    matches this node; recorded under tunnel_handle and in spec.borrowed.
+  //    Not with strictAffinity true, nor once maxBlocksPerHost is reached (as
+  //    plan_ip, Calico's rules): tunnel_address_problems() says why instead.
+  TunnelAddressStep tunnel_address_step() const;
+  // Why this node has no tunnel address it needs and cannot borrow one (each
+  // message names the node, the tunnel and the setting or the pools); also in
+  // problems().
+  std::vector<std::string> tunnel_address_problems() const;
+  // Why `handle`'s allocation of `ip` (a tunnel handle) is not its node's tunnel
+  // address in use; nullopt while it is.
+  std::optional<std::string> tunnel_allocation_unused(const std::string& handle, const IpAddress& ip) const;
+  // `tabby ipam check`: the leaked allocations of the cluster, address order: a
+  // pod's allocation whose WorkloadEndpoint is gone (or holds other addresses), a
+  // tunnel handle's allocation that is not its node's tunnel address in use
+  // (tunnel_allocation_unused: its node is gone, ...).
   std::vector<IpamLeak> ipam_leaks() const;
   // `tabby ipam check`: blocks whose node no longer exists, address order.
   std::vector<IpamOrphanBlock> orphan_blocks() const;
@@ -423,6 +491,9 @@ class Calc {
   std::vector<Resource> plan_release(const std::string& handle) const;
 
  private:
+  // tunnel_address_step and tunnel_address_problems: the step, and (when given)
+  // why a needed tunnel address can be neither claimed nor borrowed.
+  TunnelAddressStep tunnel_step(std::vector<std::string>* problems) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

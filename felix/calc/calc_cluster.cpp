@@ -169,10 +169,33 @@ void Calc::Impl::block_touched(const Prefix& cidr, const std::string& node) {
   learned.for_inside(cidr, [this](const Prefix& p, calc_detail::LearnedEntry& e) { mark_learned_dirty(p, e); });
 }
 
-void Calc::Impl::unlink_block(const std::string& name) {
+namespace {
+// The tunnel handles' allocations of a block, in handle order.
+std::vector<std::pair<std::string, IpAddress>> tunnel_allocations(const BlockAffinity& a) {
+  std::vector<std::pair<std::string, IpAddress>> v;
+  for (const auto& [h, ip] : a.allocations)
+    if (parse_tunnel_handle(h)) v.emplace_back(h, ip);
+  return v;
+}
+}  // namespace
+
+void Calc::Impl::tunnel_alloc_touched(const std::string& node, const IpAddress& ip) {
+  tunnels_dirty = true;  // its VTEP (ours, or a peer's FDB/ARP entry)
+  if (auto nb = node_blocks.find(node); nb != node_blocks.end())
+    dirty_blocks.insert(nb->second.begin(), nb->second.end());  // VXLAN routes via its VTEP
+  mark_borrowed_of(node);                                        // the same, to its borrowed addresses
+  dirty_borrowed.insert(ip);                                     // the /32 of the address itself
+}
+
+void Calc::Impl::unlink_block(const std::string& name, bool mark_tunnels) {
   auto it = affinities.find(name);
   if (it == affinities.end()) return;
   const auto& a = it->second;
+  for (const auto& [h, ip] : tunnel_allocations(a)) {
+    auto t = tunnel_allocs.find(h);
+    if (t != tunnel_allocs.end() && t->second.erase(ip) && t->second.empty()) tunnel_allocs.erase(t);
+    if (mark_tunnels) tunnel_alloc_touched(parse_tunnel_handle(h)->node, ip);
+  }
   blocks.erase(a.cidr);
   auto& nb = node_blocks[a.node];
   nb.erase(a.cidr);
@@ -183,11 +206,15 @@ void Calc::Impl::unlink_block(const std::string& name) {
   block_touched(cidr, node);
 }
 
-void Calc::Impl::link_block(const std::string& name, const BlockAffinity& a) {
+void Calc::Impl::link_block(const std::string& name, const BlockAffinity& a, bool mark_tunnels) {
   affinities[name] = a;
   blocks[a.cidr] = name;
   node_blocks[a.node].insert(a.cidr);
   block_touched(a.cidr, a.node);
+  for (const auto& [h, ip] : tunnel_allocations(a)) {
+    tunnel_allocs[h][ip] = name;
+    if (mark_tunnels) tunnel_alloc_touched(parse_tunnel_handle(h)->node, ip);
+  }
 }
 
 Status Calc::Impl::upsert_block(const std::string& name, const BlockAffinity& a, const std::string& source) {
@@ -207,8 +234,10 @@ Status Calc::Impl::upsert_block(const std::string& name, const BlockAffinity& a,
   // none becomes or stops being borrowed.
   bool same_owner = it != affinities.end() && it->second.cidr == a.cidr && it->second.node == a.node;
   bool was_dirty = dirty_borrow_blocks.count(a.cidr) > 0;
-  unlink_block(name);
-  link_block(name, a);
+  // Its tunnel allocations as before (nearly always): nothing follows them.
+  bool same_tunnels = same_owner && tunnel_allocations(it->second) == tunnel_allocations(a);
+  unlink_block(name, !same_tunnels);
+  link_block(name, a, !same_tunnels);
   if (same_owner && !was_dirty) dirty_borrow_blocks.erase(a.cidr);
   return {};
 }

@@ -250,6 +250,10 @@ struct Calc::Impl {
   std::map<std::string, BlockAffinity> affinities, pending_affinities;  // by resource name
   std::map<Prefix, std::string> blocks;                                 // cidr -> affinity name
   std::map<std::string, std::set<Prefix>> node_blocks;
+  // Tunnel address allocations in any block (tunnel_handle handles): handle ->
+  // address -> the BlockAffinity recording it (one address per handle, unless a
+  // writer erred: the lowest counts).
+  std::map<std::string, std::map<IpAddress, std::string>> tunnel_allocs;
   std::map<std::string, calc_detail::WepEntry> weps;  // "ns/name"
   calc_detail::Interner<std::string> node_names;     // WepEntry::node
   calc_detail::Interner<Labels> label_sets;          // WepEntry::labels
@@ -379,8 +383,13 @@ struct Calc::Impl {
   std::optional<std::string> claim_refusal(const std::string& node, IpFamily fam) const;
   std::optional<std::string> block_conflict(const std::string& name, const Prefix& cidr) const;
   void block_touched(const Prefix& cidr, const std::string& node);
-  void unlink_block(const std::string& name);
-  void link_block(const std::string& name, const BlockAffinity& a);
+  // mark_tunnels false: the block's tunnel allocations are known to come back
+  // unchanged (upsert_block of the same ones): nothing that follows them is marked.
+  void unlink_block(const std::string& name, bool mark_tunnels = true);
+  void link_block(const std::string& name, const BlockAffinity& a, bool mark_tunnels = true);
+  // A tunnel allocation of `node` came or went: its VTEP, the VXLAN routes via it
+  // and the /32 of `ip` follow.
+  void tunnel_alloc_touched(const std::string& node, const IpAddress& ip);
   Status upsert_block(const std::string& name, const BlockAffinity& a, const std::string& source);
   void remove_block(const std::string& name);
 
@@ -406,7 +415,9 @@ struct Calc::Impl {
   std::optional<dataplane::Route> route_to_node(const Prefix& dst, const std::string& node) const;
   // The node of the block containing `ip`, if a block does.
   const std::string* block_node_of(const IpAddress& ip) const;
-  // The node of an endpoint holding `ip` when that is not the node of ip's block.
+  // The node of an endpoint holding `ip` when that is not the node of ip's block;
+  // else the node whose tunnel address (tunnel handle's allocation) `ip` is, when
+  // that is not the block's node.
   std::optional<std::string> borrower_of(const IpAddress& ip) const;
   void mark_borrowed_of(const std::string& node);  // its borrowed addresses: dirty
   void mark_borrowed_in(const Prefix& p);          // the borrowed addresses inside p: dirty
@@ -428,6 +439,16 @@ struct Calc::Impl {
 
   // ---- calc_tunnels.cpp: tunnel devices
   std::optional<IpAddress> tunnel_addr(const std::string& node, bool vxlan) const;
+  // The lowest address recorded under the node's tunnel handle, in any block.
+  std::optional<IpAddress> tunnel_alloc(const std::string& node, bool vxlan) const;
+  // Does an enabled IPv4 pool whose nodeSelector matches `n` use VXLAN (IPIP)?
+  bool needs_tunnel(const NodeInfo& n, bool vxlan) const;
+  // May `n`'s tunnel address of that kind be an address of `block`: an enabled IPv4
+  // pool of that tunnel mode whose allowedUses include Tunnel and whose
+  // nodeSelector matches `n` contains it (Calico's rule for tunnel addresses).
+  bool tunnel_pool_fits(const NodeInfo& n, const Prefix& block, bool vxlan) const;
+  // The node's own tunnel-capable IPv4 block (its lowest), if it has one.
+  std::optional<Prefix> own_tunnel_block(const std::string& node) const;
   dataplane::TunnelConfig compute_tunnels() const;
 
   // ---- calc_workloads.cpp: workload endpoints and policy inputs

@@ -70,8 +70,17 @@ std::optional<std::string> Calc::Impl::borrower_of(const IpAddress& ip) const {
       holder = w.node;
     }
   });
-  if (!holder) return std::nullopt;
-  return *holder;
+  if (holder) return *holder;
+  // Else another node's tunnel address borrowed from this block (no endpoint holds
+  // it): recorded under that node's tunnel handle (the first such by handle).
+  if (!ip.is_v4()) return std::nullopt;
+  auto it = std::prev(blocks.upper_bound(Prefix(ip, 32)));  // the block containing ip (block_node_of)
+  for (const auto& [handle, at] : affinities.at(it->second).allocations) {
+    if (at != ip) continue;
+    auto t = parse_tunnel_handle(handle);
+    if (t && t->node != *owner && tunnel_alloc(t->node, t->vxlan) == ip) return t->node;
+  }
+  return std::nullopt;
 }
 
 void Calc::Impl::mark_borrowed_in(const Prefix& p) {

@@ -266,6 +266,10 @@ std::vector<IpamLeak> Calc::ipam_leaks() const {
   std::vector<IpamLeak> out;
   for (const auto& [name, a] : impl_->affinities)
     for (const auto& [handle, ip] : a.allocations) {
+      if (parse_tunnel_handle(handle)) {  // a node's tunnel address: names no endpoint
+        if (auto why = tunnel_allocation_unused(handle, ip)) out.push_back({ip, a.cidr, a.node, handle, name, *why});
+        continue;
+      }
       auto w = impl_->weps.find(handle);
       std::string reason;
       if (w == impl_->weps.end()) {
@@ -290,6 +294,8 @@ std::vector<IpamOrphanBlock> Calc::orphan_blocks() const {
     impl_->wep_ips.for_each_in(cidr, [&](const IpAddress&, const std::string& key) { o.live_endpoints.push_back(key); });
     std::sort(o.live_endpoints.begin(), o.live_endpoints.end());
     o.live_endpoints.erase(std::unique(o.live_endpoints.begin(), o.live_endpoints.end()), o.live_endpoints.end());
+    for (const auto& [handle, ip] : a.allocations)
+      if (parse_tunnel_handle(handle) && !tunnel_allocation_unused(handle, ip)) o.live_tunnels.push_back(handle);
     out.push_back(std::move(o));
   }
   return out;
@@ -308,6 +314,8 @@ Result<IpamRelease> Calc::plan_release_ip(const IpAddress& ip) const {
       b.borrowed.erase(handle);
       r.affinity.body = std::move(b);
       impl_->wep_ips.for_each_equal(ip, [&](const std::string& key) { r.in_use_by = key; });
+      if (auto t = parse_tunnel_handle(handle); t && !tunnel_allocation_unused(handle, ip))
+        r.in_use_as_tunnel = t->node + "'s " + (t->vxlan ? "VXLAN" : "IPIP") + " tunnel address";
       return r;
     }
   return fail_msg("no IPAM allocation records " + ip.str());

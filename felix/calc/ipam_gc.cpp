@@ -90,15 +90,23 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
     plan.released.push_back("WorkloadEndpoint " + key + " of node " + *w.node + " (gone)");
   }
   std::set<std::string> removing;
+  auto affinity_resource = [&](const std::string& name) {
+    Resource r;
+    r.key = {Kind::BlockAffinity, "", name};
+    r.body = impl_->affinities.at(name);
+    return r;
+  };
   // Blocks of nodes that are gone, once no endpoint of an existing node holds one of
-  // their addresses.
+  // their addresses and no existing node's tunnel address is one of them.
   for (const auto& o : orphan_blocks()) {
-    if (std::any_of(o.live_endpoints.begin(), o.live_endpoints.end(),
+    if (!o.live_tunnels.empty() ||
+        std::any_of(o.live_endpoints.begin(), o.live_endpoints.end(),
                     [&](const std::string& k) { return !dead_endpoints.count(k); }))
       continue;
     removing.insert(o.affinity);  // its allocations go with the block, not one by one
     if (!ripe("orphan|" + o.affinity)) continue;
     plan.affinity_removals.push_back(o.affinity);
+    plan.affinity_removal_originals.push_back(affinity_resource(o.affinity));
     plan.released.push_back("block " + o.block.str() + " of node " + o.node + " (gone; " +
                             std::to_string(o.allocations) + " allocations)");
   }
@@ -114,6 +122,7 @@ IpamGcPlan Calc::plan_ipam_gc(IpamGcMemory& mem, int64_t now_ms, int64_t grace_m
     if (!ripe("empty|" + name)) continue;
     removing.insert(name);
     plan.affinity_removals.push_back(name);
+    plan.affinity_removal_originals.push_back(affinity_resource(name));
     plan.released.push_back("block " + cidr.str() + " of node " + a.node + " (empty)");
   }
   // Allocations whose pod is gone, grouped per BlockAffinity (one rewrite each).

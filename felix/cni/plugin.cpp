@@ -673,7 +673,13 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
             << json_quote(o.node) << ", \"blockAffinity\": " << json_quote(o.affinity)
             << ", \"allocations\": " << o.allocations << ", \"liveEndpoints\": [";
         for (size_t j = 0; j < o.live_endpoints.size(); ++j) out << (j ? ", " : "") << json_quote(o.live_endpoints[j]);
-        out << "]}";
+        out << "]";
+        if (!o.live_tunnels.empty()) {  // other nodes' tunnel addresses in it (rare: only then)
+          out << ", \"liveTunnelAddresses\": [";
+          for (size_t j = 0; j < o.live_tunnels.size(); ++j) out << (j ? ", " : "") << json_quote(o.live_tunnels[j]);
+          out << "]";
+        }
+        out << "}";
       }
       out << "]}\n";
       return 0;
@@ -689,10 +695,12 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
           << "; free one with: tabby ipam release ADDRESS --config " << config << "\n";
     }
     if (!orphans.empty()) {
-      out << "\n" << pad("BLOCK", 22) << pad("NODE (gone)", 16) << pad("ALLOCATIONS", 13) << "LIVE ENDPOINTS\n";
+      out << "\n" << pad("BLOCK", 22) << pad("NODE (gone)", 16) << pad("ALLOCATIONS", 13)
+          << "LIVE ENDPOINTS / TUNNEL ADDRESSES\n";
       for (const auto& o : orphans) {
         std::string live;
         for (const auto& e : o.live_endpoints) live += (live.empty() ? "" : ",") + e;
+        for (const auto& h : o.live_tunnels) live += (live.empty() ? "" : ",") + h;
         out << pad(o.block.str(), 22) << pad(o.node, 16) << pad(std::to_string(o.allocations), 13)
             << (live.empty() ? "-" : live) << "\n";
       }
@@ -722,6 +730,13 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
           << "): not released\n";
       return 1;
     }
+    if (!it->live_tunnels.empty()) {
+      std::string live;
+      for (const auto& h : it->live_tunnels) live += (live.empty() ? "" : ", ") + h;
+      err << "tabby ipam release: " << what << " holds tunnel addresses of nodes that exist (" << live
+          << "): not released\n";
+      return 1;
+    }
     if (dry_run) {
       out << "would release " << what << "\n";
       return 0;
@@ -741,6 +756,11 @@ int run_ipam_admin(const std::vector<std::string>& args, std::ostream& out, std:
   }
   const auto& aff = std::get<BlockAffinity>(plan->affinity.body);
   std::string what = ip->str() + " (handle " + plan->handle + ", block " + aff.cidr.str() + " of node " + aff.node + ")";
+  if (!plan->in_use_as_tunnel.empty()) {
+    err << "tabby ipam release: " << what << " is node " << plan->in_use_as_tunnel
+        << ": not released (it is released when the node no longer uses it, or is gone)\n";
+    return 1;
+  }
   if (!plan->in_use_by.empty()) {
     err << "tabby ipam release: " << what << " is held by WorkloadEndpoint " << plan->in_use_by
         << ": not released (delete the pod, its CNI DEL frees the address)\n";

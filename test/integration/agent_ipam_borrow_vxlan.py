@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """agent_ipam_borrow_vxlan.py — IPAM borrowing of _agent_ipam_borrow.py over VXLAN on the file datastore:
-the borrowed address's /32 goes to the borrowing node's VTEP."""
+node2, with no block left to claim, borrows its VTEP address from node1's block (and
+is reachable over VXLAN before its first pod); the borrowed addresses' /32 go to the
+borrowing node's VTEP; a node that may not borrow (strictAffinity) says why."""
 import os
 import sys
 

@@ -324,12 +324,11 @@ TEST_CASE("tunnel address at start: with a VXLAN pool each node claims one block
   CHECK(vtep(a1) != vtep(a2));
   std::set<std::string> owners;
   for (const char* b : {"10.65.0.0/26", "10.65.0.64/26"}) {
-    ParsedManifests pm = parse_manifests(*affinity_of(b), b);
-    REQUIRE(pm.errors.empty());
-    REQUIRE(pm.resources.size() == 1);
-    const auto& a = std::get<BlockAffinity>(pm.resources[0].body);
-    owners.insert(a.node);
-    CHECK(a.allocations.empty());  // no pod address taken
+    auto parsed = parse_manifests(*affinity_of(b), b);
+    REQUIRE(parsed.resources.size() == 1);
+    const auto& aff = std::get<BlockAffinity>(parsed.resources[0].body);
+    owners.insert(aff.node);
+    CHECK(aff.allocations.empty());  // no pod address taken
   }
   CHECK(owners == std::set<std::string>{"node1", "node2"});
   CHECK_FALSE(affinity_of("10.65.0.128/26"));  // one block each, no more
@@ -341,6 +340,50 @@ TEST_CASE("tunnel address at start: with a VXLAN pool each node claims one block
     CHECK_MESSAGE(known, "the other node has no VTEP entry for ", vtep(*me));
   }
   CHECK((vtep(a1) == "10.65.0.0" || vtep(a1) == "10.65.0.64"));
+  a1.rt->stop();
+  a2.rt->stop();
+}
+
+TEST_CASE("tunnel address borrowed: the pool has one block: one node claims it, the other borrows its VTEP") {
+  asio::io_context io;
+  TempDir dir;
+  uint16_t port = free_port();
+  MemoryCluster cluster(io);
+  REQUIRE(cluster.apply(bgp_configuration(port)));
+  REQUIRE(cluster.apply("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool}\nspec: {cidr: "
+                        "10.65.0.0/26, blockSize: 26, vxlanMode: Always}\n"));
+  for (int n = 1; n <= 2; ++n) REQUIRE(cluster.apply(node_yaml(n)));
+  Agent a1(io, cluster_config(1, dir.path), &cluster, {"vxlan.tabby"});
+  Agent a2(io, cluster_config(2, dir.path), &cluster, {"vxlan.tabby"});
+  auto vtep = [](const Agent& a) {
+    return a.dp->tunnels.vxlan.tunnel_address ? a.dp->tunnels.vxlan.tunnel_address->str() : std::string("none");
+  };
+  auto peer = [](const Agent& a, const std::string& addr) {
+    return std::any_of(a.dp->tunnels.vteps.begin(), a.dp->tunnels.vteps.end(),
+                       [&](const auto& v) { return v.tunnel_address.str() == addr; });
+  };
+  bool done = run_until(io, [&] {
+    return vtep(a1) != "none" && vtep(a2) != "none" && peer(a1, vtep(a2)) && peer(a2, vtep(a1));
+  });
+  INFO("a1 VTEP ", vtep(a1), " a2 VTEP ", vtep(a2));
+  REQUIRE(done);
+  auto text = cluster.get({"BlockAffinity.tabby.dev", "", block_affinity_name(*Prefix::parse("10.65.0.0/26"))});
+  REQUIRE(text);
+  auto parsed = parse_manifests(*text, "block");
+  REQUIRE(parsed.resources.size() == 1);
+  const auto& aff = std::get<BlockAffinity>(parsed.resources[0].body);
+  const std::string owner = aff.node, borrower = owner == "node1" ? "node2" : "node1";
+  const Agent& own = owner == "node1" ? a1 : a2;
+  const Agent& bor = owner == "node1" ? a2 : a1;
+  CHECK(vtep(own) == "10.65.0.0");  // the block's first address
+  CHECK(vtep(bor) == "10.65.0.1");  // the lowest free one, borrowed
+  CHECK(aff.allocations == std::map<std::string, IpAddress>{{"vxlan-tunnel-addr-" + borrower, *IpAddress::parse("10.65.0.1")}});
+  CHECK(aff.borrowed == std::map<std::string, std::string>{{"vxlan-tunnel-addr-" + borrower, borrower}});
+  // The owner routes the borrowed VTEP's /32 to the borrower over VXLAN (its block is blackholed).
+  bool routed = run_until(io, [&] { return !own.kernel_route("10.65.0.1/32").empty(); });
+  INFO("owner's kernel: ", own.dump());
+  REQUIRE(routed);
+  CHECK(own.kernel_route("10.65.0.1/32") == "10.65.0.1/32 via 10.65.0.1 dev vxlan.tabby onlink");
   a1.rt->stop();
   a2.rt->stop();
 }

@@ -1779,6 +1779,13 @@ TEST_CASE("IPAM GC: leaks, gone nodes' blocks and empty blocks are released afte
   CAPTURE(p.released.size());
   CHECK(p.endpoint_removals == std::vector<std::string>{"default/z"});
   CHECK(p.affinity_removals == std::vector<std::string>{"198-19-1-0-26", "198-19-3-0-26", "198-19-0-64-26"});
+  // Each removal carries the block as planned from (the GC deletes only that version).
+  REQUIRE(p.affinity_removal_originals.size() == p.affinity_removals.size());
+  for (size_t i = 0; i < p.affinity_removals.size(); ++i) {
+    CHECK(p.affinity_removal_originals[i].key.name == p.affinity_removals[i]);
+    CHECK(block_affinity_name(std::get<BlockAffinity>(p.affinity_removal_originals[i].body).cidr) ==
+          p.affinity_removals[i]);
+  }
   REQUIRE(p.affinity_updates.size() == 1);
   CHECK(p.affinity_updates[0].key.name == "198-19-0-0-26");
   const auto& a = std::get<BlockAffinity>(p.affinity_updates[0].body);
