@@ -45,6 +45,7 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "bgp/speaker.hpp"
 #include "dataplane/linux_dataplane_loop.hpp"
@@ -197,6 +198,36 @@ struct AgentRuntime::Impl {
         policy_timer_(io),
         host_iface_timer_(io) {}
 
+  ~Impl() {
+    if (probe_thread_.joinable()) probe_thread_.join();  // at most its timeout (<= 5 s)
+  }
+
+  // GET /v1/policy/trace: answered on the loop, except a --check probe, which
+  // waits for its packet on a thread of its own (BGP keepalives and BFD must not
+  // wait for it); the counters after it and the answer come back to the loop.
+  void trace(const std::string& query, ApiServer::Reply reply) {
+    auto policy = [this] { return config_.dataplane.policy ? compiler_.get() : nullptr; };
+    auto prepared = std::make_shared<PreparedTrace>(prepare_policy_trace(policy(), executor_.get(), query));
+    if (prepared->answer) return reply(std::move(prepared->answer));
+    if (probe_running_) {
+      auto m = std::make_unique<api::PolicyTrace>();
+      m->set_error("check: another probe is running; try again when it is done");
+      return reply(std::move(m));
+    }
+    if (probe_thread_.joinable()) probe_thread_.join();  // the last one, finished
+    probe_running_ = true;
+    probe_thread_ = std::thread([this, prepared, reply = std::move(reply), alive = std::weak_ptr<int>(life_)] {
+      ProbeOutcome outcome = send_probe(prepared->req.flow, prepared->src_iface, prepared->dst_iface,
+                                        prepared->req.check_timeout_ms);
+      asio::post(io_, [this, prepared, reply, alive, outcome = std::move(outcome)] {
+        if (alive.expired()) return;
+        probe_running_ = false;
+        reply(finish_policy_trace(config_.dataplane.policy ? compiler_.get() : nullptr, executor_.get(), *prepared,
+                                  outcome));
+      });
+    });
+  }
+
   Status start() {
     started_ = std::chrono::system_clock::now();
     // all modules -> ApiServer: read-only snapshots.
@@ -213,9 +244,9 @@ struct AgentRuntime::Impl {
       if (!r) return policy_error_message(compiler_.get(), r.error().message);
       return policy_message(*r, compiler_.get());
     });
-    api_.handle_query("/v1/policy/trace", [this](const std::string& q) -> std::unique_ptr<google::protobuf::Message> {
+    api_.handle_query_async("/v1/policy/trace", [this](const std::string& q, ApiServer::Reply reply) {
       // policy compiler + executor -> trace: the model's path, live counters, --check's probe.
-      return policy_trace_with_kernel(config_.dataplane.policy ? compiler_.get() : nullptr, executor_.get(), q);
+      trace(q, std::move(reply));
     });
     api_.handle("/v1/ipam", [this] { return ipam_message(calc_); });
     api_.handle("/v1/endpoints", [this] { return endpoints_message(calc_, config_.node_name); });
@@ -799,6 +830,8 @@ struct AgentRuntime::Impl {
   std::map<std::string, std::string> store_problems_;  // datastore Problems by source
   std::string bgp_apply_problem_;  // the speaker could not apply part of the last config
   std::string reload_problem_;     // the last SIGHUP reload was refused
+  std::thread probe_thread_;     // trace(): the --check probe waiting for its packet
+  bool probe_running_ = false;   // one probe at a time
   std::shared_ptr<int> life_ = std::make_shared<int>(0);  // posted work checks it
 };
 

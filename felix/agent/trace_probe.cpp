@@ -327,50 +327,78 @@ static bool is_local_address(const IpAddress& a) {
   return found;
 }
 
-std::unique_ptr<api::PolicyTrace> policy_trace_with_kernel(const policy::PolicyCompiler* c,
-                                                           policy::PolicyExecutor* x, const std::string& query) {
-  if (!c || !x) return policy_trace_message(nullptr, query);
+namespace {
+
+ChainListings list_traced_chains(const policy::PolicyCompiler& c, policy::PolicyExecutor& x,
+                                 const policy::TraceResult& r) {
+  ChainListings l;
+  for (const auto& chain : traced_chains(c, r)) {
+    auto got = x.list_chain(c.options().table, chain);
+    if (got) l[chain].rules = std::move(*got);
+    else l[chain].error = got.error().message;
+  }
+  return l;
+}
+
+}  // namespace
+
+PreparedTrace prepare_policy_trace(const policy::PolicyCompiler* c, policy::PolicyExecutor* x,
+                                   const std::string& query) {
+  PreparedTrace p;
+  if (!c || !x) {
+    p.answer = policy_trace_message(nullptr, query);
+    return p;
+  }
   auto req = parse_trace_query(*c, query);
   if (!req) {
-    auto m = std::make_unique<api::PolicyTrace>();
-    m->set_error(req.error().message);
-    return m;
+    p.answer = std::make_unique<api::PolicyTrace>();
+    p.answer->set_error(req.error().message);
+    return p;
   }
-  req->flow.dst_is_host = is_local_address(req->flow.dst);
+  p.req = std::move(*req);
+  p.req.flow.dst_is_host = is_local_address(p.req.flow.dst);
   // A probe from a source port of its own: a flow conntrack already knows
   // would pass as established, past every policy rule.
-  if (req->check && !req->sport_given) {
+  if (p.req.check && !p.req.sport_given) {
     std::random_device rd;
-    req->flow.src_port = static_cast<uint16_t>(32768 + rd() % 28000);
+    p.req.flow.src_port = static_cast<uint16_t>(32768 + rd() % 28000);
   }
-  const auto r = c->trace(req->flow);
-  const std::string& table = c->options().table;
-  auto list = [&] {
-    ChainListings l;
-    for (const auto& chain : traced_chains(*c, r)) {
-      auto got = x->list_chain(table, chain);
-      if (got) l[chain].rules = std::move(*got);
-      else l[chain].error = got.error().message;
-    }
-    return l;
-  };
-  ChainListings before = list();
-  if (!req->check) return policy_trace_answer(*c, *req, r, &before);
+  p.result = c->trace(p.req.flow);
+  p.before = list_traced_chains(*c, *x, p.result);
+  if (!p.req.check) {
+    p.answer = policy_trace_answer(*c, p.req, p.result, &p.before);
+    return p;
+  }
   // Only between two pods of this node: the agent owns both ends' veths.
-  ProbeOutcome probe;
-  auto src = c->endpoint_at(req->flow.src), dst = c->endpoint_at(req->flow.dst);
+  ProbeOutcome refused;
+  auto src = c->endpoint_at(p.req.flow.src), dst = c->endpoint_at(p.req.flow.dst);
   if (!src || src->iface.empty())
-    probe.error = "check: the source " + req->from_shown + " is not a pod on this node; a probe is only sent between "
-                  "two pods of this node";
+    refused.error = "check: the source " + p.req.from_shown + " is not a pod on this node; a probe is only sent "
+                    "between two pods of this node";
   else if (!dst || dst->iface.empty())
-    probe.error = "check: the destination " + req->to_shown + " is not a pod on this node; a probe is only sent "
-                  "between two pods of this node";
-  else if (req->flow.src == req->flow.dst)
-    probe.error = "check: source and destination are the same address (the packet would not leave the pod)";
-  else
-    probe = send_probe(req->flow, src->iface, dst->iface, req->check_timeout_ms);
-  ChainListings after = probe.sent ? list() : ChainListings{};
-  return policy_trace_answer(*c, *req, r, &before, &probe, &after);
+    refused.error = "check: the destination " + p.req.to_shown + " is not a pod on this node; a probe is only sent "
+                    "between two pods of this node";
+  else if (p.req.flow.src == p.req.flow.dst)
+    refused.error = "check: source and destination are the same address (the packet would not leave the pod)";
+  if (!refused.error.empty()) {
+    ChainListings none;
+    p.answer = policy_trace_answer(*c, p.req, p.result, &p.before, &refused, &none);
+    return p;
+  }
+  p.src_iface = src->iface;
+  p.dst_iface = dst->iface;
+  return p;
+}
+
+std::unique_ptr<api::PolicyTrace> finish_policy_trace(const policy::PolicyCompiler* c, policy::PolicyExecutor* x,
+                                                      const PreparedTrace& p, const ProbeOutcome& probe) {
+  if (!c || !x) {
+    auto m = std::make_unique<api::PolicyTrace>();
+    m->set_error("policy enforcement was turned off while the probe ran");
+    return m;
+  }
+  ChainListings after = probe.sent ? list_traced_chains(*c, *x, p.result) : ChainListings{};
+  return policy_trace_answer(*c, p.req, p.result, &p.before, &probe, &after);
 }
 
 }  // namespace tabby::felix

@@ -14,8 +14,9 @@
 // the pod's own address (a namespace that does not hold it is refused); in the
 // destination's namespace a packet socket watches for it to arrive. The
 // kernel's verdict is whether it arrived within the timeout; the counters of
-// the matched rules are read before and after. The agent's event loop waits
-// for the probe (at most the timeout, 1 s by default).
+// the matched rules are read before and after. The probe runs on a thread of its
+// own between prepare_policy_trace and finish_policy_trace (both on the event
+// loop), so BGP keepalives and BFD go on while it waits for its packet.
 // I/O: netlink, setns in a short-lived thread, packet and IP sockets.
 #pragma once
 
@@ -28,11 +29,25 @@
 
 namespace tabby::felix {
 
-// The answer to GET /v1/policy/trace?<query>: the model's path with the live
-// counters of its rules, and with check=1 a probe's outcome compared with it.
+// GET /v1/policy/trace?<query>, first half (event loop): the model's path and the
+// live counters of its rules. Without check=1, or when no probe can be sent,
+// `answer` is the whole answer; otherwise send_probe(req.flow, src_iface,
+// dst_iface, req.check_timeout_ms) is next, then finish_policy_trace.
 // compiler == nullptr: policy enforcement is off (an error answer).
-std::unique_ptr<api::PolicyTrace> policy_trace_with_kernel(const policy::PolicyCompiler* compiler,
-                                                           policy::PolicyExecutor* executor, const std::string& query);
+struct PreparedTrace {
+  std::unique_ptr<api::PolicyTrace> answer;  // set: answered, no probe to send
+  TraceRequest req;
+  policy::TraceResult result;
+  ChainListings before;                      // the counters before the probe
+  std::string src_iface, dst_iface;          // the host veths of the probe's two pods
+};
+PreparedTrace prepare_policy_trace(const policy::PolicyCompiler* compiler, policy::PolicyExecutor* executor,
+                                   const std::string& query);
+// Second half (event loop): the counters after the probe, and the answer comparing
+// the probe's outcome with the model.
+std::unique_ptr<api::PolicyTrace> finish_policy_trace(const policy::PolicyCompiler* compiler,
+                                                      policy::PolicyExecutor* executor, const PreparedTrace& prepared,
+                                                      const ProbeOutcome& probe);
 
 // Sends one probe of `flow` from the namespace of host veth `src_iface`'s peer
 // and watches for it in the namespace of `dst_iface`'s peer.

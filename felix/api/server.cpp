@@ -43,7 +43,7 @@ struct Shared {
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(local::socket s, const std::map<std::string, ApiServer::QueryHandler>& handlers, std::shared_ptr<Shared> srv)
+  HttpSession(local::socket s, const std::map<std::string, ApiServer::AsyncQueryHandler>& handlers, std::shared_ptr<Shared> srv)
       : socket_(std::move(s)), deadline_(socket_.get_executor()), handlers_(handlers), srv_(std::move(srv)) {
     slot_ = srv_->slots.add(this, std::chrono::steady_clock::now());
   }
@@ -106,9 +106,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       error(*res, http::status::not_found, "no such API path: " + path, json);
     } else {
       auto q = target.find('?');
-      auto msg = it->second(q == std::string::npos ? std::string() : target.substr(q + 1));
-      res->result(http::status::ok);
-      body(*res, *msg, json);
+      srv_->slots.answering(slot_, std::chrono::steady_clock::now());  // not an idle connection while it waits
+      it->second(q == std::string::npos ? std::string() : target.substr(q + 1),
+                 [self = shared_from_this(), res, json](std::unique_ptr<google::protobuf::Message> msg) {
+                   if (self->closed_) return;
+                   res->result(http::status::ok);
+                   body(*res, *msg, json);
+                   self->write(res);
+                 });
+      return;
     }
     write(res);
   }
@@ -156,7 +162,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   local::socket socket_;
   asio::steady_timer deadline_;
-  const std::map<std::string, ApiServer::QueryHandler>& handlers_;
+  const std::map<std::string, ApiServer::AsyncQueryHandler>& handlers_;
   std::shared_ptr<Shared> srv_;
   ConnectionSlots<HttpSession>::Id slot_ = 0;
   bool closed_ = false;
@@ -174,7 +180,7 @@ struct ApiServer::Impl {
   asio::steady_timer retry_timer;
   std::shared_ptr<Shared> shared;
   AcceptBackoff backoff;
-  std::map<std::string, QueryHandler> handlers;
+  std::map<std::string, AsyncQueryHandler> handlers;
   std::string path;
 
   void accept() {
@@ -215,9 +221,14 @@ ApiServer::ApiServer(asio::io_context& io) : impl_(std::make_unique<Impl>(io)) {
 ApiServer::~ApiServer() { stop(); }
 
 void ApiServer::handle(const std::string& path, Handler h) {
-  impl_->handlers[path] = [h = std::move(h)](const std::string&) { return h(); };
+  impl_->handlers[path] = [h = std::move(h)](const std::string&, const Reply& reply) { reply(h()); };
 }
-void ApiServer::handle_query(const std::string& path, QueryHandler h) { impl_->handlers[path] = std::move(h); }
+void ApiServer::handle_query(const std::string& path, QueryHandler h) {
+  impl_->handlers[path] = [h = std::move(h)](const std::string& q, const Reply& reply) { reply(h(q)); };
+}
+void ApiServer::handle_query_async(const std::string& path, AsyncQueryHandler h) {
+  impl_->handlers[path] = std::move(h);
+}
 
 Status ApiServer::start(const std::string& socket_path) {
   // A socket file may be left over from an agent that died: replace it, but

@@ -40,6 +40,13 @@ class ApiServer {
   // A handler that reads the request's query string (the text after '?').
   using QueryHandler = std::function<std::unique_ptr<google::protobuf::Message>(const std::string& query)>;
   void handle_query(const std::string& path, QueryHandler h);
+  // A handler that answers later, for work that must not hold up the event loop
+  // (`tabby policy trace --check` waits for a probe packet): it calls `reply` once,
+  // on the io_context's thread; the connection waits within its request deadline
+  // and a reply to a connection closed meanwhile is dropped.
+  using Reply = std::function<void(std::unique_ptr<google::protobuf::Message>)>;
+  using AsyncQueryHandler = std::function<void(const std::string& query, Reply reply)>;
+  void handle_query_async(const std::string& path, AsyncQueryHandler h);
   // Binds the socket (replacing a stale socket file left by a dead agent, but
   // refusing if another agent is answering on it) and starts accepting.
   Status start(const std::string& socket_path);

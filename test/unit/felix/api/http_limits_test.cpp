@@ -458,3 +458,55 @@ TEST_CASE("API server: capped, deadline per request, 431, and the CLI gets throu
     return 0;
   });
 }
+
+TEST_CASE("API server: an asynchronous handler answers later while the loop serves other requests") {
+  IoThread t;
+  ApiServer api(t.io);
+  api.handle("/v1/status", [] {
+    auto m = std::make_unique<api::ApiError>();
+    m->set_message("status");
+    return m;
+  });
+  // /v1/slow answers when the test says so (as a probe waiting for its packet would); /v1/hang never.
+  ApiServer::Reply pending;
+  api.handle_query_async("/v1/slow", [&](const std::string& q, ApiServer::Reply reply) {
+    pending = [reply, q](std::unique_ptr<google::protobuf::Message>) {
+      auto m = std::make_unique<api::ApiError>();
+      m->set_message("slow " + q);
+      reply(std::move(m));
+    };
+  });
+  api.handle_query_async("/v1/hang", [](const std::string&, ApiServer::Reply) {});
+  HttpServerLimits l;
+  l.request_timeout = 800ms;
+  std::string sock = "/tmp/tabby-async-test-" + std::to_string(::getpid()) + ".sock";
+  t.on_io([&] {
+    api.set_limits(l);
+    auto st = api.start(sock);
+    REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().message));
+    return 0;
+  });
+  auto slow = std::async(std::launch::async, [&] { return api_get(sock, "/v1/slow?x=1"); });
+  // Until the handler answers, other requests are served.
+  for (int i = 0; i < 50 && !t.on_io([&] { return static_cast<bool>(pending); }); ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(t.on_io([&] { return static_cast<bool>(pending); }));
+  auto status = api_get(sock, "/v1/status");
+  REQUIRE(status.ok());
+  CHECK(slow.wait_for(0ms) == std::future_status::timeout);  // still waiting for its answer
+  t.on_io([&] {
+    pending(nullptr);
+    return 0;
+  });
+  auto body = slow.get();
+  REQUIRE_MESSAGE(body.ok(), (body.ok() ? "" : body.error().message));
+  api::ApiError m;
+  CHECK(m.ParseFromString(*body));
+  CHECK(m.message() == "slow x=1");
+  // A handler that never answers: the request deadline closes the connection.
+  auto hang = api_get(sock, "/v1/hang");
+  CHECK_FALSE(hang.ok());
+  t.on_io([&] {
+    api.stop();
+    return 0;
+  });
+}
