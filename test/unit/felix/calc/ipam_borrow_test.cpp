@@ -11,9 +11,11 @@
 
 #include "felix/calc/calc.hpp"
 #include "felix/calc/doc_feed.hpp"
+#include "test/unit/felix/calc/calc_feed.hpp"
 
 using namespace tabby;
 using namespace tabby::felix;
+using namespace tabby::felix::test;
 using dataplane::RouteClass;
 
 namespace {
@@ -27,50 +29,13 @@ std::string pool_doc(const std::string& cidr, const std::string& extra = "") {
   return "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool-a}\nspec:\n  cidr: " + cidr +
          "\n  blockSize: 30\n" + extra + "---\n";
 }
-std::string block_doc(const std::string& cidr, const std::string& node, const std::string& allocs = "",
-                      const std::string& borrowed = "") {
-  Prefix p = *Prefix::parse(cidr);
-  return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
-         "}\nspec: {cidr: " + cidr + ", node: " + node + ", allocations: {" + allocs + "}" +
-         (borrowed.empty() ? "" : ", borrowed: {" + borrowed + "}") + "}\n---\n";
-}
 std::string wep_doc(const std::string& name, const std::string& node, const std::string& ip, const std::string& iface) {
   return "apiVersion: tabby.dev/v1\nkind: WorkloadEndpoint\nmetadata: {name: " + name +
          ", namespace: default}\nspec: {node: " + node + ", interfaceName: " + iface + ", ips: [" + ip + "]}\n---\n";
 }
-std::string ipam_doc(const std::string& spec) {
-  return "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: default}\nspec: " + spec +
-         "\n---\n";
-}
 
-struct Agent {
-  Calc calc;
-  ManifestTracker tracker;
-  std::vector<std::string> errors;
-  explicit Agent(const std::string& name) : calc(CalcOptions{name, {}, "tunl0", "vxlan.tabby", 4096, 4789}) {}
-  CalcChanges feed(const std::string& source, const std::string& yaml) {
-    std::vector<ResourceError> errs;
-    for (const auto& e : tracker.update_source(source, yaml, &errs))
-      if (auto st = calc.apply(e); !st) errors.push_back(st.error().message);
-    for (const auto& e : errs) errors.push_back(e.message);
-    return calc.take_changes();
-  }
-  CalcChanges drop(const std::string& source) {
-    for (const auto& e : tracker.remove_source(source)) (void)calc.apply(e);
-    return calc.take_changes();
-  }
-  std::vector<std::string> routes(RouteClass cls) const {
-    std::vector<std::string> v;
-    for (const auto& r : calc.routes(cls)) v.push_back(r.str());
-    return v;
-  }
-  bool announces(const std::string& prefix) const {
-    const auto& a = calc.speaker_config().announcements;
-    return std::any_of(a.begin(), a.end(), [&](const bgp::Announcement& x) { return x.prefix.str() == prefix; });
-  }
-};
+using Agent = test::FedCalc;
 
-bool has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
 // Two nodes, a /29 pool of two /30 blocks (three pod addresses each: the first is
 // the tunnel address): node-1's block has one free address, node-2's is full.

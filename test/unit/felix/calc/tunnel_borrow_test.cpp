@@ -13,9 +13,11 @@
 
 #include "felix/calc/calc.hpp"
 #include "felix/calc/doc_feed.hpp"
+#include "test/unit/felix/calc/calc_feed.hpp"
 
 using namespace tabby;
 using namespace tabby::felix;
+using namespace tabby::felix::test;
 using dataplane::RouteClass;
 using Action = TunnelAddressStep::Action;
 
@@ -29,43 +31,9 @@ std::string pool_doc(const std::string& name, const std::string& cidr, const std
   return "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: " + name + "}\nspec:\n  cidr: " + cidr +
          "\n  blockSize: 30\n" + extra + "---\n";
 }
-std::string block_doc(const std::string& cidr, const std::string& node, const std::string& allocs = "",
-                      const std::string& borrowed = "") {
-  Prefix p = *Prefix::parse(cidr);
-  return "apiVersion: tabby.dev/v1\nkind: BlockAffinity\nmetadata: {name: " + block_affinity_name(p) +
-         "}\nspec: {cidr: " + cidr + ", node: " + node + ", allocations: {" + allocs + "}" +
-         (borrowed.empty() ? "" : ", borrowed: {" + borrowed + "}") + "}\n---\n";
-}
-std::string ipam_doc(const std::string& spec) {
-  return "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: default}\nspec: " + spec +
-         "\n---\n";
-}
 
-struct Agent {
-  Calc calc;
-  ManifestTracker tracker;
-  std::vector<std::string> errors;
-  explicit Agent(const std::string& name) : calc(CalcOptions{name, {}, "tunl0", "vxlan.tabby", 4096, 4789}) {}
-  CalcChanges feed(const std::string& source, const std::string& yaml) {
-    std::vector<ResourceError> errs;
-    for (const auto& e : tracker.update_source(source, yaml, &errs))
-      if (auto st = calc.apply(e); !st) errors.push_back(st.error().message);
-    for (const auto& e : errs) errors.push_back(e.message);
-    return calc.take_changes();
-  }
-  std::vector<std::string> routes(RouteClass cls) const {
-    std::vector<std::string> v;
-    for (const auto& r : calc.routes(cls)) v.push_back(r.str());
-    return v;
-  }
-  std::vector<std::string> problems() const {
-    std::vector<std::string> v;
-    for (const auto& p : calc.problems()) v.push_back(p.message);
-    return v;
-  }
-};
+using Agent = test::FedCalc;
 
-bool has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 bool any_contains(const std::vector<std::string>& v, const std::string& s) {
   return std::any_of(v.begin(), v.end(), [&](const std::string& x) { return x.find(s) != std::string::npos; });
 }
