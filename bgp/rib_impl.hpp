@@ -18,8 +18,8 @@
 
 #include <array>
 #include <cstdlib>
-#include <memory>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <unordered_map>
 #include <utility>
