@@ -272,3 +272,55 @@ TEST_CASE("IPAM borrowing: VXLAN pools route a borrowed address to the borrower'
                         block_doc("198.19.0.4/30", "node-2") + wep_doc("x", "node-2", "198.19.0.2", "calix"));
   CHECK(has(n3.routes(RouteClass::RemoteBlock), "198.19.0.2/32 via 198.18.0.12"));
 }
+
+TEST_CASE("IPAM borrowing: IPv6 as IPv4 (a /128 borrowed, routed to the borrower and announced by it)") {
+  auto node6 = [](const std::string& name, const std::string& v4, const std::string& v6) {
+    return "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: " + name +
+           "\nspec:\n  bgp:\n    ipv4Address: " + v4 + "\n    ipv6Address: " + v6 + "\n---\n";
+  };
+  const std::string nodes = node6("node-1", "198.18.0.11/24", "fd00:18::11/64") +
+                            node6("node-2", "198.18.0.12/24", "fd00:18::12/64") +
+                            node6("node-3", "198.18.0.13/24", "fd00:18::13/64");
+  // A /125 pool of two /126 blocks: node-1's has a free address, node-2's is full.
+  const std::string pool6 =
+      "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool-6}\nspec:\n  cidr: 2001:db8:19::/125\n"
+      "  blockSize: 126\n---\n";
+  const std::string full = nodes + pool6 +
+                           block_doc("2001:db8:19::/126", "node-1", "default/a: '2001:db8:19::1', default/b: '2001:db8:19::2'") +
+                           block_doc("2001:db8:19::4/126", "node-2",
+                                     "default/c: '2001:db8:19::5', default/d: '2001:db8:19::6', default/e: '2001:db8:19::7'");
+  Agent n("node-2");
+  n.feed("c.yaml", full);
+  REQUIRE(n.errors.empty());
+  auto p = n.calc.plan_ip("node-2", "default/x", IpFamily::V6);
+  REQUIRE_MESSAGE(p, (p ? "" : p.error().message));
+  CHECK_FALSE(p->claim_block);
+  CHECK(p->block.str() == "2001:db8:19::/126");
+  CHECK(p->ip.str() == "2001:db8:19::3");
+  CHECK(p->borrowed_from == "node-1");
+  CHECK(std::get<BlockAffinity>(p->affinity.body).borrowed == std::map<std::string, std::string>{{"default/x", "node-2"}});
+  // strictAffinity true: not for IPv6 either.
+  n.feed("i.yaml", ipam_doc("{strictAffinity: true}"));
+  CHECK_FALSE(n.calc.plan_ip("node-2", "default/x", IpFamily::V6));
+
+  // Recorded and held by node-2's pod: node-1 and node-3 route the /128 to node-2, node-2 announces it.
+  const std::string lent = nodes + pool6 +
+                           block_doc("2001:db8:19::/126", "node-1", "default/x: '2001:db8:19::3'", "default/x: node-2");
+  const std::string pod = wep_doc("x", "node-2", "'2001:db8:19::3'", "calix");
+  Agent n1("node-1"), n2("node-2"), n3("node-3");
+  for (Agent* a : {&n1, &n2, &n3}) {
+    a->feed("c.yaml", lent);
+    a->feed("p.yaml", pod);
+    REQUIRE(a->errors.empty());
+  }
+  CAPTURE(n1.routes(RouteClass::RemoteBlock));
+  CHECK(has(n1.routes(RouteClass::RemoteBlock), "2001:db8:19::3/128 via fd00:18::12"));
+  CHECK(has(n3.routes(RouteClass::RemoteBlock), "2001:db8:19::3/128 via fd00:18::12"));
+  CHECK(has(n3.routes(RouteClass::RemoteBlock), "2001:db8:19::/126 via fd00:18::11"));
+  CHECK(n2.announces("2001:db8:19::3/128"));
+  CHECK_FALSE(n1.announces("2001:db8:19::3/128"));
+  CHECK(n1.announces("2001:db8:19::/126"));
+  // The pod gone: the /128 goes.
+  n3.drop("p.yaml");
+  CHECK_FALSE(has(n3.routes(RouteClass::RemoteBlock), "2001:db8:19::3/128 via fd00:18::12"));
+}
