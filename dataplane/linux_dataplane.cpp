@@ -248,6 +248,13 @@ struct LinuxDataplane::Impl {
       sync.op_done(op, ok);
       if (ok) {
         if (err == 0) ++(op.del ? st.routes_removed : st.routes_added);
+      } else if (!op.del && err == ENODEV) {
+        // The interface went away after the link table last saw it: its RTM_DELLINK
+        // is still on the way (a pod's veth deleted while its endpoint is still
+        // desired, found when a carrier-loss event made us reload the routes). Not
+        // an error: the links are read again, and the route waits for its interface
+        // (pending) until it comes back or the endpoint goes.
+        need_resync = true;
       } else if (errors.size() < 20) {
         Route r = RouteDiff::materialize(sync.op_key(op), sync.attrs().get(op.attrs));
         errors.push_back((op.del ? "delete " : "add ") + r.str() + ": " + std::strerror(err));
