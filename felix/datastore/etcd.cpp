@@ -226,23 +226,13 @@ class EtcdDatastore final : public Datastore {
   }
 
   void replace(const DocKey& key, const DocEvent& current, std::string text, CreateCallback done) override {
-    auto st = st_;
-    std::string k = etcd_key(st->cfg.etcd_prefix, key);
-    std::string rev = current.revision;
-    if (rev.empty() || rev.find_first_not_of("0123456789") != std::string::npos) {
-      asio::post(io_, [st, done, k] {
-        if (st->alive) done(fail_msg("etcd replace " + k + ": the object was not read from etcd (no mod_revision)"));
-      });
+    if (auto ok = check_text_key(key, text); !ok) {
+      asio::post(io_, [st = st_, done, e = ok.error()] { if (st->alive) done(fail(e)); });
       return;
     }
-    spawn_write(key, text, [st, k, rev, text, done]() -> asio::awaitable<void> {
-      auto r = co_await st->write("/v3/kv/txn", etcd_replace_request(k, rev, text));
-      Result<bool> out = fail_msg("");
-      if (!r) out = fail(r.error());
-      else if (r->status != 200) out = fail_msg("etcd txn " + k + ": HTTP " + std::to_string(r->status) + ": " + etcd_error_text(r->body));
-      else out = parse_etcd_txn_succeeded(r->body);
-      if (st->alive) done(std::move(out));
-    }, [done](Error e) { done(fail(std::move(e))); });
+    txn_at_revision(key, current, "replace",
+                    [text](const std::string& k, const std::string& rev) { return etcd_replace_request(k, rev, text); },
+                    std::move(done));
   }
 
   void remove(const DocKey& key, RemoveCallback done) override {
@@ -260,17 +250,29 @@ class EtcdDatastore final : public Datastore {
   }
 
   void remove_if(const DocKey& key, const DocEvent& current, RemoveCallback done) override {
+    txn_at_revision(key, current, "delete",
+                    [](const std::string& k, const std::string& rev) { return etcd_delete_if_request(k, rev); },
+                    std::move(done));
+  }
+
+ private:
+  // A txn that holds only while the key's mod_revision is still the one `current`
+  // was delivered with (replace, remove_if): true when it went through, false when
+  // the object changed or went meanwhile.
+  template <class Body>
+  void txn_at_revision(const DocKey& key, const DocEvent& current, const char* what, Body body,
+                       std::function<void(Result<bool>)> done) {
     auto st = st_;
     std::string k = etcd_key(st->cfg.etcd_prefix, key);
     std::string rev = current.revision;
     if (rev.empty() || rev.find_first_not_of("0123456789") != std::string::npos) {
-      asio::post(io_, [st, done, k] {
-        if (st->alive) done(fail_msg("etcd delete " + k + ": the object was not read from etcd (no mod_revision)"));
+      asio::post(io_, [st, done, k, what = std::string(what)] {
+        if (st->alive) done(fail_msg("etcd " + what + " " + k + ": the object was not read from etcd (no mod_revision)"));
       });
       return;
     }
-    asio::co_spawn(io_, [st, k, rev, done = std::move(done)]() -> asio::awaitable<void> {
-      auto r = co_await st->write("/v3/kv/txn", etcd_delete_if_request(k, rev));
+    asio::co_spawn(io_, [st, k, req = body(k, rev), done = std::move(done)]() -> asio::awaitable<void> {
+      auto r = co_await st->write("/v3/kv/txn", req);
       Result<bool> out = fail_msg("");
       if (!r) out = fail(r.error());
       else if (r->status != 200) out = fail_msg("etcd txn " + k + ": HTTP " + std::to_string(r->status) + ": " + etcd_error_text(r->body));
@@ -279,7 +281,6 @@ class EtcdDatastore final : public Datastore {
     }, asio::detached);
   }
 
- private:
   template <class F, class OnError>
   void spawn_write(const DocKey& key, const std::string& text, F body, OnError on_error) {
     if (auto ok = check_text_key(key, text); !ok) {
